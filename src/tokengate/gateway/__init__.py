@@ -1,0 +1,1 @@
+"""The gateway: kong.yaml, the Kong router and the streaming forwarder."""
