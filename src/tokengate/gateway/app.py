@@ -1,0 +1,213 @@
+"""Wiring: the proxy server, the status server, and their lifecycle.
+
+    async with GatewayServer(config, settings) as server:    # binds both listeners
+        print(server.proxy_port, server.status_port)           # real ports (0 → chosen)
+        await server.wait_closed()
+
+The proxy runs on aiohttp's low-level `web.Server`: we have our own (Kong) router, so the
+application router and middleware chain would only add cost on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import socket
+from types import TracebackType
+from typing import Final
+
+from aiohttp import web
+
+from tokengate.gateway import responses
+from tokengate.gateway.config import GatewayConfig, Service
+from tokengate.gateway.headers import sane_request_id
+from tokengate.gateway.paths import BadPath, canonical_path
+from tokengate.gateway.proxy import Forwarder
+from tokengate.gateway.router import Router
+from tokengate.gateway.settings import GatewaySettings
+
+log = logging.getLogger("tokengate.gateway")
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+class Gateway:
+    """The per-request path: canonical path → route → forward. One per worker process."""
+
+    def __init__(self, config: GatewayConfig, settings: GatewaySettings) -> None:
+        self.config = config
+        self.settings = settings
+        self.router = Router(config.routes)
+        self.forwarder = Forwarder(settings)
+        self.listen_port = b"%d" % settings.listen[1]
+        self._request_ids = itertools.count(1)
+        self._request_id_prefix = os.urandom(8).hex()
+        self._service_hosts = {svc: _host_header(svc) for svc in config.services}
+
+    def new_request_id(self) -> bytes:
+        return b"%s%016x" % (self._request_id_prefix.encode(), next(self._request_ids))
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        request_id = sane_request_id(_raw_header(request, b"x-request-id")) or self.new_request_id()
+        try:
+            response = await self._handle(request, request_id)
+        except (web.RequestPayloadError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            log.info("client request body failed: %s", exc)
+            response = responses.bad_request()
+        except Exception:
+            log.exception("unexpected error while handling a request")
+            response = responses.kong_error(500, "An unexpected error occurred")
+        response.headers.setdefault("X-Request-Id", request_id.decode())
+        return response
+
+    async def _handle(self, request: web.BaseRequest, request_id: bytes) -> web.StreamResponse:
+        raw_target = request.raw_path
+        if not raw_target.startswith("/"):
+            if raw_target == "*":
+                return responses.bad_request()
+            raw_target = request.rel_url.raw_path_qs  # absolute-form: keep only the path
+        query_at = raw_target.find("?")
+        raw_path = raw_target if query_at < 0 else raw_target[:query_at]
+        try:
+            path = canonical_path(raw_path)
+        except BadPath as exc:
+            log.info("refused request path %r: %s", raw_path, exc)
+            return responses.bad_request()
+
+        host_header = request.headers.get("Host", "")
+        match = self.router.match(request.method, host_header, path, request.headers)
+        if match is None:
+            return responses.no_route()
+        service = match.route.service
+        if service is None:
+            return responses.no_service()
+
+        # The openid-connect check plugs in here: before any body byte is read or a
+        # 100 Continue is sent.
+
+        if match.route.preserve_host and host_header:
+            upstream_host = host_header.encode("latin-1")
+        else:
+            upstream_host = self._service_hosts[service]
+        peer = (request.remote or "").encode()
+        forwarded_host = host_header.rsplit(":", 1)[0] if "]" not in host_header else host_header
+        added = (
+            b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %b\r\n"
+            b"X-Forwarded-Port: %b\r\nX-Forwarded-Path: %b\r\nX-Real-IP: %b\r\n"
+            b"X-Request-Id: %b\r\n"
+        ) % (
+            peer,
+            forwarded_host.encode("latin-1"),
+            self.listen_port,
+            raw_path.encode("latin-1"),
+            peer,
+            request_id,
+        )
+        return await self.forwarder.forward(request, match, added=added, host=upstream_host)
+
+
+def _host_header(service: Service) -> bytes:
+    if _DEFAULT_PORTS.get(service.protocol) == service.port:
+        return service.host.encode("idna")
+    return b"%b:%d" % (service.host.encode("idna"), service.port)
+
+
+def _raw_header(request: web.BaseRequest, lname: bytes) -> bytes | None:
+    for name, value in request.raw_headers:
+        if name.lower() == lname:
+            return value
+    return None
+
+
+class GatewayServer:
+    """Both listeners of one worker: the proxy and the status API (/healthz, /readyz)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        settings: GatewaySettings,
+        *,
+        reuse_port: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.gateway = Gateway(config, settings)
+        self._reuse_port = reuse_port
+        self._proxy_runner: web.ServerRunner | None = None
+        self._status_runner: web.AppRunner | None = None
+        self.proxy_port = settings.listen[1]
+        self.status_port = settings.status_listen[1]
+        self.ready = False
+
+    async def __aenter__(self) -> GatewayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        settings = self.settings
+        server = web.Server(
+            self.gateway.handle,
+            handler_cancellation=True,  # client gone → upstream exchange cancelled
+            auto_decompress=False,  # bodies travel as the client encoded them
+            keepalive_timeout=settings.client_header_timeout,
+            access_log=None,
+        )
+        self._proxy_runner = web.ServerRunner(server, handle_signals=False)
+        await self._proxy_runner.setup()
+        host, port = settings.listen
+        site = web.TCPSite(
+            self._proxy_runner, host, port, reuse_port=self._reuse_port or None, backlog=1024
+        )
+        await site.start()
+        self.proxy_port = _bound_port(site)
+        self.gateway.listen_port = b"%d" % self.proxy_port
+
+        status_app = web.Application()
+        status_app.router.add_get("/healthz", self._healthz)
+        status_app.router.add_get("/readyz", self._readyz)
+        self._status_runner = web.AppRunner(status_app, handle_signals=False, access_log=None)
+        await self._status_runner.setup()
+        shost, sport = settings.status_listen
+        status_site = web.TCPSite(
+            self._status_runner, shost, sport, reuse_port=self._reuse_port or None
+        )
+        await status_site.start()
+        self.status_port = _bound_port(status_site)
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._proxy_runner is not None:
+            await self._proxy_runner.cleanup()
+        if self._status_runner is not None:
+            await self._status_runner.cleanup()
+        await self.gateway.forwarder.close()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        body = {
+            "status": "ready" if self.ready else "starting",
+            "routes": len(self.gateway.config.routes),
+            "services": len(self.gateway.config.services),
+        }
+        return web.json_response(body, status=200 if self.ready else 503, dumps=json.dumps)
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    # aiohttp keeps the asyncio (or uvloop) Server here; its public API has no bound port.
+    for sock in getattr(site._server, "sockets", None) or ():
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            return int(sock.getsockname()[1])
+    raise RuntimeError("listener has no TCP socket")

@@ -1,0 +1,139 @@
+"""Header hygiene between client, gateway and upstream.
+
+    head = build_request_head(b"GET", b"/x", request.raw_headers, host=b"svc:8080",
+                              forwarded=b"X-Forwarded-For: 10.0.0.1\\r\\n", framing=b"")
+    headers = response_headers(conn.headers, head_request=False)
+
+Requests are assembled as bytes straight from aiohttp's raw headers: one pass, no dict.
+Rules (RFC 9110 §7.6.1, RFC 9112 §9.6, and DESIGN's security invariants):
+- hop-by-hop headers, and any header the client's `Connection` names, stop here (both ways);
+- framing (Content-Length, Transfer-Encoding) is always ours, never copied;
+- X-Forwarded-*, Forwarded, X-Real-IP and identity headers (X-Consumer-*, X-Userinfo,
+  X-Authenticated-*, X-Credential-Identifier, X-Anonymous-Consumer) are the gateway's to set:
+  a client-sent one never reaches the upstream, so an upstream may trust them;
+- headers the gateway sets are added after filtering, so `Connection: X-Request-Id` cannot remove them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+from multidict import CIMultiDict
+
+RawHeaders = Iterable[tuple[bytes, bytes]]
+
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# Never copied from the client: the gateway sets its own, or the header is for it alone.
+_REQUEST_DROP: Final = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"expect",
+    b"forwarded",
+    b"x-real-ip",
+    b"x-request-id",
+    b"via",
+    b"x-userinfo",
+    b"x-credential-identifier",
+    b"x-anonymous-consumer",
+}
+_REQUEST_DROP_PREFIXES: Final = (b"x-forwarded-", b"x-consumer-", b"x-authenticated-")
+
+_RESPONSE_DROP: Final = HOP_BY_HOP | {b"via"}
+
+VIA: Final = "1.1 tokengate"
+_VIA_BYTES: Final = VIA.encode()
+
+# A client's request id is kept only when it is short and plain (it ends up in logs).
+_SANE_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+
+
+def connection_named(raw_headers: RawHeaders) -> frozenset[bytes]:
+    """Header names listed in `Connection` (RFC 9110 §7.6.1), lower-cased."""
+    named: set[bytes] = set()
+    for name, value in raw_headers:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    named.discard(b"")
+    return frozenset(named)
+
+
+def sane_request_id(value: bytes | None) -> bytes | None:
+    if value is not None and _SANE_REQUEST_ID.fullmatch(value):
+        return value
+    return None
+
+
+def build_request_head(
+    method: bytes,
+    target: bytes,
+    raw_headers: tuple[tuple[bytes, bytes], ...],
+    *,
+    host: bytes,
+    added: bytes,
+    framing: bytes,
+) -> bytes:
+    """The upstream request head: client headers that survive, then `added` (the gateway's
+    own header lines, CRLF-terminated), then `framing` (Content-Length / Transfer-Encoding)."""
+    parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+    named: frozenset[bytes] | None = None
+    via: list[bytes] = []
+    for name, value in raw_headers:
+        lname = name.lower()
+        if lname in _REQUEST_DROP or lname.startswith(_REQUEST_DROP_PREFIXES):
+            if lname == b"connection" and named is None:
+                named = connection_named(raw_headers)
+            elif lname == b"via":
+                via.append(value)
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    if named:
+        parts = _without_named(parts, named)
+    via.append(_VIA_BYTES)
+    parts += (b"Via: ", b", ".join(via), b"\r\n", added, framing, b"\r\n")
+    return b"".join(parts)
+
+
+def _without_named(parts: list[bytes], named: frozenset[bytes]) -> list[bytes]:
+    # Rare path (a client Connection header naming extra headers): rebuild without them.
+    kept = parts[:6]
+    for i in range(6, len(parts), 4):
+        if parts[i].lower() not in named:
+            kept += parts[i : i + 4]
+    return kept
+
+
+def response_headers(raw_headers: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """Upstream response headers as they go to the client. Content-Length is kept (llhttp
+    checked it, and HEAD / 304 need it); aiohttp frames the body itself."""
+    named: frozenset[bytes] = frozenset()
+    headers: CIMultiDict[str] = CIMultiDict()
+    via: list[str] = []
+    for name, value in raw_headers:
+        lname = name.lower()
+        if lname in _RESPONSE_DROP:
+            if lname == b"connection":
+                named = connection_named(raw_headers)
+            elif lname == b"via":
+                via.append(value.decode("latin-1"))
+            continue
+        headers.add(name.decode("latin-1"), value.decode("latin-1"))
+    for lname in named:
+        headers.popall(lname.decode("latin-1"), None)
+    via.append(VIA)
+    headers["Via"] = ", ".join(via)
+    return headers

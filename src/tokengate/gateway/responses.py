@@ -1,0 +1,57 @@
+"""The answers the gateway writes itself, with Kong's bodies (kong/error_handlers.lua wording).
+
+return responses.no_route()        # 404 {"message":"no Route matched with those values"}
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+
+def kong_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps({"message": message}).encode(),
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def bad_request() -> web.Response:
+    return kong_error(400, "Bad request")
+
+
+def no_route() -> web.Response:
+    return kong_error(404, "no Route matched with those values")
+
+
+def request_timeout() -> web.Response:
+    return kong_error(408, "Request timeout", {"Connection": "close"})
+
+
+def payload_too_large() -> web.Response:
+    # The unread body cannot be skipped safely on this connection: close it.
+    return kong_error(413, "Request Entity Too Large", {"Connection": "close"})
+
+
+def expectation_failed() -> web.Response:
+    return kong_error(417, "Expectation failed")
+
+
+def no_service() -> web.Response:
+    return kong_error(503, "no Service found with those values")
+
+
+def bad_gateway() -> web.Response:
+    return kong_error(502, "An invalid response was received from the upstream server")
+
+
+def service_unavailable() -> web.Response:
+    return kong_error(503, "The upstream server is currently unavailable")
+
+
+def gateway_timeout() -> web.Response:
+    return kong_error(504, "The upstream server is timing out")

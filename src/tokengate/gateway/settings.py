@@ -1,0 +1,26 @@
+"""Process-level gateway settings: everything that is not in kong.yaml (listen addresses, limits).
+
+    settings = GatewaySettings(listen=("127.0.0.1", 8000), max_body_size=8 * 1024 * 1024)
+
+Built once by the CLI from flags and TOKENGATE_* variables; tests build it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    listen: tuple[str, int] = ("127.0.0.1", 8000)
+    status_listen: tuple[str, int] = ("127.0.0.1", 8100)
+    # Requests with a larger body get 413 (Kong's default client_max_body_size is 8 MiB; nginx's
+    # 1 MiB is too small for a proxy of APIs that take uploads).
+    max_body_size: int = 8 * 1024 * 1024
+    # A client that stalls between two body reads, or sends a request head too slowly, or idles
+    # on a keep-alive connection, is cut off after this many seconds (slowloris protection).
+    client_body_timeout: float = 10.0
+    client_header_timeout: float = 10.0
+    keepalive_timeout: float = 60.0
+    upstream_max_connections: int = 512  # per upstream host:port; beyond it requests queue
+    upstream_max_idle: int = 128

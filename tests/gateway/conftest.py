@@ -1,0 +1,115 @@
+"""Fixtures: gateways on port 0 in front of in-process upstreams, and raw-socket helpers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tokengate.gateway.app import GatewayServer
+from tokengate.gateway.config import GatewayConfig, Route, Service
+from tokengate.gateway.settings import GatewaySettings
+
+
+def make_service(port: int, *, host: str = "127.0.0.1", **fields: Any) -> Service:
+    values: dict[str, Any] = {
+        "name": f"svc-{port}",
+        "protocol": "http",
+        "host": host,
+        "port": port,
+        "path": None,
+        "connect_timeout": 5.0,
+        "read_timeout": 5.0,
+        "write_timeout": 5.0,
+        "retries": 5,
+    }
+    values.update(fields)
+    return Service(**values)
+
+
+def make_route(service: Service | None, paths: tuple[str, ...] = ("/",), **fields: Any) -> Route:
+    values: dict[str, Any] = {
+        "name": None,
+        "service": service,
+        "paths": paths,
+        "methods": (),
+        "hosts": (),
+        "headers": {},
+    }
+    values.update(fields)
+    return Route(**values)
+
+
+StartGateway = Callable[..., Awaitable[GatewayServer]]
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    servers: list[GatewayServer] = []
+
+    async def start(*routes: Route, **settings: Any) -> GatewayServer:
+        services = tuple(dict.fromkeys(r.service for r in routes if r.service is not None))
+        config = GatewayConfig(services=services, routes=routes)
+        server = GatewayServer(
+            config,
+            GatewaySettings(listen=("127.0.0.1", 0), status_listen=("127.0.0.1", 0), **settings),
+        )
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+async def raw_request(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send bytes as they are, read until the server closes (or `timeout`)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        chunks = []
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        writer.close()
+
+
+class RawUpstream:
+    """A TCP server that answers each connection with a script: for responses that aiohttp's
+    own server would never produce (close-delimited bodies, garbage, early closes)."""
+
+    def __init__(self, respond: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]):
+        self._respond = respond
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> RawUpstream:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self._respond(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def read_head(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.requests.append(head)
+        return head

@@ -1,0 +1,510 @@
+"""The forwarder over real sockets: an in-process upstream on port 0, the gateway, a client."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
+
+from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_service, raw_request
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response(
+        {
+            "method": request.method,
+            "path_qs": request.raw_path,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body_len": len(body),
+        }
+    )
+
+
+@pytest.fixture
+async def upstream() -> Any:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+async def get_json(url: str, **kwargs: Any) -> tuple[int, CIMultiDict[str], Any]:
+    async with aiohttp.ClientSession() as session, session.get(url, **kwargs) as resp:
+        return resp.status, CIMultiDict(resp.headers), await resp.json(content_type=None)
+
+
+def header_values(echoed: dict[str, Any], name: str) -> list[str]:
+    return [v for k, v in echoed["headers"] if k.lower() == name.lower()]
+
+
+async def test_get_is_forwarded_with_path_query_and_service_host(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    svc = make_service(upstream.port)
+    gw = await start_gateway(make_route(svc, ("/api",), strip_path=False))
+    status, _, echoed = await get_json(f"http://127.0.0.1:{gw.proxy_port}/api/items?q=1&b=%20")
+    assert status == 200
+    assert echoed["path_qs"] == "/api/items?q=1&b=%20"
+    assert header_values(echoed, "Host") == [f"127.0.0.1:{upstream.port}"]
+
+
+async def test_strip_path_and_service_path(upstream: TestServer, start_gateway: StartGateway) -> None:
+    svc = make_service(upstream.port, path="/base")
+    gw = await start_gateway(make_route(svc, ("/api",)))
+    _, _, echoed = await get_json(f"http://127.0.0.1:{gw.proxy_port}/api/items")
+    assert echoed["path_qs"] == "/base/items"
+
+
+async def test_preserve_host_sends_client_host(upstream: TestServer, start_gateway: StartGateway) -> None:
+    svc = make_service(upstream.port)
+    gw = await start_gateway(make_route(svc, preserve_host=True))
+    _, _, echoed = await get_json(
+        f"http://127.0.0.1:{gw.proxy_port}/", headers={"Host": "api.example.com"}
+    )
+    assert header_values(echoed, "Host") == ["api.example.com"]
+
+
+async def test_spoofed_forwarding_and_identity_headers_are_replaced(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    svc = make_service(upstream.port)
+    gw = await start_gateway(make_route(svc))
+    spoofed = {
+        "X-Forwarded-For": "6.6.6.6",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Port": "1",
+        "X-Forwarded-Path": "/admin",
+        "X-Forwarded-Prefix": "/admin",
+        "X-Real-IP": "6.6.6.6",
+        "Forwarded": "for=6.6.6.6",
+        "X-Consumer-ID": "admin",
+        "X-Consumer-Username": "admin",
+        "X-Credential-Identifier": "admin",
+        "X-Authenticated-Userid": "admin",
+        "X-Authenticated-Scope": "admin",
+        "X-Userinfo": "e30=",
+        "X-Anonymous-Consumer": "false",
+    }
+    _, _, echoed = await get_json(
+        f"http://127.0.0.1:{gw.proxy_port}/p?x=1", headers={**spoofed, "Host": "shop.example:8443"}
+    )
+    assert header_values(echoed, "X-Forwarded-For") == ["127.0.0.1"]
+    assert header_values(echoed, "X-Real-IP") == ["127.0.0.1"]
+    assert header_values(echoed, "X-Forwarded-Proto") == ["http"]
+    assert header_values(echoed, "X-Forwarded-Host") == ["shop.example"]
+    assert header_values(echoed, "X-Forwarded-Port") == [str(gw.proxy_port)]
+    assert header_values(echoed, "X-Forwarded-Path") == ["/p"]
+    for name in ("Forwarded", "X-Forwarded-Prefix", "X-Consumer-ID", "X-Consumer-Username",
+                 "X-Credential-Identifier", "X-Authenticated-Userid", "X-Authenticated-Scope",
+                 "X-Userinfo", "X-Anonymous-Consumer"):
+        assert header_values(echoed, name) == [], name
+
+
+async def test_hop_by_hop_and_connection_named_headers_stop_at_the_gateway(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    svc = make_service(upstream.port)
+    gw = await start_gateway(make_route(svc))
+    request = (
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret, X-Request-Id, Via\r\n"
+        b"X-Secret: s\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\n"
+        b"Proxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n"
+    )
+    # Connection: close on a second request would be needed to end the read; send it twice.
+    raw = await raw_request(gw.proxy_port, request + b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    first = json.loads(raw.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1", 1)[0])
+    names = {k.lower() for k, _ in first["headers"]}
+    assert "x-kept" in names
+    for gone in ("x-secret", "keep-alive", "te", "upgrade", "proxy-authorization", "proxy-connection"):
+        assert gone not in names, gone
+    # Headers the gateway sets itself survive a client Connection header naming them.
+    assert header_values(first, "X-Request-Id") and header_values(first, "Via") == ["1.1 tokengate"]
+
+
+async def test_request_id_is_kept_when_sane_and_replaced_when_not(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_route(make_service(upstream.port)))
+    url = f"http://127.0.0.1:{gw.proxy_port}/"
+    _, headers, echoed = await get_json(url, headers={"X-Request-Id": "abc-123"})
+    assert header_values(echoed, "X-Request-Id") == ["abc-123"]
+    assert headers["X-Request-Id"] == "abc-123"
+    _, headers, echoed = await get_json(url, headers={"X-Request-Id": "bad id; <script>"})
+    (generated,) = header_values(echoed, "X-Request-Id")
+    assert generated != "bad id; <script>" and len(generated) == 32
+    assert headers["X-Request-Id"] == generated
+
+
+async def test_response_hop_by_hop_headers_are_removed_and_via_added(start_gateway: StartGateway) -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=1\r\n"
+            b"Via: 1.0 inner\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok"
+        )
+        await writer.drain()
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        async with aiohttp.ClientSession() as session, session.get(
+            f"http://127.0.0.1:{gw.proxy_port}/"
+        ) as resp:
+            assert resp.status == 200 and await resp.read() == b"ok"
+            assert "X-Internal" not in resp.headers and "Keep-Alive" not in resp.headers
+            assert resp.headers.getall("Set-Cookie") == ["a=1", "b=2"]
+            assert resp.headers["Via"] == "1.0 inner, 1.1 tokengate"
+
+
+async def test_double_slash_path_never_leaves_for_another_host(start_gateway: StartGateway) -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port), strip_path=False))
+        raw = await raw_request(
+            gw.proxy_port, b"GET //evil.example/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        assert raw.startswith(b"HTTP/1.1 200")
+        (head,) = upstream.requests
+        request_line = head.split(b"\r\n", 1)[0]
+        assert request_line.startswith(b"GET /") and not request_line.startswith(b"GET //")
+        assert f"Host: 127.0.0.1:{upstream.port}".encode() in head
+
+
+async def test_no_route_is_kong_404(upstream: TestServer, start_gateway: StartGateway) -> None:
+    gw = await start_gateway(make_route(make_service(upstream.port), ("/only",)))
+    status, _, body = await get_json(f"http://127.0.0.1:{gw.proxy_port}/else")
+    assert (status, body) == (404, {"message": "no Route matched with those values"})
+
+
+async def test_route_without_service_is_503(start_gateway: StartGateway) -> None:
+    gw = await start_gateway(make_route(None, ("/x",)))
+    status, _, body = await get_json(f"http://127.0.0.1:{gw.proxy_port}/x")
+    assert (status, body) == (503, {"message": "no Service found with those values"})
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/a/%2Fb", b"/a%5cb", b"/a/%00", b"/../etc/passwd", b"/a/%2e%2e/%2e%2e/b"],
+)
+async def test_unsafe_paths_are_refused_with_400(
+    target: bytes, upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_route(make_service(upstream.port)))
+    raw = await raw_request(gw.proxy_port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:100]
+    assert b'{"message": "Bad request"}' in raw
+
+
+async def test_upstream_refusing_connections_is_502(start_gateway: StartGateway) -> None:
+    async with RawUpstream(lambda r, w: asyncio.sleep(0)) as closed:
+        port = closed.port
+    gw = await start_gateway(make_route(make_service(port)))
+    status, _, body = await get_json(f"http://127.0.0.1:{gw.proxy_port}/")
+    assert status == 502
+    assert body == {"message": "An invalid response was received from the upstream server"}
+
+
+async def test_slow_upstream_is_504(start_gateway: StartGateway) -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        await asyncio.sleep(3)
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=0.2)))
+        status, _, body = await get_json(f"http://127.0.0.1:{gw.proxy_port}/")
+        assert (status, body) == (504, {"message": "The upstream server is timing out"})
+
+
+async def test_garbage_from_upstream_is_502(start_gateway: StartGateway) -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        await writer.drain()
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        status, _, _ = await get_json(f"http://127.0.0.1:{gw.proxy_port}/")
+        assert status == 502
+
+
+async def test_chunked_and_close_delimited_upstream_responses(start_gateway: StartGateway) -> None:
+    replies = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the very end",
+    ]
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(replies[len(upstream.requests) - 1])
+        await writer.drain()
+        if len(upstream.requests) == 1:
+            await upstream.read_head(reader)  # keep-alive: the next request comes here
+            writer.write(replies[1])
+            await writer.drain()
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        async with aiohttp.ClientSession() as session:
+            for expected in (b"hello world", b"until the very end"):
+                async with session.get(f"http://127.0.0.1:{gw.proxy_port}/") as resp:
+                    assert resp.status == 200
+                    assert await resp.read() == expected
+        assert upstream.connections == 1  # the chunked response left the connection reusable
+
+
+async def test_head_204_304_keep_their_headers_and_have_no_body(start_gateway: StartGateway) -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await upstream.read_head(reader)
+            if head.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nETag: \"x\"\r\n\r\n")
+            elif b"/204" in head:
+                writer.write(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n")
+            await writer.drain()
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(
+            gw.proxy_port,
+            b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET /204 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /304 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        responses = raw.split(b"HTTP/1.1 ")[1:]
+        assert [r[:3] for r in responses] == [b"200", b"204", b"304"]
+        assert b"Content-Length: 1234" in responses[0]
+        assert responses[0].endswith(b"\r\n\r\n")  # no body after HEAD's head
+        assert b"X-A: 1" in responses[1]
+        assert upstream.connections == 1  # framing stayed right across all three
+
+
+async def test_body_over_the_limit_is_413(upstream: TestServer, start_gateway: StartGateway) -> None:
+    gw = await start_gateway(make_route(make_service(upstream.port)), max_body_size=1000)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=b"x" * 1001) as resp:
+            assert resp.status == 413
+        async with session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=b"x" * 1000) as resp:
+            assert resp.status == 200 and (await resp.json())["body_len"] == 1000
+
+        async def chunks() -> Any:
+            for _ in range(5):
+                yield b"y" * 400
+
+        async with session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=chunks()) as resp:
+            assert resp.status == 413
+
+
+async def test_expect_100_continue_is_sent_only_after_routing(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_route(make_service(upstream.port), ("/ok",)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(b"POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    writer.close()
+    await writer.wait_closed()
+
+    # Refused before the body: the answer comes with no 100 Continue in front of it.
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(b"POST /nope HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 404")
+    writer.close()
+
+
+async def streaming_upstream() -> tuple[TestServer, dict[str, Any]]:
+    seen: dict[str, Any] = {}
+
+    async def sink(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            digest, size = hashlib.sha256(), 0
+            async for chunk in request.content.iter_any():
+                digest.update(chunk)
+                size += len(chunk)
+            seen.update(size=size, sha=digest.hexdigest())
+            return web.json_response(seen)
+        response = web.StreamResponse()
+        response.content_length = 50 * 1024 * 1024
+        await response.prepare(request)
+        block = bytes(range(256)) * 256
+        for _ in range(50 * 1024 * 1024 // len(block)):
+            await response.write(block)
+        await response.write_eof()
+        return response
+
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_route("*", "/{tail:.*}", sink)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server, seen
+
+
+def sha256_repeated(block: bytes, times: int) -> str:
+    digest = hashlib.sha256()
+    for _ in range(times):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+async def test_50_mb_streams_both_ways_without_being_held(start_gateway: StartGateway) -> None:
+    import tracemalloc
+
+    server, seen = await streaming_upstream()
+    try:
+        gw = await start_gateway(
+            make_route(make_service(server.port)), max_body_size=100 * 1024 * 1024
+        )
+        block = b"z" * 65536
+        tracemalloc.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def body() -> Any:
+                    for _ in range(800):  # 50 MiB
+                        yield block
+
+                async with session.post(f"http://127.0.0.1:{gw.proxy_port}/up", data=body()) as resp:
+                    assert resp.status == 200
+                assert seen == {"size": 800 * 65536, "sha": sha256_repeated(block, 800)}
+
+                got, digest = 0, hashlib.sha256()
+                async with session.get(f"http://127.0.0.1:{gw.proxy_port}/down") as resp:
+                    assert resp.status == 200
+                    async for chunk in resp.content.iter_any():
+                        got += len(chunk)
+                        digest.update(chunk)
+                assert got == 50 * 1024 * 1024
+                assert digest.hexdigest() == sha256_repeated(bytes(range(256)) * 256, 800)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # Client, gateway and upstream share this process: all three together stay far below
+        # the 50 MB that buffering a body once would take.
+        assert peak < 16 * 1024 * 1024, peak
+    finally:
+        await server.close()
+
+
+async def test_client_going_away_mid_body_cancels_the_upstream_request(
+    start_gateway: StartGateway,
+) -> None:
+    outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def slow_sink(request: web.Request) -> web.Response:
+        try:
+            await request.read()
+        except BaseException as exc:  # the gateway dropped the upstream connection
+            if not outcome.done():
+                outcome.set_result(type(exc).__name__)
+            raise
+        if not outcome.done():
+            outcome.set_result("complete")
+        return web.Response()
+
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_post("/", slow_sink)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        gw = await start_gateway(make_route(make_service(server.port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 200_000)
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.transport.abort()
+        assert await asyncio.wait_for(outcome, 5) != "complete"
+        # ...and the gateway is still serving.
+        async with aiohttp.ClientSession() as session, session.post(
+            f"http://127.0.0.1:{gw.proxy_port}/", data=b"small"
+        ) as resp:
+            assert resp.status == 200
+    finally:
+        await server.close()
+
+
+async def test_pool_caps_connections_and_queues(start_gateway: StartGateway) -> None:
+    active = 0
+    most = 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        await asyncio.sleep(0.05)
+        active -= 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        gw = await start_gateway(make_route(make_service(server.port)), upstream_max_connections=2)
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> int:
+                async with session.get(f"http://127.0.0.1:{gw.proxy_port}/") as resp:
+                    return resp.status
+
+            statuses = await asyncio.gather(*(one() for _ in range(10)))
+        assert statuses == [200] * 10
+        assert most == 2
+    finally:
+        await server.close()
+
+
+async def test_stale_pooled_connection_is_retried_for_idempotent_requests_only(
+    start_gateway: StartGateway,
+) -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Answers one request as keep-alive, then drops the connection as soon as the next
+        # request arrives, without answering it (an upstream whose idle timer just fired).
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.read(1)
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        url = f"http://127.0.0.1:{gw.proxy_port}/"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url) as resp:
+                assert resp.status == 200
+            async with session.get(url) as resp:
+                assert resp.status == 200 and await resp.read() == b"ok"
+            async with session.post(url, data=b"once") as resp:
+                assert resp.status == 502  # a POST is never replayed
+
+
+async def test_stalled_request_body_times_out(upstream: TestServer, start_gateway: StartGateway) -> None:
+    gw = await start_gateway(make_route(make_service(upstream.port)), client_body_timeout=0.3)
+    raw = await raw_request(
+        gw.proxy_port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc", timeout=5
+    )
+    assert raw.startswith(b"HTTP/1.1 408")
+
+
+async def test_incomplete_request_head_is_cut_off(upstream: TestServer, start_gateway: StartGateway) -> None:
+    gw = await start_gateway(make_route(make_service(upstream.port)), client_header_timeout=0.5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    raw = await raw_request(gw.proxy_port, b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ", timeout=5)
+    assert loop.time() - started < 4  # closed by the gateway, not by our own timeout
+    assert not raw.startswith(b"HTTP/1.1 200")
