@@ -21,6 +21,7 @@ from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.workers import run_workers
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+_DEFAULTS = GatewaySettings()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,8 +60,8 @@ def _option(
     flag: str,
     *,
     default: Any = None,
-    type: Callable[[str], Any] = str,  # noqa: A002 - mirrors argparse
-    help: str,  # noqa: A002
+    type: Callable[[str], Any] = str,
+    help: str,
     required: bool = False,
 ) -> None:
     """An option whose default comes from TOKENGATE_<NAME> when that variable is set."""
@@ -83,24 +84,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway = commands.add_parser("gateway", help="run the OIDC gateway (reverse proxy)")
     _option(gateway, "--config", help="kong.yaml (decK declarative format)", required=True)
-    _option(gateway, "--listen", default=("127.0.0.1", 8000), type=parse_address,
-            help="proxy address")
-    _option(gateway, "--status-listen", default=("127.0.0.1", 8100), type=parse_address,
-            help="status API address (/healthz, /readyz)")
-    _option(gateway, "--workers", default=1, type=_positive_int,
-            help="worker processes sharing the proxy port")
-    _option(gateway, "--max-body-size", default=GatewaySettings.max_body_size,
-            type=_positive_int, help="largest request body in bytes (413 beyond)")
-    _option(gateway, "--client-body-timeout", default=GatewaySettings.client_body_timeout,
-            type=_positive_float, help="seconds a client may stall while sending a body")
-    _option(gateway, "--client-header-timeout", default=GatewaySettings.client_header_timeout,
-            type=_positive_float,
-            help="seconds for a request head to arrive (also the idle keep-alive limit)")
+    _option(
+        gateway, "--listen", default=("127.0.0.1", 8000), type=parse_address, help="proxy address"
+    )
+    _option(
+        gateway,
+        "--status-listen",
+        default=("127.0.0.1", 8100),
+        type=parse_address,
+        help="status API address (/healthz, /readyz)",
+    )
+    _option(
+        gateway,
+        "--workers",
+        default=1,
+        type=_positive_int,
+        help="worker processes sharing the proxy port",
+    )
+    _option(
+        gateway,
+        "--max-body-size",
+        default=_DEFAULTS.max_body_size,
+        type=_positive_int,
+        help="largest request body in bytes (413 beyond)",
+    )
+    _option(
+        gateway,
+        "--client-body-timeout",
+        default=_DEFAULTS.client_body_timeout,
+        type=_positive_float,
+        help="seconds a client may stall while sending a body",
+    )
+    _option(
+        gateway,
+        "--client-header-timeout",
+        default=_DEFAULTS.client_header_timeout,
+        type=_positive_float,
+        help="seconds for a request head to arrive (also the idle keep-alive limit)",
+    )
     _option(gateway, "--log-level", default="info", help="debug, info, warning or error")
 
     config = commands.add_parser("config", help="work with kong.yaml files")
-    config_commands = config.add_subparsers(dest="config_command", required=True,
-                                            parser_class=_Parser)
+    config_commands = config.add_subparsers(
+        dest="config_command", required=True, parser_class=_Parser
+    )
     validate = config_commands.add_parser("validate", help="check a kong.yaml as the gateway would")
     validate.add_argument("file", help="kong.yaml to check")
     return parser

@@ -84,7 +84,9 @@ class RawUpstream:
     """A TCP server that answers each connection with a script: for responses that aiohttp's
     own server would never produce (close-delimited bodies, garbage, early closes)."""
 
-    def __init__(self, respond: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]):
+    def __init__(
+        self, respond: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    ):
         self._respond = respond
         self.connections = 0
         self.requests: list[bytes] = []

@@ -58,14 +58,18 @@ async def test_get_is_forwarded_with_path_query_and_service_host(
     assert header_values(echoed, "Host") == [f"127.0.0.1:{upstream.port}"]
 
 
-async def test_strip_path_and_service_path(upstream: TestServer, start_gateway: StartGateway) -> None:
+async def test_strip_path_and_service_path(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
     svc = make_service(upstream.port, path="/base")
     gw = await start_gateway(make_route(svc, ("/api",)))
     _, _, echoed = await get_json(f"http://127.0.0.1:{gw.proxy_port}/api/items")
     assert echoed["path_qs"] == "/base/items"
 
 
-async def test_preserve_host_sends_client_host(upstream: TestServer, start_gateway: StartGateway) -> None:
+async def test_preserve_host_sends_client_host(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
     svc = make_service(upstream.port)
     gw = await start_gateway(make_route(svc, preserve_host=True))
     _, _, echoed = await get_json(
@@ -105,9 +109,17 @@ async def test_spoofed_forwarding_and_identity_headers_are_replaced(
     assert header_values(echoed, "X-Forwarded-Host") == ["shop.example"]
     assert header_values(echoed, "X-Forwarded-Port") == [str(gw.proxy_port)]
     assert header_values(echoed, "X-Forwarded-Path") == ["/p"]
-    for name in ("Forwarded", "X-Forwarded-Prefix", "X-Consumer-ID", "X-Consumer-Username",
-                 "X-Credential-Identifier", "X-Authenticated-Userid", "X-Authenticated-Scope",
-                 "X-Userinfo", "X-Anonymous-Consumer"):
+    for name in (
+        "Forwarded",
+        "X-Forwarded-Prefix",
+        "X-Consumer-ID",
+        "X-Consumer-Username",
+        "X-Credential-Identifier",
+        "X-Authenticated-Userid",
+        "X-Authenticated-Scope",
+        "X-Userinfo",
+        "X-Anonymous-Consumer",
+    ):
         assert header_values(echoed, name) == [], name
 
 
@@ -122,11 +134,20 @@ async def test_hop_by_hop_and_connection_named_headers_stop_at_the_gateway(
         b"Proxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n"
     )
     # Connection: close on a second request would be needed to end the read; send it twice.
-    raw = await raw_request(gw.proxy_port, request + b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    raw = await raw_request(
+        gw.proxy_port, request + b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
     first = json.loads(raw.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1", 1)[0])
     names = {k.lower() for k, _ in first["headers"]}
     assert "x-kept" in names
-    for gone in ("x-secret", "keep-alive", "te", "upgrade", "proxy-authorization", "proxy-connection"):
+    for gone in (
+        "x-secret",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+    ):
         assert gone not in names, gone
     # Headers the gateway sets itself survive a client Connection header naming them.
     assert header_values(first, "X-Request-Id") and header_values(first, "Via") == ["1.1 tokengate"]
@@ -146,20 +167,24 @@ async def test_request_id_is_kept_when_sane_and_replaced_when_not(
     assert headers["X-Request-Id"] == generated
 
 
-async def test_response_hop_by_hop_headers_are_removed_and_via_added(start_gateway: StartGateway) -> None:
+async def test_response_hop_by_hop_headers_are_removed_and_via_added(
+    start_gateway: StartGateway,
+) -> None:
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upstream.read_head(reader)
         writer.write(
-            b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=1\r\n"
+            b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\n"
+            b"Keep-Alive: timeout=1\r\n"
             b"Via: 1.0 inner\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok"
         )
         await writer.drain()
 
     async with RawUpstream(respond) as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
-        async with aiohttp.ClientSession() as session, session.get(
-            f"http://127.0.0.1:{gw.proxy_port}/"
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{gw.proxy_port}/") as resp,
+        ):
             assert resp.status == 200 and await resp.read() == b"ok"
             assert "X-Internal" not in resp.headers and "Keep-Alive" not in resp.headers
             assert resp.headers.getall("Set-Cookie") == ["a=1", "b=2"]
@@ -203,7 +228,9 @@ async def test_unsafe_paths_are_refused_with_400(
     target: bytes, upstream: TestServer, start_gateway: StartGateway
 ) -> None:
     gw = await start_gateway(make_route(make_service(upstream.port)))
-    raw = await raw_request(gw.proxy_port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    raw = await raw_request(
+        gw.proxy_port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
     assert raw.startswith(b"HTTP/1.1 400"), raw[:100]
     assert b'{"message": "Bad request"}' in raw
 
@@ -242,7 +269,8 @@ async def test_garbage_from_upstream_is_502(start_gateway: StartGateway) -> None
 
 async def test_chunked_and_close_delimited_upstream_responses(start_gateway: StartGateway) -> None:
     replies = [
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
         b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the very end",
     ]
 
@@ -265,16 +293,18 @@ async def test_chunked_and_close_delimited_upstream_responses(start_gateway: Sta
         assert upstream.connections == 1  # the chunked response left the connection reusable
 
 
-async def test_head_204_304_keep_their_headers_and_have_no_body(start_gateway: StartGateway) -> None:
+async def test_head_204_304_keep_their_headers_and_have_no_body(
+    start_gateway: StartGateway,
+) -> None:
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             head = await upstream.read_head(reader)
             if head.startswith(b"HEAD"):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nETag: \"x\"\r\n\r\n")
+                writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nETag: "x"\r\n\r\n')
             elif b"/204" in head:
                 writer.write(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n")
             else:
-                writer.write(b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n")
+                writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n')
             await writer.drain()
 
     async with RawUpstream(respond) as upstream:
@@ -292,7 +322,9 @@ async def test_head_204_304_keep_their_headers_and_have_no_body(start_gateway: S
         assert upstream.connections == 1  # framing stayed right across all three
 
 
-async def test_body_over_the_limit_is_413(upstream: TestServer, start_gateway: StartGateway) -> None:
+async def test_body_over_the_limit_is_413(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
     gw = await start_gateway(make_route(make_service(upstream.port)), max_body_size=1000)
     async with aiohttp.ClientSession() as session:
         async with session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=b"x" * 1001) as resp:
@@ -313,7 +345,9 @@ async def test_expect_100_continue_is_sent_only_after_routing(
 ) -> None:
     gw = await start_gateway(make_route(make_service(upstream.port), ("/ok",)))
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-    writer.write(b"POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    writer.write(
+        b"POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
     assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
     writer.write(b"hello")
     head = await reader.readuntil(b"\r\n\r\n")
@@ -323,7 +357,9 @@ async def test_expect_100_continue_is_sent_only_after_routing(
 
     # Refused before the body: the answer comes with no 100 Continue in front of it.
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-    writer.write(b"POST /nope HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    writer.write(
+        b"POST /nope HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 404")
     writer.close()
@@ -380,7 +416,9 @@ async def test_50_mb_streams_both_ways_without_being_held(start_gateway: StartGa
                     for _ in range(800):  # 50 MiB
                         yield block
 
-                async with session.post(f"http://127.0.0.1:{gw.proxy_port}/up", data=body()) as resp:
+                async with session.post(
+                    f"http://127.0.0.1:{gw.proxy_port}/up", data=body()
+                ) as resp:
                     assert resp.status == 200
                 assert seen == {"size": 800 * 65536, "sha": sha256_repeated(block, 800)}
 
@@ -424,16 +462,19 @@ async def test_client_going_away_mid_body_cancels_the_upstream_request(
     await server.start_server()
     try:
         gw = await start_gateway(make_route(make_service(server.port)))
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-        writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 200_000)
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 200_000
+        )
         await writer.drain()
         await asyncio.sleep(0.2)
         writer.transport.abort()
         assert await asyncio.wait_for(outcome, 5) != "complete"
         # ...and the gateway is still serving.
-        async with aiohttp.ClientSession() as session, session.post(
-            f"http://127.0.0.1:{gw.proxy_port}/", data=b"small"
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=b"small") as resp,
+        ):
             assert resp.status == 200
     finally:
         await server.close()
@@ -493,7 +534,9 @@ async def test_stale_pooled_connection_is_retried_for_idempotent_requests_only(
                 assert resp.status == 502  # a POST is never replayed
 
 
-async def test_stalled_request_body_times_out(upstream: TestServer, start_gateway: StartGateway) -> None:
+async def test_stalled_request_body_times_out(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
     gw = await start_gateway(make_route(make_service(upstream.port)), client_body_timeout=0.3)
     raw = await raw_request(
         gw.proxy_port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc", timeout=5
@@ -501,7 +544,9 @@ async def test_stalled_request_body_times_out(upstream: TestServer, start_gatewa
     assert raw.startswith(b"HTTP/1.1 408")
 
 
-async def test_incomplete_request_head_is_cut_off(upstream: TestServer, start_gateway: StartGateway) -> None:
+async def test_incomplete_request_head_is_cut_off(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
     gw = await start_gateway(make_route(make_service(upstream.port)), client_header_timeout=0.5)
     loop = asyncio.get_running_loop()
     started = loop.time()

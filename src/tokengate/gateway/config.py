@@ -5,14 +5,40 @@
         print(route.name, route.paths, route.service.name if route.service else None)
 
 Nothing downstream of this module reads the raw YAML. Times in kong.yaml are milliseconds;
-here they are seconds (floats), so the forwarder never converts.
+here they are seconds (floats), so the forwarder never converts. Kong's plugin precedence
+(route > service > global) is resolved here: `Route.plugins` holds the one openid-connect
+instance that applies. Disabled services and their routes are left out (with a warning).
+Field readers and value checks live in config_checks.py.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
+
+from tokengate.gateway.config_checks import (
+    Fields,
+    Registry,
+    Report,
+    at,
+    describe,
+    header_name,
+    header_value,
+    http_method,
+    http_protocol,
+    kong_protocol,
+    legacy_path_is_regex,
+    load_yaml,
+    route_host,
+    route_path,
+    service_host,
+    service_path,
+    service_url,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +109,369 @@ class ConfigError(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate a kong.yaml; errors name the file as the caller spelled it."""
+    source = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: not valid UTF-8 (byte {exc.start})"]) from None
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source: str = "kong.yaml") -> GatewayConfig:
+    """Validate kong.yaml text; raises ConfigError listing every problem found."""
+    report = Report(source)
+    config = _Loader(report).load(_parse_yaml(text, source))
+    if report.errors:
+        raise ConfigError(report.errors)
+    return config
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return load_yaml(text)
+    except ValueError as exc:
+        raise ConfigError([f"{source}: {exc}"]) from None
+
+
+_FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
+_IGNORED_KEYS = ("_transform", "_info", "_workspace", "_konnect")
+# Kong entities tokengate has no use for: warned about, then ignored.
+_UNSUPPORTED_ENTITIES = (
+    "consumers", "consumer_groups", "upstreams", "targets", "certificates", "ca_certificates",
+    "snis", "vaults", "keys", "key_sets", "partials", "filter_chains", "licenses", "rbac_roles",
+    "custom_entities", "degraphql_routes",
+)  # fmt: skip
+_TOP_LEVEL_FIELDS = frozenset(
+    {"_format_version", "services", "routes", "plugins", *_IGNORED_KEYS, *_UNSUPPORTED_ENTITIES}
+)
+_URL_PARTS = ("protocol", "host", "port", "path")
+_TLS_FIELDS = ("tls_verify", "tls_verify_depth", "ca_certificates", "client_certificate")
+_SERVICE_FIELDS = frozenset(
+    {"name", "id", "url", *_URL_PARTS, "connect_timeout", "read_timeout", "write_timeout",
+     "retries", "enabled", "tags", *_TLS_FIELDS, "routes", "plugins"}
+)  # fmt: skip
+_MATCH_FIELDS = ("methods", "hosts", "headers", "paths")
+_ROUTE_FIELDS = frozenset(
+    {"name", "id", *_MATCH_FIELDS, "strip_path", "preserve_host", "protocols", "regex_priority",
+     "path_handling", "https_redirect_status_code", "request_buffering", "response_buffering",
+     "tags", "snis", "sources", "destinations", "service", "plugins"}
+)  # fmt: skip
+_PLUGIN_FIELDS = frozenset(
+    {"name", "config", "enabled", "protocols", "tags", "id", "instance_name", "ordering",
+     "service", "route", "consumer", "consumer_group"}
+)  # fmt: skip
+_REDIRECT_CODES = (426, 301, 302, 307, 308)
+_MAX_TIMEOUT_MS = 2**31 - 2  # Kong's upper bound
+OIDC_PLUGIN = "openid-connect"
+
+
+@dataclass(eq=False)
+class _Entry:
+    path: str  # where it sits in the file, for messages
+
+
+@dataclass(eq=False)
+class _ServiceEntry(_Entry):
+    service: Service
+    enabled: bool
+
+
+@dataclass(eq=False)
+class _RouteEntry(_Entry):
+    route: Route  # service and plugins are filled in by _Loader._finish
+    service: _ServiceEntry | None
+
+
+# (route, service) a plugin is attached to; (None, None) is global.
+_Scope = tuple[_RouteEntry | None, _ServiceEntry | None]
+
+
+@dataclass(eq=False)
+class _PluginEntry(_Entry):
+    plugin: Plugin
+    enabled: bool
+    scope: _Scope
+
+
+class _Loader:
+    """One pass over the document, then `finish` ties routes to services and plugins.
+
+    Services come first (with their nested routes and plugins), then top-level routes, then
+    top-level plugins, so that every reference can be resolved when it is met."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.services = Registry[_ServiceEntry](report, "service")
+        self.routes = Registry[_RouteEntry](report, "route")
+        self.service_entries: list[_ServiceEntry] = []
+        self.route_entries: list[_RouteEntry] = []
+        self.plugin_entries: list[_PluginEntry] = []
+        self.legacy_version: str | None = None
+
+    def load(self, document: Any) -> GatewayConfig:
+        if document is None:
+            self.report.error("", "the file is empty; expected a Kong declarative config")
+            return GatewayConfig((), ())
+        if not isinstance(document, dict):
+            self.report.error("", f"expected a mapping of Kong entities, got {describe(document)}")
+            return GatewayConfig((), ())
+        top = Fields(self.report, "", document, _TOP_LEVEL_FIELDS)
+        self._format_version(top)
+        top.boolean("_transform", True)
+        for key in _UNSUPPORTED_ENTITIES:
+            if key in document:
+                top.warn(key, f"Kong entity '{key}' is not supported by tokengate and is ignored")
+        for path, data in top.entities("services"):
+            self._service(path, data)
+        for path, data in top.entities("routes"):
+            self._route(path, data, None)
+        for path, data in top.entities("plugins"):
+            self._plugin(path, data, None)
+        return self._finish()
+
+    def _format_version(self, top: Fields) -> None:
+        value = top.raw("_format_version")
+        # An unquoted `3.0` is a YAML float; decK reads the same text as a string.
+        version = repr(value) if isinstance(value, float) else value
+        if value is None:
+            top.error("_format_version", "required field missing")
+        elif version not in _FORMAT_VERSIONS:
+            expected = ", ".join(f'"{known}"' for known in _FORMAT_VERSIONS)
+            top.error("_format_version", f"unsupported version {value!r} (expected {expected})")
+        elif version != "3.0":
+            self.legacy_version = version
+
+    def _service(self, path: str, data: dict[Any, Any]) -> None:
+        f = Fields(self.report, path, data, _SERVICE_FIELDS)
+        name = f.string("name", required=True)  # metrics and logs are labelled by it
+        protocol, host, port, base_path = self._target(f)
+        connect, read, write = (
+            f.integer(key, 60_000, 1, _MAX_TIMEOUT_MS) / 1000
+            for key in ("connect_timeout", "read_timeout", "write_timeout")
+        )
+        service = Service(
+            name=name or "",
+            protocol=protocol,
+            host=host,
+            port=port,
+            path=base_path,
+            connect_timeout=connect,
+            read_timeout=read,
+            write_timeout=write,
+            retries=f.integer("retries", 5, 0, 32767),
+        )
+        entry = _ServiceEntry(path, service, f.boolean("enabled", True))
+        self.services.add(entry, name, f.string("id"))
+        self.service_entries.append(entry)
+        f.strings("tags")
+        self._tls(f)
+        for nested_path, route_data in f.entities("routes"):
+            self._route(nested_path, route_data, entry)
+        for plugin_path, plugin_data in f.entities("plugins"):
+            self._plugin(plugin_path, plugin_data, (None, entry))
+
+    def _target(self, f: Fields) -> tuple[str, str, int, str | None]:
+        """Where the service points: the `url` shorthand, or protocol/host/port/path."""
+        if f.given("url"):
+            if clash := [key for key in _URL_PARTS if f.given(key)]:
+                f.error("url", f"cannot be combined with {', '.join(clash)}")
+            return f.checked("url", service_url) or ("http", "", 80, None)
+        protocol = f.checked("protocol", http_protocol) or "http"
+        host = f.checked("host", service_host, required=True) or ""
+        port = f.integer("port", 443 if protocol == "https" else 80, 1, 65535)
+        return protocol, host, port, f.checked("path", service_path)
+
+    def _tls(self, f: Fields) -> None:
+        f.boolean("tls_verify", True)
+        f.integer("tls_verify_depth", 0, 0, 64)
+        f.strings("ca_certificates")
+        for key in _TLS_FIELDS:
+            if f.given(key):
+                f.warn(key, "not supported by tokengate and ignored")
+
+    def _route(self, path: str, data: dict[Any, Any], parent: _ServiceEntry | None) -> None:
+        f = Fields(self.report, path, data, _ROUTE_FIELDS)
+        service = parent
+        if f.given("service"):
+            if parent is not None:
+                f.error("service", "not allowed in a route nested under a service")
+            else:
+                service = self.services.find(f, "service")
+        if not any(f.raw(key) for key in _MATCH_FIELDS):
+            self.report.error(
+                path, "must set at least one of 'methods', 'hosts', 'headers', 'paths'"
+            )
+        name = f.string("name")
+        route = Route(
+            name=name,
+            service=None,
+            paths=self._paths(f),
+            methods=f.each("methods", http_method),
+            hosts=f.each("hosts", route_host),
+            headers=self._headers(f),
+            strip_path=f.boolean("strip_path", True),
+            preserve_host=f.boolean("preserve_host", False),
+            protocols=self._protocols(f),
+            regex_priority=f.integer("regex_priority", 0),
+            path_handling=f.choice("path_handling", "v0", ("v0", "v1")),
+        )
+        self._route_extras(f)
+        entry = _RouteEntry(path, route, service)
+        self.routes.add(entry, name, f.string("id"))
+        self.route_entries.append(entry)
+        for plugin_path, plugin_data in f.entities("plugins"):
+            self._plugin(plugin_path, plugin_data, (entry, None))
+
+    def _paths(self, f: Fields) -> tuple[str, ...]:
+        if self.legacy_version is None:
+            return f.each("paths", route_path)
+        # Kong 3 reads a pre-3.0 file's non-plain paths as regexes, adding the "~" they lacked.
+        raw = f.raw("paths")
+        legacy = [p for p in raw if isinstance(p, str)] if isinstance(raw, list) else []
+        if converted := [p for p in legacy if legacy_path_is_regex(p)]:
+            listed = ", ".join(f"'{p}'" for p in converted)
+            message = f"_format_version {self.legacy_version}: {listed} read as regex with a '~'"
+            f.warn("paths", f"{message} prefix, as Kong 3 does; run 'deck file convert'")
+        return f.each("paths", lambda p: route_path("~" + p if legacy_path_is_regex(p) else p))
+
+    def _headers(self, f: Fields) -> Mapping[str, tuple[str, ...]]:
+        raw = f.mapping("headers") or {}
+        path = at(f.path, "headers")
+        values = Fields(self.report, path, raw, known=raw.keys())
+        headers: dict[str, tuple[str, ...]] = {}
+        for name, given in raw.items():
+            if not isinstance(name, str):
+                self.report.error(path, f"expected header names as strings, got {describe(name)}")
+                continue
+            try:
+                lower = header_name(name)
+            except ValueError as exc:
+                values.error(name, str(exc))
+                continue
+            if lower in headers:
+                values.error(name, f"duplicate header '{lower}'")
+            elif given is None or given == []:
+                values.error(name, "expected at least one value")
+            else:
+                headers[lower] = values.each(name, header_value)
+        return MappingProxyType(headers)
+
+    def _protocols(self, f: Fields) -> tuple[str, ...]:
+        if f.raw("protocols") == []:
+            f.error("protocols", "must not be empty")
+        return f.each("protocols", http_protocol) or ("http", "https")
+
+    def _route_extras(self, f: Fields) -> None:
+        """Fields Kong accepts that do not change how tokengate routes: type-checked only."""
+        code = f.integer("https_redirect_status_code", 426)
+        if code not in _REDIRECT_CODES:
+            expected = ", ".join(map(str, sorted(_REDIRECT_CODES)))
+            f.error("https_redirect_status_code", f"must be one of {expected}, got {code}")
+        f.boolean("request_buffering", True)
+        f.boolean("response_buffering", True)
+        f.strings("tags")
+        if f.strings("snis"):
+            f.warn("snis", "ignored: tokengate does not terminate TLS")
+        for key in ("sources", "destinations"):
+            if f.entities(key):
+                f.warn(key, "ignored: only stream routes (tcp, tls, udp) use it")
+
+    def _plugin(self, path: str, data: dict[Any, Any], fixed_scope: _Scope | None) -> None:
+        """A nested plugin has `fixed_scope`; a top-level one names its own (none: global)."""
+        f = Fields(self.report, path, data, _PLUGIN_FIELDS)
+        name = f.string("name", required=True)
+        config = f.mapping("config") or {}
+        enabled = f.boolean("enabled", True)
+        f.string("id")
+        f.string("instance_name")
+        f.strings("tags")
+        f.mapping("ordering")
+        protocols = f.each("protocols", kong_protocol)
+        scope = self._plugin_scope(f, fixed_scope)
+        if name is None or scope is None:
+            return
+        if name != OIDC_PLUGIN:
+            if enabled:
+                f.report.warn(path, f"plugin '{name}' is not supported by tokengate and is ignored")
+            return
+        if f.given("consumer") or f.given("consumer_group"):
+            if enabled:
+                f.report.warn(
+                    path, "consumer-scoped plugins are not supported by tokengate; ignored"
+                )
+            return
+        if f.given("ordering"):
+            f.warn("ordering", "ignored by tokengate")
+        if protocols and not {"http", "https"} <= set(protocols):
+            # Failing closed: skipping auth for one scheme would open the route on it.
+            f.warn("protocols", "ignored: tokengate runs openid-connect on http and https")
+        plugin = Plugin(name=name, config=MappingProxyType(copy.deepcopy(config)))
+        self.plugin_entries.append(_PluginEntry(path, plugin, enabled, scope))
+
+    def _plugin_scope(self, f: Fields, fixed: _Scope | None) -> _Scope | None:
+        """None when a reference is broken (already reported)."""
+        if fixed is not None:
+            for key in ("service", "route"):
+                if f.given(key):
+                    f.error(key, "not allowed in a nested plugin; it applies where it is nested")
+            return fixed
+        route = self.routes.find(f, "route") if f.given("route") else None
+        service = self.services.find(f, "service") if f.given("service") else None
+        if (f.given("route") and route is None) or (f.given("service") and service is None):
+            return None
+        return route, service
+
+    def _finish(self) -> GatewayConfig:
+        active = self._active_plugins()
+        routes = []
+        for entry in self.route_entries:
+            owner = entry.service
+            if owner is not None and not owner.enabled:
+                message = f"route ignored: service '{owner.service.name}' is disabled"
+                self.report.warn(entry.path, message)
+                continue
+            if owner is None:
+                message = (
+                    "route has no service; requests it matches get 503"
+                    ' "no Service found with those values"'
+                )
+                self.report.warn(entry.path, message)
+            plugin = _effective_plugin(entry, active)
+            routes.append(
+                replace(
+                    entry.route,
+                    service=owner.service if owner else None,
+                    plugins=(plugin,) if plugin else (),
+                )
+            )
+        services = tuple(entry.service for entry in self.service_entries if entry.enabled)
+        return GatewayConfig(services, tuple(routes), tuple(self.report.warnings))
+
+    def _active_plugins(self) -> dict[_Scope, Plugin]:
+        """Enabled openid-connect plugins by scope; Kong allows one instance per scope."""
+        first: dict[_Scope, _PluginEntry] = {}
+        active: dict[_Scope, Plugin] = {}
+        for entry in self.plugin_entries:
+            seen = first.setdefault(entry.scope, entry)
+            if seen is not entry:
+                message = f"duplicate '{OIDC_PLUGIN}' plugin on the same scope as {seen.path}"
+                self.report.error(entry.path, message)
+            elif entry.enabled:
+                active[entry.scope] = entry.plugin
+        return active
+
+
+def _effective_plugin(route: _RouteEntry, active: Mapping[_Scope, Plugin]) -> Plugin | None:
+    # Kong's precedence, most specific first; a disabled plugin is absent, so the next one applies.
+    service = route.service
+    for scope in ((route, service), (route, None), (None, service), (None, None)):
+        if (plugin := active.get(scope)) is not None:
+            return plugin
+    return None

@@ -11,7 +11,8 @@ Rules (RFC 9110 §7.6.1, RFC 9112 §9.6, and DESIGN's security invariants):
 - X-Forwarded-*, Forwarded, X-Real-IP and identity headers (X-Consumer-*, X-Userinfo,
   X-Authenticated-*, X-Credential-Identifier, X-Anonymous-Consumer) are the gateway's to set:
   a client-sent one never reaches the upstream, so an upstream may trust them;
-- headers the gateway sets are added after filtering, so `Connection: X-Request-Id` cannot remove them.
+- headers the gateway sets are added after filtering, so `Connection: X-Request-Id` cannot
+  remove them.
 """
 
 from __future__ import annotations

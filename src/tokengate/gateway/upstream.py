@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Final
+from typing import Final, cast
 
 import httptools
 
@@ -89,8 +89,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
@@ -105,10 +104,6 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(UpstreamProtocolError("upstream switched protocols"))
         except httptools.HttpParserError as exc:
             self._fail(UpstreamProtocolError(f"invalid HTTP response from upstream: {exc}"))
-        if self._head_request and self.complete:
-            # llhttp cannot be told the request was HEAD, so it would wait for the body the
-            # headers describe; a fresh parser for the next exchange forgets that.
-            self._parser = httptools.HttpResponseParser(self)
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost finishes the exchange
@@ -154,6 +149,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = self._parser.should_keep_alive()
         self.head_done = True
         if self._head_request:
+            # llhttp cannot be told the request was HEAD, so it would wait for the body the
+            # headers describe; the next exchange gets a fresh parser that knows nothing of it.
+            self._parser = httptools.HttpResponseParser(self)
             self._finish()
         else:
             self._wake()
@@ -331,9 +329,9 @@ class UpstreamPool:
             handed = await waiter
         except asyncio.CancelledError:
             # Cancelled after release() handed us a connection: pass it on, don't leak it.
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                if (late := waiter.result()) is not None:
-                    self.release(late)
+            handed_late = waiter.done() and not waiter.cancelled() and waiter.exception() is None
+            if handed_late and (late := waiter.result()) is not None:
+                self.release(late)
             raise
         finally:
             timer.cancel()

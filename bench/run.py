@@ -1,0 +1,406 @@
+"""`make bench`: wrk against the upstream, the gateway and peer proxies, in interleaved rounds.
+
+    .venv/bin/python -m bench.run                      # 3 rounds x 10 s, -c50, every row
+    .venv/bin/python -m bench.run --quick              # smoke run: 1 round x 3 s
+    .venv/bin/python -m bench.run --rows upstream,naive-proxy --rounds 5 --duration 20
+    .venv/bin/python -m bench.run --list               # the rows there are
+    .venv/bin/python -m bench.run --install     # as root: apt-get install wrk nginx-light haproxy
+
+Method: one upstream (nginx with a fixed 100-byte body, or bench/upstream.py without nginx);
+every selected system under test is started on its own 127.0.0.1 port and warmed up with a
+short wrk run; then round 1 runs wrk once against every row, round 2 again, and so on, so that
+machine noise hits all rows alike. Each row reports the median over rounds. With two or more
+CPUs the system under test is pinned to one CPU and wrk + the upstream to another (taskset).
+CPU µs/request is the system-under-test process tree's utime+stime (from /proc) over the run,
+divided by the requests wrk completed. Results go to bench/results/<UTC stamp>.json and
+bench/results/latest.json. Exit codes: 0 ok, 1 some row failed or had errors, 2 missing
+tool or bad arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench.report import (
+    NOISY_PCT,
+    Measurement,
+    RowResult,
+    document,
+    format_ratios,
+    format_table,
+    utc_stamp,
+    write_results,
+)
+from bench.systems import (
+    ROWS,
+    ROWS_BY_NAME,
+    BenchContext,
+    Pinning,
+    Row,
+    StartError,
+    SystemUnderTest,
+    Upstream,
+    http_status,
+    machine_busy_seconds,
+    start_system,
+    start_upstream,
+    tree_cpu_seconds,
+)
+from bench.wrk import INSTALL_HINT, WrkError, WrkResult, run_wrk, wrk_path, wrk_version
+
+APT_PACKAGES = ("wrk", "nginx-light", "haproxy")
+
+
+@dataclass(frozen=True, slots=True)
+class Parameters:
+    duration: float
+    rounds: int
+    connections: int
+    warmup: float
+    rows: tuple[Row, ...]
+    upstream: str
+    pin: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "duration_s": self.duration,
+            "rounds": self.rounds,
+            "connections": self.connections,
+            "threads": 1,
+            "warmup_s": self.warmup,
+            "rows": [row.name for row in self.rows],
+            "upstream": self.upstream,
+        }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (10)")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (3)")
+    parser.add_argument("--connections", type=int, default=50, help="wrk -c (50)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per row (2)")
+    parser.add_argument("--rows", help="comma-separated rows to run (default: all; see --list)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round x 3 s")
+    parser.add_argument(
+        "--upstream", choices=("auto", "nginx", "aiohttp"), default="auto", help="(auto: nginx)"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    parser.add_argument("--list", action="store_true", help="list the rows and exit")
+    parser.add_argument(
+        "--install", action="store_true", help=f"apt-get install -y {' '.join(APT_PACKAGES)} (root)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds = 3.0, 1
+    if args.duration <= 0 or args.rounds < 1 or args.connections < 1 or args.warmup < 0:
+        parser.error("--duration, --rounds and --connections must be positive")
+    return args
+
+
+def select_rows(spec: str | None) -> tuple[Row, ...]:
+    """`"a,b"` → those rows in table order; ValueError naming unknown ones."""
+    if not spec:
+        return ROWS
+    wanted = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in ROWS_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown row(s): {', '.join(unknown)}; known: {', '.join(ROWS_BY_NAME)}")
+    return tuple(row for row in ROWS if row.name in wanted)
+
+
+def install_tools() -> int:
+    """apt-get install the tools (root only); 0 on success."""
+    if os.geteuid() != 0:
+        print(f"--install needs root: sudo apt-get install -y {' '.join(APT_PACKAGES)}")
+        return 2
+    if shutil.which("apt-get") is None:
+        print(f"no apt-get here; install {', '.join(APT_PACKAGES)} with your package manager")
+        return 2
+    command = ["apt-get", "install", "-y", *APT_PACKAGES]
+    if subprocess.run(command, check=False).returncode != 0:
+        print("apt-get install failed; refreshing the package lists and retrying")
+        subprocess.run(["apt-get", "update"], check=False)
+        if subprocess.run(command, check=False).returncode != 0:
+            return 2
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress and stderr messages interleave
+    if args.list:
+        for row in ROWS:
+            print(f"{row.name:<16} {row.description}")
+        return 0
+    if args.install and (code := install_tools()) != 0:
+        return code
+    if wrk_path() is None:
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
+    try:
+        rows = select_rows(args.rows)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    params = Parameters(
+        duration=args.duration,
+        rounds=args.rounds,
+        connections=args.connections,
+        warmup=args.warmup,
+        rows=rows,
+        upstream=args.upstream,
+        pin=not args.no_pin,
+    )
+    # Both end up as KeyboardInterrupt, so the `with` blocks stop every process we started.
+    # SIGINT explicitly too: a shell without job control starts background jobs ignoring it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run(params)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every process this run started has been stopped", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def run(params: Parameters) -> int:
+    pinning = Pinning.detect(params.pin)
+    print(_banner(params, pinning))
+    with tempfile.TemporaryDirectory(prefix="tokengate-bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            upstream_cm = start_upstream(workdir, pinning, params.upstream)
+            with upstream_cm as upstream, ExitStack() as stack:
+                print(f"upstream: {upstream.version} at {upstream.url}")
+                results = measure_all(params, pinning, upstream, workdir, stack)
+                machine = machine_info(pinning, upstream)
+        except StartError as error:
+            print(f"cannot start the upstream: {error}", file=sys.stderr)
+            return 1
+    return finish(results, machine, params)
+
+
+def measure_all(
+    params: Parameters, pinning: Pinning, upstream: Upstream, workdir: Path, stack: ExitStack
+) -> list[RowResult]:
+    """Start and warm every row, then the interleaved rounds; return one result per row."""
+    results = [RowResult(row.name, row.description) for row in params.rows]
+    systems: dict[str, SystemUnderTest] = {}
+    for row, result in zip(params.rows, results, strict=True):
+        system = _start(row, result, upstream, pinning, workdir, stack)
+        if system is not None:
+            _warm_up(system, result, params, pinning)
+            systems[row.name] = system
+    for round_no in range(1, params.rounds + 1):
+        print(f"\n-- round {round_no}/{params.rounds}")
+        for result in results:
+            system = systems.get(result.name)
+            if system is None or result.failure:
+                continue
+            _measure(system, result, round_no, params, pinning)
+    return results
+
+
+def _start(
+    row: Row,
+    result: RowResult,
+    upstream: Upstream,
+    pinning: Pinning,
+    workdir: Path,
+    stack: ExitStack,
+) -> SystemUnderTest | None:
+    ctx = BenchContext(upstream_url=upstream.url, workdir=workdir / row.name)
+    try:
+        system = start_system(row, ctx, upstream, pinning, stack)
+    except StartError as error:
+        result.started = False
+        result.failure = f"did not start: {error}"
+        print(f"SKIP {row.name}: {error}", file=sys.stderr)
+        return None
+    result.url = system.url
+    print(f"started {row.name}: {system.url} (pid {system.process.pid})")
+    if system.script is None:  # with a script, wrk's requests may differ from a plain GET
+        status = http_status(system.url, timeout=2.0, headers=system.headers)
+        if status != 200:
+            answer = f"HTTP {status}" if status else "no answer within 2 s"
+            print(f"!! {row.name}: probe GET {system.url} -> {answer}; measuring anyway")
+    return system
+
+
+def _warm_up(
+    system: SystemUnderTest, result: RowResult, params: Parameters, pinning: Pinning
+) -> None:
+    if params.warmup <= 0:
+        return
+    try:
+        warm, _ = _wrk(system, params.warmup, params, pinning)
+    except WrkError as error:
+        print(f"   warm-up of {system.row.name} failed: {error}", file=sys.stderr)
+    else:
+        note = f"   !! {warm.errors} errors" if warm.errors else ""
+        if warm.requests == 0:
+            note += "   !! no responses at all"
+        print(f"   warmed up {system.row.name}: {warm.requests_per_sec:,.0f} req/s{note}")
+    _check_alive(system, result, "warm-up")
+
+
+def _check_alive(system: SystemUnderTest, result: RowResult, when: str) -> bool:
+    """False (and the row marked failed, with the log tail) if the process has exited."""
+    if system.process.alive:
+        return True
+    result.failure = (
+        f"exited with code {system.process.exit_code()} during {when}.\n"
+        f"--- {system.process.log_path} (tail) ---\n{system.process.tail()}"
+    )
+    print(f"!! {result.name}: {result.failure}", file=sys.stderr)
+    return False
+
+
+def _wrk(
+    system: SystemUnderTest, duration: float, params: Parameters, pinning: Pinning
+) -> tuple[WrkResult, str]:
+    return run_wrk(
+        system.url,
+        duration=duration,
+        connections=params.connections,
+        script=system.script,
+        headers=system.headers,
+        prefix=pinning.load_prefix(),
+    )
+
+
+def _measure(
+    system: SystemUnderTest, result: RowResult, round_no: int, params: Parameters, pinning: Pinning
+) -> None:
+    before, ours_before, machine_before = _cpu_counters(system)
+    try:
+        wrk, raw = _wrk(system, params.duration, params, pinning)
+    except WrkError as error:
+        if _check_alive(system, result, f"round {round_no}"):
+            result.failure = f"wrk failed in round {round_no}: {error}"
+            print(f"!! {result.name}: {result.failure}", file=sys.stderr)
+        return
+    after, ours_after, machine_after = _cpu_counters(system)
+    other = (machine_after - machine_before) - (ours_after - ours_before)
+    measurement = Measurement(
+        round=round_no, wrk=wrk, cpu_seconds=after - before, raw=raw, other_cpu_seconds=other
+    )
+    result.rounds.append(measurement)
+    print(_progress_line(result.name, measurement))
+    _check_alive(system, result, f"round {round_no}")
+
+
+def _cpu_counters(system: SystemUnderTest) -> tuple[float, float, float]:
+    """(system-under-test tree, everything this benchmark started, whole machine) CPU seconds.
+    Every process we start, wrk included, is a child of this one, so our own tree covers them."""
+    return system.cpu_seconds(), tree_cpu_seconds(os.getpid()), machine_busy_seconds()
+
+
+def _progress_line(name: str, m: Measurement) -> str:
+    cpu = m.cpu_us_per_request
+    errors = ""
+    if m.wrk.errors:
+        errors += f"   !! {m.wrk.non_2xx} non-2xx, {m.wrk.socket_errors} socket errors"
+    if (other := m.other_cpu_pct) is not None and other > NOISY_PCT:
+        errors += f"   (noisy: other processes used {other:.0f}% of a CPU)"
+    return (
+        f"   {name:<16} {m.wrk.requests_per_sec:>10,.0f} req/s   p50 {m.wrk.p50_ms:6.2f} ms   "
+        f"p99 {m.wrk.p99_ms:6.2f} ms   CPU {'-' if cpu is None else f'{cpu:.1f}'} µs/req{errors}"
+    )
+
+
+def finish(results: list[RowResult], machine: dict[str, Any], params: Parameters) -> int:
+    stamp = utc_stamp()
+    print(
+        f"\n== results: median of {params.rounds} round(s) x {params.duration:g} s, "
+        f"wrk -t1 -c{params.connections}\n"
+    )
+    print(format_table(results))
+    print()
+    print(format_ratios(results))
+    doc = document(results, machine, {**params.to_json(), "pinned": machine["pinned"]}, stamp)
+    paths = write_results(doc)
+    print("\nwrote " + ", ".join(_relative(p) for p in paths))
+    bad = any(r.failure or r.flagged for r in results)
+    return 1 if bad else 0
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _banner(params: Parameters, pinning: Pinning) -> str:
+    rows = ", ".join(row.name for row in params.rows)
+    return (
+        f"bench: rows {rows}\n"
+        f"       {params.rounds} round(s) x {params.duration:g} s, wrk -t1 -c{params.connections}"
+        f" --latency, {params.warmup:g} s warm-up per row; {os.cpu_count()} CPUs\n"
+        f"       pinning: {pinning.describe()}"
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info(pinning: Pinning, upstream: Upstream) -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": sorted(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "wrk": wrk_version(),
+        "upstream": {"kind": upstream.kind, "version": upstream.version, "url": upstream.url},
+        "pinned": pinning.enabled,
+        "pinning": {
+            "system_under_test_cpu": pinning.system_cpu,
+            "wrk_and_upstream_cpu": pinning.load_cpu,
+            "description": pinning.describe(),
+        },
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""Building blocks for config.py: an error collector, typed field readers and value checks.
+
+    report = Report("kong.yaml")
+    fields = Fields(report, "services[0]", {"port": "80"}, known={"port"})
+    fields.integer("port", 80, low=1, high=65535)
+    report.errors  # ["kong.yaml: services[0].port: expected an integer, got a string"]
+
+Readers report what is wrong and return a fallback so that the loader carries on and finds every
+problem in one pass. Value checks raise ValueError(message); `Fields.each` turns that into a report.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Collection, Hashable
+from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+KONG_PROTOCOLS = frozenset(
+    {"http", "https", "grpc", "grpcs", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"}
+)
+_HTTP_PROTOCOLS = ("http", "https")
+_HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?", re.IGNORECASE)
+# Kong's path typedef: RFC 3986 unreserved and sub-delims, ":", "@", "/" and percent-encoding.
+_PATH = re.compile(r"/[A-Za-z0-9._~/%:@!$&'()*+,;=-]*")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_METHOD = re.compile(r"[A-Za-z]+")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Kong 3 reads a pre-3.0 path as a regex unless it is made only of these characters.
+_PLAIN_LEGACY_PATH = re.compile(r"[A-Za-z0-9._~/%-]*")
+_NAMED_GROUP = re.compile(r"\(\?<(?![=!])")  # not the lookbehinds "(?<=", "(?<!"
+
+_T = TypeVar("_T")
+
+_ARTICLES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+    type(None): "null",
+}
+
+
+class Report:
+    """Collects errors and warnings as `FILE: path.to.field: message`."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(self._line(path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(self._line(path, message))
+
+    def _line(self, path: str, message: str) -> str:
+        return f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}"
+
+
+def at(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def item(path: str, index: int) -> str:
+    return f"{path}[{index}]"
+
+
+def describe(value: object) -> str:
+    return _ARTICLES.get(type(value), f"a {type(value).__name__}")
+
+
+class Fields:
+    """Typed access to one YAML mapping found at `path`; unknown keys are reported on creation.
+    A null value counts as absent, as Kong treats an explicit null as "unset"."""
+
+    def __init__(
+        self, report: Report, path: str, data: dict[Any, Any], known: Collection[str]
+    ) -> None:
+        self.report = report
+        self.path = path
+        self.data = data
+        for key in data:
+            if key not in known:
+                report.error(at(path, str(key)), "unknown field")
+
+    def given(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def raw(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def error(self, key: str, message: str) -> None:
+        self.report.error(at(self.path, key), message)
+
+    def warn(self, key: str, message: str) -> None:
+        self.report.warn(at(self.path, key), message)
+
+    def _wrong_type(self, key: str, expected: str) -> None:
+        self.error(key, f"expected {expected}, got {describe(self.data[key])}")
+
+    def string(self, key: str, *, required: bool = False) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                self.error(key, "required field missing")
+            return None
+        if not isinstance(value, str):
+            self._wrong_type(key, "a string")
+            return None
+        if not value:
+            self.error(key, "must not be empty")
+            return None
+        return value
+
+    def checked(self, key: str, check: Callable[[str], _T], *, required: bool = False) -> _T | None:
+        """A string passed through `check` (a ValueError becomes an error at this field)."""
+        text = self.string(key, required=required)
+        if text is None:
+            return None
+        try:
+            return check(text)
+        except ValueError as exc:
+            self.error(key, str(exc))
+            return None
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self._wrong_type(key, "a boolean")
+            return default
+        return value
+
+    def integer(
+        self, key: str, default: int, low: int | None = None, high: int | None = None
+    ) -> int:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        # bool is an int subclass in Python; `port: true` is still a mistake.
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._wrong_type(key, "an integer")
+            return default
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.error(key, f"must be {bounds}, got {value}")
+            return default
+        return value
+
+    def choice(self, key: str, default: str, choices: Collection[str]) -> str:
+        value = self.string(key)
+        if value is None:
+            return default
+        if value not in choices:
+            self.error(key, f"must be one of {', '.join(sorted(choices))}, got '{value}'")
+            return default
+        return value
+
+    def mapping(self, key: str) -> dict[Any, Any] | None:
+        value = self.data.get(key)
+        if value is not None and not isinstance(value, dict):
+            self._wrong_type(key, "a mapping")
+            return None
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        return self.each(key, lambda text: text)
+
+    def each(self, key: str, check: Callable[[str], str]) -> tuple[str, ...]:
+        """A list of strings, each through `check`; duplicates are warned about and dropped."""
+        value = self.data.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self._wrong_type(key, "a list of strings")
+            return ()
+        results: list[str] = []
+        for index, entry in enumerate(value):
+            path = item(at(self.path, key), index)
+            if not isinstance(entry, str):
+                self.report.error(path, f"expected a string, got {describe(entry)}")
+                continue
+            try:
+                checked = check(entry)
+            except ValueError as exc:
+                self.report.error(path, str(exc))
+                continue
+            if checked in results:
+                self.report.warn(path, f"duplicate value '{entry}'")
+            else:
+                results.append(checked)
+        return tuple(results)
+
+    def entities(self, key: str) -> list[tuple[str, dict[Any, Any]]]:
+        """A list of mappings (services, routes, plugins), each with its own path."""
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self._wrong_type(key, "a list")
+            return []
+        found = []
+        for index, entry in enumerate(value):
+            path = item(at(self.path, key), index)
+            if isinstance(entry, dict):
+                found.append((path, entry))
+            else:
+                self.report.error(path, f"expected a mapping, got {describe(entry)}")
+        return found
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, as decK does. PyYAML would keep the last one,
+    so a second `plugins:` key could silently drop the openid-connect plugin."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Hashable] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` may be overridden by explicit keys
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key '{key}'",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parsed YAML, or ValueError("line 3 column 5: <problem>")."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        raise ValueError(f"{where}{exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ValueError("invalid YAML: nested too deeply") from None
+
+
+class _Located(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+_E = TypeVar("_E", bound=_Located)
+
+
+class Registry(Generic[_E]):
+    """Entities by name and by id: duplicates are errors, references resolve here."""
+
+    def __init__(self, report: Report, kind: str) -> None:
+        self.report = report
+        self.kind = kind
+        self.by_name: dict[str, _E] = {}
+        self.by_id: dict[str, _E] = {}
+
+    def add(self, entry: _E, name: str | None, id_: str | None) -> None:
+        for key, value, index in (("name", name, self.by_name), ("id", id_, self.by_id)):
+            if value is None:
+                continue
+            first = index.setdefault(value, entry)
+            if first is not entry:
+                message = f"duplicate {self.kind} {key} '{value}' (first at {first.path})"
+                self.report.error(at(entry.path, key), message)
+
+    def find(self, fields: Fields, key: str) -> _E | None:
+        """`service: name-or-id`, or `service: {name: ..}` / `{id: ..}` as decK writes it."""
+        value, path = fields.raw(key), at(fields.path, key)
+        if isinstance(value, str):
+            found = self.by_id.get(value) or self.by_name.get(value)
+        elif isinstance(value, dict):
+            ref = Fields(self.report, path, value, ("id", "name"))
+            if ref.given("id") == ref.given("name"):
+                ref.report.error(path, "expected exactly one of 'id' or 'name'")
+                return None
+            if (value := ref.string("id")) is not None:
+                found = self.by_id.get(value)
+            elif (value := ref.string("name")) is not None:
+                found = self.by_name.get(value)
+            else:
+                return None
+        else:
+            expected = f"a {self.kind} name or id, or a mapping with one of them"
+            self.report.error(path, f"expected {expected}, got {describe(value)}")
+            return None
+        if found is None:
+            self.report.error(path, f"{self.kind} '{value}' not found")
+        return found
+
+
+def http_protocol(text: str) -> str:
+    if text in _HTTP_PROTOCOLS:
+        return text
+    if text in KONG_PROTOCOLS:
+        raise ValueError(f"protocol '{text}' is not supported (tokengate speaks http and https)")
+    raise ValueError(f"unknown protocol '{text}' (expected http or https)")
+
+
+def kong_protocol(text: str) -> str:
+    if text not in KONG_PROTOCOLS:
+        raise ValueError(f"unknown protocol '{text}'")
+    return text
+
+
+def service_host(text: str) -> str:
+    """A host name or IP address; an IPv6 literal comes back in brackets so that
+    `Service.origin` stays a valid URL."""
+    literal = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return f"[{ipaddress.IPv6Address(literal)}]"
+    except ValueError:
+        pass
+    if "://" in text:
+        raise ValueError(f"invalid host '{text}': expected a host name; use 'url' for a URL")
+    if ":" in text:
+        raise ValueError(f"invalid host '{text}': set the port with 'port'")
+    if len(text) > 253 or not _HOSTNAME.fullmatch(text):
+        raise ValueError(f"invalid host '{text}'")
+    return text
+
+
+def service_path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError("must start with '/'")
+    if not _PATH.fullmatch(text):
+        raise ValueError(f"invalid path '{text}': characters outside of RFC 3986 found")
+    if _BAD_PERCENT.search(text):
+        raise ValueError(f"invalid path '{text}': bad percent-encoding")
+    return text
+
+
+def service_url(text: str) -> tuple[str, str, int, str | None]:
+    """`scheme://host[:port][/path]` → (protocol, host, port, path)."""
+    parts = urlsplit(text)
+    if parts.scheme not in _HTTP_PROTOCOLS:
+        raise ValueError("scheme must be http or https")
+    if parts.query or parts.fragment or parts.username is not None:
+        # Kong drops these silently; a user who wrote them expects them to be used.
+        raise ValueError("must not contain credentials, a query string or a fragment")
+    if not parts.hostname:
+        raise ValueError("missing host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("invalid port") from None
+    if port == 0:
+        raise ValueError("invalid port")
+    host = service_host(parts.hostname)
+    path = service_path(parts.path) if parts.path else None
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
+
+
+def route_path(text: str) -> str:
+    """A plain prefix ("/api") or a Kong 3 regex ("~" then the regex)."""
+    if text.startswith("~"):
+        # Kong's "(?<name>" named groups are read as Python's "(?P<name>", as the router does.
+        _compile(_NAMED_GROUP.sub("(?P<", text[1:]))
+        return text
+    if not text.startswith("/"):
+        raise ValueError("must start with '/' (or '~' for a regex)")
+    return service_path(text)
+
+
+def header_value(text: str) -> str:
+    """A value to match, or "~*" then a case-insensitive regex (Kong 3)."""
+    if text.startswith("~*"):
+        _compile(text[2:], re.IGNORECASE)
+    return text
+
+
+def _compile(pattern: str, flags: int = 0) -> None:
+    try:
+        re.compile(pattern, flags)
+    except re.error as exc:
+        raise ValueError(f"invalid regex: {exc}") from None
+
+
+def legacy_path_is_regex(text: str) -> bool:
+    """Before format 3.0 a regex path had no "~"; Kong 3 adds it when the path is not plain."""
+    return _PLAIN_LEGACY_PATH.fullmatch(text) is None
+
+
+def http_method(text: str) -> str:
+    if not _METHOD.fullmatch(text):
+        raise ValueError(f"invalid method '{text}': letters only")
+    return text.upper()
+
+
+def route_host(text: str) -> str:
+    """`example.com`, `*.example.com`, `example.*`, each with an optional `:port`; lower-cased."""
+    if ":" in text and not text.startswith("[") and _is_ipv6_literal(text):
+        return f"[{text.lower()}]"  # brackets keep the address apart from a port
+    host, port = _split_port(text.lower())
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"invalid port in host '{text}'")
+    if host.count("*") > 1:
+        raise ValueError(f"invalid host '{text}': only one wildcard is allowed")
+    if "*" in host and not (host.startswith("*.") or host.endswith(".*")):
+        raise ValueError(f"invalid wildcard in '{text}': must be the leftmost or rightmost label")
+    plain = host.replace("*", "x")
+    if not (_HOSTNAME.fullmatch(plain) or _is_ipv6_literal(plain)):
+        raise ValueError(f"invalid host '{text}'")
+    return text.lower()
+
+
+def _split_port(text: str) -> tuple[str, str | None]:
+    if text.startswith("["):
+        host, _, rest = text.partition("]")
+        return host + "]", rest[1:] if rest.startswith(":") else (rest or None)
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, None
+
+
+def _is_ipv6_literal(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
+
+
+def header_name(text: str) -> str:
+    if not _HEADER_NAME.fullmatch(text):
+        raise ValueError(f"invalid header name '{text}'")
+    # Kong routes on the Host header only through `hosts`.
+    if text.lower() == "host":
+        raise ValueError("the Host header cannot be matched here; use the route's 'hosts'")
+    return text.lower()

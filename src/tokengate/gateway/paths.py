@@ -1,0 +1,140 @@
+"""The canonical request path: what the router matches AND what the upstream receives.
+
+    try:
+        path = canonical_path(raw_path)        # raw_path: request target before the first "?"
+    except BadPath:
+        return json_response({"message": "Bad request"}, status=400)
+
+Routing on one string and forwarding another is how path-based access control gets bypassed
+(`/%61dmin` routed by a public catch-all but served as `/admin` upstream). So there is exactly one
+canonical form, computed once, used for both. The rules follow Kong's router normalisation
+(docs: "Traditional router" > "Path normalization"; `kong/tools/uri.lua` `normalize(uri, true)`)
+and nginx's `merge_slashes on`, made stricter where Kong is lenient:
+
+| input                                     | result                  | why                      |
+|-------------------------------------------|-------------------------|--------------------------|
+| not starting with "/" ("", "*", a URL)    | BadPath                 | origin-form only         |
+| `%` not followed by two hex digits        | BadPath                 | malformed escape         |
+| `%61` (unreserved: ALPHA DIGIT - . _ ~)   | decoded: `a`            | RFC 3986 6.2.2.2, Kong   |
+| `%3a` (any other escape)                  | kept, upper hex: `%3A`  | RFC 3986 6.2.2.1, Kong   |
+| other raw chars: `"` `<` `#` `[` `^` é... | UTF-8 escaped: `%C3%A9` | parsers all agree        |
+| `%2F` / `%2f` (encoded slash)             | BadPath                 | hides a segment boundary |
+| `\\` or `%5C` (backslash)                 | BadPath                 | some servers read it "/" |
+| control, raw or encoded (00-1F, 7F)       | BadPath                 | NUL, header injection    |
+| raw C1 control (U+0080-9F) or surrogate   | BadPath                 | cannot be sent upstream  |
+| `//` (repeated slashes)                   | merged to `/`           | Kong, nginx merge_slashes|
+| `.` / `..` segments (also `%2E`, `%2e%2E`)| removed, RFC 3986 5.2.4 | after decoding and merge |
+| `..` above the root (`/..`, `/a/../..`)   | BadPath                 | refuse rather than clamp |
+
+Order: validate characters; decode unreserved escapes (once: `%252E` stays `%252E`) and escape
+raw non-path characters; merge slashes; remove dot segments. Merging before dot removal is nginx's
+order (`/a//../b` → `/b`); either order would be safe because the upstream receives exactly this
+output. `//evil.example/x` becomes `/evil.example/x`: a path on our upstream, never an authority.
+The result holds only RFC 3986 path characters (unreserved, sub-delims, ":", "@", "/") and `%XX`
+escapes, so it is ASCII, and it is idempotent: canonical_path(canonical_path(p)) equals
+canonical_path(p). No length cap: aiohttp caps the request line.
+
+Fast path: a path made of "/" and pchar only, without "%", "//" or "/.", is returned unchanged
+after one regex fullmatch and two substring checks (~0.2 µs for a 27-character path with timeit
+on CPython 3.11; ~2 µs for one that needs the slow path).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["BadPath", "canonical_path"]
+
+
+class BadPath(Exception):
+    """The path cannot be made canonical; the caller answers 400 `{"message":"Bad request"}`.
+
+    `reason` is for logs and metrics only, never for the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# RFC 3986 §2.3 unreserved characters: the only escapes whose decoding never changes meaning.
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+# Raw characters that are never acceptable in a path: backslash (Windows/IIS-style upstreams read
+# it as "/"), C0 and C1 controls and DEL (NUL truncation, header/log injection), and lone
+# surrogates (aiohttp's surrogateescape for invalid UTF-8; they cannot be re-encoded upstream).
+_FORBIDDEN_RAW = re.compile("[\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+# RFC 3986 path characters ("/" and pchar without pct-encoded): unreserved, sub-delims, ":", "@".
+_PATH_CHARS = r"A-Za-z0-9\-._~!$&'()*+,;=:@/"
+_PLAIN = re.compile(f"/[{_PATH_CHARS}]*")
+
+# Either a "%" and up to two hex digits (fewer is malformed), or a raw character that is not a
+# path character ('"', "<", "#", "[", "{", "|", non-ASCII...): percent-encoded, as Kong does when
+# forwarding, so that the upstream gets a valid path that no URL parser reads differently.
+_ESCAPE_OR_RAW = re.compile(f"%([0-9A-Fa-f]{{0,2}})|[^{_PATH_CHARS}%]")
+
+_SLASHES = re.compile("/{2,}")
+
+
+def canonical_path(raw_path: str) -> str:
+    """Return the canonical form of `raw_path` (see the module table) or raise BadPath."""
+    # Fast path: only legal path characters, nothing to decode, merge or remove.
+    if _PLAIN.fullmatch(raw_path) and "//" not in raw_path and "/." not in raw_path:
+        return raw_path
+    return _canonical_slow(raw_path)
+
+
+def _canonical_slow(raw_path: str) -> str:
+    if raw_path[:1] != "/":
+        raise BadPath("path must start with '/'")
+    if _FORBIDDEN_RAW.search(raw_path):
+        raise BadPath("forbidden character in path")
+    path = _ESCAPE_OR_RAW.sub(_escape_or_decode, raw_path)
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    if "/." in path:
+        path = _remove_dot_segments(path)
+    return path
+
+
+def _escape_or_decode(match: re.Match[str]) -> str:
+    digits = match.group(1)
+    if digits is None:
+        return "".join(f"%{byte:02X}" for byte in match.group().encode())
+    if len(digits) != 2:
+        raise BadPath("malformed percent-escape")
+    code = int(digits, 16)
+    if code < 0x20 or code == 0x7F:
+        raise BadPath("encoded control character")
+    if code in (0x2F, 0x5C):
+        # An encoded "/" or "\" would let one segment here be two segments upstream.
+        raise BadPath("encoded slash or backslash")
+    char = chr(code)
+    if char in _UNRESERVED:
+        return char
+    return "%" + digits.upper()
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 on an absolute path whose slashes are already merged.
+
+    Every segment is non-empty except possibly the last (trailing slash). A final "." or ".."
+    leaves a trailing slash, as the RFC does (`/a/b/..` → `/a/`)."""
+    segments = path.split("/")[1:]
+    last = len(segments) - 1
+    output: list[str] = []
+    for index, segment in enumerate(segments):
+        if segment == ".":
+            pass
+        elif segment == "..":
+            if not output:
+                # Clamping would silently turn /../admin into /admin; a client that sends this
+                # is probing, so refuse it.
+                raise BadPath("dot segment above the root")
+            output.pop()
+        else:
+            output.append(segment)
+            continue
+        if index == last:
+            output.append("")
+    return "/" + "/".join(output)

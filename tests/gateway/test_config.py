@@ -1,0 +1,731 @@
+"""kong.yaml loading: every rule has a failing example that pins the exact error line.
+
+Each case is a small decK file; `_format_version: "3.0"` is prepended unless the case is about it.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tokengate.gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    Plugin,
+    Route,
+    load_config,
+    parse_config,
+)
+
+HEADER = '_format_version: "3.0"\n'
+
+
+def load(body: str, *, header: str = HEADER) -> GatewayConfig:
+    return parse_config(header + textwrap.dedent(body), "kong.yaml")
+
+
+def errors(body: str, *, header: str = HEADER) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(body, header=header)
+    return caught.value.errors
+
+
+def route_named(config: GatewayConfig, name: str) -> Route:
+    return next(route for route in config.routes if route.name == name)
+
+
+def issuer(route: Route) -> object:
+    """Which plugin instance applies to a route, told apart by a marker in its config."""
+    plugin = route.plugin("openid-connect")
+    return plugin.config["issuer"] if plugin else None
+
+
+# --- errors: one case per rule, each with the exact line -------------------------------------
+
+TOP_LEVEL_ERRORS = {
+    "format version missing": (
+        "services: []",
+        "kong.yaml: _format_version: required field missing",
+    ),
+    "format version unknown": (
+        '_format_version: "4.0"',
+        'kong.yaml: _format_version: unsupported version \'4.0\' (expected "1.1", "2.1", "3.0")',
+    ),
+    "unknown top-level key": (
+        '_format_version: "3.0"\nservicez: []',
+        "kong.yaml: servicez: unknown field",
+    ),
+    "document is a list": (
+        "- name: a",
+        "kong.yaml: expected a mapping of Kong entities, got a list",
+    ),
+    "empty file": (
+        "",
+        "kong.yaml: the file is empty; expected a Kong declarative config",
+    ),
+    "services not a list": (
+        '_format_version: "3.0"\nservices: {name: a}',
+        "kong.yaml: services: expected a list, got a mapping",
+    ),
+    "service not a mapping": (
+        '_format_version: "3.0"\nservices: [a]',
+        "kong.yaml: services[0]: expected a mapping, got a string",
+    ),
+    "transform not a boolean": (
+        '_format_version: "3.0"\n_transform: "yes"',
+        "kong.yaml: _transform: expected a boolean, got a string",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "line"), TOP_LEVEL_ERRORS.values(), ids=TOP_LEVEL_ERRORS.keys())
+def test_top_level_error(text: str, line: str) -> None:
+    assert line in errors(text, header="")
+
+
+SERVICE_ERRORS = {
+    "name missing": ("host: up", "services[0].name: required field missing"),
+    "unknown field": ("name: a\nhost: up\nhots: x", "services[0].hots: unknown field"),
+    "url scheme": ("name: a\nurl: grpc://up", "services[0].url: scheme must be http or https"),
+    "url without scheme": ("name: a\nurl: up:80", "services[0].url: scheme must be http or https"),
+    "url and parts": (
+        "name: a\nurl: http://up\nhost: up\nport: 81",
+        "services[0].url: cannot be combined with host, port",
+    ),
+    "url without host": ("name: a\nurl: http:///x", "services[0].url: missing host"),
+    "url bad port": ("name: a\nurl: http://up:99999", "services[0].url: invalid port"),
+    "url with query": (
+        "name: a\nurl: http://up/x?debug=1",
+        "services[0].url: must not contain credentials, a query string or a fragment",
+    ),
+    "url not a string": ("name: a\nurl: 80", "services[0].url: expected a string, got an integer"),
+    "protocol not supported": (
+        "name: a\nhost: up\nprotocol: grpc",
+        "services[0].protocol: protocol 'grpc' is not supported (tokengate speaks http and https)",
+    ),
+    "protocol unknown": (
+        "name: a\nhost: up\nprotocol: htp",
+        "services[0].protocol: unknown protocol 'htp' (expected http or https)",
+    ),
+    "host missing": ("name: a\nport: 80", "services[0].host: required field missing"),
+    "host is a url": (
+        "name: a\nhost: http://up",
+        "services[0].host: invalid host 'http://up': expected a host name; use 'url' for a URL",
+    ),
+    "host with port": (
+        "name: a\nhost: up:80",
+        "services[0].host: invalid host 'up:80': set the port with 'port'",
+    ),
+    "port zero": (
+        "name: a\nhost: up\nport: 0",
+        "services[0].port: must be between 1 and 65535, got 0",
+    ),
+    "port bool": (
+        "name: a\nhost: up\nport: true",
+        "services[0].port: expected an integer, got a boolean",
+    ),
+    "port string": (
+        "name: a\nhost: up\nport: '80'",
+        "services[0].port: expected an integer, got a string",
+    ),
+    "path relative": ("name: a\nhost: up\npath: api", "services[0].path: must start with '/'"),
+    "path with query": (
+        "name: a\nhost: up\npath: /api?x",
+        "services[0].path: invalid path '/api?x': characters outside of RFC 3986 found",
+    ),
+    "timeout zero": (
+        "name: a\nhost: up\nconnect_timeout: 0",
+        "services[0].connect_timeout: must be between 1 and 2147483646, got 0",
+    ),
+    "timeout float": (
+        "name: a\nhost: up\nread_timeout: 1.5",
+        "services[0].read_timeout: expected an integer, got a number",
+    ),
+    "retries too high": (
+        "name: a\nhost: up\nretries: 32768",
+        "services[0].retries: must be between 0 and 32767, got 32768",
+    ),
+    "enabled string": (
+        "name: a\nhost: up\nenabled: 'no'",
+        "services[0].enabled: expected a boolean, got a string",
+    ),
+    "tags string": (
+        "name: a\nhost: up\ntags: t",
+        "services[0].tags: expected a list of strings, got a string",
+    ),
+}
+
+
+@pytest.mark.parametrize(("service", "line"), SERVICE_ERRORS.values(), ids=SERVICE_ERRORS.keys())
+def test_service_error(service: str, line: str) -> None:
+    # The case's lines become the one item of `services`.
+    body = "services:\n" + textwrap.indent(service, "    ").replace("    ", "  - ", 1)
+    assert f"kong.yaml: {line}" in errors(body)
+
+
+def test_duplicate_service_name_and_id_are_reported_at_the_second() -> None:
+    found = errors("""
+        services:
+          - {name: a, id: s1, host: up}
+          - {name: a, id: s1, host: up}
+    """)
+    assert found == [
+        "kong.yaml: services[1].name: duplicate service name 'a' (first at services[0])",
+        "kong.yaml: services[1].id: duplicate service id 's1' (first at services[0])",
+    ]
+
+
+R = "services[0].routes[0]"  # where every ROUTE_ERRORS case sits
+ROUTE_ERRORS = {
+    "unknown field": ("paths: [/a]\npathz: [/b]", f"{R}.pathz: unknown field"),
+    "no matcher": (
+        "name: r",
+        f"{R}: must set at least one of 'methods', 'hosts', 'headers', 'paths'",
+    ),
+    "paths not a list": ("paths: /a", f"{R}.paths: expected a list of strings, got a string"),
+    "path not a string": ("paths: [1]", f"{R}.paths[0]: expected a string, got an integer"),
+    "path relative": ("paths: [a]", f"{R}.paths[0]: must start with '/' (or '~' for a regex)"),
+    "path bad regex": (
+        "paths: ['~/(']",
+        f"{R}.paths[0]: invalid regex: missing ), unterminated subpattern at position 1",
+    ),
+    "method not a token": (
+        "methods: ['GE T']",
+        f"{R}.methods[0]: invalid method 'GE T': letters only",
+    ),
+    "two wildcards": (
+        "hosts: ['*.a.*']",
+        f"{R}.hosts[0]: invalid host '*.a.*': only one wildcard is allowed",
+    ),
+    "wildcard inside": (
+        "hosts: ['a.*.b']",
+        f"{R}.hosts[0]: invalid wildcard in 'a.*.b': must be the leftmost or rightmost label",
+    ),
+    "wildcard partial label": (
+        "hosts: ['*a.b']",
+        f"{R}.hosts[0]: invalid wildcard in '*a.b': must be the leftmost or rightmost label",
+    ),
+    "host bad port": ("hosts: ['a.b:0']", f"{R}.hosts[0]: invalid port in host 'a.b:0'"),
+    "host bad name": ("hosts: ['a b']", f"{R}.hosts[0]: invalid host 'a b'"),
+    "headers not a mapping": ("headers: [x]", f"{R}.headers: expected a mapping, got a list"),
+    "host header": (
+        "headers: {Host: [a.b]}",
+        f"{R}.headers.Host: the Host header cannot be matched here; use the route's 'hosts'",
+    ),
+    "header value string": (
+        "headers: {X-Version: '1'}",
+        f"{R}.headers.X-Version: expected a list of strings, got a string",
+    ),
+    "header without values": (
+        "headers: {X-Version: []}",
+        f"{R}.headers.X-Version: expected at least one value",
+    ),
+    "header bad regex": (
+        "headers: {X-Version: ['~*(']}",
+        f"{R}.headers.X-Version[0]: invalid regex: missing ), unterminated subpattern "
+        "at position 0",
+    ),
+    "protocol not supported": (
+        "paths: [/a]\nprotocols: [grpc]",
+        f"{R}.protocols[0]: protocol 'grpc' is not supported (tokengate speaks http and https)",
+    ),
+    "protocols empty": ("paths: [/a]\nprotocols: []", f"{R}.protocols: must not be empty"),
+    "strip_path string": (
+        "paths: [/a]\nstrip_path: 'false'",
+        f"{R}.strip_path: expected a boolean, got a string",
+    ),
+    "regex_priority bool": (
+        "paths: [/a]\nregex_priority: true",
+        f"{R}.regex_priority: expected an integer, got a boolean",
+    ),
+    "path_handling": (
+        "paths: [/a]\npath_handling: v2",
+        f"{R}.path_handling: must be one of v0, v1, got 'v2'",
+    ),
+    "redirect code": (
+        "paths: [/a]\nhttps_redirect_status_code: 303",
+        f"{R}.https_redirect_status_code: must be one of 301, 302, 307, 308, 426, got 303",
+    ),
+    "service in nested route": (
+        "paths: [/a]\nservice: a",
+        f"{R}.service: not allowed in a route nested under a service",
+    ),
+}
+
+
+@pytest.mark.parametrize(("route", "line"), ROUTE_ERRORS.values(), ids=ROUTE_ERRORS.keys())
+def test_route_error(route: str, line: str) -> None:
+    body = "services:\n  - name: a\n    host: up\n    routes:\n"
+    # The case's lines become the one route of service `a`.
+    body += textwrap.indent(route, "        ").replace("        ", "      - ", 1)
+    assert f"kong.yaml: {line}" in errors(body)
+
+
+TOP_LEVEL_ROUTE_ERRORS = {
+    "dangling service name": ("service: nope", "routes[0].service: service 'nope' not found"),
+    "dangling service id": ("service: {id: nope}", "routes[0].service: service 'nope' not found"),
+    "reference with both keys": (
+        "service: {id: s1, name: a}",
+        "routes[0].service: expected exactly one of 'id' or 'name'",
+    ),
+    "reference of the wrong type": (
+        "service: 7",
+        "routes[0].service: expected a service name or id, or a mapping with one of them, "
+        "got an integer",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("reference", "line"), TOP_LEVEL_ROUTE_ERRORS.values(), ids=TOP_LEVEL_ROUTE_ERRORS.keys()
+)
+def test_top_level_route_reference_error(reference: str, line: str) -> None:
+    body = f"services: [{{name: a, id: s1, host: up}}]\nroutes:\n  - paths: [/a]\n    {reference}\n"
+    assert f"kong.yaml: {line}" in errors(body)
+
+
+def test_duplicate_route_name_across_nested_and_top_level() -> None:
+    found = errors("""
+        services:
+          - name: a
+            host: up
+            routes: [{name: r, paths: [/a]}]
+        routes:
+          - {name: r, paths: [/b], service: a}
+    """)
+    assert found == [
+        "kong.yaml: routes[0].name: duplicate route name 'r' (first at services[0].routes[0])"
+    ]
+
+
+PLUGIN_ERRORS = {
+    "name missing": ("- config: {}", "plugins[0].name: required field missing"),
+    "unknown field": ("- name: openid-connect\n  confg: {}", "plugins[0].confg: unknown field"),
+    "config not a mapping": (
+        "- name: openid-connect\n  config: [issuer]",
+        "plugins[0].config: expected a mapping, got a list",
+    ),
+    "enabled string": (
+        "- name: openid-connect\n  enabled: 'off'",
+        "plugins[0].enabled: expected a boolean, got a string",
+    ),
+    "protocol unknown": (
+        "- name: openid-connect\n  protocols: [htp]",
+        "plugins[0].protocols[0]: unknown protocol 'htp'",
+    ),
+    "dangling service": (
+        "- name: openid-connect\n  service: nope",
+        "plugins[0].service: service 'nope' not found",
+    ),
+    "dangling route": (
+        "- name: rate-limiting\n  route: {name: nope}",
+        "plugins[0].route: route 'nope' not found",
+    ),
+    "two global instances": (
+        "- name: openid-connect\n- name: openid-connect",
+        "plugins[1]: duplicate 'openid-connect' plugin on the same scope as plugins[0]",
+    ),
+    "two on one service, nested and top-level": (
+        "- name: openid-connect\n  service: a",
+        "plugins[0]: duplicate 'openid-connect' plugin on the same scope as services[0].plugins[0]",
+    ),
+    "two on one route, nested and top-level": (
+        "- name: openid-connect\n  route: r",
+        "plugins[0]: duplicate 'openid-connect' plugin on the same scope as "
+        "services[0].routes[0].plugins[0]",
+    ),
+}
+
+
+@pytest.mark.parametrize(("plugins", "line"), PLUGIN_ERRORS.values(), ids=PLUGIN_ERRORS.keys())
+def test_plugin_error(plugins: str, line: str) -> None:
+    body = """
+        services:
+          - name: a
+            host: up
+            plugins: [{name: openid-connect}]
+            routes:
+              - name: r
+                paths: [/a]
+                plugins: [{name: openid-connect}]
+    """
+    body = textwrap.dedent(body) + "plugins:\n" + textwrap.indent(plugins, "  ")
+    assert f"kong.yaml: {line}" in errors(body)
+
+
+def test_nested_plugin_cannot_name_its_own_scope() -> None:
+    found = errors("""
+        services:
+          - name: a
+            host: up
+            plugins: [{name: openid-connect, route: r}]
+            routes: [{name: r, paths: [/a]}]
+    """)
+    assert found == [
+        "kong.yaml: services[0].plugins[0].route: not allowed in a nested plugin; "
+        "it applies where it is nested"
+    ]
+
+
+def test_every_error_is_reported_at_once() -> None:
+    found = errors("""
+        services:
+          - name: a
+            url: ftp://up
+            routes:
+              - paths: api
+              - methods: [GET]
+                hosts: ["*.*.example.com"]
+          - name: a
+            host: up
+            port: 70000
+        routes:
+          - service: b
+            paths: [/x]
+        plugins:
+          - name: openid-connect
+            route: ghost
+        consumerz: []
+    """)
+    assert found == [
+        "kong.yaml: consumerz: unknown field",
+        "kong.yaml: services[0].url: scheme must be http or https",
+        "kong.yaml: services[0].routes[0].paths: expected a list of strings, got a string",
+        "kong.yaml: services[0].routes[1].hosts[0]: invalid host '*.*.example.com': "
+        "only one wildcard is allowed",
+        "kong.yaml: services[1].port: must be between 1 and 65535, got 70000",
+        "kong.yaml: services[1].name: duplicate service name 'a' (first at services[0])",
+        "kong.yaml: routes[0].service: service 'b' not found",
+        "kong.yaml: plugins[0].route: route 'ghost' not found",
+    ]
+
+
+def test_yaml_syntax_error_names_line_and_column() -> None:
+    text = '_format_version: "3.0"\nservices:\n  - name: a\n   host: up\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "kong.yaml")
+    assert caught.value.errors == [
+        "kong.yaml: line 4 column 4: expected <block end>, but found '<block mapping start>'"
+    ]
+
+
+def test_duplicate_yaml_key_is_an_error_not_a_silent_override() -> None:
+    # PyYAML keeps the last key: the openid-connect plugin would vanish without a word.
+    text = '_format_version: "3.0"\nplugins: [{name: openid-connect}]\nplugins: []\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "kong.yaml")
+    assert caught.value.errors == ["kong.yaml: line 3 column 1: found duplicate key 'plugins'"]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == [f"{path}: cannot read file: No such file or directory"]
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_bytes(b'_format_version: "3.0"\n# \xff\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == [f"{path}: not valid UTF-8 (byte 25)"]
+
+
+# --- services ---------------------------------------------------------------------------------
+
+
+def test_load_config_reads_a_file_and_names_it_in_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(HEADER + "consumers: []\n", encoding="utf-8")
+    config = load_config(str(path))
+    assert config.warnings == (
+        f"{path}: consumers: Kong entity 'consumers' is not supported by tokengate and is ignored",
+    )
+
+
+def test_url_shorthand_with_port_and_path() -> None:
+    (service,) = load("services: [{name: a, url: 'http://Up.internal:8080/api/v1'}]").services
+    assert (service.protocol, service.host, service.port, service.path) == (
+        "http",
+        "up.internal",
+        8080,
+        "/api/v1",
+    )
+    assert service.origin == "http://up.internal:8080"
+
+
+def test_url_shorthand_without_port_or_path() -> None:
+    (service,) = load("services: [{name: a, url: 'https://up.internal'}]").services
+    assert (service.protocol, service.host, service.port, service.path) == (
+        "https",
+        "up.internal",
+        443,
+        None,
+    )
+
+
+def test_protocol_host_port_defaults() -> None:
+    plain, tls = load("""
+        services:
+          - {name: plain, host: up}
+          - {name: tls, host: up, protocol: https, path: /base}
+    """).services
+    assert (plain.protocol, plain.port, plain.path) == ("http", 80, None)
+    assert (tls.protocol, tls.port, tls.path) == ("https", 443, "/base")
+
+
+def test_timeouts_in_milliseconds_become_seconds() -> None:
+    (service,) = load("""
+        services:
+          - {name: a, host: up, connect_timeout: 1500, read_timeout: 250, retries: 0}
+    """).services
+    assert (service.connect_timeout, service.read_timeout) == (1.5, 0.25)
+    assert service.write_timeout == 60.0  # Kong's 60000 ms default
+    assert service.retries == 0
+
+
+def test_ipv6_host_is_bracketed_so_the_origin_is_a_url() -> None:
+    (service,) = load("services: [{name: a, host: '::1', port: 9000}]").services
+    assert service.origin == "http://[::1]:9000"
+
+
+def test_tls_fields_are_accepted_with_a_warning() -> None:
+    config = load("services: [{name: a, host: up, protocol: https, tls_verify: false}]")
+    assert config.warnings == (
+        "kong.yaml: services[0].tls_verify: not supported by tokengate and ignored",
+    )
+
+
+def test_disabled_service_drops_its_routes_with_a_warning() -> None:
+    config = load("""
+        services:
+          - name: old
+            host: up
+            enabled: false
+            routes: [{name: r, paths: [/a]}]
+        routes:
+          - {name: top, service: old, paths: [/b]}
+    """)
+    assert config.services == ()
+    assert config.routes == ()
+    assert config.warnings == (
+        "kong.yaml: services[0].routes[0]: route ignored: service 'old' is disabled",
+        "kong.yaml: routes[0]: route ignored: service 'old' is disabled",
+    )
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+def test_nested_routes_then_top_level_routes_in_file_order() -> None:
+    config = load("""
+        routes:
+          - {name: by-name, service: b, paths: [/3]}
+          - {name: by-id, service: s1, paths: [/4]}
+          - {name: by-ref-id, service: {id: s1}, paths: [/5]}
+          - {name: by-ref-name, service: {name: b}, paths: [/6]}
+        services:
+          - {name: a, id: s1, host: up-a, routes: [{name: a1, paths: [/1]}]}
+          - {name: b, host: up-b, routes: [{name: b1, paths: [/2]}]}
+    """)
+    names = [(route.name, route.service.name if route.service else None) for route in config.routes]
+    assert names == [
+        ("a1", "a"),
+        ("b1", "b"),
+        ("by-name", "b"),
+        ("by-id", "a"),
+        ("by-ref-id", "a"),
+        ("by-ref-name", "b"),
+    ]
+    assert [service.name for service in config.services] == ["a", "b"]
+
+
+def test_route_fields_are_normalised_and_defaulted() -> None:
+    (route,) = load("""
+        services:
+          - name: a
+            host: up
+            routes:
+              - paths: [/api, '~/users/(?<id>\\d+)$']
+                methods: [get, Post]
+                hosts: [API.Example.com, '*.example.org', 'example.*:8443']
+                headers: {X-Version: ['1', '~*^v2']}
+    """).routes
+    assert route.paths == ("/api", "~/users/(?<id>\\d+)$")  # Kong's named group, as written
+    assert route.methods == ("GET", "POST")
+    assert route.hosts == ("api.example.com", "*.example.org", "example.*:8443")
+    assert dict(route.headers) == {"x-version": ("1", "~*^v2")}
+    assert (route.strip_path, route.preserve_host, route.regex_priority) == (True, False, 0)
+    assert (route.protocols, route.path_handling, route.plugins) == (("http", "https"), "v0", ())
+    assert route.name is None
+
+
+def test_route_without_service_warns_and_has_none() -> None:
+    config = load("routes: [{name: orphan, paths: [/x]}]")
+    assert route_named(config, "orphan").service is None
+    assert config.warnings == (
+        'kong.yaml: routes[0]: route has no service; requests it matches get 503 "no Service found '
+        'with those values"',
+    )
+
+
+def test_duplicate_path_is_a_warning() -> None:
+    config = load("services: [{name: a, host: up, routes: [{paths: [/a, /a]}]}]")
+    assert config.routes[0].paths == ("/a",)
+    assert config.warnings == ("kong.yaml: services[0].routes[0].paths[1]: duplicate value '/a'",)
+
+
+def test_unquoted_format_version_is_accepted() -> None:
+    config = load("services: [{name: a, host: up}]", header="_format_version: 3.0\n")
+    assert config.services[0].name == "a"
+
+
+def test_pre_3_format_reads_regex_paths_as_kong_3_does() -> None:
+    config = load(
+        "services: [{name: a, host: up, routes: [{paths: ['/users/\\d+', /plain-path_1.0]}]}]",
+        header='_format_version: "2.1"\n',
+    )
+    assert config.routes[0].paths == ("~/users/\\d+", "/plain-path_1.0")
+    assert config.warnings == (
+        "kong.yaml: services[0].routes[0].paths: _format_version 2.1: '/users/\\d+' read as regex "
+        "with a '~' prefix, as Kong 3 does; run 'deck file convert'",
+    )
+
+
+# --- plugins ----------------------------------------------------------------------------------
+
+PRECEDENCE = """
+    services:
+      - name: a
+        host: up
+        plugins: [{name: openid-connect, config: {issuer: service-a}}]
+        routes:
+          - name: a-plain
+            paths: [/a]
+          - name: a-own
+            paths: [/a/own]
+            plugins: [{name: openid-connect, config: {issuer: route-a-own}}]
+      - name: b
+        host: up
+        routes: [{name: b-plain, paths: [/b]}]
+    routes:
+      - {name: top, service: b, paths: [/top]}
+    plugins:
+      - {name: openid-connect, config: {issuer: global}}
+      - {name: openid-connect, route: top, config: {issuer: route-top}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        ("b-plain", "global"),  # only the global plugin applies
+        ("a-plain", "service-a"),  # service beats global
+        ("a-own", "route-a-own"),  # route beats service and global
+        ("top", "route-top"),  # a top-level plugin scoped by route name
+    ],
+)
+def test_plugin_precedence(route: str, expected: str) -> None:
+    assert issuer(route_named(load(PRECEDENCE), route)) == expected
+
+
+def test_route_and_service_scope_beats_route_scope() -> None:
+    config = load("""
+        services: [{name: a, host: up, routes: [{name: r, paths: [/]}]}]
+        plugins:
+          - {name: openid-connect, route: r, config: {issuer: route}}
+          - {name: openid-connect, route: r, service: a, config: {issuer: route-and-service}}
+    """)
+    assert issuer(route_named(config, "r")) == "route-and-service"
+
+
+def test_plugin_config_is_a_read_only_copy() -> None:
+    (route,) = load("routes: [{paths: [/]}]\nplugins: [{name: openid-connect}]").routes
+    assert route.plugins == (Plugin(name="openid-connect", config={}),)
+    with pytest.raises(TypeError):
+        route.plugins[0].config["issuer"] = "x"  # type: ignore[index]
+
+
+def test_disabled_plugin_is_ignored_and_the_next_scope_applies() -> None:
+    config = load("""
+        services:
+          - name: a
+            host: up
+            plugins: [{name: openid-connect, config: {issuer: service}}]
+            routes:
+              - name: old
+                paths: [/]
+                plugins: [{name: openid-connect, enabled: false, config: {issuer: route}}]
+    """)
+    assert issuer(route_named(config, "old")) == "service"
+
+
+def test_disabled_plugin_alone_leaves_the_route_unprotected() -> None:
+    config = load("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, enabled: false}]")
+    assert config.routes[0].plugins == ()
+
+
+def test_unsupported_plugin_is_warned_about_and_ignored() -> None:
+    config = load("""
+        services:
+          - name: a
+            host: up
+            routes: [{name: r, paths: [/], plugins: [{name: cors}]}]
+        plugins:
+          - {name: openid-connect, config: {issuer: global}}
+          - {name: rate-limiting, config: {minute: 5}}
+          - {name: acl, enabled: false}
+    """)
+    assert issuer(route_named(config, "r")) == "global"
+    assert config.warnings == (
+        "kong.yaml: services[0].routes[0].plugins[0]: plugin 'cors' is not supported by "
+        "tokengate and is ignored",
+        "kong.yaml: plugins[1]: plugin 'rate-limiting' is not supported by tokengate and is "
+        "ignored",
+    )
+
+
+def test_consumer_scoped_plugin_is_warned_about_and_ignored() -> None:
+    config = load("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, consumer: alice}]")
+    assert config.routes[0].plugins == ()
+    assert (
+        "kong.yaml: plugins[0]: consumer-scoped plugins are not supported by tokengate; ignored"
+        in config.warnings
+    )
+
+
+def test_plugin_protocols_never_switch_auth_off() -> None:
+    config = load("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, protocols: [https]}]")
+    assert config.routes[0].plugin("openid-connect") is not None
+    assert (
+        "kong.yaml: plugins[0].protocols: ignored: tokengate runs openid-connect on http and https"
+        in config.warnings
+    )
+
+
+def test_environment_variables_are_not_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISSUER", "https://expanded.example")
+    config = load(
+        "routes: [{paths: [/]}]\nplugins: [{name: openid-connect, config: {issuer: $ISSUER}}]"
+    )
+    assert issuer(config.routes[0]) == "$ISSUER"
+
+
+# --- entities tokengate does not implement ------------------------------------------------------
+
+
+def test_unknown_kong_entities_are_warned_about_one_each() -> None:
+    config = load("""
+        _info: {select_tags: [x]}
+        _workspace: default
+        consumers: [{username: alice}]
+        upstreams: []
+        vaults: []
+    """)
+    assert config.warnings == tuple(
+        f"kong.yaml: {name}: Kong entity '{name}' is not supported by tokengate and is ignored"
+        for name in ("consumers", "upstreams", "vaults")
+    )
