@@ -25,7 +25,7 @@ from tokengate.gateway import responses
 from tokengate.gateway.config import GatewayConfig, Service
 from tokengate.gateway.headers import sane_request_id
 from tokengate.gateway.paths import BadPath, canonical_path
-from tokengate.gateway.proxy import Forwarder
+from tokengate.gateway.proxy import Forwarder, RawResponse
 from tokengate.gateway.router import Router
 from tokengate.gateway.settings import GatewaySettings
 
@@ -45,13 +45,14 @@ class Gateway:
         self.listen_port = b"%d" % settings.listen[1]
         self._request_ids = itertools.count(1)
         self._request_id_prefix = os.urandom(8).hex()
-        self._service_hosts = {svc: _host_header(svc) for svc in config.services}
+        self._service_hosts = {svc.name: _host_header(svc) for svc in config.services}
 
     def new_request_id(self) -> bytes:
         return b"%s%016x" % (self._request_id_prefix.encode(), next(self._request_ids))
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        request_id = sane_request_id(_raw_header(request, b"x-request-id")) or self.new_request_id()
+        client_id = request.headers.get("X-Request-Id")
+        request_id = (client_id and sane_request_id(client_id)) or self.new_request_id()
         try:
             response = await self._handle(request, request_id)
         except (web.RequestPayloadError, asyncio.IncompleteReadError, ConnectionError) as exc:
@@ -60,7 +61,8 @@ class Gateway:
         except Exception:
             log.exception("unexpected error while handling a request")
             response = responses.kong_error(500, "An unexpected error occurred")
-        response.headers.setdefault("X-Request-Id", request_id.decode())
+        if not isinstance(response, RawResponse):
+            response.headers.setdefault("X-Request-Id", request_id.decode())
         return response
 
     async def _handle(self, request: web.BaseRequest, request_id: bytes) -> web.StreamResponse:
@@ -91,7 +93,7 @@ class Gateway:
         if match.route.preserve_host and host_header:
             upstream_host = host_header.encode("latin-1")
         else:
-            upstream_host = self._service_hosts[service]
+            upstream_host = self._service_hosts.get(service.name) or _host_header(service)
         peer = (request.remote or "").encode()
         forwarded_host = host_header.rsplit(":", 1)[0] if "]" not in host_header else host_header
         added = (
@@ -106,20 +108,15 @@ class Gateway:
             peer,
             request_id,
         )
-        return await self.forwarder.forward(request, match, added=added, host=upstream_host)
+        return await self.forwarder.forward(
+            request, match, added=added, host=upstream_host, request_id=request_id
+        )
 
 
 def _host_header(service: Service) -> bytes:
     if _DEFAULT_PORTS.get(service.protocol) == service.port:
         return service.host.encode("idna")
     return b"%b:%d" % (service.host.encode("idna"), service.port)
-
-
-def _raw_header(request: web.BaseRequest, lname: bytes) -> bytes | None:
-    for name, value in request.raw_headers:
-        if name.lower() == lname:
-            return value
-    return None
 
 
 class GatewayServer:

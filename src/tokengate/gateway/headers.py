@@ -60,7 +60,7 @@ VIA: Final = "1.1 tokengate"
 _VIA_BYTES: Final = VIA.encode()
 
 # A client's request id is kept only when it is short and plain (it ends up in logs).
-_SANE_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+_SANE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def connection_named(raw_headers: RawHeaders) -> frozenset[bytes]:
@@ -73,9 +73,9 @@ def connection_named(raw_headers: RawHeaders) -> frozenset[bytes]:
     return frozenset(named)
 
 
-def sane_request_id(value: bytes | None) -> bytes | None:
-    if value is not None and _SANE_REQUEST_ID.fullmatch(value):
-        return value
+def sane_request_id(value: str) -> bytes | None:
+    if _SANE_REQUEST_ID.fullmatch(value):
+        return value.encode()
     return None
 
 
@@ -97,7 +97,7 @@ def build_request_head(
         lname = name.lower()
         if lname in _REQUEST_DROP or lname.startswith(_REQUEST_DROP_PREFIXES):
             if lname == b"connection" and named is None:
-                named = connection_named(raw_headers)
+                named = _named_by(value, raw_headers)
             elif lname == b"via":
                 via.append(value)
             continue
@@ -118,9 +118,16 @@ def _without_named(parts: list[bytes], named: frozenset[bytes]) -> list[bytes]:
     return kept
 
 
-def response_headers(raw_headers: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """Upstream response headers as they go to the client. Content-Length is kept (llhttp
-    checked it, and HEAD / 304 need it); aiohttp frames the body itself."""
+def _named_by(value: bytes, raw_headers: RawHeaders) -> frozenset[bytes]:
+    # Nearly every Connection header is a bare "keep-alive" or "close": skip the parse then.
+    if value.lower() in (b"keep-alive", b"close"):
+        return frozenset()
+    return connection_named(raw_headers)
+
+
+def response_headers(raw_headers: list[tuple[bytes, bytes]], request_id: bytes) -> CIMultiDict[str]:
+    """Upstream response headers for a streamed response (aiohttp frames the body). Content-Length
+    is kept: llhttp has checked it, and it stays right because the body passes unchanged."""
     named: frozenset[bytes] = frozenset()
     headers: CIMultiDict[str] = CIMultiDict()
     via: list[str] = []
@@ -128,7 +135,7 @@ def response_headers(raw_headers: list[tuple[bytes, bytes]]) -> CIMultiDict[str]
         lname = name.lower()
         if lname in _RESPONSE_DROP:
             if lname == b"connection":
-                named = connection_named(raw_headers)
+                named = _named_by(value, raw_headers)
             elif lname == b"via":
                 via.append(value.decode("latin-1"))
             continue
@@ -137,4 +144,53 @@ def response_headers(raw_headers: list[tuple[bytes, bytes]]) -> CIMultiDict[str]
         headers.popall(lname.decode("latin-1"), None)
     via.append(VIA)
     headers["Via"] = ", ".join(via)
+    headers.setdefault("X-Request-Id", request_id.decode())
     return headers
+
+
+def response_head(
+    status: int,
+    reason: bytes,
+    raw_headers: list[tuple[bytes, bytes]],
+    *,
+    body_length: int | None,
+    request_id: bytes,
+    keep_alive: bool,
+) -> bytes:
+    """A whole HTTP/1.1 response head for a buffered body, built from the upstream's raw header
+    bytes in one pass. `body_length` is None when the response has no body by definition
+    (HEAD, 204, 304): the upstream's Content-Length then passes as it is."""
+    parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
+    named: frozenset[bytes] = frozenset()
+    via: list[bytes] = []
+    has_length = has_request_id = False
+    for name, value in raw_headers:
+        lname = name.lower()
+        if lname in _RESPONSE_DROP:
+            if lname == b"connection":
+                named = _named_by(value, raw_headers)
+            elif lname == b"via":
+                via.append(value)
+            continue
+        if lname == b"content-length":
+            has_length = True
+        elif lname == b"x-request-id":
+            has_request_id = True
+        parts += (name, b": ", value, b"\r\n")
+    if named:
+        parts = [parts[0]] + [
+            line
+            for i in range(1, len(parts), 4)
+            if parts[i].lower() not in named
+            for line in parts[i : i + 4]
+        ]
+    if body_length is not None and not has_length:
+        parts.append(b"Content-Length: %d\r\n" % body_length)
+    via.append(_VIA_BYTES)
+    parts += (b"Via: ", b", ".join(via), b"\r\n")
+    if not has_request_id:
+        parts += (b"X-Request-Id: ", request_id, b"\r\n")
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)

@@ -1,12 +1,14 @@
 """The streaming forwarder: one matched request → the route's service → the client.
 
     forwarder = Forwarder(settings)
-    response = await forwarder.forward(request, match, request_id=b"...")
+    response = await forwarder.forward(request, match, added=b"...", host=b"svc", request_id=b"1")
     await forwarder.close()
 
-Small bodies (up to `BUFFER_LIMIT`) travel in one write each way; larger or unsized ones are
-streamed chunk by chunk with backpressure, so a 50 MB body is never held whole. Failures map to
-Kong's answers: connect refused → 502, connect or read timeout → 504, pool exhausted → 503.
+Small bodies (up to `BUFFER_LIMIT`) travel in one write each way: the request head and body go
+upstream together, and a complete small response goes back as one pre-serialised write
+(`RawResponse`), skipping aiohttp's header machinery. Larger or unsized bodies stream chunk by
+chunk with backpressure, so a 50 MB body is never held whole. Failures map to Kong's answers:
+connect refused → 502, connect or read timeout → 504, pool exhausted → 503.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import logging
 from typing import Final
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from tokengate.gateway import responses
 from tokengate.gateway.config import Service
-from tokengate.gateway.headers import build_request_head, response_headers
+from tokengate.gateway.headers import build_request_head, response_head, response_headers
 from tokengate.gateway.router import RouteMatch
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.upstream import (
@@ -36,6 +39,7 @@ log = logging.getLogger("tokengate.proxy")
 
 BUFFER_LIMIT: Final = 64 * 1024
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_BODILESS_STATUS: Final = frozenset({204, 304})
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -47,29 +51,60 @@ class ClientBodyTimeout(Exception):
     pass
 
 
+class RawResponse(web.StreamResponse):
+    """A complete HTTP/1.1 response, already serialised, written with one transport write."""
+
+    def __init__(self, data: bytes, *, status: int, keep_alive: bool) -> None:
+        super().__init__(status=status)
+        self._data = data
+        self._keep_alive = keep_alive  # aiohttp reads it to keep or close the connection
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        transport = request.transport
+        if self._data and transport is not None and not transport.is_closing():
+            transport.write(self._data)
+        self._data = b""
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
 class Forwarder:
     def __init__(self, settings: GatewaySettings) -> None:
         self._settings = settings
-        self._pools: dict[tuple[str, int], UpstreamPool] = {}
+        # Keyed by service name (unique in a config): hashing the frozen dataclass itself would
+        # hash all its fields on every request.
+        self._pools: dict[str, UpstreamPool] = {}
 
-    def _pool(self, service: Service) -> UpstreamPool:
-        key = (service.host, service.port)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = UpstreamPool(
+    def _new_pool(self, service: Service) -> UpstreamPool:
+        # Services that name the same host:port share connections.
+        endpoint = (service.host, service.port)
+        same = [p for p in self._pools.values() if (p.host, p.port) == endpoint]
+        if same:
+            pool = same[0]
+        else:
+            pool = UpstreamPool(
                 service.host,
                 service.port,
                 max_connections=self._settings.upstream_max_connections,
                 max_idle=self._settings.upstream_max_idle,
             )
+        self._pools[service.name] = pool
         return pool
 
     async def close(self) -> None:
-        for pool in self._pools.values():
+        for pool in set(self._pools.values()):
             await pool.close()
 
     async def forward(
-        self, request: web.BaseRequest, match: RouteMatch, *, added: bytes, host: bytes
+        self,
+        request: web.BaseRequest,
+        match: RouteMatch,
+        *,
+        added: bytes,
+        host: bytes,
+        request_id: bytes,
     ) -> web.StreamResponse:
         """Send the request upstream and relay the answer. `added` are the gateway's header
         lines (X-Forwarded-*, X-Request-Id, ...); `host` is the upstream Host header."""
@@ -78,7 +113,7 @@ class Forwarder:
         settings = self._settings
         headers = request.headers
         chunked = "Transfer-Encoding" in headers  # aiohttp refuses any coding but chunked
-        length = request.content_length if not chunked else None
+        length = None if chunked else request.content_length
         if length is not None and length > settings.max_body_size:
             return await _answer_and_close(request, responses.payload_too_large())
 
@@ -91,31 +126,34 @@ class Forwarder:
                 # send its body: a refused request never gets a 100 Continue.
                 await request.writer.write(_CONTINUE)
 
-        target = _upstream_target(match.upstream_path, request.raw_path)
         method = request.method
-        body = b""
         streamed = chunked or (length is not None and length > BUFFER_LIMIT)
-        try:
-            if not streamed and length:
+        body = b""
+        if chunked:
+            framing = b"Transfer-Encoding: chunked\r\n"
+        elif streamed:
+            framing = b"Content-Length: %d\r\n" % (length or 0)
+        elif length:
+            try:
                 body = await _read_small_body(request, length, settings.client_body_timeout)
-        except ClientBodyTimeout:
-            return await _answer_and_close(request, responses.request_timeout())
-        if streamed:
-            framing = (
-                b"Transfer-Encoding: chunked\r\n"
-                if chunked
-                else b"Content-Length: %d\r\n" % (length or 0)
-            )
+            except ClientBodyTimeout:
+                return await _answer_and_close(request, responses.request_timeout())
+            framing = b"Content-Length: %d\r\n" % length
         elif length is not None or method in ("POST", "PUT", "PATCH"):
-            framing = b"Content-Length: %d\r\n" % len(body)
+            framing = b"Content-Length: 0\r\n"
         else:
             framing = b""
         head = build_request_head(
-            method.encode(), target, request.raw_headers, host=host, added=added, framing=framing
+            method.encode(),
+            _upstream_target(match.upstream_path, request.raw_path),
+            request.raw_headers,
+            host=host,
+            added=added,
+            framing=framing,
         )
-        pool = self._pool(service)
+        pool = self._pools.get(service.name) or self._new_pool(service)
         try:
-            return await self._exchange(request, pool, service, head + body, streamed, chunked)
+            return await self._exchange(request, pool, service, head + body, streamed, request_id)
         except UpstreamError as exc:
             return _upstream_failure(exc, service)
         except BodyTooLarge:
@@ -130,40 +168,45 @@ class Forwarder:
         service: Service,
         first_write: bytes,
         streamed: bool,
-        chunked: bool,
+        request_id: bytes,
     ) -> web.StreamResponse:
         head_request = request.method == "HEAD"
-        conn = await pool.acquire(service.connect_timeout)
+        conn: UpstreamConnection | None = pool.take_idle()
+        if conn is None:
+            conn = await pool.acquire(service.connect_timeout)
         try:
             try:
                 conn.start_request(first_write, head_request=head_request)
                 if streamed:
-                    await self._send_body(request, conn, service, chunked)
-                await conn.read_head(service.read_timeout)
+                    await self._send_body(request, conn, service)
+                if not conn.head_done:
+                    await conn.read_head(service.read_timeout)
             except UpstreamProtocolError as exc:
                 # A pooled connection the upstream had already closed: one retry on a new one,
                 # only when replaying cannot repeat a side effect and the body is still in hand.
-                retry = (
+                if not (
                     exc.before_response
                     and conn.requests_sent > 1
                     and not streamed
                     and request.method in _IDEMPOTENT
-                )
-                if not retry:
+                ):
                     raise
                 pool.release(conn)
+                conn = None
                 conn = await pool.acquire(service.connect_timeout, fresh=True)
                 conn.start_request(first_write, head_request=head_request)
                 await conn.read_head(service.read_timeout)
-            return await self._respond(request, pool, conn, service)
+            return await self._respond(request, conn, service, request_id)
         finally:
-            # Any path that did not finish the exchange (error, client gone) closes the
-            # connection; release() reuses it only when the response was read to the end.
-            pool.release(conn)
+            # Whatever did not finish the exchange (error, client gone) leaves the connection
+            # incomplete, and release() closes it; only a fully read response is reused.
+            if conn is not None:
+                pool.release(conn)
 
     async def _send_body(
-        self, request: web.BaseRequest, conn: UpstreamConnection, service: Service, chunked: bool
+        self, request: web.BaseRequest, conn: UpstreamConnection, service: Service
     ) -> None:
+        chunked = "Transfer-Encoding" in request.headers
         limit = self._settings.max_body_size
         timeout = self._settings.client_body_timeout
         content = request.content
@@ -187,18 +230,29 @@ class Forwarder:
     async def _respond(
         self,
         request: web.BaseRequest,
-        pool: UpstreamPool,
         conn: UpstreamConnection,
         service: Service,
+        request_id: bytes,
     ) -> web.StreamResponse:
-        headers = response_headers(conn.headers)
-        if not conn.complete:
-            declared = headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) <= BUFFER_LIMIT:
-                await conn.read_to_end(service.read_timeout)
-        if conn.complete:
+        if not conn.complete and _declared_small(conn):
+            await conn.read_to_end(service.read_timeout)
+        if conn.complete and request.version == (1, 1):
+            status = conn.status
+            bodiless = status in _BODILESS_STATUS or request.method == "HEAD"
             body = conn.take_body()
-            return web.Response(status=conn.status, headers=headers, body=body or None)
+            keep_alive = request.keep_alive
+            head = response_head(
+                status,
+                conn.reason,
+                conn.headers,
+                body_length=None if bodiless else len(body),
+                request_id=request_id,
+                keep_alive=keep_alive,
+            )
+            return RawResponse(head + body, status=status, keep_alive=keep_alive)
+        headers = response_headers(conn.headers, request_id)
+        if conn.complete:  # an HTTP/1.0 client: aiohttp knows its keep-alive rules
+            return web.Response(status=conn.status, headers=headers, body=conn.take_body() or None)
         return await self._stream_response(request, conn, service, headers)
 
     async def _stream_response(
@@ -222,6 +276,13 @@ class Forwarder:
             return response
         await response.write_eof()
         return response
+
+
+def _declared_small(conn: UpstreamConnection) -> bool:
+    for name, value in conn.headers:
+        if name.lower() == b"content-length":
+            return value.isdigit() and int(value) <= BUFFER_LIMIT
+    return False
 
 
 def _upstream_target(upstream_path: str, raw_target: str) -> bytes:

@@ -74,6 +74,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _reset_exchange(self) -> None:
         self.status = 0
+        self.reason = b""
         self.headers: RawHeaders = []
         self.head_done = False
         self.complete = False
@@ -137,6 +138,9 @@ class UpstreamConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     # -- httptools callbacks ---------------------------------------------------------------
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason  # llhttp allows no CR/LF in it
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
@@ -199,7 +203,8 @@ class UpstreamConnection(asyncio.Protocol):
             timer.cancel()
 
     async def read_head(self, timeout: float) -> None:
-        """Wait for the status line and headers (or the error that replaced them)."""
+        """Wait for the status line and headers (or the error that replaced them).
+        Callers skip the call when `head_done` is already true: a coroutine saved."""
         while not self.head_done:
             await self._wait(timeout)
 
@@ -312,14 +317,19 @@ class UpstreamPool:
     def size(self) -> int:
         return len(self._idle) + len(self._busy) + self._opening
 
+    def take_idle(self) -> UpstreamConnection | None:
+        """An idle keep-alive connection, if there is one (the synchronous fast path)."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                self._busy.add(conn)
+                return conn
+        return None
+
     async def acquire(self, connect_timeout: float, *, fresh: bool = False) -> UpstreamConnection:
         """A connection ready for one exchange: idle, newly opened, or handed over by release."""
-        if not fresh:
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.closed:
-                    self._busy.add(conn)
-                    return conn
+        if not fresh and (conn := self.take_idle()) is not None:
+            return conn
         if self.size < self.max_connections:
             return await self._open(connect_timeout)
         waiter: asyncio.Future[UpstreamConnection | None] = self.loop.create_future()
