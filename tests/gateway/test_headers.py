@@ -1,0 +1,86 @@
+"""Header hygiene as bytes: what the upstream and the client receive."""
+
+from __future__ import annotations
+
+from tokengate.gateway.headers import (
+    build_request_head,
+    connection_named,
+    response_head,
+    response_headers,
+    sane_request_id,
+)
+
+
+def head(raw: list[tuple[bytes, bytes]]) -> bytes:
+    return build_request_head(
+        b"GET",
+        b"/p?q=1",
+        tuple(raw),
+        host=b"svc:8080",
+        added=b"X-Real-IP: 1.2.3.4\r\n",
+        framing=b"",
+    )
+
+
+def test_request_head_shape() -> None:
+    assert head([(b"Accept", b"*/*")]) == (
+        b"GET /p?q=1 HTTP/1.1\r\nHost: svc:8080\r\nAccept: */*\r\nVia: 1.1 tokengate\r\n"
+        b"X-Real-IP: 1.2.3.4\r\n\r\n"
+    )
+
+
+def test_client_framing_and_host_are_never_copied() -> None:
+    out = head([(b"Host", b"evil"), (b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked")])
+    assert b"evil" not in out and b"Content-Length" not in out and b"chunked" not in out
+
+
+def test_connection_named_headers_are_dropped_case_insensitively() -> None:
+    out = head([(b"Connection", b"close, X-Secret"), (b"x-SECRET", b"1"), (b"X-Other", b"2")])
+    assert b"secret" not in out.lower() and b"X-Other: 2" in out
+    assert b"Connection" not in out
+
+
+def test_client_via_is_kept_and_ours_appended() -> None:
+    assert b"Via: 1.0 edge, 1.1 tokengate\r\n" in head([(b"Via", b"1.0 edge")])
+
+
+def test_connection_named_parses_lists() -> None:
+    raw = [(b"Connection", b" Keep-Alive , X-A,,"), (b"connection", b"x-b")]
+    assert connection_named(raw) == {b"keep-alive", b"x-a", b"x-b"}
+
+
+def test_sane_request_id() -> None:
+    assert sane_request_id("abc-123_X.y:z") == b"abc-123_X.y:z"
+    assert sane_request_id("a b") is None
+    assert sane_request_id("x" * 129) is None
+    assert sane_request_id("") is None
+
+
+def test_response_head_filters_and_frames() -> None:
+    raw = [
+        (b"Content-Type", b"text/plain"),
+        (b"Connection", b"X-Hop"),
+        (b"X-Hop", b"1"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Keep-Alive", b"timeout=5"),
+    ]
+    out = response_head(200, b"OK", raw, body_length=3, request_id=b"rid", keep_alive=False)
+    assert out == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+        b"Via: 1.1 tokengate\r\nX-Request-Id: rid\r\nConnection: close\r\n\r\n"
+    )
+
+
+def test_response_head_keeps_upstream_length_and_request_id() -> None:
+    raw = [(b"Content-Length", b"1234"), (b"X-Request-Id", b"up")]
+    out = response_head(200, b"OK", raw, body_length=None, request_id=b"ours", keep_alive=True)
+    assert out.count(b"Content-Length") == 1 and b"Content-Length: 1234" in out
+    assert b"X-Request-Id: up" in out and b"ours" not in out
+
+
+def test_streamed_response_headers() -> None:
+    raw = [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"), (b"Connection", b"keep-alive")]
+    headers = response_headers(raw, b"rid")
+    assert headers.getall("Set-Cookie") == ["a=1", "b=2"]
+    assert "Connection" not in headers
+    assert headers["Via"] == "1.1 tokengate" and headers["X-Request-Id"] == "rid"

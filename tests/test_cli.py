@@ -1,0 +1,174 @@
+"""The command line as a user runs it: real processes, exit codes, messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+GOOD = """\
+_format_version: "3.0"
+services:
+  - name: svc
+    url: http://127.0.0.1:9
+    routes:
+      - name: r
+        paths: ["/x"]
+plugins:
+  - name: rate-limiting
+"""
+
+BAD = """\
+_format_version: "3.0"
+services:
+  - name: svc
+    url: ftp://example.com
+    routes:
+      - name: r
+        pathz: ["/x"]
+"""
+
+
+def tokengate(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tokengate", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_validate_accepts_a_good_file_and_prints_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(GOOD)
+    result = tokengate("config", "validate", str(path))
+    assert result.returncode == 0
+    assert "ok (1 services, 1 routes)" in result.stdout
+    assert "rate-limiting" in result.stderr and "warning:" in result.stderr
+
+
+def test_validate_reports_every_error_with_its_path_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(BAD)
+    result = tokengate("config", "validate", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert f"{path}: services[0].url: scheme must be http or https" in lines
+    assert f"{path}: services[0].routes[0].pathz: unknown field" in lines
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = tokengate("config", "validate", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("gateway",),  # --config is required
+        ("gateway", "--config", "x.yaml", "--listen", "nowhere"),
+        ("gateway", "--config", "x.yaml", "--workers", "0"),
+        ("frobnicate",),
+    ],
+)
+def test_bad_usage_exits_2(args: tuple[str, ...]) -> None:
+    result = tokengate(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    result = tokengate("gateway", "--config", "x.yaml", env={"TOKENGATE_LISTEN": "nowhere"})
+    assert result.returncode == 2
+    assert "TOKENGATE_LISTEN" in result.stderr
+
+
+def test_gateway_with_bad_config_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(BAD)
+    result = tokengate("gateway", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}: services[0].url: scheme must be http or https" in result.stderr
+
+
+def wait_ready(port: int, process: subprocess.Popen[str], deadline: float = 20) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        assert process.poll() is None, process.communicate()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("gateway never became ready")
+
+
+def test_gateway_reads_options_from_the_environment_and_stops_on_sigterm(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(GOOD)
+    proxy, status = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokengate", "gateway"],
+        env={
+            **os.environ,
+            "TOKENGATE_CONFIG": str(path),
+            "TOKENGATE_LISTEN": f"127.0.0.1:{proxy}",
+            "TOKENGATE_STATUS_LISTEN": f"127.0.0.1:{status}",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(status, process)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"http://127.0.0.1:{proxy}/nothing-here", timeout=5)
+        assert caught.value.code == 404
+        caught.value.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def test_port_in_use_names_the_port_and_flag(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(GOOD)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = tokengate(
+            "gateway",
+            "--config",
+            str(path),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--status-listen",
+            f"127.0.0.1:{free_port()}",
+        )
+    assert result.returncode == 1
+    assert "address already in use" in result.stderr
+    assert f"--listen (127.0.0.1:{port})" in result.stderr
+    assert "Traceback" not in result.stderr
