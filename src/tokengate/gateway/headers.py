@@ -87,15 +87,17 @@ def build_request_head(
     host: bytes,
     added: bytes,
     framing: bytes,
+    drop: frozenset[bytes] = frozenset(),
 ) -> bytes:
     """The upstream request head: client headers that survive, then `added` (the gateway's
-    own header lines, CRLF-terminated), then `framing` (Content-Length / Transfer-Encoding)."""
+    own header lines, CRLF-terminated), then `framing` (Content-Length / Transfer-Encoding).
+    `drop` names (lower-case) further client headers to leave out, e.g. a hidden credential."""
     parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     named: frozenset[bytes] | None = None
     via: list[bytes] = []
     for name, value in raw_headers:
         lname = name.lower()
-        if lname in _REQUEST_DROP or lname.startswith(_REQUEST_DROP_PREFIXES):
+        if lname in _REQUEST_DROP or lname.startswith(_REQUEST_DROP_PREFIXES) or lname in drop:
             if lname == b"connection" and named is None:
                 named = _named_by(value, raw_headers)
             elif lname == b"via":

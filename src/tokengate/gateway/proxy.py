@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from tokengate.gateway import responses
 from tokengate.gateway.config import Service
+from tokengate.gateway.edits import NO_EDITS, UpstreamEdits
 from tokengate.gateway.headers import build_request_head, response_head, response_headers
 from tokengate.gateway.router import RouteMatch
 from tokengate.gateway.settings import GatewaySettings
@@ -105,9 +106,13 @@ class Forwarder:
         added: bytes,
         host: bytes,
         request_id: bytes,
+        edits: UpstreamEdits = NO_EDITS,
+        body: bytes | None = None,
     ) -> web.StreamResponse:
         """Send the request upstream and relay the answer. `added` are the gateway's header
-        lines (X-Forwarded-*, X-Request-Id, ...); `host` is the upstream Host header."""
+        lines (X-Forwarded-*, X-Request-Id, ...); `host` is the upstream Host header; `edits`
+        are what authentication changes (hidden credentials, claim headers); `body`, when not
+        None, is the whole request body, already read (to find a token in a form)."""
         service = match.route.service
         assert service is not None
         settings = self._settings
@@ -118,7 +123,7 @@ class Forwarder:
             return await _answer_and_close(request, responses.payload_too_large())
 
         expect = headers.get("Expect")
-        if expect is not None:
+        if expect is not None and body is None:
             if expect.lower() != "100-continue":
                 return responses.expectation_failed()
             if (chunked or length) and request.version >= (1, 1):
@@ -128,8 +133,14 @@ class Forwarder:
 
         method = request.method
         streamed = chunked or (length is not None and length > BUFFER_LIMIT)
-        body = b""
-        if chunked:
+        if body is not None:
+            # Authentication read the (small, form) body already; it may have taken the token
+            # out of it (hide_credentials).
+            if edits.body is not None:
+                body = edits.body
+            streamed = False
+            framing = b"Content-Length: %d\r\n" % len(body)
+        elif chunked:
             framing = b"Transfer-Encoding: chunked\r\n"
         elif streamed:
             framing = b"Content-Length: %d\r\n" % (length or 0)
@@ -143,13 +154,21 @@ class Forwarder:
             framing = b"Content-Length: 0\r\n"
         else:
             framing = b""
+        if body is None or streamed:
+            body = b""
+        if edits.query is None:
+            target = _upstream_target(match.upstream_path, request.raw_path)
+        else:
+            query = "?" + edits.query if edits.query else ""
+            target = (match.upstream_path + query).encode("ascii", "surrogateescape")
         head = build_request_head(
             method.encode(),
-            _upstream_target(match.upstream_path, request.raw_path),
+            target,
             request.raw_headers,
             host=host,
-            added=added,
+            added=added + edits.added if edits.added else added,
             framing=framing,
+            drop=edits.drop,
         )
         pool = self._pools.get(service.name) or self._new_pool(service)
         try:

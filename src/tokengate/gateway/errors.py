@@ -1,0 +1,133 @@
+"""Why a request was refused: one exception tree, mapped to HTTP in one place (`auth.answer`).
+
+    try:
+        claims = verifier.verify(token, keys)
+    except AuthError as exc:
+        log.info("token refused: %s (%s)", exc.reason, exc.detail)
+        return answer(exc, route_config)           # 401 / 403 / 400 / 503
+
+The tree. "The token is bad" (4xx, the client's problem) and "we could not check it" (503, ours)
+are different branches, so an IdP outage is never reported as a bad token and never passes:
+
+    AuthError                      status  RFC 6750 error      reason (bounded metric label)
+    ├── MissingToken               401     (none, §3.1)        missing_token
+    ├── InvalidRequest             400     invalid_request     multiple_tokens, malformed_request
+    ├── InvalidToken               401     invalid_token
+    │   ├── MalformedToken                                     malformed
+    │   ├── UnsupportedAlgorithm                               bad_algorithm
+    │   ├── UnknownKey                                         unknown_key
+    │   ├── BadSignature                                       bad_signature
+    │   ├── BadIssuer                                          bad_issuer
+    │   ├── Expired                                            expired
+    │   ├── NotYetValid                                        not_yet_valid
+    │   └── BadClaims                                          bad_claims
+    ├── Forbidden                  403
+    │   ├── AudienceNotAllowed             invalid_token       audience
+    │   ├── InsufficientScope              insufficient_scope  scope
+    │   ├── MissingRole                    insufficient_scope  roles
+    │   └── MissingGroup                   insufficient_scope  groups
+    └── KeysUnavailable            503     (none)              keys_unavailable
+
+`detail` is for logs and, with `display_errors`, the `error_description`; it never holds the
+token or a claim value a client could use to probe (only names and reasons).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class AuthError(Exception):
+    status: ClassVar[int] = 401
+    error: ClassVar[str | None] = None  # RFC 6750 §3.1 error code, None for none
+    reason: ClassVar[str] = "auth_error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.reason)
+        self.detail = detail or self.reason.replace("_", " ")
+
+
+class MissingToken(AuthError):
+    status = 401
+    error = None
+    reason = "missing_token"
+
+
+class InvalidRequest(AuthError):
+    status = 400
+    error = "invalid_request"
+    reason = "malformed_request"
+
+
+class MultipleTokens(InvalidRequest):
+    reason = "multiple_tokens"
+
+
+class InvalidToken(AuthError):
+    status = 401
+    error = "invalid_token"
+    reason = "invalid_token"
+
+
+class MalformedToken(InvalidToken):
+    reason = "malformed"
+
+
+class UnsupportedAlgorithm(InvalidToken):
+    reason = "bad_algorithm"
+
+
+class UnknownKey(InvalidToken):
+    reason = "unknown_key"
+
+
+class BadSignature(InvalidToken):
+    reason = "bad_signature"
+
+
+class BadIssuer(InvalidToken):
+    reason = "bad_issuer"
+
+
+class Expired(InvalidToken):
+    reason = "expired"
+
+
+class NotYetValid(InvalidToken):
+    reason = "not_yet_valid"
+
+
+class BadClaims(InvalidToken):
+    reason = "bad_claims"
+
+
+class Forbidden(AuthError):
+    status = 403
+    error = "insufficient_scope"
+    reason = "forbidden"
+
+
+class AudienceNotAllowed(Forbidden):
+    error = "invalid_token"  # RFC 6750: the token is not meant for this resource
+    reason = "audience"
+
+
+class InsufficientScope(Forbidden):
+    reason = "scope"
+
+
+class MissingRole(Forbidden):
+    reason = "roles"
+
+
+class MissingGroup(Forbidden):
+    reason = "groups"
+
+
+class KeysUnavailable(AuthError):
+    """No usable keys for the issuer: never loaded (IdP down at start) or stale beyond the
+    max-stale bound. Our infrastructure's failure, not the client's: 503 with Retry-After."""
+
+    status = 503
+    error = None
+    reason = "keys_unavailable"

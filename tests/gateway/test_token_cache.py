@@ -1,0 +1,47 @@
+"""The verified-token cache: bounded, never past an entry's expiry, O(1) generations."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokengate.gateway.token_cache import TokenCache, VerifiedToken
+
+
+def entry(expires: float = 100.0) -> VerifiedToken:
+    return VerifiedToken(claims={"sub": "x"}, exp=expires, expires=expires)
+
+
+def test_hit_then_miss_after_expiry() -> None:
+    cache = TokenCache(capacity=4)
+    cache.put("t", entry(expires=100.0))
+    assert cache.get("t", now=99.0) is not None
+    assert cache.get("t", now=100.0) is not None  # expires is inclusive
+    assert cache.get("t", now=100.5) is None
+    assert cache.get("t", now=50.0) is None  # an expired entry is gone, not revived
+    assert (cache.hits, cache.misses) == (2, 2)
+
+
+def test_size_is_bounded_by_two_generations() -> None:
+    cache = TokenCache(capacity=100)
+    for i in range(10_000):
+        cache.put(f"t{i}", entry())
+    assert len(cache) <= 200
+    # The newest entries are still there; the oldest are gone.
+    assert cache.get("t9999", now=0) is not None
+    assert cache.get("t0", now=0) is None
+
+
+def test_a_hit_in_the_previous_generation_is_kept() -> None:
+    cache = TokenCache(capacity=2)
+    cache.put("old", entry())
+    cache.put("a", entry())
+    cache.put("b", entry())  # "old" and "a" move to the previous generation
+    assert cache.get("old", now=0) is not None  # promoted back to the current one
+    cache.put("c", entry())
+    cache.put("d", entry())  # rotates again: the promoted "old" survives one more round
+    assert cache.get("old", now=0) is not None
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        TokenCache(capacity=0)
