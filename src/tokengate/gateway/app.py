@@ -27,6 +27,7 @@ from tokengate.gateway.headers import sane_request_id
 from tokengate.gateway.paths import BadPath, canonical_path
 from tokengate.gateway.proxy import Forwarder, RawResponse
 from tokengate.gateway.router import Router
+from tokengate.gateway.server import HeadTimeoutServer
 from tokengate.gateway.settings import GatewaySettings
 
 log = logging.getLogger("tokengate.gateway")
@@ -80,6 +81,8 @@ class Gateway:
             return responses.bad_request()
 
         host_header = request.headers.get("Host", "")
+        if not host_header.isascii():
+            return responses.bad_request()  # nginx too: a Host must be an ASCII name
         match = self.router.match(request.method, host_header, path, request.headers)
         if match is None:
             return responses.no_route()
@@ -152,11 +155,12 @@ class GatewayServer:
 
     async def start(self) -> None:
         settings = self.settings
-        server = web.Server(
+        server = HeadTimeoutServer(
             self.gateway.handle,
+            head_timeout=settings.client_header_timeout,
             handler_cancellation=True,  # client gone → upstream exchange cancelled
             auto_decompress=False,  # bodies travel as the client encoded them
-            keepalive_timeout=settings.client_header_timeout,
+            keepalive_timeout=settings.keepalive_timeout,
             access_log=None,
         )
         self._proxy_runner = web.ServerRunner(server, handle_signals=False)

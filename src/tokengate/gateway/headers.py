@@ -8,6 +8,8 @@ Requests are assembled as bytes straight from aiohttp's raw headers: one pass, n
 Rules (RFC 9110 §7.6.1, RFC 9112 §9.6, and DESIGN's security invariants):
 - hop-by-hop headers, and any header the client's `Connection` names, stop here (both ways);
 - framing (Content-Length, Transfer-Encoding) is always ours, never copied;
+- client header names containing "_" are dropped (nginx's default), so `X_Consumer_ID` cannot
+  pass for `X-Consumer-ID` at a CGI-style upstream;
 - X-Forwarded-*, Forwarded, X-Real-IP and identity headers (X-Consumer-*, X-Userinfo,
   X-Authenticated-*, X-Credential-Identifier, X-Anonymous-Consumer) are the gateway's to set:
   a client-sent one never reaches the upstream, so an upstream may trust them;
@@ -97,7 +99,14 @@ def build_request_head(
     via: list[bytes] = []
     for name, value in raw_headers:
         lname = name.lower()
-        if lname in _REQUEST_DROP or lname.startswith(_REQUEST_DROP_PREFIXES) or lname in drop:
+        # Names with "_" are dropped as nginx (and so Kong) does by default: CGI, WSGI and PHP
+        # read X_Consumer_ID as X-Consumer-ID, which would smuggle past the list above.
+        if (
+            lname in _REQUEST_DROP
+            or lname.startswith(_REQUEST_DROP_PREFIXES)
+            or b"_" in lname
+            or lname in drop
+        ):
             if lname == b"connection" and named is None:
                 named = _named_by(value, raw_headers)
             elif lname == b"via":
@@ -186,6 +195,9 @@ def response_head(
             if parts[i].lower() not in named
             for line in parts[i : i + 4]
         ]
+        # Framing and our request id are ours to write even if the upstream named them.
+        has_length = has_length and b"content-length" not in named
+        has_request_id = has_request_id and b"x-request-id" not in named
     if body_length is not None and not has_length:
         parts.append(b"Content-Length: %d\r\n" % body_length)
     via.append(_VIA_BYTES)

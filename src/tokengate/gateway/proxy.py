@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Final
 
 from aiohttp import web
@@ -77,19 +78,19 @@ class Forwarder:
         # Keyed by service name (unique in a config): hashing the frozen dataclass itself would
         # hash all its fields on every request.
         self._pools: dict[str, UpstreamPool] = {}
+        self._by_endpoint: dict[tuple[str, str, int, bool], UpstreamPool] = {}
 
     def _new_pool(self, service: Service) -> UpstreamPool:
-        # Services that name the same host:port share connections.
-        endpoint = (service.host, service.port)
-        same = [p for p in self._pools.values() if (p.host, p.port) == endpoint]
-        if same:
-            pool = same[0]
-        else:
-            pool = UpstreamPool(
+        # Services that name the same endpoint (scheme, host, port, TLS checks) share a pool.
+        endpoint = _endpoint(service)
+        pool = self._by_endpoint.get(endpoint)
+        if pool is None:
+            pool = self._by_endpoint[endpoint] = UpstreamPool(
                 service.host,
                 service.port,
                 max_connections=self._settings.upstream_max_connections,
                 max_idle=self._settings.upstream_max_idle,
+                ssl_context=_ssl_context(service),
             )
         self._pools[service.name] = pool
         return pool
@@ -117,7 +118,12 @@ class Forwarder:
         assert service is not None
         settings = self._settings
         headers = request.headers
-        chunked = "Transfer-Encoding" in headers  # aiohttp refuses any coding but chunked
+        coding = headers.get("Transfer-Encoding")
+        chunked = coding is not None
+        if coding is not None and coding.strip().lower() != "chunked":
+            # aiohttp removes only the chunking of "gzip, chunked": the rest would reach the
+            # upstream unlabelled. nginx answers 501 here too.
+            return await _answer_and_close(request, responses.not_implemented())
         length = None if chunked else request.content_length
         if length is not None and length > settings.max_body_size:
             return await _answer_and_close(request, responses.payload_too_large())
@@ -193,11 +199,19 @@ class Forwarder:
         conn: UpstreamConnection | None = pool.take_idle()
         if conn is None:
             conn = await pool.acquire(service.connect_timeout)
+        early_answer = False
         try:
             try:
                 conn.start_request(first_write, head_request=head_request)
                 if streamed:
-                    await self._send_body(request, conn, service)
+                    try:
+                        await self._send_body(request, conn, service)
+                    except UpstreamError:
+                        # An upstream may answer an upload before reading it (401, 413) and
+                        # close: relay that answer rather than a 502.
+                        if not conn.head_done:
+                            raise
+                        early_answer = True
                 if not conn.head_done:
                     await conn.read_head(service.read_timeout)
             except UpstreamProtocolError as exc:
@@ -215,7 +229,10 @@ class Forwarder:
                 conn = await pool.acquire(service.connect_timeout, fresh=True)
                 conn.start_request(first_write, head_request=head_request)
                 await conn.read_head(service.read_timeout)
-            return await self._respond(request, conn, service, request_id)
+            response = await self._respond(request, conn, service, request_id)
+            if early_answer:
+                response.force_close()  # the rest of the client's body was never read
+            return response
         finally:
             # Whatever did not finish the exchange (error, client gone) leaves the connection
             # incomplete, and release() closes it; only a fully read response is reused.
@@ -283,18 +300,36 @@ class Forwarder:
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=conn.status, headers=headers)  # type: ignore[arg-type]
         await response.prepare(request)
+        send_timeout = self._settings.client_send_timeout
         try:
             while chunk := await conn.read_chunk(service.read_timeout):
-                await response.write(chunk)
-        except UpstreamError as exc:
+                # A client that stops reading must not hold an upstream connection for ever.
+                async with asyncio.timeout(send_timeout):
+                    await response.write(chunk)
+        except (UpstreamError, TimeoutError) as exc:
             # Headers are gone already; all we can do is cut the client off so it sees a
             # truncated body rather than a complete-looking one.
-            log.warning("upstream %s failed mid-response: %s", service.name, exc)
+            what = "client stopped reading" if isinstance(exc, TimeoutError) else str(exc)
+            log.warning("response from %s cut off: %s", service.name, what)
             if request.transport is not None:
-                request.transport.close()
+                request.transport.abort()
             return response
         await response.write_eof()
         return response
+
+
+def _endpoint(service: Service) -> tuple[str, str, int, bool]:
+    return (service.protocol, service.host, service.port, service.tls_verify)
+
+
+def _ssl_context(service: Service) -> ssl.SSLContext | None:
+    if service.protocol != "https":
+        return None
+    context = ssl.create_default_context()
+    if not service.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _declared_small(conn: UpstreamConnection) -> bool:

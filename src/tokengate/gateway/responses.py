@@ -55,3 +55,7 @@ def service_unavailable() -> web.Response:
 
 def gateway_timeout() -> web.Response:
     return kong_error(504, "The upstream server is timing out")
+
+
+def not_implemented() -> web.Response:
+    return kong_error(501, "Not Implemented")

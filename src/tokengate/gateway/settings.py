@@ -21,6 +21,10 @@ class GatewaySettings:
     # on a keep-alive connection, is cut off after this many seconds (slowloris protection).
     client_body_timeout: float = 10.0
     client_header_timeout: float = 10.0
+    # Idle keep-alive connections from clients close after this (Kong's default): longer than
+    # the head timeout, so load balancers in front can keep connections warm.
     keepalive_timeout: float = 60.0
+    # A client that stops reading a streamed response is cut off after this many seconds.
+    client_send_timeout: float = 30.0
     upstream_max_connections: int = 512  # per upstream host:port; beyond it requests queue
     upstream_max_idle: int = 128

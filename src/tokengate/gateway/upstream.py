@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 from typing import Final, cast
 
 import httptools
@@ -73,6 +74,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
 
     def _reset_exchange(self) -> None:
+        if getattr(self, "_reading_paused", False):
+            self._resume_reading()
         self.status = 0
         self.reason = b""
         self.headers: RawHeaders = []
@@ -138,16 +141,33 @@ class UpstreamConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     # -- httptools callbacks ---------------------------------------------------------------
+    # Bytes after the end of the response in the same read are a second message nobody asked
+    # for: each callback refuses to let it touch the finished one, and the connection is dropped.
     def on_status(self, reason: bytes) -> None:
-        self.reason = reason  # llhttp allows no CR/LF in it
+        if self.complete:
+            self._dirty = True
+            return
+        self.reason += reason  # a span callback: may come in pieces; llhttp allows no CR/LF
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            self._dirty = True
+            return
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            self._dirty = True
+            self._close_transport()
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200:
-            self.headers = []  # interim response (100 Continue, 103): skip, keep reading
+            # Interim response (100 Continue, 103 Early Hints): skip it, keep reading.
+            self.headers = []
+            self.reason = b""
+            return
+        if not self._framing_supported():
+            self._fail(UpstreamProtocolError("upstream used a transfer coding other than chunked"))
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
@@ -170,6 +190,14 @@ class UpstreamConnection(asyncio.Protocol):
             self._reading_paused = True
             self.transport.pause_reading()
         self._wake()
+
+    def _framing_supported(self) -> bool:
+        # RFC 9112 §6.3: with any coding but a lone "chunked" the body would run to the close
+        # and need decoding we would have to drop (Transfer-Encoding is hop-by-hop): refuse.
+        for name, value in self.headers:
+            if name.lower() == b"transfer-encoding" and value.strip().lower() != b"chunked":
+                return False
+        return True
 
     def on_message_complete(self) -> None:
         if self.head_done and not self.complete:
@@ -218,6 +246,7 @@ class UpstreamConnection(asyncio.Protocol):
         body = b"".join(self._body)
         self._body.clear()
         self._body_size = 0
+        self._resume_reading()
         return body
 
     async def read_chunk(self, timeout: float) -> bytes:
@@ -228,10 +257,17 @@ class UpstreamConnection(asyncio.Protocol):
             await self._wait(timeout)
         chunk = self._body.popleft()
         self._body_size -= len(chunk)
-        if self._reading_paused and self._body_size < _LOW_WATER and self.transport:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        if self._reading_paused and self._body_size < _LOW_WATER:
+            self._resume_reading()
         return chunk
+
+    def _resume_reading(self) -> None:
+        # A connection must never go back to the pool with its socket paused: the next
+        # exchange would wait for a response that cannot be read.
+        if self._reading_paused:
+            self._reading_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
 
     @property
     def reusable(self) -> bool:
@@ -298,10 +334,12 @@ class UpstreamPool:
         *,
         max_connections: int,
         max_idle: int,
+        ssl_context: ssl.SSLContext | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self.loop = loop or asyncio.get_running_loop()
         self.max_connections = max_connections
         self.max_idle = max_idle
@@ -340,8 +378,12 @@ class UpstreamPool:
         except asyncio.CancelledError:
             # Cancelled after release() handed us a connection: pass it on, don't leak it.
             handed_late = waiter.done() and not waiter.cancelled() and waiter.exception() is None
-            if handed_late and (late := waiter.result()) is not None:
-                self.release(late)
+            if handed_late:
+                late = waiter.result()
+                if late is not None:
+                    self.release(late)
+                else:
+                    self._hand_free_slot()  # the free slot we were given goes to the next
             raise
         finally:
             timer.cancel()
@@ -381,6 +423,7 @@ class UpstreamPool:
         """Called by a connection when its socket closes."""
         if conn in self._idle:
             self._idle.remove(conn)
+            self._hand_free_slot()
 
     async def close(self) -> None:
         self._closed = True
@@ -396,20 +439,41 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(connect_timeout):
                 _, conn = await self.loop.create_connection(
-                    lambda: UpstreamConnection(self), self.host, self.port
+                    lambda: UpstreamConnection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
+                    server_hostname=self.host.strip("[]") if self.ssl_context else None,
                 )
         except TimeoutError:
+            self._opening -= 1
+            self._hand_free_slot()
             raise UpstreamConnectTimeout(
                 f"connecting to {self.host}:{self.port} timed out"
             ) from None
-        except OSError as exc:
-            raise UpstreamConnectError(
-                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}"
-            ) from None
-        finally:
+        except (OSError, ssl.SSLError) as exc:
             self._opening -= 1
+            self._hand_free_slot()
+            reason = getattr(exc, "strerror", None) or exc
+            raise UpstreamConnectError(
+                f"cannot connect to {self.host}:{self.port}: {reason}"
+            ) from None
+        except BaseException:
+            self._opening -= 1
+            self._hand_free_slot()
+            raise
+        self._opening -= 1
         self._busy.add(conn)
         return conn
+
+    def _hand_free_slot(self) -> None:
+        """A slot freed without a connection to hand over (a failed open, a cancelled waiter):
+        the next waiter opens its own, so no waiter sits queued below the cap."""
+        while self._waiters and self.size < self.max_connections:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 def _no_slot(waiter: asyncio.Future[UpstreamConnection | None]) -> None:

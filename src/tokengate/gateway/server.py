@@ -1,0 +1,59 @@
+"""aiohttp's low-level server with one addition: a deadline for a request head.
+
+    server = HeadTimeoutServer(handler, head_timeout=10.0, keepalive_timeout=60.0)
+
+aiohttp closes a connection that sends nothing for `keepalive_timeout`, but a client that has
+started a request head and then trickles it (slowloris) is only bound by that same, long timer.
+Kong/nginx have `client_header_timeout` for this; here a per-connection timer starts when the
+first bytes of a head arrive and is cancelled when the head is complete. It reads two attributes
+of aiohttp's RequestHandler (`_messages`, `_request_in_progress`); tests/gateway/test_proxy.py
+(`test_incomplete_request_head_is_cut_off`) fails if a new aiohttp changes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+
+class HeadTimeoutHandler(RequestHandler):
+    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = head_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._messages or self._request_in_progress:
+            self._cancel_head_timer()  # a whole head arrived (or a body is being read)
+        elif self._head_timer is None:
+            loop = asyncio.get_running_loop()
+            self._head_timer = loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._messages and not self._request_in_progress:
+            self.force_close()
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+
+class HeadTimeoutServer(web.Server):
+    def __init__(self, handler: Any, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._head_timeout = head_timeout
+
+    def __call__(self) -> RequestHandler:
+        return HeadTimeoutHandler(
+            self, loop=self._loop, head_timeout=self._head_timeout, **self._kwargs
+        )

@@ -1,0 +1,436 @@
+"""Edge cases of the forwarder over real sockets: TLS upstreams, framing an upstream or client
+gets wrong, early answers, backpressure, pool slots, slow clients, header spellings."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_service, raw_request
+from tokengate.gateway.upstream import UpstreamPool
+
+CLOSE_GET = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+
+
+def replying(reply: bytes, *, linger: float = 0.2) -> RawUpstream:
+    """A RawUpstream that reads one request head (recorded) and answers with `reply` as it is."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(reply)
+        await writer.drain()
+        await asyncio.sleep(linger)
+
+    upstream = RawUpstream(respond)
+    return upstream
+
+
+async def read_response(reader: asyncio.StreamReader, timeout: float = 3.0) -> tuple[bytes, bytes]:
+    """One Content-Length-framed response from a keep-alive connection: (head, body)."""
+    async with asyncio.timeout(timeout):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return head, await reader.readexactly(length)
+
+
+async def test_https_service_never_receives_plaintext_http(start_gateway: StartGateway) -> None:
+    """An https service is spoken to over TLS: the first bytes on the wire are a handshake."""
+    first_bytes: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(64)
+        if not first_bytes.done():
+            first_bytes.set_result(data)
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port, protocol="https")))
+        await raw_request(
+            gw.proxy_port,
+            b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret-token\r\n"
+            b"Connection: close\r\n\r\n",
+            timeout=3,
+        )
+        sent = await asyncio.wait_for(first_bytes, 3)
+    assert b"s3cret-token" not in sent and not sent.startswith(b"GET ")
+    assert sent[:1] == b"\x16", sent  # a TLS handshake record
+
+
+@pytest.mark.parametrize("host", [b"\xe2\x82\xac.example", b"caf\xff.example"])
+async def test_non_latin1_host_header_is_not_a_500(
+    host: bytes, start_gateway: StartGateway
+) -> None:
+    """A Host header that is not ASCII is refused with 400, never a 500."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
+        gw = await start_gateway(make_route(make_service(up.port)))
+        raw = await raw_request(
+            gw.proxy_port, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+        )
+    assert raw.startswith((b"HTTP/1.1 200", b"HTTP/1.1 400")), raw[:200]
+
+
+async def test_underscore_spellings_of_identity_headers_do_not_reach_upstream(
+    start_gateway: StartGateway,
+) -> None:
+    """Underscore spellings (X_Consumer_ID ...) never reach the upstream, as with nginx's
+    default: CGI-style servers would read them as the headers the gateway vouches for."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
+        gw = await start_gateway(make_route(make_service(up.port)))
+        await raw_request(
+            gw.proxy_port,
+            b"GET / HTTP/1.1\r\nHost: a\r\nX_Consumer_ID: admin\r\nX_Userinfo: e30=\r\n"
+            b"X_Forwarded_For: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\n"
+            b"X_Authenticated_Userid: admin\r\nConnection: close\r\n\r\n",
+        )
+    (head,) = up.requests
+    for forged in (b"X_Consumer_ID", b"X_Userinfo", b"X_Forwarded_For", b"X_Real_IP",
+                   b"X_Authenticated_Userid"):  # fmt: skip
+        assert forged.lower() not in head.lower(), forged
+
+
+async def test_upstream_connection_naming_content_length_keeps_client_framing(
+    start_gateway: StartGateway,
+) -> None:
+    """An upstream `Connection: Content-Length` cannot strip the client's framing."""
+    reply = b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok"
+    async with replying(reply) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # keep-alive
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+        writer.close()
+    lower = head.lower()
+    assert b"content-length: 2\r\n" in lower or b"transfer-encoding: chunked" in lower, head
+
+
+async def test_bytes_after_a_complete_response_do_not_rewrite_it(
+    start_gateway: StartGateway,
+) -> None:
+    """Bytes after a complete response in the same read never rewrite it, and the connection
+    is not reused."""
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        b"HTTP/1.1 500 Oops\r\nX-Evil: 1\r\nContent-Length: 0\r\n\r\n"
+    )
+    async with replying(reply) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK"), head
+    assert head.lower().count(b"content-length") == 1, head
+    assert b"X-Evil" not in head and body == b"ok"
+
+
+async def test_early_upstream_answer_during_upload_is_relayed_not_502(
+    start_gateway: StartGateway,
+) -> None:
+    """An upstream that answers an upload before reading it (413, then close) is relayed."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\n"
+            b"too big!"
+        )
+        await writer.drain()
+        writer.write_eof()  # lingering close: stop sending, keep draining what comes
+        while await reader.read(65536):
+            pass
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n" + b"a" * 70_000
+        )
+        await writer.drain()
+        await asyncio.sleep(0.3)  # the upstream has answered and half-closed by now
+        try:
+            writer.write(b"a" * 130_000)
+            await writer.drain()
+        except ConnectionError:
+            pass
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 413"), head
+
+
+async def test_connection_pooled_with_reading_paused_does_not_hang_the_next_request(
+    start_gateway: StartGateway,
+) -> None:
+    """A connection goes back to the pool with its socket reading, never paused."""
+    big = 300_000
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await upstream.read_head(reader)
+        assert head.startswith(b"POST")
+        # Answer early, in two writes, so that the last read crosses the high-water mark and
+        # carries the terminating chunk (the message completes while reading is paused).
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % big)
+        writer.write(b"b" * 200_000)
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"b" * (big - 200_000) + b"\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.readexactly(100_000)  # then read the upload, as a good server does
+        while True:
+            await upstream.read_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with RawUpstream(respond) as upstream:
+        svc = make_service(upstream.port, read_timeout=1.5)
+        gw = await start_gateway(make_route(svc))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+        await writer.drain()
+        await asyncio.sleep(0.6)  # the whole response reaches the gateway meanwhile
+        writer.write(b"a" * 99_000)
+        await writer.drain()
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200") and len(body) == big
+
+        writer.write(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        head, body = await read_response(reader)
+        writer.close()
+    assert upstream.connections == 1  # the same pooled upstream connection was reused...
+    assert head.startswith(b"HTTP/1.1 200") and body == b"ok", head  # ...and answered
+
+
+async def test_pool_slot_handed_to_a_cancelled_waiter_goes_to_the_next_one() -> None:
+    """A free slot handed to a waiter that was cancelled passes to the next waiter."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    async with RawUpstream(respond) as upstream:
+        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=1, max_idle=1)
+        try:
+            conn = await pool.acquire(2.0)
+            first = asyncio.create_task(pool.acquire(2.0))
+            second = asyncio.create_task(pool.acquire(2.0))
+            await asyncio.sleep(0.05)  # both are queued
+            pool.release(conn)  # no exchange happened: not reusable, its slot goes to `first`
+            first.cancel()
+            got = await asyncio.wait_for(second, 1.0)  # a slot is free: open at once
+            assert not got.closed
+        finally:
+            await pool.close()
+
+
+async def test_client_that_stops_reading_does_not_hold_the_upstream_forever(
+    start_gateway: StartGateway,
+) -> None:
+    """A client that stops reading a streamed response is cut off after client_send_timeout,
+    and its upstream connection comes back."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await upstream.read_head(reader)
+            if b"/big" in head:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 << 20))
+                block = b"x" * 65536
+                for _ in range(1024):
+                    writer.write(block)
+                    await writer.drain()
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+
+    async with RawUpstream(respond) as upstream:
+        svc = make_service(upstream.port, connect_timeout=4.0, read_timeout=0.5, write_timeout=0.5)
+        gw = await start_gateway(
+            make_route(svc),
+            upstream_max_connections=1,
+            client_body_timeout=0.5,
+            client_header_timeout=0.5,
+            keepalive_timeout=0.5,
+            client_send_timeout=0.5,
+        )
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gw.proxy_port))
+        _, stuck = await asyncio.open_connection(sock=sock)
+        stuck.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")  # ...and never read
+        await asyncio.sleep(0.5)
+        try:
+            raw = await raw_request(gw.proxy_port, CLOSE_GET, timeout=6)
+        finally:
+            stuck.transport.abort()
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:100]
+
+
+async def test_keepalive_timeout_setting_applies_to_idle_client_connections(
+    start_gateway: StartGateway,
+) -> None:
+    """Idle keep-alive client connections close after keepalive_timeout."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
+        gw = await start_gateway(
+            make_route(make_service(up.port)), keepalive_timeout=0.3, client_header_timeout=5.0
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        await read_response(reader)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(3):
+                await reader.read()  # returns b"" when the gateway closes the idle connection
+        except TimeoutError:
+            pass
+        writer.close()
+    assert loop.time() - started < 2.0
+
+
+async def test_interim_response_reason_does_not_leak_into_final_status_line(
+    start_gateway: StartGateway,
+) -> None:
+    """The reason phrase of an interim response never lands on the final status line."""
+    reply = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"
+    )
+    async with replying(reply) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    status_line = raw.split(b"\r\n", 1)[0]
+    assert b"Early Hints" not in status_line, status_line
+
+
+async def test_response_transfer_coding_other_than_chunked_is_502(
+    start_gateway: StartGateway,
+) -> None:
+    """A response transfer coding other than chunked is a 502, never a truncated 200."""
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nclose-delimited"
+    async with replying(reply) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.startswith(b"HTTP/1.1 502"), raw[:60]
+
+
+async def test_request_transfer_coding_other_than_chunked_is_not_silently_dropped(
+    start_gateway: StartGateway,
+) -> None:
+    """A request transfer coding other than chunked is refused (501), never dropped silently."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
+        gw = await start_gateway(make_route(make_service(up.port)))
+        raw = await raw_request(
+            gw.proxy_port,
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n"
+            b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        )
+    assert raw.startswith(b"HTTP/1.1 501"), raw[:60]
+    assert up.requests == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # both framings at once: the classic response-smuggling shape
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-Fold: a\r\n b\r\nContent-Length: 2\r\n\r\nok",  # obs-fold
+        b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 2\r\n\r\nok",  # bare CR
+        b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",  # bare LF line ends
+    ],
+)
+async def test_pin_ambiguous_upstream_framing_is_502(
+    reply: bytes, start_gateway: StartGateway
+) -> None:
+    """llhttp (strict) refuses every ambiguous response framing: none reaches the client."""
+    async with replying(reply) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.startswith(b"HTTP/1.1 502"), raw[:200]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\r\n b\r\n\r\n",  # obs-fold
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n",  # bare CR
+    ],
+)
+async def test_pin_ambiguous_client_framing_never_reaches_upstream(
+    request_bytes: bytes, start_gateway: StartGateway
+) -> None:
+    """aiohttp's parser refuses request-smuggling shapes with 400 before routing."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
+        gw = await start_gateway(make_route(make_service(up.port)))
+        raw = await raw_request(gw.proxy_port, request_bytes, timeout=3)
+    assert raw.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), raw[:200]
+    assert up.requests == []
+
+
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("upstream.test")]), False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return context
+
+
+@pytest.mark.parametrize(("tls_verify", "status"), [(False, 200), (True, 502)])
+async def test_https_upstream_with_tls_verify(
+    tls_verify: bool, status: int, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    """TLS to an https service; its certificate is checked unless tls_verify is false (a
+    self-signed certificate fails the check: 502, the request never sent)."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"tls {request.secure}")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self_signed(tmp_path))
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        svc = make_service(port, protocol="https", tls_verify=tls_verify)
+        gw = await start_gateway(make_route(svc))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+        assert raw.startswith(b"HTTP/1.1 %d" % status), raw[:80]
+        if status == 200:
+            assert raw.endswith(b"tls True")
+    finally:
+        await runner.cleanup()
