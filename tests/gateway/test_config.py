@@ -37,9 +37,14 @@ def route_named(config: GatewayConfig, name: str) -> Route:
 
 
 def issuer(route: Route) -> object:
-    """Which plugin instance applies to a route, told apart by a marker in its config."""
+    """Which plugin instance applies to a route, told apart by the path of its issuer."""
     plugin = route.plugin("openid-connect")
-    return plugin.config["issuer"] if plugin else None
+    if route.oidc is None:
+        assert plugin is None
+        return None
+    assert plugin is not None
+    assert plugin.config["issuer"] == route.oidc.issuer
+    return route.oidc.issuer.removeprefix("https://idp.example/")
 
 
 # --- errors: one case per rule, each with the exact line -------------------------------------
@@ -345,14 +350,18 @@ def test_plugin_error(plugins: str, line: str) -> None:
         services:
           - name: a
             host: up
-            plugins: [{name: openid-connect}]
+            plugins: [{name: openid-connect, config: {issuer: "https://idp.example"}}]
             routes:
               - name: r
                 paths: [/a]
-                plugins: [{name: openid-connect}]
+                plugins: [{name: openid-connect, config: {issuer: "https://idp.example"}}]
     """
     body = textwrap.dedent(body) + "plugins:\n" + textwrap.indent(plugins, "  ")
-    assert f"kong.yaml: {line}" in errors(body)
+    found = errors(body)
+    assert f"kong.yaml: {line}" in found
+    # the plugins without a config also say that their issuer is missing, nothing else
+    missing = {e for e in found if e.endswith(".config.issuer: required field missing")}
+    assert set(found) - missing == {f"kong.yaml: {line}"}
 
 
 def test_nested_plugin_cannot_name_its_own_scope() -> None:
@@ -360,7 +369,7 @@ def test_nested_plugin_cannot_name_its_own_scope() -> None:
         services:
           - name: a
             host: up
-            plugins: [{name: openid-connect, route: r}]
+            plugins: [{name: openid-connect, route: r, config: {issuer: "https://idp.example"}}]
             routes: [{name: r, paths: [/a]}]
     """)
     assert found == [
@@ -399,6 +408,7 @@ def test_every_error_is_reported_at_once() -> None:
         "kong.yaml: services[1].name: duplicate service name 'a' (first at services[0])",
         "kong.yaml: routes[0].service: service 'b' not found",
         "kong.yaml: plugins[0].route: route 'ghost' not found",
+        "kong.yaml: plugins[0].config.issuer: required field missing",
     ]
 
 
@@ -492,10 +502,14 @@ def test_ipv6_host_is_bracketed_so_the_origin_is_a_url() -> None:
     assert service.origin == "http://[::1]:9000"
 
 
-def test_tls_fields_are_accepted_with_a_warning() -> None:
+def test_tls_verify_is_read_and_other_tls_fields_are_warned_about() -> None:
     config = load("services: [{name: a, host: up, protocol: https, tls_verify: false}]")
+    assert config.warnings == ()
+    assert config.services[0].tls_verify is False
+    assert load("services: [{name: a, host: up, protocol: https}]").services[0].tls_verify is True
+    config = load("services: [{name: a, host: up, protocol: https, tls_verify_depth: 2}]")
     assert config.warnings == (
-        "kong.yaml: services[0].tls_verify: not supported by tokengate and ignored",
+        "kong.yaml: services[0].tls_verify_depth: not supported by tokengate and ignored",
     )
 
 
@@ -601,21 +615,21 @@ PRECEDENCE = """
     services:
       - name: a
         host: up
-        plugins: [{name: openid-connect, config: {issuer: service-a}}]
+        plugins: [{name: openid-connect, config: {issuer: "https://idp.example/service-a"}}]
         routes:
           - name: a-plain
             paths: [/a]
           - name: a-own
             paths: [/a/own]
-            plugins: [{name: openid-connect, config: {issuer: route-a-own}}]
+            plugins: [{name: openid-connect, config: {issuer: "https://idp.example/route-a-own"}}]
       - name: b
         host: up
         routes: [{name: b-plain, paths: [/b]}]
     routes:
       - {name: top, service: b, paths: [/top]}
     plugins:
-      - {name: openid-connect, config: {issuer: global}}
-      - {name: openid-connect, route: top, config: {issuer: route-top}}
+      - {name: openid-connect, config: {issuer: "https://idp.example/global"}}
+      - {name: openid-connect, route: top, config: {issuer: "https://idp.example/route-top"}}
 """
 
 
@@ -636,15 +650,21 @@ def test_route_and_service_scope_beats_route_scope() -> None:
     config = load("""
         services: [{name: a, host: up, routes: [{name: r, paths: [/]}]}]
         plugins:
-          - {name: openid-connect, route: r, config: {issuer: route}}
-          - {name: openid-connect, route: r, service: a, config: {issuer: route-and-service}}
+          - {name: openid-connect, route: r, config: {issuer: "https://idp.example/route"}}
+          - name: openid-connect
+            route: r
+            service: a
+            config: {issuer: "https://idp.example/route-and-service"}
     """)
     assert issuer(route_named(config, "r")) == "route-and-service"
 
 
 def test_plugin_config_is_a_read_only_copy() -> None:
-    (route,) = load("routes: [{paths: [/]}]\nplugins: [{name: openid-connect}]").routes
-    assert route.plugins == (Plugin(name="openid-connect", config={}),)
+    plugins = 'plugins: [{name: openid-connect, config: {issuer: "https://idp.example"}}]'
+    (route,) = load("routes: [{paths: [/]}]\n" + plugins).routes
+    assert route.plugins == (
+        Plugin(name="openid-connect", config={"issuer": "https://idp.example"}),
+    )
     with pytest.raises(TypeError):
         route.plugins[0].config["issuer"] = "x"  # type: ignore[index]
 
@@ -654,18 +674,22 @@ def test_disabled_plugin_is_ignored_and_the_next_scope_applies() -> None:
         services:
           - name: a
             host: up
-            plugins: [{name: openid-connect, config: {issuer: service}}]
+            plugins: [{name: openid-connect, config: {issuer: "https://idp.example/service"}}]
             routes:
               - name: old
                 paths: [/]
-                plugins: [{name: openid-connect, enabled: false, config: {issuer: route}}]
+                plugins:
+                  - {name: openid-connect, enabled: false, config: {issuer: "https://idp.example/r"}}
     """)
     assert issuer(route_named(config, "old")) == "service"
 
 
 def test_disabled_plugin_alone_leaves_the_route_unprotected() -> None:
-    config = load("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, enabled: false}]")
-    assert config.routes[0].plugins == ()
+    config = load(
+        "routes: [{paths: [/]}]\n"
+        'plugins: [{name: openid-connect, enabled: false, config: {issuer: "https://idp.example"}}]'
+    )
+    assert (config.routes[0].plugins, config.routes[0].oidc) == ((), None)
 
 
 def test_unsupported_plugin_is_warned_about_and_ignored() -> None:
@@ -675,7 +699,7 @@ def test_unsupported_plugin_is_warned_about_and_ignored() -> None:
             host: up
             routes: [{name: r, paths: [/], plugins: [{name: cors}]}]
         plugins:
-          - {name: openid-connect, config: {issuer: global}}
+          - {name: openid-connect, config: {issuer: "https://idp.example/global"}}
           - {name: rate-limiting, config: {minute: 5}}
           - {name: acl, enabled: false}
     """)
@@ -698,8 +722,11 @@ def test_consumer_scoped_plugin_is_warned_about_and_ignored() -> None:
 
 
 def test_plugin_protocols_never_switch_auth_off() -> None:
-    config = load("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, protocols: [https]}]")
-    assert config.routes[0].plugin("openid-connect") is not None
+    config = load(
+        "routes: [{paths: [/]}]\nplugins: [{name: openid-connect, protocols: [https], "
+        'config: {issuer: "https://idp.example"}}]'
+    )
+    assert config.routes[0].oidc is not None
     assert (
         "kong.yaml: plugins[0].protocols: ignored: tokengate runs openid-connect on http and https"
         in config.warnings
@@ -709,9 +736,93 @@ def test_plugin_protocols_never_switch_auth_off() -> None:
 def test_environment_variables_are_not_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ISSUER", "https://expanded.example")
     config = load(
-        "routes: [{paths: [/]}]\nplugins: [{name: openid-connect, config: {issuer: $ISSUER}}]"
+        "routes: [{paths: [/]}]\n"
+        "plugins: [{name: openid-connect, config: {issuer: https://idp.example/$ISSUER}}]"
     )
     assert issuer(config.routes[0]) == "$ISSUER"
+
+
+# --- the openid-connect config (details in test_oidc_config.py) ---------------------------------
+
+
+def test_route_oidc_is_the_typed_config_of_the_plugin_that_applies() -> None:
+    config = load("""
+        services:
+          - name: a
+            host: up
+            plugins:
+              - name: openid-connect
+                config:
+                  issuer: https://idp.example/auth/.well-known/openid-configuration
+                  scopes_required: [read]
+                  timeout: 2000
+            routes: [{name: r, paths: [/]}]
+        routes: [{name: public, service: a, paths: [/public], plugins: []}]
+    """)
+    oidc = route_named(config, "r").oidc
+    assert oidc is not None
+    assert (oidc.expected_issuer, oidc.scopes_required, oidc.timeout) == (
+        "https://idp.example/auth",
+        ("read",),
+        2.0,
+    )
+    # the same instance for every route it applies to: one authenticator can serve them all
+    assert route_named(config, "public").oidc is oidc
+
+
+def test_route_without_plugin_has_no_oidc() -> None:
+    assert load("routes: [{paths: [/]}]").routes[0].oidc is None
+
+
+def test_oidc_config_errors_name_the_plugin_path() -> None:
+    found = errors("""
+        services:
+          - name: a
+            host: up
+            plugins: [{name: openid-connect, config: {issuer: "https://i.example", leeway: x}}]
+            routes:
+              - name: r
+                paths: [/]
+                plugins: [{name: openid-connect, config: {verify_signature: false}}]
+    """)
+    assert found == [  # nested routes are read before the service's plugins
+        "kong.yaml: services[0].routes[0].plugins[0].config.issuer: required field missing",
+        "kong.yaml: services[0].routes[0].plugins[0].config.verify_signature: tokengate never "
+        "accepts unsigned or unverified tokens: remove verify_signature: false",
+        "kong.yaml: services[0].plugins[0].config.leeway: expected a number, got a string",
+    ]
+
+
+def test_disabled_plugin_config_is_still_validated() -> None:
+    # As Kong does: enabling it later must not be the moment the file turns out to be broken.
+    found = errors("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, enabled: false}]")
+    assert found == ["kong.yaml: plugins[0].config.issuer: required field missing"]
+
+
+def test_config_that_is_not_a_mapping_is_one_error() -> None:
+    found = errors("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, config: x}]")
+    assert found == ["kong.yaml: plugins[0].config: expected a mapping, got a string"]
+
+
+def test_consumer_scoped_plugin_config_is_not_validated() -> None:
+    config = load("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, consumer: alice}]")
+    assert config.routes[0].oidc is None
+
+
+def test_oidc_config_warnings_reach_the_gateway_config() -> None:
+    config = load("""
+        services: [{name: a, host: up, routes: [{paths: [/]}]}]
+        plugins:
+          - name: openid-connect
+            config:
+              issuer: "https://idp.example"
+              client_id: [abc]
+              auth_methods: [bearer, session]
+    """)
+    assert config.warnings == (
+        "kong.yaml: plugins[0].config.auth_methods: not implemented by tokengate, ignored: session",
+        "kong.yaml: plugins[0].config: not implemented by tokengate, ignored: client_id",
+    )
 
 
 # --- entities tokengate does not implement ------------------------------------------------------

@@ -6,8 +6,9 @@
 
 Nothing downstream of this module reads the raw YAML. Times in kong.yaml are milliseconds;
 here they are seconds (floats), so the forwarder never converts. Kong's plugin precedence
-(route > service > global) is resolved here: `Route.plugins` holds the one openid-connect
-instance that applies. Disabled services and their routes are left out (with a warning).
+(route > service > global) is resolved here: `Route.oidc` is the typed config of the one
+openid-connect instance that applies (oidc_config.py validates it; `Route.plugins` keeps that
+instance's raw config). Disabled services and their routes are left out (with a warning).
 Field readers and value checks live in config_checks.py.
 """
 
@@ -39,6 +40,7 @@ from tokengate.gateway.config_checks import (
     service_path,
     service_url,
 )
+from tokengate.gateway.oidc_config import OidcConfig, parse_oidc_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class Service:
     read_timeout: float  # seconds
     write_timeout: float  # seconds
     retries: int
+    tls_verify: bool = True  # https services only: check the upstream's certificate and name
 
     @property
     def origin(self) -> str:
@@ -65,7 +68,8 @@ class Service:
 class Plugin:
     """One enabled plugin instance as it applies to a route after Kong's precedence
     (route > service > global). Only `openid-connect` reaches here; others are warned about.
-    `config` is read-only; the openid-connect issue turns it into a typed object."""
+    `config` is a read-only copy of what the file says; read the validated, typed view from
+    `Route.oidc`."""
 
     name: str
     config: Mapping[str, Any]
@@ -88,6 +92,7 @@ class Route:
     regex_priority: int = 0
     path_handling: str = "v0"
     plugins: tuple[Plugin, ...] = ()
+    oidc: OidcConfig | None = None  # the openid-connect config that applies; None: no auth
 
     def plugin(self, name: str) -> Plugin | None:
         for plugin in self.plugins:
@@ -196,6 +201,7 @@ _Scope = tuple[_RouteEntry | None, _ServiceEntry | None]
 @dataclass(eq=False)
 class _PluginEntry(_Entry):
     plugin: Plugin
+    oidc: OidcConfig | None  # None only when its config has errors (already reported)
     enabled: bool
     scope: _Scope
 
@@ -266,12 +272,12 @@ class _Loader:
             read_timeout=read,
             write_timeout=write,
             retries=f.integer("retries", 5, 0, 32767),
+            tls_verify=self._tls(f),
         )
         entry = _ServiceEntry(path, service, f.boolean("enabled", True))
         self.services.add(entry, name, f.string("id"))
         self.service_entries.append(entry)
         f.strings("tags")
-        self._tls(f)
         for nested_path, route_data in f.entities("routes"):
             self._route(nested_path, route_data, entry)
         for plugin_path, plugin_data in f.entities("plugins"):
@@ -288,13 +294,16 @@ class _Loader:
         port = f.integer("port", 443 if protocol == "https" else 80, 1, 65535)
         return protocol, host, port, f.checked("path", service_path)
 
-    def _tls(self, f: Fields) -> None:
-        f.boolean("tls_verify", True)
+    def _tls(self, f: Fields) -> bool:
+        """`tls_verify` (default on: an https upstream's certificate and name are checked
+        against the system CAs); the other TLS fields are accepted and warned about."""
+        verify = f.boolean("tls_verify", True)
         f.integer("tls_verify_depth", 0, 0, 64)
         f.strings("ca_certificates")
-        for key in _TLS_FIELDS:
+        for key in _TLS_FIELDS[1:]:
             if f.given(key):
                 f.warn(key, "not supported by tokengate and ignored")
+        return verify
 
     def _route(self, path: str, data: dict[Any, Any], parent: _ServiceEntry | None) -> None:
         f = Fields(self.report, path, data, _ROUTE_FIELDS)
@@ -387,7 +396,8 @@ class _Loader:
         """A nested plugin has `fixed_scope`; a top-level one names its own (none: global)."""
         f = Fields(self.report, path, data, _PLUGIN_FIELDS)
         name = f.string("name", required=True)
-        config = f.mapping("config") or {}
+        raw_config = f.mapping("config")
+        config = raw_config or {}
         enabled = f.boolean("enabled", True)
         f.string("id")
         f.string("instance_name")
@@ -395,17 +405,21 @@ class _Loader:
         f.mapping("ordering")
         protocols = f.each("protocols", kong_protocol)
         scope = self._plugin_scope(f, fixed_scope)
-        if name is None or scope is None:
-            return
         if name != OIDC_PLUGIN:
-            if enabled:
+            if name is not None and scope is not None and enabled:
                 f.report.warn(path, f"plugin '{name}' is not supported by tokengate and is ignored")
             return
         if f.given("consumer") or f.given("consumer_group"):
-            if enabled:
+            if enabled and scope is not None:
                 f.report.warn(
                     path, "consumer-scoped plugins are not supported by tokengate; ignored"
                 )
+            return
+        # Validated even when disabled or its scope is broken, as Kong does: every error at once.
+        oidc = None
+        if raw_config is not None or not f.given("config"):
+            oidc = parse_oidc_config(config, at(path, "config"), self.report)
+        if scope is None:
             return
         if f.given("ordering"):
             f.warn("ordering", "ignored by tokengate")
@@ -413,7 +427,7 @@ class _Loader:
             # Failing closed: skipping auth for one scheme would open the route on it.
             f.warn("protocols", "ignored: tokengate runs openid-connect on http and https")
         plugin = Plugin(name=name, config=MappingProxyType(copy.deepcopy(config)))
-        self.plugin_entries.append(_PluginEntry(path, plugin, enabled, scope))
+        self.plugin_entries.append(_PluginEntry(path, plugin, oidc, enabled, scope))
 
     def _plugin_scope(self, f: Fields, fixed: _Scope | None) -> _Scope | None:
         """None when a reference is broken (already reported)."""
@@ -448,27 +462,30 @@ class _Loader:
                 replace(
                     entry.route,
                     service=owner.service if owner else None,
-                    plugins=(plugin,) if plugin else (),
+                    plugins=(plugin.plugin,) if plugin else (),
+                    oidc=plugin.oidc if plugin else None,
                 )
             )
         services = tuple(entry.service for entry in self.service_entries if entry.enabled)
         return GatewayConfig(services, tuple(routes), tuple(self.report.warnings))
 
-    def _active_plugins(self) -> dict[_Scope, Plugin]:
+    def _active_plugins(self) -> dict[_Scope, _PluginEntry]:
         """Enabled openid-connect plugins by scope; Kong allows one instance per scope."""
         first: dict[_Scope, _PluginEntry] = {}
-        active: dict[_Scope, Plugin] = {}
+        active: dict[_Scope, _PluginEntry] = {}
         for entry in self.plugin_entries:
             seen = first.setdefault(entry.scope, entry)
             if seen is not entry:
                 message = f"duplicate '{OIDC_PLUGIN}' plugin on the same scope as {seen.path}"
                 self.report.error(entry.path, message)
             elif entry.enabled:
-                active[entry.scope] = entry.plugin
+                active[entry.scope] = entry
         return active
 
 
-def _effective_plugin(route: _RouteEntry, active: Mapping[_Scope, Plugin]) -> Plugin | None:
+def _effective_plugin(
+    route: _RouteEntry, active: Mapping[_Scope, _PluginEntry]
+) -> _PluginEntry | None:
     # Kong's precedence, most specific first; a disabled plugin is absent, so the next one applies.
     service = route.service
     for scope in ((route, service), (route, None), (None, service), (None, None)):

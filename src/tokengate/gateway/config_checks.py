@@ -12,6 +12,7 @@ problem in one pass. Value checks raise ValueError(message); `Fields.each` turns
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Collection, Hashable
 from typing import Any, Generic, Protocol, TypeVar
@@ -34,6 +35,7 @@ _PLAIN_LEGACY_PATH = re.compile(r"[A-Za-z0-9._~/%-]*")
 _NAMED_GROUP = re.compile(r"\(\?<(?![=!])")  # not the lookbehinds "(?<=", "(?<!"
 
 _T = TypeVar("_T")
+_D = TypeVar("_D")
 
 _ARTICLES = {
     bool: "a boolean",
@@ -155,6 +157,24 @@ class Fields:
             return default
         return value
 
+    def number(self, key: str, default: _D, low: float = 0, *, above: bool = False) -> float | _D:
+        """A finite number (an integer is fine, a boolean is not) of at least `low`, or greater
+        than `low` when `above`."""
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._wrong_type(key, "a number")
+            return default
+        if not math.isfinite(value):
+            self.error(key, f"must be a finite number, got {value}")
+            return default
+        if value < low or (above and value == low):
+            bound = f"greater than {low:g}" if above else f"at least {low:g}"
+            self.error(key, f"must be {bound}, got {value:g}")
+            return default
+        return float(value)
+
     def choice(self, key: str, default: str, choices: Collection[str]) -> str:
         value = self.string(key)
         if value is None:
@@ -174,8 +194,11 @@ class Fields:
     def strings(self, key: str) -> tuple[str, ...]:
         return self.each(key, lambda text: text)
 
-    def each(self, key: str, check: Callable[[str], str]) -> tuple[str, ...]:
-        """A list of strings, each through `check`; duplicates are warned about and dropped."""
+    def each(
+        self, key: str, check: Callable[[str], str], *, unique: bool = True
+    ) -> tuple[str, ...]:
+        """A list of strings, each through `check`; duplicates are warned about and dropped
+        unless `unique` is false (a claim path may repeat a key; paired lists keep positions)."""
         value = self.data.get(key)
         if value is None:
             return ()
@@ -193,7 +216,7 @@ class Fields:
             except ValueError as exc:
                 self.report.error(path, str(exc))
                 continue
-            if checked in results:
+            if unique and checked in results:
                 self.report.warn(path, f"duplicate value '{entry}'")
             else:
                 results.append(checked)

@@ -26,9 +26,10 @@ class VerifiedToken:
     exp: float  # the token's own expiry (epoch seconds)
     expires: float  # when this cache entry stops being trusted: min(exp + leeway, ttl bound)
     # Outcome of the route's requirements for this token, memoised on first use (they depend
-    # only on the claims, which cannot change for the same token): None until checked, then
-    # "" when met, else the refusal to raise again (its class and detail, not an instance).
-    denial: tuple[type[Exception], str] | str | None = None
+    # only on the claims, which cannot change for the same token): the refusal to raise again,
+    # as its class and detail (raising one instance again and again would grow its traceback).
+    checked: bool = False
+    denial: tuple[type[Exception], str] | None = None
     # The upstream edits for this token arriving in the Authorization header (the common case),
     # built once: they depend only on the token and its claims.
     header_edits: Any = None

@@ -1,0 +1,566 @@
+"""The openid-connect plugin's `config` → a frozen, typed `OidcConfig`, validated once at load.
+
+    report = Report("kong.yaml")
+    oidc = parse_oidc_config({"issuer": "https://idp.example/auth"}, "plugins[0].config", report)
+    oidc.discovery_url     # "https://idp.example/auth/.well-known/openid-configuration"
+    oidc.accepted_issuers  # frozenset({"https://idp.example/auth"})
+
+Names, types and defaults are Kong 3.14's: `KONG_FIELDS` and `KONG_DEFAULTS` at the end of this
+module were taken from the plugin's published schema. Kong's `timeout` is in milliseconds; here it
+is in seconds. tokengate implements the `bearer` auth method only. Every Kong field is type-checked;
+the ones tokengate does not implement are named in one warning per plugin, except those whose
+absence would let through a token Kong refuses, and those that skip verification: those are
+errors, because tokengate fails closed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from tokengate.gateway.config_checks import (
+    Fields,
+    Report,
+    at,
+    describe,
+    item,
+    service_host,
+)
+
+DISCOVERY_SUFFIX: Final = "/.well-known/openid-configuration"
+PARAM_TYPES: Final = ("body", "cookie", "header", "query")
+AUTH_METHODS: Final = (
+    "authorization_code", "bearer", "client_credentials", "introspection", "kong_oauth2",
+    "password", "refresh_token", "session", "userinfo",
+)  # fmt: skip
+_SIGNATURE_GRANTS = (
+    "authorization_code", "client_credentials", "introspection", "password", "refresh_token",
+    "session", "userinfo",
+)  # fmt: skip
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a cookie or header name
+# Headers a claim or the token must never set upstream: they frame or route the request.
+_FRAMING_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+     "upgrade", "expect", "proxy-authorization", "proxy-connection"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class OidcConfig:
+    """One openid-connect plugin instance, as it applies to a route. Times are in seconds."""
+
+    issuer: str  # as configured
+    discovery_url: str  # `issuer` + DISCOVERY_SUFFIX unless it already ends with it
+    expected_issuer: str  # the issuer identifier: `issuer` without DISCOVERY_SUFFIX
+    issuers_allowed: tuple[str, ...] = ()
+    extra_jwks_uris: tuple[str, ...] = ()
+    jwks_endpoint: str | None = None
+    bearer_token_param_type: tuple[str, ...] = ("body", "header", "query")
+    bearer_token_cookie_name: str | None = None
+    audience_required: tuple[str, ...] = ()
+    audience_claim: tuple[str, ...] = ("aud",)
+    scopes_required: tuple[str, ...] = ()
+    scopes_claim: tuple[str, ...] = ("scope",)
+    roles_required: tuple[str, ...] = ()
+    roles_claim: tuple[str, ...] = ("roles",)
+    groups_required: tuple[str, ...] = ()
+    groups_claim: tuple[str, ...] = ("groups",)
+    leeway: float = 0.0
+    rediscovery_lifetime: float = 30.0
+    cache_tokens: bool = True
+    cache_ttl: float = 3600.0
+    cache_ttl_max: float | None = None
+    upstream_headers_claims: tuple[str, ...] = ()
+    upstream_headers_names: tuple[str, ...] = ()
+    # where the verified token is re-sent upstream ("header:prefix"); None: it is not
+    upstream_access_token_header: str | None = "authorization:bearer"  # noqa: S105
+    hide_credentials: bool = True
+    anonymous: str | None = None
+    run_on_preflight: bool = True
+    unauthorized_error_message: str = "Unauthorized"
+    forbidden_error_message: str = "Forbidden"
+    display_errors: bool = False
+    expose_error_code: bool = True
+    timeout: float = 10.0  # seconds; Kong's `timeout` is milliseconds
+    ssl_verify: bool = True
+    _accepted_issuers: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        accepted = frozenset(self.issuers_allowed or (self.expected_issuer,))
+        object.__setattr__(self, "_accepted_issuers", accepted)
+
+    @property
+    def accepted_issuers(self) -> frozenset[str]:
+        """The `iss` values a token may carry: `issuers_allowed`, else the configured issuer."""
+        return self._accepted_issuers
+
+    @classmethod
+    def for_issuer(cls, issuer: str, **fields: Any) -> OidcConfig:
+        """An OidcConfig built in code (tests, tools), issuer URLs derived as the loader does."""
+        discovery_url, expected = issuer_urls(issuer)
+        return cls(issuer, discovery_url, expected, **fields)
+
+
+def issuer_urls(issuer: str) -> tuple[str, str]:
+    """`issuer` as configured → (discovery URL, issuer identifier). Kong takes either form."""
+    if issuer.endswith(DISCOVERY_SUFFIX):
+        return issuer, issuer.removesuffix(DISCOVERY_SUFFIX)
+    # "https://tenant.example/" is an identifier too (Auth0 writes it so): keep its slash.
+    return issuer.rstrip("/") + DISCOVERY_SUFFIX, issuer
+
+
+def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> OidcConfig | None:
+    """Validate the plugin's `config` found at `path`; None when anything there is an error
+    (each one already reported as `FILE: path.field: message`)."""
+    before = len(report.errors)
+    data = dict(raw)
+    f = Fields(report, path, data, KONG_FIELDS)
+    issuer = f.checked("issuer", _issuer_url, required=True)
+    _refuse_unverified(f)
+    _refuse_unenforceable(f)
+    _auth_methods(f)
+    param_types = _param_types(f)
+    cookie = f.checked("bearer_token_cookie_name", _cookie_name)
+    if "cookie" in param_types and cookie is None and not f.given("bearer_token_cookie_name"):
+        f.error("bearer_token_cookie_name", "required when bearer_token_param_type has 'cookie'")
+    elif cookie is not None and "cookie" not in param_types:
+        f.warn("bearer_token_cookie_name", "ignored: bearer_token_param_type has no 'cookie'")
+    claims = f.each("upstream_headers_claims", _non_empty, unique=False)
+    names = f.each("upstream_headers_names", _header, unique=False)
+    claims_count, names_count = (
+        len(value) if isinstance(value := f.raw(key), list) else 0
+        for key in ("upstream_headers_claims", "upstream_headers_names")
+    )
+    if claims_count != names_count:
+        message = f"must have as many entries as upstream_headers_claims ({names_count} vs"
+        f.error("upstream_headers_names", f"{message} {claims_count})")
+    values: dict[str, Any] = {
+        "issuers_allowed": f.each("issuers_allowed", _non_empty),
+        "extra_jwks_uris": f.each("extra_jwks_uris", _http_url),
+        "jwks_endpoint": f.checked("jwks_endpoint", _http_url),
+        "bearer_token_param_type": param_types,
+        "bearer_token_cookie_name": cookie,
+        **{f"{kind}_required": _required(f, f"{kind}_required") for kind in _CLAIM_KINDS},
+        **{f"{kind}_claim": _claim_path(f, f"{kind}_claim") for kind in _CLAIM_KINDS},
+        "leeway": f.number("leeway", 0.0),
+        "rediscovery_lifetime": f.number("rediscovery_lifetime", 30.0),
+        "cache_tokens": f.boolean("cache_tokens", True),
+        "cache_ttl": f.number("cache_ttl", 3600.0),
+        "cache_ttl_max": f.number("cache_ttl_max", None),
+        "upstream_headers_claims": claims,
+        "upstream_headers_names": names,
+        "upstream_access_token_header": _upstream_token_header(f),
+        "hide_credentials": f.boolean("hide_credentials", True),
+        "anonymous": f.string("anonymous"),
+        "run_on_preflight": f.boolean("run_on_preflight", True),
+        "unauthorized_error_message": f.string("unauthorized_error_message") or "Unauthorized",
+        "forbidden_error_message": f.string("forbidden_error_message") or "Forbidden",
+        "display_errors": f.boolean("display_errors", False),
+        "expose_error_code": f.boolean("expose_error_code", True),
+        "timeout": f.number("timeout", 10_000.0, above=True) / 1000,
+        "ssl_verify": f.boolean("ssl_verify", True),
+    }
+    _unimplemented(f)
+    if issuer is None or len(report.errors) > before:
+        return None
+    return OidcConfig.for_issuer(issuer, **values)
+
+
+_CLAIM_KINDS = ("audience", "scopes", "roles", "groups")
+_CLAIM_DEFAULTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
+    "audience_claim": ("aud",), "scopes_claim": ("scope",), "roles_claim": ("roles",),
+    "groups_claim": ("groups",),
+})  # fmt: skip
+
+
+def _refuse_unverified(f: Fields) -> None:
+    """Settings that would let an unsigned, forged or unchecked token through: never honoured."""
+    if not f.boolean("verify_signature", True):
+        f.error(
+            "verify_signature",
+            "tokengate never accepts unsigned or unverified tokens: remove verify_signature: false",
+        )
+    if not f.boolean("verify_claims", True):
+        f.error(
+            "verify_claims",
+            "tokengate always checks a token's claims (iss, exp, nbf, audience, scopes): "
+            "remove verify_claims: false",
+        )
+    if f.boolean("enable_hs_signatures", False):
+        f.error(
+            "enable_hs_signatures",
+            "tokengate never accepts HS256/HS384/HS512 tokens (a shared secret is not a key "
+            "the issuer publishes): remove enable_hs_signatures: true",
+        )
+    grants = f.each("ignore_signature", _one_of((*_SIGNATURE_GRANTS, "bearer")))
+    if "bearer" in grants:
+        f.error(
+            "ignore_signature",
+            "tokengate never accepts unsigned or unverified tokens: "
+            "remove 'bearer' from ignore_signature",
+        )
+
+
+# Kong settings under which Kong refuses some tokens. tokengate does not implement them, and
+# ignoring one would let through a token Kong refuses: fail closed, each is an error when on.
+_UNENFORCEABLE: Final[Mapping[str, str]] = MappingProxyType({
+    "claims_forbidden": "remove claims_forbidden",
+    "domains": "remove domains",
+    "proof_of_possession_mtls": "set proof_of_possession_mtls: 'off'",
+    "proof_of_possession_dpop": "set proof_of_possession_dpop: 'off'",
+    "introspect_jwt_tokens": "remove introspect_jwt_tokens: true",
+    "consumer_claims": "tokengate has no consumers: set consumer_optional: true or remove it",
+})  # fmt: skip
+
+
+def _refuse_unenforceable(f: Fields) -> None:
+    """Type errors are reported by `_unimplemented`; here only well-typed values that are on."""
+    for key, fix in _UNENFORCEABLE.items():
+        value = f.raw(key)
+        if value is None or not _is(KONG_FIELDS[key], value):
+            continue
+        if key.startswith("proof_of_possession_"):
+            on = value != "off"
+        elif key == "consumer_claims":
+            on = bool(value) and f.raw("consumer_optional") is not True
+        else:  # a list, or introspect_jwt_tokens
+            on = bool(value)
+        if on:
+            message = "not implemented by tokengate; ignoring it would let through tokens Kong"
+            f.error(key, f"{message} refuses: {fix}")
+
+
+def _auth_methods(f: Fields) -> None:
+    value = f.raw("auth_methods")
+    methods = f.each("auth_methods", _one_of(AUTH_METHODS))
+    if not isinstance(value, list):
+        return  # absent (Kong's default includes bearer), or already reported
+    if "bearer" not in methods:
+        f.error("auth_methods", "must include 'bearer', the one method tokengate implements")
+    elif set(methods) != set(AUTH_METHODS) and (others := [m for m in methods if m != "bearer"]):
+        f.warn("auth_methods", f"not implemented by tokengate, ignored: {', '.join(others)}")
+
+
+def _param_types(f: Fields) -> tuple[str, ...]:
+    default = ("body", "header", "query")
+    if f.raw("bearer_token_param_type") == []:
+        f.error("bearer_token_param_type", f"must list at least one of {', '.join(PARAM_TYPES)}")
+        return default
+    return f.each("bearer_token_param_type", _one_of(PARAM_TYPES)) or default
+
+
+def _required(f: Fields, key: str) -> tuple[str, ...]:
+    """`["read write", "admin"]`: each entry space-separated values that must all be present."""
+    return f.each(key, _requirement)
+
+
+def _claim_path(f: Fields, key: str) -> tuple[str, ...]:
+    """`["realm_access", "roles"]` walks nested objects; a key may repeat, so no de-duplication."""
+    if f.raw(key) == []:
+        f.error(key, "must not be empty: it is the path to a claim")
+    return f.each(key, _non_empty, unique=False) or _CLAIM_DEFAULTS[key]
+
+
+def _upstream_token_header(f: Fields) -> str | None:
+    key = "upstream_access_token_header"
+    if key in f.data and f.data[key] is None:
+        return None  # an explicit null: Kong then sends the token upstream in no header
+    return f.checked(key, _token_header) or "authorization:bearer"
+
+
+# Implemented, or read by the functions above: not part of the "not implemented" warning.
+_IMPLEMENTED = frozenset(
+    {*OidcConfig.__dataclass_fields__, "verify_signature", "verify_claims",
+     "enable_hs_signatures", "auth_methods"}
+)  # fmt: skip
+# Settings used only when another setting (itself warned about) selects them.
+_INERT = frozenset({"redis", "cluster_cache_redis"})  # session_storage / cluster_cache_strategy
+_EXPECTED = {
+    "string": "a string", "boolean": "a boolean", "number": "a number", "integer": "an integer",
+    "object": "a mapping", "string[]": "a list of strings", "object[]": "a list of mappings",
+    "array[]": "a list of lists of strings",
+}  # fmt: skip
+_MISSING = object()
+
+
+def _unimplemented(f: Fields) -> None:
+    """Type-check every other Kong field; name the ones set to a non-default value in one
+    warning. Comparing with Kong's defaults keeps a `deck gateway dump` (which writes every
+    field) from warning about all of them."""
+    ignored = []
+    for key, value in f.data.items():
+        if value is None or key not in KONG_FIELDS or key in _IMPLEMENTED:
+            continue
+        if key != "ignore_signature" and not _well_typed(f, key, value):
+            continue
+        default = KONG_DEFAULTS.get(key, _MISSING)
+        given = tuple(value) if isinstance(value, list) else value
+        if key in _INERT or given == (() if default is _MISSING else default):
+            continue
+        ignored.append(key)
+    if ignored:
+        f.report.warn(f.path, f"not implemented by tokengate, ignored: {', '.join(ignored)}")
+
+
+def _well_typed(f: Fields, key: str, value: Any) -> bool:
+    kind = KONG_FIELDS[key]
+    element = kind.removesuffix("[]")
+    if kind != element:
+        if not isinstance(value, list):
+            f.error(key, f"expected {_EXPECTED[kind]}, got {describe(value)}")
+            return False
+        wrong = [i for i, entry in enumerate(value) if not _is_one(element, entry)]
+        for index in wrong:
+            expected = _EXPECTED["string[]" if element == "array" else element]
+            f.report.error(
+                item(at(f.path, key), index), f"expected {expected}, got {describe(value[index])}"
+            )
+        return not wrong
+    if not _is_one(kind, value):
+        f.error(key, f"expected {_EXPECTED[kind]}, got {describe(value)}")
+        return False
+    return True
+
+
+def _is(kind: str, value: Any) -> bool:
+    """`value` has the schema type `kind` ("string", "string[]", ...)."""
+    element = kind.removesuffix("[]")
+    if kind == element:
+        return _is_one(kind, value)
+    return isinstance(value, list) and all(_is_one(element, entry) for entry in value)
+
+
+def _is_one(kind: str, value: Any) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "object":
+        return isinstance(value, dict)
+    # "array": Kong's only list of lists is consumer_claims, a list of claim paths
+    return isinstance(value, list) and all(isinstance(entry, str) for entry in value)
+
+
+# --- value checks: raise ValueError(message), which Fields reports at the field -------------
+
+
+def _http_url(text: str) -> str:
+    if any(char <= " " or char == "\x7f" for char in text):
+        raise ValueError("must not contain spaces or control characters")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http or https URL, got '{text}'")
+    if parts.username is not None or parts.fragment:
+        raise ValueError("must not contain credentials or a fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("invalid port") from None
+    service_host(parts.hostname)
+    return text
+
+
+def _issuer_url(text: str) -> str:
+    # OpenID Connect Discovery §2: an issuer identifier has no query or fragment.
+    if urlsplit(_http_url(text)).query:
+        raise ValueError("must not contain a query string")
+    return text
+
+
+def _one_of(choices: Collection[str]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"unknown value '{text}' (expected one of {', '.join(choices)})")
+        return text
+
+    return check
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _requirement(text: str) -> str:
+    # An empty entry would be an empty AND-group, which every token satisfies.
+    if not text.split():
+        raise ValueError("must name at least one value")
+    return text
+
+
+def _cookie_name(text: str) -> str:
+    if not _TOKEN.fullmatch(text):
+        raise ValueError(f"invalid cookie name '{text}'")
+    return text
+
+
+def _header(text: str) -> str:
+    if not _TOKEN.fullmatch(text):
+        raise ValueError(f"invalid header name '{text}'")
+    if text.lower() in _FRAMING_HEADERS:
+        raise ValueError(f"'{text}' cannot be set from a token: it frames or routes the request")
+    return text
+
+
+def _token_header(text: str) -> str:
+    """Kong's `header:prefix` ("authorization:bearer" sends `Authorization: Bearer <token>`)."""
+    _header(text.partition(":")[0])
+    return text
+
+
+# --- Kong 3.14's openid-connect schema -------------------------------------------------------
+# Every `config` field with its JSON schema type, and every default, taken from Kong 3.14's
+# published schema of the plugin (kong-openid-connect-plugin-schema.json). Generated, not edited
+# by hand: regenerate when following a newer Kong.
+
+KONG_FIELDS: Final[Mapping[str, str]] = MappingProxyType({
+    **dict.fromkeys((
+        "anonymous", "authorization_cookie_domain", "authorization_cookie_name",
+        "authorization_cookie_path", "authorization_cookie_same_site", "authorization_endpoint",
+        "bearer_token_cookie_name", "cache_tokens_salt", "client_arg", "cluster_cache_strategy",
+        "downstream_access_token_header", "downstream_access_token_jwk_header",
+        "downstream_id_token_header", "downstream_id_token_jwk_header",
+        "downstream_introspection_header", "downstream_introspection_jwt_header",
+        "downstream_refresh_token_header", "downstream_session_id_header",
+        "downstream_user_info_header", "downstream_user_info_jwt_header", "end_session_endpoint",
+        "forbidden_error_message", "http_proxy", "http_proxy_authorization", "https_proxy",
+        "https_proxy_authorization", "id_token_param_name", "introspection_accept",
+        "introspection_endpoint", "introspection_endpoint_auth_method", "introspection_hint",
+        "introspection_token_param_name", "issuer", "jwks_endpoint", "jwt_session_claim",
+        "jwt_session_cookie", "login_action", "login_redirect_mode", "logout_post_arg",
+        "logout_query_arg", "logout_uri_suffix", "mtls_introspection_endpoint",
+        "mtls_revocation_endpoint", "mtls_token_endpoint", "no_proxy", "proof_of_possession_dpop",
+        "proof_of_possession_mtls", "pushed_authorization_request_endpoint",
+        "pushed_authorization_request_endpoint_auth_method", "refresh_token_param_name",
+        "response_mode", "revocation_endpoint", "revocation_endpoint_auth_method",
+        "revocation_token_param_name", "session_audience", "session_cookie_domain",
+        "session_cookie_name", "session_cookie_path", "session_cookie_same_site",
+        "session_memcached_host", "session_memcached_prefix", "session_memcached_socket",
+        "session_remember_cookie_name", "session_secret", "session_storage",
+        "tls_client_auth_cert_id", "token_endpoint", "token_endpoint_auth_method",
+        "token_exchange_endpoint", "token_headers_prefix", "unauthorized_error_message",
+        "upstream_access_token_header", "upstream_access_token_jwk_header",
+        "upstream_id_token_header", "upstream_id_token_jwk_header",
+        "upstream_introspection_header", "upstream_introspection_jwt_header",
+        "upstream_refresh_token_header", "upstream_session_id_header", "upstream_user_info_header",
+        "upstream_user_info_jwt_header", "userinfo_accept", "userinfo_endpoint",
+    ), "string"),
+    **dict.fromkeys((
+        "authorization_cookie_http_only", "authorization_cookie_secure", "by_username_ignore_case",
+        "cache_introspection", "cache_token_exchange", "cache_tokens", "cache_user_info",
+        "consumer_groups_optional", "consumer_optional", "display_errors", "dpop_use_nonce",
+        "enable_hs_signatures", "expose_error_code", "forbidden_destroy_session",
+        "hide_credentials", "introspect_jwt_tokens", "introspection_check_active", "keepalive",
+        "logout_revoke", "logout_revoke_access_token", "logout_revoke_refresh_token",
+        "preserve_query_args", "proof_of_possession_auth_methods_validation", "refresh_tokens",
+        "require_proof_key_for_code_exchange", "require_pushed_authorization_requests",
+        "require_signed_request_object", "resolve_distributed_claims", "reverify",
+        "run_on_preflight", "search_user_info", "session_cookie_http_only",
+        "session_cookie_secure", "session_enforce_same_subject", "session_hash_storage_key",
+        "session_hash_subject", "session_memcached_ssl", "session_memcached_ssl_verify",
+        "session_remember", "session_store_metadata", "ssl_verify", "tls_client_auth_ssl_verify",
+        "token_cache_key_include_scope", "unauthorized_destroy_session", "using_pseudo_issuer",
+        "verify_claims", "verify_nonce", "verify_parameters", "verify_signature",
+    ), "boolean"),
+    **dict.fromkeys((
+        "authorization_rolling_timeout", "cache_ttl", "cache_ttl_max", "cache_ttl_min",
+        "cache_ttl_neg", "cache_ttl_resurrect", "dpop_proof_lifetime", "http_version", "leeway",
+        "max_age", "rediscovery_lifetime", "session_absolute_timeout", "session_idling_timeout",
+        "session_remember_absolute_timeout", "session_remember_rolling_timeout",
+        "session_rolling_timeout", "timeout",
+    ), "number"),
+    **dict.fromkeys((
+        "session_memcached_port",
+    ), "integer"),
+    **dict.fromkeys((
+        "audience", "audience_claim", "audience_required", "auth_methods",
+        "authenticated_groups_claim", "authorization_query_args_client",
+        "authorization_query_args_names", "authorization_query_args_values",
+        "bearer_token_param_type", "claims_forbidden", "client_alg", "client_auth",
+        "client_credentials_param_type", "client_id", "client_secret", "consumer_by",
+        "consumer_groups_claim", "credential_claim", "disable_session", "discovery_headers_names",
+        "discovery_headers_values", "domains", "downstream_headers_claims",
+        "downstream_headers_names", "extra_jwks_uris", "forbidden_redirect_uri", "groups_claim",
+        "groups_required", "id_token_param_type", "ignore_signature",
+        "introspection_headers_client", "introspection_headers_names",
+        "introspection_headers_values", "introspection_post_args_client",
+        "introspection_post_args_client_headers", "introspection_post_args_names",
+        "introspection_post_args_values", "issuers_allowed", "login_methods", "login_redirect_uri",
+        "login_tokens", "logout_methods", "logout_redirect_uri", "password_param_type",
+        "redirect_uri", "refresh_token_param_type", "response_type", "roles_claim",
+        "roles_required", "scopes", "scopes_claim", "scopes_required", "session_bind",
+        "session_request_headers", "session_response_headers", "token_headers_client",
+        "token_headers_grants", "token_headers_names", "token_headers_replay",
+        "token_headers_values", "token_post_args_client", "token_post_args_names",
+        "token_post_args_values", "unauthorized_redirect_uri", "unexpected_redirect_uri",
+        "upstream_headers_claims", "upstream_headers_names", "userinfo_headers_client",
+        "userinfo_headers_names", "userinfo_headers_values", "userinfo_query_args_client",
+        "userinfo_query_args_names", "userinfo_query_args_values",
+    ), "string[]"),
+    **dict.fromkeys((
+        "cluster_cache_redis", "redis", "token_exchange",
+    ), "object"),
+    **dict.fromkeys((
+        "client_jwk", "downstream_headers", "upstream_headers",
+    ), "object[]"),
+    **dict.fromkeys((
+        "consumer_claims",
+    ), "array[]"),
+})  # fmt: skip
+KONG_DEFAULTS: Final[Mapping[str, object]] = MappingProxyType({
+    "audience_claim": ("aud",),
+    "auth_methods": (
+        "authorization_code", "bearer", "client_credentials", "introspection", "kong_oauth2",
+        "password", "refresh_token", "session", "userinfo",
+    ),
+    "authorization_cookie_http_only": True, "authorization_cookie_name": "authorization",
+    "authorization_cookie_path": "/", "authorization_cookie_same_site": "Default",
+    "authorization_rolling_timeout": 600, "bearer_token_param_type": ("body", "header", "query"),
+    "by_username_ignore_case": False, "cache_introspection": True, "cache_token_exchange": True,
+    "cache_tokens": True, "cache_ttl": 3600, "cache_user_info": True, "client_arg": "client_id",
+    "client_credentials_param_type": ("body", "header", "query"), "cluster_cache_strategy": "off",
+    "consumer_by": ("custom_id", "username"), "consumer_groups_optional": False,
+    "consumer_optional": False, "credential_claim": ("sub",), "display_errors": False,
+    "dpop_proof_lifetime": 300, "dpop_use_nonce": False, "enable_hs_signatures": False,
+    "expose_error_code": True, "forbidden_destroy_session": True,
+    "forbidden_error_message": "Forbidden", "groups_claim": ("groups",), "hide_credentials": True,
+    "http_version": 1.1, "id_token_param_type": ("body", "header", "query"),
+    "ignore_signature": (), "introspect_jwt_tokens": False,
+    "introspection_accept": "application/json", "introspection_check_active": True,
+    "introspection_hint": "access_token", "introspection_token_param_name": "token",
+    "jwt_session_claim": "sid", "keepalive": True, "leeway": 0, "login_action": "upstream",
+    "login_methods": ("authorization_code",), "login_redirect_mode": "fragment",
+    "login_tokens": ("id_token",), "logout_methods": ("DELETE", "POST"), "logout_revoke": False,
+    "logout_revoke_access_token": True, "logout_revoke_refresh_token": True,
+    "password_param_type": ("body", "header", "query"), "preserve_query_args": False,
+    "proof_of_possession_auth_methods_validation": True, "proof_of_possession_dpop": "off",
+    "proof_of_possession_mtls": "off", "rediscovery_lifetime": 30,
+    "refresh_token_param_type": ("body", "header", "query"), "refresh_tokens": True,
+    "resolve_distributed_claims": False, "response_mode": "query", "response_type": ("code",),
+    "reverify": False, "revocation_token_param_name": "token", "roles_claim": ("roles",),
+    "run_on_preflight": True, "scopes": ("openid",), "scopes_claim": ("scope",),
+    "search_user_info": False, "session_absolute_timeout": 86400, "session_audience": "default",
+    "session_cookie_http_only": True, "session_cookie_name": "session", "session_cookie_path": "/",
+    "session_cookie_same_site": "Lax", "session_enforce_same_subject": False,
+    "session_hash_storage_key": False, "session_hash_subject": False,
+    "session_idling_timeout": 900, "session_memcached_host": "127.0.0.1",
+    "session_memcached_port": 11211, "session_memcached_ssl_verify": True,
+    "session_remember": False, "session_remember_absolute_timeout": 2592000,
+    "session_remember_cookie_name": "remember", "session_remember_rolling_timeout": 604800,
+    "session_rolling_timeout": 3600, "session_storage": "cookie", "session_store_metadata": False,
+    "ssl_verify": True, "timeout": 10000, "tls_client_auth_ssl_verify": True,
+    "token_cache_key_include_scope": False, "unauthorized_destroy_session": True,
+    "unauthorized_error_message": "Unauthorized",
+    "upstream_access_token_header": "authorization:bearer", "userinfo_accept": "application/json",
+    "using_pseudo_issuer": False, "verify_claims": True, "verify_nonce": True,
+    "verify_parameters": False, "verify_signature": True,
+})  # fmt: skip

@@ -1,0 +1,368 @@
+"""Token extraction: one token or a 400, from each place bearer_token_param_type allows."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, cast
+
+import pytest
+from aiohttp import web
+from aiohttp.streams import StreamReader
+from aiohttp.test_utils import make_mocked_request
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+
+from tokengate.gateway.errors import InvalidRequest, MultipleTokens
+from tokengate.gateway.extract import (
+    TokenLocation,
+    cookie_header_without,
+    extract_token,
+    form_without_token,
+    needs_body,
+    query_without_token,
+)
+from tokengate.gateway.oidc_config import OidcConfig
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln-_"
+FORM = "application/x-www-form-urlencoded"
+DEFAULT = OidcConfig.for_issuer("https://idp.example")
+EVERYWHERE = OidcConfig.for_issuer(
+    "https://idp.example",
+    bearer_token_param_type=("header", "query", "body", "cookie"),
+    bearer_token_cookie_name="at",
+)
+
+
+def request(
+    path: str = "/", headers: Any = (), *, method: str = "GET", body: bool = False
+) -> web.Request:
+    # make_mocked_request has no body unless given a payload; extraction never reads it.
+    payload = {"payload": cast(StreamReader, object())} if body else {}
+    return make_mocked_request(method, path, CIMultiDict(headers), **payload)
+
+
+def extract(
+    path: str = "/",
+    headers: Any = (),
+    *,
+    config: OidcConfig = EVERYWHERE,
+    body: bytes | None = None,
+) -> TokenLocation | None:
+    return extract_token(request(path, headers, method="POST"), config, body)
+
+
+def bearer(value: str, config: OidcConfig = DEFAULT) -> TokenLocation | None:
+    return extract(headers=[("Authorization", value)], config=config)
+
+
+def refused(error: type[InvalidRequest], path: str = "/", **kwargs: Any) -> str:
+    with pytest.raises(InvalidRequest) as caught:
+        extract(path, **kwargs)
+    assert type(caught.value) is error
+    assert (caught.value.status, caught.value.error) == (400, "invalid_request")
+    return caught.value.detail
+
+
+# --- Authorization header -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [f"Bearer {JWT}", f"bearer {JWT}", f"BEARER {JWT}", f"Bearer   {JWT}", f"Bearer {JWT}  "],
+)
+def test_bearer_header(value: str) -> None:
+    assert bearer(value) == TokenLocation(JWT, "header")
+
+
+@pytest.mark.parametrize("token", ["abc", "a-._~+/Z9", "abc==", "x="])
+def test_bearer_token_is_any_b64token(token: str) -> None:
+    assert bearer(f"Bearer {token}") == TokenLocation(token, "header")
+
+
+@pytest.mark.parametrize(
+    "value", ["Basic dXNlcjpwYXNz", "Bearerabc", "Token abc", "DPoP abc", "Digest a=b", ""]
+)
+def test_other_schemes_are_no_bearer_token(value: str) -> None:
+    assert bearer(value) is None
+
+
+def test_no_authorization_header_is_no_token() -> None:
+    assert extract() is None
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("Bearer", "empty"),
+        ("Bearer ", "empty"),
+        ("bearer    ", "empty"),
+        ("Bearer a b", "not a single b64token (RFC 6750 §2.1)"),
+        ("Bearer a,b", "not a single b64token (RFC 6750 §2.1)"),
+        ("Bearer a=b", "not a single b64token (RFC 6750 §2.1)"),
+        ("Bearer =abc", "not a single b64token (RFC 6750 §2.1)"),
+        ("Bearer a\tb", "not a single b64token (RFC 6750 §2.1)"),
+        ('Bearer "abc"', "not a single b64token (RFC 6750 §2.1)"),
+        ("Bearer abc\u00e9", "not a single b64token (RFC 6750 §2.1)"),
+    ],
+)
+def test_malformed_bearer_header_is_invalid_request(value: str, problem: str) -> None:
+    detail = refused(InvalidRequest, headers=[("Authorization", value)])
+    assert detail == f"malformed Bearer credentials: {problem}"
+
+
+@pytest.mark.parametrize("second", [f"Bearer {JWT}", "Bearer other", "Basic dXNlcjpwYXNz"])
+def test_two_authorization_headers_are_multiple_tokens(second: str) -> None:
+    headers = [("Authorization", f"Bearer {JWT}"), ("Authorization", second)]
+    assert refused(MultipleTokens, headers=headers) == "more than one Authorization header"
+
+
+def test_header_is_ignored_when_not_an_allowed_place() -> None:
+    config = OidcConfig.for_issuer("https://idp.example", bearer_token_param_type=("query",))
+    headers = [("Authorization", "Bearer a b"), ("Authorization", "Bearer c")]
+    assert extract(f"/?access_token={JWT}", headers, config=config) == TokenLocation(JWT, "query")
+
+
+# --- query --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"access_token={JWT}",
+        f"a=1&access_token={JWT}&b=2",
+        f"access%5Ftoken={JWT}",  # the same parameter to every form parser
+        f"%61ccess_token={JWT}",
+        f"a=1;access_token={JWT}",  # ";" separates too, for upstreams that split on it
+    ],
+)
+def test_query_token(query: str) -> None:
+    assert extract(f"/p?{query}") == TokenLocation(JWT, "query")
+
+
+def test_query_token_is_percent_decoded() -> None:
+    assert extract("/?access_token=ab%2Bc%2F%3D") == TokenLocation("ab+c/=", "query")
+
+
+@pytest.mark.parametrize(
+    "query", ["x=access_token", "access_token_2=abc", "xaccess_token=abc", "Access_Token=abc"]
+)
+def test_other_parameters_are_not_tokens(query: str) -> None:
+    assert extract(f"/?{query}") is None
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("access_token=", "empty"),
+        ("access_token", "empty"),
+        ("access_token=a+b", "not a single b64token (RFC 6750 §2.1)"),  # "+" is a space
+        ("access_token=a%0d%0aX-Evil:%201", "not a single b64token (RFC 6750 §2.1)"),
+    ],
+)
+def test_malformed_query_token_is_invalid_request(query: str, problem: str) -> None:
+    detail = refused(InvalidRequest, f"/?{query}")
+    assert detail == f"malformed access_token query parameter: {problem}"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"access_token={JWT}&access_token={JWT}",
+        f"access_token={JWT}&access%5Ftoken=other",
+        f"access_token={JWT};access_token=other",
+    ],
+)
+def test_two_query_tokens_are_multiple_tokens(query: str) -> None:
+    assert refused(MultipleTokens, f"/?{query}") == "more than one token (query, query)"
+
+
+def test_header_and_query_are_multiple_tokens() -> None:
+    detail = refused(
+        MultipleTokens, f"/?access_token={JWT}", headers=[("Authorization", f"Bearer {JWT}")]
+    )
+    assert detail == "more than one token (header, query)"
+
+
+def test_query_is_ignored_when_not_an_allowed_place() -> None:
+    config = OidcConfig.for_issuer("https://idp.example", bearer_token_param_type=("header",))
+    assert extract("/?access_token=", config=config) is None
+
+
+# --- form body ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "content_type", "has_body", "config", "expected"),
+    [
+        ("POST", FORM, True, DEFAULT, True),
+        ("PUT", FORM + "; charset=utf-8", True, DEFAULT, True),
+        ("POST", "application/x-www-form-urlencoded", False, DEFAULT, False),  # no body
+        ("GET", FORM, True, DEFAULT, False),  # RFC 6750 §2.2: never with GET
+        ("HEAD", FORM, True, DEFAULT, False),
+        ("POST", "multipart/form-data; boundary=x", True, DEFAULT, False),
+        ("POST", "application/json", True, DEFAULT, False),
+        ("POST", "text/plain", True, DEFAULT, False),
+        ("POST", FORM, True, OidcConfig.for_issuer("https://i.example"), True),
+        (
+            "POST",
+            FORM,
+            True,
+            OidcConfig.for_issuer("https://i.example", bearer_token_param_type=("header",)),
+            False,
+        ),
+    ],
+)
+def test_needs_body_only_for_a_form_body_when_allowed(
+    method: str, content_type: str, has_body: bool, config: OidcConfig, expected: bool
+) -> None:
+    incoming = request("/", [("Content-Type", content_type)], method=method, body=has_body)
+    assert needs_body(incoming, config) is expected
+
+
+def form(body: bytes, headers: Any = (), path: str = "/") -> TokenLocation | None:
+    return extract(path, [("Content-Type", FORM), *headers], body=body)
+
+
+def test_body_token() -> None:
+    assert form(b"a=1&access_token=" + JWT.encode() + b"&b=2") == TokenLocation(JWT, "body")
+
+
+def test_body_is_not_looked_at_when_the_caller_did_not_read_it() -> None:
+    incoming = request("/", [("Content-Type", FORM)], method="POST")
+    assert extract_token(incoming, EVERYWHERE, None) is None
+
+
+def test_body_of_another_content_type_is_never_parsed() -> None:
+    body = b"access_token=" + JWT.encode()
+    assert extract(headers=[("Content-Type", "application/json")], body=body) is None
+
+
+def test_body_is_ignored_when_not_an_allowed_place() -> None:
+    config = OidcConfig.for_issuer("https://idp.example", bearer_token_param_type=("header",))
+    headers = [("Content-Type", FORM)]
+    assert extract(headers=headers, body=b"access_token=x", config=config) is None
+
+
+def test_two_body_tokens_are_multiple_tokens() -> None:
+    with pytest.raises(MultipleTokens):
+        form(b"access_token=a&access_token=b")
+
+
+def test_header_and_body_are_multiple_tokens() -> None:
+    with pytest.raises(MultipleTokens, match=r"\(header, body\)"):
+        form(b"access_token=" + JWT.encode(), [("Authorization", f"Bearer {JWT}")])
+
+
+def test_empty_body_token_is_invalid_request() -> None:
+    with pytest.raises(InvalidRequest, match="malformed access_token body parameter: empty"):
+        form(b"access_token=&x=1")
+
+
+# --- cookie -------------------------------------------------------------------------------------
+
+
+def cookie(value: str, config: OidcConfig = EVERYWHERE) -> TokenLocation | None:
+    return extract(headers=[("Cookie", value)], config=config)
+
+
+@pytest.mark.parametrize(
+    "value", [f"at={JWT}", f"a=1; at={JWT}; b=2", f"a=1;at={JWT}", f'at="{JWT}"', f" at = {JWT} "]
+)
+def test_cookie_token(value: str) -> None:
+    assert cookie(value) == TokenLocation(JWT, "cookie")
+
+
+@pytest.mark.parametrize("value", ["at=", 'at=""', "other=abc", "AT=abc", "xat=abc", ""])
+def test_no_cookie_token(value: str) -> None:
+    assert cookie(value) is None
+
+
+def test_cookie_is_ignored_when_not_an_allowed_place() -> None:
+    config = OidcConfig.for_issuer("https://idp.example", bearer_token_cookie_name="at")
+    assert cookie(f"at={JWT}", config) is None
+
+
+def test_two_cookies_of_that_name_are_multiple_tokens() -> None:
+    with pytest.raises(MultipleTokens, match=r"\(cookie, cookie\)"):
+        cookie(f"at={JWT}; at=other")
+    headers = [("Cookie", f"at={JWT}"), ("Cookie", "at=other")]
+    with pytest.raises(MultipleTokens, match=r"\(cookie, cookie\)"):
+        extract(headers=headers)
+
+
+def test_cookie_and_header_are_multiple_tokens() -> None:
+    headers = [("Authorization", f"Bearer {JWT}"), ("Cookie", f"at={JWT}")]
+    with pytest.raises(MultipleTokens, match=r"\(header, cookie\)"):
+        extract(headers=headers)
+
+
+def test_malformed_cookie_token_is_invalid_request() -> None:
+    with pytest.raises(InvalidRequest, match="malformed cookie at: not a single b64token"):
+        cookie("at=a,b")
+
+
+def test_token_location_is_frozen() -> None:
+    location = TokenLocation(JWT, "header")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        location.token = "x"  # type: ignore[misc]
+
+
+# --- hide helpers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("access_token=abc", ""),
+        ("a=1&access_token=abc", "a=1"),
+        ("access_token=abc&a=1", "a=1"),
+        ("a=1&access_token=abc&b=%20x+y", "a=1&b=%20x+y"),
+        ("a=1&access_token=x&access_token=y&b=2", "a=1&b=2"),
+        ("a=1&access%5Ftoken=x", "a=1"),
+        ("a=1;access_token=x;b=2", "a=1;b=2"),
+        ("a=%2F&&b&access_token=x", "a=%2F&&b"),  # the rest is kept byte for byte
+        ("access_token_2=x&xaccess_token=y", "access_token_2=x&xaccess_token=y"),
+        ("", ""),
+        ("a=1", "a=1"),
+    ],
+)
+def test_query_without_token(raw: str, expected: str) -> None:
+    assert query_without_token(raw) == expected
+
+
+def test_form_without_token_keeps_other_bytes() -> None:
+    body = b"name=J%C3%BCrgen&access_token=abc&note=a+b%26c"
+    assert form_without_token(body) == b"name=J%C3%BCrgen&note=a+b%26c"
+    assert form_without_token(b"\xff=1&access_token=x") == b"\xff=1"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("at=abc", ""),
+        ("a=1; at=abc; b=2", "a=1; b=2"),
+        ("at=abc; b=2", "b=2"),
+        ("a=1; at=abc", "a=1"),
+        ("a=1;at=x;at=y;b=2", "a=1;b=2"),
+        ("a=1; AT=abc", "a=1; AT=abc"),  # cookie names are case-sensitive
+        ("a=1", "a=1"),
+    ],
+)
+def test_cookie_header_without(header: str, expected: str) -> None:
+    assert cookie_header_without(header, "at") == expected
+
+
+_PIECES = st.sampled_from(
+    ["access_token", "access%5Ftoken", "%61ccess_token", "a", "=", "&", ";", "x", "%2", "+", "_"]
+)
+
+
+@given(st.lists(_PIECES, max_size=12).map("".join))
+def test_whatever_is_read_as_a_token_is_what_the_hide_helper_removes(raw: str) -> None:
+    stripped = query_without_token(raw)
+    try:
+        extract_token(request("/?" + stripped), DEFAULT, None)
+    except InvalidRequest:
+        pytest.fail(f"{stripped!r} (from {raw!r}) still holds an access_token parameter")
+    assert extract_token(request("/?" + stripped), DEFAULT, None) is None

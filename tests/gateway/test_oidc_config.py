@@ -1,0 +1,525 @@
+"""openid-connect `config` → OidcConfig: every rule has a failing example with its exact line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tokengate.gateway.config_checks import Report
+from tokengate.gateway.oidc_config import (
+    KONG_DEFAULTS,
+    KONG_FIELDS,
+    OidcConfig,
+    parse_oidc_config,
+)
+
+ISSUER = "https://idp.example/auth"
+PATH = "plugins[0].config"
+SCHEMA = Path("/work/shared/reference/kong-openid-connect-plugin-schema.json")
+
+
+def parse(text: str) -> tuple[OidcConfig | None, Report]:
+    """`text` is the YAML of the plugin's config mapping; `issuer` is added unless given."""
+    raw: dict[str, Any] = yaml.safe_load(text) or {}
+    raw.setdefault("issuer", ISSUER)
+    report = Report("kong.yaml")
+    return parse_oidc_config(raw, PATH, report), report
+
+
+def ok(text: str = "") -> OidcConfig:
+    config, report = parse(text)
+    assert report.errors == []
+    assert config is not None
+    return config
+
+
+def error(text: str) -> str:
+    config, report = parse(text)
+    assert config is None
+    assert len(report.errors) == 1, report.errors
+    return report.errors[0].removeprefix(f"kong.yaml: {PATH}.")
+
+
+def warnings(text: str) -> list[str]:
+    config, report = parse(text)
+    assert config is not None, report.errors
+    return [line.removeprefix(f"kong.yaml: {PATH}") for line in report.warnings]
+
+
+# --- defaults and values ------------------------------------------------------------------------
+
+
+def test_defaults_are_kongs() -> None:
+    config = ok()
+    assert config == OidcConfig(
+        issuer=ISSUER,
+        discovery_url=ISSUER + "/.well-known/openid-configuration",
+        expected_issuer=ISSUER,
+    )
+    assert config.bearer_token_param_type == ("body", "header", "query")
+    assert config.upstream_access_token_header == "authorization:bearer"
+    assert (config.leeway, config.timeout, config.cache_ttl) == (0.0, 10.0, 3600.0)
+    assert config.accepted_issuers == frozenset({ISSUER})
+
+
+def test_every_kong_default_we_implement_matches_the_schema() -> None:
+    config = ok()
+    for field in dataclasses.fields(OidcConfig):
+        if field.name not in KONG_DEFAULTS or field.name == "timeout":
+            continue
+        expected = KONG_DEFAULTS[field.name]
+        assert getattr(config, field.name) == expected, field.name
+    assert config.timeout * 1000 == KONG_DEFAULTS["timeout"]
+
+
+@pytest.mark.skipif(not SCHEMA.exists(), reason="Kong's schema is not on this machine")
+def test_generated_schema_constants_match_kongs_schema() -> None:
+    properties = json.loads(SCHEMA.read_text())["properties"]["config"]["properties"]
+    assert set(KONG_FIELDS) == set(properties)
+    for name, spec in properties.items():
+        kind = spec["type"] if spec["type"] != "array" else spec["items"]["type"] + "[]"
+        assert KONG_FIELDS[name] == kind, name
+        if "default" in spec:
+            default = spec["default"]
+            assert KONG_DEFAULTS[name] == (tuple(default) if isinstance(default, list) else default)
+        else:
+            assert name not in KONG_DEFAULTS
+
+
+def test_every_field_is_read() -> None:
+    config = ok("""
+        issuers_allowed: [https://a.example, https://b.example]
+        extra_jwks_uris: [https://idp.example/keys]
+        jwks_endpoint: https://idp.example/jwks
+        bearer_token_param_type: [header, cookie]
+        bearer_token_cookie_name: at
+        audience_required: [api]
+        audience_claim: [aud]
+        scopes_required: ["read write", admin]
+        scopes_claim: [scp]
+        roles_required: [r]
+        roles_claim: [realm_access, roles]
+        groups_required: [g]
+        groups_claim: [grp]
+        leeway: 5
+        rediscovery_lifetime: 60
+        cache_tokens: false
+        cache_ttl: 10.5
+        cache_ttl_max: 300
+        upstream_headers_claims: [sub, sub]
+        upstream_headers_names: [X-Sub, X-Subject]
+        upstream_access_token_header: x-token
+        hide_credentials: false
+        anonymous: guest
+        run_on_preflight: false
+        unauthorized_error_message: Go away
+        forbidden_error_message: Not you
+        display_errors: true
+        expose_error_code: false
+        timeout: 2500
+        ssl_verify: false
+    """)
+    assert config == OidcConfig.for_issuer(
+        ISSUER,
+        issuers_allowed=("https://a.example", "https://b.example"),
+        extra_jwks_uris=("https://idp.example/keys",),
+        jwks_endpoint="https://idp.example/jwks",
+        bearer_token_param_type=("header", "cookie"),
+        bearer_token_cookie_name="at",
+        audience_required=("api",),
+        audience_claim=("aud",),
+        scopes_required=("read write", "admin"),
+        scopes_claim=("scp",),
+        roles_required=("r",),
+        roles_claim=("realm_access", "roles"),
+        groups_required=("g",),
+        groups_claim=("grp",),
+        leeway=5.0,
+        rediscovery_lifetime=60.0,
+        cache_tokens=False,
+        cache_ttl=10.5,
+        cache_ttl_max=300.0,
+        upstream_headers_claims=("sub", "sub"),
+        upstream_headers_names=("X-Sub", "X-Subject"),
+        upstream_access_token_header="x-token",
+        hide_credentials=False,
+        anonymous="guest",
+        run_on_preflight=False,
+        unauthorized_error_message="Go away",
+        forbidden_error_message="Not you",
+        display_errors=True,
+        expose_error_code=False,
+        timeout=2.5,
+        ssl_verify=False,
+    )
+    assert config.accepted_issuers == frozenset({"https://a.example", "https://b.example"})
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ok().leeway = 10  # type: ignore[misc]
+
+
+WELL_KNOWN = "/.well-known/openid-configuration"
+
+
+@pytest.mark.parametrize(
+    ("issuer", "discovery", "expected"),
+    [
+        (ISSUER, ISSUER + WELL_KNOWN, ISSUER),
+        (ISSUER + WELL_KNOWN, ISSUER + WELL_KNOWN, ISSUER),
+        # Auth0 style: the identifier ends with "/"; it stays as written, no "//" in discovery
+        ("https://t.example/", "https://t.example" + WELL_KNOWN, "https://t.example/"),
+        (
+            "http://127.0.0.1:9/a/auth",
+            "http://127.0.0.1:9/a/auth" + WELL_KNOWN,
+            "http://127.0.0.1:9/a/auth",
+        ),
+    ],
+)
+def test_issuer_discovery_url_and_identifier(issuer: str, discovery: str, expected: str) -> None:
+    config = ok(f"issuer: {issuer}")
+    assert (config.issuer, config.discovery_url, config.expected_issuer) == (
+        issuer,
+        discovery,
+        expected,
+    )
+
+
+def test_upstream_access_token_header_null_means_not_resent() -> None:
+    assert ok("upstream_access_token_header: null").upstream_access_token_header is None
+    assert ok("leeway: null").leeway == 0.0  # elsewhere a null is "unset", as in the loader
+
+
+def test_integer_and_float_numbers_are_both_numbers() -> None:
+    assert ok("leeway: 1").leeway == 1.0
+    assert ok("leeway: 1.5").leeway == 1.5
+
+
+def test_claim_path_may_repeat_a_key() -> None:
+    assert ok("roles_claim: [a, a]").roles_claim == ("a", "a")
+
+
+# --- errors: one per rule, exact text -----------------------------------------------------------
+
+ERRORS = {
+    "issuer missing": ("issuer: null", "issuer: required field missing"),
+    "issuer not a string": ("issuer: 5", "issuer: expected a string, got an integer"),
+    "issuer empty": ("issuer: ''", "issuer: must not be empty"),
+    "issuer not http": (
+        "issuer: ftp://idp.example",
+        "issuer: expected an http or https URL, got 'ftp://idp.example'",
+    ),
+    "issuer without host": (
+        "issuer: 'https://'",
+        "issuer: expected an http or https URL, got 'https://'",
+    ),
+    "issuer relative": ("issuer: /auth", "issuer: expected an http or https URL, got '/auth'"),
+    "issuer with query": (
+        "issuer: https://idp.example/?realm=a",
+        "issuer: must not contain a query string",
+    ),
+    "issuer with fragment": (
+        "issuer: https://idp.example/#a",
+        "issuer: must not contain credentials or a fragment",
+    ),
+    "issuer with credentials": (
+        "issuer: https://u:p@idp.example/",
+        "issuer: must not contain credentials or a fragment",
+    ),
+    "issuer with space": (
+        "issuer: https://idp.example/a b",
+        "issuer: must not contain spaces or control characters",
+    ),
+    "issuer bad port": ("issuer: https://idp.example:99999/", "issuer: invalid port"),
+    "issuer bad host": ("issuer: https://idp!.example/", "issuer: invalid host 'idp!.example'"),
+    "jwks endpoint not a url": (
+        "jwks_endpoint: keys.json",
+        "jwks_endpoint: expected an http or https URL, got 'keys.json'",
+    ),
+    "extra jwks uri not a url": (
+        "extra_jwks_uris: [file:///etc/keys]",
+        "extra_jwks_uris[0]: expected an http or https URL, got 'file:///etc/keys'",
+    ),
+    "unknown field": ("isuer: x", "isuer: unknown field"),
+    "bool is not a number": ("leeway: true", "leeway: expected a number, got a boolean"),
+    "string is not a number": ("cache_ttl: '60'", "cache_ttl: expected a number, got a string"),
+    "negative leeway": ("leeway: -1", "leeway: must be at least 0, got -1"),
+    "negative cache_ttl_max": ("cache_ttl_max: -5", "cache_ttl_max: must be at least 0, got -5"),
+    "negative rediscovery": (
+        "rediscovery_lifetime: -0.5",
+        "rediscovery_lifetime: must be at least 0, got -0.5",
+    ),
+    "zero timeout": ("timeout: 0", "timeout: must be greater than 0, got 0"),
+    "infinite leeway": ("leeway: .inf", "leeway: must be a finite number, got inf"),
+    "boolean as string": (
+        "hide_credentials: 'yes'",
+        "hide_credentials: expected a boolean, got a string",
+    ),
+    "list not a list": (
+        "scopes_required: read",
+        "scopes_required: expected a list of strings, got a string",
+    ),
+    "list of numbers": (
+        "roles_required: [1]",
+        "roles_required[0]: expected a string, got an integer",
+    ),
+    "blank requirement": (
+        "scopes_required: ['  ']",
+        "scopes_required[0]: must name at least one value",
+    ),
+    "empty claim path": (
+        "scopes_claim: []",
+        "scopes_claim: must not be empty: it is the path to a claim",
+    ),
+    "empty claim path element": ("groups_claim: [realm, '']", "groups_claim[1]: must not be empty"),
+    "claim path not a list": (
+        "audience_claim: aud",
+        "audience_claim: expected a list of strings, got a string",
+    ),
+    "unknown param type": (
+        "bearer_token_param_type: [headers]",
+        "bearer_token_param_type[0]: unknown value 'headers' (expected one of body, cookie, "
+        "header, query)",
+    ),
+    "no param type": (
+        "bearer_token_param_type: []",
+        "bearer_token_param_type: must list at least one of body, cookie, header, query",
+    ),
+    "cookie without a name": (
+        "bearer_token_param_type: [cookie]",
+        "bearer_token_cookie_name: required when bearer_token_param_type has 'cookie'",
+    ),
+    "bad cookie name": (
+        "bearer_token_param_type: [cookie]\nbearer_token_cookie_name: 'a b'",
+        "bearer_token_cookie_name: invalid cookie name 'a b'",
+    ),
+    "upstream header lists differ": (
+        "upstream_headers_claims: [sub, email]\nupstream_headers_names: [x-sub]",
+        "upstream_headers_names: must have as many entries as upstream_headers_claims (1 vs 2)",
+    ),
+    "upstream header name invalid": (
+        "upstream_headers_claims: [sub]\nupstream_headers_names: ['x sub']",
+        "upstream_headers_names[0]: invalid header name 'x sub'",
+    ),
+    "upstream header is Host": (
+        "upstream_headers_claims: [sub]\nupstream_headers_names: [Host]",
+        "upstream_headers_names[0]: 'Host' cannot be set from a token: it frames or routes the "
+        "request",
+    ),
+    "access token header invalid": (
+        "upstream_access_token_header: 'bad header:bearer'",
+        "upstream_access_token_header: invalid header name 'bad header'",
+    ),
+    "access token header framing": (
+        "upstream_access_token_header: 'Content-Length'",
+        "upstream_access_token_header: 'Content-Length' cannot be set from a token: it frames or "
+        "routes the request",
+    ),
+    "empty error message": (
+        "unauthorized_error_message: ''",
+        "unauthorized_error_message: must not be empty",
+    ),
+    # fail closed: never skip verification
+    "verify_signature false": (
+        "verify_signature: false",
+        "verify_signature: tokengate never accepts unsigned or unverified tokens: "
+        "remove verify_signature: false",
+    ),
+    "verify_claims false": (
+        "verify_claims: false",
+        "verify_claims: tokengate always checks a token's claims (iss, exp, nbf, audience, "
+        "scopes): remove verify_claims: false",
+    ),
+    "hs signatures": (
+        "enable_hs_signatures: true",
+        "enable_hs_signatures: tokengate never accepts HS256/HS384/HS512 tokens (a shared secret "
+        "is not a key the issuer publishes): remove enable_hs_signatures: true",
+    ),
+    "ignore_signature bearer": (
+        "ignore_signature: [bearer]",
+        "ignore_signature: tokengate never accepts unsigned or unverified tokens: "
+        "remove 'bearer' from ignore_signature",
+    ),
+    "ignore_signature unknown": (
+        "ignore_signature: [magic]",
+        "ignore_signature[0]: unknown value 'magic' (expected one of authorization_code, "
+        "client_credentials, introspection, password, refresh_token, session, userinfo, bearer)",
+    ),
+    "auth_methods without bearer": (
+        "auth_methods: [session]",
+        "auth_methods: must include 'bearer', the one method tokengate implements",
+    ),
+    "auth_methods empty": (
+        "auth_methods: []",
+        "auth_methods: must include 'bearer', the one method tokengate implements",
+    ),
+    # fail closed: Kong settings that refuse tokens, which tokengate cannot enforce
+    "claims_forbidden": (
+        "claims_forbidden: [admin]",
+        "claims_forbidden: not implemented by tokengate; ignoring it would let through tokens "
+        "Kong refuses: remove claims_forbidden",
+    ),
+    "domains": (
+        "domains: [example.com]",
+        "domains: not implemented by tokengate; ignoring it would let through tokens Kong "
+        "refuses: remove domains",
+    ),
+    "mtls proof of possession": (
+        "proof_of_possession_mtls: strict",
+        "proof_of_possession_mtls: not implemented by tokengate; ignoring it would let through "
+        "tokens Kong refuses: set proof_of_possession_mtls: 'off'",
+    ),
+    "dpop optional": (
+        "proof_of_possession_dpop: optional",
+        "proof_of_possession_dpop: not implemented by tokengate; ignoring it would let through "
+        "tokens Kong refuses: set proof_of_possession_dpop: 'off'",
+    ),
+    "introspect jwt tokens": (
+        "introspect_jwt_tokens: true",
+        "introspect_jwt_tokens: not implemented by tokengate; ignoring it would let through "
+        "tokens Kong refuses: remove introspect_jwt_tokens: true",
+    ),
+    "consumer mapping required": (
+        "consumer_claims: [[sub]]",
+        "consumer_claims: not implemented by tokengate; ignoring it would let through tokens "
+        "Kong refuses: tokengate has no consumers: set consumer_optional: true or remove it",
+    ),
+    # fields tokengate does not implement are still type-checked against Kong's schema
+    "unimplemented string": ("client_arg: 5", "client_arg: expected a string, got an integer"),
+    "unimplemented boolean": ("reverify: 'no'", "reverify: expected a boolean, got a string"),
+    "unimplemented number": ("max_age: true", "max_age: expected a number, got a boolean"),
+    "unimplemented integer": (
+        "session_memcached_port: 1.5",
+        "session_memcached_port: expected an integer, got a number",
+    ),
+    "unimplemented list": ("client_id: abc", "client_id: expected a list of strings, got a string"),
+    "unimplemented list element": (
+        "scopes: [openid, 1]",
+        "scopes[1]: expected a string, got an integer",
+    ),
+    "unimplemented object": (
+        "token_exchange: [a]",
+        "token_exchange: expected a mapping, got a list",
+    ),
+    "unimplemented object list": (
+        "upstream_headers: [x]",
+        "upstream_headers[0]: expected a mapping, got a string",
+    ),
+    "unimplemented list of lists": (
+        "consumer_claims: [sub]",
+        "consumer_claims[0]: expected a list of strings, got a string",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "line"), ERRORS.values(), ids=ERRORS.keys())
+def test_error(text: str, line: str) -> None:
+    assert error(text) == line
+
+
+def test_errors_name_the_plugin_path_and_file() -> None:
+    report = Report("kong.yaml")
+    assert parse_oidc_config({"leeway": "x"}, "services[0].plugins[0].config", report) is None
+    assert report.errors == [
+        "kong.yaml: services[0].plugins[0].config.issuer: required field missing",
+        "kong.yaml: services[0].plugins[0].config.leeway: expected a number, got a string",
+    ]
+
+
+def test_every_error_is_reported_at_once() -> None:
+    _, report = parse("issuer: 1\nleeway: x\nverify_signature: false\nbogus: 1")
+    assert report.errors == [
+        "kong.yaml: plugins[0].config.bogus: unknown field",
+        "kong.yaml: plugins[0].config.issuer: expected a string, got an integer",
+        "kong.yaml: plugins[0].config.verify_signature: tokengate never accepts unsigned or "
+        "unverified tokens: remove verify_signature: false",
+        "kong.yaml: plugins[0].config.leeway: expected a number, got a string",
+    ]
+
+
+# --- warnings -----------------------------------------------------------------------------------
+
+
+def test_unimplemented_fields_make_one_warning_in_file_order() -> None:
+    assert warnings("""
+        client_id: [abc]
+        session_secret: s3cr3t
+        leeway: 1
+        introspection_endpoint: https://idp.example/introspect
+    """) == [
+        ": not implemented by tokengate, ignored: client_id, session_secret, introspection_endpoint"
+    ]
+
+
+def test_unimplemented_fields_at_kongs_defaults_do_not_warn() -> None:
+    # `deck gateway dump` writes every field; those at Kong's default change nothing.
+    dumped = {
+        name: list(default) if isinstance(default, tuple) else default
+        for name, default in KONG_DEFAULTS.items()
+    }
+    dumped |= {"issuer": ISSUER, "client_id": None, "redis": {"host": "127.0.0.1"}}
+    report = Report("kong.yaml")
+    config = parse_oidc_config(dumped, PATH, report)
+    assert (report.errors, report.warnings) == ([], [])
+    assert config == OidcConfig.for_issuer(ISSUER)
+
+
+def test_empty_list_without_a_default_is_unset() -> None:
+    assert warnings("scopes: []\nclaims_forbidden: []\nconsumer_claims: []") == [
+        ": not implemented by tokengate, ignored: scopes"
+    ]
+
+
+def test_consumer_claims_with_optional_consumer_only_warns() -> None:
+    assert warnings("consumer_claims: [[sub]]\nconsumer_optional: true") == [
+        ": not implemented by tokengate, ignored: consumer_claims, consumer_optional"
+    ]
+
+
+def test_auth_methods_default_does_not_warn() -> None:
+    assert warnings("") == []
+    assert warnings("auth_methods: [bearer]") == []
+
+
+def test_auth_methods_other_than_bearer_warn_once_by_name() -> None:
+    assert warnings("auth_methods: [session, bearer, introspection]") == [
+        ".auth_methods: not implemented by tokengate, ignored: session, introspection"
+    ]
+
+
+def test_ignore_signature_for_other_grants_only_warns() -> None:
+    assert warnings("ignore_signature: [session]") == [
+        ": not implemented by tokengate, ignored: ignore_signature"
+    ]
+
+
+def test_cookie_name_without_cookie_param_type_warns() -> None:
+    assert warnings("bearer_token_cookie_name: at") == [
+        ".bearer_token_cookie_name: ignored: bearer_token_param_type has no 'cookie'"
+    ]
+
+
+def test_duplicate_required_value_warns() -> None:
+    assert warnings("scopes_required: [read, read]") == [
+        ".scopes_required[1]: duplicate value 'read'"
+    ]
+
+
+def test_verification_switches_at_their_safe_values_are_fine() -> None:
+    assert (
+        warnings(
+            "verify_signature: true\nverify_claims: true\nenable_hs_signatures: false\n"
+            "ignore_signature: []\nproof_of_possession_mtls: 'off'\nintrospect_jwt_tokens: false"
+        )
+        == []
+    )
+
+
+def test_for_issuer_builds_what_the_loader_builds() -> None:
+    assert OidcConfig.for_issuer(ISSUER, leeway=3.0) == ok("leeway: 3")
