@@ -122,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         help="seconds for a request head to arrive (also the idle keep-alive limit)",
     )
+    _option(
+        gateway,
+        "--keepalive-timeout",
+        default=_DEFAULTS.keepalive_timeout,
+        type=_positive_float,
+        help="seconds an idle client keep-alive connection stays open",
+    )
+    _option(
+        gateway,
+        "--client-send-timeout",
+        default=_DEFAULTS.client_send_timeout,
+        type=_positive_float,
+        help="seconds a client may stop reading a streamed response before it is cut off",
+    )
     _option(gateway, "--log-level", default="info", help="debug, info, warning or error")
 
     config = commands.add_parser("config", help="work with kong.yaml files")
@@ -177,5 +191,7 @@ def gateway_command(args: argparse.Namespace) -> int:
         max_body_size=args.max_body_size,
         client_body_timeout=args.client_body_timeout,
         client_header_timeout=args.client_header_timeout,
+        keepalive_timeout=args.keepalive_timeout,
+        client_send_timeout=args.client_send_timeout,
     )
     return run_workers(args.config, config, settings, workers=args.workers)
