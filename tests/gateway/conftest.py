@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.gateway.issuer import test_issuer  # noqa: F401
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import GatewayConfig, Route, Service
 from tokengate.gateway.settings import GatewaySettings

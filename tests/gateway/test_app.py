@@ -15,7 +15,12 @@ async def test_healthz_and_readyz_answer_once_listening(start_gateway: StartGate
             assert await resp.json() == {"status": "alive"}
         async with session.get(f"http://127.0.0.1:{gw.status_port}/readyz") as resp:
             assert resp.status == 200
-            assert await resp.json() == {"status": "ready", "routes": 2, "services": 1}
+            assert await resp.json() == {
+                "status": "ready",
+                "routes": 2,
+                "services": 1,
+                "issuers": [],
+            }
 
 
 async def test_readyz_is_503_once_stopping(start_gateway: StartGateway) -> None:

@@ -16,14 +16,24 @@ import json
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final
 
+import aiohttp
 from aiohttp import web
 
+from tokengate import __version__
 from tokengate.gateway import responses
+from tokengate.gateway.auth import Authenticator, key_source
 from tokengate.gateway.config import GatewayConfig, Service
+from tokengate.gateway.edits import NO_EDITS
+from tokengate.gateway.errors import AuthError
+from tokengate.gateway.extract import needs_body
 from tokengate.gateway.headers import sane_request_id
+from tokengate.gateway.keys import KeyRegistry
+from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.paths import BadPath, canonical_path
 from tokengate.gateway.proxy import Forwarder, RawResponse
 from tokengate.gateway.router import Router
@@ -32,21 +42,61 @@ from tokengate.gateway.settings import GatewaySettings
 
 log = logging.getLogger("tokengate.gateway")
 
+FORM_LIMIT: Final = 64 * 1024  # largest form body read to look for a token in it
+
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 class Gateway:
     """The per-request path: canonical path → route → forward. One per worker process."""
 
-    def __init__(self, config: GatewayConfig, settings: GatewaySettings) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        settings: GatewaySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.settings = settings
+        self.clock = clock
         self.router = Router(config.routes)
         self.forwarder = Forwarder(settings)
+        self.keys: KeyRegistry | None = None
+        # Keyed by id(route): routes live as long as the config, and hashing the frozen route
+        # on every request would cost more than the lookup.
+        self._auth: dict[int, Authenticator] = {}
         self.listen_port = b"%d" % settings.listen[1]
         self._request_ids = itertools.count(1)
         self._request_id_prefix = os.urandom(8).hex()
         self._service_hosts = {svc.name: _host_header(svc) for svc in config.services}
+
+    def start_auth(self, session: aiohttp.ClientSession) -> None:
+        """One Authenticator per distinct openid-connect config, all sharing one key registry;
+        key fetches start in the background (serving never waits for an IdP)."""
+        settings = self.settings
+        self.keys = KeyRegistry(session, policy=settings.key_policy)
+        shared: dict[OidcConfig, Authenticator] = {}
+        for route in self.config.routes:
+            oidc = route.oidc
+            if oidc is None:
+                continue
+            auth = shared.get(oidc)
+            if auth is None:
+                auth = shared[oidc] = Authenticator(
+                    oidc,
+                    self.keys.get(key_source(oidc)),
+                    clock=self.clock,
+                    cache_capacity=settings.token_cache_size,
+                    retry_after=settings.key_policy.retry_after,
+                )
+            self._auth[id(route)] = auth
+        self.keys.start()
+
+    async def close(self) -> None:
+        if self.keys is not None:
+            await self.keys.close()
+        await self.forwarder.close()
 
     def new_request_id(self) -> bytes:
         return b"%s%016x" % (self._request_id_prefix.encode(), next(self._request_ids))
@@ -90,8 +140,17 @@ class Gateway:
         if service is None:
             return responses.no_service()
 
-        # The openid-connect check plugs in here: before any body byte is read or a
-        # 100 Continue is sent.
+        edits, body = NO_EDITS, None
+        auth = self._auth.get(id(match.route))
+        if auth is not None:
+            # Before any body byte is read or a 100 Continue is sent (but for a form body that
+            # may carry the token itself).
+            if needs_body(request, auth.config):
+                body = await self._read_form(request)
+            try:
+                edits = await auth.check(request, body)
+            except AuthError as exc:
+                return auth.refuse(exc)
 
         if match.route.preserve_host and host_header:
             upstream_host = host_header.encode("latin-1")
@@ -112,8 +171,25 @@ class Gateway:
             request_id,
         )
         return await self.forwarder.forward(
-            request, match, added=added, host=upstream_host, request_id=request_id
+            request,
+            match,
+            added=added,
+            host=upstream_host,
+            request_id=request_id,
+            edits=edits,
+            body=body,
         )
+
+    async def _read_form(self, request: web.BaseRequest) -> bytes | None:
+        """A small form body, read so a token in it can be found; None when it is too large to
+        hold (it then streams untouched, and cannot carry the token)."""
+        length = request.content_length
+        if length is None or length > FORM_LIMIT:
+            return None
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        async with asyncio.timeout(self.settings.client_body_timeout):
+            return await request.content.readexactly(length)
 
 
 def _host_header(service: Service) -> bytes:
@@ -131,9 +207,13 @@ class GatewayServer:
         settings: GatewaySettings,
         *,
         reuse_port: bool = False,
+        session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.gateway = Gateway(config, settings)
+        self.gateway = Gateway(config, settings, clock=clock)
+        self._session = session
+        self._owns_session = False
         self._reuse_port = reuse_port
         self._proxy_runner: web.ServerRunner | None = None
         self._status_runner: web.AppRunner | None = None
@@ -155,6 +235,15 @@ class GatewayServer:
 
     async def start(self) -> None:
         settings = self.settings
+        if self._session is None:
+            # One client session per worker, for discovery and JWKS fetches only (the
+            # forwarder has its own connection pools).
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": f"tokengate/{__version__}"},
+                auto_decompress=True,
+            )
+            self._owns_session = True
+        self.gateway.start_auth(self._session)
         server = HeadTimeoutServer(
             self.gateway.handle,
             head_timeout=settings.client_header_timeout,
@@ -192,16 +281,22 @@ class GatewayServer:
             await self._proxy_runner.cleanup()
         if self._status_runner is not None:
             await self._status_runner.cleanup()
-        await self.gateway.forwarder.close()
+        await self.gateway.close()
+        if self._owns_session and self._session is not None:
+            await self._session.close()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        # Issuers are reported, never a reason to fail: an IdP outage must not take every
+        # replica out of rotation (cached keys keep working; others answer 503 themselves).
+        keys = self.gateway.keys
         body = {
             "status": "ready" if self.ready else "starting",
             "routes": len(self.gateway.config.routes),
             "services": len(self.gateway.config.services),
+            "issuers": keys.status() if keys is not None else [],
         }
         return web.json_response(body, status=200 if self.ready else 503, dumps=json.dumps)
 

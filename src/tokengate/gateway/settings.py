@@ -7,7 +7,9 @@ Built once by the CLI from flags and TOKENGATE_* variables; tests build it direc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from tokengate.gateway.keys import KeyPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +30,6 @@ class GatewaySettings:
     client_send_timeout: float = 30.0
     upstream_max_connections: int = 512  # per upstream host:port; beyond it requests queue
     upstream_max_idle: int = 128
+    # Verified tokens kept per openid-connect config (two generations: up to twice this).
+    token_cache_size: int = 10_000
+    key_policy: KeyPolicy = field(default_factory=KeyPolicy)

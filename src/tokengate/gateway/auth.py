@@ -1,0 +1,296 @@
+"""The openid-connect plugin for one route config: request → verified token → upstream edits.
+
+    auth = Authenticator(oidc_config, registry.get(key_source(oidc_config)), clock=time.time)
+    try:
+        edits = await auth.check(request, body=None)     # UpstreamEdits for the forwarder
+    except AuthError as exc:
+        return auth.refuse(exc)                          # 401 / 403 / 400 / 503, Kong's bodies
+
+Request flow (DESIGN): extract → verified-token cache (hit: re-check exp + leeway and this
+route's requirements) → on a miss: shape → header → key (JWKS cache, by kid, alg bound to the
+key) → signature → iss / exp / nbf / iat / lifetime → cache put → requirements → upstream edits.
+Every exception on this path becomes an AuthError, so a 500 or a pass is impossible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from tokengate.gateway.edits import NO_EDITS, UpstreamEdits
+from tokengate.gateway.errors import AuthError, KeysUnavailable, MalformedToken, MissingToken
+from tokengate.gateway.extract import (
+    TokenLocation,
+    cookie_header_without,
+    extract_token,
+    form_without_token,
+    query_without_token,
+)
+from tokengate.gateway.keys import IssuerKeys, KeySource
+from tokengate.gateway.oidc_config import OidcConfig
+from tokengate.gateway.requirements import compile_requirements
+from tokengate.gateway.token_cache import TokenCache, VerifiedToken
+from tokengate.gateway.verify import (
+    ClaimRules,
+    check_claims,
+    decode_claims,
+    split_token,
+    verify_signature,
+)
+
+log = logging.getLogger("tokengate.auth")
+
+# Longest token lifetime accepted (exp - iat): Kong Identity issues at most 30 days.
+MAX_TOKEN_LIFETIME: Final = 30 * 86400.0
+_PLAIN_HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]*")
+
+
+def key_source(config: OidcConfig) -> KeySource:
+    return KeySource(
+        issuer=config.expected_issuer,
+        discovery_url=config.discovery_url,
+        jwks_endpoint=config.jwks_endpoint,
+        extra_jwks_uris=config.extra_jwks_uris,
+        timeout=config.timeout,
+        ssl_verify=config.ssl_verify,
+        rediscovery_lifetime=config.rediscovery_lifetime,
+    )
+
+
+def is_preflight(request: web.BaseRequest) -> bool:
+    headers = request.headers
+    return (
+        request.method == "OPTIONS"
+        and "Origin" in headers
+        and "Access-Control-Request-Method" in headers
+    )
+
+
+class Authenticator:
+    """One per distinct openid-connect config; routes with equal configs share it (and its
+    verified-token cache)."""
+
+    def __init__(
+        self,
+        config: OidcConfig,
+        keys: IssuerKeys,
+        *,
+        clock: Callable[[], float],
+        cache_capacity: int = 10_000,
+        retry_after: int = 5,
+    ) -> None:
+        self.config = config
+        self.keys = keys
+        self._clock = clock
+        self._retry_after = str(retry_after)
+        self._rules = ClaimRules(
+            issuers=config.accepted_issuers, leeway=config.leeway, max_lifetime=MAX_TOKEN_LIFETIME
+        )
+        self._leeway = config.leeway
+        self._ttl_max = config.cache_ttl_max
+        self.cache = TokenCache(cache_capacity) if config.cache_tokens else None
+        self._requirements = compile_requirements(config)
+        self.realm = urlsplit(config.expected_issuer).hostname or config.expected_issuer
+        self._token_header, self._token_prefix = _parse_token_header(
+            config.upstream_access_token_header
+        )
+        self._claim_headers = tuple(
+            zip(config.upstream_headers_claims, config.upstream_headers_names, strict=True)
+        )
+        self._set_headers = frozenset(
+            [name.lower().encode("latin-1") for name in config.upstream_headers_names]
+            + ([self._token_header.lower()] if self._token_header is not None else [])
+        )
+
+    # -- the request path ----------------------------------------------------------------
+    async def check(self, request: web.BaseRequest, body: bytes | None) -> UpstreamEdits:
+        """Authenticate and authorise; the edits to apply upstream. Raises AuthError."""
+        config = self.config
+        if not config.run_on_preflight and is_preflight(request):
+            return NO_EDITS
+        try:
+            location = extract_token(request, config, body)
+            if location is None:
+                raise MissingToken
+            entry = await self.authenticate(location.token)
+            self.authorize(entry)
+        except AuthError as exc:
+            if config.anonymous is not None and exc.status == 401:
+                log.info("anonymous access after: %s", exc.detail)
+                return UpstreamEdits(added=b"X-Anonymous-Consumer: true\r\n")
+            raise
+        return self._edits(request, location, entry, body)
+
+    async def authenticate(self, token: str) -> VerifiedToken:
+        now = self._clock()
+        cache = self.cache
+        if cache is not None:
+            entry = cache.get(token, now)
+            if entry is not None:
+                return entry
+        try:
+            entry = await self._verify(token, now)
+        except AuthError:
+            raise
+        except Exception as exc:  # anything unforeseen in parsing is the token's fault: 401
+            log.warning("unexpected error verifying a token: %r", exc)
+            raise MalformedToken("token could not be processed") from None
+        if cache is not None:
+            cache.put(token, entry)
+        return entry
+
+    async def _verify(self, token: str, now: float) -> VerifiedToken:
+        parts = split_token(token)
+        key = self.keys.select(parts.kid, parts.alg)
+        if key is None:
+            key = await self.keys.key_for(parts.kid, parts.alg)
+        verify_signature(parts, key)
+        claims = decode_claims(parts)
+        exp = check_claims(claims, self._rules, now)
+        expires = exp + self._leeway
+        if self._ttl_max is not None:
+            expires = min(expires, now + self._ttl_max)
+        return VerifiedToken(claims=claims, exp=exp, expires=expires)
+
+    def authorize(self, entry: VerifiedToken) -> None:
+        if self._requirements is None:
+            return
+        if not entry.checked:
+            try:
+                self._requirements.check(entry.claims)
+            except AuthError as exc:
+                entry.denial = (type(exc), exc.detail)
+                raise
+            finally:
+                entry.checked = True
+        elif entry.denial is not None:
+            kind, detail = entry.denial
+            raise kind(detail)
+
+    # -- the upstream side -----------------------------------------------------------------
+    def _edits(
+        self,
+        request: web.BaseRequest,
+        location: TokenLocation,
+        entry: VerifiedToken,
+        body: bytes | None,
+    ) -> UpstreamEdits:
+        if location.where == "header":
+            edits: UpstreamEdits | None = entry.header_edits
+            if edits is None:
+                edits = entry.header_edits = self._build_edits(request, location, entry, body)
+            return edits
+        return self._build_edits(request, location, entry, body)
+
+    def _build_edits(
+        self,
+        request: web.BaseRequest,
+        location: TokenLocation,
+        entry: VerifiedToken,
+        body: bytes | None,
+    ) -> UpstreamEdits:
+        config = self.config
+        # Headers the gateway sets from the token are never taken from the client.
+        drop = set(self._set_headers)
+        added = self._claim_lines(entry.claims)
+        if self._token_header is not None:
+            added += b"%b: %b%b\r\n" % (
+                self._token_header,
+                self._token_prefix,
+                location.token.encode("ascii"),
+            )
+        query = new_body = None
+        if config.hide_credentials:
+            where = location.where
+            if where == "header":
+                drop.add(b"authorization")
+            elif where == "query":
+                query = query_without_token(request.rel_url.raw_query_string)
+            elif where == "cookie" and config.bearer_token_cookie_name:
+                drop.add(b"cookie")
+                rest = cookie_header_without(
+                    "; ".join(request.headers.getall("Cookie", ())),
+                    config.bearer_token_cookie_name,
+                )
+                if rest:
+                    added += b"Cookie: %b\r\n" % rest.encode("latin-1")
+            elif where == "body" and body is not None:
+                new_body = form_without_token(body)
+        return UpstreamEdits(drop=frozenset(drop), added=added, query=query, body=new_body)
+
+    def _claim_lines(self, claims: Mapping[str, Any]) -> bytes:
+        lines = []
+        for claim, header in self._claim_headers:
+            if claim in claims:
+                value = render_header_value(claims[claim])
+                lines.append(b"%b: %b\r\n" % (header.encode("latin-1"), value.encode("ascii")))
+        return b"".join(lines)
+
+    # -- the refusal -----------------------------------------------------------------------
+    def refuse(self, exc: AuthError) -> web.Response:
+        """The one place an AuthError becomes an HTTP answer (RFC 6750 §3)."""
+        log.info("auth refused (%s): %s", exc.reason, exc.detail)
+        config = self.config
+        headers: dict[str, str] = {}
+        if exc.status == 503:
+            headers["Retry-After"] = self._retry_after
+            message = "Service Unavailable"
+        elif exc.status == 400:
+            message = "Bad Request"
+        elif exc.status == 403:
+            message = config.forbidden_error_message
+        else:
+            message = config.unauthorized_error_message
+        if exc.status in (401, 403, 400):
+            challenge = f'Bearer realm="{_quote(self.realm)}"'
+            if exc.error is not None and config.expose_error_code:
+                challenge += f', error="{exc.error}"'
+                if config.display_errors:
+                    challenge += f', error_description="{_quote(exc.detail)}"'
+            headers["WWW-Authenticate"] = challenge
+        return web.Response(
+            status=exc.status,
+            body=json.dumps({"message": message}).encode(),
+            content_type="application/json",
+            charset="utf-8",
+            headers=headers,
+        )
+
+
+def render_header_value(value: object) -> str:
+    """A claim as an upstream header value: plain printable-ASCII strings as they are; numbers,
+    booleans, lists, objects and any string with other characters as compact ASCII JSON (so a
+    claim can never inject a header line)."""
+    if isinstance(value, str) and _PLAIN_HEADER_VALUE.fullmatch(value):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+def _parse_token_header(setting: str | None) -> tuple[bytes | None, bytes]:
+    # Kong's format: "header-name" or "header-name:scheme" (e.g. "authorization:bearer").
+    if not setting:
+        return None, b""
+    name, _, scheme = setting.partition(":")
+    prefix = (scheme.strip().capitalize() + " ").encode("latin-1") if scheme.strip() else b""
+    return name.strip().encode("latin-1"), prefix
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+__all__ = [
+    "NO_EDITS",
+    "Authenticator",
+    "KeysUnavailable",
+    "UpstreamEdits",
+    "is_preflight",
+    "key_source",
+    "render_header_value",
+]
