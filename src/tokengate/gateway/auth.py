@@ -24,7 +24,13 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from tokengate.gateway.edits import NO_EDITS, UpstreamEdits
-from tokengate.gateway.errors import AuthError, KeysUnavailable, MalformedToken, MissingToken
+from tokengate.gateway.errors import (
+    AuthError,
+    InvalidToken,
+    KeysUnavailable,
+    MalformedToken,
+    MissingToken,
+)
 from tokengate.gateway.extract import (
     TokenLocation,
     cookie_header_without,
@@ -49,6 +55,7 @@ log = logging.getLogger("tokengate.auth")
 # Longest token lifetime accepted (exp - iat): Kong Identity issues at most 30 days.
 MAX_TOKEN_LIFETIME: Final = 30 * 86400.0
 _PLAIN_HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]*")
+_ANONYMOUS: Final = UpstreamEdits(added=b"X-Anonymous-Consumer: true\r\n")
 
 
 def key_source(config: OidcConfig) -> KeySource:
@@ -123,8 +130,12 @@ class Authenticator:
         except AuthError as exc:
             if config.anonymous is not None and exc.status == 401:
                 log.info("anonymous access after: %s", exc.detail)
-                return UpstreamEdits(added=b"X-Anonymous-Consumer: true\r\n")
+                return _ANONYMOUS
             raise
+        except Exception:
+            # Security invariant: nothing a client sends turns into a 500 or a pass.
+            log.exception("unexpected error while authenticating a request")
+            raise InvalidToken("token could not be processed") from None
         return self._edits(request, location, entry, body)
 
     async def authenticate(self, token: str) -> VerifiedToken:
@@ -211,7 +222,7 @@ class Authenticator:
             if where == "header":
                 drop.add(b"authorization")
             elif where == "query":
-                query = query_without_token(request.rel_url.raw_query_string)
+                query = query_without_token(request.raw_path.partition("?")[2])
             elif where == "cookie" and config.bearer_token_cookie_name:
                 drop.add(b"cookie")
                 rest = cookie_header_without(
