@@ -57,8 +57,7 @@ def verdict(live: Live, headers: dict[str, str], path: str = "/") -> Any:
     try:
         return loop.run_until_complete(auth.check(request, None))
     except AuthError as exc:
-        assert exc.status in (400, 401, 403), exc
-        return exc.status
+        return exc.status  # callers assert which statuses are allowed
 
 
 @settings(max_examples=400, deadline=None)
