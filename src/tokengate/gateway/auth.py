@@ -44,6 +44,7 @@ from tokengate.gateway.requirements import compile_requirements
 from tokengate.gateway.token_cache import TokenCache, VerifiedToken
 from tokengate.gateway.verify import (
     ClaimRules,
+    HeaderCache,
     check_claims,
     decode_claims,
     split_token,
@@ -102,6 +103,7 @@ class Authenticator:
         self._leeway = config.leeway
         self._ttl_max = config.cache_ttl_max
         self.cache = TokenCache(cache_capacity) if config.cache_tokens else None
+        self._headers = HeaderCache()
         self._requirements = compile_requirements(config)
         self.realm = urlsplit(config.expected_issuer).hostname or config.expected_issuer
         self._token_header, self._token_prefix = _parse_token_header(
@@ -157,7 +159,7 @@ class Authenticator:
         return entry
 
     async def _verify(self, token: str, now: float) -> VerifiedToken:
-        parts = split_token(token)
+        parts = split_token(token, self._headers)
         key = self.keys.select(parts.kid, parts.alg)
         if key is None:
             key = await self.keys.key_for(parts.kid, parts.alg)

@@ -12,12 +12,12 @@ key types); every signature is checked by `cryptography`. Each key is turned int
 it may verify: the token's `alg` only picks among those, it never chooses how a key is used.
 
 A JWK is refused (with one human reason in `KeySet.rejected`) unless all of these hold:
-`use` absent or "sig"; `key_ops` absent or listing "verify"; no private member (a JWKS that
-leaks private keys is not trusted at all for that key); `kid` absent or a string; kty RSA
-(≥ 2048 bits, e odd > 1), EC (P-256/P-384/P-521, point on the curve, coordinates of the curve's
-full size) or OKP (Ed25519, Ed448); `alg`, when present, one of ALGORITHMS that fits the key.
-Members are base64url without padding, canonical. `x5c`/`x5u`/`x5t` are ignored. A `kid` that
-appears more than once in a document is poisoned: no key is ever selected by it.
+`use` absent or "sig"; `key_ops` absent or listing "verify"; no private member (a key whose
+private half is published is compromised); `kid` absent or a string; kty RSA (≥ 2048 bits,
+e odd > 1, no ROCA fingerprint), EC (P-256/P-384/P-521, point on the curve, coordinates of the
+curve's full size) or OKP (Ed25519, Ed448); `alg`, when present, one of ALGORITHMS that fits
+the key. Members are base64url without padding, canonical. `x5c`/`x5u`/`x5t` are ignored.
+A `kid` that appears more than once in a document is poisoned: no key is ever selected by it.
 """
 
 from __future__ import annotations
@@ -423,10 +423,10 @@ class KeySet:
 
 
 def _label(index: int, jwk: object) -> str:
-    kid = jwk.get("kid") if isinstance(jwk, dict) else None
-    if isinstance(kid, str):
-        return f"key {index} (kid {kid!r})"
-    return f"key {index} (no kid)" if kid is None else f"key {index}"
+    if not isinstance(jwk, dict) or "kid" not in jwk:
+        return f"key {index} (no kid)" if isinstance(jwk, dict) else f"key {index}"
+    kid = jwk["kid"]
+    return f"key {index} (kid {kid!r})" if isinstance(kid, str) else f"key {index}"
 
 
 def parse_jwks(document: object, *, source: str = "jwks") -> KeySet:

@@ -33,7 +33,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from json.scanner import make_scanner
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NamedTuple, NoReturn
 
 from tokengate.gateway.errors import (
     BadClaims,
@@ -71,9 +71,9 @@ _STANDARD_ALPHABET: Final = (string.ascii_letters + string.digits + "+/").encode
 _CANONICAL_LAST: Final = (b"", b"", b"AQgw", b"AEIMQUYcgkosw048")  # by len % 4
 
 
-@dataclass(frozen=True, slots=True)
-class TokenParts:
-    """A compact JWS split and its header checked; the signature is not verified yet."""
+class TokenParts(NamedTuple):
+    """A compact JWS split and its header checked; the signature is not verified yet.
+    (A NamedTuple: one is built per verification, and it is cheaper to build than a dataclass.)"""
 
     alg: str
     kid: str | None
@@ -99,7 +99,7 @@ class ClaimRules:
 # -- JSON: objects only, no duplicate names, no NaN/Infinity -----------------------------------
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
-    # RFC 7515 §5.2 / RFC 7519 §4: duplicate names are refused, never "last one wins" (two
+    # RFC 7515 §4 / RFC 7519 §4: duplicate names are refused, never "last one wins" (two
     # parsers must not read two different tokens out of one).
     if len(obj) != len(pairs):
         raise ValueError("duplicate member name")
@@ -134,9 +134,25 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
 
 
 # -- shape and header -------------------------------------------------------------------------
-def split_token(token: str) -> TokenParts:
+class HeaderCache:
+    """Checked headers by their encoded segment. An issuer's tokens share one header (alg, kid,
+    typ), so its decoding and checks run once; only headers that passed them are kept. Bounded:
+    cleared when full, so random headers cost a parse each, never memory. One per verifier."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.entries: dict[bytes, tuple[str, str | None, dict[str, Any]]] = {}
+
+    def put(self, segment: bytes, checked: tuple[str, str | None, dict[str, Any]]) -> None:
+        if len(self.entries) >= self.size:
+            self.entries.clear()
+        self.entries[segment] = checked
+
+
+def split_token(token: str, headers: HeaderCache | None = None) -> TokenParts:
     """Split a compact JWS and check its shape and header (MalformedToken,
-    UnsupportedAlgorithm). The payload is checked for shape but not parsed."""
+    UnsupportedAlgorithm). The payload is checked for shape but not parsed. `headers`, when
+    given, remembers the headers that passed their checks."""
     if len(token) > MAX_TOKEN_SIZE:  # before any work: the cap bounds everything below
         raise MalformedToken(f"token longer than {MAX_TOKEN_SIZE} characters")
     try:
@@ -148,6 +164,31 @@ def split_token(token: str) -> TokenParts:
     if len(segments) != 3:
         raise MalformedToken("not three dot-separated segments")
     header_segment, payload_segment, signature_segment = segments
+    if not header_segment or not payload_segment or not signature_segment:
+        raise MalformedToken("empty segment")
+    checked = headers.entries.get(header_segment) if headers is not None else None
+    if checked is None:
+        checked = _check_header(header_segment)
+        if headers is not None:
+            headers.put(header_segment, checked)
+    alg, kid, header = checked
+    rem = len(payload_segment) & 3
+    if (
+        rem == 1
+        or (rem and payload_segment[-1:] not in _CANONICAL_LAST[rem])
+        or payload_segment.translate(None, _STANDARD_ALPHABET)  # any byte left is not base64url
+    ):
+        raise MalformedToken("payload is not canonical unpadded base64url")
+    try:
+        signature = b64_standard_decode(signature_segment)
+    except ValueError:
+        raise MalformedToken("signature is not canonical unpadded base64url") from None
+    end = len(header_segment) + 1 + len(payload_segment)
+    return TokenParts(alg, kid, header, raw[:end], signature, token[len(header_segment) + 1 : end])
+
+
+def _check_header(header_segment: bytes) -> tuple[str, str | None, dict[str, Any]]:
+    """A header segment (already mapped to the standard alphabet) decoded and checked."""
     try:
         header_bytes = b64_standard_decode(header_segment)
     except ValueError:
@@ -170,27 +211,7 @@ def split_token(token: str) -> TokenParts:
         if type(typ) is not str or typ.lower() not in _TYPES:
             raise MalformedToken("typ is not JWT or at+jwt")
     # "jku", "x5u", "jwk", "x5c" are deliberately never read: a token cannot bring its own key.
-    rem = len(payload_segment) & 3
-    if (
-        not payload_segment
-        or rem == 1
-        or (rem and payload_segment[-1:] not in _CANONICAL_LAST[rem])
-        or payload_segment.translate(None, _STANDARD_ALPHABET)  # any byte left is not base64url
-    ):
-        raise MalformedToken("payload is not canonical unpadded base64url")
-    try:
-        signature = b64_standard_decode(signature_segment)
-    except ValueError:
-        raise MalformedToken("signature is not canonical unpadded base64url") from None
-    end = len(header_segment) + 1 + len(payload_segment)
-    return TokenParts(
-        alg=alg,
-        kid=kid,
-        header=header,
-        signing_input=raw[:end],
-        signature=signature,
-        payload_segment=token[len(header_segment) + 1 : end],
-    )
+    return alg, kid, header
 
 
 def verify_signature(parts: TokenParts, key: VerificationKey) -> None:
