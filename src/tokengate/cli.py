@@ -138,6 +138,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _option(gateway, "--log-level", default="info", help="debug, info, warning or error")
 
+    identity = commands.add_parser("identity", help="run the local Kong Identity server")
+    _option(
+        identity,
+        "--listen",
+        default=("127.0.0.1", 9000),
+        type=parse_address,
+        help="address of the management API and the issuers",
+    )
+    _option(
+        identity,
+        "--public-url",
+        default=None,
+        help="URL clients use to reach this server (default http://<listen>)",
+    )
+    _option(identity, "--data", default="tokengate-identity.db", help="SQLite file")
+    identity.add_argument(
+        "--in-memory",
+        action="store_true",
+        default=os.environ.get("TOKENGATE_IN_MEMORY", "") not in ("", "0"),
+        help="keep nothing on disk (env TOKENGATE_IN_MEMORY)",
+    )
+    _option(
+        identity,
+        "--admin-token",
+        default=None,
+        help="bearer token for /v1 (default: generated and printed)",
+    )
+    _option(identity, "--seed", default=None, help="YAML of auth servers, scopes, claims, clients")
+    _option(identity, "--log-level", default="info", help="debug, info, warning or error")
+    identity_commands = identity.add_subparsers(dest="identity_command", parser_class=_Parser)
+    rotate = identity_commands.add_parser(
+        "rotate-keys", help="give an auth server a new signing key (the old one stays published)"
+    )
+    rotate.add_argument("auth_server_id")
+
     config = commands.add_parser("config", help="work with kong.yaml files")
     config_commands = config.add_subparsers(
         dest="config_command", required=True, parser_class=_Parser
@@ -153,7 +188,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return validate_command(args.file)
     if args.command == "gateway":
         return gateway_command(args)
+    if args.command == "identity":
+        return identity_command(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
+
+
+def _log_level(name: str) -> int | None:
+    level = getattr(logging, str(name).upper(), None)
+    return level if isinstance(level, int) else None
+
+
+def identity_command(args: argparse.Namespace) -> int:
+    from tokengate.identity.server import IdentitySettings, rotate_keys, serve_identity
+
+    level = _log_level(args.log_level)
+    if level is None:
+        print(f"tokengate: --log-level: unknown level {args.log_level!r}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.identity_command == "rotate-keys":
+        if args.in_memory:
+            print(
+                "tokengate: rotate-keys needs --data (an in-memory server keeps nothing)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        return rotate_keys(args.data, args.auth_server_id)
+    settings = IdentitySettings(
+        listen=args.listen,
+        public_url=args.public_url,
+        data=None if args.in_memory else args.data,
+        admin_token=args.admin_token,
+        seed=args.seed,
+    )
+    return serve_identity(settings)
 
 
 def _load(path: str) -> GatewayConfig | None:

@@ -1,0 +1,291 @@
+"""Every auth server's issuer, at `{public_url}/{issuer_id}/auth`: discovery, JWKS, token,
+introspection and userinfo, as Kong Identity serves them.
+
+    app = create_issuer_app(store, public_url="http://127.0.0.1:9000")
+    app.add_subapp("/v1", create_admin_app(store, admin_token=..., public_url=...))
+    # curl -d grant_type=client_credentials -d client_id=$ID -d client_secret=$SECRET \\
+    #      http://127.0.0.1:9000/$ISSUER_ID/auth/oauth/token
+
+    GET       {issuer}/.well-known/openid-configuration   discovery (OpenID Connect Discovery 1.0)
+    GET       {issuer}/.well-known/jwks                    public keys: active + retired in grace
+    POST      {issuer}/oauth/token                         RFC 6749, client_credentials (grants.py)
+    POST      {issuer}/introspect                          RFC 7662, the caller authenticates
+    GET|POST  {issuer}/userinfo                            Bearer token → claims (OIDC Core §5.3)
+
+HTTP glue only: the protocol is in grants.py, tokens in tokens.py. OAuth errors become RFC 6749
+§5.2 JSON in exactly one place (`oauth_error_response`); an unknown issuer id is a JSON 404.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import jwt
+from aiohttp import web
+
+from tokengate.identity.grants import (
+    CLIENT_AUTH_METHODS,
+    GRANTS,
+    InvalidRequest,
+    Issuer,
+    OAuthError,
+    TokenRequest,
+    authenticate_client,
+    token_endpoint,
+)
+from tokengate.identity.models import SigningKey
+from tokengate.identity.signing import public_jwk, signer_for
+from tokengate.identity.store import NotFound, Store
+from tokengate.identity.tokens import RESERVED_CLAIMS, ClaimError, userinfo
+
+log = logging.getLogger("tokengate.identity.issuer")
+
+FORM: Final = "application/x-www-form-urlencoded"
+MAX_TOKEN_LENGTH: Final = 8192  # a token longer than this is not one of ours
+JWKS_MAX_AGE: Final = 300
+NO_STORE: Final[Mapping[str, str]] = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_CLAIMS_IN_ORDER: Final = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope")
+_REQUIRED_CLAIMS: Final = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"]
+
+_dumps = functools.partial(json.dumps, separators=(",", ":"))
+
+
+def oauth_error_response(exc: OAuthError) -> web.Response:
+    """The one place an OAuthError becomes HTTP: RFC 6749 §5.2 JSON, never cached."""
+    return web.json_response(
+        exc.body(), status=exc.status_code, headers=exc.headers(), dumps=_dumps
+    )
+
+
+class IssuerApi:
+    """The handlers; state is the store, the public URL and the clock, nothing per request."""
+
+    def __init__(self, store: Store, *, public_url: str, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.public_url = public_url.rstrip("/")
+        self.clock = clock
+
+    def routes(self) -> list[web.RouteDef]:
+        base = "/{issuer_id}/auth"
+        return [
+            web.get(base + "/.well-known/openid-configuration", self.discovery),
+            web.get(base + "/.well-known/jwks", self.jwks),
+            web.post(base + "/oauth/token", self.token),
+            web.post(base + "/introspect", self.introspect),
+            web.get(base + "/userinfo", self.userinfo),
+            web.post(base + "/userinfo", self.userinfo),
+        ]
+
+    def issuer(self, request: web.Request) -> Issuer:
+        try:
+            server = self.store.get_auth_server_by_issuer_id(request.match_info["issuer_id"])
+        except NotFound:
+            body = {"error": "not_found", "error_description": "no such issuer"}
+            raise web.HTTPNotFound(text=_dumps(body), content_type="application/json") from None
+        url = f"{self.public_url}/{server.issuer_id}/auth"
+        return Issuer(self.store, server, url, self.clock)
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        issuer = self.issuer(request)
+        server, url = issuer.server, issuer.url
+        scopes = self.store.list_scopes(server.id)
+        custom = [c.name for c in self.store.list_claims(server.id) if c.enabled]
+        claims = list(_CLAIMS_IN_ORDER) + [
+            n for n in dict.fromkeys(custom) if n not in RESERVED_CLAIMS
+        ]
+        doc = {
+            "issuer": url,
+            "jwks_uri": f"{url}/.well-known/jwks",
+            "token_endpoint": f"{url}/oauth/token",
+            "introspection_endpoint": f"{url}/introspect",
+            "userinfo_endpoint": f"{url}/userinfo",
+            "grant_types_supported": list(GRANTS),
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+            "token_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+            "introspection_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+            "id_token_signing_alg_values_supported": [server.signing_algorithm],
+            "scopes_supported": [s.name for s in scopes if s.enabled and s.include_in_metadata],
+            "claims_supported": claims,
+        }
+        return web.json_response(doc, dumps=_dumps)
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        issuer = self.issuer(request)
+        keys = [public_jwk(k) for k in self.store.published_keys(issuer.server.id)]
+        headers = {"Cache-Control": f"max-age={JWKS_MAX_AGE}"}
+        return web.json_response({"keys": keys}, headers=headers, dumps=_dumps)
+
+    async def token(self, request: web.Request) -> web.Response:
+        issuer = self.issuer(request)
+        try:
+            body = token_endpoint(issuer, await _token_request(request))
+        except OAuthError as exc:
+            return oauth_error_response(exc)
+        return web.json_response(body, headers=NO_STORE, dumps=_dumps)
+
+    async def introspect(self, request: web.Request) -> web.Response:
+        """RFC 7662: any client of this auth server may ask; the answer is `active: false` for
+        anything but a token this issuer signed, recorded, and has not revoked or seen expire."""
+        issuer = self.issuer(request)
+        try:
+            token_request = await _token_request(request)
+            authenticate_client(issuer, token_request)
+            token = token_request.form.get("token")
+            if not token:
+                raise InvalidRequest("token is required")
+        except OAuthError as exc:
+            return oauth_error_response(exc)
+        claims = self.active_claims(issuer, token)
+        if claims is None:
+            return web.json_response({"active": False}, headers=NO_STORE, dumps=_dumps)
+        body: dict[str, Any] = {"active": True}
+        body.update((k, claims[k]) for k in _CLAIMS_IN_ORDER if k in claims)
+        body["token_type"] = "Bearer"  # noqa: S105 (a token type, not a password)
+        return web.json_response(body, headers=NO_STORE, dumps=_dumps)
+
+    async def userinfo(self, request: web.Request) -> web.Response:
+        """OIDC Core §5.3 with an access token from this issuer: every claim the token's scopes
+        include, those kept out of the token (include_in_token false) too."""
+        issuer = self.issuer(request)
+        realm = f'Bearer realm="{issuer.url}"'
+        headers = request.headers.getall("Authorization", [])
+        if len(headers) > 1:
+            return _bearer_error(
+                400, realm, "invalid_request", "more than one Authorization header"
+            )
+        scheme, _, token = headers[0].strip().partition(" ") if headers else ("", "", "")
+        if scheme.lower() != "bearer" or not token.strip():
+            # RFC 6750 §3.1: no credentials, no error code
+            return web.json_response(
+                {"message": "Unauthorized"},
+                status=401,
+                headers={**NO_STORE, "WWW-Authenticate": realm},
+            )
+        claims = self.active_claims(issuer, token.strip())
+        try:
+            if claims is None:
+                raise NotFound("inactive token")
+            client = self.store.get_client(issuer.server.id, claims["client_id"])
+        except NotFound:
+            return _bearer_error(401, realm, "invalid_token", "the access token is not active")
+        names = set(claims.get("scope", "").split(" "))
+        granted = [
+            s for s in self.store.list_scopes(issuer.server.id) if s.enabled and s.name in names
+        ]
+        try:
+            body = userinfo(
+                issuer.server,
+                client,
+                granted,
+                self.store.list_claims(issuer.server.id),
+                now=self.clock(),
+            )
+        except ClaimError as exc:
+            log.error("userinfo for client %s: %s", client.id, exc)
+            body = {"error": "server_error", "error_description": "a claim could not be rendered"}
+            return web.json_response(body, status=500, headers=NO_STORE, dumps=_dumps)
+        return web.json_response(body, headers=NO_STORE, dumps=_dumps)
+
+    def active_claims(self, issuer: Issuer, token: str) -> dict[str, Any] | None:
+        """The token's claims if it is active at this issuer now, else None (never an error)."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            return None
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            return None
+        key = self._published_key(issuer, kid)
+        if key is None:  # not signed by this auth server (another one's token: inactive)
+            return None
+        try:
+            # The algorithm is the key's, never the token header's.
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                signer_for(key).private_key.public_key(),
+                algorithms=[key.algorithm],
+                issuer=issuer.url,
+                options={
+                    "verify_aud": False,  # the audience may have been edited since issuing
+                    "verify_exp": False,  # exp / nbf / iat: below, with our clock
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "require": _REQUIRED_CLAIMS,
+                },
+            )
+        except jwt.PyJWTError:
+            return None
+        now = self.clock()
+        exp, nbf, jti = claims["exp"], claims["nbf"], claims["jti"]
+        if not (_is_number(exp) and _is_number(nbf) and isinstance(jti, str)):
+            return None
+        if now >= exp or now < nbf:
+            return None
+        record = self.store.find_token(jti)
+        # Revocation lives in the store: a signed, unexpired token that was revoked is inactive.
+        if (
+            record is None
+            or record.revoked
+            or record.auth_server_id != issuer.server.id
+            or record.client_id != claims["client_id"]
+        ):
+            return None
+        return claims
+
+    def _published_key(self, issuer: Issuer, kid: Any) -> SigningKey | None:
+        if not isinstance(kid, str):
+            return None
+        for key in self.store.published_keys(issuer.server.id):
+            if key.kid == kid:
+                return key
+        return None
+
+
+ISSUER_API: Final = web.AppKey("issuer_api", IssuerApi)
+
+
+def create_issuer_app(
+    store: Store, *, public_url: str, clock: Callable[[], float] = time.time
+) -> web.Application:
+    """The issuers of every auth server in `store`; paths include the issuer id, so the identity
+    app serves this one at "/" (and mounts the admin API under /v1)."""
+    api = IssuerApi(store, public_url=public_url, clock=clock)
+    app = web.Application()
+    app[ISSUER_API] = api
+    app.add_routes(api.routes())
+    return app
+
+
+async def _token_request(request: web.Request) -> TokenRequest:
+    """The form (each parameter at most once, RFC 6749 §3.2) and the Authorization header."""
+    if request.content_type != FORM:
+        raise InvalidRequest(f"the request body must be {FORM}")
+    try:
+        data = await request.post()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("malformed form body") from None
+    form: dict[str, str] = {}
+    for key, value in data.items():
+        if key in form or not isinstance(value, str):
+            raise InvalidRequest(f"parameter {key[:64]!r} is repeated")
+        form[key] = value
+    authorization = request.headers.getall("Authorization", [])
+    if len(authorization) > 1:
+        raise InvalidRequest("more than one Authorization header")
+    return TokenRequest(form, authorization[0] if authorization else None)
+
+
+def _bearer_error(status: int, realm: str, error: str, description: str) -> web.Response:
+    challenge = f'{realm}, error="{error}"'
+    body = {"error": error, "error_description": description}
+    headers = {**NO_STORE, "WWW-Authenticate": challenge}
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

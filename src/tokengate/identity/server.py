@@ -1,0 +1,133 @@
+"""Running the identity server (`tokengate identity`) and its offline commands.
+
+exit_code = serve_identity(IdentitySettings(listen=("127.0.0.1", 9000), data="id.db"))
+exit_code = rotate_keys("id.db", auth_server_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import secrets
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from tokengate.identity.app import KEY_GRACE, create_identity_app
+from tokengate.identity.seed import SeedError, apply_seed, load_seed
+from tokengate.identity.store import NotFound, Store, StoreError
+
+log = logging.getLogger("tokengate.identity")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    listen: tuple[str, int] = ("127.0.0.1", 9000)
+    public_url: str | None = None  # default: http://<listen address>
+    data: str | None = "tokengate-identity.db"  # None: in memory
+    admin_token: str | None = None  # None: generated and printed
+    seed: str | None = None
+
+    @property
+    def url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host, port = self.listen
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
+
+
+def open_store(settings: IdentitySettings) -> Store:
+    if settings.data is not None:
+        Path(settings.data).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return Store.open(settings.data)
+
+
+def serve_identity(settings: IdentitySettings) -> int:
+    seed = None
+    if settings.seed is not None:
+        try:
+            seed = load_seed(settings.seed)
+        except SeedError as exc:
+            print("\n".join(exc.errors), file=sys.stderr)
+            return 2
+    try:
+        store = open_store(settings)
+    except (StoreError, OSError) as exc:
+        print(f"tokengate identity: cannot open {settings.data}: {exc}", file=sys.stderr)
+        return 1
+    if seed is not None:
+        servers = apply_seed(store, seed)
+        for server in servers:
+            print(
+                f"seeded auth server {server.name!r}: issuer {settings.url}/"
+                f"{server.issuer_id}/auth",
+                flush=True,
+            )
+    admin_token = settings.admin_token
+    if not admin_token:
+        admin_token = secrets.token_urlsafe(24)
+        print(
+            f"admin token (set --admin-token or TOKENGATE_ADMIN_TOKEN to choose one): "
+            f"{admin_token}",
+            flush=True,
+        )
+    app = create_identity_app(
+        store, admin_token=admin_token, public_url=settings.url, close_store=True
+    )
+    try:
+        asyncio.run(_serve(app, settings))
+    except OSError as exc:
+        store.close()
+        if exc.errno == errno.EADDRINUSE:
+            host, port = settings.listen
+            print(
+                f"tokengate identity: cannot listen on {host}:{port}: address already in use; "
+                "choose another with --listen",
+                file=sys.stderr,
+            )
+        else:
+            print(f"tokengate identity: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(app: web.Application, settings: IdentitySettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        host, port = settings.listen
+        await web.TCPSite(runner, host, port).start()
+        log.info("tokengate identity listening on %s:%d (public URL %s)", host, port, settings.url)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def rotate_keys(data: str, auth_server_id: str) -> int:
+    try:
+        store = Store.open(data)
+    except (StoreError, OSError) as exc:
+        print(f"tokengate identity: cannot open {data}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        previous = store.active_key(auth_server_id)
+        key = store.rotate_key(auth_server_id, grace=KEY_GRACE)
+    except NotFound:
+        print(f"tokengate identity: no auth server {auth_server_id} in {data}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(
+        f"new signing key {key.kid}; {previous.kid} stays published for "
+        f"{int(KEY_GRACE.total_seconds())} s"
+    )
+    return 0

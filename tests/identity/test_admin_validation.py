@@ -1,0 +1,320 @@
+"""Every field rule of the spec's request bodies, failing with the field named in the 400."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pytest_aiohttp import AiohttpClient
+
+from tests.identity.test_admin_api import JSON, Admin, bad_fields, new_store, start_admin
+
+CLIENT: dict[str, Any] = {
+    "name": "c",
+    "grant_types": ["client_credentials"],
+    "response_types": ["token"],
+}
+SERVER: dict[str, Any] = {"name": "s", "audience": "http://api.test"}
+
+
+@pytest.fixture
+async def admin(aiohttp_client: AiohttpClient) -> AsyncIterator[Admin]:
+    with new_store() as store:
+        yield await start_admin(aiohttp_client, store)
+
+
+async def bad_request(admin: Admin, method: str, path: str, body: Any) -> dict[str, JSON]:
+    status, problem = await admin.call(method, path, body)
+    assert status == 400, problem
+    return bad_fields(problem)
+
+
+# (kind, body, field, rule): kind picks the endpoint; the body replaces or extends a valid one.
+CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    # auth servers
+    ("server", {"name": ""}, "name", "min_length"),
+    ("server", {"name": 7}, "name", "is_string"),
+    ("server", {"name": None}, "name", "is_string"),
+    ("server", {"audience": ""}, "audience", "min_length"),
+    ("server", {"description": ["x"]}, "description", "is_string"),
+    ("server", {"signing_algorithm": "HS256"}, "signing_algorithm", "enum"),
+    ("server", {"signing_algorithm": "rs256"}, "signing_algorithm", "enum"),
+    ("server", {"labels": ["env"]}, "labels", "is_object"),
+    ("server", {"labels": {"k" * 64: "v"}}, "labels", "is_label"),
+    ("server", {"labels": {"": "v"}}, "labels", "is_label"),
+    ("server", {"labels": {"kong-env": "v"}}, "labels", "is_label"),
+    ("server", {"labels": {"konnect": "v"}}, "labels", "is_label"),
+    ("server", {"labels": {"mesh.x": "v"}}, "labels", "is_label"),
+    ("server", {"labels": {"kic": "v"}}, "labels", "is_label"),
+    ("server", {"labels": {"_private": "v"}}, "labels", "is_label"),
+    ("server", {"labels": {"KONG": "v"}}, "labels", "is_label"),
+    ("server", {"labels": {"env": ""}}, "labels", "is_label"),
+    ("server", {"labels": {"env": "-dev"}}, "labels", "is_label"),
+    ("server", {"labels": {"env": "dev-"}}, "labels", "is_label"),
+    ("server", {"labels": {"env": "has space"}}, "labels", "is_label"),
+    ("server", {"labels": {"env": "v" * 64}}, "labels", "is_label"),
+    ("server", {"labels": {"env": 1}}, "labels", "is_label"),
+    ("server", {"labels": {"env": None}}, "labels", "is_label"),  # null: only in PATCH
+    ("server", {"labels": {f"k{i}": "v" for i in range(51)}}, "labels", "max_items"),
+    ("server", {"trusted_origins": "https://a.test"}, "trusted_origins", "is_array"),
+    ("server", {"trusted_origins": ["not a uri"]}, "trusted_origins", "invalid"),
+    ("server", {"trusted_origins": ["/relative"]}, "trusted_origins", "invalid"),
+    ("server", {"trusted_origins": ["https://a.test"] * 2}, "trusted_origins", "invalid"),
+    (
+        "server",
+        {"trusted_origins": [f"https://{i}.test" for i in range(17)]},
+        "trusted_origins",
+        "max_items",
+    ),
+    ("server", {"issuer": "https://x"}, "issuer", "unknown_property"),
+    ("server", {"nmae": "typo"}, "nmae", "unknown_property"),
+    # scopes
+    ("scope", {"name": ""}, "name", "min_length"),
+    ("scope", {"default": "false"}, "default", "is_boolean"),
+    ("scope", {"enabled": 1}, "enabled", "is_boolean"),
+    ("scope", {"include_in_metadata": None}, "include_in_metadata", "is_boolean"),
+    ("scope", {"description": 3}, "description", "is_string"),
+    ("scope", {"id": str(uuid.uuid4())}, "id", "unknown_property"),
+    # claims
+    ("claim", {"value": ""}, "value", "min_length"),
+    ("claim", {"value": 5}, "value", "is_string"),
+    ("claim", {"value": "${ .Client.Nope }"}, "value", "invalid"),
+    ("claim", {"value": "${ unclosed"}, "value", "invalid"),
+    ("claim", {"name": ""}, "name", "min_length"),
+    ("claim", {"include_in_token": "yes"}, "include_in_token", "is_boolean"),
+    ("claim", {"include_in_all_scopes": 0}, "include_in_all_scopes", "is_boolean"),
+    ("claim", {"include_in_scopes": "x"}, "include_in_scopes", "is_array"),
+    ("claim", {"include_in_scopes": ["not-a-uuid"]}, "include_in_scopes", "is_uuid"),
+    ("claim", {"include_in_scopes": [str(uuid.uuid4())]}, "include_in_scopes", "missing_reference"),
+    # clients
+    ("client", {"name": ""}, "name", "min_length"),
+    ("client", {"grant_types": "client_credentials"}, "grant_types", "is_array"),
+    ("client", {"grant_types": ["password"]}, "grant_types", "enum"),
+    ("client", {"grant_types": ["implicit", "implicit"]}, "grant_types", "invalid"),
+    ("client", {"response_types": ["code", "bogus"]}, "response_types", "enum"),
+    ("client", {"redirect_uris": ["http://app.test/cb"]}, "redirect_uris", "invalid"),
+    ("client", {"redirect_uris": ["https://app.test/cb#frag"]}, "redirect_uris", "invalid"),
+    ("client", {"redirect_uris": ["/cb"]}, "redirect_uris", "invalid"),
+    ("client", {"login_uri": "http://app.test/login"}, "login_uri", "invalid"),
+    ("client", {"login_uri": 3}, "login_uri", "is_string"),
+    ("client", {"access_token_duration": 59}, "access_token_duration", "min"),
+    ("client", {"access_token_duration": 2_592_001}, "access_token_duration", "max"),
+    ("client", {"access_token_duration": "3600"}, "access_token_duration", "is_integer"),
+    ("client", {"access_token_duration": 3600.5}, "access_token_duration", "is_integer"),
+    ("client", {"access_token_duration": True}, "access_token_duration", "is_integer"),
+    ("client", {"id_token_duration": 0}, "id_token_duration", "min"),
+    ("client", {"allow_all_scopes": "true"}, "allow_all_scopes", "is_boolean"),
+    ("client", {"allow_scopes": ["nope"]}, "allow_scopes", "is_uuid"),
+    ("client", {"allow_scopes": [str(uuid.uuid4())]}, "allow_scopes", "missing_reference"),
+    (
+        "client",
+        {"token_endpoint_auth_method": "private_key_jwt"},
+        "token_endpoint_auth_method",
+        "enum",
+    ),
+    ("client", {"labels": {"kong": "x"}}, "labels", "is_label"),
+    ("client", {"client_secret": "x"}, "client_secret", "unknown_property"),  # create: generated
+    ("client", {"id": "mine"}, "id", "unknown_property"),
+]
+
+
+def _target(kind: str, asid: str) -> tuple[str, dict[str, Any]]:
+    return {
+        "server": ("/auth-servers", SERVER),
+        "scope": (f"/auth-servers/{asid}/scopes", {"name": "s"}),
+        "claim": (f"/auth-servers/{asid}/claims", {"name": "n", "value": "v"}),
+        "client": (f"/auth-servers/{asid}/clients", CLIENT),
+    }[kind]
+
+
+@pytest.mark.parametrize(("kind", "body", "field", "rule"), CASES)
+async def test_create_refuses_a_bad_field(
+    admin: Admin, kind: str, body: dict[str, Any], field: str, rule: str
+) -> None:
+    asid = (await admin.server())["id"]
+    path, valid = _target(kind, asid)
+    entry = (await bad_request(admin, "POST", path, {**valid, **body}))[field]
+    assert entry["rule"] == rule
+    assert entry["source"] == "body"
+    assert entry["reason"]
+
+
+# PATCH takes the same rules, except UpdateClient's client_secret and LabelsUpdate's null values.
+PATCH_CASES = [c for c in CASES if c[2] != "client_secret" and c[1].get("labels") != {"env": None}]
+
+
+@pytest.mark.parametrize(("kind", "body", "field", "rule"), PATCH_CASES)
+async def test_patch_refuses_the_same_bad_fields(
+    admin: Admin, kind: str, body: dict[str, Any], field: str, rule: str
+) -> None:
+    asid = (await admin.server())["id"]
+    path, valid = _target(kind, asid)
+    if kind == "server":
+        path = f"{path}/{asid}"
+    else:
+        status, entity = await admin.call("POST", path, valid)
+        assert status == 201
+        path = f"{path}/{entity['id']}"
+    entry = (await bad_request(admin, "PATCH", path, body))[field]
+    assert entry["rule"] == rule
+
+
+@pytest.mark.parametrize(
+    ("kind", "missing"),
+    [
+        ("server", "name"),
+        ("server", "audience"),
+        ("scope", "name"),
+        ("claim", "name"),
+        ("claim", "value"),
+        ("client", "name"),
+        ("client", "grant_types"),
+        ("client", "response_types"),
+    ],
+)
+async def test_required_fields(admin: Admin, kind: str, missing: str) -> None:
+    asid = (await admin.server())["id"]
+    path, valid = _target(kind, asid)
+    body = {k: v for k, v in valid.items() if k != missing}
+    entry = (await bad_request(admin, "POST", path, body))[missing]
+    assert entry == {
+        "field": missing,
+        "rule": "required",
+        "reason": "is a required field",
+        "source": "body",
+    }
+
+
+async def test_every_bad_field_is_reported_at_once(admin: Admin) -> None:
+    asid = (await admin.server())["id"]
+    body = {
+        "grant_types": ["password"],
+        "access_token_duration": 10,
+        "id_token_duration": "long",
+        "allow_scopes": [str(uuid.uuid4())],
+        "labels": {"kong": "x"},
+        "colour": "blue",
+    }
+    status, problem = await admin.call("POST", f"/auth-servers/{asid}/clients", body)
+    assert status == 400
+    fields = bad_fields(problem)
+    assert {field: p["rule"] for field, p in fields.items()} == {
+        "name": "required",
+        "response_types": "required",
+        "grant_types": "enum",
+        "access_token_duration": "min",
+        "id_token_duration": "is_integer",
+        "allow_scopes": "missing_reference",
+        "labels": "is_label",
+        "colour": "unknown_property",
+    }
+    assert fields["access_token_duration"]["minimum"] == 60
+    assert fields["grant_types"]["choices"] == ["implicit", "client_credentials"]
+    assert "[name]" in problem["detail"]
+    assert admin.store.list_clients(asid) == []
+
+
+async def test_constraint_entries_carry_their_bounds(admin: Admin) -> None:
+    asid = (await admin.server())["id"]
+    body = {**CLIENT, "name": "", "access_token_duration": 2_592_001}
+    fields = await bad_request(admin, "POST", f"/auth-servers/{asid}/clients", body)
+    assert fields["name"] == {
+        "field": "name",
+        "rule": "min_length",
+        "reason": "must have at least 1 characters",
+        "source": "body",
+        "minimum": 1,
+    }
+    assert fields["access_token_duration"]["maximum"] == 2_592_000
+
+
+async def test_a_scope_of_another_auth_server_is_a_missing_reference(admin: Admin) -> None:
+    mine, other = (await admin.server())["id"], (await admin.server())["id"]
+    foreign = (await admin.scope(other))["id"]
+    body = {**CLIENT, "allow_scopes": [foreign]}
+    fields = await bad_request(admin, "POST", f"/auth-servers/{mine}/clients", body)
+    assert foreign in fields["allow_scopes"]["reason"]
+    body = {"name": "n", "value": "v", "include_in_scopes": [foreign]}
+    fields = await bad_request(admin, "POST", f"/auth-servers/{mine}/claims", body)
+    assert fields["include_in_scopes"]["rule"] == "missing_reference"
+
+
+async def test_put_checks_scope_references_too(admin: Admin) -> None:
+    asid = (await admin.server())["id"]
+    body = {**CLIENT, "client_secret": "s", "allow_scopes": [str(uuid.uuid4())]}
+    fields = await bad_request(admin, "PUT", f"/auth-servers/{asid}/clients/abc", body)
+    assert fields["allow_scopes"]["rule"] == "missing_reference"
+
+
+async def test_duplicate_scope_ids_in_allow_scopes_are_refused(admin: Admin) -> None:
+    asid = (await admin.server())["id"]
+    scope = (await admin.scope(asid))["id"]
+    body = {**CLIENT, "allow_scopes": [scope, scope]}
+    fields = await bad_request(admin, "POST", f"/auth-servers/{asid}/clients", body)
+    assert fields["allow_scopes"]["rule"] == "invalid"
+
+
+async def test_repeated_ids_in_include_in_scopes_are_dropped(admin: Admin) -> None:
+    asid = (await admin.server())["id"]
+    scope = (await admin.scope(asid))["id"]
+    claim = await admin.claim(asid, include_in_scopes=[scope, scope.upper()])
+    assert claim["include_in_scopes"] == [scope]
+
+
+async def test_labels_patch_may_not_exceed_fifty_in_total(admin: Admin) -> None:
+    server = await admin.server(labels={f"a{i}": "v" for i in range(30)})
+    body = {"labels": {f"b{i}": "v" for i in range(21)}}
+    fields = await bad_request(admin, "PATCH", f"/auth-servers/{server['id']}", body)
+    assert fields["labels"]["rule"] == "max_items"
+    update: dict[str, str | None] = {**{f"b{i}": "v" for i in range(21)}, "a0": None}
+    status, patched = await admin.call("PATCH", f"/auth-servers/{server['id']}", {"labels": update})
+    assert status == 200
+    assert len(patched["labels"]) == 50
+
+
+async def test_good_labels_are_accepted(admin: Admin) -> None:
+    labels = {"env": "test", "k" * 63: "v" * 63, "a.b-c_d": "A.b-c_9", "x": "1", "kon": "g"}
+    assert (await admin.server(labels=labels))["labels"] == labels
+
+
+async def test_secret_payloads_are_checked(admin: Admin) -> None:
+    asid = (await admin.server())["id"]
+    client = await admin.client(asid)
+    base = f"/auth-servers/{asid}/clients/{client['id']}/secrets"
+    fields = await bad_request(admin, "POST", base, {"secret": "", "enabled": "yes", "x": 1})
+    assert {f: p["rule"] for f, p in fields.items()} == {
+        "secret": "min_length",
+        "enabled": "is_boolean",
+        "x": "unknown_property",
+    }
+    secret_id = (await admin.ok("GET", base))["data"][0]["id"]
+    fields = await bad_request(admin, "PATCH", f"{base}/{secret_id}", {"enabled": None})
+    assert fields["enabled"]["rule"] == "is_boolean"
+    fields = await bad_request(admin, "PATCH", f"{base}/{secret_id}", {"secret": "new"})
+    assert fields["secret"]["rule"] == "unknown_property"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b'{"name": }', b"\xff\xfe", b'{"name": NaN}', b"[1, 2]", b'"text"', b"null"],
+)
+async def test_a_body_that_is_not_a_json_object_is_400(admin: Admin, raw: bytes) -> None:
+    status, problem = await admin.call("POST", "/auth-servers", raw=raw)
+    assert status == 400
+    assert bad_fields(problem)["body"]["source"] == "body"
+
+
+async def test_an_empty_body_reports_the_required_fields(admin: Admin) -> None:
+    status, problem = await admin.call("POST", "/auth-servers", raw=b"")
+    assert status == 400
+    assert set(bad_fields(problem)) == {"name", "audience"}
+
+
+async def test_a_bad_body_changes_nothing(admin: Admin) -> None:
+    server = await admin.server(name="keep")
+    path = f"/auth-servers/{server['id']}"
+    status, _ = await admin.call("PATCH", path, {"name": "changed", "audience": ""})
+    assert status == 400
+    assert await admin.ok("GET", path) == server

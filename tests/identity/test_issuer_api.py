@@ -1,0 +1,607 @@
+"""issuer_api over HTTP (aiohttp_client, real in-memory Store): discovery and JWKS fetched, then
+tokens verified with PyJWT against the JWKS; client auth methods; every RFC 6749 error as it goes
+on the wire; signing algorithms; introspection (active, revoked, expired, another server's);
+userinfo; unknown issuers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from tests.identity.test_tokens import PUBLIC_URL, Clock, basic, new_store
+from tokengate.identity.grants import InvalidGrant
+from tokengate.identity.issuer_api import ISSUER_API, create_issuer_app, oauth_error_response
+from tokengate.identity.models import AuthServer, Client, Scope
+from tokengate.identity.store import Store
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+HttpClient = TestClient[web.Request, web.Application]
+
+
+@dataclass
+class Issuer:
+    http: HttpClient
+    store: Store
+    clock: Clock
+    server: AuthServer
+    client: Client
+    secret: str
+    read: Scope
+
+    @property
+    def path(self) -> str:
+        return f"/{self.server.issuer_id}/auth"
+
+    @property
+    def url(self) -> str:
+        return PUBLIC_URL + self.path
+
+    async def token(
+        self, status: int = 200, headers: dict[str, str] | None = None, **form: str
+    ) -> Any:
+        base = {
+            "grant_type": "client_credentials",
+            "client_id": self.client.id,
+            "client_secret": self.secret,
+        }
+        async with self.http.post(
+            self.path + "/oauth/token", data={**base, **form}, headers=headers
+        ) as resp:
+            assert resp.status == status, await resp.text()
+            assert resp.headers["Cache-Control"] == "no-store"
+            assert resp.headers["Pragma"] == "no-cache"
+            return await resp.json()
+
+    async def introspect(self, token: str, **form: str) -> Any:
+        data = {"token": token, "client_id": self.client.id, "client_secret": self.secret, **form}
+        async with self.http.post(self.path + "/introspect", data=data) as resp:
+            assert resp.status == 200, await resp.text()
+            assert resp.headers["Cache-Control"] == "no-store"
+            return await resp.json()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> Iterator[Store]:
+    with new_store(clock) as s:
+        yield s
+
+
+async def start(aiohttp_client: AiohttpClient, store: Store, clock: Clock) -> HttpClient:
+    app = create_issuer_app(store, public_url=PUBLIC_URL + "/", clock=clock.time)
+    return await aiohttp_client(app)
+
+
+def seed(store: Store, **server: Any) -> tuple[AuthServer, Client, str, Scope]:
+    s = store.create_auth_server(
+        name=server.pop("name", "Appointments Dev"), audience="http://myhttpbin.dev", **server
+    )
+    read = store.create_scope(s.id, name="read", include_in_metadata=True)
+    store.create_scope(s.id, name="hidden")  # not in the metadata
+    store.create_scope(s.id, name="gone", include_in_metadata=True, enabled=False)
+    store.create_claim(
+        s.id, name="test-claim", value="test", include_in_token=True, include_in_scopes=(read.id,)
+    )
+    store.create_claim(
+        s.id, name="team", value="${ .Client.Labels.team }", include_in_all_scopes=True
+    )
+    store.create_claim(
+        s.id,
+        name="off",
+        value="x",
+        include_in_token=True,
+        include_in_all_scopes=True,
+        enabled=False,
+    )
+    client, secret = store.create_client(
+        s.id,
+        name="Client",
+        allow_scopes=(read.id,),
+        access_token_duration=3600,
+        labels={"team": "payments"},
+    )
+    return s, client, secret, read
+
+
+@pytest.fixture
+async def issuer(aiohttp_client: AiohttpClient, store: Store, clock: Clock) -> Issuer:
+    server, client, secret, read = seed(store)
+    http = await start(aiohttp_client, store, clock)
+    return Issuer(http, store, clock, server, client, secret, read)
+
+
+async def get_json(http: HttpClient, path: str, status: int = 200) -> Any:
+    async with http.get(path) as resp:
+        assert resp.status == status, await resp.text()
+        assert resp.content_type == "application/json"
+        return await resp.json()
+
+
+def jwks_key(jwks: dict[str, Any], token: str) -> jwt.PyJWK:
+    """The JWKS entry named by the token's kid, as a relying party would pick it."""
+    kid = jwt.get_unverified_header(token)["kid"]
+    return jwt.PyJWKSet.from_dict(jwks)[kid]
+
+
+def header_of(token: str) -> dict[str, Any]:
+    part = token.split(".")[0]
+    header: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return header
+
+
+# ---- discovery and JWKS --------------------------------------------------------------------------
+
+
+async def test_discovery_document(issuer: Issuer) -> None:
+    doc = await get_json(issuer.http, issuer.path + "/.well-known/openid-configuration")
+    url = issuer.url
+    assert doc == {
+        "issuer": url,
+        "jwks_uri": url + "/.well-known/jwks",
+        "token_endpoint": url + "/oauth/token",
+        "introspection_endpoint": url + "/introspect",
+        "userinfo_endpoint": url + "/userinfo",
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["read"],
+        "claims_supported": [
+            *("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope"),
+            *("test-claim", "team"),
+        ],
+    }
+
+
+async def test_jwks_serves_public_keys_only_with_a_cache_lifetime(issuer: Issuer) -> None:
+    async with issuer.http.get(issuer.path + "/.well-known/jwks") as resp:
+        assert resp.status == 200
+        assert resp.headers["Cache-Control"] == "max-age=300"
+        jwks = await resp.json()
+    (key,) = jwks["keys"]
+    active = issuer.store.active_key(issuer.server.id)
+    assert set(key) == {"kty", "kid", "use", "alg", "n", "e"}
+    assert (key["kty"], key["kid"], key["use"], key["alg"]) == ("RSA", active.kid, "sig", "RS256")
+
+
+async def test_jwks_keeps_a_rotated_key_during_its_grace(issuer: Issuer) -> None:
+    old = issuer.store.active_key(issuer.server.id)
+    new = issuer.store.rotate_key(issuer.server.id)
+    jwks = await get_json(issuer.http, issuer.path + "/.well-known/jwks")
+    assert [k["kid"] for k in jwks["keys"]] == [new.kid, old.kid]
+
+
+# ---- tokens verified as a relying party would ----------------------------------------------------
+
+
+async def test_token_from_the_guides_curl_verifies_against_the_published_keys(
+    issuer: Issuer,
+) -> None:
+    doc = await get_json(issuer.http, issuer.path + "/.well-known/openid-configuration")
+    jwks = await get_json(issuer.http, doc["jwks_uri"].removeprefix(PUBLIC_URL))
+    body = await issuer.token(scope="read")  # curl -d grant_type=... -d client_id=... -d scope=...
+    token = body["access_token"]
+    assert body == {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "scope": "read",
+    }
+    key = jwks_key(jwks, token)
+    assert list(header_of(token).items()) == [("typ", "JWT"), ("alg", "RS256"), ("kid", key.key_id)]
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=[key.algorithm_name],
+        audience="http://myhttpbin.dev",
+        issuer=doc["issuer"],
+        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+    )
+    iat = int(issuer.clock.time())
+    assert claims == {
+        "iss": issuer.url,
+        "sub": issuer.client.id,
+        "aud": ["http://myhttpbin.dev"],
+        "exp": iat + 3600,
+        "iat": iat,
+        "nbf": iat,
+        "jti": claims["jti"],
+        "client_id": issuer.client.id,
+        "scope": "read",
+        "test-claim": "test",
+    }  # "team" is include_in_token false: /userinfo only; "off" is disabled
+
+
+async def test_token_without_scopes_has_no_scope(issuer: Issuer) -> None:
+    body = await issuer.token()
+    assert "scope" not in body
+    assert "scope" not in jwt.decode(body["access_token"], options={"verify_signature": False})
+
+
+async def test_client_secret_basic(issuer: Issuer) -> None:
+    headers = {"Authorization": basic(issuer.client.id, issuer.secret)}
+    data = {"grant_type": "client_credentials", "scope": "read"}
+    async with issuer.http.post(issuer.path + "/oauth/token", data=data, headers=headers) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["scope"] == "read"
+
+
+@pytest.mark.parametrize("algorithm", ["PS256", "RS512"])
+async def test_signing_algorithm(
+    aiohttp_client: AiohttpClient, store: Store, clock: Clock, algorithm: str
+) -> None:
+    server, client, secret, read = seed(store, signing_algorithm=algorithm)
+    issuer = Issuer(
+        await start(aiohttp_client, store, clock), store, clock, server, client, secret, read
+    )
+    doc = await get_json(issuer.http, issuer.path + "/.well-known/openid-configuration")
+    assert doc["id_token_signing_alg_values_supported"] == [algorithm]
+    jwks = await get_json(issuer.http, issuer.path + "/.well-known/jwks")
+    assert jwks["keys"][0]["alg"] == algorithm
+    token = (await issuer.token())["access_token"]
+    assert header_of(token)["alg"] == algorithm
+    key = jwks_key(jwks, token)
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=[algorithm],
+        audience="http://myhttpbin.dev",
+        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+    )
+    assert claims["sub"] == client.id
+    with pytest.raises(jwt.InvalidAlgorithmError):  # the key is bound to its algorithm
+        jwt.decode(token, key, algorithms=["RS256" if algorithm != "RS256" else "PS256"])
+
+
+async def test_access_token_duration(issuer: Issuer) -> None:
+    issuer.store.update_client(issuer.server.id, issuer.client.id, access_token_duration=60)
+    body = await issuer.token()
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert body["expires_in"] == 60
+    assert claims["exp"] - claims["iat"] == 60
+
+
+# ---- RFC 6749 §5.2 errors on the wire ------------------------------------------------------------
+
+
+async def oauth_error(
+    issuer: Issuer,
+    status: int,
+    error: str,
+    *,
+    data: Any,
+    headers: dict[str, str] | None = None,
+    challenge: bool = False,
+) -> None:
+    async with issuer.http.post(issuer.path + "/oauth/token", data=data, headers=headers) as resp:
+        assert resp.status == status, await resp.text()
+        assert resp.content_type == "application/json"
+        body = await resp.json()
+        assert set(body) == {"error", "error_description"}
+        assert body["error"] == error
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert resp.headers["Pragma"] == "no-cache"
+        expected = f'Basic realm="{issuer.url}"' if challenge else None
+        assert resp.headers.get("WWW-Authenticate") == expected
+
+
+async def test_invalid_request(issuer: Issuer) -> None:
+    creds = {"client_id": issuer.client.id, "client_secret": issuer.secret}
+    await oauth_error(issuer, 400, "invalid_request", data=creds)  # no grant_type
+    repeated = [
+        ("grant_type", "client_credentials"),
+        ("scope", "read"),
+        ("scope", "read"),
+        *creds.items(),
+    ]
+    await oauth_error(issuer, 400, "invalid_request", data=repeated)  # RFC 6749 §3.2
+    as_json = json.dumps({"grant_type": "client_credentials", **creds})
+    await oauth_error(
+        issuer, 400, "invalid_request", data=as_json, headers={"Content-Type": "application/json"}
+    )
+    both = {"Authorization": basic(issuer.client.id, issuer.secret)}
+    await oauth_error(
+        issuer,
+        400,
+        "invalid_request",
+        data={"grant_type": "client_credentials", **creds},
+        headers=both,
+    )
+
+
+async def test_two_authorization_headers_are_invalid_request(issuer: Issuer) -> None:
+    auth = basic(issuer.client.id, issuer.secret)
+    async with issuer.http.post(
+        issuer.path + "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers=[("Authorization", auth), ("Authorization", auth)],
+    ) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "invalid_request"
+
+
+async def test_invalid_client(issuer: Issuer) -> None:
+    wrong = {
+        "grant_type": "client_credentials",
+        "client_id": issuer.client.id,
+        "client_secret": "nope",
+    }
+    await oauth_error(issuer, 401, "invalid_client", data=wrong)
+    await oauth_error(issuer, 401, "invalid_client", data={"grant_type": "client_credentials"})
+    headers = {"Authorization": basic(issuer.client.id, "nope")}
+    data = {"grant_type": "client_credentials"}
+    await oauth_error(issuer, 401, "invalid_client", data=data, headers=headers, challenge=True)
+    headers = {"Authorization": "Basic %%%"}
+    await oauth_error(issuer, 401, "invalid_client", data=data, headers=headers, challenge=True)
+
+
+async def test_unsupported_grant_type(issuer: Issuer) -> None:
+    data = {"grant_type": "password", "username": "u", "password": "p"}
+    await oauth_error(issuer, 400, "unsupported_grant_type", data=data)
+
+
+async def test_unauthorized_client(issuer: Issuer) -> None:
+    issuer.store.update_client(issuer.server.id, issuer.client.id, grant_types=("implicit",))
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": issuer.client.id,
+        "client_secret": issuer.secret,
+    }
+    await oauth_error(issuer, 400, "unauthorized_client", data=data)
+
+
+async def test_invalid_scope(issuer: Issuer) -> None:
+    for scope in ("hidden", "gone", "nope"):
+        data = {
+            "grant_type": "client_credentials",
+            "client_id": issuer.client.id,
+            "client_secret": issuer.secret,
+            "scope": scope,
+        }
+        await oauth_error(issuer, 400, "invalid_scope", data=data)
+
+
+async def test_invalid_grant_renders_like_the_others() -> None:
+    response = oauth_error_response(InvalidGrant("no"))
+    assert response.status == 400
+    assert json.loads(response.text or "") == {"error": "invalid_grant", "error_description": "no"}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_server_error_when_a_claim_cannot_render(issuer: Issuer) -> None:
+    issuer.store.update_client(issuer.server.id, issuer.client.id, labels={"n": "0"})
+    issuer.store.create_claim(
+        issuer.server.id,
+        name="broken",
+        value="${ div 1 (atoi .Client.Labels.n) }",
+        include_in_token=True,
+        include_in_all_scopes=True,
+    )
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": issuer.client.id,
+        "client_secret": issuer.secret,
+    }
+    await oauth_error(issuer, 500, "server_error", data=data)
+
+
+async def test_token_endpoint_is_post_only(issuer: Issuer) -> None:
+    async with issuer.http.get(issuer.path + "/oauth/token") as resp:
+        assert resp.status == 405
+
+
+# ---- introspection (RFC 7662) --------------------------------------------------------------------
+
+
+async def test_introspection_of_an_active_token(issuer: Issuer) -> None:
+    token = (await issuer.token(scope="read"))["access_token"]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert await issuer.introspect(token) == {
+        "active": True,
+        "iss": issuer.url,
+        "sub": issuer.client.id,
+        "aud": ["http://myhttpbin.dev"],
+        "exp": claims["exp"],
+        "iat": claims["iat"],
+        "nbf": claims["nbf"],
+        "jti": claims["jti"],
+        "client_id": issuer.client.id,
+        "scope": "read",
+        "token_type": "Bearer",
+    }
+
+
+async def test_introspection_with_basic_auth_and_a_hint(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    headers = {"Authorization": basic(issuer.client.id, issuer.secret)}
+    data = {"token": token, "token_type_hint": "access_token"}
+    async with issuer.http.post(issuer.path + "/introspect", data=data, headers=headers) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["active"] is True
+
+
+async def test_any_client_of_the_server_may_introspect(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    _, secret = issuer.store.create_client(issuer.server.id, name="resource-server", id="rs")
+    data = {"token": token, "client_id": "rs", "client_secret": secret}
+    async with issuer.http.post(issuer.path + "/introspect", data=data) as resp:
+        assert (await resp.json())["active"] is True
+
+
+async def test_a_revoked_token_is_inactive(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    issuer.store.revoke_token(issuer.server.id, issuer.client.id, jti)
+    assert await issuer.introspect(token) == {"active": False}
+
+
+async def test_an_expired_token_is_inactive(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    issuer.clock.advance(seconds=3599)
+    assert (await issuer.introspect(token))["active"] is True
+    issuer.clock.advance(seconds=1)
+    assert await issuer.introspect(token) == {"active": False}
+
+
+async def test_another_servers_token_is_inactive(
+    issuer: Issuer, aiohttp_client: AiohttpClient
+) -> None:
+    server, client, secret, _ = seed(issuer.store, name="Other")
+    other = Issuer(issuer.http, issuer.store, issuer.clock, server, client, secret, issuer.read)
+    foreign = (await other.token())["access_token"]
+    assert (await other.introspect(foreign))["active"] is True
+    assert await issuer.introspect(foreign) == {"active": False}
+
+
+async def test_a_token_from_a_rotated_key_stays_active_during_the_grace(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    issuer.store.rotate_key(issuer.server.id)
+    assert (await issuer.introspect(token))["active"] is True
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "garbage",
+        "a.b.c",
+        "x" * 9000,
+        # alg "none", kid of nothing we know
+        "eyJhbGciOiJub25lIiwia2lkIjoieCJ9.eyJzdWIiOiJ4In0.",
+    ],
+)
+async def test_garbage_is_inactive(issuer: Issuer, token: str) -> None:
+    assert await issuer.introspect(token) == {"active": False}
+
+
+async def test_a_forged_token_with_our_kid_is_inactive(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    header, _, signature = token.split(".")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    claims["scope"] = "admin"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    assert await issuer.introspect(f"{header}.{forged_payload}.{signature}") == {"active": False}
+    hs256 = jwt.encode(
+        claims, "s" * 32, algorithm="HS256", headers={"kid": header_of(token)["kid"]}
+    )
+    assert await issuer.introspect(hs256) == {"active": False}
+
+
+async def test_introspection_requires_client_authentication_and_a_token(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    async with issuer.http.post(issuer.path + "/introspect", data={"token": token}) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"] == "invalid_client"
+    headers = {"Authorization": basic(issuer.client.id, "wrong")}
+    async with issuer.http.post(
+        issuer.path + "/introspect", data={"token": token}, headers=headers
+    ) as resp:
+        assert resp.status == 401
+        assert resp.headers["WWW-Authenticate"] == f'Basic realm="{issuer.url}"'
+    data = {"client_id": issuer.client.id, "client_secret": issuer.secret}
+    async with issuer.http.post(issuer.path + "/introspect", data=data) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "invalid_request"
+
+
+# ---- userinfo ------------------------------------------------------------------------------------
+
+
+async def test_userinfo_includes_claims_kept_out_of_the_token(issuer: Issuer) -> None:
+    token = (await issuer.token(scope="read"))["access_token"]
+    for method in ("GET", "POST"):
+        async with issuer.http.request(
+            method, issuer.path + "/userinfo", headers={"Authorization": f"Bearer {token}"}
+        ) as resp:
+            assert resp.status == 200
+            assert resp.headers["Cache-Control"] == "no-store"
+            assert await resp.json() == {
+                "sub": issuer.client.id,
+                "test-claim": "test",
+                "team": "payments",
+            }
+
+
+async def test_userinfo_follows_the_tokens_scopes(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]  # no scope: "test-claim" (read only) is out
+    headers = {"Authorization": f"Bearer {token}"}
+    async with issuer.http.get(issuer.path + "/userinfo", headers=headers) as resp:
+        assert await resp.json() == {"sub": issuer.client.id, "team": "payments"}
+
+
+async def test_userinfo_without_a_token_is_a_bare_bearer_challenge(issuer: Issuer) -> None:
+    for headers in (
+        {},
+        {"Authorization": basic(issuer.client.id, issuer.secret)},
+        {"Authorization": "Bearer "},
+    ):
+        async with issuer.http.get(issuer.path + "/userinfo", headers=headers) as resp:
+            assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"] == f'Bearer realm="{issuer.url}"'
+
+
+async def test_userinfo_with_a_bad_or_revoked_token_is_invalid_token(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    issuer.store.revoke_token(issuer.server.id, issuer.client.id, jti)
+    for bearer in ("not-a-token", token):
+        async with issuer.http.get(
+            issuer.path + "/userinfo", headers={"Authorization": f"Bearer {bearer}"}
+        ) as resp:
+            assert resp.status == 401
+            assert (
+                resp.headers["WWW-Authenticate"]
+                == f'Bearer realm="{issuer.url}", error="invalid_token"'
+            )
+            assert (await resp.json())["error"] == "invalid_token"
+
+
+async def test_userinfo_for_a_deleted_client_is_invalid_token(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    issuer.store.delete_client(issuer.server.id, issuer.client.id)
+    async with issuer.http.get(
+        issuer.path + "/userinfo", headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
+        assert resp.status == 401
+
+
+# ---- unknown issuers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [
+        ("GET", "/.well-known/openid-configuration"),
+        ("GET", "/.well-known/jwks"),
+        ("POST", "/oauth/token"),
+        ("POST", "/introspect"),
+        ("GET", "/userinfo"),
+    ],
+)
+async def test_unknown_issuer_is_a_json_404(issuer: Issuer, method: str, suffix: str) -> None:
+    async with issuer.http.request(method, "/zzzzzzzzzzzzzzzz/auth" + suffix, data={}) as resp:
+        assert resp.status == 404
+        assert resp.content_type == "application/json"
+        assert (await resp.json())["error"] == "not_found"
+
+
+async def test_the_app_exposes_its_api_under_an_app_key(issuer: Issuer) -> None:
+    api = issuer.http.app[ISSUER_API]
+    assert api.public_url == PUBLIC_URL  # the trailing slash given is dropped

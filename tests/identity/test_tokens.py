@@ -1,0 +1,603 @@
+"""tokens + grants: scope rules, the claim-inclusion table, reserved claims, the token's exact
+shape, client authentication methods and every OAuth error, against a real in-memory Store."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import itertools
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote_plus
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tokengate.identity import signing
+from tokengate.identity.grants import (
+    CLIENT_AUTH_METHODS,
+    GRANTS,
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    Issuer,
+    OAuthError,
+    ServerError,
+    TokenRequest,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    token_endpoint,
+)
+from tokengate.identity.models import AuthServer, Client, Scope, SigningKey
+from tokengate.identity.store import Store
+from tokengate.identity.tokens import (
+    RESERVED_CLAIMS,
+    ClaimError,
+    ScopeError,
+    grant_scopes,
+    included_claims,
+    mint_access_token,
+    userinfo,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+PUBLIC_URL = "http://identity.test"
+
+
+class Clock:
+    """One clock for both sides: the store's (datetimes) and the issuer's (Unix seconds)."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def time(self) -> float:
+        return self.now.timestamp()
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@functools.cache
+def _pem(index: int) -> bytes:
+    return signing.new_key("pool", "RS256", T0).private_pem
+
+
+_key_numbers = itertools.count()
+
+
+def pooled_key(auth_server_id: str, algorithm: str, now: datetime) -> SigningKey:
+    """A real RSA-2048 key with a fresh kid; two key pairs in turn (generating keys is slow)."""
+    pem = _pem(next(_key_numbers) % 2)
+    return SigningKey(str(uuid.uuid4()), auth_server_id, algorithm, pem, now)
+
+
+def new_store(clock: Clock) -> Store:
+    return Store.open(None, clock=clock, key_factory=pooled_key)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> Iterator[Store]:
+    with new_store(clock) as s:
+        yield s
+
+
+def issuer_of(store: Store, server: AuthServer, clock: Clock) -> Issuer:
+    return Issuer(store, server, f"{PUBLIC_URL}/{server.issuer_id}/auth", clock.time)
+
+
+def public_key(store: Store, server: AuthServer) -> rsa.RSAPublicKey:
+    return signing.signer_for(store.active_key(server.id)).private_key.public_key()
+
+
+def decode(token: str, store: Store, server: AuthServer) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        public_key(store, server),
+        algorithms=[server.signing_algorithm],
+        audience=server.audience,
+        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+    )
+    return claims
+
+
+def segment(token: str, index: int) -> Any:
+    part = token.split(".")[index]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def basic(client_id: str, secret: str) -> str:
+    """RFC 6749 §2.3.1: each part form-urlencoded, then base64."""
+    raw = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+@dataclass
+class World:
+    store: Store
+    clock: Clock
+    server: AuthServer
+    client: Client
+    secret: str
+    read: Scope
+    write: Scope
+    admin: Scope  # enabled, not allowed for `client`
+    off: Scope  # disabled
+    default: Scope  # default, allowed
+
+    @property
+    def issuer(self) -> Issuer:
+        return issuer_of(self.store, self.server, self.clock)
+
+    def post(
+        self, client: Client | None = None, secret: str | None = None, **form: str
+    ) -> TokenRequest:
+        client, secret = client or self.client, secret if secret is not None else self.secret
+        base = {"grant_type": "client_credentials", "client_id": client.id, "client_secret": secret}
+        return TokenRequest({**base, **form})
+
+    def token(self, **form: str) -> dict[str, Any]:
+        return token_endpoint(self.issuer, self.post(**form))
+
+
+@pytest.fixture
+def world(store: Store, clock: Clock) -> World:
+    server = store.create_auth_server(name="Dev", audience="http://myhttpbin.dev")
+    asid = server.id
+    read = store.create_scope(asid, name="read")
+    write = store.create_scope(asid, name="write")
+    admin = store.create_scope(asid, name="admin")
+    off = store.create_scope(asid, name="off", enabled=False)
+    default = store.create_scope(asid, name="profile", default=True)
+    store.create_scope(asid, name="other-default", default=True)  # default, but not allowed
+    client, secret = store.create_client(
+        asid,
+        name="billing",
+        allow_scopes=(read.id, write.id, off.id, default.id),
+        labels={"team": "payments"},
+    )
+    return World(store, clock, server, client, secret, read, write, admin, off, default)
+
+
+# ---- scopes --------------------------------------------------------------------------------------
+
+
+def names(scopes: tuple[Scope, ...]) -> list[str]:
+    return [s.name for s in scopes]
+
+
+def test_no_scope_parameter_grants_the_enabled_defaults_the_client_may_use(world: World) -> None:
+    scopes = world.store.list_scopes(world.server.id)
+    assert names(grant_scopes(scopes, world.client, None)) == ["profile"]
+    assert names(grant_scopes(scopes, world.client, "")) == ["profile"]
+    assert names(grant_scopes(scopes, world.client, "  ")) == ["profile"]
+
+
+def test_a_disabled_default_scope_is_not_granted(world: World) -> None:
+    world.store.update_scope(world.server.id, world.default.id, enabled=False)
+    scopes = world.store.list_scopes(world.server.id)
+    assert grant_scopes(scopes, world.client, None) == ()
+
+
+def test_requested_scopes_are_granted_by_name_in_order_once_each(world: World) -> None:
+    scopes = world.store.list_scopes(world.server.id)
+    granted = grant_scopes(scopes, world.client, "write read  write")
+    assert names(granted) == ["write", "read"]  # defaults are not added to an explicit request
+
+
+@pytest.mark.parametrize("requested", ["nope", "admin", "off", "read nope", "read\tw", 'a"b'])
+def test_unknown_disabled_or_not_allowed_scopes_are_refused(world: World, requested: str) -> None:
+    scopes = world.store.list_scopes(world.server.id)
+    with pytest.raises(ScopeError):
+        grant_scopes(scopes, world.client, requested)
+
+
+def test_allow_all_scopes_allows_every_enabled_scope(world: World) -> None:
+    client = world.store.update_client(world.server.id, world.client.id, allow_all_scopes=True)
+    scopes = world.store.list_scopes(world.server.id)
+    assert names(grant_scopes(scopes, client, "admin read")) == ["admin", "read"]
+    assert names(grant_scopes(scopes, client, None)) == ["profile", "other-default"]
+    with pytest.raises(ScopeError):
+        grant_scopes(scopes, client, "off")
+
+
+# ---- claims: the inclusion table -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    (
+        "include_in_token",
+        "include_in_all_scopes",
+        "tied_to",
+        "enabled",
+        "requested",
+        "in_token",
+        "in_userinfo",
+    ),
+    [
+        # always: include_in_all_scopes, whatever was granted (even nothing)
+        (True, True, None, True, "read", True, True),
+        (True, True, None, True, None, True, True),
+        (True, True, "admin", True, "read", True, True),
+        # specific scopes: only when one of them was granted
+        (True, False, "read", True, "read", True, True),
+        (True, False, "read", True, "write read", True, True),
+        (True, False, "read", True, "write", False, False),
+        (True, False, None, True, "read", False, False),  # in no scope at all: never
+        # no scope requested: the defaults decide
+        (True, False, "profile", True, None, True, True),
+        (True, False, "read", True, None, False, False),
+        # include_in_token false: never in the token, /userinfo only
+        (False, True, None, True, "read", False, True),
+        (False, False, "read", True, "read", False, True),
+        (False, False, "read", True, "write", False, False),
+        # disabled: nowhere
+        (True, True, None, False, "read", False, False),
+        (False, True, None, False, "read", False, False),
+    ],
+)
+def test_claim_inclusion(
+    world: World,
+    include_in_token: bool,
+    include_in_all_scopes: bool,
+    tied_to: str | None,
+    enabled: bool,
+    requested: str | None,
+    in_token: bool,
+    in_userinfo: bool,
+) -> None:
+    by_name = {s.name: s for s in world.store.list_scopes(world.server.id)}
+    world.store.create_claim(
+        world.server.id,
+        name="tier",
+        value="gold",
+        include_in_token=include_in_token,
+        include_in_all_scopes=include_in_all_scopes,
+        include_in_scopes=(by_name[tied_to].id,) if tied_to else (),
+        enabled=enabled,
+    )
+    form = {"scope": requested} if requested is not None else {}
+    token = world.token(**form)["access_token"]
+    assert ("tier" in decode(token, world.store, world.server)) is in_token
+    scopes = grant_scopes(list(by_name.values()), world.client, requested)
+    claims = world.store.list_claims(world.server.id)
+    info = userinfo(world.server, world.client, scopes, claims, now=world.clock.time())
+    assert ("tier" in info) is in_userinfo
+    assert info["sub"] == world.client.id
+
+
+def test_included_claims_keeps_the_store_order(world: World) -> None:
+    for name in ("b", "a", "c"):
+        world.store.create_claim(
+            world.server.id, name=name, value="v", include_in_token=True, include_in_all_scopes=True
+        )
+    claims = world.store.list_claims(world.server.id)
+    assert [c.name for c in included_claims(claims, [], in_token=True)] == ["b", "a", "c"]
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_CLAIMS))
+def test_custom_claims_never_override_registered_ones(world: World, name: str) -> None:
+    world.store.create_claim(
+        world.server.id,
+        name=name,
+        value='"forged"',
+        include_in_token=True,
+        include_in_all_scopes=True,
+    )
+    claims = decode(world.token(scope="read")["access_token"], world.store, world.server)
+    assert claims[name] != '"forged"'
+    info = userinfo(
+        world.server, world.client, [world.read], world.store.list_claims(world.server.id), now=0
+    )
+    assert info.get(name) != '"forged"'
+
+
+def test_first_claim_of_a_repeated_name_wins(world: World) -> None:
+    for value in ("first", "second"):
+        world.store.create_claim(
+            world.server.id,
+            name="dup",
+            value=value,
+            include_in_token=True,
+            include_in_all_scopes=True,
+        )
+    assert decode(world.token()["access_token"], world.store, world.server)["dup"] == "first"
+
+
+def test_claim_values_are_typed_and_templated_for_the_client(world: World) -> None:
+    asid = world.server.id
+    for name, value in [
+        ("static", "hello"),
+        ("json", '{"plan": "gold", "seats": 5}'),
+        ("number", "42"),
+        ("flag", "true"),
+        ("team", "${ .Client.Labels.team }"),
+        ("who", "${ .Client.Name }@${ .AuthServer.Name }"),
+        ("minted", "${ now | unixEpoch }"),
+        ("day", '${ now | date "2006-01-02" }'),
+    ]:
+        world.store.create_claim(
+            asid, name=name, value=value, include_in_token=True, include_in_all_scopes=True
+        )
+    claims = decode(world.token()["access_token"], world.store, world.server)
+    assert claims["static"] == "hello"
+    assert claims["json"] == {"plan": "gold", "seats": 5}
+    assert claims["number"] == 42
+    assert claims["flag"] is True
+    assert claims["team"] == "payments"
+    assert claims["who"] == "billing@Dev"
+    assert claims["minted"] == claims["iat"]  # templates render at the token's iat
+    assert claims["day"] == "2025-03-01"
+
+
+def test_a_claim_that_cannot_render_is_a_claim_error(world: World) -> None:
+    # The admin API's check_template would refuse this one; the store does not check.
+    world.store.create_claim(
+        world.server.id,
+        name="bad",
+        value="${ div 1 0 }",
+        include_in_token=True,
+        include_in_all_scopes=True,
+    )
+    with pytest.raises(ClaimError, match="bad"):
+        mint_access_token(
+            issuer="i",
+            server=world.server,
+            client=world.client,
+            granted=(),
+            claims=world.store.list_claims(world.server.id),
+            signer=signing.signer_for(world.store.active_key(world.server.id)),
+            now=world.clock.time(),
+        )
+    with pytest.raises(ServerError) as info:
+        world.token()
+    assert info.value.status_code == 500
+    assert info.value.body()["error"] == "server_error"
+
+
+# ---- the token -----------------------------------------------------------------------------------
+
+
+def test_token_header_claims_and_response_are_kong_identitys(world: World) -> None:
+    body = world.token(scope="read write")
+    token = body["access_token"]
+    key = world.store.active_key(world.server.id)
+    header = segment(token, 0)
+    assert list(header.items()) == [("typ", "JWT"), ("alg", "RS256"), ("kid", key.kid)]
+    claims = decode(token, world.store, world.server)
+    iat = int(world.clock.time())
+    assert claims == {
+        "iss": f"{PUBLIC_URL}/{world.server.issuer_id}/auth",
+        "sub": world.client.id,
+        "aud": ["http://myhttpbin.dev"],
+        "exp": iat + 300,
+        "iat": iat,
+        "nbf": iat,
+        "jti": claims["jti"],
+        "client_id": world.client.id,
+        "scope": "read write",
+    }
+    assert uuid.UUID(claims["jti"]).version == 4
+    assert body == {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "read write",
+    }
+    assert token.count(".") == 2 and "=" not in token
+
+
+def test_no_scope_granted_means_no_scope_claim_and_no_scope_in_the_response(world: World) -> None:
+    world.store.update_scope(world.server.id, world.default.id, default=False)
+    body = world.token()
+    assert "scope" not in body
+    assert "scope" not in decode(body["access_token"], world.store, world.server)
+
+
+def test_access_token_duration_is_honoured(world: World) -> None:
+    client = world.store.update_client(world.server.id, world.client.id, access_token_duration=3600)
+    body = token_endpoint(world.issuer, world.post(client=client))
+    claims = decode(body["access_token"], world.store, world.server)
+    assert body["expires_in"] == 3600
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_every_token_is_recorded_for_listing_revocation_and_introspection(world: World) -> None:
+    claims = decode(world.token(scope="read")["access_token"], world.store, world.server)
+    record = world.store.find_token(claims["jti"])
+    assert record is not None
+    assert record.auth_server_id == world.server.id
+    assert record.client_id == world.client.id
+    assert record.granted_scope_names == ("read",)
+    assert record.created_at == T0
+    assert record.expires_at == T0 + timedelta(seconds=300)
+    assert not record.revoked
+
+
+def test_two_tokens_have_different_jtis(world: World) -> None:
+    first = decode(world.token()["access_token"], world.store, world.server)["jti"]
+    second = decode(world.token()["access_token"], world.store, world.server)["jti"]
+    assert first != second
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"])
+def test_the_server_signing_algorithm_signs_and_names_the_token(
+    store: Store, clock: Clock, algorithm: str
+) -> None:
+    server = store.create_auth_server(name=algorithm, audience="aud", signing_algorithm=algorithm)
+    client, secret = store.create_client(server.id, name="c")
+    request = TokenRequest(
+        {"grant_type": "client_credentials", "client_id": client.id, "client_secret": secret}
+    )
+    token = token_endpoint(issuer_of(store, server, clock), request)["access_token"]
+    assert segment(token, 0)["alg"] == algorithm
+    assert decode(token, store, server)["sub"] == client.id
+
+
+# ---- client authentication -----------------------------------------------------------------------
+
+
+def test_the_registries() -> None:
+    assert list(GRANTS) == ["client_credentials"]
+    assert list(CLIENT_AUTH_METHODS) == ["client_secret_basic", "client_secret_post"]
+
+
+def test_client_secret_post(world: World) -> None:
+    assert world.token()["token_type"] == "Bearer"
+
+
+def test_client_secret_basic_with_form_urlencoded_parts(store: Store, clock: Clock) -> None:
+    server = store.create_auth_server(name="s", audience="a")
+    client, secret = store.create_client(server.id, name="c", id="odd-id_1", secret="p@ss:w rd+%/é")
+    request = TokenRequest({"grant_type": "client_credentials"}, basic(client.id, secret))
+    body = token_endpoint(issuer_of(store, server, clock), request)
+    assert body["token_type"] == "Bearer"
+    # client_id may repeat in the form when it matches (RFC 6749 §2.3.1 allows either place)
+    request = TokenRequest(
+        {"grant_type": "client_credentials", "client_id": client.id}, basic(client.id, secret)
+    )
+    assert token_endpoint(issuer_of(store, server, clock), request)["token_type"] == "Bearer"
+
+
+def test_basic_scheme_is_case_insensitive(world: World) -> None:
+    header = "bAsIc " + basic(world.client.id, world.secret).split(" ", 1)[1]
+    request = TokenRequest({"grant_type": "client_credentials"}, header)
+    assert token_endpoint(world.issuer, request)["token_type"] == "Bearer"
+
+
+def expect(
+    world: World, request: TokenRequest, error: type[OAuthError], *, basic_challenge: bool = False
+) -> OAuthError:
+    with pytest.raises(error) as info:
+        token_endpoint(world.issuer, request)
+    exc = info.value
+    assert type(exc) is error
+    body = exc.body()
+    assert set(body) == {"error", "error_description"}
+    assert body["error"] == error.error
+    headers = exc.headers()
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["Pragma"] == "no-cache"
+    realm = f'Basic realm="{world.issuer.url}"'
+    assert headers.get("WWW-Authenticate") == (realm if basic_challenge else None)
+    return exc
+
+
+def test_both_methods_at_once_is_invalid_request(world: World) -> None:
+    request = TokenRequest(world.post().form, basic(world.client.id, world.secret))
+    expect(world, request, InvalidRequest)
+
+
+def test_basic_with_a_different_form_client_id_is_invalid_request(world: World) -> None:
+    form = {"grant_type": "client_credentials", "client_id": "someone-else"}
+    expect(world, TokenRequest(form, basic(world.client.id, world.secret)), InvalidRequest)
+
+
+def test_a_secret_without_a_client_id_is_invalid_request(world: World) -> None:
+    form = {"grant_type": "client_credentials", "client_secret": world.secret}
+    expect(world, TokenRequest(form), InvalidRequest)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"client_secret": "wrong"},
+        {"client_id": "nobody"},
+        {"client_secret": ""},
+    ],
+)
+def test_wrong_post_credentials_are_invalid_client_without_a_challenge(
+    world: World, form: dict[str, str]
+) -> None:
+    exc = expect(world, world.post(**form), InvalidClient)
+    assert exc.status_code == 401
+    assert exc.description == "client authentication failed"  # one answer: no probing ids
+
+
+def test_no_credentials_at_all_is_invalid_client(world: World) -> None:
+    expect(world, TokenRequest({"grant_type": "client_credentials"}), InvalidClient)
+    expect(
+        world,
+        TokenRequest({"grant_type": "client_credentials", "client_id": world.client.id}),
+        InvalidClient,
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic " + base64.b64encode(b"nobody:nothing").decode(),
+        "basic " + base64.b64encode(b"x:wrong").decode(),
+        "Basic !!!notbase64",
+        "Basic " + base64.b64encode(b"no-colon").decode(),
+        "Basic " + base64.b64encode(b":no-id").decode(),
+        "Basic " + base64.b64encode(b"\xff\xfe:x").decode(),
+        "Basic",
+    ],
+)
+def test_wrong_basic_credentials_are_invalid_client_with_a_basic_challenge(
+    world: World, header: str
+) -> None:
+    expect(
+        world,
+        TokenRequest({"grant_type": "client_credentials"}, header),
+        InvalidClient,
+        basic_challenge=True,
+    )
+
+
+def test_a_disabled_secret_no_longer_authenticates(world: World) -> None:
+    (secret,) = world.store.list_secrets(world.server.id, world.client.id)
+    world.store.update_secret(world.server.id, world.client.id, secret.id, enabled=False)
+    expect(world, world.post(), InvalidClient)
+
+
+def test_another_servers_client_cannot_authenticate_here(world: World) -> None:
+    other = world.store.create_auth_server(name="other", audience="x")
+    stranger, secret = world.store.create_client(other.id, name="stranger")
+    expect(world, world.post(client=stranger, secret=secret), InvalidClient)
+
+
+# ---- grants --------------------------------------------------------------------------------------
+
+
+def test_grant_type_is_required(world: World) -> None:
+    expect(
+        world,
+        TokenRequest({"client_id": world.client.id, "client_secret": world.secret}),
+        InvalidRequest,
+    )
+
+
+@pytest.mark.parametrize(
+    "grant_type", ["password", "authorization_code", "implicit", "refresh_token"]
+)
+def test_other_grant_types_are_unsupported(world: World, grant_type: str) -> None:
+    expect(world, world.post(grant_type=grant_type), UnsupportedGrantType)
+
+
+def test_unsupported_grant_type_is_said_before_client_authentication(world: World) -> None:
+    expect(world, world.post(grant_type="password", client_secret="wrong"), UnsupportedGrantType)
+
+
+def test_a_client_without_the_grant_is_unauthorized_client(world: World) -> None:
+    client = world.store.update_client(world.server.id, world.client.id, grant_types=("implicit",))
+    expect(world, world.post(client=client), UnauthorizedClient)
+
+
+def test_invalid_scope_only_after_the_client_authenticated(world: World) -> None:
+    exc = expect(world, world.post(scope="admin"), InvalidScope)
+    assert "admin" in exc.description
+    expect(world, world.post(scope="admin", client_secret="wrong"), InvalidClient)
