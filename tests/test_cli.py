@@ -172,3 +172,69 @@ def test_port_in_use_names_the_port_and_flag(tmp_path: Path) -> None:
     assert "address already in use" in result.stderr
     assert f"--listen (127.0.0.1:{port})" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def wait_http(url: str, process: subprocess.Popen[str], deadline: float = 20) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        assert process.poll() is None, process.communicate()
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+def test_identity_serves_seeds_prints_its_token_and_rotates_keys(tmp_path: Path) -> None:
+    seed = Path(__file__).resolve().parents[1] / "config" / "identity-seed.yaml"
+    data = tmp_path / "id.db"
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tokengate",
+            "identity",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data",
+            str(data),
+            "--seed",
+            str(seed),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        discovery = (
+            f"http://127.0.0.1:{port}/appointmentsdev1/auth/.well-known/openid-configuration"
+        )
+        with urllib.request.urlopen(discovery, timeout=5) as resp:
+            assert resp.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        out = process.communicate()[0]
+        assert "admin token" in out and "seeded auth server 'Appointments Dev'" in out
+    finally:
+        process.kill()
+        process.communicate()
+    assert oct(data.stat().st_mode & 0o777) == "0o600"
+    result = tokengate(
+        "identity", "--data", str(data), "rotate-keys", "6a2b5c7d-1e3f-4a5b-8c9d-0e1f2a3b4c5d"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "new signing key" in result.stdout
+    result = tokengate("identity", "--data", str(data), "rotate-keys", "nope")
+    assert result.returncode == 2 and "no auth server" in result.stderr
+
+
+def test_identity_bad_seed_exits_2(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.yaml"
+    seed.write_text("auth_servers: [{name: x}]\n")
+    result = tokengate("identity", "--in-memory", "--seed", str(seed))
+    assert result.returncode == 2
+    assert f"{seed}: auth_servers[0].audience: is required" in result.stderr

@@ -1,0 +1,169 @@
+"""The assembled identity server: issuers + /v1 + key rotation, seeding, restarts, and a token
+it issues accepted by the gateway."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.identity.test_admin_api import new_store
+from tokengate.identity.app import create_identity_app
+from tokengate.identity.seed import SeedError, apply_seed, load_seed
+from tokengate.identity.store import Store
+
+SEED = Path(__file__).resolve().parents[2] / "config" / "identity-seed.yaml"
+CLIENT = {"client_id": "appointments-client", "client_secret": "local-dev-secret-change-me"}
+
+
+async def start(store: Store, public_url: str | None = None) -> TestClient[Any, Any]:
+    server = TestServer(web.Application(), host="127.0.0.1")  # only to pick a port
+    await server.start_server()
+    port = server.port
+    await server.close()
+    app = create_identity_app(
+        store, admin_token="adm", public_url=public_url or f"http://127.0.0.1:{port}"
+    )
+    client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+    await client.start_server()
+    return client
+
+
+async def token(client: TestClient[Any, Any], issuer_id: str, **form: str) -> dict[str, Any]:
+    resp = await client.post(
+        f"/{issuer_id}/auth/oauth/token",
+        data={"grant_type": "client_credentials", **CLIENT, **form},
+    )
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def jwks(client: TestClient[Any, Any], issuer_id: str) -> jwt.PyJWKSet:
+    resp = await client.get(f"/{issuer_id}/auth/.well-known/jwks")
+    return jwt.PyJWKSet.from_dict(await resp.json())
+
+
+def verify(access_token: str, keys: jwt.PyJWKSet, issuer: str) -> dict[str, Any]:
+    kid = jwt.get_unverified_header(access_token)["kid"]
+    key = next(k for k in keys.keys if k.key_id == kid)
+    claims: dict[str, Any] = jwt.decode(
+        access_token, key, algorithms=["RS256"], audience="http://myhttpbin.dev", issuer=issuer
+    )
+    return claims
+
+
+async def test_seed_applies_and_issues_the_guides_token() -> None:
+    store = new_store()
+    (server,) = apply_seed(store, load_seed(SEED))
+    client = await start(store)
+    try:
+        answer = await token(client, server.issuer_id, scope="my-scope")
+        issuer = f"{str(client.make_url('')).rstrip('/')}/{server.issuer_id}/auth"
+        claims = verify(answer["access_token"], await jwks(client, server.issuer_id), issuer)
+        assert claims["scope"] == "my-scope" and claims["test-claim"] == "test"
+        assert claims["sub"] == claims["client_id"] == "appointments-client"
+        assert answer["token_type"] == "Bearer" and answer["expires_in"] == 3600
+    finally:
+        await client.close()
+        store.close()
+
+
+def test_seed_is_idempotent() -> None:
+    store = new_store()
+    try:
+        seed = load_seed(SEED)
+        first = apply_seed(store, seed)
+        second = apply_seed(store, seed)
+        assert [s.id for s in first] == [s.id for s in second]
+        (server,) = second
+        assert [s.name for s in store.list_scopes(server.id)] == ["my-scope"]
+        assert [c.name for c in store.list_claims(server.id)] == ["test-claim"]
+        assert [c.id for c in store.list_clients(server.id)] == ["appointments-client"]
+        assert store.check_client_secret(server.id, CLIENT["client_id"], CLIENT["client_secret"])
+    finally:
+        store.close()
+
+
+def test_seed_errors_name_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "seed.yaml"
+    path.write_text(
+        textwrap.dedent("""
+        auth_servers:
+          - name: x
+            issuer_id: TOO-SHORT
+            colour: blue
+            scopes: [{name: a}]
+            claims: [{name: c, value: "${ .Nope | frobnicate }", include_in_scopes: [b]}]
+            clients: [{name: k, access_token_duration: 5}]
+        """)
+    )
+    with pytest.raises(SeedError) as caught:
+        load_seed(path)
+    errors = caught.value.errors
+    assert f"{path}: auth_servers[0].audience: is required" in errors
+    assert f"{path}: auth_servers[0].colour: unknown field" in errors
+    assert f"{path}: auth_servers[0].issuer_id: must be 16 lower-case letters and digits" in errors
+    assert any(e.startswith(f"{path}: auth_servers[0].claims[0].value: ") for e in errors)
+    assert (
+        f"{path}: auth_servers[0].claims[0].include_in_scopes: no scope named 'b' in this auth "
+        "server's seed" in errors
+    )
+    assert any("clients[0].access_token_duration" in e for e in errors)
+
+
+async def test_rotation_endpoint_keeps_old_tokens_valid() -> None:
+    store = new_store()
+    (server,) = apply_seed(store, load_seed(SEED))
+    client = await start(store)
+    try:
+        before = (await token(client, server.issuer_id))["access_token"]
+        resp = await client.post(f"/admin/auth-servers/{server.id}/rotate-keys")
+        assert resp.status == 401
+        resp = await client.post(
+            f"/admin/auth-servers/{server.id}/rotate-keys", headers={"Authorization": "Bearer adm"}
+        )
+        assert resp.status == 200
+        rotated = await resp.json()
+        after = (await token(client, server.issuer_id))["access_token"]
+        assert jwt.get_unverified_header(after)["kid"] == rotated["kid"]
+        assert jwt.get_unverified_header(before)["kid"] == rotated["previous_kid"]
+        keys = await jwks(client, server.issuer_id)
+        issuer = f"{str(client.make_url('')).rstrip('/')}/{server.issuer_id}/auth"
+        verify(before, keys, issuer)  # the previous key is still published
+        verify(after, keys, issuer)
+        resp = await client.post(
+            "/admin/auth-servers/00000000-0000-0000-0000-000000000000/rotate-keys",
+            headers={"Authorization": "Bearer adm"},
+        )
+        assert resp.status == 404
+    finally:
+        await client.close()
+        store.close()
+
+
+async def test_restart_keeps_state_and_old_tokens_verify(tmp_path: Path) -> None:
+    path = tmp_path / "identity.db"
+    store = Store.open(path)
+    (server,) = apply_seed(store, load_seed(SEED))
+    client = await start(store, public_url="http://id.test")
+    issued = (await token(client, server.issuer_id))["access_token"]
+    await client.close()
+    store.close()
+
+    store = Store.open(path)
+    client = await start(store, public_url="http://id.test")
+    try:
+        resp = await client.get("/v1/auth-servers", headers={"Authorization": "Bearer adm"})
+        assert [s["name"] for s in (await resp.json())["data"]] == ["Appointments Dev"]
+        verify(
+            issued, await jwks(client, server.issuer_id), f"http://id.test/{server.issuer_id}/auth"
+        )
+    finally:
+        await client.close()
+        store.close()
