@@ -15,11 +15,19 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 
 from tests.identity.test_tokens import PUBLIC_URL, Clock, basic, new_store
-from tokengate.identity.grants import InvalidGrant
-from tokengate.identity.issuer_api import ISSUER_API, create_issuer_app, oauth_error_response
+from tokengate.identity.grants import InvalidGrant, TokenRequest, token_endpoint
+from tokengate.identity.grants import Issuer as IssuerContext
+from tokengate.identity.issuer_api import (
+    ISSUER_API,
+    IssuerApi,
+    create_issuer_app,
+    oauth_error_response,
+)
 from tokengate.identity.models import AuthServer, Client, Scope
 from tokengate.identity.store import Store
 
@@ -605,3 +613,36 @@ async def test_unknown_issuer_is_a_json_404(issuer: Issuer, method: str, suffix:
 async def test_the_app_exposes_its_api_under_an_app_key(issuer: Issuer) -> None:
     api = issuer.http.app[ISSUER_API]
     assert api.public_url == PUBLIC_URL  # the trailing slash given is dropped
+
+
+# ---- properties: introspection answers anything with active false, never an error ----------------
+
+_SEGMENTS = st.sampled_from(["", "e30", "eyJ", "W10", "bnVsbA", "eyJhbGciOiJub25lIn0", "!", "=="])
+
+
+@pytest.fixture
+def minted(store: Store, clock: Clock) -> tuple[IssuerApi, IssuerContext, str]:
+    server, client, secret, _ = seed(store)
+    api = IssuerApi(store, public_url=PUBLIC_URL, clock=clock.time)
+    context = IssuerContext(store, server, f"{PUBLIC_URL}/{server.issuer_id}/auth", clock.time)
+    form = {"grant_type": "client_credentials", "client_id": client.id, "client_secret": secret}
+    return api, context, token_endpoint(context, TokenRequest(form))["access_token"]
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    junk=st.text(max_size=60),
+    parts=st.lists(_SEGMENTS | st.sampled_from(["H", "P", "S"]), min_size=1, max_size=4),
+)
+def test_active_claims_is_none_for_anything_not_minted_here(
+    minted: tuple[IssuerApi, IssuerContext, str], junk: str, parts: list[str]
+) -> None:
+    api, context, real = minted
+    h, p, s = real.split(".")
+    spliced = ".".join({"H": h, "P": p, "S": s}.get(x, x) for x in parts)
+    assert api.active_claims(context, real) is not None
+    for token in (junk, spliced, real + junk, spliced + "." + junk):
+        if token != real:
+            assert api.active_claims(context, token) is None

@@ -794,3 +794,30 @@ def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None
         with pytest.raises(sqlite3.OperationalError):
             migrations.migrate(db, steps)
         assert migrations.schema_version(db) == 1
+
+
+def test_reads_follow_writes_from_this_and_other_connections(tmp_path: Path, clock: Clock) -> None:
+    """The token endpoint's reads are memoised; a write here or by another process (the
+    rotate-keys command) is seen by the very next read."""
+    path = tmp_path / "identity.db"
+    with (
+        Store.open(path, clock=clock, key_factory=pooled_key) as server_side,
+        Store.open(path, clock=clock, key_factory=pooled_key) as command,
+    ):
+        server = server_side.create_auth_server(name="a", audience="x")
+        client, secret = server_side.create_client(server.id, name="c")
+        first = server_side.active_key(server.id)
+        assert server_side.check_client_secret(server.id, client.id, secret) == client
+        assert server_side.list_scopes(server.id) == []
+        # This connection's own config writes invalidate at once...
+        scope = server_side.create_scope(server.id, name="read")
+        assert server_side.list_scopes(server.id) == [scope]
+        # ...token records do not (they are not config)...
+        server_side.record_token(token(server.id, client.id))
+        assert server_side.list_scopes(server.id) == [scope]
+        # ...and another connection's commits are seen too.
+        rotated = command.rotate_key(server.id)
+        assert server_side.active_key(server.id).kid == rotated.kid != first.kid
+        (item,) = command.list_secrets(server.id, client.id)
+        command.update_secret(server.id, client.id, item.id, enabled=False)
+        assert server_side.check_client_secret(server.id, client.id, secret) is None

@@ -4,6 +4,7 @@ function, Go reference-time layouts, and the errors check_template gives at clai
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 import zlib
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokengate.identity.models import AuthServer, Client
 from tokengate.identity.templates import (
@@ -170,7 +173,7 @@ def test_kong_documented_examples() -> None:
 
 
 def test_every_documented_context_field_resolves() -> None:
-    expected = {
+    expected: dict[str, dict[str, Any]] = {
         "AuthServer": {
             "ID": "5e051473-3b98-45c9-aa99-75b18c158bbf",
             "CreatedAt": "2024-02-03 04:05:06.789 +0000 UTC",  # Go's time.Time.String()
@@ -528,6 +531,7 @@ def test_every_supported_function_is_exercised_here() -> None:
         ('${ (upper "a" }', "unclosed"),
         ('${ upper "a") }', "unexpected"),
         ('${ "unterminated }', "unterminated string"),
+        ('${ "ends in a backslash\\', "unterminated string"),
         ("${ `unterminated }", "unterminated raw string"),
         ('${ "bad \\q escape" }', "bad escape"),
         ("${ 1x }", "bad number"),
@@ -594,3 +598,35 @@ def test_nothing_outside_the_context_is_reachable() -> None:
     for value in ("${ .Client.__class__ }", "${ __import__ }", '${ index .Client "__dict__" }'):
         with pytest.raises(TemplateError):
             check_template(value)
+
+
+def test_deeply_nested_values_are_a_template_error() -> None:
+    deep = '${ fromJson (cat (repeat 900 "[") (repeat 900 "]")) }'
+    with pytest.raises(TemplateError, match="nested too deeply"):
+        check_template(deep)
+    with pytest.raises(TemplateError):
+        check_template('${ fromJson (cat (repeat 900 "[") (repeat 900 "]")) | toJson }')
+
+
+# ---- properties: anything an admin can type is a value or a TemplateError, never a crash ---------
+
+_PIECES = st.sampled_from(
+    (
+        *("${", "}", " ", "|", "(", ")", '"', "`", ".", "$", "'", "\\", ",", ":=", "-", "0x", "1"),
+        *("1.5e3", "nil", "true", "if", "uuidv4", "now", "date", "default", "upper", "repeat"),
+        *("toJson", "fromJson", "index", "list", "dict", "div", "mod", "trunc", "printf", "[", "]"),
+        *(".Client", ".Client.Labels.team", ".AuthServer.Name", ".Client.GrantTypes", '"2006"'),
+        *('"x"', "{", ":"),
+    )
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES | st.text(max_size=3), max_size=14).map("".join))
+def test_any_value_checks_cleanly_and_renders_if_accepted(value: str) -> None:
+    try:
+        check_template(value)
+    except TemplateError:
+        return
+    result = render_claim(value, CONTEXT, clock=lambda: NOW)
+    json.dumps(result)  # always JSON-serialisable

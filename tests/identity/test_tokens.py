@@ -17,6 +17,8 @@ from urllib.parse import quote_plus
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tokengate.identity import signing
 from tokengate.identity.grants import (
@@ -142,7 +144,7 @@ class World:
         return issuer_of(self.store, self.server, self.clock)
 
     def post(
-        self, client: Client | None = None, secret: str | None = None, **form: str
+        self, client: Client | None = None, secret: str | None = None, /, **form: str
     ) -> TokenRequest:
         client, secret = client or self.client, secret if secret is not None else self.secret
         base = {"grant_type": "client_credentials", "client_id": client.id, "client_secret": secret}
@@ -408,7 +410,7 @@ def test_no_scope_granted_means_no_scope_claim_and_no_scope_in_the_response(worl
 
 def test_access_token_duration_is_honoured(world: World) -> None:
     client = world.store.update_client(world.server.id, world.client.id, access_token_duration=3600)
-    body = token_endpoint(world.issuer, world.post(client=client))
+    body = token_endpoint(world.issuer, world.post(client))
     claims = decode(body["access_token"], world.store, world.server)
     assert body["expires_in"] == 3600
     assert claims["exp"] - claims["iat"] == 3600
@@ -567,7 +569,7 @@ def test_a_disabled_secret_no_longer_authenticates(world: World) -> None:
 def test_another_servers_client_cannot_authenticate_here(world: World) -> None:
     other = world.store.create_auth_server(name="other", audience="x")
     stranger, secret = world.store.create_client(other.id, name="stranger")
-    expect(world, world.post(client=stranger, secret=secret), InvalidClient)
+    expect(world, world.post(stranger, secret), InvalidClient)
 
 
 # ---- grants --------------------------------------------------------------------------------------
@@ -594,10 +596,38 @@ def test_unsupported_grant_type_is_said_before_client_authentication(world: Worl
 
 def test_a_client_without_the_grant_is_unauthorized_client(world: World) -> None:
     client = world.store.update_client(world.server.id, world.client.id, grant_types=("implicit",))
-    expect(world, world.post(client=client), UnauthorizedClient)
+    expect(world, world.post(client), UnauthorizedClient)
 
 
 def test_invalid_scope_only_after_the_client_authenticated(world: World) -> None:
     exc = expect(world, world.post(scope="admin"), InvalidScope)
     assert "admin" in exc.description
     expect(world, world.post(scope="admin", client_secret="wrong"), InvalidClient)
+
+
+# ---- properties: whatever a client sends, an OAuthError or a token, nothing else -----------------
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+_FORM_KEYS = st.sampled_from(["grant_type", "client_id", "client_secret", "scope", "x"])
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    form=st.dictionaries(_FORM_KEYS, _TEXT | st.sampled_from(["client_credentials", "read"])),
+    authorization=st.none()
+    | _TEXT
+    | _TEXT.map(lambda t: "Basic " + base64.b64encode(t.encode()).decode()),
+)
+def test_any_request_is_a_token_or_an_oauth_error(
+    world: World, form: dict[str, str], authorization: str | None
+) -> None:
+    try:
+        body = token_endpoint(world.issuer, TokenRequest(form, authorization))
+    except OAuthError as exc:
+        status = exc.status_code
+    else:
+        status = 200
+        assert body["token_type"] == "Bearer"
+    assert status in (200, 400, 401)

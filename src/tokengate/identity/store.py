@@ -186,6 +186,13 @@ class Store:
         self._clock = clock
         self._new_key = keys
         self._depth = 0
+        # Read-through memo of what the token endpoint reads on every request (servers, scopes,
+        # claims, clients, secrets, keys). It is valid while (a) this connection wrote no config
+        # (`_config_version`, bumped by every write except token records) and (b) no other
+        # connection committed (`PRAGMA data_version`, e.g. `tokengate identity rotate-keys`).
+        self._config_version = 0
+        self._memo: dict[tuple[Any, ...], Any] = {}
+        self._memo_stamp: tuple[int, int] = (-1, -1)
 
     @classmethod
     def open(
@@ -287,7 +294,10 @@ class Store:
         return self._one(SERVERS, "id = ?", (auth_server_id,), "auth server")
 
     def get_auth_server_by_issuer_id(self, issuer_id: str) -> AuthServer:
-        return self._one(SERVERS, "issuer_id = ?", (issuer_id,), "auth server")
+        return self._memoized(
+            ("server", issuer_id),
+            lambda: self._one(SERVERS, "issuer_id = ?", (issuer_id,), "auth server"),
+        )
 
     def list_auth_servers(self) -> list[AuthServer]:
         return self._select(SERVERS, "1", ())
@@ -343,7 +353,11 @@ class Store:
         return self._child(SCOPES, auth_server_id, scope_id, "scope")
 
     def list_scopes(self, auth_server_id: str) -> list[Scope]:
-        return self._children(SCOPES, auth_server_id)
+        return list(
+            self._memoized(
+                ("scopes", auth_server_id), lambda: self._children(SCOPES, auth_server_id)
+            )
+        )
 
     def update_scope(self, auth_server_id: str, scope_id: str, **changes: Any) -> Scope:
         key = {"auth_server_id": auth_server_id, "id": scope_id}
@@ -403,7 +417,11 @@ class Store:
         return self._child(CLAIMS, auth_server_id, claim_id, "claim")
 
     def list_claims(self, auth_server_id: str) -> list[Claim]:
-        return self._children(CLAIMS, auth_server_id)
+        return list(
+            self._memoized(
+                ("claims", auth_server_id), lambda: self._children(CLAIMS, auth_server_id)
+            )
+        )
 
     def update_claim(self, auth_server_id: str, claim_id: str, **changes: Any) -> Claim:
         key = {"auth_server_id": auth_server_id, "id": claim_id}
@@ -563,6 +581,19 @@ class Store:
         Every enabled hash is checked (no early exit), and an unknown client costs one check too,
         so timing says nothing about which secret matched or whether the client exists.
         """
+        client, rows = self._memoized(
+            ("client-secrets", auth_server_id, client_id),
+            lambda: self._client_and_hashes(auth_server_id, client_id),
+        )
+        hashes = rows or [_DUMMY_HASH]
+        matched = False
+        for hashed in hashes:
+            matched |= check_secret(secret, hashed)
+        return client if matched and client is not None and rows else None
+
+    def _client_and_hashes(
+        self, auth_server_id: str, client_id: str
+    ) -> tuple[Client | None, list[str]]:
         key = {"auth_server_id": auth_server_id, "id": client_id}
         client: Client | None = self._find(CLIENTS, key)
         rows = self._db.execute(
@@ -570,11 +601,7 @@ class Store:
             " WHERE auth_server_id = ? AND client_id = ? AND enabled = 1",
             (auth_server_id, client_id),
         ).fetchall()
-        hashes = [row[0] for row in rows] or [_DUMMY_HASH]
-        matched = False
-        for hashed in hashes:
-            matched |= check_secret(secret, hashed)
-        return client if matched and client is not None and rows else None
+        return client, [row[0] for row in rows]
 
     # --- tokens ----------------------------------------------------------------------------------
 
@@ -635,7 +662,12 @@ class Store:
 
     def active_key(self, auth_server_id: str) -> SigningKey:
         """The key new tokens are signed with."""
-        rows = self._select(KEYS, "auth_server_id = ? AND retired_at IS NULL", (auth_server_id,))
+        rows = self._memoized(
+            ("active-key", auth_server_id),
+            lambda: self._select(
+                KEYS, "auth_server_id = ? AND retired_at IS NULL", (auth_server_id,)
+            ),
+        )
         if not rows:
             self._require_server(auth_server_id)
             raise NotFound(f"auth server [{auth_server_id}] has no active signing key")
@@ -664,6 +696,7 @@ class Store:
     def _rotate(self, key: SigningKey, grace: timedelta) -> None:
         now = self._now()
         retired, until = encode("retired_at", now), encode("published_until", now + grace)
+        self._config_version += 1
         self._db.execute(
             "UPDATE signing_keys SET retired_at = ?, published_until = ?"
             " WHERE auth_server_id = ? AND retired_at IS NULL",
@@ -704,7 +737,21 @@ class Store:
 
     def _insert(self, table: Table[Any], entity: Any) -> None:
         values = [encode(column, getattr(entity, column)) for column in table.columns]
+        if table is not TOKENS:
+            self._config_version += 1
         self._db.execute(table.insert_sql, values)
+
+    def _memoized(self, key: tuple[Any, ...], load: Callable[[], T]) -> T:
+        (data_version,) = self._db.execute("PRAGMA data_version").fetchone()
+        stamp = (self._config_version, data_version)
+        if stamp != self._memo_stamp:
+            self._memo.clear()
+            self._memo_stamp = stamp
+        try:
+            value: T = self._memo[key]
+        except KeyError:
+            value = self._memo[key] = load()
+        return value
 
     def _select(self, table: Table[T], where: str, params: Sequence[Any]) -> list[T]:
         rows = self._db.execute(table.select_sql(where), params).fetchall()
@@ -738,6 +785,8 @@ class Store:
         self, table: Table[T], key: Mapping[str, str], changes: Mapping[str, Any], noun: str
     ) -> T:
         unknown = set(changes) - table.mutable
+        if table is not TOKENS:
+            self._config_version += 1
         if unknown:
             raise TypeError(f"{table.name} has no updatable fields {sorted(unknown)}")
         values = {column: normalize(column, value) for column, value in changes.items()}
@@ -754,6 +803,8 @@ class Store:
             return updated
 
     def _delete(self, table: Table[Any], key: Mapping[str, str], noun: str) -> None:
+        if table is not TOKENS:
+            self._config_version += 1
         where = " AND ".join(f'"{column}" = ?' for column in key)
         with self._tx():
             sql = f"DELETE FROM {table.name} WHERE {where}"  # noqa: S608 - constant names
@@ -830,6 +881,7 @@ class Store:
         keep = next((s for s in existing if check_secret(clear, s.secret_hash)), None)
         for old in existing:
             if old is not keep:
+                self._config_version += 1
                 self._db.execute("DELETE FROM client_secrets WHERE id = ?", (old.id,))
         if keep is None:
             self._insert_secret(client, clear, enabled=True)

@@ -128,11 +128,15 @@ class _Template:
 
     def render(self, context: Mapping[str, Any], clock: Callable[[], float]) -> Any:
         if not self.parts:
-            return _infer(self.text) if self.static is _CONTAINER else self.static
+            # a fresh object each time for JSON containers (checked when compiled)
+            return _JSON.decode(self.text) if self.static is _CONTAINER else self.static
         env = _Env(context, clock)
-        if len(self.parts) == 1 and not isinstance(self.parts[0], str):
-            return _infer(_checked(_sprint(self.parts[0].eval(env))))
-        out = "".join(p if isinstance(p, str) else _sprint(p.eval(env)) for p in self.parts)
+        try:
+            if len(self.parts) == 1 and not isinstance(self.parts[0], str):
+                return _infer(_checked(_sprint(self.parts[0].eval(env))))
+            out = "".join(p if isinstance(p, str) else _sprint(p.eval(env)) for p in self.parts)
+        except RecursionError:  # e.g. printing a deeply nested fromJson result
+            raise TemplateError("value nested too deeply") from None
         return _checked(out)
 
 
@@ -165,7 +169,7 @@ def _infer(text: str) -> Any:
     if not text or (text[0] not in "{[-0123456789tf" and not text[0].isspace()):
         return text
     try:
-        parsed = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        parsed = _JSON.decode(text)
     except (ValueError, RecursionError):
         return text
     if isinstance(parsed, str) or parsed is None or _depth(parsed) > MAX_DEPTH:
@@ -182,6 +186,9 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(number):
         raise ValueError(text)
     return number
+
+
+_JSON: Final = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 
 def _depth(value: Any) -> int:
@@ -324,7 +331,9 @@ def _lex_string(src: str, pos: int) -> tuple[str, int]:
             out.append(c)
             i += 1
             continue
-        e = src[i + 1] if i + 1 < n else ""
+        if i + 1 >= n:
+            break
+        e = src[i + 1]
         if e in _ESCAPES:
             out.append(_ESCAPES[e])
             i += 2

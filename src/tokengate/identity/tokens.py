@@ -41,6 +41,7 @@ from tokengate.identity.templates import TemplateError, render_claim, template_c
 RESERVED_CLAIMS: Final = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope"}
 )
+_JSON: Final = json.JSONEncoder(separators=(",", ":"))  # compact; made once, not per token
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}
 
@@ -74,7 +75,7 @@ def grant_scopes(
         # One answer for unknown, disabled and not allowed: which scopes exist is not the
         # client's business.
         if scope is None or not allowed(scope):
-            raise ScopeError(f"scope {name!r} is unknown or not allowed for this client")
+            raise ScopeError(f"scope {name[:64]!r} is unknown or not allowed for this client")
         granted.setdefault(name, scope)
     return tuple(granted.values())
 
@@ -98,13 +99,19 @@ def render_claims(
     claims: Iterable[Claim], server: AuthServer, client: Client, *, now: float
 ) -> dict[str, Any]:
     """Each claim's value for this client, templates rendered at `now` (the token's iat)."""
-    context = template_context(server, client)
+    context: dict[str, Any] | None = None  # built only when a value is a template
+
+    def clock() -> float:
+        return now
+
     out: dict[str, Any] = {}
     for claim in claims:
         if claim.name in out or claim.name in RESERVED_CLAIMS:
             continue  # claim names are not unique in Kong's API: the first one wins
+        if context is None and "${" in claim.value:
+            context = template_context(server, client)
         try:
-            out[claim.name] = render_claim(claim.value, context, clock=lambda: now)
+            out[claim.name] = render_claim(claim.value, context or {}, clock=clock)
         except TemplateError as exc:
             raise ClaimError(f"claim {claim.name!r} ({claim.id}): {exc}") from exc
     return out
@@ -172,7 +179,7 @@ def mint_access_token(
 
 def encode_jwt(signer: Signer, payload: Mapping[str, Any]) -> str:
     """A compact JWS (RFC 7515 §7.1) of `payload`, signed with the signer's key and algorithm."""
-    body = _b64url(json.dumps(payload, separators=(",", ":")).encode())
+    body = _b64url(_JSON.encode(payload).encode())
     signing_input = _header_segment(signer.algorithm, signer.kid) + b"." + body
     return (signing_input + b"." + _b64url(signer.sign(signing_input))).decode("ascii")
 
