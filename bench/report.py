@@ -69,6 +69,8 @@ class RowResult:
     rounds: list[Measurement] = field(default_factory=list)
     failure: str | None = None
     started: bool = True
+    skipped: str | None = None  # why the row cannot run here (not a failure: a missing peer)
+    auth_check: str | None = None  # what the pre-measurement auth check verified
 
     def median(self, metric: str) -> float | None:
         """Median over rounds of `requests_per_sec`, `p50_ms`, `p99_ms` or
@@ -101,7 +103,7 @@ class RowResult:
         return self.non_2xx > 0 or self.socket_errors > 0 or self.silent_rounds > 0
 
     def status(self) -> str:
-        if not self.started:
+        if self.skipped or not self.started:
             return "skipped"
         if self.failure:
             return "failed"
@@ -114,6 +116,8 @@ class RowResult:
             "url": self.url,
             "status": self.status(),
             "failure": self.failure,
+            "skipped": self.skipped,
+            "auth_check": self.auth_check,
             "median": {metric: _rounded(self.median(metric)) for metric in METRICS},
             "spread_pct": _rounded(self.spread_pct()),
             "non_2xx": self.non_2xx,
@@ -176,6 +180,41 @@ RATIOS: tuple[Ratio, ...] = (
         "requests_per_sec",
         "share of the bare upstream's throughput left after the gateway hop",
     ),
+    Ratio(
+        "gateway-auth / gateway-public req/s",
+        "gateway-auth",
+        "gateway-public",
+        "requests_per_sec",
+        "(d)/(b): throughput kept with auth on (cached token) vs a public route, no header",
+    ),
+    Ratio(
+        "gateway-auth / gateway-public-bearer req/s",
+        "gateway-auth",
+        "gateway-public-bearer",
+        "requests_per_sec",
+        "(d)/(d0): the cost of the cached check alone (same bytes on the wire)",
+    ),
+    Ratio(
+        "gateway-auth / haproxy-jwt req/s",
+        "gateway-auth",
+        "haproxy-jwt",
+        "requests_per_sec",
+        "(d)/(g): cached-token gateway vs HAProxy verifying every request",
+    ),
+    Ratio(
+        "gateway-auth-new-token / naive-proxy req/s",
+        "gateway-auth-new-token",
+        "naive-proxy",
+        "requests_per_sec",
+        "(e)/(c): gateway verifying every request vs the naive proxy checking nothing",
+    ),
+    Ratio(
+        "gateway-auth-new-token / naive-jwt-proxy req/s",
+        "gateway-auth-new-token",
+        "naive-jwt-proxy",
+        "requests_per_sec",
+        "(e)/(f): full verification on every request, gateway vs naive proxy + PyJWT",
+    ),
 )
 
 
@@ -194,12 +233,13 @@ def format_ratios(results: list[RowResult]) -> str:
     values = ratio_values(results)
     suspect = {r.name for r in results if r.flagged or r.failure}
     lines = ["Ratios (medians):"]
+    width = max(len(ratio.label) for ratio in RATIOS)
     for ratio in RATIOS:
         value = values[ratio.label]
         shown = f"{value:6.2f}x" if value is not None else "    n/a"
         bad = [n for n in (ratio.numerator, ratio.denominator) if n in suspect]
         note = f"!! {' and '.join(bad)} had errors" if value is not None and bad else ratio.meaning
-        lines.append(f"  {ratio.label:<40} {shown}   {note}")
+        lines.append(f"  {ratio.label:<{width}} {shown}   {note}")
     return "\n".join(lines)
 
 
@@ -213,6 +253,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _errors_cell(result: RowResult) -> str:
+    if result.skipped:
+        return f"SKIPPED ({result.skipped})"
     if not result.started:
         return "SKIPPED (did not start)"
     if result.failure and not result.rounds:
@@ -300,6 +342,7 @@ def document(
     machine: dict[str, Any],
     parameters: dict[str, Any],
     stamp: str,
+    storm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "timestamp": stamp,
@@ -307,6 +350,7 @@ def document(
         "parameters": parameters,
         "rows": [r.to_json() for r in results],
         "ratios": {k: _rounded(v) for k, v in ratio_values(results).items()},
+        "storm": storm,
     }
 
 

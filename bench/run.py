@@ -1,8 +1,10 @@
 """`make bench`: wrk against the upstream, the gateway and peer proxies, in interleaved rounds.
 
-    .venv/bin/python -m bench.run                      # 3 rounds x 10 s, -c50, every row
+    .venv/bin/python -m bench.run                      # 3 rounds x 10 s, -c50, every row + storm
     .venv/bin/python -m bench.run --quick              # smoke run: 1 round x 3 s
     .venv/bin/python -m bench.run --rows upstream,naive-proxy --rounds 5 --duration 20
+    .venv/bin/python -m bench.run --rows gateway-auth,haproxy-jwt --storm   # rows, then storm
+    .venv/bin/python -m bench.run --storm              # only the unknown-kid storm phase
     .venv/bin/python -m bench.run --list               # the rows there are
     .venv/bin/python -m bench.run --install     # as root: apt-get install wrk nginx-light haproxy
 
@@ -15,11 +17,19 @@ CPU µs/request is the system-under-test process tree's utime+stime (from /proc)
 divided by the requests wrk completed. Results go to bench/results/<UTC stamp>.json and
 bench/results/latest.json. Exit codes: 0 ok, 1 some row failed or had errors, 2 missing
 tool or bad arguments, 130 interrupted.
+
+Auth rows: when a selected row needs it (or the storm runs), bench/issuer.py is started once,
+pinned with the load; it pre-mints the tokens. Before an auth row is measured, valid tokens must
+get 200, no token 401, and bad tokens (expired, wrong aud/iss, tampered signature, unknown kid,
+alg none, ...) 401/403; a row failing that is not measured and the run exits 1. A row whose
+peer is not installed (haproxy) is skipped with a message, which is not a failure. The
+unknown-kid storm (bench/storm.py) runs after all rows in a default run, with --storm alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import platform
@@ -28,7 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,17 +55,23 @@ from bench.report import (
     utc_stamp,
     write_results,
 )
+from bench.storm import StormResult, StormSettings, format_storm, run_storm
 from bench.systems import (
+    ISSUER_TOKENS,
     ROWS,
     ROWS_BY_NAME,
     BenchContext,
+    Issuer,
     Pinning,
     Row,
     StartError,
     SystemUnderTest,
+    Unavailable,
     Upstream,
+    check_auth,
     http_status,
     machine_busy_seconds,
+    start_issuer,
     start_system,
     start_upstream,
     tree_cpu_seconds,
@@ -74,6 +90,12 @@ class Parameters:
     rows: tuple[Row, ...]
     upstream: str
     pin: bool
+    storm: bool = False
+    storm_connections: int = 50
+
+    @property
+    def needs_issuer(self) -> bool:
+        return self.storm or any(row.needs_issuer for row in self.rows)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +106,8 @@ class Parameters:
             "warmup_s": self.warmup,
             "rows": [row.name for row in self.rows],
             "upstream": self.upstream,
+            "storm": self.storm,
+            "storm_connections": self.storm_connections if self.storm else None,
         }
 
 
@@ -106,6 +130,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--upstream", choices=("auto", "nginx", "aiohttp"), default="auto", help="(auto: nginx)"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    parser.add_argument(
+        "--storm",
+        action="store_true",
+        help="run the unknown-kid storm phase (alone, or after the --rows given)",
+    )
+    parser.add_argument(
+        "--no-storm", action="store_true", help="leave the storm out of a default run"
+    )
+    parser.add_argument(
+        "--storm-connections", type=int, help="wrk -c of the storm (default: --connections)"
+    )
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument(
         "--install", action="store_true", help=f"apt-get install -y {' '.join(APT_PACKAGES)} (root)"
@@ -115,6 +150,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.duration, args.rounds = 3.0, 1
     if args.duration <= 0 or args.rounds < 1 or args.connections < 1 or args.warmup < 0:
         parser.error("--duration, --rounds and --connections must be positive")
+    if args.storm and args.no_storm:
+        parser.error("--storm and --no-storm contradict each other")
+    if args.storm_connections is None:
+        args.storm_connections = args.connections
+    if args.storm_connections < 1:
+        parser.error("--storm-connections must be positive")
     return args
 
 
@@ -127,6 +168,13 @@ def select_rows(spec: str | None) -> tuple[Row, ...]:
     if unknown:
         raise ValueError(f"unknown row(s): {', '.join(unknown)}; known: {', '.join(ROWS_BY_NAME)}")
     return tuple(row for row in ROWS if row.name in wanted)
+
+
+def storm_doc_line() -> str:
+    return (
+        "unknown-kid storm: /auth valid req/s alone vs during a random-kid flood, JWKS fetches, "
+        "storm statuses (default run: at the end)"
+    )
 
 
 def install_tools() -> int:
@@ -156,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # progress and stderr messages interleave
     if args.list:
         for row in ROWS:
-            print(f"{row.name:<16} {row.description}")
+            print(f"{row.name:<24} {row.description}")
+        print(f"{'(--storm)':<24} {storm_doc_line()}")
         return 0
     if args.install and (code := install_tools()) != 0:
         return code
@@ -164,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(INSTALL_HINT, file=sys.stderr)
         return 2
     try:
-        rows = select_rows(args.rows)
+        # --storm without --rows: the storm alone; a default run: every row, then the storm.
+        rows = () if args.storm and not args.rows else select_rows(args.rows)
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
@@ -176,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows=rows,
         upstream=args.upstream,
         pin=not args.no_pin,
+        storm=args.storm or (not args.rows and not args.no_storm),
+        storm_connections=args.storm_connections,
     )
     # Both end up as KeyboardInterrupt, so the `with` blocks stop every process we started.
     # SIGINT explicitly too: a shell without job control starts background jobs ignoring it.
@@ -194,32 +246,69 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(params: Parameters) -> int:
     pinning = Pinning.detect(params.pin)
     print(_banner(params, pinning))
+    storm: StormResult | None = None
     with tempfile.TemporaryDirectory(prefix="tokengate-bench-") as tmp:
         workdir = Path(tmp)
         try:
-            upstream_cm = start_upstream(workdir, pinning, params.upstream)
-            with upstream_cm as upstream, ExitStack() as stack:
+            with start_upstream(workdir, pinning, params.upstream) as upstream:
                 print(f"upstream: {upstream.version} at {upstream.url}")
-                results = measure_all(params, pinning, upstream, workdir, stack)
+                with _issuer_if_needed(params, workdir, pinning) as issuer:
+                    # The rows' processes stop before the storm, so that the issuer's JWKS
+                    # counter during the storm sees the storm's gateway only.
+                    with ExitStack() as stack:
+                        results = measure_all(params, pinning, upstream, issuer, workdir, stack)
+                    if params.storm and issuer is not None:
+                        storm = _run_storm(params, pinning, upstream, issuer, workdir)
                 machine = machine_info(pinning, upstream)
         except StartError as error:
-            print(f"cannot start the upstream: {error}", file=sys.stderr)
+            print(f"cannot start: {error}", file=sys.stderr)
             return 1
-    return finish(results, machine, params)
+    return finish(results, machine, params, storm)
+
+
+@contextlib.contextmanager
+def _issuer_if_needed(
+    params: Parameters, workdir: Path, pinning: Pinning
+) -> Iterator[Issuer | None]:
+    if not params.needs_issuer:
+        yield None
+        return
+    print(f"issuer: starting bench.issuer (minting {ISSUER_TOKENS:,} RS256 tokens) ...")
+    with start_issuer(workdir, pinning) as issuer:
+        print(f"issuer: {issuer.url} (kid {issuer.kid}), pid {issuer.process.pid}")
+        yield issuer
+
+
+def _run_storm(
+    params: Parameters, pinning: Pinning, upstream: Upstream, issuer: Issuer, workdir: Path
+) -> StormResult:
+    settings = StormSettings(
+        duration=params.duration,
+        connections=params.connections,
+        storm_connections=params.storm_connections,
+        warmup=params.warmup,
+    )
+    ctx = BenchContext(upstream_url=upstream.url, workdir=workdir / "storm", issuer=issuer)
+    return run_storm(settings, ctx, upstream, issuer, pinning)
 
 
 def measure_all(
-    params: Parameters, pinning: Pinning, upstream: Upstream, workdir: Path, stack: ExitStack
+    params: Parameters,
+    pinning: Pinning,
+    upstream: Upstream,
+    issuer: Issuer | None,
+    workdir: Path,
+    stack: ExitStack,
 ) -> list[RowResult]:
     """Start and warm every row, then the interleaved rounds; return one result per row."""
     results = [RowResult(row.name, row.description) for row in params.rows]
     systems: dict[str, SystemUnderTest] = {}
     for row, result in zip(params.rows, results, strict=True):
-        system = _start(row, result, upstream, pinning, workdir, stack)
+        system = _start(row, result, upstream, issuer, pinning, workdir, stack)
         if system is not None:
             _warm_up(system, result, params, pinning)
             systems[row.name] = system
-    for round_no in range(1, params.rounds + 1):
+    for round_no in range(1, params.rounds + 1 if systems else 1):
         print(f"\n-- round {round_no}/{params.rounds}")
         for result in results:
             system = systems.get(result.name)
@@ -233,13 +322,19 @@ def _start(
     row: Row,
     result: RowResult,
     upstream: Upstream,
+    issuer: Issuer | None,
     pinning: Pinning,
     workdir: Path,
     stack: ExitStack,
 ) -> SystemUnderTest | None:
-    ctx = BenchContext(upstream_url=upstream.url, workdir=workdir / row.name)
+    ctx = BenchContext(upstream_url=upstream.url, workdir=workdir / row.name, issuer=issuer)
     try:
         system = start_system(row, ctx, upstream, pinning, stack)
+    except Unavailable as error:
+        result.started = False
+        result.skipped = str(error)
+        print(f"SKIP {row.name}: {error}")
+        return None
     except StartError as error:
         result.started = False
         result.failure = f"did not start: {error}"
@@ -247,7 +342,18 @@ def _start(
         return None
     result.url = system.url
     print(f"started {row.name}: {system.url} (pid {system.process.pid})")
-    if system.script is None:  # with a script, wrk's requests may differ from a plain GET
+    if row.auth is not None:
+        if issuer is None:  # a row with `auth` must also have `needs_issuer`
+            raise AssertionError(f"{row.name} checks auth but no issuer was started")
+        check = check_auth(system.url, issuer, row.auth)
+        result.auth_check = check.summary
+        if check.problems:
+            result.failure = "auth check failed, NOT measured: " + "; ".join(check.problems)
+            print(f"!! {row.name}: {result.failure}", file=sys.stderr)
+            system.process.stop()
+            return None
+        print(f"   auth check ok: {check.summary}")
+    elif system.script is None:  # with a script, wrk's requests may differ from a plain GET
         status = http_status(system.url, timeout=2.0, headers=system.headers)
         if status != 200:
             answer = f"HTTP {status}" if status else "no answer within 2 s"
@@ -332,24 +438,41 @@ def _progress_line(name: str, m: Measurement) -> str:
     if (other := m.other_cpu_pct) is not None and other > NOISY_PCT:
         errors += f"   (noisy: other processes used {other:.0f}% of a CPU)"
     return (
-        f"   {name:<16} {m.wrk.requests_per_sec:>10,.0f} req/s   p50 {m.wrk.p50_ms:6.2f} ms   "
+        f"   {name:<22} {m.wrk.requests_per_sec:>10,.0f} req/s   p50 {m.wrk.p50_ms:6.2f} ms   "
         f"p99 {m.wrk.p99_ms:6.2f} ms   CPU {'-' if cpu is None else f'{cpu:.1f}'} µs/req{errors}"
     )
 
 
-def finish(results: list[RowResult], machine: dict[str, Any], params: Parameters) -> int:
+def finish(
+    results: list[RowResult],
+    machine: dict[str, Any],
+    params: Parameters,
+    storm: StormResult | None = None,
+) -> int:
     stamp = utc_stamp()
-    print(
-        f"\n== results: median of {params.rounds} round(s) x {params.duration:g} s, "
-        f"wrk -t1 -c{params.connections}\n"
+    if results:
+        print(
+            f"\n== results: median of {params.rounds} round(s) x {params.duration:g} s, "
+            f"wrk -t1 -c{params.connections}\n"
+        )
+        print(format_table(results))
+        print()
+        print(format_ratios(results))
+    if storm is not None:
+        print()
+        print(format_storm(storm))
+    doc = document(
+        results,
+        machine,
+        {**params.to_json(), "pinned": machine["pinned"]},
+        stamp,
+        storm=storm.to_json() if storm is not None else None,
     )
-    print(format_table(results))
-    print()
-    print(format_ratios(results))
-    doc = document(results, machine, {**params.to_json(), "pinned": machine["pinned"]}, stamp)
     paths = write_results(doc)
     print("\nwrote " + ", ".join(_relative(p) for p in paths))
     bad = any(r.failure or r.flagged for r in results)
+    if storm is not None and storm.problems():
+        bad = True
     return 1 if bad else 0
 
 
@@ -364,9 +487,10 @@ def _relative(path: Path) -> str:
 
 
 def _banner(params: Parameters, pinning: Pinning) -> str:
-    rows = ", ".join(row.name for row in params.rows)
+    rows = ", ".join(row.name for row in params.rows) or "(none)"
+    storm = f"; then the unknown-kid storm (-c{params.storm_connections})" if params.storm else ""
     return (
-        f"bench: rows {rows}\n"
+        f"bench: rows {rows}{storm}\n"
         f"       {params.rounds} round(s) x {params.duration:g} s, wrk -t1 -c{params.connections}"
         f" --latency, {params.warmup:g} s warm-up per row; {os.cpu_count()} CPUs\n"
         f"       pinning: {pinning.describe()}"

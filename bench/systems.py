@@ -16,12 +16,22 @@ Adding a row to the benchmark is one `Row(...)` entry in `ROWS`: a name, a build
 whatever config it needs into `ctx.workdir` and returns the command line (`Launch`), the path
 wrk requests, and optionally a wrk Lua script and extra request headers (e.g. a bearer token).
 A builder of `None` means "wrk straight at the upstream".
+
+Auth rows: `needs_issuer=True` makes the run start bench.issuer once (`start_issuer`, pinned with
+the load) and hand it to builders as `ctx.issuer` (its URL, tokens, public key); `auth=AuthCheck()`
+makes the run call `check_auth` before measuring (valid → 200, none → 401, bad tokens → 401/403)
+and refuse to measure a row that fails it. A builder raising `Unavailable` (a peer that is not
+installed, like haproxy) skips its row without failing the run. All gateway rows share one
+config (`bench_routes`: /public, /auth, /auth-nocache) and differ only in path and headers.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import dataclasses
 import http.client
+import json
 import os
 import re
 import shutil
@@ -30,6 +40,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -40,6 +51,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bench.lua import split_token_header, write_token_cycle
 from bench.upstream import BODY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +63,10 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 class StartError(RuntimeError):
     """A process did not come up; the message ends with the tail of its log."""
+
+
+class Unavailable(StartError):
+    """A row cannot run on this machine (a peer is not installed): skipped, not a failure."""
 
 
 def free_port() -> int:
@@ -233,9 +249,14 @@ class ManagedProcess:
             return "(no output)"
         return "\n".join(text.rstrip().splitlines()[-lines:]) or "(no output)"
 
-    def wait_ready(self, url: str, timeout: float = READY_TIMEOUT_S) -> None:
-        """Poll `url` with GET until it answers 200; StartError if the process exits first
-        or the deadline passes."""
+    def wait_ready(
+        self,
+        url: str,
+        timeout: float = READY_TIMEOUT_S,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Poll `url` with GET (and `headers`) until it answers 200; StartError if the process
+        exits first or the deadline passes."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -244,7 +265,7 @@ class ManagedProcess:
                     f"{self.name} exited with code {self.exit_code()} before it was ready.\n"
                     f"--- {self.log_path} (tail) ---\n{self.tail()}"
                 )
-            status = http_status(url)
+            status = http_status(url, headers=headers)
             if status == 200:
                 return
             last = f"HTTP {status}" if status else "no answer"
@@ -379,16 +400,155 @@ def _aiohttp_version() -> str:
     return f"aiohttp/{aiohttp.__version__}"
 
 
+# --------------------------------------------------------------------------- issuer
+
+ISSUER_TOKENS = 10_000  # pre-minted tokens for the new-token row (each request a different one)
+ISSUER_READY_TIMEOUT_S = 180.0  # minting 10,000 RS256 tokens takes ~10 s on a quiet core
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """The running bench.issuer: its URL (= the `iss` claim), tokens and key, and process."""
+
+    url: str
+    audience: str
+    kid: str
+    token: str  # one valid token (the first of tokens_file)
+    tokens_file: Path  # ISSUER_TOKENS distinct valid tokens, one per line
+    public_pem: Path  # the signing key as an SPKI PEM
+    bad_tokens: Mapping[str, str]  # name → a correctly signed token that must be refused
+    process: ManagedProcess
+
+    def jwks_hits(self) -> int:
+        """How many times the JWKS has been fetched so far (issuer GET /stats)."""
+        with urllib.request.urlopen(self.url + "/stats", timeout=5) as response:  # noqa: S310
+            hits: int = json.load(response)["jwks_hits"]
+        return hits
+
+    def sample_tokens(self) -> list[str]:
+        """The first and the last token of tokens_file (both must be accepted)."""
+        lines = [line for line in self.tokens_file.read_text().splitlines() if line]
+        return [lines[0], lines[-1]] if len(lines) > 1 else lines
+
+
+@contextlib.contextmanager
+def start_issuer(workdir: Path, pinning: Pinning, tokens: int = ISSUER_TOKENS) -> Iterator[Issuer]:
+    """Start bench.issuer pinned with the load (wrk's CPU), wait until GET /stats answers (its
+    files are written by then), yield it, stop it on exit."""
+    port = free_port()
+    out = workdir / "issuer"
+    url = f"http://{LOOPBACK}:{port}"
+    argv = [sys.executable, "-m", "bench.issuer", "--listen", f"{LOOPBACK}:{port}"]
+    argv += ["--out", str(out), "--tokens", str(tokens)]
+    process = ManagedProcess("issuer", pinning.load_prefix() + argv, workdir / "issuer.log")
+    with process:
+        process.wait_ready(url + "/stats", timeout=ISSUER_READY_TIMEOUT_S)
+        meta = json.loads((out / "issuer.json").read_text())
+        yield Issuer(
+            url=meta["issuer"],
+            audience=meta["audience"],
+            kid=meta["kid"],
+            token=(out / "token").read_text().strip(),
+            tokens_file=out / "tokens.txt",
+            public_pem=out / "public.pem",
+            bad_tokens=json.loads((out / "bad-tokens.json").read_text()),
+            process=process,
+        )
+
+
+def tampered_signature(token: str) -> str:
+    """`token` with one base64url character in the middle of its signature changed (the last
+    character may only carry padding bits, so changing it could leave the signature valid)."""
+    head, _, signature = token.rpartition(".")
+    i = len(signature) // 2
+    swapped = "B" if signature[i] == "A" else "A"
+    return f"{head}.{signature[:i]}{swapped}{signature[i + 1 :]}"
+
+
+def foreign_kid(token: str, kid: str = "bench-unknown-kid") -> str:
+    """`token` with its header re-encoded to carry `kid` (payload and signature unchanged)."""
+    before, after, rest = split_token_header(token)
+    header = (before + kid + after).encode()
+    return base64.urlsafe_b64encode(header).rstrip(b"=").decode() + rest
+
+
+def alg_none(token: str) -> str:
+    """`token`'s claims under an `alg: none` header and an empty signature."""
+    payload = token.split(".")[1]
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    return f"{header}.{payload}."
+
+
+# --------------------------------------------------------------------------- auth checks
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCheck:
+    """What an auth row must enforce; checked before it is measured. `scope_required`: the
+    row also demands the "read" scope (a token without it must be refused). `unknown_kid`:
+    also send a token with a foreign kid (off for the storm's gateway, whose first miss-driven
+    JWKS refetch must happen during the storm, not during the check)."""
+
+    scope_required: bool = False
+    unknown_kid: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCheckResult:
+    problems: list[str]  # empty: the endpoint behaves
+    summary: str  # what was checked
+
+
+def check_auth(url: str, issuer: Issuer, check: AuthCheck) -> AuthCheckResult:
+    """Check `url` as an authenticated endpoint: valid tokens must get 200, no token exactly
+    401, and every bad token (correctly signed but expired, not yet valid, for another audience
+    or issuer, [without the scope]; or with a tampered signature, an unknown kid, alg none)
+    a 401 or 403."""
+    problems: list[str] = []
+
+    def status(token: str | None) -> int | None:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return http_status(url, timeout=5.0, headers=headers)
+
+    for n, token in enumerate([issuer.token, *issuer.sample_tokens()]):
+        if (got := status(token)) != 200:
+            problems.append(f"valid token #{n} -> {got} (want 200)")
+    if (got := status(None)) != 401:
+        problems.append(f"no Authorization header -> {got} (want 401)")
+    bad = {
+        **issuer.bad_tokens,
+        "bad_signature": tampered_signature(issuer.token),
+        "unknown_kid": foreign_kid(issuer.token),
+        "alg_none": alg_none(issuer.token),
+    }
+    if not check.scope_required:
+        bad.pop("no_read_scope", None)
+    if not check.unknown_kid:
+        bad.pop("unknown_kid")
+    for name, token in bad.items():
+        if (got := status(token)) not in (401, 403):
+            problems.append(f"{name} token -> {got} (want 401 or 403)")
+    summary = "3 valid tokens -> 200, no token -> 401, refused (401/403): " + ", ".join(sorted(bad))
+    return AuthCheckResult(problems, summary)
+
+
 # --------------------------------------------------------------------------- rows
 
 
 @dataclass(frozen=True, slots=True)
 class BenchContext:
-    """What a row builder may use: the upstream's URL and a private directory for files."""
+    """What a row builder may use: the upstream's URL, a private directory for files, and the
+    issuer (started once per run when a selected row has `needs_issuer`)."""
 
     upstream_url: str
     workdir: Path
     python: str = sys.executable
+    issuer: Issuer | None = None
+
+    def need_issuer(self) -> Issuer:
+        if self.issuer is None:
+            raise StartError("this row needs the bench issuer, and none was started")
+        return self.issuer
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +578,8 @@ class Row:
     path: str = "/x"
     script: Path | None = None  # wrk -s
     headers: Mapping[str, str] = field(default_factory=dict)  # wrk -H
+    needs_issuer: bool = False  # the run starts bench.issuer first
+    auth: AuthCheck | None = None  # checked before measuring; a row that fails is not measured
 
 
 def kong_yaml(upstream_url: str, routes: Sequence[Mapping[str, Any]]) -> str:
@@ -459,8 +621,46 @@ def gateway_launch(ctx: BenchContext, routes: Sequence[Mapping[str, Any]]) -> La
     )
 
 
+BENCH_SCOPE = "read"  # the scope /auth requires (the issuer's tokens carry "read write")
+
+
+def bench_routes(issuer: Issuer) -> list[dict[str, Any]]:
+    """The routes every gateway row runs with (one config for all, so the rows differ only in
+    the path and headers wrk sends): /public without plugins, /auth with openid-connect and
+    the verified-token cache (Kong's default), /auth-nocache with `cache_tokens: false`."""
+
+    def oidc(**extra: Any) -> dict[str, Any]:
+        config = {"issuer": issuer.url, "audience_required": [issuer.audience], **extra}
+        return {"name": "openid-connect", "config": config}
+
+    return [
+        {"name": "public", "paths": ["/public"]},
+        {"name": "auth", "paths": ["/auth"], "plugins": [oidc(scopes_required=[BENCH_SCOPE])]},
+        {"name": "auth-nocache", "paths": ["/auth-nocache"], "plugins": [oidc(cache_tokens=False)]},
+    ]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def build_gateway_public(ctx: BenchContext) -> Launch:
-    return gateway_launch(ctx, [{"name": "public", "paths": ["/public"]}])
+    return gateway_launch(ctx, bench_routes(ctx.need_issuer()))
+
+
+def build_gateway_with_token(ctx: BenchContext) -> Launch:
+    """The gateway, and wrk sends the issuer's first token on every request."""
+    issuer = ctx.need_issuer()
+    launch = gateway_launch(ctx, bench_routes(issuer))
+    return dataclasses.replace(launch, headers=bearer(issuer.token))
+
+
+def build_gateway_new_tokens(ctx: BenchContext) -> Launch:
+    """The gateway, and wrk cycles through all the pre-minted tokens (a Lua script)."""
+    issuer = ctx.need_issuer()
+    launch = gateway_launch(ctx, bench_routes(issuer))
+    script = write_token_cycle(ctx.workdir / "token-cycle.lua", issuer.tokens_file)
+    return dataclasses.replace(launch, script=script)
 
 
 def build_naive_proxy(ctx: BenchContext) -> Launch:
@@ -471,18 +671,182 @@ def build_naive_proxy(ctx: BenchContext) -> Launch:
     )
 
 
+def build_naive_jwt_proxy(ctx: BenchContext) -> Launch:
+    issuer = ctx.need_issuer()
+    port = free_port()
+    argv = [ctx.python, "-m", "bench.peers.naive_jwt_proxy", "--listen", f"{LOOPBACK}:{port}"]
+    argv += ["--upstream", ctx.upstream_url, "--issuer", issuer.url, "--audience", issuer.audience]
+    return Launch(argv=argv, base_url=f"http://{LOOPBACK}:{port}", headers=bearer(issuer.token))
+
+
+# --------------------------------------------------------------------------- haproxy
+
+HAPROXY_MIN_VERSION = (2, 5)  # jwt_verify, jwt_*_query and http_auth_bearer
+
+
+def haproxy_path() -> str | None:
+    found = shutil.which("haproxy")
+    if found:
+        return found
+    return "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
+
+
+def haproxy_version(haproxy: str) -> tuple[int, ...]:
+    done = subprocess.run([haproxy, "-v"], capture_output=True, text=True, check=False, timeout=10)
+    match = re.search(r"version (\d+)\.(\d+)", done.stdout + done.stderr)
+    return (int(match.group(1)), int(match.group(2))) if match else (0,)
+
+
+def haproxy_cfg(
+    *, port: int, upstream_url: str, issuer: str, audience: str, public_pem: Path, scope: str
+) -> str:
+    """HAProxy as a JWT-checking reverse proxy: one thread, keep-alive both sides, and a 401
+    unless the bearer token is RS256, verifies with `public_pem`, and has the right iss, aud
+    (a string, or an array whose first entry matches), exp > now and (if present) nbf <= now;
+    403 without `scope` among its space-separated scopes (like the gateway's /auth route).
+    Every request runs the full signature check: HAProxy has no verified-token cache."""
+    upstream = urlsplit(upstream_url)
+    unauthorized = (
+        "http-request return status 401 content-type application/json "
+        'string \'{"message":"Unauthorized"}\' hdr WWW-Authenticate Bearer'
+    )
+    forbidden = (
+        "http-request return status 403 content-type application/json "
+        'string \'{"message":"Forbidden"}\''
+    )
+    return f"""\
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    http-reuse always
+
+frontend bench
+    bind {LOOPBACK}:{port}
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+    http-request set-var(txn.iss) var(txn.bearer),jwt_payload_query('$.iss')
+    http-request set-var(txn.aud) var(txn.bearer),jwt_payload_query('$.aud')
+    http-request set-var(txn.aud0) var(txn.bearer),jwt_payload_query('$.aud[0]')
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+    http-request set-var(txn.nbf) var(txn.bearer),jwt_payload_query('$.nbf','int')
+    http-request set-var(txn.scope) var(txn.bearer),jwt_payload_query('$.scope')
+    http-request set-var(txn.now) date()
+    acl has_token var(txn.bearer) -m found
+    acl alg_ok var(txn.alg) -m str RS256
+    acl iss_ok var(txn.iss) -m str {issuer}
+    acl aud_ok var(txn.aud) -m str {audience}
+    acl aud_ok var(txn.aud0) -m str {audience}
+    acl exp_ok var(txn.exp),sub(txn.now) -m int gt 0
+    acl has_nbf var(txn.nbf) -m found
+    acl nbf_ok var(txn.now),sub(txn.nbf) -m int ge 0
+    acl sig_ok var(txn.bearer),jwt_verify(txn.alg,"{public_pem}") -m int 1
+    acl scope_ok var(txn.scope) -m reg (^|\\ ){scope}(\\ |$)
+    {unauthorized} unless has_token alg_ok iss_ok aud_ok exp_ok sig_ok
+    {unauthorized} if has_nbf !nbf_ok
+    {forbidden} unless scope_ok
+    default_backend upstream
+
+backend upstream
+    server upstream {upstream.hostname}:{upstream.port}
+"""
+
+
+def build_haproxy_jwt(ctx: BenchContext) -> Launch:
+    haproxy = haproxy_path()
+    if haproxy is None:
+        raise Unavailable("haproxy is not installed (apt-get install haproxy)")
+    if (version := haproxy_version(haproxy)) < HAPROXY_MIN_VERSION:
+        found = ".".join(map(str, version))
+        raise Unavailable(f"haproxy {found} has no jwt_verify (needs 2.5+)")
+    issuer = ctx.need_issuer()
+    port = free_port()
+    config = ctx.workdir / "haproxy.cfg"
+    config.write_text(
+        haproxy_cfg(
+            port=port,
+            upstream_url=ctx.upstream_url,
+            issuer=issuer.url,
+            audience=issuer.audience,
+            public_pem=issuer.public_pem,
+            scope=BENCH_SCOPE,
+        )
+    )
+    check = subprocess.run(
+        [haproxy, "-c", "-q", "-f", str(config)], capture_output=True, text=True, check=False
+    )
+    if check.returncode != 0:
+        raise StartError(f"haproxy -c rejects {config}:\n{check.stderr}{check.stdout}")
+    return Launch(
+        argv=[haproxy, "-db", "-f", str(config)],
+        base_url=f"http://{LOOPBACK}:{port}",
+        headers=bearer(issuer.token),
+    )
+
+
 ROWS: tuple[Row, ...] = (
     Row("upstream", "wrk straight at the upstream (no proxy)", build=None),
     Row(
         "gateway-public",
-        "tokengate gateway, route /public without plugins",
+        "tokengate gateway, route /public without plugins, no Authorization header",
         build=build_gateway_public,
         path="/public/x",
+        needs_issuer=True,
+    ),
+    Row(
+        "gateway-public-bearer",
+        "tokengate gateway, route /public without plugins, with the same Authorization header "
+        "as gateway-auth (same bytes on the wire, no check): the baseline for gateway-auth",
+        build=build_gateway_with_token,
+        path="/public/x",
+        needs_issuer=True,
     ),
     Row(
         "naive-proxy",
         "aiohttp app + one ClientSession + StreamResponse (bench/peers/naive_proxy.py)",
         build=build_naive_proxy,
+    ),
+    Row(
+        "gateway-auth",
+        "tokengate gateway, /auth with openid-connect (aud + scope), one valid token repeated: "
+        "the verified-token cache hit path",
+        build=build_gateway_with_token,
+        path="/auth/x",
+        needs_issuer=True,
+        auth=AuthCheck(scope_required=True),
+    ),
+    Row(
+        "gateway-auth-new-token",
+        f"tokengate gateway, /auth-nocache (cache_tokens: false), a different token on every "
+        f"request (wrk Lua cycling {ISSUER_TOKENS:,} pre-minted tokens): every request is a "
+        "full RS256 signature verification",
+        build=build_gateway_new_tokens,
+        path="/auth-nocache/x",
+        needs_issuer=True,
+        auth=AuthCheck(scope_required=False),
+    ),
+    Row(
+        "naive-jwt-proxy",
+        "naive-proxy + PyJWT jwt.decode(RS256, aud, iss) on every request, key loaded once "
+        "(bench/peers/naive_jwt_proxy.py), one valid token repeated",
+        build=build_naive_jwt_proxy,
+        needs_issuer=True,
+        auth=AuthCheck(scope_required=False),
+    ),
+    Row(
+        "haproxy-jwt",
+        "HAProxy jwt_verify RS256 + iss/aud/exp/nbf/scope rules, 1 thread, keep-alive upstream; "
+        "one valid token repeated, full signature check on every request (no cache)",
+        build=build_haproxy_jwt,
+        needs_issuer=True,
+        auth=AuthCheck(scope_required=True),
     ),
 )
 ROWS_BY_NAME: dict[str, Row] = {row.name: row for row in ROWS}
@@ -525,7 +889,10 @@ def start_system(
     stack.enter_context(process)
     url = launch.base_url + row.path
     try:
-        process.wait_ready(launch.ready_url or url)
+        if launch.ready_url is not None:
+            process.wait_ready(launch.ready_url)
+        else:  # the benchmarked URL itself, with the row's headers (an auth row needs its token)
+            process.wait_ready(url, headers={**row.headers, **launch.headers})
     except StartError:
         process.stop()
         raise

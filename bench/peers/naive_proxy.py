@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -72,7 +72,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return response
 
 
-def make_app(upstream: str) -> web.Application:
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_app(upstream: str, handler: Handler = proxy) -> web.Application:
+    """The app with its ClientSession; `handler` (default `proxy`) answers every path."""
     app = web.Application()
     app[_UPSTREAM] = upstream.rstrip("/")
 
@@ -83,7 +87,7 @@ def make_app(upstream: str) -> web.Application:
             yield
 
     app.cleanup_ctx.append(client_session)
-    app.router.add_route("*", "/{tail:.*}", proxy)
+    app.router.add_route("*", "/{tail:.*}", handler)
     return app
 
 

@@ -1,0 +1,153 @@
+"""bench.lua, the token helpers and the HAProxy config of bench.systems, bench.storm's verdicts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from bench.lua import (
+    parse_sample_token,
+    parse_status_counts,
+    split_token_header,
+    token_header,
+    write_random_kid,
+    write_token_cycle,
+)
+from bench.storm import StormResult, StormSettings
+from bench.systems import (
+    alg_none,
+    foreign_kid,
+    haproxy_cfg,
+    haproxy_path,
+    haproxy_version,
+    tampered_signature,
+)
+from bench.wrk import WrkResult
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+HEADER = {"alg": "RS256", "kid": "1f2e-kid", "typ": "JWT"}
+PAYLOAD = {"iss": "http://127.0.0.1:9400", "aud": ["bench-api"], "exp": 2_000_000_000}
+TOKEN = ".".join(
+    [_b64(json.dumps(HEADER).encode()), _b64(json.dumps(PAYLOAD).encode()), _b64(b"s" * 256)]
+)
+
+# What the scripts' done() prints after wrk's own report (wrk -s storm.lua, 2 s, 10 connections).
+STORM_OUTPUT = """\
+Running 2s test @ http://127.0.0.1:19404/auth/x
+  1 threads and 10 connections
+  5087 requests in 2.01s, 1.51MB read
+  Non-2xx or 3xx responses: 5087
+Requests/sec:   2527.62
+Transfer/sec:    767.67KB
+status 401 5000
+status 503 87
+sample-token eyJhbGciOiJSUzI1NiJ9.e30.c2ln
+"""
+
+
+def test_status_counts_and_sample_token() -> None:
+    assert parse_status_counts(STORM_OUTPUT) == {401: 5000, 503: 87}
+    assert parse_status_counts("no such lines") == {}
+    assert parse_sample_token(STORM_OUTPUT) == "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"
+    assert parse_sample_token("") is None
+
+
+def test_split_token_header_keeps_everything_but_the_kid() -> None:
+    before, after, rest = split_token_header(TOKEN)
+    assert json.loads(before + "other" + after) == {**HEADER, "kid": "other"}
+    assert rest == "." + TOKEN.split(".", 1)[1]
+    with pytest.raises(ValueError, match="no kid"):
+        split_token_header(_b64(b'{"alg":"RS256"}') + ".e30.c2ln")
+
+
+def test_foreign_kid_tampered_signature_and_alg_none() -> None:
+    foreign = foreign_kid(TOKEN, "nope")
+    assert token_header(foreign) == {**HEADER, "kid": "nope"}
+    assert foreign.split(".")[1:] == TOKEN.split(".")[1:]
+
+    tampered = tampered_signature(TOKEN)
+    assert tampered != TOKEN
+    assert tampered.rsplit(".", 1)[0] == TOKEN.rsplit(".", 1)[0]
+    assert len(tampered) == len(TOKEN)
+
+    none = alg_none(TOKEN)
+    assert token_header(none) == {"alg": "none", "typ": "JWT"}
+    assert none.endswith(".") and none.split(".")[1] == TOKEN.split(".")[1]
+
+
+def test_token_header_of_garbage_is_none() -> None:
+    assert token_header("!!!.e30.") is None
+    assert token_header(_b64(b"[1, 2]") + ".e30.") is None
+
+
+def test_scripts_embed_their_inputs_as_lua_strings(tmp_path: Path) -> None:
+    cycle = write_token_cycle(tmp_path / "cycle.lua", tmp_path / 'odd "dir" / tokens.txt')
+    text = cycle.read_text()
+    assert json.dumps(str(tmp_path / 'odd "dir" / tokens.txt')) in text
+    assert "@TOKENS_FILE@" not in text
+    assert "function request()" in text and "function done(" in text
+
+    storm = write_random_kid(tmp_path / "storm.lua", TOKEN).read_text()
+    assert "@BEFORE@" not in storm and "@REST@" not in storm
+    assert json.dumps("." + TOKEN.split(".", 1)[1]) in storm
+
+
+@pytest.mark.skipif(haproxy_path() is None, reason="haproxy is not installed")
+def test_haproxy_cfg_is_accepted_by_haproxy(tmp_path: Path) -> None:
+    haproxy = haproxy_path()
+    assert haproxy is not None
+    if haproxy_version(haproxy) < (2, 5):
+        pytest.skip("haproxy older than 2.5 has no jwt_verify")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "public.pem"
+    pem.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        haproxy_cfg(
+            port=18999,
+            upstream_url="http://127.0.0.1:18998",
+            issuer="http://127.0.0.1:9400",
+            audience="bench-api",
+            public_pem=pem,
+            scope="read",
+        )
+    )
+    done = subprocess.run(
+        [haproxy, "-c", "-f", str(config)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+def _wrk(requests: int, non_2xx: int = 0) -> WrkResult:
+    return WrkResult(requests, 10.0, requests / 10.0, 1.0, 5.0, non_2xx=non_2xx)
+
+
+def test_storm_verdicts() -> None:
+    settings = StormSettings(duration=10.0, connections=50, storm_connections=50, warmup=2.0)
+    ok = StormResult(settings, storm=_wrk(20_000, 20_000), storm_statuses={401: 20_000})
+    ok.jwks_fetches = 1
+    assert ok.all_401 and ok.allowed_fetches == 1 and ok.problems() == []
+
+    leaky = StormResult(settings, storm=_wrk(20_000, 19_999), storm_statuses={401: 19_999, 200: 1})
+    leaky.jwks_fetches = 3
+    problems = " | ".join(leaky.problems())
+    assert "not all 401" in problems and "3 JWKS fetches" in problems
+
+    small = StormResult(settings, storm=_wrk(5_000, 5_000), storm_statuses={401: 5_000})
+    assert any("storm requests" in p for p in small.problems())
+    quick = StormSettings(duration=3.0, connections=50, storm_connections=50, warmup=2.0)
+    short = StormResult(quick, storm=_wrk(5_000, 5_000), storm_statuses={401: 5_000})
+    assert short.problems() == []
