@@ -214,6 +214,16 @@ async def test_more_than_one_token_is_400(protect: Protect, test_issuer: TestIss
     assert raw.startswith(b"HTTP/1.1 400")
 
 
+@pytest.mark.parametrize("value", ['Bearer a"b', "Bearer a,b", "Bearer ", "Bearer x y"])
+async def test_malformed_bearer_header_is_400(value: str, protect: Protect) -> None:
+    gw = await protect()
+    answer = await call(gw, headers={"Authorization": value})
+    assert answer.status == 400
+    assert answer.headers["WWW-Authenticate"] == (
+        'Bearer realm="127.0.0.1", error="invalid_request"'
+    )
+
+
 async def test_issuer_down_and_never_loaded_is_503(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:

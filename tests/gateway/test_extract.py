@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from tokengate.gateway.errors import InvalidRequest, MultipleTokens
 from tokengate.gateway.extract import (
     TokenLocation,
+    check_bearer_syntax,
     cookie_header_without,
     extract_token,
     form_without_token,
@@ -48,7 +49,20 @@ def extract(
     config: OidcConfig = EVERYWHERE,
     body: bytes | None = None,
 ) -> TokenLocation | None:
-    return extract_token(request(path, headers, method="POST"), config, body)
+    location = extract_token(request(path, headers, method="POST"), config, body)
+    if location is not None and not location.checked:
+        # The caller's half of the contract: a fast-path header token is syntax-checked before
+        # it is used (unless it is already known good).
+        check_bearer_syntax(location.token)
+        location = location._replace(checked=True)
+    return location
+
+
+def test_the_usual_bearer_spelling_defers_its_syntax_check() -> None:
+    location = extract_token(request(headers=[("Authorization", 'Bearer a"b')]), DEFAULT, None)
+    assert location == TokenLocation('a"b', "header", checked=False)
+    with pytest.raises(InvalidRequest):
+        check_bearer_syntax(location.token)
 
 
 def bearer(value: str, config: OidcConfig = DEFAULT) -> TokenLocation | None:

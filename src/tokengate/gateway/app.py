@@ -107,7 +107,7 @@ class Gateway:
         try:
             response = await self._handle(request, request_id)
         except (web.RequestPayloadError, asyncio.IncompleteReadError, ConnectionError) as exc:
-            log.info("client request body failed: %s", exc)
+            log.debug("client request body failed: %s", exc)
             response = responses.bad_request()
         except Exception:
             log.exception("unexpected error while handling a request")
@@ -127,7 +127,7 @@ class Gateway:
         try:
             path = canonical_path(raw_path)
         except BadPath as exc:
-            log.info("refused request path %r: %s", raw_path, exc)
+            log.debug("refused request path %r: %s", raw_path, exc)
             return responses.bad_request()
 
         host_header = request.headers.get("Host", "")

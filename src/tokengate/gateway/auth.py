@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -33,6 +34,7 @@ from tokengate.gateway.errors import (
 )
 from tokengate.gateway.extract import (
     TokenLocation,
+    check_bearer_syntax,
     cookie_header_without,
     extract_token,
     form_without_token,
@@ -104,6 +106,7 @@ class Authenticator:
         self._ttl_max = config.cache_ttl_max
         self.cache = TokenCache(cache_capacity) if config.cache_tokens else None
         self._headers = HeaderCache()
+        self._refusals = RefusalLog(issuer=config.expected_issuer)
         self._requirements = compile_requirements(config)
         self.realm = urlsplit(config.expected_issuer).hostname or config.expected_issuer
         self._token_header, self._token_prefix = _parse_token_header(
@@ -127,11 +130,11 @@ class Authenticator:
             location = extract_token(request, config, body)
             if location is None:
                 raise MissingToken
-            entry = await self.authenticate(location.token)
+            entry = await self.authenticate(location.token, checked=location.checked)
             self.authorize(entry)
         except AuthError as exc:
             if config.anonymous is not None and exc.status == 401:
-                log.info("anonymous access after: %s", exc.detail)
+                log.debug("anonymous access after: %s", exc.detail)
                 return _ANONYMOUS
             raise
         except Exception:
@@ -140,13 +143,15 @@ class Authenticator:
             raise InvalidToken("token could not be processed") from None
         return self._edits(request, location, entry, body)
 
-    async def authenticate(self, token: str) -> VerifiedToken:
+    async def authenticate(self, token: str, *, checked: bool = True) -> VerifiedToken:
         now = self._clock()
         cache = self.cache
         if cache is not None:
             entry = cache.get(token, now)
             if entry is not None:
-                return entry
+                return entry  # this exact string passed every check before
+        if not checked:
+            check_bearer_syntax(token)
         try:
             entry = await self._verify(token, now)
         except AuthError:
@@ -248,7 +253,7 @@ class Authenticator:
     # -- the refusal -----------------------------------------------------------------------
     def refuse(self, exc: AuthError) -> web.Response:
         """The one place an AuthError becomes an HTTP answer (RFC 6750 §3)."""
-        log.info("auth refused (%s): %s", exc.reason, exc.detail)
+        self._refusals.note(exc)
         config = self.config
         headers: dict[str, str] = {}
         if exc.status == 503:
@@ -273,6 +278,36 @@ class Authenticator:
             content_type="application/json",
             charset="utf-8",
             headers=headers,
+        )
+
+
+class RefusalLog:
+    """Why requests were refused, at INFO, at most `per_second` lines a second: a client must not
+    be able to turn a flood of bad tokens into a flood of log lines (and the CPU they cost).
+    Lines beyond the budget are counted and the count is reported with the next line."""
+
+    def __init__(
+        self, *, issuer: str, per_second: int = 5, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._issuer = issuer
+        self._budget = per_second
+        self._clock = clock
+        self._window = -1.0
+        self._logged = 0
+        self._suppressed = 0
+
+    def note(self, exc: AuthError) -> None:
+        now = self._clock()
+        if now - self._window >= 1.0:
+            self._window, self._logged = now, 0
+        if self._logged >= self._budget:
+            self._suppressed += 1
+            return
+        self._logged += 1
+        more = f" ({self._suppressed} more refusals not logged)" if self._suppressed else ""
+        self._suppressed = 0
+        log.info(
+            "refused %d %s for %s: %s%s", exc.status, exc.reason, self._issuer, exc.detail, more
         )
 
 

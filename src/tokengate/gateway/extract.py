@@ -56,6 +56,9 @@ class TokenLocation(NamedTuple):
 
     token: str
     where: Where
+    # False only for a header token taken by the fast path: its b64token syntax is checked by
+    # the caller when the token is not already known good (a cached token passed it before).
+    checked: bool = True
 
 
 def needs_body(request: web.BaseRequest, config: OidcConfig) -> bool:
@@ -83,8 +86,8 @@ def extract_token(
         if len(values) > 1:
             # Authorization is a singleton field (RFC 9110 §11.6.2); which one would count?
             raise MultipleTokens("more than one Authorization header")
-        if values and (token := _bearer(values[0])) is not None:
-            found.append(TokenLocation(token, "header"))
+        if values and (bearer := _bearer(values[0])) is not None:
+            found.append(TokenLocation(bearer[0], "header", bearer[1]))
     if "query" in places:
         # The raw target, split by hand: building request.rel_url (yarl) costs microseconds.
         raw_query = request.raw_path.partition("?")[2]
@@ -104,15 +107,19 @@ def extract_token(
     return found[0] if found else None
 
 
-def _bearer(value: str) -> str | None:
-    if value.startswith(("Bearer ", "bearer ")) and value.find(" ", 7) < 0:
-        credentials = value[7:]  # the usual spelling, without the general parse below
-    else:
-        scheme, _, credentials = value.strip(" \t").partition(" ")
-        if scheme.lower() != "bearer":
-            return None  # another scheme: no bearer token here
-        credentials = credentials.lstrip(" ")  # 1*SP b64token
-    return _checked(credentials, "Bearer credentials")
+def _bearer(value: str) -> tuple[str, bool] | None:
+    """(credentials, checked) of a Bearer Authorization value; None for another scheme."""
+    if value.startswith(("Bearer ", "bearer ")) and value.find(" ", 7) < 0 and len(value) > 7:
+        return value[7:], False  # the usual spelling: syntax checked later, only if needed
+    scheme, _, credentials = value.strip(" \t").partition(" ")
+    if scheme.lower() != "bearer":
+        return None  # another scheme: no bearer token here
+    return _checked(credentials.lstrip(" "), "Bearer credentials"), True  # 1*SP b64token
+
+
+def check_bearer_syntax(token: str) -> None:
+    """InvalidRequest unless `token` is one b64token (RFC 6750 §2.1)."""
+    _checked(token, "Bearer credentials")
 
 
 def _parameters(query: str, where: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import multiprocessing
 import os
@@ -41,6 +42,9 @@ async def serve(config: GatewayConfig, settings: GatewaySettings, *, reuse_port:
     server = GatewayServer(config, settings, reuse_port=reuse_port)
     try:
         await server.start()
+        # Everything loaded so far (config, routes, modules) lives as long as the process: keep
+        # it out of the collector's scans, which otherwise re-walk it on every full collection.
+        gc.freeze()
         log.info(
             "tokengate gateway listening on %s:%d (status %s:%d), %d routes",
             settings.listen[0],
