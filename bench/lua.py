@@ -178,13 +178,16 @@ def split_token_header(token: str) -> tuple[str, str, str]:
     return before, after, "." + rest
 
 
-def write_random_kid(path: Path, token: str) -> Path:
+def write_random_kid(path: Path, token: str, *, delay_ms: float = 0.0) -> Path:
     """A wrk script sending `token` with its header's kid replaced by a fresh random one on
-    every request (the header re-encoded; payload and signature unchanged)."""
+    every request (the header re-encoded; payload and signature unchanged). With `delay_ms`,
+    each connection waits that long before each request (wrk's delay()): a paced storm."""
     before, after, rest = split_token_header(token)
     text = _fill(
         _RANDOM_KID, BEFORE=lua_string(before), AFTER=lua_string(after), REST=lua_string(rest)
     )
+    if delay_ms > 0:
+        text += f"\nfunction delay()\n  return {delay_ms:.3f}\nend\n"
     path.write_text(text)
     return path
 

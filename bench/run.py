@@ -91,7 +91,8 @@ class Parameters:
     upstream: str
     pin: bool
     storm: bool = False
-    storm_connections: int = 50
+    storm_connections: int = 10
+    storm_rate: float = 1000.0
 
     @property
     def needs_issuer(self) -> bool:
@@ -139,7 +140,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-storm", action="store_true", help="leave the storm out of a default run"
     )
     parser.add_argument(
-        "--storm-connections", type=int, help="wrk -c of the storm (default: --connections)"
+        "--storm-connections",
+        type=int,
+        help="wrk -c of the storm (default 10; unpaced: --connections)",
+    )
+    parser.add_argument(
+        "--storm-rate",
+        type=float,
+        default=1000.0,
+        help="storm requests per second (default 1000: 10,000 over a 10 s phase; 0: unpaced)",
     )
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument(
@@ -153,7 +162,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.storm and args.no_storm:
         parser.error("--storm and --no-storm contradict each other")
     if args.storm_connections is None:
-        args.storm_connections = args.connections
+        args.storm_connections = 10 if args.storm_rate > 0 else args.connections
+    if args.storm_rate < 0:
+        parser.error("--storm-rate must be 0 or more")
     if args.storm_connections < 1:
         parser.error("--storm-connections must be positive")
     return args
@@ -228,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pin=not args.no_pin,
         storm=args.storm or (not args.rows and not args.no_storm),
         storm_connections=args.storm_connections,
+        storm_rate=args.storm_rate,
     )
     # Both end up as KeyboardInterrupt, so the `with` blocks stop every process we started.
     # SIGINT explicitly too: a shell without job control starts background jobs ignoring it.
@@ -286,6 +298,7 @@ def _run_storm(
         duration=params.duration,
         connections=params.connections,
         storm_connections=params.storm_connections,
+        storm_rate=params.storm_rate,
         warmup=params.warmup,
     )
     ctx = BenchContext(upstream_url=upstream.url, workdir=workdir / "storm", issuer=issuer)

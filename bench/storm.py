@@ -62,6 +62,9 @@ class StormSettings:
     connections: int  # the valid wrk's
     storm_connections: int
     warmup: float
+    # Storm requests per second over all its connections (10,000 over a 10 s phase by default);
+    # 0: as fast as the storm's wrk can send, which measures CPU contention more than the storm.
+    storm_rate: float = 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +177,8 @@ def run_storm(
     print(
         f"\n== unknown-kid storm: fresh gateway, /auth; {settings.duration:g} s valid alone, then "
         f"{settings.duration:g} s valid (wrk -c{settings.connections}) + storm "
-        f"(wrk -c{settings.storm_connections}, random kid per request)"
+        f"(wrk -c{settings.storm_connections}, random kid per request, "
+        f"{'paced at %g req/s' % settings.storm_rate if settings.storm_rate else 'unpaced'})"
     )
     with ExitStack() as stack:
         try:
@@ -188,7 +192,12 @@ def run_storm(
         if check.problems:
             result.failure = "storm gateway auth check failed: " + "; ".join(check.problems)
             return result
-        script = write_random_kid(ctx.workdir / "random-kid.lua", issuer.token)
+        delay_ms = (
+            settings.storm_connections * 1000.0 / settings.storm_rate
+            if settings.storm_rate
+            else 0.0
+        )
+        script = write_random_kid(ctx.workdir / "random-kid.lua", issuer.token, delay_ms=delay_ms)
         try:
             _storm_phases(result, system, issuer, script, pinning)
         except WrkError as error:
