@@ -479,3 +479,23 @@ async def test_display_errors_and_custom_messages(
     quiet = await protect(expose_error_code=False)
     answer = await call(quiet, token=test_issuer.mint(exp_in=-10))
     assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1"'
+
+
+async def test_refusals_are_complete_http_answers_for_1_0_and_1_1(protect: Protect) -> None:
+    gw = await protect()
+    for version in (b"1.1", b"1.0"):
+        raw = await raw_request(
+            gw.proxy_port,
+            b"GET / HTTP/" + version + b"\r\nHost: a\r\nX-Request-Id: r-1\r\n"
+            b"Authorization: Bearer x.y.z\r\nConnection: close\r\n\r\n",
+        )
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n") or head.startswith(
+            b"HTTP/1.0 401 Unauthorized\r\n"
+        )
+        lines = head.lower().split(b"\r\n")
+        assert b"content-type: application/json; charset=utf-8" in lines
+        assert b"content-length: %d" % len(body) in lines
+        assert any(line.startswith(b"date: ") for line in lines)
+        assert b"x-request-id: r-1" in lines
+        assert json.loads(body) == {"message": "Unauthorized"}

@@ -35,7 +35,8 @@ from tokengate.gateway.headers import sane_request_id
 from tokengate.gateway.keys import KeyRegistry
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.paths import BadPath, canonical_path
-from tokengate.gateway.proxy import Forwarder, RawResponse
+from tokengate.gateway.proxy import Forwarder
+from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import Router
 from tokengate.gateway.server import HeadTimeoutServer
 from tokengate.gateway.settings import GatewaySettings
@@ -150,7 +151,7 @@ class Gateway:
             try:
                 edits = await auth.check(request, body)
             except AuthError as exc:
-                return auth.refuse(exc)
+                return auth.refuse(exc, request, request_id)
 
         if match.route.preserve_host and host_header:
             upstream_host = host_header.encode("latin-1")

@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -42,6 +43,7 @@ from tokengate.gateway.extract import (
 )
 from tokengate.gateway.keys import IssuerKeys, KeySource
 from tokengate.gateway.oidc_config import OidcConfig
+from tokengate.gateway.rawresponse import RawResponse, date_line
 from tokengate.gateway.requirements import compile_requirements
 from tokengate.gateway.token_cache import TokenCache, VerifiedToken
 from tokengate.gateway.verify import (
@@ -107,6 +109,9 @@ class Authenticator:
         self.cache = TokenCache(cache_capacity) if config.cache_tokens else None
         self._headers = HeaderCache()
         self._refusals = RefusalLog(issuer=config.expected_issuer)
+        self._answers: dict[
+            tuple[type[AuthError], str | None], tuple[int, dict[str, str], bytes]
+        ] = {}
         self._requirements = compile_requirements(config)
         self.realm = urlsplit(config.expected_issuer).hostname or config.expected_issuer
         self._token_header, self._token_prefix = _parse_token_header(
@@ -251,9 +256,37 @@ class Authenticator:
         return b"".join(lines)
 
     # -- the refusal -----------------------------------------------------------------------
-    def refuse(self, exc: AuthError) -> web.Response:
-        """The one place an AuthError becomes an HTTP answer (RFC 6750 §3)."""
+    def refuse(
+        self, exc: AuthError, request: web.BaseRequest, request_id: bytes
+    ) -> web.StreamResponse:
+        """The one place an AuthError becomes an HTTP answer (RFC 6750 §3): Kong's body, the
+        challenge, pre-serialised once per kind of refusal (a flood of bad tokens costs little)."""
         self._refusals.note(exc)
+        key = (type(exc), exc.detail if self.config.display_errors else None)
+        prepared = self._answers.get(key)
+        if prepared is None:
+            if len(self._answers) >= 256:  # details are fixed texts; bounded all the same
+                self._answers.clear()
+            prepared = self._answers[key] = self._prepare_answer(exc)
+        status, headers, body = prepared
+        if request.version != (1, 1):
+            return web.Response(
+                status=status,
+                body=body,
+                headers=headers,
+                content_type="application/json",
+                charset="utf-8",
+            )
+        keep_alive = request.keep_alive
+        head = b"%b%bX-Request-Id: %b\r\n%b\r\n" % (
+            prepared_head(status, headers, len(body)),
+            date_line(),
+            request_id,
+            b"" if keep_alive else b"Connection: close\r\n",
+        )
+        return RawResponse(head + body, status=status, keep_alive=keep_alive)
+
+    def _prepare_answer(self, exc: AuthError) -> tuple[int, dict[str, str], bytes]:
         config = self.config
         headers: dict[str, str] = {}
         if exc.status == 503:
@@ -272,13 +305,22 @@ class Authenticator:
                 if config.display_errors:
                     challenge += f', error_description="{_quote(exc.detail)}"'
             headers["WWW-Authenticate"] = challenge
-        return web.Response(
-            status=exc.status,
-            body=json.dumps({"message": message}).encode(),
-            content_type="application/json",
-            charset="utf-8",
-            headers=headers,
-        )
+        return exc.status, headers, json.dumps({"message": message}).encode()
+
+
+def prepared_head(status: int, headers: Mapping[str, str], length: int) -> bytes:
+    reason = HTTPStatus(status).phrase.encode("ascii")
+    lines = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
+    for name, value in headers.items():
+        # Header values here come from config and fixed texts; never raw client input.
+        lines.append(b"%b: %b\r\n" % (name.encode("latin-1"), _header_safe(value)))
+    lines.append(b"Content-Type: application/json; charset=utf-8\r\n")
+    lines.append(b"Content-Length: %d\r\n" % length)
+    return b"".join(lines)
+
+
+def _header_safe(value: str) -> bytes:
+    return value.replace("\r", " ").replace("\n", " ").encode("latin-1", "replace")
 
 
 class RefusalLog:

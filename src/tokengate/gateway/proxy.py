@@ -19,12 +19,12 @@ import ssl
 from typing import Final
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
 from tokengate.gateway import responses
 from tokengate.gateway.config import Service
 from tokengate.gateway.edits import NO_EDITS, UpstreamEdits
 from tokengate.gateway.headers import build_request_head, response_head, response_headers
+from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import RouteMatch
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.upstream import (
@@ -51,25 +51,6 @@ class BodyTooLarge(Exception):
 
 class ClientBodyTimeout(Exception):
     pass
-
-
-class RawResponse(web.StreamResponse):
-    """A complete HTTP/1.1 response, already serialised, written with one transport write."""
-
-    def __init__(self, data: bytes, *, status: int, keep_alive: bool) -> None:
-        super().__init__(status=status)
-        self._data = data
-        self._keep_alive = keep_alive  # aiohttp reads it to keep or close the connection
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        transport = request.transport
-        if self._data and transport is not None and not transport.is_closing():
-            transport.write(self._data)
-        self._data = b""
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
 
 
 class Forwarder:
