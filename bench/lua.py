@@ -2,6 +2,7 @@
 
     script = write_token_cycle(workdir / "cycle.lua", issuer.tokens_file)  # new token per request
     script = write_random_kid(workdir / "storm.lua", issuer.token)  # unknown-kid storm
+    script = write_form_post(workdir / "token.lua", "grant_type=...")  # POST a form body
 
 Both scripts print `status <code> <count>` lines from `done()` (counted per response), which
 `parse_status_counts` reads back: wrk itself only reports "Non-2xx or 3xx responses". The storm
@@ -135,6 +136,25 @@ end
 """
 )
 
+_FORM_POST = (
+    """\
+-- The same form POST on every request (the identity server's token endpoint).
+wrk.method = "POST"
+wrk.body = @BODY@
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+
+function init(args)
+  statuses = {}
+end
+"""
+    + _STATUS_COUNTING
+    + """
+function done(summary, latency, requests)
+  print_statuses()
+end
+"""
+)
+
 _STATUS_LINE = re.compile(r"^status (\d+) (\d+)$", re.M)
 _SAMPLE_TOKEN = re.compile(r"^sample-token (\S+)$", re.M)
 _KID_PLACEHOLDER = "\x00kid\x00"
@@ -160,6 +180,12 @@ def _fill(template: str, **values: str) -> str:
 def write_token_cycle(path: Path, tokens_file: Path) -> Path:
     """A wrk script sending the tokens of `tokens_file` (one per line) in turn, one per request."""
     path.write_text(_fill(_TOKEN_CYCLE, TOKENS_FILE=lua_string(str(tokens_file))))
+    return path
+
+
+def write_form_post(path: Path, body: str) -> Path:
+    """A wrk script POSTing `body` as application/x-www-form-urlencoded on every request."""
+    path.write_text(_fill(_FORM_POST, BODY=lua_string(body)))
     return path
 
 

@@ -71,6 +71,7 @@ from bench.systems import (
     check_auth,
     http_status,
     machine_busy_seconds,
+    run_raw,
     start_issuer,
     start_system,
     start_upstream,
@@ -171,13 +172,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def select_rows(spec: str | None) -> tuple[Row, ...]:
-    """`"a,b"` → those rows in table order; ValueError naming unknown ones."""
+    """`"a,b"` → those rows (and their `with_rows` companions) in table order; ValueError
+    naming unknown ones."""
     if not spec:
         return ROWS
     wanted = [name.strip() for name in spec.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in ROWS_BY_NAME]
     if unknown:
         raise ValueError(f"unknown row(s): {', '.join(unknown)}; known: {', '.join(ROWS_BY_NAME)}")
+    wanted += [extra for name in wanted for extra in ROWS_BY_NAME[name].with_rows]
     return tuple(row for row in ROWS if row.name in wanted)
 
 
@@ -316,14 +319,21 @@ def measure_all(
     """Start and warm every row, then the interleaved rounds; return one result per row."""
     results = [RowResult(row.name, row.description) for row in params.rows]
     systems: dict[str, SystemUnderTest] = {}
+    raw: dict[str, Row] = {}
     for row, result in zip(params.rows, results, strict=True):
+        if row.raw is not None:  # not a server: a command run on the system CPU each round
+            raw[row.name] = row
+            continue
         system = _start(row, result, upstream, issuer, pinning, workdir, stack)
         if system is not None:
             _warm_up(system, result, params, pinning)
             systems[row.name] = system
-    for round_no in range(1, params.rounds + 1 if systems else 1):
+    for round_no in range(1, params.rounds + 1 if systems or raw else 1):
         print(f"\n-- round {round_no}/{params.rounds}")
         for result in results:
+            if result.name in raw and not result.failure:
+                _measure_raw(raw[result.name], result, round_no, params, pinning)
+                continue
             system = systems.get(result.name)
             if system is None or result.failure:
                 continue
@@ -366,7 +376,18 @@ def _start(
             system.process.stop()
             return None
         print(f"   auth check ok: {check.summary}")
-    elif system.script is None:  # with a script, wrk's requests may differ from a plain GET
+    if row.check is not None:
+        check = row.check(system.url)
+        result.auth_check = check.summary
+        if check.problems:
+            result.failure = "start check failed, NOT measured: " + "; ".join(check.problems)
+            print(f"!! {row.name}: {result.failure}", file=sys.stderr)
+            system.process.stop()
+            return None
+        print(f"   start check ok: {check.summary}")
+    if (
+        row.auth is None and row.check is None and system.script is None
+    ):  # with a script, wrk's requests may differ from a plain GET
         status = http_status(system.url, timeout=2.0, headers=system.headers)
         if status != 200:
             answer = f"HTTP {status}" if status else "no answer within 2 s"
@@ -409,7 +430,7 @@ def _wrk(
     return run_wrk(
         system.url,
         duration=duration,
-        connections=params.connections,
+        connections=system.row.connections or params.connections,
         script=system.script,
         headers=system.headers,
         prefix=pinning.load_prefix(),
@@ -435,6 +456,19 @@ def _measure(
     result.rounds.append(measurement)
     print(_progress_line(result.name, measurement))
     _check_alive(system, result, f"round {round_no}")
+
+
+def _measure_raw(
+    row: Row, result: RowResult, round_no: int, params: Parameters, pinning: Pinning
+) -> None:
+    try:
+        rate = run_raw(row, params.duration, pinning)
+    except (StartError, subprocess.TimeoutExpired, ValueError) as error:
+        result.failure = f"round {round_no}: {error}"
+        print(f"!! {result.name}: {result.failure}", file=sys.stderr)
+        return
+    result.samples.append(rate)
+    print(f"   {result.name:<22} {rate:>10,.0f} /s   (raw, no HTTP)")
 
 
 def _cpu_counters(system: SystemUnderTest) -> tuple[float, float, float]:
@@ -466,7 +500,7 @@ def finish(
     if results:
         print(
             f"\n== results: median of {params.rounds} round(s) x {params.duration:g} s, "
-            f"wrk -t1 -c{params.connections}\n"
+            f"wrk -t1 -c{params.connections}{_connection_overrides(params)}\n"
         )
         print(format_table(results))
         print()
@@ -487,6 +521,12 @@ def finish(
     if storm is not None and storm.problems():
         bad = True
     return 1 if bad else 0
+
+
+def _connection_overrides(params: Parameters) -> str:
+    """` (identity-token: -c10)` for rows with their own wrk -c; empty when there are none."""
+    own = [f"{r.name}: -c{r.connections}" for r in params.rows if r.connections]
+    return f" ({', '.join(own)})" if own else ""
 
 
 def _relative(path: Path) -> str:

@@ -174,11 +174,11 @@ def run_storm(
     pinning: Pinning,
 ) -> StormResult:
     result = StormResult(settings)
+    pace = f"paced at {settings.storm_rate:g} req/s" if settings.storm_rate else "unpaced"
     print(
         f"\n== unknown-kid storm: fresh gateway, /auth; {settings.duration:g} s valid alone, then "
         f"{settings.duration:g} s valid (wrk -c{settings.connections}) + storm "
-        f"(wrk -c{settings.storm_connections}, random kid per request, "
-        f"{'paced at %g req/s' % settings.storm_rate if settings.storm_rate else 'unpaced'})"
+        f"(wrk -c{settings.storm_connections}, random kid per request, {pace})"
     )
     with ExitStack() as stack:
         try:

@@ -23,6 +23,12 @@ makes the run call `check_auth` before measuring (valid → 200, none → 401, b
 and refuse to measure a row that fails it. A builder raising `Unavailable` (a peer that is not
 installed, like haproxy) skips its row without failing the run. All gateway rows share one
 config (`bench_routes`: /public, /auth, /auth-nocache) and differ only in path and headers.
+
+Other knobs: `connections` overrides wrk -c for one row; `check` runs before measuring (like
+`auth`, a failing row is not measured); `raw` makes a row that is not a server but a command
+run on the system-under-test CPU for each round, printing JSON with a rate (`rsa-sign-raw`:
+signatures/s, shown as req/s without latency); `with_rows` pulls companion rows into a
+`--rows` selection (identity-token brings rsa-sign-raw, its ratio's denominator).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from bench.lua import split_token_header, write_token_cycle
+from bench.lua import split_token_header, write_form_post, write_token_cycle
 from bench.upstream import BODY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -580,6 +586,10 @@ class Row:
     headers: Mapping[str, str] = field(default_factory=dict)  # wrk -H
     needs_issuer: bool = False  # the run starts bench.issuer first
     auth: AuthCheck | None = None  # checked before measuring; a row that fails is not measured
+    check: Callable[[str], AuthCheckResult] | None = None  # url → problems; like `auth`
+    connections: int | None = None  # wrk -c for this row (default: the run's --connections)
+    raw: Callable[[float], list[str]] | None = None  # duration → argv printing {"..._per_sec"}
+    with_rows: tuple[str, ...] = ()  # rows a --rows selection of this one also runs
 
 
 def kong_yaml(upstream_url: str, routes: Sequence[Mapping[str, Any]]) -> str:
@@ -791,6 +801,88 @@ def build_haproxy_jwt(ctx: BenchContext) -> Launch:
     )
 
 
+# --------------------------------------------------------------------------- identity server
+
+IDENTITY_SEED = REPO_ROOT / "config" / "identity-seed.yaml"
+IDENTITY_ISSUER_ID = "appointmentsdev1"
+IDENTITY_TOKEN_PATH = f"/{IDENTITY_ISSUER_ID}/auth/oauth/token"
+IDENTITY_CLIENT = "appointments-client"
+IDENTITY_SECRET = "local-dev-secret-change-me"  # noqa: S105 (the dev seed's)
+IDENTITY_CONNECTIONS = 10  # ~0.5 ms of RSA signing per request: -c10 already saturates a core
+
+
+def token_form(secret: str = IDENTITY_SECRET) -> str:
+    return (
+        f"grant_type=client_credentials&client_id={IDENTITY_CLIENT}"
+        f"&client_secret={secret}&scope=my-scope"
+    )
+
+
+def build_identity(ctx: BenchContext) -> Launch:
+    """`tokengate identity` in memory with the dev seed; wrk POSTs client_credentials forms."""
+    executable = tokengate_executable()
+    if not executable.exists():
+        raise StartError(f"{executable} does not exist (is tokengate installed in the venv?)")
+    port = free_port()
+    argv = [str(executable), "identity", "--listen", f"{LOOPBACK}:{port}", "--in-memory"]
+    argv += ["--admin-token", "bench", "--seed", str(IDENTITY_SEED)]
+    base_url = f"http://{LOOPBACK}:{port}"
+    script = write_form_post(ctx.workdir / "token-post.lua", token_form())
+    return Launch(argv=argv, base_url=base_url, ready_url=base_url + "/healthz", script=script)
+
+
+def post_form(url: str, body: str, timeout: float = 5.0) -> tuple[int | None, bytes]:
+    """(status, body) of a form POST to `url`; (None, b"") when nothing answers."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or LOOPBACK, parts.port or 80, timeout=timeout)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    try:
+        conn.request("POST", parts.path or "/", body=body.encode(), headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException):
+        return None, b""
+    finally:
+        conn.close()
+
+
+def check_token_endpoint(url: str) -> AuthCheckResult:
+    """The right client secret → 200 with an access_token; a wrong one → 401."""
+    problems: list[str] = []
+    status, body = post_form(url, token_form())
+    try:
+        token = json.loads(body).get("access_token") if status == 200 else None
+    except (ValueError, AttributeError):
+        token = None
+    if status != 200 or not token:
+        problems.append(f"client_credentials POST -> {status} {body[:200]!r} (want 200 + token)")
+    status, body = post_form(url, token_form("wrong-secret"))
+    if status != 401:
+        problems.append(f"wrong client secret -> {status} {body[:200]!r} (want 401)")
+    return AuthCheckResult(problems, "client_credentials -> 200 + access_token, bad secret -> 401")
+
+
+def sign_rate_argv(duration: float) -> list[str]:
+    return [sys.executable, "-m", "bench.sign_rate", "--duration", f"{duration:g}"]
+
+
+def run_raw(row: Row, duration: float, pinning: Pinning) -> float:
+    """Run a `raw` row's command on the system-under-test CPU; its rate per second."""
+    assert row.raw is not None
+    argv = pinning.system_prefix() + row.raw(duration)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, check=False, timeout=duration + 60, cwd=REPO_ROOT
+    )
+    if done.returncode != 0:
+        raise StartError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr}")
+    lines = done.stdout.strip().splitlines()
+    result = json.loads(lines[-1]) if lines else {}
+    rates = [v for k, v in result.items() if k.endswith("_per_sec")]
+    if not rates:
+        raise StartError(f"{' '.join(argv)} printed no rate:\n{done.stdout}")
+    return float(rates[0])
+
+
 ROWS: tuple[Row, ...] = (
     Row("upstream", "wrk straight at the upstream (no proxy)", build=None),
     Row(
@@ -847,6 +939,24 @@ ROWS: tuple[Row, ...] = (
         build=build_haproxy_jwt,
         needs_issuer=True,
         auth=AuthCheck(scope_required=True),
+    ),
+    Row(
+        "identity-token",
+        f"tokengate identity (--in-memory, dev seed): wrk POSTs client_credentials to "
+        f"{IDENTITY_TOKEN_PATH} (Lua), an RS256 token signed per request; "
+        f"wrk -c{IDENTITY_CONNECTIONS} (not the run's -c: each request is ~0.5 ms of signing)",
+        build=build_identity,
+        path=IDENTITY_TOKEN_PATH,
+        check=check_token_endpoint,
+        connections=IDENTITY_CONNECTIONS,
+        with_rows=("rsa-sign-raw",),
+    ),
+    Row(
+        "rsa-sign-raw",
+        "ceiling: bench/sign_rate.py on the identity server's CPU, cryptography RSA-2048 "
+        "PKCS1v15+SHA256 over 300 bytes in a loop; req/s = signatures/s (no HTTP, no latency)",
+        build=None,
+        raw=sign_rate_argv,
     ),
 )
 ROWS_BY_NAME: dict[str, Row] = {row.name: row for row in ROWS}
