@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-import timeit
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import cryptography
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from bench.micro_verify import timed
 from tokengate.identity.grants import Issuer, TokenRequest, token_endpoint
 from tokengate.identity.signing import signer_for
 from tokengate.identity.store import Store
@@ -120,27 +120,6 @@ def make_rows(store: Store, alg: str) -> dict[str, Callable[[], object]]:
     for check in (raw, mint, grant):
         check()
     return {"raw": raw, "mint": mint, "grant": grant}
-
-
-def timed(
-    fns: dict[str, Callable[[], object]],
-    repeat: int,
-    run_time: float,
-    clock: Callable[[], float],
-    stat: Callable[[list[float]], float] = statistics.median,
-) -> dict[str, float]:
-    """Per-call seconds of each fn (median of the runs by default), the runs interleaved so that
-    drifting load hits every row alike."""
-    timers = {name: timeit.Timer(fn, timer=clock) for name, fn in fns.items()}
-    numbers = {}
-    for name, timer in timers.items():
-        number, elapsed = timer.autorange()
-        numbers[name] = max(1, int(number * run_time / max(elapsed, 1e-9)))
-    runs: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, timer in timers.items():
-            runs[name].append(timer.timeit(numbers[name]) / numbers[name])
-    return {name: stat(values) for name, values in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,7 +151,7 @@ class TestIssuer:
         self._server = TestServer(app, host="127.0.0.1", port=0)
         server_ssl = None
         if self.tls:
-            server_ssl, self.client_ssl = _self_signed_contexts()
+            server_ssl, self.client_ssl = self_signed_contexts()
         await self._server.start_server(ssl=server_ssl)
         return self
 
@@ -377,7 +377,7 @@ async def test_issuer() -> AsyncIterator[TestIssuer]:
         yield issuer
 
 
-def _self_signed_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def self_signed_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server context, client context trusting it) for a fresh certificate for 127.0.0.1."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tokengate test issuer")])

@@ -4,19 +4,14 @@ gets wrong, early answers, backpressure, pool slots, slow clients, header spelli
 from __future__ import annotations
 
 import asyncio
-import datetime
 import socket
-import ssl
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_service, raw_request
+from tests.gateway.issuer import self_signed_contexts
 from tokengate.gateway.upstream import UpstreamPool
 
 CLOSE_GET = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -380,34 +375,6 @@ async def test_pin_ambiguous_client_framing_never_reaches_upstream(
     assert up.requests == []
 
 
-def self_signed(tmp_path: Path) -> ssl.SSLContext:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("upstream.test")]), False)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    return context
-
-
 @pytest.mark.parametrize(("tls_verify", "status"), [(False, 200), (True, 502)])
 async def test_https_upstream_with_tls_verify(
     tls_verify: bool, status: int, tmp_path: Path, start_gateway: StartGateway
@@ -422,7 +389,7 @@ async def test_https_upstream_with_tls_verify(
     app.router.add_get("/", hello)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self_signed(tmp_path))
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self_signed_contexts()[0])
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:

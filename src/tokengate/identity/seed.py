@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import yaml
 
+from tokengate.identity.migrations import CLAIMS, CLIENTS, SCOPES
 from tokengate.identity.models import (
     GRANT_TYPES,
     MAX_TOKEN_DURATION,
@@ -55,31 +56,10 @@ _SERVER_FIELDS: Final = {
     "claims",
     "clients",
 }
-_SCOPE_FIELDS: Final = {"id", "name", "description", "default", "include_in_metadata", "enabled"}
-_CLAIM_FIELDS: Final = {
-    "id",
-    "name",
-    "value",
-    "include_in_token",
-    "include_in_all_scopes",
-    "include_in_scopes",
-    "enabled",
-}
-_CLIENT_FIELDS: Final = {
-    "id",
-    "secret",
-    "name",
-    "grant_types",
-    "redirect_uris",
-    "login_uri",
-    "access_token_duration",
-    "id_token_duration",
-    "allow_all_scopes",
-    "allow_scopes",
-    "labels",
-    "response_types",
-    "token_endpoint_auth_method",
-}
+# What a seed entry may set: what the store lets change, plus fixed ids (and a client secret).
+_SCOPE_FIELDS: Final = set(SCOPES.mutable) | {"id"}
+_CLAIM_FIELDS: Final = set(CLAIMS.mutable) | {"id"}
+_CLIENT_FIELDS: Final = set(CLIENTS.mutable) | {"id", "secret"}
 
 
 class SeedError(Exception):
