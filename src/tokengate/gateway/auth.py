@@ -137,6 +137,7 @@ class Authenticator:
                 raise MissingToken
             entry = await self.authenticate(location.token, checked=location.checked)
             self.authorize(entry)
+            return self._edits(request, location, entry, body)
         except AuthError as exc:
             if config.anonymous is not None and exc.status == 401:
                 log.debug("anonymous access after: %s", exc.detail)
@@ -146,7 +147,6 @@ class Authenticator:
             # Security invariant: nothing a client sends turns into a 500 or a pass.
             log.exception("unexpected error while authenticating a request")
             raise InvalidToken("token could not be processed") from None
-        return self._edits(request, location, entry, body)
 
     async def authenticate(self, token: str, *, checked: bool = True) -> VerifiedToken:
         now = self._clock()
