@@ -167,3 +167,39 @@ async def test_restart_keeps_state_and_old_tokens_verify(tmp_path: Path) -> None
     finally:
         await client.close()
         store.close()
+
+
+async def test_tokens_expired_over_a_day_ago_are_purged() -> None:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from tokengate.identity.models import IssuedToken
+
+    store = new_store()
+    (server,) = apply_seed(store, load_seed(SEED))
+    now = datetime.now(UTC)
+
+    def record(jti: str, expired_ago: timedelta) -> None:
+        store.record_token(
+            IssuedToken(
+                jti, server.id, CLIENT["client_id"], (), now - timedelta(days=3), now - expired_ago
+            )
+        )
+
+    record("old", timedelta(days=2))
+    record("recent", timedelta(hours=1))
+    app = create_identity_app(
+        store, admin_token="adm", public_url="http://id.test", purge_every=0.05
+    )
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        for _ in range(100):
+            if store.find_token("old") is None:
+                break
+            await asyncio.sleep(0.02)
+        assert store.find_token("old") is None
+        assert store.find_token("recent") is not None
+    finally:
+        await client.close()
+        store.close()

@@ -17,11 +17,13 @@ Paths:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
@@ -34,10 +36,16 @@ log = logging.getLogger("tokengate.identity")
 STORE = web.AppKey("store", Store)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 KEY_GRACE = timedelta(days=1)
+TOKEN_HISTORY = timedelta(days=1)  # expired tokens stay listable this long
 
 
 def create_identity_app(
-    store: Store, *, admin_token: str, public_url: str, close_store: bool = False
+    store: Store,
+    *,
+    admin_token: str,
+    public_url: str,
+    close_store: bool = False,
+    purge_every: float = 600.0,
 ) -> web.Application:
     public_url = public_url.rstrip("/")
     app = create_issuer_app(store, public_url=public_url)
@@ -46,9 +54,31 @@ def create_identity_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_post("/admin/auth-servers/{auth_server_id}/rotate-keys", _rotate_keys)
     app.add_subapp("/v1", create_admin_app(store, admin_token=admin_token, public_url=public_url))
+    app.cleanup_ctx.append(_purging(store, purge_every))
     if close_store:
         app.cleanup_ctx.append(_closing(store))
     return app
+
+
+def _purging(store: Store, every: float) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Every token request adds a row: forget tokens a day after they expired (introspection
+    already answers inactive for them), so the database does not grow for ever."""
+
+    async def purge_forever() -> None:
+        while True:
+            await asyncio.sleep(every)
+            removed = store.purge_expired_tokens(before=datetime.now(UTC) - TOKEN_HISTORY)
+            if removed:
+                log.info("forgot %d tokens that expired over a day ago", removed)
+
+    async def purging(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(purge_forever())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return purging
 
 
 def _closing(store: Store) -> Callable[[web.Application], AsyncIterator[None]]:
