@@ -6,11 +6,10 @@ Runs the real app (create_admin_app mounted at /v1) on a real in-memory Store. S
 
 from __future__ import annotations
 
-import functools
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,32 +18,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from tokengate.identity import signing
+from tests.identity.support import pooled_key
 from tokengate.identity.admin_api import create_admin_app
-from tokengate.identity.models import SigningKey
 from tokengate.identity.store import Store, StoreError
 
 TOKEN = "test-admin-token"
 PUBLIC_URL = "http://id.test:9000"
 START = datetime(2025, 1, 1, tzinfo=UTC)
 JSON = dict[str, Any]
-
-
-@functools.cache
-def _one_rsa_key() -> SigningKey:
-    return signing.new_key("template", "RS256", START)
-
-
-def fast_key(auth_server_id: str, algorithm: str, now: datetime) -> SigningKey:
-    """The store's key factory, minus a fresh RSA generation per auth server (tests make many)."""
-    key = _one_rsa_key()
-    return replace(
-        key,
-        kid=str(uuid.uuid4()),
-        auth_server_id=auth_server_id,
-        algorithm=algorithm,
-        created_at=now,
-    )
 
 
 def ticking_clock() -> Callable[[], datetime]:
@@ -116,7 +97,7 @@ class Admin:
 
 def new_store() -> Store:
     """A real in-memory Store (use it as a context manager to close it)."""
-    return Store.open(None, clock=ticking_clock(), key_factory=fast_key)
+    return Store.open(None, clock=ticking_clock(), key_factory=pooled_key)
 
 
 async def start_admin(aiohttp_client: AiohttpClient, store: Store) -> Admin:

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 
-from tests.identity.test_tokens import PUBLIC_URL, Clock, basic, new_store
+from tests.identity.support import Clock
+from tests.identity.test_tokens import PUBLIC_URL, basic, new_store
 from tokengate.identity.grants import InvalidGrant, TokenRequest, token_endpoint
 from tokengate.identity.grants import Issuer as IssuerContext
 from tokengate.identity.issuer_api import (

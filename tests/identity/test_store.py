@@ -10,14 +10,14 @@ import stat
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from pathlib import Path
 
 import jwt
 import pytest
 
+from tests.identity.support import Clock, pooled_key
 from tokengate.identity import migrations, signing
-from tokengate.identity.models import IssuedToken, SigningKey
+from tokengate.identity.models import IssuedToken
 from tokengate.identity.store import (
     Conflict,
     MissingReference,
@@ -33,31 +33,9 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 ALNUM = re.compile(r"[A-Za-z0-9]+")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@cache
-def _pem(index: int) -> bytes:
-    return signing.new_key("pool", "RS256", T0).private_pem
-
-
-def pooled_key(auth_server_id: str, algorithm: str, now: datetime) -> SigningKey:
-    """A real RSA key with a fresh kid, from a pool of three (generating 2048-bit keys is slow)."""
-    kid = str(uuid.uuid4())
-    return SigningKey(kid, auth_server_id, algorithm, _pem(hash(kid) % 3), now)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ shape, client authentication methods and every OAuth error, against a real in-me
 from __future__ import annotations
 
 import base64
-import functools
-import itertools
 import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -20,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.identity.support import T0, Clock, pooled_key
 from tokengate.identity import signing
 from tokengate.identity.grants import (
     CLIENT_AUTH_METHODS,
@@ -35,7 +34,7 @@ from tokengate.identity.grants import (
     UnsupportedGrantType,
     token_endpoint,
 )
-from tokengate.identity.models import AuthServer, Client, Scope, SigningKey
+from tokengate.identity.models import AuthServer, Client, Scope
 from tokengate.identity.store import Store
 from tokengate.identity.tokens import (
     RESERVED_CLAIMS,
@@ -47,38 +46,7 @@ from tokengate.identity.tokens import (
     userinfo,
 )
 
-T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 PUBLIC_URL = "http://identity.test"
-
-
-class Clock:
-    """One clock for both sides: the store's (datetimes) and the issuer's (Unix seconds)."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def time(self) -> float:
-        return self.now.timestamp()
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@functools.cache
-def _pem(index: int) -> bytes:
-    return signing.new_key("pool", "RS256", T0).private_pem
-
-
-_key_numbers = itertools.count()
-
-
-def pooled_key(auth_server_id: str, algorithm: str, now: datetime) -> SigningKey:
-    """A real RSA-2048 key with a fresh kid; two key pairs in turn (generating keys is slow)."""
-    pem = _pem(next(_key_numbers) % 2)
-    return SigningKey(str(uuid.uuid4()), auth_server_id, algorithm, pem, now)
 
 
 def new_store(clock: Clock) -> Store:
