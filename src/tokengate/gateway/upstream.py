@@ -69,13 +69,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.requests_sent = 0
-        self._reset_exchange()
+        self._reading_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._reset_exchange()
 
     def _reset_exchange(self) -> None:
-        if getattr(self, "_reading_paused", False):
-            self._resume_reading()
+        self._resume_reading()  # never start an exchange with the socket paused
         self.status = 0
         self.reason = b""
         self.headers: RawHeaders = []
@@ -87,7 +87,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._dirty = False  # bytes arrived that belong to no request: never reuse
         self._body: collections.deque[bytes] = collections.deque()
         self._body_size = 0
-        self._reading_paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._error: UpstreamError | None = None
 
