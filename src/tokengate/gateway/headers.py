@@ -114,16 +114,17 @@ def build_request_head(
             continue
         parts += (name, b": ", value, b"\r\n")
     if named:
-        parts = _without_named(parts, named)
+        parts = _without_named(parts, named, head=6)
     via.append(_VIA_BYTES)
     parts += (b"Via: ", b", ".join(via), b"\r\n", added, framing, b"\r\n")
     return b"".join(parts)
 
 
-def _without_named(parts: list[bytes], named: frozenset[bytes]) -> list[bytes]:
-    # Rare path (a client Connection header naming extra headers): rebuild without them.
-    kept = parts[:6]
-    for i in range(6, len(parts), 4):
+def _without_named(parts: list[bytes], named: frozenset[bytes], *, head: int) -> list[bytes]:
+    # Rare path (a Connection header naming extra headers): rebuild without them. `parts` is
+    # `head` leading pieces, then (name, ": ", value, CRLF) per header.
+    kept = parts[:head]
+    for i in range(head, len(parts), 4):
         if parts[i].lower() not in named:
             kept += parts[i : i + 4]
     return kept
@@ -189,12 +190,7 @@ def response_head(
             has_request_id = True
         parts += (name, b": ", value, b"\r\n")
     if named:
-        parts = [parts[0]] + [
-            line
-            for i in range(1, len(parts), 4)
-            if parts[i].lower() not in named
-            for line in parts[i : i + 4]
-        ]
+        parts = _without_named(parts, named, head=1)
         # Framing and our request id are ours to write even if the upstream named them.
         has_length = has_length and b"content-length" not in named
         has_request_id = has_request_id and b"x-request-id" not in named
