@@ -499,3 +499,25 @@ async def test_refusals_are_complete_http_answers_for_1_0_and_1_1(protect: Prote
         assert any(line.startswith(b"date: ") for line in lines)
         assert b"x-request-id: r-1" in lines
         assert json.loads(body) == {"message": "Unauthorized"}
+
+
+async def test_form_token_with_expect_100_continue(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """A token that can only be in the body needs the body: 100 Continue first, then the check."""
+    gw = await protect()
+    body = f"a=1&access_token={test_issuer.mint()}".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n" % len(body)
+    )
+    assert (
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    writer.write(body)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    answer = json.loads(await reader.read())
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert answer["body"] == "a=1"

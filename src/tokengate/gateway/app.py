@@ -35,7 +35,7 @@ from tokengate.gateway.headers import sane_request_id
 from tokengate.gateway.keys import KeyRegistry
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.paths import BadPath, canonical_path
-from tokengate.gateway.proxy import Forwarder
+from tokengate.gateway.proxy import CONTINUE, Forwarder
 from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import Router
 from tokengate.gateway.server import HeadTimeoutServer
@@ -188,7 +188,7 @@ class Gateway:
         if length is None or length > FORM_LIMIT:
             return None
         if request.headers.get("Expect", "").lower() == "100-continue":
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await request.writer.write(CONTINUE)
         async with asyncio.timeout(self.settings.client_body_timeout):
             return await request.content.readexactly(length)
 

@@ -42,7 +42,7 @@ log = logging.getLogger("tokengate.proxy")
 BUFFER_LIMIT: Final = 64 * 1024
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _BODILESS_STATUS: Final = frozenset({204, 304})
-_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class BodyTooLarge(Exception):
@@ -116,7 +116,7 @@ class Forwarder:
             if (chunked or length) and request.version >= (1, 1):
                 # Only now, after routing (and auth, when the route has it), may the client
                 # send its body: a refused request never gets a 100 Continue.
-                await request.writer.write(_CONTINUE)
+                await request.writer.write(CONTINUE)
 
         method = request.method
         streamed = chunked or (length is not None and length > BUFFER_LIMIT)
