@@ -6,9 +6,14 @@ import functools
 import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tokengate.identity import signing
 from tokengate.identity.models import SigningKey
+from tokengate.identity.runner import IdentityRunner
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -42,3 +47,11 @@ def pooled_key(auth_server_id: str, algorithm: str, now: datetime) -> SigningKey
     generating a 2048-bit key takes 50-150 ms, and the tests make many auth servers."""
     pem = _pem(next(_key_numbers) % 3)
     return SigningKey(str(uuid.uuid4()), auth_server_id, algorithm, pem, now)
+
+
+class IdentityTestServer(TestServer):
+    """aiohttp's TestServer on the identity server's own runner, so tests go through the token
+    endpoint's shortcut as `tokengate identity` serves it."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return IdentityRunner(self.app, **kwargs)

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.identity.support import IdentityTestServer
 from tests.identity.test_admin_api import new_store
 from tokengate.identity.app import create_identity_app
 from tokengate.identity.seed import SeedError, apply_seed, load_seed
@@ -29,7 +30,7 @@ async def start(store: Store, public_url: str | None = None) -> TestClient[Any, 
     app = create_identity_app(
         store, admin_token="adm", public_url=public_url or f"http://127.0.0.1:{port}"
     )
-    client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+    client = TestClient(IdentityTestServer(app, host="127.0.0.1", port=port))
     await client.start_server()
     return client
 

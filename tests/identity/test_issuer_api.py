@@ -5,6 +5,7 @@ userinfo; unknown issuers."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 
-from tests.identity.support import Clock
+from tests.identity.support import Clock, IdentityTestServer
 from tests.identity.test_tokens import PUBLIC_URL, basic, new_store
 from tokengate.identity.grants import InvalidGrant, TokenRequest, token_endpoint
 from tokengate.identity.grants import Issuer as IssuerContext
@@ -33,6 +34,7 @@ from tokengate.identity.models import AuthServer, Client, Scope
 from tokengate.identity.store import Store
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+FORM_TYPE = FORM["Content-Type"]
 HttpClient = TestClient[web.Request, web.Application]
 
 
@@ -91,7 +93,7 @@ def store(clock: Clock) -> Iterator[Store]:
 
 async def start(aiohttp_client: AiohttpClient, store: Store, clock: Clock) -> HttpClient:
     app = create_issuer_app(store, public_url=PUBLIC_URL + "/", clock=clock.time)
-    return await aiohttp_client(app)
+    return await aiohttp_client(IdentityTestServer(app))
 
 
 def seed(store: Store, **server: Any) -> tuple[AuthServer, Client, str, Scope]:
@@ -415,6 +417,87 @@ async def test_server_error_when_a_claim_cannot_render(issuer: Issuer) -> None:
 async def test_token_endpoint_is_post_only(issuer: Issuer) -> None:
     async with issuer.http.get(issuer.path + "/oauth/token") as resp:
         assert resp.status == 405
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "{issuer}/oauth/token",  # the shortcut
+        "{issuer}/oauth/token?x=1",  # a query string: through the router
+        "{escaped}/oauth/token",  # a percent-encoded issuer id: the router decodes it
+    ],
+)
+async def test_token_answers_alike_on_every_path_to_the_endpoint(issuer: Issuer, path: str) -> None:
+    first = issuer.path[1]
+    escaped = f"/%{ord(first):02X}{issuer.path[2:]}"
+    target = path.format(issuer=issuer.path, escaped=escaped)
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": issuer.client.id,
+        "client_secret": issuer.secret,
+        "scope": "read",
+    }
+    url = issuer.http.make_url("/").with_path(target.split("?")[0], encoded=True)
+    if "?" in target:
+        url = url.with_query(target.split("?")[1])
+    async with issuer.http.session.post(url, data=data) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.content_type == "application/json"
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert int(resp.headers["Content-Length"]) == len(await resp.read())
+        body = await resp.json()
+    assert body["scope"] == "read"
+    assert jwt.decode(body["access_token"], options={"verify_signature": False})["iss"] == (
+        issuer.url
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "kept_open"),
+    [("HTTP/1.1", None, True), ("HTTP/1.1", "close", False), ("HTTP/1.0", None, False)],
+)
+async def test_token_response_framing_follows_the_client(
+    issuer: Issuer, version: str, connection: str | None, kept_open: bool
+) -> None:
+    """Raw bytes on the wire: the answer's version, length and keep-alive follow the request."""
+    form = (
+        f"grant_type=client_credentials&client_id={issuer.client.id}&client_secret={issuer.secret}"
+    ).encode()
+    head = (
+        f"POST {issuer.path}/oauth/token {version}\r\nHost: x\r\n"
+        f"Content-Type: {FORM_TYPE}\r\nContent-Length: {len(form)}\r\n"
+        + (f"Connection: {connection}\r\n" if connection else "")
+        + "\r\n"
+    )
+    server = issuer.http.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        for _ in range(2 if kept_open else 1):
+            writer.write(head.encode() + form)
+            status_line = await reader.readuntil(b"\r\n")
+            assert status_line.startswith(version.encode() + b" 200 ")
+            headers = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            length = int(headers.split("content-length: ")[1].split("\r\n")[0])
+            body = json.loads(await reader.readexactly(length))
+            assert body["token_type"] == "Bearer"
+            assert ("connection: close" in headers) is (connection == "close")
+        if not kept_open:
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closed it
+    finally:
+        writer.close()
+
+
+async def test_a_form_that_cannot_be_decoded_is_invalid_request(issuer: Issuer) -> None:
+    creds = f"client_id={issuer.client.id}&client_secret={issuer.secret}"
+    for body, content_type in [
+        (b"grant_type=client_credentials&scope=%ff&" + creds.encode(), FORM_TYPE),
+        (b"grant_type=\xff&" + creds.encode(), FORM_TYPE),
+        (b"grant_type=client_credentials&" + creds.encode(), FORM_TYPE + "; charset=no-such"),
+        (b"&".join([b"a%d=1" % n for n in range(100)]), FORM_TYPE),
+    ]:
+        await oauth_error(
+            issuer, 400, "invalid_request", data=body, headers={"Content-Type": content_type}
+        )
 
 
 # ---- introspection (RFC 7662) --------------------------------------------------------------------

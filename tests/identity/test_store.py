@@ -7,6 +7,7 @@ import contextlib
 import re
 import sqlite3
 import stat
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from tests.identity.support import Clock, pooled_key
 from tokengate.identity import migrations, signing
 from tokengate.identity.models import IssuedToken
 from tokengate.identity.store import (
+    OTHER_WRITERS_POLL,
     Conflict,
     MissingReference,
     NotFound,
@@ -775,8 +777,8 @@ def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None
 
 
 def test_reads_follow_writes_from_this_and_other_connections(tmp_path: Path, clock: Clock) -> None:
-    """The token endpoint's reads are memoised; a write here or by another process (the
-    rotate-keys command) is seen by the very next read."""
+    """The token endpoint's reads are memoised; a write here is seen by the very next read, one
+    by another process (the rotate-keys command) within OTHER_WRITERS_POLL seconds."""
     path = tmp_path / "identity.db"
     with (
         Store.open(path, clock=clock, key_factory=pooled_key) as server_side,
@@ -793,9 +795,11 @@ def test_reads_follow_writes_from_this_and_other_connections(tmp_path: Path, clo
         # ...token records do not (they are not config)...
         server_side.record_token(token(server.id, client.id))
         assert server_side.list_scopes(server.id) == [scope]
-        # ...and another connection's commits are seen too.
+        # ...and another connection's commits are seen too, once the poll interval has passed.
         rotated = command.rotate_key(server.id)
+        time.sleep(OTHER_WRITERS_POLL)
         assert server_side.active_key(server.id).kid == rotated.kid != first.kid
         (item,) = command.list_secrets(server.id, client.id)
         command.update_secret(server.id, client.id, item.id, enabled=False)
+        time.sleep(OTHER_WRITERS_POLL)
         assert server_side.check_client_secret(server.id, client.id, secret) is None

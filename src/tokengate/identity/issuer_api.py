@@ -21,13 +21,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import jwt
 from aiohttp import web
 
+from tokengate.gateway.rawresponse import RawResponse, date_line
 from tokengate.identity.grants import (
     CLIENT_AUTH_METHODS,
     GRANTS,
@@ -53,6 +56,11 @@ _CLAIMS_IN_ORDER: Final = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "cli
 _REQUIRED_CLAIMS: Final = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"]
 
 _dumps = functools.partial(json.dumps, separators=(",", ":"))
+_TOKEN_HEAD: Final = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    b"Cache-Control: no-store\r\nPragma: no-cache\r\n"
+)
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def oauth_error_response(exc: OAuthError) -> web.Response:
@@ -82,8 +90,11 @@ class IssuerApi:
         ]
 
     def issuer(self, request: web.Request) -> Issuer:
+        return self.issuer_by_id(request.match_info["issuer_id"])
+
+    def issuer_by_id(self, issuer_id: str) -> Issuer:
         try:
-            server = self.store.get_auth_server_by_issuer_id(request.match_info["issuer_id"])
+            server = self.store.get_auth_server_by_issuer_id(issuer_id)
         except NotFound:
             body = {"error": "not_found", "error_description": "no such issuer"}
             raise web.HTTPNotFound(text=_dumps(body), content_type="application/json") from None
@@ -121,13 +132,17 @@ class IssuerApi:
         headers = {"Cache-Control": f"max-age={JWKS_MAX_AGE}"}
         return web.json_response({"keys": keys}, headers=headers, dumps=_dumps)
 
-    async def token(self, request: web.Request) -> web.Response:
-        issuer = self.issuer(request)
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        return await self.token_for(request.match_info["issuer_id"], request)
+
+    async def token_for(self, issuer_id: str, request: web.BaseRequest) -> web.StreamResponse:
+        """The token endpoint of `issuer_id` (routed here, or straight from `token_shortcut`)."""
+        issuer = self.issuer_by_id(issuer_id)
         try:
             body = token_endpoint(issuer, await _token_request(request))
         except OAuthError as exc:
             return oauth_error_response(exc)
-        return web.json_response(body, headers=NO_STORE, dumps=_dumps)
+        return _no_store_json(request, _dumps(body).encode())
 
     async def introspect(self, request: web.Request) -> web.Response:
         """RFC 7662: any client of this auth server may ask; the answer is `active: false` for
@@ -248,6 +263,36 @@ class IssuerApi:
 
 ISSUER_API: Final = web.AppKey("issuer_api", IssuerApi)
 
+_TOKEN_PATH_END: Final = "/auth/oauth/token"  # noqa: S105 (a path, not a password)
+# An issuer id that needs no percent-decoding and is not a dot segment: the shortcut takes only
+# these; anything else goes through aiohttp's router, which decodes and normalises.
+_PLAIN_ISSUER_ID: Final = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
+
+
+def token_shortcut(api: IssuerApi, routed: Handler) -> Handler:
+    """A server handler that answers `POST /{issuer_id}/auth/oauth/token` itself and hands every
+    other request to `routed` (the application's handler).
+
+    The token endpoint is the one path clients call in a loop; resolving it through the
+    application's router and middleware machinery costs more than its JSON and SQL together.
+    Only for an application without middlewares (nothing would be skipped)."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if request.method == "POST":
+            path = request.raw_path
+            if path.endswith(_TOKEN_PATH_END):
+                issuer_id = path[1 : -len(_TOKEN_PATH_END)]
+                if _PLAIN_ISSUER_ID.fullmatch(issuer_id):
+                    try:
+                        return await api.token_for(issuer_id, request)
+                    except web.HTTPException as exc:
+                        return web.Response(
+                            status=exc.status, text=exc.text, content_type=exc.content_type
+                        )
+        return await routed(request)
+
+    return handle
+
 
 def create_issuer_app(
     store: Store, *, public_url: str, clock: Callable[[], float] = time.time
@@ -261,23 +306,43 @@ def create_issuer_app(
     return app
 
 
-async def _token_request(request: web.Request) -> TokenRequest:
+async def _token_request(request: web.BaseRequest) -> TokenRequest:
     """The form (each parameter at most once, RFC 6749 §3.2) and the Authorization header."""
     if request.content_type != FORM:
         raise InvalidRequest(f"the request body must be {FORM}")
+    charset = request.charset or "utf-8"
     try:
-        data = await request.post()
-    except (ValueError, UnicodeDecodeError):
+        # The body once, parsed by the standard library (aiohttp's request.post() would build a
+        # MultiDict around the same parse_qsl).
+        text = (await request.read()).decode(charset).rstrip()
+        pairs = parse_qsl(
+            text, keep_blank_values=True, encoding=charset, errors="strict", max_num_fields=64
+        )
+    except (ValueError, LookupError):  # bad bytes or escapes, unknown charset, too many fields
         raise InvalidRequest("malformed form body") from None
     form: dict[str, str] = {}
-    for key, value in data.items():
-        if key in form or not isinstance(value, str):
+    for key, value in pairs:
+        if key in form:
             raise InvalidRequest(f"parameter {key[:64]!r} is repeated")
         form[key] = value
     authorization = request.headers.getall("Authorization", [])
     if len(authorization) > 1:
         raise InvalidRequest("more than one Authorization header")
     return TokenRequest(form, authorization[0] if authorization else None)
+
+
+def _no_store_json(request: web.BaseRequest, body: bytes) -> web.StreamResponse:
+    """A 200 JSON answer that must not be cached, laid out as bytes for HTTP/1.1 clients."""
+    if request.version != (1, 1):
+        return web.Response(body=body, headers=NO_STORE, content_type="application/json")
+    keep_alive = request.keep_alive
+    head = b"%b%bContent-Length: %d\r\n%b\r\n" % (
+        _TOKEN_HEAD,
+        date_line(),
+        len(body),
+        b"" if keep_alive else b"Connection: close\r\n",
+    )
+    return RawResponse(head + body, status=200, keep_alive=keep_alive)
 
 
 def _bearer_error(status: int, realm: str, error: str, description: str) -> web.Response:

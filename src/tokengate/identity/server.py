@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import secrets
 import signal
@@ -17,7 +18,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tokengate.eventloop import install_uvloop
 from tokengate.identity.app import KEY_GRACE, create_identity_app
+from tokengate.identity.runner import IdentityRunner
 from tokengate.identity.seed import SeedError, apply_seed, load_seed
 from tokengate.identity.store import NotFound, Store, StoreError
 
@@ -79,6 +82,7 @@ def serve_identity(settings: IdentitySettings) -> int:
     app = create_identity_app(
         store, admin_token=admin_token, public_url=settings.url, close_store=True
     )
+    install_uvloop()
     try:
         asyncio.run(_serve(app, settings))
     except OSError as exc:
@@ -101,11 +105,13 @@ async def _serve(app: web.Application, settings: IdentitySettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = IdentityRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
         host, port = settings.listen
         await web.TCPSite(runner, host, port).start()
+        # What is loaded now lives as long as the process: keep it out of every full collection.
+        gc.freeze()
         log.info("tokengate identity listening on %s:%d (public URL %s)", host, port, settings.url)
         await stop.wait()
     finally:

@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
 import secrets
 import sqlite3
 import string
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -82,6 +84,7 @@ CLIENT_ID_ALPHABET = string.ascii_letters + string.digits
 CLIENT_ID_LENGTH = 20
 SECRET_LENGTH = 32  # [A-Za-z0-9]{32}: ~190 bits of entropy
 DEFAULT_KEY_GRACE = timedelta(days=1)
+OTHER_WRITERS_POLL = 0.01  # seconds: how stale the memo may be after another process commits
 
 
 class StoreError(Exception):
@@ -130,14 +133,23 @@ def hash_secret(secret: str) -> str:
 
 def check_secret(secret: str, hashed: str) -> bool:
     """Whether `secret` matches `hashed`, compared in constant time; False for a malformed hash."""
+    parsed = _parse_hash(hashed)
+    if parsed is None:
+        return False
+    salt, expected = parsed
+    return hmac.compare_digest(_mac(salt, secret), expected)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_hash(hashed: str) -> tuple[bytes, bytes] | None:
+    # Cached: the token endpoint checks the same few stored hashes on every request.
     parts = hashed.split("$")
     if len(parts) != 3 or parts[0] != _HASH_SCHEME:
-        return False
+        return None
     try:
-        salt, expected = _unb64(parts[1]), _unb64(parts[2])
+        return _unb64(parts[1]), _unb64(parts[2])
     except ValueError:
-        return False
-    return hmac.compare_digest(_mac(salt, secret), expected)
+        return None
 
 
 def _mac(salt: bytes, secret: str) -> bytes:
@@ -193,6 +205,8 @@ class Store:
         self._config_version = 0
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._memo_stamp: tuple[int, int] = (-1, -1)
+        self._data_version = -1
+        self._data_version_due = 0.0
 
     @classmethod
     def open(
@@ -742,8 +756,13 @@ class Store:
         self._db.execute(table.insert_sql, values)
 
     def _memoized(self, key: tuple[Any, ...], load: Callable[[], T]) -> T:
-        (data_version,) = self._db.execute("PRAGMA data_version").fetchone()
-        stamp = (self._config_version, data_version)
+        now = time.monotonic()
+        if now >= self._data_version_due:
+            # Other connections' commits are looked for at most every OTHER_WRITERS_POLL seconds
+            # (a token request reads the memo several times; one PRAGMA per request is plenty).
+            (self._data_version,) = self._db.execute("PRAGMA data_version").fetchone()
+            self._data_version_due = now + OTHER_WRITERS_POLL
+        stamp = (self._config_version, self._data_version)
         if stamp != self._memo_stamp:
             self._memo.clear()
             self._memo_stamp = stamp
