@@ -15,12 +15,14 @@ from tokengate.gateway.oidc_config import (
     KONG_DEFAULTS,
     KONG_FIELDS,
     OidcConfig,
+    field_support,
     parse_oidc_config,
 )
 
 ISSUER = "https://idp.example/auth"
 PATH = "plugins[0].config"
-SCHEMA = Path("/work/shared/reference/kong-openid-connect-plugin-schema.json")
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = REPO / "tests" / "reference" / "kong-openid-connect-plugin-schema.json"
 
 
 def parse(text: str) -> tuple[OidcConfig | None, Report]:
@@ -89,6 +91,22 @@ def test_generated_schema_constants_match_kongs_schema() -> None:
             assert KONG_DEFAULTS[name] == (tuple(default) if isinstance(default, list) else default)
         else:
             assert name not in KONG_DEFAULTS
+
+
+def test_readme_field_table_is_the_codes() -> None:
+    """The README's table of supported fields is rendered from `field_support()`."""
+    rows = [
+        f"| `{name}` | {f'`{default}`' if default else ''} | {support} |"
+        for name, default, support in field_support()
+    ]
+    expected = ["| Kong field | Kong default | tokengate |", "|---|---|---|", *rows]
+    text = (REPO / "README.md").read_text()
+    start = text.index("<!-- oidc-fields:start")
+    table = text[text.index("\n", start) + 1 : text.index("<!-- oidc-fields:end -->")]
+    assert table.splitlines() == expected, "\n" + "\n".join(expected)
+    supported = {name for name, _, support in field_support() if support.startswith("yes")}
+    assert supported <= set(OidcConfig.__dataclass_fields__)  # "yes" means a parsed field
+    assert {"issuer", "scopes_required", "audience_required", "hide_credentials"} <= supported
 
 
 def test_every_field_is_read() -> None:

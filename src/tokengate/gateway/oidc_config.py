@@ -417,6 +417,41 @@ def _token_header(text: str) -> str:
     return text
 
 
+# --- the README's field table ---------------------------------------------------------------
+
+_NOTES: Final[Mapping[str, str]] = MappingProxyType({
+    "auth_methods": "bearer only (others warned about; a list without bearer is an error)",
+    "verify_signature": "always true: false is an error",
+    "verify_claims": "always true: false is an error",
+    "enable_hs_signatures": "always false: true is an error",
+    "ignore_signature": "bearer in it is an error; other grants do not apply",
+    "timeout": "yes (milliseconds, as Kong)",
+    "bearer_token_param_type": "yes: header, query, body, cookie",
+    "issuer": "yes: discovery URL or issuer identifier",
+})  # fmt: skip
+
+
+def field_support() -> list[tuple[str, str, str]]:
+    """(Kong field, Kong's default, what tokengate does with it) for every field tokengate reads
+    or refuses; every other Kong field is type-checked and named in a warning when set."""
+    refused = {key: f"error when on: {fix}" for key, fix in _UNENFORCEABLE.items()}
+    handled = (_IMPLEMENTED & KONG_FIELDS.keys()) | refused.keys() | {"ignore_signature"}
+    rows = []
+    for key in sorted(handled):
+        default = KONG_DEFAULTS.get(key)
+        shown = "" if default is None else _yaml_value(default)
+        rows.append((key, shown, _NOTES.get(key) or refused.get(key) or "yes"))
+    return rows
+
+
+def _yaml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(_yaml_value, value)) + "]"
+    return str(value)
+
+
 # --- Kong 3.14's openid-connect schema -------------------------------------------------------
 # Every `config` field with its JSON schema type, and every default, taken from Kong 3.14's
 # published schema of the plugin (kong-openid-connect-plugin-schema.json). Generated, not edited

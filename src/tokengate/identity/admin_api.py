@@ -6,10 +6,10 @@
     # curl -H 'Authorization: Bearer s3cret' --json '{"name": "Dev", "audience": "http://x"}' \\
     #      http://127.0.0.1:9000/v1/auth-servers
 
-Every operation of reference/kong-identity-openapi.yaml, one handler each: paths, status codes,
-field names, defaults and constraints come from there (the rules live in `validation`). Errors are
-`application/problem+json` (see `problems`); store errors map to them in one middleware. The store
-is synchronous SQLite and fast, so handlers call it directly.
+Every operation of Konnect's published Kong Identity OpenAPI spec, one handler each: paths,
+status codes, field names, defaults and constraints come from there (the rules live in
+`validation`). Errors are `application/problem+json` (see `problems`); store errors map to them
+in one middleware. The store is synchronous SQLite and fast, so handlers call it directly.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     issuer = f"{public_url}/{server.issuer_id}/auth"
     for claim in store.list_claims(server.id): ...
 
-Field names and meanings follow Konnect's Kong Identity API (reference/kong-identity-openapi.yaml).
+Field names and meanings follow Konnect's published Kong Identity API (its OpenAPI spec).
 Ids are UUID strings except `AuthServer.issuer_id` (16 lowercase letters and digits: the issuer
 path segment, as Kong Identity's issuer host names carry) and `Client.id` (an OAuth client_id,
 1-36 of [-_A-Za-z0-9]). Times are timezone-aware UTC datetimes. Secrets are never held in clear:
