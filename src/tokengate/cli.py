@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         help="seconds a client may stop reading a streamed response before it is cut off",
     )
+    _option(
+        gateway,
+        "--shutdown-timeout",
+        default=_DEFAULTS.shutdown_timeout,
+        type=_positive_float,
+        help="seconds requests in progress get to finish on SIGTERM/SIGINT before they are cut off",
+    )
     _option(gateway, "--log-level", default="info", help="debug, info, warning or error")
 
     identity = commands.add_parser("identity", help="run the local Kong Identity server")
@@ -261,5 +268,6 @@ def gateway_command(args: argparse.Namespace) -> int:
         client_header_timeout=args.client_header_timeout,
         keepalive_timeout=args.keepalive_timeout,
         client_send_timeout=args.client_send_timeout,
+        shutdown_timeout=args.shutdown_timeout,
     )
     return run_workers(args.config, config, settings, workers=args.workers)
