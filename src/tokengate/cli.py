@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         default=1,
         type=_positive_int,
-        help="worker processes sharing the proxy port",
+        help="worker processes sharing the proxy port (more than 1: a supervisor restarts any "
+        "that dies)",
     )
     _option(
         gateway,
