@@ -18,9 +18,11 @@ import pytest
 from tests.gateway.conftest import StartGateway, make_route, make_service
 from tests.gateway.issuer import TestIssuer
 from tests.gateway.support import KeepAliveUpstream, config_of, eventually, get, route
+from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.auth import key_source
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.reload import Reloader
+from tokengate.gateway.settings import GatewaySettings
 
 
 async def test_reload_changes_routes_from_the_next_request_on_a_kept_alive_connection(
@@ -97,6 +99,23 @@ async def test_reload_keeps_the_keys_of_an_issuer_both_configs_use(
         await eventually(lambda: 0 in upstream.closed)
         assert await dropped_keys.refresh() is False  # closed: no more fetches
         assert await shared_keys.refresh() is True  # still alive under the new registry
+
+
+async def test_a_reload_before_start_still_gets_its_authentication(
+    test_issuer: TestIssuer,
+) -> None:
+    async with KeepAliveUpstream() as upstream:
+        service = make_service(upstream.port)
+        settings = GatewaySettings(listen=("127.0.0.1", 0), status_listen=("127.0.0.1", 0))
+        gw = GatewayServer(config_of(route(service, "/a")), settings)
+        oidc = OidcConfig.for_issuer(test_issuer.issuer)
+        gw.reload(config_of(route(service, "/a", oidc=oidc)))
+        await gw.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                assert (await get(session, gw, "/a"))[0] == 401
+        finally:
+            await gw.stop()
 
 
 async def test_readyz_reports_the_config_generation(start_gateway: StartGateway) -> None:

@@ -319,8 +319,8 @@ class GatewayServer:
         old = self._generations.current
         gateway = Gateway(config, self.settings, clock=self._clock)
         gateway.listen_port = old.gateway.listen_port
-        if self._session is not None:
-            gateway.start_auth(self._session, previous=old.gateway.keys)
+        if self._session is not None and self._proxy_runner is not None:
+            gateway.start_auth(self._session, previous=old.gateway.keys)  # else start() does
         number = old.number + 1
         self._generations.swap(Generation(gateway, number=number, loaded_at=self._clock()))
         return number
