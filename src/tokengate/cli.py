@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         default=1,
         type=_positive_int,
-        help="worker processes sharing the proxy port",
+        help="worker processes sharing the proxy port (more than 1: a supervisor restarts any "
+        "that dies)",
     )
     _option(
         gateway,
@@ -135,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.client_send_timeout,
         type=_positive_float,
         help="seconds a client may stop reading a streamed response before it is cut off",
+    )
+    _option(
+        gateway,
+        "--shutdown-timeout",
+        default=_DEFAULTS.shutdown_timeout,
+        type=_positive_float,
+        help="seconds requests in progress get to finish on SIGTERM/SIGINT before they are cut off",
     )
     _option(gateway, "--log-level", default="info", help="debug, info, warning or error")
 
@@ -261,5 +269,6 @@ def gateway_command(args: argparse.Namespace) -> int:
         client_header_timeout=args.client_header_timeout,
         keepalive_timeout=args.keepalive_timeout,
         client_send_timeout=args.client_send_timeout,
+        shutdown_timeout=args.shutdown_timeout,
     )
     return run_workers(args.config, config, settings, workers=args.workers)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import aiohttp
 
 from tests.gateway.conftest import StartGateway, make_route, make_service
@@ -15,12 +18,17 @@ async def test_healthz_and_readyz_answer_once_listening(start_gateway: StartGate
             assert await resp.json() == {"status": "alive"}
         async with session.get(f"http://127.0.0.1:{gw.status_port}/readyz") as resp:
             assert resp.status == 200
-            assert await resp.json() == {
-                "status": "ready",
-                "routes": 2,
-                "services": 1,
-                "issuers": [],
-            }
+            body = await resp.json()
+    loaded_at = body["config"].pop("loaded_at")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", loaded_at)
+    assert body == {
+        "status": "ready",
+        "routes": 2,
+        "services": 1,
+        "issuers": [],
+        "config": {"generation": 1},
+        "pid": os.getpid(),
+    }
 
 
 async def test_readyz_is_503_once_stopping(start_gateway: StartGateway) -> None:

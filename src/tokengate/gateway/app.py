@@ -2,7 +2,7 @@
 
     async with GatewayServer(config, settings) as server:    # binds both listeners
         print(server.proxy_port, server.status_port)           # real ports (0 → chosen)
-        await server.wait_closed()
+        server.reload(new_config)     # new requests take the new routes; running ones finish
 
 The proxy runs on aiohttp's low-level `web.Server`: we have our own (Kong) router, so the
 application router and middleware chain would only add cost on every request.
@@ -31,6 +31,7 @@ from tokengate.gateway.config import GatewayConfig, Service
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
 from tokengate.gateway.extract import needs_body
+from tokengate.gateway.generation import Generation, Generations, drain
 from tokengate.gateway.headers import sane_request_id
 from tokengate.gateway.keys import KeyRegistry
 from tokengate.gateway.oidc_config import OidcConfig
@@ -72,11 +73,17 @@ class Gateway:
         self._request_id_prefix = os.urandom(8).hex()
         self._service_hosts = {svc.name: _host_header(svc) for svc in config.services}
 
-    def start_auth(self, session: aiohttp.ClientSession) -> None:
+    def start_auth(
+        self, session: aiohttp.ClientSession, *, previous: KeyRegistry | None = None
+    ) -> None:
         """One Authenticator per distinct openid-connect config, all sharing one key registry;
-        key fetches start in the background (serving never waits for an IdP)."""
+        key fetches start in the background (serving never waits for an IdP). On a reload,
+        `previous` hands over the keys of issuers both configs use: no refetch, no cold start."""
         settings = self.settings
         self.keys = KeyRegistry(session, policy=settings.key_policy)
+        if previous is not None:
+            sources = {key_source(r.oidc) for r in self.config.routes if r.oidc is not None}
+            self.keys.adopt(previous, sources)
         shared: dict[OidcConfig, Authenticator] = {}
         for route in self.config.routes:
             oidc = route.oidc
@@ -200,7 +207,10 @@ def _host_header(service: Service) -> bytes:
 
 
 class GatewayServer:
-    """Both listeners of one worker: the proxy and the status API (/healthz, /readyz)."""
+    """Both listeners of one worker: the proxy and the status API (/healthz, /readyz).
+
+    `reload(config)` swaps in a new Gateway; `stop()` drains: listeners closed, idle
+    keep-alive connections closed, requests in progress given `shutdown_timeout`, then cut."""
 
     def __init__(
         self,
@@ -212,7 +222,9 @@ class GatewayServer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.gateway = Gateway(config, settings, clock=clock)
+        self._clock = clock
+        first = Generation(Gateway(config, settings, clock=clock), number=1, loaded_at=clock())
+        self._generations = Generations(first)
         self._session = session
         self._owns_session = False
         self._reuse_port = reuse_port
@@ -221,6 +233,17 @@ class GatewayServer:
         self.proxy_port = settings.listen[1]
         self.status_port = settings.status_listen[1]
         self.ready = False
+        self._stopping = False
+
+    @property
+    def gateway(self) -> Gateway:
+        """The gateway new requests go to."""
+        return self._generations.current.gateway
+
+    @property
+    def generation(self) -> int:
+        """1 for the config the server started with, +1 for each reload."""
+        return self._generations.current.number
 
     async def __aenter__(self) -> GatewayServer:
         await self.start()
@@ -246,14 +269,17 @@ class GatewayServer:
             self._owns_session = True
         self.gateway.start_auth(self._session)
         server = HeadTimeoutServer(
-            self.gateway.handle,
+            self._dispatch,
             head_timeout=settings.client_header_timeout,
             handler_cancellation=True,  # client gone → upstream exchange cancelled
             auto_decompress=False,  # bodies travel as the client encoded them
             keepalive_timeout=settings.keepalive_timeout,
             access_log=None,
         )
-        self._proxy_runner = web.ServerRunner(server, handle_signals=False)
+        # drain() cuts requests off after shutdown_timeout; aiohttp's own bound is a backstop.
+        self._proxy_runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=settings.shutdown_timeout + 1
+        )
         await self._proxy_runner.setup()
         host, port = settings.listen
         site = web.TCPSite(
@@ -276,13 +302,38 @@ class GatewayServer:
         self.status_port = _bound_port(status_site)
         self.ready = True
 
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        # The generation is read per request, not per connection: after a reload the next
+        # request on a keep-alive connection meets the new routes.
+        generation = self._generations.current
+        generation.inflight += 1
+        try:
+            return await generation.gateway.handle(request)
+        finally:
+            generation.leave()
+
+    def reload(self, config: GatewayConfig) -> int:
+        """Serve `config` from now on; returns its generation number. The new gateway is built
+        whole before the swap; requests already running finish on the old one, which is closed
+        (upstream pools, keys no longer used) once the last of them has ended."""
+        old = self._generations.current
+        gateway = Gateway(config, self.settings, clock=self._clock)
+        gateway.listen_port = old.gateway.listen_port
+        if self._session is not None and self._proxy_runner is not None:
+            gateway.start_auth(self._session, previous=old.gateway.keys)  # else start() does
+        number = old.number + 1
+        self._generations.swap(Generation(gateway, number=number, loaded_at=self._clock()))
+        return number
+
     async def stop(self) -> None:
         self.ready = False
+        self._stopping = True
         if self._proxy_runner is not None:
-            await self._proxy_runner.cleanup()
+            grace = self.settings.shutdown_timeout
+            await drain(self._proxy_runner, self._generations.all(), grace=grace)
         if self._status_runner is not None:
             await self._status_runner.cleanup()
-        await self.gateway.close()
+        await self._generations.close()
         if self._owns_session and self._session is not None:
             await self._session.close()
 
@@ -292,14 +343,23 @@ class GatewayServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         # Issuers are reported, never a reason to fail: an IdP outage must not take every
         # replica out of rotation (cached keys keep working; others answer 503 themselves).
-        keys = self.gateway.keys
+        generation = self._generations.current
+        gateway = generation.gateway
+        keys = gateway.keys
+        status = "stopping" if self._stopping else "ready" if self.ready else "starting"
         body = {
-            "status": "ready" if self.ready else "starting",
-            "routes": len(self.gateway.config.routes),
-            "services": len(self.gateway.config.services),
+            "status": status,
+            "routes": len(gateway.config.routes),
+            "services": len(gateway.config.services),
             "issuers": keys.status() if keys is not None else [],
+            "config": {"generation": generation.number, "loaded_at": _utc(generation.loaded_at)},
+            "pid": os.getpid(),  # with --workers, which process answered
         }
         return web.json_response(body, status=200 if self.ready else 503, dumps=json.dumps)
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _bound_port(site: web.TCPSite) -> int:

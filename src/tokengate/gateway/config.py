@@ -118,15 +118,19 @@ class ConfigError(Exception):
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     """Read and validate a kong.yaml; errors name the file as the caller spelled it."""
+    return parse_config(read_config_text(path), os.fspath(path))
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """The file's text, for `parse_config`; a file that cannot be read is a ConfigError."""
     source = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as file:
-            text = file.read()
+            return file.read()
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read file: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{source}: not valid UTF-8 (byte {exc.start})"]) from None
-    return parse_config(text, source)
 
 
 def parse_config(text: str, source: str = "kong.yaml") -> GatewayConfig:

@@ -29,7 +29,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -448,6 +448,13 @@ class KeyRegistry:
             if self._started:
                 keys.start()
         return keys
+
+    def adopt(self, previous: KeyRegistry, sources: Iterable[KeySource]) -> None:
+        """Take over `previous`'s keys for these sources (a config reload): they stay loaded and
+        keep refreshing, and closing `previous` no longer stops them."""
+        for source in sources:
+            if source not in self._issuers and source in previous._issuers:
+                self._issuers[source] = previous._issuers.pop(source)
 
     def start(self) -> None:
         """Start every issuer's background loop; the first fetches run without being awaited,

@@ -28,6 +28,9 @@ class GatewaySettings:
     keepalive_timeout: float = 60.0
     # A client that stops reading a streamed response is cut off after this many seconds.
     client_send_timeout: float = 30.0
+    # On SIGTERM/SIGINT, requests in progress get this many seconds to finish before they are
+    # cut off (nginx's worker_shutdown_timeout plays this part in Kong).
+    shutdown_timeout: float = 10.0
     upstream_max_connections: int = 512  # per upstream host:port; beyond it requests queue
     upstream_max_idle: int = 128
     # Verified tokens kept per openid-connect config (two generations: up to twice this).

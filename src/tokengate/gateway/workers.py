@@ -1,28 +1,50 @@
-"""Running the gateway: one process, or N worker processes sharing the port (SO_REUSEPORT).
+"""Running the gateway: one process, or a supervisor and N worker processes sharing the port.
 
     exit_code = run_workers("kong.yaml", config, settings, workers=4)
 
-`cryptography` holds the GIL while it verifies, so cores are used by processes, not threads.
-Each worker loads kong.yaml itself (the parsed config does not cross process boundaries).
+Signals, to the one process or to the supervisor (which passes them on to every worker):
+
+    SIGTERM, SIGINT   drain: stop accepting, let requests in progress finish within
+                      settings.shutdown_timeout (then cut them off), exit 0
+    SIGHUP            read kong.yaml again; an invalid file is logged, the running config kept
+
+`cryptography` holds the GIL while it verifies, so cores are used by processes, not threads
+(SO_REUSEPORT spreads connections over them). With one worker there is no supervisor: the
+process serves by itself. With more, the supervisor checks kong.yaml on SIGHUP and keeps a copy
+of the last valid text; workers start from that copy and reload from it, never from the file.
+So a bad edit is reported once and reaches no worker, a SIGHUP that a starting worker handles
+late still gives it what its siblings have, and a worker restarted after a crash serves the
+same config as the others even if the file has since changed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
+import functools
 import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 
 from tokengate.gateway.app import GatewayServer
-from tokengate.gateway.config import ConfigError, GatewayConfig, load_config
+from tokengate.gateway.config import ConfigError, GatewayConfig, parse_config, read_config_text
+from tokengate.gateway.reload import Reloader
 from tokengate.gateway.settings import GatewaySettings
+from tokengate.gateway.supervisor import HANDLED_SIGNALS, Supervisor
 
 log = logging.getLogger("tokengate.workers")
+
+WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+# A worker that drains for the whole grace period still needs time to close and exit.
+_STOP_MARGIN = 5.0
 
 
 def install_uvloop() -> None:
@@ -33,17 +55,51 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(config: GatewayConfig, settings: GatewaySettings, *, reuse_port: bool) -> None:
-    """Serve until SIGINT or SIGTERM, then close listeners and let in-flight requests end."""
-    stop = asyncio.Event()
+async def serve(
+    config_path: str,
+    config: GatewayConfig,
+    settings: GatewaySettings,
+    *,
+    reuse_port: bool,
+    parent_sentinel: int | None = None,
+    load: Callable[[], GatewayConfig] | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM (or the supervisor's death), then drain and close;
+    SIGHUP reloads the config with `load` (default: kong.yaml at `config_path`)."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = asyncio.Event()
     server = GatewayServer(config, settings, reuse_port=reuse_port)
+    reloader = Reloader(server, config_path, load=load)
+
+    def on_stop(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info(
+                "%s: draining (up to %gs for requests in progress)",
+                sig.name,
+                settings.shutdown_timeout,
+            )
+        stop.set()
+
+    def on_parent_gone() -> None:
+        # A worker must not outlive its supervisor (nothing would restart or stop it).
+        assert parent_sentinel is not None
+        loop.remove_reader(parent_sentinel)
+        log.warning("the supervisor has gone: draining")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
+    if parent_sentinel is not None:
+        loop.add_reader(parent_sentinel, on_parent_gone)
+    # Blocked until now (by run_workers, or the supervisor while it started us): signals sent
+    # during start-up were held back, and are handled from here on.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     try:
         await server.start()
         # Everything loaded so far (config, routes, modules) lives as long as the process: keep
         # it out of the collector's scans, which otherwise re-walk it on every full collection.
+        # (Those of them in reference cycles outlive a reload: one config's worth, once.)
         gc.freeze()
         log.info(
             "tokengate gateway listening on %s:%d (status %s:%d), %d routes",
@@ -53,9 +109,16 @@ async def serve(config: GatewayConfig, settings: GatewaySettings, *, reuse_port:
             server.status_port,
             len(config.routes),
         )
+        reloader.start()
         await stop.wait()
     finally:
+        await reloader.close()
         await server.stop()
+        for sig in HANDLED_SIGNALS:
+            loop.remove_signal_handler(sig)
+        if parent_sentinel is not None:
+            loop.remove_reader(parent_sentinel)
+    log.info("stopped")
 
 
 def _bind_error(exc: OSError, settings: GatewaySettings) -> str:
@@ -68,49 +131,159 @@ def _bind_error(exc: OSError, settings: GatewaySettings) -> str:
     return f"tokengate: cannot listen: {exc.strerror or exc}"
 
 
-def _run_one(config: GatewayConfig, settings: GatewaySettings, *, reuse_port: bool) -> int:
+def _run_one(
+    config_path: str,
+    config: GatewayConfig,
+    settings: GatewaySettings,
+    *,
+    reuse_port: bool,
+    parent_sentinel: int | None = None,
+    load: Callable[[], GatewayConfig] | None = None,
+) -> int:
     install_uvloop()
     try:
-        asyncio.run(serve(config, settings, reuse_port=reuse_port))
+        asyncio.run(
+            serve(
+                config_path,
+                config,
+                settings,
+                reuse_port=reuse_port,
+                parent_sentinel=parent_sentinel,
+                load=load,
+            )
+        )
     except OSError as exc:
         print(_bind_error(exc, settings), file=sys.stderr)
         return 1
     return 0
 
 
-def _worker_main(config_path: str, settings: GatewaySettings, level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _worker_main(
+    config_path: str, snapshot: str, config_text: str, settings: GatewaySettings, level: int
+) -> None:
+    logging.basicConfig(level=level, format=WORKER_LOG_FORMAT)
     try:
-        config = load_config(config_path)
-    except ConfigError as exc:
+        config = parse_config(config_text, config_path)
+    except ConfigError as exc:  # the supervisor validated this text: not expected
         print("\n".join(exc.errors), file=sys.stderr)
         sys.exit(2)
-    sys.exit(_run_one(config, settings, reuse_port=True))
+    parent = multiprocessing.parent_process()
+    sentinel = parent.sentinel if parent is not None else None
+    load = functools.partial(_load_snapshot, snapshot, config_path)
+    code = _run_one(
+        config_path, config, settings, reuse_port=True, parent_sentinel=sentinel, load=load
+    )
+    sys.exit(code)
+
+
+def _load_snapshot(snapshot: str, config_path: str) -> GatewayConfig:
+    # Errors name the user's file: the snapshot is a copy of it.
+    return parse_config(read_config_text(snapshot), config_path)
+
+
+class _Snapshot:
+    """The last valid kong.yaml text: kept in memory for workers yet to start, and in a
+    private file that running workers read on SIGHUP."""
+
+    def __init__(self, path: str, text: str, directory: str) -> None:
+        self.path = path
+        self.text = text
+        self.file = os.path.join(directory, "kong.yaml")
+        self._write(text)
+
+    def reload(self) -> bool:
+        """SIGHUP at the supervisor: check the file once, here, so that a bad edit is
+        reported once (not by every worker) and no worker is asked to load it."""
+        try:
+            text = read_config_text(self.path)
+            config = parse_config(text, self.path)
+        except ConfigError as exc:
+            log.error(
+                "%s not reloaded (%d error(s)); workers keep their config:",
+                self.path,
+                len(exc.errors),
+            )
+            for line in exc.errors:
+                log.error("%s", line)
+            return False
+        for line in config.warnings:
+            log.warning("%s", line)
+        self._write(text)
+        self.text = text
+        log.info(
+            "%s is valid (%d services, %d routes): telling the workers to reload",
+            self.path,
+            len(config.services),
+            len(config.routes),
+        )
+        return True
+
+    def _write(self, text: str) -> None:
+        # Written aside and renamed: a worker reads the old copy or the new one, never half.
+        partial = self.file + ".new"
+        with open(partial, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(partial, self.file)
+
+
+def _check_bindable(settings: GatewaySettings) -> str | None:
+    """Bind (without listening) each address as the workers will, so that a port another
+    program holds is one clear error now, not a crash loop of workers."""
+    for host, port in (settings.listen, settings.status_listen):
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in infos:
+                with socket.socket(family, kind, proto) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    sock.bind(address)
+        except OSError as exc:
+            return _bind_error(exc, settings)
+    return None
 
 
 def run_workers(
     config_path: str, config: GatewayConfig, settings: GatewaySettings, *, workers: int
 ) -> int:
+    # Held back until serve() or the supervisor has its handlers in place (a SIGHUP would
+    # otherwise kill a process that is still starting).
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     if workers == 1:
-        return _run_one(config, settings, reuse_port=False)
+        return _run_one(config_path, config, settings, reuse_port=False)
+    try:
+        text = read_config_text(config_path)
+        parse_config(text, config_path)  # the file may have changed since the CLI read it
+    except ConfigError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 2
+    problem = _check_bindable(settings)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
+    directory = tempfile.mkdtemp(prefix="tokengate-")
+    try:
+        return _supervise(config_path, _Snapshot(config_path, text, directory), settings, workers)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _supervise(
+    config_path: str, snapshot: _Snapshot, settings: GatewaySettings, workers: int
+) -> int:
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
-    processes = [
-        context.Process(target=_worker_main, args=(config_path, settings, level), daemon=False)
-        for _ in range(workers)
-    ]
-    for process in processes:
-        process.start()
 
-    def forward(signum: int, _frame: object) -> None:
-        for process in processes:
-            if process.is_alive() and process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signum)
+    def launch() -> BaseProcess:
+        return context.Process(
+            target=_worker_main,
+            args=(config_path, snapshot.file, snapshot.text, settings, level),
+            name="tokengate-worker",
+        )
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for process in processes:
-        process.join()
-    codes = [process.exitcode or 0 for process in processes]
-    return max(codes) if codes else 0
+    supervisor = Supervisor(
+        workers,
+        launch,
+        reload=snapshot.reload,
+        stop_timeout=settings.shutdown_timeout + _STOP_MARGIN,
+    )
+    return supervisor.run()

@@ -1,0 +1,111 @@
+"""Loaded kong.yaml configs in service, how many requests run on each, and draining them.
+
+    generations = Generations(Generation(gateway, number=1, loaded_at=time.time()))
+    generation = generations.current          # per request: count in, handle, leave()
+    generations.swap(Generation(new_gateway, number=2, loaded_at=time.time()))   # a reload
+    await drain(runner, generations.all(), grace=10.0)                         # shutdown
+    await generations.close()
+
+A reload makes a new generation current; requests already running keep the one they started
+on, so their routes, authenticators and upstream connections stay valid until they finish; then
+the old gateway is closed (upstream pools, keys no other generation took over).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from tokengate.gateway.app import Gateway
+
+__all__ = ["Generation", "Generations", "drain"]
+
+log = logging.getLogger("tokengate.gateway")
+
+
+class Generation:
+    __slots__ = ("gateway", "idle", "inflight", "loaded_at", "number")
+
+    def __init__(self, gateway: Gateway, *, number: int, loaded_at: float) -> None:
+        self.gateway = gateway
+        self.number = number
+        self.loaded_at = loaded_at  # wall-clock seconds, for /readyz
+        self.inflight = 0  # the server adds one as a request starts; leave() takes it off
+        self.idle: asyncio.Event | None = None  # made by drained(), set by leave() at 0
+
+    def leave(self) -> None:
+        """One request on this generation has ended."""
+        self.inflight -= 1
+        if not self.inflight and self.idle is not None:
+            self.idle.set()
+
+    async def drained(self) -> None:
+        """Return once no request is running on this generation."""
+        while self.inflight:
+            if self.idle is None or self.idle.is_set():
+                self.idle = asyncio.Event()
+            await self.idle.wait()
+
+
+class Generations:
+    """The current generation, and the ones a reload replaced that still have requests."""
+
+    def __init__(self, first: Generation) -> None:
+        self.current = first
+        self._retiring: dict[asyncio.Task[None], Generation] = {}
+
+    def swap(self, new: Generation) -> None:
+        """Make `new` current; the old one is closed once its last request has ended."""
+        old, self.current = self.current, new
+        task = asyncio.get_running_loop().create_task(_retire(old))
+        self._retiring[task] = old
+        task.add_done_callback(self._retiring.pop)
+
+    def all(self) -> list[Generation]:
+        return [self.current, *self._retiring.values()]
+
+    async def close(self) -> None:
+        """Close every gateway now, retiring or not (after `drain`, nothing runs on them)."""
+        retiring = list(self._retiring.items())
+        for task, _ in retiring:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in retiring), return_exceptions=True)
+        for _, generation in retiring:
+            await generation.gateway.close()  # closing twice is harmless
+        await self.current.gateway.close()
+
+
+async def _retire(generation: Generation) -> None:
+    await generation.drained()
+    await generation.gateway.close()
+
+
+async def drain(runner: web.BaseRunner, generations: list[Generation], *, grace: float) -> None:
+    """Stop accepting, close idle keep-alive connections, give requests in progress `grace`
+    seconds, then cut off whatever is still running; the runner is cleaned up on return."""
+    for site in runner.sites:
+        await site.stop()  # new connections are refused from here on
+    server = runner.server
+    if server is None:
+        return
+    for conn in server.connections:
+        conn.close()  # no further request on any connection
+    # aiohttp's cleanup closes the idle connections at once and waits for the busy ones, for
+    # at most the runner's shutdown_timeout, which is longer than `grace`: the cut is ours.
+    cleanup = asyncio.ensure_future(runner.cleanup())
+    done, _ = await asyncio.wait({cleanup}, timeout=grace)
+    if not done:
+        running = sum(generation.inflight for generation in generations)
+        log.warning(
+            "%d request(s) still running after the %gs shutdown grace period: cut off",
+            running,
+            grace,
+        )
+        for conn in server.connections:
+            if conn.transport is not None:
+                conn.transport.abort()  # handler_cancellation then cancels its handler
+    await cleanup

@@ -1,0 +1,192 @@
+"""`python -m tokengate gateway` as a real child process, watched through its log, and a small
+upstream for it in the test's own event loop.
+
+    async with GatewayProcess(config, "--workers", "2") as gateway:
+        await gateway.line(r"worker 1 started \\(pid (\\d+)\\)")    # a regex match on stderr
+        gateway.send(signal.SIGHUP)
+        assert await gateway.wait(timeout=5) == 0
+
+Also `exit_now`, the body of worker processes that die at once (spawned by the supervisor
+tests, so it lives in a module a child process can import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kong_yaml(upstream_port: int, *paths: str) -> str:
+    """One service on the test upstream, one route per path (the upstream sees the path)."""
+    routes = "".join(
+        f'      - name: r{i}\n        paths: ["{path}"]\n        strip_path: false\n'
+        for i, path in enumerate(paths)
+    )
+    return (
+        '_format_version: "3.0"\nservices:\n  - name: up\n'
+        f"    url: http://127.0.0.1:{upstream_port}\n    routes:\n{routes}"
+    )
+
+
+class GatewayProcess:
+    def __init__(self, config: Path, *args: str) -> None:
+        self.proxy_port = free_port()
+        self.status_port = free_port()
+        self._argv = [
+            sys.executable,
+            "-m",
+            "tokengate",
+            "gateway",
+            "--config",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{self.proxy_port}",
+            "--status-listen",
+            f"127.0.0.1:{self.status_port}",
+            *args,
+        ]
+        self.lines: list[str] = []
+        self._new_line = asyncio.Event()
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> GatewayProcess:
+        self._process = await asyncio.create_subprocess_exec(
+            *self._argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.kill()  # the supervisor; its workers stop when they see it gone
+            await process.wait()
+        if self._reader is not None:
+            await self._reader
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    async def _read(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        async for raw in self._process.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+            self._new_line.set()
+        self._new_line.set()
+
+    async def line(self, pattern: str, *, after: int = 0, timeout: float = 10) -> re.Match[str]:
+        """The first log line from index `after` on that matches `pattern` (waiting for it)."""
+        compiled = re.compile(pattern)
+        seen = after
+        async with asyncio.timeout(timeout):
+            while True:
+                for text in self.lines[seen:]:
+                    if match := compiled.search(text):
+                        return match
+                seen = len(self.lines)
+                assert self._reader is not None
+                if self._reader.done():
+                    raise AssertionError(f"no line matching {pattern!r}:\n{self.log}")
+                self._new_line.clear()
+                await self._new_line.wait()
+
+    async def lines_matching(self, pattern: str, count: int, *, timeout: float = 10) -> None:
+        """Wait until `count` log lines match (e.g. one per worker)."""
+        compiled = re.compile(pattern)
+        async with asyncio.timeout(timeout):
+            while sum(1 for text in self.lines if compiled.search(text)) < count:
+                self._new_line.clear()
+                await self._new_line.wait()
+
+    def send(self, sig: signal.Signals) -> None:
+        os.kill(self.pid, sig)
+
+    async def wait(self, *, timeout: float) -> int:
+        assert self._process is not None
+        async with asyncio.timeout(timeout):
+            return await self._process.wait()
+
+    async def ready(self, workers: int = 1) -> None:
+        await self.lines_matching(r"tokengate gateway listening on", workers)
+
+
+class Upstream:
+    """Answers with the request path; `/slow?s=N` after N seconds. Handlers are cancelled
+    when the gateway hangs up, so a cut-off request does not keep the test waiting."""
+
+    def __init__(self) -> None:
+        self.slow_started = asyncio.Event()
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._answer)
+        self.server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
+
+    @property
+    def port(self) -> int:
+        assert self.server.port is not None
+        return self.server.port
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            self.slow_started.set()
+            await asyncio.sleep(float(request.query.get("s", "1")))
+        return web.Response(text=request.path)
+
+
+async def upstream_server() -> AsyncIterator[Upstream]:
+    upstream = Upstream()
+    await upstream.server.start_server()
+    try:
+        yield upstream
+    finally:
+        await upstream.server.close()
+
+
+async def fetch(url: str, *, session: aiohttp.ClientSession | None = None) -> tuple[int, str]:
+    """One GET; a new connection unless a session is given."""
+    if session is None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as own:
+            return await fetch(url, session=own)
+    async with session.get(url) as resp:
+        return resp.status, await resp.text()
+
+
+async def connection_refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
+
+
+def exit_now(code: int) -> None:
+    sys.exit(code)

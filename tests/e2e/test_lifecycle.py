@@ -1,0 +1,225 @@
+"""Signals and workers as a user meets them: real `python -m tokengate gateway` processes on free
+ports in front of an upstream in this test's event loop.
+
+SIGHUP reloads kong.yaml without a failed request (or keeps the old config when the new one is
+bad); with --workers, a killed worker is replaced while the others keep serving, a worker that
+keeps dying makes the supervisor give up, and workers stop when their supervisor is killed;
+SIGTERM lets a request in progress finish, refuses new connections, and exits 0 within the grace
+period, cutting off what runs past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.e2e.processes import (
+    GatewayProcess,
+    Upstream,
+    connection_refused,
+    exit_now,
+    fetch,
+    kong_yaml,
+    upstream_server,
+)
+from tokengate.gateway.supervisor import RestartPolicy, Supervisor
+
+BAD = """\
+_format_version: "3.0"
+services:
+  - name: up
+    url: ftp://127.0.0.1:9
+    routes:
+      - name: r
+        pathz: ["/x"]
+"""
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    async for server in upstream_server():
+        yield server
+
+
+@pytest.fixture
+def config(tmp_path: Path, upstream: Upstream) -> Path:
+    path = tmp_path / "kong.yaml"
+    path.write_text(kong_yaml(upstream.port, "/keep", "/old", "/slow"))
+    return path
+
+
+async def load(url: str, stop: asyncio.Event, results: list[object], *, keep_alive: bool) -> None:
+    """GET `url` over and over until `stop`; every outcome (a status or an error) recorded."""
+    connector = aiohttp.TCPConnector(force_close=not keep_alive)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        while not stop.is_set():
+            try:
+                async with session.get(url) as resp:
+                    await resp.read()
+                    results.append(resp.status)
+            except aiohttp.ClientError as exc:
+                results.append(repr(exc))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_sighup_swaps_routes_with_no_failed_request(
+    config: Path, upstream: Upstream, workers: str
+) -> None:
+    async with GatewayProcess(config, "--workers", workers) as gateway:
+        await gateway.ready(workers=int(workers))
+        base = f"http://127.0.0.1:{gateway.proxy_port}"
+        assert await fetch(f"{base}/old") == (200, "/old")
+
+        stop, results = asyncio.Event(), list[object]()
+        loaders = [
+            asyncio.create_task(load(f"{base}/keep", stop, results, keep_alive=keep_alive))
+            for keep_alive in (True, True, False, False)
+        ]
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(
+            config.write_text, kong_yaml(upstream.port, "/keep", "/new", "/slow")
+        )
+        gateway.send(signal.SIGHUP)
+        await gateway.lines_matching(r"reloaded: configuration 2", int(workers))  # each one
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*loaders)
+
+        failures = [r for r in results if r != 200]
+        assert not failures, failures[:5]
+        assert len(results) > 50  # the loop really ran through the reload
+        for _ in range(10):  # new connections: whichever worker takes them
+            assert await fetch(f"{base}/new") == (200, "/new")
+            assert (await fetch(f"{base}/old"))[0] == 404
+        assert "Traceback" not in gateway.log
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_sighup_with_a_bad_config_logs_every_error_and_keeps_serving(
+    config: Path, workers: str
+) -> None:
+    async with GatewayProcess(config, "--workers", workers) as gateway:
+        await gateway.ready(workers=int(workers))
+        await asyncio.to_thread(config.write_text, BAD)
+        gateway.send(signal.SIGHUP)
+        await gateway.line(rf"{config}: services\[0\]\.routes\[0\]\.pathz: unknown field")
+        await gateway.line(rf"{config}: services\[0\]\.url: scheme must be http or https")
+        assert await fetch(f"http://127.0.0.1:{gateway.proxy_port}/old") == (200, "/old")
+        assert "reloaded:" not in gateway.log
+        assert "Traceback" not in gateway.log
+        gateway.send(signal.SIGTERM)
+        assert await gateway.wait(timeout=10) == 0
+
+
+async def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(config: Path) -> None:
+    async with GatewayProcess(config, "--workers", "2") as gateway:
+        await gateway.ready(workers=2)
+        victim = int((await gateway.line(r"worker 1 started \(pid (\d+)\)"))[1])
+        mark = len(gateway.lines)
+        base = f"http://127.0.0.1:{gateway.proxy_port}"
+
+        os.kill(victim, signal.SIGKILL)
+        await gateway.line(
+            rf"worker 1 \(pid {victim}\) was killed by SIGKILL.*; restarting", after=mark
+        )
+        # From here the kernel sends every new connection to the surviving worker.
+        for _ in range(10):
+            assert await fetch(f"{base}/keep") == (200, "/keep")
+        started = await gateway.line(r"worker 1 started \(pid (\d+)\)", after=mark)
+        replacement = int(started[1])
+        assert replacement != victim
+        await gateway.lines_matching(r"tokengate gateway listening on", 3)
+        # The replacement serves too: some status request lands on it.
+        seen: set[int] = set()
+        async with asyncio.timeout(5):
+            while replacement not in seen:
+                async with (
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s,
+                    s.get(f"http://127.0.0.1:{gateway.status_port}/readyz") as resp,
+                ):
+                    seen.add((await resp.json())["pid"])
+        assert (await fetch(f"{base}/keep")) == (200, "/keep")
+        gateway.send(signal.SIGTERM)
+        assert await gateway.wait(timeout=10) == 0
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(config: Path) -> None:
+    async with GatewayProcess(config, "--workers", "2") as gateway:
+        await gateway.ready(workers=2)
+        gateway.send(signal.SIGKILL)  # no chance to pass anything on
+        await gateway.lines_matching(r"the supervisor has gone: draining", 2)
+        await gateway.lines_matching(r"\]: stopped$", 2)
+        assert await connection_refused(gateway.proxy_port)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_sigterm_finishes_the_request_in_progress_and_refuses_new_ones(
+    config: Path, upstream: Upstream, workers: str
+) -> None:
+    grace = 5.0
+    async with GatewayProcess(
+        config, "--workers", workers, "--shutdown-timeout", str(grace)
+    ) as gateway:
+        await gateway.ready(workers=int(workers))
+        slow = asyncio.create_task(fetch(f"http://127.0.0.1:{gateway.proxy_port}/slow?s=2"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 5)
+        signalled = time.monotonic()
+        gateway.send(signal.SIGTERM)
+        for _ in range(50):  # the signal is handled within a second
+            if await connection_refused(gateway.proxy_port):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"new connections still accepted after SIGTERM:\n{gateway.log}")
+        assert not slow.done(), gateway.log  # refused while the slow request still runs
+        assert await slow == (200, "/slow")
+        assert await gateway.wait(timeout=grace) == 0
+        assert time.monotonic() - signalled < grace
+        assert "cut off" not in gateway.log
+
+
+async def test_sigterm_cuts_off_a_request_running_past_the_grace_period(
+    config: Path, upstream: Upstream
+) -> None:
+    async with GatewayProcess(config, "--shutdown-timeout", "0.5") as gateway:
+        await gateway.ready()
+        slow = asyncio.create_task(fetch(f"http://127.0.0.1:{gateway.proxy_port}/slow?s=30"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 5)
+        signalled = time.monotonic()
+        gateway.send(signal.SIGTERM)
+        assert await gateway.wait(timeout=5) == 0
+        assert time.monotonic() - signalled < 3
+        with pytest.raises(aiohttp.ClientError):
+            await slow
+        assert "1 request(s) still running after the 0.5s shutdown grace period" in gateway.log
+
+
+def test_supervisor_gives_up_on_a_worker_that_keeps_dying_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    policy = RestartPolicy(min_uptime=10, first_delay=0.05, max_delay=1, max_quick_exits=3)
+    supervisor = Supervisor(
+        1,
+        lambda: context.Process(target=exit_now, args=(3,)),
+        reload=lambda: True,
+        stop_timeout=5,
+        policy=policy,
+    )
+    with caplog.at_level(logging.INFO, logger="tokengate.supervisor"):
+        assert supervisor.run() == 1
+    messages = [record.getMessage() for record in caplog.records]
+    restarts = [m for m in messages if "restarting in" in m]
+    assert len(restarts) == 2
+    assert "exited with code 3 within 10s of starting; restarting in 0.05s" in restarts[0]
+    assert restarts[1].endswith("restarting in 0.1s")  # longer each time
+    assert any("failed within 10s of starting 3 times in a row: giving up" in m for m in messages)

@@ -1,0 +1,129 @@
+"""Draining on stop (GatewayServer.stop → generation.drain), over real sockets on port 0.
+
+Requests in progress finish within the grace period, new connections are refused at once, idle
+keep-alive connections are closed at once, and a request still running at the end of the grace
+period is cut off so that stopping never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from tests.gateway.conftest import make_service
+from tests.gateway.support import KeepAliveUpstream, config_of, eventually, get, route
+from tokengate.gateway.app import GatewayServer
+from tokengate.gateway.config import Route
+from tokengate.gateway.settings import GatewaySettings
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[KeepAliveUpstream]:
+    async with KeepAliveUpstream(slow_for=0.5) as server:
+        yield server
+
+
+async def started(*routes: Route, grace: float) -> GatewayServer:
+    settings = GatewaySettings(
+        listen=("127.0.0.1", 0), status_listen=("127.0.0.1", 0), shutdown_timeout=grace
+    )
+    server = GatewayServer(config_of(*routes), settings)
+    await server.start()
+    return server
+
+
+async def refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
+
+
+async def test_stop_lets_a_request_in_progress_finish_and_refuses_new_connections(
+    upstream: KeepAliveUpstream,
+) -> None:
+    gw = await started(route(make_service(upstream.port), "/slow"), grace=5)
+    async with aiohttp.ClientSession() as session:
+        slow = asyncio.create_task(get(session, gw, "/slow"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 2)
+        began = time.monotonic()
+        stopping = asyncio.create_task(gw.stop())
+        await asyncio.sleep(0.05)
+        assert await refused(gw.proxy_port)
+        assert not slow.done()
+        assert await slow == (200, "/slow")
+        await asyncio.wait_for(stopping, 5)
+    assert time.monotonic() - began < 2  # the request's time, not the grace period
+
+
+async def test_stop_closes_idle_keep_alive_connections_at_once(
+    upstream: KeepAliveUpstream,
+) -> None:
+    service = make_service(upstream.port)
+    gw = await started(route(service, "/slow"), route(service, "/fast"), grace=5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+    await reader.readuntil(b"/fast")  # the whole answer: the connection is now idle
+    async with aiohttp.ClientSession() as session:
+        slow = asyncio.create_task(get(session, gw, "/slow"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 2)
+        stopping = asyncio.create_task(gw.stop())
+        # Closed by the gateway while the slow request still runs: stop does not wait for
+        # keep-alive timers.
+        assert await asyncio.wait_for(reader.read(), 0.3) == b""
+        assert not slow.done()
+        assert await slow == (200, "/slow")
+        await stopping
+    writer.close()
+
+
+async def test_stop_cuts_off_a_request_still_running_after_the_grace_period(
+    upstream: KeepAliveUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream.slow_for = 30
+    gw = await started(route(make_service(upstream.port), "/slow"), grace=0.3)
+    async with aiohttp.ClientSession() as session:
+        slow = asyncio.create_task(get(session, gw, "/slow"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 2)
+        began = time.monotonic()
+        await asyncio.wait_for(gw.stop(), 3)
+        assert time.monotonic() - began < 1.5
+        with pytest.raises(aiohttp.ClientError):
+            await slow
+    assert "1 request(s) still running after the 0.3s shutdown grace period" in caplog.text
+    # The upstream exchange was cancelled and its connection closed, not left hanging.
+    await eventually(lambda: upstream.closed == {0})
+
+
+async def test_stop_waits_for_requests_on_a_config_a_reload_replaced(
+    upstream: KeepAliveUpstream,
+) -> None:
+    service = make_service(upstream.port)
+    gw = await started(route(service, "/slow"), grace=5)
+    async with aiohttp.ClientSession() as session:
+        slow = asyncio.create_task(get(session, gw, "/slow"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 2)
+        gw.reload(config_of(route(service, "/other")))
+        await gw.stop()
+        assert slow.done()
+        assert await slow == (200, "/slow")
+
+
+async def test_readyz_says_stopping_while_draining(upstream: KeepAliveUpstream) -> None:
+    gw = await started(route(make_service(upstream.port), "/slow"), grace=5)
+    async with aiohttp.ClientSession() as session:
+        slow = asyncio.create_task(get(session, gw, "/slow"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 2)
+        stopping = asyncio.create_task(gw.stop())
+        await asyncio.sleep(0.05)
+        async with session.get(f"http://127.0.0.1:{gw.status_port}/readyz") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["status"] == "stopping"
+        await slow
+        await stopping
