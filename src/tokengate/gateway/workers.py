@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
+from tokengate.eventloop import install_uvloop
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import ConfigError, GatewayConfig, parse_config, read_config_text
 from tokengate.gateway.reload import Reloader
@@ -45,14 +46,6 @@ log = logging.getLogger("tokengate.workers")
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 # A worker that drains for the whole grace period still needs time to close and exit.
 _STOP_MARGIN = 5.0
-
-
-def install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 async def serve(
