@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
+import subprocess
+import sys
 
 from pytest_aiohttp import AiohttpClient
 
 from tests.gateway.conftest import raw_request
+from tests.test_cli import free_port, wait_http
 from tokengate.echo import create_echo_app
 
 
@@ -67,3 +71,20 @@ async def test_raw_path_repeated_headers_and_bytes_outside_ascii_are_shown_as_se
     assert ["X-Odd", "caf\u00e9"] in headers
     repeats = [pair for pair in headers if pair[0].lower() == "x-repeat"]
     assert repeats == [["x-repeat", "one"], ["X-Repeat", "two"]]  # order and spelling kept
+
+
+def test_python_m_tokengate_echo_serves_alone_and_stops_on_ctrl_c() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokengate.echo", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.communicate()

@@ -3,6 +3,8 @@
     app = create_echo_app(max_body=1024 * 1024)
     web.run_app(app, host="127.0.0.1", port=9100)
 
+    python -m tokengate.echo 127.0.0.1:9100      # alone, e.g. behind `tokengate gateway`
+
     GET /anything?a=1 → {"method": "GET", "path": "/anything?a=1", "query": [["a", "1"]],
                          "headers": [["Host", "127.0.0.1:9100"], ...], "body": "",
                          "body_base64": false}
@@ -16,7 +18,10 @@ with `body_base64: true`. Bodies over `max_body` bytes get 413.
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import sys
+from collections.abc import Sequence
 from typing import Final
 
 from aiohttp import web
@@ -61,3 +66,24 @@ async def _echo(request: web.Request) -> web.Response:
 def _json(document: object, *, status: int = 200) -> web.Response:
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     return web.Response(status=status, text=text, content_type="application/json")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    host, _, port = (args[0] if args else "127.0.0.1:9100").rpartition(":")
+    if len(args) > 1 or not port.isdigit() or int(port) > 65535:
+        print("usage: python -m tokengate.echo [HOST:PORT]", file=sys.stderr)
+        return 2
+    host = host.strip("[]") or "127.0.0.1"
+    print(f"echo upstream on {host}:{port}; Ctrl-C stops it", flush=True)
+    try:
+        web.run_app(create_echo_app(), host=host, port=int(port), print=None, access_log=None)
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        print(f"echo: cannot listen on {host}:{port}: {reason or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
