@@ -63,9 +63,20 @@ async def _echo(request: web.Request) -> web.Response:
     )
 
 
-def _json(document: object, *, status: int = 200) -> web.Response:
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    return web.Response(status=status, text=text, content_type="application/json")
+def _json(document: dict[str, object], *, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=_render(document), content_type="application/json")
+
+
+def _render(document: dict[str, object]) -> str:
+    """Indented JSON with each [name, value] pair on one line, so it reads well under curl."""
+    fields = []
+    for key, value in document.items():
+        if isinstance(value, list) and value:
+            pairs = ",\n".join(f"    {json.dumps(pair, ensure_ascii=False)}" for pair in value)
+            fields.append(f"  {json.dumps(key)}: [\n{pairs}\n  ]")
+        else:
+            fields.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(fields) + "\n}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -105,7 +105,7 @@ def _places(stack: Stack, issuers: list[dict[str, Any]]) -> list[str]:
         f"  gateway          {stack.gateway_url}",
         f"  gateway status   {stack.status_url}/readyz",
         f"  identity API     {stack.identity.url}/v1/auth-servers",
-        f"  admin token      {stack.admin_token}",
+        f"  admin token      {stack.admin_token}   (Authorization: Bearer <admin token>)",
     ]
     for issuer in issuers:
         if issuer["loaded"]:
@@ -125,7 +125,7 @@ async def _try(session: aiohttp.ClientSession, stack: Stack, demo: Demo) -> list
     token, lifetime = await _mint(session, demo, demo.scope)
     url = stack.gateway_url + demo.path
     allowed = await _call(session, url, token, demo)
-    scope_note = f" and scope {demo.scope}" if demo.scope else ""
+    scope_note = f" with scope {demo.scope}" if demo.scope else ""
     lines = [
         "",
         f"A token for {demo.client_id}{scope_note}, minted just now (valid {lifetime} s):",

@@ -176,7 +176,7 @@ async def test_the_panel_shows_real_answers_and_a_token_that_works(
     out = io.StringIO()
     await show_panel(stack, out)
     panel = out.getvalue()
-    assert f"admin token      {stack.admin_token}" in panel
+    assert f"admin token      {stack.admin_token}   (Authorization: Bearer" in panel
     assert f"issuer           {issuer_of(stack)}  (keys loaded by the gateway)" in panel
     found = re.search(r'curl -i (\S+) -H "Authorization: Bearer (\S+)"', panel)
     assert found is not None, panel
