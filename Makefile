@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tokengate gateway --config config/kong.yaml
+	$(BIN)/tokengate run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

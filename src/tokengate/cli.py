@@ -1,6 +1,7 @@
 """Command line: argument parsing for every subcommand, and nothing else.
 
     tokengate gateway --config kong.yaml --listen 127.0.0.1:8000
+    tokengate run                      # identity + gateway + echo upstream, from config/
     tokengate config validate kong.yaml
 
 Every option also reads TOKENGATE_<NAME> (e.g. TOKENGATE_LISTEN). Exit codes: 0 ok,
@@ -181,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("auth_server_id")
 
+    _add_run(commands.add_parser("run", help="identity server + gateway + echo upstream"))
+
     config = commands.add_parser("config", help="work with kong.yaml files")
     config_commands = config.add_subparsers(
         dest="config_command", required=True, parser_class=_Parser
@@ -188,6 +191,39 @@ def build_parser() -> argparse.ArgumentParser:
     validate = config_commands.add_parser("validate", help="check a kong.yaml as the gateway would")
     validate.add_argument("file", help="kong.yaml to check")
     return parser
+
+
+def _add_run(run: argparse.ArgumentParser) -> None:
+    # Same option names as `gateway` and `identity`, hence the same TOKENGATE_* variables: each
+    # subcommand reads only its own, and --listen here is the gateway's, as in `gateway`.
+    _option(run, "--config", default="config/kong.yaml", help="kong.yaml for the gateway")
+    _option(
+        run,
+        "--seed",
+        default="config/identity-seed.yaml",
+        help="identity seed: auth servers, scopes, claims, clients",
+    )
+    _option(run, "--listen", default=("127.0.0.1", 8000), type=parse_address, help="gateway proxy")
+    _option(
+        run,
+        "--status-listen",
+        default=("127.0.0.1", 8100),
+        type=parse_address,
+        help="gateway status API",
+    )
+    _option(
+        run,
+        "--identity-listen",
+        default=("127.0.0.1", 9000),
+        type=parse_address,
+        help="identity server (management API and issuers)",
+    )
+    _option(
+        run, "--echo-listen", default=("127.0.0.1", 9100), type=parse_address, help="echo upstream"
+    )
+    _option(run, "--data", default=None, help="identity SQLite file (default: in memory)")
+    _option(run, "--admin-token", default=None, help="identity admin token (default: generated)")
+    _option(run, "--log-level", default="warning", help="debug, info, warning or error")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return gateway_command(args)
     if args.command == "identity":
         return identity_command(args)
+    if args.command == "run":
+        return run_command(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 
@@ -272,3 +310,37 @@ def gateway_command(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
     )
     return run_workers(args.config, config, settings, workers=args.workers)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from tokengate.identity.seed import SeedError, load_seed
+    from tokengate.stack import StackSettings, run_stack
+
+    level = _log_level(args.log_level)
+    if level is None:
+        print(f"tokengate: --log-level: unknown level {args.log_level!r}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _load(args.config)
+    try:
+        seed = load_seed(args.seed)
+    except SeedError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        seed = None
+    if config is None or seed is None:
+        if not (os.path.isfile(args.config) and os.path.isfile(args.seed)):
+            print(
+                "tokengate run: --config and --seed are relative to the current directory "
+                "(config/ is in the repository root)",
+                file=sys.stderr,
+            )
+        return EXIT_USAGE
+    settings = StackSettings(
+        listen=args.listen,
+        status_listen=args.status_listen,
+        identity_listen=args.identity_listen,
+        echo_listen=args.echo_listen,
+        data=args.data,
+        admin_token=args.admin_token,
+    )
+    return run_stack(settings, config, seed)

@@ -1,0 +1,322 @@
+"""`tokengate run`: the identity server, the echo upstream and the gateway in one event loop.
+
+    exit_code = run_stack(StackSettings(), load_config("config/kong.yaml"), load_seed(seed))
+
+    async with Stack(settings, config, seed) as stack:   # tests: port 0 for every listener
+        issuers = await stack.wait_ready(session)
+        print(stack.gateway_url, stack.identity.url, stack.admin_token)
+
+The identity server and the echo upstream start first, so that the gateway's first key fetch
+finds the issuer. kong.yaml names them by their default addresses; wherever they really listen,
+the gateway follows (retarget.py). Every listener is claimed before anything starts, so a port
+in use is one clear error naming its flag, with nothing to undo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import secrets
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any, TextIO
+
+import aiohttp
+from aiohttp import web
+
+from tokengate.echo import create_echo_app
+from tokengate.gateway.app import GatewayServer
+from tokengate.gateway.config import GatewayConfig
+from tokengate.gateway.settings import GatewaySettings
+from tokengate.gateway.workers import install_uvloop
+from tokengate.identity.app import create_identity_app
+from tokengate.identity.models import AuthServer
+from tokengate.identity.seed import apply_seed
+from tokengate.identity.server import IdentitySettings, open_store
+from tokengate.identity.store import StoreError
+from tokengate.panel import show_panel
+from tokengate.retarget import retarget
+
+Address = tuple[str, int]
+Seed = list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class StackSettings:
+    listen: Address = ("127.0.0.1", 8000)  # gateway proxy
+    status_listen: Address = ("127.0.0.1", 8100)  # gateway status API
+    identity_listen: Address = ("127.0.0.1", 9000)
+    echo_listen: Address = ("127.0.0.1", 9100)
+    data: str | None = None  # identity SQLite file; None: in memory
+    admin_token: str | None = None  # None: generated
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)  # its listen fields unused
+
+
+class StackError(Exception):
+    """A failure to report in one line, without a traceback."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def url_of(address: Address) -> str:
+    """The URL to reach a listener: a wildcard address is reached on loopback."""
+    host, port = address
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+_DEFAULTS = StackSettings()
+# The origins config/kong.yaml uses for the stack's own components.
+DEFAULT_ORIGINS = {
+    "identity": url_of(_DEFAULTS.identity_listen),
+    "echo": url_of(_DEFAULTS.echo_listen),
+    "status": url_of(_DEFAULTS.status_listen),
+}
+
+
+def claim(address: Address, flag: str) -> socket.socket:
+    """A listening socket on `address`; a port in use is a StackError naming `flag`."""
+    host, port = address
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            # Listening at once: two sockets merely bound with SO_REUSEADDR may share a port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(1024)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StackError(
+            f"tokengate run: cannot listen on {host}:{port}: {reason or exc}; "
+            f"choose another address with {flag}"
+        ) from None
+    return sock
+
+
+def _bound(sock: socket.socket, host: str) -> Address:
+    return host, int(sock.getsockname()[1])
+
+
+class IdentityService:
+    """The identity server as the stack runs it. `stop()` then `start()` is a restart: the same
+    port, the same data file (or, in memory, a fresh store seeded again)."""
+
+    def __init__(self, address: Address, *, data: str | None, admin_token: str, seed: Seed):
+        self.address = address
+        self.data = data
+        self.admin_token = admin_token
+        self.seed = seed
+        self.servers: list[AuthServer] = []  # as seeded, in the seed's order
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return url_of(self.address)
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            sock = claim(self.address, "--identity-listen")
+        self.address = _bound(sock, self.address[0])
+        try:
+            store = open_store(IdentitySettings(data=self.data))
+        except (StoreError, OSError) as exc:
+            sock.close()
+            raise StackError(f"tokengate run: cannot open {self.data}: {exc}") from None
+        try:
+            self.servers = apply_seed(store, self.seed)
+        except StoreError as exc:
+            sock.close()
+            store.close()
+            message = f"tokengate run: cannot apply the seed to {self.data}: {exc}"
+            raise StackError(message) from None
+        app = create_identity_app(
+            store, admin_token=self.admin_token, public_url=self.url, close_store=True
+        )
+        self._runner = await _serve(app, sock)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def _serve(app: web.Application, sock: socket.socket) -> web.AppRunner:
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+class Stack:
+    """The three servers; ports and URLs are the real ones once started."""
+
+    def __init__(self, settings: StackSettings, config: GatewayConfig, seed: Seed) -> None:
+        self.settings = settings
+        self.config = config  # as loaded
+        self.gateway_config = config  # what the gateway serves: retargeted once started
+        self.admin_token = settings.admin_token or secrets.token_urlsafe(24)
+        self.identity = IdentityService(
+            settings.identity_listen,
+            data=settings.data,
+            admin_token=self.admin_token,
+            seed=seed,
+        )
+        self.echo_address = settings.echo_listen
+        self.gateway: GatewayServer | None = None
+        self._echo: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        settings = self.settings
+        pending: list[socket.socket] = []  # claimed and not yet handed to a server
+        try:
+            for address, flag in (
+                (settings.identity_listen, "--identity-listen"),
+                (settings.echo_listen, "--echo-listen"),
+                (settings.listen, "--listen"),
+                (settings.status_listen, "--status-listen"),
+            ):
+                pending.append(claim(address, flag))
+            identity_sock, echo_sock, proxy_sock, status_sock = pending
+            # The gateway binds its own listeners: its ports are only reserved here (port 0
+            # picks one now, so the config can name it), and released just before it binds.
+            listen = _bound(proxy_sock, settings.listen[0])
+            status_listen = _bound(status_sock, settings.status_listen[0])
+            pending.remove(identity_sock)
+            await self.identity.start(identity_sock)
+            self.echo_address = _bound(echo_sock, settings.echo_listen[0])
+            pending.remove(echo_sock)
+            self._echo = await _serve(create_echo_app(), echo_sock)
+        finally:
+            for sock in pending:
+                sock.close()
+        self.gateway_config = config = retarget(
+            self.config,
+            {
+                DEFAULT_ORIGINS["identity"]: self.identity.url,
+                DEFAULT_ORIGINS["echo"]: self.echo_url,
+                DEFAULT_ORIGINS["status"]: url_of(status_listen),
+            },
+        )
+        gateway_settings = replace(settings.gateway, listen=listen, status_listen=status_listen)
+        self.gateway = GatewayServer(config, gateway_settings)
+        try:
+            await self.gateway.start()
+        except OSError as exc:  # taken in the instant between release and bind
+            raise StackError(
+                f"tokengate run: cannot listen on {listen[0]}:{listen[1]} or "
+                f"{status_listen[0]}:{status_listen[1]}: {exc.strerror or exc}; "
+                "choose others with --listen / --status-listen"
+            ) from None
+
+    async def stop(self) -> None:
+        """Gateway first (no request reaches a stopped upstream), then the others."""
+        gateway, self.gateway = self.gateway, None
+        if gateway is not None:
+            await gateway.stop()
+        echo, self._echo = self._echo, None
+        if echo is not None:
+            await echo.cleanup()
+        await self.identity.stop()
+
+    @property
+    def gateway_url(self) -> str:
+        assert self.gateway is not None, "not started"
+        return url_of((self.settings.listen[0], self.gateway.proxy_port))
+
+    @property
+    def status_url(self) -> str:
+        assert self.gateway is not None, "not started"
+        return url_of((self.settings.status_listen[0], self.gateway.status_port))
+
+    @property
+    def echo_url(self) -> str:
+        return url_of(self.echo_address)
+
+    async def wait_ready(
+        self, session: aiohttp.ClientSession, *, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """Poll the gateway's /readyz until it is ready and every issuer's keys are loaded, or
+        `timeout` passes; the issuers' status as /readyz last reported it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        issuers: list[dict[str, Any]] = []
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, ValueError, TimeoutError):
+                async with session.get(f"{self.status_url}/readyz") as resp:
+                    body = await resp.json()
+                    issuers = body.get("issuers", [])
+                    if resp.status == 200 and all(issuer["loaded"] for issuer in issuers):
+                        return issuers
+            if loop.time() >= deadline:
+                return issuers
+            await asyncio.sleep(0.05)
+
+
+def run_stack(
+    settings: StackSettings, config: GatewayConfig, seed: Seed, *, out: TextIO = sys.stdout
+) -> int:
+    """Run until SIGINT or SIGTERM; the exit code (0, or 1 with a one-line error on stderr)."""
+    install_uvloop()
+    try:
+        asyncio.run(_run(Stack(settings, config, seed), out))
+    except StackError as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+async def _run(stack: Stack, out: TextIO) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def start_and_show() -> None:
+        await stack.start()
+        await show_panel(stack, out)
+
+    startup = asyncio.create_task(start_and_show())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        # Ctrl-C while starting stops too (the handlers above replace KeyboardInterrupt).
+        await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if startup.done():
+            startup.result()  # a StackError propagates from here
+            await stopping
+    finally:
+        for task in (startup, stopping):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await stack.stop()

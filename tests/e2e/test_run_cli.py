@@ -1,0 +1,184 @@
+"""`tokengate run` as a user runs it: a real process on free ports, its panel, Ctrl-C, its errors.
+And the shipped config/kong.yaml under `tokengate gateway` alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import KONG_YAML, ROOT
+from tests.test_cli import free_port, tokengate, wait_ready
+
+PANEL_END = "No token needed:"
+
+
+class Running:
+    """A `tokengate run` process whose stdout is collected by a thread, line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tokengate", "run", *args],
+            cwd=ROOT,  # the defaults, config/kong.yaml and config/identity-seed.yaml, are relative
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def panel(self, deadline: float = 20) -> str:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if any(line.startswith(PANEL_END) for line in self.lines):
+                return "".join(self.lines)
+            if self.process.poll() is not None:
+                self._reader.join(5)
+                raise AssertionError(f"exited early: {self.lines} {self.stderr()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no panel within {deadline} s: {self.lines}")
+
+    def stderr(self) -> str:
+        assert self.process.stderr is not None
+        return self.process.stderr.read() if self.process.poll() is not None else ""
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+
+def test_run_prints_a_panel_whose_curl_works_and_ctrl_c_exits_0() -> None:
+    proxy, status, identity, echo = (free_port() for _ in range(4))
+    running = Running(
+        "--listen",
+        f"127.0.0.1:{proxy}",
+        "--status-listen",
+        f"127.0.0.1:{status}",
+        "--echo-listen",
+        f"127.0.0.1:{echo}",
+        env={"TOKENGATE_IDENTITY_LISTEN": f"127.0.0.1:{identity}"},
+    )
+    try:
+        panel = running.panel()
+        assert f"identity API     http://127.0.0.1:{identity}/v1/auth-servers" in panel
+        assert f"issuer           http://127.0.0.1:{identity}/appointmentsdev1/auth" in panel
+        found = re.search(r'curl -i (\S+) -H "Authorization: Bearer (\S+)"', panel)
+        assert found is not None, panel
+        url, token = found.groups()
+        assert url == f"http://127.0.0.1:{proxy}/anything"
+        bearer = {"Authorization": f"Bearer {token}"}
+        request = urllib.request.Request(url, headers=bearer)  # noqa: S310 - http, checked above
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
+            assert resp.status == 200
+            echoed = json.load(resp)
+        assert ["X-Test-Claim", "test"] in echoed["headers"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)  # noqa: S310 - http only
+        assert refused.value.code == 401
+        refused.value.close()
+
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(timeout=15) == 0
+        assert "Traceback" not in running.stderr()
+    finally:
+        running.kill()
+
+
+def test_a_port_in_use_names_the_port_and_its_flag() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = tokengate(
+            "run",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--status-listen",
+            f"127.0.0.1:{free_port()}",
+            "--identity-listen",
+            f"127.0.0.1:{free_port()}",
+            "--echo-listen",
+            f"127.0.0.1:{port}",
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"tokengate run: cannot listen on 127.0.0.1:{port}: address already in use; "
+        "choose another address with --echo-listen"
+    )
+
+
+def test_config_and_seed_errors_are_reported_together_and_exit_2(tmp_path: Path) -> None:
+    config, seed = tmp_path / "kong.yaml", tmp_path / "seed.yaml"
+    config.write_text('_format_version: "3.0"\nservices: [{name: s, url: "ftp://x"}]\n')
+    seed.write_text("auth_servers: [{name: x}]\n")
+    result = tokengate("run", "--config", str(config), "--seed", str(seed))
+    assert result.returncode == 2
+    assert f"{config}: services[0].url: scheme must be http or https" in result.stderr
+    assert f"{seed}: auth_servers[0].audience: is required" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_the_shipped_kong_yaml_alone_answers_503_on_the_protected_route() -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 9000)) == 0:
+            pytest.skip("something listens on 127.0.0.1:9000, the shipped issuer's address")
+    proxy, status = free_port(), free_port()
+    # Well formed, so the gateway gets as far as looking for the key to check it with.
+    token = ".".join(
+        [_b64(b'{"alg":"RS256","kid":"k1"}'), _b64(b'{"sub":"x"}'), _b64(b"\x00" * 256)]
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tokengate",
+            "gateway",
+            "--config",
+            str(KONG_YAML),
+            "--listen",
+            f"127.0.0.1:{proxy}",
+            "--status-listen",
+            f"127.0.0.1:{status}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(status, process)
+        url = f"http://127.0.0.1:{proxy}/anything"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=5)  # noqa: S310 - http only
+        assert caught.value.code == 503  # the issuer is not running: no key was ever loaded
+        assert caught.value.headers["Retry-After"]
+        caught.value.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        process.kill()
+        process.communicate()

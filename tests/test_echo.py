@@ -1,0 +1,90 @@
+"""The echo upstream: what it received, as it received it, over a real socket."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+
+from pytest_aiohttp import AiohttpClient
+
+from tests.gateway.conftest import raw_request
+from tests.test_cli import free_port, wait_http
+from tokengate.echo import create_echo_app
+
+
+async def test_any_method_and_path_is_echoed_with_query_and_headers_as_sent(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(create_echo_app())
+    resp = await client.request(
+        "PATCH",
+        "/some/path?a=1&a=2&b=%20x",
+        headers={"X-Test-Claim": "test"},
+        data=b'{"hello": "world"}',
+    )
+    assert resp.status == 200
+    echoed = await resp.json()
+    assert echoed["method"] == "PATCH"
+    assert echoed["path"] == "/some/path?a=1&a=2&b=%20x"
+    assert echoed["query"] == [["a", "1"], ["a", "2"], ["b", " x"]]
+    assert ["X-Test-Claim", "test"] in echoed["headers"]
+    assert echoed["body"] == '{"hello": "world"}'
+    assert echoed["body_base64"] is False
+
+
+async def test_a_body_that_is_not_utf8_comes_back_base64(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(create_echo_app())
+    payload = bytes(range(256))
+    resp = await client.post("/", data=payload)
+    echoed = await resp.json()
+    assert echoed["body_base64"] is True
+    assert base64.b64decode(echoed["body"]) == payload
+
+
+async def test_bodies_over_the_limit_are_413(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(create_echo_app(max_body=1000))
+    resp = await client.post("/", data=b"x" * 1000)
+    assert resp.status == 200
+    resp = await client.post("/", data=b"x" * 1001)
+    assert resp.status == 413
+    assert await resp.json() == {"message": "Request body larger than 1000 bytes"}
+
+
+async def test_raw_path_repeated_headers_and_bytes_outside_ascii_are_shown_as_sent(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(create_echo_app())
+    assert client.port is not None
+    answer = await raw_request(
+        client.port,
+        b"GET /%41/x%2fy?q=%7e HTTP/1.1\r\nHost: x\r\nX-Odd: caf\xe9\r\n"
+        b"x-repeat: one\r\nX-Repeat: two\r\nConnection: close\r\n\r\n",
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    echoed = json.loads(body)
+    assert echoed["path"] == "/%41/x%2fy?q=%7e"  # nothing decoded or normalised
+    headers = echoed["headers"]
+    assert ["X-Odd", "caf\u00e9"] in headers
+    repeats = [pair for pair in headers if pair[0].lower() == "x-repeat"]
+    assert repeats == [["x-repeat", "one"], ["X-Repeat", "two"]]  # order and spelling kept
+
+
+def test_python_m_tokengate_echo_serves_alone_and_stops_on_ctrl_c() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokengate.echo", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.communicate()
