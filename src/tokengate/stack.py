@@ -29,12 +29,13 @@ import aiohttp
 from aiohttp import web
 
 from tokengate.echo import create_echo_app
+from tokengate.eventloop import install_uvloop
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import GatewayConfig
 from tokengate.gateway.settings import GatewaySettings
-from tokengate.gateway.workers import install_uvloop
 from tokengate.identity.app import create_identity_app
 from tokengate.identity.models import AuthServer
+from tokengate.identity.runner import IdentityRunner
 from tokengate.identity.seed import apply_seed
 from tokengate.identity.server import IdentitySettings, open_store
 from tokengate.identity.store import StoreError
@@ -146,7 +147,7 @@ class IdentityService:
         app = create_identity_app(
             store, admin_token=self.admin_token, public_url=self.url, close_store=True
         )
-        self._runner = await _serve(app, sock)
+        self._runner = await _serve(app, sock, runner_class=IdentityRunner)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -154,8 +155,13 @@ class IdentityService:
             await runner.cleanup()
 
 
-async def _serve(app: web.Application, sock: socket.socket) -> web.AppRunner:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+async def _serve(
+    app: web.Application,
+    sock: socket.socket,
+    *,
+    runner_class: type[web.AppRunner] = web.AppRunner,
+) -> web.AppRunner:
+    runner = runner_class(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()
