@@ -1,6 +1,6 @@
 """Wiring: the proxy server, the status server, and their lifecycle.
 
-    async with GatewayServer(config, settings) as server:    # binds both listeners
+    async with GatewayServer(config, settings, registry=CollectorRegistry()) as server:
         print(server.proxy_port, server.status_port)           # real ports (0 → chosen)
         await server.wait_closed()
 
@@ -18,11 +18,14 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from time import perf_counter
 from types import TracebackType
 from typing import Final
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from tokengate import __version__
 from tokengate.gateway import responses
@@ -30,9 +33,11 @@ from tokengate.gateway.auth import Authenticator, key_source
 from tokengate.gateway.config import GatewayConfig, Service
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
+from tokengate.gateway.exchange import ERROR, Exchange
 from tokengate.gateway.extract import needs_body
 from tokengate.gateway.headers import sane_request_id
 from tokengate.gateway.keys import KeyRegistry
+from tokengate.gateway.metrics import GatewayStats, Metrics, RouteStats
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.paths import BadPath, canonical_path
 from tokengate.gateway.proxy import CONTINUE, Forwarder
@@ -40,10 +45,13 @@ from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import Router
 from tokengate.gateway.server import HeadTimeoutServer
 from tokengate.gateway.settings import GatewaySettings
+from tokengate.gateway.shared_metrics import files_per_process, scrape_registry
 
 log = logging.getLogger("tokengate.gateway")
 
 FORM_LIMIT: Final = 64 * 1024  # largest form body read to look for a token in it
+# With --workers, how often each worker moves its figures into the shared metric files.
+PUBLISH_INTERVAL: Final = 1.0
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -57,6 +65,7 @@ class Gateway:
         settings: GatewaySettings,
         *,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -64,9 +73,17 @@ class Gateway:
         self.router = Router(config.routes)
         self.forwarder = Forwarder(settings)
         self.keys: KeyRegistry | None = None
+        self.stats = GatewayStats(metrics if metrics is not None else Metrics(CollectorRegistry()))
+        self._unrouted = self.stats.unrouted
         # Keyed by id(route): routes live as long as the config, and hashing the frozen route
         # on every request would cost more than the lookup.
         self._auth: dict[int, Authenticator] = {}
+        self._stats: dict[int, RouteStats] = {
+            id(route): self.stats.route(
+                route.service.name if route.service is not None else "", route.name or ""
+            )
+            for route in config.routes
+        }
         self.listen_port = b"%d" % settings.listen[1]
         self._request_ids = itertools.count(1)
         self._request_id_prefix = os.urandom(8).hex()
@@ -76,7 +93,8 @@ class Gateway:
         """One Authenticator per distinct openid-connect config, all sharing one key registry;
         key fetches start in the background (serving never waits for an IdP)."""
         settings = self.settings
-        self.keys = KeyRegistry(session, policy=settings.key_policy)
+        metrics = self.stats.metrics
+        self.keys = KeyRegistry(session, policy=settings.key_policy, on_fetch=metrics.key_fetched)
         shared: dict[OidcConfig, Authenticator] = {}
         for route in self.config.routes:
             oidc = route.oidc
@@ -91,6 +109,8 @@ class Gateway:
                     cache_capacity=settings.token_cache_size,
                     retry_after=settings.key_policy.retry_after,
                 )
+                if auth.cache is not None:
+                    self.stats.watch_cache(auth.cache)
             self._auth[id(route)] = auth
         self.keys.start()
 
@@ -105,19 +125,24 @@ class Gateway:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         client_id = request.headers.get("X-Request-Id")
         request_id = (client_id and sane_request_id(client_id)) or self.new_request_id()
+        exchange = Exchange()
         try:
-            response = await self._handle(request, request_id)
+            response = await self._handle(request, request_id, exchange)
         except (web.RequestPayloadError, asyncio.IncompleteReadError, ConnectionError) as exc:
             log.debug("client request body failed: %s", exc)
             response = responses.bad_request()
         except Exception:
             log.exception("unexpected error while handling a request")
+            exchange.source = ERROR
             response = responses.kong_error(500, "An unexpected error occurred")
         if not isinstance(response, RawResponse):
             response.headers.setdefault("X-Request-Id", request_id.decode())
+        (exchange.stats or self._unrouted).finish(response.status, exchange)
         return response
 
-    async def _handle(self, request: web.BaseRequest, request_id: bytes) -> web.StreamResponse:
+    async def _handle(
+        self, request: web.BaseRequest, request_id: bytes, exchange: Exchange
+    ) -> web.StreamResponse:
         raw_target = request.raw_path
         if not raw_target.startswith("/"):
             if raw_target == "*":
@@ -137,21 +162,27 @@ class Gateway:
         match = self.router.match(request.method, host_header, path, request.headers)
         if match is None:
             return responses.no_route()
+        route_key = id(match.route)
+        exchange.stats = self._stats[route_key]
         service = match.route.service
         if service is None:
             return responses.no_service()
 
         edits, body = NO_EDITS, None
-        auth = self._auth.get(id(match.route))
+        auth = self._auth.get(route_key)
         if auth is not None:
             # Before any body byte is read or a 100 Continue is sent (but for a form body that
             # may carry the token itself).
             if needs_body(request, auth.config):
                 body = await self._read_form(request)
+            checking = perf_counter()
             try:
-                edits = await auth.check(request, body)
+                edits, exchange.outcome = await auth.check(request, body)
             except AuthError as exc:
+                exchange.auth_seconds = perf_counter() - checking
+                exchange.outcome = exc.reason
                 return auth.refuse(exc, request, request_id)
+            exchange.auth_seconds = perf_counter() - checking
 
         if match.route.preserve_host and host_header:
             upstream_host = host_header.encode("latin-1")
@@ -177,6 +208,7 @@ class Gateway:
             added=added,
             host=upstream_host,
             request_id=request_id,
+            exchange=exchange,
             edits=edits,
             body=body,
         )
@@ -200,7 +232,8 @@ def _host_header(service: Service) -> bytes:
 
 
 class GatewayServer:
-    """Both listeners of one worker: the proxy and the status API (/healthz, /readyz)."""
+    """Both listeners of one worker: the proxy and the status API (/healthz, /readyz, /metrics).
+    `registry` holds the gateway's metrics (a new one when not given)."""
 
     def __init__(
         self,
@@ -210,9 +243,13 @@ class GatewayServer:
         reuse_port: bool = False,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
-        self.gateway = Gateway(config, settings, clock=clock)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.gateway = Gateway(config, settings, clock=clock, metrics=Metrics(self.registry))
+        self._scraped = scrape_registry(self.registry)
+        self._publisher: asyncio.Task[None] | None = None
         self._session = session
         self._owns_session = False
         self._reuse_port = reuse_port
@@ -266,6 +303,7 @@ class GatewayServer:
         status_app = web.Application()
         status_app.router.add_get("/healthz", self._healthz)
         status_app.router.add_get("/readyz", self._readyz)
+        status_app.router.add_get("/metrics", self._metrics)
         self._status_runner = web.AppRunner(status_app, handle_signals=False, access_log=None)
         await self._status_runner.setup()
         shost, sport = settings.status_listen
@@ -274,12 +312,19 @@ class GatewayServer:
         )
         await status_site.start()
         self.status_port = _bound_port(status_site)
+        if files_per_process():
+            self._publisher = asyncio.get_running_loop().create_task(self._publish_often())
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         if self._proxy_runner is not None:
             await self._proxy_runner.cleanup()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            await asyncio.gather(self._publisher, return_exceptions=True)
+            self._publisher = None
+        self.gateway.stats.publish()  # what in-flight requests added, before the worker goes
         if self._status_runner is not None:
             await self._status_runner.cleanup()
         await self.gateway.close()
@@ -288,6 +333,17 @@ class GatewayServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
+
+    async def _publish_often(self) -> None:
+        # Other workers answer scrapes too: they read this worker's figures from its files.
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            self.gateway.stats.publish()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.gateway.stats.publish()
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(self._scraped), headers={"Content-Type": content_type})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         # Issuers are reported, never a reason to fail: an IdP outage must not take every

@@ -21,6 +21,7 @@ import sys
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import ConfigError, GatewayConfig, load_config
 from tokengate.gateway.settings import GatewaySettings
+from tokengate.gateway.shared_metrics import forget_worker, share_metrics_between_workers
 
 log = logging.getLogger("tokengate.workers")
 
@@ -93,6 +94,7 @@ def run_workers(
 ) -> int:
     if workers == 1:
         return _run_one(config, settings, reuse_port=False)
+    share_metrics_between_workers()  # before the spawn: workers choose their metrics mode on import
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
     processes = [
@@ -112,5 +114,6 @@ def run_workers(
     signal.signal(signal.SIGINT, forward)
     for process in processes:
         process.join()
+        forget_worker(process.pid)
     codes = [process.exitcode or 0 for process in processes]
     return max(codes) if codes else 0
