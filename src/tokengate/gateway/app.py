@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from tokengate import __version__
-from tokengate.gateway import responses
+from tokengate.gateway import access_log, responses
 from tokengate.gateway.auth import Authenticator, key_source
 from tokengate.gateway.config import GatewayConfig, Service
 from tokengate.gateway.edits import NO_EDITS
@@ -84,6 +84,9 @@ class Gateway:
             )
             for route in config.routes
         }
+        # Decided once (a per-request check costs more than the rest of the metrics): access
+        # lines are written when the access logger is enabled for INFO as the gateway starts.
+        self._access_log = settings.access_log and access_log.enabled()
         self.listen_port = b"%d" % settings.listen[1]
         self._request_ids = itertools.count(1)
         self._request_id_prefix = os.urandom(8).hex()
@@ -123,6 +126,7 @@ class Gateway:
         return b"%s%016x" % (self._request_id_prefix.encode(), next(self._request_ids))
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = perf_counter() if self._access_log else 0.0
         client_id = request.headers.get("X-Request-Id")
         request_id = (client_id and sane_request_id(client_id)) or self.new_request_id()
         exchange = Exchange()
@@ -138,6 +142,8 @@ class Gateway:
         if not isinstance(response, RawResponse):
             response.headers.setdefault("X-Request-Id", request_id.decode())
         (exchange.stats or self._unrouted).finish(response.status, exchange)
+        if self._access_log:
+            access_log.write(request, response, exchange, request_id, perf_counter() - started)
         return response
 
     async def _handle(

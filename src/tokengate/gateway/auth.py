@@ -294,7 +294,7 @@ class Authenticator:
             request_id,
             b"" if keep_alive else b"Connection: close\r\n",
         )
-        return RawResponse(head + body, status=status, keep_alive=keep_alive)
+        return RawResponse(head + body, status=status, keep_alive=keep_alive, body_size=len(body))
 
     def _prepare_answer(self, exc: AuthError) -> tuple[int, dict[str, str], bytes]:
         config = self.config

@@ -6,8 +6,8 @@
     route_stats.finish(response.status, exchange)
 
 Per-request state lives in this one small object (not on the aiohttp request, whose mapping
-costs more), so that the metrics are written in one place. It has no
-__init__ and its defaults are class attributes: a request that changes nothing costs one bare
+costs more), so that the metrics and the access-log line are written in one place. It has no
+`__init__` and its defaults are class attributes: a request that changes nothing costs one bare
 object, the cheapest Python can make (this runs on every request).
 """
 
@@ -31,3 +31,4 @@ class Exchange:
     outcome: str | None = None  # the openid-connect outcome; None: no plugin on the route
     auth_seconds: float = 0.0  # spent in the openid-connect check
     upstream_seconds: float | None = None  # until the upstream's response head arrived
+    body_bytes: int | None = None  # set by the forwarder for a streamed response

@@ -98,7 +98,7 @@ class Forwarder:
         lines (X-Forwarded-*, X-Request-Id, ...); `host` is the upstream Host header; `edits`
         are what authentication changes (hidden credentials, claim headers); `body`, when not
         None, is the whole request body, already read (to find a token in a form). `exchange`
-        learns who answered and how long the upstream took to."""
+        learns who answered, how long the upstream took to, and a streamed body's size."""
         service = match.route.service
         assert service is not None
         settings = self._settings
@@ -279,7 +279,9 @@ class Forwarder:
                 request_id=request_id,
                 keep_alive=keep_alive,
             )
-            return RawResponse(head + body, status=status, keep_alive=keep_alive)
+            return RawResponse(
+                head + body, status=status, keep_alive=keep_alive, body_size=len(body)
+            )
         headers = response_headers(conn.headers, request_id)
         if conn.complete:  # an HTTP/1.0 client: aiohttp knows its keep-alive rules
             return web.Response(status=conn.status, headers=headers, body=conn.take_body() or None)
@@ -296,11 +298,13 @@ class Forwarder:
         response = web.StreamResponse(status=conn.status, headers=headers)  # type: ignore[arg-type]
         await response.prepare(request)
         send_timeout = self._settings.client_send_timeout
+        exchange.body_bytes = 0
         try:
             while chunk := await conn.read_chunk(service.read_timeout):
                 # A client that stops reading must not hold an upstream connection for ever.
                 async with asyncio.timeout(send_timeout):
                     await response.write(chunk)
+                exchange.body_bytes += len(chunk)
         except (UpstreamError, TimeoutError) as exc:
             # Headers are gone already; all we can do is cut the client off so it sees a
             # truncated body rather than a complete-looking one.

@@ -22,6 +22,7 @@ from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import ConfigError, GatewayConfig, load_config
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.shared_metrics import forget_worker, share_metrics_between_workers
+from tokengate.logs import configure_logging
 
 log = logging.getLogger("tokengate.workers")
 
@@ -80,7 +81,7 @@ def _run_one(config: GatewayConfig, settings: GatewaySettings, *, reuse_port: bo
 
 
 def _worker_main(config_path: str, settings: GatewaySettings, level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, settings.log_format)
     try:
         config = load_config(config_path)
     except ConfigError as exc:
