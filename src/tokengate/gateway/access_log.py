@@ -64,7 +64,13 @@ def write(
         "client_ip": request.remote,
         "bytes": _body_bytes(response, exchange),
     }
-    log.info(_TEXT, fields, extra={"fields": fields})
+    # Straight to the handlers (the level was checked when the gateway started): Logger.info
+    # would also walk the stack for the caller's file and line, which nothing here shows.
+    log.handle(
+        log.makeRecord(
+            log.name, logging.INFO, "", 0, _TEXT, (fields,), None, None, {"fields": fields}
+        )
+    )
 
 
 def _body_bytes(response: web.StreamResponse, exchange: Exchange) -> int | None:
