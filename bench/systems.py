@@ -623,6 +623,9 @@ def gateway_launch(ctx: BenchContext, routes: Sequence[Mapping[str, Any]]) -> La
         f"{LOOPBACK}:{port}",
         "--status-listen",
         f"{LOOPBACK}:{status_port}",
+        # Like the nginx (access_log off) and HAProxy (no log) rows: a Python log line per
+        # request costs more than the whole metrics path.
+        "--no-access-log",
     ]
     return Launch(
         argv=argv,

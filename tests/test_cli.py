@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -87,6 +88,8 @@ def test_validate_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         ("gateway",),  # --config is required
         ("gateway", "--config", "x.yaml", "--listen", "nowhere"),
         ("gateway", "--config", "x.yaml", "--workers", "0"),
+        ("gateway", "--config", "x.yaml", "--log-format", "xml"),
+        ("identity", "--in-memory", "--log-format", "xml"),
         ("frobnicate",),
     ],
 )
@@ -100,6 +103,12 @@ def test_bad_environment_value_names_the_variable() -> None:
     result = tokengate("gateway", "--config", "x.yaml", env={"TOKENGATE_LISTEN": "nowhere"})
     assert result.returncode == 2
     assert "TOKENGATE_LISTEN" in result.stderr
+
+
+def test_bad_access_log_switch_in_the_environment_names_the_variable() -> None:
+    result = tokengate("gateway", "--config", "x.yaml", env={"TOKENGATE_ACCESS_LOG": "maybe"})
+    assert result.returncode == 2
+    assert "TOKENGATE_ACCESS_LOG" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_gateway_with_bad_config_exits_2(tmp_path: Path) -> None:
@@ -238,3 +247,75 @@ def test_identity_bad_seed_exits_2(tmp_path: Path) -> None:
     result = tokengate("identity", "--in-memory", "--seed", str(seed))
     assert result.returncode == 2
     assert f"{seed}: auth_servers[0].audience: is required" in result.stderr
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert lines and all(isinstance(line, dict) for line in lines)
+    return lines
+
+
+def test_gateway_logs_json_lines_with_an_access_line_per_request(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(GOOD)
+    proxy, status = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokengate", "gateway", "--config", str(path)],
+        env={
+            **os.environ,
+            "TOKENGATE_LISTEN": f"127.0.0.1:{proxy}",
+            "TOKENGATE_STATUS_LISTEN": f"127.0.0.1:{status}",
+            "TOKENGATE_LOG_FORMAT": "json",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(status, process)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"http://127.0.0.1:{proxy}/nothing?q=secret", timeout=5)
+        caught.value.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        stderr = process.communicate()[1]
+    finally:
+        process.kill()
+        process.communicate()
+    lines = json_lines(stderr)  # every line, the config's warning too
+    assert any(line["logger"] == "tokengate.config" for line in lines)
+    assert any(line["logger"] == "tokengate.workers" for line in lines)
+    (access,) = [line for line in lines if line["logger"] == "tokengate.access"]
+    assert access["status"] == 404 and access["path"] == "/nothing"
+    assert "secret" not in stderr
+
+
+def test_identity_logs_json_lines(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tokengate",
+            "identity",
+            "--in-memory",
+            "--admin-token",
+            "t",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        stderr = process.communicate()[1]
+    finally:
+        process.kill()
+        process.communicate()
+    assert any(line["logger"] == "tokengate.identity" for line in json_lines(stderr))

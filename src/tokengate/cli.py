@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from tokengate.gateway.config import ConfigError, GatewayConfig, load_config
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.workers import run_workers
+from tokengate.logs import LOG_FORMATS, configure_logging
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 _DEFAULTS = GatewaySettings()
@@ -56,6 +57,19 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
+def _switch(value: str) -> bool:
+    word = value.strip().lower()
+    if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+    return word in ("1", "true", "yes", "on")
+
+
 def _option(
     parser: argparse.ArgumentParser,
     flag: str,
@@ -66,7 +80,7 @@ def _option(
     required: bool = False,
 ) -> None:
     """An option whose default comes from TOKENGATE_<NAME> when that variable is set."""
-    env_name = "TOKENGATE_" + flag.lstrip("-").replace("-", "_").upper()
+    env_name = _env_name(flag)
     env_value = os.environ.get(env_name)
     if env_value is not None:
         try:
@@ -76,6 +90,38 @@ def _option(
         required = False
     parser.add_argument(
         flag, default=default, type=type, required=required, help=f"{help} (env {env_name})"
+    )
+
+
+def _switch_option(parser: argparse.ArgumentParser, flag: str, *, default: bool, help: str) -> None:
+    """`--flag` / `--no-flag`, defaulting to TOKENGATE_<NAME> (true/false) when that is set."""
+    env_name = _env_name(flag)
+    env_value = os.environ.get(env_name)
+    if env_value is not None:
+        try:
+            default = _switch(env_value)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"{env_name}: {exc}")
+    parser.add_argument(
+        flag,
+        action=argparse.BooleanOptionalAction,
+        default=default,
+        help=f"{help} (env {env_name})",
+    )
+
+
+def _env_name(flag: str) -> str:
+    return "TOKENGATE_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _logging_options(parser: argparse.ArgumentParser, *, level: str = "info") -> None:
+    _option(parser, "--log-level", default=level, help="debug, info, warning or error")
+    _option(
+        parser,
+        "--log-format",
+        default="text",
+        type=_log_format,
+        help="text, or json: one JSON object per line",
     )
 
 
@@ -145,7 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         help="seconds requests in progress get to finish on SIGTERM/SIGINT before they are cut off",
     )
-    _option(gateway, "--log-level", default="info", help="debug, info, warning or error")
+    _logging_options(gateway)
+    _switch_option(
+        gateway,
+        "--access-log",
+        default=True,
+        help="one line per request (logger tokengate.access, at info level)",
+    )
 
     identity = commands.add_parser("identity", help="run the local Kong Identity server")
     _option(
@@ -175,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token for /v1 (default: generated and printed)",
     )
     _option(identity, "--seed", default=None, help="YAML of auth servers, scopes, claims, clients")
-    _option(identity, "--log-level", default="info", help="debug, info, warning or error")
+    _logging_options(identity)
     identity_commands = identity.add_subparsers(dest="identity_command", parser_class=_Parser)
     rotate = identity_commands.add_parser(
         "rotate-keys", help="give an auth server a new signing key (the old one stays published)"
@@ -223,7 +275,7 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     )
     _option(run, "--data", default=None, help="identity SQLite file (default: in memory)")
     _option(run, "--admin-token", default=None, help="identity admin token (default: generated)")
-    _option(run, "--log-level", default="warning", help="debug, info, warning or error")
+    _logging_options(run, level="warning")  # quiet by default: the panel is the output
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -251,7 +303,7 @@ def identity_command(args: argparse.Namespace) -> int:
     if level is None:
         print(f"tokengate: --log-level: unknown level {args.log_level!r}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, args.log_format)
     if args.identity_command == "rotate-keys":
         if args.in_memory:
             print(
@@ -270,7 +322,11 @@ def identity_command(args: argparse.Namespace) -> int:
     return serve_identity(settings)
 
 
-def _load(path: str) -> GatewayConfig | None:
+def _print_warning(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
+
+
+def _load(path: str, warn: Callable[[str], None] = _print_warning) -> GatewayConfig | None:
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -278,7 +334,7 @@ def _load(path: str) -> GatewayConfig | None:
             print(line, file=sys.stderr)
         return None
     for line in config.warnings:
-        print(f"warning: {line}", file=sys.stderr)
+        warn(line)
     return config
 
 
@@ -291,12 +347,13 @@ def validate_command(path: str) -> int:
 
 
 def gateway_command(args: argparse.Namespace) -> int:
-    level = getattr(logging, str(args.log_level).upper(), None)
-    if not isinstance(level, int):
+    level = _log_level(args.log_level)
+    if level is None:
         print(f"tokengate: --log-level: unknown level {args.log_level!r}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = _load(args.config)
+    configure_logging(level, args.log_format)
+    # A running gateway's warnings are log records, so that --log-format json stays JSON.
+    config = _load(args.config, logging.getLogger("tokengate.config").warning)
     if config is None:
         return EXIT_USAGE
     settings = GatewaySettings(
@@ -308,6 +365,8 @@ def gateway_command(args: argparse.Namespace) -> int:
         keepalive_timeout=args.keepalive_timeout,
         client_send_timeout=args.client_send_timeout,
         shutdown_timeout=args.shutdown_timeout,
+        access_log=args.access_log,
+        log_format=args.log_format,
     )
     return run_workers(args.config, config, settings, workers=args.workers)
 
@@ -320,7 +379,7 @@ def run_command(args: argparse.Namespace) -> int:
     if level is None:
         print(f"tokengate: --log-level: unknown level {args.log_level!r}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, args.log_format)
     config = _load(args.config)
     try:
         seed = load_seed(args.seed)

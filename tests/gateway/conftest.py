@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tests.gateway.issuer import test_issuer  # noqa: F401
 from tokengate.gateway.app import GatewayServer
@@ -50,12 +51,15 @@ StartGateway = Callable[..., Awaitable[GatewayServer]]
 async def start_gateway() -> AsyncIterator[StartGateway]:
     servers: list[GatewayServer] = []
 
-    async def start(*routes: Route, **settings: Any) -> GatewayServer:
+    async def start(
+        *routes: Route, registry: CollectorRegistry | None = None, **settings: Any
+    ) -> GatewayServer:
         services = tuple(dict.fromkeys(r.service for r in routes if r.service is not None))
         config = GatewayConfig(services=services, routes=routes)
         server = GatewayServer(
             config,
             GatewaySettings(listen=("127.0.0.1", 0), status_listen=("127.0.0.1", 0), **settings),
+            registry=registry,
         )
         await server.start()
         servers.append(server)

@@ -1,6 +1,6 @@
 """Wiring: the proxy server, the status server, and their lifecycle.
 
-    async with GatewayServer(config, settings) as server:    # binds both listeners
+    async with GatewayServer(config, settings, registry=CollectorRegistry()) as server:
         print(server.proxy_port, server.status_port)           # real ports (0 → chosen)
         server.reload(new_config)     # new requests take the new routes; running ones finish
 
@@ -18,22 +18,27 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from time import perf_counter
 from types import TracebackType
 from typing import Final
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from tokengate import __version__
-from tokengate.gateway import responses
+from tokengate.gateway import access_log, responses
 from tokengate.gateway.auth import Authenticator, key_source
 from tokengate.gateway.config import GatewayConfig, Service
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
+from tokengate.gateway.exchange import ERROR, Exchange
 from tokengate.gateway.extract import needs_body
 from tokengate.gateway.generation import Generation, Generations, drain
 from tokengate.gateway.headers import sane_request_id
 from tokengate.gateway.keys import KeyRegistry
+from tokengate.gateway.metrics import GatewayStats, Metrics, RouteStats
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.paths import BadPath, canonical_path
 from tokengate.gateway.proxy import CONTINUE, Forwarder
@@ -41,10 +46,13 @@ from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import Router
 from tokengate.gateway.server import HeadTimeoutServer
 from tokengate.gateway.settings import GatewaySettings
+from tokengate.gateway.shared_metrics import files_per_process, scrape_registry
 
 log = logging.getLogger("tokengate.gateway")
 
 FORM_LIMIT: Final = 64 * 1024  # largest form body read to look for a token in it
+# With --workers, how often each worker moves its figures into the shared metric files.
+PUBLISH_INTERVAL: Final = 1.0
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -58,6 +66,7 @@ class Gateway:
         settings: GatewaySettings,
         *,
         clock: Callable[[], float] = time.time,
+        stats: GatewayStats | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -65,9 +74,20 @@ class Gateway:
         self.router = Router(config.routes)
         self.forwarder = Forwarder(settings)
         self.keys: KeyRegistry | None = None
+        self.stats = stats if stats is not None else GatewayStats(Metrics(CollectorRegistry()))
+        self._unrouted = self.stats.unrouted
         # Keyed by id(route): routes live as long as the config, and hashing the frozen route
         # on every request would cost more than the lookup.
         self._auth: dict[int, Authenticator] = {}
+        self._stats: dict[int, RouteStats] = {
+            id(route): self.stats.route(
+                route.service.name if route.service is not None else "", route.name or ""
+            )
+            for route in config.routes
+        }
+        # Decided once (a per-request check costs more than the rest of the metrics): access
+        # lines are written when the access logger is enabled for INFO as the gateway starts.
+        self._access_log = settings.access_log and access_log.enabled()
         self.listen_port = b"%d" % settings.listen[1]
         self._request_ids = itertools.count(1)
         self._request_id_prefix = os.urandom(8).hex()
@@ -80,7 +100,9 @@ class Gateway:
         key fetches start in the background (serving never waits for an IdP). On a reload,
         `previous` hands over the keys of issuers both configs use: no refetch, no cold start."""
         settings = self.settings
-        self.keys = KeyRegistry(session, policy=settings.key_policy)
+        self.keys = KeyRegistry(
+            session, policy=settings.key_policy, on_fetch=self.stats.metrics.key_fetched
+        )
         if previous is not None:
             sources = {key_source(r.oidc) for r in self.config.routes if r.oidc is not None}
             self.keys.adopt(previous, sources)
@@ -98,10 +120,15 @@ class Gateway:
                     cache_capacity=settings.token_cache_size,
                     retry_after=settings.key_policy.retry_after,
                 )
+                if auth.cache is not None:
+                    self.stats.watch_cache(auth.cache)
             self._auth[id(route)] = auth
         self.keys.start()
 
     async def close(self) -> None:
+        for auth in set(self._auth.values()):
+            if auth.cache is not None:
+                self.stats.forget_cache(auth.cache)  # its last counts published, its size gone
         if self.keys is not None:
             await self.keys.close()
         await self.forwarder.close()
@@ -110,21 +137,29 @@ class Gateway:
         return b"%s%016x" % (self._request_id_prefix.encode(), next(self._request_ids))
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = perf_counter() if self._access_log else 0.0
         client_id = request.headers.get("X-Request-Id")
         request_id = (client_id and sane_request_id(client_id)) or self.new_request_id()
+        exchange = Exchange()
         try:
-            response = await self._handle(request, request_id)
+            response = await self._handle(request, request_id, exchange)
         except (web.RequestPayloadError, asyncio.IncompleteReadError, ConnectionError) as exc:
             log.debug("client request body failed: %s", exc)
             response = responses.bad_request()
         except Exception:
             log.exception("unexpected error while handling a request")
+            exchange.source = ERROR
             response = responses.kong_error(500, "An unexpected error occurred")
         if not isinstance(response, RawResponse):
             response.headers.setdefault("X-Request-Id", request_id.decode())
+        (exchange.stats or self._unrouted).finish(response.status, exchange)
+        if self._access_log:
+            access_log.write(request, response, exchange, request_id, perf_counter() - started)
         return response
 
-    async def _handle(self, request: web.BaseRequest, request_id: bytes) -> web.StreamResponse:
+    async def _handle(
+        self, request: web.BaseRequest, request_id: bytes, exchange: Exchange
+    ) -> web.StreamResponse:
         raw_target = request.raw_path
         if not raw_target.startswith("/"):
             if raw_target == "*":
@@ -144,21 +179,27 @@ class Gateway:
         match = self.router.match(request.method, host_header, path, request.headers)
         if match is None:
             return responses.no_route()
+        route_key = id(match.route)
+        exchange.stats = self._stats[route_key]
         service = match.route.service
         if service is None:
             return responses.no_service()
 
         edits, body = NO_EDITS, None
-        auth = self._auth.get(id(match.route))
+        auth = self._auth.get(route_key)
         if auth is not None:
             # Before any body byte is read or a 100 Continue is sent (but for a form body that
             # may carry the token itself).
             if needs_body(request, auth.config):
                 body = await self._read_form(request)
+            checking = perf_counter()
             try:
-                edits = await auth.check(request, body)
+                edits, exchange.outcome = await auth.check(request, body)
             except AuthError as exc:
+                exchange.auth_seconds = perf_counter() - checking
+                exchange.outcome = exc.reason
                 return auth.refuse(exc, request, request_id)
+            exchange.auth_seconds = perf_counter() - checking
 
         if match.route.preserve_host and host_header:
             upstream_host = host_header.encode("latin-1")
@@ -184,6 +225,7 @@ class Gateway:
             added=added,
             host=upstream_host,
             request_id=request_id,
+            exchange=exchange,
             edits=edits,
             body=body,
         )
@@ -207,7 +249,8 @@ def _host_header(service: Service) -> bytes:
 
 
 class GatewayServer:
-    """Both listeners of one worker: the proxy and the status API (/healthz, /readyz).
+    """Both listeners of one worker: the proxy and the status API (/healthz, /readyz, /metrics).
+    `registry` holds the gateway's metrics (a new one when not given).
 
     `reload(config)` swaps in a new Gateway; `stop()` drains: listeners closed, idle
     keep-alive connections closed, requests in progress given `shutdown_timeout`, then cut."""
@@ -220,11 +263,17 @@ class GatewayServer:
         reuse_port: bool = False,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
-        first = Generation(Gateway(config, settings, clock=clock), number=1, loaded_at=clock())
-        self._generations = Generations(first)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        # One set of figures for every generation: a reload keeps counting where it was.
+        self.stats = GatewayStats(Metrics(self.registry))
+        first = Gateway(config, settings, clock=clock, stats=self.stats)
+        self._generations = Generations(Generation(first, number=1, loaded_at=clock()))
+        self._scraped = scrape_registry(self.registry)
+        self._publisher: asyncio.Task[None] | None = None
         self._session = session
         self._owns_session = False
         self._reuse_port = reuse_port
@@ -292,6 +341,7 @@ class GatewayServer:
         status_app = web.Application()
         status_app.router.add_get("/healthz", self._healthz)
         status_app.router.add_get("/readyz", self._readyz)
+        status_app.router.add_get("/metrics", self._metrics)
         self._status_runner = web.AppRunner(status_app, handle_signals=False, access_log=None)
         await self._status_runner.setup()
         shost, sport = settings.status_listen
@@ -300,6 +350,8 @@ class GatewayServer:
         )
         await status_site.start()
         self.status_port = _bound_port(status_site)
+        if files_per_process():
+            self._publisher = asyncio.get_running_loop().create_task(self._publish_often())
         self.ready = True
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -317,7 +369,7 @@ class GatewayServer:
         whole before the swap; requests already running finish on the old one, which is closed
         (upstream pools, keys no longer used) once the last of them has ended."""
         old = self._generations.current
-        gateway = Gateway(config, self.settings, clock=self._clock)
+        gateway = Gateway(config, self.settings, clock=self._clock, stats=self.stats)
         gateway.listen_port = old.gateway.listen_port
         if self._session is not None and self._proxy_runner is not None:
             gateway.start_auth(self._session, previous=old.gateway.keys)  # else start() does
@@ -331,6 +383,11 @@ class GatewayServer:
         if self._proxy_runner is not None:
             grace = self.settings.shutdown_timeout
             await drain(self._proxy_runner, self._generations.all(), grace=grace)
+        if self._publisher is not None:
+            self._publisher.cancel()
+            await asyncio.gather(self._publisher, return_exceptions=True)
+            self._publisher = None
+        self.stats.publish()  # what in-flight requests added, before the worker goes
         if self._status_runner is not None:
             await self._status_runner.cleanup()
         await self._generations.close()
@@ -339,6 +396,17 @@ class GatewayServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
+
+    async def _publish_often(self) -> None:
+        # Other workers answer scrapes too: they read this worker's figures from its files.
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            self.stats.publish()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.stats.publish()
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(self._scraped), headers={"Content-Type": content_type})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         # Issuers are reported, never a reason to fail: an IdP outage must not take every

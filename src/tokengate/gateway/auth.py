@@ -2,7 +2,7 @@
 
     auth = Authenticator(oidc_config, registry.get(key_source(oidc_config)), clock=time.time)
     try:
-        edits = await auth.check(request, body=None)     # UpstreamEdits for the forwarder
+        edits, outcome = await auth.check(request, body=None)   # edits for the forwarder
     except AuthError as exc:
         return auth.refuse(exc)                          # 401 / 403 / 400 / 503, Kong's bodies
 
@@ -61,6 +61,13 @@ log = logging.getLogger("tokengate.auth")
 MAX_TOKEN_LIFETIME: Final = 30 * 86400.0
 _PLAIN_HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]*")
 _ANONYMOUS: Final = UpstreamEdits(added=b"X-Anonymous-Consumer: true\r\n")
+
+# What `check` reports when it lets a request through (a refusal's outcome is its AuthError's
+# `reason`): together a bounded set, the `outcome` label of tokengate_auth_outcomes_total.
+OK: Final = "ok"  # a token verified now (signature and claims)
+CACHED: Final = "cached"  # a token found in the verified-token cache
+ANONYMOUS: Final = "anonymous"  # no valid token, let through as `anonymous` says
+PREFLIGHT: Final = "preflight"  # a CORS preflight, let through (run_on_preflight: false)
 
 
 def key_source(config: OidcConfig) -> KeySource:
@@ -126,35 +133,38 @@ class Authenticator:
         )
 
     # -- the request path ----------------------------------------------------------------
-    async def check(self, request: web.BaseRequest, body: bytes | None) -> UpstreamEdits:
-        """Authenticate and authorise; the edits to apply upstream. Raises AuthError."""
+    async def check(
+        self, request: web.BaseRequest, body: bytes | None
+    ) -> tuple[UpstreamEdits, str]:
+        """Authenticate and authorise: the edits to apply upstream, and the outcome (OK, CACHED,
+        ANONYMOUS or PREFLIGHT). Raises AuthError."""
         config = self.config
         if not config.run_on_preflight and is_preflight(request):
-            return NO_EDITS
+            return NO_EDITS, PREFLIGHT
         try:
             location = extract_token(request, config, body)
             if location is None:
                 raise MissingToken
-            entry = await self.authenticate(location.token, checked=location.checked)
+            token, now, cache = location.token, self._clock(), self.cache
+            entry = cache.get(token, now) if cache is not None else None
+            outcome = CACHED  # this exact string passed every check before
+            if entry is None:
+                entry = await self.verify(token, now, checked=location.checked)
+                outcome = OK
             self.authorize(entry)
-            return self._edits(request, location, entry, body)
+            return self._edits(request, location, entry, body), outcome
         except AuthError as exc:
             if config.anonymous is not None and exc.status == 401:
                 log.debug("anonymous access after: %s", exc.detail)
-                return _ANONYMOUS
+                return _ANONYMOUS, ANONYMOUS
             raise
         except Exception:
             # Security invariant: nothing a client sends turns into a 500 or a pass.
             log.exception("unexpected error while authenticating a request")
             raise InvalidToken("token could not be processed") from None
 
-    async def authenticate(self, token: str, *, checked: bool = True) -> VerifiedToken:
-        now = self._clock()
-        cache = self.cache
-        if cache is not None:
-            entry = cache.get(token, now)
-            if entry is not None:
-                return entry  # this exact string passed every check before
+    async def verify(self, token: str, now: float, *, checked: bool = True) -> VerifiedToken:
+        """Verify a token not found in the cache, and cache it. Raises AuthError."""
         if not checked:
             check_bearer_syntax(token)
         try:
@@ -164,8 +174,8 @@ class Authenticator:
         except Exception as exc:  # anything unforeseen in parsing is the token's fault: 401
             log.warning("unexpected error verifying a token: %r", exc)
             raise MalformedToken("token could not be processed") from None
-        if cache is not None:
-            cache.put(token, entry)
+        if self.cache is not None:
+            self.cache.put(token, entry)
         return entry
 
     async def _verify(self, token: str, now: float) -> VerifiedToken:
@@ -284,7 +294,7 @@ class Authenticator:
             request_id,
             b"" if keep_alive else b"Connection: close\r\n",
         )
-        return RawResponse(head + body, status=status, keep_alive=keep_alive)
+        return RawResponse(head + body, status=status, keep_alive=keep_alive, body_size=len(body))
 
     def _prepare_answer(self, exc: AuthError) -> tuple[int, dict[str, str], bytes]:
         config = self.config
@@ -376,7 +386,11 @@ def _quote(text: str) -> str:
 
 
 __all__ = [
+    "ANONYMOUS",
+    "CACHED",
     "NO_EDITS",
+    "OK",
+    "PREFLIGHT",
     "Authenticator",
     "KeysUnavailable",
     "UpstreamEdits",

@@ -29,7 +29,10 @@ are different branches, so an IdP outage is never reported as a bad token and ne
     └── KeysUnavailable            503     (none)              keys_unavailable
 
 `detail` is for logs and, with `display_errors`, the `error_description`; it never holds the
-token or a claim value a client could use to probe (only names and reasons).
+token or a claim value a client could use to probe (only names and reasons). `reason` is a class
+attribute, never built from input: with the pass outcomes of `auth.check` (ok, cached,
+anonymous, preflight) it is the bounded `outcome` label of tokengate_auth_outcomes_total and the
+access log's `auth` field.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Signing keys per issuer: discovery + JWKS, fetched in the background, served from memory.
 
-    registry = KeyRegistry(session)                   # one per gateway worker, one client session
+    registry = KeyRegistry(session, on_fetch=count)   # one per worker; count(issuer, "ok"|...)
     keys = registry.get(KeySource(issuer, issuer + "/.well-known/openid-configuration"))
     registry.start()                                  # warm-up in the background, never awaited
     key = keys.select(kid, alg) or await keys.key_for(kid, alg)  # UnknownKey / KeysUnavailable
@@ -40,7 +40,7 @@ from multidict import CIMultiDictProxy, MultiMapping
 from tokengate.gateway.errors import AuthError, KeysUnavailable, UnknownKey
 from tokengate.gateway.jwk import KeySet, VerificationKey, merge, parse_jwks
 
-__all__ = ["IssuerKeys", "KeyPolicy", "KeyRegistry", "KeySource"]
+__all__ = ["FetchObserver", "IssuerKeys", "KeyPolicy", "KeyRegistry", "KeySource", "fetch_result"]
 
 log = logging.getLogger("tokengate.keys")
 
@@ -88,6 +88,25 @@ class FetchError(Exception):
     """One fetch failed: HTTP status, size, JSON, issuer mismatch, no usable keys..."""
 
 
+# Told the issuer and how each fetch went: "ok", or fetch_result()'s word for the failure.
+FetchObserver = Callable[[str, str], None]
+
+
+def fetch_result(exc: BaseException) -> str:
+    """A failed fetch in one word from a fixed set (a metric label)."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, FetchError | ValueError | aiohttp.ClientResponseError):
+        return "bad_response"  # the issuer answered, with something we cannot use
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return "unreachable"
+    return "error"
+
+
+def _ignore_fetch(issuer: str, result: str) -> None:
+    return None
+
+
 class IssuerKeys:
     """The current keys of one issuer, and the single task that refreshes them."""
 
@@ -97,11 +116,13 @@ class IssuerKeys:
         session: aiohttp.ClientSession,
         policy: KeyPolicy,
         clock: Callable[[], float],
+        on_fetch: FetchObserver = _ignore_fetch,
     ) -> None:
         self.source = source
         self._session = session
         self._policy = policy
         self._clock = clock
+        self._on_fetch = on_fetch
         self._request_timeout = aiohttp.ClientTimeout(total=source.timeout)
         self._keyset: KeySet | None = None
         self._usable_until = -math.inf
@@ -241,7 +262,9 @@ class IssuerKeys:
                 raise
             except Exception as exc:
                 self._record_failure(exc)
+                self._on_fetch(issuer, fetch_result(exc))
                 return False
+            self._on_fetch(issuer, "ok")
             now = self._clock()
             lifetime = self._lifetime(headers)
             self._keyset = keyset  # one assignment: readers see the old set or the new one
@@ -431,10 +454,12 @@ class KeyRegistry:
         *,
         policy: KeyPolicy = KeyPolicy(),
         clock: Callable[[], float] = time.monotonic,
+        on_fetch: FetchObserver = _ignore_fetch,
     ) -> None:
         self.session = session
         self.policy = policy
         self._clock = clock
+        self._on_fetch = on_fetch
         self._issuers: dict[KeySource, IssuerKeys] = {}
         self._started = False
         self._closed = False
@@ -442,7 +467,7 @@ class KeyRegistry:
     def get(self, source: KeySource) -> IssuerKeys:
         keys = self._issuers.get(source)
         if keys is None:
-            keys = IssuerKeys(source, self.session, self.policy, self._clock)
+            keys = IssuerKeys(source, self.session, self.policy, self._clock, self._on_fetch)
             keys._closed = self._closed  # after close(): no fetches, no stray tasks
             self._issuers[source] = keys
             if self._started:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from time import perf_counter
 from typing import Final
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from aiohttp import web
 from tokengate.gateway import responses
 from tokengate.gateway.config import Service
 from tokengate.gateway.edits import NO_EDITS, UpstreamEdits
+from tokengate.gateway.exchange import ERROR, SERVICE, Exchange
 from tokengate.gateway.headers import build_request_head, response_head, response_headers
 from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import RouteMatch
@@ -88,13 +90,15 @@ class Forwarder:
         added: bytes,
         host: bytes,
         request_id: bytes,
+        exchange: Exchange,
         edits: UpstreamEdits = NO_EDITS,
         body: bytes | None = None,
     ) -> web.StreamResponse:
         """Send the request upstream and relay the answer. `added` are the gateway's header
         lines (X-Forwarded-*, X-Request-Id, ...); `host` is the upstream Host header; `edits`
         are what authentication changes (hidden credentials, claim headers); `body`, when not
-        None, is the whole request body, already read (to find a token in a form)."""
+        None, is the whole request body, already read (to find a token in a form). `exchange`
+        learns who answered, how long the upstream took to, and a streamed body's size."""
         service = match.route.service
         assert service is not None
         settings = self._settings
@@ -159,8 +163,11 @@ class Forwarder:
         )
         pool = self._pools.get(service.name) or self._new_pool(service)
         try:
-            return await self._exchange(request, pool, service, head + body, streamed, request_id)
+            return await self._exchange(
+                request, pool, service, head + body, streamed, request_id, exchange
+            )
         except UpstreamError as exc:
+            exchange.source = ERROR
             return _upstream_failure(exc, service)
         except BodyTooLarge:
             return await _answer_and_close(request, responses.payload_too_large())
@@ -175,8 +182,10 @@ class Forwarder:
         first_write: bytes,
         streamed: bool,
         request_id: bytes,
+        exchange: Exchange,
     ) -> web.StreamResponse:
         head_request = request.method == "HEAD"
+        started = perf_counter()
         conn: UpstreamConnection | None = pool.take_idle()
         if conn is None:
             conn = await pool.acquire(service.connect_timeout)
@@ -210,7 +219,10 @@ class Forwarder:
                 conn = await pool.acquire(service.connect_timeout, fresh=True)
                 conn.start_request(first_write, head_request=head_request)
                 await conn.read_head(service.read_timeout)
-            response = await self._respond(request, conn, service, request_id)
+            # Kong's upstream latency: connection (when a new one was needed) to response head.
+            exchange.upstream_seconds = perf_counter() - started
+            exchange.source = SERVICE
+            response = await self._respond(request, conn, service, request_id, exchange)
             if early_answer:
                 response.force_close()  # the rest of the client's body was never read
             return response
@@ -250,6 +262,7 @@ class Forwarder:
         conn: UpstreamConnection,
         service: Service,
         request_id: bytes,
+        exchange: Exchange,
     ) -> web.StreamResponse:
         if not conn.complete and _declared_small(conn):
             await conn.read_to_end(service.read_timeout)
@@ -266,11 +279,13 @@ class Forwarder:
                 request_id=request_id,
                 keep_alive=keep_alive,
             )
-            return RawResponse(head + body, status=status, keep_alive=keep_alive)
+            return RawResponse(
+                head + body, status=status, keep_alive=keep_alive, body_size=len(body)
+            )
         headers = response_headers(conn.headers, request_id)
         if conn.complete:  # an HTTP/1.0 client: aiohttp knows its keep-alive rules
             return web.Response(status=conn.status, headers=headers, body=conn.take_body() or None)
-        return await self._stream_response(request, conn, service, headers)
+        return await self._stream_response(request, conn, service, headers, exchange)
 
     async def _stream_response(
         self,
@@ -278,15 +293,18 @@ class Forwarder:
         conn: UpstreamConnection,
         service: Service,
         headers: object,
+        exchange: Exchange,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=conn.status, headers=headers)  # type: ignore[arg-type]
         await response.prepare(request)
         send_timeout = self._settings.client_send_timeout
+        exchange.body_bytes = 0
         try:
             while chunk := await conn.read_chunk(service.read_timeout):
                 # A client that stops reading must not hold an upstream connection for ever.
                 async with asyncio.timeout(send_timeout):
                     await response.write(chunk)
+                exchange.body_bytes += len(chunk)
         except (UpstreamError, TimeoutError) as exc:
             # Headers are gone already; all we can do is cut the client off so it sees a
             # truncated body rather than a complete-looking one.

@@ -1,6 +1,6 @@
 """A response already serialised as HTTP/1.1 bytes, written with one transport write.
 
-    return RawResponse(head + body, status=200, keep_alive=request.keep_alive)
+    return RawResponse(head + body, status=200, keep_alive=request.keep_alive, body_size=len(body))
 
 aiohttp's Response builds a header dict, formats it and frames the body on every request; for
 answers the gateway can lay out itself (a small upstream response relayed, a refusal) one
@@ -21,10 +21,11 @@ def date_line() -> bytes:
 
 
 class RawResponse(web.StreamResponse):
-    def __init__(self, data: bytes, *, status: int, keep_alive: bool) -> None:
+    def __init__(self, data: bytes, *, status: int, keep_alive: bool, body_size: int) -> None:
         super().__init__(status=status)
         self._data = data
         self._keep_alive = keep_alive  # aiohttp reads it to keep or close the connection
+        self.body_size = body_size  # of `data`, the body's part (for the access log)
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         transport = request.transport

@@ -36,3 +36,6 @@ class GatewaySettings:
     # Verified tokens kept per openid-connect config (two generations: up to twice this).
     token_cache_size: int = 10_000
     key_policy: KeyPolicy = field(default_factory=KeyPolicy)
+    # One line per request on the `tokengate.access` logger at INFO (so also off below it).
+    access_log: bool = True
+    log_format: str = "text"  # or "json"; the workers' logging, set up where they start

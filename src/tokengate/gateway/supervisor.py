@@ -65,8 +65,10 @@ class Supervisor:
         reload: Callable[[], bool],
         stop_timeout: float,
         policy: RestartPolicy = RestartPolicy(),
+        on_exit: Callable[[int | None], None] = lambda pid: None,
     ) -> None:
         self._launch = launch
+        self._on_exit = on_exit  # told each exited worker's pid (its live metrics go)
         self._reload = reload
         self._stop_timeout = stop_timeout
         self._policy = policy
@@ -127,6 +129,7 @@ class Supervisor:
         pid = process.pid
         process.close()
         slot.process = None
+        self._on_exit(pid)
         how = describe_exit(code)
         if self._stopping:
             log.info("worker %d (pid %s) %s", slot.number, pid, how)

@@ -39,7 +39,9 @@ from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import ConfigError, GatewayConfig, parse_config, read_config_text
 from tokengate.gateway.reload import Reloader
 from tokengate.gateway.settings import GatewaySettings
+from tokengate.gateway.shared_metrics import forget_worker, share_metrics_between_workers
 from tokengate.gateway.supervisor import HANDLED_SIGNALS, Supervisor
+from tokengate.logs import configure_logging
 
 log = logging.getLogger("tokengate.workers")
 
@@ -154,7 +156,7 @@ def _run_one(
 def _worker_main(
     config_path: str, snapshot: str, config_text: str, settings: GatewaySettings, level: int
 ) -> None:
-    logging.basicConfig(level=level, format=WORKER_LOG_FORMAT)
+    configure_logging(level, settings.log_format, text_format=WORKER_LOG_FORMAT)
     try:
         config = parse_config(config_text, config_path)
     except ConfigError as exc:  # the supervisor validated this text: not expected
@@ -253,6 +255,7 @@ def run_workers(
     if problem is not None:
         print(problem, file=sys.stderr)
         return 1
+    share_metrics_between_workers()  # before the spawn: workers choose their metrics mode on import
     directory = tempfile.mkdtemp(prefix="tokengate-")
     try:
         return _supervise(config_path, _Snapshot(config_path, text, directory), settings, workers)
@@ -278,5 +281,6 @@ def _supervise(
         launch,
         reload=snapshot.reload,
         stop_timeout=settings.shutdown_timeout + _STOP_MARGIN,
+        on_exit=forget_worker,
     )
     return supervisor.run()

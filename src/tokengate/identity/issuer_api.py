@@ -342,7 +342,7 @@ def _no_store_json(request: web.BaseRequest, body: bytes) -> web.StreamResponse:
         len(body),
         b"" if keep_alive else b"Connection: close\r\n",
     )
-    return RawResponse(head + body, status=200, keep_alive=keep_alive)
+    return RawResponse(head + body, status=200, keep_alive=keep_alive, body_size=len(body))
 
 
 def _bearer_error(status: int, realm: str, error: str, description: str) -> web.Response:
