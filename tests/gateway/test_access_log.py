@@ -30,6 +30,7 @@ FIELDS = {
     "time",
     "level",
     "logger",
+    "pid",
     "request_id",
     "method",
     "path",
