@@ -6,6 +6,7 @@ in-process upstream and the test issuer. tests/test_metrics_workers.py sums them
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.gateway.issuer import TestIssuer
 from tokengate.gateway import errors
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.auth import ANONYMOUS, CACHED, OK, PREFLIGHT
+from tokengate.gateway.config import GatewayConfig
 from tokengate.gateway.keys import FetchError, fetch_result
 from tokengate.gateway.metrics import UPSTREAM_BUCKETS
 from tokengate.gateway.oidc_config import OidcConfig
@@ -133,6 +135,33 @@ async def test_a_known_sequence_shows_exactly_its_counts(
     # A second scrape adds nothing: figures are moved into the metrics once.
     _, again = await scrape(gw)
     assert samples(again, "kong_http_requests_total") == samples(text, "kong_http_requests_total")
+
+
+async def test_a_reload_keeps_counting_and_forgets_the_old_cache(
+    upstream: TestServer, start_gateway: StartGateway, test_issuer: TestIssuer
+) -> None:
+    service = make_service(upstream.port, name="orders-svc")
+    oidc = OidcConfig.for_issuer(test_issuer.issuer)
+    auth_route = make_route(service, ("/auth",), name="orders", oidc=oidc)
+    gw = await start_gateway(auth_route, registry=CollectorRegistry())
+    token = test_issuer.mint()
+    assert await get(gw, "/auth/x", token) == 200
+    assert await get(gw, "/auth/x", token) == 200
+    routes = (auth_route, make_route(service, ("/new",), name="new"))
+    gw.reload(GatewayConfig(services=(service,), routes=routes))
+    assert await get(gw, "/new/x") == 200
+    assert await get(gw, "/auth/x", token) == 200  # the new generation's cache: a miss
+    await asyncio.sleep(0.1)  # the old generation closes once its last request has ended
+    _, text = await scrape(gw)
+    svc = "orders-svc"
+    assert samples(text, "kong_http_requests_total") == {
+        labels(service=svc, route="orders", code="200", source="service"): 3,
+        labels(service=svc, route="new", code="200", source="service"): 1,
+    }
+    assert samples(text, "tokengate_token_cache_hits_total") == {labels(): 1}
+    assert samples(text, "tokengate_token_cache_misses_total") == {labels(): 2}
+    # One entry: the old generation's cache no longer counts.
+    assert samples(text, "tokengate_token_cache_entries") == {labels(): 1}
 
 
 async def test_histograms_fill_cumulative_buckets_and_sum(
