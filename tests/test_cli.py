@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import cli_reference
+
 GOOD = """\
 _format_version: "3.0"
 services:
@@ -319,3 +321,14 @@ def test_identity_logs_json_lines(tmp_path: Path) -> None:
         process.kill()
         process.communicate()
     assert any(line["logger"] == "tokengate.identity" for line in json_lines(stderr))
+
+
+def test_readme_lists_every_option_of_every_command() -> None:
+    """The README's option tables are the parser's own (tests/cli_reference.py renders them)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = text.index(cli_reference.START), text.index(cli_reference.END)
+    written = text[start : end + len(cli_reference.END)]
+    expected = cli_reference.render()
+    assert written == expected, "paste `python -m tests.cli_reference` into the README"
+    for flag in ("--workers", "--shutdown-timeout", "--log-format", "--identity-listen", "--seed"):
+        assert f"`{flag}`" in written

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--status-listen",
         default=("127.0.0.1", 8100),
         type=parse_address,
-        help="status API address (/healthz, /readyz)",
+        help="status API address (/healthz, /readyz, /metrics)",
     )
     _option(
         gateway,
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-header-timeout",
         default=_DEFAULTS.client_header_timeout,
         type=_positive_float,
-        help="seconds for a request head to arrive (also the idle keep-alive limit)",
+        help="seconds for a started request head to arrive in full (slowloris protection)",
     )
     _option(
         gateway,
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         identity,
         "--public-url",
         default=None,
-        help="URL clients use to reach this server (default http://<listen>)",
+        help="URL clients use to reach this server (default: http:// and the listen address)",
     )
     _option(identity, "--data", default="tokengate-identity.db", help="SQLite file")
     identity.add_argument(
