@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import hashlib
 import hmac
 import os
@@ -133,16 +132,18 @@ def hash_secret(secret: str) -> str:
 
 def check_secret(secret: str, hashed: str) -> bool:
     """Whether `secret` matches `hashed`, compared in constant time; False for a malformed hash."""
-    parsed = _parse_hash(hashed)
-    if parsed is None:
-        return False
+    parsed = parse_hash(hashed)
+    return parsed is not None and matches(secret, parsed)
+
+
+def matches(secret: str, parsed: tuple[bytes, bytes]) -> bool:
+    """`check_secret` for a hash already parsed (the token endpoint's memo keeps them so)."""
     salt, expected = parsed
     return hmac.compare_digest(_mac(salt, secret), expected)
 
 
-@functools.lru_cache(maxsize=1024)
-def _parse_hash(hashed: str) -> tuple[bytes, bytes] | None:
-    # Cached: the token endpoint checks the same few stored hashes on every request.
+def parse_hash(hashed: str) -> tuple[bytes, bytes] | None:
+    """(salt, digest) of a stored hash; None when it is malformed (it then matches nothing)."""
     parts = hashed.split("$")
     if len(parts) != 3 or parts[0] != _HASH_SCHEME:
         return None
@@ -165,7 +166,8 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-_DUMMY_HASH = hash_secret(secrets.token_urlsafe(SECRET_LENGTH))
+# Checked against when a client has no usable secret, so that costs the same time as a real check.
+_DUMMY_HASH = (secrets.token_bytes(_SALT_BYTES), secrets.token_bytes(32))
 
 
 def _random(alphabet: str, length: int) -> str:
@@ -599,15 +601,16 @@ class Store:
             ("client-secrets", auth_server_id, client_id),
             lambda: self._client_and_hashes(auth_server_id, client_id),
         )
-        hashes = rows or [_DUMMY_HASH]
         matched = False
-        for hashed in hashes:
-            matched |= check_secret(secret, hashed)
+        for parsed in rows or [_DUMMY_HASH]:
+            matched |= matches(secret, parsed)
         return client if matched and client is not None and rows else None
 
     def _client_and_hashes(
         self, auth_server_id: str, client_id: str
-    ) -> tuple[Client | None, list[str]]:
+    ) -> tuple[Client | None, list[tuple[bytes, bytes]]]:
+        """The client and its enabled secrets' hashes, parsed (a malformed one matches nothing:
+        it is left out)."""
         key = {"auth_server_id": auth_server_id, "id": client_id}
         client: Client | None = self._find(CLIENTS, key)
         rows = self._db.execute(
@@ -615,7 +618,7 @@ class Store:
             " WHERE auth_server_id = ? AND client_id = ? AND enabled = 1",
             (auth_server_id, client_id),
         ).fetchall()
-        return client, [row[0] for row in rows]
+        return client, [parsed for (hashed,) in rows if (parsed := parse_hash(hashed))]
 
     # --- tokens ----------------------------------------------------------------------------------
 
