@@ -291,9 +291,10 @@ def _phase(system: SystemUnderTest, run: Callable[[], tuple[WrkResult, str]]) ->
 
 
 def _unknown_key_lines(system: SystemUnderTest) -> int | None:
-    """How many `auth refused (unknown_key)` lines the gateway has logged (None: no log)."""
+    """How many `refused 401 unknown_key ...` lines the gateway has logged (None: no log). The
+    gateway caps refusal lines per second, so this counts lines, not refusals."""
     try:
-        return system.process.log_path.read_text(errors="replace").count("(unknown_key)")
+        return system.process.log_path.read_text(errors="replace").count("refused 401 unknown_key ")
     except OSError:
         return None
 
@@ -351,7 +352,10 @@ def format_storm(result: StormResult) -> str:
             f"({statuses or 'none counted'})"
         )
     if result.unknown_key_logged is not None:
-        lines.append(f"   gateway log: {result.unknown_key_logged:,} unknown_key refusals")
+        lines.append(
+            f"   gateway log: {result.unknown_key_logged:,} unknown_key refusal lines"
+            " (capped per second)"
+        )
     if result.jwks_fetches is not None:
         lines.append(
             f"   JWKS fetches during the storm: {result.jwks_fetches} (target <= "
