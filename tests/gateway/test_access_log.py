@@ -6,6 +6,7 @@ enabled for INFO), so each test raises the level before it starts its gateway.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -16,9 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, make_mocked_request
+from prometheus_client import CollectorRegistry
 
-from tests.gateway.conftest import StartGateway, make_route, make_service
+from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request
 from tests.gateway.issuer import TestIssuer
+from tests.gateway.test_metrics import labels, samples, scrape
 from tokengate.gateway import access_log
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.exchange import Exchange
@@ -48,6 +51,8 @@ BIG = 100 * 1024  # streamed, not buffered (over the forwarder's 64 KiB)
 
 
 async def answer(request: web.Request) -> web.Response:
+    if request.path.endswith("/slow"):
+        await asyncio.sleep(2)
     if request.path.endswith("/big"):
         return web.Response(body=b"x" * BIG)
     return web.Response(text="hello")
@@ -208,3 +213,41 @@ def test_json_lines_for_ordinary_records() -> None:
     assert document["message"] == "failed for '\\x1b[31mred'\nnext"
     assert "ValueError: boom" in document["exception"]
     assert ISO_UTC.fullmatch(document["time"])
+
+
+async def test_an_absolute_form_target_is_logged_as_its_path_only(
+    access: pytest.LogCaptureFixture, upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_route(make_service(upstream.port), name="r"))
+    answer = await raw_request(
+        gw.proxy_port,
+        b"GET http://alice:s3cr3t@x/hello?access_token=t HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 200")
+    (record,) = access_records(access)
+    assert as_json(record)["path"] == "/hello"
+    assert "s3cr3t" not in record.getMessage() and "access_token" not in record.getMessage()
+
+
+async def test_a_request_its_client_abandons_is_counted_and_logged_as_499(
+    access: pytest.LogCaptureFixture, upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(
+        make_route(make_service(upstream.port, name="svc"), name="r"), registry=CollectorRegistry()
+    )
+    _, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0.3)  # the gateway waits on the upstream...
+    writer.close()  # ...and the client leaves
+    for _ in range(50):
+        if access_records(access):
+            break
+        await asyncio.sleep(0.05)
+    (record,) = access_records(access)
+    line = as_json(record)
+    assert line["status"] == 499 and line["path"] == "/slow" and line["route"] == "r"
+    _, text = await scrape(gw)
+    assert samples(text, "kong_http_requests_total") == {
+        labels(service="svc", route="r", code="499", source="error"): 1
+    }

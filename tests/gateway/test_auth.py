@@ -430,6 +430,22 @@ async def test_form_body_token_is_found_and_hidden(
     assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
 
 
+async def test_a_stalled_form_body_is_a_408_not_an_error(protect: Protect) -> None:
+    """The form is read to look for a token in it; a client that stops sending it is cut off
+    after client_body_timeout, as on any other route."""
+    gw = await protect(settings={"client_body_timeout": 0.3})
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 100\r\n\r\na=1"
+    )
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+
+
 async def test_claims_become_upstream_headers(protect: Protect, test_issuer: TestIssuer) -> None:
     gw = await protect(
         upstream_headers_claims=("sub", "scope", "roles", "n"),

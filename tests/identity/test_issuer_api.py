@@ -487,6 +487,34 @@ async def test_token_response_framing_follows_the_client(
         writer.close()
 
 
+@pytest.mark.parametrize(("expect", "interim"), [("100-continue", b"100"), ("something", b"417")])
+async def test_expect_is_answered_before_the_body(
+    issuer: Issuer, expect: str, interim: bytes
+) -> None:
+    """`Expect: 100-continue` gets its 100 Continue before the client sends the form (curl would
+    otherwise wait a second); an unknown expectation is 417 (RFC 9110 §10.1.1)."""
+    form = (
+        f"grant_type=client_credentials&client_id={issuer.client.id}&client_secret={issuer.secret}"
+    ).encode()
+    head = (
+        f"POST {issuer.path}/oauth/token HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM_TYPE}\r\n"
+        f"Content-Length: {len(form)}\r\nExpect: {expect}\r\n\r\n"
+    )
+    server = issuer.http.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(head.encode())
+        status_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 0.5)  # no body sent yet
+        assert status_line.split(b" ")[1] == interim
+        if interim == b"100":
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # the interim head's end
+                pass
+            writer.write(form)
+            assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200 ")
+    finally:
+        writer.close()
+
+
 async def test_a_form_that_cannot_be_decoded_is_invalid_request(issuer: Issuer) -> None:
     creds = f"client_id={issuer.client.id}&client_secret={issuer.secret}"
     for body, content_type in [

@@ -43,10 +43,11 @@ def write(
     request_id: bytes,
     seconds: float,
 ) -> None:
-    path = request.raw_path
-    query_at = path.find("?")
-    if query_at >= 0:
-        path = path[:query_at]  # a query string may carry a token (access_token=...)
+    path = exchange.path
+    if path is None:  # answered before the path was read ("*", ...)
+        path = request.raw_path.split("?", 1)[0]
+    # Never the query string (it may carry a token: access_token=...), nor an absolute-form
+    # target's scheme, host and userinfo (credentials): only the path, as the gateway read it.
     if not (path.isascii() and path.isprintable()):
         path = path.encode("unicode_escape").decode("ascii")  # a text line stays one line
     stats = exchange.stats

@@ -41,7 +41,7 @@ from tokengate.gateway.keys import KeyRegistry
 from tokengate.gateway.metrics import GatewayStats, Metrics, RouteStats
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.paths import BadPath, canonical_path
-from tokengate.gateway.proxy import CONTINUE, Forwarder
+from tokengate.gateway.proxy import CONTINUE, Forwarder, answer_and_close
 from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import Router
 from tokengate.gateway.server import HeadTimeoutServer
@@ -55,6 +55,7 @@ FORM_LIMIT: Final = 64 * 1024  # largest form body read to look for a token in i
 PUBLISH_INTERVAL: Final = 1.0
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+CLIENT_CLOSED_REQUEST: Final = 499  # nginx's status for a request its client abandoned
 
 
 class Gateway:
@@ -146,6 +147,17 @@ class Gateway:
         except (web.RequestPayloadError, asyncio.IncompleteReadError, ConnectionError) as exc:
             log.debug("client request body failed: %s", exc)
             response = responses.bad_request()
+        except TimeoutError:  # a form body that may hold the token stalled (_read_form)
+            response = await answer_and_close(request, responses.request_timeout())
+        except asyncio.CancelledError:
+            # The client went away mid-request (or the drain's grace ran out): counted and
+            # logged as nginx does, 499, before the cancellation goes on.
+            exchange.source = ERROR
+            gone = web.StreamResponse(status=CLIENT_CLOSED_REQUEST)
+            (exchange.stats or self._unrouted).finish(CLIENT_CLOSED_REQUEST, exchange)
+            if self._access_log:
+                access_log.write(request, gone, exchange, request_id, perf_counter() - started)
+            raise
         except Exception:
             log.exception("unexpected error while handling a request")
             exchange.source = ERROR
@@ -166,7 +178,7 @@ class Gateway:
                 return responses.bad_request()
             raw_target = request.rel_url.raw_path_qs  # absolute-form: keep only the path
         query_at = raw_target.find("?")
-        raw_path = raw_target if query_at < 0 else raw_target[:query_at]
+        raw_path = exchange.path = raw_target if query_at < 0 else raw_target[:query_at]
         try:
             path = canonical_path(raw_path)
         except BadPath as exc:

@@ -32,3 +32,4 @@ class Exchange:
     auth_seconds: float = 0.0  # spent in the openid-connect check
     upstream_seconds: float | None = None  # until the upstream's response head arrived
     body_bytes: int | None = None  # set by the forwarder for a streamed response
+    path: str | None = None  # the request's path, without query (absolute-form: its path only)

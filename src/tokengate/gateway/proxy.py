@@ -108,10 +108,10 @@ class Forwarder:
         if coding is not None and coding.strip().lower() != "chunked":
             # aiohttp removes only the chunking of "gzip, chunked": the rest would reach the
             # upstream unlabelled. nginx answers 501 here too.
-            return await _answer_and_close(request, responses.not_implemented())
+            return await answer_and_close(request, responses.not_implemented())
         length = None if chunked else request.content_length
         if length is not None and length > settings.max_body_size:
-            return await _answer_and_close(request, responses.payload_too_large())
+            return await answer_and_close(request, responses.payload_too_large())
 
         expect = headers.get("Expect")
         if expect is not None and body is None:
@@ -139,7 +139,7 @@ class Forwarder:
             try:
                 body = await _read_small_body(request, length, settings.client_body_timeout)
             except ClientBodyTimeout:
-                return await _answer_and_close(request, responses.request_timeout())
+                return await answer_and_close(request, responses.request_timeout())
             framing = b"Content-Length: %d\r\n" % length
         elif length is not None or method in ("POST", "PUT", "PATCH"):
             framing = b"Content-Length: 0\r\n"
@@ -170,9 +170,9 @@ class Forwarder:
             exchange.source = ERROR
             return _upstream_failure(exc, service)
         except BodyTooLarge:
-            return await _answer_and_close(request, responses.payload_too_large())
+            return await answer_and_close(request, responses.payload_too_large())
         except ClientBodyTimeout:
-            return await _answer_and_close(request, responses.request_timeout())
+            return await answer_and_close(request, responses.request_timeout())
 
     async def _exchange(
         self,
@@ -353,7 +353,7 @@ async def _read_small_body(request: web.BaseRequest, length: int, timeout: float
         raise ClientBodyTimeout from None
 
 
-async def _answer_and_close(
+async def answer_and_close(
     request: web.BaseRequest, response: web.StreamResponse
 ) -> web.StreamResponse:
     """Answer, then close: the rest of the body is unwanted (too large) or not coming (stalled),

@@ -278,7 +278,8 @@ def token_shortcut(api: IssuerApi, routed: Handler) -> Handler:
     Only for an application without middlewares (nothing would be skipped)."""
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        if request.method == "POST":
+        # With Expect, aiohttp's router answers 100 Continue or 417 first: routed as usual.
+        if request.method == "POST" and "Expect" not in request.headers:
             path = request.raw_path
             if path.endswith(_TOKEN_PATH_END):
                 issuer_id = path[1 : -len(_TOKEN_PATH_END)]
