@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import cli_reference
+from tokengate.cli import main
 
 GOOD = """\
 _format_version: "3.0"
@@ -332,3 +333,10 @@ def test_readme_lists_every_option_of_every_command() -> None:
     assert written == expected, "paste `python -m tests.cli_reference` into the README"
     for flag in ("--workers", "--shutdown-timeout", "--log-format", "--identity-listen", "--seed"):
         assert f"`{flag}`" in written
+
+
+def test_abbreviated_flags_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gateway", "--config", "kong.yaml", "--worker", "2"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --worker" in capsys.readouterr().err
