@@ -504,7 +504,7 @@ async def test_expect_is_answered_before_the_body(
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
         writer.write(head.encode())
-        status_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 0.5)  # no body sent yet
+        status_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 2)  # no body sent yet
         assert status_line.split(b" ")[1] == interim
         if interim == b"100":
             while await reader.readuntil(b"\r\n") != b"\r\n":  # the interim head's end
