@@ -340,3 +340,15 @@ def test_abbreviated_flags_are_refused(capsys: pytest.CaptureFixture[str]) -> No
         main(["gateway", "--config", "kong.yaml", "--worker", "2"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --worker" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["gateway", "--config", "kong.yaml"], ["identity"], ["run"]])
+def test_an_unknown_log_level_is_a_usage_error(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--log-level", "loud"])
+    assert exit_info.value.code == 2
+    assert (
+        "--log-level: 'loud' is not one of debug, info, warning, error" in capsys.readouterr().err
+    )

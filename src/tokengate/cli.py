@@ -62,6 +62,12 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _log_level_name(value: str) -> str:
+    if not isinstance(getattr(logging, value.upper(), None), int):
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of debug, info, warning, error")
+    return value
+
+
 def _log_format(value: str) -> str:
     if value not in LOG_FORMATS:
         raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
@@ -120,7 +126,13 @@ def _env_name(flag: str) -> str:
 
 
 def _logging_options(parser: argparse.ArgumentParser, *, level: str = "info") -> None:
-    _option(parser, "--log-level", default=level, help="debug, info, warning or error")
+    _option(
+        parser,
+        "--log-level",
+        default=level,
+        type=_log_level_name,
+        help="debug, info, warning or error",
+    )
     _option(
         parser,
         "--log-format",
@@ -296,19 +308,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 
-def _log_level(name: str) -> int | None:
-    level = getattr(logging, str(name).upper(), None)
-    return level if isinstance(level, int) else None
+def _configure_logging(args: argparse.Namespace) -> None:
+    # The level's name was checked when the arguments were parsed.
+    configure_logging(getattr(logging, args.log_level.upper()), args.log_format)
 
 
 def identity_command(args: argparse.Namespace) -> int:
     from tokengate.identity.server import IdentitySettings, rotate_keys, serve_identity
 
-    level = _log_level(args.log_level)
-    if level is None:
-        print(f"tokengate: --log-level: unknown level {args.log_level!r}", file=sys.stderr)
-        return EXIT_USAGE
-    configure_logging(level, args.log_format)
+    _configure_logging(args)
     if args.identity_command == "rotate-keys":
         if args.in_memory:
             print(
@@ -352,11 +360,7 @@ def validate_command(path: str) -> int:
 
 
 def gateway_command(args: argparse.Namespace) -> int:
-    level = _log_level(args.log_level)
-    if level is None:
-        print(f"tokengate: --log-level: unknown level {args.log_level!r}", file=sys.stderr)
-        return EXIT_USAGE
-    configure_logging(level, args.log_format)
+    _configure_logging(args)
     # A running gateway's warnings are log records, so that --log-format json stays JSON.
     config = _load(args.config, logging.getLogger("tokengate.config").warning)
     if config is None:
@@ -380,11 +384,7 @@ def run_command(args: argparse.Namespace) -> int:
     from tokengate.identity.seed import SeedError, load_seed
     from tokengate.stack import StackSettings, run_stack
 
-    level = _log_level(args.log_level)
-    if level is None:
-        print(f"tokengate: --log-level: unknown level {args.log_level!r}", file=sys.stderr)
-        return EXIT_USAGE
-    configure_logging(level, args.log_format)
+    _configure_logging(args)
     config = _load(args.config)
     try:
         seed = load_seed(args.seed)
