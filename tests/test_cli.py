@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import cli_reference
+from tests.ports import free_port
 from tokengate.cli import main
 
 GOOD = """\
@@ -51,12 +52,6 @@ def tokengate(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_validate_accepts_a_good_file_and_prints_warnings(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.ports import free_port
 from tokengate import cli
 from tokengate.gateway.config import load_config
 
@@ -187,12 +187,6 @@ def test_dockerignore_keeps_local_state_out_and_lets_every_copy_in(image: Image)
         for source in sources:
             ignored = [pattern for pattern in patterns if fnmatch.fnmatch(source, pattern)]
             assert not ignored, f"{source} is copied but ignored by {ignored}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def healthcheck(image: Image, status_listen: str) -> int:

@@ -11,7 +11,8 @@ import sys
 from pytest_aiohttp import AiohttpClient
 
 from tests.gateway.conftest import raw_request
-from tests.test_cli import free_port, wait_http
+from tests.ports import free_port
+from tests.test_cli import wait_http
 from tokengate.echo import create_echo_app
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_cli import free_port, wait_ready
+from tests.ports import free_port
+from tests.test_cli import wait_ready
 
 REQUESTS = 60
 

@@ -16,7 +16,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,11 +25,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 def kong_yaml(upstream_port: int, *paths: str) -> str:

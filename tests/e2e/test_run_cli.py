@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import KONG_YAML, ROOT
-from tests.test_cli import free_port, tokengate, wait_ready
+from tests.ports import free_port
+from tests.test_cli import tokengate, wait_ready
 
 PANEL_END = "No token needed:"
 
