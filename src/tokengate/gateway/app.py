@@ -154,9 +154,7 @@ class Gateway:
             # logged as nginx does, 499, before the cancellation goes on.
             exchange.source = ERROR
             gone = web.StreamResponse(status=CLIENT_CLOSED_REQUEST)
-            (exchange.stats or self._unrouted).finish(CLIENT_CLOSED_REQUEST, exchange)
-            if self._access_log:
-                access_log.write(request, gone, exchange, request_id, perf_counter() - started)
+            self._account(request, gone, exchange, request_id, started)
             raise
         except Exception:
             log.exception("unexpected error while handling a request")
@@ -164,10 +162,21 @@ class Gateway:
             response = responses.kong_error(500, "An unexpected error occurred")
         if not isinstance(response, RawResponse):
             response.headers.setdefault("X-Request-Id", request_id.decode())
+        self._account(request, response, exchange, request_id, started)
+        return response
+
+    def _account(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        exchange: Exchange,
+        request_id: bytes,
+        started: float,
+    ) -> None:
+        """The one place a finished (or abandoned) request is counted and logged."""
         (exchange.stats or self._unrouted).finish(response.status, exchange)
         if self._access_log:
             access_log.write(request, response, exchange, request_id, perf_counter() - started)
-        return response
 
     async def _handle(
         self, request: web.BaseRequest, request_id: bytes, exchange: Exchange
