@@ -8,8 +8,11 @@ import signal
 import subprocess
 import sys
 
+import aiohttp
+import pytest
 from pytest_aiohttp import AiohttpClient
 
+from tests.abandon import leave_mid_body, served, server_errors
 from tests.gateway.conftest import raw_request
 from tests.ports import free_port
 from tests.test_cli import wait_http
@@ -89,3 +92,13 @@ def test_python_m_tokengate_echo_serves_alone_and_stops_on_ctrl_c() -> None:
     finally:
         process.kill()
         process.communicate()
+
+
+async def test_a_client_leaving_mid_body_is_not_a_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with served(create_echo_app()) as url, aiohttp.ClientSession() as session:
+        await leave_mid_body(url, "/upload", "application/octet-stream")
+        assert server_errors(caplog) == []
+        async with session.get(url + "/after") as resp:
+            assert resp.status == 200  # and the next client is served

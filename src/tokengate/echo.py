@@ -43,6 +43,8 @@ async def _echo(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY]
         return _json({"message": f"Request body larger than {limit} bytes"}, status=413)
+    except ConnectionError:  # the client left mid-body: answered for form's sake, unread
+        return _json({"message": "Connection closed before the whole body arrived"}, status=400)
     try:
         body, encoded = raw.decode("utf-8"), False
     except UnicodeDecodeError:

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from tests.abandon import leave_mid_body, served, server_errors
 from tests.identity.support import pooled_key
 from tokengate.identity.admin_api import create_admin_app
 from tokengate.identity.store import Store, StoreError
@@ -120,6 +122,22 @@ def bad_fields(problem: JSON) -> dict[str, JSON]:
     fields = [p["field"] for p in problem["invalid_parameters"]]
     assert len(fields) == len(set(fields)), fields
     return {p["field"]: p for p in problem["invalid_parameters"]}
+
+
+async def test_a_client_leaving_mid_body_is_not_a_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = new_store()
+    app = web.Application()
+    app.add_subapp("/v1", create_admin_app(store, admin_token=TOKEN, public_url=PUBLIC_URL))
+    with store:
+        async with served(app) as url, aiohttp.ClientSession() as session:
+            await leave_mid_body(url, "/v1/auth-servers", "application/json", bearer=TOKEN)
+            assert server_errors(caplog) == []
+            body = {"name": "After", "audience": "http://after.test"}
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with session.post(f"{url}/v1/auth-servers", json=body, headers=headers) as resp:
+                assert resp.status == 201  # and the next client is served
 
 
 # ---- the getting-started guide ------------------------------------------------------------------

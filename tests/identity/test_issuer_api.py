@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 from aiohttp import web
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 
+from tests.abandon import leave_mid_body, served, server_errors
 from tests.identity.support import Clock, IdentityTestServer
 from tests.identity.test_tokens import PUBLIC_URL, basic, new_store
 from tokengate.identity.grants import InvalidGrant, TokenRequest, token_endpoint
@@ -31,6 +33,7 @@ from tokengate.identity.issuer_api import (
     oauth_error_response,
 )
 from tokengate.identity.models import AuthServer, Client, Scope
+from tokengate.identity.runner import IdentityRunner
 from tokengate.identity.store import Store
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -513,6 +516,23 @@ async def test_expect_is_answered_before_the_body(
             assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200 ")
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("endpoint", ["/oauth/token", "/introspect"])
+async def test_a_client_leaving_mid_form_is_not_a_server_error(
+    issuer: Issuer, endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_issuer_app(issuer.store, public_url=PUBLIC_URL + "/", clock=issuer.clock.time)
+    async with served(app, IdentityRunner) as url, aiohttp.ClientSession() as session:
+        await leave_mid_body(url, issuer.path + endpoint, FORM_TYPE)
+        assert server_errors(caplog) == []
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": issuer.client.id,
+            "client_secret": issuer.secret,
+        }
+        async with session.post(url + issuer.path + "/oauth/token", data=form) as resp:
+            assert resp.status == 200  # and the next client is served
 
 
 async def test_a_form_that_cannot_be_decoded_is_invalid_request(issuer: Issuer) -> None:

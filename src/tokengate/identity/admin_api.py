@@ -112,7 +112,11 @@ async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.S
 
 async def read_json(request: web.Request) -> Any:
     """The JSON body; an empty body reads as `{}` (then required fields are reported)."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except ConnectionError:  # the client left mid-body: nobody will read the answer
+        reason = "the connection closed before the whole body arrived"
+        raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
     if not raw.strip():
         return {}
     try:

@@ -321,6 +321,8 @@ async def _token_request(request: web.BaseRequest) -> TokenRequest:
         )
     except (ValueError, LookupError):  # bad bytes or escapes, unknown charset, too many fields
         raise InvalidRequest("malformed form body") from None
+    except ConnectionError:  # the client left mid-body: nobody will read the answer
+        raise InvalidRequest("the connection closed before the whole body arrived") from None
     form: dict[str, str] = {}
     for key, value in pairs:
         if key in form:
