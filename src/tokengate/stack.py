@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import secrets
-import signal
 import socket
 import sys
 from dataclasses import dataclass, field, replace
@@ -41,6 +41,9 @@ from tokengate.identity.server import IdentitySettings, open_store
 from tokengate.identity.store import StoreError
 from tokengate.panel import show_panel
 from tokengate.retarget import retarget
+from tokengate.shutdown import Stopper, cut_connections
+
+log = logging.getLogger("tokengate.run")
 
 Address = tuple[str, int]
 Seed = list[dict[str, Any]]
@@ -150,9 +153,14 @@ class IdentityService:
         self._runner = await _serve(app, sock, runner_class=IdentityRunner)
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        if self._runner is not None:
+            try:
+                await self._runner.cleanup()  # kept meanwhile: cut_short may need it
+            finally:
+                self._runner = None
+
+    def cut_short(self) -> None:
+        cut_connections(self._runner)
 
 
 async def _serve(
@@ -188,6 +196,7 @@ class Stack:
         self.echo_address = settings.echo_listen
         self.gateway: GatewayServer | None = None
         self._echo: web.AppRunner | None = None
+        self._cut = False  # a second Ctrl-C: stop without waiting for requests in progress
 
     async def __aenter__(self) -> Stack:
         try:
@@ -247,13 +256,30 @@ class Stack:
 
     async def stop(self) -> None:
         """Gateway first (no request reaches a stopped upstream), then the others."""
-        gateway, self.gateway = self.gateway, None
-        if gateway is not None:
-            await gateway.stop()
-        echo, self._echo = self._echo, None
-        if echo is not None:
-            await echo.cleanup()
+        # Each is kept until it has stopped: cut_short may need it meanwhile.
+        if self.gateway is not None:
+            try:
+                await self.gateway.stop()
+            finally:
+                self.gateway = None
+        if self._echo is not None:
+            if self._cut:
+                cut_connections(self._echo)
+            try:
+                await self._echo.cleanup()
+            finally:
+                self._echo = None
+        if self._cut:
+            self.identity.cut_short()
         await self.identity.stop()
+
+    def cut_short(self) -> None:
+        """End a `stop()` in progress now: requests still running anywhere are cut off."""
+        self._cut = True
+        if self.gateway is not None:
+            self.gateway.cut_short()
+        cut_connections(self._echo)
+        self.identity.cut_short()
 
     @property
     def gateway_url(self) -> str:
@@ -303,10 +329,10 @@ def run_stack(
 
 
 async def _run(stack: Stack, out: TextIO) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # The first Ctrl-C lets requests in progress finish; a second one cuts them off.
+    stopper = Stopper(cut=stack.cut_short, log=log)
+    stopper.install(asyncio.get_running_loop())
+    stop = stopper.requested
 
     async def start_and_show() -> None:
         await stack.start()

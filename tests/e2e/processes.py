@@ -41,7 +41,10 @@ def kong_yaml(upstream_port: int, *paths: str) -> str:
 
 
 class GatewayProcess:
-    def __init__(self, config: Path, *args: str) -> None:
+    def __init__(self, config: Path, *args: str, own_group: bool = False) -> None:
+        # own_group: the gateway leads a process group of its own, so a test can signal the
+        # whole group as a terminal's Ctrl-C does (and never its own process with it).
+        self._own_group = own_group
         self.proxy_port = free_port()
         self.status_port = free_port()
         self._argv = [
@@ -64,7 +67,10 @@ class GatewayProcess:
 
     async def __aenter__(self) -> GatewayProcess:
         self._process = await asyncio.create_subprocess_exec(
-            *self._argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            *self._argv,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=self._own_group,
         )
         self._reader = asyncio.create_task(self._read())
         return self
@@ -124,6 +130,11 @@ class GatewayProcess:
 
     def send(self, sig: signal.Signals) -> None:
         os.kill(self.pid, sig)
+
+    def send_to_group(self, sig: signal.Signals) -> None:
+        """`sig` to the gateway and every worker at once, as a terminal's Ctrl-C (own_group)."""
+        assert self._own_group, "the group would include the test itself"
+        os.killpg(self.pid, sig)
 
     async def wait(self, *, timeout: float) -> int:
         assert self._process is not None

@@ -5,7 +5,8 @@ SIGHUP reloads kong.yaml without a failed request (or keeps the old config when 
 bad); with --workers, a killed worker is replaced while the others keep serving, a worker that
 keeps dying makes the supervisor give up, and workers stop when their supervisor is killed;
 SIGTERM lets a request in progress finish, refuses new connections, and exits 0 within the grace
-period, cutting off what runs past it.
+period, cutting off what runs past it; a second SIGINT cuts the drain short, and one Ctrl-C to
+the whole process group still drains.
 """
 
 from __future__ import annotations
@@ -201,6 +202,45 @@ async def test_sigterm_cuts_off_a_request_running_past_the_grace_period(
         with pytest.raises(aiohttp.ClientError):
             await slow
         assert "1 request(s) still running after the 0.5s shutdown grace period" in gateway.log
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_second_sigint_cuts_the_drain_short(
+    config: Path, upstream: Upstream, workers: str
+) -> None:
+    async with GatewayProcess(config, "--workers", workers, "--shutdown-timeout", "60") as gateway:
+        await gateway.ready(workers=int(workers))
+        slow = asyncio.create_task(fetch(f"http://127.0.0.1:{gateway.proxy_port}/slow?s=60"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 5)
+        gateway.send(signal.SIGINT)
+        # The first one drains, and would wait. (Each worker has taken it in before the next:
+        # two signals pending at once in a process are delivered as one.)
+        await gateway.lines_matching(r": draining \(up to 60s", int(workers))
+        signalled = time.monotonic()
+        gateway.send(signal.SIGINT)
+        assert await gateway.wait(timeout=15) == 0, gateway.log
+        assert time.monotonic() - signalled < 15  # not the 60 s grace period
+        assert "again: cutting off the requests in progress" in gateway.log
+        with pytest.raises(aiohttp.ClientError):
+            await slow
+        assert "Traceback" not in gateway.log
+
+
+async def test_one_ctrl_c_to_the_process_group_drains_workers_gracefully(
+    config: Path, upstream: Upstream
+) -> None:
+    # A terminal's Ctrl-C reaches the supervisor and every worker at once, and the supervisor
+    # relays it: a worker must count that as one stop signal, not two.
+    async with GatewayProcess(
+        config, "--workers", "2", "--shutdown-timeout", "20", own_group=True
+    ) as gateway:
+        await gateway.ready(workers=2)
+        slow = asyncio.create_task(fetch(f"http://127.0.0.1:{gateway.proxy_port}/slow?s=2"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 5)
+        gateway.send_to_group(signal.SIGINT)
+        assert await slow == (200, "/slow")
+        assert await gateway.wait(timeout=15) == 0
+        assert "again" not in gateway.log
 
 
 def test_supervisor_gives_up_on_a_worker_that_keeps_dying_at_start(

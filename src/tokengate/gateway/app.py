@@ -298,6 +298,7 @@ class GatewayServer:
         self._session = session
         self._owns_session = False
         self._reuse_port = reuse_port
+        self._cut = asyncio.Event()
         self._proxy_runner: web.ServerRunner | None = None
         self._status_runner: web.AppRunner | None = None
         self.proxy_port = settings.listen[1]
@@ -398,12 +399,17 @@ class GatewayServer:
         self._generations.swap(Generation(gateway, number=number, loaded_at=self._clock()))
         return number
 
+    def cut_short(self) -> None:
+        """End a `stop()` in progress now: requests still running are cut off, as when the
+        grace period ends (a second Ctrl-C)."""
+        self._cut.set()
+
     async def stop(self) -> None:
         self.ready = False
         self._stopping = True
         if self._proxy_runner is not None:
             grace = self.settings.shutdown_timeout
-            await drain(self._proxy_runner, self._generations.all(), grace=grace)
+            await drain(self._proxy_runner, self._generations.all(), grace=grace, cut=self._cut)
         if self._publisher is not None:
             self._publisher.cancel()
             await asyncio.gather(self._publisher, return_exceptions=True)

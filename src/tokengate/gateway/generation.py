@@ -84,9 +84,16 @@ async def _retire(generation: Generation) -> None:
     await generation.gateway.close()
 
 
-async def drain(runner: web.BaseRunner, generations: list[Generation], *, grace: float) -> None:
+async def drain(
+    runner: web.BaseRunner,
+    generations: list[Generation],
+    *,
+    grace: float,
+    cut: asyncio.Event | None = None,
+) -> None:
     """Stop accepting, close idle keep-alive connections, give requests in progress `grace`
-    seconds, then cut off whatever is still running; the runner is cleaned up on return."""
+    seconds (or until `cut` is set), then cut off whatever is still running; the runner is
+    cleaned up on return."""
     for site in runner.sites:
         await site.stop()  # new connections are refused from here on
     server = runner.server
@@ -97,14 +104,19 @@ async def drain(runner: web.BaseRunner, generations: list[Generation], *, grace:
     # aiohttp's cleanup closes the idle connections at once and waits for the busy ones, for
     # at most the runner's shutdown_timeout, which is longer than `grace`: the cut is ours.
     cleanup = asyncio.ensure_future(runner.cleanup())
-    done, _ = await asyncio.wait({cleanup}, timeout=grace)
-    if not done:
+    cutting = asyncio.ensure_future((cut or asyncio.Event()).wait())
+    await asyncio.wait({cleanup, cutting}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+    cutting.cancel()
+    if not cleanup.done():
         running = sum(generation.inflight for generation in generations)
-        log.warning(
-            "%d request(s) still running after the %gs shutdown grace period: cut off",
-            running,
-            grace,
-        )
+        if cut is not None and cut.is_set():
+            log.warning("%d request(s) still running: cut off", running)
+        else:
+            log.warning(
+                "%d request(s) still running after the %gs shutdown grace period: cut off",
+                running,
+                grace,
+            )
         for conn in server.connections:
             if conn.transport is not None:
                 conn.transport.abort()  # handler_cancellation then cancels its handler

@@ -8,9 +8,11 @@ stopping is logged (exit code or signal) and replaced; one that keeps dying with
 `RestartPolicy.min_uptime` of its start waits longer each time, and after
 `max_quick_exits` such deaths in a row the supervisor stops the others and exits 1.
 
-Signals: SIGTERM / SIGINT are passed to every worker (each drains and exits), then the
-supervisor waits `stop_timeout` seconds before it kills what is left; SIGHUP calls `reload()`
-and, when that returns True, is passed to every worker.
+Signals: SIGTERM / SIGINT reach every worker as SIGTERM (each drains and exits), then the
+supervisor waits `stop_timeout` seconds before it kills what is left; a second one is relayed
+again and cuts the workers' drain short. (Workers ignore SIGINT: a Ctrl-C reaches the whole
+process group, and a worker must count it once, through the supervisor.) SIGHUP calls
+`reload()` and, when that returns True, is passed to every worker.
 """
 
 from __future__ import annotations
@@ -173,11 +175,13 @@ class Supervisor:
             self._kill_timer = asyncio.get_running_loop().call_later(
                 self._stop_timeout, self._kill_stragglers
             )
+        else:
+            log.info("%s again: telling the workers to stop now", sig.name)
         for slot in self._slots:
             if slot.restart is not None:
                 slot.restart.cancel()
                 slot.restart = None
-        self._signal_all(sig)
+        self._signal_all(signal.SIGTERM)
         self._finish_if_idle()
 
     def _hangup(self) -> None:

@@ -5,7 +5,8 @@
 Signals, to the one process or to the supervisor (which passes them on to every worker):
 
     SIGTERM, SIGINT   drain: stop accepting, let requests in progress finish within
-                      settings.shutdown_timeout (then cut them off), exit 0
+                      settings.shutdown_timeout (then cut them off), exit 0; a second one
+                      during the drain cuts it short
     SIGHUP            read kong.yaml again; an invalid file is logged, the running config kept
 
 `cryptography` holds the GIL while it verifies, so cores are used by processes, not threads
@@ -42,6 +43,7 @@ from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.shared_metrics import forget_worker, share_metrics_between_workers
 from tokengate.gateway.supervisor import HANDLED_SIGNALS, Supervisor
 from tokengate.logs import configure_logging
+from tokengate.shutdown import STOP_SIGNALS, Stopper
 
 log = logging.getLogger("tokengate.workers")
 
@@ -62,18 +64,16 @@ async def serve(
     """Serve until SIGINT or SIGTERM (or the supervisor's death), then drain and close;
     SIGHUP reloads the config with `load` (default: kong.yaml at `config_path`)."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     server = GatewayServer(config, settings, reuse_port=reuse_port)
     reloader = Reloader(server, config_path, load=load)
 
-    def on_stop(sig: signal.Signals) -> None:
-        if not stop.is_set():
-            log.info(
-                "%s: draining (up to %gs for requests in progress)",
-                sig.name,
-                settings.shutdown_timeout,
-            )
-        stop.set()
+    def on_first_stop(sig: signal.Signals) -> None:
+        grace = settings.shutdown_timeout
+        log.info("%s: draining (up to %gs for requests in progress)", sig.name, grace)
+
+    # The first stop signal drains; a later one cuts the requests still running.
+    stopper = Stopper(cut=server.cut_short, log=log, on_first=on_first_stop)
+    stop = stopper.requested
 
     def on_parent_gone() -> None:
         # A worker must not outlive its supervisor (nothing would restart or stop it).
@@ -82,8 +82,13 @@ async def serve(
         log.warning("the supervisor has gone: draining")
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_stop, sig)
+    if parent_sentinel is None:
+        stopper.install(loop)
+    else:
+        # A supervised worker stops on the supervisor's SIGTERM alone: a Ctrl-C reaches the
+        # whole process group, and the supervisor relays it (and relays a second one again).
+        stopper.install(loop, [signal.SIGTERM])
+        loop.add_signal_handler(signal.SIGINT, _ignore)
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     if parent_sentinel is not None:
         loop.add_reader(parent_sentinel, on_parent_gone)
@@ -111,9 +116,17 @@ async def serve(
         await server.stop()
         for sig in HANDLED_SIGNALS:
             loop.remove_signal_handler(sig)
+        # The process only exits from here: a late stop signal (the supervisor relays a second
+        # Ctrl-C to every worker, finished or not) must not turn a clean exit into a death.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         if parent_sentinel is not None:
             loop.remove_reader(parent_sentinel)
     log.info("stopped")
+
+
+def _ignore() -> None:
+    pass
 
 
 def _bind_error(exc: OSError, settings: GatewaySettings) -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import gc
 import logging
 import secrets
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from tokengate.identity.app import KEY_GRACE, create_identity_app
 from tokengate.identity.runner import IdentityRunner
 from tokengate.identity.seed import SeedError, apply_seed, load_seed
 from tokengate.identity.store import NotFound, Store, StoreError
+from tokengate.shutdown import Stopper, cut_connections
 
 log = logging.getLogger("tokengate.identity")
 
@@ -101,11 +102,10 @@ def serve_identity(settings: IdentitySettings) -> int:
 
 
 async def _serve(app: web.Application, settings: IdentitySettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     runner = IdentityRunner(app, handle_signals=False, access_log=None)
+    # The first Ctrl-C lets requests in progress finish; a second one cuts them off.
+    stopper = Stopper(cut=functools.partial(cut_connections, runner), log=log)
+    stopper.install(asyncio.get_running_loop())
     await runner.setup()
     try:
         host, port = settings.listen
@@ -113,7 +113,7 @@ async def _serve(app: web.Application, settings: IdentitySettings) -> None:
         # What is loaded now lives as long as the process: keep it out of every full collection.
         gc.freeze()
         log.info("tokengate identity listening on %s:%d (public URL %s)", host, port, settings.url)
-        await stop.wait()
+        await stopper.requested.wait()
     finally:
         await runner.cleanup()
 
