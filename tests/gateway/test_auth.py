@@ -375,6 +375,37 @@ async def test_cached_token_still_meets_each_route_requirements(
         assert (await call(gw, "/admin", token=token)).status == 403
 
 
+async def test_a_cached_token_still_may_not_come_with_a_second_token(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """The hot path for a token seen before must not skip the one-token rule: a second token
+    in the query, a form body, a cookie or a second header is still a 400."""
+    gw = await protect(
+        bearer_token_param_type=("header", "query", "body", "cookie"),
+        bearer_token_cookie_name="session",
+    )
+    token = test_issuer.mint()
+    assert (await call(gw, token=token)).status == 200  # now in the cache
+    assert (await call(gw, token=token)).status == 200  # and served from it
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for answer in [
+        await call(gw, f"/?access_token={token}", token=token),
+        await call(gw, method="POST", token=token, headers=form, data=f"access_token={token}"),
+        await call(gw, token=token, headers={"Cookie": f"session={token}"}),
+    ]:
+        assert answer.status == 400
+        assert 'error="invalid_request"' in answer.headers["WWW-Authenticate"]
+    raw = await raw_request(
+        gw.proxy_port,
+        f"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n"
+        f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert raw.startswith(b"HTTP/1.1 400")
+    # What is not a token passes with the cached one: another query parameter, another cookie.
+    assert (await call(gw, "/?page=2", token=token)).status == 200
+    assert (await call(gw, token=token, headers={"Cookie": "theme=dark"})).status == 200
+
+
 # -- the upstream side -------------------------------------------------------------------------
 
 

@@ -42,6 +42,20 @@ def test_a_hit_in_the_previous_generation_is_kept() -> None:
     assert cache.get("old", now=0) is not None
 
 
+def test_fresh_looks_without_counting_or_moving_anything() -> None:
+    cache = TokenCache(capacity=2)
+    cache.put("old", entry())
+    cache.put("a", entry(expires=10.0))
+    cache.put("b", entry())  # "old" and "a" are in the previous generation now
+    assert cache.fresh("b", now=0) is not None
+    assert cache.fresh("old", now=0) is None  # left to `get`, which promotes it
+    cache.put("c", entry(expires=10.0))
+    assert cache.fresh("c", now=10.5) is None  # past its expiry
+    assert cache.fresh("never", now=0) is None
+    assert (cache.hits, cache.misses) == (0, 0)
+    assert cache.get("old", now=0) is not None  # still there for the long way
+
+
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         TokenCache(capacity=0)

@@ -29,7 +29,7 @@ from prometheus_client.exposition import choose_encoder
 
 from tokengate import __version__
 from tokengate.gateway import access_log, responses
-from tokengate.gateway.auth import Authenticator, key_source
+from tokengate.gateway.auth import CACHED, Authenticator, key_source
 from tokengate.gateway.config import GatewayConfig, Service
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
@@ -211,15 +211,20 @@ class Gateway:
         if auth is not None:
             # Before any body byte is read or a 100 Continue is sent (but for a form body that
             # may carry the token itself).
-            if needs_body(request, auth.config):
-                body = await self._read_form(request)
             checking = perf_counter()
-            try:
-                edits, exchange.outcome = await auth.check(request, body)
-            except AuthError as exc:
-                exchange.auth_seconds = perf_counter() - checking
-                exchange.outcome = exc.reason
-                return auth.refuse(exc, request, request_id)
+            cached = auth.cached_edits(request)
+            if cached is not None:
+                edits, exchange.outcome = cached, CACHED
+            else:
+                if needs_body(request, auth.config):
+                    body = await self._read_form(request)
+                    checking = perf_counter()
+                try:
+                    edits, exchange.outcome = await auth.check(request, body)
+                except AuthError as exc:
+                    exchange.auth_seconds = perf_counter() - checking
+                    exchange.outcome = exc.reason
+                    return auth.refuse(exc, request, request_id)
             exchange.auth_seconds = perf_counter() - checking
 
         if match.route.preserve_host and host_header:

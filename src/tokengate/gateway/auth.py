@@ -39,6 +39,7 @@ from tokengate.gateway.extract import (
     cookie_header_without,
     extract_token,
     form_without_token,
+    needs_body,
     query_without_token,
 )
 from tokengate.gateway.keys import IssuerKeys, KeySource
@@ -133,6 +134,43 @@ class Authenticator:
         )
 
     # -- the request path ----------------------------------------------------------------
+    def cached_edits(self, request: web.BaseRequest) -> UpstreamEdits | None:
+        """The hot path, for the usual request: one `Authorization: Bearer <token>` header, no
+        other place a token could be, and a token this route accepted before that has not
+        expired. Its upstream edits, or None for `check` to decide (every refusal included).
+
+        It returns only what `check` would (outcome CACHED): the same cache entry, whose
+        requirements were met and edits built on its first use; a token found anywhere else
+        (query, form body, cookie) or a preflight let through goes the long way."""
+        cache = self.cache
+        if cache is None:
+            return None
+        values = request.headers.getall("Authorization", ())
+        if len(values) != 1 or not values[0].startswith("Bearer "):
+            return None
+        config = self.config
+        places = config.bearer_token_param_type
+        if (
+            ("query" in places and "?" in request.raw_path)
+            or (
+                "cookie" in places
+                and config.bearer_token_cookie_name
+                and "Cookie" in request.headers
+            )
+            or ("body" in places and needs_body(request, config))
+            or (not config.run_on_preflight and request.method == "OPTIONS")
+        ):
+            return None
+        entry = cache.fresh(values[0][7:], self._clock())
+        if entry is None or (
+            self._requirements is not None and (not entry.checked or entry.denial is not None)
+        ):
+            return None  # unknown, expired, refused by this route, or not yet checked by it
+        edits: UpstreamEdits | None = entry.header_edits
+        if edits is not None:
+            cache.hits += 1
+        return edits
+
     async def check(
         self, request: web.BaseRequest, body: bytes | None
     ) -> tuple[UpstreamEdits, str]:

@@ -63,6 +63,14 @@ class TokenCache:
         self.hits += 1
         return entry
 
+    def fresh(self, token: str, now: float) -> VerifiedToken | None:
+        """The current generation's entry for `token` if it is still trusted at `now`; nothing
+        counted or moved (a None sends the caller to `get`, which counts the miss)."""
+        entry = self._current.get(token)
+        if entry is None or now > entry.expires:
+            return None
+        return entry
+
     def put(self, token: str, entry: VerifiedToken) -> None:
         self._insert(token, entry)
 
