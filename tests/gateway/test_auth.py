@@ -406,6 +406,17 @@ async def test_a_cached_token_still_may_not_come_with_a_second_token(
     assert (await call(gw, token=token, headers={"Cookie": "theme=dark"})).status == 200
 
 
+async def test_a_cached_token_is_only_taken_from_the_places_the_route_allows(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect(bearer_token_param_type=("query",))
+    token = test_issuer.mint()
+    assert (await call(gw, f"/?access_token={token}")).status == 200  # verified and cached
+    answer = await call(gw, token=token)  # the header is not a place this route reads
+    assert answer.status == 401
+    assert "error" not in answer.headers["WWW-Authenticate"]  # no token, as if none was sent
+
+
 # -- the upstream side -------------------------------------------------------------------------
 
 

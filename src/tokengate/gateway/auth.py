@@ -128,6 +128,13 @@ class Authenticator:
         self._claim_headers = tuple(
             zip(config.upstream_headers_claims, config.upstream_headers_names, strict=True)
         )
+        # What the hot path (cached_edits) must rule out before it may answer.
+        places = config.bearer_token_param_type
+        self._hot_path = "header" in places
+        self._query_tokens = "query" in places
+        self._body_tokens = "body" in places
+        self._cookie_tokens = "cookie" in places and bool(config.bearer_token_cookie_name)
+        self._preflight_passes = not config.run_on_preflight
         self._set_headers = frozenset(
             [name.lower().encode("latin-1") for name in config.upstream_headers_names]
             + ([self._token_header.lower()] if self._token_header is not None else [])
@@ -143,22 +150,16 @@ class Authenticator:
         requirements were met and edits built on its first use; a token found anywhere else
         (query, form body, cookie) or a preflight let through goes the long way."""
         cache = self.cache
-        if cache is None:
+        if cache is None or not self._hot_path:
             return None
         values = request.headers.getall("Authorization", ())
         if len(values) != 1 or not values[0].startswith("Bearer "):
             return None
-        config = self.config
-        places = config.bearer_token_param_type
         if (
-            ("query" in places and "?" in request.raw_path)
-            or (
-                "cookie" in places
-                and config.bearer_token_cookie_name
-                and "Cookie" in request.headers
-            )
-            or ("body" in places and needs_body(request, config))
-            or (not config.run_on_preflight and request.method == "OPTIONS")
+            (self._query_tokens and "?" in request.raw_path)
+            or (self._cookie_tokens and "Cookie" in request.headers)
+            or (self._body_tokens and needs_body(request, self.config))
+            or (self._preflight_passes and request.method == "OPTIONS")
         ):
             return None
         entry = cache.fresh(values[0][7:], self._clock())
