@@ -68,17 +68,20 @@ class Running:
         self.process.communicate()
 
 
-def test_run_prints_a_panel_whose_curl_works_and_ctrl_c_exits_0() -> None:
+def run_on_free_ports(*args: str) -> tuple[Running, int, int]:
+    """`tokengate run` with every listener on a free port (the identity server's set through
+    its environment variable, as a user may); the process, the proxy and the identity ports."""
     proxy, status, identity, echo = (free_port() for _ in range(4))
     running = Running(
-        "--listen",
-        f"127.0.0.1:{proxy}",
-        "--status-listen",
-        f"127.0.0.1:{status}",
-        "--echo-listen",
-        f"127.0.0.1:{echo}",
+        *("--listen", f"127.0.0.1:{proxy}", "--status-listen", f"127.0.0.1:{status}"),
+        *("--echo-listen", f"127.0.0.1:{echo}", *args),
         env={"TOKENGATE_IDENTITY_LISTEN": f"127.0.0.1:{identity}"},
     )
+    return running, proxy, identity
+
+
+def test_run_prints_a_panel_whose_curl_works_and_ctrl_c_exits_0() -> None:
+    running, proxy, identity = run_on_free_ports()
     try:
         panel = running.panel()
         assert f"identity API     http://127.0.0.1:{identity}/v1/auth-servers" in panel

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from tests.e2e.test_run_cli import Running
+from tests.e2e.test_run_cli import run_on_free_ports
 from tests.ports import free_port
 from tests.test_cli import wait_http
 
@@ -65,18 +65,7 @@ def test_identity_stops_at_the_second_ctrl_c() -> None:
 
 
 def test_run_stops_at_the_second_ctrl_c() -> None:
-    proxy, status, identity, echo = (free_port() for _ in range(4))
-    running = Running(
-        "--listen",
-        f"127.0.0.1:{proxy}",
-        "--status-listen",
-        f"127.0.0.1:{status}",
-        "--echo-listen",
-        f"127.0.0.1:{echo}",
-        "--admin-token",
-        "e2e",
-        env={"TOKENGATE_IDENTITY_LISTEN": f"127.0.0.1:{identity}"},
-    )
+    running, _, identity = run_on_free_ports("--admin-token", "e2e")
     try:
         running.panel()
         with hold_a_request(identity):
