@@ -118,7 +118,7 @@ class Authenticator:
         self._headers = HeaderCache()
         self._refusals = RefusalLog(issuer=config.expected_issuer)
         self._answers: dict[
-            tuple[type[AuthError], str | None], tuple[int, dict[str, str], bytes]
+            tuple[type[AuthError], str | None], tuple[int, dict[str, str], bytes, bytes]
         ] = {}
         self._requirements = compile_requirements(config)
         self.realm = urlsplit(config.expected_issuer).hostname or config.expected_issuer
@@ -155,6 +155,11 @@ class Authenticator:
         values = request.headers.getall("Authorization", ())
         if len(values) != 1 or not values[0].startswith("Bearer "):
             return None
+        entry = cache.fresh(values[0][7:], self._clock())
+        if entry is None or (
+            self._requirements is not None and (not entry.checked or entry.denial is not None)
+        ):
+            return None  # unknown, expired, refused by this route, or not yet checked by it
         if (
             (self._query_tokens and "?" in request.raw_path)
             or (self._cookie_tokens and "Cookie" in request.headers)
@@ -162,11 +167,6 @@ class Authenticator:
             or (self._preflight_passes and request.method == "OPTIONS")
         ):
             return None
-        entry = cache.fresh(values[0][7:], self._clock())
-        if entry is None or (
-            self._requirements is not None and (not entry.checked or entry.denial is not None)
-        ):
-            return None  # unknown, expired, refused by this route, or not yet checked by it
         edits: UpstreamEdits | None = entry.header_edits
         if edits is not None:
             cache.hits += 1
@@ -317,7 +317,7 @@ class Authenticator:
             if len(self._answers) >= 256:  # details are fixed texts; bounded all the same
                 self._answers.clear()
             prepared = self._answers[key] = self._prepare_answer(exc)
-        status, headers, body = prepared
+        status, headers, body, fixed_head = prepared
         if request.version != (1, 1):
             return web.Response(
                 status=status,
@@ -328,14 +328,16 @@ class Authenticator:
             )
         keep_alive = request.keep_alive
         head = b"%b%bX-Request-Id: %b\r\n%b\r\n" % (
-            prepared_head(status, headers, len(body)),
+            fixed_head,
             date_line(),
             request_id,
             b"" if keep_alive else b"Connection: close\r\n",
         )
         return RawResponse(head + body, status=status, keep_alive=keep_alive, body_size=len(body))
 
-    def _prepare_answer(self, exc: AuthError) -> tuple[int, dict[str, str], bytes]:
+    def _prepare_answer(self, exc: AuthError) -> tuple[int, dict[str, str], bytes, bytes]:
+        """Status, headers and body of the answer to `exc`, and its HTTP/1.1 head but for the
+        per-request lines (Date, X-Request-Id, Connection)."""
         config = self.config
         headers: dict[str, str] = {}
         if exc.status == 503:
@@ -354,7 +356,8 @@ class Authenticator:
                 if config.display_errors:
                     challenge += f', error_description="{_quote(exc.detail)}"'
             headers["WWW-Authenticate"] = challenge
-        return exc.status, headers, json.dumps({"message": message}).encode()
+        body = json.dumps({"message": message}).encode()
+        return exc.status, headers, body, prepared_head(exc.status, headers, len(body))
 
 
 def prepared_head(status: int, headers: Mapping[str, str], length: int) -> bytes:
