@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request
 from tests.gateway.issuer import TestIssuer
+from tests.gateway.support import KeepAliveUpstream
 from tokengate.gateway import errors
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.auth import ANONYMOUS, CACHED, OK, PREFLIGHT
@@ -162,6 +163,26 @@ async def test_a_reload_keeps_counting_and_forgets_the_old_cache(
     assert samples(text, "tokengate_token_cache_misses_total") == {labels(): 2}
     # One entry: the old generation's cache no longer counts.
     assert samples(text, "tokengate_token_cache_entries") == {labels(): 1}
+
+
+async def test_a_reload_empties_the_old_cache_while_a_request_still_runs_on_it(
+    start_gateway: StartGateway, test_issuer: TestIssuer
+) -> None:
+    async with KeepAliveUpstream(slow_for=1.0) as upstream:
+        service = make_service(upstream.port)
+        oidc = OidcConfig.for_issuer(test_issuer.issuer)
+        auth_route = make_route(service, ("/",), name="all", oidc=oidc)
+        gw = await start_gateway(auth_route, registry=CollectorRegistry())
+        tokens = [test_issuer.mint() for _ in range(3)]
+        for token in tokens:
+            assert await get(gw, "/x", token) == 200
+        slow = asyncio.create_task(get(gw, "/slow", tokens[0]))
+        await asyncio.wait_for(upstream.slow_started.wait(), 2)
+        gw.reload(GatewayConfig(services=(service,), routes=(auth_route,)))
+        _, text = await scrape(gw)
+        assert not slow.done()  # the old generation is still serving it...
+        assert samples(text, "tokengate_token_cache_entries") == {}  # ...with its cache emptied
+        assert await slow == 200
 
 
 async def test_histograms_fill_cumulative_buckets_and_sum(

@@ -126,6 +126,14 @@ class Gateway:
             self._auth[id(route)] = auth
         self.keys.start()
 
+    def retire(self) -> None:
+        """A reload replaced this gateway: no new request will reach it, so its verified-token
+        caches are emptied now (requests still running have passed their checks), not held
+        for as long as its last stream lasts."""
+        for auth in set(self._auth.values()):
+            if auth.cache is not None:
+                auth.cache.clear()
+
     async def close(self) -> None:
         for auth in set(self._auth.values()):
             if auth.cache is not None:
@@ -402,6 +410,7 @@ class GatewayServer:
             gateway.start_auth(self._session, previous=old.gateway.keys)  # else start() does
         number = old.number + 1
         self._generations.swap(Generation(gateway, number=number, loaded_at=self._clock()))
+        old.gateway.retire()
         return number
 
     def cut_short(self) -> None:
