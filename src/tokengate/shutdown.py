@@ -41,17 +41,31 @@ class Stopper:
         self._on_first = on_first
 
     def install(
-        self, loop: asyncio.AbstractEventLoop, signals: Iterable[signal.Signals] = STOP_SIGNALS
+        self,
+        loop: asyncio.AbstractEventLoop,
+        signals: Iterable[signal.Signals] = STOP_SIGNALS,
+        *,
+        again_cuts: bool = True,
     ) -> None:
+        """`signals` stop; with `again_cuts`, a later one cuts (else it changes nothing)."""
         for sig in signals:
-            loop.add_signal_handler(sig, self.signalled, sig)
+            loop.add_signal_handler(sig, self.signalled if again_cuts else self.stop, sig)
 
-    def signalled(self, sig: signal.Signals) -> None:
+    def stop(self, sig: signal.Signals) -> None:
         if not self.requested.is_set():
             if self._on_first is not None:
                 self._on_first(sig)
             self.requested.set()
-            return
+
+    def signalled(self, sig: signal.Signals) -> None:
+        if self.requested.is_set():
+            self.cut_now(sig)
+        else:
+            self.stop(sig)
+
+    def cut_now(self, sig: signal.Signals) -> None:
+        """Stop, cutting off what is still running (a stop not yet requested is requested)."""
+        self.stop(sig)
         if not self.forced:
             self.forced = True
             self._log.warning("%s again: cutting off the requests in progress", sig.name)

@@ -5,8 +5,8 @@ SIGHUP reloads kong.yaml without a failed request (or keeps the old config when 
 bad); with --workers, a killed worker is replaced while the others keep serving, a worker that
 keeps dying makes the supervisor give up, and workers stop when their supervisor is killed;
 SIGTERM lets a request in progress finish, refuses new connections, and exits 0 within the grace
-period, cutting off what runs past it; a second SIGINT cuts the drain short, and one Ctrl-C to
-the whole process group still drains.
+period, cutting off what runs past it; a second SIGINT cuts the drain short, and one SIGINT or
+SIGTERM to the whole process group still drains.
 """
 
 from __future__ import annotations
@@ -226,18 +226,20 @@ async def test_a_second_sigint_cuts_the_drain_short(
         assert "Traceback" not in gateway.log
 
 
-async def test_one_ctrl_c_to_the_process_group_drains_workers_gracefully(
-    config: Path, upstream: Upstream
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_one_stop_signal_to_the_process_group_drains_workers_gracefully(
+    config: Path, upstream: Upstream, sig: signal.Signals
 ) -> None:
-    # A terminal's Ctrl-C reaches the supervisor and every worker at once, and the supervisor
-    # relays it: a worker must count that as one stop signal, not two.
+    # A terminal's Ctrl-C (or systemd's SIGTERM with KillMode=control-group) reaches the
+    # supervisor and every worker at once, and the supervisor relays it: a worker must count
+    # that as one stop signal, not two.
     async with GatewayProcess(
         config, "--workers", "2", "--shutdown-timeout", "20", own_group=True
     ) as gateway:
         await gateway.ready(workers=2)
         slow = asyncio.create_task(fetch(f"http://127.0.0.1:{gateway.proxy_port}/slow?s=2"))
         await asyncio.wait_for(upstream.slow_started.wait(), 5)
-        gateway.send_to_group(signal.SIGINT)
+        gateway.send_to_group(sig)
         assert await slow == (200, "/slow")
         assert await gateway.wait(timeout=15) == 0
         assert "again" not in gateway.log

@@ -24,7 +24,7 @@ def hold_a_request(port: int) -> socket.socket:
         b"POST /v1/auth-servers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer e2e\r\n"
         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
     )
-    time.sleep(0.3)  # the handler is reading the body
+    time.sleep(1)  # the handler is reading the body (not observable from here: time enough)
     return held
 
 

@@ -168,7 +168,7 @@ async def test_a_reload_keeps_counting_and_forgets_the_old_cache(
 async def test_a_reload_empties_the_old_cache_while_a_request_still_runs_on_it(
     start_gateway: StartGateway, test_issuer: TestIssuer
 ) -> None:
-    async with KeepAliveUpstream(slow_for=1.0) as upstream:
+    async with KeepAliveUpstream(slow_for=3.0) as upstream:  # the reload and scrape fit in it
         service = make_service(upstream.port)
         oidc = OidcConfig.for_issuer(test_issuer.issuer)
         auth_route = make_route(service, ("/",), name="all", oidc=oidc)
@@ -183,6 +183,31 @@ async def test_a_reload_empties_the_old_cache_while_a_request_still_runs_on_it(
         assert not slow.done()  # the old generation is still serving it...
         assert samples(text, "tokengate_token_cache_entries") == {}  # ...with its cache emptied
         assert await slow == 200
+
+
+async def test_a_preflight_let_through_is_a_preflight_even_with_a_cached_token(
+    upstream: TestServer, start_gateway: StartGateway, test_issuer: TestIssuer
+) -> None:
+    service = make_service(upstream.port, name="svc")
+    oidc = OidcConfig.for_issuer(test_issuer.issuer, run_on_preflight=False)
+    gw = await start_gateway(
+        make_route(service, ("/",), name="r", oidc=oidc), registry=CollectorRegistry()
+    )
+    token = test_issuer.mint()
+    assert await get(gw, "/x", token) == 200  # the token is now cached
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Authorization": f"Bearer {token}",
+    }
+    url = f"http://127.0.0.1:{gw.proxy_port}/x"
+    async with aiohttp.ClientSession() as session, session.options(url, headers=preflight) as resp:
+        assert resp.status == 200
+    _, text = await scrape(gw)
+    assert samples(text, "tokengate_auth_outcomes_total") == {
+        labels(service="svc", route="r", outcome=OK): 1,
+        labels(service="svc", route="r", outcome=PREFLIGHT): 1,  # not "cached"
+    }
 
 
 async def test_histograms_fill_cumulative_buckets_and_sum(

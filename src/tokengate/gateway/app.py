@@ -128,8 +128,8 @@ class Gateway:
 
     def retire(self) -> None:
         """A reload replaced this gateway: no new request will reach it, so its verified-token
-        caches are emptied now (requests still running have passed their checks), not held
-        for as long as its last stream lasts."""
+        caches are emptied now, not held for as long as its last stream lasts. (A request still
+        on its way through the checks finds no entry and verifies its token in full.)"""
         for auth in set(self._auth.values()):
             if auth.cache is not None:
                 auth.cache.clear()

@@ -9,10 +9,10 @@ stopping is logged (exit code or signal) and replaced; one that keeps dying with
 `max_quick_exits` such deaths in a row the supervisor stops the others and exits 1.
 
 Signals: SIGTERM / SIGINT reach every worker as SIGTERM (each drains and exits), then the
-supervisor waits `stop_timeout` seconds before it kills what is left; a second one is relayed
-again and cuts the workers' drain short. (Workers ignore SIGINT: a Ctrl-C reaches the whole
-process group, and a worker must count it once, through the supervisor.) SIGHUP calls
-`reload()` and, when that returns True, is passed to every worker.
+supervisor waits `stop_timeout` seconds before it kills what is left; a second one reaches them
+as CUT_SIGNAL and cuts their drain short. (Workers ignore SIGINT, and a repeated SIGTERM: a
+Ctrl-C, or a service manager's SIGTERM, may reach the whole process group, and a worker must
+count it once.) SIGHUP calls `reload()` and, when that returns True, is passed to every worker.
 """
 
 from __future__ import annotations
@@ -26,11 +26,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
-__all__ = ["HANDLED_SIGNALS", "RestartPolicy", "Supervisor", "describe_exit"]
+__all__ = [
+    "CUT_SIGNAL",
+    "HANDLED_SIGNALS",
+    "WORKER_SIGNALS",
+    "RestartPolicy",
+    "Supervisor",
+    "describe_exit",
+]
 
 log = logging.getLogger("tokengate.supervisor")
 
 HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+# Sent to the workers for a second stop signal: cut off requests in progress. Not SIGTERM
+# again, which a worker may also get from outside (systemd's KillMode=control-group, `kill
+# -TERM -<pgid>`): one stop signal from two senders must stay one graceful stop.
+CUT_SIGNAL = signal.SIGUSR1
+WORKER_SIGNALS = HANDLED_SIGNALS | {CUT_SIGNAL}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +122,7 @@ class Supervisor:
             # The child inherits the blocked set and unblocks it once its own handlers are in
             # place: a SIGHUP or SIGTERM sent while it starts up waits for it, instead of
             # killing it (the default action) or being lost.
-            with _blocked(HANDLED_SIGNALS):
+            with _blocked(WORKER_SIGNALS):
                 process.start()
         except OSError as exc:  # out of processes or memory: retried like a crash
             slot.started_at = loop.time()
@@ -135,7 +147,9 @@ class Supervisor:
         how = describe_exit(code)
         if self._stopping:
             log.info("worker %d (pid %s) %s", slot.number, pid, how)
-            if code != 0:
+            # Ended by the very signal relayed to stop it, it has stopped: such a signal can
+            # land while a worker that already finished is exiting.
+            if code != 0 and code not in (-signal.SIGTERM, -CUT_SIGNAL):
                 self._exit_code = 1
             self._finish_if_idle()
             return
@@ -175,13 +189,15 @@ class Supervisor:
             self._kill_timer = asyncio.get_running_loop().call_later(
                 self._stop_timeout, self._kill_stragglers
             )
+            relay = signal.SIGTERM
         else:
-            log.info("%s again: telling the workers to stop now", sig.name)
+            log.info("%s again: telling the workers to cut off requests in progress", sig.name)
+            relay = CUT_SIGNAL
         for slot in self._slots:
             if slot.restart is not None:
                 slot.restart.cancel()
                 slot.restart = None
-        self._signal_all(signal.SIGTERM)
+        self._signal_all(relay)
         self._finish_if_idle()
 
     def _hangup(self) -> None:

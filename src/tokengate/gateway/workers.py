@@ -41,9 +41,14 @@ from tokengate.gateway.config import ConfigError, GatewayConfig, parse_config, r
 from tokengate.gateway.reload import Reloader
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.shared_metrics import forget_worker, share_metrics_between_workers
-from tokengate.gateway.supervisor import HANDLED_SIGNALS, Supervisor
+from tokengate.gateway.supervisor import (
+    CUT_SIGNAL,
+    HANDLED_SIGNALS,
+    WORKER_SIGNALS,
+    Supervisor,
+)
 from tokengate.logs import configure_logging
-from tokengate.shutdown import STOP_SIGNALS, Stopper
+from tokengate.shutdown import Stopper
 
 log = logging.getLogger("tokengate.workers")
 
@@ -85,16 +90,18 @@ async def serve(
     if parent_sentinel is None:
         stopper.install(loop)
     else:
-        # A supervised worker stops on the supervisor's SIGTERM alone: a Ctrl-C reaches the
-        # whole process group, and the supervisor relays it (and relays a second one again).
-        stopper.install(loop, [signal.SIGTERM])
+        # A supervised worker counts on its supervisor: a Ctrl-C (or a service manager's
+        # SIGTERM) may reach the whole process group, and the supervisor relays it as one
+        # SIGTERM; a second one comes as CUT_SIGNAL.
+        stopper.install(loop, [signal.SIGTERM], again_cuts=False)
+        loop.add_signal_handler(CUT_SIGNAL, stopper.cut_now, CUT_SIGNAL)
         loop.add_signal_handler(signal.SIGINT, _ignore)
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     if parent_sentinel is not None:
         loop.add_reader(parent_sentinel, on_parent_gone)
     # Blocked until now (by run_workers, or the supervisor while it started us): signals sent
     # during start-up were held back, and are handled from here on.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     try:
         await server.start()
         # Everything loaded so far (config, routes, modules) lives as long as the process: keep
@@ -114,11 +121,13 @@ async def serve(
     finally:
         await reloader.close()
         await server.stop()
-        for sig in HANDLED_SIGNALS:
-            loop.remove_signal_handler(sig)
-        # The process only exits from here: a late stop signal (the supervisor relays a second
+        # The process only exits from here: a late signal (the supervisor relays a second
         # Ctrl-C to every worker, finished or not) must not turn a clean exit into a death.
-        for sig in STOP_SIGNALS:
+        # Ignored process-wide (any thread may take a signal), and held back in this thread
+        # for the instant the default actions are back in place.
+        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+        for sig in WORKER_SIGNALS:
+            loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
         if parent_sentinel is not None:
             loop.remove_reader(parent_sentinel)
