@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import cli_reference
-from tests.ports import free_port
+from tests.ports import busy_port, free_port
 from tokengate.cli import main
 
 GOOD = """\
@@ -162,10 +161,7 @@ def test_gateway_reads_options_from_the_environment_and_stops_on_sigterm(tmp_pat
 def test_port_in_use_names_the_port_and_flag(tmp_path: Path) -> None:
     path = tmp_path / "kong.yaml"
     path.write_text(GOOD)
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         result = tokengate(
             "gateway",
             "--config",

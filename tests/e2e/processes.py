@@ -185,14 +185,5 @@ async def fetch(url: str, *, session: aiohttp.ClientSession | None = None) -> tu
         return resp.status, await resp.text()
 
 
-async def connection_refused(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    return False
-
-
 def exit_now(code: int) -> None:
     sys.exit(code)

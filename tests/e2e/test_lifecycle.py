@@ -26,23 +26,14 @@ import pytest
 from tests.e2e.processes import (
     GatewayProcess,
     Upstream,
-    connection_refused,
     exit_now,
     fetch,
     kong_yaml,
     upstream_server,
 )
+from tests.gateway.support import BAD_KONG_YAML
+from tests.ports import connection_refused
 from tokengate.gateway.supervisor import RestartPolicy, Supervisor
-
-BAD = """\
-_format_version: "3.0"
-services:
-  - name: up
-    url: ftp://127.0.0.1:9
-    routes:
-      - name: r
-        pathz: ["/x"]
-"""
 
 
 @pytest.fixture
@@ -110,7 +101,7 @@ async def test_sighup_with_a_bad_config_logs_every_error_and_keeps_serving(
 ) -> None:
     async with GatewayProcess(config, "--workers", workers) as gateway:
         await gateway.ready(workers=int(workers))
-        await asyncio.to_thread(config.write_text, BAD)
+        await asyncio.to_thread(config.write_text, BAD_KONG_YAML)
         gateway.send(signal.SIGHUP)
         await gateway.line(rf"{config}: services\[0\]\.routes\[0\]\.pathz: unknown field")
         await gateway.line(rf"{config}: services\[0\]\.url: scheme must be http or https")

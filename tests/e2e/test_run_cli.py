@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import KONG_YAML, ROOT
-from tests.ports import free_port
+from tests.ports import busy_port, free_port
 from tests.test_cli import tokengate, wait_ready
 
 PANEL_END = "No token needed:"
@@ -109,10 +109,7 @@ def test_run_prints_a_panel_whose_curl_works_and_ctrl_c_exits_0() -> None:
 
 
 def test_a_port_in_use_names_the_port_and_its_flag() -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         result = tokengate(
             "run",
             "--listen",

@@ -12,6 +12,17 @@ from tests.gateway.conftest import RawUpstream, make_route
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import GatewayConfig, Route, Service
 
+# A kong.yaml with two errors (an ftp:// service, an unknown route field): reload keeps the old.
+BAD_KONG_YAML = """\
+_format_version: "3.0"
+services:
+  - name: up
+    url: ftp://127.0.0.1:9
+    routes:
+      - name: r
+        pathz: ["/x"]
+"""
+
 
 def route(service: Service, path: str, **fields: Any) -> Route:
     # strip_path off: the upstream answers with the path it got, the route's own.

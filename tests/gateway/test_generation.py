@@ -16,6 +16,7 @@ import pytest
 
 from tests.gateway.conftest import make_service
 from tests.gateway.support import KeepAliveUpstream, config_of, eventually, get, route
+from tests.ports import connection_refused
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import Route
 from tokengate.gateway.settings import GatewaySettings
@@ -36,15 +37,6 @@ async def started(*routes: Route, grace: float) -> GatewayServer:
     return server
 
 
-async def refused(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    return False
-
-
 async def test_stop_lets_a_request_in_progress_finish_and_refuses_new_connections(
     upstream: KeepAliveUpstream,
 ) -> None:
@@ -55,7 +47,7 @@ async def test_stop_lets_a_request_in_progress_finish_and_refuses_new_connection
         began = time.monotonic()
         stopping = asyncio.create_task(gw.stop())
         await asyncio.sleep(0.05)
-        assert await refused(gw.proxy_port)
+        assert await connection_refused(gw.proxy_port)
         assert not slow.done()
         assert await slow == (200, "/slow")
         await asyncio.wait_for(stopping, 5)

@@ -17,7 +17,14 @@ import pytest
 
 from tests.gateway.conftest import StartGateway, make_route, make_service
 from tests.gateway.issuer import TestIssuer
-from tests.gateway.support import KeepAliveUpstream, config_of, eventually, get, route
+from tests.gateway.support import (
+    BAD_KONG_YAML,
+    KeepAliveUpstream,
+    config_of,
+    eventually,
+    get,
+    route,
+)
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.auth import key_source
 from tokengate.gateway.oidc_config import OidcConfig
@@ -143,16 +150,6 @@ services:
         strip_path: false
 """
 
-BAD = """\
-_format_version: "3.0"
-services:
-  - name: up
-    url: ftp://127.0.0.1:9
-    routes:
-      - name: r
-        pathz: ["/x"]
-"""
-
 
 async def test_reloader_swaps_in_a_valid_file(start_gateway: StartGateway, tmp_path: Path) -> None:
     async with KeepAliveUpstream() as upstream:
@@ -172,7 +169,7 @@ async def test_reloader_logs_every_error_of_a_bad_file_and_keeps_serving(
     async with KeepAliveUpstream() as upstream:
         gw = await start_gateway(route(make_service(upstream.port), "/before"))
         path = tmp_path / "kong.yaml"
-        path.write_text(BAD)
+        path.write_text(BAD_KONG_YAML)
         reloader = Reloader(gw, str(path))
         with caplog.at_level(logging.ERROR, logger="tokengate.reload"):
             assert await reloader.reload() is False
