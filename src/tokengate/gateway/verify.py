@@ -49,7 +49,6 @@ from tokengate.gateway.jwk import (
     URL_TO_STANDARD,
     VerificationKey,
     b64_standard_decode,
-    b64url_decode,
 )
 
 __all__ = [
@@ -80,7 +79,9 @@ class TokenParts(NamedTuple):
     header: Mapping[str, Any]
     signing_input: bytes  # b"<header>.<payload>", ASCII
     signature: bytes  # decoded
-    payload_segment: str  # still encoded: parsed only after the signature checks out
+    # Still encoded (already mapped through URL_TO_STANDARD, shape checked): parsed only after
+    # the signature checks out.
+    payload_segment: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +185,7 @@ def split_token(token: str, headers: HeaderCache | None = None) -> TokenParts:
     except ValueError:
         raise MalformedToken("signature is not canonical unpadded base64url") from None
     end = len(header_segment) + 1 + len(payload_segment)
-    return TokenParts(alg, kid, header, raw[:end], signature, token[len(header_segment) + 1 : end])
+    return TokenParts(alg, kid, header, raw[:end], signature, payload_segment)
 
 
 def _check_header(header_segment: bytes) -> tuple[str, str | None, dict[str, Any]]:
@@ -227,7 +228,7 @@ def verify_signature(parts: TokenParts, key: VerificationKey) -> None:
 def decode_claims(parts: TokenParts) -> dict[str, Any]:
     """The payload as a JSON object (MalformedToken). Call only after verify_signature."""
     try:
-        payload = b64url_decode(parts.payload_segment)
+        payload = b64_standard_decode(parts.payload_segment)
     except ValueError:
         raise MalformedToken("payload is not canonical unpadded base64url") from None
     return _json_object(payload, "payload")
