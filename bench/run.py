@@ -23,7 +23,9 @@ pinned with the load; it pre-mints the tokens. Before an auth row is measured, v
 get 200, no token 401, and bad tokens (expired, wrong aud/iss, tampered signature, unknown kid,
 alg none, ...) 401/403; a row failing that is not measured and the run exits 1. A row whose
 peer is not installed (haproxy) is skipped with a message, which is not a failure. The
-unknown-kid storm (bench/storm.py) runs after all rows in a default run, with --storm alone.
+unknown-kid storm (bench/storm.py) runs after all rows in a default run, with --storm alone;
+it has --rounds rounds too, each a valid-alone and a valid-during-storm phase, the order
+alternating, and reports the median ratio.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--storm-connections",
         type=int,
-        help="wrk -c of the storm (default 10; unpaced: --connections)",
+        help="wrk -c of the storm (default 20; unpaced: --connections)",
     )
     parser.add_argument(
         "--storm-rate",
@@ -304,6 +306,7 @@ def _run_storm(
         storm_connections=params.storm_connections,
         storm_rate=params.storm_rate,
         warmup=params.warmup,
+        rounds=params.rounds,
     )
     ctx = BenchContext(upstream_url=upstream.url, workdir=workdir / "storm", issuer=issuer)
     return run_storm(settings, ctx, upstream, issuer, pinning)

@@ -16,7 +16,7 @@ from bench.lua import (
     write_random_kid,
     write_token_cycle,
 )
-from bench.storm import StormResult, StormSettings
+from bench.storm import Phase, StormResult, StormRound, StormSettings, format_storm
 from bench.systems import (
     alg_none,
     foreign_kid,
@@ -135,19 +135,79 @@ def _wrk(requests: int, non_2xx: int = 0) -> WrkResult:
     return WrkResult(requests, 10.0, requests / 10.0, 1.0, 5.0, non_2xx=non_2xx)
 
 
+def _round(
+    storm: int,
+    statuses: dict[int, int],
+    *,
+    alone: int = 100_000,
+    during: int = 95_000,
+    fetches: int = 0,
+    storm_first: bool = False,
+) -> StormRound:
+    return StormRound(
+        Phase(_wrk(alone), 10.0, None),
+        Phase(_wrk(during), 10.0, None),
+        _wrk(storm, sum(statuses.values())),
+        statuses,
+        storm_first,
+        fetches,
+    )
+
+
 def test_storm_verdicts() -> None:
-    settings = StormSettings(duration=10.0, connections=50, storm_connections=50, warmup=2.0)
-    ok = StormResult(settings, storm=_wrk(20_000, 20_000), storm_statuses={401: 20_000})
-    ok.jwks_fetches = 1
+    settings = StormSettings(
+        duration=10.0, connections=50, storm_connections=50, warmup=2.0, rounds=2
+    )
+    ok = StormResult(
+        settings,
+        rounds=[_round(20_000, {401: 20_000}, fetches=1), _round(20_000, {401: 20_000})],
+        storm_span_s=22.0,
+        jwks_fetches=1,
+    )
     assert ok.all_401 and ok.allowed_fetches == 1 and ok.problems() == []
+    assert ok.storm_requests == 40_000 and ok.storm_statuses == {401: 40_000}
 
-    leaky = StormResult(settings, storm=_wrk(20_000, 19_999), storm_statuses={401: 19_999, 200: 1})
-    leaky.jwks_fetches = 3
+    leaky = StormResult(
+        settings,
+        rounds=[_round(20_000, {401: 20_000}), _round(20_000, {401: 19_999, 200: 1}, fetches=3)],
+        storm_span_s=22.0,
+        jwks_fetches=3,
+    )
     problems = " | ".join(leaky.problems())
-    assert "not all 401" in problems and "3 JWKS fetches" in problems
+    assert "round 2: storm answers were not all 401" in problems
+    assert "round 2: 3 JWKS fetches in one" in problems
+    assert "3 JWKS fetches during the storms (target <= 1)" in problems
+    assert "round 1" not in problems
 
-    small = StormResult(settings, storm=_wrk(5_000, 5_000), storm_statuses={401: 5_000})
-    assert any("storm requests" in p for p in small.problems())
+    # Two windows 40 s apart may each refetch once: one fetch per started 30 s of span.
+    spread = StormResult(
+        settings,
+        rounds=[_round(20_000, {401: 20_000}, fetches=1), _round(20_000, {401: 20_000}, fetches=1)],
+        storm_span_s=45.0,
+        jwks_fetches=2,
+    )
+    assert spread.allowed_fetches == 2 and spread.problems() == []
+
+    small = StormResult(settings, rounds=[_round(5_000, {401: 5_000})])
+    assert any("only 5,000 storm requests" in p for p in small.problems())
     quick = StormSettings(duration=3.0, connections=50, storm_connections=50, warmup=2.0)
-    short = StormResult(quick, storm=_wrk(5_000, 5_000), storm_statuses={401: 5_000})
+    short = StormResult(quick, rounds=[_round(5_000, {401: 5_000})])
     assert short.problems() == []
+
+
+def test_the_storm_verdict_is_the_median_round() -> None:
+    settings = StormSettings(
+        duration=10.0, connections=50, storm_connections=20, warmup=2.0, rounds=3
+    )
+    rounds = [
+        _round(12_000, {401: 12_000}, alone=100_000, during=70_000),
+        _round(12_000, {401: 12_000}, alone=80_000, during=76_000, storm_first=True),
+        _round(12_000, {401: 12_000}, alone=90_000, during=99_000),
+    ]
+    result = StormResult(settings, rounds=rounds, storm_span_s=53.0, jwks_fetches=2)
+    assert [round(x, 2) for x in result.ratios] == [0.7, 0.95, 1.1]
+    assert result.ratio == pytest.approx(0.95)
+    report = format_storm(result)
+    assert "round 2 (storm first)" in report
+    assert "0.95x (median of the rounds: 0.70, 0.95, 1.10)" in report
+    assert result.to_json()["valid_during_over_alone_rounds"] == [0.7, 0.95, 1.1]
