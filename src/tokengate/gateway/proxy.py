@@ -8,7 +8,9 @@ Small bodies (up to `BUFFER_LIMIT`) travel in one write each way: the request he
 upstream together, and a complete small response goes back as one pre-serialised write
 (`RawResponse`), skipping aiohttp's header machinery. Larger or unsized bodies stream chunk by
 chunk with backpressure, so a 50 MB body is never held whole. Failures map to Kong's answers:
-connect refused → 502, connect or read timeout → 504, pool exhausted → 503.
+connect refused → 502, connect or read timeout → 504, pool exhausted → 503. A WebSocket
+handshake goes upstream on a connection of its own and, once switched, becomes a tunnel
+(tunnel.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tokengate.gateway.headers import build_request_head, response_head, respons
 from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import RouteMatch
 from tokengate.gateway.settings import GatewaySettings
+from tokengate.gateway.tunnel import relay, wants_websocket
 from tokengate.gateway.upstream import (
     PoolExhausted,
     UpstreamConnection,
@@ -147,6 +150,10 @@ class Forwarder:
             framing = b""
         if body is None or streamed:
             body = b""
+        switch = not framing and wants_websocket(request)
+        if switch:
+            # Upgrade and Connection are hop-by-hop: the handshake asks for the switch anew.
+            added += b"Connection: upgrade\r\nUpgrade: websocket\r\n"
         if edits.query is None:
             target = _upstream_target(match.upstream_path, request.raw_path)
         else:
@@ -163,6 +170,8 @@ class Forwarder:
         )
         pool = self._pools.get(service.name) or self._new_pool(service)
         try:
+            if switch:
+                return await self._switch(request, pool, service, head, request_id, exchange)
             return await self._exchange(
                 request, pool, service, head + body, streamed, request_id, exchange
             )
@@ -231,6 +240,31 @@ class Forwarder:
             # incomplete, and release() closes it; only a fully read response is reused.
             if conn is not None:
                 pool.release(conn)
+
+    async def _switch(
+        self,
+        request: web.BaseRequest,
+        pool: UpstreamPool,
+        service: Service,
+        head: bytes,
+        request_id: bytes,
+        exchange: Exchange,
+    ) -> web.StreamResponse:
+        """A WebSocket handshake: on its own connection, outside the pool's count (a tunnel may
+        last hours). A 101 becomes a tunnel; any other answer is relayed as usual."""
+        started = perf_counter()
+        conn = await pool.open_unpooled(service.connect_timeout)
+        try:
+            conn.start_request(head, head_request=False, upgrade=True)
+            await conn.read_head(service.read_timeout)
+            exchange.upstream_seconds = perf_counter() - started
+            exchange.source = SERVICE
+            if conn.upgraded:
+                send_timeout = self._settings.client_send_timeout
+                return await relay(request, conn, service, request_id, exchange, send_timeout)
+            return await self._respond(request, conn, service, request_id, exchange)
+        finally:
+            conn.close()
 
     async def _send_body(
         self, request: web.BaseRequest, conn: UpstreamConnection, service: Service

@@ -10,7 +10,9 @@
 Why not aiohttp's client: it costs about two thirds of a naive proxy's time per request. This module
 is the least a correct forwarder needs: one request at a time per connection, framing decided by
 llhttp (Content-Length, chunked, close-delimited; 1xx skipped; HEAD/204/304 bodiless), backpressure
-both ways, a capped pool with a wait queue, and timeouts that map to 502/504 in the proxy.
+both ways, a capped pool with a wait queue, and timeouts that map to 502/504 in the proxy. A
+WebSocket handshake asks for an upgrade: after the upstream's 101 the connection carries raw bytes
+(read_chunk) until it closes, and never returns to a pool.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import Callable
 from typing import Final, cast
 
 import httptools
@@ -72,6 +75,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self.on_writable: Callable[[], None] | None = None  # called when writes may resume
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -89,6 +93,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._body_size = 0
         self._waiter: asyncio.Future[None] | None = None
         self._error: UpstreamError | None = None
+        self._upgrade_asked = False
+        self.upgraded = False  # the upstream answered 101: raw bytes from here on
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,6 +102,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
+        if self.upgraded:
+            self._queue(data)
+            return
         if self.complete or not self.requests_sent:
             # Nothing is awaiting a response: an upstream talking out of turn.
             self._dirty = True
@@ -103,8 +112,11 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(UpstreamProtocolError("upstream switched protocols"))
+        except httptools.HttpParserUpgrade as switched:
+            if self.status != 101:  # a 101 nobody asked for (on_headers_complete skipped it)
+                self._fail(UpstreamProtocolError("upstream switched protocols"))
+            elif tail := data[switched.args[0] :]:
+                self._queue(tail)  # the new protocol's first bytes came with the head
         except httptools.HttpParserError as exc:
             self._fail(UpstreamProtocolError(f"invalid HTTP response from upstream: {exc}"))
 
@@ -119,6 +131,9 @@ class UpstreamConnection(asyncio.Protocol):
                 UpstreamProtocolError("upstream closed the connection")
             )
         if self.complete or not self.requests_sent:
+            return
+        if self.upgraded:
+            self._finish()  # the tunnel's upstream side has ended
             return
         if self.head_done and self._reads_until_eof():
             self._finish()  # a close-delimited body ends here
@@ -138,6 +153,12 @@ class UpstreamConnection(asyncio.Protocol):
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self.on_writable is not None:
+            self.on_writable()
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
 
     # -- httptools callbacks ---------------------------------------------------------------
     # Bytes after the end of the response in the same read are a second message nobody asked
@@ -160,6 +181,12 @@ class UpstreamConnection(asyncio.Protocol):
             self._close_transport()
             return
         status = self._parser.get_status_code()
+        if status == 101 and self._upgrade_asked:
+            # Switching protocols: the head is final, and llhttp stops parsing after it.
+            self.status = status
+            self.upgraded = self.head_done = True
+            self._wake()
+            return
         if 100 <= status < 200:
             # Interim response (100 Continue, 103 Early Hints): skip it, keep reading.
             self.headers = []
@@ -183,6 +210,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self.complete:
             self._dirty = True  # a body after a HEAD response: the framing is lost
             return
+        self._queue(body)
+
+    def _queue(self, body: bytes) -> None:
         self._body.append(body)
         self._body_size += len(body)
         if self._body_size > _HIGH_WATER and not self._reading_paused and self.transport:
@@ -199,14 +229,16 @@ class UpstreamConnection(asyncio.Protocol):
         return True
 
     def on_message_complete(self) -> None:
-        if self.head_done and not self.complete:
+        if self.head_done and not self.complete and not self.upgraded:
             self._finish()
 
     # -- used by the proxy -------------------------------------------------------------------
-    def start_request(self, data: bytes, *, head_request: bool) -> None:
-        """Send the request head (and a small body with it) in one write."""
+    def start_request(self, data: bytes, *, head_request: bool, upgrade: bool = False) -> None:
+        """Send the request head (and a small body with it) in one write. With `upgrade`, a
+        101 answer switches the connection to raw bytes (`upgraded`)."""
         self._reset_exchange()
         self._head_request = head_request
+        self._upgrade_asked = upgrade
         self.requests_sent += 1
         self.write(data)
 
@@ -270,10 +302,22 @@ class UpstreamConnection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self.complete and self.keep_alive and not self._dirty and not self.closed
+        return (
+            self.complete
+            and self.keep_alive
+            and not self._dirty
+            and not self.closed
+            and not self._upgrade_asked
+        )
 
     def close(self) -> None:
         self._close_transport()
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent bytes (a close would wait for a peer that no longer
+        reads)."""
+        if self.transport is not None:
+            self.transport.abort()
 
     # -- internals ---------------------------------------------------------------------------
     def _reads_until_eof(self) -> bool:
@@ -344,6 +388,7 @@ class UpstreamPool:
         self.max_idle = max_idle
         self._idle: list[UpstreamConnection] = []
         self._busy: set[UpstreamConnection] = set()
+        self._unpooled: set[UpstreamConnection] = set()  # tunnels: closed with the pool
         self._opening = 0
         self._waiters: collections.deque[asyncio.Future[UpstreamConnection | None]] = (
             collections.deque()
@@ -420,21 +465,41 @@ class UpstreamPool:
 
     def forget(self, conn: UpstreamConnection) -> None:
         """Called by a connection when its socket closes."""
+        self._unpooled.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
             self._hand_free_slot()
 
     async def close(self) -> None:
         self._closed = True
-        for conn in [*self._idle, *self._busy]:
+        for conn in [*self._idle, *self._busy, *self._unpooled]:
             conn.close()
         self._idle.clear()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(PoolExhausted("gateway is shutting down"))
 
+    async def open_unpooled(self, connect_timeout: float) -> UpstreamConnection:
+        """A new connection outside the pool's count, for a WebSocket tunnel: it lives as long
+        as the tunnel and is closed by its user, never released (nginx does not count upgraded
+        connections against its upstream keepalive either)."""
+        conn = await self._connect(connect_timeout)
+        self._unpooled.add(conn)
+        return conn
+
     async def _open(self, connect_timeout: float) -> UpstreamConnection:
         self._opening += 1
+        try:
+            conn = await self._connect(connect_timeout)
+        except BaseException:
+            self._opening -= 1
+            self._hand_free_slot()
+            raise
+        self._opening -= 1
+        self._busy.add(conn)
+        return conn
+
+    async def _connect(self, connect_timeout: float) -> UpstreamConnection:
         try:
             async with asyncio.timeout(connect_timeout):
                 _, conn = await self.loop.create_connection(
@@ -445,24 +510,14 @@ class UpstreamPool:
                     server_hostname=self.host.strip("[]") if self.ssl_context else None,
                 )
         except TimeoutError:
-            self._opening -= 1
-            self._hand_free_slot()
             raise UpstreamConnectTimeout(
                 f"connecting to {self.host}:{self.port} timed out"
             ) from None
         except (OSError, ssl.SSLError) as exc:
-            self._opening -= 1
-            self._hand_free_slot()
             reason = getattr(exc, "strerror", None) or exc
             raise UpstreamConnectError(
                 f"cannot connect to {self.host}:{self.port}: {reason}"
             ) from None
-        except BaseException:
-            self._opening -= 1
-            self._hand_free_slot()
-            raise
-        self._opening -= 1
-        self._busy.add(conn)
         return conn
 
     def _hand_free_slot(self) -> None:

@@ -1,0 +1,139 @@
+"""WebSocket tunnels: after the upstream's 101, bytes pass both ways untouched until a side ends.
+
+    if wants_websocket(request):
+        ...the handshake goes upstream on a connection of its own (`upgrade=True`)...
+        if conn.upgraded:
+            return await relay(request, conn, service, request_id, exchange, send_timeout)
+
+The gateway does not parse WebSocket frames: like nginx (and so Kong), it checks the handshake
+request (routing, and the openid-connect plugin's token on routes that have it), then relays
+bytes. aiohttp holds back what a client sends after an upgrade request; `set_parser` hands it,
+and every later byte, to `ClientToUpstream`. The upstream's bytes go back through the 101
+response's writer, so aiohttp's flow control holds them when the client reads slowly. The
+tunnel ends when either side closes, when the upstream sends nothing for the service's
+read_timeout (nginx's proxy_read_timeout), or when the client or the upstream stops taking
+bytes for the send / write timeout; both connections are then closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from tokengate.gateway.config import Service
+from tokengate.gateway.exchange import Exchange
+from tokengate.gateway.headers import response_headers
+from tokengate.gateway.upstream import UpstreamConnection, UpstreamError
+
+__all__ = ["ClientToUpstream", "relay", "wants_websocket"]
+
+log = logging.getLogger("tokengate.proxy")
+
+
+def wants_websocket(request: web.BaseRequest) -> bool:
+    """An HTTP/1.1 GET asking to switch to WebSocket (RFC 6455 §4.1), the one upgrade aiohttp
+    hands over (h2c and others are refused there and pass as plain requests)."""
+    upgrade = request.headers.get("Upgrade")
+    if upgrade is None or upgrade.strip().lower() != "websocket":
+        return False
+    if request.method != "GET" or request.version != (1, 1):
+        return False
+    return any(
+        token.strip().lower() == "upgrade"
+        for value in request.headers.getall("Connection", ())
+        for token in value.split(",")
+    )
+
+
+class ClientToUpstream:
+    """Takes the place of aiohttp's payload parser on the client connection (set_parser): every
+    byte the client sends goes upstream as it is. When the upstream's socket buffer fills, the
+    client's socket stops being read until it drains, for at most `write_timeout`."""
+
+    def __init__(
+        self, conn: UpstreamConnection, protocol: RequestHandler, write_timeout: float
+    ) -> None:
+        self._conn = conn
+        self._protocol = protocol
+        self._write_timeout = write_timeout
+        self._stall: asyncio.TimerHandle | None = None
+        conn.on_writable = self._writable
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        """aiohttp's interface: (end of stream, unused bytes)."""
+        try:
+            self._conn.write(data)
+        except UpstreamError:
+            return True, b""  # the upstream is gone: aiohttp closes the client connection
+        if self._conn.write_paused and self._stall is None:
+            self._protocol.pause_reading()
+            loop = asyncio.get_running_loop()
+            self._stall = loop.call_later(self._write_timeout, self._stalled)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        """The client connection ended: so does the tunnel (the relay sees the upstream close)."""
+        stalled = self._stall is not None
+        self._cancel_stall()
+        if stalled:
+            self._conn.abort()  # what is still queued would never be read
+        else:
+            self._conn.close()  # what the client sent last still goes
+
+    def _writable(self) -> None:
+        if self._stall is not None:
+            self._cancel_stall()
+            self._protocol.resume_reading()
+
+    def _stalled(self) -> None:
+        self._stall = None
+        log.warning("websocket tunnel cut off: the upstream stopped reading")
+        self._conn.abort()
+
+    def _cancel_stall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+
+async def relay(
+    request: web.BaseRequest,
+    conn: UpstreamConnection,
+    service: Service,
+    request_id: bytes,
+    exchange: Exchange,
+    send_timeout: float,
+) -> web.StreamResponse:
+    """Answer the client with the upstream's 101 and relay bytes both ways until the tunnel
+    ends; the client connection is closed after it (no HTTP follows a switch)."""
+    headers = response_headers(conn.headers, request_id)
+    # Hop-by-hop as they are, these two are the switch itself: the upstream's own values.
+    for name, value in conn.headers:
+        if name.lower() == b"upgrade":
+            headers["Upgrade"] = value.decode("latin-1")
+    headers["Connection"] = "Upgrade"
+    response = web.StreamResponse(status=101, headers=headers)
+    response.force_close()
+    await response.prepare(request)
+    to_upstream = ClientToUpstream(conn, request.protocol, service.write_timeout)
+    # Typed for aiohttp's WebSocketReader, of which it calls only feed_data and feed_eof.
+    request.protocol.set_parser(to_upstream)  # type: ignore[arg-type]
+    exchange.body_bytes = 0
+    try:
+        while chunk := await conn.read_chunk(service.read_timeout):
+            async with asyncio.timeout(send_timeout):
+                await response.write(chunk)
+            exchange.body_bytes += len(chunk)
+    except (UpstreamError, TimeoutError, ConnectionError) as exc:
+        what = "the client stopped reading" if isinstance(exc, TimeoutError) else str(exc)
+        log.info("websocket tunnel to %s ended: %s", service.name, what)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    finally:
+        conn.close()
+    await response.write_eof()
+    return response

@@ -1,0 +1,300 @@
+"""WebSocket through the gateway: the handshake is routed and authenticated like any request,
+then bytes pass both ways until a side ends (real aiohttp WebSocket peers on port 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_service
+from tests.gateway.issuer import TestIssuer
+from tests.gateway.test_proxy_edges import read_response
+from tokengate.gateway.oidc_config import OidcConfig
+
+HANDSHAKE = (
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+class WsUpstream:
+    """An aiohttp app: /ws echoes every message (and records the handshake headers and how each
+    socket ended); /silent accepts and never sends; /plain is not a WebSocket endpoint."""
+
+    def __init__(self) -> None:
+        self.handshakes: list[dict[str, str]] = []
+        self.ended = asyncio.Event()
+        app = web.Application()
+        app.router.add_get("/ws", self.echo)
+        app.router.add_get("/silent", self.silent)
+        app.router.add_get("/plain", self.plain)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def echo(self, request: web.Request) -> web.WebSocketResponse:
+        self.handshakes.append(dict(request.headers))
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT and msg.data == "close":
+                    await ws.close(message=b"asked to")
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    await ws.send_str("echo:" + msg.data)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    await ws.send_bytes(msg.data[::-1])
+        finally:  # TestServer cancels the handler when the gateway drops the connection
+            self.ended.set()
+        return ws
+
+    async def silent(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            self.ended.set()
+        return ws
+
+    async def plain(self, request: web.Request) -> web.Response:
+        return web.Response(status=403, text="no websocket here")
+
+
+@pytest.fixture
+async def ws_upstream() -> AsyncIterator[WsUpstream]:
+    upstream = WsUpstream()
+    await upstream.server.start_server()
+    yield upstream
+    await upstream.server.close()
+
+
+async def test_messages_pass_both_ways(
+    start_gateway: StartGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await start_gateway(make_route(make_service(ws_upstream.server.port)))
+    big = bytes(range(256)) * 8192  # 2 MB each way: more than any socket buffer
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://127.0.0.1:{gw.proxy_port}/ws", max_msg_size=0) as ws,
+    ):
+        assert ws.protocol is None and ws.get_extra_info("peername") is not None
+        for text in ("one", "two", "three"):
+            await ws.send_str(text)
+            assert await ws.receive_str(timeout=5) == "echo:" + text
+        await ws.send_bytes(big)
+        assert await ws.receive_bytes(timeout=10) == big[::-1]
+    # The client's close reaches the upstream, which ends its side.
+    await asyncio.wait_for(ws_upstream.ended.wait(), 5)
+
+
+async def test_the_handshake_is_forwarded_and_answered_with_the_upstreams_101(
+    start_gateway: StartGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await start_gateway(make_route(make_service(ws_upstream.server.port)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(HANDSHAKE + b"X-Forwarded-For: 6.6.6.6\r\nX-Request-Id: ws-1\r\n\r\n")
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+    lines = head.decode().split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 101 ")
+    answer = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:] if line)}
+    # RFC 6455's accept value for the RFC's own sample key: the upstream's, passed through.
+    assert answer["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert answer["upgrade"].lower() == "websocket"
+    assert answer["connection"].lower() == "upgrade"
+    assert answer["x-request-id"] == "ws-1" and "tokengate" in answer["via"]
+    sent = {k.lower(): v for k, v in ws_upstream.handshakes[0].items()}
+    assert sent["upgrade"] == "websocket" and sent["connection"].lower() == "upgrade"
+    assert sent["sec-websocket-key"] == "dGhlIHNhbXBsZSBub25jZQ=="
+    assert sent["x-forwarded-for"] == "127.0.0.1"  # the client's claim replaced, as always
+
+
+async def test_a_declined_handshake_is_relayed_and_the_connection_stays_http(
+    start_gateway: StartGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await start_gateway(make_route(make_service(ws_upstream.server.port)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(HANDSHAKE.replace(b"/ws", b"/plain") + b"\r\n")
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 403 ") and body == b"no websocket here"
+        assert b"upgrade" not in head.lower()
+        writer.write(b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n")  # same connection
+        head, _ = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 403 ")
+    finally:
+        writer.close()
+
+
+async def test_the_upstream_closing_closes_the_client(
+    start_gateway: StartGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await start_gateway(make_route(make_service(ws_upstream.server.port)))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://127.0.0.1:{gw.proxy_port}/ws") as ws,
+    ):
+        await ws.send_str("close")
+        msg = await ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.extra == "asked to"
+
+
+async def test_an_idle_upstream_ends_the_tunnel_after_read_timeout(
+    start_gateway: StartGateway, ws_upstream: WsUpstream
+) -> None:
+    service = make_service(ws_upstream.server.port, read_timeout=0.5)
+    gw = await start_gateway(make_route(service))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(HANDSHAKE.replace(b"/ws", b"/silent") + b"\r\n")
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 ")
+            assert await reader.read() == b""  # closed by the gateway, nothing relayed
+        assert time.monotonic() - started >= 0.4
+    finally:
+        writer.close()
+    await asyncio.wait_for(ws_upstream.ended.wait(), 5)  # and the upstream side is closed
+
+
+SWITCHED = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+)
+
+
+async def test_an_upstream_that_stops_reading_is_cut_off_after_write_timeout(
+    start_gateway: StartGateway,
+) -> None:
+    async def switch_then_never_read(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await upstream.read_head(reader)
+        writer.write(SWITCHED)
+        await writer.drain()
+        await reader.read(1)  # then nothing more is read, until the test is over
+        await done.wait()
+
+    done = asyncio.Event()
+
+    upstream = RawUpstream(switch_then_never_read)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port, write_timeout=0.5)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(HANDSHAKE + b"\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+
+        async def flood() -> None:
+            with contextlib.suppress(ConnectionError):
+                while True:  # far more than the sockets between us and the upstream hold
+                    writer.write(b"x" * 65536)
+                    await writer.drain()
+
+        flooding = asyncio.create_task(flood())
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            # The gateway gives up on the tunnel: a close, or a reset (our bytes lie unread).
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""
+        assert time.monotonic() - started < 4  # write_timeout, not the 5 s read_timeout
+        flooding.cancel()
+        writer.close()
+        done.set()
+
+
+async def test_a_client_that_stops_reading_is_cut_off_after_client_send_timeout(
+    start_gateway: StartGateway,
+) -> None:
+    upstream_saw_close = asyncio.Event()
+
+    async def switch_then_flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(SWITCHED)
+        try:
+            while True:
+                writer.write(b"y" * 65536)
+                await writer.drain()
+        except ConnectionError:
+            upstream_saw_close.set()
+
+    upstream = RawUpstream(switch_then_flood)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)), client_send_timeout=0.5)
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(HANDSHAKE + b"\r\n")
+        # Never read: the gateway's writes to us stall, and it ends the tunnel both ways.
+        await asyncio.wait_for(upstream_saw_close.wait(), 10)
+        writer.close()
+
+
+async def test_tunnels_do_not_take_the_pools_connections(
+    start_gateway: StartGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await start_gateway(
+        make_route(make_service(ws_upstream.server.port)), upstream_max_connections=1
+    )
+    url = f"http://127.0.0.1:{gw.proxy_port}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url + "/ws") as first,
+        session.ws_connect(url + "/ws") as second,
+    ):
+        async with session.get(url + "/plain") as plain:
+            assert plain.status == 403  # the one pooled connection is still free
+        await second.send_str("b")
+        await first.send_str("a")
+        assert await first.receive_str(timeout=5) == "echo:a"
+        assert await second.receive_str(timeout=5) == "echo:b"
+
+
+async def test_the_handshake_needs_a_valid_token_on_an_openid_connect_route(
+    start_gateway: StartGateway, ws_upstream: WsUpstream, test_issuer: TestIssuer
+) -> None:
+    oidc = OidcConfig.for_issuer(test_issuer.issuer, bearer_token_param_type=("header", "query"))
+    gw = await start_gateway(make_route(make_service(ws_upstream.server.port), oidc=oidc))
+    url = f"http://127.0.0.1:{gw.proxy_port}/ws"
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(url, headers={"Authorization": "Bearer not.a.token"})
+        assert refused.value.status == 401
+        with pytest.raises(aiohttp.WSServerHandshakeError) as missing:
+            await session.ws_connect(url)
+        assert missing.value.status == 401
+        assert ws_upstream.handshakes == []  # refused at the gateway
+        # Browsers cannot set headers on a WebSocket: the token may come in the query.
+        async with session.ws_connect(url + "?access_token=" + test_issuer.mint()) as ws:
+            await ws.send_str("hi")
+            assert await ws.receive_str(timeout=5) == "echo:hi"
+    assert len(ws_upstream.handshakes) == 1
+
+
+async def test_a_tunnel_is_logged_as_101(
+    start_gateway: StartGateway, ws_upstream: WsUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tokengate.access")  # before the gateway starts
+    gw = await start_gateway(make_route(make_service(ws_upstream.server.port)))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://127.0.0.1:{gw.proxy_port}/ws") as ws,
+    ):
+        await ws.send_str("hi")
+        assert await ws.receive_str(timeout=5) == "echo:hi"
+    await asyncio.wait_for(ws_upstream.ended.wait(), 5)
+    for _ in range(100):  # the line is written when the tunnel's handler returns
+        lines = [r.getMessage() for r in caplog.records if r.name == "tokengate.access"]
+        if lines:
+            break
+        await asyncio.sleep(0.05)
+    assert len(lines) == 1 and '"GET /ws" 101 ' in lines[0], lines
