@@ -16,6 +16,8 @@ END = "<!-- cli-options:end -->"
 
 def _default(action: argparse.Action) -> str:
     value = action.default
+    if isinstance(value, tuple) and not value:
+        return "none"
     if isinstance(value, tuple):
         return f"`{value[0]}:{value[1]}`"
     if isinstance(value, bool):

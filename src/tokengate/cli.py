@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any, NoReturn
 
 from tokengate.gateway.config import ConfigError, GatewayConfig, load_config
@@ -60,6 +61,19 @@ def _positive_float(value: str) -> float:
     if not number > 0:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
     return number
+
+
+def parse_trusted_ips(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Comma-separated addresses or CIDR blocks (Kong's trusted_ips); "" trusts no one."""
+    networks = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not an IP address or CIDR block (e.g. 10.0.0.0/8, ::1)"
+            ) from None
+    return tuple(networks)
 
 
 def _log_level_name(value: str) -> str:
@@ -207,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.shutdown_timeout,
         type=_positive_float,
         help="seconds requests in progress get to finish on SIGTERM/SIGINT before they are cut off",
+    )
+    _option(
+        gateway,
+        "--trusted-ips",
+        default=(),
+        type=parse_trusted_ips,
+        help="comma-separated addresses or CIDR blocks of proxies whose X-Forwarded-* headers "
+        "are believed, e.g. a TLS terminator (Kong's trusted_ips; default: none)",
     )
     _logging_options(gateway)
     _switch_option(
@@ -374,6 +396,7 @@ def gateway_command(args: argparse.Namespace) -> int:
         keepalive_timeout=args.keepalive_timeout,
         client_send_timeout=args.client_send_timeout,
         shutdown_timeout=args.shutdown_timeout,
+        trusted_ips=args.trusted_ips,
         access_log=args.access_log,
         log_format=args.log_format,
     )

@@ -35,6 +35,7 @@ from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
 from tokengate.gateway.exchange import ERROR, Exchange
 from tokengate.gateway.extract import needs_body
+from tokengate.gateway.forwarded import Forwarded, TrustedPeers, forwarded_headers
 from tokengate.gateway.generation import Generation, Generations, drain
 from tokengate.gateway.headers import sane_request_id
 from tokengate.gateway.keys import KeyRegistry
@@ -93,6 +94,9 @@ class Gateway:
         self._request_ids = itertools.count(1)
         self._request_id_prefix = os.urandom(8).hex()
         self._service_hosts = {svc.name: _host_header(svc) for svc in config.services}
+        self._trusted = TrustedPeers(settings.trusted_ips) if settings.trusted_ips else None
+        # Routes whose protocols leave out http (Kong answers plain HTTP there with 426).
+        self._https_only = {id(route): route for route in config.routes if route.https_only}
 
     def start_auth(
         self, session: aiohttp.ClientSession, *, previous: KeyRegistry | None = None
@@ -210,6 +214,20 @@ class Gateway:
             return responses.no_route()
         route_key = id(match.route)
         exchange.stats = self._stats[route_key]
+        peer = request.remote or ""
+        forwarded = None
+        if self._trusted is not None and self._trusted.trusts(peer):
+            forwarded = Forwarded.from_trusted(
+                request.headers,
+                host=_without_port(host_header),
+                port=self.listen_port.decode(),
+                path=raw_path,
+            )
+        https_route = self._https_only.get(route_key)
+        if https_route is not None and (forwarded is None or forwarded.proto != "https"):
+            host = forwarded.host if forwarded is not None else _without_port(host_header)
+            location = f"https://{host}{raw_target}"
+            return responses.https_required(https_route.https_redirect_status_code, location)
         service = match.route.service
         if service is None:
             return responses.no_service()
@@ -239,20 +257,22 @@ class Gateway:
             upstream_host = host_header.encode("latin-1")
         else:
             upstream_host = self._service_hosts.get(service.name) or _host_header(service)
-        peer = (request.remote or "").encode()
-        forwarded_host = host_header.rsplit(":", 1)[0] if "]" not in host_header else host_header
-        added = (
-            b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %b\r\n"
-            b"X-Forwarded-Port: %b\r\nX-Forwarded-Path: %b\r\nX-Real-IP: %b\r\n"
-            b"X-Request-Id: %b\r\n"
-        ) % (
-            peer,
-            forwarded_host.encode("latin-1"),
-            self.listen_port,
-            raw_path.encode("latin-1"),
-            peer,
-            request_id,
-        )
+        if forwarded is None:
+            peer_bytes = peer.encode()
+            added = (
+                b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %b\r\n"
+                b"X-Forwarded-Port: %b\r\nX-Forwarded-Path: %b\r\nX-Real-IP: %b\r\n"
+                b"X-Request-Id: %b\r\n"
+            ) % (
+                peer_bytes,
+                _without_port(host_header).encode("latin-1"),
+                self.listen_port,
+                raw_path.encode("latin-1"),
+                peer_bytes,
+                request_id,
+            )
+        else:
+            added = forwarded_headers(forwarded, peer, request_id)
         return await self.forwarder.forward(
             request,
             match,
@@ -274,6 +294,10 @@ class Gateway:
             await request.writer.write(CONTINUE)
         async with asyncio.timeout(self.settings.client_body_timeout):
             return await request.content.readexactly(length)
+
+
+def _without_port(host_header: str) -> str:
+    return host_header.rsplit(":", 1)[0] if "]" not in host_header else host_header
 
 
 def _host_header(service: Service) -> bytes:

@@ -89,10 +89,17 @@ class Route:
     strip_path: bool = True
     preserve_host: bool = False
     protocols: tuple[str, ...] = ("http", "https")
+    # What a request that did not come over HTTPS gets from a route whose protocols leave out
+    # http: 426, or a redirect to https with this status (Kong's runloop).
+    https_redirect_status_code: int = 426
     regex_priority: int = 0
     path_handling: str = "v0"
     plugins: tuple[Plugin, ...] = ()
     oidc: OidcConfig | None = None  # the openid-connect config that applies; None: no auth
+
+    @property
+    def https_only(self) -> bool:
+        return "http" not in self.protocols
 
     def plugin(self, name: str) -> Plugin | None:
         for plugin in self.plugins:
@@ -332,6 +339,7 @@ class _Loader:
             strip_path=f.boolean("strip_path", True),
             preserve_host=f.boolean("preserve_host", False),
             protocols=self._protocols(f),
+            https_redirect_status_code=self._https_redirect(f),
             regex_priority=f.integer("regex_priority", 0),
             path_handling=f.choice("path_handling", "v0", ("v0", "v1")),
         )
@@ -379,14 +387,25 @@ class _Loader:
     def _protocols(self, f: Fields) -> tuple[str, ...]:
         if f.raw("protocols") == []:
             f.error("protocols", "must not be empty")
-        return f.each("protocols", http_protocol) or ("http", "https")
+        protocols = f.each("protocols", http_protocol) or ("http", "https")
+        if "http" not in protocols:
+            f.warn(
+                "protocols",
+                "https only: tokengate speaks plain HTTP, so requests get 426 (or the "
+                "https_redirect_status_code redirect) unless they come from a --trusted-ips "
+                "proxy that sends X-Forwarded-Proto: https",
+            )
+        return protocols
 
-    def _route_extras(self, f: Fields) -> None:
-        """Fields Kong accepts that do not change how tokengate routes: type-checked only."""
+    def _https_redirect(self, f: Fields) -> int:
         code = f.integer("https_redirect_status_code", 426)
         if code not in _REDIRECT_CODES:
             expected = ", ".join(map(str, sorted(_REDIRECT_CODES)))
             f.error("https_redirect_status_code", f"must be one of {expected}, got {code}")
+        return code
+
+    def _route_extras(self, f: Fields) -> None:
+        """Fields Kong accepts that do not change how tokengate routes: type-checked only."""
         f.boolean("request_buffering", True)
         f.boolean("response_buffering", True)
         f.strings("tags")

@@ -59,3 +59,12 @@ def gateway_timeout() -> web.Response:
 
 def not_implemented() -> web.Response:
     return kong_error(501, "Not Implemented")
+
+
+def https_required(status: int, location: str) -> web.Response:
+    """Kong's answer on a route whose protocols leave out http to a request that did not come
+    over HTTPS: 426 with an Upgrade hint, or a redirect (no body) to the same URL on https."""
+    if status == 426:
+        upgrade = {"Connection": "Upgrade", "Upgrade": "TLS/1.2, HTTP/1.1"}
+        return kong_error(426, "Please use HTTPS protocol", upgrade)
+    return web.Response(status=status, headers={"Location": location})

@@ -8,6 +8,7 @@ Built once by the CLI from flags and TOKENGATE_* variables; tests build it direc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 
 from tokengate.gateway.keys import KeyPolicy
 
@@ -38,4 +39,7 @@ class GatewaySettings:
     key_policy: KeyPolicy = field(default_factory=KeyPolicy)
     # One line per request on the `tokengate.access` logger at INFO (so also off below it).
     access_log: bool = True
+    # Peers whose X-Forwarded-* headers are believed (Kong's trusted_ips): a TLS-terminating
+    # proxy in front. From anyone else they are replaced, and the scheme is http.
+    trusted_ips: tuple[IPv4Network | IPv6Network, ...] = ()
     log_format: str = "text"  # or "json"; the workers' logging, set up where they start

@@ -1,0 +1,197 @@
+"""Routes whose protocols leave out http, and X-Forwarded-* from trusted proxies (Kong's
+trusted_ips): real gateways on port 0 in front of an echoing upstream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from ipaddress import ip_network
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.gateway.conftest import StartGateway, make_route, make_service
+from tokengate.cli import build_parser
+from tokengate.gateway.config import load_config
+from tokengate.gateway.forwarded import TrustedPeers
+
+LOCAL = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
+ELSEWHERE = (ip_network("10.0.0.0/8"),)
+
+
+async def echo_headers(request: web.Request) -> web.Response:
+    return web.json_response({k.lower(): v for k, v in request.headers.items()})
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[TestServer]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo_headers)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+async def get(
+    port: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"http://127.0.0.1:{port}{path}", headers=headers, allow_redirects=False
+        ) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.read()
+
+
+async def test_an_https_only_route_answers_plain_http_with_426(
+    start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    gw = await start_gateway(
+        make_route(make_service(upstream.port), ("/secure",), protocols=("https",)),
+        make_route(make_service(upstream.port), ("/open",)),
+    )
+    status, headers, body = await get(gw.proxy_port, "/secure/x")
+    assert status == 426
+    assert body == b'{"message": "Please use HTTPS protocol"}'
+    assert headers["Upgrade"] == "TLS/1.2, HTTP/1.1" and headers["Connection"] == "Upgrade"
+    status, _, _ = await get(gw.proxy_port, "/open/x")
+    assert status == 200
+
+
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+async def test_https_redirect_status_code_redirects_to_the_same_url_on_https(
+    start_gateway: StartGateway, upstream: TestServer, code: int
+) -> None:
+    route = make_route(
+        make_service(upstream.port),
+        ("/secure",),
+        protocols=("https",),
+        https_redirect_status_code=code,
+    )
+    gw = await start_gateway(route)
+    status, headers, body = await get(
+        gw.proxy_port, "/secure/a%20b?q=1&r=2", {"Host": "api.example:8000"}
+    )
+    assert status == code and body == b""
+    assert headers["Location"] == "https://api.example/secure/a%20b?q=1&r=2"
+
+
+async def test_a_trusted_proxys_forwarded_headers_pass_and_open_https_routes(
+    start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    gw = await start_gateway(
+        make_route(make_service(upstream.port), ("/secure",), protocols=("https",)),
+        trusted_ips=LOCAL,
+    )
+    sent = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "api.example",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Prefix": "/v1",
+        "X-Forwarded-Path": "/v1/secure/x",
+    }
+    status, _, body = await get(gw.proxy_port, "/secure/x", sent)
+    assert status == 200
+    seen: dict[str, Any] = json.loads(body)
+    assert seen["x-forwarded-proto"] == "https"
+    assert seen["x-forwarded-host"] == "api.example"
+    assert seen["x-forwarded-port"] == "443"
+    assert seen["x-forwarded-prefix"] == "/v1"
+    assert seen["x-forwarded-path"] == "/v1/secure/x"
+    assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"  # the proxy appended
+    assert seen["x-real-ip"] == "127.0.0.1"
+
+    # A trusted proxy that does not say https gets Kong's answer too.
+    status, _, _ = await get(gw.proxy_port, "/secure/x", {"X-Forwarded-Proto": "http"})
+    assert status == 426
+    status, _, _ = await get(gw.proxy_port, "/secure/x")
+    assert status == 426
+
+
+async def test_the_redirect_uses_a_trusted_proxys_host(
+    start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    route = make_route(
+        make_service(upstream.port), ("/s",), protocols=("https",), https_redirect_status_code=308
+    )
+    gw = await start_gateway(route, trusted_ips=LOCAL)
+    status, headers, _ = await get(gw.proxy_port, "/s", {"X-Forwarded-Host": "public.example"})
+    assert status == 308 and headers["Location"] == "https://public.example/s"
+
+
+async def test_an_untrusted_clients_forwarded_headers_are_replaced(
+    start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    gw = await start_gateway(
+        make_route(make_service(upstream.port), ("/secure",), protocols=("https",)),
+        make_route(make_service(upstream.port), ("/open",)),
+        trusted_ips=ELSEWHERE,
+    )
+    claims = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    status, _, _ = await get(gw.proxy_port, "/secure/x", claims)
+    assert status == 426  # saying https is not enough
+    claims |= {"X-Forwarded-Host": "evil.example", "X-Forwarded-Prefix": "/admin"}
+    status, _, body = await get(gw.proxy_port, "/open/x", claims)
+    seen = json.loads(body)
+    assert status == 200
+    assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["x-forwarded-host"] == "127.0.0.1" and "x-forwarded-prefix" not in seen
+
+
+def test_trusted_peers_match_addresses_and_blocks() -> None:
+    trusted = TrustedPeers((ip_network("10.0.0.0/8"), ip_network("fd00::/8")))
+    assert trusted.trusts("10.1.2.3") and trusted.trusts("fd00::1")
+    assert trusted.trusts("fd00::1%eth0")  # a zone id does not change the address
+    assert not trusted.trusts("11.0.0.1") and not trusted.trusts("::1")
+    assert not trusted.trusts("") and not trusted.trusts(None)
+    assert not trusted.trusts("not-an-address")
+    assert not TrustedPeers(()).trusts("10.1.2.3")
+
+
+def test_trusted_ips_option() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        ["gateway", "--config", "k.yaml", "--trusted-ips", "10.0.0.0/8, 192.168.1.5,::1"]
+    )
+    assert args.trusted_ips == (
+        ip_network("10.0.0.0/8"),
+        ip_network("192.168.1.5/32"),
+        ip_network("::1/128"),
+    )
+    assert parser.parse_args(["gateway", "--config", "k.yaml"]).trusted_ips == ()
+
+
+def test_a_bad_trusted_ips_value_names_the_option_and_the_value(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["gateway", "--config", "k", "--trusted-ips", "10.0.0.0/33"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--trusted-ips: '10.0.0.0/33' is not an IP address or CIDR block" in err
+    assert "Traceback" not in err
+
+
+def test_kong_yaml_https_only_routes_keep_their_redirect_code_and_warn(tmp_path: Any) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(
+        "_format_version: '3.0'\n"
+        "services:\n"
+        "- name: s\n"
+        "  url: http://127.0.0.1:9\n"
+        "  routes:\n"
+        "  - {name: secure, paths: [/s], protocols: [https], https_redirect_status_code: 301}\n"
+        "  - {name: both, paths: [/b]}\n"
+    )
+    config = load_config(path)
+    secure, both = config.routes
+    assert secure.https_only and secure.https_redirect_status_code == 301
+    assert not both.https_only and both.https_redirect_status_code == 426
+    assert [w for w in config.warnings if "routes[0].protocols: https only" in w]
+    assert not [w for w in config.warnings if "routes[1]" in w]
