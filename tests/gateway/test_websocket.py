@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestServer, make_mocked_request
+from multidict import CIMultiDict
 
 from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_service
 from tests.gateway.issuer import TestIssuer
 from tests.gateway.test_proxy_edges import read_response
 from tokengate.gateway.oidc_config import OidcConfig
+from tokengate.gateway.tunnel import wants_websocket
 
 HANDSHAKE = (
     b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
@@ -239,7 +241,7 @@ async def test_a_client_that_stops_reading_is_cut_off_after_client_send_timeout(
         writer.close()
 
 
-async def test_tunnels_do_not_take_the_pools_connections(
+async def test_a_tunnel_frees_its_pool_slot_once_switched(
     start_gateway: StartGateway, ws_upstream: WsUpstream
 ) -> None:
     gw = await start_gateway(
@@ -257,6 +259,200 @@ async def test_tunnels_do_not_take_the_pools_connections(
         await first.send_str("a")
         assert await first.receive_str(timeout=5) == "echo:a"
         assert await second.receive_str(timeout=5) == "echo:b"
+
+
+async def test_handshakes_count_against_the_pool_until_switched(
+    start_gateway: StartGateway,
+) -> None:
+    """A flood of handshakes to an endpoint that declines them slowly cannot open upstream
+    connections past upstream_max_connections: they wait for the pool like any request."""
+    pending = most = 0
+
+    async def decline_slowly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal pending, most
+        while True:
+            await upstream.read_head(reader)
+            pending += 1
+            most = max(most, pending)
+            await asyncio.sleep(0.1)
+            pending -= 1
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+            await writer.drain()
+
+    upstream = RawUpstream(decline_slowly)
+    async with upstream:
+        gw = await start_gateway(
+            make_route(make_service(upstream.port)), upstream_max_connections=1
+        )
+
+        async def handshake() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+            try:
+                writer.write(HANDSHAKE + b"\r\n")
+                head, _ = await read_response(reader, timeout=10)
+                return head
+            finally:
+                writer.close()
+
+        heads = await asyncio.gather(*(handshake() for _ in range(5)))
+    assert all(head.startswith(b"HTTP/1.1 403 ") for head in heads)
+    assert len(upstream.requests) == 5 and most == 1
+
+
+async def test_the_first_bytes_after_the_101_in_the_same_packet_are_relayed(
+    start_gateway: StartGateway,
+) -> None:
+    async def switch_and_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(SWITCHED + b"hello from upstream")  # one write: one packet
+        await writer.drain()
+        await reader.read()
+
+    upstream = RawUpstream(switch_and_greet)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        try:
+            writer.write(HANDSHAKE + b"\r\n")
+            async with asyncio.timeout(5):
+                await reader.readuntil(b"\r\n\r\n")
+                assert await reader.readexactly(19) == b"hello from upstream"
+        finally:
+            writer.close()
+
+
+async def test_a_101_with_a_content_length_does_not_cut_the_tunnel(
+    start_gateway: StartGateway,
+) -> None:
+    async def switch_with_length(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await upstream.read_head(reader)
+        writer.write(SWITCHED.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n", 1))
+        await writer.drain()
+        writer.write(b"after the switch")
+        await writer.drain()
+        await reader.read()
+
+    upstream = RawUpstream(switch_with_length)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        try:
+            writer.write(HANDSHAKE + b"\r\n")
+            async with asyncio.timeout(5):
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert b"content-length" not in head.lower()
+                assert await reader.readexactly(16) == b"after the switch"
+        finally:
+            writer.close()
+
+
+async def test_a_101_nobody_asked_for_is_a_502(start_gateway: StartGateway) -> None:
+    async def switch_anyway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(SWITCHED + b"raw bytes")
+        await writer.drain()
+        await reader.read()
+
+    upstream = RawUpstream(switch_anyway)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        try:
+            writer.write(b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n")  # no upgrade asked
+            head, body = await read_response(reader)
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 502 ") and b"raw bytes" not in body
+
+
+async def test_a_client_that_keeps_sending_to_a_stalled_upstream_is_held_back(
+    start_gateway: StartGateway,
+) -> None:
+    """The gateway stops reading the client while the upstream is not reading: what the client
+    can push levels off at what the sockets between hold, instead of piling up in memory."""
+
+    async def switch_then_stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(SWITCHED)
+        await writer.drain()
+        await done.wait()
+
+    done = asyncio.Event()
+    upstream = RawUpstream(switch_then_stall)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port, write_timeout=30)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(HANDSHAKE + b"\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        pushed = 0
+
+        async def flood() -> None:
+            nonlocal pushed
+            with contextlib.suppress(ConnectionError):
+                while True:
+                    writer.write(b"z" * 65536)
+                    await writer.drain()
+                    pushed += 65536
+
+        flooding = asyncio.create_task(flood())
+        await asyncio.sleep(1.0)
+        early = pushed
+        await asyncio.sleep(1.0)
+        flooding.cancel()
+        writer.close()
+        done.set()
+    assert early > 0 and pushed == early  # stalled: nothing more got through in the last second
+    assert pushed < 64 * 1024 * 1024
+
+
+async def test_a_client_closing_its_socket_ends_the_tunnel_as_a_101(
+    start_gateway: StartGateway, ws_upstream: WsUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tokengate.access")  # before the gateway starts
+    gw = await start_gateway(make_route(make_service(ws_upstream.server.port)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(HANDSHAKE + b"\r\n")
+    await reader.readuntil(b"\r\n\r\n")
+    writer.close()  # no close frame: the TCP connection just ends
+    await asyncio.wait_for(ws_upstream.ended.wait(), 5)  # the upstream side is closed too
+    for _ in range(100):
+        lines = [r.getMessage() for r in caplog.records if r.name == "tokengate.access"]
+        if lines:
+            break
+        await asyncio.sleep(0.05)
+    assert len(lines) == 1 and '"GET /ws" 101 ' in lines[0], lines
+
+
+async def test_stopping_the_gateway_ends_its_tunnels_at_once(
+    start_gateway: StartGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await start_gateway(make_route(make_service(ws_upstream.server.port)), shutdown_timeout=30)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://127.0.0.1:{gw.proxy_port}/ws") as ws,
+    ):
+        await ws.send_str("hi")
+        assert await ws.receive_str(timeout=5) == "echo:hi"
+        started = time.monotonic()
+        stopping = asyncio.create_task(gw.stop())
+        msg = await ws.receive(timeout=5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await asyncio.wait_for(stopping, 5)
+    assert time.monotonic() - started < 5  # not the 30 s grace
+    await asyncio.wait_for(ws_upstream.ended.wait(), 5)
+
+
+def test_only_an_ascii_websocket_upgrade_is_taken() -> None:
+    def wants(upgrade: str, connection: str = "Upgrade", method: str = "GET") -> bool:
+        headers = CIMultiDict({"Host": "a", "Upgrade": upgrade, "Connection": connection})
+        return wants_websocket(make_mocked_request(method, "/ws", headers=headers))
+
+    assert wants("websocket") and wants("WebSocket", "keep-alive, Upgrade")
+    assert not wants("websoc\u212aet")  # a Kelvin sign lower-cases to "k": not for aiohttp
+    assert not wants("h2c") and not wants("websocket", "keep-alive")
+    assert not wants("websocket", method="POST")
 
 
 async def test_the_handshake_needs_a_valid_token_on_an_openid_connect_route(

@@ -163,9 +163,12 @@ class Gateway:
             response = await answer_and_close(request, responses.request_timeout())
         except asyncio.CancelledError:
             # The client went away mid-request (or the drain's grace ran out): counted and
-            # logged as nginx does, 499, before the cancellation goes on.
-            exchange.source = ERROR
-            gone = web.StreamResponse(status=CLIENT_CLOSED_REQUEST)
+            # logged as nginx does, 499, before the cancellation goes on. A WebSocket tunnel
+            # the client closed ended as tunnels do: its 101 stands.
+            if not exchange.switched:
+                exchange.source = ERROR
+            status = 101 if exchange.switched else CLIENT_CLOSED_REQUEST
+            gone = web.StreamResponse(status=status)
             self._account(request, gone, exchange, request_id, started)
             raise
         except Exception:
@@ -446,6 +449,8 @@ class GatewayServer:
         self.ready = False
         self._stopping = True
         if self._proxy_runner is not None:
+            for generation in self._generations.all():
+                generation.gateway.forwarder.end_tunnels()
             grace = self.settings.shutdown_timeout
             await drain(self._proxy_runner, self._generations.all(), grace=grace, cut=self._cut)
         if self._publisher is not None:

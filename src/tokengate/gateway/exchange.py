@@ -33,3 +33,4 @@ class Exchange:
     upstream_seconds: float | None = None  # until the upstream's response head arrived
     body_bytes: int | None = None  # set by the forwarder for a streamed response
     path: str | None = None  # the request's path, without query (absolute-form: its path only)
+    switched: bool = False  # a WebSocket tunnel was answered 101: its end is not an error

@@ -65,6 +65,7 @@ class Forwarder:
         # hash all its fields on every request.
         self._pools: dict[str, UpstreamPool] = {}
         self._by_endpoint: dict[tuple[str, str, int, bool], UpstreamPool] = {}
+        self._tunnels: set[UpstreamConnection] = set()
 
     def _new_pool(self, service: Service) -> UpstreamPool:
         # Services that name the same endpoint (scheme, host, port, TLS checks) share a pool.
@@ -250,20 +251,36 @@ class Forwarder:
         request_id: bytes,
         exchange: Exchange,
     ) -> web.StreamResponse:
-        """A WebSocket handshake: on its own connection, outside the pool's count (a tunnel may
-        last hours). A 101 becomes a tunnel; any other answer is relayed as usual."""
+        """A WebSocket handshake, on a new connection that counts against the pool like any
+        request's (a flood of handshakes cannot open connections without bound). A 101 takes
+        the connection out of the pool's count, for a tunnel that may last hours; any other
+        answer is relayed as usual."""
         started = perf_counter()
-        conn = await pool.open_unpooled(service.connect_timeout)
+        conn = await pool.acquire(service.connect_timeout, fresh=True)
+        switched = False
         try:
             conn.start_request(head, head_request=False, upgrade=True)
             await conn.read_head(service.read_timeout)
             exchange.upstream_seconds = perf_counter() - started
             exchange.source = SERVICE
-            if conn.upgraded:
-                send_timeout = self._settings.client_send_timeout
-                return await relay(request, conn, service, request_id, exchange, send_timeout)
-            return await self._respond(request, conn, service, request_id, exchange)
+            if not conn.upgraded:
+                return await self._respond(request, conn, service, request_id, exchange)
+            pool.detach(conn)
+            switched = True
         finally:
+            if not switched:
+                pool.release(conn)
+        self._tunnels.add(conn)
+        try:
+            send_timeout = self._settings.client_send_timeout
+            return await relay(request, conn, service, request_id, exchange, send_timeout)
+        finally:
+            self._tunnels.discard(conn)
+
+    def end_tunnels(self) -> None:
+        """Close every WebSocket tunnel's upstream side (each relay then closes its client):
+        on shutdown, where aiohttp stops reading clients, so a tunnel could only go one way."""
+        for conn in list(self._tunnels):
             conn.close()
 
     async def _send_body(

@@ -37,13 +37,16 @@ def wants_websocket(request: web.BaseRequest) -> bool:
     """An HTTP/1.1 GET asking to switch to WebSocket (RFC 6455 §4.1), the one upgrade aiohttp
     hands over (h2c and others are refused there and pass as plain requests)."""
     upgrade = request.headers.get("Upgrade")
-    if upgrade is None or upgrade.strip().lower() != "websocket":
+    # ASCII only, as aiohttp checks: str.lower() would make "websoc\u212aet" (Kelvin sign) a
+    # websocket that aiohttp does not switch for.
+    if upgrade is None or not upgrade.isascii() or upgrade.lower() != "websocket":
         return False
     if request.method != "GET" or request.version != (1, 1):
         return False
     return any(
         token.strip().lower() == "upgrade"
         for value in request.headers.getall("Connection", ())
+        if value.isascii()
         for token in value.split(",")
     )
 
@@ -110,6 +113,9 @@ async def relay(
     """Answer the client with the upstream's 101 and relay bytes both ways until the tunnel
     ends; the client connection is closed after it (no HTTP follows a switch)."""
     headers = response_headers(conn.headers, request_id)
+    # Nothing frames a 1xx: a Content-Length kept here would make aiohttp cut the tunnel's
+    # bytes to that length.
+    headers.popall("Content-Length", None)
     # Hop-by-hop as they are, these two are the switch itself: the upstream's own values.
     for name, value in conn.headers:
         if name.lower() == b"upgrade":
@@ -118,6 +124,7 @@ async def relay(
     response = web.StreamResponse(status=101, headers=headers)
     response.force_close()
     await response.prepare(request)
+    exchange.switched = True
     to_upstream = ClientToUpstream(conn, request.protocol, service.write_timeout)
     # Typed for aiohttp's WebSocketReader, of which it calls only feed_data and feed_eof.
     request.protocol.set_parser(to_upstream)  # type: ignore[arg-type]
@@ -134,6 +141,14 @@ async def relay(
             request.transport.abort()
         return response
     finally:
-        conn.close()
+        _close(conn, service.write_timeout)
     await response.write_eof()
     return response
+
+
+def _close(conn: UpstreamConnection, write_timeout: float) -> None:
+    """Close the upstream side, letting queued bytes go for at most `write_timeout`."""
+    conn.close()
+    transport = conn.transport
+    if transport is not None and transport.get_write_buffer_size():
+        asyncio.get_running_loop().call_later(write_timeout, conn.abort)

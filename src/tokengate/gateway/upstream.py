@@ -307,7 +307,7 @@ class UpstreamConnection(asyncio.Protocol):
             and self.keep_alive
             and not self._dirty
             and not self.closed
-            and not self._upgrade_asked
+            and not self.upgraded
         )
 
     def close(self) -> None:
@@ -388,7 +388,7 @@ class UpstreamPool:
         self.max_idle = max_idle
         self._idle: list[UpstreamConnection] = []
         self._busy: set[UpstreamConnection] = set()
-        self._unpooled: set[UpstreamConnection] = set()  # tunnels: closed with the pool
+        self._detached: set[UpstreamConnection] = set()  # tunnels: closed with the pool
         self._opening = 0
         self._waiters: collections.deque[asyncio.Future[UpstreamConnection | None]] = (
             collections.deque()
@@ -465,27 +465,28 @@ class UpstreamPool:
 
     def forget(self, conn: UpstreamConnection) -> None:
         """Called by a connection when its socket closes."""
-        self._unpooled.discard(conn)
+        self._detached.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
             self._hand_free_slot()
 
     async def close(self) -> None:
         self._closed = True
-        for conn in [*self._idle, *self._busy, *self._unpooled]:
+        for conn in [*self._idle, *self._busy, *self._detached]:
             conn.close()
         self._idle.clear()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(PoolExhausted("gateway is shutting down"))
 
-    async def open_unpooled(self, connect_timeout: float) -> UpstreamConnection:
-        """A new connection outside the pool's count, for a WebSocket tunnel: it lives as long
-        as the tunnel and is closed by its user, never released (nginx does not count upgraded
-        connections against its upstream keepalive either)."""
-        conn = await self._connect(connect_timeout)
-        self._unpooled.add(conn)
-        return conn
+    def detach(self, conn: UpstreamConnection) -> None:
+        """Take a busy connection out of the pool's count: it switched protocols (a WebSocket
+        tunnel that may last hours). Its slot goes to the next waiter; the pool still closes
+        it when the pool closes (nginx does not count upgraded connections against its
+        upstream keepalive either)."""
+        self._busy.discard(conn)
+        self._detached.add(conn)
+        self._hand_free_slot()
 
     async def _open(self, connect_timeout: float) -> UpstreamConnection:
         self._opening += 1
