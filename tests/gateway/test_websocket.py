@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -25,6 +25,75 @@ HANDSHAKE = (
     b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 )
+
+
+SWITCHED = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+)
+
+
+Respond = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def through_gateway(
+    port: int, path: bytes = b"/ws", extra: bytes = b""
+) -> AsyncIterator[tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw client that has sent the handshake (with `extra` header lines): the head of the
+    answer, and the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(HANDSHAKE.replace(b"/ws", path) + extra + b"\r\n")
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        yield head, reader, writer
+    finally:
+        writer.close()
+
+
+def switching(then: Respond, answer: bytes = SWITCHED) -> RawUpstream:
+    """A raw upstream that reads the handshake, sends `answer` (a 101), then runs `then`."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(answer)
+        await writer.drain()
+        await then(reader, writer)
+
+    upstream = RawUpstream(respond)
+    return upstream
+
+
+class Flood:
+    """Writes 64 KiB pieces until stopped or the connection fails; `pushed` counts what the
+    socket took."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.pushed = 0
+        self._writer = writer
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                self._writer.write(b"z" * 65536)
+                await self._writer.drain()
+                self.pushed += 65536
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+async def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The access lines so far, after waiting up to 5 s for one (a tunnel's line is written
+    when its handler returns)."""
+    for _ in range(100):
+        lines = [r.getMessage() for r in caplog.records if r.name == "tokengate.access"]
+        if lines:
+            return lines
+        await asyncio.sleep(0.05)
+    return []
 
 
 class WsUpstream:
@@ -101,13 +170,9 @@ async def test_the_handshake_is_forwarded_and_answered_with_the_upstreams_101(
     start_gateway: StartGateway, ws_upstream: WsUpstream
 ) -> None:
     gw = await start_gateway(make_route(make_service(ws_upstream.server.port)))
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-    try:
-        writer.write(HANDSHAKE + b"X-Forwarded-For: 6.6.6.6\r\nX-Request-Id: ws-1\r\n\r\n")
-        async with asyncio.timeout(5):
-            head = await reader.readuntil(b"\r\n\r\n")
-    finally:
-        writer.close()
+    extra = b"X-Forwarded-For: 6.6.6.6\r\nX-Request-Id: ws-1\r\n"
+    async with through_gateway(gw.proxy_port, extra=extra) as (head, _, _):
+        pass
     lines = head.decode().split("\r\n")
     assert lines[0].startswith("HTTP/1.1 101 ")
     answer = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:] if line)}
@@ -157,62 +222,36 @@ async def test_an_idle_upstream_ends_the_tunnel_after_read_timeout(
 ) -> None:
     service = make_service(ws_upstream.server.port, read_timeout=0.5)
     gw = await start_gateway(make_route(service))
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-    try:
-        writer.write(HANDSHAKE.replace(b"/ws", b"/silent") + b"\r\n")
-        started = time.monotonic()
+    started = time.monotonic()
+    async with through_gateway(gw.proxy_port, b"/silent") as (head, reader, _):
+        assert head.startswith(b"HTTP/1.1 101 ")
         async with asyncio.timeout(5):
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 101 ")
             assert await reader.read() == b""  # closed by the gateway, nothing relayed
-        assert time.monotonic() - started >= 0.4
-    finally:
-        writer.close()
+    assert time.monotonic() - started >= 0.4
     await asyncio.wait_for(ws_upstream.ended.wait(), 5)  # and the upstream side is closed
-
-
-SWITCHED = (
-    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
-)
 
 
 async def test_an_upstream_that_stops_reading_is_cut_off_after_write_timeout(
     start_gateway: StartGateway,
 ) -> None:
-    async def switch_then_never_read(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await upstream.read_head(reader)
-        writer.write(SWITCHED)
-        await writer.drain()
+    done = asyncio.Event()
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1)  # then nothing more is read, until the test is over
         await done.wait()
 
-    done = asyncio.Event()
-
-    upstream = RawUpstream(switch_then_never_read)
-    async with upstream:
+    async with switching(never_read) as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port, write_timeout=0.5)))
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-        writer.write(HANDSHAKE + b"\r\n")
-        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
-
-        async def flood() -> None:
-            with contextlib.suppress(ConnectionError):
-                while True:  # far more than the sockets between us and the upstream hold
-                    writer.write(b"x" * 65536)
-                    await writer.drain()
-
-        flooding = asyncio.create_task(flood())
-        started = time.monotonic()
-        async with asyncio.timeout(10):
-            # The gateway gives up on the tunnel: a close, or a reset (our bytes lie unread).
-            with contextlib.suppress(ConnectionResetError):
-                assert await reader.read() == b""
-        assert time.monotonic() - started < 4  # write_timeout, not the 5 s read_timeout
-        flooding.cancel()
-        writer.close()
+        async with through_gateway(gw.proxy_port) as (head, reader, writer):
+            assert head.startswith(b"HTTP/1.1 101 ")
+            flood = Flood(writer)  # far more than the sockets between us and the upstream hold
+            started = time.monotonic()
+            async with asyncio.timeout(10):
+                # The gateway gives up on the tunnel: a close, or a reset (our bytes lie unread).
+                with contextlib.suppress(ConnectionResetError):
+                    assert await reader.read() == b""
+            assert time.monotonic() - started < 4  # write_timeout, not the 5 s read_timeout
+            flood.stop()
         done.set()
 
 
@@ -221,9 +260,7 @@ async def test_a_client_that_stops_reading_is_cut_off_after_client_send_timeout(
 ) -> None:
     upstream_saw_close = asyncio.Event()
 
-    async def switch_then_flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(SWITCHED)
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 writer.write(b"y" * 65536)
@@ -231,14 +268,11 @@ async def test_a_client_that_stops_reading_is_cut_off_after_client_send_timeout(
         except ConnectionError:
             upstream_saw_close.set()
 
-    upstream = RawUpstream(switch_then_flood)
-    async with upstream:
+    async with switching(flood) as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)), client_send_timeout=0.5)
-        _, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-        writer.write(HANDSHAKE + b"\r\n")
-        # Never read: the gateway's writes to us stall, and it ends the tunnel both ways.
-        await asyncio.wait_for(upstream_saw_close.wait(), 10)
-        writer.close()
+        async with through_gateway(gw.proxy_port):
+            # Never read: the gateway's writes to us stall, and it ends the tunnel both ways.
+            await asyncio.wait_for(upstream_saw_close.wait(), 10)
 
 
 async def test_a_tunnel_frees_its_pool_slot_once_switched(
@@ -302,61 +336,39 @@ async def test_handshakes_count_against_the_pool_until_switched(
 async def test_the_first_bytes_after_the_101_in_the_same_packet_are_relayed(
     start_gateway: StartGateway,
 ) -> None:
-    async def switch_and_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(SWITCHED + b"hello from upstream")  # one write: one packet
-        await writer.drain()
+    async def wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
 
-    upstream = RawUpstream(switch_and_greet)
-    async with upstream:
+    # One write: the 101 and the new protocol's first bytes in one packet.
+    async with switching(wait, SWITCHED + b"hello from upstream") as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-        try:
-            writer.write(HANDSHAKE + b"\r\n")
+        async with through_gateway(gw.proxy_port) as (_, reader, _):
             async with asyncio.timeout(5):
-                await reader.readuntil(b"\r\n\r\n")
                 assert await reader.readexactly(19) == b"hello from upstream"
-        finally:
-            writer.close()
 
 
 async def test_a_101_with_a_content_length_does_not_cut_the_tunnel(
     start_gateway: StartGateway,
 ) -> None:
-    async def switch_with_length(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await upstream.read_head(reader)
-        writer.write(SWITCHED.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n", 1))
-        await writer.drain()
+    async def send_more(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"after the switch")
         await writer.drain()
         await reader.read()
 
-    upstream = RawUpstream(switch_with_length)
-    async with upstream:
+    with_length = SWITCHED.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n", 1)
+    async with switching(send_more, with_length) as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-        try:
-            writer.write(HANDSHAKE + b"\r\n")
+        async with through_gateway(gw.proxy_port) as (head, reader, _):
+            assert b"content-length" not in head.lower()
             async with asyncio.timeout(5):
-                head = await reader.readuntil(b"\r\n\r\n")
-                assert b"content-length" not in head.lower()
                 assert await reader.readexactly(16) == b"after the switch"
-        finally:
-            writer.close()
 
 
 async def test_a_101_nobody_asked_for_is_a_502(start_gateway: StartGateway) -> None:
-    async def switch_anyway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(SWITCHED + b"raw bytes")
-        await writer.drain()
+    async def wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
 
-    upstream = RawUpstream(switch_anyway)
-    async with upstream:
+    async with switching(wait, SWITCHED + b"raw bytes") as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
         try:
@@ -372,39 +384,23 @@ async def test_a_client_that_keeps_sending_to_a_stalled_upstream_is_held_back(
 ) -> None:
     """The gateway stops reading the client while the upstream is not reading: what the client
     can push levels off at what the sockets between hold, instead of piling up in memory."""
+    done = asyncio.Event()
 
-    async def switch_then_stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(SWITCHED)
-        await writer.drain()
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await done.wait()
 
-    done = asyncio.Event()
-    upstream = RawUpstream(switch_then_stall)
-    async with upstream:
+    async with switching(stall) as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port, write_timeout=30)))
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-        writer.write(HANDSHAKE + b"\r\n")
-        await reader.readuntil(b"\r\n\r\n")
-        pushed = 0
-
-        async def flood() -> None:
-            nonlocal pushed
-            with contextlib.suppress(ConnectionError):
-                while True:
-                    writer.write(b"z" * 65536)
-                    await writer.drain()
-                    pushed += 65536
-
-        flooding = asyncio.create_task(flood())
-        await asyncio.sleep(1.0)
-        early = pushed
-        await asyncio.sleep(1.0)
-        flooding.cancel()
-        writer.close()
+        async with through_gateway(gw.proxy_port) as (_, _, writer):
+            flood = Flood(writer)
+            await asyncio.sleep(1.0)
+            early = flood.pushed
+            await asyncio.sleep(1.0)
+            flood.stop()
         done.set()
-    assert early > 0 and pushed == early  # stalled: nothing more got through in the last second
-    assert pushed < 64 * 1024 * 1024
+    # Stalled: nothing more got through in the last second.
+    assert early > 0 and flood.pushed == early
+    assert flood.pushed < 64 * 1024 * 1024
 
 
 async def test_a_client_closing_its_socket_ends_the_tunnel_as_a_101(
@@ -412,16 +408,10 @@ async def test_a_client_closing_its_socket_ends_the_tunnel_as_a_101(
 ) -> None:
     caplog.set_level(logging.INFO, logger="tokengate.access")  # before the gateway starts
     gw = await start_gateway(make_route(make_service(ws_upstream.server.port)))
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-    writer.write(HANDSHAKE + b"\r\n")
-    await reader.readuntil(b"\r\n\r\n")
-    writer.close()  # no close frame: the TCP connection just ends
+    async with through_gateway(gw.proxy_port):
+        pass  # no close frame: the TCP connection just ends
     await asyncio.wait_for(ws_upstream.ended.wait(), 5)  # the upstream side is closed too
-    for _ in range(100):
-        lines = [r.getMessage() for r in caplog.records if r.name == "tokengate.access"]
-        if lines:
-            break
-        await asyncio.sleep(0.05)
+    lines = await access_lines(caplog)
     assert len(lines) == 1 and '"GET /ws" 101 ' in lines[0], lines
 
 
@@ -488,9 +478,5 @@ async def test_a_tunnel_is_logged_as_101(
         await ws.send_str("hi")
         assert await ws.receive_str(timeout=5) == "echo:hi"
     await asyncio.wait_for(ws_upstream.ended.wait(), 5)
-    for _ in range(100):  # the line is written when the tunnel's handler returns
-        lines = [r.getMessage() for r in caplog.records if r.name == "tokengate.access"]
-        if lines:
-            break
-        await asyncio.sleep(0.05)
+    lines = await access_lines(caplog)
     assert len(lines) == 1 and '"GET /ws" 101 ' in lines[0], lines

@@ -31,7 +31,7 @@ from tokengate.gateway.headers import build_request_head, response_head, respons
 from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import RouteMatch
 from tokengate.gateway.settings import GatewaySettings
-from tokengate.gateway.tunnel import relay, wants_websocket
+from tokengate.gateway.tunnel import copy_to_client, relay, wants_websocket
 from tokengate.gateway.upstream import (
     PoolExhausted,
     UpstreamConnection,
@@ -349,13 +349,8 @@ class Forwarder:
         response = web.StreamResponse(status=conn.status, headers=headers)  # type: ignore[arg-type]
         await response.prepare(request)
         send_timeout = self._settings.client_send_timeout
-        exchange.body_bytes = 0
         try:
-            while chunk := await conn.read_chunk(service.read_timeout):
-                # A client that stops reading must not hold an upstream connection for ever.
-                async with asyncio.timeout(send_timeout):
-                    await response.write(chunk)
-                exchange.body_bytes += len(chunk)
+            await copy_to_client(conn, response, exchange, service.read_timeout, send_timeout)
         except (UpstreamError, TimeoutError) as exc:
             # Headers are gone already; all we can do is cut the client off so it sees a
             # truncated body rather than a complete-looking one.

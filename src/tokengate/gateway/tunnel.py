@@ -28,7 +28,7 @@ from tokengate.gateway.exchange import Exchange
 from tokengate.gateway.headers import response_headers
 from tokengate.gateway.upstream import UpstreamConnection, UpstreamError
 
-__all__ = ["ClientToUpstream", "relay", "wants_websocket"]
+__all__ = ["ClientToUpstream", "copy_to_client", "relay", "wants_websocket"]
 
 log = logging.getLogger("tokengate.proxy")
 
@@ -128,12 +128,8 @@ async def relay(
     to_upstream = ClientToUpstream(conn, request.protocol, service.write_timeout)
     # Typed for aiohttp's WebSocketReader, of which it calls only feed_data and feed_eof.
     request.protocol.set_parser(to_upstream)  # type: ignore[arg-type]
-    exchange.body_bytes = 0
     try:
-        while chunk := await conn.read_chunk(service.read_timeout):
-            async with asyncio.timeout(send_timeout):
-                await response.write(chunk)
-            exchange.body_bytes += len(chunk)
+        await copy_to_client(conn, response, exchange, service.read_timeout, send_timeout)
     except (UpstreamError, TimeoutError, ConnectionError) as exc:
         what = "the client stopped reading" if isinstance(exc, TimeoutError) else str(exc)
         log.info("websocket tunnel to %s ended: %s", service.name, what)
@@ -144,6 +140,23 @@ async def relay(
         _close(conn, service.write_timeout)
     await response.write_eof()
     return response
+
+
+async def copy_to_client(
+    conn: UpstreamConnection,
+    response: web.StreamResponse,
+    exchange: Exchange,
+    read_timeout: float,
+    send_timeout: float,
+) -> None:
+    """The upstream's bytes to the client until the upstream's end, counted in the exchange:
+    read_timeout between pieces (UpstreamTimeout), send_timeout for each write (TimeoutError:
+    a client that stops reading must not hold an upstream connection for ever)."""
+    exchange.body_bytes = 0
+    while chunk := await conn.read_chunk(read_timeout):
+        async with asyncio.timeout(send_timeout):
+            await response.write(chunk)
+        exchange.body_bytes += len(chunk)
 
 
 def _close(conn: UpstreamConnection, write_timeout: float) -> None:
