@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from tests.gateway.issuer import test_issuer  # noqa: F401
@@ -68,6 +71,21 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
     yield start
     for server in servers:
         await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[TestServer]:
+    """An aiohttp upstream on port 0 that answers every method and path with `handler`."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 async def raw_request(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer, make_mocked_request
 from prometheus_client import CollectorRegistry
 
-from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request
+from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request, serving
 from tests.gateway.issuer import TestIssuer
 from tests.gateway.test_metrics import labels, samples, scrape
 from tokengate.gateway import access_log
@@ -60,12 +60,8 @@ async def answer(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[TestServer]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+    async with serving(answer) as server:
+        yield server
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request
+from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request, serving
 from tests.gateway.issuer import OMIT, TestIssuer
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.keys import KeyPolicy
@@ -40,12 +40,8 @@ async def echo(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[TestServer]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", echo)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+    async with serving(echo) as server:
+        yield server
 
 
 Protect = Callable[..., Awaitable[GatewayServer]]

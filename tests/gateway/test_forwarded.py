@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.gateway.conftest import StartGateway, make_route, make_service
+from tests.gateway.conftest import StartGateway, make_route, make_service, serving
 from tokengate.cli import build_parser
+from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import load_config
 from tokengate.gateway.forwarded import TrustedPeers
 
@@ -28,12 +29,8 @@ async def echo_headers(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[TestServer]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", echo_headers)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+    async with serving(echo_headers) as server:
+        yield server
 
 
 async def get(
@@ -48,13 +45,21 @@ async def get(
         return resp.status, dict(resp.headers), await resp.read()
 
 
+async def secure_and_open(
+    start_gateway: StartGateway, upstream: TestServer, **settings: Any
+) -> GatewayServer:
+    """A gateway with /secure (protocols: [https]) and /open (both) on `upstream`."""
+    return await start_gateway(
+        make_route(make_service(upstream.port), ("/secure",), protocols=("https",)),
+        make_route(make_service(upstream.port), ("/open",)),
+        **settings,
+    )
+
+
 async def test_an_https_only_route_answers_plain_http_with_426(
     start_gateway: StartGateway, upstream: TestServer
 ) -> None:
-    gw = await start_gateway(
-        make_route(make_service(upstream.port), ("/secure",), protocols=("https",)),
-        make_route(make_service(upstream.port), ("/open",)),
-    )
+    gw = await secure_and_open(start_gateway, upstream)
     status, headers, body = await get(gw.proxy_port, "/secure/x")
     assert status == 426
     assert body == b'{"message": "Please use HTTPS protocol"}'
@@ -128,11 +133,7 @@ async def test_the_redirect_uses_a_trusted_proxys_host(
 async def test_an_untrusted_clients_forwarded_headers_are_replaced(
     start_gateway: StartGateway, upstream: TestServer
 ) -> None:
-    gw = await start_gateway(
-        make_route(make_service(upstream.port), ("/secure",), protocols=("https",)),
-        make_route(make_service(upstream.port), ("/open",)),
-        trusted_ips=ELSEWHERE,
-    )
+    gw = await secure_and_open(start_gateway, upstream, trusted_ips=ELSEWHERE)
     claims = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
     status, _, _ = await get(gw.proxy_port, "/secure/x", claims)
     assert status == 426  # saying https is not enough

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request
+from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request, serving
 from tests.gateway.issuer import TestIssuer
 from tests.gateway.support import KeepAliveUpstream
 from tokengate.gateway import errors
@@ -39,12 +39,8 @@ async def ok(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[TestServer]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ok)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+    async with serving(ok) as server:
+        yield server
 
 
 async def scrape(gw: GatewayServer, accept: str | None = None) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -13,7 +14,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_service, raw_request
+from tests.gateway.conftest import (
+    RawUpstream,
+    StartGateway,
+    make_route,
+    make_service,
+    raw_request,
+    serving,
+)
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -29,13 +37,9 @@ async def echo(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def upstream() -> Any:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", echo)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+async def upstream() -> AsyncIterator[TestServer]:
+    async with serving(echo) as server:
+        yield server
 
 
 async def get_json(url: str, **kwargs: Any) -> tuple[int, CIMultiDict[str], Any]:
