@@ -12,12 +12,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 
-from tests.gateway.conftest import StartGateway, make_route, make_service, serving
+from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request, serving
+from tests.gateway.issuer import TestIssuer
 from tokengate.cli import build_parser
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import load_config
 from tokengate.gateway.forwarded import TrustedPeers
+from tokengate.gateway.oidc_config import OidcConfig
 
 LOCAL = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 ELSEWHERE = (ip_network("10.0.0.0/8"),)
@@ -145,10 +148,74 @@ async def test_an_untrusted_clients_forwarded_headers_are_replaced(
     assert seen["x-forwarded-host"] == "127.0.0.1" and "x-forwarded-prefix" not in seen
 
 
+async def test_a_trusted_proxys_x_real_ip_names_the_client(
+    start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    gw = await start_gateway(make_route(make_service(upstream.port)), trusted_ips=LOCAL)
+    _, _, body = await get(gw.proxy_port, "/x", {"X-Real-IP": "198.51.100.9"})
+    seen = json.loads(body)
+    # nginx's realip (Kong: real_ip_header X-Real-IP): the client, also the chain's start.
+    assert seen["x-real-ip"] == "198.51.100.9" and seen["x-forwarded-for"] == "198.51.100.9"
+    sent = {"X-Real-IP": "198.51.100.9", "X-Forwarded-For": "198.51.100.9"}
+    _, _, body = await get(gw.proxy_port, "/x", sent)
+    assert json.loads(body)["x-forwarded-for"] == "198.51.100.9, 127.0.0.1"
+    _, _, body = await get(gw.proxy_port, "/x", {"X-Real-IP": "not an address"})
+    assert json.loads(body)["x-real-ip"] == "127.0.0.1"
+
+
+async def test_the_first_x_forwarded_proto_counts_and_only_https_exactly(
+    start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    gw = await secure_and_open(start_gateway, upstream, trusted_ips=LOCAL)
+    url = f"http://127.0.0.1:{gw.proxy_port}/secure/x"
+
+    async def status(*protos: str) -> int:
+        headers = CIMultiDict(("X-Forwarded-Proto", proto) for proto in protos)
+        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as r:
+            return r.status
+
+    assert await status("https", "http") == 200
+    assert await status("http", "https") == 426
+    assert await status("HTTPS") == 426  # Kong compares with "https" as it is
+    assert await status("https, http") == 426
+
+
+async def test_the_https_check_comes_before_the_plugins_and_the_service(
+    start_gateway: StartGateway, upstream: TestServer, test_issuer: TestIssuer
+) -> None:
+    oidc = OidcConfig.for_issuer(test_issuer.issuer)
+    gw = await start_gateway(
+        make_route(make_service(upstream.port), ("/auth",), protocols=("https",), oidc=oidc),
+        make_route(None, ("/nowhere",), protocols=("https",)),
+    )
+    assert (await get(gw.proxy_port, "/auth"))[0] == 426  # not the plugin's 401
+    assert (await get(gw.proxy_port, "/nowhere"))[0] == 426  # not "no Service found" (503)
+
+
+async def test_the_redirect_host_is_nginxs_host(
+    start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    route = make_route(
+        make_service(upstream.port), ("/s",), protocols=("https",), https_redirect_status_code=301
+    )
+    gw = await start_gateway(route)
+    for host, location in (
+        ("API.Example:8000", "https://api.example/s?a=1"),
+        ("[::1]:8000", "https://[::1]/s?a=1"),
+    ):
+        status, headers, _ = await get(gw.proxy_port, "/s?a=1", {"Host": host})
+        assert (status, headers["Location"]) == (301, location)
+    # A Host that would become a path or a query in the Location: 400, as nginx refuses it.
+    answer = await raw_request(
+        gw.proxy_port, b"GET /s HTTP/1.1\r\nHost: evil.example/x?\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"Location" not in answer
+
+
 def test_trusted_peers_match_addresses_and_blocks() -> None:
     trusted = TrustedPeers((ip_network("10.0.0.0/8"), ip_network("fd00::/8")))
     assert trusted.trusts("10.1.2.3") and trusted.trusts("fd00::1")
-    assert trusted.trusts("fd00::1%eth0")  # a zone id does not change the address
+    assert trusted.trusts("::ffff:10.1.2.3")  # an IPv4 peer on an IPv6 socket
     assert not trusted.trusts("11.0.0.1") and not trusted.trusts("::1")
     assert not trusted.trusts("") and not trusted.trusts(None)
     assert not trusted.trusts("not-an-address")

@@ -30,12 +30,18 @@ from prometheus_client.exposition import choose_encoder
 from tokengate import __version__
 from tokengate.gateway import access_log, responses
 from tokengate.gateway.auth import CACHED, Authenticator, key_source
-from tokengate.gateway.config import GatewayConfig, Service
+from tokengate.gateway.config import GatewayConfig, Route, Service
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
 from tokengate.gateway.exchange import ERROR, Exchange
 from tokengate.gateway.extract import needs_body
-from tokengate.gateway.forwarded import Forwarded, TrustedPeers, forwarded_headers
+from tokengate.gateway.forwarded import (
+    Forwarded,
+    TrustedPeers,
+    forwarded_headers,
+    host_name,
+    redirect_host,
+)
 from tokengate.gateway.generation import Generation, Generations, drain
 from tokengate.gateway.headers import sane_request_id
 from tokengate.gateway.keys import KeyRegistry
@@ -222,15 +228,15 @@ class Gateway:
         if self._trusted is not None and self._trusted.trusts(peer):
             forwarded = Forwarded.from_trusted(
                 request.headers,
-                host=_without_port(host_header),
+                peer=peer,
+                host=host_name(host_header),
                 port=self.listen_port.decode(),
                 path=raw_path,
             )
         https_route = self._https_only.get(route_key)
+        # Before the plugins and the service, as Kong's runloop: "https" exactly, as Kong reads it.
         if https_route is not None and (forwarded is None or forwarded.proto != "https"):
-            host = forwarded.host if forwarded is not None else _without_port(host_header)
-            location = f"https://{host}{raw_target}"
-            return responses.https_required(https_route.https_redirect_status_code, location)
+            return self._https_required(https_route, forwarded, host_header, raw_target)
         service = match.route.service
         if service is None:
             return responses.no_service()
@@ -268,14 +274,14 @@ class Gateway:
                 b"X-Request-Id: %b\r\n"
             ) % (
                 peer_bytes,
-                _without_port(host_header).encode("latin-1"),
+                host_name(host_header).encode("latin-1"),
                 self.listen_port,
                 raw_path.encode("latin-1"),
                 peer_bytes,
                 request_id,
             )
         else:
-            added = forwarded_headers(forwarded, peer, request_id)
+            added = forwarded_headers(forwarded, request_id)
         return await self.forwarder.forward(
             request,
             match,
@@ -287,6 +293,18 @@ class Gateway:
             body=body,
         )
 
+    def _https_required(
+        self, route: Route, forwarded: Forwarded | None, host_header: str, raw_target: str
+    ) -> web.Response:
+        """Kong's answer on an https-only route to a request that did not come over TLS."""
+        code = route.https_redirect_status_code
+        if code == 426:
+            return responses.https_required(code, "")
+        host = redirect_host(forwarded.host if forwarded is not None else host_name(host_header))
+        if host is None:
+            return responses.bad_request()  # nothing sane to redirect to (nginx: 400 too)
+        return responses.https_required(code, f"https://{host}{raw_target}")
+
     async def _read_form(self, request: web.BaseRequest) -> bytes | None:
         """A small form body, read so a token in it can be found; None when it is too large to
         hold (it then streams untouched, and cannot carry the token)."""
@@ -297,10 +315,6 @@ class Gateway:
             await request.writer.write(CONTINUE)
         async with asyncio.timeout(self.settings.client_body_timeout):
             return await request.content.readexactly(length)
-
-
-def _without_port(host_header: str) -> str:
-    return host_header.rsplit(":", 1)[0] if "]" not in host_header else host_header
 
 
 def _host_header(service: Service) -> bytes:

@@ -2,24 +2,46 @@
 
     trusted = TrustedPeers(settings.trusted_ips)
     if trusted.trusts(request.remote):
-        forwarded = Forwarded.from_trusted(request.headers, host=host, port=port, path=path)
-        added = forwarded_headers(forwarded, peer, request_id)
+        forwarded = Forwarded.from_trusted(request.headers, peer=peer, host=host, port=port,
+                                           path=path)
+        added = forwarded_headers(forwarded, request_id)
 
-tokengate speaks plain HTTP; TLS, when there is any, ends in a proxy in front of it. As in Kong,
-the X-Forwarded-* headers a client sends are believed only from peers in `trusted_ips`: from
-such a peer, X-Forwarded-Proto/-Host/-Port/-Path/-Prefix pass on and the peer is appended to
-X-Forwarded-For; from anyone else they are all replaced by what the gateway saw (scheme http).
+tokengate speaks plain HTTP; TLS, when there is any, ends in a proxy in front of it. As in Kong
+(trusted_ips, with nginx's real_ip_header X-Real-IP), the X-Forwarded-* and X-Real-IP headers a
+client sends are believed only from peers in `trusted_ips`: from such a peer,
+X-Forwarded-Proto/-Host/-Port/-Path/-Prefix pass on as sent (the first of each, as Kong reads
+them), X-Real-IP names the client it sent, and the peer is appended to its X-Forwarded-For.
+From anyone else they are all replaced by what the gateway saw (scheme http). A trusted proxy
+must therefore set these headers, not add to what its own clients sent.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Final
 
 from multidict import CIMultiDictProxy
 
-__all__ = ["Forwarded", "TrustedPeers", "forwarded_headers"]
+__all__ = ["Forwarded", "TrustedPeers", "forwarded_headers", "host_name", "redirect_host"]
+
+# nginx's ngx_http_validate_host, roughly: a name or address, an optional port; nothing that
+# could turn a reflected host into a path, a query or another header.
+_VALID_HOST: Final = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(:[0-9]*)?")
+
+
+def host_name(host_header: str) -> str:
+    """The Host header without its port, lower-cased (nginx's $host)."""
+    if host_header.startswith("["):
+        return host_header[: host_header.find("]") + 1].lower()  # "[::1]:8000" -> "[::1]"
+    return host_header.rpartition(":")[0].lower() if ":" in host_header else host_header.lower()
+
+
+def redirect_host(host: str) -> str | None:
+    """`host` when it is safe to put in a Location header, else None (the caller answers 400)."""
+    return host if _VALID_HOST.fullmatch(host) else None
 
 
 class TrustedPeers:
@@ -36,14 +58,18 @@ class TrustedPeers:
         if known is None:
             if len(self._seen) >= 4096:
                 self._seen.clear()
-            try:
-                address = ip_address(peer.split("%", 1)[0])
-            except ValueError:
-                known = False
-            else:
-                known = any(address in network for network in self._networks)
+            known = self._decide(peer)
             self._seen[peer] = known
         return known
+
+    def _decide(self, peer: str) -> bool:
+        try:
+            address = ip_address(peer)
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:  # ::ffff:10.1.2.3
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,27 +82,32 @@ class Forwarded:
     path: str
     prefix: str | None
     chain: str | None  # X-Forwarded-For as the trusted peer sent it
+    peer: str  # the trusted proxy's own address
+    client: str  # X-Real-IP: the address the proxy names, else the proxy's
 
     @classmethod
     def from_trusted(
-        cls, headers: CIMultiDictProxy[str], *, host: str, port: str, path: str
+        cls, headers: CIMultiDictProxy[str], *, peer: str, host: str, port: str, path: str
     ) -> Forwarded:
         """The trusted peer's values where it sent them, the gateway's own elsewhere."""
         chain = ", ".join(headers.getall("X-Forwarded-For", ())) or None
         return cls(
-            proto=_first(headers, "X-Forwarded-Proto", "http").lower(),
+            proto=_first(headers, "X-Forwarded-Proto", "http"),
             host=_first(headers, "X-Forwarded-Host", host),
             port=_first(headers, "X-Forwarded-Port", port),
             path=_first(headers, "X-Forwarded-Path", path),
             prefix=headers.get("X-Forwarded-Prefix"),
             chain=chain,
+            peer=peer,
+            client=_real_ip(headers.get("X-Real-IP")) or peer,
         )
 
 
-def forwarded_headers(forwarded: Forwarded, peer: str, request_id: bytes) -> bytes:
+def forwarded_headers(forwarded: Forwarded, request_id: bytes) -> bytes:
     """The gateway's header lines for a request from a trusted peer (the plain case is built
     inline on the hot path)."""
-    chain = f"{forwarded.chain}, {peer}" if forwarded.chain else peer
+    # Kong: the chain the proxy sent plus the proxy; without one, the client it names.
+    chain = f"{forwarded.chain}, {forwarded.peer}" if forwarded.chain else forwarded.client
     lines = [
         f"X-Forwarded-For: {chain}",
         f"X-Forwarded-Proto: {forwarded.proto}",
@@ -86,7 +117,7 @@ def forwarded_headers(forwarded: Forwarded, peer: str, request_id: bytes) -> byt
     ]
     if forwarded.prefix is not None:
         lines.append(f"X-Forwarded-Prefix: {forwarded.prefix}")
-    lines.append(f"X-Real-IP: {peer}")
+    lines.append(f"X-Real-IP: {forwarded.client}")
     # aiohttp decoded the header bytes as UTF-8 with surrogateescape: this gives them back.
     text = "\r\n".join(lines).encode("utf-8", "surrogateescape")
     return text + b"\r\nX-Request-Id: %b\r\n" % request_id
@@ -95,3 +126,12 @@ def forwarded_headers(forwarded: Forwarded, peer: str, request_id: bytes) -> byt
 def _first(headers: CIMultiDictProxy[str], name: str, default: str) -> str:
     value = headers.get(name)
     return default if value is None or not value.strip() else value.strip()
+
+
+def _real_ip(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ip_address(value.strip()))
+    except ValueError:
+        return None  # not an address: the proxy's own stands, as nginx's realip module does
