@@ -9,8 +9,8 @@ upstream together, and a complete small response goes back as one pre-serialised
 (`RawResponse`), skipping aiohttp's header machinery. Larger or unsized bodies stream chunk by
 chunk with backpressure, so a 50 MB body is never held whole. Failures map to Kong's answers:
 connect refused → 502, connect or read timeout → 504, pool exhausted → 503. A WebSocket
-handshake goes upstream on a connection of its own and, once switched, becomes a tunnel
-(tunnel.py).
+handshake goes upstream on a new pool connection and, once switched, becomes a tunnel outside
+the pool's count (tunnel.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """WebSocket tunnels: after the upstream's 101, bytes pass both ways untouched until a side ends.
 
     if wants_websocket(request):
-        ...the handshake goes upstream on a connection of its own (`upgrade=True`)...
+        ...the handshake goes upstream on a new pool connection (`upgrade=True`)...
         if conn.upgraded:
             return await relay(request, conn, service, request_id, exchange, send_timeout)
 
@@ -11,8 +11,8 @@ bytes. aiohttp holds back what a client sends after an upgrade request; `set_par
 and every later byte, to `ClientToUpstream`. The upstream's bytes go back through the 101
 response's writer, so aiohttp's flow control holds them when the client reads slowly. The
 tunnel ends when either side closes, when the upstream sends nothing for the service's
-read_timeout (nginx's proxy_read_timeout), or when the client or the upstream stops taking
-bytes for the send / write timeout; both connections are then closed.
+read_timeout (nginx's proxy_read_timeout), when the client or the upstream stops taking bytes
+for the send / write timeout, or when the gateway stops; both connections are then closed.
 """
 
 from __future__ import annotations
