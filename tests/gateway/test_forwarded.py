@@ -4,6 +4,7 @@ trusted_ips): real gateways on port 0 in front of an echoing upstream."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from ipaddress import ip_network
 from typing import Any
@@ -161,6 +162,20 @@ async def test_a_trusted_proxys_x_real_ip_names_the_client(
     assert json.loads(body)["x-forwarded-for"] == "198.51.100.9, 127.0.0.1"
     _, _, body = await get(gw.proxy_port, "/x", {"X-Real-IP": "not an address"})
     assert json.loads(body)["x-real-ip"] == "127.0.0.1"
+
+
+async def test_the_access_line_names_the_client_a_trusted_proxy_names(
+    start_gateway: StartGateway, upstream: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tokengate.access")  # before the gateways start
+    trusting = await start_gateway(make_route(make_service(upstream.port)), trusted_ips=LOCAL)
+    wary = await start_gateway(make_route(make_service(upstream.port)), trusted_ips=ELSEWHERE)
+    for gw in (trusting, wary):
+        await get(gw.proxy_port, "/x", {"X-Real-IP": "198.51.100.9"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "tokengate.access"]
+    assert len(lines) == 2
+    assert lines[0].startswith('198.51.100.9 "GET /x" 200 ')
+    assert lines[1].startswith('127.0.0.1 "GET /x" 200 ')  # an untrusted peer names no one
 
 
 async def test_the_first_x_forwarded_proto_counts_and_only_https_exactly(

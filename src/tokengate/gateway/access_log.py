@@ -5,9 +5,10 @@
 
 Fields: request_id, method, path (never the query string: it may carry a token), service, route,
 status, latency_ms, upstream_latency_ms (null when not forwarded), auth (the openid-connect
-outcome, null without the plugin), client_ip (the peer, never X-Forwarded-For), bytes (of the
-response body). No header is logged, so neither Authorization nor Cookie can be. In JSON they are
-the line's members (see tokengate/logs.py); in text, one line:
+outcome, null without the plugin), client_ip (the peer, or the client a --trusted-ips proxy
+names in X-Real-IP; never X-Forwarded-For), bytes (of the response body). No header is logged,
+so neither Authorization nor Cookie can be. In JSON they are the line's members (see
+tokengate/logs.py); in text, one line:
 
     127.0.0.1 "GET /orders/7" 200 latency_ms=0.412 upstream_latency_ms=0.198 service=orders
         route=orders auth=cached bytes=113 id=5f0c...     (one line; None for what is unknown)
@@ -62,7 +63,7 @@ def write(
         "latency_ms": round(seconds * 1000.0, 3),
         "upstream_latency_ms": None if upstream is None else round(upstream * 1000.0, 3),
         "auth": exchange.outcome,
-        "client_ip": request.remote,
+        "client_ip": exchange.client_ip or request.remote,
         "bytes": _body_bytes(response, exchange),
     }
     # Straight to the handlers (the level was checked when the gateway started): Logger.info

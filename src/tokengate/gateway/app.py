@@ -233,6 +233,7 @@ class Gateway:
                 port=self.listen_port.decode(),
                 path=raw_path,
             )
+            exchange.client_ip = forwarded.client
         https_route = self._https_only.get(route_key)
         # Before the plugins and the service, as Kong's runloop: "https" exactly, as Kong reads it.
         if https_route is not None and (forwarded is None or forwarded.proto != "https"):

@@ -34,3 +34,4 @@ class Exchange:
     body_bytes: int | None = None  # set by the forwarder for a streamed response
     path: str | None = None  # the request's path, without query (absolute-form: its path only)
     switched: bool = False  # a WebSocket tunnel was answered 101: its end is not an error
+    client_ip: str | None = None  # a trusted proxy's X-Real-IP client; None: the peer
