@@ -3,6 +3,7 @@
     script = write_token_cycle(workdir / "cycle.lua", issuer.tokens_file)  # new token per request
     script = write_random_kid(workdir / "storm.lua", issuer.token)  # unknown-kid storm
     script = write_form_post(workdir / "token.lua", "grant_type=...")  # POST a form body
+    script = write_paced_token(workdir / "paced.lua", issuer.token, delay_ms=13.3)  # control
 
 Both scripts print `status <code> <count>` lines from `done()` (counted per response), which
 `parse_status_counts` reads back: wrk itself only reports "Non-2xx or 3xx responses". The storm
@@ -155,6 +156,23 @@ end
 """
 )
 
+_PACED_TOKEN = (
+    """\
+-- One valid token on every request, paced like the storm: the storm's control.
+wrk.headers["Authorization"] = "Bearer " .. @TOKEN@
+
+function init(args)
+  statuses = {}
+end
+"""
+    + _STATUS_COUNTING
+    + """
+function done(summary, latency, requests)
+  print_statuses()
+end
+"""
+)
+
 _STATUS_LINE = re.compile(r"^status (\d+) (\d+)$", re.M)
 _SAMPLE_TOKEN = re.compile(r"^sample-token (\S+)$", re.M)
 _KID_PLACEHOLDER = "\x00kid\x00"
@@ -186,6 +204,14 @@ def write_token_cycle(path: Path, tokens_file: Path) -> Path:
 def write_form_post(path: Path, body: str) -> Path:
     """A wrk script POSTing `body` as application/x-www-form-urlencoded on every request."""
     path.write_text(_fill(_FORM_POST, BODY=lua_string(body)))
+    return path
+
+
+def write_paced_token(path: Path, token: str, *, delay_ms: float) -> Path:
+    """A wrk script sending `token` on every request, each connection waiting `delay_ms` before
+    each request: valid traffic at the storm's pace, to compare the storm with."""
+    text = _fill(_PACED_TOKEN, TOKEN=lua_string(token))
+    path.write_text(text + f"\nfunction delay()\n  return {delay_ms:.3f}\nend\n")
     return path
 
 

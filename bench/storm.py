@@ -8,9 +8,11 @@ A fresh gateway (the same config as the gateway rows) serves /auth. After the au
 warm-up, each round measures two phases: wrk sends one valid token for `duration` seconds alone,
 and the same again while a second wrk (same CPU as the first, `storm_connections` connections)
 sends tokens whose header was re-encoded with a random kid on every request (bench/lua.py),
-starting a little before the valid run and ending a little after it. Rounds alternate which
-phase comes first, so that the machine's speed drifting over a round hits both alike; the
-verdict is the median over rounds of valid req/s during the storm / alone. Also reported: storm
+starting a little before the valid run and ending a little after it; then, as a control, the
+same again with the second wrk sending the valid token at the storm's pace (what any extra
+traffic at that rate costs). Rounds alternate whether the alone phase comes first or last, so
+that the machine's speed drifting over a round hits both sides alike; the verdict is the median
+over rounds of valid req/s during the storm / alone, beside the control's. Also reported: storm
 requests and their statuses (all must be 401), and the JWKS fetches the issuer saw during each
 storm window (Kong's rediscovery_lifetime default is 30 s: at most one per window, and at most
 one per 30 s started over the span from the first storm's start to the last one's end).
@@ -29,7 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.lua import parse_sample_token, parse_status_counts, token_header, write_random_kid
+from bench.lua import (
+    parse_sample_token,
+    parse_status_counts,
+    token_header,
+    write_paced_token,
+    write_random_kid,
+)
 from bench.systems import (
     AuthCheck,
     BenchContext,
@@ -92,20 +100,31 @@ class Phase:
 
 @dataclass(slots=True)
 class StormRound:
-    """One round: valid traffic alone and during a storm, in the order `storm_first` says."""
+    """One round: valid traffic alone and during a storm, in the order `alone_last` says."""
 
     alone: Phase
     during: Phase
     storm: WrkResult
     storm_statuses: dict[int, int]
-    storm_first: bool
+    alone_last: bool
     jwks_fetches: int | None = None
+    # The control: valid traffic while a second wrk sends the valid token at the storm's pace.
+    control: Phase | None = None
+    control_side: WrkResult | None = None
+    control_statuses: dict[int, int] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
-        if not self.alone.wrk.requests_per_sec:
-            return None
-        return self.during.wrk.requests_per_sec / self.alone.wrk.requests_per_sec
+        return _kept(self.during, self.alone)
+
+    @property
+    def control_ratio(self) -> float | None:
+        return None if self.control is None else _kept(self.control, self.alone)
+
+    @property
+    def control_all_200(self) -> bool:
+        side, counted = self.control_side, self.control_statuses
+        return side is None or (set(counted) == {200} and counted[200] == side.requests)
 
     @property
     def all_401(self) -> bool:
@@ -114,14 +133,27 @@ class StormRound:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "order": "storm first" if self.storm_first else "alone first",
+            "order": "alone last" if self.alone_last else "alone first",
             "valid_alone": self.alone.to_json(),
             "valid_during_storm": self.during.to_json(),
             "valid_during_over_alone": None if self.ratio is None else round(self.ratio, 3),
             "storm": self.storm.to_json(),
             "storm_statuses": {str(k): v for k, v in sorted(self.storm_statuses.items())},
             "jwks_fetches": self.jwks_fetches,
+            "valid_during_paced_valid": self.control.to_json() if self.control else None,
+            "paced_valid": self.control_side.to_json() if self.control_side else None,
+            "valid_during_paced_valid_over_alone": _rounded(self.control_ratio),
         }
+
+
+def _kept(during: Phase, alone: Phase) -> float | None:
+    if not alone.wrk.requests_per_sec:
+        return None
+    return during.wrk.requests_per_sec / alone.wrk.requests_per_sec
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 @dataclass(slots=True)
@@ -145,6 +177,15 @@ class StormResult:
     def ratio(self) -> float | None:
         """The median over rounds of valid req/s during the storm / alone."""
         return statistics.median(self.ratios) if self.ratios else None
+
+    @property
+    def control_ratios(self) -> list[float]:
+        return [r.control_ratio for r in self.rounds if r.control_ratio is not None]
+
+    @property
+    def control_ratio(self) -> float | None:
+        """The same for the paced valid traffic of the control phases."""
+        return statistics.median(self.control_ratios) if self.control_ratios else None
 
     @property
     def storm_window_s(self) -> float:
@@ -184,6 +225,11 @@ class StormResult:
                     )
             if not r.all_401:
                 found.append(f"round {number}: storm answers were not all 401: {r.storm_statuses}")
+            if not r.control_all_200:
+                found.append(
+                    f"round {number}: the control's paced valid requests were not all 200: "
+                    f"{r.control_statuses}"
+                )
             if r.jwks_fetches is not None and r.jwks_fetches > 1:
                 found.append(
                     f"round {number}: {r.jwks_fetches} JWKS fetches in one "
@@ -213,6 +259,10 @@ class StormResult:
             "rounds": [r.to_json() for r in self.rounds],
             "valid_during_over_alone": None if self.ratio is None else round(self.ratio, 3),
             "valid_during_over_alone_rounds": [round(x, 3) for x in self.ratios],
+            "valid_during_paced_valid_over_alone": _rounded(self.control_ratio),
+            "valid_during_paced_valid_over_alone_rounds": [
+                round(x, 3) for x in self.control_ratios
+            ],
             "storm_requests": self.storm_requests,
             "storm_statuses": {str(k): v for k, v in sorted(self.storm_statuses.items())},
             "storm_all_401": self.all_401,
@@ -252,12 +302,9 @@ def run_storm(
         if check.problems:
             result.failure = "storm gateway auth check failed: " + "; ".join(check.problems)
             return result
-        delay_ms = (
-            settings.storm_connections * 1000.0 / settings.storm_rate
-            if settings.storm_rate
-            else 0.0
+        script = write_random_kid(
+            ctx.workdir / "random-kid.lua", issuer.token, delay_ms=_delay_ms(settings)
         )
-        script = write_random_kid(ctx.workdir / "random-kid.lua", issuer.token, delay_ms=delay_ms)
         try:
             _storm_phases(result, system, issuer, script, pinning)
         except WrkError as error:
@@ -275,6 +322,9 @@ def _storm_phases(
 ) -> None:
     settings = result.settings
     prefix = pinning.load_prefix()
+    control_script = write_paced_token(
+        script.parent / "paced-valid.lua", issuer.token, delay_ms=_delay_ms(settings)
+    )
 
     def valid(duration: float) -> tuple[WrkResult, str]:
         return run_wrk(
@@ -291,18 +341,27 @@ def _storm_phases(
     fetches_before = issuer.jwks_hits()
     first_start: float | None = None
     for number in range(1, settings.rounds + 1):
-        storm_first = number % 2 == 0  # 1: alone first, 2: storm first, 3: alone first, ...
-        alone = None if storm_first else _phase(system, lambda: valid(settings.duration))
+        alone_last = number % 2 == 0  # 1: alone first, 2: alone last, 3: alone first, ...
+        alone = None if alone_last else _phase(system, lambda: valid(settings.duration))
         started = time.monotonic()
         first_start = started if first_start is None else first_start
         fetches = issuer.jwks_hits()
-        during, storm_wrk, raw = _storm_window(system, script, settings, prefix, valid)
+        during, storm_wrk, raw = _side_window(system, script, settings, prefix, valid)
         result.storm_span_s = time.monotonic() - first_start
         fetches = issuer.jwks_hits() - fetches
+        control, side, side_raw = _side_window(system, control_script, settings, prefix, valid)
         if alone is None:
             alone = _phase(system, lambda: valid(settings.duration))
         storm_round = StormRound(
-            alone, during, storm_wrk, parse_status_counts(raw), storm_first, fetches
+            alone,
+            during,
+            storm_wrk,
+            parse_status_counts(raw),
+            alone_last,
+            fetches,
+            control=control,
+            control_side=side,
+            control_statuses=parse_status_counts(side_raw),
         )
         result.rounds.append(storm_round)
         print(_round_line(number, storm_round))
@@ -323,15 +382,22 @@ def _storm_phases(
         result.unknown_key_logged = logged_after - logged_before
 
 
-def _storm_window(
+def _delay_ms(settings: StormSettings) -> float:
+    """wrk's delay() per connection for the storm's pace (0: unpaced)."""
+    if not settings.storm_rate:
+        return 0.0
+    return settings.storm_connections * 1000.0 / settings.storm_rate
+
+
+def _side_window(
     system: SystemUnderTest,
     script: Path,
     settings: StormSettings,
     prefix: Sequence[str],
     valid: Callable[[float], tuple[WrkResult, str]],
 ) -> tuple[Phase, WrkResult, str]:
-    """The storm's wrk from STORM_LEAD_S before a valid phase to as long after it: the valid
-    phase, and the storm's result and raw output."""
+    """A second wrk running `script` (the storm, or the control) from STORM_LEAD_S before a
+    valid phase to as long after it: the valid phase, and the second wrk's result and output."""
     storm_out: list[tuple[WrkResult, str]] = []
     storm_error: list[BaseException] = []
 
@@ -384,13 +450,21 @@ def _unknown_key_lines(system: SystemUnderTest) -> int | None:
 
 
 def _round_line(number: int, r: StormRound) -> str:
-    order = "storm first" if r.storm_first else "alone first"
+    order = "alone last" if r.alone_last else "alone first"
     ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
     fetches = "" if r.jwks_fetches is None else f", {r.jwks_fetches} JWKS fetch(es)"
+    control = ""
+    if r.control is not None and r.control_side is not None:
+        kept = "-" if r.control_ratio is None else f"{r.control_ratio:.2f}x"
+        control = (
+            f"; control: {r.control.wrk.requests_per_sec:,.0f} req/s beside "
+            f"{r.control_side.requests:,} paced valid requests: {kept}"
+        )
+    phases = [p for p in (r.alone, r.during, r.control) if p is not None]
     return (
         f"   round {number} ({order}): valid alone {r.alone.wrk.requests_per_sec:,.0f} req/s, "
         f"during the storm {r.during.wrk.requests_per_sec:,.0f} req/s: {ratio}; storm "
-        f"{r.storm.requests:,} requests{fetches}{_noise(r.alone, r.during)}"
+        f"{r.storm.requests:,} requests{fetches}{control}{_noise(*phases)}"
     )
 
 
@@ -437,6 +511,12 @@ def format_storm(result: StormResult) -> str:
         lines.append(
             f"   valid req/s during storm / alone: {result.ratio:.2f}x "
             f"(median of the rounds: {rounds})"
+        )
+    if result.control_ratio is not None:
+        rounds = ", ".join(f"{x:.2f}" for x in result.control_ratios)
+        lines.append(
+            f"   control, valid req/s beside the same pace of valid requests / alone: "
+            f"{result.control_ratio:.2f}x (median of the rounds: {rounds})"
         )
     if result.rounds:
         statuses = ", ".join(f"{n:,} x {code}" for code, n in sorted(result.storm_statuses.items()))

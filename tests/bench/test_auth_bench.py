@@ -13,6 +13,7 @@ from bench.lua import (
     parse_status_counts,
     split_token_header,
     token_header,
+    write_paced_token,
     write_random_kid,
     write_token_cycle,
 )
@@ -142,15 +143,21 @@ def _round(
     alone: int = 100_000,
     during: int = 95_000,
     fetches: int = 0,
-    storm_first: bool = False,
+    alone_last: bool = False,
+    control: int | None = None,
+    control_statuses: dict[int, int] | None = None,
 ) -> StormRound:
+    side = control_statuses or {200: 9_000}
     return StormRound(
         Phase(_wrk(alone), 10.0, None),
         Phase(_wrk(during), 10.0, None),
         _wrk(storm, sum(statuses.values())),
         statuses,
-        storm_first,
+        alone_last,
         fetches,
+        control=None if control is None else Phase(_wrk(control), 10.0, None),
+        control_side=None if control is None else _wrk(sum(side.values())),
+        control_statuses=side if control is not None else {},
     )
 
 
@@ -201,13 +208,43 @@ def test_the_storm_verdict_is_the_median_round() -> None:
     )
     rounds = [
         _round(12_000, {401: 12_000}, alone=100_000, during=70_000),
-        _round(12_000, {401: 12_000}, alone=80_000, during=76_000, storm_first=True),
+        _round(12_000, {401: 12_000}, alone=80_000, during=76_000, alone_last=True),
         _round(12_000, {401: 12_000}, alone=90_000, during=99_000),
     ]
     result = StormResult(settings, rounds=rounds, storm_span_s=53.0, jwks_fetches=2)
     assert [round(x, 2) for x in result.ratios] == [0.7, 0.95, 1.1]
     assert result.ratio == pytest.approx(0.95)
     report = format_storm(result)
-    assert "round 2 (storm first)" in report
+    assert "round 2 (alone last)" in report
     assert "0.95x (median of the rounds: 0.70, 0.95, 1.10)" in report
     assert result.to_json()["valid_during_over_alone_rounds"] == [0.7, 0.95, 1.1]
+
+
+def test_the_storm_is_reported_beside_its_control() -> None:
+    settings = StormSettings(
+        duration=10.0, connections=50, storm_connections=20, warmup=2.0, rounds=3
+    )
+    rounds = [
+        _round(12_000, {401: 12_000}, alone=100_000, during=80_000, control=85_000),
+        _round(12_000, {401: 12_000}, alone=100_000, during=78_000, control=90_000),
+        _round(12_000, {401: 12_000}, alone=100_000, during=82_000, control=86_000),
+    ]
+    result = StormResult(settings, rounds=rounds, storm_span_s=53.0, jwks_fetches=2)
+    assert result.ratio == pytest.approx(0.80) and result.control_ratio == pytest.approx(0.86)
+    assert result.problems() == []
+    report = format_storm(result)
+    assert "control, valid req/s beside the same pace of valid requests / alone: 0.86x" in report
+    assert "0.85, 0.90, 0.86" in report
+    data = result.to_json()
+    assert data["valid_during_paced_valid_over_alone"] == 0.86
+    assert data["rounds"][1]["valid_during_paced_valid_over_alone"] == 0.9
+
+    refused = _round(12_000, {401: 12_000}, control=85_000, control_statuses={200: 10, 401: 5})
+    bad = StormResult(settings, rounds=[refused], storm_span_s=11.0, jwks_fetches=1)
+    assert any("control's paced valid requests were not all 200" in p for p in bad.problems())
+
+
+def test_the_paced_token_script_sends_the_token_at_a_pace(tmp_path: Path) -> None:
+    text = write_paced_token(tmp_path / "paced.lua", TOKEN, delay_ms=13.3).read_text()
+    assert json.dumps(TOKEN) in text and "function delay()" in text and "13.300" in text
+    assert "status %d %d" in text  # counts the statuses, as the other scripts do
