@@ -137,13 +137,9 @@ end
 """
 )
 
-_FORM_POST = (
-    """\
--- The same form POST on every request (the identity server's token endpoint).
-wrk.method = "POST"
-wrk.body = @BODY@
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-
+# init(), the status counting and done() of a script whose requests need no setup.
+_COUNTED = (
+    """
 function init(args)
   statuses = {}
 end
@@ -156,21 +152,22 @@ end
 """
 )
 
+_FORM_POST = (
+    """\
+-- The same form POST on every request (the identity server's token endpoint).
+wrk.method = "POST"
+wrk.body = @BODY@
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+"""
+    + _COUNTED
+)
+
 _PACED_TOKEN = (
     """\
 -- One valid token on every request, paced like the storm: the storm's control.
 wrk.headers["Authorization"] = "Bearer " .. @TOKEN@
-
-function init(args)
-  statuses = {}
-end
 """
-    + _STATUS_COUNTING
-    + """
-function done(summary, latency, requests)
-  print_statuses()
-end
-"""
+    + _COUNTED
 )
 
 _STATUS_LINE = re.compile(r"^status (\d+) (\d+)$", re.M)

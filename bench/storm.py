@@ -152,6 +152,10 @@ def _kept(during: Phase, alone: Phase) -> float | None:
     return during.wrk.requests_per_sec / alone.wrk.requests_per_sec
 
 
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -176,7 +180,7 @@ class StormResult:
     @property
     def ratio(self) -> float | None:
         """The median over rounds of valid req/s during the storm / alone."""
-        return statistics.median(self.ratios) if self.ratios else None
+        return _median(self.ratios)
 
     @property
     def control_ratios(self) -> list[float]:
@@ -185,7 +189,7 @@ class StormResult:
     @property
     def control_ratio(self) -> float | None:
         """The same for the paced valid traffic of the control phases."""
-        return statistics.median(self.control_ratios) if self.control_ratios else None
+        return _median(self.control_ratios)
 
     @property
     def storm_window_s(self) -> float:
