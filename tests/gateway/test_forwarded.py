@@ -146,7 +146,8 @@ async def test_an_untrusted_clients_forwarded_headers_are_replaced(
     seen = json.loads(body)
     assert status == 200
     assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-for"] == "127.0.0.1"
-    assert seen["x-forwarded-host"] == "127.0.0.1" and "x-forwarded-prefix" not in seen
+    assert seen["x-forwarded-host"] == "127.0.0.1"
+    assert seen["x-forwarded-prefix"] == "/open"  # the prefix the route stripped, not "/admin"
 
 
 async def test_a_trusted_proxys_x_real_ip_names_the_client(
@@ -162,6 +163,27 @@ async def test_a_trusted_proxys_x_real_ip_names_the_client(
     assert json.loads(body)["x-forwarded-for"] == "198.51.100.9, 127.0.0.1"
     _, _, body = await get(gw.proxy_port, "/x", {"X-Real-IP": "not an address"})
     assert json.loads(body)["x-real-ip"] == "127.0.0.1"
+
+
+async def test_x_forwarded_prefix_is_the_prefix_a_strip_path_route_removed(
+    start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    svc = make_service(upstream.port)
+    gw = await start_gateway(
+        make_route(svc, ("/orders",)),
+        make_route(svc, ("/kept",), strip_path=False),
+        make_route(svc, (r"~/v\d+/items",)),
+        make_route(svc, ("/",)),
+    )
+
+    async def prefix(path: str) -> str | None:
+        _, _, body = await get(gw.proxy_port, path, {"X-Forwarded-Prefix": "/spoofed"})
+        return json.loads(body).get("x-forwarded-prefix")
+
+    assert await prefix("/orders/7") == "/orders"
+    assert await prefix("/v2/items/9") == "/v2/items"  # a regex path: the part it matched
+    assert await prefix("/kept/7") is None  # nothing was stripped
+    assert await prefix("/elsewhere") is None  # "/" is no prefix
 
 
 async def test_the_access_line_names_the_client_a_trusted_proxy_names(

@@ -12,7 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from tokengate.gateway import router as router_module
 from tokengate.gateway.config import Route, Service
 from tokengate.gateway.paths import BadPath, canonical_path
-from tokengate.gateway.router import RouteMatch, Router, upstream_path
+from tokengate.gateway.router import Router, upstream_path
 
 NO_HEADERS: Mapping[str, str] = CIMultiDictProxy(CIMultiDict())
 
@@ -309,7 +309,8 @@ def test_no_match_is_none() -> None:
 def test_route_without_service_still_matches() -> None:
     orphan = route("orphan", paths=["/o"], svc=None)
     found = Router([orphan]).match("GET", "h", "/o/x", NO_HEADERS)
-    assert found == RouteMatch(orphan, "/x")  # the proxy answers 503 for it
+    assert found is not None  # the proxy answers 503 for it
+    assert (found.route, found.upstream_path, found.prefix) == (orphan, "/x", "/o")
 
 
 # --- upstream path (strip_path, path_handling) --------------------------------------------------

@@ -232,6 +232,7 @@ class Gateway:
                 host=host_name(host_header),
                 port=self.listen_port.decode(),
                 path=raw_path,
+                prefix=match.prefix,
             )
             exchange.client_ip = forwarded.client
         https_route = self._https_only.get(route_key)
@@ -271,13 +272,14 @@ class Gateway:
             peer_bytes = peer.encode()
             added = (
                 b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %b\r\n"
-                b"X-Forwarded-Port: %b\r\nX-Forwarded-Path: %b\r\nX-Real-IP: %b\r\n"
+                b"X-Forwarded-Port: %b\r\nX-Forwarded-Path: %b\r\n%bX-Real-IP: %b\r\n"
                 b"X-Request-Id: %b\r\n"
             ) % (
                 peer_bytes,
                 host_name(host_header).encode("latin-1"),
                 self.listen_port,
                 raw_path.encode("latin-1"),
+                match.prefix_line,
                 peer_bytes,
                 request_id,
             )

@@ -3,7 +3,7 @@
     trusted = TrustedPeers(settings.trusted_ips)
     if trusted.trusts(request.remote):
         forwarded = Forwarded.from_trusted(request.headers, peer=peer, host=host, port=port,
-                                           path=path)
+                                           path=path, prefix=match.prefix)
         added = forwarded_headers(forwarded, request_id)
 
 tokengate speaks plain HTTP; TLS, when there is any, ends in a proxy in front of it. As in Kong
@@ -12,7 +12,8 @@ client sends are believed only from peers in `trusted_ips`: from such a peer,
 X-Forwarded-Proto/-Host/-Port/-Path/-Prefix pass on as sent (the first of each, as Kong reads
 them), X-Real-IP names the client it sent, and the peer is appended to its X-Forwarded-For.
 From anyone else they are all replaced by what the gateway saw (scheme http). A trusted proxy
-must therefore set these headers, not add to what its own clients sent.
+must therefore set these headers, not add to what its own clients sent. Without a trusted
+X-Forwarded-Prefix, it is the path prefix a strip_path route matched and removed (Kong's).
 """
 
 from __future__ import annotations
@@ -87,7 +88,14 @@ class Forwarded:
 
     @classmethod
     def from_trusted(
-        cls, headers: CIMultiDictProxy[str], *, peer: str, host: str, port: str, path: str
+        cls,
+        headers: CIMultiDictProxy[str],
+        *,
+        peer: str,
+        host: str,
+        port: str,
+        path: str,
+        prefix: str | None = None,
     ) -> Forwarded:
         """The trusted peer's values where it sent them, the gateway's own elsewhere."""
         chain = ", ".join(headers.getall("X-Forwarded-For", ())) or None
@@ -96,7 +104,7 @@ class Forwarded:
             host=_first(headers, "X-Forwarded-Host", host),
             port=_first(headers, "X-Forwarded-Port", port),
             path=_first(headers, "X-Forwarded-Path", path),
-            prefix=headers.get("X-Forwarded-Prefix"),
+            prefix=headers.get("X-Forwarded-Prefix") or prefix,
             chain=chain,
             peer=peer,
             client=_real_ip(headers.get("X-Real-IP")) or peer,

@@ -71,6 +71,10 @@ class RouteMatch:
 
     route: Route
     upstream_path: str
+    # Kong's X-Forwarded-Prefix: the part of the path a strip_path route matched and removed
+    # (none for "/"), and its header line, made once per cached match.
+    prefix: str | None = None
+    prefix_line: bytes = b""
 
 
 class Router:
@@ -135,8 +139,16 @@ class Router:
                     continue
             if entry.headers and not entry.headers_match(headers):
                 continue
-            return RouteMatch(entry.route, upstream_path(entry.route, path, matched))
+            return _route_match(entry.route, path, matched)
         return None
+
+
+def _route_match(route: Route, path: str, matched: str) -> RouteMatch:
+    found = upstream_path(route, path, matched)
+    if not route.strip_path or not matched or matched == "/":
+        return RouteMatch(route, found)
+    # The canonical path is ASCII (paths.py), and so is any part of it.
+    return RouteMatch(route, found, matched, b"X-Forwarded-Prefix: %b\r\n" % matched.encode())
 
 
 def _key_chars(key: tuple[Any, ...]) -> int:
