@@ -102,7 +102,7 @@ class Gateway:
         self._service_hosts = {svc.name: _host_header(svc) for svc in config.services}
         self._trusted = TrustedPeers(settings.trusted_ips) if settings.trusted_ips else None
         # Routes whose protocols leave out http (Kong answers plain HTTP there with 426).
-        self._https_only = {id(route): route for route in config.routes if route.https_only}
+        self._https_only = frozenset(id(route) for route in config.routes if route.https_only)
 
     def start_auth(
         self, session: aiohttp.ClientSession, *, previous: KeyRegistry | None = None
@@ -235,10 +235,9 @@ class Gateway:
                 prefix=match.prefix,
             )
             exchange.client_ip = forwarded.client
-        https_route = self._https_only.get(route_key)
         # Before the plugins and the service, as Kong's runloop: "https" exactly, as Kong reads it.
-        if https_route is not None and (forwarded is None or forwarded.proto != "https"):
-            return self._https_required(https_route, forwarded, host_header, raw_target)
+        if route_key in self._https_only and (forwarded is None or forwarded.proto != "https"):
+            return self._https_required(match.route, forwarded, host_header, raw_target)
         service = match.route.service
         if service is None:
             return responses.no_service()
@@ -302,11 +301,11 @@ class Gateway:
         """Kong's answer on an https-only route to a request that did not come over TLS."""
         code = route.https_redirect_status_code
         if code == 426:
-            return responses.https_required(code, "")
+            return responses.use_https()
         host = redirect_host(forwarded.host if forwarded is not None else host_name(host_header))
         if host is None:
             return responses.bad_request()  # nothing sane to redirect to (nginx: 400 too)
-        return responses.https_required(code, f"https://{host}{raw_target}")
+        return responses.redirect(code, f"https://{host}{raw_target}")
 
     async def _read_form(self, request: web.BaseRequest) -> bytes | None:
         """A small form body, read so a token in it can be found; None when it is too large to

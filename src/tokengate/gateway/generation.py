@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from tokengate.shutdown import cut_connections
+
 if TYPE_CHECKING:
     from tokengate.gateway.app import Gateway
 
@@ -117,7 +119,5 @@ async def drain(
                 running,
                 grace,
             )
-        for conn in server.connections:
-            if conn.transport is not None:
-                conn.transport.abort()  # handler_cancellation then cancels its handler
+        cut_connections(runner)  # handler_cancellation then cancels each handler
     await cleanup

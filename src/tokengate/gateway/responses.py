@@ -61,10 +61,12 @@ def not_implemented() -> web.Response:
     return kong_error(501, "Not Implemented")
 
 
-def https_required(status: int, location: str) -> web.Response:
-    """Kong's answer on a route whose protocols leave out http to a request that did not come
-    over HTTPS: 426 with an Upgrade hint, or a redirect (no body) to the same URL on https."""
-    if status == 426:
-        upgrade = {"Connection": "Upgrade", "Upgrade": "TLS/1.2, HTTP/1.1"}
-        return kong_error(426, "Please use HTTPS protocol", upgrade)
+def use_https() -> web.Response:
+    """Kong's 426 on a route whose protocols leave out http, to a request not over HTTPS."""
+    upgrade = {"Connection": "Upgrade", "Upgrade": "TLS/1.2, HTTP/1.1"}
+    return kong_error(426, "Please use HTTPS protocol", upgrade)
+
+
+def redirect(status: int, location: str) -> web.Response:
+    """A redirect without a body (Kong's https_redirect_status_code answers)."""
     return web.Response(status=status, headers={"Location": location})
