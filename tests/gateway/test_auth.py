@@ -555,6 +555,63 @@ async def test_refusals_are_complete_http_answers_for_1_0_and_1_1(protect: Prote
         assert json.loads(body) == {"message": "Unauthorized"}
 
 
+async def test_refused_head_has_no_body_and_the_connection_stays_in_step(
+    protect: Protect,
+) -> None:
+    """A HEAD answer has no content (RFC 9110 §9.3.2): were the JSON body sent, the client would
+    read it as the start of the next answer on the connection."""
+    gw = await protect()
+    raw = await raw_request(
+        gw.proxy_port,
+        b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert b"content-length: 27" in first.lower().split(b"\r\n")  # what a GET would get
+    assert rest.startswith(b"HTTP/1.1 401 Unauthorized\r\n")  # the GET's answer, right after
+    assert rest.partition(b"\r\n\r\n")[2] == b'{"message": "Unauthorized"}'
+
+
+async def test_expect_100_continue_with_a_form_body_and_a_bad_header_token(
+    protect: Protect,
+) -> None:
+    """A form body may hold a token, but the bad one in the header already decides: its 401
+    comes without a 100 Continue, before the client sends the body."""
+    gw = await protect()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(
+        b"POST / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x.y.z\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 401")
+
+
+async def test_expect_100_continue_with_a_good_header_token_and_one_in_the_form(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """A good header token earns the 100 Continue; the body then shows a second token: 400."""
+    gw = await protect()
+    body = f"access_token={test_issuer.mint()}".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(
+        b"POST / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %b\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        % (test_issuer.mint().encode(), len(body))
+    )
+    assert (
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    writer.write(body)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b'error="invalid_request"' in head
+
+
 async def test_form_token_with_expect_100_continue(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:

@@ -252,10 +252,10 @@ class Gateway:
             if cached is not None:
                 edits, exchange.outcome = cached, CACHED
             else:
-                if needs_body(request, auth.config):
-                    body = await self._read_form(request)
-                    checking = perf_counter()
                 try:
+                    if needs_body(request, auth.config):
+                        body = await self._read_form(request, auth)
+                        checking = perf_counter()
                     edits, exchange.outcome = await auth.check(request, body)
                 except AuthError as exc:
                     exchange.auth_seconds = perf_counter() - checking
@@ -307,13 +307,16 @@ class Gateway:
             return responses.bad_request()  # nothing sane to redirect to (nginx: 400 too)
         return responses.redirect(code, f"https://{host}{raw_target}")
 
-    async def _read_form(self, request: web.BaseRequest) -> bytes | None:
+    async def _read_form(self, request: web.BaseRequest, auth: Authenticator) -> bytes | None:
         """A small form body, read so a token in it can be found; None when it is too large to
-        hold (it then streams untouched, and cannot carry the token)."""
+        hold (it then streams untouched, and cannot carry the token). Raises AuthError when the
+        client waits for a 100 Continue and a token outside the body already earns a refusal."""
         length = request.content_length
         if length is None or length > FORM_LIMIT:
             return None
         if request.headers.get("Expect", "").lower() == "100-continue":
+            # DESIGN: a bad token gets its answer without a 100 Continue, wherever the body is.
+            await auth.check_before_body(request)
             await request.writer.write(CONTINUE)
         async with asyncio.timeout(self.settings.client_body_timeout):
             return await request.content.readexactly(length)

@@ -14,6 +14,7 @@ Every exception on this path becomes an AuthError, so a 500 or a pass is impossi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -202,6 +203,14 @@ class Authenticator:
             log.exception("unexpected error while authenticating a request")
             raise InvalidToken("token could not be processed") from None
 
+    async def check_before_body(self, request: web.BaseRequest) -> None:
+        """Judge a token found outside the body (header, query, cookie) before the client is
+        invited to send a body that may hold one too: AuthError when it already earns a
+        refusal. No token outside the body passes: the body may carry it (`check` then decides
+        with the body in hand, and finds a good token here in the cache)."""
+        with contextlib.suppress(MissingToken):
+            await self.check(request, None)
+
     async def verify(self, token: str, now: float, *, checked: bool = True) -> VerifiedToken:
         """Verify a token not found in the cache, and cache it. Raises AuthError."""
         if not checked:
@@ -333,6 +342,8 @@ class Authenticator:
             request_id,
             b"" if keep_alive else b"Connection: close\r\n",
         )
+        if request.method == "HEAD":
+            body = b""  # RFC 9110 §9.3.2: no content (Content-Length still says what GET gets)
         return RawResponse(head + body, status=status, keep_alive=keep_alive, body_size=len(body))
 
     def _prepare_answer(self, exc: AuthError) -> tuple[int, dict[str, str], bytes, bytes]:
