@@ -437,11 +437,47 @@ async def test_upstream_access_token_header_null_hides_the_token(
 
 
 async def test_custom_upstream_token_header(protect: Protect, test_issuer: TestIssuer) -> None:
-    gw = await protect(upstream_access_token_header="x-access-token")
+    gw = await protect(upstream_access_token_header="x-api-token")
     token = test_issuer.mint()
-    answer = await call(gw, token=token, headers={"X-Access-Token": "spoofed"})
-    assert answer.upstream_headers("X-Access-Token") == [token]
+    answer = await call(gw, token=token, headers={"X-Api-Token": "spoofed"})
+    assert answer.upstream_headers("X-Api-Token") == [token]
     assert answer.upstream_headers("Authorization") == []
+
+
+@pytest.mark.parametrize("name", ["X-Access-Token", "Access-Token"])
+async def test_kongs_access_token_headers_carry_a_token(
+    name: str, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """Kong's `header` place is three headers: the token alone in access-token or
+    x-access-token passes, and is hidden from the upstream like an Authorization token."""
+    gw = await protect()
+    token = test_issuer.mint()
+    for value in (token, f"Bearer {token}"):
+        answer = await call(gw, headers={name: value})
+        assert answer.status == 200
+        assert answer.upstream_headers(name) == []
+        assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
+    # A token cached from Authorization, then sent in this header: this one is hidden.
+    fresh = test_issuer.mint()
+    assert (await call(gw, token=fresh)).status == 200
+    answer = await call(gw, headers={name: fresh})
+    assert answer.upstream_headers(name) == []
+    assert answer.upstream_headers("Authorization") == [f"Bearer {fresh}"]
+    kept = await call(await protect(hide_credentials=False), headers={name: token})
+    assert kept.upstream_headers(name) == [token]
+    assert (await call(gw, headers={name: test_issuer.mint(exp_in=-10)})).status == 401
+
+
+async def test_a_second_token_in_an_access_token_header_is_400_even_for_a_cached_token(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect()
+    token = test_issuer.mint()
+    assert (await call(gw, token=token)).status == 200  # cached: the hot path knows it
+    for name in ("X-Access-Token", "Access-Token"):
+        answer = await call(gw, token=token, headers={name: "abc.def.ghi"})
+        assert answer.status == 400
+        assert 'error="invalid_request"' in answer.headers["WWW-Authenticate"]
 
 
 async def test_hide_credentials_false_keeps_the_query_token(

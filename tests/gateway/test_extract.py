@@ -130,6 +130,32 @@ def test_two_authorization_headers_are_multiple_tokens(second: str) -> None:
     assert refused(MultipleTokens, headers=headers) == "more than one Authorization header"
 
 
+@pytest.mark.parametrize("name", ["access-token", "X-Access-Token"])
+@pytest.mark.parametrize("value", [JWT, f"Bearer {JWT}", f" {JWT} ", f"bearer  {JWT}"])
+def test_kongs_access_token_headers(name: str, value: str) -> None:
+    location = extract(headers=[(name, value)])
+    assert location == TokenLocation(JWT, "header", header=name.lower().encode())
+
+
+@pytest.mark.parametrize("name", ["access-token", "x-access-token"])
+def test_access_token_header_with_another_token_is_multiple_tokens(name: str) -> None:
+    both = [("Authorization", f"Bearer {JWT}"), (name, JWT)]
+    assert refused(MultipleTokens, headers=both) == "more than one token (header, header)"
+    twice = [(name, JWT), (name, JWT)]
+    assert refused(MultipleTokens, headers=twice) == "more than one token (header, header)"
+
+
+@pytest.mark.parametrize("value", ["", "a b", "Bearer", "tok,en", "Bearer a b"])
+def test_malformed_access_token_header_is_invalid_request(value: str) -> None:
+    detail = refused(InvalidRequest, headers=[("X-Access-Token", value)])
+    assert detail.startswith("malformed ")
+
+
+def test_access_token_headers_are_ignored_when_header_is_not_a_place() -> None:
+    config = OidcConfig.for_issuer("https://idp.example", bearer_token_param_type=("query",))
+    assert extract(headers=[("X-Access-Token", JWT)], config=config) is None
+
+
 def test_header_is_ignored_when_not_an_allowed_place() -> None:
     config = OidcConfig.for_issuer("https://idp.example", bearer_token_param_type=("query",))
     headers = [("Authorization", "Bearer a b"), ("Authorization", "Bearer c")]

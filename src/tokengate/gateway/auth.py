@@ -149,11 +149,13 @@ class Authenticator:
 
         It returns only what `check` would (outcome CACHED): the same cache entry, whose
         requirements were met and edits built on its first use; a token found anywhere else
-        (query, form body, cookie) or a preflight let through goes the long way."""
+        (query, form body, cookie, Kong's access-token headers) or a preflight let through goes
+        the long way."""
         cache = self.cache
         if cache is None or not self._hot_path:
             return None
-        values = request.headers.getall("Authorization", ())
+        headers = request.headers
+        values = headers.getall("Authorization", ())
         if len(values) != 1 or not values[0].startswith("Bearer "):
             return None
         entry = cache.fresh(values[0][7:], self._clock())
@@ -162,8 +164,10 @@ class Authenticator:
         ):
             return None  # unknown, expired, refused by this route, or not yet checked by it
         if (
-            (self._query_tokens and "?" in request.raw_path)
-            or (self._cookie_tokens and "Cookie" in request.headers)
+            "X-Access-Token" in headers
+            or "Access-Token" in headers
+            or (self._query_tokens and "?" in request.raw_path)
+            or (self._cookie_tokens and "Cookie" in headers)
             or (self._body_tokens and needs_body(request, self.config))
             or (self._preflight_passes and request.method == "OPTIONS")
         ):
@@ -262,7 +266,7 @@ class Authenticator:
         entry: VerifiedToken,
         body: bytes | None,
     ) -> UpstreamEdits:
-        if location.where == "header":
+        if location.where == "header" and location.header == b"authorization":
             edits: UpstreamEdits | None = entry.header_edits
             if edits is None:
                 edits = entry.header_edits = self._build_edits(request, location, entry, body)
@@ -290,7 +294,7 @@ class Authenticator:
         if config.hide_credentials:
             where = location.where
             if where == "header":
-                drop.add(b"authorization")
+                drop.add(location.header)
             elif where == "query":
                 query = query_without_token(request.raw_path.partition("?")[2])
             elif where == "cookie" and config.bearer_token_cookie_name:

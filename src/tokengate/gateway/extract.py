@@ -7,7 +7,9 @@
     location.token, location.where                        # "header" | "query" | "body" | "cookie"
 
 Only the places listed in `bearer_token_param_type` are looked at (Kong's default: header, query,
-body). RFC 6750: `Authorization: Bearer <b64token>` (§2.1), a form-encoded body's `access_token`
+body). "header" is Kong's three headers: `Authorization: Bearer <b64token>` (RFC 6750 §2.1), and
+`access-token` / `x-access-token` holding the token itself (or `Bearer <token>`). RFC 6750: a
+form-encoded body's `access_token`
 (§2.2, only `application/x-www-form-urlencoded`, never multipart or JSON, never on GET/HEAD), the
 `access_token` query parameter (§2.3); and Kong's `bearer_token_cookie_name` cookie.
 
@@ -48,6 +50,8 @@ _B64_CHARS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 # means a token hidden behind a ";" is seen here too, and removed by the hide helpers.
 _SEPARATOR: Final = re.compile(r"([&;])")
 _NO_BODY_METHODS: Final = frozenset({"GET", "HEAD"})  # RFC 6750 §2.2: never with GET
+# Kong's `header` place besides Authorization: headers that hold the token itself.
+TOKEN_HEADERS: Final = ("access-token", "x-access-token")
 
 
 class TokenLocation(NamedTuple):
@@ -59,6 +63,7 @@ class TokenLocation(NamedTuple):
     # False only for a header token taken by the fast path: its b64token syntax is checked by
     # the caller when the token is not already known good (a cached token passed it before).
     checked: bool = True
+    header: bytes = b"authorization"  # for where == "header": which one (lower-case)
 
 
 def needs_body(request: web.BaseRequest, config: OidcConfig) -> bool:
@@ -88,6 +93,10 @@ def extract_token(
             raise MultipleTokens("more than one Authorization header")
         if values and (bearer := _bearer(values[0])) is not None:
             found.append(TokenLocation(bearer[0], "header", bearer[1]))
+        for name in TOKEN_HEADERS:
+            for value in request.headers.getall(name, ()):
+                token = _token_header_value(value, name)
+                found.append(TokenLocation(token, "header", header=name.encode("ascii")))
     if "query" in places:
         # The raw target, split by hand: building request.rel_url (yarl) costs microseconds.
         raw_query = request.raw_path.partition("?")[2]
@@ -115,6 +124,15 @@ def _bearer(value: str) -> tuple[str, bool] | None:
     if scheme.lower() != "bearer":
         return None  # another scheme: no bearer token here
     return _checked(credentials.lstrip(" "), "Bearer credentials"), True  # 1*SP b64token
+
+
+def _token_header_value(value: str, name: str) -> str:
+    # The token as it is, or after a Bearer scheme as in Authorization.
+    bearer = _bearer(value)
+    if bearer is None:
+        return _checked(value.strip(" \t"), f"{name} header")
+    token, checked = bearer
+    return token if checked else _checked(token, f"{name} header")
 
 
 def check_bearer_syntax(token: str) -> None:
