@@ -628,14 +628,15 @@ async def test_duplicate_names_are_409(admin: Admin) -> None:
     status, problem = await admin.call("POST", "/auth-servers", {"name": "taken", "audience": "a"})
     assert status == 409
     assert (problem["status"], problem["title"]) == (409, "Conflict")
-    assert problem["detail"]
+    assert problem["detail"] == "An auth server with this name already exists"
     other = await admin.server()
     status, _ = await admin.call("PATCH", f"/auth-servers/{other['id']}", {"name": "taken"})
     assert status == 409
     asid = server["id"]
     scope, second = await admin.scope(asid, name="read"), await admin.scope(asid, name="write")
-    status, _ = await admin.call("POST", f"/auth-servers/{asid}/scopes", {"name": "read"})
+    status, problem = await admin.call("POST", f"/auth-servers/{asid}/scopes", {"name": "read"})
     assert status == 409
+    assert problem["detail"] == "A scope with this name already exists"
     status, _ = await admin.call(
         "PATCH", f"/auth-servers/{asid}/scopes/{second['id']}", {"name": scope["name"]}
     )

@@ -70,7 +70,9 @@ async def test_a_secret_can_be_given_and_created_disabled(admin: Admin, client: 
     assert check(client["auth_server_id"], client["id"], "my-own-secret") is not None
 
 
-async def test_the_third_enabled_secret_is_403(admin: Admin, client: JSON) -> None:
+async def test_the_third_enabled_secret_is_403_on_create_and_400_on_update(
+    admin: Admin, client: JSON
+) -> None:
     path = secrets_path(client)
     second = await admin.ok("POST", path, {}, status=201)
     status, problem = await admin.call("POST", path, {})
@@ -79,8 +81,12 @@ async def test_the_third_enabled_secret_is_403(admin: Admin, client: JSON) -> No
     assert problem["instance"].startswith("kong:trace:")
     assert "2" in problem["detail"]
     parked = await admin.ok("POST", path, {"enabled": False}, status=201)  # disabled: room enough
-    status, _ = await admin.call("PATCH", f"{path}/{parked['id']}", {"enabled": True})
-    assert status == 403
+    status, problem = await admin.call("PATCH", f"{path}/{parked['id']}", {"enabled": True})
+    # updateClientSecret lists 200, 400 and 404 only: the bad value is `enabled`.
+    assert status == 400
+    [entry] = problem["invalid_parameters"]
+    assert (entry["field"], entry["rule"], entry["source"]) == ("enabled", "invalid", "body")
+    assert "2 enabled secrets" in entry["reason"]
     await admin.ok("PATCH", f"{path}/{second['id']}", {"enabled": False})
     await admin.ok("POST", path, {}, status=201)
     assert (await admin.ok("GET", path))["meta"]["page"]["total"] == 4

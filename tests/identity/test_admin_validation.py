@@ -77,12 +77,22 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("scope", {"include_in_metadata": None}, "include_in_metadata", "is_boolean"),
     ("scope", {"description": 3}, "description", "is_string"),
     ("scope", {"id": str(uuid.uuid4())}, "id", "unknown_property"),
+    # a token's `scope` joins names with spaces: one RFC 6749 scope-token per name
+    ("scope", {"name": "read write"}, "name", "matches_regex"),
+    ("scope", {"name": 'say"hi'}, "name", "matches_regex"),
+    ("scope", {"name": "back\\slash"}, "name", "matches_regex"),
+    ("scope", {"name": "tab\there"}, "name", "matches_regex"),
+    ("scope", {"name": "café"}, "name", "matches_regex"),
     # claims
     ("claim", {"value": ""}, "value", "min_length"),
     ("claim", {"value": 5}, "value", "is_string"),
     ("claim", {"value": "${ .Client.Nope }"}, "value", "invalid"),
     ("claim", {"value": "${ unclosed"}, "value", "invalid"),
     ("claim", {"name": ""}, "name", "min_length"),
+    # the issuer's own claims: a custom one of that name would never reach a token
+    ("claim", {"name": "sub"}, "name", "invalid"),
+    ("claim", {"name": "scope"}, "name", "invalid"),
+    ("claim", {"name": "client_id"}, "name", "invalid"),
     ("claim", {"include_in_token": "yes"}, "include_in_token", "is_boolean"),
     ("claim", {"include_in_all_scopes": 0}, "include_in_all_scopes", "is_boolean"),
     ("claim", {"include_in_scopes": "x"}, "include_in_scopes", "is_array"),

@@ -99,8 +99,10 @@ def test_seed_errors_name_the_field(tmp_path: Path) -> None:
           - name: x
             issuer_id: TOO-SHORT
             colour: blue
-            scopes: [{name: a}]
-            claims: [{name: c, value: "${ .Nope | frobnicate }", include_in_scopes: [b]}]
+            scopes: [{name: a}, {name: "read write"}]
+            claims:
+              - {name: c, value: "${ .Nope | frobnicate }", include_in_scopes: [b]}
+              - {name: sub, value: me}
             clients: [{name: k, access_token_duration: 5}]
         """)
     )
@@ -116,6 +118,14 @@ def test_seed_errors_name_the_field(tmp_path: Path) -> None:
         "server's seed" in errors
     )
     assert any("clients[0].access_token_duration" in e for e in errors)
+    assert (
+        f"{path}: auth_servers[0].scopes[1].name: must be printable ASCII without spaces, quotes "
+        "or backslashes (RFC 6749 §3.3)" in errors
+    )
+    assert (
+        f"{path}: auth_servers[0].claims[1].name: is set by the issuer itself, not by a custom "
+        "claim" in errors
+    )
 
 
 async def test_rotation_endpoint_keeps_old_tokens_valid() -> None:

@@ -13,6 +13,7 @@ path segment, as Kong Identity's issuer host names carry) and `Client.id` (an OA
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,9 @@ RESPONSE_TYPES = ("none", "token", "code", "id_token")
 TOKEN_ENDPOINT_AUTH_METHODS = ("client_secret_post", "none")
 MIN_TOKEN_DURATION = 60
 MAX_TOKEN_DURATION = 2_592_000
+# A scope name is one RFC 6749 §3.3 scope-token: tokens join granted names with spaces.
+SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+SCOPE_NAME_RULE = "printable ASCII without spaces, quotes or backslashes (RFC 6749 §3.3)"
 DEFAULT_TOKEN_DURATION = 300
 MAX_ACTIVE_SECRETS = 2
 

@@ -33,11 +33,14 @@ from tokengate.identity.models import (
     MAX_TOKEN_DURATION,
     MIN_TOKEN_DURATION,
     RESPONSE_TYPES,
+    SCOPE_NAME_RULE,
+    SCOPE_TOKEN,
     SIGNING_ALGORITHMS,
     AuthServer,
 )
 from tokengate.identity.store import Store
 from tokengate.identity.templates import TemplateError, check_template
+from tokengate.identity.tokens import RESERVED_CLAIMS
 
 _ISSUER_ID: Final = re.compile(r"[a-z0-9]{16}")
 _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -163,12 +166,14 @@ def _check_server(check: _Checker, path: str, raw: object) -> None:
         scope = check.mapping(where, raw_scope, _SCOPE_FIELDS)
         if (name := check.text(f"{where}.name", scope.get("name"), required=True)) is not None:
             scope_names.add(name)
+            check.pattern(f"{where}.name", name, SCOPE_TOKEN, SCOPE_NAME_RULE)
         for flag in ("default", "include_in_metadata", "enabled"):
             check.flag(f"{where}.{flag}", scope.get(flag))
     for index, raw_claim in enumerate(check.items(f"{path}.claims", server.get("claims"))):
         where = f"{path}.claims[{index}]"
         claim = check.mapping(where, raw_claim, _CLAIM_FIELDS)
-        check.text(f"{where}.name", claim.get("name"), required=True)
+        if check.text(f"{where}.name", claim.get("name"), required=True) in RESERVED_CLAIMS:
+            check.error(f"{where}.name", "is set by the issuer itself, not by a custom claim")
         value = check.text(f"{where}.value", claim.get("value"), required=True)
         if value is not None:
             try:

@@ -922,7 +922,8 @@ def _integrity_error(exc: sqlite3.IntegrityError) -> StoreError:
         columns = [c.partition(".") for c in message.removeprefix(prefix).split(", ")]
         noun = next((t.noun for t in TABLES if t.name == columns[0][0]), "entity")
         names = [name for _, dot, name in columns if dot and name != "auth_server_id"] or ["id"]
-        return Conflict(f"a {noun} with this {' and '.join(names)} already exists")
+        article = "an" if noun[0] in "aeiou" else "a"
+        return Conflict(f"{article} {noun} with this {' and '.join(names)} already exists")
     if "FOREIGN KEY" in message:
         return NotFound("the parent entity does not exist")
     return StoreError(message)

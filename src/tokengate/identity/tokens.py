@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from tokengate.identity.models import AuthServer, Claim, Client, IssuedToken, Scope
+from tokengate.identity.models import SCOPE_TOKEN, AuthServer, Claim, Client, IssuedToken, Scope
 from tokengate.identity.signing import Signer
 from tokengate.identity.templates import TemplateError, render_claim, template_context
 
@@ -42,8 +42,6 @@ RESERVED_CLAIMS: Final = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope"}
 )
 _JSON: Final = json.JSONEncoder(separators=(",", ":"))  # compact; made once, not per token
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}
 
 
 class ScopeError(ValueError):
@@ -69,7 +67,7 @@ def grant_scopes(
     by_name = {s.name: s for s in scopes}
     granted: dict[str, Scope] = {}
     for name in names:
-        if not set(name) <= _SCOPE_TOKEN_CHARS:
+        if not SCOPE_TOKEN.fullmatch(name):
             raise ScopeError("malformed scope")
         scope = by_name.get(name)
         # One answer for unknown, disabled and not allowed: which scopes exist is not the

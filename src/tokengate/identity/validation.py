@@ -27,11 +27,14 @@ from tokengate.identity.models import (
     MAX_TOKEN_DURATION,
     MIN_TOKEN_DURATION,
     RESPONSE_TYPES,
+    SCOPE_NAME_RULE,
+    SCOPE_TOKEN,
     SIGNING_ALGORITHMS,
     TOKEN_ENDPOINT_AUTH_METHODS,
 )
 from tokengate.identity.problems import InvalidParameter, Problem, invalid
 from tokengate.identity.templates import TemplateError, check_template
+from tokengate.identity.tokens import RESERVED_CLAIMS
 
 T = TypeVar("T")
 Rule = Callable[[Any], Any]
@@ -69,6 +72,34 @@ def string(*, min_length: int = 0) -> Rule:
                 "min_length", f"must have at least {min_length} characters", minimum=min_length
             )
         return value
+
+    return check
+
+
+def scope_name() -> Rule:
+    """A scope's name, requested at /oauth/token and joined with spaces in a token's `scope`:
+    one RFC 6749 §3.3 scope-token, so "read write" can never be taken for two scopes."""
+    text = string(min_length=1)
+
+    def check(value: Any) -> str:
+        name: str = text(value)
+        if not SCOPE_TOKEN.fullmatch(name):
+            raise Invalid("matches_regex", f"must be {SCOPE_NAME_RULE}")
+        return name
+
+    return check
+
+
+def claim_name() -> Rule:
+    """A custom claim's name: never one the issuer sets itself (it would not reach the token)."""
+    text = string(min_length=1)
+
+    def check(value: Any) -> str:
+        name: str = text(value)
+        if name in RESERVED_CLAIMS:
+            reserved = ", ".join(sorted(RESERVED_CLAIMS))
+            raise Invalid("invalid", f"is set by the issuer itself (reserved: {reserved})")
+        return name
 
     return check
 
@@ -460,7 +491,7 @@ AUTH_SERVER_UPDATE: Final[Schema] = {
 }
 
 SCOPE: Final[Schema] = {
-    "name": string(min_length=1),
+    "name": scope_name(),
     "description": string(),
     "default": boolean(),
     "include_in_metadata": boolean(),
@@ -469,7 +500,7 @@ SCOPE: Final[Schema] = {
 SCOPE_CREATE_REQUIRED: Final = ("name",)
 
 CLAIM: Final[Schema] = {
-    "name": string(min_length=1),
+    "name": claim_name(),
     "value": template(),
     "include_in_token": boolean(),
     "include_in_all_scopes": boolean(),
