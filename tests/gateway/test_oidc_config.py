@@ -330,6 +330,17 @@ ERRORS = {
         "upstream_headers_names[0]: 'Host' cannot be set from a token: it frames or routes the "
         "request",
     ),
+    "upstream header is the token's header": (
+        "upstream_headers_claims: [sub]\nupstream_headers_names: [Authorization]",
+        "upstream_headers_names: 'authorization' is upstream_access_token_header's header too: "
+        "the upstream would get it twice",
+    ),
+    "upstream header is a custom token header": (
+        "upstream_access_token_header: x-token\n"
+        "upstream_headers_claims: [sub]\nupstream_headers_names: [X-Token]",
+        "upstream_headers_names: 'x-token' is upstream_access_token_header's header too: the "
+        "upstream would get it twice",
+    ),
     "access token header invalid": (
         "upstream_access_token_header: 'bad header:bearer'",
         "upstream_access_token_header: invalid header name 'bad header'",

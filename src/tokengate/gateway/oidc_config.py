@@ -138,6 +138,14 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
     if claims_count != names_count:
         message = f"must have as many entries as upstream_headers_claims ({names_count} vs"
         f.error("upstream_headers_names", f"{message} {claims_count})")
+    token_header = _upstream_token_header(f)
+    token_header_name = (token_header or "").partition(":")[0].strip().lower()
+    if token_header_name and token_header_name in (name.lower() for name in names):
+        f.error(
+            "upstream_headers_names",
+            f"{token_header_name!r} is upstream_access_token_header's header too: the upstream "
+            "would get it twice",
+        )
     values: dict[str, Any] = {
         "issuers_allowed": f.each("issuers_allowed", _non_empty),
         "extra_jwks_uris": f.each("extra_jwks_uris", _http_url),
@@ -153,7 +161,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         "cache_ttl_max": f.number("cache_ttl_max", None),
         "upstream_headers_claims": claims,
         "upstream_headers_names": names,
-        "upstream_access_token_header": _upstream_token_header(f),
+        "upstream_access_token_header": token_header,
         "hide_credentials": f.boolean("hide_credentials", True),
         "anonymous": f.string("anonymous"),
         "run_on_preflight": f.boolean("run_on_preflight", True),
@@ -426,7 +434,17 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
     "enable_hs_signatures": "always false: true is an error",
     "ignore_signature": "bearer in it is an error; other grants do not apply",
     "timeout": "yes (milliseconds, as Kong)",
-    "bearer_token_param_type": "yes: header, query, body, cookie",
+    "bearer_token_param_type": (
+        "yes: header (Authorization, access-token, x-access-token), query, body, cookie"
+    ),
+    "cache_ttl": (
+        "accepted, no effect: every accepted token has an exp, and a cache entry lives until it "
+        "(or cache_ttl_max)"
+    ),
+    "run_on_preflight": (
+        "yes: false lets a CORS preflight through (OPTIONS with Origin and "
+        "Access-Control-Request-Method); any other OPTIONS still needs a token"
+    ),
     "issuer": "yes: discovery URL or issuer identifier",
 })  # fmt: skip
 
