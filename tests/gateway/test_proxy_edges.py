@@ -4,6 +4,7 @@ gets wrong, early answers, backpressure, pool slots, slow clients, header spelli
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
 
@@ -329,6 +330,32 @@ async def test_request_transfer_coding_other_than_chunked_is_not_silently_droppe
         )
     assert raw.startswith(b"HTTP/1.1 501"), raw[:60]
     assert up.requests == []
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + b"a" * 9000 + b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"b" * 20000 + b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n",
+    ],
+    ids=["long-authorization", "long-header", "space-in-name", "nul-in-target"],
+)
+async def test_a_request_that_cannot_be_parsed_is_kongs_400_without_a_traceback(
+    request_bytes: bytes, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any client can send these: the answer is Kong's JSON 400, and nothing is logged above
+    DEBUG (aiohttp's default is a traceback at ERROR for each one)."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
+        gw = await start_gateway(make_route(make_service(up.port)))
+        caplog.set_level("INFO")
+        raw = await raw_request(gw.proxy_port, request_bytes)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400 Bad Request\r\n"), raw[:80]
+    assert body == b'{"message": "Bad request"}'
+    assert up.requests == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""aiohttp's low-level server with one addition: a deadline for a request head.
+"""aiohttp's low-level server with two additions: a deadline for a request head, and Kong's 400
+(not a logged traceback) for a request aiohttp cannot parse.
 
     server = HeadTimeoutServer(handler, head_timeout=10.0, keepalive_timeout=60.0)
 
@@ -13,10 +14,16 @@ of aiohttp's RequestHandler (`_messages`, `_request_in_progress`); tests/gateway
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web_protocol import RequestHandler
+
+from tokengate.gateway import responses
+
+log = logging.getLogger("tokengate.server")
 
 
 class HeadTimeoutHandler(RequestHandler):
@@ -41,6 +48,23 @@ class HeadTimeoutHandler(RequestHandler):
         self._head_timer = None
         if not self._messages and not self._request_in_progress:
             self.force_close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A request aiohttp could not parse (a bad request line, a header line over 8 KiB, ...)
+        is the client's mistake: Kong's 400, and a debug line rather than aiohttp's traceback at
+        ERROR, which any client could otherwise repeat into a flood of log lines."""
+        if not isinstance(exc, BadHttpMessage) or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        log.debug("malformed request from %s: %s", request.remote, type(exc).__name__)
+        response = responses.bad_request()
+        response.force_close()
+        return response
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
