@@ -7,6 +7,8 @@ Each test runs a test issuer (discovery + JWKS), an echo upstream and a gateway,
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,10 +18,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
 from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request, serving
 from tests.gateway.issuer import OMIT, TestIssuer
+from tokengate.gateway import auth as auth_module
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.keys import KeyPolicy
 from tokengate.gateway.oidc_config import OidcConfig
@@ -143,15 +149,101 @@ async def test_bad_tokens_are_401_invalid_token(
 async def test_token_carrying_its_own_key_is_still_checked_against_the_jwks(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
+    """DESIGN: jwk, jku, x5u and x5c never widen trust. The attacker's key comes inline (jwk),
+    as a certificate (x5c), and from a live server publishing it (jku, x5u): none is used, and
+    that server is never asked."""
     gw = await protect()
     attacker_kid = test_issuer.add_key("RS256", publish=False)
-    attacker_jwk = test_issuer.keys[attacker_kid].jwk
-    token = test_issuer.mint(
-        kid=test_issuer.default_kid,
-        sign_with=attacker_kid,
-        headers={"jwk": attacker_jwk, "jku": "http://evil.example/jwks"},
+    attacker = test_issuer.keys[attacker_kid]
+    async with TestIssuer() as evil:
+        evil.raw_jwks = {"keys": [{**attacker.jwk, "kid": test_issuer.default_kid}]}
+        for kid in (test_issuer.default_kid, attacker_kid, None):
+            token = test_issuer.mint(
+                kid=kid,
+                sign_with=attacker_kid,
+                headers={
+                    "jwk": attacker.jwk,
+                    "jku": evil.jwks_uri,
+                    "x5u": evil.jwks_uri,
+                    "x5c": [self_signed_der(attacker.private_key)],
+                },
+            )
+            assert (await call(gw, token=token)).status == 401, kid
+        assert evil.requests == []
+
+
+def self_signed_der(key: Any) -> str:
+    """A self-signed certificate of `key`, as an x5c entry (base64 DER)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
     )
-    assert (await call(gw, token=token)).status == 401
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+async def test_realm_is_the_issuers_host(
+    upstream: TestServer, start_gateway: StartGateway, test_issuer: TestIssuer
+) -> None:
+    """The realm names the issuer's host, not the gateway's or the request's (both 127.0.0.1
+    here, while the issuer is configured as localhost)."""
+    issuer = test_issuer.issuer.replace("127.0.0.1", "localhost")
+    test_issuer.discovery_overrides["issuer"] = issuer
+    route = make_route(make_service(upstream.port), oidc=OidcConfig.for_issuer(issuer))
+    gw = await start_gateway(route, key_policy=FAST_KEYS)
+    assert (await call(gw)).headers["WWW-Authenticate"] == 'Bearer realm="localhost"'
+    expired = await call(gw, token=test_issuer.mint(iss=issuer, exp_in=-10))
+    assert expired.headers["WWW-Authenticate"] == 'Bearer realm="localhost", error="invalid_token"'
+    assert (await call(gw, token=test_issuer.mint(iss=issuer))).status == 200
+
+
+async def test_the_refusal_reason_is_logged_not_shown(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = await protect()
+    caplog.set_level("INFO", logger="tokengate.auth")
+    answer = await call(gw, token=test_issuer.mint(exp_in=-10))
+    assert answer.status == 401
+    assert b"expired" not in answer.body
+    assert "expired" not in answer.headers["WWW-Authenticate"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "tokengate.auth"]
+    assert any(line.startswith("refused 401 expired for ") for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("exp_in", "status"), [(29 * 86400, 200), (31 * 86400, 401)], ids=["29-days", "31-days"]
+)
+async def test_token_lifetime_is_bounded(
+    exp_in: int, status: int, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """A token may not claim more than 30 days of life (a stolen one would be a long breach)."""
+    gw = await protect()
+    assert (await call(gw, token=test_issuer.mint(exp_in=exp_in))).status == status
+
+
+@pytest.mark.parametrize("breaking", ["extract_token", "decode_claims", "check_claims"])
+async def test_an_unexpected_error_on_the_auth_path_is_a_401_never_a_500(
+    breaking: str, protect: Protect, test_issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DESIGN: every exception on the auth path is a 401. No input is known to raise one (each
+    would be a bug): a fault injected into the path stands in for it."""
+    gw = await protect()
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(auth_module, breaking, bug)
+    answer = await call(gw, token=test_issuer.mint())
+    assert answer.status == 401
+    assert answer.json == {"message": "Unauthorized"}
+    assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1", error="invalid_token"'
 
 
 @pytest.mark.parametrize(
@@ -487,6 +579,22 @@ async def test_hide_credentials_false_keeps_the_query_token(
     token = test_issuer.mint()
     answer = await call(gw, f"/?access_token={token}")
     assert answer.json["path_qs"] == f"/?access_token={token}"
+
+
+async def test_cookie_token_is_hidden_and_the_other_cookies_kept(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    places = {"bearer_token_param_type": ("cookie",), "bearer_token_cookie_name": "at"}
+    token = test_issuer.mint()
+    cookies = {"Cookie": f"a=1; at={token}; b=2"}
+    answer = await call(await protect(**places), headers=cookies)
+    assert answer.status == 200
+    assert answer.upstream_headers("Cookie") == ["a=1; b=2"]
+    assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
+    only = await call(await protect(**places), headers={"Cookie": f"at={token}"})
+    assert only.upstream_headers("Cookie") == []  # nothing left: no Cookie header at all
+    kept = await call(await protect(**places, hide_credentials=False), headers=cookies)
+    assert kept.upstream_headers("Cookie") == [cookies["Cookie"]]
 
 
 async def test_form_body_token_is_found_and_hidden(

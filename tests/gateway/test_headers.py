@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tokengate.gateway.headers import (
     build_request_head,
     connection_named,
@@ -38,6 +40,32 @@ def test_connection_named_headers_are_dropped_case_insensitively() -> None:
     out = head([(b"Connection", b"close, X-Secret"), (b"x-SECRET", b"1"), (b"X-Other", b"2")])
     assert b"secret" not in out.lower() and b"X-Other: 2" in out
     assert b"Connection" not in out
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # DESIGN: identity headers and X-Forwarded-* are the gateway's, whatever their suffix
+        b"X-Consumer-ID",
+        b"X-Consumer-Custom-ID",
+        b"x-consumer-anything-new",
+        b"X-Authenticated-Userid",
+        b"X-Authenticated-Scope-Extra",
+        b"X-Forwarded-For",
+        b"X-Forwarded-Client-Cert",
+        b"X-FORWARDED-ANYTHING",
+        b"X-Userinfo",
+        b"X-Credential-Identifier",
+        b"X-Anonymous-Consumer",
+        b"Forwarded",
+        b"X-Real-IP",
+        b"X_Consumer_ID",  # underscores: CGI would read it as X-Consumer-ID
+    ],
+)
+def test_client_identity_headers_never_reach_the_upstream(name: bytes) -> None:
+    out = head([(name, b"spoofed"), (b"Accept", b"*/*")])
+    assert b"spoofed" not in out
+    assert b"Accept: */*\r\n" in out
 
 
 def test_client_via_is_kept_and_ours_appended() -> None:
