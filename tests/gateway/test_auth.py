@@ -612,6 +612,62 @@ async def test_form_body_token_is_found_and_hidden(
     assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
 
 
+def chunked_form(body: bytes, *, chunk: int = 1000) -> bytes:
+    return (
+        b"".join(
+            b"%x\r\n%b\r\n" % (len(part), part)
+            for part in (body[i : i + chunk] for i in range(0, len(body), chunk))
+        )
+        + b"0\r\n\r\n"
+    )
+
+
+async def test_a_chunked_form_body_is_searched_too(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """A form sent chunked may hold a token as well: a second one is a 400, a lone one found
+    and hidden (the upstream gets the rest with a Content-Length)."""
+    gw = await protect()
+    token = test_issuer.mint()
+    post = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
+    )
+    body = b"a=1&access_token=%b&b=2" % token.encode()
+    second = await raw_request(
+        gw.proxy_port,
+        post + b"Authorization: Bearer %b\r\n\r\n" % token.encode() + chunked_form(body, chunk=7),
+    )
+    assert second.startswith(b"HTTP/1.1 400"), second[:60]
+    lone = await raw_request(gw.proxy_port, post + b"\r\n" + chunked_form(body, chunk=7))
+    assert lone.startswith(b"HTTP/1.1 200"), lone[:60]
+    echoed = json.loads(lone.partition(b"\r\n\r\n")[2])
+    assert echoed["body"] == "a=1&b=2"
+    assert [token] == [
+        v.removeprefix("Bearer ") for k, v in echoed["headers"] if k == "Authorization"
+    ]
+
+
+async def test_a_long_chunked_form_body_streams_whole_and_unsearched(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """Past 64 KiB a form is not searched (as a long one with a Content-Length): what was read
+    while looking goes upstream first, then the rest, every byte in order."""
+    gw = await protect()
+    token = test_issuer.mint()
+    body = b"&".join(b"f%d=%s" % (i, b"x" * 90) for i in range(1200))  # ~115 KB
+    answer = await raw_request(
+        gw.proxy_port,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Authorization: Bearer %b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        % token.encode()
+        + chunked_form(body, chunk=5000),
+        timeout=10,
+    )
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:60]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["body"] == body.decode()
+
+
 async def test_a_stalled_form_body_is_a_408_not_an_error(protect: Protect) -> None:
     """The form is read to look for a token in it; a client that stops sending it is cut off
     after client_body_timeout, as on any other route."""

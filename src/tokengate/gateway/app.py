@@ -242,7 +242,7 @@ class Gateway:
         if service is None:
             return responses.no_service()
 
-        edits, body = NO_EDITS, None
+        edits, body, body_prefix = NO_EDITS, None, b""
         auth = self._auth.get(route_key)
         if auth is not None:
             # Before any body byte is read or a 100 Continue is sent (but for a form body that
@@ -254,7 +254,7 @@ class Gateway:
             else:
                 try:
                     if needs_body(request, auth.config):
-                        body = await self._read_form(request, auth)
+                        body, body_prefix = await self._read_form(request, auth)
                         checking = perf_counter()
                     edits, exchange.outcome = await auth.check(request, body)
                 except AuthError as exc:
@@ -293,6 +293,7 @@ class Gateway:
             exchange=exchange,
             edits=edits,
             body=body,
+            body_prefix=body_prefix,
         )
 
     def _https_required(
@@ -307,19 +308,32 @@ class Gateway:
             return responses.bad_request()  # nothing sane to redirect to (nginx: 400 too)
         return responses.redirect(code, f"https://{host}{raw_target}")
 
-    async def _read_form(self, request: web.BaseRequest, auth: Authenticator) -> bytes | None:
-        """A small form body, read so a token in it can be found; None when it is too large to
-        hold (it then streams untouched, and cannot carry the token). Raises AuthError when the
-        client waits for a 100 Continue and a token outside the body already earns a refusal."""
+    async def _read_form(
+        self, request: web.BaseRequest, auth: Authenticator
+    ) -> tuple[bytes | None, bytes]:
+        """(body, prefix): a form body of at most FORM_LIMIT bytes, read whole so that a token
+        in it can be found; else None, and the bytes of a chunked one read before it proved too
+        long (its rest streams after them). A longer body is not searched: Kong does not search
+        one nginx spilled to disk either. Raises AuthError when the client waits for a 100
+        Continue and a token outside the body already earns a refusal."""
         length = request.content_length
-        if length is None or length > FORM_LIMIT:
-            return None
+        chunked = "Transfer-Encoding" in request.headers
+        if (length is None and not chunked) or (length is not None and length > FORM_LIMIT):
+            return None, b""
         if request.headers.get("Expect", "").lower() == "100-continue":
             # DESIGN: a bad token gets its answer without a 100 Continue, wherever the body is.
             await auth.check_before_body(request)
             await request.writer.write(CONTINUE)
         async with asyncio.timeout(self.settings.client_body_timeout):
-            return await request.content.readexactly(length)
+            if length is not None:
+                return await request.content.readexactly(length), b""
+            read = bytearray()
+            while len(read) <= FORM_LIMIT:
+                chunk = await request.content.readany()
+                if not chunk:
+                    return bytes(read), b""
+                read += chunk
+            return None, bytes(read)
 
 
 def _host_header(service: Service) -> bytes:

@@ -97,12 +97,15 @@ class Forwarder:
         exchange: Exchange,
         edits: UpstreamEdits = NO_EDITS,
         body: bytes | None = None,
+        body_prefix: bytes = b"",
     ) -> web.StreamResponse:
         """Send the request upstream and relay the answer. `added` are the gateway's header
         lines (X-Forwarded-*, X-Request-Id, ...); `host` is the upstream Host header; `edits`
         are what authentication changes (hidden credentials, claim headers); `body`, when not
-        None, is the whole request body, already read (to find a token in a form). `exchange`
-        learns who answered, how long the upstream took to, and a streamed body's size."""
+        None, is the whole request body, already read (to find a token in a form);
+        `body_prefix`, the first bytes of a chunked body read for the same reason and found too
+        long to hold, whose rest still streams. `exchange` learns who answered, how long the
+        upstream took to, and a streamed body's size."""
         service = match.route.service
         assert service is not None
         settings = self._settings
@@ -118,7 +121,7 @@ class Forwarder:
             return await answer_and_close(request, responses.payload_too_large())
 
         expect = headers.get("Expect")
-        if expect is not None and body is None:
+        if expect is not None and body is None and not body_prefix:
             if expect.lower() != "100-continue":
                 return responses.expectation_failed()
             if (chunked or length) and request.version >= (1, 1):
@@ -150,7 +153,7 @@ class Forwarder:
         else:
             framing = b""
         if body is None or streamed:
-            body = b""
+            body = b"%x\r\n%b\r\n" % (len(body_prefix), body_prefix) if body_prefix else b""
         switch = not framing and wants_websocket(request)
         if switch:
             # Upgrade and Connection are hop-by-hop: the handshake asks for the switch anew.
@@ -174,7 +177,14 @@ class Forwarder:
             if switch:
                 return await self._switch(request, pool, service, head, request_id, exchange)
             return await self._exchange(
-                request, pool, service, head + body, streamed, request_id, exchange
+                request,
+                pool,
+                service,
+                head + body,
+                streamed,
+                request_id,
+                exchange,
+                already_sent=len(body_prefix),
             )
         except UpstreamError as exc:
             exchange.source = ERROR
@@ -193,6 +203,7 @@ class Forwarder:
         streamed: bool,
         request_id: bytes,
         exchange: Exchange,
+        already_sent: int = 0,  # body bytes in first_write (a chunked body's read prefix)
     ) -> web.StreamResponse:
         head_request = request.method == "HEAD"
         started = perf_counter()
@@ -205,7 +216,7 @@ class Forwarder:
                 conn.start_request(first_write, head_request=head_request)
                 if streamed:
                     try:
-                        await self._send_body(request, conn, service)
+                        await self._send_body(request, conn, service, already_sent)
                     except UpstreamError:
                         # An upstream may answer an upload before reading it (401, 413) and
                         # close: relay that answer rather than a 502.
@@ -284,13 +295,12 @@ class Forwarder:
             conn.close()
 
     async def _send_body(
-        self, request: web.BaseRequest, conn: UpstreamConnection, service: Service
+        self, request: web.BaseRequest, conn: UpstreamConnection, service: Service, sent: int = 0
     ) -> None:
         chunked = "Transfer-Encoding" in request.headers
         limit = self._settings.max_body_size
         timeout = self._settings.client_body_timeout
         content = request.content
-        sent = 0
         while True:
             try:
                 async with asyncio.timeout(timeout):
