@@ -706,6 +706,23 @@ async def test_claim_with_line_break_cannot_inject_a_header(
     assert answer.upstream_headers("X-Subject") == ['"a\\r\\nX-Admin: yes"']
 
 
+async def test_anonymous_requests_cannot_bring_the_headers_a_token_would_set(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """On an anonymous pass the upstream must not find, in the headers a verified token fills
+    (claim headers, the token header), what the client wrote there itself."""
+    gw = await protect(
+        anonymous="guest", upstream_headers_claims=("sub",), upstream_headers_names=("X-User",)
+    )
+    spoof = {"X-User": "admin"}
+    for token in (None, "abc.def.ghi", test_issuer.mint(exp_in=-10)):
+        answer = await call(gw, token=token, headers=spoof)
+        assert answer.status == 200
+        assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
+        assert answer.upstream_headers("X-User") == []
+        assert answer.upstream_headers("Authorization") == []
+
+
 async def test_anonymous(protect: Protect, test_issuer: TestIssuer) -> None:
     gw = await protect(anonymous="guest", scopes_required=("admin",))
     answer = await call(gw, headers={"X-Anonymous-Consumer": "false"})

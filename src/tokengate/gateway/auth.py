@@ -35,6 +35,7 @@ from tokengate.gateway.errors import (
     MissingToken,
 )
 from tokengate.gateway.extract import (
+    TOKEN_HEADERS,
     TokenLocation,
     check_bearer_syntax,
     cookie_header_without,
@@ -62,7 +63,6 @@ log = logging.getLogger("tokengate.auth")
 # Longest token lifetime accepted (exp - iat): Kong Identity issues at most 30 days.
 MAX_TOKEN_LIFETIME: Final = 30 * 86400.0
 _PLAIN_HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]*")
-_ANONYMOUS: Final = UpstreamEdits(added=b"X-Anonymous-Consumer: true\r\n")
 
 # What `check` reports when it lets a request through (a refusal's outcome is its AuthError's
 # `reason`): together a bounded set, the `outcome` label of tokengate_auth_outcomes_total.
@@ -140,6 +140,14 @@ class Authenticator:
             [name.lower().encode("latin-1") for name in config.upstream_headers_names]
             + ([self._token_header.lower()] if self._token_header is not None else [])
         )
+        # An anonymous pass: the headers a verified token would fill stay empty (a client must
+        # not fill them itself), and with hide_credentials the failed header token goes too.
+        anonymous_drop = set(self._set_headers)
+        if config.hide_credentials and self._hot_path:
+            anonymous_drop |= {b"authorization", *(n.encode("ascii") for n in TOKEN_HEADERS)}
+        self._anonymous = UpstreamEdits(
+            drop=frozenset(anonymous_drop), added=b"X-Anonymous-Consumer: true\r\n"
+        )
 
     # -- the request path ----------------------------------------------------------------
     def cached_edits(self, request: web.BaseRequest) -> UpstreamEdits | None:
@@ -200,7 +208,7 @@ class Authenticator:
         except AuthError as exc:
             if config.anonymous is not None and exc.status == 401:
                 log.debug("anonymous access after: %s", exc.detail)
-                return _ANONYMOUS, ANONYMOUS
+                return self._anonymous, ANONYMOUS
             raise
         except Exception:
             # Security invariant: nothing a client sends turns into a 500 or a pass.
