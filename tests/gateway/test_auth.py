@@ -393,6 +393,13 @@ async def test_preflight(protect: Protect) -> None:
     assert (await call(gated, method="OPTIONS", headers=preflight)).status == 401
     assert (await call(open_, method="OPTIONS", headers=preflight)).status == 200
     assert (await call(open_, method="OPTIONS")).status == 401  # not a preflight
+    # A preflight let through carries no token: nor may it carry what one would set.
+    spoofing = await protect(
+        run_on_preflight=False, upstream_headers_claims=("sub",), upstream_headers_names=("X-User",)
+    )
+    answer = await call(spoofing, method="OPTIONS", headers={**preflight, "X-User": "admin"})
+    assert answer.status == 200
+    assert answer.upstream_headers("X-User") == []
 
 
 # -- key rotation and the JWKS cache as seen through the gateway -------------------------------

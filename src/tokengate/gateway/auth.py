@@ -148,6 +148,7 @@ class Authenticator:
         self._anonymous = UpstreamEdits(
             drop=frozenset(anonymous_drop), added=b"X-Anonymous-Consumer: true\r\n"
         )
+        self._preflight = UpstreamEdits(drop=self._set_headers)  # no token: nothing of one
 
     # -- the request path ----------------------------------------------------------------
     def cached_edits(self, request: web.BaseRequest) -> UpstreamEdits | None:
@@ -192,7 +193,7 @@ class Authenticator:
         ANONYMOUS or PREFLIGHT). Raises AuthError."""
         config = self.config
         if not config.run_on_preflight and is_preflight(request):
-            return NO_EDITS, PREFLIGHT
+            return self._preflight, PREFLIGHT
         try:
             location = extract_token(request, config, body)
             if location is None:
