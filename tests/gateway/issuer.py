@@ -30,7 +30,7 @@ import ssl
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import EllipsisType, TracebackType
@@ -377,12 +377,13 @@ async def test_issuer() -> AsyncIterator[TestIssuer]:
         yield issuer
 
 
-def self_signed_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server context, client context trusting it) for a fresh certificate for 127.0.0.1."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tokengate test issuer")])
+def self_signed_certificate(
+    key: PrivateKey, common_name: str, *, extensions: Sequence[x509.ExtensionType] = ()
+) -> x509.Certificate:
+    """A certificate of `key` signed by itself, valid from five minutes ago for a day."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -390,12 +391,24 @@ def self_signed_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
+    )
+    for extension in extensions:
+        critical = isinstance(extension, x509.BasicConstraints)
+        builder = builder.add_extension(extension, critical=critical)
+    digest = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(key, digest)
+
+
+def self_signed_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context trusting it) for a fresh certificate for 127.0.0.1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = self_signed_certificate(
+        key,
+        "tokengate test issuer",
+        extensions=[
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+            x509.BasicConstraints(ca=True, path_length=None),
+        ],
     )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     key_pem = key.private_bytes(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,13 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from multidict import CIMultiDict
 
 from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request, serving
-from tests.gateway.issuer import OMIT, TestIssuer
+from tests.gateway.issuer import OMIT, TestIssuer, self_signed_certificate
 from tokengate.gateway import auth as auth_module
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.keys import KeyPolicy
@@ -174,18 +171,7 @@ async def test_token_carrying_its_own_key_is_still_checked_against_the_jwks(
 
 def self_signed_der(key: Any) -> str:
     """A self-signed certificate of `key`, as an x5c entry (base64 DER)."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed_certificate(key, "attacker")
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
 
 
@@ -818,22 +804,30 @@ async def test_expect_100_continue_with_a_good_header_token_and_one_in_the_form(
 ) -> None:
     """A good header token earns the 100 Continue; the body then shows a second token: 400."""
     gw = await protect()
-    body = f"access_token={test_issuer.mint()}".encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-    writer.write(
-        b"POST / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %b\r\n"
-        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n"
-        b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
-        % (test_issuer.mint().encode(), len(body))
-    )
-    assert (
-        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
-    )
-    writer.write(body)
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    writer.close()
+    bearer = b"Authorization: Bearer %b\r\n" % test_issuer.mint().encode()
+    head, _ = await post_after_continue(gw, bearer, f"access_token={test_issuer.mint()}".encode())
     assert head.startswith(b"HTTP/1.1 400")
     assert b'error="invalid_request"' in head
+
+
+async def post_after_continue(
+    gw: GatewayServer, headers: bytes, body: bytes
+) -> tuple[bytes, bytes]:
+    """POST a form with Expect: 100-continue, send the body only once the 100 Continue came,
+    and return the final answer's head and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(
+        b"POST / HTTP/1.1\r\nHost: a\r\n%bContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        % (headers, len(body))
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    rest = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return head, rest
 
 
 async def test_form_token_with_expect_100_continue(
@@ -842,17 +836,6 @@ async def test_form_token_with_expect_100_continue(
     """A token that can only be in the body needs the body: 100 Continue first, then the check."""
     gw = await protect()
     body = f"a=1&access_token={test_issuer.mint()}".encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-    writer.write(
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-        b"Content-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n" % len(body)
-    )
-    assert (
-        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
-    )
-    writer.write(body)
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    answer = json.loads(await reader.read())
-    writer.close()
+    head, rest = await post_after_continue(gw, b"", body)
     assert head.startswith(b"HTTP/1.1 200")
-    assert answer["body"] == "a=1"
+    assert json.loads(rest)["body"] == "a=1"
