@@ -175,6 +175,47 @@ def self_signed_der(key: Any) -> str:
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
 
 
+@pytest.mark.parametrize(
+    ("target", "status", "upstream_path"),
+    [
+        ("/api/admin/users", 401, None),
+        ("/api/%61dmin/users", 401, None),  # unreserved escape
+        ("/api/admin%3Asearch", 401, None),  # ":" escaped: still the protected route's path
+        ("/api/%40me", 200, "/@me"),  # the public route (strip_path), forwarded decoded
+        ("/api;x/admin/users", 400, None),  # a servlet container would serve /api/admin
+        ("/api/x/..;/admin", 400, None),
+        ("/api/public", 200, "/public"),
+    ],
+)
+async def test_protected_prefixes_cannot_be_reached_around_their_route(
+    target: str,
+    status: int,
+    upstream_path: str | None,
+    upstream: TestServer,
+    start_gateway: StartGateway,
+    test_issuer: TestIssuer,
+) -> None:
+    """The router and the upstream read one canonical path: a spelling that an upstream would
+    serve as the protected path meets the protected route, or is refused."""
+    service = make_service(upstream.port)
+    gw = await start_gateway(
+        make_route(service, ("/api",), name="public"),
+        make_route(
+            service,
+            ("/api/admin",),
+            name="admin",
+            oidc=OidcConfig.for_issuer(test_issuer.issuer),
+        ),
+        key_policy=FAST_KEYS,
+    )
+    raw = await raw_request(
+        gw.proxy_port, b"GET %b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % target.encode()
+    )
+    assert raw.startswith(b"HTTP/1.1 %d" % status), raw[:60]
+    if upstream_path is not None:
+        assert json.loads(raw.partition(b"\r\n\r\n")[2])["path_qs"] == upstream_path
+
+
 async def test_realm_is_the_issuers_host(
     upstream: TestServer, start_gateway: StartGateway, test_issuer: TestIssuer
 ) -> None:

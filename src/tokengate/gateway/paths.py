@@ -6,7 +6,9 @@
         return json_response({"message": "Bad request"}, status=400)
 
 Routing on one string and forwarding another is how path-based access control gets bypassed
-(`/%61dmin` routed by a public catch-all but served as `/admin` upstream). So there is exactly one
+(`/%61dmin` routed by a public catch-all but served as `/admin` upstream; `/v1/users%3Asearch`
+missing the route for `/v1/users:search`; `/api;x/admin` missing `/api/admin`, which a Java
+servlet container serves once it has dropped the `;x` path parameter). So there is exactly one
 canonical form, computed once, used for both. The rules follow Kong's router normalisation
 (docs: "Traditional router" > "Path normalization"; `kong/tools/uri.lua` `normalize(uri, true)`)
 and nginx's `merge_slashes on`, made stricter where Kong is lenient:
@@ -16,7 +18,10 @@ and nginx's `merge_slashes on`, made stricter where Kong is lenient:
 | not starting with "/" ("", "*", a URL)    | BadPath                 | origin-form only         |
 | `%` not followed by two hex digits        | BadPath                 | malformed escape         |
 | `%61` (unreserved: ALPHA DIGIT - . _ ~)   | decoded: `a`            | RFC 3986 6.2.2.2, Kong   |
-| `%3a` (any other escape)                  | kept, upper hex: `%3A`  | RFC 3986 6.2.2.1, Kong   |
+| `%3a` `%40` `%24`... (`:` `@` and the     | decoded: `:`            | upstreams decode them    |
+|   sub-delims but `;`: legal raw in a path)|                         | before routing           |
+| `%3b`, `%3f`, `%c3`... (any other escape) | kept, upper hex: `%3B`  | RFC 3986 6.2.2.1, Kong   |
+| raw `;` (a path parameter)                | BadPath                 | servlets drop `;x` first |
 | other raw chars: `"` `<` `#` `[` `^` é... | UTF-8 escaped: `%C3%A9` | parsers all agree        |
 | `%2F` / `%2f` (encoded slash)             | BadPath                 | hides a segment boundary |
 | `\\` or `%5C` (backslash)                 | BadPath                 | some servers read it "/" |
@@ -30,8 +35,8 @@ Order: validate characters; decode unreserved escapes (once: `%252E` stays `%252
 raw non-path characters; merge slashes; remove dot segments. Merging before dot removal is nginx's
 order (`/a//../b` → `/b`); either order would be safe because the upstream receives exactly this
 output. `//evil.example/x` becomes `/evil.example/x`: a path on our upstream, never an authority.
-The result holds only RFC 3986 path characters (unreserved, sub-delims, ":", "@", "/") and `%XX`
-escapes, so it is ASCII, and it is idempotent: canonical_path(canonical_path(p)) equals
+The result holds only RFC 3986 path characters (unreserved, sub-delims but ";", ":", "@", "/")
+and `%XX` escapes, so it is ASCII, and it is idempotent: canonical_path(canonical_path(p)) equals
 canonical_path(p). No length cap: aiohttp caps the request line.
 
 Fast path: a path made of "/" and pchar only, without "%", "//" or "/.", is returned unchanged
@@ -56,17 +61,23 @@ class BadPath(Exception):
         self.reason = reason
 
 
-# RFC 3986 §2.3 unreserved characters: the only escapes whose decoding never changes meaning.
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# RFC 3986 §2.3 unreserved characters, and the reserved ones a path segment may hold raw (":",
+# "@" and the sub-delims but ";"): upstream frameworks decode these escapes before they route,
+# so the router must see them decoded too. ";" stays escaped: raw, it starts a path parameter.
+_DECODED = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~" + ":@!$&'()*+,="
+)
 
-# Raw characters that are never acceptable in a path: backslash (Windows/IIS-style upstreams read
-# it as "/"), C0 and C1 controls and DEL (NUL truncation, header/log injection), and lone
+# Raw characters that are never acceptable in a path: ";" (servlet containers strip a `;param`
+# before mapping, so `/api;x/admin` is their `/api/admin`), backslash (Windows/IIS-style upstreams
+# read it as "/"), C0 and C1 controls and DEL (NUL truncation, header/log injection), and lone
 # surrogates (aiohttp's surrogateescape for invalid UTF-8; they cannot be re-encoded upstream).
-_FORBIDDEN_RAW = re.compile("[\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_FORBIDDEN_RAW = re.compile("[;\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 # RFC 3986 path characters ("/" and pchar without pct-encoded): unreserved, sub-delims, ":", "@".
 _PATH_CHARS = r"A-Za-z0-9\-._~!$&'()*+,;=:@/"
-_PLAIN = re.compile(f"/[{_PATH_CHARS}]*")
+_PLAIN = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,=:@/]*")  # _PATH_CHARS but ";"
+
 
 # Either a "%" and up to two hex digits (fewer is malformed), or a raw character that is not a
 # path character ('"', "<", "#", "[", "{", "|", non-ASCII...): percent-encoded, as Kong does when
@@ -110,7 +121,7 @@ def _escape_or_decode(match: re.Match[str]) -> str:
         # An encoded "/" or "\" would let one segment here be two segments upstream.
         raise BadPath("encoded slash or backslash")
     char = chr(code)
-    if char in _UNRESERVED:
+    if char in _DECODED:
         return char
     return "%" + digits.upper()
 
