@@ -60,6 +60,12 @@ def test_connection_named_headers_are_dropped_case_insensitively() -> None:
         b"Forwarded",
         b"X-Real-IP",
         b"X_Consumer_ID",  # underscores: CGI would read it as X-Consumer-ID
+        # the client's address, or another path to serve, to some frameworks
+        b"X-Forwarded",
+        b"True-Client-IP",
+        b"X-Client-IP",
+        b"X-Original-URL",
+        b"X-Rewrite-URL",
     ],
 )
 def test_client_identity_headers_never_reach_the_upstream(name: bytes) -> None:
@@ -70,6 +76,27 @@ def test_client_identity_headers_never_reach_the_upstream(name: bytes) -> None:
 
 def test_client_via_is_kept_and_ours_appended() -> None:
     assert b"Via: 1.0 edge, 1.1 tokengate\r\n" in head([(b"Via", b"1.0 edge")])
+
+
+def test_every_connection_header_counts() -> None:
+    """A first `Connection: keep-alive` must not hide what a second Connection header names."""
+    raw = [
+        (b"Connection", b"keep-alive"),
+        (b"Connection", b"X-Hop-Secret"),
+        (b"X-Hop-Secret", b"1"),
+    ]
+    assert b"secret" not in head(raw).lower()
+    upstream = [(b"Content-Type", b"text/plain"), *raw]
+    out = response_head(200, b"OK", upstream, body_length=0, request_id=b"r", keep_alive=True)
+    assert b"secret" not in out.lower()
+    assert "X-Hop-Secret" not in response_headers(upstream, b"r")
+    reversed_ = [
+        (b"Connection", b"X-Hop-Secret"),
+        (b"Connection", b"close"),
+        (b"X-Hop-Secret", b"1"),
+    ]
+    assert b"secret" not in head(reversed_).lower()
+    assert "X-Hop-Secret" not in response_headers(reversed_, b"r")
 
 
 def test_connection_named_parses_lists() -> None:

@@ -332,6 +332,23 @@ async def test_request_transfer_coding_other_than_chunked_is_not_silently_droppe
     assert up.requests == []
 
 
+async def test_http_1_0_with_transfer_encoding_is_400_and_closed(
+    start_gateway: StartGateway,
+) -> None:
+    """RFC 9112 §6.1: the framing is faulty; a pipelined request after it is never served."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
+        gw = await start_gateway(make_route(make_service(up.port)))
+        raw = await raw_request(
+            gw.proxy_port,
+            b"POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+    assert raw.startswith(b"HTTP/1.0 400"), raw[:60]
+    assert raw.count(b"HTTP/1.") == 1
+    assert up.requests == []
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [

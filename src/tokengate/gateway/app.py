@@ -202,6 +202,10 @@ class Gateway:
     async def _handle(
         self, request: web.BaseRequest, request_id: bytes, exchange: Exchange
     ) -> web.StreamResponse:
+        if request.version < (1, 1) and "Transfer-Encoding" in request.headers:
+            # RFC 9112 §6.1: HTTP/1.0 has no chunking, so this framing is faulty; a front proxy
+            # may have read it otherwise. Refuse, and close rather than guess where it ends.
+            return await answer_and_close(request, responses.bad_request())
         raw_target = request.raw_path
         if not raw_target.startswith("/"):
             if raw_target == "*":

@@ -53,6 +53,13 @@ _REQUEST_DROP: Final = HOP_BY_HOP | {
     b"x-userinfo",
     b"x-credential-identifier",
     b"x-anonymous-consumer",
+    # Read by some frameworks as the client's address, or as the path or URL to serve instead
+    # of the one routed here (IIS URL Rewrite, Symfony): never a client's to set.
+    b"x-forwarded",
+    b"true-client-ip",
+    b"x-client-ip",
+    b"x-original-url",
+    b"x-rewrite-url",
 }
 _REQUEST_DROP_PREFIXES: Final = (b"x-forwarded-", b"x-consumer-", b"x-authenticated-")
 
@@ -107,8 +114,8 @@ def build_request_head(
             or b"_" in lname
             or lname in drop
         ):
-            if lname == b"connection" and named is None:
-                named = _named_by(value, raw_headers)
+            if lname == b"connection":
+                named = _named_by(value, raw_headers, first=named is None)
             elif lname == b"via":
                 via.append(value)
             continue
@@ -130,9 +137,10 @@ def _without_named(parts: list[bytes], named: frozenset[bytes], *, head: int) ->
     return kept
 
 
-def _named_by(value: bytes, raw_headers: RawHeaders) -> frozenset[bytes]:
-    # Nearly every Connection header is a bare "keep-alive" or "close": skip the parse then.
-    if value.lower() in (b"keep-alive", b"close"):
+def _named_by(value: bytes, raw_headers: RawHeaders, *, first: bool) -> frozenset[bytes]:
+    # Nearly every request has one Connection header, a bare "keep-alive" or "close": skip the
+    # parse then. Any other value, or a second Connection header, names the union of them all.
+    if first and value.lower() in (b"keep-alive", b"close"):
         return frozenset()
     return connection_named(raw_headers)
 
@@ -140,19 +148,19 @@ def _named_by(value: bytes, raw_headers: RawHeaders) -> frozenset[bytes]:
 def response_headers(raw_headers: list[tuple[bytes, bytes]], request_id: bytes) -> CIMultiDict[str]:
     """Upstream response headers for a streamed response (aiohttp frames the body). Content-Length
     is kept: llhttp has checked it, and it stays right because the body passes unchanged."""
-    named: frozenset[bytes] = frozenset()
+    named: frozenset[bytes] | None = None
     headers: CIMultiDict[str] = CIMultiDict()
     via: list[str] = []
     for name, value in raw_headers:
         lname = name.lower()
         if lname in _RESPONSE_DROP:
             if lname == b"connection":
-                named = _named_by(value, raw_headers)
+                named = _named_by(value, raw_headers, first=named is None)
             elif lname == b"via":
                 via.append(value.decode("latin-1"))
             continue
         headers.add(name.decode("latin-1"), value.decode("latin-1"))
-    for lname in named:
+    for lname in named or ():
         headers.popall(lname.decode("latin-1"), None)
     via.append(VIA)
     headers["Via"] = ", ".join(via)
@@ -173,14 +181,14 @@ def response_head(
     bytes in one pass. `body_length` is None when the response has no body by definition
     (HEAD, 204, 304): the upstream's Content-Length then passes as it is."""
     parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-    named: frozenset[bytes] = frozenset()
+    named: frozenset[bytes] | None = None
     via: list[bytes] = []
     has_length = has_request_id = False
     for name, value in raw_headers:
         lname = name.lower()
         if lname in _RESPONSE_DROP:
             if lname == b"connection":
-                named = _named_by(value, raw_headers)
+                named = _named_by(value, raw_headers, first=named is None)
             elif lname == b"via":
                 via.append(value)
             continue
