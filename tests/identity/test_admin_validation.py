@@ -308,7 +308,18 @@ async def test_secret_payloads_are_checked(admin: Admin) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b'{"name": }', b"\xff\xfe", b'{"name": NaN}', b"[1, 2]", b'"text"', b"null"],
+    [
+        b"{",
+        b'{"name": }',
+        b"\xff\xfe",
+        b'{"name": NaN}',
+        b"[1, 2]",
+        b'"text"',
+        b"null",
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than the parser goes
+        b'{"name": "\\ud800", "audience": "a"}',  # an unpaired surrogate escape is not text
+        b'{"name": "n", "audience": "a", "labels": {"\\udfff": "v"}}',
+    ],
 )
 async def test_a_body_that_is_not_a_json_object_is_400(admin: Admin, raw: bytes) -> None:
     status, problem = await admin.call("POST", "/auth-servers", raw=raw)

@@ -3,6 +3,7 @@ it issues accepted by the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,21 @@ def test_seed_errors_name_the_field(tmp_path: Path) -> None:
     )
 
 
+async def rotate_with_raw_authorization(
+    client: TestClient[Any, Any], server_id: str, authorization: bytes
+) -> int:
+    """The status of a rotate-keys POST whose Authorization header is these bytes exactly."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /admin/auth-servers/%b/rotate-keys HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: %b\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        % (server_id.encode(), authorization)
+    )
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return int(answer.split(b" ", 2)[1])
+
+
 async def test_rotation_endpoint_keeps_old_tokens_valid() -> None:
     store = new_store()
     (server,) = apply_seed(store, load_seed(SEED))
@@ -136,6 +152,7 @@ async def test_rotation_endpoint_keeps_old_tokens_valid() -> None:
         before = (await token(client, server.issuer_id))["access_token"]
         resp = await client.post(f"/admin/auth-servers/{server.id}/rotate-keys")
         assert resp.status == 401
+        assert await rotate_with_raw_authorization(client, server.id, b"Bearer \xff\xfe") == 401
         resp = await client.post(
             f"/admin/auth-servers/{server.id}/rotate-keys", headers={"Authorization": "Bearer adm"}
         )

@@ -34,7 +34,7 @@ from tokengate.identity.issuer_api import (
 )
 from tokengate.identity.models import AuthServer, Client, Scope
 from tokengate.identity.runner import IdentityRunner
-from tokengate.identity.store import Store
+from tokengate.identity.store import MEMO_MAX_ENTRIES, Store
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 FORM_TYPE = FORM["Content-Type"]
@@ -367,6 +367,18 @@ async def test_invalid_client(issuer: Issuer) -> None:
     await oauth_error(issuer, 401, "invalid_client", data=data, headers=headers, challenge=True)
 
 
+async def test_client_ids_no_client_can_have_are_refused_and_not_remembered(issuer: Issuer) -> None:
+    """A client id outside the spec's ClientId shape (1-36 of [-_A-Za-z0-9]) is invalid_client
+    before any lookup, and the ids a client makes up cannot grow the server's memory."""
+    for client_id in ("x" * 37, "a b", "a/b", "x" * 200_000):
+        data = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": "x"}
+        await oauth_error(issuer, 401, "invalid_client", data=data)
+    for n in range(MEMO_MAX_ENTRIES + 50):
+        issuer.store.check_client_secret(issuer.server.id, f"made-up-{n}", "x")
+    assert len(issuer.store._memo) <= MEMO_MAX_ENTRIES
+    assert (await issuer.token())["token_type"] == "Bearer"  # the real client still is served
+
+
 async def test_unsupported_grant_type(issuer: Issuer) -> None:
     data = {"grant_type": "password", "username": "u", "password": "p"}
     await oauth_error(issuer, 400, "unsupported_grant_type", data=data)
@@ -415,6 +427,28 @@ async def test_server_error_when_a_claim_cannot_render(issuer: Issuer) -> None:
         "client_secret": issuer.secret,
     }
     await oauth_error(issuer, 500, "server_error", data=data)
+
+
+async def test_server_error_when_the_claims_make_a_token_too_long_to_use(
+    issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nobody would accept such a token back (introspection here, the gateway): no token, and
+    the log says why."""
+    issuer.store.create_claim(
+        issuer.server.id,
+        name="bulk",
+        value='${ repeat 8192 "a" }',
+        include_in_token=True,
+        include_in_all_scopes=True,
+    )
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": issuer.client.id,
+        "client_secret": issuer.secret,
+    }
+    await oauth_error(issuer, 500, "server_error", data=data)
+    assert any("more than the 8192 verifiers accept" in r.getMessage() for r in caplog.records)
+    assert issuer.store.list_tokens(issuer.server.id, issuer.client.id) == []
 
 
 async def test_token_endpoint_is_post_only(issuer: Issuer) -> None:
@@ -542,6 +576,12 @@ async def test_a_form_that_cannot_be_decoded_is_invalid_request(issuer: Issuer) 
         (b"grant_type=\xff&" + creds.encode(), FORM_TYPE),
         (b"grant_type=client_credentials&" + creds.encode(), FORM_TYPE + "; charset=no-such"),
         (b"&".join([b"a%d=1" % n for n in range(100)]), FORM_TYPE),
+        # a codec of the client's choosing could turn "%5Cud800" into a lone surrogate
+        (
+            b"grant_type=client_credentials&client_id=%5Cud800&client_secret=x",
+            FORM_TYPE + "; charset=unicode_escape",
+        ),
+        (b"grant_type=client_credentials&" + creds.encode(), FORM_TYPE + "; charset=latin-1"),
     ]:
         await oauth_error(
             issuer, 400, "invalid_request", data=body, headers={"Content-Type": content_type}
@@ -695,6 +735,19 @@ async def test_userinfo_without_a_token_is_a_bare_bearer_challenge(issuer: Issue
         async with issuer.http.get(issuer.path + "/userinfo", headers=headers) as resp:
             assert resp.status == 401
             assert resp.headers["WWW-Authenticate"] == f'Bearer realm="{issuer.url}"'
+
+
+async def test_userinfo_with_a_non_ascii_token_is_invalid_token(issuer: Issuer) -> None:
+    server = issuer.http.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        b"GET %b/userinfo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\xff.b.c\r\n"
+        b"Connection: close\r\n\r\n" % issuer.path.encode()
+    )
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:60]
+    assert b'error="invalid_token"' in answer
 
 
 async def test_userinfo_with_a_bad_or_revoked_token_is_invalid_token(issuer: Issuer) -> None:

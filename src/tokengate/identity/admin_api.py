@@ -128,9 +128,18 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        document = json.loads(raw, parse_constant=_no_constant)
+        # "\ud800" escapes decode to lone surrogates, which are not text (nor storable): refused.
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+        return document
+    except UnicodeEncodeError:
+        reason = "must be valid JSON (a string holds an unpaired surrogate escape)"
+        raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
     except (ValueError, UnicodeDecodeError) as exc:
         reason = f"must be valid JSON ({exc})"
+        raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
+    except RecursionError:
+        reason = "must be valid JSON (nested too deeply)"
         raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
 
 

@@ -106,7 +106,9 @@ def _problem(status: int, title: str, detail: str) -> web.Response:
 async def _rotate_keys(request: web.Request) -> web.Response:
     expected = "Bearer " + request.app[ADMIN_TOKEN]
     given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    if not hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    ):
         return _problem(401, "Unauthorized", "a valid admin token is required")
     store = request.app[STORE]
     auth_server_id = request.match_info["auth_server_id"]

@@ -33,10 +33,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 from urllib.parse import unquote_plus
 
-from tokengate.identity.models import AuthServer, Client
+from tokengate.identity.models import CLIENT_ID, AuthServer, Client
 from tokengate.identity.signing import signer_for
 from tokengate.identity.store import Store
-from tokengate.identity.tokens import ClaimError, ScopeError, grant_scopes, mint_access_token
+from tokengate.identity.tokens import (
+    MAX_TOKEN_LENGTH,
+    ClaimError,
+    ScopeError,
+    grant_scopes,
+    mint_access_token,
+)
 
 log = logging.getLogger("tokengate.identity.grants")
 
@@ -169,6 +175,9 @@ def authenticate_client(issuer: Issuer, request: TokenRequest) -> Client:
     form_id = request.form.get("client_id")
     if credentials.method == "client_secret_basic" and form_id not in (None, credentials.client_id):
         raise InvalidRequest("client_id does not match the Basic credentials")
+    if not CLIENT_ID.fullmatch(credentials.client_id):
+        # No client has such an id: refused before any lookup (nor is it remembered).
+        raise InvalidClient("client authentication failed", basic_realm=basic)
     # The store compares in constant time and answers None for unknown ids too: one answer for
     # "no such client" and "wrong secret", so client ids cannot be probed.
     client = issuer.store.check_client_secret(
@@ -204,6 +213,17 @@ def client_credentials(issuer: Issuer, request: TokenRequest, client: Client) ->
     except ClaimError as exc:
         log.error("cannot mint a token for client %s of %s: %s", client.id, server.id, exc)
         raise ServerError("a claim of this auth server could not be rendered") from None
+    if len(minted.access_token) > MAX_TOKEN_LENGTH:
+        # Nobody would accept it back (this issuer, the gateway): say so rather than issue it.
+        log.error(
+            "cannot mint a token for client %s of %s: its claims make it %d characters, more "
+            "than the %d verifiers accept",
+            client.id,
+            server.id,
+            len(minted.access_token),
+            MAX_TOKEN_LENGTH,
+        )
+        raise ServerError("the claims of this auth server make a token too long to use")
     store.record_token(minted.record)
     return minted.response()
 

@@ -44,12 +44,12 @@ from tokengate.identity.grants import (
 from tokengate.identity.models import SigningKey
 from tokengate.identity.signing import public_jwk, signer_for
 from tokengate.identity.store import NotFound, Store
-from tokengate.identity.tokens import RESERVED_CLAIMS, ClaimError, userinfo
+from tokengate.identity.tokens import MAX_TOKEN_LENGTH, RESERVED_CLAIMS, ClaimError, userinfo
 
 log = logging.getLogger("tokengate.identity.issuer")
 
 FORM: Final = "application/x-www-form-urlencoded"
-MAX_TOKEN_LENGTH: Final = 8192  # a token longer than this is not one of ours
+_FORM_CHARSETS: Final = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 JWKS_MAX_AGE: Final = 300
 NO_STORE: Final[Mapping[str, str]] = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _CLAIMS_IN_ORDER: Final = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope")
@@ -209,7 +209,7 @@ class IssuerApi:
 
     def active_claims(self, issuer: Issuer, token: str) -> dict[str, Any] | None:
         """The token's claims if it is active at this issuer now, else None (never an error)."""
-        if len(token) > MAX_TOKEN_LENGTH:
+        if len(token) > MAX_TOKEN_LENGTH or not token.isascii():  # a JWS is ASCII
             return None
         try:
             kid = jwt.get_unverified_header(token).get("kid")
@@ -311,7 +311,11 @@ async def _token_request(request: web.BaseRequest) -> TokenRequest:
     """The form (each parameter at most once, RFC 6749 §3.2) and the Authorization header."""
     if request.content_type != FORM:
         raise InvalidRequest(f"the request body must be {FORM}")
-    charset = request.charset or "utf-8"
+    charset = (request.charset or "utf-8").lower()
+    if charset not in _FORM_CHARSETS:
+        # RFC 6749 Appendix B: UTF-8. A codec of the client's choosing (unicode_escape, ...)
+        # could make anything of the body.
+        raise InvalidRequest(f"the form's charset must be UTF-8, not {charset[:32]!r}")
     try:
         # The body once, parsed by the standard library (aiohttp's request.post() would build a
         # MultiDict around the same parse_qsl).

@@ -27,6 +27,7 @@ MAX_TOKEN_DURATION = 2_592_000
 # A scope name is one RFC 6749 §3.3 scope-token: tokens join granted names with spaces.
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 SCOPE_NAME_RULE = "printable ASCII without spaces, quotes or backslashes (RFC 6749 §3.3)"
+CLIENT_ID = re.compile(r"[-_A-Za-z0-9]{1,36}")  # the spec's ClientId: '[-_\w]+', 1-36 characters
 DEFAULT_TOKEN_DURATION = 300
 MAX_ACTIVE_SECRETS = 2
 

@@ -29,6 +29,7 @@ import yaml
 
 from tokengate.identity.migrations import CLAIMS, CLIENTS, SCOPES
 from tokengate.identity.models import (
+    CLIENT_ID,
     GRANT_TYPES,
     MAX_TOKEN_DURATION,
     MIN_TOKEN_DURATION,
@@ -44,7 +45,6 @@ from tokengate.identity.tokens import RESERVED_CLAIMS
 
 _ISSUER_ID: Final = re.compile(r"[a-z0-9]{16}")
 _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_CLIENT_ID: Final = re.compile(r"[-_A-Za-z0-9]{1,36}")
 
 _SERVER_FIELDS: Final = {
     "id",
@@ -189,7 +189,7 @@ def _check_server(check: _Checker, path: str, raw: object) -> None:
         where = f"{path}.clients[{index}]"
         client = check.mapping(where, raw_client, _CLIENT_FIELDS)
         check.text(f"{where}.name", client.get("name"), required=True)
-        check.pattern(f"{where}.id", client.get("id"), _CLIENT_ID, "1-36 of [-_A-Za-z0-9]")
+        check.pattern(f"{where}.id", client.get("id"), CLIENT_ID, "1-36 of [-_A-Za-z0-9]")
         check.text(f"{where}.secret", client.get("secret"))
         check.choices(f"{where}.grant_types", client.get("grant_types"), GRANT_TYPES)
         check.choices(f"{where}.response_types", client.get("response_types"), RESPONSE_TYPES)

@@ -84,6 +84,7 @@ CLIENT_ID_LENGTH = 20
 SECRET_LENGTH = 32  # [A-Za-z0-9]{32}: ~190 bits of entropy
 DEFAULT_KEY_GRACE = timedelta(days=1)
 OTHER_WRITERS_POLL = 0.01  # seconds: how stale the memo may be after another process commits
+MEMO_MAX_ENTRIES = 4096
 
 
 class StoreError(Exception):
@@ -759,6 +760,9 @@ class Store:
         self._db.execute(table.insert_sql, values)
 
     def _memoized(self, key: tuple[Any, ...], load: Callable[[], T]) -> T:
+        """`load()`, remembered under `key` until the configuration changes (here or in another
+        process). Misses are remembered too (an unknown client id costs what a known one does),
+        so the memo is bounded: clients can make up ids without end."""
         now = time.monotonic()
         if now >= self._data_version_due:
             # Other connections' commits are looked for at most every OTHER_WRITERS_POLL seconds
@@ -772,7 +776,10 @@ class Store:
         try:
             value: T = self._memo[key]
         except KeyError:
-            value = self._memo[key] = load()
+            value = load()
+            if len(self._memo) >= MEMO_MAX_ENTRIES:
+                self._memo.clear()
+            self._memo[key] = value
         return value
 
     def _select(self, table: Table[T], where: str, params: Sequence[Any]) -> list[T]:

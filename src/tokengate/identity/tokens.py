@@ -42,6 +42,8 @@ RESERVED_CLAIMS: Final = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope"}
 )
 _JSON: Final = json.JSONEncoder(separators=(",", ":"))  # compact; made once, not per token
+# Longest access token minted or accepted back (introspection, userinfo): the gateway's own cap.
+MAX_TOKEN_LENGTH: Final = 8192
 
 
 class ScopeError(ValueError):

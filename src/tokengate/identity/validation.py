@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar
 from multidict import MultiMapping
 
 from tokengate.identity.models import (
+    CLIENT_ID,
     DEFAULT_TOKEN_DURATION,
     GRANT_TYPES,
     MAX_TOKEN_DURATION,
@@ -41,7 +42,6 @@ Rule = Callable[[Any], Any]
 Schema = Mapping[str, Rule]
 
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-_CLIENT_ID: Final = re.compile(r"[-_A-Za-z0-9]{1,36}")  # ClientId: '[-_\w]+', 1-36 characters
 _LABEL_VALUE: Final = re.compile(r"[a-z0-9A-Z]([a-z0-9A-Z-._]*[a-z0-9A-Z]+)?")
 _RESERVED_LABEL_PREFIXES: Final = ("kong", "konnect", "mesh", "kic", "_")
 MAX_LABELS: Final = 50
@@ -312,7 +312,7 @@ def path_uuid(name: str, value: str) -> str:
 
 
 def path_client_id(value: str) -> str:
-    if not _CLIENT_ID.fullmatch(value):
+    if not CLIENT_ID.fullmatch(value):
         reason = "must be 1 to 36 letters, digits, '-' or '_'"
         raise Problem.bad_request([invalid("clientId", "matches_regex", reason, source="path")])
     return value
