@@ -216,6 +216,44 @@ async def test_protected_prefixes_cannot_be_reached_around_their_route(
         assert json.loads(raw.partition(b"\r\n\r\n")[2])["path_qs"] == upstream_path
 
 
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("admin.example.com", 401),
+        ("ADMIN.example.com:8000", 401),
+        ("admin.example.com.", 401),  # the same host, fully qualified (nginx drops the dot)
+        ("admin.example.com.:8000", 401),
+        ("x@admin.example.com", 400),  # an upstream reading it as an authority serves admin
+        ("admin.example.com/", 400),
+        ("admin.example.com..", 400),
+        (".", 400),
+        ("www.example.com", 200),
+    ],
+)
+async def test_a_host_bound_protected_route_cannot_be_missed_by_spelling_the_host(
+    host: str,
+    status: int,
+    upstream: TestServer,
+    start_gateway: StartGateway,
+    test_issuer: TestIssuer,
+) -> None:
+    service = make_service(upstream.port)
+    gw = await start_gateway(
+        make_route(service, name="www", preserve_host=True),
+        make_route(
+            service,
+            name="admin",
+            hosts=("admin.example.com",),
+            oidc=OidcConfig.for_issuer(test_issuer.issuer),
+        ),
+        key_policy=FAST_KEYS,
+    )
+    raw = await raw_request(
+        gw.proxy_port, b"GET / HTTP/1.1\r\nHost: %b\r\nConnection: close\r\n\r\n" % host.encode()
+    )
+    assert raw.startswith(b"HTTP/1.1 %d" % status), raw[:60]
+
+
 async def test_realm_is_the_issuers_host(
     upstream: TestServer, start_gateway: StartGateway, test_issuer: TestIssuer
 ) -> None:

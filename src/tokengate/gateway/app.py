@@ -41,6 +41,7 @@ from tokengate.gateway.forwarded import (
     forwarded_headers,
     host_name,
     redirect_host,
+    routing_host,
 )
 from tokengate.gateway.generation import Generation, Generations, drain
 from tokengate.gateway.headers import sane_request_id
@@ -58,6 +59,7 @@ from tokengate.gateway.shared_metrics import files_per_process, scrape_registry
 log = logging.getLogger("tokengate.gateway")
 
 FORM_LIMIT: Final = 64 * 1024  # largest form body read to look for a token in it
+_HOSTS_REMEMBERED: Final = 1024
 # With --workers, how often each worker moves its figures into the shared metric files.
 PUBLISH_INTERVAL: Final = 1.0
 
@@ -103,6 +105,8 @@ class Gateway:
         self._trusted = TrustedPeers(settings.trusted_ips) if settings.trusted_ips else None
         # Routes whose protocols leave out http (Kong answers plain HTTP there with 426).
         self._https_only = frozenset(id(route) for route in config.routes if route.https_only)
+        # Host header → what routes see (None: refused); clients send a few hosts, over and over.
+        self._hosts: dict[str, str | None] = {}
 
     def start_auth(
         self, session: aiohttp.ClientSession, *, previous: KeyRegistry | None = None
@@ -220,9 +224,16 @@ class Gateway:
             return responses.bad_request()
 
         host_header = request.headers.get("Host", "")
-        if not host_header.isascii():
-            return responses.bad_request()  # nginx too: a Host must be an ASCII name
-        match = self.router.match(request.method, host_header, path, request.headers)
+        try:
+            routed_host = self._hosts[host_header]
+        except KeyError:
+            routed_host = routing_host(host_header) if host_header else ""
+            if len(self._hosts) >= _HOSTS_REMEMBERED:
+                self._hosts.clear()
+            self._hosts[host_header] = routed_host
+        if routed_host is None:
+            return responses.bad_request()  # nginx too: a Host must name a host
+        match = self.router.match(request.method, routed_host, path, request.headers)
         if match is None:
             return responses.no_route()
         route_key = id(match.route)

@@ -40,6 +40,24 @@ def host_name(host_header: str) -> str:
     return host_header.rpartition(":")[0].lower() if ":" in host_header else host_header.lower()
 
 
+def routing_host(host_header: str) -> str | None:
+    """The Host header as routes see it, or None when it names no host (the caller answers 400,
+    RFC 9112 §3.2): a name or address and an optional port, no "..", and one trailing dot
+    dropped, as nginx validates it (`admin.example.com.` is `admin.example.com`). `x@host` or
+    `host/x` would otherwise miss a host-bound route while the upstream, reading it as a URL
+    authority, served that host."""
+    if not _VALID_HOST.fullmatch(host_header) or ".." in host_header:
+        return None
+    if host_header.startswith("["):
+        return host_header
+    name, colon, port = host_header.partition(":")
+    if name.endswith("."):
+        name = name[:-1]
+        if not name:
+            return None
+    return name + colon + port
+
+
 def redirect_host(host: str) -> str | None:
     """`host` when it is safe to put in a Location header, else None (the caller answers 400)."""
     return host if _VALID_HOST.fullmatch(host) else None
