@@ -740,6 +740,22 @@ async def test_a_long_chunked_form_body_streams_whole_and_unsearched(
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["body"] == body.decode()
 
 
+@pytest.mark.parametrize("name", ["access_token[]", "access.token", "access%5Btoken"])
+async def test_a_second_token_under_a_name_php_reads_as_access_token_is_400(
+    name: str, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect()
+    answer = await call(
+        gw,
+        method="POST",
+        token=test_issuer.mint(),
+        data=f"{name}=abc.def.ghi",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status == 400
+    assert 'error="invalid_request"' in answer.headers["WWW-Authenticate"]
+
+
 async def test_a_stalled_form_body_is_a_408_not_an_error(protect: Protect) -> None:
     """The form is read to look for a token in it; a client that stops sending it is cut off
     after client_body_timeout, as on any other route."""
@@ -793,6 +809,28 @@ async def test_anonymous_requests_cannot_bring_the_headers_a_token_would_set(
         assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
         assert answer.upstream_headers("X-User") == []
         assert answer.upstream_headers("Authorization") == []
+
+
+async def test_anonymous_requests_lose_the_token_that_failed_wherever_it_was(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """With hide_credentials, the upstream of an anonymous pass never receives a token the
+    gateway refused: not in the query, a cookie or a form body either."""
+    places = ("header", "query", "body", "cookie")
+    gw = await protect(
+        anonymous="guest", bearer_token_param_type=places, bearer_token_cookie_name="at"
+    )
+    bad = test_issuer.mint(exp_in=-10)
+    answer = await call(gw, f"/p?x=1&access_token={bad}")
+    assert (answer.status, answer.json["path_qs"]) == (200, "/p?x=1")
+    answer = await call(gw, headers={"Cookie": f"a=1; at={bad}"})
+    assert answer.upstream_headers("Cookie") == ["a=1"]
+    answer = await call(gw, method="POST", data={"a": "1", "access_token": bad})
+    assert (answer.status, answer.json["body"]) == (200, "a=1")
+    assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
+    kept = await protect(anonymous="guest", hide_credentials=False)
+    answer = await call(kept, f"/p?access_token={bad}")
+    assert answer.json["path_qs"] == f"/p?access_token={bad}"
 
 
 async def test_anonymous(protect: Protect, test_issuer: TestIssuer) -> None:

@@ -173,6 +173,13 @@ def test_header_is_ignored_when_not_an_allowed_place() -> None:
         f"access%5Ftoken={JWT}",  # the same parameter to every form parser
         f"%61ccess_token={JWT}",
         f"a=1;access_token={JWT}",  # ";" separates too, for upstreams that split on it
+        # names PHP or Rack read as access_token
+        f"access_token[]={JWT}",
+        f"access_token%5B0%5D={JWT}",
+        f"access.token={JWT}",
+        f"access+token={JWT}",
+        f"access%20token={JWT}",
+        f"access[token={JWT}",
     ],
 )
 def test_query_token(query: str) -> None:
@@ -362,6 +369,11 @@ def test_token_location_is_frozen() -> None:
         ("a=1;access_token=x;b=2", "a=1;b=2"),
         ("a=%2F&&b&access_token=x", "a=%2F&&b"),  # the rest is kept byte for byte
         ("access_token_2=x&xaccess_token=y", "access_token_2=x&xaccess_token=y"),
+        ("a=1&access_token[]=x&access.token=y&b=2", "a=1&b=2"),
+        (
+            "access[]=x&[access_token]=y&access_tokens=z",
+            "access[]=x&[access_token]=y&access_tokens=z",
+        ),
         ("", ""),
         ("a=1", "a=1"),
     ],
@@ -393,7 +405,24 @@ def test_cookie_header_without(header: str, expected: str) -> None:
 
 
 _PIECES = st.sampled_from(
-    ["access_token", "access%5Ftoken", "%61ccess_token", "a", "=", "&", ";", "x", "%2", "+", "_"]
+    [
+        "access_token",
+        "access%5Ftoken",
+        "%61ccess_token",
+        "access.token",
+        "access_token[]",
+        "access[token",
+        "a",
+        "=",
+        "&",
+        ";",
+        "x",
+        "%2",
+        "+",
+        "_",
+        "[",
+        "]",
+    ]
 )
 
 

@@ -15,6 +15,7 @@ Every exception on this path becomes an AuthError, so a 500 or a pass is impossi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -194,6 +195,7 @@ class Authenticator:
         config = self.config
         if not config.run_on_preflight and is_preflight(request):
             return self._preflight, PREFLIGHT
+        location = None
         try:
             location = extract_token(request, config, body)
             if location is None:
@@ -209,7 +211,12 @@ class Authenticator:
         except AuthError as exc:
             if config.anonymous is not None and exc.status == 401:
                 log.debug("anonymous access after: %s", exc.detail)
-                return self._anonymous, ANONYMOUS
+                if location is None or not config.hide_credentials:
+                    return self._anonymous, ANONYMOUS
+                # The token that failed goes too, from wherever it came.
+                hidden = self._hidden(request, location, body, self._anonymous.drop)
+                added = self._anonymous.added + hidden.added
+                return dataclasses.replace(hidden, added=added), ANONYMOUS
             raise
         except Exception:
             # Security invariant: nothing a client sends turns into a 500 or a pass.
@@ -289,9 +296,10 @@ class Authenticator:
         entry: VerifiedToken,
         body: bytes | None,
     ) -> UpstreamEdits:
-        config = self.config
         # Headers the gateway sets from the token are never taken from the client.
-        drop = set(self._set_headers)
+        edits = UpstreamEdits(drop=self._set_headers)
+        if self.config.hide_credentials:
+            edits = self._hidden(request, location, body, self._set_headers)
         added = self._claim_lines(entry.claims)
         if self._token_header is not None:
             added += b"%b: %b%b\r\n" % (
@@ -299,24 +307,33 @@ class Authenticator:
                 self._token_prefix,
                 location.token.encode("ascii"),
             )
-        query = new_body = None
-        if config.hide_credentials:
-            where = location.where
-            if where == "header":
-                drop.add(location.header)
-            elif where == "query":
-                query = query_without_token(request.raw_path.partition("?")[2])
-            elif where == "cookie" and config.bearer_token_cookie_name:
-                drop.add(b"cookie")
-                rest = cookie_header_without(
-                    "; ".join(request.headers.getall("Cookie", ())),
-                    config.bearer_token_cookie_name,
-                )
-                if rest:
-                    added += b"Cookie: %b\r\n" % rest.encode("latin-1")
-            elif where == "body" and body is not None:
-                new_body = form_without_token(body)
-        return UpstreamEdits(drop=frozenset(drop), added=added, query=query, body=new_body)
+        return dataclasses.replace(edits, added=added + edits.added)
+
+    def _hidden(
+        self,
+        request: web.BaseRequest,
+        location: TokenLocation,
+        body: bytes | None,
+        drop: frozenset[bytes],
+    ) -> UpstreamEdits:
+        """hide_credentials: the edits that take the token out of where it came (besides
+        dropping the `drop` headers)."""
+        where = location.where
+        if where == "header":
+            return UpstreamEdits(drop=drop | {location.header})
+        if where == "query":
+            raw_query = request.raw_path.partition("?")[2]
+            return UpstreamEdits(drop=drop, query=query_without_token(raw_query))
+        if where == "cookie" and self.config.bearer_token_cookie_name:
+            rest = cookie_header_without(
+                "; ".join(request.headers.getall("Cookie", ())),
+                self.config.bearer_token_cookie_name,
+            )
+            added = b"Cookie: %b\r\n" % rest.encode("latin-1") if rest else b""
+            return UpstreamEdits(drop=drop | {b"cookie"}, added=added)
+        if where == "body" and body is not None:
+            return UpstreamEdits(drop=drop, body=form_without_token(body))
+        return UpstreamEdits(drop=drop)
 
     def _claim_lines(self, claims: Mapping[str, Any]) -> bytes:
         lines = []

@@ -50,6 +50,7 @@ _B64_CHARS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 # means a token hidden behind a ";" is seen here too, and removed by the hide helpers.
 _SEPARATOR: Final = re.compile(r"([&;])")
 _NO_BODY_METHODS: Final = frozenset({"GET", "HEAD"})  # RFC 6750 §2.2: never with GET
+_PHP_NAME: Final = str.maketrans(". [", "___")  # what PHP makes of these in a parameter name
 # Kong's `header` place besides Authorization: headers that hold the token itself.
 TOKEN_HEADERS: Final = ("access-token", "x-access-token")
 
@@ -100,8 +101,8 @@ def extract_token(
     if "query" in places:
         # The raw target, split by hand: building request.rel_url (yarl) costs microseconds.
         raw_query = request.raw_path.partition("?")[2]
-        # Fast path: without "%" a token parameter's name is spelled out as is.
-        if raw_query and (ACCESS_TOKEN in raw_query or "%" in raw_query):
+        # Fast path: without "%", any spelling of a token parameter's name holds "access".
+        if raw_query and ("access" in raw_query or "%" in raw_query):
             found += (TokenLocation(t, "query") for t in _parameters(raw_query, "query"))
     if body is not None and "body" in places and request.content_type == FORM:
         text = body.decode("latin-1")  # lossless; the form itself is ASCII
@@ -150,8 +151,18 @@ def _parameters(query: str, where: str) -> list[str]:
 
 
 def _is_token_name(name: str) -> bool:
-    # "access%5Ftoken" is the same parameter to any form parser, so it is the same here.
-    return name == ACCESS_TOKEN or ("%" in name and unquote_plus(name) == ACCESS_TOKEN)
+    """Whether an upstream's form parser would read this parameter as `access_token`: escaped
+    ("access%5Ftoken", any parser), an array of it ("access_token[]", PHP and Rack), or with
+    "." or " " or a lone "[" for "_" (PHP's names: "access.token")."""
+    if name == ACCESS_TOKEN:
+        return True
+    if not any(c in name for c in "%+.[ "):
+        return False
+    decoded = unquote_plus(name)
+    bracket = decoded.find("[")
+    if bracket > 0 and "]" in decoded[bracket:]:
+        decoded = decoded[:bracket]
+    return decoded.translate(_PHP_NAME) == ACCESS_TOKEN
 
 
 def _cookies(header: str, name: str) -> list[str]:
