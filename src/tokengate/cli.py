@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-body-timeout",
         default=_DEFAULTS.client_body_timeout,
         type=_positive_float,
-        help="seconds a client may stall while sending a body",
+        help="seconds a client may stall while sending a body (a streamed one must also "
+        "average 500 bytes/s after these seconds)",
     )
     _option(
         gateway,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -546,6 +547,34 @@ async def test_stalled_request_body_times_out(
         gw.proxy_port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc", timeout=5
     )
     assert raw.startswith(b"HTTP/1.1 408")
+
+
+async def test_a_trickled_request_body_is_cut_off_and_frees_its_upstream_connection(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    """Each gap under client_body_timeout, yet a byte every 0.2 s: a streamed body that holds an
+    upstream connection must average MIN_BODY_RATE, so this one gets a 408, and the one
+    connection the service may have serves the next client."""
+    gw = await start_gateway(
+        make_route(make_service(upstream.port)), client_body_timeout=0.5, upstream_max_connections=1
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = b""
+    with contextlib.suppress(ConnectionError):
+        while loop.time() - started < 5 and not answer:
+            writer.write(b"1\r\na\r\n")
+            with contextlib.suppress(TimeoutError):
+                answer = await asyncio.wait_for(reader.read(100), 0.2)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
+    assert loop.time() - started < 3
+    raw = await raw_request(
+        gw.proxy_port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:60]
 
 
 async def test_incomplete_request_head_is_cut_off(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from time import perf_counter
 from typing import Final
 
@@ -45,6 +46,7 @@ from tokengate.gateway.upstream import (
 log = logging.getLogger("tokengate.proxy")
 
 BUFFER_LIMIT: Final = 64 * 1024
+MIN_BODY_RATE: Final = 500  # bytes/s a streamed request body must average (mod_reqtimeout's)
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _BODILESS_STATUS: Final = frozenset({204, 304})
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -301,9 +303,14 @@ class Forwarder:
         limit = self._settings.max_body_size
         timeout = self._settings.client_body_timeout
         content = request.content
+        # A streamed body holds an upstream connection: besides each gap (timeout), the whole
+        # body must average MIN_BODY_RATE after its first `timeout` seconds (Apache's
+        # mod_reqtimeout MinRate), or a client trickling bytes could hold it for ever.
+        started = time.monotonic()
         while True:
+            allowed = started + timeout + sent / MIN_BODY_RATE - time.monotonic()
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(min(timeout, max(allowed, 0.0))):
                     chunk = await content.readany()
             except TimeoutError:
                 raise ClientBodyTimeout from None
