@@ -720,6 +720,22 @@ async def test_a_chunked_form_body_is_searched_too(
     ]
 
 
+@pytest.mark.parametrize("size", [3_000, 70_000], ids=["read-whole", "read-head"])
+async def test_a_chunked_form_body_read_for_a_token_still_meets_max_body_size(
+    size: int, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect(settings={"key_policy": FAST_KEYS, "max_body_size": 1_000})
+    answer = await raw_request(
+        gw.proxy_port,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Authorization: Bearer %b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        % test_issuer.mint().encode()
+        + chunked_form(b"a=" + b"x" * size, chunk=5000),
+        timeout=10,
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:60]
+
+
 async def test_a_long_chunked_form_body_streams_whole_and_unsearched(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
@@ -809,6 +825,19 @@ async def test_anonymous_requests_cannot_bring_the_headers_a_token_would_set(
         assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
         assert answer.upstream_headers("X-User") == []
         assert answer.upstream_headers("Authorization") == []
+
+
+async def test_anonymous_requests_keep_the_clients_own_credentials(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """What is not a bearer token (Basic), and a failed token with hide_credentials off, reach
+    the upstream as the client sent them."""
+    basic = {"Authorization": "Basic dXNlcjpwYXNz"}
+    answer = await call(await protect(anonymous="guest"), headers=basic)
+    assert answer.upstream_headers("Authorization") == [basic["Authorization"]]
+    kept = await protect(anonymous="guest", hide_credentials=False)
+    bad = test_issuer.mint(exp_in=-10)
+    assert (await call(kept, token=bad)).upstream_headers("Authorization") == [f"Bearer {bad}"]
 
 
 async def test_anonymous_requests_lose_the_token_that_failed_wherever_it_was(
@@ -914,6 +943,27 @@ async def test_expect_100_continue_with_a_form_body_and_a_bad_header_token(
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     writer.close()
     assert head.startswith(b"HTTP/1.1 401")
+
+
+async def test_a_refusal_before_the_body_ends_the_connection(protect: Protect) -> None:
+    """The client may send its body later or never: whatever comes next on this connection
+    cannot be told from a next request, so the refusal closes it."""
+    gw = await protect()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x.y.z\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 30\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 401")
+        assert b"Connection: close\r\n" in head
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # not read as the body: never read
+        rest = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert rest == b'{"message": "Unauthorized"}'
 
 
 async def test_expect_100_continue_with_a_good_header_token_and_one_in_the_form(

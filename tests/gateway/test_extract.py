@@ -180,6 +180,9 @@ def test_header_is_ignored_when_not_an_allowed_place() -> None:
         f"access+token={JWT}",
         f"access%20token={JWT}",
         f"access[token={JWT}",
+        f"+access_token={JWT}",  # PHP drops leading spaces
+        f"%20%20access.token={JWT}",
+        f"access_token%00junk={JWT}",  # and cuts a name at a NUL
     ],
 )
 def test_query_token(query: str) -> None:

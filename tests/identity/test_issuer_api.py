@@ -35,6 +35,7 @@ from tokengate.identity.issuer_api import (
 from tokengate.identity.models import AuthServer, Client, Scope
 from tokengate.identity.runner import IdentityRunner
 from tokengate.identity.store import MEMO_MAX_ENTRIES, Store
+from tokengate.identity.tokens import MAX_TOKEN_LENGTH
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 FORM_TYPE = FORM["Content-Type"]
@@ -447,7 +448,8 @@ async def test_server_error_when_the_claims_make_a_token_too_long_to_use(
         "client_secret": issuer.secret,
     }
     await oauth_error(issuer, 500, "server_error", data=data)
-    assert any("more than the 8192 verifiers accept" in r.getMessage() for r in caplog.records)
+    limit = f"more than the {MAX_TOKEN_LENGTH} verifiers accept"
+    assert any(limit in r.getMessage() for r in caplog.records)
     assert issuer.store.list_tokens(issuer.server.id, issuer.client.id) == []
 
 

@@ -275,6 +275,11 @@ class Gateway:
                 except AuthError as exc:
                     exchange.auth_seconds = perf_counter() - checking
                     exchange.outcome = exc.reason
+                    if body is None and "Expect" in request.headers and request.body_exists:
+                        # A client that waits for a 100 Continue may send its body later, or
+                        # never: what comes next cannot be told from a next request. Close.
+                        refusal = auth.refuse(exc, request, request_id, close=True)
+                        return await answer_and_close(request, refusal)
                     return auth.refuse(exc, request, request_id)
             exchange.auth_seconds = perf_counter() - checking
 

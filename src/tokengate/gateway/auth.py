@@ -65,6 +65,9 @@ log = logging.getLogger("tokengate.auth")
 MAX_TOKEN_LIFETIME: Final = 30 * 86400.0
 _PLAIN_HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]*")
 
+_ACCESS_TOKEN, _X_ACCESS_TOKEN = TOKEN_HEADERS  # two names, checked one by one on the hot path
+_TOKEN_PLACE_HEADERS: Final = frozenset({b"authorization", *(n.encode() for n in TOKEN_HEADERS)})
+
 # What `check` reports when it lets a request through (a refusal's outcome is its AuthError's
 # `reason`): together a bounded set, the `outcome` label of tokengate_auth_outcomes_total.
 OK: Final = "ok"  # a token verified now (signature and claims)
@@ -142,14 +145,13 @@ class Authenticator:
             + ([self._token_header.lower()] if self._token_header is not None else [])
         )
         # An anonymous pass: the headers a verified token would fill stay empty (a client must
-        # not fill them itself), and with hide_credentials the failed header token goes too.
-        anonymous_drop = set(self._set_headers)
-        if config.hide_credentials and self._hot_path:
-            anonymous_drop |= {b"authorization", *(n.encode("ascii") for n in TOKEN_HEADERS)}
+        # not fill them itself), but for the places a client's own credentials come in (the
+        # failed token, with hide_credentials, goes as `_hidden` says; Basic stays).
         self._anonymous = UpstreamEdits(
-            drop=frozenset(anonymous_drop), added=b"X-Anonymous-Consumer: true\r\n"
+            drop=self._set_headers - _TOKEN_PLACE_HEADERS,
+            added=b"X-Anonymous-Consumer: true\r\n",
         )
-        self._preflight = UpstreamEdits(drop=self._set_headers)  # no token: nothing of one
+        self._preflight = UpstreamEdits(drop=self._anonymous.drop)  # no token: nothing of one
 
     # -- the request path ----------------------------------------------------------------
     def cached_edits(self, request: web.BaseRequest) -> UpstreamEdits | None:
@@ -174,8 +176,8 @@ class Authenticator:
         ):
             return None  # unknown, expired, refused by this route, or not yet checked by it
         if (
-            "X-Access-Token" in headers
-            or "Access-Token" in headers
+            _ACCESS_TOKEN in headers
+            or _X_ACCESS_TOKEN in headers
             or (self._query_tokens and "?" in request.raw_path)
             or (self._cookie_tokens and "Cookie" in headers)
             or (self._body_tokens and needs_body(request, self.config))
@@ -345,7 +347,7 @@ class Authenticator:
 
     # -- the refusal -----------------------------------------------------------------------
     def refuse(
-        self, exc: AuthError, request: web.BaseRequest, request_id: bytes
+        self, exc: AuthError, request: web.BaseRequest, request_id: bytes, *, close: bool = False
     ) -> web.StreamResponse:
         """The one place an AuthError becomes an HTTP answer (RFC 6750 §3): Kong's body, the
         challenge, pre-serialised once per kind of refusal (a flood of bad tokens costs little)."""
@@ -365,7 +367,7 @@ class Authenticator:
                 content_type="application/json",
                 charset="utf-8",
             )
-        keep_alive = request.keep_alive
+        keep_alive = request.keep_alive and not close
         head = b"%b%bX-Request-Id: %b\r\n%b\r\n" % (
             fixed_head,
             date_line(),

@@ -152,13 +152,14 @@ def _parameters(query: str, where: str) -> list[str]:
 
 def _is_token_name(name: str) -> bool:
     """Whether an upstream's form parser would read this parameter as `access_token`: escaped
-    ("access%5Ftoken", any parser), an array of it ("access_token[]", PHP and Rack), or with
-    "." or " " or a lone "[" for "_" (PHP's names: "access.token")."""
+    ("access%5Ftoken", any parser), an array of it ("access_token[]", PHP and Rack), or as PHP
+    names it: leading spaces dropped, cut at a NUL, "." or " " or a lone "[" for "_"
+    ("access.token")."""
     if name == ACCESS_TOKEN:
         return True
     if not any(c in name for c in "%+.[ "):
         return False
-    decoded = unquote_plus(name)
+    decoded = unquote_plus(name).lstrip(" ").partition("\x00")[0]
     bracket = decoded.find("[")
     if bracket > 0 and "]" in decoded[bracket:]:
         decoded = decoded[:bracket]

@@ -19,7 +19,7 @@ and nginx's `merge_slashes on`, made stricter where Kong is lenient:
 | `%` not followed by two hex digits        | BadPath                 | malformed escape         |
 | `%61` (unreserved: ALPHA DIGIT - . _ ~)   | decoded: `a`            | RFC 3986 6.2.2.2, Kong   |
 | `%3a` `%40` `%24`... (`:` `@` and the     | decoded: `:`            | upstreams decode them    |
-|   sub-delims but `;`: legal raw in a path)|                         | before routing           |
+|   sub-delims but `;`: legal raw in a path)|                         | before routing; Kong not |
 | `%3b`, `%3f`, `%c3`... (any other escape) | kept, upper hex: `%3B`  | RFC 3986 6.2.2.1, Kong   |
 | raw `;` (a path parameter)                | BadPath                 | servlets drop `;x` first |
 | other raw chars: `"` `<` `#` `[` `^` é... | UTF-8 escaped: `%C3%A9` | parsers all agree        |
@@ -31,7 +31,13 @@ and nginx's `merge_slashes on`, made stricter where Kong is lenient:
 | `.` / `..` segments (also `%2E`, `%2e%2E`)| removed, RFC 3986 5.2.4 | after decoding and merge |
 | `..` above the root (`/..`, `/a/../..`)   | BadPath                 | refuse rather than clamp |
 
-Order: validate characters; decode unreserved escapes (once: `%252E` stays `%252E`) and escape
+Two rows part from Kong, which keeps `%3A` escaped and passes `;`. RFC 3986 §6.2.2.1 holds such
+escapes distinct from their characters, but the frameworks behind a gateway decode them before
+they route, so a router that does not would miss `/v1/users:search` for `/v1/users%3Asearch`.
+The cost: an upstream that reads the raw path (a signature over it, a split on a raw ",") sees
+the decoded character, and `;jsessionid=` or matrix-parameter URLs are refused.
+
+Order: validate characters; decode those escapes (once: `%252E` stays `%252E`) and escape
 raw non-path characters; merge slashes; remove dot segments. Merging before dot removal is nginx's
 order (`/a//../b` → `/b`); either order would be safe because the upstream receives exactly this
 output. `//evil.example/x` becomes `/evil.example/x`: a path on our upstream, never an authority.
@@ -68,11 +74,11 @@ _DECODED = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~" + ":@!$&'()*+,="
 )
 
-# Raw characters that are never acceptable in a path: ";" (servlet containers strip a `;param`
-# before mapping, so `/api;x/admin` is their `/api/admin`), backslash (Windows/IIS-style upstreams
-# read it as "/"), C0 and C1 controls and DEL (NUL truncation, header/log injection), and lone
-# surrogates (aiohttp's surrogateescape for invalid UTF-8; they cannot be re-encoded upstream).
-_FORBIDDEN_RAW = re.compile("[;\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Raw characters that are never acceptable in a path (";" too, checked first for its own reason):
+# backslash (Windows/IIS-style upstreams read it as "/"), C0 and C1 controls and DEL (NUL
+# truncation, header/log injection), and lone surrogates (aiohttp's surrogateescape for invalid
+# UTF-8; they cannot be re-encoded upstream).
+_FORBIDDEN_RAW = re.compile("[\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 # RFC 3986 path characters ("/" and pchar without pct-encoded): unreserved, sub-delims, ":", "@".
 _PATH_CHARS = r"A-Za-z0-9\-._~!$&'()*+,;=:@/"
@@ -98,6 +104,8 @@ def canonical_path(raw_path: str) -> str:
 def _canonical_slow(raw_path: str) -> str:
     if raw_path[:1] != "/":
         raise BadPath("path must start with '/'")
+    if ";" in raw_path:
+        raise BadPath("';' path parameter (servlet containers drop it before they map a path)")
     if _FORBIDDEN_RAW.search(raw_path):
         raise BadPath("forbidden character in path")
     path = _ESCAPE_OR_RAW.sub(_escape_or_decode, raw_path)

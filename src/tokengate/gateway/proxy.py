@@ -119,7 +119,9 @@ class Forwarder:
             # upstream unlabelled. nginx answers 501 here too.
             return await answer_and_close(request, responses.not_implemented())
         length = None if chunked else request.content_length
-        if length is not None and length > settings.max_body_size:
+        if (length is not None and length > settings.max_body_size) or max(
+            len(body or b""), len(body_prefix)
+        ) > settings.max_body_size:  # a chunked form read whole, or its head, to find a token
             return await answer_and_close(request, responses.payload_too_large())
 
         expect = headers.get("Expect")
@@ -303,17 +305,20 @@ class Forwarder:
         limit = self._settings.max_body_size
         timeout = self._settings.client_body_timeout
         content = request.content
-        # A streamed body holds an upstream connection: besides each gap (timeout), the whole
-        # body must average MIN_BODY_RATE after its first `timeout` seconds (Apache's
-        # mod_reqtimeout MinRate), or a client trickling bytes could hold it for ever.
-        started = time.monotonic()
+        # A streamed body holds an upstream connection: besides each gap (timeout), the time
+        # spent waiting for the client must stay under `timeout` plus one second per
+        # MIN_BODY_RATE bytes received (Apache's mod_reqtimeout MinRate), or a client trickling
+        # bytes could hold it for ever. Time the upstream takes to read is not the client's.
+        waited = 0.0
         while True:
-            allowed = started + timeout + sent / MIN_BODY_RATE - time.monotonic()
+            allowed = timeout + sent / MIN_BODY_RATE - waited
+            waiting = time.monotonic()
             try:
                 async with asyncio.timeout(min(timeout, max(allowed, 0.0))):
                     chunk = await content.readany()
             except TimeoutError:
                 raise ClientBodyTimeout from None
+            waited += time.monotonic() - waiting
             if not chunk:
                 break
             sent += len(chunk)

@@ -42,8 +42,11 @@ RESERVED_CLAIMS: Final = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope"}
 )
 _JSON: Final = json.JSONEncoder(separators=(",", ":"))  # compact; made once, not per token
-# Longest access token minted or accepted back (introspection, userinfo): the gateway's own cap.
-MAX_TOKEN_LENGTH: Final = 8192
+# Longest access token minted or accepted back (introspection, userinfo): what fits, after
+# "Bearer ", in one header line of 8190 bytes, the longest aiohttp (so the gateway) and nginx's
+# default 8 KiB buffers (so Kong) read. The gateway's MAX_TOKEN_SIZE, 8192, is the bound for a
+# token in a query or form body, where it is not the line's length that limits it.
+MAX_TOKEN_LENGTH: Final = 8190 - len("Bearer ")
 
 
 class ScopeError(ValueError):
