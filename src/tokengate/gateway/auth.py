@@ -15,7 +15,6 @@ Every exception on this path becomes an AuthError, so a 500 or a pass is impossi
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import re
@@ -216,9 +215,9 @@ class Authenticator:
                 if location is None or not config.hide_credentials:
                     return self._anonymous, ANONYMOUS
                 # The token that failed goes too, from wherever it came.
-                hidden = self._hidden(request, location, body, self._anonymous.drop)
-                added = self._anonymous.added + hidden.added
-                return dataclasses.replace(hidden, added=added), ANONYMOUS
+                anonymous = self._anonymous
+                edits = self._hidden(request, location, body, anonymous.drop, anonymous.added)
+                return edits, ANONYMOUS
             raise
         except Exception:
             # Security invariant: nothing a client sends turns into a 500 or a pass.
@@ -298,10 +297,6 @@ class Authenticator:
         entry: VerifiedToken,
         body: bytes | None,
     ) -> UpstreamEdits:
-        # Headers the gateway sets from the token are never taken from the client.
-        edits = UpstreamEdits(drop=self._set_headers)
-        if self.config.hide_credentials:
-            edits = self._hidden(request, location, body, self._set_headers)
         added = self._claim_lines(entry.claims)
         if self._token_header is not None:
             added += b"%b: %b%b\r\n" % (
@@ -309,7 +304,10 @@ class Authenticator:
                 self._token_prefix,
                 location.token.encode("ascii"),
             )
-        return dataclasses.replace(edits, added=added + edits.added)
+        # Headers the gateway sets from the token are never taken from the client.
+        if not self.config.hide_credentials:
+            return UpstreamEdits(drop=self._set_headers, added=added)
+        return self._hidden(request, location, body, self._set_headers, added)
 
     def _hidden(
         self,
@@ -317,25 +315,27 @@ class Authenticator:
         location: TokenLocation,
         body: bytes | None,
         drop: frozenset[bytes],
+        added: bytes,
     ) -> UpstreamEdits:
-        """hide_credentials: the edits that take the token out of where it came (besides
-        dropping the `drop` headers)."""
+        """hide_credentials: `drop` and `added` (the gateway's own header lines), with the token
+        taken out of where it came."""
         where = location.where
         if where == "header":
-            return UpstreamEdits(drop=drop | {location.header})
+            return UpstreamEdits(drop=drop | {location.header}, added=added)
         if where == "query":
             raw_query = request.raw_path.partition("?")[2]
-            return UpstreamEdits(drop=drop, query=query_without_token(raw_query))
-        if where == "cookie" and self.config.bearer_token_cookie_name:
+            return UpstreamEdits(drop=drop, added=added, query=query_without_token(raw_query))
+        cookie_name = self.config.bearer_token_cookie_name
+        if where == "cookie" and cookie_name:
             rest = cookie_header_without(
-                "; ".join(request.headers.getall("Cookie", ())),
-                self.config.bearer_token_cookie_name,
+                "; ".join(request.headers.getall("Cookie", ())), cookie_name
             )
-            added = b"Cookie: %b\r\n" % rest.encode("latin-1") if rest else b""
+            if rest:
+                added += b"Cookie: %b\r\n" % rest.encode("latin-1")
             return UpstreamEdits(drop=drop | {b"cookie"}, added=added)
         if where == "body" and body is not None:
-            return UpstreamEdits(drop=drop, body=form_without_token(body))
-        return UpstreamEdits(drop=drop)
+            return UpstreamEdits(drop=drop, added=added, body=form_without_token(body))
+        return UpstreamEdits(drop=drop, added=added)
 
     def _claim_lines(self, claims: Mapping[str, Any]) -> bytes:
         lines = []
