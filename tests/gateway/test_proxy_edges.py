@@ -317,34 +317,32 @@ async def test_response_transfer_coding_other_than_chunked_is_502(
     assert raw.startswith(b"HTTP/1.1 502"), raw[:60]
 
 
-async def test_request_transfer_coding_other_than_chunked_is_not_silently_dropped(
-    start_gateway: StartGateway,
-) -> None:
-    """A request transfer coding other than chunked is refused (501), never dropped silently."""
-    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
-        gw = await start_gateway(make_route(make_service(up.port)))
-        raw = await raw_request(
-            gw.proxy_port,
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        # a coding other than chunked: refused (501), never dropped silently
+        (
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n"
             b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        )
-    assert raw.startswith(b"HTTP/1.1 501"), raw[:60]
-    assert up.requests == []
-
-
-async def test_http_1_0_with_transfer_encoding_is_400_and_closed(
-    start_gateway: StartGateway,
+            b"HTTP/1.1 501",
+        ),
+        # RFC 9112 §6.1: HTTP/1.0 has no chunking, the framing is faulty: 400, and the
+        # pipelined request after it is never served
+        (
+            b"POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"HTTP/1.0 400",
+        ),
+    ],
+    ids=["gzip-chunked", "http-1.0-chunked"],
+)
+async def test_a_request_framing_the_gateway_cannot_trust_is_refused_and_closed(
+    request_bytes: bytes, status: bytes, start_gateway: StartGateway
 ) -> None:
-    """RFC 9112 §6.1: the framing is faulty; a pipelined request after it is never served."""
     async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
         gw = await start_gateway(make_route(make_service(up.port)))
-        raw = await raw_request(
-            gw.proxy_port,
-            b"POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-            b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n",
-        )
-    assert raw.startswith(b"HTTP/1.0 400"), raw[:60]
+        raw = await raw_request(gw.proxy_port, request_bytes)
+    assert raw.startswith(status), raw[:60]
     assert raw.count(b"HTTP/1.") == 1
     assert up.requests == []
 
