@@ -965,6 +965,21 @@ async def test_expect_100_continue_with_a_good_header_token_and_one_in_the_form(
     assert b'error="invalid_request"' in head
 
 
+async def test_a_token_judged_before_the_body_is_verified_once_and_counted_as_verified(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The header token decided before the 100 Continue stands when the body holds no token:
+    the access line says `ok` (verified now), not `cached`."""
+    caplog.set_level("INFO", logger="tokengate.access")  # before the gateway: it looks once
+    gw = await protect()
+    bearer = b"Authorization: Bearer %b\r\n" % test_issuer.mint().encode()
+    head, rest = await post_after_continue(gw, bearer, b"a=1")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(rest)["body"] == "a=1"
+    [line] = [r.getMessage() for r in caplog.records if r.name == "tokengate.access"]
+    assert " auth=ok " in line, line
+
+
 async def post_after_continue(
     gw: GatewayServer, headers: bytes, body: bytes
 ) -> tuple[bytes, bytes]:

@@ -34,7 +34,7 @@ from tokengate.gateway.config import GatewayConfig, Route, Service
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
 from tokengate.gateway.exchange import ERROR, Exchange
-from tokengate.gateway.extract import needs_body
+from tokengate.gateway.extract import form_holds_token, needs_body
 from tokengate.gateway.forwarded import (
     Forwarded,
     TrustedPeers,
@@ -105,8 +105,8 @@ class Gateway:
         self._trusted = TrustedPeers(settings.trusted_ips) if settings.trusted_ips else None
         # Routes whose protocols leave out http (Kong answers plain HTTP there with 426).
         self._https_only = frozenset(id(route) for route in config.routes if route.https_only)
-        # Host header → what routes see (None: refused); clients send a few hosts, over and over.
-        self._hosts: dict[str, str | None] = {}
+        # Host header → _read_host's answer; clients send a few hosts, over and over.
+        self._hosts: dict[str, tuple[str, bytes] | None] = {}
 
     def start_auth(
         self, session: aiohttp.ClientSession, *, previous: KeyRegistry | None = None
@@ -225,14 +225,14 @@ class Gateway:
 
         host_header = request.headers.get("Host", "")
         try:
-            routed_host = self._hosts[host_header]
+            hosts = self._hosts[host_header]
         except KeyError:
-            routed_host = routing_host(host_header) if host_header else ""
             if len(self._hosts) >= _HOSTS_REMEMBERED:
                 self._hosts.clear()
-            self._hosts[host_header] = routed_host
-        if routed_host is None:
+            hosts = self._hosts[host_header] = _read_host(host_header)
+        if hosts is None:
             return responses.bad_request()  # nginx too: a Host must name a host
+        routed_host, forwarded_host = hosts
         match = self.router.match(request.method, routed_host, path, request.headers)
         if match is None:
             return responses.no_route()
@@ -268,10 +268,18 @@ class Gateway:
                 edits, exchange.outcome = cached, CACHED
             else:
                 try:
+                    verdict = None
                     if needs_body(request, auth.config):
-                        body, body_prefix = await self._read_form(request, auth)
-                        checking = perf_counter()
-                    edits, exchange.outcome = await auth.check(request, body)
+                        if request.headers.get("Expect", "").lower() == "100-continue":
+                            # DESIGN: a bad token is answered before a 100 Continue invites the
+                            # body, wherever that body is.
+                            verdict = await auth.check_before_body(request)
+                        reading = perf_counter()
+                        body, body_prefix = await self._read_form(request)
+                        checking += perf_counter() - reading  # the body's pace is the client's
+                    if verdict is None or (body is not None and form_holds_token(body)):
+                        verdict = await auth.check(request, body)
+                    edits, exchange.outcome = verdict
                 except AuthError as exc:
                     exchange.auth_seconds = perf_counter() - checking
                     exchange.outcome = exc.reason
@@ -295,7 +303,7 @@ class Gateway:
                 b"X-Request-Id: %b\r\n"
             ) % (
                 peer_bytes,
-                host_name(host_header).encode("latin-1"),
+                forwarded_host,
                 self.listen_port,
                 raw_path.encode("latin-1"),
                 match.prefix_line,
@@ -328,21 +336,16 @@ class Gateway:
             return responses.bad_request()  # nothing sane to redirect to (nginx: 400 too)
         return responses.redirect(code, f"https://{host}{raw_target}")
 
-    async def _read_form(
-        self, request: web.BaseRequest, auth: Authenticator
-    ) -> tuple[bytes | None, bytes]:
+    async def _read_form(self, request: web.BaseRequest) -> tuple[bytes | None, bytes]:
         """(body, prefix): a form body of at most FORM_LIMIT bytes, read whole so that a token
         in it can be found; else None, and the bytes of a chunked one read before it proved too
         long (its rest streams after them). A longer body is not searched: Kong does not search
-        one nginx spilled to disk either. Raises AuthError when the client waits for a 100
-        Continue and a token outside the body already earns a refusal."""
+        one nginx spilled to disk either."""
         length = request.content_length
         chunked = "Transfer-Encoding" in request.headers
         if (length is None and not chunked) or (length is not None and length > FORM_LIMIT):
             return None, b""
         if request.headers.get("Expect", "").lower() == "100-continue":
-            # DESIGN: a bad token gets its answer without a 100 Continue, wherever the body is.
-            await auth.check_before_body(request)
             await request.writer.write(CONTINUE)
         async with asyncio.timeout(self.settings.client_body_timeout):
             if length is not None:
@@ -354,6 +357,15 @@ class Gateway:
                     return bytes(read), b""
                 read += chunk
             return None, bytes(read)
+
+
+def _read_host(host_header: str) -> tuple[str, bytes] | None:
+    """(what routes match, nginx's $host for X-Forwarded-Host) of a Host header, or None when
+    it names no host (400)."""
+    if not host_header:
+        return "", b""
+    routed = routing_host(host_header)
+    return None if routed is None else (routed, host_name(host_header).encode("latin-1"))
 
 
 def _host_header(service: Service) -> bytes:

@@ -14,7 +14,6 @@ Every exception on this path becomes an AuthError, so a 500 or a pass is impossi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
@@ -224,13 +223,16 @@ class Authenticator:
             log.exception("unexpected error while authenticating a request")
             raise InvalidToken("token could not be processed") from None
 
-    async def check_before_body(self, request: web.BaseRequest) -> None:
-        """Judge a token found outside the body (header, query, cookie) before the client is
-        invited to send a body that may hold one too: AuthError when it already earns a
-        refusal. No token outside the body passes: the body may carry it (`check` then decides
-        with the body in hand, and finds a good token here in the cache)."""
-        with contextlib.suppress(MissingToken):
-            await self.check(request, None)
+    async def check_before_body(self, request: web.BaseRequest) -> tuple[UpstreamEdits, str] | None:
+        """`check` of a token found outside the body (header, query, cookie), before the
+        client is invited to send a body that may hold one too: AuthError when it already earns
+        a refusal; None when there is none outside the body (the body may carry it). The verdict
+        stands unless the body turns out to hold a token as well (`check` then decides, with
+        the body)."""
+        try:
+            return await self.check(request, None)
+        except MissingToken:
+            return None
 
     async def verify(self, token: str, now: float, *, checked: bool = True) -> VerifiedToken:
         """Verify a token not found in the cache, and cache it. Raises AuthError."""

@@ -117,6 +117,12 @@ def extract_token(
     return found[0] if found else None
 
 
+def form_holds_token(body: bytes) -> bool:
+    """Whether a form body has an access_token parameter, well-formed or not."""
+    pairs = _SEPARATOR.split(body.decode("latin-1"))[::2]
+    return any(_is_token_name(pair.partition("=")[0]) for pair in pairs)
+
+
 def _bearer(value: str) -> tuple[str, bool] | None:
     """(credentials, checked) of a Bearer Authorization value; None for another scheme."""
     if value.startswith(("Bearer ", "bearer ")) and value.find(" ", 7) < 0 and len(value) > 7:

@@ -80,9 +80,10 @@ _DECODED = frozenset(
 # UTF-8; they cannot be re-encoded upstream).
 _FORBIDDEN_RAW = re.compile("[\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
-# RFC 3986 path characters ("/" and pchar without pct-encoded): unreserved, sub-delims, ":", "@".
-_PATH_CHARS = r"A-Za-z0-9\-._~!$&'()*+,;=:@/"
-_PLAIN = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,=:@/]*")  # _PATH_CHARS but ";"
+# RFC 3986 path characters ("/" and pchar without pct-encoded): unreserved, sub-delims, ":", "@";
+# all but ";", which is refused.
+_PATH_CHARS = r"A-Za-z0-9\-._~!$&'()*+,=:@/"
+_PLAIN = re.compile(f"/[{_PATH_CHARS}]*")
 
 
 # Either a "%" and up to two hex digits (fewer is malformed), or a raw character that is not a

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
 from time import perf_counter
 from typing import Final
 
@@ -119,9 +118,9 @@ class Forwarder:
             # upstream unlabelled. nginx answers 501 here too.
             return await answer_and_close(request, responses.not_implemented())
         length = None if chunked else request.content_length
-        if (length is not None and length > settings.max_body_size) or max(
-            len(body or b""), len(body_prefix)
-        ) > settings.max_body_size:  # a chunked form read whole, or its head, to find a token
+        # A chunked form read whole (or its head) to find a token has a length now too.
+        read = len(body) if body is not None else len(body_prefix)
+        if max(length or 0, read) > settings.max_body_size:
             return await answer_and_close(request, responses.payload_too_large())
 
         expect = headers.get("Expect")
@@ -312,13 +311,13 @@ class Forwarder:
         waited = 0.0
         while True:
             allowed = timeout + sent / MIN_BODY_RATE - waited
-            waiting = time.monotonic()
+            waiting = perf_counter()
             try:
                 async with asyncio.timeout(min(timeout, max(allowed, 0.0))):
                     chunk = await content.readany()
             except TimeoutError:
                 raise ClientBodyTimeout from None
-            waited += time.monotonic() - waiting
+            waited += perf_counter() - waiting
             if not chunk:
                 break
             sent += len(chunk)

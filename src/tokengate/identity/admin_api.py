@@ -26,15 +26,7 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 
 from tokengate.identity import validation as v
-from tokengate.identity.models import (
-    MAX_ACTIVE_SECRETS,
-    AuthServer,
-    Claim,
-    Client,
-    ClientSecret,
-    IssuedToken,
-    Scope,
-)
+from tokengate.identity.models import AuthServer, Claim, Client, ClientSecret, IssuedToken, Scope
 from tokengate.identity.problems import Problem, invalid, new_instance, problem_response, reject
 from tokengate.identity.store import Conflict, MissingReference, NotFound, Store, TooManySecrets
 from tokengate.identity.templates import TemplateError, render_claim, template_context
@@ -574,11 +566,12 @@ async def update_secret(request: web.Request) -> web.Response:
     reject(bad)
     try:
         secret = store.update_secret(asid, cid, secret_id, **values) if values else current
-    except TooManySecrets:
+    except TooManySecrets as exc:
         # The spec's updateClientSecret answers 200, 400 or 404: a third enabled secret is a
         # bad `enabled` value here (creating one is the 403 the spec lists for POST).
-        reason = f"a client may have at most {MAX_ACTIVE_SECRETS} enabled secrets"
-        raise Problem.bad_request([invalid("enabled", "invalid", reason, source="body")]) from None
+        raise Problem.bad_request(
+            [invalid("enabled", "invalid", str(exc), source="body")]
+        ) from None
     return web.json_response(secret_json(secret))
 
 

@@ -76,30 +76,15 @@ def string(*, min_length: int = 0) -> Rule:
     return check
 
 
-def scope_name() -> Rule:
-    """A scope's name, requested at /oauth/token and joined with spaces in a token's `scope`:
-    one RFC 6749 §3.3 scope-token, so "read write" can never be taken for two scopes."""
+def string_where(valid: Callable[[str], object], rule: str, reason: str) -> Rule:
+    """A non-empty string that `valid` accepts; else Invalid(rule, reason)."""
     text = string(min_length=1)
 
     def check(value: Any) -> str:
-        name: str = text(value)
-        if not SCOPE_TOKEN.fullmatch(name):
-            raise Invalid("matches_regex", f"must be {SCOPE_NAME_RULE}")
-        return name
-
-    return check
-
-
-def claim_name() -> Rule:
-    """A custom claim's name: never one the issuer sets itself (it would not reach the token)."""
-    text = string(min_length=1)
-
-    def check(value: Any) -> str:
-        name: str = text(value)
-        if name in RESERVED_CLAIMS:
-            reserved = ", ".join(sorted(RESERVED_CLAIMS))
-            raise Invalid("invalid", f"is set by the issuer itself (reserved: {reserved})")
-        return name
+        checked: str = text(value)
+        if not valid(checked):
+            raise Invalid(rule, reason)
+        return checked
 
     return check
 
@@ -491,7 +476,8 @@ AUTH_SERVER_UPDATE: Final[Schema] = {
 }
 
 SCOPE: Final[Schema] = {
-    "name": scope_name(),
+    # requested at /oauth/token and joined with spaces in a token's `scope`: one scope-token
+    "name": string_where(SCOPE_TOKEN.fullmatch, "matches_regex", f"must be {SCOPE_NAME_RULE}"),
     "description": string(),
     "default": boolean(),
     "include_in_metadata": boolean(),
@@ -500,7 +486,12 @@ SCOPE: Final[Schema] = {
 SCOPE_CREATE_REQUIRED: Final = ("name",)
 
 CLAIM: Final[Schema] = {
-    "name": claim_name(),
+    # never one the issuer sets itself: it would not reach the token
+    "name": string_where(
+        lambda claim: claim not in RESERVED_CLAIMS,
+        "invalid",
+        f"is set by the issuer itself (reserved: {', '.join(sorted(RESERVED_CLAIMS))})",
+    ),
     "value": template(),
     "include_in_token": boolean(),
     "include_in_all_scopes": boolean(),
