@@ -247,3 +247,27 @@ async def test_a_request_its_client_abandons_is_counted_and_logged_as_499(
     assert samples(text, "kong_http_requests_total") == {
         labels(service="svc", route="r", code="499", source="error"): 1
     }
+
+
+async def test_a_request_that_cannot_be_parsed_is_counted_and_logged_as_400(
+    access: pytest.LogCaptureFixture, upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    """As nginx logs the 400s it answers itself: one line with "-" for what could not be read
+    (nothing of the request is trusted, so not even its path), and a count under no route."""
+    gw = await start_gateway(
+        make_route(make_service(upstream.port, name="svc"), name="r"), registry=CollectorRegistry()
+    )
+    answer = await raw_request(
+        gw.proxy_port, b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x?access_token=t\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.0 400"), answer[:60]
+    (record,) = access_records(access)
+    line = as_json(record)
+    assert (line["status"], line["method"], line["path"]) == (400, "-", "-")
+    assert (line["service"], line["route"], line["auth"]) == ("", "", None)
+    assert line["client_ip"] == "127.0.0.1" and line["upstream_latency_ms"] is None
+    assert "access_token" not in record.getMessage()
+    _, text = await scrape(gw)
+    assert samples(text, "kong_http_requests_total") == {
+        labels(service="", route="", code="400", source="exit"): 1
+    }

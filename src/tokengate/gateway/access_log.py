@@ -26,6 +26,9 @@ from tokengate.gateway.rawresponse import RawResponse
 
 log = logging.getLogger("tokengate.access")
 
+# The path (and method) of a request that could not be parsed, as nginx logs its request line.
+UNPARSED: Final = "-"
+
 _TEXT: Final = (
     '%(client_ip)s "%(method)s %(path)s" %(status)d latency_ms=%(latency_ms)s '
     "upstream_latency_ms=%(upstream_latency_ms)s service=%(service)s route=%(route)s "
@@ -55,7 +58,7 @@ def write(
     upstream = exchange.upstream_seconds
     fields: dict[str, Any] = {
         "request_id": request_id.decode("ascii"),
-        "method": request.method,
+        "method": UNPARSED if path is UNPARSED else request.method,
         "path": path,
         "service": stats.service if stats is not None else "",
         "route": stats.route if stats is not None else "",

@@ -190,6 +190,14 @@ class Gateway:
         self._account(request, response, exchange, request_id, started)
         return response
 
+    def account_malformed(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        """A request aiohttp could not parse, answered 400 before any handler ran: counted under
+        no route, and logged with "-" for its method and path (nothing of it was read)."""
+        exchange = Exchange()
+        exchange.path = access_log.UNPARSED
+        started = perf_counter() if self._access_log else 0.0
+        self._account(request, response, exchange, self.new_request_id(), started)
+
     def _account(
         self,
         request: web.BaseRequest,
@@ -447,6 +455,7 @@ class GatewayServer:
         server = HeadTimeoutServer(
             self._dispatch,
             head_timeout=settings.client_header_timeout,
+            on_malformed=self._malformed,
             handler_cancellation=True,  # client gone → upstream exchange cancelled
             auto_decompress=False,  # bodies travel as the client encoded them
             keepalive_timeout=settings.keepalive_timeout,
@@ -490,6 +499,9 @@ class GatewayServer:
             return await generation.gateway.handle(request)
         finally:
             generation.leave()
+
+    def _malformed(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        self._generations.current.gateway.account_malformed(request, response)
 
     def reload(self, config: GatewayConfig) -> int:
         """Serve `config` from now on; returns its generation number. The new gateway is built

@@ -1,7 +1,9 @@
 """aiohttp's low-level server with two additions: a deadline for a request head, and Kong's 400
-(not a logged traceback) for a request aiohttp cannot parse.
+(not a logged traceback) for a request aiohttp cannot parse, reported to `on_malformed` (which
+counts and logs it as nginx logs the 400s it answers itself).
 
-    server = HeadTimeoutServer(handler, head_timeout=10.0, keepalive_timeout=60.0)
+    server = HeadTimeoutServer(handler, head_timeout=10.0, on_malformed=gateway.account_malformed,
+                               keepalive_timeout=60.0)
 
 aiohttp closes a connection that sends nothing for `keepalive_timeout`, but a client that has
 started a request head and then trickles it (slowloris) is only bound by that same, long timer.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -25,11 +28,21 @@ from tokengate.gateway import responses
 
 log = logging.getLogger("tokengate.server")
 
+MalformedHook = Callable[[web.BaseRequest, web.StreamResponse], None]
+
 
 class HeadTimeoutHandler(RequestHandler):
-    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        head_timeout: float,
+        on_malformed: MalformedHook | None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = head_timeout
+        self._on_malformed = on_malformed
         self._head_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -64,6 +77,8 @@ class HeadTimeoutHandler(RequestHandler):
         log.debug("malformed request from %s: %s", request.remote, type(exc).__name__)
         response = responses.bad_request()
         response.force_close()
+        if self._on_malformed is not None:
+            self._on_malformed(request, response)
         return response
 
     def _cancel_head_timer(self) -> None:
@@ -73,11 +88,23 @@ class HeadTimeoutHandler(RequestHandler):
 
 
 class HeadTimeoutServer(web.Server):
-    def __init__(self, handler: Any, *, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        head_timeout: float,
+        on_malformed: MalformedHook | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._head_timeout = head_timeout
+        self._on_malformed = on_malformed
 
     def __call__(self) -> RequestHandler:
         return HeadTimeoutHandler(
-            self, loop=self._loop, head_timeout=self._head_timeout, **self._kwargs
+            self,
+            loop=self._loop,
+            head_timeout=self._head_timeout,
+            on_malformed=self._on_malformed,
+            **self._kwargs,
         )
