@@ -23,6 +23,8 @@ from tests.gateway.conftest import (
     raw_request,
     serving,
 )
+from tests.gateway.issuer import TestIssuer
+from tokengate.gateway.oidc_config import OidcConfig
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -222,6 +224,21 @@ async def test_no_route_is_kong_404(upstream: TestServer, start_gateway: StartGa
 async def test_route_without_service_is_503(start_gateway: StartGateway) -> None:
     gw = await start_gateway(make_route(None, ("/x",)))
     status, _, body = await get_json(f"http://127.0.0.1:{gw.proxy_port}/x")
+    assert (status, body) == (503, {"message": "no Service found with those values"})
+
+
+async def test_a_route_without_service_runs_its_plugin_first(
+    start_gateway: StartGateway, test_issuer: TestIssuer
+) -> None:
+    """Kong's access phase runs the plugins, then finds no service: no token is a 401, a
+    valid one the 503."""
+    gw = await start_gateway(
+        make_route(None, ("/x",), oidc=OidcConfig.for_issuer(test_issuer.issuer))
+    )
+    url = f"http://127.0.0.1:{gw.proxy_port}/x"
+    status, _, body = await get_json(url)
+    assert (status, body) == (401, {"message": "Unauthorized"})
+    status, _, body = await get_json(url, headers={"Authorization": f"Bearer {test_issuer.mint()}"})
     assert (status, body) == (503, {"message": "no Service found with those values"})
 
 

@@ -261,9 +261,6 @@ class Gateway:
         # Before the plugins and the service, as Kong's runloop: "https" exactly, as Kong reads it.
         if route_key in self._https_only and (forwarded is None or forwarded.proto != "https"):
             return self._https_required(match.route, forwarded, host_header, raw_target)
-        service = match.route.service
-        if service is None:
-            return responses.no_service()
 
         edits, body, body_prefix = NO_EDITS, None, b""
         auth = self._auth.get(route_key)
@@ -299,6 +296,9 @@ class Gateway:
                     return auth.refuse(exc, request, request_id)
             exchange.auth_seconds = perf_counter() - checking
 
+        service = match.route.service
+        if service is None:  # after the plugins, as in Kong's access phase
+            return responses.no_service()
         if match.route.preserve_host and host_header:
             upstream_host = host_header.encode("latin-1")
         else:
