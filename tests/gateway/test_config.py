@@ -586,6 +586,16 @@ def test_route_without_service_warns_and_has_none() -> None:
     )
 
 
+def test_path_handling_v1_is_read_and_warned_about_as_kong_3_does() -> None:
+    config = load("services: [{name: a, host: up, routes: [{paths: [/a], path_handling: v1}]}]")
+    assert config.routes[0].path_handling == "v1"
+    assert config.warnings == (
+        "kong.yaml: services[0].routes[0].path_handling: 'v1' is deprecated and does not work "
+        "under Kong's default traditional_compatible router: the upstream path is built as with "
+        "'v0' (please use 'v0')",
+    )
+
+
 def test_duplicate_path_is_a_warning() -> None:
     config = load("services: [{name: a, host: up, routes: [{paths: [/a, /a]}]}]")
     assert config.routes[0].paths == ("/a",)

@@ -343,6 +343,13 @@ class _Loader:
             regex_priority=f.integer("regex_priority", 0),
             path_handling=f.choice("path_handling", "v0", ("v0", "v1")),
         )
+        if route.path_handling == "v1":
+            # Kong 3.x's own deprecation message (kong/db/schema/entities/routes.lua).
+            f.warn(
+                "path_handling",
+                "'v1' is deprecated and does not work under Kong's default traditional_compatible"
+                " router: the upstream path is built as with 'v0' (please use 'v0')",
+            )
         self._route_extras(f)
         entry = _RouteEntry(path, route, service)
         self.routes.add(entry, name, f.string("id"))

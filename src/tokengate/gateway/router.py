@@ -32,12 +32,12 @@ Entries are tried in descending order of this key, most significant first:
 
 Kong leaves equal keys unordered; here they keep kong.yaml order. The first matching entry wins.
 
-## Upstream path (`kong/router/utils.lua` `get_upstream_uri`, v1 from `traditional.lua`)
+## Upstream path (`kong/router/utils.lua` `get_upstream_uri_v0`)
 
 The matched prefix (or the text matched by the regex) is stripped when `strip_path`, then joined
-to `service.path` (default "/") by `path_handling`: `v0` joins as segments, `v1` as a raw prefix.
-Kong 3.x's traditional_compatible router deprecates `v1` and applies `v0`; we honour `v1` as the
-traditional router documents it, so that a kong.yaml written for v1 is not silently reinterpreted.
+to `service.path` (default "/") as segments: `path_handling: v0`. The traditional_compatible
+router (`kong/router/atc.lua`) only ever calls `get_upstream_uri_v0`, so a route that says `v1`
+gets v0's path in Kong 3.x too; `config validate` warns about it in Kong's words.
 
 ## Cost (timeit, CPython 3.11, 10 routes)
 
@@ -222,18 +222,12 @@ class _Entry:
 
 def upstream_path(route: Route, path: str, matched: str) -> str:
     """Kong's upstream path for `path` (canonical) when `matched` is the part of it the route
-    matched ("" for a route without paths). See the module docstring for v0/v1."""
+    matched ("" for a route without paths). Always v0: see the module docstring."""
     # No service: the proxy answers 503 anyway; Kong's base is "/" then too.
     base = (route.service.path if route.service is not None else None) or "/"
     # After stripping, a postfix may start inside a segment: "/foo.." with prefix "/foo" leaves
     # "..", which Kong sanitises so that stripping never creates a dot segment upstream.
     postfix = _sanitize_postfix(path[len(matched) :] if matched else path[1:])
-    if route.path_handling == "v1":
-        if not route.strip_path:
-            return base + path[1:]
-        if base.endswith("/") and postfix.startswith("/"):
-            return base[:-1] + postfix
-        return base + postfix
     return _upstream_path_v0(base, postfix, path, strip=route.strip_path)
 
 
