@@ -596,6 +596,21 @@ def test_path_handling_v1_is_read_and_warned_about_as_kong_3_does() -> None:
     )
 
 
+def test_snis_weigh_in_priority_with_a_warning_and_need_https() -> None:
+    config = load("services: [{name: a, host: up, routes: [{paths: [/a], snis: [a.test]}]}]")
+    assert config.routes[0].snis == ("a.test",)
+    assert config.warnings == (
+        "kong.yaml: services[0].routes[0].snis: not matched (tokengate does not terminate TLS), "
+        "but counted in the route's priority as Kong counts them",
+    )
+    assert errors(
+        "services: [{name: a, host: up, routes: [{paths: [/a], snis: [a.test], "
+        "protocols: [http]}]}]"
+    ) == [
+        "kong.yaml: services[0].routes[0].snis: can only be set when 'protocols' includes 'https'"
+    ]
+
+
 def test_duplicate_path_is_a_warning() -> None:
     config = load("services: [{name: a, host: up, routes: [{paths: [/a, /a]}]}]")
     assert config.routes[0].paths == ("/a",)

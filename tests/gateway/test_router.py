@@ -45,6 +45,7 @@ def route(
     strip_path: bool = True,
     regex_priority: int = 0,
     path_handling: str = "v0",
+    snis: Sequence[str] = (),
 ) -> Route:
     return Route(
         name=name,
@@ -56,6 +57,7 @@ def route(
         strip_path=strip_path,
         regex_priority=regex_priority,
         path_handling=path_handling,
+        snis=tuple(snis),
     )
 
 
@@ -250,6 +252,16 @@ def test_plain_hosts_beat_headers_and_wildcards_at_equal_weight() -> None:
     assert matched_name(router, "/", host="api.example.com", request_headers=request) == "plain"
     assert matched_name(router, "/", host="www.example.com", request_headers=request) == "header"
     assert matched_name(router, "/", host="www.example.com") == "wild"
+
+
+def test_snis_are_never_matched_but_weigh_in_the_priority() -> None:
+    # Kong's get_priority counts snis in the match weight; over plain HTTP its expression for
+    # them is `net.protocol != "https" || tls.sni == ...`: true whatever the request.
+    sni = route("sni", paths=["/api"], snis=["api.example.com"])
+    longer = route("longer", paths=["/api/v2"])
+    router = Router([longer, sni])
+    assert matched_name(router, "/api/v2/x") == "sni"
+    assert matched_name(Router([longer, route("plain", paths=["/api"])]), "/api/v2/x") == "longer"
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,9 @@ class Route:
     https_redirect_status_code: int = 426
     regex_priority: int = 0
     path_handling: str = "v0"
+    # TLS server names: never matched (no TLS here, and Kong's expression lets plain HTTP
+    # through), but they weigh in the route's priority as in Kong.
+    snis: tuple[str, ...] = ()
     plugins: tuple[Plugin, ...] = ()
     oidc: OidcConfig | None = None  # the openid-connect config that applies; None: no auth
 
@@ -342,7 +345,9 @@ class _Loader:
             https_redirect_status_code=self._https_redirect(f),
             regex_priority=f.integer("regex_priority", 0),
             path_handling=f.choice("path_handling", "v0", ("v0", "v1")),
+            snis=f.strings("snis"),
         )
+        self._check_snis(f, route)
         if route.path_handling == "v1":
             # Kong 3.x's own deprecation message (kong/db/schema/entities/routes.lua).
             f.warn(
@@ -404,6 +409,18 @@ class _Loader:
             )
         return protocols
 
+    def _check_snis(self, f: Fields, route: Route) -> None:
+        if not route.snis:
+            return
+        if "https" not in route.protocols:  # Kong's routes schema refuses them then
+            f.error("snis", "can only be set when 'protocols' includes 'https'")
+        else:
+            f.warn(
+                "snis",
+                "not matched (tokengate does not terminate TLS), but counted in the route's"
+                " priority as Kong counts them",
+            )
+
     def _https_redirect(self, f: Fields) -> int:
         code = f.integer("https_redirect_status_code", 426)
         if code not in _REDIRECT_CODES:
@@ -416,8 +433,6 @@ class _Loader:
         f.boolean("request_buffering", True)
         f.boolean("response_buffering", True)
         f.strings("tags")
-        if f.strings("snis"):
-            f.warn("snis", "ignored: tokengate does not terminate TLS")
         for key in ("sources", "destinations"):
             if f.entities(key):
                 f.warn(key, "ignored: only stream routes (tcp, tls, udp) use it")

@@ -24,7 +24,8 @@
 A route with several paths is split: one entry for all its regex paths, one per prefix length.
 Entries are tried in descending order of this key, most significant first:
 
-1. match weight: how many of methods, hosts, headers, paths the route sets;
+1. match weight: how many of methods, hosts, headers, paths, snis the route sets (snis are never
+   matched here: over plain HTTP, Kong's compatible expression lets any SNI through);
 2. plain hosts only: the route has hosts and none is a wildcard (no hosts at all does not count);
 3. number of header names;
 4. regex entry before prefix entry, regexes by `regex_priority` (higher first);
@@ -276,7 +277,7 @@ def _entries_for(route: Route) -> list[_Entry]:
 
 
 def _priority(route: Route, prefix_len: int, *, is_regex: bool) -> tuple[int, ...]:
-    weight = sum(map(bool, (route.methods, route.hosts, route.headers, route.paths)))
+    weight = sum(map(bool, (route.methods, route.hosts, route.headers, route.paths, route.snis)))
     plain_hosts_only = bool(route.hosts) and not any("*" in host for host in route.hosts)
     return (
         weight,
