@@ -8,7 +8,8 @@
 
 tokengate speaks plain HTTP; TLS, when there is any, ends in a proxy in front of it. As in Kong
 (trusted_ips, with nginx's real_ip_header X-Real-IP), the X-Forwarded-* and X-Real-IP headers a
-client sends are believed only from peers in `trusted_ips`: from such a peer,
+client sends are believed only from peers in `trusted_ips` (Kong appends the peer to anyone's
+X-Forwarded-For; here an untrusted client's list is dropped too): from such a peer,
 X-Forwarded-Proto/-Host/-Port/-Path/-Prefix pass on as sent (the first of each, as Kong reads
 them), X-Real-IP names the client it sent, and the peer is appended to its X-Forwarded-For.
 From anyone else they are all replaced by what the gateway saw (scheme http). A trusted proxy

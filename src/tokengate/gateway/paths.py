@@ -20,9 +20,9 @@ and nginx's `merge_slashes on`, made stricter where Kong is lenient:
 | `%61` (unreserved: ALPHA DIGIT - . _ ~)   | decoded: `a`            | RFC 3986 6.2.2.2, Kong   |
 | `%3a` `%40` `%24`... (`:` `@` and the     | decoded: `:`            | upstreams decode them    |
 |   sub-delims but `;`: legal raw in a path)|                         | before routing; Kong not |
-| `%3b`, `%3f`, `%c3`... (any other escape) | kept, upper hex: `%3B`  | RFC 3986 6.2.2.1, Kong   |
+| `%3b`, `%3f`, `%c3`... (any other escape) | kept, upper hex: `%3B`  | RFC 3986 6.2.2.1         |
 | raw `;` (a path parameter)                | BadPath                 | servlets drop `;x` first |
-| other raw chars: `"` `<` `#` `[` `^` é... | UTF-8 escaped: `%C3%A9` | parsers all agree        |
+| other raw chars: `"` `<` `[` `^`...       | escaped: `%22`          | parsers all agree        |
 | `%2F` / `%2f` (encoded slash)             | BadPath                 | hides a segment boundary |
 | `\\` or `%5C` (backslash)                 | BadPath                 | some servers read it "/" |
 | control, raw or encoded (00-1F, 7F)       | BadPath                 | NUL, header injection    |
@@ -31,11 +31,15 @@ and nginx's `merge_slashes on`, made stricter where Kong is lenient:
 | `.` / `..` segments (also `%2E`, `%2e%2E`)| removed, RFC 3986 5.2.4 | after decoding and merge |
 | `..` above the root (`/..`, `/a/../..`)   | BadPath                 | refuse rather than clamp |
 
-Two rows part from Kong, which keeps `%3A` escaped and passes `;`. RFC 3986 §6.2.2.1 holds such
-escapes distinct from their characters, but the frameworks behind a gateway decode them before
-they route, so a router that does not would miss `/v1/users:search` for `/v1/users%3Asearch`.
-The cost: an upstream that reads the raw path (a signature over it, a split on a raw ",") sees
-the decoded character, and `;jsessionid=` or matrix-parameter URLs are refused.
+Three rows part from Kong, which keeps `%3A` escaped, passes `;`, and decodes the escapes of
+characters that are neither reserved nor unreserved (`%20`, `%C3%A9`) to match, escaping them
+again to forward. RFC 3986 §6.2.2.1 holds `%3A` distinct from `:`, but the frameworks behind a
+gateway decode it before they route, so a router that does not would miss `/v1/users:search`
+for `/v1/users%3Asearch`. The cost: an upstream that reads the raw path (a signature over it, a
+split on a raw ",") sees the decoded character, and `;jsessionid=` or matrix-parameter URLs are
+refused. Keeping `%20` and `%C3%A9` escaped gives the upstream the path Kong gives it; only a
+regex route written for the decoded character (`[a-z ]`) matches in Kong and not here.
+Raw non-ASCII bytes never get here: aiohttp's parser answers 400 (a request target is ASCII).
 
 Order: validate characters; decode those escapes (once: `%252E` stays `%252E`) and escape
 raw non-path characters; merge slashes; remove dot segments. Merging before dot removal is nginx's
