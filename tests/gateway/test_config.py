@@ -198,7 +198,11 @@ ROUTE_ERRORS = {
     ),
     "method not a token": (
         "methods: ['GE T']",
-        f"{R}.methods[0]: invalid method 'GE T': letters only",
+        f"{R}.methods[0]: invalid method 'GE T': upper-case letters only, as in Kong",
+    ),
+    "method in lower case": (
+        "methods: [get]",
+        f"{R}.methods[0]: invalid method 'get': upper-case letters only, as in Kong (GET)",
     ),
     "two wildcards": (
         "hosts: ['*.a.*']",
@@ -564,7 +568,7 @@ def test_route_fields_are_normalised_and_defaulted() -> None:
             host: up
             routes:
               - paths: [/api, '~/users/(?<id>\\d+)$']
-                methods: [get, Post]
+                methods: [GET, POST]
                 hosts: [API.Example.com, '*.example.org', 'example.*:8443']
                 headers: {X-Version: ['1', '~*^v2']}
     """).routes

@@ -28,7 +28,7 @@ _HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?", re.IGNORECASE)
 # Kong's path typedef: RFC 3986 unreserved and sub-delims, ":", "@", "/" and percent-encoding.
 _PATH = re.compile(r"/[A-Za-z0-9._~/%:@!$&'()*+,;=-]*")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_METHOD = re.compile(r"[A-Za-z]+")
+_METHOD = re.compile(r"[A-Z]+")  # Kong's typedefs.http_method: "^%u+$"
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Kong 3 reads a pre-3.0 path as a regex unless it is made only of these characters.
 _PLAIN_LEGACY_PATH = re.compile(r"[A-Za-z0-9._~/%-]*")
@@ -420,8 +420,9 @@ def legacy_path_is_regex(text: str) -> bool:
 
 def http_method(text: str) -> str:
     if not _METHOD.fullmatch(text):
-        raise ValueError(f"invalid method '{text}': letters only")
-    return text.upper()
+        hint = f" ({text.upper()})" if text.isalpha() and text.isascii() else ""
+        raise ValueError(f"invalid method '{text}': upper-case letters only, as in Kong{hint}")
+    return text
 
 
 def route_host(text: str) -> str:
