@@ -345,6 +345,15 @@ ERRORS = {
         "upstream_access_token_header: 'bad header:bearer'",
         "upstream_access_token_header: invalid header name 'bad header'",
     ),
+    "access token header scheme injects a header": (
+        'upstream_access_token_header: "authorization:bearer\\r\\nTransfer-Encoding: chunked"',
+        "upstream_access_token_header: invalid scheme 'bearer\\r\\nTransfer-Encoding: chunked': a "
+        "token such as 'bearer'",
+    ),
+    "access token header scheme not latin-1": (
+        "upstream_access_token_header: 'authorization:Bearer€'",
+        "upstream_access_token_header: invalid scheme 'Bearer€': a token such as 'bearer'",
+    ),
     "access token header framing": (
         "upstream_access_token_header: 'Content-Length'",
         "upstream_access_token_header: 'Content-Length' cannot be set from a token: it frames or "

@@ -421,7 +421,12 @@ def _header(text: str) -> str:
 
 def _token_header(text: str) -> str:
     """Kong's `header:prefix` ("authorization:bearer" sends `Authorization: Bearer <token>`)."""
-    _header(text.partition(":")[0])
+    name, _, scheme = text.partition(":")
+    _header(name)
+    # The scheme is written into the upstream header line: a token (RFC 9110 §11.1), so that
+    # no CR, LF or other byte can start a header of its own.
+    if scheme.strip() and not _TOKEN.fullmatch(scheme.strip()):
+        raise ValueError(f"invalid scheme {scheme!r}: a token such as 'bearer'")
     return text
 
 
