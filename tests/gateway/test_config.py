@@ -123,6 +123,10 @@ SERVICE_ERRORS = {
         "name: a\nhost: up:80",
         "services[0].host: invalid host 'up:80': set the port with 'port'",
     ),
+    "host label too long": (
+        f"name: a\nurl: http://{'a' * 64}.example",
+        f"services[0].url: invalid host '{'a' * 64}.example': a label is empty or longer than 63",
+    ),
     "port zero": (
         "name: a\nhost: up\nport: 0",
         "services[0].port: must be between 1 and 65535, got 0",
@@ -192,6 +196,32 @@ ROUTE_ERRORS = {
     "paths not a list": ("paths: /a", f"{R}.paths: expected a list of strings, got a string"),
     "path not a string": ("paths: [1]", f"{R}.paths[0]: expected a string, got an integer"),
     "path relative": ("paths: [a]", f"{R}.paths[0]: must start with '/' (or '~' for a regex)"),
+    # Paths no request could have: the gateway refused them only once it built its router.
+    "path encoded slash": (
+        "paths: ['/a%2Fb']",
+        f"{R}.paths[0]: invalid path '/a%2Fb': encoded slash or backslash",
+    ),
+    "path above the root": (
+        "paths: ['/%2e%2e/x']",
+        f"{R}.paths[0]: invalid path '/%2e%2e/x': dot segment above the root",
+    ),
+    # Kong's typedefs refuse a prefix that its router's normalisation would change.
+    "path not normalized": (
+        "paths: ['/a//b/./c/%7euser']",
+        f"{R}.paths[0]: non-normalized path '/a//b/./c/%7euser', which Kong refuses: consider "
+        "'/a/b/c/~user'",
+    ),
+    "path reserved escape in lower case": (
+        "paths: ['/v1/users%3asearch']",
+        f"{R}.paths[0]: non-normalized path '/v1/users%3asearch', which Kong refuses: consider "
+        "'/v1/users%3Asearch'",
+    ),
+    "path escape Kong would decode": (
+        "paths: ['/my%20files']",
+        f"{R}.paths[0]: non-normalized path '/my%20files', which Kong refuses: it would decode an "
+        "escape of a character that is neither reserved nor unreserved (a regex path can match "
+        "it)",
+    ),
     "path bad regex": (
         "paths: ['~/(']",
         f"{R}.paths[0]: invalid regex: missing ), unterminated subpattern at position 1",

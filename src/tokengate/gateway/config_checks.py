@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from tokengate.gateway.paths import BadPath, canonical_path
+
 KONG_PROTOCOLS = frozenset(
     {"http", "https", "grpc", "grpcs", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"}
 )
@@ -28,6 +30,9 @@ _HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?", re.IGNORECASE)
 # Kong's path typedef: RFC 3986 unreserved and sub-delims, ":", "@", "/" and percent-encoding.
 _PATH = re.compile(r"/[A-Za-z0-9._~/%:@!$&'()*+,;=-]*")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_KONG_RESERVED = frozenset("!*'();:@&=+$,/?%#[]")  # kong/tools/uri.lua RESERVED_CHARS
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _METHOD = re.compile(r"[A-Z]+")  # Kong's typedefs.http_method: "^%u+$"
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Kong 3 reads a pre-3.0 path as a regex unless it is made only of these characters.
@@ -354,6 +359,10 @@ def service_host(text: str) -> str:
         raise ValueError(f"invalid host '{text}': set the port with 'port'")
     if len(text) > 253 or not _HOSTNAME.fullmatch(text):
         raise ValueError(f"invalid host '{text}'")
+    try:
+        text.encode("idna")  # as the Host header upstream is written
+    except UnicodeError:
+        raise ValueError(f"invalid host '{text}': a label is empty or longer than 63") from None
     return text
 
 
@@ -396,7 +405,50 @@ def route_path(text: str) -> str:
         return text
     if not text.startswith("/"):
         raise ValueError("must start with '/' (or '~' for a regex)")
-    return service_path(text)
+    service_path(text)
+    try:
+        canonical_path(text)  # what the router matches on: a path no request could have fails
+    except BadPath as exc:
+        raise ValueError(f"invalid path '{text}': {exc.reason}") from None
+    normalized = _kong_normalized(text)
+    if normalized != text:  # Kong's typedefs: "non-normalized path, consider use ... instead"
+        hint = (
+            f": consider '{normalized}'"
+            if normalized
+            else ": it would decode an escape of a character that is neither reserved nor "
+            "unreserved (a regex path can match it)"
+        )
+        raise ValueError(f"non-normalized path '{text}', which Kong refuses{hint}")
+    return text
+
+
+def _kong_normalized(path: str) -> str:
+    """A plain route path as Kong's `normalize(path, true)` leaves it: escapes of unreserved
+    characters decoded, of reserved ones upper-cased, slashes merged, dot segments removed.
+    "" when it would decode a character that is neither (`%20`): Kong can hold no such prefix."""
+    try:
+        decoded = _ESCAPE.sub(_kong_unescape, path)
+    except ValueError:
+        return ""
+    segments: list[str] = []
+    parts = re.sub("/{2,}", "/", decoded).split("/")[1:]
+    for segment in parts:
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment != ".":
+            segments.append(segment)
+    trailing = parts[-1] in (".", "..") and segments
+    return "/" + "/".join(segments) + ("/" if trailing else "")
+
+
+def _kong_unescape(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    if char in _KONG_RESERVED:
+        return match.group(0).upper()
+    if char in _UNRESERVED:
+        return char
+    raise ValueError(char)
 
 
 def header_value(text: str) -> str:
