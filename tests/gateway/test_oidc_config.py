@@ -275,6 +275,10 @@ ERRORS = {
     ),
     "zero timeout": ("timeout: 0", "timeout: must be greater than 0, got 0"),
     "infinite leeway": ("leeway: .inf", "leeway: must be a finite number, got inf"),
+    "huge integer leeway": (
+        f"leeway: {'9' * 400}",
+        "leeway: must be at most 1e+15, got a 400-digit number",
+    ),
     "boolean as string": (
         "hide_credentials: 'yes'",
         "hide_credentials: expected a boolean, got a string",

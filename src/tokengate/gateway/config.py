@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from tokengate.gateway.config_checks import (
     Fields,
@@ -136,11 +136,15 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
     source = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as file:
-            return file.read()
+            text = file.read(MAX_CONFIG_CHARS + 1)  # bounded: /dev/zero is a file too
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read file: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{source}: not valid UTF-8 (byte {exc.start})"]) from None
+    if len(text) > MAX_CONFIG_CHARS:
+        limit = MAX_CONFIG_CHARS // (1024 * 1024)
+        raise ConfigError([f"{source}: larger than {limit} MiB, the most tokengate reads"])
+    return text
 
 
 def parse_config(text: str, source: str = "kong.yaml") -> GatewayConfig:
@@ -159,6 +163,9 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise ConfigError([f"{source}: {exc}"]) from None
 
 
+# A kong.yaml of 20,000 routes is about 2 MiB and parses in seconds; 32 MiB is far past any real
+# one, and keeps a wrong path (/dev/zero, a log file) from filling memory.
+MAX_CONFIG_CHARS: Final = 32 * 1024 * 1024
 _FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
 _IGNORED_KEYS = ("_transform", "_info", "_workspace", "_konnect")
 # Kong entities tokengate has no use for: warned about, then ignored.
