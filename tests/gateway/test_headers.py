@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tokengate.gateway.headers import (
@@ -118,12 +120,22 @@ def test_response_head_filters_and_frames() -> None:
         (b"X-Hop", b"1"),
         (b"Transfer-Encoding", b"chunked"),
         (b"Keep-Alive", b"timeout=5"),
+        (b"Date", b"Thu, 26 Nov 2026 18:00:00 GMT"),
     ]
     out = response_head(200, b"OK", raw, body_length=3, request_id=b"rid", keep_alive=False)
     assert out == (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
-        b"Via: 1.1 tokengate\r\nX-Request-Id: rid\r\nConnection: close\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Thu, 26 Nov 2026 18:00:00 GMT"
+        b"\r\nContent-Length: 3\r\nVia: 1.1 tokengate\r\nX-Request-Id: rid\r\n"
+        b"Connection: close\r\n\r\n"
     )
+
+
+def test_response_head_adds_the_date_an_upstream_left_out() -> None:
+    # RFC 9110 §6.6.1: a recipient with a clock forwarding a response without Date adds one.
+    out = response_head(200, b"OK", [], body_length=0, request_id=b"rid", keep_alive=True)
+    dates = re.findall(rb"\r\nDate: (.*?)\r\n", out)
+    assert len(dates) == 1
+    assert re.fullmatch(rb"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", dates[0])
 
 
 def test_response_head_keeps_upstream_length_and_request_id() -> None:

@@ -443,3 +443,130 @@ async def test_https_upstream_with_tls_verify(
             assert raw.endswith(b"tls True")
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n", b"502"),
+        (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%05d: v\r\n" % i for i in range(6000)), b"502"),
+        # 1xx heads count too: an upstream cannot stream interim answers for ever
+        (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </assets/style.css>; rel=preload\r\n\r\n" * 3000
+            + b"HTTP/1.1 200 OK\r\n",
+            b"502",
+        ),
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 60_000 + b"\r\n", b"200"),
+    ],
+    ids=["one-huge-header", "many-headers", "endless-interim", "60-kib-is-fine"],
+)
+async def test_a_response_head_past_64_kib_is_502(
+    head: bytes, status: bytes, start_gateway: StartGateway
+) -> None:
+    """nginx: "upstream sent too big header". Without a bound, an upstream that never ends
+    its head grew a worker's memory by gigabytes and stalled every other request."""
+    async with replying(head + b"Content-Length: 2\r\n\r\nok") as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.startswith(b"HTTP/1.1 " + status), raw[:60]
+
+
+async def test_a_trailer_saying_connection_close_does_not_return_the_connection_to_the_pool(
+    start_gateway: StartGateway,
+) -> None:
+    """llhttp takes no byte after a `Connection: close` trailer: a connection pooled after it
+    failed the next client's request with a 502. Trailers are not merged into the head either
+    (RFC 9110 §6.5.1)."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+            b"Connection: close\r\nX-Trailer: t\r\n\r\n"
+        )
+        await writer.drain()
+        while await upstream.read_head(reader):  # keeps the socket open, answers the rest
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        first = await raw_request(gw.proxy_port, CLOSE_GET)
+        second = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"hello"), first
+    assert b"X-Trailer" not in first
+    assert second.startswith(b"HTTP/1.1 200") and second.endswith(b"hello"), second
+    assert upstream.connections == 2
+
+
+async def test_an_http_1_0_client_reading_to_the_close_gets_the_close(
+    start_gateway: StartGateway,
+) -> None:
+    """An HTTP/1.0 client that asked for keep-alive gets a body of unknown length without a
+    Content-Length: it reads to the close, which used to come only with the keep-alive timer."""
+    reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nclose-delimited body"
+    async with replying(reply) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(
+            gw.proxy_port, b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", timeout=3
+        )
+    assert raw.startswith(b"HTTP/1.0 200") and raw.endswith(b"close-delimited body"), raw
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [b"HTTP/1.1 099 Low", b"HTTP/1.1 000 Zero", b"HTTP/1.1 600 High", b"HTTP/1.1 200 O\x01K"],
+)
+async def test_an_invalid_status_line_is_502(
+    status_line: bytes, start_gateway: StartGateway
+) -> None:
+    async with replying(status_line + b"\r\nContent-Length: 2\r\n\r\nhi") as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.startswith(b"HTTP/1.1 502"), raw[:60]
+
+
+async def test_a_streamed_response_keeps_its_header_bytes_and_gains_no_content_type(
+    start_gateway: StartGateway,
+) -> None:
+    """Past 64 KiB the body streams through aiohttp, which wrote header values as UTF-8 of
+    their latin-1 reading (a UTF-8 filename arrived as mojibake) and added a Content-Type and
+    its own Server."""
+    body = b"x" * (100 * 1024)
+    filename = 'attachment; filename="café.txt"'.encode()
+    reply = b"HTTP/1.1 200 OK\r\nContent-Disposition: %b\r\nContent-Length: %d\r\n\r\n%b" % (
+        filename,
+        len(body),
+        body,
+    )
+    async with replying(reply, linger=1.0) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    head, _, received = raw.partition(b"\r\n\r\n")
+    assert received == body
+    assert b"\r\nContent-Disposition: " + filename + b"\r\n" in head
+    assert b"content-type" not in head.lower() and b"\r\nserver:" not in head.lower()
+    assert b"\r\nDate: " in head
+
+
+async def test_read_timeout_counts_between_reads_of_a_response_head(
+    start_gateway: StartGateway,
+) -> None:
+    """Kong's read_timeout is nginx's proxy_read_timeout: between two reads. An upstream that
+    sends 102 Processing while it works is answered, not cut off at read_timeout overall."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        for _ in range(5):
+            writer.write(b"HTTP/1.1 102 Processing\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.3)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=1.0)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"ok"), raw[:60]

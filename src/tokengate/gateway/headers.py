@@ -25,6 +25,8 @@ from typing import Final
 
 from multidict import CIMultiDict
 
+from tokengate.gateway.rawresponse import date_line
+
 RawHeaders = Iterable[tuple[bytes, bytes]]
 
 HOP_BY_HOP: Final = frozenset(
@@ -159,13 +161,22 @@ def response_headers(raw_headers: list[tuple[bytes, bytes]], request_id: bytes) 
             elif lname == b"via":
                 via.append(value.decode("latin-1"))
             continue
-        headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        headers.add(name.decode("latin-1"), _text(value))
     for lname in named or ():
         headers.popall(lname.decode("latin-1"), None)
     via.append(VIA)
     headers["Via"] = ", ".join(via)
     headers.setdefault("X-Request-Id", request_id.decode())
     return headers
+
+
+def _text(value: bytes) -> str:
+    # aiohttp writes header values as UTF-8: a UTF-8 value (a Content-Disposition filename)
+    # read as such goes out as the same bytes. Any other non-ASCII byte cannot: latin-1 then.
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def response_head(
@@ -183,7 +194,7 @@ def response_head(
     parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
     named: frozenset[bytes] | None = None
     via: list[bytes] = []
-    has_length = has_request_id = False
+    has_length = has_request_id = has_date = False
     for name, value in raw_headers:
         lname = name.lower()
         if lname in _RESPONSE_DROP:
@@ -196,6 +207,8 @@ def response_head(
             has_length = True
         elif lname == b"x-request-id":
             has_request_id = True
+        elif lname == b"date":
+            has_date = True
         parts += (name, b": ", value, b"\r\n")
     if named:
         parts = _without_named(parts, named, head=1)
@@ -208,6 +221,8 @@ def response_head(
     parts += (b"Via: ", b", ".join(via), b"\r\n")
     if not has_request_id:
         parts += (b"X-Request-Id: ", request_id, b"\r\n")
+    if not has_date:  # RFC 9110 §6.6.1: a proxy adds the Date an upstream left out
+        parts.append(date_line())
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")

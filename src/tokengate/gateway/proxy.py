@@ -19,9 +19,10 @@ import asyncio
 import logging
 import ssl
 from time import perf_counter
-from typing import Final
+from typing import Final, cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from tokengate.gateway import responses
 from tokengate.gateway.config import Service
@@ -356,7 +357,7 @@ class Forwarder:
             )
         headers = response_headers(conn.headers, request_id)
         if conn.complete:  # an HTTP/1.0 client: aiohttp knows its keep-alive rules
-            return web.Response(status=conn.status, headers=headers, body=conn.take_body() or None)
+            return RelayedBody(status=conn.status, headers=headers, body=conn.take_body() or None)
         return await self._stream_response(request, conn, service, headers, exchange)
 
     async def _stream_response(
@@ -364,10 +365,14 @@ class Forwarder:
         request: web.BaseRequest,
         conn: UpstreamConnection,
         service: Service,
-        headers: object,
+        headers: CIMultiDict[str],
         exchange: Exchange,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(status=conn.status, headers=headers)  # type: ignore[arg-type]
+        response = RelayedStream(status=conn.status, headers=headers)
+        if request.version < (1, 1) and "Content-Length" not in headers:
+            # RFC 9112 §6.3: an HTTP/1.0 client reads this body to the connection's close, so
+            # the close must come, whatever keep-alive it asked for.
+            response.force_close()
         await response.prepare(request)
         send_timeout = self._settings.client_send_timeout
         try:
@@ -382,6 +387,29 @@ class Forwarder:
             return response
         await response.write_eof()
         return response
+
+
+class _AsSent:
+    """An upstream response relayed through aiohttp, which would add headers of its own to
+    it: `Content-Type: application/octet-stream` where the upstream sent none (a client would
+    then stop sniffing), and its `Server`. Neither is added; Date and framing still are."""
+
+    async def _prepare_headers(self) -> None:
+        headers = cast(web.StreamResponse, self).headers
+        had_type, had_server = hdrs.CONTENT_TYPE in headers, hdrs.SERVER in headers
+        await super()._prepare_headers()  # type: ignore[misc]
+        if not had_type:
+            headers.popall(hdrs.CONTENT_TYPE, None)
+        if not had_server:
+            headers.popall(hdrs.SERVER, None)
+
+
+class RelayedStream(_AsSent, web.StreamResponse):
+    pass
+
+
+class RelayedBody(_AsSent, web.Response):
+    pass
 
 
 def _endpoint(service: Service) -> tuple[str, str, int, bool]:

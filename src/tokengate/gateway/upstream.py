@@ -30,6 +30,12 @@ RawHeaders = list[tuple[bytes, bytes]]
 # Response bodies queue at most this much before we stop reading the upstream socket.
 _HIGH_WATER: Final = 256 * 1024
 _LOW_WATER: Final = 64 * 1024
+# A response head (interim ones included), and a chunked body's trailer section, past this is a
+# 502, as nginx's "upstream sent too big header" (Envoy's default cap is 60 KiB): an upstream
+# that never ends its head must not grow a worker's memory without bound.
+MAX_RESPONSE_HEAD: Final = 64 * 1024
+# RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ); translate() deletes these.
+_REASON_BYTES: Final = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
 
 
 class UpstreamError(Exception):
@@ -88,6 +94,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         self._head_request = False
         self._got_bytes = False
+        self._head_read = 0  # bytes of reads that ended inside a head (an endless line...)
+        self._fields_size = 0  # of the head's fields, then of the trailer section's
         self._dirty = False  # bytes arrived that belong to no request: never reuse
         self._body: collections.deque[bytes] = collections.deque()
         self._body_size = 0
@@ -119,6 +127,13 @@ class UpstreamConnection(asyncio.Protocol):
                 self._queue(tail)  # the new protocol's first bytes came with the head
         except httptools.HttpParserError as exc:
             self._fail(UpstreamProtocolError(f"invalid HTTP response from upstream: {exc}"))
+        else:
+            if not self.head_done:  # all of `data` was head: bound it, and wake read_head,
+                self._head_read += len(data)  # whose read_timeout counts between reads
+                if self._head_read > MAX_RESPONSE_HEAD:
+                    self._fail(UpstreamProtocolError("upstream sent too big a response head"))
+                else:
+                    self._wake()
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost finishes the exchange
@@ -173,7 +188,14 @@ class UpstreamConnection(asyncio.Protocol):
         if self.complete:
             self._dirty = True
             return
-        self.headers.append((name, value))
+        self._fields_size += len(name) + len(value) + 4
+        if self._fields_size > MAX_RESPONSE_HEAD:
+            what = "trailer section" if self.head_done else "response head"
+            self._fail(UpstreamProtocolError(f"upstream sent too big a {what}"))
+        elif not self.head_done:
+            self.headers.append((name, value))
+        # else a trailer field (after a chunked body): never merged into the header section
+        # (RFC 9110 §6.5.1), so dropped.
 
     def on_headers_complete(self) -> None:
         if self.complete:
@@ -195,9 +217,15 @@ class UpstreamConnection(asyncio.Protocol):
         if not self._framing_supported():
             self._fail(UpstreamProtocolError("upstream used a transfer coding other than chunked"))
             return
+        if not 100 <= status <= 599 or self.reason.translate(None, _REASON_BYTES):
+            # RFC 9110 §15: no client knows what to do with a status 099 or 600, nor with
+            # control bytes in the status line.
+            self._fail(UpstreamProtocolError(f"upstream sent an invalid status line ({status})"))
+            return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         self.head_done = True
+        self._fields_size = 0  # from here on, of trailers
         if self._head_request:
             # llhttp cannot be told the request was HEAD, so it would wait for the body the
             # headers describe; the next exchange gets a fresh parser that knows nothing of it.
@@ -230,6 +258,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.head_done and not self.complete and not self.upgraded:
+            # A `Connection: close` in the trailers (RFC 9110 §6.5.1 forbids it, llhttp reads
+            # it) means llhttp takes no further byte: the connection cannot be reused.
+            self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
             self._finish()
 
     # -- used by the proxy -------------------------------------------------------------------
