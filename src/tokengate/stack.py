@@ -36,7 +36,7 @@ from tokengate.gateway.settings import GatewaySettings
 from tokengate.identity.app import create_identity_app
 from tokengate.identity.models import AuthServer
 from tokengate.identity.runner import IdentityRunner
-from tokengate.identity.seed import apply_seed
+from tokengate.identity.seed import SeedError, apply_seed
 from tokengate.identity.server import IdentitySettings, open_store
 from tokengate.identity.store import StoreError
 from tokengate.panel import show_panel
@@ -142,11 +142,15 @@ class IdentityService:
             raise StackError(f"tokengate run: cannot open {self.data}: {exc}") from None
         try:
             self.servers = apply_seed(store, self.seed)
+        except SeedError as exc:  # the seed clashes with the data file: the user's to fix
+            sock.close()
+            store.close()
+            raise StackError("\n".join(exc.errors), exit_code=2) from None
         except StoreError as exc:
             sock.close()
             store.close()
-            message = f"tokengate run: cannot apply the seed to {self.data}: {exc}"
-            raise StackError(message) from None
+            where = self.data or "the in-memory identity store"
+            raise StackError(f"tokengate run: cannot apply the seed to {where}: {exc}") from None
         app = create_identity_app(
             store, admin_token=self.admin_token, public_url=self.url, close_store=True
         )
@@ -318,7 +322,8 @@ class Stack:
 def run_stack(
     settings: StackSettings, config: GatewayConfig, seed: Seed, *, out: TextIO = sys.stdout
 ) -> int:
-    """Run until SIGINT or SIGTERM; the exit code (0, or 1 with a one-line error on stderr)."""
+    """Run until SIGINT or SIGTERM; the exit code (0; else 1, or 2 for a seed the data file
+    refuses, with the error on stderr)."""
     install_uvloop()
     try:
         asyncio.run(_run(Stack(settings, config, seed), out))

@@ -124,8 +124,8 @@ def test_seed_errors_name_the_field(tmp_path: Path) -> None:
         "or backslashes (RFC 6749 §3.3)" in errors
     )
     assert (
-        f"{path}: auth_servers[0].claims[1].name: is set by the issuer itself, not by a custom "
-        "claim" in errors
+        f"{path}: auth_servers[0].claims[1].name: is set by the issuer itself (reserved: aud, "
+        "client_id, exp, iat, iss, jti, nbf, scope, sub)" in errors
     )
 
 

@@ -5,7 +5,7 @@
     auth_servers:
       - name: Appointments Dev                  # matched by `id` when given, else by name
         id: 3b1f8c2e-6f0a-4a53-9a61-0d3c5b7e9f10 # optional, fixed for development
-        issuer_id: appointmentsdev01             # optional: 16 lowercase letters/digits
+        issuer_id: appointmentsdev1              # optional: 16 lowercase letters/digits
         audience: http://myhttpbin.dev
         scopes:   [{name: my-scope, description: ..., default: false}]
         claims:   [{name: test-claim, value: test, include_in_token: true,
@@ -14,61 +14,90 @@
                     allow_scopes: [my-scope], access_token_duration: 3600}]
 
 Idempotent: a second run changes nothing; a changed field is updated in place (ids, issued
-tokens and signing keys stay). Entities not in the seed are left alone. Every problem is
-reported at once as `FILE: path.to.field: message`, like `tokengate config validate`.
+tokens and signing keys stay). Entities not in the seed are left alone. A field takes exactly the
+values the management API takes (validation.py's rules). Every problem is reported at once as
+`FILE: path.to.field: message`, like `tokengate config validate`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
-from tokengate.identity.migrations import CLAIMS, CLIENTS, SCOPES
-from tokengate.identity.models import (
-    CLIENT_ID,
-    GRANT_TYPES,
-    MAX_TOKEN_DURATION,
-    MIN_TOKEN_DURATION,
-    RESPONSE_TYPES,
-    SCOPE_NAME_RULE,
-    SCOPE_TOKEN,
-    SIGNING_ALGORITHMS,
-    AuthServer,
+from tokengate.gateway.config_checks import load_yaml
+from tokengate.identity.models import AuthServer
+from tokengate.identity.store import Conflict, Store
+from tokengate.identity.validation import (
+    AUTH_SERVER_CREATE,
+    AUTH_SERVER_CREATE_REQUIRED,
+    CLAIM,
+    CLAIM_CREATE_REQUIRED,
+    CLIENT_CREATE,
+    CLIENT_REPLACE,
+    SCOPE,
+    SCOPE_CREATE_REQUIRED,
+    Invalid,
+    Schema,
+    array,
+    client_id,
+    string,
+    string_where,
+    uuid,
 )
-from tokengate.identity.store import Store
-from tokengate.identity.templates import TemplateError, check_template
-from tokengate.identity.tokens import RESERVED_CLAIMS
 
 _ISSUER_ID: Final = re.compile(r"[a-z0-9]{16}")
-_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CHILDREN: Final = ("scopes", "claims", "clients")
 
-_SERVER_FIELDS: Final = {
-    "id",
-    "issuer_id",
-    "name",
-    "description",
-    "audience",
-    "signing_algorithm",
-    "labels",
-    "trusted_origins",
-    "scopes",
-    "claims",
-    "clients",
+# The API's rules, plus what only a seed sets: fixed ids and a client's secret. Claims and
+# clients name their scopes (the API takes ids); the names are checked against the seed's scopes.
+_SERVER: Final[Schema] = {
+    **AUTH_SERVER_CREATE,
+    "id": uuid(),
+    "issuer_id": string_where(
+        _ISSUER_ID.fullmatch, "invalid", "must be 16 lower-case letters and digits"
+    ),
 }
-# What a seed entry may set: what the store lets change, plus fixed ids (and a client secret).
-_SCOPE_FIELDS: Final = set(SCOPES.mutable) | {"id"}
-_CLAIM_FIELDS: Final = set(CLAIMS.mutable) | {"id"}
-_CLIENT_FIELDS: Final = set(CLIENTS.mutable) | {"id", "secret"}
+_SCOPE: Final[Schema] = {**SCOPE, "id": uuid()}
+_CLAIM: Final[Schema] = {
+    **CLAIM,
+    "id": uuid(),
+    "include_in_scopes": array(string(min_length=1), dedupe=True),
+}
+_CLIENT: Final[Schema] = {
+    **CLIENT_CREATE,
+    "id": client_id(),
+    "secret": CLIENT_REPLACE["client_secret"],
+    "allow_scopes": array(string(min_length=1), unique=True),
+}
+# Only a client's name is required: the store's defaults fill grant and response types.
+_CLIENT_REQUIRED: Final = ("name",)
+# The API speaks JSON; a seed is YAML.
+_YAML_WORDS: Final = {
+    "must be an array": "must be a list",
+    "must be an object": "must be a mapping",
+    "must be a boolean": "must be true or false",
+}
 
 
 class SeedError(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
+
+
+class Seed(list[dict[str, Any]]):
+    """The checked auth servers, values as the store takes them; `source` names the file."""
+
+    def __init__(self, servers: Iterable[dict[str, Any]], source: str) -> None:
+        super().__init__(servers)
+        self.source = source
+
+
+Entry = tuple[str, dict[str, Any]]  # (path in the file, checked fields)
 
 
 class _Checker:
@@ -81,15 +110,6 @@ class _Checker:
     def error(self, path: str, message: str) -> None:
         self.errors.append(f"{self.source}: {path}: {message}")
 
-    def mapping(self, path: str, value: object, allowed: set[str]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.error(path, "must be a mapping")
-            return {}
-        for key in value:
-            if key not in allowed:
-                self.error(f"{path}.{key}", "unknown field")
-        return value
-
     def items(self, path: str, value: object) -> list[Any]:
         if value is None:
             return []
@@ -98,179 +118,235 @@ class _Checker:
             return []
         return value
 
-    def text(self, path: str, value: object, *, required: bool = False) -> str | None:
-        if value is None:
-            if required:
-                self.error(path, "is required")
+    def fields(
+        self,
+        path: str,
+        raw: object,
+        schema: Schema,
+        *,
+        required: Iterable[str],
+        nested: Collection[str] = (),
+    ) -> dict[str, Any] | None:
+        """Each field through its API rule; `nested` keys are left to the caller."""
+        if not isinstance(raw, dict):
+            self.error(path, "must be a mapping")
             return None
-        if not isinstance(value, str) or not value:
-            self.error(path, "must be a non-empty string")
-            return None
-        return value
+        values: dict[str, Any] = {}
+        for name in required:
+            if name not in raw:
+                self.error(f"{path}.{name}", "is required")
+        for key, value in raw.items():
+            if key in nested:
+                continue
+            if (rule := schema.get(key)) is None:
+                self.error(f"{path}.{key}", "unknown field")
+                continue
+            try:
+                values[key] = rule(value)
+            except Invalid as exc:
+                reason = exc.reason
+                for json_word, yaml_word in _YAML_WORDS.items():
+                    reason = reason.replace(json_word, yaml_word)
+                self.error(f"{path}.{key}", reason)
+        return values
 
-    def flag(self, path: str, value: object) -> bool | None:
-        if value is not None and not isinstance(value, bool):
-            self.error(path, "must be true or false")
-            return None
-        return value
+    def entries(
+        self, path: str, raw: Mapping[str, Any], key: str, schema: Schema, required: Iterable[str]
+    ) -> list[Entry]:
+        found = []
+        for index, item in enumerate(self.items(f"{path}.{key}", raw.get(key))):
+            where = f"{path}.{key}[{index}]"
+            values = self.fields(where, item, schema, required=required)
+            if values is not None:
+                found.append((where, values))
+        return found
 
-    def pattern(self, path: str, value: object, regex: re.Pattern[str], what: str) -> None:
-        if value is not None and not (isinstance(value, str) and regex.fullmatch(value)):
-            self.error(path, f"must be {what}")
-
-    def choices(self, path: str, value: object, allowed: Sequence[str]) -> None:
-        values = value if isinstance(value, list) else [value]
-        for item in values:
-            if item is not None and item not in allowed:
-                self.error(path, f"{item!r} is not one of {', '.join(allowed)}")
-
-    def duration(self, path: str, value: object) -> None:
-        ok = type(value) is int and MIN_TOKEN_DURATION <= value <= MAX_TOKEN_DURATION
-        if value is not None and not ok:
-            self.error(
-                path, f"must be a whole number from {MIN_TOKEN_DURATION} to {MAX_TOKEN_DURATION}"
-            )
+    def unique(self, entries: Iterable[Entry], what: str, field: str) -> None:
+        """Entities are matched by name or id: a second one with the same would overwrite."""
+        first: dict[Any, str] = {}
+        for path, values in entries:
+            if (value := values.get(field)) is None:
+                continue
+            if (where := first.setdefault(value, path)) != path:
+                self.error(
+                    f"{path}.{field}", f"duplicate {what} {field} {value!r} (first at {where})"
+                )
 
 
-def load_seed(path: str | Path) -> list[dict[str, Any]]:
+def load_seed(path: str | Path) -> Seed:
     """Read and check a seed file; SeedError lists every problem."""
     source = str(path)
     try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        document = load_yaml(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise SeedError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise SeedError([f"{source}: not valid YAML: {exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise SeedError([f"{source}: not valid UTF-8 (byte {exc.start})"]) from None
+    except ValueError as exc:  # load_yaml's: where, and what (a duplicate key, too deep, ...)
+        problem = str(exc).removeprefix("invalid YAML: ")
+        raise SeedError([f"{source}: not valid YAML: {problem}"]) from None
     check = _Checker(source)
-    top = check.mapping("(top)", document if document is not None else {}, {"auth_servers"})
-    servers = check.items("auth_servers", top.get("auth_servers"))
-    for index, server in enumerate(servers):
-        _check_server(check, f"auth_servers[{index}]", server)
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        check.error("(top)", "must be a mapping")
+        document = {}
+    for key in document:
+        if key != "auth_servers":
+            check.error(f"(top).{key}", "unknown field")
+    servers: list[_Server] = []
+    for index, raw in enumerate(check.items("auth_servers", document.get("auth_servers"))):
+        if (server := _check_server(check, f"auth_servers[{index}]", raw)) is not None:
+            servers.append(server)
+    _check_unique_ids(check, servers)
     if check.errors:
         raise SeedError(check.errors)
-    return servers
+    return Seed((server.loaded() for server in servers), source)
 
 
-def _check_server(check: _Checker, path: str, raw: object) -> None:
-    server = check.mapping(path, raw, _SERVER_FIELDS)
-    check.text(f"{path}.name", server.get("name"), required=True)
-    check.text(f"{path}.audience", server.get("audience"), required=True)
-    check.pattern(f"{path}.id", server.get("id"), _UUID, "a lower-case UUID")
-    check.pattern(
-        f"{path}.issuer_id", server.get("issuer_id"), _ISSUER_ID, "16 lower-case letters and digits"
-    )
-    check.choices(f"{path}.signing_algorithm", server.get("signing_algorithm"), SIGNING_ALGORITHMS)
-    scope_names = set()
-    for index, raw_scope in enumerate(check.items(f"{path}.scopes", server.get("scopes"))):
-        where = f"{path}.scopes[{index}]"
-        scope = check.mapping(where, raw_scope, _SCOPE_FIELDS)
-        if (name := check.text(f"{where}.name", scope.get("name"), required=True)) is not None:
-            scope_names.add(name)
-            check.pattern(f"{where}.name", name, SCOPE_TOKEN, SCOPE_NAME_RULE)
-        for flag in ("default", "include_in_metadata", "enabled"):
-            check.flag(f"{where}.{flag}", scope.get(flag))
-    for index, raw_claim in enumerate(check.items(f"{path}.claims", server.get("claims"))):
-        where = f"{path}.claims[{index}]"
-        claim = check.mapping(where, raw_claim, _CLAIM_FIELDS)
-        if check.text(f"{where}.name", claim.get("name"), required=True) in RESERVED_CLAIMS:
-            check.error(f"{where}.name", "is set by the issuer itself, not by a custom claim")
-        value = check.text(f"{where}.value", claim.get("value"), required=True)
-        if value is not None:
-            try:
-                check_template(value)
-            except TemplateError as exc:
-                check.error(f"{where}.value", str(exc))
-        for flag in ("include_in_token", "include_in_all_scopes", "enabled"):
-            check.flag(f"{where}.{flag}", claim.get(flag))
-        _check_scope_names(
-            check, f"{where}.include_in_scopes", claim.get("include_in_scopes"), scope_names
-        )
-    for index, raw_client in enumerate(check.items(f"{path}.clients", server.get("clients"))):
-        where = f"{path}.clients[{index}]"
-        client = check.mapping(where, raw_client, _CLIENT_FIELDS)
-        check.text(f"{where}.name", client.get("name"), required=True)
-        check.pattern(f"{where}.id", client.get("id"), CLIENT_ID, "1-36 of [-_A-Za-z0-9]")
-        check.text(f"{where}.secret", client.get("secret"))
-        check.choices(f"{where}.grant_types", client.get("grant_types"), GRANT_TYPES)
-        check.choices(f"{where}.response_types", client.get("response_types"), RESPONSE_TYPES)
-        check.duration(f"{where}.access_token_duration", client.get("access_token_duration"))
-        check.duration(f"{where}.id_token_duration", client.get("id_token_duration"))
-        check.flag(f"{where}.allow_all_scopes", client.get("allow_all_scopes"))
-        _check_scope_names(check, f"{where}.allow_scopes", client.get("allow_scopes"), scope_names)
+@dataclass(frozen=True, slots=True)
+class _Server:
+    """One checked auth server, its children with their paths (for duplicate checks)."""
+
+    path: str
+    values: dict[str, Any]
+    children: dict[str, list[Entry]]  # scopes, claims, clients
+
+    def loaded(self) -> dict[str, Any]:
+        children = {key: [values for _, values in found] for key, found in self.children.items()}
+        return {**self.values, **children}
 
 
-def _check_scope_names(check: _Checker, path: str, value: object, known: set[str]) -> None:
-    for name in check.items(path, value):
+def _check_server(check: _Checker, path: str, raw: object) -> _Server | None:
+    required = AUTH_SERVER_CREATE_REQUIRED
+    server = check.fields(path, raw, _SERVER, required=required, nested=_CHILDREN)
+    if server is None or not isinstance(raw, dict):
+        return None
+    scopes = check.entries(path, raw, "scopes", _SCOPE, SCOPE_CREATE_REQUIRED)
+    claims = check.entries(path, raw, "claims", _CLAIM, CLAIM_CREATE_REQUIRED)
+    clients = check.entries(path, raw, "clients", _CLIENT, _CLIENT_REQUIRED)
+    # The store keeps scope and client names unique per auth server, client ids too; the seed
+    # finds scopes and claims by name. A repeated one would overwrite the first, or clash.
+    check.unique(scopes, "scope", "name")
+    check.unique(claims, "claim", "name")
+    check.unique(clients, "client", "name")
+    check.unique(clients, "client", "id")
+    names = {values["name"] for _, values in scopes if "name" in values}
+    for where, claim in claims:
+        _check_scope_names(check, where, claim, "include_in_scopes", names)
+    for where, client in clients:
+        _check_scope_names(check, where, client, "allow_scopes", names)
+    return _Server(path, server, {"scopes": scopes, "claims": claims, "clients": clients})
+
+
+def _check_unique_ids(check: _Checker, servers: Sequence[_Server]) -> None:
+    """Auth servers are unique by id, issuer id and name; scope and claim ids across servers."""
+    for field in ("id", "issuer_id", "name"):
+        check.unique(((server.path, server.values) for server in servers), "auth server", field)
+    for key, what in (("scopes", "scope"), ("claims", "claim")):
+        check.unique((e for server in servers for e in server.children[key]), what, "id")
+
+
+def _check_scope_names(
+    check: _Checker, path: str, values: Mapping[str, Any], key: str, known: set[str]
+) -> None:
+    for name in values.get(key, ()):
         if name not in known:
-            check.error(path, f"no scope named {name!r} in this auth server's seed")
+            check.error(f"{path}.{key}", f"no scope named {name!r} in this auth server's seed")
 
 
 def apply_seed(store: Store, servers: Sequence[Mapping[str, Any]]) -> list[AuthServer]:
-    """Create or update everything the seed declares, in one transaction."""
+    """Create or update everything `load_seed` checked, in one transaction.
+
+    SeedError if an entry clashes with what the database already holds (a name or id taken by
+    an entity the seed does not declare): nothing is written then."""
+    source = servers.source if isinstance(servers, Seed) else "seed"
     applied = []
     with store.transaction():
-        for server in servers:
-            applied.append(_apply_server(store, server))
+        for index, server in enumerate(servers):
+            applied.append(_apply_server(store, server, _At(source, f"auth_servers[{index}]")))
     return applied
 
 
-def _fields(raw: Mapping[str, Any], allowed: set[str], *, skip: set[str]) -> dict[str, Any]:
-    return {k: v for k, v in raw.items() if k in allowed and k not in skip}
+class _At:
+    """Where a seed entry is, to name it when the store refuses it."""
+
+    def __init__(self, source: str, path: str) -> None:
+        self.source = source
+        self.path = path
+
+    def child(self, key: str, index: int) -> _At:
+        return _At(self.source, f"{self.path}.{key}[{index}]")
+
+    @contextlib.contextmanager
+    def conflicts(self) -> Iterator[None]:
+        try:
+            yield
+        except Conflict as exc:
+            message = f"{self.source}: {self.path}: {exc} in the identity database"
+            raise SeedError([message]) from None
 
 
-def _apply_server(store: Store, raw: Mapping[str, Any]) -> AuthServer:
-    fields = _fields(raw, _SERVER_FIELDS, skip={"id", "issuer_id", "scopes", "claims", "clients"})
+def _fields(raw: Mapping[str, Any], *, skip: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k not in skip}
+
+
+def _apply_server(store: Store, raw: Mapping[str, Any], at: _At) -> AuthServer:
+    fields = _fields(raw, skip={"id", "issuer_id", *_CHILDREN})
     existing = _find_server(store, raw)
-    if existing is None:
-        server = store.create_auth_server(
-            id=raw.get("id"), issuer_id=raw.get("issuer_id"), **fields
-        )
-    else:
-        changed = {k: v for k, v in fields.items() if getattr(existing, k) != _normal(v)}
-        server = store.update_auth_server(existing.id, **changed) if changed else existing
+    with at.conflicts():
+        if existing is None:
+            server = store.create_auth_server(
+                id=raw.get("id"), issuer_id=raw.get("issuer_id"), **fields
+            )
+        else:
+            changed = {k: v for k, v in fields.items() if getattr(existing, k) != v}
+            server = store.update_auth_server(existing.id, **changed) if changed else existing
     scope_ids = {}
     current_scopes = {scope.name: scope for scope in store.list_scopes(server.id)}
-    for raw_scope in raw.get("scopes") or ():
-        values = _fields(raw_scope, _SCOPE_FIELDS, skip={"id"})
+    for index, raw_scope in enumerate(raw.get("scopes") or ()):
+        values = _fields(raw_scope, skip={"id"})
         scope = current_scopes.get(raw_scope["name"])
-        if scope is None:
-            scope = store.create_scope(server.id, id=raw_scope.get("id"), **values)
-        elif changed := {k: v for k, v in values.items() if getattr(scope, k) != v}:
-            scope = store.update_scope(server.id, scope.id, **changed)
+        with at.child("scopes", index).conflicts():
+            if scope is None:
+                scope = store.create_scope(server.id, id=raw_scope.get("id"), **values)
+            elif changed := {k: v for k, v in values.items() if getattr(scope, k) != v}:
+                scope = store.update_scope(server.id, scope.id, **changed)
         scope_ids[scope.name] = scope.id
     current_claims = {claim.name: claim for claim in store.list_claims(server.id)}
-    for raw_claim in raw.get("claims") or ():
-        values = _fields(raw_claim, _CLAIM_FIELDS, skip={"id"})
+    for index, raw_claim in enumerate(raw.get("claims") or ()):
+        values = _fields(raw_claim, skip={"id"})
         if "include_in_scopes" in values:
             values["include_in_scopes"] = tuple(scope_ids[n] for n in values["include_in_scopes"])
         claim = current_claims.get(raw_claim["name"])
-        if claim is None:
-            store.create_claim(server.id, id=raw_claim.get("id"), **values)
-        elif changed := {k: v for k, v in values.items() if getattr(claim, k) != _normal(v)}:
-            store.update_claim(server.id, claim.id, **changed)
-    for raw_client in raw.get("clients") or ():
-        values = _fields(raw_client, _CLIENT_FIELDS, skip={"id", "secret"})
-        if "allow_scopes" in values:
-            values["allow_scopes"] = tuple(scope_ids[n] for n in values["allow_scopes"])
-        for key in ("grant_types", "redirect_uris", "response_types"):
-            if key in values:
-                values[key] = tuple(values[key])
-        client_id = raw_client.get("id")
-        secret = raw_client.get("secret")
-        if client_id is None:
-            named = [c for c in store.list_clients(server.id) if c.name == raw_client["name"]]
-            if named:
-                continue  # already created by an earlier run; its secret was shown then
-            client, shown = store.create_client(server.id, secret=secret, **values)
-        else:
-            client, generated, _ = store.replace_client(
-                server.id, client_id, secret=secret, **values
-            )
-            shown = generated or ""
-        if shown and secret is None:
-            # Like Konnect, a generated secret is shown once: the seed did not fix one.
-            print(f"seeded client {client.id} of {server.name!r}: secret {shown}", flush=True)
+        with at.child("claims", index).conflicts():
+            if claim is None:
+                store.create_claim(server.id, id=raw_claim.get("id"), **values)
+            elif changed := {k: v for k, v in values.items() if getattr(claim, k) != v}:
+                store.update_claim(server.id, claim.id, **changed)
+    for index, raw_client in enumerate(raw.get("clients") or ()):
+        with at.child("clients", index).conflicts():
+            _apply_client(store, server, raw_client, scope_ids)
     return store.get_auth_server(server.id)
+
+
+def _apply_client(
+    store: Store, server: AuthServer, raw: Mapping[str, Any], scope_ids: Mapping[str, str]
+) -> None:
+    values = _fields(raw, skip={"id", "secret"})
+    if "allow_scopes" in values:
+        values["allow_scopes"] = tuple(scope_ids[n] for n in values["allow_scopes"])
+    client_id, secret = raw.get("id"), raw.get("secret")
+    if client_id is None:
+        if any(c.name == raw["name"] for c in store.list_clients(server.id)):
+            return  # already created by an earlier run; its secret was shown then
+        client, shown = store.create_client(server.id, secret=secret, **values)
+    else:
+        client, generated, _ = store.replace_client(server.id, client_id, secret=secret, **values)
+        shown = generated or ""
+    if shown and secret is None:
+        # Like Konnect, a generated secret is shown once: the seed did not fix one.
+        print(f"seeded client {client.id} of {server.name!r}: secret {shown}", flush=True)
 
 
 def _find_server(store: Store, raw: Mapping[str, Any]) -> AuthServer | None:
@@ -281,7 +357,3 @@ def _find_server(store: Store, raw: Mapping[str, Any]) -> AuthServer | None:
         elif server.name == raw["name"]:
             return server
     return None
-
-
-def _normal(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value

@@ -45,6 +45,7 @@ _UUID: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}
 _LABEL_VALUE: Final = re.compile(r"[a-z0-9A-Z]([a-z0-9A-Z-._]*[a-z0-9A-Z]+)?")
 _RESERVED_LABEL_PREFIXES: Final = ("kong", "konnect", "mesh", "kic", "_")
 MAX_LABELS: Final = 50
+_CLIENT_ID_REASON: Final = "must be 1 to 36 letters, digits, '-' or '_'"
 
 
 class Invalid(Exception):
@@ -218,6 +219,8 @@ def labels(*, update: bool = False) -> Rule:
         if len(value) > MAX_LABELS:
             raise Invalid("max_items", f"must have at most {MAX_LABELS} labels", maximum=MAX_LABELS)
         for key, item in value.items():
+            if not isinstance(key, str):  # JSON keys always are; a YAML seed's may not be
+                raise Invalid("is_label", f"key [{key}] must be a string")
             problem = label_key_problem(key)
             if problem is None and not (update and item is None):
                 if not isinstance(item, str):
@@ -298,9 +301,14 @@ def path_uuid(name: str, value: str) -> str:
 
 def path_client_id(value: str) -> str:
     if not CLIENT_ID.fullmatch(value):
-        reason = "must be 1 to 36 letters, digits, '-' or '_'"
-        raise Problem.bad_request([invalid("clientId", "matches_regex", reason, source="path")])
+        entry = invalid("clientId", "matches_regex", _CLIENT_ID_REASON, source="path")
+        raise Problem.bad_request([entry])
     return value
+
+
+def client_id() -> Rule:
+    """ClientId as a field (the seed fixes one): the rule `path_client_id` applies."""
+    return string_where(CLIENT_ID.fullmatch, "matches_regex", _CLIENT_ID_REASON)
 
 
 # ---- list queries -------------------------------------------------------------------------------

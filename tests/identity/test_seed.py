@@ -1,0 +1,241 @@
+"""Seed mistakes: one `FILE: path.to.field: message` line each and exit code 2, never a traceback
+nor a silently stored value; a field takes exactly what the management API takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import KONG_YAML
+from tests.identity.test_admin_api import new_store
+from tokengate.cli import main
+from tokengate.identity.seed import SeedError, apply_seed, load_seed
+from tokengate.identity.store import Store
+from tokengate.stack import IdentityService, StackError
+
+# The audit's seed: each case below adds to it.
+HEAD = "auth_servers:\n- name: A\n  audience: http://x\n"
+SERVER_B = "- name: B\n  audience: http://y\n"
+ID = "6a2b5c7d-1e3f-4a5b-8c9d-0e1f2a3b4c5d"
+ALGORITHMS = "RS256, RS384, RS512, PS256, PS384, PS512"
+
+MISTAKES = {
+    # Two entities the store or the seed's matching would clash on, or silently merge.
+    "scope name twice": (
+        "  scopes: [{name: s}, {name: s}]\n",
+        "auth_servers[0].scopes[1].name: duplicate scope name 's' (first at "
+        "auth_servers[0].scopes[0])",
+    ),
+    "issuer_id twice": (
+        f"  issuer_id: abcdefgh12345678\n{SERVER_B}  issuer_id: abcdefgh12345678\n",
+        "auth_servers[1].issuer_id: duplicate auth server issuer_id 'abcdefgh12345678' (first at "
+        "auth_servers[0])",
+    ),
+    "server name twice": (
+        "- name: A\n  audience: http://y\n",
+        "auth_servers[1].name: duplicate auth server name 'A' (first at auth_servers[0])",
+    ),
+    "server id twice, in two cases": (
+        f"  id: {ID}\n{SERVER_B}  id: {ID.upper()}\n",
+        f"auth_servers[1].id: duplicate auth server id '{ID}' (first at auth_servers[0])",
+    ),
+    "client id twice": (
+        "  clients: [{name: c, id: k}, {name: d, id: k}]\n",
+        "auth_servers[0].clients[1].id: duplicate client id 'k' (first at "
+        "auth_servers[0].clients[0])",
+    ),
+    "client name twice": (
+        "  clients: [{name: c}, {name: c, id: k}]\n",
+        "auth_servers[0].clients[1].name: duplicate client name 'c' (first at "
+        "auth_servers[0].clients[0])",
+    ),
+    "claim name twice": (
+        "  claims: [{name: c, value: a}, {name: c, value: b}]\n",
+        "auth_servers[0].claims[1].name: duplicate claim name 'c' (first at "
+        "auth_servers[0].claims[0])",
+    ),
+    # Values of the wrong type or outside the API's rules.
+    "labels a number": ("  labels: 5\n", "auth_servers[0].labels: must be a mapping"),
+    "labels key a number": (
+        "  labels: {5: x}\n",
+        "auth_servers[0].labels: key [5] must be a string",
+    ),
+    "trusted_origins a string": (
+        "  trusted_origins: https://app\n",
+        "auth_servers[0].trusted_origins: must be a list",
+    ),
+    "description a list": ("  description: [a]\n", "auth_servers[0].description: must be a string"),
+    "description a number": ("  description: 5\n", "auth_servers[0].description: must be a string"),
+    "signing_algorithm a list": (
+        "  signing_algorithm: [RS256]\n",
+        f"auth_servers[0].signing_algorithm: must be one of [{ALGORITHMS}]",
+    ),
+    "redirect_uris a number": (
+        "  clients: [{name: c, redirect_uris: 5}]\n",
+        "auth_servers[0].clients[0].redirect_uris: must be a list",
+    ),
+    "redirect_uris a string": (
+        "  clients: [{name: c, redirect_uris: https://app.example/cb}]\n",
+        "auth_servers[0].clients[0].redirect_uris: must be a list",
+    ),
+    "grant_types a string": (
+        "  clients: [{name: c, grant_types: client_credentials}]\n",
+        "auth_servers[0].clients[0].grant_types: must be a list",
+    ),
+    "token_endpoint_auth_method unknown": (
+        "  clients: [{name: c, token_endpoint_auth_method: nonsense}]\n",
+        "auth_servers[0].clients[0].token_endpoint_auth_method: must be one of "
+        "[client_secret_post, none]",
+    ),
+    "token_endpoint_auth_method a list": (
+        "  clients: [{name: c, token_endpoint_auth_method: [none]}]\n",
+        "auth_servers[0].clients[0].token_endpoint_auth_method: must be one of "
+        "[client_secret_post, none]",
+    ),
+    "login_uri a mapping": (
+        "  clients: [{name: c, login_uri: {a: b}}]\n",
+        "auth_servers[0].clients[0].login_uri: must be a string",
+    ),
+    "login_uri a list": (
+        "  clients: [{name: c, login_uri: [https://app/login]}]\n",
+        "auth_servers[0].clients[0].login_uri: must be a string",
+    ),
+    "allow_scopes of lists": (
+        "  scopes: [{name: s}]\n  clients: [{name: c, allow_scopes: [[s]]}]\n",
+        "auth_servers[0].clients[0].allow_scopes: item 0: must be a string",
+    ),
+    "include_in_scopes of lists": (
+        "  scopes: [{name: s}]\n  claims: [{name: c, value: v, include_in_scopes: [[s]]}]\n",
+        "auth_servers[0].claims[0].include_in_scopes: item 0: must be a string",
+    ),
+    # kong.yaml's loader: a repeated key is an error, not "the last one wins".
+    "a key twice": (
+        "  audience: http://z\n",
+        "not valid YAML: line 4 column 3: found duplicate key 'audience'",
+    ),
+}
+
+
+def seed_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("addition", "message"), MISTAKES.values(), ids=MISTAKES.keys())
+def test_a_mistake_is_one_message_naming_file_and_field(
+    tmp_path: Path, addition: str, message: str
+) -> None:
+    path = seed_file(tmp_path, HEAD + addition)
+    with pytest.raises(SeedError) as caught:
+        load_seed(path)
+    assert caught.value.errors == [f"{path}: {message}"]
+
+
+def test_a_file_that_is_not_utf8_is_one_message(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(HEAD.encode() + b"  description: \xff\n")
+    with pytest.raises(SeedError) as caught:
+        load_seed(path)
+    assert caught.value.errors == [f"{path}: not valid UTF-8 (byte {len(HEAD) + 15})"]
+
+
+def test_yaml_nested_too_deep_is_one_message(tmp_path: Path) -> None:
+    path = seed_file(tmp_path, "auth_servers: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(SeedError) as caught:
+        load_seed(path)
+    # The wording is the YAML loader's (config_checks.load_yaml), shared with kong.yaml.
+    (error,) = caught.value.errors
+    assert error.startswith(f"{path}: not valid YAML: ")
+
+
+def test_values_are_the_apis_and_stored_as_it_stores_them(tmp_path: Path) -> None:
+    path = seed_file(
+        tmp_path,
+        f"{HEAD}  id: {ID.upper()}\n  trusted_origins: [https://app]\n  labels: {{env: dev}}\n"
+        "  clients: [{name: c, redirect_uris: [https://app/cb], login_uri: null}]\n",
+    )
+    store = new_store()
+    try:
+        seed = load_seed(path)
+        (server,) = apply_seed(store, seed)
+        assert (server.id, server.trusted_origins, dict(server.labels)) == (
+            ID,
+            ("https://app",),
+            {"env": "dev"},
+        )
+        (client,) = store.list_clients(server.id)
+        assert (client.redirect_uris, client.login_uri) == (("https://app/cb",), None)
+        assert [s.id for s in apply_seed(store, seed)] == [ID]  # found again, unchanged
+    finally:
+        store.close()
+
+
+def data_file_with_server_a(tmp_path: Path) -> str:
+    """A data file whose auth server `A` is not the one the seed's fixed id names."""
+    data = str(tmp_path / "id.db")
+    store = Store.open(data)
+    store.create_auth_server(name="A", audience="http://x")
+    store.close()
+    return data
+
+
+def test_a_clash_with_the_data_file_names_the_entry_and_writes_nothing(tmp_path: Path) -> None:
+    text = f"auth_servers:\n{SERVER_B}- name: A\n  audience: http://x\n  id: {ID}\n"
+    path = seed_file(tmp_path, text)
+    store = Store.open(data_file_with_server_a(tmp_path))
+    try:
+        with pytest.raises(SeedError) as caught:
+            apply_seed(store, load_seed(path))
+        assert caught.value.errors == [
+            f"{path}: auth_servers[1]: an auth server with this name already exists in the "
+            "identity database"
+        ]
+        assert [s.name for s in store.list_auth_servers()] == ["A"]  # B rolled back
+    finally:
+        store.close()
+
+
+async def test_run_reports_a_clash_with_the_data_file_and_exits_2(tmp_path: Path) -> None:
+    path = seed_file(tmp_path, f"{HEAD}  id: {ID}\n")
+    data = data_file_with_server_a(tmp_path)
+    identity = IdentityService(("127.0.0.1", 0), data=data, admin_token="x", seed=load_seed(path))
+    with pytest.raises(StackError) as caught:
+        await identity.start()
+    assert caught.value.exit_code == 2
+    assert caught.value.message == (
+        f"{path}: auth_servers[0]: an auth server with this name already exists in the identity "
+        "database"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["identity", "--in-memory", "--listen", "127.0.0.1:18100", "--admin-token", "x"],
+        [
+            "run",
+            "--config",
+            str(KONG_YAML),
+            "--listen",
+            "127.0.0.1:18101",
+            "--status-listen",
+            "127.0.0.1:18102",
+            "--identity-listen",
+            "127.0.0.1:18103",
+            "--echo-listen",
+            "127.0.0.1:18104",
+        ],
+    ],
+    ids=["identity", "run"],
+)
+def test_the_cli_prints_the_message_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    path = seed_file(tmp_path, HEAD + "  scopes: [{name: s}, {name: s}]\n")
+    assert main([*command, "--seed", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"{path}: auth_servers[0].scopes[1].name: duplicate scope name 's' (first at "
+        "auth_servers[0].scopes[0])\n"
+    )
