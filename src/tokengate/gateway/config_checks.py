@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from tokengate.gateway.paths import BadPath, canonical_path
+from tokengate.gateway.regex import HeaderRegex, PathRegex
 
 KONG_PROTOCOLS = frozenset(
     {"http", "https", "grpc", "grpcs", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"}
@@ -38,7 +39,6 @@ _METHOD = re.compile(r"[A-Z]+")  # Kong's typedefs.http_method: "^%u+$"
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Kong 3 reads a pre-3.0 path as a regex unless it is made only of these characters.
 _PLAIN_LEGACY_PATH = re.compile(r"[A-Za-z0-9._~/%-]*")
-_NAMED_GROUP = re.compile(r"\(\?<(?![=!])")  # not the lookbehinds "(?<=", "(?<!"
 
 _T = TypeVar("_T")
 _D = TypeVar("_D")
@@ -415,8 +415,7 @@ def service_url(text: str) -> tuple[str, str, int, str | None]:
 def route_path(text: str) -> str:
     """A plain prefix ("/api") or a Kong 3 regex ("~" then the regex)."""
     if text.startswith("~"):
-        # Kong's "(?<name>" named groups are read as Python's "(?P<name>", as the router does.
-        _compile(_NAMED_GROUP.sub("(?P<", text[1:]))
+        PathRegex(text[1:])  # RegexError is a ValueError: the router compiles it the same way
         return text
     if not text.startswith("/"):
         raise ValueError("must start with '/' (or '~' for a regex)")
@@ -469,15 +468,8 @@ def _kong_unescape(match: re.Match[str]) -> str:
 def header_value(text: str) -> str:
     """A value to match, or "~*" then a case-insensitive regex (Kong 3)."""
     if text.startswith("~*"):
-        _compile(text[2:], re.IGNORECASE)
+        HeaderRegex(text[2:])
     return text
-
-
-def _compile(pattern: str, flags: int = 0) -> None:
-    try:
-        re.compile(pattern, flags)
-    except re.error as exc:
-        raise ValueError(f"invalid regex: {exc}") from None
 
 
 def legacy_path_is_regex(text: str) -> bool:

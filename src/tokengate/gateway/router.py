@@ -9,8 +9,8 @@
 
 - paths: plain paths are prefixes compared with `startswith` on the canonical path (so `/foo`
   also matches `/foobar`, as in Kong); plain route paths are canonicalised like requests.
-  `~`-paths are regexes anchored at the start with `re.match` (Kong prepends `^`), never at the
-  end. Python `re` stands in for Kong's Rust regex; `(?<name>...)` is accepted as `(?P<name>...)`.
+  `~`-paths are regexes anchored at the start (Kong prepends `^`), never at the end, run by RE2
+  (regex.py): linear-time and of the syntax family of Kong 3's Rust regex.
 - hosts: compared case-insensitively. `example.com` matches that name on any port;
   `example.com:8000` only with that port in the Host header. `*.example.com` matches one or
   more leftmost labels (`a.example.com`, `x.y.example.com`), `example.*` one or more rightmost.
@@ -50,13 +50,13 @@ is cleared when full, so random paths cost recomputation, never memory; long key
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tokengate.gateway.config import Route
 from tokengate.gateway.paths import BadPath, canonical_path
+from tokengate.gateway.regex import HeaderRegex, PathRegex, RegexError
 
 __all__ = ["RouteMatch", "Router", "upstream_path"]
 
@@ -208,7 +208,7 @@ class _Entry:
         for regex in self.regexes:
             found = regex.match(path)
             if found is not None:
-                return path[: found.end()]
+                return found
         return None if self.regexes else ""
 
     def headers_match(self, headers: Mapping[str, str]) -> bool:
@@ -297,12 +297,10 @@ def _canonical_route_path(route: Route, raw: str) -> str:
         raise ValueError(f"route {route.name!r}: path {raw!r}: {exc.reason}") from None
 
 
-def _compile_path_regex(route: Route, regex: str) -> re.Pattern[str]:
-    # PCRE/Rust named groups "(?<name>" are Python's "(?P<name>" (not lookbehinds "(?<=", "(?<!").
-    pattern = re.sub(r"\(\?<(?![=!])", "(?P<", regex)
+def _compile_path_regex(route: Route, regex: str) -> PathRegex:
     try:
-        return re.compile(pattern)
-    except re.error as exc:
+        return PathRegex(regex)
+    except RegexError as exc:
         raise ValueError(f"route {route.name!r}: regex path {regex!r}: {exc}") from None
 
 
@@ -330,15 +328,15 @@ def _compile_hosts(hosts: Iterable[str]) -> _HostSets:
 
 def _compile_headers(
     route: Route,
-) -> tuple[tuple[str, frozenset[str], tuple[re.Pattern[str], ...]], ...]:
+) -> tuple[tuple[str, frozenset[str], tuple[HeaderRegex, ...]], ...]:
     compiled = []
     for name, values in route.headers.items():
         plain = frozenset(v.lower() for v in values if not v.startswith("~*"))
         try:
-            # Kong lower-cases the pattern; IGNORECASE has the same effect without turning
-            # "\D" into "\d".
-            patterns = tuple(re.compile(v[2:], re.IGNORECASE) for v in values if v.startswith("~*"))
-        except re.error as exc:
+            # Kong lower-cases the pattern; matching without case has the same effect without
+            # turning "\D" into "\d".
+            patterns = tuple(HeaderRegex(v[2:]) for v in values if v.startswith("~*"))
+        except RegexError as exc:
             raise ValueError(f"route {route.name!r}: header {name!r}: {exc}") from None
         compiled.append((name.lower(), plain, patterns))
     return tuple(compiled)
