@@ -257,6 +257,14 @@ ROUTE_ERRORS = {
     ),
     "host bad port": ("hosts: ['a.b:0']", f"{R}.hosts[0]: invalid port in host 'a.b:0'"),
     "host bad name": ("hosts: ['a b']", f"{R}.hosts[0]: invalid host 'a b'"),
+    "host only a wildcard": (
+        "hosts: ['*.']",
+        f"{R}.hosts[0]: invalid host '*.': a wildcard needs a name beside it",
+    ),
+    "host unclosed bracket": (
+        "hosts: ['[::1']",
+        f"{R}.hosts[0]: invalid host '[::1': no closing ']'",
+    ),
     "headers not a mapping": ("headers: [x]", f"{R}.headers: expected a mapping, got a list"),
     "host header": (
         "headers: {Host: [a.b]}",

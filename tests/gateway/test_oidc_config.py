@@ -255,6 +255,11 @@ ERRORS = {
         "issuer: must not contain spaces or control characters",
     ),
     "issuer bad port": ("issuer: https://idp.example:99999/", "issuer: invalid port"),
+    "issuer port zero": ("issuer: https://idp.example:0/", "issuer: invalid port"),
+    "issuer unclosed bracket": (
+        "issuer: 'http://[::1/'",
+        "issuer: expected an http or https URL, got 'http://[::1/'",
+    ),
     "issuer bad host": ("issuer: https://idp!.example/", "issuer: invalid host 'idp!.example'"),
     "jwks endpoint not a url": (
         "jwks_endpoint: keys.json",

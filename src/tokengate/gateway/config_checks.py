@@ -488,6 +488,8 @@ def route_host(text: str) -> str:
     """`example.com`, `*.example.com`, `example.*`, each with an optional `:port`; lower-cased."""
     if ":" in text and not text.startswith("[") and _is_ipv6_literal(text):
         return f"[{text.lower()}]"  # brackets keep the address apart from a port
+    if text.startswith("[") and "]" not in text:
+        raise ValueError(f"invalid host '{text}': no closing ']'")
     host, port = _split_port(text.lower())
     if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError(f"invalid port in host '{text}'")
@@ -495,6 +497,8 @@ def route_host(text: str) -> str:
         raise ValueError(f"invalid host '{text}': only one wildcard is allowed")
     if "*" in host and not (host.startswith("*.") or host.endswith(".*")):
         raise ValueError(f"invalid wildcard in '{text}': must be the leftmost or rightmost label")
+    if host in ("*.", ".*"):
+        raise ValueError(f"invalid host '{text}': a wildcard needs a name beside it")
     plain = host.replace("*", "x")
     if not (_HOSTNAME.fullmatch(plain) or _is_ipv6_literal(plain)):
         raise ValueError(f"invalid host '{text}'")

@@ -363,15 +363,20 @@ def _is_one(kind: str, value: Any) -> bool:
 def _http_url(text: str) -> str:
     if any(char <= " " or char == "\x7f" for char in text):
         raise ValueError("must not contain spaces or control characters")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)  # raises on an unclosed "[" ("Invalid IPv6 URL")
+    except ValueError:
+        raise ValueError(f"expected an http or https URL, got '{text}'") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http or https URL, got '{text}'")
     if parts.username is not None or parts.fragment:
         raise ValueError("must not contain credentials or a fragment")
     try:
-        parts.port  # noqa: B018 - raises on a bad port
+        port = parts.port
     except ValueError:
-        raise ValueError("invalid port") from None
+        port = 0
+    if port == 0:
+        raise ValueError("invalid port")
     service_host(parts.hostname)
     return text
 
