@@ -5,26 +5,53 @@
     tokengate config validate kong.yaml
 
 Every option also reads TOKENGATE_<NAME> (e.g. TOKENGATE_LISTEN). Exit codes: 0 ok,
-1 runtime failure, 2 bad usage or bad config.
+1 runtime failure, 2 bad usage or bad config, 130 interrupted (Ctrl-C) while starting.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
-from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Any, NoReturn
-
-from tokengate.gateway.config import ConfigError, GatewayConfig, load_config
-from tokengate.gateway.settings import GatewaySettings
-from tokengate.gateway.workers import run_workers
-from tokengate.logs import LOG_FORMATS, configure_logging
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
-_DEFAULTS = GatewaySettings()
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
+
+
+def _interrupted_while_loading(signum: int, frame: object) -> None:
+    print("tokengate: interrupted", file=sys.stderr)
+    raise SystemExit(EXIT_INTERRUPTED)
+
+
+# A Ctrl-C is no traceback, from here on: while the imports below load (the `tokengate` script
+# imports this module, then calls main) this handler ends the command; in main(), an `except
+# KeyboardInterrupt`. This module's last lines give Python's handler back.
+_GUARDED = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not SIG_IGN
+if _GUARDED:
+    try:
+        signal.signal(signal.SIGINT, _interrupted_while_loading)
+    except ValueError:  # imported outside the main thread
+        _GUARDED = False
+
+# Only the standard library at import time: the rest (aiohttp, cryptography: half a second) is
+# imported inside main().
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import socket  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from ipaddress import (  # noqa: E402
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
+from typing import TYPE_CHECKING, Any, NoReturn  # noqa: E402
+
+if TYPE_CHECKING:
+    from tokengate.gateway.config import GatewayConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,28 +66,112 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_address(value: str) -> tuple[str, int]:
-    """`host:port`, `[v6]:port` or `:port` (all interfaces on 127.0.0.1 is not assumed)."""
+    """`host:port`, `[v6]:port` or `:port` (every interface: 0.0.0.0)."""
+    wanted = (
+        "expected HOST:PORT with a port from 0 to 65535 (an IPv6 address in brackets, "
+        f"e.g. [::1]:8000), got {value!r}"
+    )
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (port 0-65535)")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port_text)
+    if not sep or not _ascii_digits(port_text) or int(port_text) > 65535:
+        raise argparse.ArgumentTypeError(wanted)
+    port = int(port_text)
+    if host.startswith("[") or host.endswith("]"):
+        # "[]:80" is no address (not every interface); "[::1:80" has no closing bracket.
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
+        if not _is_ip(inner, version=6):
+            raise argparse.ArgumentTypeError(wanted)
+        return inner, port
+    if not host:
+        return "0.0.0.0", port
+    if not (_is_ip(host, version=4) or _is_host_name(host)):
+        raise argparse.ArgumentTypeError(wanted)
+    return host, port
+
+
+# Letters, digits, "-", "_" and dots; all digits and dots is an IPv4 address or nothing.
+_HOST_NAME = re.compile(r"(?![0-9.]+$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+
+
+def _is_host_name(text: str) -> bool:
+    return _HOST_NAME.fullmatch(text) is not None
+
+
+def _is_ip(text: str, *, version: int) -> bool:
+    try:
+        return ip_address(text).version == version
+    except ValueError:
+        return False
+
+
+def _ascii_digits(text: str) -> bool:
+    # Not str.isdigit(): that takes "²", which int() refuses, and "٣", which it reads as 3.
+    return re.fullmatch(r"[0-9]+", text) is not None
 
 
 def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    if not _ascii_digits(value) or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
     return int(value)
 
 
 def _positive_float(value: str) -> float:
     try:
-        number = float(value)
+        number = float(value) if value.isascii() else -1.0
     except ValueError:
         number = -1.0
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    if not number > 0:  # nan too
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {value!r}")
     return number
+
+
+def _path(value: str) -> str:
+    if not value:
+        raise argparse.ArgumentTypeError("empty path: expected a file name")
+    return value
+
+
+def _public_url(value: str) -> str:
+    """An absolute http(s) URL with a host, maybe a path prefix: issuers are published as
+    `{public-url}/{issuer-id}/auth`, which a query, a fragment or user info would break."""
+    wanted = "expected an absolute http:// or https:// URL such as https://id.example.com"
+    if not value:
+        raise argparse.ArgumentTypeError(f"{wanted}, got an empty string")
+    problem = _url_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{wanted}, got {value!r}: {problem}")
+    return value
+
+
+def _url_problem(url: str) -> str | None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return "the scheme must be http or https"
+    if not url.isascii() or any(char.isspace() or not char.isprintable() for char in url):
+        return "it has spaces, control or non-ASCII characters (write a host name in punycode)"
+    if "?" in url:
+        return "a query (?...) is not allowed"
+    if "#" in url:
+        return "a fragment (#...) is not allowed"
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        return "user info (user@) is not allowed"
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket or not _is_ip(host, version=6):
+            return "an IPv6 host must be a valid address in brackets, e.g. http://[::1]:9000"
+        if after and not after.startswith(":"):
+            return f"unexpected {after!r} after the host"
+        port = after[1:] if after else None
+    else:
+        host, colon, port_text = authority.partition(":")
+        port = port_text if colon else None
+        if not host:
+            return "it has no host"
+        if not (_is_ip(host, version=4) or _is_host_name(host)):
+            return f"{host!r} is not a host name or address"
+    if port is not None and not (_ascii_digits(port) and 1 <= int(port) <= 65535):
+        return f"the port must be a number from 1 to 65535, not {port!r}"
+    return None
 
 
 def parse_trusted_ips(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -83,6 +194,8 @@ def _log_level_name(value: str) -> str:
 
 
 def _log_format(value: str) -> str:
+    from tokengate.logs import LOG_FORMATS
+
     if value not in LOG_FORMATS:
         raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
     return value
@@ -91,7 +204,9 @@ def _log_format(value: str) -> str:
 def _switch(value: str) -> bool:
     word = value.strip().lower()
     if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+        raise argparse.ArgumentTypeError(
+            f"expected true or false (or 1/0, yes/no, on/off), got {value!r}"
+        )
     return word in ("1", "true", "yes", "on")
 
 
@@ -108,10 +223,7 @@ def _option(
     env_name = _env_name(flag)
     env_value = os.environ.get(env_name)
     if env_value is not None:
-        try:
-            default = type(env_value)
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"{env_name}: {exc}")
+        default = _from_env(parser, flag, type, env_value)
         required = False
     parser.add_argument(
         flag, default=default, type=type, required=required, help=f"{help} (env {env_name})"
@@ -123,16 +235,31 @@ def _switch_option(parser: argparse.ArgumentParser, flag: str, *, default: bool,
     env_name = _env_name(flag)
     env_value = os.environ.get(env_name)
     if env_value is not None:
-        try:
-            default = _switch(env_value)
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"{env_name}: {exc}")
+        default = _from_env(parser, flag, _switch, env_value)
     parser.add_argument(
         flag,
         action=argparse.BooleanOptionalAction,
         default=default,
         help=f"{help} (env {env_name})",
     )
+
+
+def _flag_option(parser: argparse.ArgumentParser, flag: str, *, help: str) -> None:
+    """`--flag` (off without it), or TOKENGATE_<NAME>=true/false: the same words as every
+    switch, so that `false` is off and `maybe` an error."""
+    env_name = _env_name(flag)
+    env_value = os.environ.get(env_name)
+    default = False if env_value is None else _from_env(parser, flag, _switch, env_value)
+    parser.add_argument(flag, action="store_true", default=default, help=f"{help} (env {env_name})")
+
+
+def _from_env(
+    parser: argparse.ArgumentParser, flag: str, type: Callable[[str], Any], value: str
+) -> Any:
+    try:
+        return type(value)
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+        parser.error(f"{_env_name(flag)} (for {flag}): {exc}")
 
 
 def _env_name(flag: str) -> str:
@@ -157,11 +284,20 @@ def _logging_options(parser: argparse.ArgumentParser, *, level: str = "info") ->
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tokengate.gateway.settings import GatewaySettings
+
+    defaults = GatewaySettings()
     parser = _Parser(prog="tokengate", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gateway = commands.add_parser("gateway", help="run the OIDC gateway (reverse proxy)")
-    _option(gateway, "--config", help="kong.yaml (decK declarative format)", required=True)
+    _option(
+        gateway,
+        "--config",
+        type=_path,
+        help="kong.yaml (decK declarative format)",
+        required=True,
+    )
     _option(
         gateway, "--listen", default=("127.0.0.1", 8000), type=parse_address, help="proxy address"
     )
@@ -183,14 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     _option(
         gateway,
         "--max-body-size",
-        default=_DEFAULTS.max_body_size,
+        default=defaults.max_body_size,
         type=_positive_int,
         help="largest request body in bytes (413 beyond)",
     )
     _option(
         gateway,
         "--client-body-timeout",
-        default=_DEFAULTS.client_body_timeout,
+        default=defaults.client_body_timeout,
         type=_positive_float,
         help="seconds a client may stall while sending a body (a streamed one must also "
         "average 500 bytes/s after these seconds)",
@@ -198,28 +334,28 @@ def build_parser() -> argparse.ArgumentParser:
     _option(
         gateway,
         "--client-header-timeout",
-        default=_DEFAULTS.client_header_timeout,
+        default=defaults.client_header_timeout,
         type=_positive_float,
         help="seconds for a started request head to arrive in full (slowloris protection)",
     )
     _option(
         gateway,
         "--keepalive-timeout",
-        default=_DEFAULTS.keepalive_timeout,
+        default=defaults.keepalive_timeout,
         type=_positive_float,
         help="seconds an idle client keep-alive connection stays open",
     )
     _option(
         gateway,
         "--client-send-timeout",
-        default=_DEFAULTS.client_send_timeout,
+        default=defaults.client_send_timeout,
         type=_positive_float,
         help="seconds a client may stop reading a streamed response before it is cut off",
     )
     _option(
         gateway,
         "--shutdown-timeout",
-        default=_DEFAULTS.shutdown_timeout,
+        default=defaults.shutdown_timeout,
         type=_positive_float,
         help="seconds requests in progress get to finish on SIGTERM/SIGINT before they are cut off",
     )
@@ -251,22 +387,24 @@ def build_parser() -> argparse.ArgumentParser:
         identity,
         "--public-url",
         default=None,
+        type=_public_url,
         help="URL clients use to reach this server (default: http:// and the listen address)",
     )
-    _option(identity, "--data", default="tokengate-identity.db", help="SQLite file")
-    identity.add_argument(
-        "--in-memory",
-        action="store_true",
-        default=os.environ.get("TOKENGATE_IN_MEMORY", "") not in ("", "0"),
-        help="keep nothing on disk (env TOKENGATE_IN_MEMORY)",
-    )
+    _option(identity, "--data", default="tokengate-identity.db", type=_path, help="SQLite file")
+    _flag_option(identity, "--in-memory", help="keep nothing on disk")
     _option(
         identity,
         "--admin-token",
         default=None,
         help="bearer token for /v1 (default: generated and printed)",
     )
-    _option(identity, "--seed", default=None, help="YAML of auth servers, scopes, claims, clients")
+    _option(
+        identity,
+        "--seed",
+        default=None,
+        type=_path,
+        help="YAML of auth servers, scopes, claims, clients",
+    )
     _logging_options(identity)
     identity_commands = identity.add_subparsers(dest="identity_command", parser_class=_Parser)
     rotate = identity_commands.add_parser(
@@ -281,18 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
         dest="config_command", required=True, parser_class=_Parser
     )
     validate = config_commands.add_parser("validate", help="check a kong.yaml as the gateway would")
-    validate.add_argument("file", help="kong.yaml to check")
+    validate.add_argument("file", type=_path, help="kong.yaml to check")
     return parser
 
 
 def _add_run(run: argparse.ArgumentParser) -> None:
     # Same option names as `gateway` and `identity`, hence the same TOKENGATE_* variables: each
     # subcommand reads only its own, and --listen here is the gateway's, as in `gateway`.
-    _option(run, "--config", default="config/kong.yaml", help="kong.yaml for the gateway")
+    _option(
+        run, "--config", default="config/kong.yaml", type=_path, help="kong.yaml for the gateway"
+    )
     _option(
         run,
         "--seed",
         default="config/identity-seed.yaml",
+        type=_path,
         help="identity seed: auth servers, scopes, claims, clients",
     )
     _option(run, "--listen", default=("127.0.0.1", 8000), type=parse_address, help="gateway proxy")
@@ -313,12 +454,25 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     _option(
         run, "--echo-listen", default=("127.0.0.1", 9100), type=parse_address, help="echo upstream"
     )
-    _option(run, "--data", default=None, help="identity SQLite file (default: in memory)")
+    _option(
+        run, "--data", default=None, type=_path, help="identity SQLite file (default: in memory)"
+    )
     _option(run, "--admin-token", default=None, help="identity admin token (default: generated)")
     _logging_options(run, level="warning")  # quiet by default: the panel is the output
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A Ctrl-C before a server has its own handlers in place (while modules load, a config is
+    # parsed, a database opens) ends the command as the shell expects, without a traceback.
+    # Once running, gateway, identity and run handle SIGINT themselves (drain, then exit 0).
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("tokengate: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "config":
         return validate_command(args.file)
@@ -332,6 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
+    from tokengate.logs import configure_logging
+
     # The level's name was checked when the arguments were parsed.
     configure_logging(getattr(logging, args.log_level.upper()), args.log_format)
 
@@ -358,11 +514,65 @@ def identity_command(args: argparse.Namespace) -> int:
     return serve_identity(settings)
 
 
+def _shared_port(listeners: list[tuple[str, tuple[str, int]]], command: str) -> int:
+    """EXIT_USAGE (and why) if two listeners would take the same port: with SO_REUSEPORT
+    (several workers) both would bind, and connections would land on either at random."""
+    for index, (flag, address) in enumerate(listeners):
+        for other_flag, other in listeners[:index]:
+            if _overlap(address, other):
+                print(
+                    f"tokengate {command}: error: {flag} {_show(address)} takes the port of "
+                    f"{other_flag} {_show(other)}: each needs an address:port of its own",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+    return EXIT_OK
+
+
+def _show(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _overlap(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    """Same port, and the same IP address or a wildcard (0.0.0.0, ::) of the same family
+    (IPv6 listeners are IPv6-only: [::]:80 and 0.0.0.0:80 do not overlap). Port 0: any free."""
+    if a[1] != b[1] or a[1] == 0:
+        return False
+    return any(
+        x.version == y.version and (x == y or x.is_unspecified or y.is_unspecified)
+        for x in _addresses(a[0])
+        for y in _addresses(b[0])
+    )
+
+
+def _addresses(host: str) -> set[IPv4Address | IPv6Address]:
+    """What `host` binds to: itself if an IP address, else what it resolves to (a name that
+    does not resolve fails later, when bound)."""
+    try:
+        return {ip_address(host)}
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return set()
+    found: set[IPv4Address | IPv6Address] = set()
+    for *_, sockaddr in infos:
+        try:
+            found.add(ip_address(str(sockaddr[0])))
+        except ValueError:
+            continue
+    return found
+
+
 def _print_warning(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr)
 
 
 def _load(path: str, warn: Callable[[str], None] = _print_warning) -> GatewayConfig | None:
+    from tokengate.gateway.config import ConfigError, load_config
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -383,6 +593,14 @@ def validate_command(path: str) -> int:
 
 
 def gateway_command(args: argparse.Namespace) -> int:
+    from tokengate.gateway.settings import GatewaySettings
+    from tokengate.gateway.workers import run_workers
+
+    clash = _shared_port(
+        [("--listen", args.listen), ("--status-listen", args.status_listen)], "gateway"
+    )
+    if clash:
+        return clash
     _configure_logging(args)
     # A running gateway's warnings are log records, so that --log-format json stays JSON.
     config = _load(args.config, logging.getLogger("tokengate.config").warning)
@@ -408,6 +626,17 @@ def run_command(args: argparse.Namespace) -> int:
     from tokengate.identity.seed import SeedError, load_seed
     from tokengate.stack import StackSettings, run_stack
 
+    clash = _shared_port(
+        [
+            ("--listen", args.listen),
+            ("--status-listen", args.status_listen),
+            ("--identity-listen", args.identity_listen),
+            ("--echo-listen", args.echo_listen),
+        ],
+        "run",
+    )
+    if clash:
+        return clash
     _configure_logging(args)
     config = _load(args.config)
     try:
@@ -432,3 +661,7 @@ def run_command(args: argparse.Namespace) -> int:
         admin_token=args.admin_token,
     )
     return run_stack(settings, config, seed)
+
+
+if _GUARDED:
+    signal.signal(signal.SIGINT, signal.default_int_handler)

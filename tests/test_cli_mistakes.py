@@ -1,0 +1,488 @@
+"""User mistakes on the command line: each is a message on stderr naming the option (or its
+TOKENGATE_* variable) and what is wrong, exit 2, and nothing started; never a traceback, never
+silently accepted. And a Ctrl-C before a command is running is exit 130, not a traceback.
+
+Where the command would start a server if the mistake went through, the test parses only
+(build_parser) or runs a real process with a timeout, so that a regression fails, not hangs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.ports import free_port
+from tests.test_cli import GOOD, tokengate, wait_http, wait_ready
+from tokengate.cli import build_parser
+
+UUID = "6a2b5c7d-1e3f-4a5b-8c9d-0e1f2a3b4c5d"
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Parse `argv` as `tokengate` would; it must be refused with exit 2. Its stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def kong_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "kong.yaml"
+    path.write_text(GOOD)
+    return path
+
+
+# -- 1. TOKENGATE_IN_MEMORY takes the words every switch takes ---------------------------------
+
+
+@pytest.mark.parametrize("word", ["false", "no", "off", "0", "FALSE"])
+def test_in_memory_false_words_in_the_environment_mean_off(
+    word: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKENGATE_IN_MEMORY", word)
+    assert build_parser().parse_args(["identity"]).in_memory is False
+
+
+@pytest.mark.parametrize("word", ["true", "yes", "on", "1"])
+def test_in_memory_true_words_in_the_environment_mean_on(
+    word: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKENGATE_IN_MEMORY", word)
+    assert build_parser().parse_args(["identity"]).in_memory is True
+
+
+@pytest.mark.parametrize("word", ["maybe", ""])
+def test_in_memory_other_words_in_the_environment_are_refused(
+    word: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOKENGATE_IN_MEMORY", word)
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser()
+    assert exit_info.value.code == 2
+    assert (
+        f"TOKENGATE_IN_MEMORY (for --in-memory): expected true or false (or 1/0, yes/no, on/off), "
+        f"got {word!r}" in capsys.readouterr().err
+    )
+
+
+def test_in_memory_false_in_the_environment_keeps_the_database_on_disk(tmp_path: Path) -> None:
+    data, port = tmp_path / "im.db", free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokengate", "identity", "--data", str(data)],
+        env={
+            **os.environ,
+            "TOKENGATE_IN_MEMORY": "false",
+            "TOKENGATE_LISTEN": f"127.0.0.1:{port}",
+            "TOKENGATE_ADMIN_TOKEN": "t",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        assert data.is_file()  # on disk, as --data says: not in memory
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
+
+
+def test_in_memory_maybe_in_the_environment_exits_2_and_creates_nothing(tmp_path: Path) -> None:
+    result = tokengate(
+        "identity",
+        "--data",
+        str(tmp_path / "im.db"),
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        env={"TOKENGATE_IN_MEMORY": "maybe"},
+    )
+    assert result.returncode == 2
+    assert "TOKENGATE_IN_MEMORY (for --in-memory)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- 2. numbers: ASCII digits only, and a message saying what is wanted ------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "flag", "value", "wanted"),
+    [
+        ("TOKENGATE_WORKERS", "--workers", "²", "expected a whole number >= 1"),
+        ("TOKENGATE_MAX_BODY_SIZE", "--max-body-size", "²", "expected a whole number >= 1"),
+        ("TOKENGATE_WORKERS", "--workers", "٣", "expected a whole number >= 1"),
+        ("TOKENGATE_LISTEN", "--listen", "127.0.0.1:²", "expected HOST:PORT"),
+        ("TOKENGATE_STATUS_LISTEN", "--status-listen", "127.0.0.1:²", "expected HOST:PORT"),
+        ("TOKENGATE_SHUTDOWN_TIMEOUT", "--shutdown-timeout", "²", "expected a number of seconds"),
+    ],
+)
+def test_unicode_digits_in_the_environment_name_the_variable_and_exit_2(
+    variable: str,
+    flag: str,
+    value: str,
+    wanted: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{variable} (for {flag}): {wanted}" in err
+    assert f"got {value!r}" in err
+
+
+def test_unicode_digits_in_the_environment_are_no_traceback(kong_yaml: Path) -> None:
+    result = tokengate("gateway", "--config", str(kong_yaml), env={"TOKENGATE_WORKERS": "²"})
+    assert result.returncode == 2
+    assert "TOKENGATE_WORKERS (for --workers): expected a whole number >= 1, got '²'" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--workers", "²", "--workers: expected a whole number >= 1, got '²'"),
+        ("--workers", "0", "--workers: expected a whole number >= 1, got '0'"),
+        ("--max-body-size", "²", "--max-body-size: expected a whole number >= 1, got '²'"),
+        ("--max-body-size", "1e6", "--max-body-size: expected a whole number >= 1, got '1e6'"),
+        ("--listen", "127.0.0.1:²", "--listen: expected HOST:PORT"),
+        ("--keepalive-timeout", "²", "--keepalive-timeout: expected a number of seconds > 0"),
+        ("--keepalive-timeout", "nan", "--keepalive-timeout: expected a number of seconds > 0"),
+    ],
+)
+def test_bad_numbers_on_the_command_line_say_what_is_wanted(
+    flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = usage_error(capsys, "gateway", "--config", "k.yaml", flag, value)
+    assert message in err
+    assert "invalid" not in err  # argparse's "invalid _positive_int value"
+
+
+# -- 3. addresses: brackets hold an IPv6 address, closed ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["[]:18003", "[::1:18003", "::1]:18003", "::1:18003", "[127.0.0.1]:18003", "[zz]:1", "a b:1"],
+)
+@pytest.mark.parametrize("command", [["gateway", "--config", "k.yaml"], ["identity"], ["run"]])
+def test_malformed_listen_addresses_are_refused(
+    address: str, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = usage_error(capsys, *command, "--listen", address)
+    assert "--listen: expected HOST:PORT" in err and repr(address) in err
+
+
+@pytest.mark.parametrize(
+    ("address", "parsed"),
+    [
+        ("[::1]:8000", ("::1", 8000)),
+        (":8000", ("0.0.0.0", 8000)),
+        ("localhost:0", ("localhost", 0)),
+        ("10.1.2.3:65535", ("10.1.2.3", 65535)),
+    ],
+)
+def test_well_formed_listen_addresses_are_kept(address: str, parsed: tuple[str, int]) -> None:
+    args = build_parser().parse_args(["gateway", "--config", "k.yaml", "--listen", address])
+    assert args.listen == parsed
+
+
+@pytest.mark.parametrize("address", ["[]:{port}", "[::1:{port}"])
+def test_a_malformed_listen_address_binds_nothing(kong_yaml: Path, address: str) -> None:
+    port = free_port()
+    try:
+        result = tokengate(
+            "gateway",
+            "--config",
+            str(kong_yaml),
+            "--listen",
+            address.format(port=port),
+            "--status-listen",
+            f"127.0.0.1:{free_port()}",
+            timeout=15,
+        )
+    except subprocess.TimeoutExpired:  # it went on serving, on some address
+        pytest.fail(f"{address} was accepted")
+    assert result.returncode == 2
+    assert "argument --listen: expected HOST:PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- 4. one port, one listener -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("listen_host", ["127.0.0.1", "0.0.0.0"])
+def test_listen_and_status_listen_on_the_same_port_exit_2_and_serve_nothing(
+    kong_yaml: Path, workers: str, listen_host: str
+) -> None:
+    port = free_port()
+    try:
+        result = tokengate(
+            "gateway",
+            "--config",
+            str(kong_yaml),
+            "--listen",
+            f"{listen_host}:{port}",
+            "--status-listen",
+            f"127.0.0.1:{port}",
+            "--workers",
+            workers,
+            timeout=15,
+        )
+    except subprocess.TimeoutExpired:  # it served, proxy and status API on one port
+        pytest.fail("--listen and --status-listen shared a port")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"tokengate gateway: error: --status-listen 127.0.0.1:{port} takes the port of "
+        f"--listen {listen_host}:{port}: each needs an address:port of its own"
+    )
+
+
+def test_the_same_port_through_the_environment_is_refused_too(kong_yaml: Path) -> None:
+    port = free_port()
+    result = tokengate(
+        "gateway",
+        "--config",
+        str(kong_yaml),
+        "--workers",
+        "2",
+        env={"TOKENGATE_LISTEN": f"127.0.0.1:{port}", "TOKENGATE_STATUS_LISTEN": f":{port}"},
+        timeout=15,
+    )
+    assert result.returncode == 2
+    assert "--status-listen 0.0.0.0" in result.stderr and "--listen 127.0.0.1" in result.stderr
+
+
+def test_run_refuses_two_listeners_on_one_port(tmp_path: Path) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tokengate",
+            "run",
+            "--identity-listen",
+            f"127.0.0.1:{port}",
+            "--echo-listen",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,  # no config/ here: the check comes before any file is read
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"tokengate run: error: --echo-listen 127.0.0.1:{port} takes the port of "
+        f"--identity-listen 127.0.0.1:{port}: each needs an address:port of its own"
+    )
+
+
+def test_the_same_port_on_different_addresses_is_allowed(kong_yaml: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokengate", "gateway", "--config", str(kong_yaml)],
+        env={
+            **os.environ,
+            "TOKENGATE_LISTEN": f"127.0.0.2:{port}",
+            "TOKENGATE_STATUS_LISTEN": f"127.0.0.1:{port}",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(port, process)  # the status API, on 127.0.0.1
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
+
+
+# -- 5. --public-url ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("not a url", "the scheme must be http or https"),
+        ("ftp://x", "the scheme must be http or https"),
+        ("//id.example.com", "the scheme must be http or https"),
+        ("http://", "it has no host"),
+        ("http:///path", "it has no host"),
+        ("http://[::1", "an IPv6 host must be a valid address in brackets"),
+        ("http://[zz]/", "an IPv6 host must be a valid address in brackets"),
+        ("http://a:99999", "the port must be a number from 1 to 65535, not '99999'"),
+        ("http://a:0", "the port must be a number from 1 to 65535, not '0'"),
+        ("http://a:²", "it has spaces, control or non-ASCII characters"),
+        ("http://a/?q=1#f", "a query (?...) is not allowed"),
+        ("http://a/#f", "a fragment (#...) is not allowed"),
+        ("http://user:pw@a/", "user info (user@) is not allowed"),
+        ("http://a b/", "it has spaces, control or non-ASCII characters"),
+    ],
+)
+def test_a_bad_public_url_is_refused_with_the_reason(
+    url: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = usage_error(capsys, "identity", "--in-memory", "--public-url", url)
+    assert "--public-url: expected an absolute http:// or https:// URL" in err
+    assert f"got {url!r}: {problem}" in err
+
+
+def test_an_empty_public_url_in_the_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOKENGATE_PUBLIC_URL", "")
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser()
+    assert exit_info.value.code == 2
+    assert "TOKENGATE_PUBLIC_URL (for --public-url)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://id.example.test/prefix",
+        "https://id.example.test/prefix/",
+        "http://127.0.0.1:9000",
+        "http://[::1]:9000/",
+        "HTTPS://ID.EXAMPLE.TEST",
+        "http://localhost",
+    ],
+)
+def test_a_good_public_url_is_kept(url: str) -> None:
+    args = build_parser().parse_args(["identity", "--in-memory", "--public-url", url])
+    assert args.public_url == url
+
+
+# -- 6. Ctrl-C before the command runs ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def opened_by(process: subprocess.Popen[str], fifo: Path) -> Iterator[None]:
+    """Until `process` opens `fifo` to read (then blocks reading it while the block runs)."""
+    end = time.monotonic() + 30
+    while (fd := _writer(fifo)) is None:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < end, "the file was never opened"
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _writer(fifo: Path) -> int | None:
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader yet
+            return None
+        raise
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["config", "validate", "{fifo}"],
+        ["gateway", "--config", "{fifo}", "--listen", "127.0.0.1:0", "--status-listen", ":0"],
+        ["identity", "--in-memory", "--seed", "{fifo}", "--listen", "127.0.0.1:0"],
+        ["run", "--config", "{fifo}"],
+    ],
+)
+def test_ctrl_c_while_a_command_reads_its_files_is_exit_130_without_a_traceback(
+    tmp_path: Path, command: list[str]
+) -> None:
+    fifo = tmp_path / "slow.yaml"
+    os.mkfifo(fifo)  # reading it blocks: a config that takes long to read
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokengate", *(arg.format(fifo=fifo) for arg in command)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with opened_by(process, fifo):
+            process.send_signal(signal.SIGINT)
+            err = process.communicate(timeout=15)[1]
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == 130, err
+    assert err.strip() == "tokengate: interrupted"
+
+
+# -- 7. rotate-keys on a database that is not there --------------------------------------------
+
+
+def test_rotate_keys_on_a_missing_database_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "missing.db"
+    result = tokengate("identity", "--data", str(data), "rotate-keys", UUID)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"tokengate identity: --data {data}: the database does not exist"
+    )
+    assert "no auth server" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rotate_keys_on_a_directory_says_it_is_not_a_database_file(tmp_path: Path) -> None:
+    result = tokengate("identity", "--data", str(tmp_path), "rotate-keys", UUID)
+    assert result.returncode == 2
+    assert f"--data {tmp_path}: the database is not a file" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- 8. empty paths ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["identity", "--in-memory", "--seed", ""], "--seed"),
+        (["identity", "--data", ""], "--data"),
+        (["gateway", "--config", ""], "--config"),
+        (["run", "--config", ""], "--config"),
+        (["run", "--seed", ""], "--seed"),
+        (["run", "--data", ""], "--data"),
+        (["config", "validate", ""], "file"),
+    ],
+)
+def test_an_empty_path_on_the_command_line_names_the_option(
+    argv: list[str], name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert f"argument {name}: empty path" in usage_error(capsys, *argv)
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "flag"),
+    [
+        (["gateway"], "TOKENGATE_CONFIG", "--config"),
+        (["identity"], "TOKENGATE_SEED", "--seed"),
+        (["identity"], "TOKENGATE_DATA", "--data"),
+        (["run"], "TOKENGATE_CONFIG", "--config"),
+    ],
+)
+def test_an_empty_path_in_the_environment_names_the_variable(
+    command: list[str], variable: str, flag: str
+) -> None:
+    result = tokengate(*command, env={variable: ""}, timeout=30)
+    assert result.returncode == 2
+    assert f"{variable} (for {flag}): empty path" in result.stderr
+    assert "Traceback" not in result.stderr
