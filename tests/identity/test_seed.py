@@ -210,6 +210,19 @@ async def test_run_reports_a_clash_with_the_data_file_and_exits_2(tmp_path: Path
     )
 
 
+def test_identity_reports_a_clash_with_the_data_file_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = seed_file(tmp_path, f"{HEAD}  id: {ID}\n")
+    data = data_file_with_server_a(tmp_path)
+    command = ["identity", "--data", str(data), "--listen", "127.0.0.1:18105", "--seed", str(path)]
+    assert main(command) == 2
+    assert capsys.readouterr().err == (
+        f"{path}: auth_servers[0]: an auth server with this name already exists in the identity "
+        "database\n"
+    )
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -65,7 +65,12 @@ def serve_identity(settings: IdentitySettings) -> int:
         print(f"tokengate identity: cannot open {settings.data}: {exc}", file=sys.stderr)
         return 1
     if seed is not None:
-        servers = apply_seed(store, seed)
+        try:
+            servers = apply_seed(store, seed)
+        except SeedError as exc:  # the seed clashes with what the database holds
+            store.close()
+            print("\n".join(exc.errors), file=sys.stderr)
+            return 2
         for server in servers:
             print(
                 f"seeded auth server {server.name!r}: issuer {settings.url}/"
@@ -119,6 +124,15 @@ async def _serve(app: web.Application, settings: IdentitySettings) -> None:
 
 
 def rotate_keys(data: str, auth_server_id: str) -> int:
+    # Opening would create an empty database, and then find no auth server in it.
+    if not Path(data).is_file():
+        reason = "is not a file" if Path(data).exists() else "does not exist"
+        print(
+            f"tokengate identity: --data {data}: the database {reason} (rotate-keys works on "
+            "the database of an identity server that has run)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         store = Store.open(data)
     except (StoreError, OSError) as exc:
