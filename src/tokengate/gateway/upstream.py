@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
 from collections.abc import Callable
 from typing import Final, cast
@@ -34,8 +35,8 @@ _LOW_WATER: Final = 64 * 1024
 # 502, as nginx's "upstream sent too big header" (Envoy's default cap is 60 KiB): an upstream
 # that never ends its head must not grow a worker's memory without bound.
 MAX_RESPONSE_HEAD: Final = 64 * 1024
-# RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ); translate() deletes these.
-_REASON_BYTES: Final = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
+# RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ): any other byte is a control.
+_CONTROL_BYTE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 
 
 class UpstreamError(Exception):
@@ -217,7 +218,7 @@ class UpstreamConnection(asyncio.Protocol):
         if not self._framing_supported():
             self._fail(UpstreamProtocolError("upstream used a transfer coding other than chunked"))
             return
-        if not 100 <= status <= 599 or self.reason.translate(None, _REASON_BYTES):
+        if not 100 <= status <= 599 or _CONTROL_BYTE(self.reason):
             # RFC 9110 §15: no client knows what to do with a status 099 or 600, nor with
             # control bytes in the status line.
             self._fail(UpstreamProtocolError(f"upstream sent an invalid status line ({status})"))
