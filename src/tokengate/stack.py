@@ -36,7 +36,7 @@ from tokengate.gateway.settings import GatewaySettings
 from tokengate.identity.app import create_identity_app
 from tokengate.identity.models import AuthServer
 from tokengate.identity.runner import IdentityRunner
-from tokengate.identity.seed import SeedError, apply_seed
+from tokengate.identity.seed import Seed, SeedError, apply_seed
 from tokengate.identity.server import IdentitySettings, open_store
 from tokengate.identity.store import StoreError
 from tokengate.panel import show_panel
@@ -46,7 +46,6 @@ from tokengate.shutdown import Stopper, cut_connections
 log = logging.getLogger("tokengate.run")
 
 Address = tuple[str, int]
-Seed = list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -570,3 +570,48 @@ async def test_read_timeout_counts_between_reads_of_a_response_head(
         gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=1.0)))
         raw = await raw_request(gw.proxy_port, CLOSE_GET)
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"ok"), raw[:60]
+
+
+async def test_a_trailer_line_that_never_ends_is_cut_off(start_gateway: StartGateway) -> None:
+    """llhttp holds a field until its line ends: an upstream that never ends one grew the
+    worker's memory (and copied it quadratically) for as long as it kept sending. Now the
+    gateway hangs up on it, and the client sees a cut rather than a complete body."""
+    hung_up = asyncio.Event()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: "
+        )
+        try:
+            for _ in range(16 * 1024):  # 1 GiB: without the cap, the client below times out
+                writer.write(b"a" * 65536)
+                await writer.drain()
+        except ConnectionError:
+            hung_up.set()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        # A read timeout far past the client's: only the cap can end this exchange in time.
+        gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=60.0)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET, timeout=10)
+        async with asyncio.timeout(10):
+            await hung_up.wait()
+    assert raw.startswith(b"HTTP/1.1 200")  # the head went before the trailers came
+    assert not raw.endswith(b"0\r\n\r\n")
+
+
+async def test_a_header_regex_route_takes_a_value_that_is_not_utf8(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp hands such bytes over as surrogates: RE2 is given them back as bytes (it raised
+    UnicodeEncodeError, a 500, before)."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as upstream:
+        route = make_route(make_service(upstream.port), headers={"x-version": ("~*^v2",)})
+        gw = await start_gateway(route)
+        raw = await raw_request(
+            gw.proxy_port,
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Version: v2\xff\r\nConnection: close\r\n\r\n",
+        )
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:60]
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

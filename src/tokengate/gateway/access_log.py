@@ -63,7 +63,8 @@ def write(
         "service": stats.service if stats is not None else "",
         "route": stats.route if stats is not None else "",
         "status": response.status,
-        "latency_ms": round(seconds * 1000.0, 3),
+        # An unparsed request was answered before any clock of ours started: no latency.
+        "latency_ms": None if path is UNPARSED else round(seconds * 1000.0, 3),
         "upstream_latency_ms": None if upstream is None else round(upstream * 1000.0, 3),
         "auth": exchange.outcome,
         "client_ip": exchange.client_ip or request.remote,

@@ -194,9 +194,8 @@ class Gateway:
         """A request aiohttp could not parse, answered 400 before any handler ran: counted under
         no route, and logged with "-" for its method and path (nothing of it was read)."""
         exchange = Exchange()
-        exchange.path = access_log.UNPARSED
-        started = perf_counter() if self._access_log else 0.0
-        self._account(request, response, exchange, self.new_request_id(), started)
+        exchange.path = access_log.UNPARSED  # and no latency: no clock of ours was running
+        self._account(request, response, exchange, self.new_request_id(), 0.0)
 
     def _account(
         self,

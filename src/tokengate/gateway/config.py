@@ -356,7 +356,8 @@ class _Loader:
         )
         self._check_snis(f, route)
         if route.path_handling == "v1":
-            # Kong 3.x's own deprecation message (kong/db/schema/entities/routes.lua).
+            # Kong 3.x says as much (kong/db/schema/entities/routes.lua: "will not work under
+            # 'traditional_compatible' router_flavor, please use path_handling='v0' instead").
             f.warn(
                 "path_handling",
                 "'v1' is deprecated and does not work under Kong's default traditional_compatible"

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tokengate.gateway.paths import BadPath, canonical_path
+from tokengate.gateway.paths import BadPath, canonical_path, merge_and_remove_dots
 from tokengate.gateway.regex import HeaderRegex, PathRegex
 
 KONG_PROTOCOLS = frozenset(
@@ -441,19 +441,9 @@ def _kong_normalized(path: str) -> str:
     characters decoded, of reserved ones upper-cased, slashes merged, dot segments removed.
     "" when it would decode a character that is neither (`%20`): Kong can hold no such prefix."""
     try:
-        decoded = _ESCAPE.sub(_kong_unescape, path)
-    except ValueError:
+        return merge_and_remove_dots(_ESCAPE.sub(_kong_unescape, path))
+    except ValueError:  # an escape Kong would decode into a character no prefix can hold
         return ""
-    segments: list[str] = []
-    parts = re.sub("/{2,}", "/", decoded).split("/")[1:]
-    for segment in parts:
-        if segment == "..":
-            if segments:
-                segments.pop()
-        elif segment != ".":
-            segments.append(segment)
-    trailing = parts[-1] in (".", "..") and segments
-    return "/" + "/".join(segments) + ("/" if trailing else "")
 
 
 def _kong_unescape(match: re.Match[str]) -> str:

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BadPath", "canonical_path"]
+__all__ = ["BadPath", "canonical_path", "merge_and_remove_dots"]
 
 
 class BadPath(Exception):
@@ -137,6 +137,12 @@ def _escape_or_decode(match: re.Match[str]) -> str:
     if char in _DECODED:
         return char
     return "%" + digits.upper()
+
+
+def merge_and_remove_dots(path: str) -> str:
+    """Slashes merged, then dot segments removed (BadPath above the root): the structural half
+    of canonical_path, for a caller that decodes escapes by its own rules (config checks)."""
+    return _remove_dot_segments(_SLASHES.sub("/", path))
 
 
 def _remove_dot_segments(path: str) -> str:

@@ -9,9 +9,13 @@ Why not Python's `re`: it backtracks, so one route like `~/(a+)+$` let a single 
 compiles route regexes with Rust's `regex` crate, linear-time as RE2 is and with the same
 syntax family: no look-around, no backreferences (both refused here when the config loads).
 
-RE2 through its Python module costs about 6 µs a match against 0.35 µs for `re`, so a path regex
-first checks the literal text its pattern must start with (`/users/` above): a path that cannot
-match costs a `startswith`. The router's answer cache keeps repeated paths off this path anyway.
+RE2 through its Python module costs about 3 µs a match on bytes (7 µs on str, which it encodes
+itself) against 0.35 µs for `re`, so patterns and texts are bytes, and a path regex first checks
+the literal text its pattern must start with (`/users/` above): a path that cannot match costs a
+`startswith`. The router's answer cache keeps repeated paths off this path anyway.
+
+Texts are encoded as aiohttp decoded them (UTF-8, surrogateescape): a header value with a byte
+that is not UTF-8 is searched as those bytes, never an exception (a 500) on the request path.
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ def _compile(pattern: str, *, case_sensitive: bool = True) -> _Compiled:
     options.log_errors = False  # RE2 would also write every refused pattern to stderr
     options.case_sensitive = case_sensitive
     try:
-        return re2.compile(pattern, options)
+        encoded = pattern.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, written as an escape in YAML
+        raise RegexError("invalid regex: not valid Unicode") from None
+    try:
+        return re2.compile(encoded, options)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):
@@ -57,8 +65,8 @@ class PathRegex:
         """The text matched at the start of `path`, or None."""
         if not path.startswith(self._literal):
             return None
-        found = self._regex.match(path)
-        return None if found is None else path[: found.end()]
+        found = self._regex.match(_bytes(path))
+        return None if found is None else found.group(0).decode("utf-8", "surrogateescape")
 
 
 class HeaderRegex:
@@ -70,7 +78,11 @@ class HeaderRegex:
         self._regex = _compile(pattern, case_sensitive=False)
 
     def search(self, value: str) -> bool:
-        return self._regex.search(value) is not None
+        return self._regex.search(_bytes(value)) is not None
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def literal_prefix(pattern: str) -> str:

@@ -38,7 +38,7 @@ Kong leaves equal keys unordered; here they keep kong.yaml order. The first matc
 The matched prefix (or the text matched by the regex) is stripped when `strip_path`, then joined
 to `service.path` (default "/") as segments: `path_handling: v0`. The traditional_compatible
 router (`kong/router/atc.lua`) only ever calls `get_upstream_uri_v0`, so a route that says `v1`
-gets v0's path in Kong 3.x too; `config validate` warns about it in Kong's words.
+gets v0's path in Kong 3.x too; `config validate` warns about it, as Kong does.
 
 ## Cost (timeit, CPython 3.11, 10 routes)
 

@@ -22,7 +22,7 @@ import collections
 import re
 import ssl
 from collections.abc import Callable
-from typing import Final, cast
+from typing import Final, NoReturn, cast
 
 import httptools
 
@@ -31,12 +31,17 @@ RawHeaders = list[tuple[bytes, bytes]]
 # Response bodies queue at most this much before we stop reading the upstream socket.
 _HIGH_WATER: Final = 256 * 1024
 _LOW_WATER: Final = 64 * 1024
-# A response head (interim ones included), and a chunked body's trailer section, past this is a
-# 502, as nginx's "upstream sent too big header" (Envoy's default cap is 60 KiB): an upstream
-# that never ends its head must not grow a worker's memory without bound.
+# A response head (interim ones included) past this is a 502, as nginx's "upstream sent too big
+# header" (Envoy's default cap is 60 KiB); so are trailers and chunk framing past it (and a few
+# bytes per chunk): an upstream that never ends a line must not grow a worker's memory.
 MAX_RESPONSE_HEAD: Final = 64 * 1024
+_FRAMING_PER_CHUNK: Final = 64  # a chunk-size line with extensions, and its CRLFs
 # RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ): any other byte is a control.
 _CONTROL_BYTE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
+
+
+class _Stopped(Exception):
+    """Raised in a callback to stop llhttp; feed_data turns it into an HttpParserError."""
 
 
 class UpstreamError(Exception):
@@ -95,8 +100,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         self._head_request = False
         self._got_bytes = False
-        self._head_read = 0  # bytes of reads that ended inside a head (an endless line...)
-        self._fields_size = 0  # of the head's fields, then of the trailer section's
+        self._head_read = 0  # bytes read before the final head was complete
+        self._interim_size = 0  # of interim (1xx) heads' fields
+        self._framing = 0  # bytes after the head that were not body: chunk lines, trailers
+        self._chunks = 0
+        self._trailers = False
         self._dirty = False  # bytes arrived that belong to no request: never reuse
         self._body: collections.deque[bytes] = collections.deque()
         self._body_size = 0
@@ -119,6 +127,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._dirty = True
             self._close_transport()
             return
+        after_head = self.head_done
+        queued = self._body_size  # nothing dequeues while llhttp parses: the growth is body
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as switched:
@@ -126,15 +136,28 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(UpstreamProtocolError("upstream switched protocols"))
             elif tail := data[switched.args[0] :]:
                 self._queue(tail)  # the new protocol's first bytes came with the head
+            return
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamProtocolError(f"invalid HTTP response from upstream: {exc}"))
-        else:
-            if not self.head_done:  # all of `data` was head: bound it, and wake read_head,
-                self._head_read += len(data)  # whose read_timeout counts between reads
-                if self._head_read > MAX_RESPONSE_HEAD:
-                    self._fail(UpstreamProtocolError("upstream sent too big a response head"))
-                else:
-                    self._wake()
+            if self._error is None:  # else a callback failed the exchange, and stopped llhttp
+                self._fail(UpstreamProtocolError(f"invalid HTTP response from upstream: {exc}"))
+            return
+        if not self.head_done:  # all of `data` was head: bound it, and wake read_head,
+            self._head_read += len(data)  # whose read_timeout counts between reads
+            if self._head_read > MAX_RESPONSE_HEAD:
+                self._fail(UpstreamProtocolError("upstream sent too big a response head"))
+            else:
+                self._wake()
+        elif not after_head:
+            # The head ended in this read: only a large read can hold a head over the cap
+            # (the usual small response costs this one comparison).
+            if self._head_read + len(data) > MAX_RESPONSE_HEAD and self._head_size() > (
+                MAX_RESPONSE_HEAD
+            ):
+                self._fail(UpstreamProtocolError("upstream sent too big a response head"))
+        elif not self.complete and not self.upgraded:
+            self._framing += len(data) - (self._body_size - queued)
+            if self._framing > MAX_RESPONSE_HEAD + _FRAMING_PER_CHUNK * self._chunks:
+                self._fail(UpstreamProtocolError("upstream sent too big a trailer section"))
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost finishes the exchange
@@ -189,14 +212,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self.complete:
             self._dirty = True
             return
-        self._fields_size += len(name) + len(value) + 4
-        if self._fields_size > MAX_RESPONSE_HEAD:
-            what = "trailer section" if self.head_done else "response head"
-            self._fail(UpstreamProtocolError(f"upstream sent too big a {what}"))
-        elif not self.head_done:
-            self.headers.append((name, value))
-        # else a trailer field (after a chunked body): never merged into the header section
-        # (RFC 9110 §6.5.1), so dropped.
+        if self.head_done:
+            # A trailer field (after a chunked body): never merged into the header section
+            # (RFC 9110 §6.5.1), so dropped.
+            self._trailers = True
+            return
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self.complete:
@@ -211,22 +232,21 @@ class UpstreamConnection(asyncio.Protocol):
             self._wake()
             return
         if 100 <= status < 200:
-            # Interim response (100 Continue, 103 Early Hints): skip it, keep reading.
+            # Interim response (100 Continue, 103 Early Hints): skip it, keep reading (its size
+            # counts: an upstream cannot send them for ever).
+            self._interim_size += self._head_size()
             self.headers = []
             self.reason = b""
             return
         if not self._framing_supported():
-            self._fail(UpstreamProtocolError("upstream used a transfer coding other than chunked"))
-            return
+            self._stop(UpstreamProtocolError("upstream used a transfer coding other than chunked"))
         if not 100 <= status <= 599 or _CONTROL_BYTE(self.reason):
             # RFC 9110 §15: no client knows what to do with a status 099 or 600, nor with
             # control bytes in the status line.
-            self._fail(UpstreamProtocolError(f"upstream sent an invalid status line ({status})"))
-            return
+            self._stop(UpstreamProtocolError(f"upstream sent an invalid status line ({status})"))
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         self.head_done = True
-        self._fields_size = 0  # from here on, of trailers
         if self._head_request:
             # llhttp cannot be told the request was HEAD, so it would wait for the body the
             # headers describe; the next exchange gets a fresh parser that knows nothing of it.
@@ -257,11 +277,15 @@ class UpstreamConnection(asyncio.Protocol):
                 return False
         return True
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_message_complete(self) -> None:
         if self.head_done and not self.complete and not self.upgraded:
-            # A `Connection: close` in the trailers (RFC 9110 §6.5.1 forbids it, llhttp reads
-            # it) means llhttp takes no further byte: the connection cannot be reused.
-            self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
+            if self._trailers:
+                # A `Connection: close` trailer (RFC 9110 §6.5.1 forbids it, llhttp reads it)
+                # means llhttp takes no further byte: the connection cannot be reused.
+                self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
             self._finish()
 
     # -- used by the proxy -------------------------------------------------------------------
@@ -315,6 +339,8 @@ class UpstreamConnection(asyncio.Protocol):
     async def read_chunk(self, timeout: float) -> bytes:
         """Next piece of the body, b"" at its end; read_timeout applies between pieces."""
         while not self._body:
+            if self._error is not None:
+                raise self._error
             if self.complete:
                 return b""
             await self._wait(timeout)
@@ -352,6 +378,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     # -- internals ---------------------------------------------------------------------------
+    def _head_size(self) -> int:
+        return self._interim_size + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
     def _reads_until_eof(self) -> bool:
         names = {name.lower() for name, _ in self.headers}
         return b"content-length" not in names and b"transfer-encoding" not in names
@@ -380,10 +409,17 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     def _fail(self, error: UpstreamError) -> None:
-        self._error = error
+        if self._error is None:  # the first cause stays: our own close must not replace it
+            self._error = error
         self._dirty = True
         self._close_transport()
         self._wake()
+
+    def _stop(self, error: UpstreamError) -> NoReturn:
+        """_fail from inside an llhttp callback, and stop llhttp: no later callback of the same
+        read may complete the failed exchange (feed_data raises, data_received returns)."""
+        self._fail(error)
+        raise _Stopped
 
     def _close_transport(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from tokengate.gateway.config import ConfigError, read_config_text
 from tokengate.gateway.config_checks import load_yaml
 from tokengate.identity.models import AuthServer
 from tokengate.identity.store import Conflict, Store
@@ -177,11 +178,9 @@ def load_seed(path: str | Path) -> Seed:
     """Read and check a seed file; SeedError lists every problem."""
     source = str(path)
     try:
-        document = load_yaml(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SeedError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError as exc:
-        raise SeedError([f"{source}: not valid UTF-8 (byte {exc.start})"]) from None
+        document = load_yaml(read_config_text(path))  # kong.yaml's reader: bounded, UTF-8
+    except ConfigError as exc:
+        raise SeedError(exc.errors) from None
     except ValueError as exc:  # load_yaml's: where, and what (a duplicate key, too deep, ...)
         problem = str(exc).removeprefix("invalid YAML: ")
         raise SeedError([f"{source}: not valid YAML: {problem}"]) from None
@@ -262,9 +261,15 @@ def apply_seed(store: Store, servers: Sequence[Mapping[str, Any]]) -> list[AuthS
     an entity the seed does not declare): nothing is written then."""
     source = servers.source if isinstance(servers, Seed) else "seed"
     applied = []
+    secrets: list[str] = []
     with store.transaction():
         for index, server in enumerate(servers):
-            applied.append(_apply_server(store, server, _At(source, f"auth_servers[{index}]")))
+            at = _At(source, f"auth_servers[{index}]")
+            applied.append(_apply_server(store, server, at, secrets))
+    # Once committed: a secret printed for a seed that was then rolled back would name a client
+    # that does not exist.
+    for line in secrets:
+        print(line, flush=True)
     return applied
 
 
@@ -291,7 +296,7 @@ def _fields(raw: Mapping[str, Any], *, skip: set[str]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k not in skip}
 
 
-def _apply_server(store: Store, raw: Mapping[str, Any], at: _At) -> AuthServer:
+def _apply_server(store: Store, raw: Mapping[str, Any], at: _At, secrets: list[str]) -> AuthServer:
     fields = _fields(raw, skip={"id", "issuer_id", *_CHILDREN})
     existing = _find_server(store, raw)
     with at.conflicts():
@@ -326,12 +331,16 @@ def _apply_server(store: Store, raw: Mapping[str, Any], at: _At) -> AuthServer:
                 store.update_claim(server.id, claim.id, **changed)
     for index, raw_client in enumerate(raw.get("clients") or ()):
         with at.child("clients", index).conflicts():
-            _apply_client(store, server, raw_client, scope_ids)
+            _apply_client(store, server, raw_client, scope_ids, secrets)
     return store.get_auth_server(server.id)
 
 
 def _apply_client(
-    store: Store, server: AuthServer, raw: Mapping[str, Any], scope_ids: Mapping[str, str]
+    store: Store,
+    server: AuthServer,
+    raw: Mapping[str, Any],
+    scope_ids: Mapping[str, str],
+    secrets: list[str],
 ) -> None:
     values = _fields(raw, skip={"id", "secret"})
     if "allow_scopes" in values:
@@ -346,7 +355,7 @@ def _apply_client(
         shown = generated or ""
     if shown and secret is None:
         # Like Konnect, a generated secret is shown once: the seed did not fix one.
-        print(f"seeded client {client.id} of {server.name!r}: secret {shown}", flush=True)
+        secrets.append(f"seeded client {client.id} of {server.name!r}: secret {shown}")
 
 
 def _find_server(store: Store, raw: Mapping[str, Any]) -> AuthServer | None:
