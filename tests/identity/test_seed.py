@@ -197,6 +197,25 @@ def test_a_clash_with_the_data_file_names_the_entry_and_writes_nothing(tmp_path:
         store.close()
 
 
+def test_no_secret_is_shown_for_a_client_the_clash_rolled_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # B (first) gets a client with a generated secret; A (second) clashes: nothing is kept,
+    # so no secret may be printed for B's client.
+    text = f"auth_servers:\n{SERVER_B}  clients: [{{name: c}}]\n- name: A\n  audience: http://x\n"
+    text += f"  id: {ID}\n"
+    path = seed_file(tmp_path, text)
+    store = Store.open(data_file_with_server_a(tmp_path))
+    try:
+        with pytest.raises(SeedError):
+            apply_seed(store, load_seed(path))
+        assert "secret" not in capsys.readouterr().out
+        assert apply_seed(store, load_seed(seed_file(tmp_path, text.replace(f"  id: {ID}\n", ""))))
+        assert "seeded client" in capsys.readouterr().out  # once committed, it is shown
+    finally:
+        store.close()
+
+
 async def test_run_reports_a_clash_with_the_data_file_and_exits_2(tmp_path: Path) -> None:
     path = seed_file(tmp_path, f"{HEAD}  id: {ID}\n")
     data = data_file_with_server_a(tmp_path)
