@@ -240,7 +240,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if not self._framing_supported():
             self._stop(UpstreamProtocolError("upstream used a transfer coding other than chunked"))
-        if not 100 <= status <= 599 or _CONTROL_BYTE(self.reason):
+        reason = self.reason
+        if not 100 <= status <= 599 or (not reason.isalnum() and _CONTROL_BYTE(reason)):
             # RFC 9110 §15: no client knows what to do with a status 099 or 600, nor with
             # control bytes in the status line.
             self._stop(UpstreamProtocolError(f"upstream sent an invalid status line ({status})"))
