@@ -37,18 +37,22 @@ if _GUARDED:
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from ipaddress import (  # noqa: E402
-    IPv4Address,
     IPv4Network,
-    IPv6Address,
     IPv6Network,
-    ip_address,
     ip_network,
 )
 from typing import TYPE_CHECKING, Any, NoReturn  # noqa: E402
+
+from tokengate.addresses import (  # noqa: E402
+    ascii_digits,
+    is_host_name,
+    is_ip,
+    overlap,
+    show,
+    url_problem,
+)
 
 if TYPE_CHECKING:
     from tokengate.gateway.config import GatewayConfig
@@ -72,44 +76,24 @@ def parse_address(value: str) -> tuple[str, int]:
         f"e.g. [::1]:8000), got {value!r}"
     )
     host, sep, port_text = value.rpartition(":")
-    if not sep or not _ascii_digits(port_text) or int(port_text) > 65535:
+    if not sep or not ascii_digits(port_text) or int(port_text) > 65535:
         raise argparse.ArgumentTypeError(wanted)
     port = int(port_text)
     if host.startswith("[") or host.endswith("]"):
         # "[]:80" is no address (not every interface); "[::1:80" has no closing bracket.
         inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
-        if not _is_ip(inner, version=6):
+        if not is_ip(inner, version=6):
             raise argparse.ArgumentTypeError(wanted)
         return inner, port
     if not host:
         return "0.0.0.0", port
-    if not (_is_ip(host, version=4) or _is_host_name(host)):
+    if not (is_ip(host, version=4) or is_host_name(host)):
         raise argparse.ArgumentTypeError(wanted)
     return host, port
 
 
-# Letters, digits, "-", "_" and dots; all digits and dots is an IPv4 address or nothing.
-_HOST_NAME = re.compile(r"(?![0-9.]+$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
-
-
-def _is_host_name(text: str) -> bool:
-    return _HOST_NAME.fullmatch(text) is not None
-
-
-def _is_ip(text: str, *, version: int) -> bool:
-    try:
-        return ip_address(text).version == version
-    except ValueError:
-        return False
-
-
-def _ascii_digits(text: str) -> bool:
-    # Not str.isdigit(): that takes "²", which int() refuses, and "٣", which it reads as 3.
-    return re.fullmatch(r"[0-9]+", text) is not None
-
-
 def _positive_int(value: str) -> int:
-    if not _ascii_digits(value) or int(value) < 1:
+    if not ascii_digits(value) or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
     return int(value)
 
@@ -136,42 +120,10 @@ def _public_url(value: str) -> str:
     wanted = "expected an absolute http:// or https:// URL such as https://id.example.com"
     if not value:
         raise argparse.ArgumentTypeError(f"{wanted}, got an empty string")
-    problem = _url_problem(value)
+    problem = url_problem(value)
     if problem is not None:
         raise argparse.ArgumentTypeError(f"{wanted}, got {value!r}: {problem}")
     return value
-
-
-def _url_problem(url: str) -> str | None:
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() not in ("http", "https"):
-        return "the scheme must be http or https"
-    if not url.isascii() or any(char.isspace() or not char.isprintable() for char in url):
-        return "it has spaces, control or non-ASCII characters (write a host name in punycode)"
-    if "?" in url:
-        return "a query (?...) is not allowed"
-    if "#" in url:
-        return "a fragment (#...) is not allowed"
-    authority = rest.split("/", 1)[0]
-    if "@" in authority:
-        return "user info (user@) is not allowed"
-    if authority.startswith("["):
-        host, bracket, after = authority[1:].partition("]")
-        if not bracket or not _is_ip(host, version=6):
-            return "an IPv6 host must be a valid address in brackets, e.g. http://[::1]:9000"
-        if after and not after.startswith(":"):
-            return f"unexpected {after!r} after the host"
-        port = after[1:] if after else None
-    else:
-        host, colon, port_text = authority.partition(":")
-        port = port_text if colon else None
-        if not host:
-            return "it has no host"
-        if not (_is_ip(host, version=4) or _is_host_name(host)):
-            return f"{host!r} is not a host name or address"
-    if port is not None and not (_ascii_digits(port) and 1 <= int(port) <= 65535):
-        return f"the port must be a number from 1 to 65535, not {port!r}"
-    return None
 
 
 def parse_trusted_ips(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -519,51 +471,14 @@ def _shared_port(listeners: list[tuple[str, tuple[str, int]]], command: str) -> 
     (several workers) both would bind, and connections would land on either at random."""
     for index, (flag, address) in enumerate(listeners):
         for other_flag, other in listeners[:index]:
-            if _overlap(address, other):
+            if overlap(address, other):
                 print(
-                    f"tokengate {command}: error: {flag} {_show(address)} takes the port of "
-                    f"{other_flag} {_show(other)}: each needs an address:port of its own",
+                    f"tokengate {command}: error: {flag} {show(address)} takes the port of "
+                    f"{other_flag} {show(other)}: each needs an address:port of its own",
                     file=sys.stderr,
                 )
                 return EXIT_USAGE
     return EXIT_OK
-
-
-def _show(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _overlap(a: tuple[str, int], b: tuple[str, int]) -> bool:
-    """Same port, and the same IP address or a wildcard (0.0.0.0, ::) of the same family
-    (IPv6 listeners are IPv6-only: [::]:80 and 0.0.0.0:80 do not overlap). Port 0: any free."""
-    if a[1] != b[1] or a[1] == 0:
-        return False
-    return any(
-        x.version == y.version and (x == y or x.is_unspecified or y.is_unspecified)
-        for x in _addresses(a[0])
-        for y in _addresses(b[0])
-    )
-
-
-def _addresses(host: str) -> set[IPv4Address | IPv6Address]:
-    """What `host` binds to: itself if an IP address, else what it resolves to (a name that
-    does not resolve fails later, when bound)."""
-    try:
-        return {ip_address(host)}
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError:
-        return set()
-    found: set[IPv4Address | IPv6Address] = set()
-    for *_, sockaddr in infos:
-        try:
-            found.add(ip_address(str(sockaddr[0])))
-        except ValueError:
-            continue
-    return found
 
 
 def _print_warning(line: str) -> None:
