@@ -572,7 +572,9 @@ async def test_read_timeout_counts_between_reads_of_a_response_head(
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"ok"), raw[:60]
 
 
-async def test_a_trailer_line_that_never_ends_is_cut_off(start_gateway: StartGateway) -> None:
+async def test_a_trailer_line_that_never_ends_is_cut_off(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
     """llhttp holds a field until its line ends: an upstream that never ends one grew the
     worker's memory (and copied it quadratically) for as long as it kept sending. Now the
     gateway hangs up on it, and the client sees a cut rather than a complete body."""
@@ -599,6 +601,9 @@ async def test_a_trailer_line_that_never_ends_is_cut_off(start_gateway: StartGat
             await hung_up.wait()
     assert raw.startswith(b"HTTP/1.1 200")  # the head went before the trailers came
     assert not raw.endswith(b"0\r\n\r\n")
+    # The log names the cause, not the close that followed it (our own hang-up).
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.endswith("cut off: upstream sent too big a trailer section") for w in warnings)
 
 
 async def test_a_header_regex_route_takes_a_value_that_is_not_utf8(
