@@ -272,20 +272,12 @@ def test_the_same_port_through_the_environment_is_refused_too(kong_yaml: Path) -
 
 def test_run_refuses_two_listeners_on_one_port(tmp_path: Path) -> None:
     port = free_port()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tokengate",
-            "run",
-            "--identity-listen",
-            f"127.0.0.1:{port}",
-            "--echo-listen",
-            f"127.0.0.1:{port}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = tokengate(
+        "run",
+        "--identity-listen",
+        f"127.0.0.1:{port}",
+        "--echo-listen",
+        f"127.0.0.1:{port}",
         cwd=tmp_path,  # no config/ here: the check comes before any file is read
     )
     assert result.returncode == 2

@@ -251,7 +251,7 @@ class Gateway:
             forwarded = Forwarded.from_trusted(
                 request.headers,
                 peer=peer,
-                host=host_name(host_header),
+                host=forwarded_host.decode("latin-1"),  # host_name(host_header), cached
                 port=self.listen_port.decode(),
                 path=raw_path,
                 prefix=match.prefix,

@@ -119,9 +119,12 @@ class Forwarder:
             # upstream unlabelled. nginx answers 501 here too.
             return await answer_and_close(request, responses.not_implemented())
         length = None if chunked else request.content_length
-        # A chunked form read whole (or its head) to find a token has a length now too.
-        read = len(body) if body is not None else len(body_prefix)
-        if max(length or 0, read) > settings.max_body_size:
+        limit = settings.max_body_size
+        # A chunked form read whole (or its head) to find a token has a length now too; any
+        # other body read was Content-Length long.
+        if (length is not None and length > limit) or (
+            chunked and len(body if body is not None else body_prefix) > limit
+        ):
             return await answer_and_close(request, responses.payload_too_large())
 
         expect = headers.get("Expect")
