@@ -123,6 +123,17 @@ async def test_a_trusted_proxys_forwarded_headers_pass_and_open_https_routes(
     assert status == 426
 
 
+async def test_a_trusted_proxy_that_names_no_host_gets_the_host_header_as_nginx_reads_it(
+    start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    gw = await start_gateway(make_route(make_service(upstream.port), ("/open",)), trusted_ips=LOCAL)
+    sent = {"X-Forwarded-Proto": "https", "Host": "API.Example.:8443"}
+    status, _, body = await get(gw.proxy_port, "/open/x", sent)
+    assert status == 200
+    # nginx's $host: lower-cased, without the port (the trailing dot as the client wrote it)
+    assert json.loads(body)["x-forwarded-host"] == "api.example."
+
+
 async def test_the_redirect_uses_a_trusted_proxys_host(
     start_gateway: StartGateway, upstream: TestServer
 ) -> None:
