@@ -129,6 +129,33 @@ async def test_bytes_after_a_complete_response_do_not_rewrite_it(
     assert b"X-Evil" not in head and body == b"ok"
 
 
+@pytest.mark.parametrize("extra", [b"JUNK", b"lo world\r\n\r\n", b"\x00\xff"])
+async def test_more_body_than_content_length_keeps_the_response(
+    extra: bytes, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream that sends more than its Content-Length, in the same read: the response
+    stands, as with nginx, the next request gets a new connection, not the leftovers, and a
+    warning names the upstream."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + extra
+    # A long linger: a reused connection would get no answer, and time the test out.
+    async with replying(reply, linger=10) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        answers = []
+        for _ in range(2):
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # keep-alive
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+            answers.append((head, await asyncio.wait_for(reader.readexactly(2), 3)))
+        writer.close()
+    for head, body in answers:
+        assert head.startswith(b"HTTP/1.1 200 OK"), head
+        assert body == b"ok"
+    assert upstream.connections == 2
+    assert f"upstream 127.0.0.1:{upstream.port} sent bytes after a complete response" in (
+        caplog.text
+    )
+
+
 async def test_early_upstream_answer_during_upload_is_relayed_not_502(
     start_gateway: StartGateway,
 ) -> None:

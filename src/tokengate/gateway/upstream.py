@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import re
 import ssl
 from collections.abc import Callable
 from typing import Final, NoReturn, cast
 
 import httptools
+
+log = logging.getLogger("tokengate.proxy")
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -138,6 +141,17 @@ class UpstreamConnection(asyncio.Protocol):
                 self._queue(tail)  # the new protocol's first bytes came with the head
             return
         except httptools.HttpParserError as exc:
+            if self.complete:
+                # Not HTTP after a whole response (more body than Content-Length said): as
+                # nginx does, the response stands and the connection is dropped.
+                log.warning(
+                    "upstream %s:%d sent bytes after a complete response; connection dropped",
+                    self._pool.host,
+                    self._pool.port,
+                )
+                self._dirty = True
+                self._close_transport()
+                return
             if self._error is None:  # else a callback failed the exchange, and stopped llhttp
                 self._fail(UpstreamProtocolError(f"invalid HTTP response from upstream: {exc}"))
             return
