@@ -497,9 +497,12 @@ async def test_put_replaces_an_existing_client_wholly(admin: Admin) -> None:
     check = admin.store.check_client_secret
     assert check(asid, existing["id"], "imported-secret") is not None
     assert check(asid, existing["id"], existing["client_secret"]) is None
-    status, again = await admin.call("PUT", path, body)  # idempotent
+    status, again = await admin.call("PUT", path, body)  # idempotent: updated_at stays too
     assert status == 200
-    assert again == {**client, "updated_at": again["updated_at"]}
+    assert again == client
+    body["name"] = "renamed again"
+    changed = await admin.ok("PUT", path, body)
+    assert changed["updated_at"] > client["updated_at"]
     assert check(asid, existing["id"], "imported-secret") is not None
 
 

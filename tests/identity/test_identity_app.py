@@ -77,12 +77,26 @@ async def test_seed_applies_and_issues_the_guides_token() -> None:
 
 
 def test_seed_is_idempotent() -> None:
+    """Applying the seed again (each start does) changes nothing, not even an updated_at."""
+
+    def everything(server_id: str) -> list[object]:
+        clients = store.list_clients(server_id)
+        return [
+            store.get_auth_server(server_id),
+            store.list_scopes(server_id),
+            store.list_claims(server_id),
+            clients,
+            [store.list_secrets(server_id, c.id) for c in clients],
+        ]
+
     store = new_store()
     try:
         seed = load_seed(SEED)
         first = apply_seed(store, seed)
+        before = everything(first[0].id)
         second = apply_seed(store, seed)
         assert [s.id for s in first] == [s.id for s in second]
+        assert everything(first[0].id) == before
         (server,) = second
         assert [s.name for s in store.list_scopes(server.id)] == ["my-scope"]
         assert [c.name for c in store.list_claims(server.id)] == ["test-claim"]

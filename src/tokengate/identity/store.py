@@ -528,13 +528,17 @@ class Store:
         with self._tx():
             self._require_server(auth_server_id)
             key = {"auth_server_id": auth_server_id, "id": client_id}
-            if self._find(CLIENTS, key) is None:
+            current: Client | None = self._find(CLIENTS, key)
+            if current is None:
                 client = self._insert_client(auth_server_id, client_id, values)
                 clear = secret if secret is not None else new_client_secret()
                 self._insert_secret(client, clear, enabled=True)
                 return client, clear, True
             values["labels"] = values["labels"] or {}
-            client = self._update(CLIENTS, key, values, "client")
+            if any(normalize(k, v) != getattr(current, k) for k, v in values.items()):
+                client = self._update(CLIENTS, key, values, "client")
+            else:  # the same PUT again (a seed at each start): nothing changes, updated_at neither
+                client = current
             self._require_scopes(auth_server_id, client.allow_scopes)
             created_secret = None if secret is None else self._set_only_secret(client, secret)
             return client, created_secret, False
