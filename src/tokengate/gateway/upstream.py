@@ -141,7 +141,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._queue(tail)  # the new protocol's first bytes came with the head
             return
         except httptools.HttpParserError as exc:
-            if self.complete:
+            if self._completed():
                 # Not HTTP after a whole response (more body than Content-Length said): as
                 # nginx does, the response stands and the connection is dropped.
                 log.warning(
@@ -418,6 +418,11 @@ class UpstreamConnection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _completed(self) -> bool:
+        # For a check after feed_data, whose callbacks may have completed the exchange: mypy
+        # keeps `self.complete` narrowed to its value before the call.
+        return self.complete
 
     def _finish(self) -> None:
         self.complete = True
