@@ -478,3 +478,31 @@ def test_an_empty_path_in_the_environment_names_the_variable(
     assert result.returncode == 2
     assert f"{variable} (for {flag}): empty path" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_workers_without_a_writable_temporary_directory_say_so_and_exit_1(
+    kong_yaml: Path, tmp_path: Path
+) -> None:
+    """Several workers share metrics and a config snapshot through files: on a read-only root
+    filesystem (where no temporary directory is usable) that is one clear message, not a
+    traceback. The process below sees only an unusable temporary directory, as it would there."""
+    unusable = tmp_path / "read-only"
+    script = (
+        "import sys, tempfile; tempfile.tempdir = sys.argv.pop(1); "
+        "from tokengate.cli import main; sys.exit(main())"
+    )
+    argv = ["gateway", "--config", str(kong_yaml), "--workers", "2"]
+    argv += ["--listen", f"127.0.0.1:{free_port()}", "--status-listen", f"127.0.0.1:{free_port()}"]
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(unusable), *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (message,) = [line for line in result.stderr.splitlines() if " WARNING " not in line]
+    assert message.startswith(
+        "tokengate: --workers 2 needs a writable temporary directory (TMPDIR, else /tmp)"
+    ), result.stderr
+    assert "or run --workers 1" in result.stderr

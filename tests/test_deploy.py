@@ -415,6 +415,24 @@ def test_workers_match_the_cpu_limit(directory: Path, no_tokengate_env: None) ->
 
 
 @pytest.mark.parametrize("directory", DEPLOYMENT_DIRS, ids=lambda path: path.name)
+def test_several_workers_get_a_writable_temporary_directory(
+    directory: Path, no_tokengate_env: None
+) -> None:
+    """With --workers above 1 the gateway shares metrics and a config snapshot through files in
+    the temporary directory (TMPDIR, else /tmp), and refuses to start without one; the root
+    filesystem is read-only, so an emptyDir must be mounted there."""
+    gw = gateway(directory)
+    if gw.args.workers == 1:
+        pytest.skip("one worker writes no temporary files")
+    env = {e["name"]: e.get("value") for e in gw.container.get("env", [])}
+    tmp = env.get("TMPDIR") or "/tmp"
+    (mount,) = [m for m in gw.container["volumeMounts"] if m["mountPath"] == tmp]
+    assert not mount.get("readOnly", False)
+    (volume,) = [v for v in gw.pod["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume
+
+
+@pytest.mark.parametrize("directory", DEPLOYMENT_DIRS, ids=lambda path: path.name)
 def test_every_container_is_locked_down(directory: Path, image: Image) -> None:
     pod = one(directory, "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True

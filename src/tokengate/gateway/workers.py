@@ -277,8 +277,19 @@ def run_workers(
     if problem is not None:
         print(problem, file=sys.stderr)
         return 1
-    share_metrics_between_workers()  # before the spawn: workers choose their metrics mode on import
-    directory = tempfile.mkdtemp(prefix="tokengate-")
+    try:
+        # Before the spawn: workers choose their metrics mode on import.
+        share_metrics_between_workers()
+        directory = tempfile.mkdtemp(prefix="tokengate-")
+    except OSError as exc:  # a read-only root filesystem, a TMPDIR that is not there
+        print(
+            f"tokengate: --workers {workers} needs a writable temporary directory (TMPDIR, "
+            f"else /tmp) for the workers' shared metrics and config snapshot: "
+            f"{exc.strerror or exc}; mount one (in Kubernetes, an emptyDir at /tmp) or run "
+            "--workers 1",
+            file=sys.stderr,
+        )
+        return 1
     try:
         return _supervise(config_path, _Snapshot(config_path, text, directory), settings, workers)
     finally:
