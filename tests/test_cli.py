@@ -232,6 +232,12 @@ def test_identity_serves_seeds_prints_its_token_and_rotates_keys(tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr
     assert "new signing key" in result.stdout
+    # --data also after the subcommand, where `rotate-keys --help` shows it.
+    result = tokengate(
+        "identity", "rotate-keys", "--data", str(data), "6a2b5c7d-1e3f-4a5b-8c9d-0e1f2a3b4c5d"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "new signing key" in result.stdout
     result = tokengate("identity", "--data", str(data), "rotate-keys", "nope")
     assert result.returncode == 2 and "no auth server" in result.stderr
 

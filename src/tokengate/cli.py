@@ -363,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate-keys", help="give an auth server a new signing key (the old one stays published)"
     )
     rotate.add_argument("auth_server_id")
+    # Also after the subcommand, where a reader of `rotate-keys --help` would put it.
+    rotate.add_argument(
+        "--data",
+        default=argparse.SUPPRESS,
+        type=_path,
+        help="the identity server's SQLite file (as `identity --data`)",
+    )
 
     _add_run(commands.add_parser("run", help="identity server + gateway + echo upstream"))
 
