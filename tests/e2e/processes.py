@@ -83,8 +83,14 @@ class GatewayProcess:
     ) -> None:
         process = self._process
         if process is not None and process.returncode is None:
-            process.kill()  # the supervisor; its workers stop when they see it gone
-            await process.wait()
+            # A stop, so that the supervisor removes its temporary directories (a kill would
+            # leave them in /tmp); a kill if it does not come.
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()  # the supervisor; its workers stop when they see it gone
+                await process.wait()
         if self._reader is not None:
             await self._reader
 
