@@ -108,3 +108,40 @@ def test_request_counts_are_summed_over_workers(tmp_path: Path) -> None:
             process.communicate()
     # The run's metrics directory went with it.
     assert not [p for p in temp.iterdir() if p.name.startswith("tokengate-metrics-")]
+
+
+def test_a_metrics_directory_from_the_environment_is_ignored_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    """PROMETHEUS_MULTIPROC_DIR set by the user (left from another setup) must not make the
+    gateway sum the files an earlier run left there: it keeps its own, and says so."""
+    stale = tmp_path / "multiproc"
+    stale.mkdir()
+    earlier_run = (
+        "from prometheus_client import Counter\n"
+        "Counter('kong_http_requests', '', ['service', 'route', 'code', 'source'])"
+        ".labels('', '', '404', 'exit').inc(1000)\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(stale)}
+    subprocess.run([sys.executable, "-c", earlier_run], env=env, check=True, timeout=30)
+    assert list(stale.iterdir()), "the earlier run left no file to be summed"
+    proxy, status = free_port(), free_port()
+    config = tmp_path / "kong.yaml"
+    config.write_text('_format_version: "3.0"\nservices: []\n')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokengate", "gateway", "--config", str(config),
+         "--listen", f"127.0.0.1:{proxy}", "--status-listen", f"127.0.0.1:{status}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_ready(status, process)
+        assert status_of(f"http://127.0.0.1:{proxy}/nothing")[0] == 404
+        assert request_counts(status) == {"404": 1}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(timeout=20) == 0
+        finally:
+            process.kill()
+            err = process.communicate()[1]
+    assert f"PROMETHEUS_MULTIPROC_DIR={stale} is ignored" in err

@@ -514,7 +514,27 @@ def validate_command(path: str) -> int:
     return EXIT_OK
 
 
+def _own_metrics_directory() -> str | None:
+    """Drop a PROMETHEUS_MULTIPROC_DIR from the environment; the value, to warn about.
+
+    prometheus-client reads it on first import and then sums every file in that directory,
+    those of earlier runs included. The gateway gives its workers a fresh one of its own (and
+    one worker keeps its metrics in memory): call this before anything imports the client."""
+    return os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def _warn_ignored_metrics_directory(path: str | None) -> None:
+    if path is not None:
+        logging.getLogger("tokengate.metrics").warning(
+            "PROMETHEUS_MULTIPROC_DIR=%s is ignored: tokengate shares its workers' metrics "
+            "through a fresh directory of its own (files left there by earlier runs would be "
+            "counted again)",
+            path,
+        )
+
+
 def gateway_command(args: argparse.Namespace) -> int:
+    ignored = _own_metrics_directory()
     from tokengate.gateway.settings import GatewaySettings
     from tokengate.gateway.workers import run_workers
 
@@ -524,6 +544,7 @@ def gateway_command(args: argparse.Namespace) -> int:
     if clash:
         return clash
     _configure_logging(args)
+    _warn_ignored_metrics_directory(ignored)
     # A running gateway's warnings are log records, so that --log-format json stays JSON.
     config = _load(args.config, logging.getLogger("tokengate.config").warning)
     if config is None:
@@ -545,6 +566,7 @@ def gateway_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    ignored = _own_metrics_directory()
     from tokengate.identity.seed import SeedError, load_seed
     from tokengate.stack import StackSettings, run_stack
 
@@ -560,6 +582,7 @@ def run_command(args: argparse.Namespace) -> int:
     if clash:
         return clash
     _configure_logging(args)
+    _warn_ignored_metrics_directory(ignored)
     config = _load(args.config)
     try:
         seed = load_seed(args.seed)
