@@ -218,13 +218,19 @@ class Stack:
         settings = self.settings
         pending: list[socket.socket] = []  # claimed and not yet handed to a server
         try:
+            busy = []  # every port in use at once: moving one should not just reveal the next
             for address, flag in (
                 (settings.identity_listen, "--identity-listen"),
                 (settings.echo_listen, "--echo-listen"),
                 (settings.listen, "--listen"),
                 (settings.status_listen, "--status-listen"),
             ):
-                pending.append(claim(address, flag))
+                try:
+                    pending.append(claim(address, flag))
+                except StackError as exc:
+                    busy.append(exc.message)
+            if busy:
+                raise StackError("\n".join(busy))
             identity_sock, echo_sock, proxy_sock, status_sock = pending
             # The gateway binds its own listeners: its ports are only reserved here (port 0
             # picks one now, so the config can name it), and released just before it binds.

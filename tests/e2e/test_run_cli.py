@@ -128,6 +128,30 @@ def test_a_port_in_use_names_the_port_and_its_flag() -> None:
     )
 
 
+def test_every_port_in_use_is_named_at_once() -> None:
+    """Two ports taken (another `tokengate run`, say): both named, so that moving one does not
+    just reveal the next."""
+    with busy_port() as identity, busy_port() as status:
+        result = tokengate(
+            "run",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--status-listen",
+            f"127.0.0.1:{status}",
+            "--identity-listen",
+            f"127.0.0.1:{identity}",
+            "--echo-listen",
+            f"127.0.0.1:{free_port()}",
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"tokengate run: cannot listen on 127.0.0.1:{identity}: address already in use; "
+        "choose another address with --identity-listen",
+        f"tokengate run: cannot listen on 127.0.0.1:{status}: address already in use; "
+        "choose another address with --status-listen",
+    ]
+
+
 def test_config_and_seed_errors_are_reported_together_and_exit_2(tmp_path: Path) -> None:
     config, seed = tmp_path / "kong.yaml", tmp_path / "seed.yaml"
     config.write_text('_format_version: "3.0"\nservices: [{name: s, url: "ftp://x"}]\n')
