@@ -4,6 +4,7 @@ gets wrong, early answers, backpressure, pool slots, slow clients, header spelli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from pathlib import Path
@@ -647,3 +648,122 @@ async def test_a_header_regex_route_takes_a_value_that_is_not_utf8(
         )
     assert raw.startswith(b"HTTP/1.1 200"), raw[:60]
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def early_answering(answered: asyncio.Event) -> RawUpstream:
+    """A keep-alive upstream that answers each request as soon as its head arrives (and sets
+    `answered`), then reads its body by its framing (as aiohttp or Node answer a 413 or 401 to
+    an upload), and records every request head it parses, body bytes included if a head hides
+    in them."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await upstream.read_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+            await writer.drain()
+            answered.set()
+            for line in head.lower().split(b"\r\n"):
+                if line.startswith(b"content-length:"):
+                    await reader.readexactly(int(line.partition(b":")[2]))
+                elif line == b"transfer-encoding: chunked":
+                    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                        await reader.readexactly(size + 2)
+                    await reader.readuntil(b"\r\n")
+
+    upstream = RawUpstream(respond)
+    return upstream
+
+
+SMUGGLED = b"GET /secret HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "how", ["client leaves", "client half-closes", "client stalls", "body too large"]
+)
+async def test_a_request_body_cut_short_never_leaves_its_connection_in_the_pool(
+    how: str, start_gateway: StartGateway
+) -> None:
+    """An upstream answered an upload early, then the body stopped short (the client left,
+    stalled, or sent too much): the upstream still waits for the rest of that body, so the
+    connection must not serve another request, or that request, whoever sent it, would be read
+    as body, and bytes crafted in it as a request that no route or token check has seen."""
+    answered = asyncio.Event()
+    async with early_answering(answered) as upstream:
+        limit = {"max_body_size": 100_000} if how == "body too large" else {}
+        gw = await start_gateway(
+            make_route(make_service(upstream.port)), client_body_timeout=0.5, **limit
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        if how == "body too large":
+            writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"%x\r\n%b\r\n" % (80_000, b"a" * 80_000))
+        else:
+            writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n")
+            writer.write(b"a" * 80_000)
+        await writer.drain()
+        await asyncio.wait_for(answered.wait(), 3)  # the upstream answers the upload early
+        await asyncio.sleep(0.2)  # and the gateway has read that answer
+        if how == "client leaves":
+            writer.close()
+        elif how == "client half-closes":  # no more body, and an answer still wanted
+            writer.write_eof()
+            await asyncio.wait_for(reader.read(), 3)
+            writer.close()
+        else:  # the 408 or 413 comes after the body timeout or the limit
+            if how == "body too large":
+                writer.write(b"%x\r\n%b\r\n" % (80_000, b"a" * 80_000))  # 160,000 in all
+            await asyncio.wait_for(reader.read(), 3)
+            writer.close()
+        # The next request, from anyone, goes on its own connection and gets its own answer.
+        answer = await raw_request(
+            gw.proxy_port,
+            b"POST /next HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%b"
+            % (len(SMUGGLED), SMUGGLED),
+            timeout=4,
+        )
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"early"), answer
+    assert upstream.connections == 2
+    assert not any(head.startswith(b"GET /secret") for head in upstream.requests)
+
+
+async def test_an_early_answer_to_an_upload_the_upstream_stopped_reading_closes_its_connection(
+    start_gateway: StartGateway,
+) -> None:
+    """The upstream answers an upload at once and stops reading: the answer is relayed after
+    write_timeout, and the connection, with the rest of the body unsent, is not reused."""
+    first = asyncio.Event()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not first.is_set():
+            first.set()
+            await upstream.read_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+            await writer.drain()
+            await asyncio.sleep(10)  # reads nothing more: the gateway's writes stall
+        while True:
+            await upstream.read_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        size = 20_000_000  # more than the socket buffers hold
+        gw = await start_gateway(
+            make_route(make_service(upstream.port, write_timeout=0.5)), max_body_size=size
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+
+        async def send_body() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(size // 1_000_000):
+                    writer.write(b"a" * 1_000_000)
+                    await writer.drain()
+
+        sending = asyncio.create_task(send_body())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        sending.cancel()
+        writer.close()
+        answer = await raw_request(gw.proxy_port, CLOSE_GET, timeout=4)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"next"), answer
+    assert upstream.connections == 2

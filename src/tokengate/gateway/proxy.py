@@ -220,10 +220,11 @@ class Forwarder:
         early_answer = False
         try:
             try:
-                conn.start_request(first_write, head_request=head_request)
+                conn.start_request(first_write, head_request=head_request, body_follows=streamed)
                 if streamed:
                     try:
                         await self._send_body(request, conn, service, already_sent)
+                        conn.request_sent()
                     except UpstreamError:
                         # An upstream may answer an upload before reading it (401, 413) and
                         # close: relay that answer rather than a 502.

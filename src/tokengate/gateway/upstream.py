@@ -109,6 +109,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunks = 0
         self._trailers = False
         self._dirty = False  # bytes arrived that belong to no request: never reuse
+        self._request_whole = True  # False while a streamed request body is still being sent
         self._body: collections.deque[bytes] = collections.deque()
         self._body_size = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -304,12 +305,16 @@ class UpstreamConnection(asyncio.Protocol):
             self._finish()
 
     # -- used by the proxy -------------------------------------------------------------------
-    def start_request(self, data: bytes, *, head_request: bool, upgrade: bool = False) -> None:
+    def start_request(
+        self, data: bytes, *, head_request: bool, upgrade: bool = False, body_follows: bool = False
+    ) -> None:
         """Send the request head (and a small body with it) in one write. With `upgrade`, a
-        101 answer switches the connection to raw bytes (`upgraded`)."""
+        101 answer switches the connection to raw bytes (`upgraded`). With `body_follows`, the
+        caller writes the body next and calls `request_sent` once it has written all of it."""
         self._reset_exchange()
         self._head_request = head_request
         self._upgrade_asked = upgrade
+        self._request_whole = not body_follows
         self.requests_sent += 1
         self.write(data)
 
@@ -373,10 +378,18 @@ class UpstreamConnection(asyncio.Protocol):
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
 
+    def request_sent(self) -> None:
+        """The streamed body was written whole (see start_request)."""
+        self._request_whole = True
+
     @property
     def reusable(self) -> bool:
+        # A response can be complete while its request is not (an upstream that answered an
+        # upload early, a client that left mid-body): the upstream would read the next
+        # request on this connection as the rest of that body, unrouted and unauthenticated.
         return (
             self.complete
+            and self._request_whole
             and self.keep_alive
             and not self._dirty
             and not self.closed
