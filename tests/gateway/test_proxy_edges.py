@@ -767,3 +767,26 @@ async def test_an_early_answer_to_an_upload_the_upstream_stopped_reading_closes_
     assert head.startswith(b"HTTP/1.1 200"), head
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"next"), answer
     assert upstream.connections == 2
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"CONNECT /public HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%b"
+        % (len(SMUGGLED), SMUGGLED),
+        b"CONNECT /public HTTP/1.1\r\nHost: a\r\n\r\n" + SMUGGLED,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n" + SMUGGLED,
+    ],
+    ids=["with a body", "then bytes", "authority form"],
+)
+async def test_connect_is_405_and_nothing_after_it_is_read_as_a_request(
+    request_bytes: bytes, start_gateway: StartGateway
+) -> None:
+    """As nginx (so Kong) answers: 405, and the connection closes, so the bytes after a CONNECT
+    head (tunnel data, or a body a front proxy framed) never become a request of their own."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, request_bytes)
+    assert raw.startswith(b"HTTP/1.1 405 "), raw
+    assert raw.count(b"HTTP/1.1 ") == 1, raw
+    assert upstream.requests == []

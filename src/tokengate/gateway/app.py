@@ -213,6 +213,10 @@ class Gateway:
     async def _handle(
         self, request: web.BaseRequest, request_id: bytes, exchange: Exchange
     ) -> web.StreamResponse:
+        if request.method == "CONNECT":
+            # nginx, so Kong, answers 405: a reverse proxy opens no tunnels. Whatever follows
+            # the head (a body, tunnel bytes) must not be parsed as the next request.
+            return await answer_and_close(request, responses.method_not_allowed())
         if request.version < (1, 1) and "Transfer-Encoding" in request.headers:
             # RFC 9112 §6.1: HTTP/1.0 has no chunking, so this framing is faulty; a front proxy
             # may have read it otherwise. Refuse, and close rather than guess where it ends.

@@ -37,6 +37,11 @@ def payload_too_large() -> web.Response:
     return kong_error(413, "Request Entity Too Large", {"Connection": "close"})
 
 
+def method_not_allowed() -> web.Response:
+    # What follows a CONNECT head is tunnel data, not a request: close.
+    return kong_error(405, "Method not allowed", {"Connection": "close"})
+
+
 def expectation_failed() -> web.Response:
     return kong_error(417, "Expectation failed")
 
