@@ -219,7 +219,9 @@ def test_missing_kty() -> None:
     assert "kty None" in refusal(jwk)
 
 
-@pytest.mark.parametrize("alg", ["HS256", "none", "RSA-OAEP", "ES256K", "ES521", "rs256", 256])
+@pytest.mark.parametrize(
+    "alg", ["HS256", "none", "RSA-OAEP", "ES256K", "ES521", "rs256", 256, ["RS256"], {"a": 1}]
+)
 def test_alg_must_be_a_supported_jws_algorithm(alg: object) -> None:
     assert "alg" in refusal(rsa_jwk(alg=alg))
 
@@ -266,6 +268,69 @@ def test_rsa_exponent_three_is_accepted() -> None:
 def test_rsa_even_modulus() -> None:
     n = rsa_key().public_key().public_numbers().n + 1
     assert "even" in refusal({"kty": "RSA", "n": b64(n.to_bytes(256, "big")), "e": "AQAB"})
+
+
+def test_a_key_of_a_type_no_check_foresaw_costs_only_itself() -> None:
+    """A member of an unexpected JSON type (a list for `alg`, ...) refuses that key with a
+    reason; the set's other keys load (RFC 7517 §5: ignore what is not understood)."""
+    keys = parse_jwks(
+        {"keys": [rsa_jwk(kid="good"), {**ec_jwk("P-256"), "kid": "odd", "alg": ["ES256"]}]}
+    )
+    assert [key.kid for key in keys.keys] == ["good"]
+    (reason,) = keys.rejected
+    assert reason.startswith("jwks: key 1 (kid 'odd'): alg ['ES256']"), reason
+
+
+def _rsa_jwk_of(n: int) -> dict[str, Any]:
+    return {"kty": "RSA", "n": b64(n.to_bytes((n.bit_length() + 7) // 8, "big")), "e": "AQAB"}
+
+
+@pytest.mark.parametrize("factor", [3, 701, 709, 4093])
+def test_rsa_modulus_with_a_small_factor_is_refused(factor: int) -> None:
+    """Anyone can factor it, so sign with it."""
+    q = rsa_key().private_numbers().q
+    n = factor * q * (1 << (2048 - q.bit_length() - factor.bit_length() + 1)) + factor * q
+    assert "small prime factor" in refusal(_rsa_jwk_of(n))
+
+
+def test_rsa_modulus_that_is_a_square_is_refused() -> None:
+    p = rsa_key(4096).private_numbers().p  # a 2048-bit prime: p^2 has no small factor
+    assert "square" in refusal(_rsa_jwk_of(p * p))
+
+
+# The encodings of Ed25519's points of small order, canonical or not (as libsodium lists them):
+# with one, S = 0 and R = the key verify any message.
+ED25519_SMALL_ORDER = [
+    "01" + "00" * 31,  # the identity
+    "ec" + "ff" * 30 + "7f",  # order 2
+    "00" * 32,  # order 4
+    "00" * 31 + "80",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "ee" + "ff" * 30 + "7f",  # the identity again, y = p + 1
+    "ed" + "ff" * 30 + "7f",  # y = p, so 0
+]
+
+
+@pytest.mark.parametrize("encoded", ED25519_SMALL_ORDER)
+def test_ed25519_point_of_small_order_is_refused(encoded: str) -> None:
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64(bytes.fromhex(encoded))}
+    assert "small order" in refusal(jwk)
+
+
+def test_ed25519_identity_key_would_verify_a_forgery() -> None:
+    """Why the refusal matters: `cryptography` itself accepts the forged signature."""
+    identity = bytes.fromhex(ED25519_SMALL_ORDER[0])
+    public = ed25519.Ed25519PublicKey.from_public_bytes(identity)
+    public.verify(identity + b"\x00" * 32, b"any message at all")  # no InvalidSignature
+
+
+@pytest.mark.parametrize("y", [0, 1, 2**448 - 2**224 - 2])
+def test_ed448_point_of_small_order_is_refused(y: int) -> None:
+    jwk = {"kty": "OKP", "crv": "Ed448", "x": b64(y.to_bytes(57, "little"))}
+    assert "small order" in refusal(jwk)
 
 
 def test_rsa_leading_zero_octet_in_n_is_tolerated() -> None:

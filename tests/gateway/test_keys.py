@@ -423,6 +423,7 @@ FAILURES: dict[str, Callable[[TestIssuer], None]] = {
     ),
     "issuer-mismatch": lambda i: i.discovery_overrides.update(issuer="https://other.example"),
     "discovery-not-an-object": lambda i: setattr(i, "raw_discovery", ["issuer"]),
+    "deeply-nested-json": lambda i: setattr(i, "raw_jwks", b"[" * 100_000),
 }
 
 
@@ -441,6 +442,17 @@ async def test_failed_refresh_keeps_the_last_good_keys(
     assert status["loaded"] is True
     assert status["last_error"]
     assert status["consecutive_failures"] == 1
+
+
+async def test_deeply_nested_json_is_a_plain_fetch_failure(
+    test_issuer: TestIssuer, make_keys: MakeKeys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An issuer's garbage is logged as one line, like any bad response, not as a traceback."""
+    test_issuer.raw_jwks = b"[" * 100_000
+    keys = make_keys(test_issuer)
+    assert not await keys.refresh()
+    assert "JSON nested too deeply" in cast(str, keys.status()["last_error"])
+    assert not [record for record in caplog.records if record.exc_info]
 
 
 async def test_last_good_keys_are_served_until_max_stale_past_their_expiry(
@@ -526,10 +538,33 @@ async def test_cache_control_sets_the_refresh_time(
         ([("Cache-Control", "max-age=1.5")], None),
         ([("Cache-Control", "no-cache, max-age=60")], 0),
         ([("Cache-Control", "s-maxage=60")], None),
+        # RFC 9111 §1.2.2: too large to represent counts as 2^31, never an overflow.
+        ([("Cache-Control", "max-age=" + "9" * 400)], 2**31),
+        ([("Cache-Control", "max-age=" + "9" * 5000)], 2**31),
+        ([("Cache-Control", "max-age=60"), ("Age", "9" * 5000)], 0),
+        ([("Cache-Control", "max-age=0000000000000060")], 60),
     ],
 )
 def test_cache_lifetime(headers: list[tuple[str, str]], expected: float | None) -> None:
     assert cache_lifetime(CIMultiDictProxy(CIMultiDict(headers))) == expected
+
+
+async def test_an_absurd_max_age_still_loads_the_keys_and_keeps_refreshing(
+    test_issuer: TestIssuer, session: aiohttp.ClientSession
+) -> None:
+    """A 400-digit max-age is bounded like any other: it neither fails the fetch nor stops the
+    background refresh, so a key the issuer removes stops verifying on time."""
+    test_issuer.cache_control = "max-age=" + "9" * 400
+    policy = KeyPolicy(min_refresh=0.05, max_refresh=0.05, max_stale=10, retry_backoff=0.01)
+    registry = KeyRegistry(session, policy=policy)
+    keys = registry.get(source_for(test_issuer))
+    try:
+        registry.start()
+        await _until(lambda: test_issuer.jwks_hits >= 3)
+        assert keys.select(test_issuer.default_kid, "RS256") is not None
+        assert keys.status()["last_error"] is None
+    finally:
+        await registry.close()
 
 
 async def test_background_loop_refreshes_and_drops_removed_kids(

@@ -290,6 +290,25 @@ def _check_rsa(n: int, e: int) -> None:
         raise ValueError("RSA modulus is even or not larger than the exponent")
     if _has_roca_fingerprint(n):
         raise ValueError("RSA modulus has the ROCA fingerprint (CVE-2017-15361): factorable")
+    # Moduli anyone can factor, so sign for (35 µs a key: a JWKS is parsed on the event loop):
+    # one with a prime factor below 4096, or a square. A prime modulus (d = e^-1 mod n-1) would
+    # need a primality test, 20 ms a key in Python: not checked.
+    if math.gcd(n, _small_primes_product()) != 1:
+        raise ValueError("RSA modulus has a small prime factor: factorable")
+    if math.isqrt(n) ** 2 == n:
+        raise ValueError("RSA modulus is a square: factorable")
+
+
+@functools.cache
+def _small_primes_product() -> int:
+    """The product of the primes below 4096 (one int: nothing for the collector to walk)."""
+    limit = 4096
+    sieve = bytearray([1]) * limit
+    sieve[0:2] = b"\x00\x00"
+    for i in range(2, math.isqrt(limit) + 1):
+        if sieve[i]:
+            sieve[i * i :: i] = bytes(len(range(i * i, limit, i)))
+    return math.prod(i for i in range(limit) if sieve[i])
 
 
 @functools.cache
@@ -334,6 +353,13 @@ def _ec_key(jwk: Mapping[str, Any]) -> PublicKey:
 def _okp_key(jwk: Mapping[str, Any]) -> PublicKey:
     crv = jwk.get("crv")
     x = _member(jwk, "x") if crv in ("Ed25519", "Ed448") else b""
+    if isinstance(crv, str) and crv in _SMALL_ORDER_Y and len(x) == _OKP_SIZES[crv]:
+        # A point of small order (the identity, ...) verifies signatures anyone can make:
+        # R = x and S = 0 pass for every message. Known by y (the sign bit aside), mod p.
+        field_prime, small_y = _SMALL_ORDER_Y[crv]
+        y = int.from_bytes(x, "little") & ((1 << (8 * len(x) - 1)) - 1)
+        if y % field_prime in small_y:
+            raise ValueError(f"OKP {crv} public key is a point of small order: forgeable")
     try:  # RFC 8037 §2; X25519/X448 are key-agreement curves, never signature keys
         if crv == "Ed25519":
             return ed25519.Ed25519PublicKey.from_public_bytes(x)
@@ -343,6 +369,26 @@ def _okp_key(jwk: Mapping[str, Any]) -> PublicKey:
         raise ValueError(f"OKP {crv} public key is not a valid encoding") from None
     raise ValueError(f"OKP crv {crv!r} is not Ed25519 or Ed448")
 
+
+_ED25519_P: Final = 2**255 - 19
+_ED448_P: Final = 2**448 - 2**224 - 1
+_OKP_SIZES: Final = {"Ed25519": 32, "Ed448": 57}
+# The y coordinates of the points of order 1, 2, 4 and 8 (RFC 8032's curves: cofactor 8 and 4).
+_SMALL_ORDER_Y: Final[Mapping[str, tuple[int, frozenset[int]]]] = {
+    "Ed25519": (
+        _ED25519_P,
+        frozenset(
+            {
+                0,
+                1,
+                _ED25519_P - 1,
+                0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7,
+                0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,
+            }
+        ),
+    ),
+    "Ed448": (_ED448_P, frozenset({0, 1, _ED448_P - 1})),
+}
 
 _KEY_TYPES: Final[Mapping[str, Callable[[Mapping[str, Any]], PublicKey]]] = {
     "RSA": _rsa_key,
@@ -368,8 +414,8 @@ def _jwk_to_key(jwk: Mapping[str, Any]) -> VerificationKey:
         if not isinstance(ops, list) or "verify" not in ops:
             raise ValueError(f"key_ops {ops!r} does not allow 'verify'")
     alg = jwk.get("alg")
-    if "alg" in jwk and alg not in ALGORITHMS:
-        raise ValueError(f"alg {alg!r} is not one of {', '.join(sorted(ALGORITHMS))}")
+    if "alg" in jwk and (not isinstance(alg, str) or alg not in ALGORITHMS):
+        raise ValueError(f"alg {alg!r:.80} is not one of {', '.join(sorted(ALGORITHMS))}")
     kty = jwk.get("kty")
     if kty == "oct":  # a symmetric key in a public document: anyone could sign with it
         raise ValueError("symmetric key (kty 'oct') is never accepted")
@@ -454,7 +500,7 @@ def parse_jwks(document: object, *, source: str = "jwks") -> KeySet:
             key = _jwk_to_key(jwk)
             if key.kid in poisoned:
                 raise ValueError("kid is used by more than one key (poisoned)")
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # TypeError: a member of a type no check foresaw
             rejected.append(f"{source}: {_label(index, jwk)}: {exc}")
             continue
         keys.append(key)

@@ -51,6 +51,7 @@ _CHUNK: Final = 64 * 1024
 # min_refresh), so fresh keys are in place before the cached copy expires.
 _REFRESH_EARLY: Final = 0.9
 _MAX_AGE: Final = re.compile(r'"?([0-9]+)"?')
+_DELTA_SECONDS_MAX: Final = 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,8 +237,15 @@ class IssuerKeys:
             delay = self.next_refresh() - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            else:
+                continue
+            try:
                 await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: the keys must still be refreshed, so log and go on
+                log.exception("keys for %s: refresh failed unexpectedly", self.source.issuer)
+                self._failures += 1
+                self._last_attempt = self._clock()
 
     def start(self) -> None:
         if self._loop_task is None and not self._closed:
@@ -258,6 +266,7 @@ class IssuerKeys:
         try:
             try:
                 keyset, headers = await self._fetch()
+                lifetime = self._lifetime(headers)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -266,7 +275,6 @@ class IssuerKeys:
                 return False
             self._on_fetch(issuer, "ok")
             now = self._clock()
-            lifetime = self._lifetime(headers)
             self._keyset = keyset  # one assignment: readers see the old set or the new one
             self._last_success = self._last_attempt = now
             self._failures = 0
@@ -408,6 +416,8 @@ class IssuerKeys:
             document = json.loads(body, object_pairs_hook=_unique_members)
         except ValueError as exc:
             raise FetchError(f"GET {url}: not valid JSON ({exc})") from None
+        except RecursionError:  # `[[[[...` within the size cap: the IdP's fault, not a bug
+            raise FetchError(f"GET {url}: JSON nested too deeply") from None
         return document, headers
 
     def _lifetime(self, headers: CIMultiDictProxy[str]) -> float:
@@ -512,16 +522,23 @@ def cache_lifetime(headers: MultiMapping[str]) -> float | None:
         if name in ("no-store", "no-cache"):
             no_cache = True
         elif name == "max-age" and max_age is None:
-            match = _MAX_AGE.fullmatch(value.strip())
-            if match is not None:
-                max_age = int(match.group(1))
+            max_age = _delta_seconds(value)
     if no_cache:
         return 0.0
     if max_age is None:
         return None
-    age_match = _MAX_AGE.fullmatch(headers.get("Age", "").strip())
-    age = int(age_match.group(1)) if age_match is not None else 0
+    age = _delta_seconds(headers.get("Age", "")) or 0
     return float(max(max_age - age, 0))
+
+
+def _delta_seconds(text: str) -> int | None:
+    """RFC 9111 §1.2.2: digits; a value too large to represent counts as 2^31 (a 400-digit
+    max-age must not raise, nor become a float that overflows)."""
+    match = _MAX_AGE.fullmatch(text.strip())
+    if match is None:
+        return None
+    digits = match.group(1).lstrip("0") or "0"
+    return min(int(digits), _DELTA_SECONDS_MAX) if len(digits) <= 10 else _DELTA_SECONDS_MAX
 
 
 def _http_url(value: object, what: str) -> str:
