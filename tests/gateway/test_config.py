@@ -803,13 +803,16 @@ def test_unsupported_plugin_is_warned_about_and_ignored() -> None:
     )
 
 
-def test_consumer_scoped_plugin_is_warned_about_and_ignored() -> None:
-    config = load("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, consumer: alice}]")
-    assert config.routes[0].plugins == ()
-    assert (
-        "kong.yaml: plugins[0]: consumer-scoped plugins are not supported by tokengate; ignored"
-        in config.warnings
+@pytest.mark.parametrize("key", ["consumer", "consumer_group"])
+def test_consumer_scoped_openid_connect_is_refused(key: str) -> None:
+    """Kong's schema gives the plugin only route and service scopes (it finds the consumer
+    itself); ignoring the entry would leave the route open where Kong refuses the file."""
+    found = errors(
+        f"routes: [{{paths: [/]}}]\nplugins: [{{name: openid-connect, {key}: alice, "
+        'config: {issuer: "https://idp.example"}}]'
     )
+    what = key.replace("_", " ")
+    assert f"kong.yaml: plugins[0].{key}: 'openid-connect' cannot be scoped to a {what}" in found
 
 
 def test_plugin_protocols_never_switch_auth_off() -> None:
@@ -895,11 +898,6 @@ def test_config_that_is_not_a_mapping_is_one_error() -> None:
     assert found == ["kong.yaml: plugins[0].config: expected a mapping, got a string"]
 
 
-def test_consumer_scoped_plugin_config_is_not_validated() -> None:
-    config = load("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, consumer: alice}]")
-    assert config.routes[0].oidc is None
-
-
 def test_oidc_config_warnings_reach_the_gateway_config() -> None:
     config = load("""
         services: [{name: a, host: up, routes: [{paths: [/]}]}]
@@ -931,3 +929,67 @@ def test_unknown_kong_entities_are_warned_about_one_each() -> None:
         f"kong.yaml: {name}: Kong entity '{name}' is not supported by tokengate and is ignored"
         for name in ("consumers", "upstreams", "vaults")
     )
+
+
+ANONYMOUS_ROUTE = textwrap.dedent("""\
+    services: [{name: s, host: up, routes: [{name: r, paths: [/api]}]}]
+    plugins:
+      - name: openid-connect
+        config: {issuer: "https://idp.example", anonymous: guest}
+""")
+
+
+def test_anonymous_must_name_a_declared_consumer() -> None:
+    """Kong fails every tokenless request when the anonymous consumer does not exist; passing
+    them all instead would open the route."""
+    assert errors(ANONYMOUS_ROUTE) == [
+        "kong.yaml: plugins[0].config.anonymous: names consumer 'guest', which this file does "
+        "not declare (Kong then answers every request without a valid token with an error); "
+        "declare it under `consumers` (username or id)"
+    ]
+
+
+@pytest.mark.parametrize("consumer", ["{username: guest}", "{id: guest}"])
+def test_anonymous_naming_a_declared_consumer_is_accepted(consumer: str) -> None:
+    config = load(ANONYMOUS_ROUTE + f"consumers: [{consumer}]\n")
+    oidc = route_named(config, "r").oidc
+    assert oidc is not None and oidc.anonymous == "guest"
+
+
+@pytest.mark.parametrize(
+    "attached",
+    [
+        "consumers: [{username: guest, plugins: [{name: request-termination}]}]\n",
+        "consumers: [{username: guest}]\n  - {name: request-termination, consumer: guest}\n",
+    ],
+    ids=["nested", "top-level"],
+)
+def test_anonymous_consumer_with_plugins_is_refused(attached: str) -> None:
+    """Kong's pattern for 'anonymous means refused' is a request-termination plugin on that
+    consumer; tokengate runs no consumer plugins, so it would let everyone through."""
+    if attached.startswith("consumers: [{username: guest}]"):  # a second top-level plugin
+        consumers, plugin = attached.split("\n", 1)
+        body = ANONYMOUS_ROUTE + plugin + consumers + "\n"
+    else:
+        body = ANONYMOUS_ROUTE + attached
+    assert errors(body) == [
+        "kong.yaml: plugins[0].config.anonymous: consumer 'guest' has plugins, which tokengate "
+        "does not run: Kong runs them on every anonymous request (a request-termination there "
+        "refuses them all)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "name", ["OpenID-Connect", "openid-connect ", "openid_connect", " OPENID-CONNECT"]
+)
+def test_a_misspelled_openid_connect_is_refused_not_ignored(name: str) -> None:
+    """Kong refuses a plugin it has not loaded; ignoring it with a warning would open the
+    route it was meant to protect."""
+    found = errors(
+        f"routes: [{{paths: [/]}}]\nplugins: [{{name: '{name}', "
+        'config: {issuer: "https://idp.example"}}]'
+    )
+    assert found == [
+        f"kong.yaml: plugins[0].name: '{name}' is no plugin; the OpenID Connect plugin is "
+        "'openid-connect'"
+    ]

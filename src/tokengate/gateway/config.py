@@ -241,6 +241,10 @@ class _Loader:
         self.route_entries: list[_RouteEntry] = []
         self.plugin_entries: list[_PluginEntry] = []
         self.legacy_version: str | None = None
+        # Consumers are not run, but `anonymous` must name one (username or id), and one that
+        # no plugin is attached to: Kong would run those plugins on every anonymous request.
+        self.consumers: set[str] = set()
+        self.consumers_with_plugins: set[str] = set()
 
     def load(self, document: Any) -> GatewayConfig:
         if document is None:
@@ -255,6 +259,7 @@ class _Loader:
         for key in _UNSUPPORTED_ENTITIES:
             if key in document:
                 top.warn(key, f"Kong entity '{key}' is not supported by tokengate and is ignored")
+        self._note_consumers(document.get("consumers"))
         for path, data in top.entities("services"):
             self._service(path, data)
         for path, data in top.entities("routes"):
@@ -445,10 +450,29 @@ class _Loader:
             if f.entities(key):
                 f.warn(key, "ignored: only stream routes (tcp, tls, udp) use it")
 
+    def _note_consumers(self, consumers: object) -> None:
+        """The names consumers go by, and which have plugins (the entity itself is ignored)."""
+        for consumer in consumers if isinstance(consumers, list) else ():
+            if not isinstance(consumer, dict):
+                continue
+            names = {consumer.get(k) for k in ("username", "id")} - {None}
+            self.consumers |= {str(n) for n in names}
+            if consumer.get("plugins"):
+                self.consumers_with_plugins |= {str(n) for n in names}
+
     def _plugin(self, path: str, data: dict[Any, Any], fixed_scope: _Scope | None) -> None:
         """A nested plugin has `fixed_scope`; a top-level one names its own (none: global)."""
         f = Fields(self.report, path, data, _PLUGIN_FIELDS)
         name = f.string("name", required=True)
+        consumer = data.get("consumer")
+        if isinstance(consumer, dict):  # {name: ...}, {username: ...} or {id: ...}
+            consumer = consumer.get("username") or consumer.get("name") or consumer.get("id")
+        if consumer is not None:
+            self.consumers_with_plugins.add(str(consumer))
+        if name is not None and name != OIDC_PLUGIN and _spelled_like_oidc(name):
+            # Kong refuses a plugin it has not loaded; ignoring this one would open the route.
+            f.error("name", f"'{name}' is no plugin; the OpenID Connect plugin is '{OIDC_PLUGIN}'")
+            return
         raw_config = f.mapping("config")
         config = raw_config or {}
         enabled = f.boolean("enabled", True)
@@ -462,12 +486,11 @@ class _Loader:
             if name is not None and scope is not None and enabled:
                 f.report.warn(path, f"plugin '{name}' is not supported by tokengate and is ignored")
             return
-        if f.given("consumer") or f.given("consumer_group"):
-            if enabled and scope is not None:
-                f.report.warn(
-                    path, "consumer-scoped plugins are not supported by tokengate; ignored"
-                )
-            return
+        for key in ("consumer", "consumer_group"):
+            if f.given(key):
+                # Kong's schema for it: `consumer = typedefs.no_consumer` (it finds the consumer).
+                f.error(key, f"'{OIDC_PLUGIN}' cannot be scoped to a {key.replace('_', ' ')}")
+                return
         # Validated even when disabled or its scope is broken, as Kong does: every error at once.
         oidc = None
         if raw_config is not None or not f.given("config"):
@@ -522,11 +545,33 @@ class _Loader:
         services = tuple(entry.service for entry in self.service_entries if entry.enabled)
         return GatewayConfig(services, tuple(routes), tuple(self.report.warnings))
 
+    def _check_anonymous(self, entry: _PluginEntry) -> None:
+        anonymous = entry.oidc.anonymous if entry.oidc is not None else None
+        if not anonymous:
+            return
+        path = at(at(entry.path, "config"), "anonymous")
+        if anonymous not in self.consumers:
+            # Kong looks the consumer up and, when it is missing, fails every request that has
+            # no valid token: letting them through instead would open the route.
+            self.report.error(
+                path,
+                f"names consumer '{anonymous}', which this file does not declare (Kong then "
+                "answers every request without a valid token with an error); declare it under "
+                "`consumers` (username or id)",
+            )
+        elif anonymous in self.consumers_with_plugins:
+            self.report.error(
+                path,
+                f"consumer '{anonymous}' has plugins, which tokengate does not run: Kong runs "
+                "them on every anonymous request (a request-termination there refuses them all)",
+            )
+
     def _active_plugins(self) -> dict[_Scope, _PluginEntry]:
         """Enabled openid-connect plugins by scope; Kong allows one instance per scope."""
         first: dict[_Scope, _PluginEntry] = {}
         active: dict[_Scope, _PluginEntry] = {}
         for entry in self.plugin_entries:
+            self._check_anonymous(entry)
             seen = first.setdefault(entry.scope, entry)
             if seen is not entry:
                 message = f"duplicate '{OIDC_PLUGIN}' plugin on the same scope as {seen.path}"
@@ -534,6 +579,10 @@ class _Loader:
             elif entry.enabled:
                 active[entry.scope] = entry
         return active
+
+
+def _spelled_like_oidc(name: str) -> bool:
+    return name.strip().lower().replace("_", "-").replace(" ", "-") == OIDC_PLUGIN
 
 
 def _effective_plugin(
