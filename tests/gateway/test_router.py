@@ -229,6 +229,22 @@ def test_header_regex_values() -> None:
     assert matched_name(router, "/", request_headers=headers(("User-Agent", "wget/1"))) is None
 
 
+def test_a_route_header_name_with_underscores_means_hyphens() -> None:
+    """Kong's router reads `x_tenant` as X-Tenant; a route that never matched would leave its
+    requests to another, perhaps unprotected, route."""
+    router = Router([route("tenant", headers={"x_tenant": ["acme"]})])
+    assert matched_name(router, "/", request_headers=headers(("X-Tenant", "acme"))) == "tenant"
+    assert matched_name(router, "/", request_headers=headers(("X_Tenant", "acme"))) is None
+
+
+@pytest.mark.parametrize("pattern", ["admin.example.com.", "*.example.com.", "admin.*."])
+def test_a_route_host_with_a_trailing_dot_matches_the_host_without_it(pattern: str) -> None:
+    """The request's Host loses one trailing dot before routing (app.py), so must the route's:
+    `admin.example.com.` is the same name."""
+    router = Router([route("admin", hosts=[pattern])])
+    assert matched_name(router, "/", host="admin.example.com") == "admin"
+
+
 def test_plain_mapping_headers_are_case_insensitive_too() -> None:
     router = Router([route("versioned", headers={"version": ["v1"]})])
     assert matched_name(router, "/", request_headers={"Version": "V1"}) == "versioned"

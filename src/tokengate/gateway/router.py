@@ -316,6 +316,9 @@ def _compile_hosts(hosts: Iterable[str]) -> _HostSets:
     wildcards: list[tuple[str, str, str | None]] = []
     for host in hosts:
         name, port = _split_host(host.lower())
+        # A request's Host loses one trailing dot before routing: so does a route's host, or
+        # `admin.example.com.` would never match and its requests would fall to another route.
+        name = name.removesuffix(".")
         if name.startswith("*"):
             wildcards.append((name[1:], "", port))
         elif name.endswith("*"):
@@ -339,7 +342,9 @@ def _compile_headers(
             patterns = tuple(HeaderRegex(v[2:]) for v in values if v.startswith("~*"))
         except RegexError as exc:
             raise ValueError(f"route {route.name!r}: header {name!r}: {exc}") from None
-        compiled.append((name.lower(), plain, patterns))
+        # Kong's router reads `x_tenant` as the X-Tenant header (it names headers with `_` for
+        # `-`), and nginx drops client headers spelt with `_`: so `_` here means `-`.
+        compiled.append((name.lower().replace("_", "-"), plain, patterns))
     return tuple(compiled)
 
 
