@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokengate.gateway.paths import BadPath, canonical_path
+from tokengate.gateway.paths import BadPath, canonical_path, kong_router_path
 
 CANONICAL = [
     # unchanged (fast path)
@@ -175,3 +175,19 @@ def test_plain_paths_are_returned_unchanged(tail: str) -> None:
     raw = "/" + tail.replace("//", "/a/")
     if "//" not in raw:
         assert canonical_path(raw) is raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "kong"),
+    [
+        ("/docs/a%40b", "/docs/a%40b"),  # reserved: kept, upper-cased
+        ("/docs/a%2bb", "/docs/a%2Bb"),
+        ("/wiki/caf%C3%A9", "/wiki/café"),  # the others decoded, UTF-8 included
+        ("/wiki/my%20page", "/wiki/my page"),
+        ("/%61dmin", "/admin"),
+        ("/a//b/../c", "/a/c"),
+        ("/x%25y", "/x%25y"),
+    ],
+)
+def test_kong_router_path_reads_escapes_as_kongs_normalize(raw: str, kong: str) -> None:
+    assert kong_router_path(raw) == kong

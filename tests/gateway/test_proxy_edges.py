@@ -790,3 +790,60 @@ async def test_connect_is_405_and_nothing_after_it_is_read_as_a_request(
     assert raw.startswith(b"HTTP/1.1 405 "), raw
     assert raw.count(b"HTTP/1.1 ") == 1, raw
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    ("regex", "request_path", "expected"),
+    [
+        # A regex written for Kong's reading, which keeps %40 escaped.
+        ("~/docs/[A-Za-z0-9%._-]+$", "/docs/a%40b", b"HTTP/1.1 400"),
+        ("~/docs/[A-Za-z0-9%._-]+$", "/docs/report.pdf", b"regex"),
+        ("~/docs/[A-Za-z0-9%._-]+$", "/docs/a@b", b"other"),  # Kong too: no % to match
+        # A regex written for Kong's reading, which decodes %C3%A9 and %20.
+        (r"~/wiki/[\p{L} ]+$", "/wiki/caf%C3%A9", b"HTTP/1.1 400"),
+        (r"~/wiki/[\p{L} ]+$", "/wiki/my%20page", b"HTTP/1.1 400"),
+        (r"~/wiki/[\p{L} ]+$", "/wiki/cafe", b"regex"),
+        # Both readings agree: routed as usual.
+        ("~/docs/[a-z]+$", "/docs/%61bc", b"regex"),
+    ],
+)
+async def test_a_path_whose_escapes_kong_reads_otherwise_never_falls_to_another_route(
+    regex: str, request_path: str, expected: bytes, start_gateway: StartGateway
+) -> None:
+    """Kong's router matches a regex against the path with reserved escapes kept and the others
+    decoded; tokengate's canonical path does the opposite for some. Where the two readings
+    would pick different routes, one of them a regex route (perhaps the protected one), the
+    request is refused rather than sent where Kong would not send it."""
+    async with (
+        replying(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nregex") as matched,
+        replying(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nother") as other,
+    ):
+        gw = await start_gateway(
+            make_route(make_service(matched.port), paths=(regex,), name="regex"),
+            make_route(make_service(other.port), paths=("/",), name="other"),
+        )
+        raw = await raw_request(
+            gw.proxy_port,
+            f"GET {request_path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode(),
+        )
+    assert raw.startswith(expected) or raw.endswith(expected), raw
+
+
+async def test_prefix_routes_keep_the_canonical_reading_of_escapes(
+    start_gateway: StartGateway,
+) -> None:
+    """No regex route involved: `/v1/users%3Asearch` meets the route on `/v1/users:search`, as
+    upstreams decode `%3A` before they route (Kong's router would not)."""
+    async with (
+        replying(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsearch") as search,
+        replying(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nother") as other,
+    ):
+        gw = await start_gateway(
+            make_route(make_service(search.port), paths=("/v1/users:search",), name="search"),
+            make_route(make_service(other.port), paths=("/",), name="other"),
+        )
+        raw = await raw_request(
+            gw.proxy_port,
+            b"GET /v1/users%3Asearch HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"search"), raw

@@ -48,10 +48,10 @@ from tokengate.gateway.headers import sane_request_id
 from tokengate.gateway.keys import KeyRegistry
 from tokengate.gateway.metrics import GatewayStats, Metrics, RouteStats
 from tokengate.gateway.oidc_config import OidcConfig
-from tokengate.gateway.paths import BadPath, canonical_path
+from tokengate.gateway.paths import BadPath, canonical_path, kong_router_path
 from tokengate.gateway.proxy import CONTINUE, Forwarder, answer_and_close
 from tokengate.gateway.rawresponse import RawResponse
-from tokengate.gateway.router import Router
+from tokengate.gateway.router import RouteMatch, Router
 from tokengate.gateway.server import HeadTimeoutServer
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.shared_metrics import files_per_process, scrape_registry
@@ -105,6 +105,9 @@ class Gateway:
         self._trusted = TrustedPeers(settings.trusted_ips) if settings.trusted_ips else None
         # Routes whose protocols leave out http (Kong answers plain HTTP there with 426).
         self._https_only = frozenset(id(route) for route in config.routes if route.https_only)
+        self._regex_routes = frozenset(
+            id(route) for route in config.routes if any(p.startswith("~") for p in route.paths)
+        )
         # Host header → _read_host's answer; clients send a few hosts, over and over.
         self._hosts: dict[str, tuple[str, bytes] | None] = {}
 
@@ -210,6 +213,22 @@ class Gateway:
         if self._access_log:
             access_log.write(request, response, exchange, request_id, perf_counter() - started)
 
+    def _routes_apart(
+        self, request: web.BaseRequest, host: str, raw_path: str, match: RouteMatch | None
+    ) -> bool:
+        """Whether the path, as Kong's router reads its escapes, would go to another route, one
+        of them a regex route: a regex written for one reading (`%40`, or a decoded `é`) must
+        not let the other reading fall through to a route it was meant to keep requests from.
+        Such a request is refused, as a `;` is."""
+        kong_path = kong_router_path(raw_path)
+        other = self.router.match(request.method, host, kong_path, request.headers)
+        ours = match.route if match is not None else None
+        theirs = other.route if other is not None else None
+        if ours is theirs or not {id(ours), id(theirs)} & self._regex_routes:
+            return False
+        log.debug("refused %r: Kong's reading %r routes elsewhere", raw_path, kong_path)
+        return True
+
     async def _handle(
         self, request: web.BaseRequest, request_id: bytes, exchange: Exchange
     ) -> web.StreamResponse:
@@ -245,6 +264,12 @@ class Gateway:
             return responses.bad_request()  # nginx too: a Host must name a host
         routed_host, forwarded_host = hosts
         match = self.router.match(request.method, routed_host, path, request.headers)
+        if (
+            self._regex_routes
+            and "%" in raw_path
+            and self._routes_apart(request, routed_host, raw_path, match)
+        ):
+            return responses.bad_request()
         if match is None:
             return responses.no_route()
         route_key = id(match.route)

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BadPath", "canonical_path", "merge_and_remove_dots"]
+__all__ = ["BadPath", "canonical_path", "kong_router_path", "merge_and_remove_dots"]
 
 
 class BadPath(Exception):
@@ -137,6 +137,25 @@ def _escape_or_decode(match: re.Match[str]) -> str:
     if char in _DECODED:
         return char
     return "%" + digits.upper()
+
+
+# kong/tools/uri.lua's RESERVED_CHARACTERS: escapes Kong's normalize keeps (upper-cased).
+_KONG_KEPT = frozenset(b"!#$%&'()*+,/:;=?@[]")
+_BYTE_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def kong_router_path(raw_path: str) -> str:
+    """The path as Kong 3's router matches a regex against it (`normalize(path, true)`): every
+    escape decoded (a space, UTF-8 bytes) but those of reserved characters, which stay escaped
+    (`%40`), slashes merged, dot segments removed. For a path canonical_path accepted; it
+    differs from the canonical path only when the raw path has escapes."""
+    decoded = _BYTE_ESCAPE.sub(_kong_unescape, raw_path.encode("utf-8", "surrogateescape"))
+    return merge_and_remove_dots(decoded.decode("utf-8", "surrogateescape"))
+
+
+def _kong_unescape(match: re.Match[bytes]) -> bytes:
+    code = int(match.group(1), 16)
+    return match.group().upper() if code in _KONG_KEPT else bytes((code,))
 
 
 def merge_and_remove_dots(path: str) -> str:
