@@ -237,3 +237,14 @@ async def test_test_claim_needs_a_json_object_and_a_known_client(
     assert await admin.ok("POST", claim_test_path(client), {}) == {}
     ghost = {**client, "id": "ghost"}
     assert (await admin.call("POST", claim_test_path(ghost), {"a": "b"}))[0] == 404
+
+
+async def test_test_claim_takes_at_most_100_claims_at_once(admin: Admin, client: JSON) -> None:
+    """Each claim is a dry run and a render on the event loop: a bounded batch."""
+    status, problem = await admin.call(
+        "POST", claim_test_path(client), {f"c{i}": "x" for i in range(101)}
+    )
+    assert status == 400
+    assert bad_fields(problem)["body"]["reason"] == "at most 100 claims at once"
+    rendered = await admin.ok("POST", claim_test_path(client), {f"c{i}": "x" for i in range(100)})
+    assert len(rendered) == 100

@@ -83,6 +83,8 @@ async def test_empty_page_parameters_take_the_defaults(admin: Admin, asid: str) 
         ("page[size]", "1.5", "is_integer"),
         ("page[number]", "0", "min"),
         ("page[number]", "x", "is_integer"),
+        ("page[number]", "1" * 4301, "max"),  # past what int() converts: never a 500
+        ("page[size]", "9" * 19, "max"),
         ("page[sise]", "10", "unknown_property"),
         ("colour", "blue", "unknown_property"),
     ],

@@ -4,6 +4,7 @@ it issues accepted by the gateway."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,71 @@ async def test_tokens_expired_over_a_day_ago_are_purged() -> None:
             await asyncio.sleep(0.02)
         assert store.find_token("old") is None
         assert store.find_token("recent") is not None
+    finally:
+        await client.close()
+        store.close()
+
+
+async def test_a_malformed_header_is_a_400_that_never_logs_the_credentials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp would log the unparsable header line at ERROR, admin token or client secret
+    included, for any client to repeat: one debug line instead, and a 400."""
+    store = new_store()
+    client = await start(store)
+    try:
+        for line in (b"Authorization: Bearer adm\x7f", b"Authorization: Basic c2VjcmV0\x00"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+            writer.write(b"GET /v1/auth-servers HTTP/1.1\r\nHost: x\r\n" + line + b"\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert answer.split(b" ", 2)[1] == b"400", answer
+    finally:
+        await client.close()
+        store.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "adm\\x7f" not in caplog.text and "c2VjcmV0" not in caplog.text
+
+
+async def test_a_claim_that_fails_for_one_client_is_server_error_json_at_the_token_endpoint() -> (
+    None
+):
+    """The dry run passes (the sample client has no such label); a client whose label makes
+    the date overflow gets RFC 6749's server_error, never a text 500 and a traceback."""
+    store = new_store()
+    client = await start(store)
+    admin = {"Authorization": "Bearer adm"}
+
+    async def created(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with client.post(f"/v1{path}", json=body, headers=admin) as resp:
+            assert resp.status == 201, await resp.text()
+            answer: dict[str, Any] = await resp.json()
+            return answer
+
+    try:
+        server = await created("/auth-servers", {"name": "s", "audience": "http://api.test"})
+        claim = {
+            "name": "year",
+            "value": '${ .Client.Labels.ts | int | date "2006" }',
+            "include_in_token": True,
+            "include_in_all_scopes": True,
+        }
+        await created(f"/auth-servers/{server['id']}/claims", claim)
+        app_client = await created(
+            f"/auth-servers/{server['id']}/clients",
+            {"name": "c", "grant_types": ["client_credentials"], "response_types": ["token"],
+             "labels": {"ts": "1000000000000000000"}},
+        )  # fmt: skip
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": app_client["id"],
+            "client_secret": app_client["client_secret"],
+        }
+        token_path = server["issuer"].split(str(client.make_url("")).rstrip("/"), 1)[1]
+        async with client.post(f"{token_path}/oauth/token", data=form) as resp:
+            assert resp.status == 500
+            assert resp.content_type == "application/json"
+            assert (await resp.json())["error"] == "server_error"
     finally:
         await client.close()
         store.close()

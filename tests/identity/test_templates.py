@@ -630,3 +630,42 @@ def test_any_value_checks_cleanly_and_renders_if_accepted(value: str) -> None:
         return
     result = render_claim(value, CONTEXT, clock=lambda: NOW)
     json.dumps(result)  # always JSON-serialisable
+
+
+# ---- bounds on what one template may cost -------------------------------------------------
+
+
+def test_a_date_past_year_9999_is_a_template_error() -> None:
+    """Go renders any year; Python's datetime stops at 9999: a clean refusal, not an OSError
+    that would reach the token endpoint as a 500."""
+    with pytest.raises(TemplateError, match="out of range"):
+        render('${ date "2006" 1000000000000000000 }')
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '${ indent 8192 (repeat 8192 "\\n") }',  # 67 MB if built, then refused
+        '${ nindent 8000 (repeat 4000 "\\n") }',
+        '${ replace "" (repeat 100 "x") (repeat 8000 "a") }',
+        '${ replace "a" (repeat 100 "x") (repeat 8000 "a") }',
+        '${ join (repeat 8000 "x") (list "a" "b" "c") }',
+    ],
+)
+def test_a_result_too_long_is_refused_before_it_is_built(value: str) -> None:
+    with pytest.raises(TemplateError, match="longer than"):
+        render(value)
+
+
+def test_a_context_value_too_long_is_refused_as_an_argument() -> None:
+    """A client named with 450,000 newlines: `indent` would build gigabytes from it."""
+    context = template_context(make_server(), make_client())
+    context["Client"] = {**context["Client"], "Name": "\n" * 450_000}
+    with pytest.raises(TemplateError, match="argument longer than"):
+        render_claim("${ indent 2000 .Client.Name }", context, clock=lambda: NOW)
+
+
+def test_results_within_the_bounds_still_render() -> None:
+    assert render('${ indent 2 "a\\nb" }') == "  a\n  b"
+    assert render('${ replace "" "-" "ab" }') == "-a-b-"
+    assert render('${ join ", " (list "a" "b") }') == "a, b"

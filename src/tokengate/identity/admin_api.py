@@ -508,12 +508,19 @@ async def delete_client(request: web.Request) -> web.Response:
     return web.Response(status=NO_CONTENT)
 
 
+MAX_TEST_CLAIMS: Final = 100
+
+
 @ROUTES.post(CL + "/test-claim")
 async def test_claim(request: web.Request) -> web.Response:
     """Render each `{claim name: value template}` of the body for this client, as a token would."""
     store, asid, cid = store_of(request), server_id(request), client_id(request)
     context = template_context(store.get_auth_server(asid), store.get_client(asid, cid))
     body = await read_json(request)
+    if isinstance(body, dict) and len(body) > MAX_TEST_CLAIMS:
+        # Each is a dry run and a render, on the event loop: a bounded batch.
+        reason = f"at most {MAX_TEST_CLAIMS} claims at once"
+        reject([invalid("body", "max", reason, maximum=MAX_TEST_CLAIMS, source="body")])
     templates, bad = v.parse_body(
         body, dict.fromkeys(body if isinstance(body, dict) else (), v.template())
     )

@@ -10,14 +10,30 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiohttp import web
 
+from tokengate.gateway.server import HeadTimeoutServer
 from tokengate.identity.issuer_api import ISSUER_API, token_shortcut
+
+# nginx's client_header_timeout: a client that trickles a request head is cut off.
+HEAD_TIMEOUT: Final = 60.0
 
 
 class IdentityRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
+        made = await super()._make_server()
+        # The gateway's server: a request aiohttp cannot parse is a 400 and one debug line, not
+        # aiohttp's ERROR traceback, which quotes the offending header line (an admin token, a
+        # client's Basic credentials) into the log.
+        server = HeadTimeoutServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            loop=made._loop,
+            head_timeout=HEAD_TIMEOUT,
+            **made._kwargs,
+        )
         api = self.app.get(ISSUER_API)
         # Middlewares would be skipped by the shortcut: with any, every request is routed.
         if api is not None and not self.app.middlewares:

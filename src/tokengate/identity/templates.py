@@ -406,6 +406,11 @@ class _Call(_Node):
 
     def eval(self, env: _Env) -> Any:
         args = [a.eval(env) for a in self.args]
+        for arg in args:
+            # A value from the context (a client's name) may be long; anything this function
+            # built from it would be longer, and is refused: refuse it before it is built.
+            if isinstance(arg, str) and len(arg) > MAX_OUTPUT:
+                raise TemplateError(f"{self.name}: argument longer than {MAX_OUTPUT} characters")
         try:
             result = self.func.call(env, *args) if self.func.env else self.func.call(*args)
         except TemplateError as exc:
@@ -953,7 +958,10 @@ def _date_in_zone(env: _Env, layout: Any, date: Any, zone: Any) -> str:
     if isinstance(date, datetime):
         t = date
     elif isinstance(date, int) and not isinstance(date, bool):
-        t = datetime.fromtimestamp(date, UTC)
+        try:
+            t = datetime.fromtimestamp(date, UTC)
+        except (OverflowError, OSError, ValueError):  # past year 9999 (or before year 1)
+            raise TemplateError(f"Unix time {date} is out of range") from None
     else:
         t = env.now()
     return _format_time(t.astimezone(_zone(_str(zone))), _str(layout))
@@ -1076,7 +1084,7 @@ _fn("trimAll", args=2)(lambda cut, s: _str(s).strip(_str(cut)))
 _fn("trimPrefix", args=2)(lambda p, s: _str(s).removeprefix(_str(p)))
 _fn("trimSuffix", args=2)(lambda p, s: _str(s).removesuffix(_str(p)))
 _fn("nospace", args=1)(lambda s: "".join(_str(s).split()))
-_fn("replace", args=3)(lambda old, new, s: _str(s).replace(_str(old), _str(new)))
+_fn("replace", args=3)(lambda old, new, s: _replace(old, new, s))
 _fn("contains", args=2)(lambda sub, s: _str(sub) in _str(s))
 _fn("hasPrefix", args=2)(lambda p, s: _str(s).startswith(_str(p)))
 _fn("hasSuffix", args=2)(lambda p, s: _str(s).endswith(_str(p)))
@@ -1152,8 +1160,23 @@ def _quote(*args: Any) -> str:
 
 @_fn("indent", args=2)
 def _indent(n: Any, s: Any) -> str:
-    pad = " " * min(max(_int(n), 0), MAX_OUTPUT)
-    return pad + _str(s).replace("\n", "\n" + pad)
+    width, text = min(max(_int(n), 0), MAX_OUTPUT), _str(s)
+    _bounded(len(text) + (text.count("\n") + 1) * width)
+    pad = " " * width
+    return pad + text.replace("\n", "\n" + pad)
+
+
+def _bounded(size: int) -> None:
+    """Refuse a result by its size before building it (not after: GBs for a moment)."""
+    if size > MAX_OUTPUT:
+        raise TemplateError(f"result is longer than {MAX_OUTPUT} characters")
+
+
+def _replace(old: Any, new: Any, s: Any) -> str:
+    before, after, text = _str(old), _str(new), _str(s)
+    found = len(text) + 1 if before == "" else text.count(before)
+    _bounded(len(text) + found * (len(after) - len(before)))
+    return text.replace(before, after)
 
 
 _fn("nindent", args=2)(lambda n, s: "\n" + _indent(n, s))
@@ -1368,7 +1391,9 @@ def _split_list(sep: Any, s: Any) -> list[str]:
 @_fn("join", args=2)
 def _join(sep: Any, v: Any) -> str:
     items = v if isinstance(v, list | tuple) else [v]
-    return _str(sep).join(_strval(x) for x in items if x is not None)
+    separator, parts = _str(sep), [_strval(x) for x in items if x is not None]
+    _bounded(sum(map(len, parts)) + len(separator) * max(len(parts) - 1, 0))
+    return separator.join(parts)
 
 
 # UUIDs

@@ -117,6 +117,9 @@ def render_claims(
             out[claim.name] = render_claim(claim.value, context or {}, clock=clock)
         except TemplateError as exc:
             raise ClaimError(f"claim {claim.name!r} ({claim.id}): {exc}") from exc
+        except Exception as exc:  # a function's failure no rule foresaw: still this claim's
+            reason = f"{type(exc).__name__}: {exc}"
+            raise ClaimError(f"claim {claim.name!r} ({claim.id}): {reason}") from exc
     return out
 
 

@@ -386,6 +386,9 @@ def _page_param(value: str, default: int, maximum: int | None) -> int:
         return default
     if not value.isascii() or not value.isdigit():
         raise Invalid("is_integer", "must be an integer")
+    if len(value) > 18:  # beyond any page, and int() refuses 4,300 digits with a ValueError
+        limit = maximum if maximum is not None else 10**18 - 1
+        raise Invalid("max", f"must be less than or equal to {limit}", maximum=limit)
     number = int(value)
     if number < 1:
         raise Invalid("min", "must be greater than or equal to 1", minimum=1)
