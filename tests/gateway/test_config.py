@@ -973,10 +973,34 @@ def test_anonymous_consumer_with_plugins_is_refused(attached: str) -> None:
     else:
         body = ANONYMOUS_ROUTE + attached
     assert errors(body) == [
-        "kong.yaml: plugins[0].config.anonymous: consumer 'guest' has plugins, which tokengate "
-        "does not run: Kong runs them on every anonymous request (a request-termination there "
-        "refuses them all)"
+        "kong.yaml: plugins[0].config.anonymous: consumer 'guest' has a plugin that refuses "
+        "requests, which tokengate does not run: Kong runs it on every anonymous request (a "
+        "request-termination there refuses them all)"
     ]
+
+
+@pytest.mark.parametrize(
+    "consumers",
+    [
+        "consumers: [{username: guest, plugins: [{name: rate-limiting}]}]\n",
+        "consumers: [{username: guest, plugins: [{name: request-termination, enabled: false}]}]\n",
+    ],
+    ids=["rate-limiting", "disabled request-termination"],
+)
+def test_anonymous_consumer_with_other_plugins_is_accepted(consumers: str) -> None:
+    """Only a plugin that refuses requests changes what anonymous means; the others are warned
+    about and ignored, as they are anywhere."""
+    route = route_named(load(ANONYMOUS_ROUTE + consumers), "r")
+    assert route.oidc is not None and route.oidc.anonymous == "guest"
+
+
+def test_a_disabled_plugin_may_name_an_undeclared_anonymous_consumer() -> None:
+    config = load(
+        ANONYMOUS_ROUTE.replace(
+            "  - name: openid-connect\n", "  - name: openid-connect\n    enabled: false\n"
+        )
+    )
+    assert route_named(config, "r").oidc is None
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,13 @@ async def test_bad_page_parameters(
     assert fields[param]["rule"] == rule
 
 
+async def test_a_page_number_with_leading_zeros_is_its_number(admin: Admin, asid: str) -> None:
+    status, body = await admin.call(
+        "GET", f"/auth-servers/{asid}/scopes", params={"page[number]": "0" * 30 + "1"}
+    )
+    assert status == 200 and body["meta"]["page"]["number"] == 1
+
+
 async def test_a_parameter_given_twice_is_refused(admin: Admin) -> None:
     status, problem = await admin.call("GET", "/auth-servers?page[size]=1&page[size]=2")
     assert status == 400

@@ -214,13 +214,20 @@ class Gateway:
             access_log.write(request, response, exchange, request_id, perf_counter() - started)
 
     def _routes_apart(
-        self, request: web.BaseRequest, host: str, raw_path: str, match: RouteMatch | None
+        self,
+        request: web.BaseRequest,
+        host: str,
+        raw_path: str,
+        path: str,
+        match: RouteMatch | None,
     ) -> bool:
-        """Whether the path, as Kong's router reads its escapes, would go to another route, one
-        of them a regex route: a regex written for one reading (`%40`, or a decoded `é`) must
+        """Whether the path, as Kong's router reads it, would go to another route, one of them a
+        regex route: a regex written for one reading (`%40` or a raw `[`, a decoded `é`) must
         not let the other reading fall through to a route it was meant to keep requests from.
         Such a request is refused, as a `;` is."""
         kong_path = kong_router_path(raw_path)
+        if kong_path == path:
+            return False
         other = self.router.match(request.method, host, kong_path, request.headers)
         ours = match.route if match is not None else None
         theirs = other.route if other is not None else None
@@ -264,10 +271,11 @@ class Gateway:
             return responses.bad_request()  # nginx too: a Host must name a host
         routed_host, forwarded_host = hosts
         match = self.router.match(request.method, routed_host, path, request.headers)
+        # canonical_path returns the raw path itself when it had nothing to rewrite.
         if (
             self._regex_routes
-            and "%" in raw_path
-            and self._routes_apart(request, routed_host, raw_path, match)
+            and path is not raw_path
+            and self._routes_apart(request, routed_host, raw_path, path, match)
         ):
             return responses.bad_request()
         if match is None:

@@ -457,7 +457,8 @@ class _Loader:
                 continue
             names = {consumer.get(k) for k in ("username", "id")} - {None}
             self.consumers |= {str(n) for n in names}
-            if consumer.get("plugins"):
+            plugins = consumer.get("plugins")
+            if isinstance(plugins, list) and any(map(_refuses_requests, plugins)):
                 self.consumers_with_plugins |= {str(n) for n in names}
 
     def _plugin(self, path: str, data: dict[Any, Any], fixed_scope: _Scope | None) -> None:
@@ -467,7 +468,7 @@ class _Loader:
         consumer = data.get("consumer")
         if isinstance(consumer, dict):  # {name: ...}, {username: ...} or {id: ...}
             consumer = consumer.get("username") or consumer.get("name") or consumer.get("id")
-        if consumer is not None:
+        if consumer is not None and _refuses_requests(data):
             self.consumers_with_plugins.add(str(consumer))
         if name is not None and name != OIDC_PLUGIN and _spelled_like_oidc(name):
             # Kong refuses a plugin it has not loaded; ignoring this one would open the route.
@@ -547,7 +548,7 @@ class _Loader:
 
     def _check_anonymous(self, entry: _PluginEntry) -> None:
         anonymous = entry.oidc.anonymous if entry.oidc is not None else None
-        if not anonymous:
+        if not anonymous or not entry.enabled:  # Kong looks it up per request, when it runs
             return
         path = at(at(entry.path, "config"), "anonymous")
         if anonymous not in self.consumers:
@@ -562,8 +563,9 @@ class _Loader:
         elif anonymous in self.consumers_with_plugins:
             self.report.error(
                 path,
-                f"consumer '{anonymous}' has plugins, which tokengate does not run: Kong runs "
-                "them on every anonymous request (a request-termination there refuses them all)",
+                f"consumer '{anonymous}' has a plugin that refuses requests, which tokengate "
+                "does not run: Kong runs it on every anonymous request (a request-termination "
+                "there refuses them all)",
             )
 
     def _active_plugins(self) -> dict[_Scope, _PluginEntry]:
@@ -579,6 +581,18 @@ class _Loader:
             elif entry.enabled:
                 active[entry.scope] = entry
         return active
+
+
+# Plugins that refuse requests: on the anonymous consumer, Kong refuses anonymous requests.
+_REFUSING_PLUGINS: Final = frozenset({"request-termination", "acl", "ip-restriction"})
+
+
+def _refuses_requests(plugin: object) -> bool:
+    return (
+        isinstance(plugin, dict)
+        and plugin.get("name") in _REFUSING_PLUGINS
+        and plugin.get("enabled", True) is not False
+    )
 
 
 def _spelled_like_oidc(name: str) -> bool:

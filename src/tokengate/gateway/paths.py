@@ -147,8 +147,9 @@ _BYTE_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 def kong_router_path(raw_path: str) -> str:
     """The path as Kong 3's router matches a regex against it (`normalize(path, true)`): every
     escape decoded (a space, UTF-8 bytes) but those of reserved characters, which stay escaped
-    (`%40`), slashes merged, dot segments removed. For a path canonical_path accepted; it
-    differs from the canonical path only when the raw path has escapes."""
+    (`%40`), raw characters kept raw (`[`, `|`), slashes merged, dot segments removed. For a
+    path canonical_path accepted, which it can differ from only where canonical_path rewrote
+    something."""
     decoded = _BYTE_ESCAPE.sub(_kong_unescape, raw_path.encode("utf-8", "surrogateescape"))
     return merge_and_remove_dots(decoded.decode("utf-8", "surrogateescape"))
 

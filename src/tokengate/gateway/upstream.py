@@ -383,6 +383,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._request_whole = True
 
     @property
+    def request_whole(self) -> bool:
+        return self._request_whole
+
+    @property
     def reusable(self) -> bool:
         # A response can be complete while its request is not (an upstream that answered an
         # upload early, a client that left mid-body): the upstream would read the next
@@ -544,7 +548,9 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         """Give a connection back after an exchange; it is closed unless safe to reuse."""
         reusable = conn.reusable
-        if not reusable:
+        if not conn.request_whole:
+            conn.abort()  # the rest of a body cut short is of use to nobody: drop it unsent
+        elif not reusable:
             conn.close()
         while self._waiters:
             waiter = self._waiters.popleft()

@@ -30,6 +30,7 @@ class IdentityRunner(web.AppRunner):
         server = HeadTimeoutServer(
             made.request_handler,
             request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
             loop=made._loop,
             head_timeout=HEAD_TIMEOUT,
             **made._kwargs,

@@ -406,11 +406,6 @@ class _Call(_Node):
 
     def eval(self, env: _Env) -> Any:
         args = [a.eval(env) for a in self.args]
-        for arg in args:
-            # A value from the context (a client's name) may be long; anything this function
-            # built from it would be longer, and is refused: refuse it before it is built.
-            if isinstance(arg, str) and len(arg) > MAX_OUTPUT:
-                raise TemplateError(f"{self.name}: argument longer than {MAX_OUTPUT} characters")
         try:
             result = self.func.call(env, *args) if self.func.env else self.func.call(*args)
         except TemplateError as exc:

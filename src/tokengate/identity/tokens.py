@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from typing import Any, Final
 from tokengate.identity.models import SCOPE_TOKEN, AuthServer, Claim, Client, IssuedToken, Scope
 from tokengate.identity.signing import Signer
 from tokengate.identity.templates import TemplateError, render_claim, template_context
+
+log = logging.getLogger("tokengate.identity.tokens")
 
 # Registered claims the issuer sets itself; a custom claim can never override one.
 RESERVED_CLAIMS: Final = frozenset(
@@ -118,6 +121,7 @@ def render_claims(
         except TemplateError as exc:
             raise ClaimError(f"claim {claim.name!r} ({claim.id}): {exc}") from exc
         except Exception as exc:  # a function's failure no rule foresaw: still this claim's
+            log.exception("claim %r (%s) failed to render", claim.name, claim.id)
             reason = f"{type(exc).__name__}: {exc}"
             raise ClaimError(f"claim {claim.name!r} ({claim.id}): {reason}") from exc
     return out

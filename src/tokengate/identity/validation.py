@@ -386,7 +386,7 @@ def _page_param(value: str, default: int, maximum: int | None) -> int:
         return default
     if not value.isascii() or not value.isdigit():
         raise Invalid("is_integer", "must be an integer")
-    if len(value) > 18:  # beyond any page, and int() refuses 4,300 digits with a ValueError
+    if len(value.lstrip("0")) > 18:  # beyond any page; int() refuses 4,300 digits
         limit = maximum if maximum is not None else 10**18 - 1
         raise Invalid("max", f"must be less than or equal to {limit}", maximum=limit)
     number = int(value)
