@@ -960,19 +960,15 @@ def test_anonymous_naming_a_declared_consumer_is_accepted(consumer: str) -> None
     "attached",
     [
         "consumers: [{username: guest, plugins: [{name: request-termination}]}]\n",
-        "consumers: [{username: guest}]\n  - {name: request-termination, consumer: guest}\n",
+        # appended to the top-level plugins list, then the consumer
+        "  - {name: request-termination, consumer: guest}\nconsumers: [{username: guest}]\n",
     ],
     ids=["nested", "top-level"],
 )
 def test_anonymous_consumer_with_plugins_is_refused(attached: str) -> None:
     """Kong's pattern for 'anonymous means refused' is a request-termination plugin on that
     consumer; tokengate runs no consumer plugins, so it would let everyone through."""
-    if attached.startswith("consumers: [{username: guest}]"):  # a second top-level plugin
-        consumers, plugin = attached.split("\n", 1)
-        body = ANONYMOUS_ROUTE + plugin + consumers + "\n"
-    else:
-        body = ANONYMOUS_ROUTE + attached
-    assert errors(body) == [
+    assert errors(ANONYMOUS_ROUTE + attached) == [
         "kong.yaml: plugins[0].config.anonymous: consumer 'guest' has a plugin that refuses "
         "requests, which tokengate does not run: Kong runs it on every anonymous request (a "
         "request-termination there refuses them all)"
