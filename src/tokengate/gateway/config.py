@@ -241,8 +241,8 @@ class _Loader:
         self.route_entries: list[_RouteEntry] = []
         self.plugin_entries: list[_PluginEntry] = []
         self.legacy_version: str | None = None
-        # Consumers are not run, but `anonymous` must name one (username or id), and one that
-        # no plugin is attached to: Kong would run those plugins on every anonymous request.
+        # Consumers are not run, but `anonymous` must name one (username or id), and one with
+        # no plugin that refuses requests: Kong would run it on every anonymous request.
         self.consumers: set[str] = set()
         self.consumers_with_plugins: set[str] = set()
 
@@ -451,7 +451,8 @@ class _Loader:
                 f.warn(key, "ignored: only stream routes (tcp, tls, udp) use it")
 
     def _note_consumers(self, consumers: object) -> None:
-        """The names consumers go by, and which have plugins (the entity itself is ignored)."""
+        """The names consumers go by, and which have a plugin that refuses requests (the entity
+        itself is ignored)."""
         for consumer in consumers if isinstance(consumers, list) else ():
             if not isinstance(consumer, dict):
                 continue
