@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tokengate.gateway.paths import BadPath, canonical_path, merge_and_remove_dots
+from tokengate.gateway.paths import KONG_RESERVED, BadPath, canonical_path, kong_router_path
 from tokengate.gateway.regex import HeaderRegex, PathRegex
 
 KONG_PROTOCOLS = frozenset(
@@ -33,7 +33,6 @@ _PATH = re.compile(r"/[A-Za-z0-9._~/%:@!$&'()*+,;=-]*")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _LARGEST_NUMBER = 1e15  # config numbers are seconds or milliseconds; past this, floats lose 1s
-_KONG_RESERVED = frozenset("!*'();:@&=+$,/?%#[]")  # kong/tools/uri.lua RESERVED_CHARS
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _METHOD = re.compile(r"[A-Z]+")  # Kong's typedefs.http_method: "^%u+$"
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -440,19 +439,11 @@ def _kong_normalized(path: str) -> str:
     """A plain route path as Kong's `normalize(path, true)` leaves it: escapes of unreserved
     characters decoded, of reserved ones upper-cased, slashes merged, dot segments removed.
     "" when it would decode a character that is neither (`%20`): Kong can hold no such prefix."""
-    try:
-        return merge_and_remove_dots(_ESCAPE.sub(_kong_unescape, path))
-    except ValueError:  # an escape Kong would decode into a character no prefix can hold
-        return ""
-
-
-def _kong_unescape(match: re.Match[str]) -> str:
-    char = chr(int(match.group(1), 16))
-    if char in _KONG_RESERVED:
-        return match.group(0).upper()
-    if char in _UNRESERVED:
-        return char
-    raise ValueError(char)
+    for digits in _ESCAPE.findall(path):
+        char = chr(int(digits, 16))
+        if char not in KONG_RESERVED and char not in _UNRESERVED:
+            return ""
+    return kong_router_path(path)
 
 
 def header_value(text: str) -> str:

@@ -58,7 +58,13 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BadPath", "canonical_path", "kong_router_path", "merge_and_remove_dots"]
+__all__ = [
+    "KONG_RESERVED",
+    "BadPath",
+    "canonical_path",
+    "kong_router_path",
+    "merge_and_remove_dots",
+]
 
 
 class BadPath(Exception):
@@ -140,7 +146,8 @@ def _escape_or_decode(match: re.Match[str]) -> str:
 
 
 # kong/tools/uri.lua's RESERVED_CHARACTERS: escapes Kong's normalize keeps (upper-cased).
-_KONG_KEPT = frozenset(b"!#$%&'()*+,/:;=?@[]")
+KONG_RESERVED = frozenset("!#$%&'()*+,/:;=?@[]")
+_KONG_KEPT = frozenset(map(ord, KONG_RESERVED))
 _BYTE_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 

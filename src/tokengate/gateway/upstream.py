@@ -548,10 +548,11 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         """Give a connection back after an exchange; it is closed unless safe to reuse."""
         reusable = conn.reusable
-        if not conn.request_whole:
-            conn.abort()  # the rest of a body cut short is of use to nobody: drop it unsent
-        elif not reusable:
-            conn.close()
+        if not reusable:
+            if conn.request_whole:
+                conn.close()
+            else:  # the rest of a body cut short is of use to nobody: drop it unsent
+                conn.abort()
         while self._waiters:
             waiter = self._waiters.popleft()
             if waiter.done():

@@ -1079,7 +1079,6 @@ _fn("trimAll", args=2)(lambda cut, s: _str(s).strip(_str(cut)))
 _fn("trimPrefix", args=2)(lambda p, s: _str(s).removeprefix(_str(p)))
 _fn("trimSuffix", args=2)(lambda p, s: _str(s).removesuffix(_str(p)))
 _fn("nospace", args=1)(lambda s: "".join(_str(s).split()))
-_fn("replace", args=3)(lambda old, new, s: _replace(old, new, s))
 _fn("contains", args=2)(lambda sub, s: _str(sub) in _str(s))
 _fn("hasPrefix", args=2)(lambda p, s: _str(s).startswith(_str(p)))
 _fn("hasSuffix", args=2)(lambda p, s: _str(s).endswith(_str(p)))
@@ -1167,6 +1166,7 @@ def _bounded(size: int) -> None:
         raise TemplateError(f"result is longer than {MAX_OUTPUT} characters")
 
 
+@_fn("replace", args=3)
 def _replace(old: Any, new: Any, s: Any) -> str:
     before, after, text = _str(old), _str(new), _str(s)
     found = len(text) + 1 if before == "" else text.count(before)
