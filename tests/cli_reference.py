@@ -16,7 +16,7 @@ END = "<!-- cli-options:end -->"
 
 def _default(action: argparse.Action) -> str:
     value = action.default
-    if isinstance(value, tuple) and not value:
+    if isinstance(value, tuple | frozenset) and not value:
         return "none"
     if isinstance(value, tuple):
         return f"`{value[0]}:{value[1]}`"

@@ -74,6 +74,26 @@ def test_validate_reports_every_error_with_its_path_and_exits_2(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
+KEY_AUTH = GOOD.replace("  - name: rate-limiting", "  - name: key-auth")
+
+
+@pytest.mark.parametrize("command", ["config validate", "gateway --config"])
+def test_an_access_plugin_is_refused_unless_ignored_by_name(tmp_path: Path, command: str) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(KEY_AUTH)
+    args = (*command.split(), str(path))
+    refused = tokengate(*args)
+    assert refused.returncode == 2
+    assert f"{path}: plugins[0].name: plugin 'key-auth' controls access in Kong" in refused.stderr
+    assert "--ignore-plugins key-auth" in refused.stderr and "Traceback" not in refused.stderr
+    if command == "config validate":  # (the gateway would start serving: tested end to end)
+        accepted = tokengate(*args, env={"TOKENGATE_IGNORE_PLUGINS": "rate-limiting, key-auth"})
+        assert accepted.returncode == 0, accepted.stderr
+        assert "plugin 'key-auth' is not run (--ignore-plugins)" in accepted.stderr
+        flagged = tokengate(*args, "--ignore-plugins", "key-auth")
+        assert flagged.returncode == 0, flagged.stderr
+
+
 def test_validate_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = tokengate("config", "validate", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2

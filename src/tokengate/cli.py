@@ -139,6 +139,25 @@ def parse_trusted_ips(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
     return tuple(networks)
 
 
+def _plugin_names(value: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in value.split(",")) - {""}
+    if not names:
+        raise argparse.ArgumentTypeError("expected plugin names separated by commas")
+    return names
+
+
+def _ignore_plugins_option(parser: argparse.ArgumentParser) -> None:
+    _option(
+        parser,
+        "--ignore-plugins",
+        default=frozenset(),
+        type=_plugin_names,
+        help="comma-separated access-control plugins of kong.yaml (key-auth, acl, ...) to run "
+        "without: tokengate does not run them, so what they guard is open; without this a "
+        "kong.yaml that has one is refused",
+    )
+
+
 def _log_level_name(value: str) -> str:
     if not isinstance(getattr(logging, value.upper(), None), int):
         raise argparse.ArgumentTypeError(f"{value!r} is not one of debug, info, warning, error")
@@ -319,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated addresses or CIDR blocks of proxies whose X-Forwarded-* headers "
         "are believed, e.g. a TLS terminator (Kong's trusted_ips; default: none)",
     )
+    _ignore_plugins_option(gateway)
     _logging_options(gateway)
     _switch_option(
         gateway,
@@ -379,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate = config_commands.add_parser("validate", help="check a kong.yaml as the gateway would")
     validate.add_argument("file", type=_path, help="kong.yaml to check")
+    _ignore_plugins_option(validate)
     return parser
 
 
@@ -417,6 +438,7 @@ def _add_run(run: argparse.ArgumentParser) -> None:
         run, "--data", default=None, type=_path, help="identity SQLite file (default: in memory)"
     )
     _option(run, "--admin-token", default=None, help="identity admin token (default: generated)")
+    _ignore_plugins_option(run)
     _logging_options(run, level="warning")  # quiet by default: the panel is the output
 
 
@@ -434,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "config":
-        return validate_command(args.file)
+        return validate_command(args.file, args.ignore_plugins)
     if args.command == "gateway":
         return gateway_command(args)
     if args.command == "identity":
@@ -492,11 +514,15 @@ def _print_warning(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr)
 
 
-def _load(path: str, warn: Callable[[str], None] = _print_warning) -> GatewayConfig | None:
+def _load(
+    path: str,
+    ignored_plugins: frozenset[str],
+    warn: Callable[[str], None] = _print_warning,
+) -> GatewayConfig | None:
     from tokengate.gateway.config import ConfigError, load_config
 
     try:
-        config = load_config(path)
+        config = load_config(path, ignored_plugins=ignored_plugins)
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
@@ -506,8 +532,8 @@ def _load(path: str, warn: Callable[[str], None] = _print_warning) -> GatewayCon
     return config
 
 
-def validate_command(path: str) -> int:
-    config = _load(path)
+def validate_command(path: str, ignored_plugins: frozenset[str]) -> int:
+    config = _load(path, ignored_plugins)
     if config is None:
         return EXIT_USAGE
     print(f"{path}: ok ({len(config.services)} services, {len(config.routes)} routes)")
@@ -546,7 +572,7 @@ def gateway_command(args: argparse.Namespace) -> int:
     _configure_logging(args)
     _warn_ignored_metrics_directory(ignored)
     # A running gateway's warnings are log records, so that --log-format json stays JSON.
-    config = _load(args.config, logging.getLogger("tokengate.config").warning)
+    config = _load(args.config, args.ignore_plugins, logging.getLogger("tokengate.config").warning)
     if config is None:
         return EXIT_USAGE
     settings = GatewaySettings(
@@ -561,6 +587,7 @@ def gateway_command(args: argparse.Namespace) -> int:
         trusted_ips=args.trusted_ips,
         access_log=args.access_log,
         log_format=args.log_format,
+        ignored_plugins=args.ignore_plugins,
     )
     return run_workers(args.config, config, settings, workers=args.workers)
 
@@ -583,7 +610,7 @@ def run_command(args: argparse.Namespace) -> int:
         return clash
     _configure_logging(args)
     _warn_ignored_metrics_directory(ignored)
-    config = _load(args.config)
+    config = _load(args.config, args.ignore_plugins)
     try:
         seed = load_seed(args.seed)
     except SeedError as exc:

@@ -112,6 +112,31 @@ async def test_sighup_with_a_bad_config_logs_every_error_and_keeps_serving(
         assert await gateway.wait(timeout=10) == 0
 
 
+def with_key_auth(text: str) -> str:
+    return text + "plugins:\n  - name: key-auth\n"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_ignore_plugins_holds_for_every_worker_and_every_reload(
+    config: Path, upstream: Upstream, workers: str
+) -> None:
+    """Each worker and each SIGHUP reads the file again: all of them with the names given."""
+    old_text = with_key_auth(kong_yaml(upstream.port, "/keep", "/old"))
+    await asyncio.to_thread(config.write_text, old_text)
+    args = ("--workers", workers, "--ignore-plugins", "key-auth")
+    async with GatewayProcess(config, *args) as gateway:
+        await gateway.ready(workers=int(workers))
+        base = f"http://127.0.0.1:{gateway.proxy_port}"
+        assert await fetch(f"{base}/old") == (200, "/old")
+        new_text = with_key_auth(kong_yaml(upstream.port, "/keep", "/new"))
+        await asyncio.to_thread(config.write_text, new_text)
+        gateway.send(signal.SIGHUP)
+        await gateway.lines_matching(r"reloaded: configuration 2", int(workers))
+        assert await fetch(f"{base}/new") == (200, "/new")
+        assert "controls access" not in gateway.log and "Traceback" not in gateway.log
+        assert "plugin 'key-auth' is not run (--ignore-plugins)" in gateway.log
+
+
 async def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(config: Path) -> None:
     async with GatewayProcess(config, "--workers", "2") as gateway:
         await gateway.ready(workers=2)

@@ -803,6 +803,62 @@ def test_unsupported_plugin_is_warned_about_and_ignored() -> None:
     )
 
 
+ACCESS_PLUGIN_PLACES = {
+    "route": (
+        "services: [{name: a, host: up, routes: [{name: r, paths: [/], plugins: [{name: %s}]}]}]",
+        "services[0].routes[0].plugins[0]",
+    ),
+    "service": (
+        "services: [{name: a, host: up, plugins: [{name: %s}], routes: [{name: r, paths: [/]}]}]",
+        "services[0].plugins[0]",
+    ),
+    "global": (
+        "services: [{name: a, host: up, routes: [{name: r, paths: [/]}]}]\nplugins: [{name: %s}]",
+        "plugins[0]",
+    ),
+}
+
+
+@pytest.mark.parametrize("place", ACCESS_PLUGIN_PLACES)
+@pytest.mark.parametrize("name", ["key-auth", "acl", "ip-restriction", "request-termination"])
+def test_an_access_plugin_tokengate_does_not_run_is_refused(place: str, name: str) -> None:
+    """Kong would refuse requests there; ignoring the plugin would let them all in."""
+    body, path = ACCESS_PLUGIN_PLACES[place]
+    assert errors(body % name) == [
+        f"kong.yaml: {path}.name: plugin '{name}' controls access in Kong and tokengate does not "
+        "run it, so what it guards would be open: remove it or set enabled: false, or run with "
+        f"--ignore-plugins {name} to accept that"
+    ]
+
+
+@pytest.mark.parametrize("place", ACCESS_PLUGIN_PLACES)
+def test_an_access_plugin_named_in_ignored_plugins_is_warned_about(place: str) -> None:
+    body, path = ACCESS_PLUGIN_PLACES[place]
+    text = HEADER + body % "key-auth"
+    config = parse_config(text, "kong.yaml", ignored_plugins=frozenset({"key-auth"}))
+    assert config.warnings == (
+        f"kong.yaml: {path}: plugin 'key-auth' is not run (--ignore-plugins): what it guards "
+        "is open",
+    )
+    # Naming another plugin does not let this one through.
+    with pytest.raises(ConfigError):
+        parse_config(text, "kong.yaml", ignored_plugins=frozenset({"acl"}))
+
+
+@pytest.mark.parametrize("scope", ["consumer: guest", "consumer_group: gold"])
+def test_an_access_plugin_scoped_to_a_consumer_is_warned_about(scope: str) -> None:
+    """It runs in Kong only for requests identified as that consumer's, and tokengate
+    identifies none: nothing is opened by leaving it out."""
+    config = load(f"""
+        services: [{{name: a, host: up, routes: [{{name: r, paths: [/]}}]}}]
+        plugins: [{{name: request-termination, {scope}}}]
+    """)
+    assert config.warnings == (
+        "kong.yaml: plugins[0]: plugin 'request-termination' is not supported by tokengate and "
+        "is ignored",
+    )
+
+
 @pytest.mark.parametrize("key", ["consumer", "consumer_group"])
 def test_consumer_scoped_openid_connect_is_refused(key: str) -> None:
     """Kong's schema gives the plugin only route and service scopes (it finds the consumer

@@ -126,9 +126,11 @@ class ConfigError(Exception):
         self.errors = errors
 
 
-def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+def load_config(
+    path: str | os.PathLike[str], *, ignored_plugins: frozenset[str] = frozenset()
+) -> GatewayConfig:
     """Read and validate a kong.yaml; errors name the file as the caller spelled it."""
-    return parse_config(read_config_text(path), os.fspath(path))
+    return parse_config(read_config_text(path), os.fspath(path), ignored_plugins=ignored_plugins)
 
 
 def read_config_text(path: str | os.PathLike[str]) -> str:
@@ -147,10 +149,15 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
     return text
 
 
-def parse_config(text: str, source: str = "kong.yaml") -> GatewayConfig:
-    """Validate kong.yaml text; raises ConfigError listing every problem found."""
+def parse_config(
+    text: str, source: str = "kong.yaml", *, ignored_plugins: frozenset[str] = frozenset()
+) -> GatewayConfig:
+    """Validate kong.yaml text; raises ConfigError listing every problem found.
+
+    `ignored_plugins` names access-control plugins (ACCESS_PLUGINS) the user chose to run
+    without (--ignore-plugins): warned about instead of refused."""
     report = Report(source)
-    config = _Loader(report).load(_parse_yaml(text, source))
+    config = _Loader(report, ignored_plugins).load(_parse_yaml(text, source))
     if report.errors:
         raise ConfigError(report.errors)
     return config
@@ -233,8 +240,9 @@ class _Loader:
     Services come first (with their nested routes and plugins), then top-level routes, then
     top-level plugins, so that every reference can be resolved when it is met."""
 
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: Report, ignored_plugins: frozenset[str] = frozenset()) -> None:
         self.report = report
+        self.ignored_plugins = ignored_plugins
         self.services = Registry[_ServiceEntry](report, "service")
         self.routes = Registry[_RouteEntry](report, "route")
         self.service_entries: list[_ServiceEntry] = []
@@ -486,7 +494,9 @@ class _Loader:
         scope = self._plugin_scope(f, fixed_scope)
         if name != OIDC_PLUGIN:
             if name is not None and scope is not None and enabled:
-                f.report.warn(path, f"plugin '{name}' is not supported by tokengate and is ignored")
+                self._other_plugin(
+                    f, name, for_consumer=consumer is not None or f.given("consumer_group")
+                )
             return
         for key in ("consumer", "consumer_group"):
             if f.given(key):
@@ -506,6 +516,25 @@ class _Loader:
             f.warn("protocols", "ignored: tokengate runs openid-connect on http and https")
         plugin = Plugin(name=name, config=MappingProxyType(copy.deepcopy(config)))
         self.plugin_entries.append(_PluginEntry(path, plugin, oidc, enabled, scope))
+
+    def _other_plugin(self, f: Fields, name: str, *, for_consumer: bool) -> None:
+        """A plugin tokengate does not run, on a route, a service or every route. One scoped
+        to a consumer (group) runs in Kong only for requests it identifies as that consumer's,
+        which tokengate never does (`anonymous` aside, checked apart): warned about."""
+        if name not in ACCESS_PLUGINS or for_consumer:
+            f.report.warn(f.path, f"plugin '{name}' is not supported by tokengate and is ignored")
+        elif name in self.ignored_plugins:
+            message = f"plugin '{name}' is not run (--ignore-plugins): what it guards is open"
+            f.report.warn(f.path, message)
+        else:
+            # Kong refuses a file whose plugins it cannot run; ignoring one that decides who
+            # gets in would open, without a word, what Kong keeps shut.
+            f.error(
+                "name",
+                f"plugin '{name}' controls access in Kong and tokengate does not run it, so "
+                "what it guards would be open: remove it or set enabled: false, or run with "
+                f"--ignore-plugins {name} to accept that",
+            )
 
     def _plugin_scope(self, f: Fields, fixed: _Scope | None) -> _Scope | None:
         """None when a reference is broken (already reported)."""
@@ -583,6 +612,33 @@ class _Loader:
                 active[entry.scope] = entry
         return active
 
+
+# Kong's bundled plugins that decide whether a request gets in (authentication, acl, ip, bot
+# and policy checks, request-termination). tokengate runs only openid-connect: any other of
+# these on a route, a service or globally is an error unless --ignore-plugins names it.
+ACCESS_PLUGINS: Final = frozenset(
+    {
+        "acl",
+        "basic-auth",
+        "bot-detection",
+        "header-cert-auth",
+        "hmac-auth",
+        "ip-restriction",
+        "jwe-decrypt",
+        "jwt",
+        "key-auth",
+        "key-auth-enc",
+        "ldap-auth",
+        "ldap-auth-advanced",
+        "mtls-auth",
+        "oauth2",
+        "oauth2-introspection",
+        "opa",
+        "request-termination",
+        "saml",
+        "vault-auth",
+    }
+)
 
 # Plugins that refuse requests: on the anonymous consumer, Kong refuses anonymous requests.
 _REFUSING_PLUGINS: Final = frozenset({"request-termination", "acl", "ip-restriction"})

@@ -43,3 +43,6 @@ class GatewaySettings:
     # proxy in front. From anyone else they are replaced, and the scheme is http.
     trusted_ips: tuple[IPv4Network | IPv6Network, ...] = ()
     log_format: str = "text"  # or "json"; the workers' logging, set up where they start
+    # Access-control plugins of kong.yaml to run without (config.ACCESS_PLUGINS): every read
+    # of the file, a reload's included, must pass the same names.
+    ignored_plugins: frozenset[str] = frozenset()

@@ -37,7 +37,13 @@ from multiprocessing.process import BaseProcess
 
 from tokengate.eventloop import install_uvloop
 from tokengate.gateway.app import GatewayServer
-from tokengate.gateway.config import ConfigError, GatewayConfig, parse_config, read_config_text
+from tokengate.gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    load_config,
+    parse_config,
+    read_config_text,
+)
 from tokengate.gateway.reload import Reloader
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.shared_metrics import forget_worker, share_metrics_between_workers
@@ -70,6 +76,8 @@ async def serve(
     SIGHUP reloads the config with `load` (default: kong.yaml at `config_path`)."""
     loop = asyncio.get_running_loop()
     server = GatewayServer(config, settings, reuse_port=reuse_port)
+    if load is None:
+        load = functools.partial(load_config, config_path, ignored_plugins=settings.ignored_plugins)
     reloader = Reloader(server, config_path, load=load)
 
     def on_first_stop(sig: signal.Signals) -> None:
@@ -180,30 +188,31 @@ def _worker_main(
 ) -> None:
     configure_logging(level, settings.log_format, text_format=WORKER_LOG_FORMAT)
     try:
-        config = parse_config(config_text, config_path)
+        config = parse_config(config_text, config_path, ignored_plugins=settings.ignored_plugins)
     except ConfigError as exc:  # the supervisor validated this text: not expected
         print("\n".join(exc.errors), file=sys.stderr)
         sys.exit(2)
     parent = multiprocessing.parent_process()
     sentinel = parent.sentinel if parent is not None else None
-    load = functools.partial(_load_snapshot, snapshot, config_path)
+    load = functools.partial(_load_snapshot, snapshot, config_path, settings.ignored_plugins)
     code = _run_one(
         config_path, config, settings, reuse_port=True, parent_sentinel=sentinel, load=load
     )
     sys.exit(code)
 
 
-def _load_snapshot(snapshot: str, config_path: str) -> GatewayConfig:
+def _load_snapshot(snapshot: str, config_path: str, ignored: frozenset[str]) -> GatewayConfig:
     # Errors name the user's file: the snapshot is a copy of it.
-    return parse_config(read_config_text(snapshot), config_path)
+    return parse_config(read_config_text(snapshot), config_path, ignored_plugins=ignored)
 
 
 class _Snapshot:
     """The last valid kong.yaml text: kept in memory for workers yet to start, and in a
     private file that running workers read on SIGHUP."""
 
-    def __init__(self, path: str, text: str, directory: str) -> None:
+    def __init__(self, path: str, text: str, directory: str, ignored: frozenset[str]) -> None:
         self.path = path
+        self.ignored = ignored
         self.text = text
         self.file = os.path.join(directory, "kong.yaml")
         self._write(text)
@@ -213,7 +222,7 @@ class _Snapshot:
         reported once (not by every worker) and no worker is asked to load it."""
         try:
             text = read_config_text(self.path)
-            config = parse_config(text, self.path)
+            config = parse_config(text, self.path, ignored_plugins=self.ignored)
         except ConfigError as exc:
             log.error(
                 "%s not reloaded (%d error(s)); workers keep their config:",
@@ -269,7 +278,8 @@ def run_workers(
         return _run_one(config_path, config, settings, reuse_port=False)
     try:
         text = read_config_text(config_path)
-        parse_config(text, config_path)  # the file may have changed since the CLI read it
+        # The file may have changed since the CLI read it.
+        parse_config(text, config_path, ignored_plugins=settings.ignored_plugins)
     except ConfigError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
         return 2
@@ -291,7 +301,12 @@ def run_workers(
         )
         return 1
     try:
-        return _supervise(config_path, _Snapshot(config_path, text, directory), settings, workers)
+        return _supervise(
+            config_path,
+            _Snapshot(config_path, text, directory, settings.ignored_plugins),
+            settings,
+            workers,
+        )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
