@@ -38,6 +38,7 @@ from tokengate.identity.models import AuthServer
 from tokengate.identity.runner import IdentityRunner
 from tokengate.identity.seed import Seed, SeedError, apply_seed
 from tokengate.identity.server import IdentitySettings, open_store
+from tokengate.identity.signing import SpareKeys
 from tokengate.identity.store import StoreError
 from tokengate.panel import show_panel
 from tokengate.retarget import retarget
@@ -125,6 +126,7 @@ class IdentityService:
         self.seed = seed
         self.servers: list[AuthServer] = []  # as seeded, in the seed's order
         self._runner: web.AppRunner | None = None
+        self._spare_keys = SpareKeys()
 
     @property
     def url(self) -> str:
@@ -135,7 +137,7 @@ class IdentityService:
             sock = claim(self.address, "--identity-listen")
         self.address = _bound(sock, self.address[0])
         try:
-            store = open_store(IdentitySettings(data=self.data))
+            store = open_store(IdentitySettings(data=self.data), self._spare_keys)
         except (StoreError, OSError) as exc:
             sock.close()
             raise StackError(f"tokengate run: cannot open {self.data}: {exc}") from None
@@ -154,6 +156,7 @@ class IdentityService:
             store, admin_token=self.admin_token, public_url=self.url, close_store=True
         )
         self._runner = await _serve(app, sock, runner_class=IdentityRunner)
+        self._spare_keys.make_spare()
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,13 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.identity.support import IdentityTestServer
 from tests.identity.test_admin_api import new_store
 from tokengate.identity.app import create_identity_app
 from tokengate.identity.seed import SeedError, apply_seed, load_seed
+from tokengate.identity.signing import SpareKeys
 from tokengate.identity.store import Store
 
 SEED = Path(__file__).resolve().parents[2] / "config" / "identity-seed.yaml"
@@ -311,3 +314,44 @@ async def test_a_claim_that_fails_for_one_client_is_server_error_json_at_the_tok
     finally:
         await client.close()
         store.close()
+
+
+async def test_signing_keys_are_made_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RSA generation takes 50-150 ms: made on the loop, it would stall every request in
+    progress while an auth server is created. The server keeps a spare made in a thread."""
+    real_generate = rsa.generate_private_key
+    threads: list[int] = []
+    gate = threading.Event()
+
+    def watched_generate(*args: Any, **kwargs: Any) -> rsa.RSAPrivateKey:
+        threads.append(threading.get_ident())
+        if threading.get_ident() != loop_thread:
+            gate.wait(10)  # held while the test checks the server answers meanwhile
+        return real_generate(*args, **kwargs)
+
+    loop_thread = threading.get_ident()
+    monkeypatch.setattr(rsa, "generate_private_key", watched_generate)
+    spare_keys = SpareKeys()
+    store = Store.open(None, key_factory=spare_keys)
+    client = await start(store)
+    admin = {"Authorization": "Bearer adm"}
+    try:
+        spare_keys.make_spare()  # as `tokengate identity` does once it listens
+        await asyncio.sleep(0.05)
+        assert len(threads) == 1 and threads[0] != loop_thread  # generating, in a thread
+        listed = await client.get("/v1/auth-servers", headers=admin)
+        assert listed.status == 200  # served while the key is being made
+        gate.set()
+        for _ in range(2000):  # the spare lands on the loop by a done callback
+            if spare_keys.ready:
+                break
+            await asyncio.sleep(0.01)
+        created = await client.post(
+            "/v1/auth-servers", json={"name": "n", "audience": "a"}, headers=admin
+        )
+        assert created.status == 201
+        assert loop_thread not in threads, "a key was generated on the event loop"
+        assert len(threads) == 2  # the spare was taken, and the next one started in a thread
+    finally:
+        gate.set()
+        await client.close()

@@ -22,7 +22,8 @@ from tokengate.eventloop import install_uvloop
 from tokengate.identity.app import KEY_GRACE, create_identity_app
 from tokengate.identity.runner import IdentityRunner
 from tokengate.identity.seed import SeedError, apply_seed, load_seed
-from tokengate.identity.store import NotFound, Store, StoreError
+from tokengate.identity.signing import SpareKeys, new_key
+from tokengate.identity.store import KeyFactory, NotFound, Store, StoreError
 from tokengate.shutdown import Stopper, cut_connections
 
 log = logging.getLogger("tokengate.identity")
@@ -45,10 +46,10 @@ class IdentitySettings:
         return f"http://{host}:{port}"
 
 
-def open_store(settings: IdentitySettings) -> Store:
+def open_store(settings: IdentitySettings, keys: KeyFactory = new_key) -> Store:
     if settings.data is not None:
         Path(settings.data).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return Store.open(settings.data)
+    return Store.open(settings.data, key_factory=keys)
 
 
 def serve_identity(settings: IdentitySettings) -> int:
@@ -59,8 +60,9 @@ def serve_identity(settings: IdentitySettings) -> int:
         except SeedError as exc:
             print("\n".join(exc.errors), file=sys.stderr)
             return 2
+    spare_keys = SpareKeys()
     try:
-        store = open_store(settings)
+        store = open_store(settings, spare_keys)
     except (StoreError, OSError) as exc:
         print(f"tokengate identity: cannot open {settings.data}: {exc}", file=sys.stderr)
         return 1
@@ -90,7 +92,7 @@ def serve_identity(settings: IdentitySettings) -> int:
     )
     install_uvloop()
     try:
-        asyncio.run(_serve(app, settings))
+        asyncio.run(_serve(app, settings, spare_keys))
     except OSError as exc:
         store.close()
         if exc.errno == errno.EADDRINUSE:
@@ -106,7 +108,7 @@ def serve_identity(settings: IdentitySettings) -> int:
     return 0
 
 
-async def _serve(app: web.Application, settings: IdentitySettings) -> None:
+async def _serve(app: web.Application, settings: IdentitySettings, spare_keys: SpareKeys) -> None:
     runner = IdentityRunner(app, handle_signals=False, access_log=None)
     # The first Ctrl-C lets requests in progress finish; a second one cuts them off.
     stopper = Stopper(cut=functools.partial(cut_connections, runner), log=log)
@@ -115,6 +117,7 @@ async def _serve(app: web.Application, settings: IdentitySettings) -> None:
     try:
         host, port = settings.listen
         await web.TCPSite(runner, host, port).start()
+        spare_keys.make_spare()
         # What is loaded now lives as long as the process: keep it out of every full collection.
         gc.freeze()
         log.info("tokengate identity listening on %s:%d (public URL %s)", host, port, settings.url)

@@ -13,6 +13,7 @@ Only the RSA algorithms Kong Identity offers exist here (RS256/384/512, PS256/38
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import datetime
@@ -34,7 +35,57 @@ _SIGNER_CACHE_MAX = 1024
 def new_key(auth_server_id: str, algorithm: str, now: datetime) -> SigningKey:
     """A fresh active RSA key for `algorithm` (one of models.SIGNING_ALGORITHMS)."""
     _check_algorithm(algorithm)
-    private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
+    return _key_record(_generate(), auth_server_id, algorithm, now)
+
+
+def _generate() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
+
+
+class SpareKeys:
+    """A KeyFactory (as `new_key`) for a running server, which keeps one RSA key made ahead in
+    a thread: generating one takes 50-150 ms, and on the event loop that stalls every request
+    in progress (a token call waits behind an auth server being created or a rotation).
+    `cryptography` lets go of the GIL while it generates. With no spare ready (two keys asked
+    for in a row, or no event loop running: seeding, the CLI), a key is made on the spot."""
+
+    def __init__(self) -> None:
+        self._spare: rsa.RSAPrivateKey | None = None
+        self._making: asyncio.Future[rsa.RSAPrivateKey] | None = None
+
+    def __call__(self, auth_server_id: str, algorithm: str, now: datetime) -> SigningKey:
+        _check_algorithm(algorithm)
+        private, self._spare = self._spare, None
+        if private is None:
+            private = _generate()
+        self.make_spare()
+        return _key_record(private, auth_server_id, algorithm, now)
+
+    @property
+    def ready(self) -> bool:
+        """Whether a spare is made (the next key costs nothing on the loop)."""
+        return self._spare is not None
+
+    def make_spare(self) -> None:
+        """Start making the next key in a thread, if none is ready or on its way (and a loop
+        runs: this is called on it)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._spare is None and self._making is None:
+            making = self._making = loop.run_in_executor(None, _generate)
+            making.add_done_callback(self._made)
+
+    def _made(self, making: asyncio.Future[rsa.RSAPrivateKey]) -> None:
+        self._making = None
+        if not making.cancelled() and making.exception() is None:
+            self._spare = making.result()
+
+
+def _key_record(
+    private: rsa.RSAPrivateKey, auth_server_id: str, algorithm: str, now: datetime
+) -> SigningKey:
     pem = private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
