@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.gateway.support import eventually
 from tests.identity.support import IdentityTestServer
 from tests.identity.test_admin_api import new_store
 from tokengate.identity.app import create_identity_app
@@ -337,21 +338,20 @@ async def test_signing_keys_are_made_off_the_event_loop(monkeypatch: pytest.Monk
     admin = {"Authorization": "Bearer adm"}
     try:
         spare_keys.make_spare()  # as `tokengate identity` does once it listens
-        await asyncio.sleep(0.05)
-        assert len(threads) == 1 and threads[0] != loop_thread  # generating, in a thread
+        await eventually(lambda: len(threads) == 1, timeout=20)
+        assert threads[0] != loop_thread  # generating, in a thread
         listed = await client.get("/v1/auth-servers", headers=admin)
         assert listed.status == 200  # served while the key is being made
         gate.set()
-        for _ in range(2000):  # the spare lands on the loop by a done callback
-            if spare_keys.ready:
-                break
-            await asyncio.sleep(0.01)
+        # The spare lands on the loop by a done callback.
+        await eventually(lambda: spare_keys.ready, timeout=20)
         created = await client.post(
             "/v1/auth-servers", json={"name": "n", "audience": "a"}, headers=admin
         )
         assert created.status == 201
+        # The spare was taken, and the next one is being made.
+        await eventually(lambda: len(threads) == 2, timeout=20)
         assert loop_thread not in threads, "a key was generated on the event loop"
-        assert len(threads) == 2  # the spare was taken, and the next one started in a thread
     finally:
         gate.set()
         await client.close()
