@@ -785,6 +785,113 @@ async def test_unknown_issuer_is_a_json_404(issuer: Issuer, method: str, suffix:
         assert (await resp.json())["error"] == "not_found"
 
 
+# ---- CORS: the auth server's trusted_origins ---------------------------------------------------
+
+TRUSTED = "https://app.example.com"
+
+
+def cors_request(issuer: Issuer, kind: str) -> tuple[str, str, dict[str, Any]]:
+    """(method, path, aiohttp request arguments) for one kind of issuer request."""
+    form = {"client_id": issuer.client.id, "client_secret": issuer.secret}
+    token = {"grant_type": "client_credentials", **form}
+    return {
+        "discovery": ("GET", "/.well-known/openid-configuration", {}),
+        "jwks": ("GET", "/.well-known/jwks", {}),
+        "token": ("POST", "/oauth/token", {"data": token}),  # the shortcut's raw answer
+        "token error": ("POST", "/oauth/token", {"data": {**token, "client_secret": "no"}}),
+        "introspect": ("POST", "/introspect", {"data": {**form, "token": "x"}}),
+        "userinfo 401": ("GET", "/userinfo", {}),
+    }[kind]
+
+
+CORS_KINDS = ["discovery", "jwks", "token", "token error", "introspect", "userinfo 401"]
+
+
+@pytest.mark.parametrize("kind", CORS_KINDS)
+@pytest.mark.parametrize(
+    ("trusted", "origin", "allowed"),
+    [
+        (TRUSTED + "/", TRUSTED, True),  # an entry with a path still names its origin
+        ("https://APP.example.com:443", TRUSTED, True),  # case and default port aside
+        ("http://localhost:3000", "http://localhost:3000", True),
+        (TRUSTED, "https://evil.example.com", False),
+        (TRUSTED, "http://app.example.com", False),  # another scheme is another origin
+        (TRUSTED, None, False),
+    ],
+)
+async def test_a_trusted_origin_may_read_every_issuer_answer(
+    issuer: Issuer, kind: str, trusted: str, origin: str | None, allowed: bool
+) -> None:
+    issuer.store.update_auth_server(issuer.server.id, trusted_origins=[trusted])
+    method, suffix, arguments = cors_request(issuer, kind)
+    headers = {"Origin": origin} if origin else {}
+    async with issuer.http.request(
+        method, issuer.path + suffix, headers=headers, **arguments
+    ) as resp:
+        assert resp.status < 500
+        assert resp.headers.get("Access-Control-Allow-Origin") == (origin if allowed else None)
+        assert resp.headers.get("Vary") == "Origin"  # whoever asks: caches must keep them apart
+
+
+@pytest.mark.parametrize("kind", CORS_KINDS)
+async def test_an_auth_server_without_trusted_origins_sends_no_cors_header(
+    issuer: Issuer, kind: str
+) -> None:
+    method, suffix, arguments = cors_request(issuer, kind)
+    headers = {"Origin": TRUSTED}
+    async with issuer.http.request(
+        method, issuer.path + suffix, headers=headers, **arguments
+    ) as resp:
+        assert resp.status < 500
+        assert not [name for name in resp.headers if name.lower().startswith("access-control-")]
+        assert "Vary" not in resp.headers
+
+
+@pytest.mark.parametrize(
+    ("suffix", "methods"),
+    [
+        ("/oauth/token", "POST"),
+        ("/.well-known/jwks", "GET"),
+        ("/userinfo", "GET, POST"),
+    ],
+)
+async def test_a_preflight_from_a_trusted_origin_is_answered(
+    issuer: Issuer, suffix: str, methods: str
+) -> None:
+    issuer.store.update_auth_server(issuer.server.id, trusted_origins=[TRUSTED])
+    asked = {
+        "Origin": TRUSTED,
+        "Access-Control-Request-Method": methods.split(",")[0],
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    async with issuer.http.options(issuer.path + suffix, headers=asked) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == TRUSTED
+        assert resp.headers["Access-Control-Allow-Methods"] == methods
+        assert resp.headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+        assert resp.headers["Access-Control-Max-Age"] == "600"
+        assert resp.headers["Allow"] == f"{methods}, OPTIONS"
+    elsewhere = {**asked, "Origin": "https://evil.example.com"}
+    async with issuer.http.options(issuer.path + suffix, headers=elsewhere) as resp:
+        assert resp.status == 204  # no CORS header: the browser refuses
+        assert not [name for name in resp.headers if name.lower().startswith("access-control-")]
+    async with issuer.http.options("/zzzzzzzzzzzzzzzz/auth" + suffix, headers=asked) as resp:
+        assert resp.status == 404
+
+
+async def test_a_preflight_asking_odd_headers_gets_none_of_them(issuer: Issuer) -> None:
+    issuer.store.update_auth_server(issuer.server.id, trusted_origins=[TRUSTED])
+    asked = {
+        "Origin": TRUSTED,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, <script>",
+    }
+    async with issuer.http.options(issuer.path + "/oauth/token", headers=asked) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == TRUSTED
+        assert "Access-Control-Allow-Headers" not in resp.headers
+
+
 async def test_the_app_exposes_its_api_under_an_app_key(issuer: Issuer) -> None:
     api = issuer.http.app[ISSUER_API]
     assert api.public_url == PUBLIC_URL  # the trailing slash given is dropped

@@ -11,6 +11,12 @@ introspection and userinfo, as Kong Identity serves them.
     POST      {issuer}/oauth/token                         RFC 6749, client_credentials (grants.py)
     POST      {issuer}/introspect                          RFC 7662, the caller authenticates
     GET|POST  {issuer}/userinfo                            Bearer token → claims (OIDC Core §5.3)
+    OPTIONS   each of them                                 CORS preflight
+
+CORS (the auth server's `trusted_origins`): a request whose Origin is one of them gets
+`Access-Control-Allow-Origin` with that origin, on errors too, and a preflight from it a 204
+with the methods of the path and the headers asked for. Other origins get no CORS header (the
+browser then refuses); `Vary: Origin` whenever the server has trusted origins.
 
 HTTP glue only: the protocol is in grants.py, tokens in tokens.py. OAuth errors become RFC 6749
 §5.2 JSON in exactly one place (`oauth_error_response`); an unknown issuer id is a JSON 404.
@@ -24,8 +30,9 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import jwt
 from aiohttp import web
@@ -41,7 +48,7 @@ from tokengate.identity.grants import (
     authenticate_client,
     token_endpoint,
 )
-from tokengate.identity.models import SigningKey
+from tokengate.identity.models import AuthServer, SigningKey
 from tokengate.identity.signing import public_jwk, signer_for
 from tokengate.identity.store import NotFound, Store
 from tokengate.identity.tokens import MAX_TOKEN_LENGTH, RESERVED_CLAIMS, ClaimError, userinfo
@@ -55,6 +62,14 @@ NO_STORE: Final[Mapping[str, str]] = {"Cache-Control": "no-store", "Pragma": "no
 _CLAIMS_IN_ORDER: Final = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope")
 _REQUIRED_CLAIMS: Final = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"]
 
+NO_CORS: Final[Mapping[str, str]] = MappingProxyType({})
+_VARY_ORIGIN: Final[Mapping[str, str]] = MappingProxyType({"Vary": "Origin"})
+PREFLIGHT_MAX_AGE: Final = 600
+# Access-Control-Request-Headers as browsers send it: header names, commas, spaces.
+_HEADER_LIST: Final = re.compile(
+    r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ ,]+[A-Za-z0-9!#$%&'*+.^_`|~-]+)*"
+)
+
 _dumps = functools.partial(json.dumps, separators=(",", ":"))
 _TOKEN_HEAD: Final = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -63,11 +78,36 @@ _TOKEN_HEAD: Final = (
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
-def oauth_error_response(exc: OAuthError) -> web.Response:
+def oauth_error_response(exc: OAuthError, cors: Mapping[str, str] = NO_CORS) -> web.Response:
     """The one place an OAuthError becomes HTTP: RFC 6749 §5.2 JSON, never cached."""
     return web.json_response(
-        exc.body(), status=exc.status_code, headers=exc.headers(), dumps=_dumps
+        exc.body(), status=exc.status_code, headers={**exc.headers(), **cors}, dumps=_dumps
     )
+
+
+def cors_headers(server: AuthServer, request: web.BaseRequest) -> Mapping[str, str]:
+    """CORS headers for an answer of `server`'s issuer to `request` (see the module doc)."""
+    if not server.trusted_origins:
+        return NO_CORS
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() in map(_origin_of, server.trusted_origins):
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return _VARY_ORIGIN
+
+
+def _origin_of(uri: str) -> str:
+    """The origin a browser sends for pages under `uri` (RFC 6454): scheme, host, and the port
+    unless it is the scheme's default; lower case."""
+    parts = urlsplit(uri)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
 
 
 class IssuerApi:
@@ -80,14 +120,49 @@ class IssuerApi:
 
     def routes(self) -> list[web.RouteDef]:
         base = "/{issuer_id}/auth"
-        return [
-            web.get(base + "/.well-known/openid-configuration", self.discovery),
-            web.get(base + "/.well-known/jwks", self.jwks),
+        # The token endpoint sets its CORS headers itself (its answer may be raw bytes).
+        routes = [
+            web.get(base + "/.well-known/openid-configuration", self._cors(self.discovery)),
+            web.get(base + "/.well-known/jwks", self._cors(self.jwks)),
             web.post(base + "/oauth/token", self.token),
-            web.post(base + "/introspect", self.introspect),
-            web.get(base + "/userinfo", self.userinfo),
-            web.post(base + "/userinfo", self.userinfo),
+            web.post(base + "/introspect", self._cors(self.introspect)),
+            web.get(base + "/userinfo", self._cors(self.userinfo)),
+            web.post(base + "/userinfo", self._cors(self.userinfo)),
         ]
+        methods: dict[str, list[str]] = {}
+        for route in routes:
+            assert isinstance(route, web.RouteDef)
+            methods.setdefault(route.path, []).append(route.method)
+        preflights = [
+            web.options(path, functools.partial(self.preflight, ", ".join(allowed)))
+            for path, allowed in methods.items()
+        ]
+        return routes + preflights
+
+    def _cors(
+        self, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def with_cors(request: web.Request) -> web.Response:
+            response = await handler(request)  # an unknown issuer has raised its 404 by now
+            response.headers.update(cors_headers(self.issuer(request).server, request))
+            return response
+
+        return with_cors
+
+    async def preflight(self, allowed: str, request: web.Request) -> web.Response:
+        """OPTIONS: a CORS preflight from a trusted origin gets what it asks to send; any
+        other OPTIONS only the methods of the path."""
+        headers = {"Allow": f"{allowed}, OPTIONS"}
+        cors = cors_headers(self.issuer(request).server, request)
+        if "Access-Control-Allow-Origin" in cors:
+            headers.update(cors, **{"Access-Control-Allow-Methods": allowed})
+            asked = request.headers.get("Access-Control-Request-Headers")
+            if asked and _HEADER_LIST.fullmatch(asked):
+                headers["Access-Control-Allow-Headers"] = asked
+            headers["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE)
+        else:
+            headers.update(cors)
+        return web.Response(status=204, headers=headers)
 
     def issuer(self, request: web.Request) -> Issuer:
         return self.issuer_by_id(request.match_info["issuer_id"])
@@ -138,11 +213,12 @@ class IssuerApi:
     async def token_for(self, issuer_id: str, request: web.BaseRequest) -> web.StreamResponse:
         """The token endpoint of `issuer_id` (routed here, or straight from `token_shortcut`)."""
         issuer = self.issuer_by_id(issuer_id)
+        cors = cors_headers(issuer.server, request)
         try:
             body = token_endpoint(issuer, await _token_request(request))
         except OAuthError as exc:
-            return oauth_error_response(exc)
-        return _no_store_json(request, _dumps(body).encode())
+            return oauth_error_response(exc, cors)
+        return _no_store_json(request, _dumps(body).encode(), cors)
 
     async def introspect(self, request: web.Request) -> web.Response:
         """RFC 7662: any client of this auth server may ask; the answer is `active: false` for
@@ -338,14 +414,18 @@ async def _token_request(request: web.BaseRequest) -> TokenRequest:
     return TokenRequest(form, authorization[0] if authorization else None)
 
 
-def _no_store_json(request: web.BaseRequest, body: bytes) -> web.StreamResponse:
+def _no_store_json(
+    request: web.BaseRequest, body: bytes, cors: Mapping[str, str]
+) -> web.StreamResponse:
     """A 200 JSON answer that must not be cached, laid out as bytes for HTTP/1.1 clients."""
     if request.version != (1, 1):
-        return web.Response(body=body, headers=NO_STORE, content_type="application/json")
+        headers = {**NO_STORE, **cors}
+        return web.Response(body=body, headers=headers, content_type="application/json")
     keep_alive = request.keep_alive
-    head = b"%b%bContent-Length: %d\r\n%b\r\n" % (
+    head = b"%b%b%bContent-Length: %d\r\n%b\r\n" % (
         _TOKEN_HEAD,
         date_line(),
+        b"".join(b"%b: %b\r\n" % (k.encode(), v.encode("latin-1")) for k, v in cors.items()),
         len(body),
         b"" if keep_alive else b"Connection: close\r\n",
     )
