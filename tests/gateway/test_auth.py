@@ -25,7 +25,7 @@ from tests.gateway.issuer import OMIT, TestIssuer, self_signed_certificate
 from tokengate.gateway import auth as auth_module
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.keys import KeyPolicy
-from tokengate.gateway.oidc_config import OidcConfig
+from tokengate.gateway.oidc_config import Consumer, OidcConfig
 
 FAST_KEYS = KeyPolicy(min_refresh=0.2, max_refresh=0.5, max_stale=60, retry_backoff=0.1)
 
@@ -414,6 +414,24 @@ async def test_leeway(protect: Protect, test_issuer: TestIssuer) -> None:
     assert (await call(lenient, token=token)).status == 200
 
 
+async def test_max_age(protect: Protect, test_issuer: TestIssuer) -> None:
+    """Kong checks `auth_time` against `max_age` for bearer tokens when max_age is set."""
+    now = int(time.time())
+    gw = await protect(max_age=60)
+    assert (await call(gw, token=test_issuer.mint())).status == 401  # no auth_time
+    assert (await call(gw, token=test_issuer.mint(auth_time=now - 120))).status == 401
+    assert (await call(gw, token=test_issuer.mint(auth_time=now - 10))).status == 200
+    assert (await call(gw, token=test_issuer.mint(auth_time="recent"))).status == 401
+    lenient = await protect(max_age=60, leeway=100)
+    assert (await call(lenient, token=test_issuer.mint(auth_time=now - 120))).status == 200
+    # A verified token stays cached no longer than max_age allows.
+    brief = await protect(max_age=1)
+    token = test_issuer.mint(auth_time=now)
+    assert (await call(brief, token=token)).status == 200
+    await asyncio.sleep(now + 1.3 - time.time())
+    assert (await call(brief, token=token)).status == 401
+
+
 async def test_token_without_kid_needs_exactly_one_key(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
@@ -462,7 +480,8 @@ async def test_preflight(protect: Protect) -> None:
     open_ = await protect(run_on_preflight=False)
     assert (await call(gated, method="OPTIONS", headers=preflight)).status == 401
     assert (await call(open_, method="OPTIONS", headers=preflight)).status == 200
-    assert (await call(open_, method="OPTIONS")).status == 401  # not a preflight
+    assert (await call(open_, method="OPTIONS")).status == 200  # any OPTIONS, as Kong's handler
+    assert (await call(open_, method="GET", headers=preflight)).status == 401
     # A preflight let through carries no token: nor may it carry what one would set.
     spoofing = await protect(
         run_on_preflight=False, upstream_headers_claims=("sub",), upstream_headers_names=("X-User",)
@@ -802,17 +821,42 @@ async def test_claims_become_upstream_headers(protect: Protect, test_issuer: Tes
     answer = await call(gw, token=token, headers={"X-Subject": "spoofed"})
     assert answer.upstream_headers("X-Subject") == ["test-client"]
     assert answer.upstream_headers("X-Scope") == ["openid read"]
-    assert answer.upstream_headers("X-Roles") == ['["a","b"]']
+    assert answer.upstream_headers("X-Roles") == [base64.b64encode(b'["a","b"]').decode()]
     assert answer.upstream_headers("X-N") == ["3"]
 
 
-async def test_claim_with_line_break_cannot_inject_a_header(
-    protect: Protect, test_issuer: TestIssuer
+CLAIM_RENDERINGS = [
+    # Kong's headers.lua: tables as base64 of their JSON, other non-strings as Lua's tostring,
+    # strings as they are; nil, null, false, "" and empty tables send nothing.
+    ({"k": 1}, base64.b64encode(b'{"k":1}').decode()),
+    (["é"], base64.b64encode('["é"]'.encode()).decode()),
+    (True, "true"),
+    (0, "0"),
+    (1.5, "1.5"),
+    (3.0, "3"),
+    (1e20, "1e+20"),
+    (1700000000, "1700000000"),
+    ("Zoë", "Zoë"),
+    ("a b\tc", "a b\tc"),
+    (False, None),
+    (None, None),
+    ("", None),
+    ([], None),
+    ({}, None),
+    ("a\r\nX-Admin: yes", None),  # never a header line of its own
+    ("a\x00b", None),
+]
+
+
+@pytest.mark.parametrize(("claim", "header"), CLAIM_RENDERINGS)
+async def test_claim_values_reach_the_upstream_as_kong_renders_them(
+    protect: Protect, test_issuer: TestIssuer, claim: object, header: str | None
 ) -> None:
-    gw = await protect(upstream_headers_claims=("sub",), upstream_headers_names=("X-Subject",))
-    answer = await call(gw, token=test_issuer.mint(sub="a\r\nX-Admin: yes"))
+    gw = await protect(upstream_headers_claims=("c",), upstream_headers_names=("X-C",))
+    answer = await call(gw, token=test_issuer.mint(c=claim), headers={"X-C": "spoofed"})
+    assert answer.status == 200
+    assert answer.upstream_headers("X-C") == ([] if header is None else [header])
     assert answer.upstream_headers("X-Admin") == []
-    assert answer.upstream_headers("X-Subject") == ['"a\\r\\nX-Admin: yes"']
 
 
 async def test_anonymous_requests_cannot_bring_the_headers_a_token_would_set(
@@ -868,12 +912,27 @@ async def test_anonymous_requests_lose_the_token_that_failed_wherever_it_was(
 
 
 async def test_anonymous(protect: Protect, test_issuer: TestIssuer) -> None:
-    gw = await protect(anonymous="guest", scopes_required=("admin",))
-    answer = await call(gw, headers={"X-Anonymous-Consumer": "false"})
+    guest = Consumer(id="8f2a", custom_id="c-1", username="guest")
+    gw = await protect(anonymous="guest", anonymous_consumer=guest, scopes_required=("admin",))
+    spoofed = {"X-Anonymous-Consumer": "false", "X-Consumer-Username": "admin"}
+    answer = await call(gw, headers=spoofed)
     assert answer.status == 200
     assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
-    # A valid token lacking the scope is still refused: anonymous covers no credential only.
-    assert (await call(gw, token=test_issuer.mint())).status == 403
+    # Kong's set_anonymous: the consumer named to the upstream as for any consumer.
+    assert answer.upstream_headers("X-Consumer-ID") == ["8f2a"]
+    assert answer.upstream_headers("X-Consumer-Custom-ID") == ["c-1"]
+    assert answer.upstream_headers("X-Consumer-Username") == ["guest"]
+    # Kong's forbidden answer becomes an anonymous pass too: a valid token lacking the scope.
+    lacking = test_issuer.mint()
+    for _ in range(2):  # the second time from the verified-token cache
+        answer = await call(gw, token=lacking)
+        assert answer.status == 200
+        assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
+        assert answer.upstream_headers("Authorization") == []  # hide_credentials
+    unnamed = await protect(anonymous="guest", anonymous_consumer=Consumer(username="guest"))
+    answer = await call(unnamed)
+    assert answer.upstream_headers("X-Consumer-Username") == ["guest"]
+    assert answer.upstream_headers("X-Consumer-ID") == []
     authenticated = await protect(anonymous="guest")
     answer = await call(
         authenticated, token=test_issuer.mint(), headers={"X-Anonymous-Consumer": "true"}
@@ -886,7 +945,7 @@ async def test_display_errors_and_custom_messages(
 ) -> None:
     gw = await protect(display_errors=True, unauthorized_error_message="Go away")
     answer = await call(gw, token=test_issuer.mint(exp_in=-10))
-    assert answer.json == {"message": "Go away"}
+    assert answer.json == {"message": "Go away (token expired)"}  # as Kong's responses.lua
     challenge = answer.headers["WWW-Authenticate"]
     assert challenge.startswith(
         'Bearer realm="127.0.0.1", error="invalid_token", error_description="'
@@ -894,6 +953,7 @@ async def test_display_errors_and_custom_messages(
     quiet = await protect(expose_error_code=False)
     answer = await call(quiet, token=test_issuer.mint(exp_in=-10))
     assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1"'
+    assert answer.json == {"message": "Unauthorized"}  # no reason without display_errors
 
 
 async def test_refusals_are_complete_http_answers_for_1_0_and_1_1(protect: Protect) -> None:

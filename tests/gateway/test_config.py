@@ -18,6 +18,7 @@ from tokengate.gateway.config import (
     load_config,
     parse_config,
 )
+from tokengate.gateway.oidc_config import Consumer
 
 HEADER = '_format_version: "3.0"\n'
 
@@ -1005,11 +1006,27 @@ def test_anonymous_must_name_a_declared_consumer() -> None:
     ]
 
 
-@pytest.mark.parametrize("consumer", ["{username: guest}", "{id: guest}"])
-def test_anonymous_naming_a_declared_consumer_is_accepted(consumer: str) -> None:
+@pytest.mark.parametrize(
+    ("consumer", "found"),
+    [
+        ("{username: guest}", Consumer(username="guest")),
+        ("{id: guest}", Consumer(id="guest")),
+        ("{username: guest, id: 8f2a, custom_id: 7}", Consumer("8f2a", "7", "guest")),
+    ],
+)
+def test_anonymous_naming_a_declared_consumer_is_accepted(consumer: str, found: Consumer) -> None:
+    """The consumer itself is kept: the upstream is told who it is, as Kong does."""
     config = load(ANONYMOUS_ROUTE + f"consumers: [{consumer}]\n")
     oidc = route_named(config, "r").oidc
     assert oidc is not None and oidc.anonymous == "guest"
+    assert oidc.anonymous_consumer == found
+
+
+def test_an_anonymous_consumer_that_cannot_be_named_in_a_header_is_refused() -> None:
+    assert errors(ANONYMOUS_ROUTE + 'consumers: [{username: guest, custom_id: "a\\nb"}]\n') == [
+        "kong.yaml: plugins[0].config.anonymous: consumer 'guest' has a custom_id that cannot "
+        "be sent in an X-Consumer-* header (printable ASCII only)"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -412,10 +412,16 @@ ERRORS = {
         "claims_forbidden: not implemented by tokengate; ignoring it would let through tokens "
         "Kong refuses: remove claims_forbidden",
     ),
-    "domains": (
-        "domains: [example.com]",
-        "domains: not implemented by tokengate; ignoring it would let through tokens Kong "
-        "refuses: remove domains",
+    "jwt session cookie": (
+        "jwt_session_cookie: sess",
+        "jwt_session_cookie: not implemented by tokengate; ignoring it would let through "
+        "tokens Kong refuses: remove jwt_session_cookie",
+    ),
+    "consumer groups mapping required": (
+        "consumer_groups_claim: [tier]",
+        "consumer_groups_claim: not implemented by tokengate; ignoring it would let through "
+        "tokens Kong refuses: tokengate has no consumer groups: set consumer_groups_optional: "
+        "true or remove it",
     ),
     "mtls proof of possession": (
         "proof_of_possession_mtls: strict",
@@ -440,7 +446,11 @@ ERRORS = {
     # fields tokengate does not implement are still type-checked against Kong's schema
     "unimplemented string": ("client_arg: 5", "client_arg: expected a string, got an integer"),
     "unimplemented boolean": ("reverify: 'no'", "reverify: expected a boolean, got a string"),
-    "unimplemented number": ("max_age: true", "max_age: expected a number, got a boolean"),
+    "max_age not a number": ("max_age: true", "max_age: expected a number, got a boolean"),
+    "unimplemented number": (
+        "cache_ttl_neg: true",
+        "cache_ttl_neg: expected a number, got a boolean",
+    ),
     "unimplemented integer": (
         "session_memcached_port: 1.5",
         "session_memcached_port: expected an integer, got a number",
@@ -526,6 +536,16 @@ def test_empty_list_without_a_default_is_unset() -> None:
 def test_consumer_claims_with_optional_consumer_only_warns() -> None:
     assert warnings("consumer_claims: [[sub]]\nconsumer_optional: true") == [
         ": not implemented by tokengate, ignored: consumer_claims, consumer_optional"
+    ]
+    assert warnings("consumer_groups_claim: [tier]\nconsumer_groups_optional: true") == [
+        ": not implemented by tokengate, ignored: consumer_groups_claim, consumer_groups_optional"
+    ]
+
+
+def test_domains_only_warns() -> None:
+    """Kong checks `hd` against `domains` in ID tokens only, never in a bearer access token."""
+    assert warnings("domains: [example.com]") == [
+        ": not implemented by tokengate, ignored: domains"
     ]
 
 

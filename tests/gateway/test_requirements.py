@@ -188,7 +188,8 @@ def test_audience_is_invalid_token_and_scope_is_insufficient_scope() -> None:
     assert InsufficientScope.error == "insufficient_scope"
 
 
-def test_checks_run_in_kongs_order_audience_scopes_roles_groups() -> None:
+def test_checks_run_in_kongs_order_scopes_audience_groups_roles() -> None:
+    """The order of Kong's handler: a token that fails several is refused for the first."""
     requirements = compiled(
         audience_required=("api",),
         scopes_required=("read",),
@@ -197,10 +198,10 @@ def test_checks_run_in_kongs_order_audience_scopes_roles_groups() -> None:
     )
     claims: dict[str, Any] = {}
     for error, grant in [
-        (AudienceNotAllowed, {"aud": "api"}),
         (InsufficientScope, {"scope": "read"}),
-        (MissingRole, {"roles": ["admin"]}),
+        (AudienceNotAllowed, {"aud": "api"}),
         (MissingGroup, {"groups": ["eng"]}),
+        (MissingRole, {"roles": ["admin"]}),
     ]:
         with pytest.raises(error):
             requirements.check(claims)

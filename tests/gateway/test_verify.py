@@ -37,6 +37,7 @@ from tokengate.gateway.verify import (
     ClaimRules,
     TokenParts,
     check_claims,
+    check_max_age,
     decode_claims,
     split_token,
     verify_signature,
@@ -174,6 +175,17 @@ def test_ed448_eddsa() -> None:
 def test_check_claims_returns_exp() -> None:
     assert check_claims(claims(exp=int(NOW) + 60), RULES, NOW) == NOW + 60
     assert check_claims(claims(exp=NOW + 0.5), RULES, NOW) == NOW + 0.5
+
+
+def test_check_max_age_returns_when_the_token_stops_passing() -> None:
+    assert check_max_age(claims(auth_time=NOW - 10), 60, NOW, 5) == NOW + 55
+    with pytest.raises(BadClaims, match="auth_time is required"):
+        check_max_age(claims(), 60, NOW, 0)
+    with pytest.raises(BadClaims, match="older than max_age"):
+        check_max_age(claims(auth_time=NOW - 61), 60, NOW, 0)
+    for bad in ("1", True, None):
+        with pytest.raises(BadClaims):
+            check_max_age(claims(auth_time=bad), 60, NOW, 0)
 
 
 def test_token_without_kid_uses_the_single_key_for_its_alg() -> None:

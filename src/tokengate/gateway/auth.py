@@ -14,6 +14,7 @@ Every exception on this path becomes an AuthError, so a 500 or a pass is impossi
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -52,6 +53,7 @@ from tokengate.gateway.verify import (
     ClaimRules,
     HeaderCache,
     check_claims,
+    check_max_age,
     decode_claims,
     split_token,
     verify_signature,
@@ -61,7 +63,7 @@ log = logging.getLogger("tokengate.auth")
 
 # Longest token lifetime accepted (exp - iat): Kong Identity issues at most 30 days.
 MAX_TOKEN_LIFETIME: Final = 30 * 86400.0
-_PLAIN_HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]*")
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab: never in a header
 
 _ACCESS_TOKEN, _X_ACCESS_TOKEN = TOKEN_HEADERS  # two names, checked one by one on the hot path
 _TOKEN_PLACE_HEADERS: Final = frozenset({b"authorization", *(n.encode() for n in TOKEN_HEADERS)})
@@ -71,7 +73,7 @@ _TOKEN_PLACE_HEADERS: Final = frozenset({b"authorization", *(n.encode() for n in
 OK: Final = "ok"  # a token verified now (signature and claims)
 CACHED: Final = "cached"  # a token found in the verified-token cache
 ANONYMOUS: Final = "anonymous"  # no valid token, let through as `anonymous` says
-PREFLIGHT: Final = "preflight"  # a CORS preflight, let through (run_on_preflight: false)
+PREFLIGHT: Final = "preflight"  # an OPTIONS request, let through (run_on_preflight: false)
 
 
 def key_source(config: OidcConfig) -> KeySource:
@@ -87,12 +89,9 @@ def key_source(config: OidcConfig) -> KeySource:
 
 
 def is_preflight(request: web.BaseRequest) -> bool:
-    headers = request.headers
-    return (
-        request.method == "OPTIONS"
-        and "Origin" in headers
-        and "Access-Control-Request-Method" in headers
-    )
+    # Kong's handler: `run_on_preflight: false` skips the plugin for every OPTIONS request, not
+    # only those that carry CORS preflight headers.
+    return request.method == "OPTIONS"
 
 
 class Authenticator:
@@ -116,6 +115,7 @@ class Authenticator:
             issuers=config.accepted_issuers, leeway=config.leeway, max_lifetime=MAX_TOKEN_LIFETIME
         )
         self._leeway = config.leeway
+        self._max_age = config.max_age
         self._ttl_max = config.cache_ttl_max
         self.cache = TokenCache(cache_capacity) if config.cache_tokens else None
         self._headers = HeaderCache()
@@ -145,9 +145,12 @@ class Authenticator:
         # An anonymous pass: the headers a verified token would fill stay empty (a client must
         # not fill them itself), but for the places a client's own credentials come in (the
         # failed token, with hide_credentials, goes as `_hidden` says; Basic stays).
+        # Kong's anonymous consumer headers: the X-Consumer-* a client sent are dropped anyway.
+        consumer = config.anonymous_consumer
         self._anonymous = UpstreamEdits(
             drop=self._set_headers - _TOKEN_PLACE_HEADERS,
-            added=b"X-Anonymous-Consumer: true\r\n",
+            added=(consumer.header_lines() if consumer else b"")
+            + b"X-Anonymous-Consumer: true\r\n",
         )
         self._preflight = UpstreamEdits(drop=self._anonymous.drop)  # no token: nothing of one
 
@@ -209,7 +212,9 @@ class Authenticator:
             self.authorize(entry)
             return self._edits(request, location, entry, body), outcome
         except AuthError as exc:
-            if config.anonymous is not None and exc.status == 401:
+            # Kong's responses.lua: both its unauthorized and forbidden answers become an
+            # anonymous pass when `anonymous` is set.
+            if config.anonymous is not None and exc.status in (401, 403):
                 log.debug("anonymous access after: %s", exc.detail)
                 if location is None or not config.hide_credentials:
                     return self._anonymous, ANONYMOUS
@@ -258,6 +263,8 @@ class Authenticator:
         claims = decode_claims(parts)
         exp = check_claims(claims, self._rules, now)
         expires = exp + self._leeway
+        if self._max_age is not None:  # a cached entry too must not outlive it
+            expires = min(expires, check_max_age(claims, self._max_age, now, self._leeway))
         if self._ttl_max is not None:
             expires = min(expires, now + self._ttl_max)
         return VerifiedToken(claims=claims, exp=exp, expires=expires)
@@ -342,9 +349,9 @@ class Authenticator:
     def _claim_lines(self, claims: Mapping[str, Any]) -> bytes:
         lines = []
         for claim, header in self._claim_headers:
-            if claim in claims:
-                value = render_header_value(claims[claim])
-                lines.append(b"%b: %b\r\n" % (header.encode("latin-1"), value.encode("ascii")))
+            value = render_header_value(claims.get(claim))
+            if value is not None:
+                lines.append(b"%b: %b\r\n" % (header.encode("latin-1"), value))
         return b"".join(lines)
 
     # -- the refusal -----------------------------------------------------------------------
@@ -395,6 +402,8 @@ class Authenticator:
         else:
             message = config.unauthorized_error_message
         if exc.status in (401, 403, 400):
+            if config.display_errors:  # Kong's responses.lua: the reason after the message
+                message = f"{message} ({exc.detail})"
             challenge = f'Bearer realm="{_quote(self.realm)}"'
             if exc.error is not None and config.expose_error_code:
                 challenge += f', error="{exc.error}"'
@@ -450,13 +459,32 @@ class RefusalLog:
         )
 
 
-def render_header_value(value: object) -> str:
-    """A claim as an upstream header value: plain printable-ASCII strings as they are; numbers,
-    booleans, lists, objects and any string with other characters as compact ASCII JSON (so a
-    claim can never inject a header line)."""
-    if isinstance(value, str) and _PLAIN_HEADER_VALUE.fullmatch(value):
-        return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+def render_header_value(value: object) -> bytes | None:
+    """A claim as an upstream header value, as Kong's plugin writes it (headers.lua): a string
+    as it is (UTF-8), a list or object as base64 of its compact JSON, a number or `true` as Lua
+    prints it; absent, null, false, "" and empty lists or objects send no header. A string with
+    a control character (CR, LF, NUL, ...) sends none either: it could start a header line of
+    its own (Kong's nginx refuses such a value)."""
+    if value is None or value is False or value == "" or value == [] or value == {}:
+        return None
+    if isinstance(value, str):
+        return None if _CONTROL.search(value) else value.encode("utf-8", "surrogatepass")
+    if isinstance(value, list | dict):
+        compact = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return base64.b64encode(compact.encode("utf-8", "surrogatepass"))
+    if value is True:
+        return b"true"
+    if isinstance(value, int | float):
+        return _lua_number(value).encode("ascii")
+    return None
+
+
+def _lua_number(value: float) -> str:
+    # LuaJIT's tostring: "%.14g" (cjson decodes every JSON number to a double).
+    try:
+        return format(float(value), ".14g")
+    except OverflowError:  # an int past a double's range: Kong's cjson would not decode it
+        return str(value)
 
 
 def _parse_token_header(setting: str | None) -> tuple[bytes | None, bytes]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -40,7 +41,7 @@ from tokengate.gateway.config_checks import (
     service_path,
     service_url,
 )
-from tokengate.gateway.oidc_config import OidcConfig, parse_oidc_config
+from tokengate.gateway.oidc_config import Consumer, OidcConfig, parse_oidc_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +252,7 @@ class _Loader:
         self.legacy_version: str | None = None
         # Consumers are not run, but `anonymous` must name one (username or id), and one with
         # no plugin that refuses requests: Kong would run it on every anonymous request.
-        self.consumers: set[str] = set()
+        self.consumers: dict[str, Consumer] = {}  # by username and by id
         self.consumers_with_plugins: set[str] = set()
 
     def load(self, document: Any) -> GatewayConfig:
@@ -464,8 +465,10 @@ class _Loader:
         for consumer in consumers if isinstance(consumers, list) else ():
             if not isinstance(consumer, dict):
                 continue
-            names = {consumer.get(k) for k in ("username", "id")} - {None}
-            self.consumers |= {str(n) for n in names}
+            fields = {k: consumer.get(k) for k in ("id", "custom_id", "username")}
+            entity = Consumer(**{k: str(v) for k, v in fields.items() if v is not None})
+            names = {fields["username"], fields["id"]} - {None}
+            self.consumers.update((str(name), entity) for name in names)
             plugins = consumer.get("plugins")
             if isinstance(plugins, list) and any(map(_refuses_requests, plugins)):
                 self.consumers_with_plugins |= {str(n) for n in names}
@@ -597,6 +600,21 @@ class _Loader:
                 "does not run: Kong runs it on every anonymous request (a request-termination "
                 "there refuses them all)",
             )
+        elif entry.oidc is not None:
+            consumer = self.consumers[anonymous]
+            unsendable = [
+                name
+                for name in ("id", "custom_id", "username")
+                if not _PLAIN_VALUE.fullmatch(getattr(consumer, name) or "")
+            ]
+            if unsendable:
+                self.report.error(
+                    path,
+                    f"consumer '{anonymous}' has a {unsendable[0]} that cannot be sent in an "
+                    "X-Consumer-* header (printable ASCII only)",
+                )
+            else:
+                entry.oidc = replace(entry.oidc, anonymous_consumer=consumer)
 
     def _active_plugins(self) -> dict[_Scope, _PluginEntry]:
         """Enabled openid-connect plugins by scope; Kong allows one instance per scope."""
@@ -639,6 +657,9 @@ ACCESS_PLUGINS: Final = frozenset(
         "vault-auth",
     }
 )
+
+# What an X-Consumer-* header line may carry.
+_PLAIN_VALUE: Final = re.compile(r"[\x20-\x7e]*")
 
 # Plugins that refuse requests: on the anonymous consumer, Kong refuses anonymous requests.
 _REFUSING_PLUGINS: Final = frozenset({"request-termination", "acl", "ip-restriction"})

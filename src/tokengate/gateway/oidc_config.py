@@ -50,6 +50,29 @@ _FRAMING_HEADERS = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class Consumer:
+    """A consumer declared in kong.yaml, as Kong names one to the upstream (X-Consumer-ID,
+    X-Consumer-Custom-ID, X-Consumer-Username): the anonymous consumer is the one tokengate
+    uses. Values are printable ASCII (the loader checks)."""
+
+    id: str | None = None
+    custom_id: str | None = None
+    username: str | None = None
+
+    def header_lines(self) -> bytes:
+        lines = [
+            b"%b: %b\r\n" % (name, value.encode("ascii"))
+            for name, value in (
+                (b"X-Consumer-ID", self.id),
+                (b"X-Consumer-Custom-ID", self.custom_id),
+                (b"X-Consumer-Username", self.username),
+            )
+            if value is not None
+        ]
+        return b"".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
 class OidcConfig:
     """One openid-connect plugin instance, as it applies to a route. Times are in seconds."""
 
@@ -70,6 +93,7 @@ class OidcConfig:
     groups_required: tuple[str, ...] = ()
     groups_claim: tuple[str, ...] = ("groups",)
     leeway: float = 0.0
+    max_age: float | None = None  # seconds since `auth_time`; None: auth_time is not read
     rediscovery_lifetime: float = 30.0
     cache_tokens: bool = True
     cache_ttl: float = 3600.0
@@ -80,6 +104,8 @@ class OidcConfig:
     upstream_access_token_header: str | None = "authorization:bearer"  # noqa: S105
     hide_credentials: bool = True
     anonymous: str | None = None
+    # The consumer `anonymous` names, found by the kong.yaml loader (not a Kong field).
+    anonymous_consumer: Consumer | None = None
     run_on_preflight: bool = True
     unauthorized_error_message: str = "Unauthorized"
     forbidden_error_message: str = "Forbidden"
@@ -155,6 +181,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         **{f"{kind}_required": _required(f, f"{kind}_required") for kind in _CLAIM_KINDS},
         **{f"{kind}_claim": _claim_path(f, f"{kind}_claim") for kind in _CLAIM_KINDS},
         "leeway": f.number("leeway", 0.0),
+        "max_age": f.number("max_age", None),
         "rediscovery_lifetime": f.number("rediscovery_lifetime", 30.0),
         "cache_tokens": f.boolean("cache_tokens", True),
         "cache_ttl": f.number("cache_ttl", 3600.0),
@@ -217,11 +244,14 @@ def _refuse_unverified(f: Fields) -> None:
 # ignoring one would let through a token Kong refuses: fail closed, each is an error when on.
 _UNENFORCEABLE: Final[Mapping[str, str]] = MappingProxyType({
     "claims_forbidden": "remove claims_forbidden",
-    "domains": "remove domains",
+    "jwt_session_cookie": "remove jwt_session_cookie",
     "proof_of_possession_mtls": "set proof_of_possession_mtls: 'off'",
     "proof_of_possession_dpop": "set proof_of_possession_dpop: 'off'",
     "introspect_jwt_tokens": "remove introspect_jwt_tokens: true",
     "consumer_claims": "tokengate has no consumers: set consumer_optional: true or remove it",
+    "consumer_groups_claim": (
+        "tokengate has no consumer groups: set consumer_groups_optional: true or remove it"
+    ),
 })  # fmt: skip
 
 
@@ -235,7 +265,9 @@ def _refuse_unenforceable(f: Fields) -> None:
             on = value != "off"
         elif key == "consumer_claims":
             on = bool(value) and f.raw("consumer_optional") is not True
-        else:  # a list, or introspect_jwt_tokens
+        elif key == "consumer_groups_claim":
+            on = bool(value) and f.raw("consumer_groups_optional") is not True
+        else:  # a list, a name, or introspect_jwt_tokens
             on = bool(value)
         if on:
             message = "not implemented by tokengate; ignoring it would let through tokens Kong"
@@ -444,6 +476,7 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
     "enable_hs_signatures": "always false: true is an error",
     "ignore_signature": "bearer in it is an error; other grants do not apply",
     "timeout": "yes (milliseconds, as Kong)",
+    "max_age": "yes: auth_time is then required and at most max_age seconds old (leeway aside)",
     "bearer_token_param_type": (
         "yes: header (Authorization, access-token, x-access-token), query, body, cookie"
     ),
@@ -452,8 +485,8 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
         "(or cache_ttl_max)"
     ),
     "run_on_preflight": (
-        "yes: false lets a CORS preflight through (OPTIONS with Origin and "
-        "Access-Control-Request-Method); any other OPTIONS still needs a token"
+        "yes: false lets every OPTIONS request through without a token, as Kong does (a CORS "
+        "preflight or not)"
     ),
     "issuer": "yes: discovery URL or issuer identifier",
 })  # fmt: skip

@@ -11,7 +11,8 @@ The claim is found by its path (`scopes_claim: ["realm_access", "roles"]` walks 
 objects). Scopes, roles and groups may be a space-separated string ("read write") or a list of
 strings (`scp`); the audience is a string or a list of strings, and a string is one audience
 (RFC 7519 §4.1.3), never split. A missing claim or one of another type meets no requirement.
-Checks run in Kong's order: audience, scopes, roles, groups. All the work that can be done once
+Checks run in the order of Kong's handler: scopes, audience, groups, roles (the first one not met
+names the refusal). All the work that can be done once
 is done in `compile_requirements`; `check` costs a few dictionary lookups and set operations.
 """
 
@@ -81,12 +82,12 @@ class Requirements:
                 raise requirement.error(f"{requirement.name} not met by claim '{claim}'")
 
 
-# (kind, error, split a string claim): Kong's order of checks.
+# (kind, error, split a string claim): the order of Kong's handler.
 _KINDS: tuple[tuple[str, type[Forbidden], bool], ...] = (
-    ("audience", AudienceNotAllowed, False),
     ("scopes", InsufficientScope, True),
-    ("roles", MissingRole, True),
+    ("audience", AudienceNotAllowed, False),
     ("groups", MissingGroup, True),
+    ("roles", MissingRole, True),
 )
 
 

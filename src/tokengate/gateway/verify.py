@@ -56,6 +56,7 @@ __all__ = [
     "ClaimRules",
     "TokenParts",
     "check_claims",
+    "check_max_age",
     "decode_claims",
     "split_token",
     "verify_signature",
@@ -284,6 +285,18 @@ def _check_lifetime(exp: float, start: float | None, now: float, max_lifetime: f
     # A stolen long-lived token is a long-lived breach: bound what a token may claim.
     if exp - (now if start is None else start) > max_lifetime or exp - now > max_lifetime:
         raise BadClaims("token lifetime exceeds the maximum")
+
+
+def check_max_age(claims: Mapping[str, Any], max_age: float, now: float, leeway: float) -> float:
+    """Kong's `max_age` for access tokens: `auth_time` is required and at most `max_age`
+    seconds old (leeway aside). Returns the moment the token stops passing (BadClaims)."""
+    auth_time = _timestamp(claims, "auth_time")
+    if auth_time is None:
+        raise BadClaims("auth_time is required (max_age)")
+    until = auth_time + max_age + leeway
+    if now > until:
+        raise BadClaims("auth_time is older than max_age")
+    return until
 
 
 def check_claims(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> float:
