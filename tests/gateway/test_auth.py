@@ -367,14 +367,28 @@ async def test_more_than_one_token_is_400(protect: Protect, test_issuer: TestIss
     assert raw.startswith(b"HTTP/1.1 400")
 
 
-@pytest.mark.parametrize("value", ['Bearer a"b', "Bearer a,b", "Bearer ", "Bearer x y"])
-async def test_malformed_bearer_header_is_400(value: str, protect: Protect) -> None:
+@pytest.mark.parametrize("value", ['Bearer a"b', "Bearer a,b", "Bearer x y"])
+async def test_malformed_bearer_credentials_are_a_bad_token(value: str, protect: Protect) -> None:
+    """As Kong: 401 invalid_token, and an anonymous pass where `anonymous` is set (without the
+    credentials, with hide_credentials)."""
     gw = await protect()
     answer = await call(gw, headers={"Authorization": value})
-    assert answer.status == 400
-    assert answer.headers["WWW-Authenticate"] == (
-        'Bearer realm="127.0.0.1", error="invalid_request"'
-    )
+    assert answer.status == 401
+    assert answer.headers["WWW-Authenticate"] == ('Bearer realm="127.0.0.1", error="invalid_token"')
+    anonymous = await protect(anonymous="guest")
+    answer = await call(anonymous, headers={"Authorization": value})
+    assert answer.status == 200
+    assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
+    assert answer.upstream_headers("Authorization") == []
+
+
+@pytest.mark.parametrize("target", ["/?access_token=", "/?access_token"])
+async def test_a_bare_bearer_or_empty_parameter_is_no_token(target: str, protect: Protect) -> None:
+    gw = await protect()
+    for headers in ({"Authorization": "Bearer"}, {}):
+        answer = await call(gw, target, headers=headers)
+        assert answer.status == 401
+        assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1"'
 
 
 async def test_issuer_down_and_never_loaded_is_503(

@@ -1,4 +1,5 @@
-"""Token extraction: one token or a 400, from each place bearer_token_param_type allows."""
+"""Token extraction: one token, none, or a 400 for several, from each place
+bearer_token_param_type allows; a malformed one is a 401 when the caller checks it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from tokengate.gateway.errors import InvalidRequest, MultipleTokens
+from tokengate.gateway.errors import AuthError, MalformedToken, MultipleTokens
 from tokengate.gateway.extract import (
     TokenLocation,
     check_bearer_syntax,
@@ -50,18 +51,17 @@ def extract(
     body: bytes | None = None,
 ) -> TokenLocation | None:
     location = extract_token(request(path, headers, method="POST"), config, body)
-    if location is not None and not location.checked:
-        # The caller's half of the contract: a fast-path header token is syntax-checked before
-        # it is used (unless it is already known good).
+    if location is not None:
+        # The caller's half of the contract: a token is syntax-checked before it is used
+        # (unless it is already known good).
         check_bearer_syntax(location.token)
-        location = location._replace(checked=True)
     return location
 
 
-def test_the_usual_bearer_spelling_defers_its_syntax_check() -> None:
+def test_syntax_is_checked_by_the_caller_and_keeps_where_the_token_was() -> None:
     location = extract_token(request(headers=[("Authorization", 'Bearer a"b')]), DEFAULT, None)
     assert location == TokenLocation('a"b', "header", checked=False)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(MalformedToken):
         check_bearer_syntax(location.token)
 
 
@@ -69,12 +69,16 @@ def bearer(value: str, config: OidcConfig = DEFAULT) -> TokenLocation | None:
     return extract(headers=[("Authorization", value)], config=config)
 
 
-def refused(error: type[InvalidRequest], path: str = "/", **kwargs: Any) -> str:
-    with pytest.raises(InvalidRequest) as caught:
+def refused(error: type[AuthError], path: str = "/", **kwargs: Any) -> str:
+    with pytest.raises(AuthError) as caught:
         extract(path, **kwargs)
     assert type(caught.value) is error
-    assert (caught.value.status, caught.value.error) == (400, "invalid_request")
+    expected = (400, "invalid_request") if error is MultipleTokens else (401, "invalid_token")
+    assert (caught.value.status, caught.value.error) == expected
     return caught.value.detail
+
+
+MALFORMED = "malformed token: not a single b64token (RFC 6750 §2.1)"
 
 
 # --- Authorization header -----------------------------------------------------------------------
@@ -104,24 +108,27 @@ def test_no_authorization_header_is_no_token() -> None:
     assert extract() is None
 
 
+@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "bearer    "])
+def test_bearer_without_credentials_is_no_token(value: str) -> None:
+    """As Kong: no token (401 without an error code, or an anonymous pass)."""
+    assert bearer(value) is None
+
+
 @pytest.mark.parametrize(
-    ("value", "problem"),
+    "value",
     [
-        ("Bearer", "empty"),
-        ("Bearer ", "empty"),
-        ("bearer    ", "empty"),
-        ("Bearer a b", "not a single b64token (RFC 6750 §2.1)"),
-        ("Bearer a,b", "not a single b64token (RFC 6750 §2.1)"),
-        ("Bearer a=b", "not a single b64token (RFC 6750 §2.1)"),
-        ("Bearer =abc", "not a single b64token (RFC 6750 §2.1)"),
-        ("Bearer a\tb", "not a single b64token (RFC 6750 §2.1)"),
-        ('Bearer "abc"', "not a single b64token (RFC 6750 §2.1)"),
-        ("Bearer abc\u00e9", "not a single b64token (RFC 6750 §2.1)"),
+        "Bearer a b",
+        "Bearer a,b",
+        "Bearer a=b",
+        "Bearer =abc",
+        "Bearer a\tb",
+        'Bearer "abc"',
+        "Bearer abc\u00e9",
     ],
 )
-def test_malformed_bearer_header_is_invalid_request(value: str, problem: str) -> None:
-    detail = refused(InvalidRequest, headers=[("Authorization", value)])
-    assert detail == f"malformed Bearer credentials: {problem}"
+def test_malformed_bearer_credentials_are_a_token_that_fails(value: str) -> None:
+    """As Kong: a token that is not one b64token fails as any bad token does (401)."""
+    assert refused(MalformedToken, headers=[("Authorization", value)]) == MALFORMED
 
 
 @pytest.mark.parametrize("second", [f"Bearer {JWT}", "Bearer other", "Basic dXNlcjpwYXNz"])
@@ -145,10 +152,14 @@ def test_access_token_header_with_another_token_is_multiple_tokens(name: str) ->
     assert refused(MultipleTokens, headers=twice) == "more than one token (header, header)"
 
 
-@pytest.mark.parametrize("value", ["", "a b", "Bearer", "tok,en", "Bearer a b"])
-def test_malformed_access_token_header_is_invalid_request(value: str) -> None:
-    detail = refused(InvalidRequest, headers=[("X-Access-Token", value)])
-    assert detail.startswith("malformed ")
+@pytest.mark.parametrize("value", ["a b", "tok,en", "Bearer a b"])
+def test_malformed_access_token_header_is_a_token_that_fails(value: str) -> None:
+    assert refused(MalformedToken, headers=[("X-Access-Token", value)]) == MALFORMED
+
+
+@pytest.mark.parametrize("value", ["", " ", "Bearer"])
+def test_empty_access_token_header_is_no_token(value: str) -> None:
+    assert extract(headers=[("X-Access-Token", value)]) is None
 
 
 def test_access_token_headers_are_ignored_when_header_is_not_a_place() -> None:
@@ -200,18 +211,17 @@ def test_other_parameters_are_not_tokens(query: str) -> None:
     assert extract(f"/?{query}") is None
 
 
+@pytest.mark.parametrize("query", ["access_token=", "access_token", f"access_token=&x={JWT}"])
+def test_empty_query_token_is_no_token(query: str) -> None:
+    assert extract(f"/?{query}") is None
+
+
 @pytest.mark.parametrize(
-    ("query", "problem"),
-    [
-        ("access_token=", "empty"),
-        ("access_token", "empty"),
-        ("access_token=a+b", "not a single b64token (RFC 6750 §2.1)"),  # "+" is a space
-        ("access_token=a%0d%0aX-Evil:%201", "not a single b64token (RFC 6750 §2.1)"),
-    ],
+    "query",
+    ["access_token=a+b", "access_token=a%0d%0aX-Evil:%201"],  # "+" is a space
 )
-def test_malformed_query_token_is_invalid_request(query: str, problem: str) -> None:
-    detail = refused(InvalidRequest, f"/?{query}")
-    assert detail == f"malformed access_token query parameter: {problem}"
+def test_malformed_query_token_is_a_token_that_fails(query: str) -> None:
+    assert refused(MalformedToken, f"/?{query}") == MALFORMED
 
 
 @pytest.mark.parametrize(
@@ -303,9 +313,8 @@ def test_header_and_body_are_multiple_tokens() -> None:
         form(b"access_token=" + JWT.encode(), [("Authorization", f"Bearer {JWT}")])
 
 
-def test_empty_body_token_is_invalid_request() -> None:
-    with pytest.raises(InvalidRequest, match="malformed access_token body parameter: empty"):
-        form(b"access_token=&x=1")
+def test_empty_body_token_is_no_token() -> None:
+    assert form(b"access_token=&x=1") is None
 
 
 # --- cookie -------------------------------------------------------------------------------------
@@ -346,8 +355,8 @@ def test_cookie_and_header_are_multiple_tokens() -> None:
         extract(headers=headers)
 
 
-def test_malformed_cookie_token_is_invalid_request() -> None:
-    with pytest.raises(InvalidRequest, match="malformed cookie at: not a single b64token"):
+def test_malformed_cookie_token_is_a_token_that_fails() -> None:
+    with pytest.raises(MalformedToken, match="not a single b64token"):
         cookie("at=a,b")
 
 
@@ -432,8 +441,5 @@ _PIECES = st.sampled_from(
 @given(st.lists(_PIECES, max_size=12).map("".join))
 def test_whatever_is_read_as_a_token_is_what_the_hide_helper_removes(raw: str) -> None:
     stripped = query_without_token(raw)
-    try:
-        extract_token(request("/?" + stripped), DEFAULT, None)
-    except InvalidRequest:
-        pytest.fail(f"{stripped!r} (from {raw!r}) still holds an access_token parameter")
-    assert extract_token(request("/?" + stripped), DEFAULT, None) is None
+    found = extract_token(request("/?" + stripped), DEFAULT, None)
+    assert found is None, f"{stripped!r} (from {raw!r}) still holds an access_token parameter"

@@ -1,10 +1,11 @@
-"""Where the bearer token is: exactly one token, or none, or a 400.
+"""Where the bearer token is: exactly one token, or none, or a 400 for several.
 
     body = await request.read() if needs_body(request, config) else None
-    location = extract_token(request, config, body)      # MultipleTokens / InvalidRequest: 400
+    location = extract_token(request, config, body)      # MultipleTokens: 400
     if location is None:
         raise MissingToken                                # 401, no error code
     location.token, location.where                        # "header" | "query" | "body" | "cookie"
+    check_bearer_syntax(location.token)                   # before use: MalformedToken, 401
 
 Only the places listed in `bearer_token_param_type` are looked at (Kong's default: header, query,
 body). "header" is Kong's three headers: `Authorization: Bearer <b64token>` (RFC 6750 §2.1), and
@@ -13,17 +14,17 @@ form-encoded body's `access_token`
 (§2.2, only `application/x-www-form-urlencoded`, never multipart or JSON, never on GET/HEAD), the
 `access_token` query parameter (§2.3); and Kong's `bearer_token_cookie_name` cookie.
 
-Decisions (RFC 6750 §3.1 `invalid_request`, 400):
+Decisions:
 - More than one token, wherever they are (two Authorization headers, header + query, two
-  `access_token` parameters, ...) → MultipleTokens: if a request carries several tokens, the
-  upstream may read another one than the gateway verified.
-- A Bearer header that is not exactly one b64token (`Bearer`, `Bearer a b`, `Bearer a,b`, bad
-  characters), or an empty `access_token` parameter → InvalidRequest. Kong answers 401 there;
-  the RFC says the request is malformed, and a 400 tells the client its own code is broken.
-- Any token value outside the b64token alphabet → InvalidRequest, wherever it is: a token that
-  passes here is safe to re-send in an upstream header line.
-- Another scheme (`Basic ...`) is "no bearer token here", not an error; an empty cookie is no
-  token (that is how sites clear one).
+  `access_token` parameters, ...) → MultipleTokens (RFC 6750 §3.1 `invalid_request`, 400): if a
+  request carries several tokens, the upstream may read another one than the gateway verified.
+- As Kong: a bare `Bearer`, an empty `access_token` parameter, header or cookie is no token
+  (401 with no error code, or an anonymous pass); credentials that are not one b64token
+  (`Bearer a b`, `Bearer a,b`, bad characters) are a token that fails: `check_bearer_syntax`
+  raises MalformedToken (401 `invalid_token`) before the token is used, so a token that is ever
+  re-sent upstream is safe in a header line. Both keep where the token was, for
+  `hide_credentials` on an anonymous pass.
+- Another scheme (`Basic ...`) is "no bearer token here", not an error.
 
 The hide helpers (`query_without_token`, `form_without_token`, `cookie_header_without`) find
 parameters exactly as extraction does, so whatever was read as a token is what gets removed.
@@ -37,7 +38,7 @@ from urllib.parse import unquote_plus
 
 from aiohttp import web
 
-from tokengate.gateway.errors import InvalidRequest, MultipleTokens
+from tokengate.gateway.errors import MalformedToken, MultipleTokens
 from tokengate.gateway.oidc_config import OidcConfig
 
 Where = Literal["header", "query", "body", "cookie"]
@@ -61,9 +62,9 @@ class TokenLocation(NamedTuple):
 
     token: str
     where: Where
-    # False only for a header token taken by the fast path: its b64token syntax is checked by
-    # the caller when the token is not already known good (a cached token passed it before).
-    checked: bool = True
+    # Its b64token syntax is checked by the caller when the token is not already known good (a
+    # cached token passed it before): `check_bearer_syntax`.
+    checked: bool = False
     header: bytes = b"authorization"  # for where == "header": which one (lower-case)
 
 
@@ -84,7 +85,7 @@ def extract_token(
     """The request's one bearer token, or None when it has none (the caller raises MissingToken).
 
     `body` is the form body when `needs_body` said so, else None (not looked at). Raises
-    MultipleTokens or InvalidRequest (400) as the module docstring says."""
+    MultipleTokens (400) as the module docstring says."""
     places = config.bearer_token_param_type
     found: list[TokenLocation] = []
     if "header" in places:
@@ -93,20 +94,20 @@ def extract_token(
             # Authorization is a singleton field (RFC 9110 §11.6.2); which one would count?
             raise MultipleTokens("more than one Authorization header")
         if values and (bearer := _bearer(values[0])) is not None:
-            found.append(TokenLocation(bearer[0], "header", bearer[1]))
+            found.append(TokenLocation(bearer, "header"))
         for name in TOKEN_HEADERS:
             for value in request.headers.getall(name, ()):
-                token = _token_header_value(value, name)
-                found.append(TokenLocation(token, "header", header=name.encode("ascii")))
+                if token := _token_header_value(value):
+                    found.append(TokenLocation(token, "header", header=name.encode("ascii")))
     if "query" in places:
         # The raw target, split by hand: building request.rel_url (yarl) costs microseconds.
         raw_query = request.raw_path.partition("?")[2]
         # Fast path: without "%", any spelling of a token parameter's name holds "access".
         if raw_query and ("access" in raw_query or "%" in raw_query):
-            found += (TokenLocation(t, "query") for t in _parameters(raw_query, "query"))
+            found += (TokenLocation(t, "query") for t in _parameters(raw_query))
     if body is not None and "body" in places and request.content_type == FORM:
         text = body.decode("latin-1")  # lossless; the form itself is ASCII
-        found += (TokenLocation(t, "body") for t in _parameters(text, "body"))
+        found += (TokenLocation(t, "body") for t in _parameters(text))
     if "cookie" in places and config.bearer_token_cookie_name is not None:
         name = config.bearer_token_cookie_name
         for header in request.headers.getall("Cookie", ()):
@@ -123,37 +124,39 @@ def form_holds_token(body: bytes) -> bool:
     return any(_is_token_name(pair.partition("=")[0]) for pair in pairs)
 
 
-def _bearer(value: str) -> tuple[str, bool] | None:
-    """(credentials, checked) of a Bearer Authorization value; None for another scheme."""
+def _bearer(value: str) -> str | None:
+    """The credentials of a Bearer Authorization value (syntax checked later, only if needed);
+    None for another scheme, or none given."""
     if value.startswith(("Bearer ", "bearer ")) and value.find(" ", 7) < 0 and len(value) > 7:
-        return value[7:], False  # the usual spelling: syntax checked later, only if needed
+        return value[7:]  # the usual spelling
     scheme, _, credentials = value.strip(" \t").partition(" ")
     if scheme.lower() != "bearer":
         return None  # another scheme: no bearer token here
-    return _checked(credentials.lstrip(" "), "Bearer credentials"), True  # 1*SP b64token
+    return credentials.strip(" \t") or None
 
 
-def _token_header_value(value: str, name: str) -> str:
-    # The token as it is, or after a Bearer scheme as in Authorization.
-    bearer = _bearer(value)
-    if bearer is None:
-        return _checked(value.strip(" \t"), f"{name} header")
-    token, checked = bearer
-    return token if checked else _checked(token, f"{name} header")
+def _token_header_value(value: str) -> str | None:
+    # The token as it is, or after a Bearer scheme as in Authorization; None when empty.
+    scheme, _, credentials = value.strip(" \t").partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip(" \t") or None
+    return value.strip(" \t") or None
 
 
 def check_bearer_syntax(token: str) -> None:
-    """InvalidRequest unless `token` is one b64token (RFC 6750 §2.1)."""
-    _checked(token, "Bearer credentials")
+    """MalformedToken (401) unless `token` is one b64token (RFC 6750 §2.1)."""
+    if not _is_b64token(token):
+        raise MalformedToken("malformed token: not a single b64token (RFC 6750 §2.1)")
 
 
-def _parameters(query: str, where: str) -> list[str]:
-    """The (percent-decoded) values of every `access_token` parameter."""
-    return [
-        _checked(unquote_plus(value), f"access_token {where} parameter")
+def _parameters(query: str) -> list[str]:
+    """The (percent-decoded) values of every non-empty `access_token` parameter."""
+    values = (
+        unquote_plus(value)
         for name, _, value in (pair.partition("=") for pair in _SEPARATOR.split(query)[::2])
         if _is_token_name(name)
-    ]
+    )
+    return [value for value in values if value]
 
 
 def _is_token_name(name: str) -> bool:
@@ -182,7 +185,7 @@ def _cookies(header: str, name: str) -> list[str]:
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]  # RFC 6265 §4.1.1: a cookie value may be quoted
         if value:
-            values.append(_checked(value, f"cookie {name}"))
+            values.append(value)
     return values
 
 
@@ -193,13 +196,6 @@ def _is_b64token(token: str) -> bool:
         return False
     body = token.encode("ascii").rstrip(b"=")
     return bool(body) and not body.translate(None, _B64_CHARS)
-
-
-def _checked(token: str, what: str) -> str:
-    if not _is_b64token(token):
-        problem = "empty" if not token else "not a single b64token (RFC 6750 §2.1)"
-        raise InvalidRequest(f"malformed {what}: {problem}")
-    return token
 
 
 # --- hide_credentials: remove the token from where it came ----------------------------------
