@@ -821,7 +821,9 @@ ACCESS_PLUGIN_PLACES = {
 
 
 @pytest.mark.parametrize("place", ACCESS_PLUGIN_PLACES)
-@pytest.mark.parametrize("name", ["key-auth", "acl", "ip-restriction", "request-termination"])
+@pytest.mark.parametrize(
+    "name", ["key-auth", "acl", "ip-restriction", "request-termination", "jwt-signer"]
+)
 def test_an_access_plugin_tokengate_does_not_run_is_refused(place: str, name: str) -> None:
     """Kong would refuse requests there; ignoring the plugin would let them all in."""
     body, path = ACCESS_PLUGIN_PLACES[place]
@@ -829,6 +831,17 @@ def test_an_access_plugin_tokengate_does_not_run_is_refused(place: str, name: st
         f"kong.yaml: {path}.name: plugin '{name}' controls access in Kong and tokengate does not "
         "run it, so what it guards would be open: remove it or set enabled: false, or run with "
         f"--ignore-plugins {name} to accept that"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "kongs"), [("Key-Auth", "key-auth"), ("jwt_signer", "jwt-signer")]
+)
+def test_a_misspelt_access_plugin_is_refused(name: str, kongs: str) -> None:
+    """Kong refuses a plugin name it does not know: warning and ignoring would open the route."""
+    body, path = ACCESS_PLUGIN_PLACES["route"]
+    assert errors(body % name) == [
+        f"kong.yaml: {path}.name: '{name}' is no plugin; Kong's is '{kongs}'"
     ]
 
 

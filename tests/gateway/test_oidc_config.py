@@ -420,8 +420,8 @@ ERRORS = {
     "consumer groups mapping required": (
         "consumer_groups_claim: [tier]",
         "consumer_groups_claim: not implemented by tokengate; ignoring it would let through "
-        "tokens Kong refuses: tokengate has no consumer groups: set consumer_groups_optional: "
-        "true or remove it",
+        "tokens Kong refuses: tokengate maps no token to consumer groups: set "
+        "consumer_groups_optional: true or remove it",
     ),
     "mtls proof of possession": (
         "proof_of_possession_mtls: strict",
@@ -441,7 +441,8 @@ ERRORS = {
     "consumer mapping required": (
         "consumer_claims: [[sub]]",
         "consumer_claims: not implemented by tokengate; ignoring it would let through tokens "
-        "Kong refuses: tokengate has no consumers: set consumer_optional: true or remove it",
+        "Kong refuses: tokengate maps no token to a consumer: set consumer_optional: true or "
+        "remove it",
     ),
     # fields tokengate does not implement are still type-checked against Kong's schema
     "unimplemented string": ("client_arg: 5", "client_arg: expected a string, got an integer"),

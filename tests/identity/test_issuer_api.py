@@ -817,6 +817,8 @@ CORS_KINDS = ["discovery", "jwks", "token", "token error", "introspect", "userin
         (TRUSTED, "https://evil.example.com", False),
         (TRUSTED, "http://app.example.com", False),  # another scheme is another origin
         (TRUSTED, None, False),
+        ("https://例え.jp", "https://xn--r8jz45g.jp", True),  # browsers send punycode
+        ("https://app.example.com:99999", TRUSTED, False),  # no origin at all, not the default
     ],
 )
 async def test_a_trusted_origin_may_read_every_issuer_answer(

@@ -239,7 +239,7 @@ class Authenticator:
         except MissingToken:
             return None
 
-    async def verify(self, token: str, now: float, *, checked: bool = True) -> VerifiedToken:
+    async def verify(self, token: str, now: float, *, checked: bool = False) -> VerifiedToken:
         """Verify a token not found in the cache, and cache it. Raises AuthError."""
         if not checked:
             check_bearer_syntax(token)

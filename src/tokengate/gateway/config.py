@@ -524,7 +524,11 @@ class _Loader:
         """A plugin tokengate does not run, on a route, a service or every route. One scoped
         to a consumer (group) runs in Kong only for requests it identifies as that consumer's,
         which tokengate never does (`anonymous` aside, checked apart): warned about."""
-        if name not in ACCESS_PLUGINS or for_consumer:
+        spelled = _plugin_spelling(name)
+        if spelled != name and spelled in ACCESS_PLUGINS:
+            # Kong refuses a plugin name it does not know; ignoring it would open the route.
+            f.error("name", f"'{name}' is no plugin; Kong's is '{spelled}'")
+        elif name not in ACCESS_PLUGINS or for_consumer:
             f.report.warn(f.path, f"plugin '{name}' is not supported by tokengate and is ignored")
         elif name in self.ignored_plugins:
             message = f"plugin '{name}' is not run (--ignore-plugins): what it guards is open"
@@ -644,6 +648,7 @@ ACCESS_PLUGINS: Final = frozenset(
         "ip-restriction",
         "jwe-decrypt",
         "jwt",
+        "jwt-signer",
         "key-auth",
         "key-auth-enc",
         "ldap-auth",
@@ -651,9 +656,11 @@ ACCESS_PLUGINS: Final = frozenset(
         "mtls-auth",
         "oauth2",
         "oauth2-introspection",
+        "konnect-application-auth",
         "opa",
         "request-termination",
         "saml",
+        "standard-webhooks",
         "vault-auth",
     }
 )
@@ -673,8 +680,13 @@ def _refuses_requests(plugin: object) -> bool:
     )
 
 
+def _plugin_spelling(name: str) -> str:
+    """A plugin name as Kong spells its plugins: lower case, words joined by '-'."""
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
 def _spelled_like_oidc(name: str) -> bool:
-    return name.strip().lower().replace("_", "-").replace(" ", "-") == OIDC_PLUGIN
+    return _plugin_spelling(name) == OIDC_PLUGIN
 
 
 def _effective_plugin(

@@ -11,7 +11,7 @@ are different branches, so an IdP outage is never reported as a bad token and ne
 
     AuthError                      status  RFC 6750 error      reason (bounded metric label)
     ├── MissingToken               401     (none, §3.1)        missing_token
-    ├── InvalidRequest             400     invalid_request     multiple_tokens, malformed_request
+    ├── MultipleTokens             400     invalid_request     multiple_tokens
     ├── InvalidToken               401     invalid_token
     │   ├── MalformedToken                                     malformed
     │   ├── UnsupportedAlgorithm                               bad_algorithm
@@ -56,13 +56,9 @@ class MissingToken(AuthError):
     reason = "missing_token"
 
 
-class InvalidRequest(AuthError):
+class MultipleTokens(AuthError):
     status = 400
     error = "invalid_request"
-    reason = "malformed_request"
-
-
-class MultipleTokens(InvalidRequest):
     reason = "multiple_tokens"
 
 

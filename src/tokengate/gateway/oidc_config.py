@@ -248,9 +248,12 @@ _UNENFORCEABLE: Final[Mapping[str, str]] = MappingProxyType({
     "proof_of_possession_mtls": "set proof_of_possession_mtls: 'off'",
     "proof_of_possession_dpop": "set proof_of_possession_dpop: 'off'",
     "introspect_jwt_tokens": "remove introspect_jwt_tokens: true",
-    "consumer_claims": "tokengate has no consumers: set consumer_optional: true or remove it",
+    "consumer_claims": (
+        "tokengate maps no token to a consumer: set consumer_optional: true or remove it"
+    ),
     "consumer_groups_claim": (
-        "tokengate has no consumer groups: set consumer_groups_optional: true or remove it"
+        "tokengate maps no token to consumer groups: set consumer_groups_optional: true or "
+        "remove it"
     ),
 })  # fmt: skip
 

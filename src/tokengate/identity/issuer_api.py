@@ -90,22 +90,33 @@ def cors_headers(server: AuthServer, request: web.BaseRequest) -> Mapping[str, s
     if not server.trusted_origins:
         return NO_CORS
     origin = request.headers.get("Origin")
-    if origin is not None and origin.lower() in map(_origin_of, server.trusted_origins):
+    # Only an ASCII origin is echoed (browsers send hosts in punycode): it goes into a header.
+    trusted = _trusted_origins(server.trusted_origins)
+    if origin is not None and origin.isascii() and origin.lower() in trusted:
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
     return _VARY_ORIGIN
 
 
-def _origin_of(uri: str) -> str:
-    """The origin a browser sends for pages under `uri` (RFC 6454): scheme, host, and the port
-    unless it is the scheme's default; lower case."""
+@functools.lru_cache(maxsize=256)
+def _trusted_origins(uris: tuple[str, ...]) -> frozenset[str]:
+    """The origins browsers send for pages under `uris`, each parsed once per auth server."""
+    return frozenset(filter(None, map(_origin_of, uris)))
+
+
+def _origin_of(uri: str) -> str | None:
+    """The origin a browser sends for pages under `uri` (RFC 6454): scheme, host (punycode),
+    and the port unless it is the scheme's default; lower case. None when it names none."""
     parts = urlsplit(uri)
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
     try:
         port = parts.port
-    except ValueError:
-        port = None
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except (ValueError, UnicodeError):  # a port out of range, a host IDNA refuses
+        return None
+    if not host:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
     default = {"http": 80, "https": 443}.get(scheme)
     return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
 
