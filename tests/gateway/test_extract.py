@@ -60,7 +60,7 @@ def extract(
 
 def test_syntax_is_checked_by_the_caller_and_keeps_where_the_token_was() -> None:
     location = extract_token(request(headers=[("Authorization", 'Bearer a"b')]), DEFAULT, None)
-    assert location == TokenLocation('a"b', "header", checked=False)
+    assert location == TokenLocation('a"b', "header")
     with pytest.raises(MalformedToken):
         check_bearer_syntax(location.token)
 

@@ -207,7 +207,7 @@ class Authenticator:
             entry = cache.get(token, now) if cache is not None else None
             outcome = CACHED  # this exact string passed every check before
             if entry is None:
-                entry = await self.verify(token, now, checked=location.checked)
+                entry = await self.verify(token, now)
                 outcome = OK
             self.authorize(entry)
             return self._edits(request, location, entry, body), outcome
@@ -239,10 +239,10 @@ class Authenticator:
         except MissingToken:
             return None
 
-    async def verify(self, token: str, now: float, *, checked: bool = False) -> VerifiedToken:
-        """Verify a token not found in the cache, and cache it. Raises AuthError."""
-        if not checked:
-            check_bearer_syntax(token)
+    async def verify(self, token: str, now: float) -> VerifiedToken:
+        """Verify a token not found in the cache, and cache it. Raises AuthError. Its syntax
+        first: a token that passes is safe to re-send in an upstream header line."""
+        check_bearer_syntax(token)
         try:
             entry = await self._verify(token, now)
         except AuthError:

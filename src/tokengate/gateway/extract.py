@@ -58,13 +58,12 @@ TOKEN_HEADERS: Final = ("access-token", "x-access-token")
 
 class TokenLocation(NamedTuple):
     """The one token of a request, and where it came from (hide_credentials strips it there).
-    A NamedTuple: built on every request, and a frozen dataclass costs several times more."""
+    Its b64token syntax is not checked yet: `check_bearer_syntax` does, before it is used (a
+    cached token passed it before). A NamedTuple: built on every request, and a frozen
+    dataclass costs several times more."""
 
     token: str
     where: Where
-    # Its b64token syntax is checked by the caller when the token is not already known good (a
-    # cached token passed it before): `check_bearer_syntax`.
-    checked: bool = False
     header: bytes = b"authorization"  # for where == "header": which one (lower-case)
 
 
