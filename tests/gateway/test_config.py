@@ -840,9 +840,9 @@ def test_an_access_plugin_tokengate_does_not_run_is_refused(place: str, name: st
 def test_a_misspelt_access_plugin_is_refused(name: str, kongs: str) -> None:
     """Kong refuses a plugin name it does not know: warning and ignoring would open the route."""
     body, path = ACCESS_PLUGIN_PLACES["route"]
-    assert errors(body % name) == [
-        f"kong.yaml: {path}.name: '{name}' is no plugin; Kong's is '{kongs}'"
-    ]
+    expected = [f"kong.yaml: {path}.name: '{name}' is no plugin; Kong's is '{kongs}'"]
+    assert errors(body % name) == expected
+    assert errors(body % f"{name}, enabled: false") == expected  # Kong knows no such name
 
 
 @pytest.mark.parametrize("place", ACCESS_PLUGIN_PLACES)

@@ -482,9 +482,11 @@ class _Loader:
             consumer = consumer.get("username") or consumer.get("name") or consumer.get("id")
         if consumer is not None and _refuses_requests(data):
             self.consumers_with_plugins.add(str(consumer))
-        if name is not None and name != OIDC_PLUGIN and _spelled_like_oidc(name):
+        spelled = _plugin_spelling(name) if name is not None else None
+        if spelled != name and spelled in _GUARDING_PLUGINS:
             # Kong refuses a plugin it has not loaded; ignoring this one would open the route.
-            f.error("name", f"'{name}' is no plugin; the OpenID Connect plugin is '{OIDC_PLUGIN}'")
+            kongs = "the OpenID Connect plugin is" if spelled == OIDC_PLUGIN else "Kong's is"
+            f.error("name", f"'{name}' is no plugin; {kongs} '{spelled}'")
             return
         raw_config = f.mapping("config")
         config = raw_config or {}
@@ -524,11 +526,7 @@ class _Loader:
         """A plugin tokengate does not run, on a route, a service or every route. One scoped
         to a consumer (group) runs in Kong only for requests it identifies as that consumer's,
         which tokengate never does (`anonymous` aside, checked apart): warned about."""
-        spelled = _plugin_spelling(name)
-        if spelled != name and spelled in ACCESS_PLUGINS:
-            # Kong refuses a plugin name it does not know; ignoring it would open the route.
-            f.error("name", f"'{name}' is no plugin; Kong's is '{spelled}'")
-        elif name not in ACCESS_PLUGINS or for_consumer:
+        if name not in ACCESS_PLUGINS or for_consumer:
             f.report.warn(f.path, f"plugin '{name}' is not supported by tokengate and is ignored")
         elif name in self.ignored_plugins:
             message = f"plugin '{name}' is not run (--ignore-plugins): what it guards is open"
@@ -668,14 +666,14 @@ ACCESS_PLUGINS: Final = frozenset(
 # What an X-Consumer-* header line may carry.
 _PLAIN_VALUE: Final = re.compile(r"[\x20-\x7e]*")
 
-# Plugins that refuse requests: on the anonymous consumer, Kong refuses anonymous requests.
-_REFUSING_PLUGINS: Final = frozenset({"request-termination", "acl", "ip-restriction"})
+# The plugins whose misspelt name is an error (Kong refuses it; ignoring it would open a route).
+_GUARDING_PLUGINS: Final = ACCESS_PLUGINS | {OIDC_PLUGIN}
 
 
 def _refuses_requests(plugin: object) -> bool:
     return (
         isinstance(plugin, dict)
-        and plugin.get("name") in _REFUSING_PLUGINS
+        and plugin.get("name") in ACCESS_PLUGINS  # on the anonymous consumer: refuses them
         and plugin.get("enabled", True) is not False
     )
 
@@ -683,10 +681,6 @@ def _refuses_requests(plugin: object) -> bool:
 def _plugin_spelling(name: str) -> str:
     """A plugin name as Kong spells its plugins: lower case, words joined by '-'."""
     return name.strip().lower().replace("_", "-").replace(" ", "-")
-
-
-def _spelled_like_oidc(name: str) -> bool:
-    return _plugin_spelling(name) == OIDC_PLUGIN
 
 
 def _effective_plugin(

@@ -92,7 +92,7 @@ def extract_token(
         if len(values) > 1:
             # Authorization is a singleton field (RFC 9110 §11.6.2); which one would count?
             raise MultipleTokens("more than one Authorization header")
-        if values and (bearer := _bearer(values[0])) is not None:
+        if values and (bearer := _bearer(values[0])):
             found.append(TokenLocation(bearer, "header"))
         for name in TOKEN_HEADERS:
             for value in request.headers.getall(name, ()):
@@ -124,22 +124,20 @@ def form_holds_token(body: bytes) -> bool:
 
 
 def _bearer(value: str) -> str | None:
-    """The credentials of a Bearer Authorization value (syntax checked later, only if needed);
-    None for another scheme, or none given."""
+    """The credentials of a Bearer Authorization value (syntax checked later, only if needed):
+    "" when there are none (no token, as Kong reads it); None for another scheme."""
     if value.startswith(("Bearer ", "bearer ")) and value.find(" ", 7) < 0 and len(value) > 7:
         return value[7:]  # the usual spelling
     scheme, _, credentials = value.strip(" \t").partition(" ")
     if scheme.lower() != "bearer":
         return None  # another scheme: no bearer token here
-    return credentials.strip(" \t") or None
+    return credentials.strip(" \t")
 
 
-def _token_header_value(value: str) -> str | None:
-    # The token as it is, or after a Bearer scheme as in Authorization; None when empty.
-    scheme, _, credentials = value.strip(" \t").partition(" ")
-    if scheme.lower() == "bearer":
-        return credentials.strip(" \t") or None
-    return value.strip(" \t") or None
+def _token_header_value(value: str) -> str:
+    # The token as it is, or after a Bearer scheme as in Authorization; "" when empty.
+    bearer = _bearer(value)
+    return value.strip(" \t") if bearer is None else bearer
 
 
 def check_bearer_syntax(token: str) -> None:

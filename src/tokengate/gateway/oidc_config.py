@@ -258,6 +258,13 @@ _UNENFORCEABLE: Final[Mapping[str, str]] = MappingProxyType({
 })  # fmt: skip
 
 
+# Mappings Kong lets fail when these are true (then nothing is refused for them).
+_MADE_OPTIONAL_BY: Final = {
+    "consumer_claims": "consumer_optional",
+    "consumer_groups_claim": "consumer_groups_optional",
+}
+
+
 def _refuse_unenforceable(f: Fields) -> None:
     """Type errors are reported by `_unimplemented`; here only well-typed values that are on."""
     for key, fix in _UNENFORCEABLE.items():
@@ -266,10 +273,8 @@ def _refuse_unenforceable(f: Fields) -> None:
             continue
         if key.startswith("proof_of_possession_"):
             on = value != "off"
-        elif key == "consumer_claims":
-            on = bool(value) and f.raw("consumer_optional") is not True
-        elif key == "consumer_groups_claim":
-            on = bool(value) and f.raw("consumer_groups_optional") is not True
+        elif key in _MADE_OPTIONAL_BY:
+            on = bool(value) and f.raw(_MADE_OPTIONAL_BY[key]) is not True
         else:  # a list, a name, or introspect_jwt_tokens
             on = bool(value)
         if on:

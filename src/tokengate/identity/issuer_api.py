@@ -155,7 +155,8 @@ class IssuerApi:
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def with_cors(request: web.Request) -> web.Response:
             response = await handler(request)  # an unknown issuer has raised its 404 by now
-            response.headers.update(cors_headers(self.issuer(request).server, request))
+            server = self.store.get_auth_server_by_issuer_id(request.match_info["issuer_id"])
+            response.headers.update(cors_headers(server, request))
             return response
 
         return with_cors
@@ -165,14 +166,13 @@ class IssuerApi:
         other OPTIONS only the methods of the path."""
         headers = {"Allow": f"{allowed}, OPTIONS"}
         cors = cors_headers(self.issuer(request).server, request)
+        headers.update(cors)
         if "Access-Control-Allow-Origin" in cors:
-            headers.update(cors, **{"Access-Control-Allow-Methods": allowed})
+            headers["Access-Control-Allow-Methods"] = allowed
             asked = request.headers.get("Access-Control-Request-Headers")
             if asked and _HEADER_LIST.fullmatch(asked):
                 headers["Access-Control-Allow-Headers"] = asked
             headers["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE)
-        else:
-            headers.update(cors)
         return web.Response(status=204, headers=headers)
 
     def issuer(self, request: web.Request) -> Issuer:
@@ -436,7 +436,9 @@ def _no_store_json(
     head = b"%b%b%bContent-Length: %d\r\n%b\r\n" % (
         _TOKEN_HEAD,
         date_line(),
-        b"".join(b"%b: %b\r\n" % (k.encode(), v.encode("latin-1")) for k, v in cors.items()),
+        b"".join(b"%b: %b\r\n" % (k.encode(), v.encode("ascii")) for k, v in cors.items())
+        if cors
+        else b"",
         len(body),
         b"" if keep_alive else b"Connection: close\r\n",
     )
