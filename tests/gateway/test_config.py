@@ -997,7 +997,7 @@ def test_unknown_kong_entities_are_warned_about_one_each() -> None:
     """)
     assert config.warnings == tuple(
         f"kong.yaml: {name}: Kong entity '{name}' is not supported by tokengate and is ignored"
-        for name in ("consumers", "upstreams", "vaults")
+        for name in ("consumers", "vaults")
     )
 
 

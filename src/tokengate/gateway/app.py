@@ -101,7 +101,8 @@ class Gateway:
         self.listen_port = b"%d" % settings.listen[1]
         self._request_ids = itertools.count(1)
         self._request_id_prefix = os.urandom(8).hex()
-        self._service_hosts = {svc.name: _host_header(svc) for svc in config.services}
+        services = [*config.services, *(route.service for route in config.routes if route.service)]
+        self._service_hosts = {svc.name: _host_header(svc) for svc in services}
         self._trusted = TrustedPeers(settings.trusted_ips) if settings.trusted_ips else None
         # Routes whose protocols leave out http (Kong answers plain HTTP there with 426).
         self._https_only = frozenset(id(route) for route in config.routes if route.https_only)
@@ -335,10 +336,11 @@ class Gateway:
         service = match.route.service
         if service is None:  # after the plugins, as in Kong's access phase
             return responses.no_service()
+        upstream_host: bytes | None  # None: a balanced service's target's, picked upstream
         if match.route.preserve_host and host_header:
             upstream_host = host_header.encode("latin-1")
         else:
-            upstream_host = self._service_hosts.get(service.name) or _host_header(service)
+            upstream_host = self._service_hosts[service.name]
         if forwarded is None:
             peer_bytes = peer.encode()
             added = (
@@ -412,7 +414,10 @@ def _read_host(host_header: str) -> tuple[str, bytes] | None:
     return None if routed is None else (routed, host_name(host_header).encode("latin-1"))
 
 
-def _host_header(service: Service) -> bytes:
+def _host_header(service: Service) -> bytes | None:
+    """The Host the service's requests get (None: a balanced service's, per target)."""
+    if service.upstream is not None:
+        return None
     if _DEFAULT_PORTS.get(service.protocol) == service.port:
         return service.host.encode("idna")
     return b"%b:%d" % (service.host.encode("idna"), service.port)

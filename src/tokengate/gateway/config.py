@@ -30,6 +30,7 @@ from tokengate.gateway.config_checks import (
     describe,
     header_name,
     header_value,
+    host_with_optional_port,
     http_method,
     http_protocol,
     kong_protocol,
@@ -40,13 +41,29 @@ from tokengate.gateway.config_checks import (
     service_host,
     service_path,
     service_url,
+    target_address,
+    upstream_name,
 )
 from tokengate.gateway.oidc_config import Consumer, OidcConfig, parse_oidc_config
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """One target of a Kong Upstream: where a balanced service's requests may go."""
+
+    host: str  # a host name or IP address (IPv6 in brackets)
+    port: int
+    weight: int  # > 0: targets of weight 0 are never picked, so they are not kept
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
-    """A Kong Service: where matched requests go."""
+    """A Kong Service: where matched requests go. When its host names a Kong Upstream, it is
+    balanced over that upstream's targets (`upstream` set) and its own port is not used."""
 
     name: str
     protocol: str  # "http" or "https"
@@ -58,6 +75,9 @@ class Service:
     write_timeout: float  # seconds
     retries: int
     tls_verify: bool = True  # https services only: check the upstream's certificate and name
+    upstream: str | None = None  # the Kong Upstream its host names, if any
+    targets: tuple[Target, ...] = ()  # that upstream's targets of weight > 0
+    host_header: str | None = None  # the upstream's host_header: the Host sent to any target
 
     @property
     def origin(self) -> str:
@@ -178,18 +198,30 @@ _FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
 _IGNORED_KEYS = ("_transform", "_info", "_workspace", "_konnect")
 # Kong entities tokengate has no use for: warned about, then ignored.
 _UNSUPPORTED_ENTITIES = (
-    "consumers", "consumer_groups", "upstreams", "targets", "certificates", "ca_certificates",
+    "consumers", "consumer_groups", "certificates", "ca_certificates",
     "snis", "vaults", "keys", "key_sets", "partials", "filter_chains", "licenses", "rbac_roles",
     "custom_entities", "degraphql_routes",
 )  # fmt: skip
 _TOP_LEVEL_FIELDS = frozenset(
-    {"_format_version", "services", "routes", "plugins", *_IGNORED_KEYS, *_UNSUPPORTED_ENTITIES}
-)
+    {"_format_version", "services", "routes", "plugins", "upstreams", "targets", *_IGNORED_KEYS,
+     *_UNSUPPORTED_ENTITIES}
+)  # fmt: skip
 _URL_PARTS = ("protocol", "host", "port", "path")
 _TLS_FIELDS = ("tls_verify", "tls_verify_depth", "ca_certificates", "client_certificate")
 _SERVICE_FIELDS = frozenset(
     {"name", "id", "url", *_URL_PARTS, "connect_timeout", "read_timeout", "write_timeout",
      "retries", "enabled", "tags", *_TLS_FIELDS, "routes", "plugins"}
+)  # fmt: skip
+_UPSTREAM_FIELDS = frozenset(
+    {"name", "id", "algorithm", "hash_on", "hash_fallback", "hash_on_header",
+     "hash_fallback_header", "hash_on_cookie", "hash_on_cookie_path", "hash_on_query_arg",
+     "hash_fallback_query_arg", "hash_on_uri_capture", "hash_fallback_uri_capture", "slots",
+     "healthchecks", "tags", "host_header", "client_certificate", "use_srv_name",
+     "sticky_sessions_cookie", "sticky_sessions_cookie_path", "targets"}
+)  # fmt: skip
+_TARGET_FIELDS = frozenset({"target", "weight", "tags", "id", "upstream", "failover"})
+_ALGORITHMS = (
+    "round-robin", "consistent-hashing", "least-connections", "latency", "sticky-sessions"
 )  # fmt: skip
 _MATCH_FIELDS = ("methods", "hosts", "headers", "paths")
 _ROUTE_FIELDS = frozenset(
@@ -215,6 +247,14 @@ class _Entry:
 class _ServiceEntry(_Entry):
     service: Service
     enabled: bool
+
+
+@dataclass(eq=False)
+class _UpstreamEntry(_Entry):
+    name: str
+    host_header: str | None
+    targets: list[Target]  # weight > 0, in file order
+    addresses: set[str]  # every target's host:port, weight 0 too (Kong: unique per upstream)
 
 
 @dataclass(eq=False)
@@ -244,6 +284,7 @@ class _Loader:
     def __init__(self, report: Report, ignored_plugins: frozenset[str] = frozenset()) -> None:
         self.report = report
         self.ignored_plugins = ignored_plugins
+        self.upstreams = Registry[_UpstreamEntry](report, "upstream")
         self.services = Registry[_ServiceEntry](report, "service")
         self.routes = Registry[_RouteEntry](report, "route")
         self.service_entries: list[_ServiceEntry] = []
@@ -269,6 +310,10 @@ class _Loader:
             if key in document:
                 top.warn(key, f"Kong entity '{key}' is not supported by tokengate and is ignored")
         self._note_consumers(document.get("consumers"))
+        for path, data in top.entities("upstreams"):
+            self._upstream(path, data)
+        for path, data in top.entities("targets"):
+            self._target(path, data, None)
         for path, data in top.entities("services"):
             self._service(path, data)
         for path, data in top.entities("routes"):
@@ -292,7 +337,7 @@ class _Loader:
     def _service(self, path: str, data: dict[Any, Any]) -> None:
         f = Fields(self.report, path, data, _SERVICE_FIELDS)
         name = f.string("name", required=True)  # metrics and logs are labelled by it
-        protocol, host, port, base_path = self._target(f)
+        protocol, host, port, base_path = self._destination(f)
         connect, read, write = (
             f.integer(key, 60_000, 1, _MAX_TIMEOUT_MS) / 1000
             for key in ("connect_timeout", "read_timeout", "write_timeout")
@@ -309,6 +354,21 @@ class _Loader:
             retries=f.integer("retries", 5, 0, 32767),
             tls_verify=self._tls(f),
         )
+        # Kong balances a service whose host is an upstream's name over its targets.
+        upstream = self.upstreams.by_name.get(host)
+        if upstream is not None:
+            service = replace(
+                service,
+                upstream=upstream.name,
+                targets=tuple(upstream.targets),
+                host_header=upstream.host_header,
+            )
+            if not upstream.targets:
+                f.warn(
+                    "host",
+                    f"upstream '{upstream.name}' has no target of weight > 0: requests get 503 "
+                    '"failure to get a peer from the ring-balancer"',
+                )
         entry = _ServiceEntry(path, service, f.boolean("enabled", True))
         self.services.add(entry, name, f.string("id"))
         self.service_entries.append(entry)
@@ -318,7 +378,7 @@ class _Loader:
         for plugin_path, plugin_data in f.entities("plugins"):
             self._plugin(plugin_path, plugin_data, (None, entry))
 
-    def _target(self, f: Fields) -> tuple[str, str, int, str | None]:
+    def _destination(self, f: Fields) -> tuple[str, str, int, str | None]:
         """Where the service points: the `url` shorthand, or protocol/host/port/path."""
         if f.given("url"):
             if clash := [key for key in _URL_PARTS if f.given(key)]:
@@ -328,6 +388,50 @@ class _Loader:
         host = f.checked("host", service_host, required=True) or ""
         port = f.integer("port", 443 if protocol == "https" else 80, 1, 65535)
         return protocol, host, port, f.checked("path", service_path)
+
+    def _upstream(self, path: str, data: dict[Any, Any]) -> None:
+        f = Fields(self.report, path, data, _UPSTREAM_FIELDS)
+        name = f.checked("name", upstream_name, required=True)
+        algorithm = f.choice("algorithm", "round-robin", _ALGORITHMS)
+        if algorithm != "round-robin":
+            f.warn("algorithm", f"{algorithm} is not supported: tokengate balances round-robin")
+        f.integer("slots", 10_000, 10, 65_536)
+        f.strings("tags")
+        host_header = f.checked("host_header", host_with_optional_port)
+        if f.boolean("use_srv_name", False):
+            f.warn("use_srv_name", "not supported by tokengate and ignored")
+        if f.given("client_certificate"):
+            f.warn("client_certificate", "not supported by tokengate and ignored")
+        if _health_checks_on(f.raw("healthchecks")):
+            f.warn("healthchecks", "health checks are not run by tokengate: every target stays in")
+        entry = _UpstreamEntry(path, name or "", host_header, [], set())
+        self.upstreams.add(entry, name, f.string("id"))
+        for target_path, target_data in f.entities("targets"):
+            self._target(target_path, target_data, entry)
+
+    def _target(self, path: str, data: dict[Any, Any], upstream: _UpstreamEntry | None) -> None:
+        """A target, nested in its upstream or top-level with an `upstream` reference."""
+        f = Fields(self.report, path, data, _TARGET_FIELDS)
+        if upstream is None:
+            upstream = self.upstreams.find(f, "upstream") if f.given("upstream") else None
+            if upstream is None and not f.given("upstream"):
+                f.error("upstream", "required field missing (the upstream this target is for)")
+        elif f.given("upstream"):
+            f.error("upstream", "a target nested in an upstream names no other upstream")
+        address = f.checked("target", target_address, required=True)
+        weight = f.integer("weight", 100, 0, 65_535)
+        f.strings("tags")
+        if f.boolean("failover", False):
+            f.warn("failover", "not supported by tokengate: a failover target is balanced too")
+        if address is None or upstream is None:
+            return
+        target = Target(host=address[0], port=address[1], weight=weight)
+        if target.address in upstream.addresses:
+            f.error("target", f"duplicate target '{target.address}' in upstream '{upstream.name}'")
+            return
+        upstream.addresses.add(target.address)
+        if weight > 0:  # weight 0: Kong never picks it
+            upstream.targets.append(target)
 
     def _tls(self, f: Fields) -> bool:
         """`tls_verify` (default on: an https upstream's certificate and name are checked
@@ -681,6 +785,33 @@ def _refuses_requests(plugin: object) -> bool:
 def _plugin_spelling(name: str) -> str:
     """A plugin name as Kong spells its plugins: lower case, words joined by '-'."""
     return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+# What turns Kong's health checks on: an active probe interval or a passive threshold above 0.
+_HEALTH_CHECK_SWITCHES: Final = (
+    ("active", "healthy", "interval"),
+    ("active", "unhealthy", "interval"),
+    ("passive", "healthy", "successes"),
+    ("passive", "unhealthy", "http_failures"),
+    ("passive", "unhealthy", "tcp_failures"),
+    ("passive", "unhealthy", "timeouts"),
+)
+
+
+def _health_checks_on(healthchecks: Any) -> bool:
+    """Whether Kong would run health checks (decK writes the whole block, all zeros, for every
+    upstream: that is not a wish for them)."""
+
+    def setting(keys: tuple[str, ...]) -> Any:
+        value = healthchecks
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    return any(
+        isinstance(n, int | float) and not isinstance(n, bool) and n > 0
+        for n in map(setting, _HEALTH_CHECK_SWITCHES)
+    )
 
 
 def _effective_plugin(

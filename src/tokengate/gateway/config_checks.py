@@ -380,6 +380,59 @@ def service_host(text: str) -> str:
     return text
 
 
+DEFAULT_TARGET_PORT = 8000  # Kong's, for a target written without a port
+
+
+def target_address(text: str) -> tuple[str, int]:
+    """A Kong target, `host`, `host:port`, `[v6]` or `[v6]:port` → (host, port); IPv6 in
+    brackets."""
+    host, port = text, DEFAULT_TARGET_PORT
+    if "://" in text or "/" in text:
+        raise ValueError(f"invalid target '{text}': expected host or host:port, not a URL")
+    if text.startswith("["):
+        close = text.find("]")
+        rest = text[close + 1 :] if close > 0 else ""
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"invalid target '{text}': expected [address]:port")
+            host, port = text[: close + 1], _port(text, rest[1:])
+    elif text.count(":") == 1:
+        host, _, digits = text.partition(":")
+        port = _port(text, digits)
+    elif ":" in text:  # a bare IPv6 address: Kong takes it whole, without a port
+        host = f"[{text}]"
+    try:
+        return service_host(host), port
+    except ValueError as exc:
+        raise ValueError(f"invalid target '{text}': {exc}") from None
+
+
+def upstream_name(text: str) -> str:
+    """A Kong upstream's name: a host name (services name it as their host), no address."""
+    name = service_host(text)
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return name
+    raise ValueError(f"invalid name '{text}': a host name, not an IP address")
+
+
+def host_with_optional_port(text: str) -> str:
+    """`host` or `host:port`, as written (an upstream's host_header)."""
+    if text.startswith("[") or text.count(":") != 1:
+        return service_host(text)
+    host, _, digits = text.partition(":")
+    service_host(host)
+    _port(text, digits, "host")
+    return text
+
+
+def _port(text: str, digits: str, what: str = "target") -> int:
+    if not digits.isdigit() or not 0 < int(digits) < 65536:
+        raise ValueError(f"invalid {what} '{text}': the port must be 1-65535")
+    return int(digits)
+
+
 def service_path(text: str) -> str:
     if not text.startswith("/"):
         raise ValueError("must start with '/'")

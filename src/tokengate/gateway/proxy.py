@@ -8,7 +8,9 @@ Small bodies (up to `BUFFER_LIMIT`) travel in one write each way: the request he
 upstream together, and a complete small response goes back as one pre-serialised write
 (`RawResponse`), skipping aiohttp's header machinery. Larger or unsized bodies stream chunk by
 chunk with backpressure, so a 50 MB body is never held whole. Failures map to Kong's answers:
-connect refused → 502, connect or read timeout → 504, pool exhausted → 503. A WebSocket
+connect refused → 502, connect or read timeout → 504, pool exhausted → 503. A service balanced
+over a Kong Upstream's targets picks one per request (balancer.py), each with its own pool, and
+when connecting fails tries the next, up to the service's `retries`. A WebSocket
 handshake goes upstream on a new pool connection and, once switched, becomes a tunnel outside
 the pool's count (tunnel.py).
 """
@@ -25,7 +27,8 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from tokengate.gateway import responses
-from tokengate.gateway.config import Service
+from tokengate.gateway.balancer import Balancer
+from tokengate.gateway.config import Service, Target
 from tokengate.gateway.edits import NO_EDITS, UpstreamEdits
 from tokengate.gateway.exchange import ERROR, SERVICE, Exchange
 from tokengate.gateway.headers import build_request_head, response_head, response_headers
@@ -35,6 +38,7 @@ from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.tunnel import copy_to_client, relay, wants_websocket
 from tokengate.gateway.upstream import (
     PoolExhausted,
+    UpstreamConnectError,
     UpstreamConnection,
     UpstreamConnectTimeout,
     UpstreamError,
@@ -60,32 +64,55 @@ class ClientBodyTimeout(Exception):
     pass
 
 
+class _Targets:
+    """A balanced service's targets: their pools and Host headers, and whose turn it is."""
+
+    def __init__(self, balancer: Balancer, pools: list[UpstreamPool], hosts: list[bytes]) -> None:
+        self.balancer = balancer
+        self.pools = pools
+        self.hosts = hosts
+
+    def pick(self) -> tuple[UpstreamPool, bytes]:
+        index = self.balancer.pick()
+        return self.pools[index], self.hosts[index]
+
+
 class Forwarder:
     def __init__(self, settings: GatewaySettings) -> None:
         self._settings = settings
         # Keyed by service name (unique in a config): hashing the frozen dataclass itself would
         # hash all its fields on every request.
         self._pools: dict[str, UpstreamPool] = {}
+        self._targets: dict[str, _Targets] = {}
         self._by_endpoint: dict[tuple[str, str, int, bool], UpstreamPool] = {}
         self._tunnels: set[UpstreamConnection] = set()
 
     def _new_pool(self, service: Service) -> UpstreamPool:
+        pool = self._pools[service.name] = self._pool_for(service, service.host, service.port)
+        return pool
+
+    def _pool_for(self, service: Service, host: str, port: int) -> UpstreamPool:
         # Services that name the same endpoint (scheme, host, port, TLS checks) share a pool.
-        endpoint = _endpoint(service)
+        endpoint = (service.protocol, host, port, service.tls_verify)
         pool = self._by_endpoint.get(endpoint)
         if pool is None:
             pool = self._by_endpoint[endpoint] = UpstreamPool(
-                service.host,
-                service.port,
+                host,
+                port,
                 max_connections=self._settings.upstream_max_connections,
                 max_idle=self._settings.upstream_max_idle,
                 ssl_context=_ssl_context(service),
             )
-        self._pools[service.name] = pool
         return pool
 
+    def _new_targets(self, service: Service) -> _Targets:
+        pools = [self._pool_for(service, t.host, t.port) for t in service.targets]
+        hosts = [_target_host(service, t) for t in service.targets]
+        targets = self._targets[service.name] = _Targets(Balancer(service.targets), pools, hosts)
+        return targets
+
     async def close(self) -> None:
-        for pool in set(self._pools.values()):
+        for pool in list(self._by_endpoint.values()):
             await pool.close()
 
     async def forward(
@@ -94,7 +121,7 @@ class Forwarder:
         match: RouteMatch,
         *,
         added: bytes,
-        host: bytes,
+        host: bytes | None,
         request_id: bytes,
         exchange: Exchange,
         edits: UpstreamEdits = NO_EDITS,
@@ -102,7 +129,8 @@ class Forwarder:
         body_prefix: bytes = b"",
     ) -> web.StreamResponse:
         """Send the request upstream and relay the answer. `added` are the gateway's header
-        lines (X-Forwarded-*, X-Request-Id, ...); `host` is the upstream Host header; `edits`
+        lines (X-Forwarded-*, X-Request-Id, ...); `host` is the upstream Host header (None: the
+        balanced service's target's, picked here); `edits`
         are what authentication changes (hidden credentials, claim headers); `body`, when not
         None, is the whole request body, already read (to find a token in a form);
         `body_prefix`, the first bytes of a chunked body read for the same reason and found too
@@ -165,6 +193,17 @@ class Forwarder:
         if switch:
             # Upgrade and Connection are hop-by-hop: the handshake asks for the switch anew.
             added += b"Connection: upgrade\r\nUpgrade: websocket\r\n"
+        targets, rehost = None, host is None
+        if service.upstream is None:
+            pool = self._pools.get(service.name) or self._new_pool(service)
+        elif service.targets:
+            targets = self._targets.get(service.name) or self._new_targets(service)
+            pool, target_host = targets.pick()
+            if host is None:
+                host = target_host
+        else:
+            return responses.no_peer()
+        assert host is not None  # only a balanced service's is picked here
         if edits.query is None:
             target = _upstream_target(match.upstream_path, request.raw_path)
         else:
@@ -179,7 +218,6 @@ class Forwarder:
             framing=framing,
             drop=edits.drop,
         )
-        pool = self._pools.get(service.name) or self._new_pool(service)
         try:
             if switch:
                 return await self._switch(request, pool, service, head, request_id, exchange)
@@ -192,6 +230,8 @@ class Forwarder:
                 request_id,
                 exchange,
                 already_sent=len(body_prefix),
+                targets=targets,
+                rehost=rehost,
             )
         except UpstreamError as exc:
             exchange.source = ERROR
@@ -211,12 +251,16 @@ class Forwarder:
         request_id: bytes,
         exchange: Exchange,
         already_sent: int = 0,  # body bytes in first_write (a chunked body's read prefix)
+        targets: _Targets | None = None,  # a balanced service's: the next ones to try
+        rehost: bool = False,  # the Host is the target's: another target gets its own
     ) -> web.StreamResponse:
         head_request = request.method == "HEAD"
         started = perf_counter()
         conn: UpstreamConnection | None = pool.take_idle()
         if conn is None:
-            conn = await pool.acquire(service.connect_timeout)
+            pool, conn, other_host = await _connect(pool, service, targets)
+            if other_host is not None and rehost:
+                first_write = _with_host(first_write, other_host)
         early_answer = False
         try:
             try:
@@ -416,8 +460,43 @@ class RelayedBody(_AsSent, web.Response):
     pass
 
 
-def _endpoint(service: Service) -> tuple[str, str, int, bool]:
-    return (service.protocol, service.host, service.port, service.tls_verify)
+async def _connect(
+    pool: UpstreamPool, service: Service, targets: _Targets | None
+) -> tuple[UpstreamPool, UpstreamConnection, bytes | None]:
+    """A connection from `pool`; for a balanced service, when connecting fails (nothing was
+    sent yet), one from the next target's pool, up to `service.retries` more tries (Kong's
+    balancer retries). The Host of the target it ended with, if it is another."""
+    tries, host = 0, None
+    while True:
+        try:
+            return pool, await pool.acquire(service.connect_timeout), host
+        except (UpstreamConnectError, UpstreamConnectTimeout) as exc:
+            if targets is None or tries >= service.retries:
+                raise
+            tries += 1
+            pool, host = targets.pick()
+            log.info("upstream %s: %s; trying %s:%d", service.name, exc, pool.host, pool.port)
+
+
+def _with_host(head: bytes, host: bytes) -> bytes:
+    """`head` with `host` in its Host line: the first after the request line, where
+    build_request_head writes it."""
+    start = head.index(b"\r\n") + 2
+    end = head.index(b"\r\n", start)
+    return b"%bHost: %b%b" % (head[:start], host, head[end:])
+
+
+def _target_host(service: Service, target: Target) -> bytes:
+    """The Host a target of a balanced service gets (Kong's balancer): the upstream's
+    host_header, else the target's host; then the target's port, unless it is the scheme's
+    default or host_header names its own."""
+    name = service.host_header or target.host
+    if service.host_header is not None and not name.startswith("[") and ":" in name:
+        return name.encode("idna")
+    host = name.encode() if name.startswith("[") else name.encode("idna")
+    if target.port == (443 if service.protocol == "https" else 80):
+        return host
+    return b"%b:%d" % (host, target.port)
 
 
 def _ssl_context(service: Service) -> ssl.SSLContext | None:

@@ -50,6 +50,11 @@ def no_service() -> web.Response:
     return kong_error(503, "no Service found with those values")
 
 
+def no_peer() -> web.Response:
+    """A balanced service whose upstream has no target to pick (Kong's balancer)."""
+    return kong_error(503, "failure to get a peer from the ring-balancer")
+
+
 def bad_gateway() -> web.Response:
     return kong_error(502, "An invalid response was received from the upstream server")
 

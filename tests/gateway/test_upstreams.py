@@ -1,0 +1,253 @@
+"""Kong Upstreams and Targets: a service whose host names an upstream is balanced over its
+targets (config from kong.yaml text, real sockets, in-process upstreams on port 0)."""
+
+from __future__ import annotations
+
+import collections
+import socket
+import textwrap
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.gateway.conftest import StartGateway, serving
+from tokengate.gateway.app import GatewayServer
+from tokengate.gateway.balancer import Balancer
+from tokengate.gateway.config import ConfigError, GatewayConfig, Target, parse_config
+
+
+def named(name: str) -> Callable[[web.Request], web.Response]:
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"upstream": name, "host": request.headers.get("Host")})
+
+    return answer  # type: ignore[return-value]
+
+
+@pytest.fixture
+async def two_upstreams() -> AsyncIterator[tuple[TestServer, TestServer]]:
+    async with serving(named("a")) as a, serving(named("b")) as b:  # type: ignore[arg-type]
+        yield a, b
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then let go): connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def kong_yaml(upstream: str, *, service: str = "", route: str = "") -> GatewayConfig:
+    text = textwrap.dedent(
+        """\
+        _format_version: "3.0"
+        upstreams:
+        """
+    )
+    text += textwrap.indent(textwrap.dedent(upstream), "  ")
+    text += textwrap.dedent(
+        """\
+        services:
+          - name: orders
+            host: orders.upstream
+            port: 1
+        """
+    )
+    text += textwrap.indent(textwrap.dedent(service), "    ")
+    text += "    routes:\n      - name: r\n        paths: [/]\n"
+    text += textwrap.indent(textwrap.dedent(route), "        ")
+    return parse_config(text, "kong.yaml")
+
+
+async def start(start_gateway: StartGateway, config: GatewayConfig) -> GatewayServer:
+    return await start_gateway(*config.routes)
+
+
+Answers = list[tuple[int, dict[str, str]]]
+
+
+async def fetch(gw: GatewayServer, count: int, **kwargs: object) -> Answers:
+    answers = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            async with session.get(f"http://127.0.0.1:{gw.proxy_port}/x", **kwargs) as resp:  # type: ignore[arg-type]
+                answers.append((resp.status, await resp.json(content_type=None)))
+    return answers
+
+
+# -- balancing ----------------------------------------------------------------------------------
+def test_smooth_weighted_round_robin_spreads_each_share() -> None:
+    balancer = Balancer([Target("a", 1, 5), Target("b", 1, 1), Target("c", 1, 1)])
+    assert "".join("abc"[balancer.pick()] for _ in range(14)) == "aabacaa" * 2
+
+
+async def test_requests_are_shared_by_weight_and_weight_zero_gets_none(
+    two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
+) -> None:
+    a, b = two_upstreams
+    gw = await start(
+        start_gateway,
+        kong_yaml(
+            f"""\
+            - name: orders.upstream
+              targets:
+                - {{target: "127.0.0.1:{a.port}", weight: 200}}
+                - {{target: "127.0.0.1:{b.port}"}}
+                - {{target: "127.0.0.1:{closed_port()}", weight: 0}}
+            """
+        ),
+    )
+    answers = await fetch(gw, 30)
+    assert {status for status, _ in answers} == {200}
+    assert collections.Counter(body["upstream"] for _, body in answers) == {"a": 20, "b": 10}
+
+
+async def test_host_is_the_targets_unless_host_header_or_preserve_host(
+    two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
+) -> None:
+    a, b = two_upstreams
+    targets = f'  targets: [{{target: "127.0.0.1:{a.port}"}}, {{target: "localhost:{b.port}"}}]\n'
+    plain = await start(start_gateway, kong_yaml("- name: orders.upstream\n" + targets))
+    hosts = {body["upstream"]: body["host"] for _, body in await fetch(plain, 2)}
+    assert hosts == {"a": f"127.0.0.1:{a.port}", "b": f"localhost:{b.port}"}
+
+    renamed = await start(
+        start_gateway,
+        kong_yaml("- name: orders.upstream\n  host_header: orders.internal\n" + targets),
+    )
+    hosts = {body["upstream"]: body["host"] for _, body in await fetch(renamed, 2)}
+    assert hosts == {"a": f"orders.internal:{a.port}", "b": f"orders.internal:{b.port}"}
+
+    preserved = await start(
+        start_gateway,
+        kong_yaml(
+            "- name: orders.upstream\n  host_header: orders.internal\n" + targets,
+            route="preserve_host: true\n",
+        ),
+    )
+    answers = await fetch(preserved, 2, headers={"Host": "api.example"})
+    assert [body["host"] for _, body in answers] == ["api.example", "api.example"]
+
+
+async def test_a_target_that_refuses_connections_is_skipped_within_retries(
+    two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
+) -> None:
+    a, _ = two_upstreams
+    dead = closed_port()
+    upstream = f"""\
+        - name: orders.upstream
+          targets:
+            - target: "127.0.0.1:{dead}"
+            - target: "127.0.0.1:{a.port}"
+    """
+    gw = await start(start_gateway, kong_yaml(upstream))
+    answers = await fetch(gw, 4)
+    assert [status for status, _ in answers] == [200] * 4
+    # The request that first went to the dead target got the live one's Host on its retry.
+    assert {body["host"] for _, body in answers} == {f"127.0.0.1:{a.port}"}
+
+    no_retries = await start(start_gateway, kong_yaml(upstream, service="retries: 0\n"))
+    statuses = sorted(status for status, _ in await fetch(no_retries, 4))
+    assert statuses == [200, 200, 502, 502]
+
+
+async def test_an_upstream_without_targets_is_kongs_503(start_gateway: StartGateway) -> None:
+    config = kong_yaml(
+        f"""\
+        - name: orders.upstream
+          targets: [{{target: "127.0.0.1:{closed_port()}", weight: 0}}]
+        """
+    )
+    assert any("no target of weight > 0" in warning for warning in config.warnings)
+    gw = await start(start_gateway, config)
+    no_peer = {"message": "failure to get a peer from the ring-balancer"}
+    assert await fetch(gw, 1) == [(503, no_peer)]
+
+
+# -- kong.yaml ----------------------------------------------------------------------------------
+def test_nested_and_top_level_targets_with_kongs_defaults() -> None:
+    config = parse_config(
+        textwrap.dedent(
+            """\
+            _format_version: "3.0"
+            upstreams:
+              - name: orders.upstream
+                targets: [{target: "10.0.0.1"}, {target: "[::1]:81", weight: 7}]
+            targets:
+              - {target: "10.0.0.2:82", upstream: orders.upstream}
+              - {target: "10.0.0.3:83", upstream: {name: orders.upstream}, weight: 0}
+            services:
+              - {name: orders, url: "https://orders.upstream/v1"}
+              - {name: direct, host: orders.example}
+            """
+        )
+    )
+    orders, direct = config.services
+    assert orders.upstream == "orders.upstream"
+    assert orders.targets == (
+        Target("10.0.0.1", 8000, 100),
+        Target("[::1]", 81, 7),
+        Target("10.0.0.2", 82, 100),
+    )
+    assert (orders.protocol, orders.path) == ("https", "/v1")
+    assert (direct.upstream, direct.targets) == (None, ())
+    assert config.warnings == ()  # no health checks or other algorithm asked for
+
+
+@pytest.mark.parametrize(
+    ("upstream", "message"),
+    [
+        ("{name: 10.0.0.1}", "upstreams[0].name: invalid name '10.0.0.1': a host name, not an IP"),
+        ("{name: u, targets: [{target: 'http://x'}]}", "expected host or host:port, not a URL"),
+        ("{name: u, targets: [{target: 'x:0'}]}", "invalid target 'x:0': the port must be 1-65535"),
+        ("{name: u, targets: [{target: x, weight: 65536}]}", "targets[0].weight"),
+        ("{name: u, targets: [{target: x, upstream: u}]}", "names no other upstream"),
+        ("{name: u, targets: [{target: 'x:8000'}, {target: x}]}", "duplicate target 'x:8000'"),
+        ("{name: u, targets: [{target: x, port: 1}]}", "targets[0].port: unknown field"),
+        ("{name: u, algorithm: fastest}", "upstreams[0].algorithm"),
+        ("{name: u, host_header: 'a b'}", "upstreams[0].host_header"),
+    ],
+)
+def test_bad_upstreams_and_targets_are_named(upstream: str, message: str) -> None:
+    text = f'_format_version: "3.0"\nupstreams: [{upstream}]\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert any(message in error for error in caught.value.errors), caught.value.errors
+
+
+def test_a_top_level_target_must_name_a_declared_upstream() -> None:
+    text = '_format_version: "3.0"\ntargets: [{target: x}, {target: y, upstream: nope}]\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert caught.value.errors == [
+        "kong.yaml: targets[0].upstream: required field missing (the upstream this target is for)",
+        "kong.yaml: targets[1].upstream: upstream 'nope' not found",
+    ]
+
+
+def test_what_tokengate_does_not_balance_by_is_warned_about() -> None:
+    config = parse_config(
+        textwrap.dedent(
+            """\
+            _format_version: "3.0"
+            upstreams:
+              - name: u
+                algorithm: consistent-hashing
+                healthchecks:
+                  active: {healthy: {interval: 0}, unhealthy: {interval: 5}}
+              - name: v
+                healthchecks:
+                  active: {healthy: {interval: 0}, unhealthy: {interval: 0}}
+                  passive: {healthy: {successes: 0}, unhealthy: {http_failures: 0}}
+            """
+        )
+    )
+    assert config.warnings == (
+        "kong.yaml: upstreams[0].algorithm: consistent-hashing is not supported: tokengate "
+        "balances round-robin",
+        "kong.yaml: upstreams[0].healthchecks: health checks are not run by tokengate: every "
+        "target stays in",
+    )
