@@ -174,19 +174,19 @@ def test_nested_and_top_level_targets_with_kongs_defaults() -> None:
             """\
             _format_version: "3.0"
             upstreams:
-              - name: orders.upstream
+              - name: Orders.Upstream
                 targets: [{target: "10.0.0.1"}, {target: "[::1]:81", weight: 7}]
             targets:
-              - {target: "10.0.0.2:82", upstream: orders.upstream}
-              - {target: "10.0.0.3:83", upstream: {name: orders.upstream}, weight: 0}
+              - {target: "10.0.0.2:82", upstream: Orders.Upstream}
+              - {target: "10.0.0.3:83", upstream: {name: Orders.Upstream}, weight: 0}
             services:
-              - {name: orders, url: "https://orders.upstream/v1"}
+              - {name: orders, url: "https://Orders.Upstream/v1"}
               - {name: direct, host: orders.example}
             """
         )
     )
     orders, direct = config.services
-    assert orders.upstream == "orders.upstream"
+    assert orders.upstream == "Orders.Upstream"
     assert orders.targets == (
         Target("10.0.0.1", 8000, 100),
         Target("[::1]", 81, 7),

@@ -355,7 +355,11 @@ class _Loader:
             tls_verify=self._tls(f),
         )
         # Kong balances a service whose host is an upstream's name over its targets.
-        upstream = self.upstreams.by_name.get(host)
+        upstream = self.upstreams.by_name.get(host) or next(
+            # A `url`'s host comes back in lower case: an upstream named in capitals still counts.
+            (u for name, u in self.upstreams.by_name.items() if name.lower() == host.lower()),
+            None,
+        )
         if upstream is not None:
             service = replace(
                 service,
