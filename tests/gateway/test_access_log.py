@@ -30,6 +30,7 @@ from tokengate.gateway.rawresponse import RawResponse
 from tokengate.logs import TEXT_FORMAT, JsonFormatter
 
 FIELDS = {
+    "upstream",
     "time",
     "level",
     "logger",
@@ -128,6 +129,7 @@ async def test_every_request_is_one_line_with_every_field_and_never_a_token(
         assert line["bytes"] == len(body)
         forwarded = line["status"] == 200
         assert (line["upstream_latency_ms"] is not None) == forwarded
+        assert line["upstream"] == (f"127.0.0.1:{upstream.port}" if forwarded else None)
     text = logging.Formatter(TEXT_FORMAT)
     for record in records:
         for rendered in (JsonFormatter().format(record), text.format(record)):
@@ -143,7 +145,8 @@ async def test_text_lines_carry_the_same_fields(
     (record,) = access_records(access)
     assert re.fullmatch(
         r'127\.0\.0\.1 "GET /hello" 200 latency_ms=[0-9.]+ upstream_latency_ms=[0-9.]+ '
-        rf"service=s route=r auth=None bytes=5 id={request_id}",
+        rf"upstream=127\.0\.0\.1:{upstream.port} service=s route=r auth=None bytes=5 "
+        rf"id={request_id}",
         record.getMessage(),
     ), record.getMessage()
 

@@ -4,6 +4,7 @@ targets (config from kong.yaml text, real sockets, in-process upstreams on port 
 from __future__ import annotations
 
 import collections
+import logging
 import socket
 import textwrap
 from collections.abc import AsyncIterator, Callable
@@ -133,7 +134,9 @@ async def test_host_is_the_targets_unless_host_header_or_preserve_host(
 
 
 async def test_a_target_that_refuses_connections_is_skipped_within_retries(
-    two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
+    two_upstreams: tuple[TestServer, TestServer],
+    start_gateway: StartGateway,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     a, _ = two_upstreams
     dead = closed_port()
@@ -143,11 +146,17 @@ async def test_a_target_that_refuses_connections_is_skipped_within_retries(
             - target: "127.0.0.1:{dead}"
             - target: "127.0.0.1:{a.port}"
     """
+    caplog.set_level(logging.INFO, logger="tokengate")  # before the gateway starts: it asks then
     gw = await start(start_gateway, kong_yaml(upstream))
     answers = await fetch(gw, 4)
     assert [status for status, _ in answers] == [200] * 4
     # The request that first went to the dead target got the live one's Host on its retry.
     assert {body["host"] for _, body in answers} == {f"127.0.0.1:{a.port}"}
+
+    # Each access line names the target that served it; the failover is logged.
+    served = [r.fields["upstream"] for r in caplog.records if r.name == "tokengate.access"]
+    assert served == [f"127.0.0.1:{a.port}"] * 4
+    assert f"cannot connect to 127.0.0.1:{dead}" in caplog.text
 
     no_retries = await start(start_gateway, kong_yaml(upstream, service="retries: 0\n"))
     statuses = sorted(status for status, _ in await fetch(no_retries, 4))

@@ -4,14 +4,16 @@
         access_log.write(request, response, exchange, request_id, seconds)
 
 Fields: request_id, method, path (never the query string: it may carry a token), service, route,
-status, latency_ms, upstream_latency_ms (null when not forwarded), auth (the openid-connect
+status, latency_ms, upstream_latency_ms (null when not forwarded), upstream (the host:port the
+request went to, a balanced service's target; null when none), auth (the openid-connect
 outcome, null without the plugin), client_ip (the peer, or the client a --trusted-ips proxy
 names in X-Real-IP; never X-Forwarded-For), bytes (of the response body). No header is logged,
 so neither Authorization nor Cookie can be. In JSON they are the line's members (see
 tokengate/logs.py); in text, one line:
 
-    127.0.0.1 "GET /orders/7" 200 latency_ms=0.412 upstream_latency_ms=0.198 service=orders
-        route=orders auth=cached bytes=113 id=5f0c...     (one line; None for what is unknown)
+    127.0.0.1 "GET /orders/7" 200 latency_ms=0.412 upstream_latency_ms=0.198
+        upstream=10.0.0.7:8080 service=orders route=orders auth=cached bytes=113 id=5f0c...
+        (one line; None for what is unknown)
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ UNPARSED: Final = "-"
 
 _TEXT: Final = (
     '%(client_ip)s "%(method)s %(path)s" %(status)d latency_ms=%(latency_ms)s '
-    "upstream_latency_ms=%(upstream_latency_ms)s service=%(service)s route=%(route)s "
+    "upstream_latency_ms=%(upstream_latency_ms)s upstream=%(upstream)s service=%(service)s "
+    "route=%(route)s "
     "auth=%(auth)s bytes=%(bytes)s id=%(request_id)s"
 )
 
@@ -56,6 +59,7 @@ def write(
         path = path.encode("unicode_escape").decode("ascii")  # a text line stays one line
     stats = exchange.stats
     upstream = exchange.upstream_seconds
+    pool = exchange.upstream
     fields: dict[str, Any] = {
         "request_id": request_id.decode("ascii"),
         "method": UNPARSED if path is UNPARSED else request.method,
@@ -66,6 +70,7 @@ def write(
         # An unparsed request was answered before any clock of ours started: no latency.
         "latency_ms": None if path is UNPARSED else round(seconds * 1000.0, 3),
         "upstream_latency_ms": None if upstream is None else round(upstream * 1000.0, 3),
+        "upstream": None if pool is None else f"{pool.host}:{pool.port}",
         "auth": exchange.outcome,
         "client_ip": exchange.client_ip or request.remote,
         "bytes": _body_bytes(response, exchange),

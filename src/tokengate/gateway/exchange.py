@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from tokengate.gateway.metrics import RouteStats
+    from tokengate.gateway.upstream import UpstreamPool
 
 # Who wrote the answer: Kong's `source` label values (kong.response.get_source()).
 SERVICE: Final = 0  # the upstream's own answer, relayed
@@ -31,6 +32,7 @@ class Exchange:
     outcome: str | None = None  # the openid-connect outcome; None: no plugin on the route
     auth_seconds: float = 0.0  # spent in the openid-connect check
     upstream_seconds: float | None = None  # until the upstream's response head arrived
+    upstream: UpstreamPool | None = None  # whose connection carried the request (its host:port)
     body_bytes: int | None = None  # set by the forwarder for a streamed response
     path: str | None = None  # the request's path, without query (absolute-form: its path only)
     switched: bool = False  # a WebSocket tunnel was answered 101: its end is not an error

@@ -261,6 +261,7 @@ class Forwarder:
             pool, conn, other_host = await _connect(pool, service, targets)
             if other_host is not None and rehost:
                 first_write = _with_host(first_write, other_host)
+        exchange.upstream = pool
         early_answer = False
         try:
             try:
@@ -320,6 +321,7 @@ class Forwarder:
         answer is relayed as usual."""
         started = perf_counter()
         conn = await pool.acquire(service.connect_timeout, fresh=True)
+        exchange.upstream = pool
         switched = False
         try:
             conn.start_request(head, head_request=False, upgrade=True)
