@@ -3,6 +3,7 @@ targets (config from kong.yaml text, real sockets, in-process upstreams on port 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import socket
@@ -14,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.gateway.conftest import StartGateway, serving
+from tests.gateway.conftest import RawUpstream, StartGateway, serving
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.balancer import Balancer
 from tokengate.gateway.config import ConfigError, GatewayConfig, Target, parse_config
@@ -176,6 +177,111 @@ async def test_an_upstream_without_targets_is_kongs_503(start_gateway: StartGate
     assert await fetch(gw, 1) == [(503, no_peer)]
 
 
+async def test_websocket_handshakes_fail_over_too(start_gateway: StartGateway) -> None:
+    async def talk(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(f"hello {request.headers['Host']}")
+        await ws.close()
+        return ws
+
+    async with serving(talk) as live:  # type: ignore[arg-type]
+        live_host = f"127.0.0.1:{live.port}"
+        upstream = f"""\
+            - name: orders.upstream
+              targets: [{{target: "127.0.0.1:{closed_port()}"}}, {{target: "{live_host}"}}]
+        """
+        gw = await start(start_gateway, kong_yaml(upstream))
+        greetings = []
+        async with aiohttp.ClientSession() as session:
+            for _ in range(4):
+                async with session.ws_connect(f"http://127.0.0.1:{gw.proxy_port}/ws") as ws:
+                    greetings.append(await ws.receive_str())
+    assert greetings == [f"hello {live_host}"] * 4
+
+
+async def test_a_stale_pooled_connections_retry_fails_over_too(
+    two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
+) -> None:
+    """A target answers once with keep-alive, then closes that connection at the next request
+    and stops listening: the retry on a new connection goes to the next target."""
+    _, b = two_upstreams
+
+    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw.read_head(reader)
+        if len(raw.requests) == 1:
+            body = b'{"upstream": "raw"}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+            await writer.drain()
+            await raw.read_head(reader)  # the next request on this connection: close, go away
+        assert raw.server is not None
+        raw.server.close()
+
+    async with RawUpstream(once) as raw:
+        upstream = f"""\
+            - name: orders.upstream
+              targets: [{{target: "127.0.0.1:{raw.port}"}}, {{target: "127.0.0.1:{b.port}"}}]
+        """
+        gw = await start(start_gateway, kong_yaml(upstream))
+        answers = await fetch(gw, 4)
+    assert [status for status, _ in answers] == [200] * 4
+
+
+@pytest.fixture
+async def ipv6_upstream() -> AsyncIterator[TestServer]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", named("v6"))  # type: ignore[arg-type]
+    server = TestServer(app, host="::1")
+    try:
+        await server.start_server()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def test_ipv6_targets_and_services_connect(
+    ipv6_upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    port = ipv6_upstream.port
+    balanced = await start(
+        start_gateway,
+        kong_yaml(f'- name: orders.upstream\n  targets: [{{target: "[::1]:{port}"}}]\n'),
+    )
+    assert await fetch(balanced, 1) == [(200, {"upstream": "v6", "host": f"[::1]:{port}"})]
+    plain = parse_config(
+        textwrap.dedent(
+            f"""\
+            _format_version: "3.0"
+            services:
+              - name: v6
+                url: "http://[::1]:{port}"
+                routes: [{{name: r, paths: [/]}}]
+            """
+        )
+    )
+    gw = await start(start_gateway, plain)
+    assert await fetch(gw, 1) == [(200, {"upstream": "v6", "host": f"[::1]:{port}"})]
+
+
+async def test_a_host_header_with_its_own_port_is_sent_as_written(
+    two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
+) -> None:
+    a, _ = two_upstreams
+    for host_header in ("orders.internal:81", "[::1]:81"):
+        config = kong_yaml(
+            f"""\
+            - name: orders.upstream
+              host_header: "{host_header}"
+              targets: [{{target: "127.0.0.1:{a.port}"}}]
+            """
+        )
+        gw = await start(start_gateway, config)
+        assert await fetch(gw, 1) == [(200, {"upstream": "a", "host": host_header})]
+
+
 # -- kong.yaml ----------------------------------------------------------------------------------
 def test_nested_and_top_level_targets_with_kongs_defaults() -> None:
     config = parse_config(
@@ -210,6 +316,13 @@ def test_nested_and_top_level_targets_with_kongs_defaults() -> None:
     ("upstream", "message"),
     [
         ("{name: 10.0.0.1}", "upstreams[0].name: invalid name '10.0.0.1': a host name, not an IP"),
+        ("{name: 'u:80'}", "upstreams[0].name: invalid name 'u:80': a host name, without a port"),
+        (
+            "{name: u, targets: [{target: '1.2.3.4:80:90'}]}",
+            "invalid target '1.2.3.4:80:90': expected host, host:port or [v6]:port",
+        ),
+        ("{name: u, targets: [{target: 'x:\u0668\u0660'}]}", "the port must be 1-65535"),
+        ("{name: u, healthchecks: x}", "upstreams[0].healthchecks: expected a mapping"),
         ("{name: u, targets: [{target: 'http://x'}]}", "expected host or host:port, not a URL"),
         ("{name: u, targets: [{target: 'x:0'}]}", "invalid target 'x:0': the port must be 1-65535"),
         ("{name: u, targets: [{target: x, weight: 65536}]}", "targets[0].weight"),
@@ -234,6 +347,12 @@ def test_a_top_level_target_must_name_a_declared_upstream() -> None:
     assert caught.value.errors == [
         "kong.yaml: targets[0].upstream: required field missing (the upstream this target is for)",
         "kong.yaml: targets[1].upstream: upstream 'nope' not found",
+    ]
+    with pytest.raises(ConfigError) as caught:
+        parse_config('_format_version: "3.0"\ntargets: [{target: x, upstream: [u]}]\n')
+    assert caught.value.errors == [
+        "kong.yaml: targets[0].upstream: expected an upstream name or id, or a mapping with one "
+        "of them, got a list"
     ]
 
 

@@ -406,7 +406,7 @@ class _Loader:
             f.warn("use_srv_name", "not supported by tokengate and ignored")
         if f.given("client_certificate"):
             f.warn("client_certificate", "not supported by tokengate and ignored")
-        if _health_checks_on(f.raw("healthchecks")):
+        if _health_checks_on(f.mapping("healthchecks")):
             f.warn("healthchecks", "health checks are not run by tokengate: every target stays in")
         entry = _UpstreamEntry(path, name or "", host_header, [], set())
         self.upstreams.add(entry, name, f.string("id"))

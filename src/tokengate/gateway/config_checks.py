@@ -337,7 +337,8 @@ class Registry(Generic[_E]):
             else:
                 return None
         else:
-            expected = f"a {self.kind} name or id, or a mapping with one of them"
+            article = "an" if self.kind[0] in "aeiou" else "a"
+            expected = f"{article} {self.kind} name or id, or a mapping with one of them"
             self.report.error(path, f"expected {expected}, got {describe(value)}")
             return None
         if found is None:
@@ -385,50 +386,58 @@ DEFAULT_TARGET_PORT = 8000  # Kong's, for a target written without a port
 
 def target_address(text: str) -> tuple[str, int]:
     """A Kong target, `host`, `host:port`, `[v6]` or `[v6]:port` → (host, port); IPv6 in
-    brackets."""
-    host, port = text, DEFAULT_TARGET_PORT
+    brackets, port 8000 when none is written."""
     if "://" in text or "/" in text:
         raise ValueError(f"invalid target '{text}': expected host or host:port, not a URL")
+    host, port = _host_and_port(text, "target")
+    return host, DEFAULT_TARGET_PORT if port is None else port
+
+
+def upstream_name(text: str) -> str:
+    """A Kong upstream's name: a host name (services name it as their host), no address."""
+    host, port = _host_and_port(text, "name")
+    if port is not None:
+        raise ValueError(f"invalid name '{text}': a host name, without a port")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    raise ValueError(f"invalid name '{text}': a host name, not an IP address")
+
+
+def host_with_optional_port(text: str) -> str:
+    """`host`, `host:port`, `[v6]` or `[v6]:port` (an upstream's host_header), IPv6 in
+    brackets."""
+    host, port = _host_and_port(text, "host")
+    return host if port is None else f"{host}:{port}"
+
+
+def _host_and_port(text: str, what: str) -> tuple[str, int | None]:
+    host, port = text, None
     if text.startswith("["):
         close = text.find("]")
         rest = text[close + 1 :] if close > 0 else ""
         if rest:
             if not rest.startswith(":"):
-                raise ValueError(f"invalid target '{text}': expected [address]:port")
-            host, port = text[: close + 1], _port(text, rest[1:])
+                raise ValueError(f"invalid {what} '{text}': expected [address]:port")
+            host, port = text[: close + 1], _port(text, rest[1:], what)
     elif text.count(":") == 1:
         host, _, digits = text.partition(":")
-        port = _port(text, digits)
+        port = _port(text, digits, what)
     elif ":" in text:  # a bare IPv6 address: Kong takes it whole, without a port
         host = f"[{text}]"
     try:
         return service_host(host), port
     except ValueError as exc:
-        raise ValueError(f"invalid target '{text}': {exc}") from None
+        if "port" in str(exc):  # its hint is for services, which have a `port` field
+            raise ValueError(
+                f"invalid {what} '{text}': expected host, host:port or [v6]:port"
+            ) from None
+        raise ValueError(f"invalid {what} '{text}': {exc}") from None
 
 
-def upstream_name(text: str) -> str:
-    """A Kong upstream's name: a host name (services name it as their host), no address."""
-    name = service_host(text)
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return name
-    raise ValueError(f"invalid name '{text}': a host name, not an IP address")
-
-
-def host_with_optional_port(text: str) -> str:
-    """`host` or `host:port`, as written (an upstream's host_header)."""
-    if text.startswith("[") or text.count(":") != 1:
-        return service_host(text)
-    host, _, digits = text.partition(":")
-    service_host(host)
-    _port(text, digits, "host")
-    return text
-
-
-def _port(text: str, digits: str, what: str = "target") -> int:
-    if not digits.isdigit() or not 0 < int(digits) < 65536:
+def _port(text: str, digits: str, what: str) -> int:
+    if not (digits.isascii() and digits.isdigit()) or not 0 < int(digits) < 65536:
         raise ValueError(f"invalid {what} '{text}': the port must be 1-65535")
     return int(digits)
 

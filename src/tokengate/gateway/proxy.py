@@ -220,7 +220,9 @@ class Forwarder:
         )
         try:
             if switch:
-                return await self._switch(request, pool, service, head, request_id, exchange)
+                return await self._switch(
+                    request, pool, service, head, request_id, exchange, targets, rehost
+                )
             return await self._exchange(
                 request,
                 pool,
@@ -290,7 +292,10 @@ class Forwarder:
                     raise
                 pool.release(conn)
                 conn = None
-                conn = await pool.acquire(service.connect_timeout, fresh=True)
+                pool, conn, other_host = await _connect(pool, service, targets, fresh=True)
+                if other_host is not None and rehost:
+                    first_write = _with_host(first_write, other_host)
+                exchange.upstream = pool
                 conn.start_request(first_write, head_request=head_request)
                 await conn.read_head(service.read_timeout)
             # Kong's upstream latency: connection (when a new one was needed) to response head.
@@ -314,13 +319,17 @@ class Forwarder:
         head: bytes,
         request_id: bytes,
         exchange: Exchange,
+        targets: _Targets | None = None,
+        rehost: bool = False,
     ) -> web.StreamResponse:
         """A WebSocket handshake, on a new connection that counts against the pool like any
         request's (a flood of handshakes cannot open connections without bound). A 101 takes
         the connection out of the pool's count, for a tunnel that may last hours; any other
-        answer is relayed as usual."""
+        answer is relayed as usual. `targets` and `rehost` as for `_exchange`."""
         started = perf_counter()
-        conn = await pool.acquire(service.connect_timeout, fresh=True)
+        pool, conn, other_host = await _connect(pool, service, targets, fresh=True)
+        if other_host is not None and rehost:
+            head = _with_host(head, other_host)
         exchange.upstream = pool
         switched = False
         try:
@@ -463,15 +472,16 @@ class RelayedBody(_AsSent, web.Response):
 
 
 async def _connect(
-    pool: UpstreamPool, service: Service, targets: _Targets | None
+    pool: UpstreamPool, service: Service, targets: _Targets | None, *, fresh: bool = False
 ) -> tuple[UpstreamPool, UpstreamConnection, bytes | None]:
-    """A connection from `pool`; for a balanced service, when connecting fails (nothing was
-    sent yet), one from the next target's pool, up to `service.retries` more tries (Kong's
-    balancer retries). The Host of the target it ended with, if it is another."""
+    """A connection from `pool` (a new one when `fresh`); for a balanced service, when
+    connecting fails (nothing was sent yet), one from the next target's pool, up to
+    `service.retries` more tries (Kong's balancer retries). The Host of the target it ended
+    with, if it is another."""
     tries, host = 0, None
     while True:
         try:
-            return pool, await pool.acquire(service.connect_timeout), host
+            return pool, await pool.acquire(service.connect_timeout, fresh=fresh), host
         except (UpstreamConnectError, UpstreamConnectTimeout) as exc:
             if targets is None or tries >= service.retries:
                 raise
@@ -491,10 +501,10 @@ def _with_host(head: bytes, host: bytes) -> bytes:
 def _target_host(service: Service, target: Target) -> bytes:
     """The Host a target of a balanced service gets (Kong's balancer): the upstream's
     host_header, else the target's host; then the target's port, unless it is the scheme's
-    default or host_header names its own."""
+    default or host_header names its own (sent as written)."""
     name = service.host_header or target.host
-    if service.host_header is not None and not name.startswith("[") and ":" in name:
-        return name.encode("idna")
+    if service.host_header is not None and ("]:" if name.startswith("[") else ":") in name:
+        return name.encode()  # one with its own port is sent as written
     host = name.encode() if name.startswith("[") else name.encode("idna")
     if target.port == (443 if service.protocol == "https" else 80):
         return host

@@ -613,7 +613,7 @@ class UpstreamPool:
             async with asyncio.timeout(connect_timeout):
                 _, conn = await self.loop.create_connection(
                     lambda: UpstreamConnection(self),
-                    self.host,
+                    self.host.strip("[]"),  # an IPv6 literal is kept in brackets for Host
                     self.port,
                     ssl=self.ssl_context,
                     server_hostname=self.host.strip("[]") if self.ssl_context else None,
