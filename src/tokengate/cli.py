@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-send-timeout",
         default=defaults.client_send_timeout,
         type=_positive_float,
-        help="seconds a client may stop reading a streamed response before it is cut off",
+        help="seconds a client may stop reading a response before it is cut off",
     )
     _option(
         gateway,

@@ -412,7 +412,11 @@ class Forwarder:
                 keep_alive=keep_alive,
             )
             return RawResponse(
-                head + body, status=status, keep_alive=keep_alive, body_size=len(body)
+                head + body,
+                status=status,
+                keep_alive=keep_alive,
+                body_size=len(body),
+                send_timeout=self._settings.client_send_timeout,
             )
         headers = response_headers(conn.headers, request_id)
         if conn.complete:  # an HTTP/1.0 client: aiohttp knows its keep-alive rules

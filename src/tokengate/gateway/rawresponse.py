@@ -6,13 +6,24 @@ aiohttp's Response builds a header dict, formats it and frames the body on every
 answers the gateway can lay out itself (a small upstream response relayed, a refusal) one
 `transport.write` of ready bytes does the same job for a fraction of the cost. Only for HTTP/1.1
 clients: HTTP/1.0 keep-alive rules stay aiohttp's.
+
+Like aiohttp's own writer, it waits when the client is not reading (the socket's buffer past its
+high-water mark) before the handler returns: otherwise a client that pipelines requests and
+never reads the answers would have every answer buffered here, without bound. It waits at most
+`send_timeout` seconds, then drops the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import Final
+
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
+
+DEFAULT_SEND_TIMEOUT: Final = 60.0  # nginx's send_timeout
+_WRITE_HIGH_WATER: Final = 64 * 1024  # asyncio's and uvloop's default high-water mark
 
 
 def date_line() -> bytes:
@@ -21,18 +32,38 @@ def date_line() -> bytes:
 
 
 class RawResponse(web.StreamResponse):
-    def __init__(self, data: bytes, *, status: int, keep_alive: bool, body_size: int) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        status: int,
+        keep_alive: bool,
+        body_size: int,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
+    ) -> None:
         super().__init__(status=status)
         self._data = data
         self._keep_alive = keep_alive  # aiohttp reads it to keep or close the connection
         self.body_size = body_size  # of `data`, the body's part (for the access log)
+        self._send_timeout = send_timeout
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         transport = request.transport
         if self._data and transport is not None and not transport.is_closing():
             transport.write(self._data)
+            if transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+                await _drain(request, transport, self._send_timeout)
         self._data = b""
         return None
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
+
+
+async def _drain(request: web.BaseRequest, transport: asyncio.Transport, timeout: float) -> None:
+    """Wait until the client takes the answer in, or drop the connection after `timeout`."""
+    try:
+        async with asyncio.timeout(timeout):
+            await request.writer.drain()
+    except TimeoutError:
+        transport.abort()  # a close would wait for a buffer the client never reads

@@ -24,6 +24,11 @@ def bad_request() -> web.Response:
     return kong_error(400, "Bad request")
 
 
+def head_too_large() -> web.Response:
+    """A request head past the bound: nginx's 494, which Kong answers as a 400."""
+    return kong_error(400, "Request header or cookie too large")
+
+
 def no_route() -> web.Response:
     return kong_error(404, "no Route matched with those values")
 

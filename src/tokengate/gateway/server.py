@@ -1,6 +1,7 @@
-"""aiohttp's low-level server with two additions: a deadline for a request head, and Kong's 400
-(not a logged traceback) for a request aiohttp cannot parse, reported to `on_malformed` (which
-counts and logs it as nginx logs the 400s it answers itself).
+"""aiohttp's low-level server with three additions: a deadline for a request head, a bound on
+its size, and Kong's 400 (not a logged traceback) for a request aiohttp cannot parse or whose
+head is too large, reported to `on_malformed` (which counts and logs it as nginx logs the 400s it
+answers itself).
 
     server = HeadTimeoutServer(handler, head_timeout=10.0, on_malformed=gateway.account_malformed,
                                keepalive_timeout=60.0)
@@ -11,6 +12,13 @@ Kong/nginx have `client_header_timeout` for this; here a per-connection timer st
 first bytes of a head arrive and is cancelled when the head is complete. It reads two attributes
 of aiohttp's RequestHandler (`_messages`, `_request_in_progress`); tests/gateway/test_proxy.py
 (`test_incomplete_request_head_is_cut_off`) fails if a new aiohttp changes them.
+
+aiohttp bounds a header line (8 KiB) and the number of headers (128), not their sum: a head of
+1 MB passes, and a thousand clients each holding one unfinished cost a GB. nginx answers a head
+past its four 8k buffers with 400 "Request Header Or Cookie Too Large", Envoy one past 60 KiB
+with 431. Here a head past MAX_REQUEST_HEAD (64 KiB: the request line and header lines) gets
+Kong's 400 with that message, and the connection is closed: counted while it arrives, and, for
+the rare read that brings more than the bound at once, measured on the parsed head.
 """
 
 from __future__ import annotations
@@ -18,17 +26,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from tokengate.gateway import responses
 
 log = logging.getLogger("tokengate.server")
 
 MalformedHook = Callable[[web.BaseRequest, web.StreamResponse], None]
+MAX_REQUEST_HEAD: Final = 64 * 1024
+
+
+class RequestHeadTooLarge(BadHttpMessage):
+    """A request line and headers longer than MAX_REQUEST_HEAD."""
 
 
 class HeadTimeoutHandler(RequestHandler):
@@ -44,14 +59,57 @@ class HeadTimeoutHandler(RequestHandler):
         self._head_timeout = head_timeout
         self._on_malformed = on_malformed
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # of the head being received, so far
+        self._payload: StreamReader | None = None  # the body of the last request parsed
 
     def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        # Bytes that arrive while the last request's body is still coming are its body; after
+        # an upgrade, the new protocol's.
+        in_body = self._upgraded or (self._payload is not None and not self._payload.is_eof())
         super().data_received(data)
+        if len(self._messages) > queued:  # heads completed in this read
+            # Only a read that, with what came before it, passes the bound can hold a head
+            # over it (the usual request costs this one comparison).
+            if self._head_bytes + len(data) > MAX_REQUEST_HEAD:
+                self._refuse_large_heads(queued)
+            self._head_bytes = 0
+            self._payload = self._messages[-1][1]
+        elif not in_body:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_REQUEST_HEAD:
+                self._refuse_head()
         if self._messages or self._request_in_progress:
             self._cancel_head_timer()  # a whole head arrived (or a body is being read)
         elif self._head_timer is None:
             loop = asyncio.get_running_loop()
             self._head_timer = loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _refuse_large_heads(self, queued: int) -> None:
+        """Of the messages this read added, the first whose head is over the bound becomes the
+        refusal, and those after it go (the connection closes after it)."""
+        messages = self._messages
+        for index in range(queued, len(messages)):
+            message = messages[index][0]
+            if isinstance(message, RawRequestMessage) and _head_size(message) > MAX_REQUEST_HEAD:
+                while len(messages) > index:
+                    messages.pop()
+                self._refuse_head()
+                return
+
+    def _refuse_head(self) -> None:
+        """Queue Kong's 400 for a head over the bound, as aiohttp queues a parse error, and
+        read nothing more from this connection."""
+        error = RequestHeadTooLarge(f"request head longer than {MAX_REQUEST_HEAD} bytes")
+        self._messages.append(
+            (_ErrInfo(status=400, exc=error, message=error.message), EMPTY_PAYLOAD)
+        )
+        self._close = True  # aiohttp then ignores what else arrives, and closes after the answer
+        if self.transport is not None:
+            self.transport.pause_reading()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_head_timer()
@@ -75,7 +133,10 @@ class HeadTimeoutHandler(RequestHandler):
         if not isinstance(exc, BadHttpMessage) or request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
         log.debug("malformed request from %s: %s", request.remote, type(exc).__name__)
-        response = responses.bad_request()
+        if isinstance(exc, RequestHeadTooLarge):
+            response = responses.head_too_large()
+        else:
+            response = responses.bad_request()
         response.force_close()
         if self._on_malformed is not None:
             self._on_malformed(request, response)
@@ -85,6 +146,16 @@ class HeadTimeoutHandler(RequestHandler):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+
+def _head_size(message: RawRequestMessage) -> int:
+    """The request line and header lines of a parsed head, as sent (near enough: the method
+    and version are counted short)."""
+    return (
+        len(message.path)
+        + 16
+        + sum(len(name) + len(value) + 4 for name, value in message.raw_headers)
+    )
 
 
 class HeadTimeoutServer(web.Server):

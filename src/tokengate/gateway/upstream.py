@@ -33,6 +33,7 @@ RawHeaders = list[tuple[bytes, bytes]]
 
 # Response bodies queue at most this much before we stop reading the upstream socket.
 _HIGH_WATER: Final = 256 * 1024
+_MAX_PIECES: Final = 1024  # queued body pieces (chunks) before they are merged into one
 _LOW_WATER: Final = 64 * 1024
 # A response head (interim ones included) past this is a 502, as nginx's "upstream sent too big
 # header" (Envoy's default cap is 60 KiB); so are trailers and chunk framing past it (and a few
@@ -278,7 +279,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._queue(body)
 
     def _queue(self, body: bytes) -> None:
-        self._body.append(body)
+        queue = self._body
+        queue.append(body)
+        if len(queue) > _MAX_PIECES:
+            # A stream of 1-byte chunks would otherwise queue 256k objects before reading
+            # pauses: hold them as one.
+            merged = b"".join(queue)
+            queue.clear()
+            queue.append(merged)
         self._body_size += len(body)
         if self._body_size > _HIGH_WATER and not self._reading_paused and self.transport:
             self._reading_paused = True
@@ -357,14 +365,21 @@ class UpstreamConnection(asyncio.Protocol):
         return body
 
     async def read_chunk(self, timeout: float) -> bytes:
-        """Next piece of the body, b"" at its end; read_timeout applies between pieces."""
-        while not self._body:
+        """The body that has arrived since the last call (every piece queued, joined: one
+        write for the client however small the upstream's chunks), b"" at its end;
+        read_timeout applies between reads."""
+        body = self._body
+        while not body:
             if self._error is not None:
                 raise self._error
             if self.complete:
                 return b""
             await self._wait(timeout)
-        chunk = self._body.popleft()
+        if len(body) == 1:
+            chunk = body.popleft()
+        else:
+            chunk = b"".join(body)
+            body.clear()
         self._body_size -= len(chunk)
         if self._reading_paused and self._body_size < _LOW_WATER:
             self._resume_reading()

@@ -1,0 +1,188 @@
+"""What one client or one upstream can make a worker hold: request heads are bounded as nginx
+bounds them, a client that pipelines and never reads stops being read, and an upstream's tiny
+chunks reach the client joined (real sockets, in-process upstreams on port 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.gateway.conftest import (
+    RawUpstream,
+    StartGateway,
+    make_route,
+    make_service,
+    raw_request,
+    serving,
+)
+from tests.gateway.test_proxy_edges import read_response
+from tokengate.gateway.app import GatewayServer
+from tokengate.gateway.server import MAX_REQUEST_HEAD
+
+TOO_LARGE = b'{"message": "Request header or cookie too large"}'
+
+
+@pytest.fixture
+async def counting() -> AsyncIterator[tuple[TestServer, list[str]]]:
+    """An upstream answering every request with 32 KiB, and the paths it was asked for."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(body=b"x" * 32 * 1024)
+
+    async with serving(answer) as server:
+        yield server, seen
+
+
+@pytest.fixture
+async def gateway(
+    counting: tuple[TestServer, list[str]], start_gateway: StartGateway
+) -> GatewayServer:
+    return await start_gateway(make_route(make_service(counting[0].port)))
+
+
+def headers(count: int, size: int) -> bytes:
+    return b"".join(b"X-Pad-%d: %b\r\n" % (i, b"v" * size) for i in range(count))
+
+
+# -- request heads ------------------------------------------------------------------------------
+async def test_a_head_past_the_bound_is_kongs_400_and_a_close(gateway: GatewayServer) -> None:
+    big = headers(10, 8000)  # each line within aiohttp's 8 KiB, 80 KB in all
+    assert len(big) > MAX_REQUEST_HEAD
+    for sent in (
+        b"GET / HTTP/1.1\r\nHost: a\r\n" + big,  # still coming: cut off at the bound
+        b"GET / HTTP/1.1\r\nHost: a\r\n" + big + b"\r\n",  # whole, in one read
+    ):
+        answer = await raw_request(gateway.proxy_port, sent)
+        assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0]
+        assert answer.endswith(b"\r\n\r\n" + TOO_LARGE)  # and then the gateway closed
+
+
+async def test_heads_under_the_bound_and_bodies_pass(
+    gateway: GatewayServer, counting: tuple[TestServer, list[str]]
+) -> None:
+    under = headers(7, 8000)  # 56 KB
+    answer = await raw_request(
+        gateway.proxy_port,
+        b"GET /under HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" + under + b"\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    # A body is not a head, however much of it comes in one read with its head.
+    body = b"b" * 300_000
+    answer = await raw_request(
+        gateway.proxy_port,
+        b"POST /body HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%b"
+        % (len(body), body),
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    # Nor are many small pipelined heads in one read.
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    try:
+        writer.write(b"GET /many HTTP/1.1\r\nHost: a\r\n\r\n" * 3000)
+        for _ in range(3000):
+            head, _ = await read_response(reader, timeout=10)
+            assert head.startswith(b"HTTP/1.1 200 ")
+    finally:
+        writer.close()
+    assert counting[1].count("/many") == 3000
+
+
+# -- a client that does not read -----------------------------------------------------------------
+async def pipeline_unread(port: int, count: int) -> socket.socket:
+    """`count` pipelined GETs on a socket with a small receive buffer, none of it read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, b"GET /piped HTTP/1.1\r\nHost: a\r\n\r\n" * count)
+    return sock
+
+
+async def answers(sock: socket.socket, wanted: int) -> int:
+    """How many answers the socket gives, reading until `wanted` came or it closed."""
+    loop, read = asyncio.get_running_loop(), bytearray()
+    async with asyncio.timeout(20):
+        while read.count(b"HTTP/1.1 200 ") < wanted:
+            chunk = await loop.sock_recv(sock, 1 << 20)
+            if not chunk:
+                break
+            read += chunk
+    return read.count(b"HTTP/1.1 200 ")
+
+
+async def test_a_client_that_pipelines_and_never_reads_stops_being_served(
+    gateway: GatewayServer, counting: tuple[TestServer, list[str]]
+) -> None:
+    """300 answers of 32 KiB (9.6 MB, more than the sockets hold) are not all buffered in the
+    gateway: it stops taking requests until the client reads, then serves the rest."""
+    count = 300
+    sock = await pipeline_unread(gateway.proxy_port, count)
+    try:
+        await asyncio.sleep(1.5)
+        served_unread = counting[1].count("/piped")
+        assert served_unread < count * 2 // 3
+        assert await answers(sock, count) == count
+    finally:
+        sock.close()
+
+
+async def test_a_client_that_never_reads_is_dropped_after_the_send_timeout(
+    counting: tuple[TestServer, list[str]], start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_route(make_service(counting[0].port)), client_send_timeout=0.5)
+    count = 300
+    sock = await pipeline_unread(gw.proxy_port, count)
+    try:
+        await asyncio.sleep(2)
+        answered = await answers(sock, count)
+    except ConnectionResetError:
+        answered = 0  # dropped with its unread answers
+    finally:
+        sock.close()
+    assert answered < count
+    assert counting[1].count("/piped") < count
+
+
+# -- an upstream's tiny chunks -------------------------------------------------------------------
+async def test_tiny_upstream_chunks_reach_the_client_joined(start_gateway: StartGateway) -> None:
+    """20,000 one-byte chunks: relayed in a few writes (a chunk each would cost a write, a
+    timer and a turn of the loop apiece, and stall every other client of the worker)."""
+    pieces = 20_000
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the head goes first: the gateway streams what follows
+        writer.write(b"1\r\nz\r\n" * pieces)
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        answer = await raw_request(
+            gw.proxy_port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    lines = body.split(b"\r\n")
+    assert lines[-3:] == [b"0", b"", b""]  # the last chunk, no trailers
+    sizes, data = lines[0:-3:2], lines[1:-3:2]  # a size line, then its data
+    assert [int(size, 16) for size in sizes] == [len(piece) for piece in data]
+    assert b"".join(data) == b"z" * pieces
+    assert len(sizes) < pieces // 20, f"{len(sizes)} chunks"
+
+
+def test_the_bound_is_nginx_and_envoy_sized() -> None:
+    assert 32 * 1024 <= MAX_REQUEST_HEAD <= 64 * 1024
+    assert json.loads(TOO_LARGE) == {"message": "Request header or cookie too large"}
