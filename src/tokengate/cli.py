@@ -311,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _option(
         gateway,
+        "--max-connections",
+        default=defaults.max_connections,
+        type=_positive_int,
+        help="client connections a worker takes; past it an idle one is closed, else the new one "
+        "(default: from the open-file limit, at most 16384)",
+    )
+    _option(
+        gateway,
         "--keepalive-timeout",
         default=defaults.keepalive_timeout,
         type=_positive_float,
@@ -583,6 +591,7 @@ def gateway_command(args: argparse.Namespace) -> int:
         client_header_timeout=args.client_header_timeout,
         keepalive_timeout=args.keepalive_timeout,
         client_send_timeout=args.client_send_timeout,
+        max_connections=args.max_connections,
         shutdown_timeout=args.shutdown_timeout,
         trusted_ips=args.trusted_ips,
         access_log=args.access_log,

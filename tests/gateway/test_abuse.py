@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import socket
 from collections.abc import AsyncIterator
 
@@ -23,7 +24,7 @@ from tests.gateway.conftest import (
 )
 from tests.gateway.test_proxy_edges import read_response
 from tokengate.gateway.app import GatewayServer
-from tokengate.gateway.server import MAX_REQUEST_HEAD
+from tokengate.gateway.server import MAX_REQUEST_HEAD, connection_cap
 
 TOO_LARGE = b'{"message": "Request header or cookie too large"}'
 
@@ -186,3 +187,58 @@ async def test_tiny_upstream_chunks_reach_the_client_joined(start_gateway: Start
 def test_the_bound_is_nginx_and_envoy_sized() -> None:
     assert 32 * 1024 <= MAX_REQUEST_HEAD <= 64 * 1024
     assert json.loads(TOO_LARGE) == {"message": "Request header or cookie too large"}
+
+
+# -- connections -----------------------------------------------------------------------------
+async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 2.0) -> bool:
+    """True when the gateway closed this connection (EOF) within `timeout`, False if still open."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await reader.read(1) == b""
+    except TimeoutError:
+        return False
+
+
+async def test_past_the_connection_cap_the_oldest_idle_connection_makes_room(
+    counting: tuple[TestServer, list[str]],
+    start_gateway: StartGateway,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gw = await start_gateway(make_route(make_service(counting[0].port)), max_connections=3)
+    idle = [await asyncio.open_connection("127.0.0.1", gw.proxy_port) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    answer = await raw_request(
+        gw.proxy_port, b"GET /new HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert [await closed_by_peer(reader, 0.5) for reader, _ in idle] == [True, False, False]
+    assert "3 client connections, the most this worker takes" in caplog.text
+    assert "1 idle closed" in caplog.text
+    for _, writer in idle:
+        writer.close()
+
+
+async def test_past_the_cap_with_none_idle_the_new_connection_is_refused(
+    counting: tuple[TestServer, list[str]], start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_route(make_service(counting[0].port)), max_connections=2)
+    busy = [await asyncio.open_connection("127.0.0.1", gw.proxy_port) for _ in range(2)]
+    for _, writer in busy:
+        writer.write(b"GET /busy HTTP/1.1\r\nHost: a\r\n")  # a head on its way
+    await asyncio.sleep(0.1)
+    late, late_writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    assert await closed_by_peer(late)
+    late_writer.close()
+    for reader, writer in busy:  # the ones it kept finish their requests
+        writer.write(b"\r\n")
+        head, _ = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        writer.close()
+
+
+def test_the_default_cap_fits_the_open_file_limit() -> None:
+    cap = connection_cap()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert 16 <= cap <= 16384
+    assert soft == resource.RLIM_INFINITY or 2 * cap + 64 <= max(soft, 96)
+    assert connection_cap(7) == 7

@@ -52,7 +52,7 @@ from tokengate.gateway.paths import BadPath, canonical_path, kong_router_path
 from tokengate.gateway.proxy import CONTINUE, Forwarder, answer_and_close
 from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import RouteMatch, Router
-from tokengate.gateway.server import HeadTimeoutServer
+from tokengate.gateway.server import HeadTimeoutServer, connection_cap
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.shared_metrics import files_per_process, scrape_registry
 
@@ -501,6 +501,7 @@ class GatewayServer:
             auto_decompress=False,  # bodies travel as the client encoded them
             keepalive_timeout=settings.keepalive_timeout,
             access_log=None,
+            max_connections=connection_cap(settings.max_connections),
         )
         # drain() cuts requests off after shutdown_timeout; aiohttp's own bound is a backstop.
         self._proxy_runner = web.ServerRunner(

@@ -1,7 +1,7 @@
-"""aiohttp's low-level server with three additions: a deadline for a request head, a bound on
-its size, and Kong's 400 (not a logged traceback) for a request aiohttp cannot parse or whose
-head is too large, reported to `on_malformed` (which counts and logs it as nginx logs the 400s it
-answers itself).
+"""aiohttp's low-level server with four additions: a deadline for a request head, a bound on
+its size, Kong's 400 (not a logged traceback) for a request aiohttp cannot parse or whose head
+is too large, reported to `on_malformed` (which counts and logs it as nginx logs the 400s it
+answers itself), and a cap on client connections.
 
     server = HeadTimeoutServer(handler, head_timeout=10.0, on_malformed=gateway.account_malformed,
                                keepalive_timeout=60.0)
@@ -19,12 +19,20 @@ past its four 8k buffers with 400 "Request Header Or Cookie Too Large", Envoy on
 with 431. Here a head past MAX_REQUEST_HEAD (64 KiB: the request line and header lines) gets
 Kong's 400 with that message, and the connection is closed: counted while it arrives, and, for
 the rare read that brings more than the bound at once, measured on the parsed head.
+
+Every connection costs a file descriptor (two, with its upstream's): past the process's limit
+accept() fails, and so does every upstream connect and JWKS fetch, with nothing said. As nginx
+does at worker_connections, past `max_connections` an idle keep-alive connection is closed to
+make room (else the new one is), with a warning at most every few seconds. `connection_cap`
+picks the cap from the open-file limit (Kong: worker_connections = ulimit, at most 16384).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -115,6 +123,13 @@ class HeadTimeoutHandler(RequestHandler):
         self._cancel_head_timer()
         super().connection_lost(exc)
 
+    @property
+    def idle(self) -> bool:
+        """Between requests: nothing queued, in progress, or arriving (a keep-alive wait)."""
+        return not (
+            self._messages or self._request_in_progress or self._head_bytes or self._upgraded
+        )
+
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if not self._messages and not self._request_in_progress:
@@ -158,6 +173,29 @@ def _head_size(message: RawRequestMessage) -> int:
     )
 
 
+def connection_cap(configured: int | None = None) -> int:
+    """The client connections a worker takes: `configured`, else from the open-file limit
+    (raised to its hard limit first, as nginx's worker_rlimit_nofile and Go do): two
+    descriptors each (the client's, its upstream's), 64 kept for listeners, logs and JWKS,
+    at most Kong's 16384."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # a limit we may not raise: live within the soft one
+    if configured is not None:
+        return configured
+    if soft == resource.RLIM_INFINITY:
+        return _KONG_WORKER_CONNECTIONS
+    return max(16, min(_KONG_WORKER_CONNECTIONS, (soft - 64) // 2))
+
+
+_KONG_WORKER_CONNECTIONS: Final = 16384
+_CAP_WARNING_EVERY: Final = 10.0  # seconds
+
+
 class HeadTimeoutServer(web.Server):
     def __init__(
         self,
@@ -165,11 +203,56 @@ class HeadTimeoutServer(web.Server):
         *,
         head_timeout: float,
         on_malformed: MalformedHook | None = None,
+        max_connections: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._head_timeout = head_timeout
         self._on_malformed = on_malformed
+        self._max_connections = max_connections
+        # Open connections (aiohttp's own table keeps a closed one until its task ends).
+        self._live = 0
+        self._cap_warned = -_CAP_WARNING_EVERY
+        self._cap_hits = {"idle closed": 0, "refused": 0}
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self._live += 1
+        cap = self._max_connections
+        if cap is not None and self._live > cap:
+            self._make_room(handler, transport)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self._live -= 1
+        super().connection_lost(handler, exc)
+
+    def _make_room(self, new: RequestHandler, transport: asyncio.Transport) -> None:
+        """Close the oldest idle keep-alive connection for the new one, or else the new one."""
+        for handler, other in self._connections.items():
+            if (
+                handler is not new
+                and not other.is_closing()
+                and isinstance(handler, HeadTimeoutHandler)
+                and handler.idle
+            ):
+                handler.force_close()
+                self._note_cap("idle closed")
+                return
+        transport.close()
+        self._note_cap("refused")
+
+    def _note_cap(self, what: str) -> None:
+        self._cap_hits[what] += 1
+        now = time.monotonic()
+        if now - self._cap_warned >= _CAP_WARNING_EVERY:
+            self._cap_warned = now
+            counts = ", ".join(f"{n} {kind}" for kind, n in self._cap_hits.items() if n)
+            log.warning(
+                "%d client connections, the most this worker takes (--max-connections): %s",
+                self._max_connections,
+                counts,
+            )
+            self._cap_hits = dict.fromkeys(self._cap_hits, 0)
 
     def __call__(self) -> RequestHandler:
         return HeadTimeoutHandler(

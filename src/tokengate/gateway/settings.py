@@ -32,6 +32,8 @@ class GatewaySettings:
     # On SIGTERM/SIGINT, requests in progress get this many seconds to finish before they are
     # cut off (nginx's worker_shutdown_timeout plays this part in Kong).
     shutdown_timeout: float = 10.0
+    # Client connections per worker; None: from the open-file limit (server.connection_cap).
+    max_connections: int | None = None
     upstream_max_connections: int = 512  # per upstream host:port; beyond it requests queue
     upstream_max_idle: int = 128
     # Verified tokens kept per openid-connect config (two generations: up to twice this).
