@@ -52,7 +52,12 @@ from tokengate.gateway.paths import BadPath, canonical_path, kong_router_path
 from tokengate.gateway.proxy import CONTINUE, Forwarder, answer_and_close
 from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import RouteMatch, Router
-from tokengate.gateway.server import HeadTimeoutServer, connection_cap
+from tokengate.gateway.server import (
+    STATUS_CONNECTIONS,
+    GuardedAppRunner,
+    HeadTimeoutServer,
+    connection_cap,
+)
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.shared_metrics import files_per_process, scrape_registry
 
@@ -520,7 +525,13 @@ class GatewayServer:
         status_app.router.add_get("/healthz", self._healthz)
         status_app.router.add_get("/readyz", self._readyz)
         status_app.router.add_get("/metrics", self._metrics)
-        self._status_runner = web.AppRunner(status_app, handle_signals=False, access_log=None)
+        self._status_runner = GuardedAppRunner(
+            status_app,
+            head_timeout=settings.client_header_timeout,
+            max_connections=STATUS_CONNECTIONS,
+            handle_signals=False,
+            access_log=None,
+        )
         await self._status_runner.setup()
         shost, sport = settings.status_listen
         status_site = web.TCPSite(

@@ -69,8 +69,11 @@ class HeadTimeoutHandler(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # of the head being received, so far
         self._payload: StreamReader | None = None  # the body of the last request parsed
+        self._refused = False  # a head over the bound was queued: read nothing more
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         queued = len(self._messages)
         # Bytes that arrive while the last request's body is still coming are its body; after
         # an upgrade, the new protocol's.
@@ -79,7 +82,8 @@ class HeadTimeoutHandler(RequestHandler):
         if len(self._messages) > queued:  # heads completed in this read
             # Only a read that, with what came before it, passes the bound can hold a head
             # over it (the usual request costs this one comparison).
-            if self._head_bytes + len(data) > MAX_REQUEST_HEAD:
+            # (b"" is aiohttp re-parsing bytes it held back: they were never counted)
+            if not data or self._head_bytes + len(data) > MAX_REQUEST_HEAD:
                 self._refuse_large_heads(queued)
             self._head_bytes = 0
             self._payload = self._messages[-1][1]
@@ -112,12 +116,24 @@ class HeadTimeoutHandler(RequestHandler):
         self._messages.append(
             (_ErrInfo(status=400, exc=error, message=error.message), EMPTY_PAYLOAD)
         )
-        self._close = True  # aiohttp then ignores what else arrives, and closes after the answer
+        # Requests queued before it are still answered; the 400's force_close ends the connection.
+        self._refused = True
         if self.transport is not None:
             self.transport.pause_reading()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        # After a declined upgrade aiohttp parses what it held back here, not in data_received.
+        queued = len(self._messages)
+        result = await super().finish_response(request, resp, start_time)
+        if len(self._messages) > queued and not self._refused:
+            self._refuse_large_heads(queued)
+            self._payload = self._messages[-1][1]
+        return result
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_head_timer()
@@ -176,8 +192,8 @@ def _head_size(message: RawRequestMessage) -> int:
 def connection_cap(configured: int | None = None) -> int:
     """The client connections a worker takes: `configured`, else from the open-file limit
     (raised to its hard limit first, as nginx's worker_rlimit_nofile and Go do): two
-    descriptors each (the client's, its upstream's), 64 kept for listeners, logs and JWKS,
-    at most Kong's 16384."""
+    descriptors each (the client's, its upstream's), 128 kept for listeners, the status port's
+    connections (STATUS_CONNECTIONS), logs and JWKS; at most Kong's 16384."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
         try:
@@ -189,10 +205,11 @@ def connection_cap(configured: int | None = None) -> int:
         return configured
     if soft == resource.RLIM_INFINITY:
         return _KONG_WORKER_CONNECTIONS
-    return max(16, min(_KONG_WORKER_CONNECTIONS, (soft - 64) // 2))
+    return max(16, min(_KONG_WORKER_CONNECTIONS, (soft - 128) // 2))
 
 
 _KONG_WORKER_CONNECTIONS: Final = 16384
+STATUS_CONNECTIONS: Final = 64  # probes and scrapes: a few at a time
 _CAP_WARNING_EVERY: Final = 10.0  # seconds
 
 
@@ -214,6 +231,7 @@ class HeadTimeoutServer(web.Server):
         self._live = 0
         self._cap_warned = -_CAP_WARNING_EVERY
         self._cap_hits = {"idle closed": 0, "refused": 0}
+        self._none_idle_until = 0.0  # after a scan found no idle connection, skip scans briefly
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -228,6 +246,11 @@ class HeadTimeoutServer(web.Server):
 
     def _make_room(self, new: RequestHandler, transport: asyncio.Transport) -> None:
         """Close the oldest idle keep-alive connection for the new one, or else the new one."""
+        now = time.monotonic()
+        if now < self._none_idle_until:
+            transport.close()
+            self._note_cap("refused")
+            return
         for handler, other in self._connections.items():
             if (
                 handler is not new
@@ -238,6 +261,7 @@ class HeadTimeoutServer(web.Server):
                 handler.force_close()
                 self._note_cap("idle closed")
                 return
+        self._none_idle_until = now + 0.1
         transport.close()
         self._note_cap("refused")
 
@@ -261,4 +285,28 @@ class HeadTimeoutServer(web.Server):
             head_timeout=self._head_timeout,
             on_malformed=self._on_malformed,
             **self._kwargs,
+        )
+
+
+class GuardedAppRunner(web.AppRunner):
+    """An AppRunner on HeadTimeoutServer: an application (the status port's) with the same
+    head deadline, head bound and connection cap as the proxy."""
+
+    def __init__(
+        self, app: web.Application, *, head_timeout: float, max_connections: int, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._head_timeout = head_timeout
+        self._max_connections = max_connections
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return HeadTimeoutServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            head_timeout=self._head_timeout,
+            max_connections=self._max_connections,
+            **made._kwargs,
         )
