@@ -9,9 +9,10 @@ answers itself), and a cap on client connections.
 aiohttp closes a connection that sends nothing for `keepalive_timeout`, but a client that has
 started a request head and then trickles it (slowloris) is only bound by that same, long timer.
 Kong/nginx have `client_header_timeout` for this; here a per-connection timer starts when the
-first bytes of a head arrive and is cancelled when the head is complete. It reads two attributes
-of aiohttp's RequestHandler (`_messages`, `_request_in_progress`); tests/gateway/test_proxy.py
-(`test_incomplete_request_head_is_cut_off`) fails if a new aiohttp changes them.
+first bytes of a head arrive and is cancelled when the head is complete. It reads attributes
+of aiohttp's RequestHandler (`_messages`, `_request_in_progress`, `_upgraded`, `_waiter`) and
+queues its `_ErrInfo`; tests/gateway/test_proxy.py (`test_incomplete_request_head_is_cut_off`)
+and tests/gateway/test_abuse.py fail if a new aiohttp changes them.
 
 aiohttp bounds a header line (8 KiB) and the number of headers (128), not their sum: a head of
 1 MB passes, and a thousand clients each holding one unfinished cost a GB. nginx answers a head
