@@ -426,14 +426,21 @@ def _host_and_port(text: str, what: str) -> tuple[str, int | None]:
         port = _port(text, digits, what)
     elif ":" in text:  # a bare IPv6 address: Kong takes it whole, without a port
         host = f"[{text}]"
+    if ":" in host and not _bracketed_ipv6(host):
+        # (service_host's own hint, "set the port with 'port'", is for services)
+        raise ValueError(f"invalid {what} '{text}': expected host, host:port or [v6]:port")
     try:
         return service_host(host), port
     except ValueError as exc:
-        if "port" in str(exc):  # its hint is for services, which have a `port` field
-            raise ValueError(
-                f"invalid {what} '{text}': expected host, host:port or [v6]:port"
-            ) from None
         raise ValueError(f"invalid {what} '{text}': {exc}") from None
+
+
+def _bracketed_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host[1:-1])
+    except ValueError:
+        return False
+    return host.startswith("[") and host.endswith("]")
 
 
 def _port(text: str, digits: str, what: str) -> int:

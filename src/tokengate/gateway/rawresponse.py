@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
 
-DEFAULT_SEND_TIMEOUT: Final = 60.0  # nginx's send_timeout
+DEFAULT_SEND_TIMEOUT: Final = 30.0  # --client-send-timeout's default
 _WRITE_HIGH_WATER: Final = 64 * 1024  # asyncio's and uvloop's default high-water mark
 
 
