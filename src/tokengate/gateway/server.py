@@ -78,7 +78,10 @@ class HeadTimeoutHandler(RequestHandler):
         queued = len(self._messages)
         # Bytes that arrive while the last request's body is still coming are its body; after
         # an upgrade, the new protocol's.
-        in_body = self._upgraded or (self._payload is not None and not self._payload.is_eof())
+        payload = self._payload  # (a request without a body has EMPTY_PAYLOAD: no call then)
+        in_body = self._upgraded or (
+            payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof()
+        )
         super().data_received(data)
         if len(self._messages) > queued:  # heads completed in this read
             # Only a read that, with what came before it, passes the bound can hold a head
