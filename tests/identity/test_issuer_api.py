@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -930,3 +931,20 @@ def test_active_claims_is_none_for_anything_not_minted_here(
     for token in (junk, spliced, real + junk, spliced + "." + junk):
         if token != real:
             assert api.active_claims(context, token) is None
+
+
+async def test_the_identity_server_caps_its_connections(issuer: Issuer) -> None:
+    """As the gateway: past the cap the oldest idle connection makes room for a new one."""
+    app = create_issuer_app(issuer.store, public_url=PUBLIC_URL + "/", clock=issuer.clock.time)
+    runner = functools.partial(IdentityRunner, max_connections=2)
+    async with served(app, runner) as url:  # type: ignore[arg-type]
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        idle = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        discovery = url + issuer.path + "/.well-known/openid-configuration"
+        async with aiohttp.ClientSession() as session, session.get(discovery) as resp:
+            assert resp.status == 200
+        async with asyncio.timeout(2):
+            assert await idle[0][0].read() == b""  # the oldest was closed for it
+        for _, writer in idle:
+            writer.close()

@@ -10,11 +10,11 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
-from tokengate.gateway.server import HeadTimeoutServer
+from tokengate.gateway.server import HeadTimeoutServer, connection_cap
 from tokengate.identity.issuer_api import ISSUER_API, token_shortcut
 
 # nginx's client_header_timeout: a client that trickles a request head is cut off.
@@ -22,6 +22,12 @@ HEAD_TIMEOUT: Final = 60.0
 
 
 class IdentityRunner(web.AppRunner):
+    def __init__(
+        self, app: web.Application, *, max_connections: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._max_connections = max_connections  # None: from the open-file limit
+
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()
         # The gateway's server: a request aiohttp cannot parse is a 400 and one debug line, not
@@ -33,6 +39,9 @@ class IdentityRunner(web.AppRunner):
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
             head_timeout=HEAD_TIMEOUT,
+            # As the gateway's: past the cap an idle connection makes room, else the new one
+            # is closed, so a flood of idle connections cannot use up the descriptors.
+            max_connections=connection_cap(self._max_connections),
             **made._kwargs,
         )
         api = self.app.get(ISSUER_API)
