@@ -22,8 +22,10 @@ from tests.gateway.conftest import (
     raw_request,
     serving,
 )
+from tests.gateway.issuer import TestIssuer
 from tests.gateway.test_proxy_edges import read_response
 from tokengate.gateway.app import GatewayServer
+from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.server import MAX_REQUEST_HEAD, connection_cap
 
 TOO_LARGE = b'{"message": "Request header or cookie too large"}'
@@ -151,9 +153,9 @@ async def pipeline_unread(port: int, count: int) -> socket.socket:
     return sock
 
 
-async def answers(sock: socket.socket, wanted: int) -> int:
+async def answers(sock: socket.socket, wanted: int, *, status: bytes = b"HTTP/1.1 200 ") -> int:
     """How many answers the socket gives, reading until `wanted` came or it closed."""
-    loop, status = asyncio.get_running_loop(), b"HTTP/1.1 200 "
+    loop = asyncio.get_running_loop()
     seen, tail = 0, b""  # counted so far; the end of the last read, where a line may begin
     async with asyncio.timeout(20):
         while seen < wanted:
@@ -290,3 +292,24 @@ def test_the_default_cap_fits_the_open_file_limit() -> None:
     assert 16 <= cap <= 16384
     assert soft == resource.RLIM_INFINITY or 2 * cap + 128 <= max(soft, 160)
     assert connection_cap(7) == 7
+
+
+async def test_refusals_to_a_client_that_never_reads_obey_the_send_timeout(
+    counting: tuple[TestServer, list[str]], start_gateway: StartGateway, test_issuer: TestIssuer
+) -> None:
+    """The 401s of an auth route are ready bytes too: under a short --client-send-timeout a
+    client that pipelines 20,000 requests without a token and reads none of the answers (more
+    than the sockets hold) is dropped with them."""
+    oidc = OidcConfig.for_issuer(test_issuer.issuer)
+    route = make_route(make_service(counting[0].port), oidc=oidc)
+    gw = await start_gateway(route, client_send_timeout=0.5)
+    count = 20_000
+    sock = await pipeline_unread(gw.proxy_port, count)
+    try:
+        await asyncio.sleep(3)
+        refused = await answers(sock, count, status=b"HTTP/1.1 401 ")
+    except ConnectionResetError:
+        refused = 0
+    finally:
+        sock.close()
+    assert refused < count

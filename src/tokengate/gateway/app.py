@@ -44,7 +44,7 @@ from tokengate.gateway.forwarded import (
     routing_host,
 )
 from tokengate.gateway.generation import Generation, Generations, drain
-from tokengate.gateway.headers import sane_request_id
+from tokengate.gateway.headers import host_value, sane_request_id
 from tokengate.gateway.keys import KeyRegistry
 from tokengate.gateway.metrics import GatewayStats, Metrics, RouteStats
 from tokengate.gateway.oidc_config import OidcConfig
@@ -68,7 +68,6 @@ _HOSTS_REMEMBERED: Final = 1024
 # With --workers, how often each worker moves its figures into the shared metric files.
 PUBLISH_INTERVAL: Final = 1.0
 
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 CLIENT_CLOSED_REQUEST: Final = 499  # nginx's status for a request its client abandoned
 
 
@@ -143,6 +142,7 @@ class Gateway:
                     clock=self.clock,
                     cache_capacity=settings.token_cache_size,
                     retry_after=settings.key_policy.retry_after,
+                    send_timeout=settings.client_send_timeout,
                 )
                 if auth.cache is not None:
                     self.stats.watch_cache(auth.cache)
@@ -423,9 +423,7 @@ def _host_header(service: Service) -> bytes | None:
     """The Host the service's requests get (None: a balanced service's, per target)."""
     if service.upstream is not None:
         return None
-    if _DEFAULT_PORTS.get(service.protocol) == service.port:
-        return service.host.encode("idna")
-    return b"%b:%d" % (service.host.encode("idna"), service.port)
+    return host_value(service.host, service.port, service.protocol)
 
 
 class GatewayServer:

@@ -46,7 +46,7 @@ from tokengate.gateway.extract import (
 )
 from tokengate.gateway.keys import IssuerKeys, KeySource
 from tokengate.gateway.oidc_config import OidcConfig
-from tokengate.gateway.rawresponse import RawResponse, date_line
+from tokengate.gateway.rawresponse import DEFAULT_SEND_TIMEOUT, RawResponse, date_line
 from tokengate.gateway.requirements import compile_requirements
 from tokengate.gateway.token_cache import TokenCache, VerifiedToken
 from tokengate.gateway.verify import (
@@ -106,11 +106,13 @@ class Authenticator:
         clock: Callable[[], float],
         cache_capacity: int = 10_000,
         retry_after: int = 5,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> None:
         self.config = config
         self.keys = keys
         self._clock = clock
         self._retry_after = str(retry_after)
+        self._send_timeout = send_timeout  # for a client that pipelines refusals unread
         self._rules = ClaimRules(
             issuers=config.accepted_issuers, leeway=config.leeway, max_lifetime=MAX_TOKEN_LIFETIME
         )
@@ -385,7 +387,13 @@ class Authenticator:
         )
         if request.method == "HEAD":
             body = b""  # RFC 9110 §9.3.2: no content (Content-Length still says what GET gets)
-        return RawResponse(head + body, status=status, keep_alive=keep_alive, body_size=len(body))
+        return RawResponse(
+            head + body,
+            status=status,
+            keep_alive=keep_alive,
+            body_size=len(body),
+            send_timeout=self._send_timeout,
+        )
 
     def _prepare_answer(self, exc: AuthError) -> tuple[int, dict[str, str], bytes, bytes]:
         """Status, headers and body of the answer to `exc`, and its HTTP/1.1 head but for the

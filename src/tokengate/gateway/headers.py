@@ -74,6 +74,18 @@ _VIA_BYTES: Final = VIA.encode()
 _SANE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def host_value(host: str, port: int, protocol: str) -> bytes:
+    """The Host header for `host:port` over `protocol`: the port left out when it is the
+    scheme's default (RFC 9110 §7.2), as nginx and Kong write it."""
+    name = host.encode("idna")  # (an IPv6 literal in brackets is ASCII, and passes as it is)
+    if _DEFAULT_PORTS.get(protocol) == port:
+        return name
+    return b"%b:%d" % (name, port)
+
+
 def connection_named(raw_headers: RawHeaders) -> frozenset[bytes]:
     """Header names listed in `Connection` (RFC 9110 §7.6.1), lower-cased."""
     named: set[bytes] = set()

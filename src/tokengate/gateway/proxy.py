@@ -31,7 +31,12 @@ from tokengate.gateway.balancer import Balancer
 from tokengate.gateway.config import Service, Target
 from tokengate.gateway.edits import NO_EDITS, UpstreamEdits
 from tokengate.gateway.exchange import ERROR, SERVICE, Exchange
-from tokengate.gateway.headers import build_request_head, response_head, response_headers
+from tokengate.gateway.headers import (
+    build_request_head,
+    host_value,
+    response_head,
+    response_headers,
+)
 from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import RouteMatch
 from tokengate.gateway.settings import GatewaySettings
@@ -203,7 +208,7 @@ class Forwarder:
                 host = target_host
         else:
             return responses.no_peer()
-        assert host is not None  # only a balanced service's is picked here
+        assert host is not None  # None only for a balanced service, and it was picked above
         if edits.query is None:
             target = _upstream_target(match.upstream_path, request.raw_path)
         else:
@@ -509,10 +514,7 @@ def _target_host(service: Service, target: Target) -> bytes:
     name = service.host_header or target.host
     if service.host_header is not None and ("]:" if name.startswith("[") else ":") in name:
         return name.encode()  # one with its own port is sent as written
-    host = name.encode() if name.startswith("[") else name.encode("idna")
-    if target.port == (443 if service.protocol == "https" else 80):
-        return host
-    return b"%b:%d" % (host, target.port)
+    return host_value(name, target.port, service.protocol)
 
 
 def _ssl_context(service: Service) -> ssl.SSLContext | None:
