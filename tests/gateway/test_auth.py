@@ -723,6 +723,70 @@ async def test_form_body_token_is_found_and_hidden(
     assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
 
 
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
+async def test_json_body_token_is_found_and_hidden(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """As Kong reads a body: a JSON body's top-level access_token is a token; hidden, the rest of
+    the body goes upstream as it was written."""
+    gw = await protect()
+    token = test_issuer.mint()
+    body = '{"a": 1.10, "access_token": "TOKEN", "b": {"access_token": "kept"}}'.replace(
+        "TOKEN", token
+    )
+    answer = await call(gw, method="POST", headers=JSON_TYPE, data=body)
+    assert answer.status == 200
+    assert answer.json["body"] == '{"a": 1.10,"b": {"access_token": "kept"}}'
+    assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
+    shown = await call(
+        await protect(hide_credentials=False), method="POST", headers=JSON_TYPE, data=body
+    )
+    assert shown.status == 200
+    assert shown.json["body"] == body
+
+
+async def test_json_body_tokens_are_judged_as_any_other(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect()
+    token = test_issuer.mint()
+    bad = await call(gw, method="POST", headers=JSON_TYPE, data='{"access_token": "x.y.z"}')
+    assert bad.status == 401
+    assert 'error="invalid_token"' in bad.headers["WWW-Authenticate"]
+    # a token in the header and one in the body: the upstream may read the other one
+    both = await call(
+        gw, method="POST", token=token, headers=JSON_TYPE, data=json.dumps({"access_token": token})
+    )
+    assert both.status == 400
+    assert 'error="invalid_request"' in both.headers["WWW-Authenticate"]
+    # not where this route looks: no token at all
+    header_only = await protect(bearer_token_param_type=("header",))
+    elsewhere = await call(
+        header_only, method="POST", headers=JSON_TYPE, data=json.dumps({"access_token": token})
+    )
+    assert elsewhere.status == 401
+    assert "error=" not in elsewhere.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": [1e400, 0.1000],  "s": "\\u00e9"}',  # no token in it: untouched
+        b'{"access_token": "x",}',  # not JSON: not searched, untouched
+        b"\xff\xfe not even text",
+    ],
+)
+async def test_a_json_body_without_a_token_reaches_the_upstream_byte_for_byte(
+    body: bytes, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect()
+    answer = await call(gw, method="POST", token=test_issuer.mint(), headers=JSON_TYPE, data=body)
+    assert answer.status == 200
+    assert answer.json["body"].encode("latin-1") == body
+
+
 def chunked_form(body: bytes, *, chunk: int = 1000) -> bytes:
     return (
         b"".join(
@@ -908,7 +972,7 @@ async def test_anonymous_requests_lose_the_token_that_failed_wherever_it_was(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
     """With hide_credentials, the upstream of an anonymous pass never receives a token the
-    gateway refused: not in the query, a cookie or a form body either."""
+    gateway refused: not in the query, a cookie, a form or a JSON body either."""
     places = ("header", "query", "body", "cookie")
     gw = await protect(
         anonymous="guest", bearer_token_param_type=places, bearer_token_cookie_name="at"
@@ -921,6 +985,11 @@ async def test_anonymous_requests_lose_the_token_that_failed_wherever_it_was(
     answer = await call(gw, method="POST", data={"a": "1", "access_token": bad})
     assert (answer.status, answer.json["body"]) == (200, "a=1")
     assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
+    for value in (bad, 42):  # a JSON body's, a string or not
+        body = json.dumps({"a": 1, "access_token": value})
+        answer = await call(gw, method="POST", headers=JSON_TYPE, data=body)
+        assert (answer.status, answer.json["body"]) == (200, '{"a": 1}')
+        assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
     kept = await protect(anonymous="guest", hide_credentials=False)
     answer = await call(kept, f"/p?access_token={bad}")
     assert answer.json["path_qs"] == f"/p?access_token={bad}"
@@ -1040,6 +1109,22 @@ async def test_expect_100_continue_with_a_good_header_token_and_one_in_the_form(
     assert b'error="invalid_request"' in head
 
 
+async def test_expect_100_continue_with_a_good_header_token_and_one_in_json(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect()
+    bearer = b"Authorization: Bearer %b\r\n" % test_issuer.mint().encode()
+    body = json.dumps({"access_token": test_issuer.mint()}).encode()
+    head, _ = await post_after_continue(gw, bearer, body, content_type=b"application/json")
+    assert head.startswith(b"HTTP/1.1 400")
+    # and a JSON body with none: the verdict on the header token stands
+    head, rest = await post_after_continue(
+        gw, bearer, b'{"a": 1}', content_type=b"application/json"
+    )
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(rest)["body"] == '{"a": 1}'
+
+
 async def test_a_token_judged_before_the_body_is_verified_once_and_counted_as_verified(
     protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1056,15 +1141,19 @@ async def test_a_token_judged_before_the_body_is_verified_once_and_counted_as_ve
 
 
 async def post_after_continue(
-    gw: GatewayServer, headers: bytes, body: bytes
+    gw: GatewayServer,
+    headers: bytes,
+    body: bytes,
+    *,
+    content_type: bytes = b"application/x-www-form-urlencoded",
 ) -> tuple[bytes, bytes]:
-    """POST a form with Expect: 100-continue, send the body only once the 100 Continue came,
-    and return the final answer's head and body."""
+    """POST a form (or `content_type`) with Expect: 100-continue, send the body only once the
+    100 Continue came, and return the final answer's head and body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
     writer.write(
-        b"POST / HTTP/1.1\r\nHost: a\r\n%bContent-Type: application/x-www-form-urlencoded\r\n"
+        b"POST / HTTP/1.1\r\nHost: a\r\n%bContent-Type: %b\r\n"
         b"Content-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
-        % (headers, len(body))
+        % (headers, content_type, len(body))
     )
     interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"

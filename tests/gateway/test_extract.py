@@ -16,10 +16,10 @@ from multidict import CIMultiDict
 from tokengate.gateway.errors import AuthError, MalformedToken, MultipleTokens
 from tokengate.gateway.extract import (
     TokenLocation,
+    body_without_token,
     check_bearer_syntax,
     cookie_header_without,
     extract_token,
-    form_without_token,
     needs_body,
     query_without_token,
 )
@@ -260,7 +260,10 @@ def test_query_is_ignored_when_not_an_allowed_place() -> None:
         ("GET", FORM, True, DEFAULT, False),  # RFC 6750 §2.2: never with GET
         ("HEAD", FORM, True, DEFAULT, False),
         ("POST", "multipart/form-data; boundary=x", True, DEFAULT, False),
-        ("POST", "application/json", True, DEFAULT, False),
+        ("POST", "application/json", True, DEFAULT, True),  # as Kong reads a body
+        ("PATCH", "Application/JSON; charset=utf-8", True, DEFAULT, True),
+        ("GET", "application/json", True, DEFAULT, False),
+        ("POST", "application/merge-patch+json", True, DEFAULT, False),
         ("POST", "text/plain", True, DEFAULT, False),
         ("POST", FORM, True, OidcConfig.for_issuer("https://i.example"), True),
         (
@@ -272,7 +275,7 @@ def test_query_is_ignored_when_not_an_allowed_place() -> None:
         ),
     ],
 )
-def test_needs_body_only_for_a_form_body_when_allowed(
+def test_needs_body_only_for_a_form_or_json_body_when_allowed(
     method: str, content_type: str, has_body: bool, config: OidcConfig, expected: bool
 ) -> None:
     incoming = request("/", [("Content-Type", content_type)], method=method, body=has_body)
@@ -295,6 +298,17 @@ def test_body_is_not_looked_at_when_the_caller_did_not_read_it() -> None:
 def test_body_of_another_content_type_is_never_parsed() -> None:
     body = b"access_token=" + JWT.encode()
     assert extract(headers=[("Content-Type", "application/json")], body=body) is None
+    assert extract(headers=[("Content-Type", "text/plain")], body=body) is None
+    json_body = b'{"access_token": "%b"}' % JWT.encode()
+    assert form(json_body) is None
+
+
+def test_json_body_token() -> None:
+    headers = [("Content-Type", "application/json; charset=utf-8")]
+    body = b'{"a": 1, "access_token": "%b"}' % JWT.encode()
+    assert extract(headers=headers, body=body) == TokenLocation(JWT, "body")
+    with pytest.raises(MultipleTokens):
+        extract(headers=[*headers, ("Authorization", f"Bearer {JWT}")], body=body)
 
 
 def test_body_is_ignored_when_not_an_allowed_place() -> None:
@@ -394,10 +408,13 @@ def test_query_without_token(raw: str, expected: str) -> None:
     assert query_without_token(raw) == expected
 
 
-def test_form_without_token_keeps_other_bytes() -> None:
+def test_body_without_token_keeps_other_bytes() -> None:
     body = b"name=J%C3%BCrgen&access_token=abc&note=a+b%26c"
-    assert form_without_token(body) == b"name=J%C3%BCrgen&note=a+b%26c"
-    assert form_without_token(b"\xff=1&access_token=x") == b"\xff=1"
+    assert body_without_token(body, FORM) == b"name=J%C3%BCrgen&note=a+b%26c"
+    assert body_without_token(b"\xff=1&access_token=x", FORM) == b"\xff=1"
+    json_body = b'{"n": 1e400, "access_token": "x"}'
+    assert body_without_token(json_body, "application/json") == b'{"n": 1e400}'
+    assert body_without_token(b"{not json", "application/json") == b"{not json"
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from tokengate.gateway.config import GatewayConfig, Route, Service
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
 from tokengate.gateway.exchange import ERROR, Exchange
-from tokengate.gateway.extract import form_holds_token, needs_body
+from tokengate.gateway.extract import body_holds_token, needs_body
 from tokengate.gateway.forwarded import (
     Forwarded,
     TrustedPeers,
@@ -63,7 +63,7 @@ from tokengate.gateway.shared_metrics import files_per_process, scrape_registry
 
 log = logging.getLogger("tokengate.gateway")
 
-FORM_LIMIT: Final = 64 * 1024  # largest form body read to look for a token in it
+SEARCHED_BODY_LIMIT: Final = 64 * 1024  # largest form or JSON body read to find a token in
 _HOSTS_REMEMBERED: Final = 1024
 # With --workers, how often each worker moves its figures into the shared metric files.
 PUBLISH_INTERVAL: Final = 1.0
@@ -178,7 +178,7 @@ class Gateway:
         except (web.RequestPayloadError, asyncio.IncompleteReadError, ConnectionError) as exc:
             log.debug("client request body failed: %s", exc)
             response = responses.bad_request()
-        except TimeoutError:  # a form body that may hold the token stalled (_read_form)
+        except TimeoutError:  # a body that may hold the token stalled (_read_searched_body)
             response = await answer_and_close(request, responses.request_timeout())
         except asyncio.CancelledError:
             # The client went away mid-request (or the drain's grace ran out): counted and
@@ -307,8 +307,8 @@ class Gateway:
         edits, body, body_prefix = NO_EDITS, None, b""
         auth = self._auth.get(route_key)
         if auth is not None:
-            # Before any body byte is read or a 100 Continue is sent (but for a form body that
-            # may carry the token itself).
+            # Before any body byte is read or a 100 Continue is sent (but for a form or JSON
+            # body that may carry the token itself).
             checking = perf_counter()
             cached = auth.cached_edits(request)
             if cached is not None:
@@ -322,9 +322,11 @@ class Gateway:
                             # body, wherever that body is.
                             verdict = await auth.check_before_body(request)
                         reading = perf_counter()
-                        body, body_prefix = await self._read_form(request)
+                        body, body_prefix = await self._read_searched_body(request)
                         checking += perf_counter() - reading  # the body's pace is the client's
-                    if verdict is None or (body is not None and form_holds_token(body)):
+                    if verdict is None or (
+                        body is not None and body_holds_token(body, request.content_type)
+                    ):
                         verdict = await auth.check(request, body)
                     edits, exchange.outcome = verdict
                 except AuthError as exc:
@@ -387,14 +389,16 @@ class Gateway:
             return responses.bad_request()  # nothing sane to redirect to (nginx: 400 too)
         return responses.redirect(code, f"https://{host}{raw_target}")
 
-    async def _read_form(self, request: web.BaseRequest) -> tuple[bytes | None, bytes]:
-        """(body, prefix): a form body of at most FORM_LIMIT bytes, read whole so that a token
-        in it can be found; else None, and the bytes of a chunked one read before it proved too
-        long (its rest streams after them). A longer body is not searched: Kong does not search
-        one nginx spilled to disk either."""
+    async def _read_searched_body(self, request: web.BaseRequest) -> tuple[bytes | None, bytes]:
+        """(body, prefix): a form or JSON body of at most SEARCHED_BODY_LIMIT bytes, read whole so
+        that a token in it can be found; else None, and the bytes of a chunked one read before
+        it proved too long (its rest streams after them). A longer body is not searched: Kong
+        does not search one nginx spilled to disk either."""
         length = request.content_length
         chunked = "Transfer-Encoding" in request.headers
-        if (length is None and not chunked) or (length is not None and length > FORM_LIMIT):
+        if (length is None and not chunked) or (
+            length is not None and length > SEARCHED_BODY_LIMIT
+        ):
             return None, b""
         if request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(CONTINUE)
@@ -402,7 +406,7 @@ class Gateway:
             if length is not None:
                 return await request.content.readexactly(length), b""
             read = bytearray()
-            while len(read) <= FORM_LIMIT:
+            while len(read) <= SEARCHED_BODY_LIMIT:
                 chunk = await request.content.readany()
                 if not chunk:
                     return bytes(read), b""

@@ -37,10 +37,10 @@ from tokengate.gateway.errors import (
 from tokengate.gateway.extract import (
     TOKEN_HEADERS,
     TokenLocation,
+    body_without_token,
     check_bearer_syntax,
     cookie_header_without,
     extract_token,
-    form_without_token,
     needs_body,
     query_without_token,
 )
@@ -164,8 +164,8 @@ class Authenticator:
 
         It returns only what `check` would (outcome CACHED): the same cache entry, whose
         requirements were met and edits built on its first use; a token found anywhere else
-        (query, form body, cookie, Kong's access-token headers) or a preflight let through goes
-        the long way."""
+        (query, form or JSON body, cookie, Kong's access-token headers) or a preflight let
+        through goes the long way."""
         cache = self.cache
         if cache is None or not self._hot_path:
             return None
@@ -345,7 +345,9 @@ class Authenticator:
                 added += b"Cookie: %b\r\n" % rest.encode("latin-1")
             return UpstreamEdits(drop=drop | {b"cookie"}, added=added)
         if where == "body" and body is not None:
-            return UpstreamEdits(drop=drop, added=added, body=form_without_token(body))
+            return UpstreamEdits(
+                drop=drop, added=added, body=body_without_token(body, request.content_type)
+            )
         return UpstreamEdits(drop=drop, added=added)
 
     def _claim_lines(self, claims: Mapping[str, Any]) -> bytes:

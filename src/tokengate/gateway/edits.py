@@ -15,7 +15,7 @@ class UpstreamEdits:
     drop: frozenset[bytes] = frozenset()  # client header names (lower-case) not to forward
     added: bytes = b""  # header lines to add (CRLF-terminated)
     query: str | None = None  # replacement raw query (without "?"), when the token was there
-    body: bytes | None = None  # replacement body, when the token was in a form body
+    body: bytes | None = None  # replacement body, when the token was in the body
 
 
 NO_EDITS: Final = UpstreamEdits()

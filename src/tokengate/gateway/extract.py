@@ -9,10 +9,10 @@
 
 Only the places listed in `bearer_token_param_type` are looked at (Kong's default: header, query,
 body). "header" is Kong's three headers: `Authorization: Bearer <b64token>` (RFC 6750 §2.1), and
-`access-token` / `x-access-token` holding the token itself (or `Bearer <token>`). RFC 6750: a
-form-encoded body's `access_token`
-(§2.2, only `application/x-www-form-urlencoded`, never multipart or JSON, never on GET/HEAD), the
-`access_token` query parameter (§2.3); and Kong's `bearer_token_cookie_name` cookie.
+`access-token` / `x-access-token` holding the token itself (or `Bearer <token>`). The body's
+`access_token`: a form-encoded body's parameter (RFC 6750 §2.2) or, as Kong reads a body too, a
+JSON body's top-level member (jsonbody.py); never multipart, never on GET/HEAD. The
+`access_token` query parameter (RFC 6750 §2.3); and Kong's `bearer_token_cookie_name` cookie.
 
 Decisions:
 - More than one token, wherever they are (two Authorization headers, header + query, two
@@ -26,7 +26,7 @@ Decisions:
   `hide_credentials` on an anonymous pass.
 - Another scheme (`Basic ...`) is "no bearer token here", not an error.
 
-The hide helpers (`query_without_token`, `form_without_token`, `cookie_header_without`) find
+The hide helpers (`query_without_token`, `body_without_token`, `cookie_header_without`) find
 parameters exactly as extraction does, so whatever was read as a token is what gets removed.
 """
 
@@ -39,12 +39,15 @@ from urllib.parse import unquote_plus
 from aiohttp import web
 
 from tokengate.gateway.errors import MalformedToken, MultipleTokens
+from tokengate.gateway.jsonbody import json_holds_token, json_tokens, json_without_token
 from tokengate.gateway.oidc_config import OidcConfig
 
 Where = Literal["header", "query", "body", "cookie"]
 
 ACCESS_TOKEN: Final = "access_token"  # noqa: S105 - the parameter name (RFC 6750 §2.2, §2.3)
 FORM: Final = "application/x-www-form-urlencoded"
+JSON: Final = "application/json"
+BODY_TYPES: Final = frozenset({FORM, JSON})  # the bodies a token is looked for in
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64_CHARS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 # "&" is the separator; some upstreams (Rack before 3) also split on ";". Splitting on both
@@ -69,11 +72,12 @@ class TokenLocation(NamedTuple):
 
 def needs_body(request: web.BaseRequest, config: OidcConfig) -> bool:
     """Whether the caller must read the body and pass it to `extract_token`: only for a
-    form-encoded body, when `body` is an allowed place. Every other body is streamed untouched."""
+    form-encoded or JSON body, when `body` is an allowed place. Every other body is streamed
+    untouched."""
     return (
         "body" in config.bearer_token_param_type
         and request.method not in _NO_BODY_METHODS
-        and request.content_type == FORM
+        and request.content_type in BODY_TYPES
         and request.body_exists
     )
 
@@ -83,7 +87,7 @@ def extract_token(
 ) -> TokenLocation | None:
     """The request's one bearer token, or None when it has none (the caller raises MissingToken).
 
-    `body` is the form body when `needs_body` said so, else None (not looked at). Raises
+    `body` is the form or JSON body when `needs_body` said so, else None (not looked at). Raises
     MultipleTokens (400) as the module docstring says."""
     places = config.bearer_token_param_type
     found: list[TokenLocation] = []
@@ -104,9 +108,8 @@ def extract_token(
         # Fast path: without "%", any spelling of a token parameter's name holds "access".
         if raw_query and ("access" in raw_query or "%" in raw_query):
             found += (TokenLocation(t, "query") for t in _parameters(raw_query))
-    if body is not None and "body" in places and request.content_type == FORM:
-        text = body.decode("latin-1")  # lossless; the form itself is ASCII
-        found += (TokenLocation(t, "body") for t in _parameters(text))
+    if body is not None and "body" in places:
+        found += (TokenLocation(t, "body") for t in _body_tokens(body, request.content_type))
     if "cookie" in places and config.bearer_token_cookie_name is not None:
         name = config.bearer_token_cookie_name
         for header in request.headers.getall("Cookie", ()):
@@ -117,8 +120,21 @@ def extract_token(
     return found[0] if found else None
 
 
-def form_holds_token(body: bytes) -> bool:
-    """Whether a form body has an access_token parameter, well-formed or not."""
+def _body_tokens(body: bytes, content_type: str) -> list[str]:
+    if content_type == FORM:
+        return _parameters(body.decode("latin-1"))  # lossless; the form itself is ASCII
+    if content_type == JSON:
+        return json_tokens(body)
+    return []
+
+
+def body_holds_token(body: bytes, content_type: str) -> bool:
+    """Whether a form body has an access_token parameter, or a JSON body an access_token
+    member, well-formed or not."""
+    if content_type == JSON:
+        return json_holds_token(body)
+    if content_type != FORM:
+        return False
     pairs = _SEPARATOR.split(body.decode("latin-1"))[::2]
     return any(_is_token_name(pair.partition("=")[0]) for pair in pairs)
 
@@ -213,8 +229,11 @@ def query_without_token(raw_query: str) -> str:
     return "".join(kept)
 
 
-def form_without_token(body: bytes) -> bytes:
-    """A form-encoded body without any `access_token` field; the rest byte for byte."""
+def body_without_token(body: bytes, content_type: str) -> bytes:
+    """A form-encoded body without any `access_token` field, or a JSON body without any
+    top-level `access_token` member; the rest as sent."""
+    if content_type == JSON:
+        return json_without_token(body) or body  # not JSON: no token was found in it
     return query_without_token(body.decode("latin-1")).encode("latin-1")
 
 

@@ -486,7 +486,8 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
     "timeout": "yes (milliseconds, as Kong)",
     "max_age": "yes: auth_time is then required and at most max_age seconds old (leeway aside)",
     "bearer_token_param_type": (
-        "yes: header (Authorization, access-token, x-access-token), query, body, cookie"
+        "yes: header (Authorization, access-token, x-access-token), query, "
+        "body (form or JSON), cookie"
     ),
     "cache_ttl": (
         "accepted, no effect: every accepted token has an exp, and a cache entry lives until it "

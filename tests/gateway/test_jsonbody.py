@@ -1,0 +1,126 @@
+"""A JSON body's top-level access_token: found as Kong finds it, removed with the rest of the
+body kept as sent."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tokengate.gateway.jsonbody import json_holds_token, json_tokens, json_without_token
+
+
+@pytest.mark.parametrize(
+    ("body", "tokens"),
+    [
+        (b'{"access_token": "abc"}', ["abc"]),
+        (b' {\n "a": 1,\t"access_token" : "abc" }\r\n', ["abc"]),
+        (b'{"access\\u005ftoken": "abc"}', ["abc"]),  # the name as any JSON parser reads it
+        (b'{"access_token": "a\\/b"}', ["a/b"]),
+        (b'{"access_token": "a", "access_token": "b"}', ["a", "b"]),  # both: the caller's 400
+        (b'{"access_token": 5}', ["5"]),  # not a string: a token that will fail
+        (b'{"access_token": {"k": 1}}', ['{"k": 1}']),
+        # Kong's get_value: these are no value at all
+        (b'{"access_token": null}', []),
+        (b'{"access_token": ""}', []),
+        (b'{"access_token": []}', []),
+        (b'{"access_token": {}}', []),
+        # only the top level, and only that name
+        (b'{"a": {"access_token": "x"}}', []),
+        (b'[{"access_token": "x"}]', []),
+        (b'{"Access_Token": "x", "access_token_2": "y"}', []),
+        # not one JSON object: no token (the body goes upstream as it is)
+        (b'{"access_token": "x",}', []),
+        (b'{"access_token": "x"} {}', []),
+        (b'{"access_token": "x"', []),
+        (b'\xef\xbb\xbf{"access_token": "x"}', []),  # a BOM (RFC 8259 §8.1: not to be sent)
+        (b'{"access_token": "x", "n": NaN}', []),
+        (b'{"access_token": "x", "b": "\xff"}', []),  # not UTF-8
+        (b'{"access_token": "x", "d": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", []),
+        (b"", []),
+        (b"access_token=x", []),
+    ],
+)
+def test_json_tokens(body: bytes, tokens: list[str]) -> None:
+    assert json_tokens(body) == tokens
+
+
+def test_holds_token_whatever_the_value() -> None:
+    assert json_holds_token(b'{"access_token": null}')
+    assert json_holds_token(b'{"access\\u005Ftoken": ""}')
+    assert not json_holds_token(b'{"a": {"access_token": "x"}}')
+    assert not json_holds_token(b'{"access_token": "x"')
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b'{"a": 1.10, "access_token": "x", "b": [1e400, "\\u00e9"]}',
+            b'{"a": 1.10,"b": [1e400, "\\u00e9"]}',
+        ),
+        (b'{"access_token": "x"}', b"{}"),
+        (
+            b' {\n  "access_token": "x",\n  "z": {"access_token": "keep"}\n}\n',
+            b' {"z": {"access_token": "keep"}}\n',
+        ),
+        (
+            b'{"access_token": "x", "access\\u005ftoken": null, "a": "\xc3\xa9"}',
+            b'{"a": "\xc3\xa9"}',
+        ),
+        (b'{"a": 1}', b'{"a": 1}'),  # nothing to take: the very same bytes
+    ],
+)
+def test_without_token_keeps_the_rest_as_sent(body: bytes, expected: bytes) -> None:
+    assert json_without_token(body) == expected
+
+
+def test_without_token_of_what_is_not_a_json_object() -> None:
+    assert json_without_token(b'["access_token"]') is None
+    assert json_without_token(b"{") is None
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+NAMES = st.sampled_from(["access_token", "a", "b", "access", "é"]) | st.text(max_size=6)
+
+
+@given(st.lists(st.tuples(NAMES, JSON_VALUES), max_size=6), st.booleans(), st.booleans())
+def test_any_object_loses_exactly_its_token_members(
+    members: list[tuple[str, Any]], ascii_only: bool, spaced: bool
+) -> None:
+    """Written by any encoder (escaped or not, spaced or not), the body without its tokens is
+    JSON that reads as the same object less its access_token members."""
+    separators = (", ", ": ") if spaced else (",", ":")
+    encode = lambda value: json.dumps(value, ensure_ascii=ascii_only, separators=separators)  # noqa: E731
+    body = (
+        "{" + separators[0].join(f"{encode(n)}{separators[1]}{encode(v)}" for n, v in members) + "}"
+    ).encode()
+    named = [v for n, v in members if n == "access_token"]
+    assert json_holds_token(body) == bool(named)
+    expected_tokens = [
+        v if isinstance(v, str) else json.dumps(v) for v in named if v not in (None, "", [], {})
+    ]
+    assert json_tokens(body) == expected_tokens
+    stripped = json_without_token(body)
+    assert stripped is not None
+    assert json.loads(stripped) == {n: v for n, v in members if n != "access_token"}
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_give_an_answer(body: bytes) -> None:
+    json_tokens(body)
+    json_holds_token(body)
+    json_without_token(body)
