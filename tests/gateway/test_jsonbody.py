@@ -31,12 +31,16 @@ from tokengate.gateway.jsonbody import json_holds_token, json_tokens, json_witho
         # only the top level, and only that name
         (b'{"a": {"access_token": "x"}}', []),
         (b'[{"access_token": "x"}]', []),
-        (b'{"Access_Token": "x", "access_token_2": "y"}', []),
+        (b'{"access_token_2": "y", "access": "z", "token": "w"}', []),
+        # names Go's encoding/json reads as access_token (case-insensitive, Unicode folding)
+        (b'{"Access_Token": "x"}', ["x"]),
+        ('{"ACCE\u017fS_TO\u212aEN": "x"}'.encode(), ["x"]),  # long s, Kelvin sign
+        (b'{"access_token": "a", "ACCESS_TOKEN": "b"}', ["a", "b"]),
         # not one JSON object: no token (the body goes upstream as it is)
         (b'{"access_token": "x",}', []),
         (b'{"access_token": "x"} {}', []),
         (b'{"access_token": "x"', []),
-        (b'\xef\xbb\xbf{"access_token": "x"}', []),  # a BOM (RFC 8259 §8.1: not to be sent)
+        (b'\xef\xbb\xbf{"access_token": "x"}', ["x"]),  # a BOM, as lenient parsers skip it
         (b'{"access_token": "x", "n": NaN}', []),
         (b'{"access_token": "x", "b": "\xff"}', []),  # not UTF-8
         (b'{"access_token": "x", "d": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", []),
@@ -51,6 +55,7 @@ def test_json_tokens(body: bytes, tokens: list[str]) -> None:
 def test_holds_token_whatever_the_value() -> None:
     assert json_holds_token(b'{"access_token": null}')
     assert json_holds_token(b'{"access\\u005Ftoken": ""}')
+    assert json_holds_token(b'{"Access_token": 1}')
     assert not json_holds_token(b'{"a": {"access_token": "x"}}')
     assert not json_holds_token(b'{"access_token": "x"')
 
@@ -72,6 +77,7 @@ def test_holds_token_whatever_the_value() -> None:
             b'{"a": "\xc3\xa9"}',
         ),
         (b'{"a": 1}', b'{"a": 1}'),  # nothing to take: the very same bytes
+        (b'\xef\xbb\xbf{"ACCESS_TOKEN": "x", "a": 1}', b'\xef\xbb\xbf{"a": 1}'),
     ],
 )
 def test_without_token_keeps_the_rest_as_sent(body: bytes, expected: bytes) -> None:
@@ -94,7 +100,7 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=12,
 )
-NAMES = st.sampled_from(["access_token", "a", "b", "access", "é"]) | st.text(max_size=6)
+NAMES = st.sampled_from(["access_token", "Access_Token", "a", "access", "é"]) | st.text(max_size=6)
 
 
 @given(st.lists(st.tuples(NAMES, JSON_VALUES), max_size=6), st.booleans(), st.booleans())
@@ -108,7 +114,7 @@ def test_any_object_loses_exactly_its_token_members(
     body = (
         "{" + separators[0].join(f"{encode(n)}{separators[1]}{encode(v)}" for n, v in members) + "}"
     ).encode()
-    named = [v for n, v in members if n == "access_token"]
+    named = [v for n, v in members if n.casefold() == "access_token"]
     assert json_holds_token(body) == bool(named)
     expected_tokens = [
         v if isinstance(v, str) else json.dumps(v) for v in named if v not in (None, "", [], {})
@@ -116,7 +122,7 @@ def test_any_object_loses_exactly_its_token_members(
     assert json_tokens(body) == expected_tokens
     stripped = json_without_token(body)
     assert stripped is not None
-    assert json.loads(stripped) == {n: v for n, v in members if n != "access_token"}
+    assert json.loads(stripped) == {n: v for n, v in members if n.casefold() != "access_token"}
 
 
 @given(st.binary(max_size=300))

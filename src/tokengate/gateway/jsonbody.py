@@ -11,10 +11,17 @@ members are located in the text instead of re-encoded: numbers, escapes, spacing
 of the other members reach the upstream exactly as sent (a re-encoding would round floats
 through binary, and write 1e400 as the non-JSON `Infinity`).
 
+A member is a token under any name an upstream's parser may read as `access_token`. Kong
+matches the name exactly, but Go's encoding/json fills an `access_token` field from a member
+whose name equals it case-insensitively, with Unicode folding ("ACCESS_TOKEN", or a long s or
+a Kelvin sign for an s or a k). Such a member is a token here too: verified, counted (a second
+token is a 400) and hidden, never left for the upstream to read unverified. A leading byte
+order mark is skipped, as lenient parsers skip it.
+
 Only the top-level object is framed here; each name and value is read by the standard
-library's own JSON scanner. A body that is not UTF-8 JSON holding an object (RFC 8259: no BOM,
-no NaN or Infinity) holds no token: it goes upstream untouched, as Kong leaves a body cjson
-cannot decode.
+library's own JSON scanner. A body that is not UTF-8 JSON holding an object (RFC 8259; no NaN
+or Infinity) holds no token: it goes upstream untouched, as Kong leaves a body cjson cannot
+decode.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ __all__ = ["json_holds_token", "json_tokens", "json_without_token"]
 
 ACCESS_TOKEN: Final = "access_token"  # noqa: S105 - a member name
 _WHITESPACE: Final = " \t\n\r"  # RFC 8259 §2
+_BOM: Final = "\ufeff"
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -76,7 +84,7 @@ def parse(body: bytes) -> TopLevel | None:
 
 
 def _parse(text: str) -> TopLevel | None:
-    index = _skip(text, 0)
+    index = _skip(text, 1 if text.startswith(_BOM) else 0)
     if not text.startswith("{", index):
         return None
     members: list[Member] = []
@@ -104,14 +112,21 @@ def _parse(text: str) -> TopLevel | None:
     return TopLevel(text, members, index)
 
 
+def is_token_name(name: str) -> bool:
+    """Whether a member named `name` is read as `access_token` by some upstream's parser."""
+    return name == ACCESS_TOKEN or name.casefold() == ACCESS_TOKEN
+
+
 def _may_hold_token(body: bytes) -> bool:
-    # A member name spells access_token either plainly or with a \u escape: a body with
-    # neither is not parsed at all (most JSON bodies, on routes that take the token elsewhere).
-    return b"access_token" in body or b"\\" in body
+    # A member name spells access_token in ASCII letters of either case, or with a \u escape
+    # or a non-ASCII letter that folds to one: a body with none of these is not parsed at all
+    # (most JSON bodies, on routes that take the token elsewhere).
+    return b"\\" in body or not body.isascii() or b"access_token" in body.lower()
 
 
 def json_tokens(body: bytes) -> list[str]:
-    """The top-level `access_token` members that hold a token. As Kong reads them, null, ""
+    """The top-level `access_token` members (under any name `is_token_name` accepts) that hold
+    a token. As Kong reads them, null, ""
     and an empty array or object are none; another non-string value is a token that will
     fail (its JSON text)."""
     if not _may_hold_token(body):
@@ -122,7 +137,7 @@ def json_tokens(body: bytes) -> list[str]:
     tokens = []
     for member in top.members:
         value = member.value
-        if member.name != ACCESS_TOKEN or value is None or value in ("", [], {}):
+        if not is_token_name(member.name) or value is None or value in ("", [], {}):
             continue
         tokens.append(value if isinstance(value, str) else json.dumps(value))
     return tokens
@@ -133,7 +148,7 @@ def json_holds_token(body: bytes) -> bool:
     if not _may_hold_token(body):
         return False
     top = parse(body)
-    return top is not None and any(m.name == ACCESS_TOKEN for m in top.members)
+    return top is not None and any(is_token_name(m.name) for m in top.members)
 
 
 def json_without_token(body: bytes) -> bytes | None:
@@ -144,8 +159,8 @@ def json_without_token(body: bytes) -> bytes | None:
     if top is None:
         return None
     members, text = top.members, top.text
-    if not any(m.name == ACCESS_TOKEN for m in members):
+    if not any(is_token_name(m.name) for m in members):
         return body
-    kept = ",".join(text[m.start : m.end] for m in members if m.name != ACCESS_TOKEN)
+    kept = ",".join(text[m.start : m.end] for m in members if not is_token_name(m.name))
     opening = text.index("{")
     return (text[: opening + 1] + kept + text[top.close :]).encode("utf-8")
