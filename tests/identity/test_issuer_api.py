@@ -167,6 +167,7 @@ async def test_discovery_document(issuer: Issuer) -> None:
     assert doc == {
         "issuer": url,
         "jwks_uri": url + "/.well-known/jwks",
+        "authorization_endpoint": url + "/authorize",
         "token_endpoint": url + "/oauth/token",
         "introspection_endpoint": url + "/introspect",
         "userinfo_endpoint": url + "/userinfo",
@@ -185,6 +186,30 @@ async def test_discovery_document(issuer: Issuer) -> None:
             *("test-claim", "team"),
         ],
     }
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_the_authorization_endpoint_refuses_without_redirecting(
+    issuer: Issuer, method: str
+) -> None:
+    """Discovery must name one; this issuer serves machines only: an OAuth error in the answer,
+    never a redirect to whatever redirect_uri the request names."""
+    doc = await get_json(issuer.http, issuer.path + "/.well-known/openid-configuration")
+    query = {
+        "response_type": "code",
+        "client_id": issuer.client.id,
+        "redirect_uri": "https://evil.example/cb",
+    }
+    endpoint = doc["authorization_endpoint"].removeprefix(issuer.url)
+    async with issuer.http.request(
+        method, issuer.path + endpoint, params=query, allow_redirects=False
+    ) as resp:
+        assert resp.status == 400
+        assert "Location" not in resp.headers
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert (await resp.json())["error"] == "unsupported_response_type"
+    async with issuer.http.get("/nosuchissuer1234/auth/authorize") as resp:
+        assert resp.status == 404
 
 
 async def test_jwks_serves_public_keys_only_with_a_cache_lifetime(issuer: Issuer) -> None:
@@ -269,7 +294,8 @@ async def test_signing_algorithm(
         await start(aiohttp_client, store, clock), store, clock, server, client, secret, read
     )
     doc = await get_json(issuer.http, issuer.path + "/.well-known/openid-configuration")
-    assert doc["id_token_signing_alg_values_supported"] == [algorithm]
+    # OIDC Discovery §3: RS256 is always listed
+    assert doc["id_token_signing_alg_values_supported"] == ["RS256", algorithm]
     jwks = await get_json(issuer.http, issuer.path + "/.well-known/jwks")
     assert jwks["keys"][0]["alg"] == algorithm
     token = (await issuer.token())["access_token"]
@@ -305,7 +331,6 @@ async def oauth_error(
     *,
     data: Any,
     headers: dict[str, str] | None = None,
-    challenge: bool = False,
 ) -> None:
     async with issuer.http.post(issuer.path + "/oauth/token", data=data, headers=headers) as resp:
         assert resp.status == status, await resp.text()
@@ -315,7 +340,8 @@ async def oauth_error(
         assert body["error"] == error
         assert resp.headers["Cache-Control"] == "no-store"
         assert resp.headers["Pragma"] == "no-cache"
-        expected = f'Basic realm="{issuer.url}"' if challenge else None
+        # RFC 9110 §15.5.2: every 401 names the scheme the endpoint takes; nothing else does.
+        expected = f'Basic realm="{issuer.url}"' if status == 401 else None
         assert resp.headers.get("WWW-Authenticate") == expected
 
 
@@ -343,6 +369,24 @@ async def test_invalid_request(issuer: Issuer) -> None:
     )
 
 
+async def test_parameters_without_a_value_are_as_if_omitted(issuer: Issuer) -> None:
+    """RFC 6749 §3.1: libraries send `client_secret=` for an empty secret, or a blank scope."""
+    auth = {"Authorization": basic(issuer.client.id, issuer.secret)}
+    for blank in ("client_secret=", "client_id=", "scope=", "client_secret&scope"):
+        data = f"grant_type=client_credentials&{blank}"
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        async with issuer.http.post(
+            issuer.path + "/oauth/token", data=data, headers={**auth, **form}
+        ) as resp:
+            assert resp.status == 200, (blank, await resp.text())
+    # and a blank one beside a real one is not a repeat
+    data = f"grant_type=client_credentials&client_id=&client_id={issuer.client.id}"
+    data += f"&client_secret={issuer.secret}"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with issuer.http.post(issuer.path + "/oauth/token", data=data, headers=form) as resp:
+        assert resp.status == 200, await resp.text()
+
+
 async def test_two_authorization_headers_are_invalid_request(issuer: Issuer) -> None:
     auth = basic(issuer.client.id, issuer.secret)
     async with issuer.http.post(
@@ -364,9 +408,11 @@ async def test_invalid_client(issuer: Issuer) -> None:
     await oauth_error(issuer, 401, "invalid_client", data={"grant_type": "client_credentials"})
     headers = {"Authorization": basic(issuer.client.id, "nope")}
     data = {"grant_type": "client_credentials"}
-    await oauth_error(issuer, 401, "invalid_client", data=data, headers=headers, challenge=True)
+    await oauth_error(issuer, 401, "invalid_client", data=data, headers=headers)
     headers = {"Authorization": "Basic %%%"}
-    await oauth_error(issuer, 401, "invalid_client", data=data, headers=headers, challenge=True)
+    await oauth_error(issuer, 401, "invalid_client", data=data, headers=headers)
+    headers = {"Authorization": "Bearer abc"}  # a scheme the endpoint does not take: none
+    await oauth_error(issuer, 401, "invalid_client", data=data, headers=headers)
 
 
 async def test_client_ids_no_client_can_have_are_refused_and_not_remembered(issuer: Issuer) -> None:

@@ -447,9 +447,7 @@ def test_basic_scheme_is_case_insensitive(world: World) -> None:
     assert token_endpoint(world.issuer, request)["token_type"] == "Bearer"
 
 
-def expect(
-    world: World, request: TokenRequest, error: type[OAuthError], *, basic_challenge: bool = False
-) -> OAuthError:
+def expect(world: World, request: TokenRequest, error: type[OAuthError]) -> OAuthError:
     with pytest.raises(error) as info:
         token_endpoint(world.issuer, request)
     exc = info.value
@@ -460,8 +458,9 @@ def expect(
     headers = exc.headers()
     assert headers["Cache-Control"] == "no-store"
     assert headers["Pragma"] == "no-cache"
+    # RFC 9110 §15.5.2: every 401 names a scheme; no other answer carries a challenge.
     realm = f'Basic realm="{world.issuer.url}"'
-    assert headers.get("WWW-Authenticate") == (realm if basic_challenge else None)
+    assert headers.get("WWW-Authenticate") == (realm if exc.status_code == 401 else None)
     return exc
 
 
@@ -488,9 +487,7 @@ def test_a_secret_without_a_client_id_is_invalid_request(world: World) -> None:
         {"client_secret": ""},
     ],
 )
-def test_wrong_post_credentials_are_invalid_client_without_a_challenge(
-    world: World, form: dict[str, str]
-) -> None:
+def test_wrong_post_credentials_are_invalid_client(world: World, form: dict[str, str]) -> None:
     exc = expect(world, world.post(**form), InvalidClient)
     assert exc.status_code == 401
     assert exc.description == "client authentication failed"  # one answer: no probing ids
@@ -524,7 +521,6 @@ def test_wrong_basic_credentials_are_invalid_client_with_a_basic_challenge(
         world,
         TokenRequest({"grant_type": "client_credentials"}, header),
         InvalidClient,
-        basic_challenge=True,
     )
 
 

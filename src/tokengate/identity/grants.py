@@ -54,7 +54,10 @@ class OAuthError(Exception):
     def __init__(self, description: str, *, basic_realm: str | None = None) -> None:
         super().__init__(description)
         self.description = description
-        self.basic_realm = basic_realm  # set when the client tried HTTP Basic (RFC 6749 §5.2)
+        # The realm of the Basic challenge a 401 carries: RFC 6749 §5.2 requires it when the
+        # client tried HTTP Basic, and RFC 9110 §15.5.2 on every 401 (it names the scheme the
+        # token endpoint supports).
+        self.basic_realm = basic_realm
 
     def body(self) -> dict[str, str]:
         return {"error": self.error, "error_description": self.description}
@@ -169,22 +172,21 @@ def authenticate_client(issuer: Issuer, request: TokenRequest) -> Client:
         # RFC 6749 §2.3: a client MUST NOT use more than one authentication method per request.
         raise InvalidRequest("more than one client authentication method")
     if not presented:
-        raise InvalidClient("client authentication required")
+        raise InvalidClient("client authentication required", basic_realm=realm)
     credentials = presented[0]
-    basic = realm if credentials.method == "client_secret_basic" else None
     form_id = request.form.get("client_id")
     if credentials.method == "client_secret_basic" and form_id not in (None, credentials.client_id):
         raise InvalidRequest("client_id does not match the Basic credentials")
     if not CLIENT_ID.fullmatch(credentials.client_id):
         # No client has such an id: refused before any lookup (nor is it remembered).
-        raise InvalidClient("client authentication failed", basic_realm=basic)
+        raise InvalidClient("client authentication failed", basic_realm=realm)
     # The store compares in constant time and answers None for unknown ids too: one answer for
     # "no such client" and "wrong secret", so client ids cannot be probed.
     client = issuer.store.check_client_secret(
         issuer.server.id, credentials.client_id, credentials.client_secret
     )
     if client is None:
-        raise InvalidClient("client authentication failed", basic_realm=basic)
+        raise InvalidClient("client authentication failed", basic_realm=realm)
     return client
 
 

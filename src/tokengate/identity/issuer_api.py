@@ -8,6 +8,7 @@ introspection and userinfo, as Kong Identity serves them.
 
     GET       {issuer}/.well-known/openid-configuration   discovery (OpenID Connect Discovery 1.0)
     GET       {issuer}/.well-known/jwks                    public keys: active + retired in grace
+    GET|POST  {issuer}/authorize                           always an unsupported_response_type
     POST      {issuer}/oauth/token                         RFC 6749, client_credentials (grants.py)
     POST      {issuer}/introspect                          RFC 7662, the caller authenticates
     GET|POST  {issuer}/userinfo                            Bearer token → claims (OIDC Core §5.3)
@@ -135,6 +136,8 @@ class IssuerApi:
         routes = [
             web.get(base + "/.well-known/openid-configuration", self._cors(self.discovery)),
             web.get(base + "/.well-known/jwks", self._cors(self.jwks)),
+            web.get(base + "/authorize", self._cors(self.authorize)),
+            web.post(base + "/authorize", self._cors(self.authorize)),
             web.post(base + "/oauth/token", self.token),
             web.post(base + "/introspect", self._cors(self.introspect)),
             web.get(base + "/userinfo", self._cors(self.userinfo)),
@@ -198,6 +201,8 @@ class IssuerApi:
         doc = {
             "issuer": url,
             "jwks_uri": f"{url}/.well-known/jwks",
+            # OIDC Discovery §3 requires it (Kong Identity publishes one too); see authorize.
+            "authorization_endpoint": f"{url}/authorize",
             "token_endpoint": f"{url}/oauth/token",
             "introspection_endpoint": f"{url}/introspect",
             "userinfo_endpoint": f"{url}/userinfo",
@@ -206,11 +211,26 @@ class IssuerApi:
             "subject_types_supported": ["public"],
             "token_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
             "introspection_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
-            "id_token_signing_alg_values_supported": [server.signing_algorithm],
+            # OIDC Discovery §3: RS256 MUST be listed (the issuer's own algorithm beside it).
+            "id_token_signing_alg_values_supported": list(
+                dict.fromkeys(["RS256", server.signing_algorithm])
+            ),
             "scopes_supported": [s.name for s in scopes if s.enabled and s.include_in_metadata],
             "claims_supported": claims,
         }
         return web.json_response(doc, dumps=_dumps)
+
+    async def authorize(self, request: web.Request) -> web.Response:
+        """The authorization endpoint discovery must name. Tokens here are for machines, by
+        client_credentials at the token endpoint: every authorization request is refused, in
+        the answer itself, never by a redirect (RFC 6749 §4.1.2.1: a redirect_uri not checked
+        against the client's is never followed)."""
+        self.issuer(request)  # an unknown issuer is a 404
+        body = {
+            "error": "unsupported_response_type",
+            "error_description": "this issuer grants client_credentials at its token endpoint only",
+        }
+        return web.json_response(body, status=400, headers=NO_STORE, dumps=_dumps)
 
     async def jwks(self, request: web.Request) -> web.Response:
         issuer = self.issuer(request)
@@ -395,7 +415,8 @@ def create_issuer_app(
 
 
 async def _token_request(request: web.BaseRequest) -> TokenRequest:
-    """The form (each parameter at most once, RFC 6749 §3.2) and the Authorization header."""
+    """The form (each parameter at most once, RFC 6749 §3.2; one sent without a value is as if
+    omitted, §3.1) and the Authorization header."""
     if request.content_type != FORM:
         raise InvalidRequest(f"the request body must be {FORM}")
     charset = (request.charset or "utf-8").lower()
@@ -405,11 +426,9 @@ async def _token_request(request: web.BaseRequest) -> TokenRequest:
         raise InvalidRequest(f"the form's charset must be UTF-8, not {charset[:32]!r}")
     try:
         # The body once, parsed by the standard library (aiohttp's request.post() would build a
-        # MultiDict around the same parse_qsl).
+        # MultiDict around the same parse_qsl), blank values left out.
         text = (await request.read()).decode(charset).rstrip()
-        pairs = parse_qsl(
-            text, keep_blank_values=True, encoding=charset, errors="strict", max_num_fields=64
-        )
+        pairs = parse_qsl(text, encoding=charset, errors="strict", max_num_fields=64)
     except (ValueError, LookupError):  # bad bytes or escapes, unknown charset, too many fields
         raise InvalidRequest("malformed form body") from None
     except ConnectionError:  # the client left mid-body: nobody will read the answer
