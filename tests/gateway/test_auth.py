@@ -774,7 +774,7 @@ async def test_json_body_tokens_are_judged_as_any_other(
     "body",
     [
         b'{"a": [1e400, 0.1000],  "s": "\\u00e9"}',  # no token in it: untouched
-        b'{"access_token": "x",}',  # not JSON: not searched, untouched
+        b'{"token": NaN, }',  # not JSON, but no parser finds an access_token in it either
         b"\xff\xfe not even text",
     ],
 )
@@ -785,6 +785,62 @@ async def test_a_json_body_without_a_token_reaches_the_upstream_byte_for_byte(
     answer = await call(gw, method="POST", token=test_issuer.mint(), headers=JSON_TYPE, data=body)
     assert answer.status == 200
     assert answer.json["body"].encode("latin-1") == body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"access_token": "FORGED"} {}',  # Jackson and Go's json.Decoder stop after the object
+        b'{"access_token": "FORGED", "n": NaN}',  # Python's json takes NaN
+        b'{"access_token": "FORGED", "s": "\\xed\\xa0\\x80"}',  # Python, Node, Jackson
+        '{"access_token": "FORGED"}'.encode("utf-16"),  # Python, Jackson
+    ],
+)
+async def test_a_json_body_that_may_hold_a_token_and_cannot_be_read_is_a_400(
+    body: bytes, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """Parsers upstream read tokens out of bodies the gateway cannot: such a body never passes,
+    beside a good token or on an anonymous route."""
+    token = test_issuer.mint()
+    for gw, sent in ((await protect(), token), (await protect(anonymous="guest"), None)):
+        answer = await call(gw, method="POST", token=sent, headers=JSON_TYPE, data=body)
+        assert answer.status == 400
+        assert 'error="invalid_request"' in answer.headers["WWW-Authenticate"]
+
+
+async def test_a_token_already_cached_does_not_skip_the_json_body(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """The hot path answers only when no other place could hold a token: a JSON body can."""
+    gw = await protect()
+    token = test_issuer.mint()
+    assert (await call(gw, token=token)).status == 200  # now cached
+    second = json.dumps({"access_token": test_issuer.mint()})
+    answer = await call(gw, method="POST", token=token, headers=JSON_TYPE, data=second)
+    assert answer.status == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "content_type"),
+    [
+        ("GET", "application/json"),  # RFC 6750's GET rule is the form's; JSON parsers read it
+        ("PUT", "application/merge-patch+json"),
+        ("PATCH", "application/vnd.api+json; charset=utf-8"),
+    ],
+)
+async def test_json_bodies_of_any_method_and_json_media_type_are_searched(
+    method: str, content_type: str, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect()
+    token = test_issuer.mint()
+    body = json.dumps({"a": 1, "access_token": token})
+    answer = await call(gw, method=method, headers={"Content-Type": content_type}, data=body)
+    assert answer.status == 200
+    assert answer.json["body"] == '{"a": 1}'
+    both = await call(
+        gw, method=method, token=token, headers={"Content-Type": content_type}, data=body
+    )
+    assert both.status == 400
 
 
 def chunked_form(body: bytes, *, chunk: int = 1000) -> bytes:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from tokengate.gateway.errors import AuthError, MalformedToken, MultipleTokens
+from tokengate.gateway.errors import AuthError, MalformedToken, MultipleTokens, UnreadableBody
 from tokengate.gateway.extract import (
     TokenLocation,
     body_without_token,
@@ -262,8 +262,10 @@ def test_query_is_ignored_when_not_an_allowed_place() -> None:
         ("POST", "multipart/form-data; boundary=x", True, DEFAULT, False),
         ("POST", "application/json", True, DEFAULT, True),  # as Kong reads a body
         ("PATCH", "Application/JSON; charset=utf-8", True, DEFAULT, True),
-        ("GET", "application/json", True, DEFAULT, False),
-        ("POST", "application/merge-patch+json", True, DEFAULT, False),
+        ("GET", "application/json", True, DEFAULT, True),  # the GET rule is the form's
+        ("POST", "application/merge-patch+json", True, DEFAULT, True),
+        ("POST", "text/json", True, DEFAULT, False),
+        ("POST", "application/jsonx", True, DEFAULT, False),
         ("POST", "text/plain", True, DEFAULT, False),
         ("POST", FORM, True, OidcConfig.for_issuer("https://i.example"), True),
         (
@@ -282,6 +284,23 @@ def test_needs_body_only_for_a_form_or_json_body_when_allowed(
     assert needs_body(incoming, config) is expected
 
 
+@pytest.mark.parametrize(
+    ("content_type", "encoding", "expected"),
+    [
+        ("application/json", "gzip", False),  # streamed unsearched, as a body past 64 KiB
+        (FORM, "br", False),
+        (FORM, "identity", True),
+        ("application/json", " Identity ", True),
+    ],
+)
+def test_a_compressed_body_is_not_searched(
+    content_type: str, encoding: str, expected: bool
+) -> None:
+    headers = [("Content-Type", content_type), ("Content-Encoding", encoding)]
+    incoming = request("/", headers, method="POST", body=True)
+    assert needs_body(incoming, DEFAULT) is expected
+
+
 def form(body: bytes, headers: Any = (), path: str = "/") -> TokenLocation | None:
     return extract(path, [("Content-Type", FORM), *headers], body=body)
 
@@ -297,10 +316,12 @@ def test_body_is_not_looked_at_when_the_caller_did_not_read_it() -> None:
 
 def test_body_of_another_content_type_is_never_parsed() -> None:
     body = b"access_token=" + JWT.encode()
-    assert extract(headers=[("Content-Type", "application/json")], body=body) is None
     assert extract(headers=[("Content-Type", "text/plain")], body=body) is None
+    with pytest.raises(UnreadableBody):  # a form sent as JSON: a JSON parser may read anything
+        extract(headers=[("Content-Type", "application/json")], body=body)
     json_body = b'{"access_token": "%b"}' % JWT.encode()
     assert form(json_body) is None
+    assert extract(headers=[("Content-Type", "text/json")], body=json_body) is None
 
 
 def test_json_body_token() -> None:
@@ -414,7 +435,7 @@ def test_body_without_token_keeps_other_bytes() -> None:
     assert body_without_token(b"\xff=1&access_token=x", FORM) == b"\xff=1"
     json_body = b'{"n": 1e400, "access_token": "x"}'
     assert body_without_token(json_body, "application/json") == b'{"n": 1e400}'
-    assert body_without_token(b"{not json", "application/json") == b"{not json"
+    assert body_without_token(json_body, "application/problem+json") == b'{"n": 1e400}'
 
 
 @pytest.mark.parametrize(

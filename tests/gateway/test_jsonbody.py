@@ -10,7 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokengate.gateway.jsonbody import json_holds_token, json_tokens, json_without_token
+from tokengate.gateway.jsonbody import (
+    UnreadableJson,
+    json_holds_token,
+    json_tokens,
+    json_without_token,
+)
 
 
 @pytest.mark.parametrize(
@@ -36,20 +41,43 @@ from tokengate.gateway.jsonbody import json_holds_token, json_tokens, json_witho
         (b'{"Access_Token": "x"}', ["x"]),
         ('{"ACCE\u017fS_TO\u212aEN": "x"}'.encode(), ["x"]),  # long s, Kelvin sign
         (b'{"access_token": "a", "ACCESS_TOKEN": "b"}', ["a", "b"]),
-        # not one JSON object: no token (the body goes upstream as it is)
-        (b'{"access_token": "x",}', []),
-        (b'{"access_token": "x"} {}', []),
-        (b'{"access_token": "x"', []),
         (b'\xef\xbb\xbf{"access_token": "x"}', ["x"]),  # a BOM, as lenient parsers skip it
-        (b'{"access_token": "x", "n": NaN}', []),
-        (b'{"access_token": "x", "b": "\xff"}', []),  # not UTF-8
-        (b'{"access_token": "x", "d": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", []),
+        # JSON, not an object: no member anywhere
+        (b'["access_token"]', []),
+        (b'"access_token"', []),
+        # nothing any parser reads as the name: not even parsed
+        (b'{"token": "x",} garbage \xff NaN', []),
         (b"", []),
-        (b"access_token=x", []),
+        (b"access-token=x", []),
+        # the Go folding is exact: no other letter folds to these
+        ('{"acce\u00df_token": "x"}'.encode(), []),  # a sharp s for "ss": Go does not fold it
     ],
 )
 def test_json_tokens(body: bytes, tokens: list[str]) -> None:
     assert json_tokens(body) == tokens
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # what some parser upstream still reads a token out of
+        b'{"access_token": "x",}',  # trailing comma (JSON5, some lenient modes)
+        b'{"access_token": "x"} {}',  # trailing data (Jackson, Go's json.Decoder)
+        b'{"access_token": "x"',
+        b'{"access_token": "x", "n": NaN}',  # Python's json
+        b'{"access_token": "x", "b": "\xff"}',  # invalid UTF-8 (Node replaces it)
+        b'{"access_token": "x", "b": "\xed\xa0\x80"}',  # an encoded lone surrogate
+        b'{"access_token": "x", "n": ' + b"1" * 5000 + b"}",  # past Python's digit limit
+        b'{"access_token": "x", "d": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        '{"access_token": "x"}'.encode("utf-16"),  # UTF-16 (Python, Jackson)
+        '{"access_token": "x"}'.encode("utf-16-le"),
+        b"access_token=x",  # a form sent as JSON
+    ],
+)
+def test_a_body_that_may_hold_a_token_and_cannot_be_read_is_refused(body: bytes) -> None:
+    with pytest.raises(UnreadableJson):
+        json_tokens(body)
+    assert json_holds_token(body)  # so that the caller's full check refuses it
 
 
 def test_holds_token_whatever_the_value() -> None:
@@ -57,7 +85,7 @@ def test_holds_token_whatever_the_value() -> None:
     assert json_holds_token(b'{"access\\u005Ftoken": ""}')
     assert json_holds_token(b'{"Access_token": 1}')
     assert not json_holds_token(b'{"a": {"access_token": "x"}}')
-    assert not json_holds_token(b'{"access_token": "x"')
+    assert not json_holds_token(b'["access_token"]')
 
 
 @pytest.mark.parametrize(
@@ -82,11 +110,6 @@ def test_holds_token_whatever_the_value() -> None:
 )
 def test_without_token_keeps_the_rest_as_sent(body: bytes, expected: bytes) -> None:
     assert json_without_token(body) == expected
-
-
-def test_without_token_of_what_is_not_a_json_object() -> None:
-    assert json_without_token(b'["access_token"]') is None
-    assert json_without_token(b"{") is None
 
 
 JSON_VALUES = st.recursive(
@@ -125,8 +148,14 @@ def test_any_object_loses_exactly_its_token_members(
     assert json.loads(stripped) == {n: v for n, v in members if n.casefold() != "access_token"}
 
 
-@given(st.binary(max_size=300))
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 def test_any_bytes_give_an_answer(body: bytes) -> None:
-    json_tokens(body)
-    json_holds_token(body)
-    json_without_token(body)
+    """A list of tokens, or UnreadableJson (the 400): nothing else ever escapes."""
+    try:
+        tokens = json_tokens(body)
+    except UnreadableJson:
+        assert json_holds_token(body)
+        return
+    if tokens:
+        assert json_holds_token(body)
+        assert json_tokens(json_without_token(body)) == []

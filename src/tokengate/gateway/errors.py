@@ -12,6 +12,7 @@ are different branches, so an IdP outage is never reported as a bad token and ne
     AuthError                      status  RFC 6750 error      reason (bounded metric label)
     ├── MissingToken               401     (none, §3.1)        missing_token
     ├── MultipleTokens             400     invalid_request     multiple_tokens
+    ├── UnreadableBody             400     invalid_request     unreadable_body
     ├── InvalidToken               401     invalid_token
     │   ├── MalformedToken                                     malformed
     │   ├── UnsupportedAlgorithm                               bad_algorithm
@@ -60,6 +61,15 @@ class MultipleTokens(AuthError):
     status = 400
     error = "invalid_request"
     reason = "multiple_tokens"
+
+
+class UnreadableBody(AuthError):
+    """A JSON body the gateway cannot read, where a token may hide from it: one lenient parser
+    upstream or another (trailing data, NaN, UTF-16, ...) could still read an access_token."""
+
+    status = 400
+    error = "invalid_request"
+    reason = "unreadable_body"
 
 
 class InvalidToken(AuthError):

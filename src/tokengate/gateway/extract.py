@@ -10,9 +10,11 @@
 Only the places listed in `bearer_token_param_type` are looked at (Kong's default: header, query,
 body). "header" is Kong's three headers: `Authorization: Bearer <b64token>` (RFC 6750 §2.1), and
 `access-token` / `x-access-token` holding the token itself (or `Bearer <token>`). The body's
-`access_token`: a form-encoded body's parameter (RFC 6750 §2.2) or, as Kong reads a body too, a
-JSON body's top-level member (jsonbody.py); never multipart, never on GET/HEAD. The
-`access_token` query parameter (RFC 6750 §2.3); and Kong's `bearer_token_cookie_name` cookie.
+`access_token`: a form-encoded body's parameter (RFC 6750 §2.2: never on GET/HEAD) or, as Kong
+reads a body too, a JSON body's top-level member (jsonbody.py: `application/json` or any
+`application/...+json`, on any method; one that may hold a token but cannot be read is a 400);
+never multipart. The `access_token` query parameter (RFC 6750 §2.3); and Kong's
+`bearer_token_cookie_name` cookie.
 
 Decisions:
 - More than one token, wherever they are (two Authorization headers, header + query, two
@@ -38,8 +40,13 @@ from urllib.parse import unquote_plus
 
 from aiohttp import web
 
-from tokengate.gateway.errors import MalformedToken, MultipleTokens
-from tokengate.gateway.jsonbody import json_holds_token, json_tokens, json_without_token
+from tokengate.gateway.errors import MalformedToken, MultipleTokens, UnreadableBody
+from tokengate.gateway.jsonbody import (
+    UnreadableJson,
+    json_holds_token,
+    json_tokens,
+    json_without_token,
+)
 from tokengate.gateway.oidc_config import OidcConfig
 
 Where = Literal["header", "query", "body", "cookie"]
@@ -47,7 +54,6 @@ Where = Literal["header", "query", "body", "cookie"]
 ACCESS_TOKEN: Final = "access_token"  # noqa: S105 - the parameter name (RFC 6750 §2.2, §2.3)
 FORM: Final = "application/x-www-form-urlencoded"
 JSON: Final = "application/json"
-BODY_TYPES: Final = frozenset({FORM, JSON})  # the bodies a token is looked for in
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64_CHARS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 # "&" is the separator; some upstreams (Rack before 3) also split on ";". Splitting on both
@@ -72,13 +78,23 @@ class TokenLocation(NamedTuple):
 
 def needs_body(request: web.BaseRequest, config: OidcConfig) -> bool:
     """Whether the caller must read the body and pass it to `extract_token`: only for a
-    form-encoded or JSON body, when `body` is an allowed place. Every other body is streamed
-    untouched."""
-    return (
-        "body" in config.bearer_token_param_type
-        and request.method not in _NO_BODY_METHODS
-        and request.content_type in BODY_TYPES
-        and request.body_exists
+    form-encoded body (not on GET or HEAD) or a JSON one, not compressed, when `body` is an
+    allowed place. Every other body is streamed untouched."""
+    if "body" not in config.bearer_token_param_type or not request.body_exists:
+        return False
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        return False  # compressed: streamed unsearched, as one past the size bound
+    content_type = request.content_type
+    if content_type == FORM:
+        return request.method not in _NO_BODY_METHODS
+    return is_json(content_type)
+
+
+def is_json(content_type: str) -> bool:
+    """A JSON media type: application/json, or a structured syntax suffix (RFC 6839) such as
+    application/merge-patch+json, which JSON parsers upstream read all the same."""
+    return content_type == JSON or (
+        content_type.startswith("application/") and content_type.endswith("+json")
     )
 
 
@@ -123,15 +139,18 @@ def extract_token(
 def _body_tokens(body: bytes, content_type: str) -> list[str]:
     if content_type == FORM:
         return _parameters(body.decode("latin-1"))  # lossless; the form itself is ASCII
-    if content_type == JSON:
-        return json_tokens(body)
+    if is_json(content_type):
+        try:
+            return json_tokens(body)
+        except UnreadableJson:
+            raise UnreadableBody("a JSON body that may hold a token cannot be read") from None
     return []
 
 
 def body_holds_token(body: bytes, content_type: str) -> bool:
     """Whether a form body has an access_token parameter, or a JSON body an access_token
-    member, well-formed or not."""
-    if content_type == JSON:
+    member (or may have one and cannot be read), well-formed or not."""
+    if is_json(content_type):
         return json_holds_token(body)
     if content_type != FORM:
         return False
@@ -232,8 +251,8 @@ def query_without_token(raw_query: str) -> str:
 def body_without_token(body: bytes, content_type: str) -> bytes:
     """A form-encoded body without any `access_token` field, or a JSON body without any
     top-level `access_token` member; the rest as sent."""
-    if content_type == JSON:
-        return json_without_token(body) or body  # not JSON: no token was found in it
+    if is_json(content_type):
+        return json_without_token(body)  # a token was found in it: it reads
     return query_without_token(body.decode("latin-1")).encode("latin-1")
 
 

@@ -2,8 +2,8 @@
 hide_credentials with the rest of the body left as it was sent.
 
     tokens = json_tokens(body)          # the values of every top-level access_token member
-    json_holds_token(body)              # whether there is one at all, whatever its value
-    json_without_token(body)            # the body without them (None: not a JSON object)
+    json_holds_token(body)              # whether there may be one at all, whatever its value
+    json_without_token(body)            # the body without them
 
 Kong's openid-connect plugin reads a bearer token from a JSON body's top-level `access_token`
 (after the form body's) and, with hide_credentials, re-encodes the body without it. Here the
@@ -13,15 +13,18 @@ through binary, and write 1e400 as the non-JSON `Infinity`).
 
 A member is a token under any name an upstream's parser may read as `access_token`. Kong
 matches the name exactly, but Go's encoding/json fills an `access_token` field from a member
-whose name equals it case-insensitively, with Unicode folding ("ACCESS_TOKEN", or a long s or
-a Kelvin sign for an s or a k). Such a member is a token here too: verified, counted (a second
-token is a 400) and hidden, never left for the upstream to read unverified. A leading byte
-order mark is skipped, as lenient parsers skip it.
+whose name equals it case-insensitively, with Unicode simple folding ("ACCESS_TOKEN", or a
+long s or a Kelvin sign for an s or a k). Such a member is a token here too: verified, counted
+(a second token is a 400) and hidden, never left for the upstream to read unverified.
 
-Only the top-level object is framed here; each name and value is read by the standard
-library's own JSON scanner. A body that is not UTF-8 JSON holding an object (RFC 8259; no NaN
-or Infinity) holds no token: it goes upstream untouched, as Kong leaves a body cjson cannot
-decode.
+A body that may name such a member but is not strict UTF-8 JSON (RFC 8259; a leading byte order
+mark is skipped, as lenient parsers skip it) raises UnreadableJson, which the gateway answers
+with a 400: Kong would pass it on as holding no token, but parsers upstream read tokens out of
+bodies this one refuses (trailing data, NaN, UTF-16, lone surrogates, huge numbers). A body that
+cannot name one in any encoding a parser reads is not parsed at all.
+
+Only the top-level object is framed here, and only to hide a member; everything is read by the
+standard library's C scanner.
 """
 
 from __future__ import annotations
@@ -30,33 +33,132 @@ import json
 from json.scanner import make_scanner
 from typing import Any, Final, NamedTuple, NoReturn
 
-__all__ = ["json_holds_token", "json_tokens", "json_without_token"]
+__all__ = ["UnreadableJson", "json_holds_token", "json_tokens", "json_without_token"]
 
 ACCESS_TOKEN: Final = "access_token"  # noqa: S105 - a member name
 _WHITESPACE: Final = " \t\n\r"  # RFC 8259 §2
 _BOM: Final = "\ufeff"
+# Go's simple folding takes these two to ASCII letters (s, k); str.lower() does the rest.
+_GO_FOLDS: Final = str.maketrans({"\u017f": "s", "\u212a": "k"})
+# Bytes without which no parser reads a member name as access_token: the name itself in ASCII
+# letters of either case, a \u escape, the long s and Kelvin sign in UTF-8, or a NUL (UTF-16
+# and UTF-32 text, which some parsers take).
+_NAME_SIGNS: Final = (b"\\u", b"\x00", "\u017f".encode(), "\u212a".encode())
+
+
+class UnreadableJson(ValueError):
+    """The body may hold a token, and is not JSON this module can read."""
+
+
+class Member(NamedTuple):
+    name: str
+    value: Any
+
+
+class Span(NamedTuple):
+    name: str
+    start: int  # where its name's opening quote is
+    end: int  # just past its value
 
 
 def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
-# The C scanner json.loads uses, called at given offsets (typeshed types its argument as a
-# make_scanner; CPython passes a JSONDecoder, as here).
-_scan: Final = make_scanner(json.JSONDecoder(parse_constant=_no_constant))  # type: ignore[arg-type]
+def is_token_name(name: str) -> bool:
+    """Whether a member named `name` is read as `access_token` by some upstream's parser."""
+    return name == ACCESS_TOKEN or name.translate(_GO_FOLDS).lower() == ACCESS_TOKEN
 
 
-class Member(NamedTuple):
-    name: str
-    value: Any
-    start: int  # where its name's opening quote is
-    end: int  # just past its value
+def may_hold_token(body: bytes) -> bool:
+    """False when no parser could read an access_token member out of `body` (most JSON bodies,
+    on routes whose clients send the token elsewhere): then it is not parsed at all."""
+    return any(sign in body for sign in _NAME_SIGNS) or b"access_token" in body.lower()
 
 
-class TopLevel(NamedTuple):
-    text: str
-    members: list[Member]
-    close: int  # where the closing brace is
+# The pairs of the last object the decoder closed: the outermost one, once decoding ends.
+_last_pairs: list[list[tuple[str, Any]]] = []
+
+
+def _keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    _last_pairs[:] = [pairs]
+    return dict(pairs)
+
+
+_decoder: Final = json.JSONDecoder(object_pairs_hook=_keep_pairs, parse_constant=_no_constant)
+_UNREADABLE: Final = "unreadable"
+
+# One body, read once: extraction, the check after a 100 Continue and hiding all ask about the
+# same bytes object within one request.
+_last: tuple[bytes, list[Member] | str | None] | None = None
+
+
+def _members(body: bytes) -> list[Member] | None:
+    """The top-level object's members, in order, duplicates kept; None for JSON that is not an
+    object (an array or a scalar: no member anywhere a parser reads a token from).
+    UnreadableJson when `body` is not JSON."""
+    global _last
+    if _last is not None and _last[0] is body:
+        result = _last[1]
+    else:
+        result = _read(body)
+        _last = (body, result)
+    if result == _UNREADABLE:
+        raise UnreadableJson("the body is not UTF-8 JSON")
+    assert not isinstance(result, str)
+    return result
+
+
+def _read(body: bytes) -> list[Member] | str | None:
+    try:
+        value = _decoder.decode(body.decode("utf-8").removeprefix(_BOM))
+    except (ValueError, RecursionError):  # UTF-8, JSON, NaN, huge numbers, deep nesting
+        return _UNREADABLE
+    if not isinstance(value, dict):
+        return None
+    return [Member(name, member) for name, member in _last_pairs[0]]
+
+
+def json_tokens(body: bytes) -> list[str]:
+    """The top-level `access_token` members (under any name `is_token_name` accepts) that hold
+    a token. As Kong reads them, null, "" and an empty array or object are none; another
+    non-string value is a token that will fail (its JSON text). UnreadableJson."""
+    if not may_hold_token(body):
+        return []
+    tokens = []
+    for name, value in _members(body) or ():
+        if not is_token_name(name) or value is None or value in ("", [], {}):
+            continue
+        tokens.append(value if isinstance(value, str) else json.dumps(value))
+    return tokens
+
+
+def json_holds_token(body: bytes) -> bool:
+    """Whether the body has an `access_token` member, whatever its value, or may have one and
+    cannot be read (the caller's full check then refuses it)."""
+    if not may_hold_token(body):
+        return False
+    try:
+        return any(is_token_name(name) for name, _ in _members(body) or ())
+    except UnreadableJson:
+        return True
+
+
+def json_without_token(body: bytes) -> bytes:
+    """The body without its top-level `access_token` members, everything else as sent (the
+    members kept are joined by "," where whitespace may have been). Call only for a body
+    json_tokens read."""
+    if not any(is_token_name(name) for name, _ in _members(body) or ()):
+        return body
+    text = body.decode("utf-8")
+    opening = _skip(text, 1 if text.startswith(_BOM) else 0)
+    spans, close = _frame(text, opening)
+    kept = ",".join(text[s.start : s.end] for s in spans if not is_token_name(s.name))
+    return (text[: opening + 1] + kept + text[close:]).encode("utf-8")
+
+
+# -- framing: where each top-level member is (the text is known to be a JSON object) -----------
+_scan: Final = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def _skip(text: str, index: int) -> int:
@@ -65,102 +167,17 @@ def _skip(text: str, index: int) -> int:
     return index
 
 
-def _value_at(text: str, index: int) -> tuple[Any, int]:
-    try:
-        value, end = _scan(text, index)
-    except StopIteration:  # no JSON value starts here
-        raise ValueError("not a JSON value") from None
-    return value, end
-
-
-def parse(body: bytes) -> TopLevel | None:
-    """The top-level object's members, in order, duplicates kept; None when `body` is not one
-    JSON object (UTF-8, nothing but whitespace around it)."""
-    try:
-        text = body.decode("utf-8")
-        return _parse(text)
-    except (ValueError, RecursionError):  # UTF-8, JSON, huge numbers, deep nesting
-        return None
-
-
-def _parse(text: str) -> TopLevel | None:
-    index = _skip(text, 1 if text.startswith(_BOM) else 0)
-    if not text.startswith("{", index):
-        return None
-    members: list[Member] = []
-    index = _skip(text, index + 1)
-    if not text.startswith("}", index):
-        while True:
-            if not text.startswith('"', index):
-                return None
-            start = index
-            name, index = _value_at(text, index)
-            index = _skip(text, index)
-            if not text.startswith(":", index):
-                return None
-            value, index = _value_at(text, _skip(text, index + 1))
-            members.append(Member(name, value, start, index))
-            index = _skip(text, index)
-            if text.startswith(",", index):
-                index = _skip(text, index + 1)
-            elif text.startswith("}", index):
-                break
-            else:
-                return None
-    if _skip(text, index + 1) != len(text):
-        return None
-    return TopLevel(text, members, index)
-
-
-def is_token_name(name: str) -> bool:
-    """Whether a member named `name` is read as `access_token` by some upstream's parser."""
-    return name == ACCESS_TOKEN or name.casefold() == ACCESS_TOKEN
-
-
-def _may_hold_token(body: bytes) -> bool:
-    # A member name spells access_token in ASCII letters of either case, or with a \u escape
-    # or a non-ASCII letter that folds to one: a body with none of these is not parsed at all
-    # (most JSON bodies, on routes that take the token elsewhere).
-    return b"\\" in body or not body.isascii() or b"access_token" in body.lower()
-
-
-def json_tokens(body: bytes) -> list[str]:
-    """The top-level `access_token` members (under any name `is_token_name` accepts) that hold
-    a token. As Kong reads them, null, ""
-    and an empty array or object are none; another non-string value is a token that will
-    fail (its JSON text)."""
-    if not _may_hold_token(body):
-        return []
-    top = parse(body)
-    if top is None:
-        return []
-    tokens = []
-    for member in top.members:
-        value = member.value
-        if not is_token_name(member.name) or value is None or value in ("", [], {}):
-            continue
-        tokens.append(value if isinstance(value, str) else json.dumps(value))
-    return tokens
-
-
-def json_holds_token(body: bytes) -> bool:
-    """Whether the body is a JSON object with an `access_token` member, whatever its value."""
-    if not _may_hold_token(body):
-        return False
-    top = parse(body)
-    return top is not None and any(is_token_name(m.name) for m in top.members)
-
-
-def json_without_token(body: bytes) -> bytes | None:
-    """The body without its top-level `access_token` members, everything else as sent (the
-    members kept are joined by "," where whitespace may have been); None when it is not a JSON
-    object."""
-    top = parse(body)
-    if top is None:
-        return None
-    members, text = top.members, top.text
-    if not any(is_token_name(m.name) for m in members):
-        return body
-    kept = ",".join(text[m.start : m.end] for m in members if not is_token_name(m.name))
-    opening = text.index("{")
-    return (text[: opening + 1] + kept + text[top.close :]).encode("utf-8")
+def _frame(text: str, opening: int) -> tuple[list[Span], int]:
+    """The members of the object whose "{" is at `opening`, and where its "}" is."""
+    spans: list[Span] = []
+    index = _skip(text, opening + 1)
+    while text[index] != "}":
+        start = index
+        name, index = _scan(text, index)
+        index = _skip(text, index)  # now at ":"
+        _, index = _scan(text, _skip(text, index + 1))
+        spans.append(Span(name, start, index))
+        index = _skip(text, index)
+        if text[index] == ",":
+            index = _skip(text, index + 1)
+    return spans, index
