@@ -147,6 +147,8 @@ class TestIssuer:
     async def start(self) -> TestIssuer:
         app = web.Application()
         app.router.add_get(self.path + "/.well-known/openid-configuration", self._discovery)
+        # RFC 8414 metadata: the same document (its `issuer` is this issuer's identifier)
+        app.router.add_get(self.path + "/.well-known/oauth-authorization-server", self._discovery)
         app.router.add_get(self.path + "/jwks", self._jwks)
         self._server = TestServer(app, host="127.0.0.1", port=0)
         server_ssl = None

@@ -630,6 +630,18 @@ async def test_token_is_sent_upstream_as_bearer_by_default(
     assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
 
 
+async def test_an_rfc_8414_metadata_url_as_issuer(
+    upstream: TestServer, start_gateway: StartGateway, test_issuer: TestIssuer
+) -> None:
+    """Kong takes an issuer ending in /.well-known/oauth-authorization-server as the URL of
+    its metadata; tokens carry the identifier before it."""
+    metadata = test_issuer.issuer + "/.well-known/oauth-authorization-server"
+    route = make_route(make_service(upstream.port), oidc=OidcConfig.for_issuer(metadata))
+    gw = await start_gateway(route, key_policy=FAST_KEYS)
+    assert (await call(gw, token=test_issuer.mint())).status == 200
+    assert (await call(gw, token=test_issuer.mint(iss=metadata))).status == 401
+
+
 async def test_upstream_access_token_header_null_hides_the_token(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
@@ -645,6 +657,25 @@ async def test_custom_upstream_token_header(protect: Protect, test_issuer: TestI
     answer = await call(gw, token=token, headers={"X-Api-Token": "spoofed"})
     assert answer.upstream_headers("X-Api-Token") == [token]
     assert answer.upstream_headers("Authorization") == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "sent"),
+    [
+        ("authorization:dpop", "DPoP"),  # RFC 9449's spelling, as Kong writes it
+        ("authorization:basic", "Basic"),
+        ("Authorization:BEARER", "Bearer"),
+        ("x-token:custom", "Custom"),
+    ],
+)
+async def test_upstream_token_header_schemes_as_spelled_on_the_wire(
+    setting: str, sent: str, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect(upstream_access_token_header=setting)
+    token = test_issuer.mint()
+    answer = await call(gw, token=token)
+    header = setting.partition(":")[0]
+    assert answer.upstream_headers(header) == [f"{sent} {token}"]
 
 
 @pytest.mark.parametrize("name", ["X-Access-Token", "Access-Token"])

@@ -191,6 +191,12 @@ WELL_KNOWN = "/.well-known/openid-configuration"
     [
         (ISSUER, ISSUER + WELL_KNOWN, ISSUER),
         (ISSUER + WELL_KNOWN, ISSUER + WELL_KNOWN, ISSUER),
+        # an RFC 8414 metadata URL is a discovery URL as well (Kong takes it)
+        (
+            ISSUER + "/.well-known/oauth-authorization-server",
+            ISSUER + "/.well-known/oauth-authorization-server",
+            ISSUER,
+        ),
         # Auth0 style: the identifier ends with "/"; it stays as written, no "//" in discovery
         ("https://t.example/", "https://t.example" + WELL_KNOWN, "https://t.example/"),
         (
@@ -207,6 +213,24 @@ def test_issuer_discovery_url_and_identifier(issuer: str, discovery: str, expect
         discovery,
         expected,
     )
+
+
+@pytest.mark.parametrize(
+    ("lists", "claims", "names", "unpaired"),
+    [
+        ("[sub, email]\nupstream_headers_names: [x-sub]", ("sub",), ("x-sub",), "claims"),
+        ("[sub]\nupstream_headers_names: [x-sub, x-email]", ("sub",), ("x-sub",), "names"),
+    ],
+)
+def test_upstream_header_lists_of_different_lengths_pair_as_kong_pairs_them(
+    lists: str, claims: tuple[str, ...], names: tuple[str, ...], unpaired: str
+) -> None:
+    text = f"upstream_headers_claims: {lists}"
+    config = ok(text)
+    assert (config.upstream_headers_claims, config.upstream_headers_names) == (claims, names)
+    [warning] = warnings(text)
+    assert warning.startswith(".upstream_headers_names: ")
+    assert f"the {unpaired} without a" in warning and "ignored, as Kong ignores them" in warning
 
 
 def test_upstream_access_token_header_null_means_not_resent() -> None:
@@ -325,10 +349,6 @@ ERRORS = {
     "bad cookie name": (
         "bearer_token_param_type: [cookie]\nbearer_token_cookie_name: 'a b'",
         "bearer_token_cookie_name: invalid cookie name 'a b'",
-    ),
-    "upstream header lists differ": (
-        "upstream_headers_claims: [sub, email]\nupstream_headers_names: [x-sub]",
-        "upstream_headers_names: must have as many entries as upstream_headers_claims (1 vs 2)",
     ),
     "upstream header name invalid": (
         "upstream_headers_claims: [sub]\nupstream_headers_names: ['x sub']",
@@ -513,6 +533,24 @@ def test_unimplemented_fields_make_one_warning_in_file_order() -> None:
     """) == [
         ": not implemented by tokengate, ignored: client_id, session_secret, introspection_endpoint"
     ]
+
+
+def test_kongs_deprecated_names_load_with_a_warning() -> None:
+    """Kong still takes its shorthand fields (older names, "to be removed in Kong 4.0"), so a
+    dump of an older Kong holding them loads, with a warning naming them."""
+    assert warnings("""
+        session_cookie_lifetime: 3600
+        session_redis_host: 127.0.0.1
+        session_redis_cluster_nodes: [{ip: 10.0.0.1, port: 6379}]
+        authorization_cookie_httponly: true
+        session_strategy: null
+    """) == [
+        ": Kong's deprecated names (gone in Kong 4.0), ignored: session_cookie_lifetime, "
+        "session_redis_host, session_redis_cluster_nodes, authorization_cookie_httponly"
+    ]
+    assert error("session_cookie_lifetime: soon") == (
+        "session_cookie_lifetime: expected a number, got a string"
+    )
 
 
 def test_unimplemented_fields_at_kongs_defaults_do_not_warn() -> None:

@@ -497,12 +497,18 @@ def _lua_number(value: float) -> str:
         return str(value)
 
 
+# How the schemes Kong names are spelled on the wire (RFC 6750, RFC 7617, RFC 9449).
+_SCHEMES: Final = {"bearer": "Bearer", "basic": "Basic", "dpop": "DPoP"}
+
+
 def _parse_token_header(setting: str | None) -> tuple[bytes | None, bytes]:
     # Kong's format: "header-name" or "header-name:scheme" (e.g. "authorization:bearer").
     if not setting:
         return None, b""
     name, _, scheme = setting.partition(":")
-    prefix = (scheme.strip().capitalize() + " ").encode("latin-1") if scheme.strip() else b""
+    scheme = scheme.strip()
+    scheme = _SCHEMES.get(scheme.lower(), scheme.capitalize())
+    prefix = (scheme + " ").encode("latin-1") if scheme else b""
     return name.strip().encode("latin-1"), prefix
 
 

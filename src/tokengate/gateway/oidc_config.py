@@ -32,6 +32,7 @@ from tokengate.gateway.config_checks import (
 )
 
 DISCOVERY_SUFFIX: Final = "/.well-known/openid-configuration"
+METADATA_SUFFIX: Final = "/.well-known/oauth-authorization-server"  # RFC 8414 §3
 PARAM_TYPES: Final = ("body", "cookie", "header", "query")
 AUTH_METHODS: Final = (
     "authorization_code", "bearer", "client_credentials", "introspection", "kong_oauth2",
@@ -77,8 +78,8 @@ class OidcConfig:
     """One openid-connect plugin instance, as it applies to a route. Times are in seconds."""
 
     issuer: str  # as configured
-    discovery_url: str  # `issuer` + DISCOVERY_SUFFIX unless it already ends with it
-    expected_issuer: str  # the issuer identifier: `issuer` without DISCOVERY_SUFFIX
+    discovery_url: str  # `issuer` + DISCOVERY_SUFFIX unless it ends with it (or METADATA_SUFFIX)
+    expected_issuer: str  # the issuer identifier: `issuer` without either suffix
     issuers_allowed: tuple[str, ...] = ()
     extra_jwks_uris: tuple[str, ...] = ()
     jwks_endpoint: str | None = None
@@ -132,9 +133,11 @@ class OidcConfig:
 
 
 def issuer_urls(issuer: str) -> tuple[str, str]:
-    """`issuer` as configured → (discovery URL, issuer identifier). Kong takes either form."""
-    if issuer.endswith(DISCOVERY_SUFFIX):
-        return issuer, issuer.removesuffix(DISCOVERY_SUFFIX)
+    """`issuer` as configured → (discovery URL, issuer identifier). Kong takes either form, and
+    an RFC 8414 metadata URL as the discovery URL too."""
+    for suffix in (DISCOVERY_SUFFIX, METADATA_SUFFIX):
+        if issuer.endswith(suffix):
+            return issuer, issuer.removesuffix(suffix)
     # "https://tenant.example/" is an identifier too (Auth0 writes it so): keep its slash.
     return issuer.rstrip("/") + DISCOVERY_SUFFIX, issuer
 
@@ -144,7 +147,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
     (each one already reported as `FILE: path.field: message`)."""
     before = len(report.errors)
     data = dict(raw)
-    f = Fields(report, path, data, KONG_FIELDS)
+    f = Fields(report, path, data, KONG_FIELDS.keys() | DEPRECATED_FIELDS.keys())
     issuer = f.checked("issuer", _issuer_url, required=True)
     _refuse_unverified(f)
     _refuse_unenforceable(f)
@@ -162,8 +165,17 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         for key in ("upstream_headers_claims", "upstream_headers_names")
     )
     if claims_count != names_count:
-        message = f"must have as many entries as upstream_headers_claims ({names_count} vs"
-        f.error("upstream_headers_names", f"{message} {claims_count})")
+        # Kong's handler pairs them by position and skips a claim without a name.
+        unpaired = (
+            "claims without a name" if claims_count > names_count else "names without a claim"
+        )
+        f.warn(
+            "upstream_headers_names",
+            f"{names_count} names for {claims_count} upstream_headers_claims: the {unpaired} "
+            "are ignored, as Kong ignores them",
+        )
+        paired = min(len(claims), len(names))
+        claims, names = claims[:paired], names[:paired]
     token_header = _upstream_token_header(f)
     token_header_name = (token_header or "").partition(":")[0].strip().lower()
     if token_header_name and token_header_name in (name.lower() for name in names):
@@ -339,11 +351,15 @@ def _unimplemented(f: Fields) -> None:
     """Type-check every other Kong field; name the ones set to a non-default value in one
     warning. Comparing with Kong's defaults keeps a `deck gateway dump` (which writes every
     field) from warning about all of them."""
-    ignored = []
+    ignored, deprecated = [], []
     for key, value in f.data.items():
+        if value is not None and key in DEPRECATED_FIELDS:
+            if _well_typed(f, key, value, DEPRECATED_FIELDS[key]):
+                deprecated.append(key)
+            continue
         if value is None or key not in KONG_FIELDS or key in _IMPLEMENTED:
             continue
-        if key != "ignore_signature" and not _well_typed(f, key, value):
+        if key != "ignore_signature" and not _well_typed(f, key, value, KONG_FIELDS[key]):
             continue
         default = KONG_DEFAULTS.get(key, _MISSING)
         given = tuple(value) if isinstance(value, list) else value
@@ -352,10 +368,12 @@ def _unimplemented(f: Fields) -> None:
         ignored.append(key)
     if ignored:
         f.report.warn(f.path, f"not implemented by tokengate, ignored: {', '.join(ignored)}")
+    if deprecated:
+        names = ", ".join(deprecated)
+        f.report.warn(f.path, f"Kong's deprecated names (gone in Kong 4.0), ignored: {names}")
 
 
-def _well_typed(f: Fields, key: str, value: Any) -> bool:
-    kind = KONG_FIELDS[key]
+def _well_typed(f: Fields, key: str, value: Any, kind: str) -> bool:
     element = kind.removesuffix("[]")
     if kind != element:
         if not isinstance(value, list):
@@ -478,7 +496,11 @@ def _token_header(text: str) -> str:
 # --- the README's field table ---------------------------------------------------------------
 
 _NOTES: Final[Mapping[str, str]] = MappingProxyType({
-    "auth_methods": "bearer only (others warned about; a list without bearer is an error)",
+    "auth_methods": (
+        "bearer only (others listed are warned about, but not Kong's default list, left out or "
+        "written out: tokengate then starts no session after a bearer login, where Kong sets a "
+        "session cookie; a list without bearer is an error)"
+    ),
     "verify_signature": "always true: false is an error",
     "verify_claims": "always true: false is an error",
     "enable_hs_signatures": "always false: true is an error",
@@ -497,7 +519,11 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
         "yes: false lets every OPTIONS request through without a token, as Kong does (a CORS "
         "preflight or not)"
     ),
-    "issuer": "yes: discovery URL or issuer identifier",
+    "issuer": "yes: discovery URL, RFC 8414 metadata URL or issuer identifier",
+    "upstream_headers_names": (
+        "yes: paired with upstream_headers_claims by position; unpaired entries are ignored, "
+        "as Kong ignores them (with a warning)"
+    ),
 })  # fmt: skip
 
 
@@ -527,6 +553,33 @@ def _yaml_value(value: object) -> str:
 # published schema of the plugin (kong-openid-connect-plugin-schema.json). Generated, not edited
 # by hand: regenerate when following a newer Kong.
 
+# Kong's shorthand_fields: older names Kong still takes (its schema says "to be removed in Kong
+# 4.0") and maps onto the fields above; dumps of older Kong versions still hold them.
+DEPRECATED_FIELDS: Final[Mapping[str, str]] = MappingProxyType({
+    **dict.fromkeys((
+        "authorization_cookie_samesite", "session_compressor", "session_cookie_samesite",
+        "session_memcache_host", "session_memcache_prefix", "session_memcache_socket",
+        "session_redis_host", "session_redis_password", "session_redis_prefix",
+        "session_redis_server_name", "session_redis_socket", "session_redis_username",
+        "session_strategy",
+    ), "string"),
+    **dict.fromkeys((
+        "authorization_cookie_httponly", "session_cookie_httponly", "session_redis_ssl",
+        "session_redis_ssl_verify",
+    ), "boolean"),
+    **dict.fromkeys((
+        "authorization_cookie_lifetime", "session_auth_ttl", "session_cookie_idletime",
+        "session_cookie_lifetime", "session_cookie_renew",
+    ), "number"),
+    **dict.fromkeys((
+        "session_cookie_maxsize", "session_memcache_port", "session_redis_cluster_max_redirections",
+        "session_redis_cluster_maxredirections", "session_redis_connect_timeout",
+        "session_redis_port", "session_redis_read_timeout", "session_redis_send_timeout",
+    ), "integer"),
+    **dict.fromkeys((
+        "session_redis_cluster_nodes",
+    ), "object[]"),
+})  # fmt: skip
 KONG_FIELDS: Final[Mapping[str, str]] = MappingProxyType({
     **dict.fromkeys((
         "anonymous", "authorization_cookie_domain", "authorization_cookie_name",
