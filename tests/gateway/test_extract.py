@@ -104,6 +104,12 @@ def test_other_schemes_are_no_bearer_token(value: str) -> None:
     assert bearer(value) is None
 
 
+@pytest.mark.parametrize("value", ["Bearer\tabc", "bearer \t abc", " Bearer abc "])
+def test_scheme_and_token_part_at_a_space_or_a_tab(value: str) -> None:
+    """As Kong's `^(%S+)%s(.+)`: a tab separates them too."""
+    assert bearer(value) == TokenLocation("abc", "header")
+
+
 def test_no_authorization_header_is_no_token() -> None:
     assert extract() is None
 

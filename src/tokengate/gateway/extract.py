@@ -60,6 +60,7 @@ _B64_CHARS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 # means a token hidden behind a ";" is seen here too, and removed by the hide helpers.
 _SEPARATOR: Final = re.compile(r"([&;])")
 _NO_BODY_METHODS: Final = frozenset({"GET", "HEAD"})  # RFC 6750 §2.2: never with GET
+_SCHEME_SPLIT: Final = re.compile(r"([^ \t]*)[ \t]?(.*)", re.DOTALL)
 _PHP_NAME: Final = str.maketrans(". [", "___")  # what PHP makes of these in a parameter name
 # Kong's `header` place besides Authorization: headers that hold the token itself.
 TOKEN_HEADERS: Final = ("access-token", "x-access-token")
@@ -163,7 +164,10 @@ def _bearer(value: str) -> str | None:
     "" when there are none (no token, as Kong reads it); None for another scheme."""
     if value.startswith(("Bearer ", "bearer ")) and value.find(" ", 7) < 0 and len(value) > 7:
         return value[7:]  # the usual spelling
-    scheme, _, credentials = value.strip(" \t").partition(" ")
+    # Scheme and credentials part at the first space or tab, as Kong's `^(%S+)%s(.+)` does.
+    parts = _SCHEME_SPLIT.match(value.strip(" \t"))
+    assert parts is not None  # every string matches
+    scheme, credentials = parts.groups()
     if scheme.lower() != "bearer":
         return None  # another scheme: no bearer token here
     return credentials.strip(" \t")
