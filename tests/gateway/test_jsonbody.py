@@ -42,6 +42,7 @@ from tokengate.gateway.jsonbody import (
         ('{"ACCE\u017fS_TO\u212aEN": "x"}'.encode(), ["x"]),  # long s, Kelvin sign
         (b'{"access_token": "a", "ACCESS_TOKEN": "b"}', ["a", "b"]),
         (b'\xef\xbb\xbf{"access_token": "x"}', ["x"]),  # a BOM, as lenient parsers skip it
+        (b'{"access_token": "x", "a": "\\ud800"}', ["x"]),  # an escaped lone surrogate is JSON
         # JSON, not an object: no member anywhere
         (b'["access_token"]', []),
         (b'"access_token"', []),
@@ -77,7 +78,8 @@ def test_json_tokens(body: bytes, tokens: list[str]) -> None:
 def test_a_body_that_may_hold_a_token_and_cannot_be_read_is_refused(body: bytes) -> None:
     with pytest.raises(UnreadableJson):
         json_tokens(body)
-    assert json_holds_token(body)  # so that the caller's full check refuses it
+    with pytest.raises(UnreadableJson):
+        json_holds_token(body)
 
 
 def test_holds_token_whatever_the_value() -> None:
@@ -123,7 +125,15 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=12,
 )
-NAMES = st.sampled_from(["access_token", "Access_Token", "a", "access", "é"]) | st.text(max_size=6)
+NAMES = st.sampled_from(
+    ["access_token", "Access_Token", "acce\u017fs_to\u212aen", "acce\u00df_token", "a", "é"]
+) | st.text(max_size=6)
+
+
+def go_folded(name: str) -> str:
+    """A name as Go's encoding/json compares it with an ASCII field name: simple case folding,
+    in which only the long s and the Kelvin sign fold to ASCII letters (ß is not "ss")."""
+    return name.translate({0x17F: "s", 0x212A: "k"}).lower()
 
 
 @given(st.lists(st.tuples(NAMES, JSON_VALUES), max_size=6), st.booleans(), st.booleans())
@@ -137,7 +147,7 @@ def test_any_object_loses_exactly_its_token_members(
     body = (
         "{" + separators[0].join(f"{encode(n)}{separators[1]}{encode(v)}" for n, v in members) + "}"
     ).encode()
-    named = [v for n, v in members if n.casefold() == "access_token"]
+    named = [v for n, v in members if go_folded(n) == "access_token"]
     assert json_holds_token(body) == bool(named)
     expected_tokens = [
         v if isinstance(v, str) else json.dumps(v) for v in named if v not in (None, "", [], {})
@@ -145,7 +155,7 @@ def test_any_object_loses_exactly_its_token_members(
     assert json_tokens(body) == expected_tokens
     stripped = json_without_token(body)
     assert stripped is not None
-    assert json.loads(stripped) == {n: v for n, v in members if n.casefold() != "access_token"}
+    assert json.loads(stripped) == {n: v for n, v in members if go_folded(n) != "access_token"}
 
 
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
@@ -154,7 +164,8 @@ def test_any_bytes_give_an_answer(body: bytes) -> None:
     try:
         tokens = json_tokens(body)
     except UnreadableJson:
-        assert json_holds_token(body)
+        with pytest.raises(UnreadableJson):
+            json_holds_token(body)
         return
     if tokens:
         assert json_holds_token(body)

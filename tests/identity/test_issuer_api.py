@@ -379,12 +379,13 @@ async def test_parameters_without_a_value_are_as_if_omitted(issuer: Issuer) -> N
             issuer.path + "/oauth/token", data=data, headers={**auth, **form}
         ) as resp:
             assert resp.status == 200, (blank, await resp.text())
-    # and a blank one beside a real one is not a repeat
+    # a blank one beside a real one is still a repeat (§3.2: at most once)
     data = f"grant_type=client_credentials&client_id=&client_id={issuer.client.id}"
     data += f"&client_secret={issuer.secret}"
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     async with issuer.http.post(issuer.path + "/oauth/token", data=data, headers=form) as resp:
-        assert resp.status == 200, await resp.text()
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"] == "invalid_request"
 
 
 async def test_two_authorization_headers_are_invalid_request(issuer: Issuer) -> None:

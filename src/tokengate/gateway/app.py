@@ -34,7 +34,7 @@ from tokengate.gateway.config import GatewayConfig, Route, Service
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
 from tokengate.gateway.exchange import ERROR, Exchange
-from tokengate.gateway.extract import body_holds_token, needs_body
+from tokengate.gateway.extract import body_holds_token, is_encoded, needs_body
 from tokengate.gateway.forwarded import (
     Forwarded,
     TrustedPeers,
@@ -325,7 +325,10 @@ class Gateway:
                         body, body_prefix = await self._read_searched_body(request)
                         checking += perf_counter() - reading  # the body's pace is the client's
                     if verdict is None or (
-                        body is not None and body_holds_token(body, request.content_type)
+                        body is not None
+                        and body_holds_token(
+                            body, request.content_type, encoded=is_encoded(request)
+                        )
                     ):
                         verdict = await auth.check(request, body)
                     edits, exchange.outcome = verdict

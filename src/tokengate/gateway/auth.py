@@ -130,9 +130,9 @@ class Authenticator:
         self._token_header, self._token_prefix = _parse_token_header(
             config.upstream_access_token_header
         )
-        self._claim_headers = tuple(
-            zip(config.upstream_headers_claims, config.upstream_headers_names, strict=True)
-        )
+        claims, names = config.upstream_headers_claims, config.upstream_headers_names
+        # More names than claims: the rest are only dropped from the client's (_set_headers).
+        self._claim_headers = tuple(zip(claims, names[: len(claims)], strict=True))
         # What the hot path (cached_edits) must rule out before it may answer.
         places = config.bearer_token_param_type
         self._hot_path = "header" in places

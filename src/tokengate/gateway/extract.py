@@ -79,12 +79,10 @@ class TokenLocation(NamedTuple):
 
 def needs_body(request: web.BaseRequest, config: OidcConfig) -> bool:
     """Whether the caller must read the body and pass it to `extract_token`: only for a
-    form-encoded body (not on GET or HEAD) or a JSON one, not compressed, when `body` is an
-    allowed place. Every other body is streamed untouched."""
+    form-encoded body (not on GET or HEAD) or a JSON one, when `body` is an allowed place.
+    Every other body is streamed untouched."""
     if "body" not in config.bearer_token_param_type or not request.body_exists:
         return False
-    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
-        return False  # compressed: streamed unsearched, as one past the size bound
     content_type = request.content_type
     if content_type == FORM:
         return request.method not in _NO_BODY_METHODS
@@ -126,7 +124,8 @@ def extract_token(
         if raw_query and ("access" in raw_query or "%" in raw_query):
             found += (TokenLocation(t, "query") for t in _parameters(raw_query))
     if body is not None and "body" in places:
-        found += (TokenLocation(t, "body") for t in _body_tokens(body, request.content_type))
+        tokens = _body_tokens(body, request.content_type, is_encoded(request))
+        found += (TokenLocation(t, "body") for t in tokens)
     if "cookie" in places and config.bearer_token_cookie_name is not None:
         name = config.bearer_token_cookie_name
         for header in request.headers.getall("Cookie", ()):
@@ -137,22 +136,34 @@ def extract_token(
     return found[0] if found else None
 
 
-def _body_tokens(body: bytes, content_type: str) -> list[str]:
+def is_encoded(request: web.BaseRequest) -> bool:
+    """Whether the body says it is compressed: a Content-Encoding other than identity."""
+    codings = ",".join(request.headers.getall("Content-Encoding", ())).split(",")
+    return any(coding.strip(" \t").lower() not in ("", "identity") for coding in codings)
+
+
+def _body_tokens(body: bytes, content_type: str, encoded: bool) -> list[str]:
     if content_type == FORM:
         return _parameters(body.decode("latin-1"))  # lossless; the form itself is ASCII
     if is_json(content_type):
         try:
             return json_tokens(body)
         except UnreadableJson:
+            if encoded:  # really compressed: unsearched, as a body past the size bound
+                return []
             raise UnreadableBody("a JSON body that may hold a token cannot be read") from None
     return []
 
 
-def body_holds_token(body: bytes, content_type: str) -> bool:
+def body_holds_token(body: bytes, content_type: str, *, encoded: bool = False) -> bool:
     """Whether a form body has an access_token parameter, or a JSON body an access_token
-    member (or may have one and cannot be read), well-formed or not."""
+    member (or may have one and cannot be read, unless it is compressed), well-formed or
+    not."""
     if is_json(content_type):
-        return json_holds_token(body)
+        try:
+            return json_holds_token(body)
+        except UnreadableJson:
+            return not encoded  # the full check refuses it
     if content_type != FORM:
         return False
     pairs = _SEPARATOR.split(body.decode("latin-1"))[::2]

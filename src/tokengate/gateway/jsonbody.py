@@ -2,7 +2,7 @@
 hide_credentials with the rest of the body left as it was sent.
 
     tokens = json_tokens(body)          # the values of every top-level access_token member
-    json_holds_token(body)              # whether there may be one at all, whatever its value
+    json_holds_token(body)              # whether there is one at all, whatever its value
     json_without_token(body)            # the body without them
 
 Kong's openid-connect plugin reads a bearer token from a JSON body's top-level `access_token`
@@ -20,8 +20,8 @@ long s or a Kelvin sign for an s or a k). Such a member is a token here too: ver
 A body that may name such a member but is not strict UTF-8 JSON (RFC 8259; a leading byte order
 mark is skipped, as lenient parsers skip it) raises UnreadableJson, which the gateway answers
 with a 400: Kong would pass it on as holding no token, but parsers upstream read tokens out of
-bodies this one refuses (trailing data, NaN, UTF-16, lone surrogates, huge numbers). A body that
-cannot name one in any encoding a parser reads is not parsed at all.
+bodies this one refuses (trailing data, NaN, UTF-16, surrogates encoded as UTF-8 bytes, huge
+numbers). A body that cannot name one in any encoding a parser reads is not parsed at all.
 
 Only the top-level object is framed here, and only to hide a member; everything is read by the
 standard library's C scanner.
@@ -116,7 +116,7 @@ def _read(body: bytes) -> list[Member] | str | None:
         return _UNREADABLE
     if not isinstance(value, dict):
         return None
-    return [Member(name, member) for name, member in _last_pairs[0]]
+    return [Member(name, member) for name, member in _last_pairs.pop()]
 
 
 def json_tokens(body: bytes) -> list[str]:
@@ -134,14 +134,10 @@ def json_tokens(body: bytes) -> list[str]:
 
 
 def json_holds_token(body: bytes) -> bool:
-    """Whether the body has an `access_token` member, whatever its value, or may have one and
-    cannot be read (the caller's full check then refuses it)."""
+    """Whether the body has an `access_token` member, whatever its value. UnreadableJson."""
     if not may_hold_token(body):
         return False
-    try:
-        return any(is_token_name(name) for name, _ in _members(body) or ())
-    except UnreadableJson:
-        return True
+    return any(is_token_name(name) for name, _ in _members(body) or ())
 
 
 def json_without_token(body: bytes) -> bytes:

@@ -164,18 +164,21 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         len(value) if isinstance(value := f.raw(key), list) else 0
         for key in ("upstream_headers_claims", "upstream_headers_names")
     )
-    if claims_count != names_count:
+    if claims_count > names_count:
         # Kong's handler pairs them by position and skips a claim without a name.
-        unpaired = (
-            "claims without a name" if claims_count > names_count else "names without a claim"
-        )
         f.warn(
             "upstream_headers_names",
-            f"{names_count} names for {claims_count} upstream_headers_claims: the {unpaired} "
-            "are ignored, as Kong ignores them",
+            f"{names_count} names for {claims_count} upstream_headers_claims: the claims "
+            "without a name are ignored, as Kong ignores them",
         )
-        paired = min(len(claims), len(names))
-        claims, names = claims[:paired], names[:paired]
+        claims = claims[: len(names)]
+    elif names_count > claims_count:
+        # Kept: the gateway still never takes those headers from the client.
+        f.warn(
+            "upstream_headers_names",
+            f"{names_count} names for {claims_count} upstream_headers_claims: the names "
+            "without a claim are set from nothing, but still dropped from client requests",
+        )
     token_header = _upstream_token_header(f)
     token_header_name = (token_header or "").partition(":")[0].strip().lower()
     if token_header_name and token_header_name in (name.lower() for name in names):
@@ -521,8 +524,9 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
     ),
     "issuer": "yes: discovery URL, RFC 8414 metadata URL or issuer identifier",
     "upstream_headers_names": (
-        "yes: paired with upstream_headers_claims by position; unpaired entries are ignored, "
-        "as Kong ignores them (with a warning)"
+        "yes: paired with upstream_headers_claims by position (with a warning when the counts "
+        "differ: a claim without a name is ignored, as Kong ignores it; a name without a claim "
+        "is set from nothing and still dropped from client requests)"
     ),
 })  # fmt: skip
 

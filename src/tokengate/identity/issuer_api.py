@@ -426,9 +426,11 @@ async def _token_request(request: web.BaseRequest) -> TokenRequest:
         raise InvalidRequest(f"the form's charset must be UTF-8, not {charset[:32]!r}")
     try:
         # The body once, parsed by the standard library (aiohttp's request.post() would build a
-        # MultiDict around the same parse_qsl), blank values left out.
+        # MultiDict around the same parse_qsl).
         text = (await request.read()).decode(charset).rstrip()
-        pairs = parse_qsl(text, encoding=charset, errors="strict", max_num_fields=64)
+        pairs = parse_qsl(
+            text, keep_blank_values=True, encoding=charset, errors="strict", max_num_fields=64
+        )
     except (ValueError, LookupError):  # bad bytes or escapes, unknown charset, too many fields
         raise InvalidRequest("malformed form body") from None
     except ConnectionError:  # the client left mid-body: nobody will read the answer
@@ -438,6 +440,8 @@ async def _token_request(request: web.BaseRequest) -> TokenRequest:
         if key in form:
             raise InvalidRequest(f"parameter {key[:64]!r} is repeated")
         form[key] = value
+    # Repeats counted, a parameter without a value is then as if omitted (§3.1).
+    form = {key: value for key, value in form.items() if value}
     authorization = request.headers.getall("Authorization", [])
     if len(authorization) > 1:
         raise InvalidRequest("more than one Authorization header")
