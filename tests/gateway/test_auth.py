@@ -656,6 +656,18 @@ async def test_a_header_name_without_a_claim_is_still_never_taken_from_the_clien
     assert answer.upstream_headers("X-Tenant") == []
 
 
+async def test_claim_headers_are_the_gateways_under_either_spelling(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """CGI, WSGI and PHP read X_Sub and X-Sub alike: neither spelling comes from the client."""
+    gw = await protect(upstream_headers_claims=("sub",), upstream_headers_names=("X_Sub",))
+    spoofed = {"X-Sub": "spoof", "x_sub": "spoof", "session_id": "s1"}
+    answer = await call(gw, token=test_issuer.mint(sub="alice"), headers=spoofed)
+    assert answer.status == 200
+    assert [(k, v) for k, v in answer.json["headers"] if "sub" in k.lower()] == [("X_Sub", "alice")]
+    assert answer.upstream_headers("session_id") == ["s1"]
+
+
 async def test_upstream_access_token_header_null_hides_the_token(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:

@@ -62,6 +62,10 @@ def test_connection_named_headers_are_dropped_case_insensitively() -> None:
         b"Forwarded",
         b"X-Real-IP",
         b"X_Consumer_ID",  # underscores: CGI would read it as X-Consumer-ID
+        b"x_forwarded_for",
+        b"X_Real_IP",
+        b"keep_alive",
+        b"Proxy",  # httpoxy
         # the client's address, or another path to serve, to some frameworks
         b"X-Forwarded",
         b"True-Client-IP",
@@ -73,6 +77,28 @@ def test_connection_named_headers_are_dropped_case_insensitively() -> None:
 def test_client_identity_headers_never_reach_the_upstream(name: bytes) -> None:
     out = head([(name, b"spoofed"), (b"Accept", b"*/*")])
     assert b"spoofed" not in out
+    assert b"Accept: */*\r\n" in out
+
+
+@pytest.mark.parametrize("name", [b"session_id", b"X_Api_Version", b"_private"])
+def test_other_names_with_underscores_pass_as_kong_passes_them(name: bytes) -> None:
+    out = head([(name, b"kept")])
+    assert name + b": kept\r\n" in out
+
+
+def test_an_underscore_spelling_of_a_header_the_gateway_sets_is_dropped() -> None:
+    # `drop` holds the route's claim headers, "-" for "_": both spellings are the gateway's.
+    raw = [(b"X_User", b"spoofed"), (b"x-user", b"spoofed"), (b"X-Other", b"kept")]
+    out = build_request_head(
+        b"GET", b"/", tuple(raw), host=b"h", added=b"", framing=b"", drop=frozenset({b"x-user"})
+    )
+    assert b"spoofed" not in out
+    assert b"X-Other: kept\r\n" in out
+
+
+def test_connection_naming_a_header_drops_its_underscore_spelling_too() -> None:
+    out = head([(b"Connection", b"x-secret"), (b"X_Secret", b"s"), (b"Accept", b"*/*")])
+    assert b"X_Secret" not in out
     assert b"Accept: */*\r\n" in out
 
 

@@ -81,17 +81,19 @@ async def test_non_latin1_host_header_is_not_a_500(
 async def test_underscore_spellings_of_identity_headers_do_not_reach_upstream(
     start_gateway: StartGateway,
 ) -> None:
-    """Underscore spellings (X_Consumer_ID ...) never reach the upstream, as with nginx's
-    default: CGI-style servers would read them as the headers the gateway vouches for."""
+    """Underscore spellings (X_Consumer_ID ...) of the headers the gateway vouches for never
+    reach the upstream: CGI-style servers would read them as those headers. Other names with
+    underscores pass, as Kong passes them."""
     async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
         gw = await start_gateway(make_route(make_service(up.port)))
         await raw_request(
             gw.proxy_port,
             b"GET / HTTP/1.1\r\nHost: a\r\nX_Consumer_ID: admin\r\nX_Userinfo: e30=\r\n"
             b"X_Forwarded_For: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\n"
-            b"X_Authenticated_Userid: admin\r\nConnection: close\r\n\r\n",
+            b"X_Authenticated_Userid: admin\r\nsession_id: s1\r\nConnection: close\r\n\r\n",
         )
     (head,) = up.requests
+    assert b"session_id: s1\r\n" in head
     for forged in (b"X_Consumer_ID", b"X_Userinfo", b"X_Forwarded_For", b"X_Real_IP",
                    b"X_Authenticated_Userid"):  # fmt: skip
         assert forged.lower() not in head.lower(), forged

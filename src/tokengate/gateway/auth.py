@@ -140,8 +140,10 @@ class Authenticator:
         self._body_tokens = "body" in places
         self._cookie_tokens = "cookie" in places and bool(config.bearer_token_cookie_name)
         self._preflight_passes = not config.run_on_preflight
+        # Compared with client header names read with "-" for "_" (headers.build_request_head).
         self._set_headers = frozenset(
-            [name.lower().encode("latin-1") for name in config.upstream_headers_names]
+            name.replace(b"_", b"-")
+            for name in [n.lower().encode("latin-1") for n in config.upstream_headers_names]
             + ([self._token_header.lower()] if self._token_header is not None else [])
         )
         # An anonymous pass: the headers a verified token would fill stay empty (a client must

@@ -8,8 +8,9 @@ Requests are assembled as bytes straight from aiohttp's raw headers: one pass, n
 Rules (RFC 9110 §7.6.1, RFC 9112 §9.6, and DESIGN's security invariants):
 - hop-by-hop headers, and any header the client's `Connection` names, stop here (both ways);
 - framing (Content-Length, Transfer-Encoding) is always ours, never copied;
-- client header names containing "_" are dropped (nginx's default), so `X_Consumer_ID` cannot
-  pass for `X-Consumer-ID` at a CGI-style upstream;
+- client header names containing "_" pass, as Kong passes them (its nginx has
+  underscores_in_headers on), unless, read with "-" for "_", they name a header dropped here:
+  CGI, WSGI and PHP read `X_Consumer_ID` as `X-Consumer-ID`, so it never passes for it;
 - X-Forwarded-*, Forwarded, X-Real-IP and identity headers (X-Consumer-*, X-Userinfo,
   X-Authenticated-*, X-Credential-Identifier, X-Anonymous-Consumer) are the gateway's to set:
   a client-sent one never reaches the upstream, so an upstream may trust them;
@@ -62,6 +63,9 @@ _REQUEST_DROP: Final = HOP_BY_HOP | {
     b"x-client-ip",
     b"x-original-url",
     b"x-rewrite-url",
+    # httpoxy: CGI puts it in HTTP_PROXY, which HTTP clients in the upstream take for their
+    # outbound proxy (Kong clears it too).
+    b"proxy",
 }
 _REQUEST_DROP_PREFIXES: Final = (b"x-forwarded-", b"x-consumer-", b"x-authenticated-")
 
@@ -114,20 +118,24 @@ def build_request_head(
 ) -> bytes:
     """The upstream request head: client headers that survive, then `added` (the gateway's
     own header lines, CRLF-terminated), then `framing` (Content-Length / Transfer-Encoding).
-    `drop` names (lower-case) further client headers to leave out, e.g. a hidden credential."""
+    `drop` names (lower-case, "-" for any "_") further client headers to leave out, e.g. a
+    hidden credential."""
     parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     named: frozenset[bytes] | None = None
     via: list[bytes] = []
     for name, value in raw_headers:
         lname = name.lower()
-        # Names with "_" are dropped as nginx (and so Kong) does by default: CGI, WSGI and PHP
-        # read X_Consumer_ID as X-Consumer-ID, which would smuggle past the list above.
-        if (
-            lname in _REQUEST_DROP
-            or lname.startswith(_REQUEST_DROP_PREFIXES)
-            or b"_" in lname
-            or lname in drop
-        ):
+        if b"_" in lname:
+            # CGI, WSGI and PHP read X_Consumer_ID as X-Consumer-ID: such a spelling of a
+            # header dropped here would smuggle past the checks below.
+            dashed = lname.replace(b"_", b"-")
+            if (
+                dashed in _REQUEST_DROP
+                or dashed.startswith(_REQUEST_DROP_PREFIXES)
+                or dashed in drop
+            ):
+                continue
+        if lname in _REQUEST_DROP or lname.startswith(_REQUEST_DROP_PREFIXES) or lname in drop:
             if lname == b"connection":
                 named = _named_by(value, raw_headers, first=named is None)
             elif lname == b"via":
@@ -146,7 +154,7 @@ def _without_named(parts: list[bytes], named: frozenset[bytes], *, head: int) ->
     # `head` leading pieces, then (name, ": ", value, CRLF) per header.
     kept = parts[:head]
     for i in range(head, len(parts), 4):
-        if parts[i].lower() not in named:
+        if parts[i].lower().replace(b"_", b"-") not in named:
             kept += parts[i : i + 4]
     return kept
 
