@@ -778,14 +778,16 @@ async def test_an_early_answer_to_an_upload_the_upstream_stopped_reading_closes_
         % (len(SMUGGLED), SMUGGLED),
         b"CONNECT /public HTTP/1.1\r\nHost: a\r\n\r\n" + SMUGGLED,
         b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n" + SMUGGLED,
+        b"TRACE /public HTTP/1.1\r\nHost: a\r\nCookie: session=s\r\n\r\n" + SMUGGLED,
     ],
-    ids=["with a body", "then bytes", "authority form"],
+    ids=["with a body", "then bytes", "authority form", "trace"],
 )
-async def test_connect_is_405_and_nothing_after_it_is_read_as_a_request(
+async def test_connect_and_trace_are_405_and_nothing_after_them_is_read_as_a_request(
     request_bytes: bytes, start_gateway: StartGateway
 ) -> None:
     """As nginx (so Kong) answers: 405, and the connection closes, so the bytes after a CONNECT
-    head (tunnel data, or a body a front proxy framed) never become a request of their own."""
+    head (tunnel data, or a body a front proxy framed) never become a request of their own; a
+    TRACE never reaches the upstream to echo the client's cookies."""
     async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
         raw = await raw_request(gw.proxy_port, request_bytes)

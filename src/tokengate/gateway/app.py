@@ -63,6 +63,7 @@ from tokengate.gateway.shared_metrics import files_per_process, scrape_registry
 
 log = logging.getLogger("tokengate.gateway")
 
+_REFUSED_METHODS: Final = frozenset({"CONNECT", "TRACE"})
 SEARCHED_BODY_LIMIT: Final = 64 * 1024  # largest form or JSON body read to find a token in
 _HOSTS_REMEMBERED: Final = 1024
 # With --workers, how often each worker moves its figures into the shared metric files.
@@ -245,9 +246,10 @@ class Gateway:
     async def _handle(
         self, request: web.BaseRequest, request_id: bytes, exchange: Exchange
     ) -> web.StreamResponse:
-        if request.method == "CONNECT":
-            # nginx, so Kong, answers 405: a reverse proxy opens no tunnels. Whatever follows
-            # the head (a body, tunnel bytes) must not be parsed as the next request.
+        if request.method in _REFUSED_METHODS:
+            # nginx, so Kong, answers 405: a reverse proxy opens no tunnels, and a TRACE would
+            # echo the client's cookies and credentials back (cross-site tracing). Whatever
+            # follows the head (a body, tunnel bytes) must not be parsed as the next request.
             return await answer_and_close(request, responses.method_not_allowed())
         if request.version < (1, 1) and "Transfer-Encoding" in request.headers:
             # RFC 9112 §6.1: HTTP/1.0 has no chunking, so this framing is faulty; a front proxy

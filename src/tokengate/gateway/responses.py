@@ -43,7 +43,7 @@ def payload_too_large() -> web.Response:
 
 
 def method_not_allowed() -> web.Response:
-    # What follows a CONNECT head is tunnel data, not a request: close.
+    # What follows a CONNECT or TRACE head is tunnel data or a body, not a request: close.
     return kong_error(405, "Method not allowed", {"Connection": "close"})
 
 
