@@ -92,7 +92,7 @@ def test_top_level_error(text: str, line: str) -> None:
 
 
 SERVICE_ERRORS = {
-    "name missing": ("host: up", "services[0].name: required field missing"),
+    "name missing": ("host: up", "services[0].name: required field missing (or an id)"),
     "unknown field": ("name: a\nhost: up\nhots: x", "services[0].hots: unknown field"),
     "url scheme": ("name: a\nurl: grpc://up", "services[0].url: scheme must be http or https"),
     "url without scheme": ("name: a\nurl: up:80", "services[0].url: scheme must be http or https"),
@@ -1099,3 +1099,39 @@ def test_a_misspelled_openid_connect_is_refused_not_ignored(name: str) -> None:
         f"kong.yaml: plugins[0].name: '{name}' is no plugin; the OpenID Connect plugin is "
         "'openid-connect'"
     ]
+
+
+def test_a_db_export_file_loads() -> None:
+    """`kong config db_export` writes every column: timestamps on each row, and services
+    without a name (Kong's is optional) that routes find by id; such a service goes by its id."""
+    config = load("""
+        services:
+        - id: 3b2a0d7c-8a1e-4b43-9f5e-1f0a5c1b2c3d
+          host: up.internal
+          port: 8080
+          protocol: http
+          created_at: 1700000000
+          updated_at: 1700000001
+        routes:
+        - id: 5c1f0e2a-1111-4a2b-8c3d-000000000001
+          paths: [/api]
+          service: {id: 3b2a0d7c-8a1e-4b43-9f5e-1f0a5c1b2c3d}
+          created_at: 1700000000
+          updated_at: 1700000001
+        plugins:
+        - name: openid-connect
+          route: 5c1f0e2a-1111-4a2b-8c3d-000000000001
+          config: {issuer: "https://idp.example/a"}
+          created_at: 1700000000
+          updated_at: 1700000001
+        upstreams:
+        - name: pool
+          created_at: 1700000000
+          targets:
+          - target: 10.0.0.1:80
+            created_at: 1700000000
+        """)
+    (route,) = config.routes
+    assert route.service is not None
+    assert route.service.name == "3b2a0d7c-8a1e-4b43-9f5e-1f0a5c1b2c3d"
+    assert route.oidc is not None

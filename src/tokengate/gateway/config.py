@@ -206,20 +206,22 @@ _TOP_LEVEL_FIELDS = frozenset(
     {"_format_version", "services", "routes", "plugins", "upstreams", "targets", *_IGNORED_KEYS,
      *_UNSUPPORTED_ENTITIES}
 )  # fmt: skip
+# Every row `kong config db_export` writes carries these; the declarative loader takes them.
+_TIMESTAMPS = ("created_at", "updated_at")
 _URL_PARTS = ("protocol", "host", "port", "path")
 _TLS_FIELDS = ("tls_verify", "tls_verify_depth", "ca_certificates", "client_certificate")
 _SERVICE_FIELDS = frozenset(
     {"name", "id", "url", *_URL_PARTS, "connect_timeout", "read_timeout", "write_timeout",
-     "retries", "enabled", "tags", *_TLS_FIELDS, "routes", "plugins"}
+     "retries", "enabled", "tags", *_TLS_FIELDS, "routes", "plugins", *_TIMESTAMPS}
 )  # fmt: skip
 _UPSTREAM_FIELDS = frozenset(
     {"name", "id", "algorithm", "hash_on", "hash_fallback", "hash_on_header",
      "hash_fallback_header", "hash_on_cookie", "hash_on_cookie_path", "hash_on_query_arg",
      "hash_fallback_query_arg", "hash_on_uri_capture", "hash_fallback_uri_capture", "slots",
      "healthchecks", "tags", "host_header", "client_certificate", "use_srv_name",
-     "sticky_sessions_cookie", "sticky_sessions_cookie_path", "targets"}
+     "sticky_sessions_cookie", "sticky_sessions_cookie_path", "targets", *_TIMESTAMPS}
 )  # fmt: skip
-_TARGET_FIELDS = frozenset({"target", "weight", "tags", "id", "upstream", "failover"})
+_TARGET_FIELDS = frozenset({"target", "weight", "tags", "id", "upstream", "failover", *_TIMESTAMPS})
 _ALGORITHMS = (
     "round-robin", "consistent-hashing", "least-connections", "latency", "sticky-sessions"
 )  # fmt: skip
@@ -227,11 +229,11 @@ _MATCH_FIELDS = ("methods", "hosts", "headers", "paths")
 _ROUTE_FIELDS = frozenset(
     {"name", "id", *_MATCH_FIELDS, "strip_path", "preserve_host", "protocols", "regex_priority",
      "path_handling", "https_redirect_status_code", "request_buffering", "response_buffering",
-     "tags", "snis", "sources", "destinations", "service", "plugins"}
+     "tags", "snis", "sources", "destinations", "service", "plugins", *_TIMESTAMPS}
 )  # fmt: skip
 _PLUGIN_FIELDS = frozenset(
     {"name", "config", "enabled", "protocols", "tags", "id", "instance_name", "ordering",
-     "service", "route", "consumer", "consumer_group"}
+     "service", "route", "consumer", "consumer_group", *_TIMESTAMPS}
 )  # fmt: skip
 _REDIRECT_CODES = (426, 301, 302, 307, 308)
 _MAX_TIMEOUT_MS = 2**31 - 2  # Kong's upper bound
@@ -336,14 +338,18 @@ class _Loader:
 
     def _service(self, path: str, data: dict[Any, Any]) -> None:
         f = Fields(self.report, path, data, _SERVICE_FIELDS)
-        name = f.string("name", required=True)  # metrics and logs are labelled by it
+        # Metrics and logs are labelled by the name; an unnamed service (Kong's name is
+        # optional, and db_export writes an id for every row) goes by its id.
+        name, id_ = f.string("name"), f.string("id")
+        if not f.given("name") and not f.given("id"):
+            f.error("name", "required field missing (or an id)")
         protocol, host, port, base_path = self._destination(f)
         connect, read, write = (
             f.integer(key, 60_000, 1, _MAX_TIMEOUT_MS) / 1000
             for key in ("connect_timeout", "read_timeout", "write_timeout")
         )
         service = Service(
-            name=name or "",
+            name=name or id_ or "",
             protocol=protocol,
             host=host,
             port=port,
@@ -374,7 +380,7 @@ class _Loader:
                     '"failure to get a peer from the ring-balancer"',
                 )
         entry = _ServiceEntry(path, service, f.boolean("enabled", True))
-        self.services.add(entry, name, f.string("id"))
+        self.services.add(entry, name, id_)
         self.service_entries.append(entry)
         f.strings("tags")
         for nested_path, route_data in f.entities("routes"):
