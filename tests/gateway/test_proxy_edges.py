@@ -14,6 +14,7 @@ from aiohttp import web
 
 from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_service, raw_request
 from tests.gateway.issuer import self_signed_contexts
+from tokengate.gateway.config import GatewayConfig
 from tokengate.gateway.upstream import UpstreamPool
 
 CLOSE_GET = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -887,3 +888,27 @@ async def test_streamed_uploads_sent_whole_keep_their_connection(
             assert head.startswith(b"HTTP/1.1 200") and answer == b"ok", head
         writer.close()
     assert upstream.connections == 1
+
+
+async def test_a_host_route_with_the_proxy_port_takes_a_host_header_without_one(
+    start_gateway: StartGateway,
+) -> None:
+    """Kong's router reads a Host without a port as on the port the request came in on, so
+    `hosts: [h.example:8000]` takes `Host: h.example` on a proxy listening on 8000."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as upstream:
+        service = make_service(upstream.port)
+        gw = await start_gateway(make_route(service, ("/other",)))
+        port = gw.proxy_port
+        config = GatewayConfig(
+            services=(service,),
+            routes=(
+                make_route(service, ("/",), hosts=(f"h.example:{port}",)),
+                make_route(service, ("/",), hosts=("g.example:1",)),
+            ),
+        )
+        gw.reload(config)
+        request = b"GET /x HTTP/1.1\r\nHost: %b\r\nConnection: close\r\n\r\n"
+        on_this_port = await raw_request(port, request % b"h.example")
+        on_another = await raw_request(port, request % b"g.example")
+    assert on_this_port.startswith(b"HTTP/1.1 200"), on_this_port[:80]
+    assert on_another.startswith(b"HTTP/1.1 404"), on_another[:80]

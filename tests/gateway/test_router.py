@@ -328,6 +328,25 @@ def test_hosts_and_ports(pattern: str, host: str, matches: bool) -> None:
     assert (matched_name(router, "/", host=host) == "r") is matches
 
 
+@pytest.mark.parametrize(
+    ("pattern", "host", "matches"),
+    [
+        ("example.com:8000", "example.com", True),  # no port: the one it came in on
+        ("example.com:8000", "example.com:9000", False),  # a port written counts
+        ("example.com:9000", "example.com", False),
+        ("*.example.com:8000", "a.example.com", True),
+        ("[::1]:8000", "[::1]", True),
+        ("example.com", "example.com", True),
+    ],
+)
+def test_a_host_without_a_port_is_on_the_port_the_request_came_in_on(
+    pattern: str, host: str, matches: bool
+) -> None:
+    """Kong's router: net.dst.port is the Host header's port, else the proxy's own."""
+    router = Router([route("r", hosts=[pattern])], default_port="8000")
+    assert (matched_name(router, "/", host=host) == "r") is matches
+
+
 def test_no_match_is_none() -> None:
     router = Router([route("a", paths=["/a"], hosts=["a.test"], methods=["GET"])])
     assert router.match("GET", "b.test", "/a", NO_HEADERS) is None

@@ -103,6 +103,7 @@ class Gateway:
         # Decided once (a per-request check costs more than the rest of the metrics): access
         # lines are written when the access logger is enabled for INFO as the gateway starts.
         self._access_log = settings.access_log and access_log.enabled()
+        self._listen_port = b""
         self.listen_port = b"%d" % settings.listen[1]
         self._request_ids = itertools.count(1)
         self._request_id_prefix = os.urandom(8).hex()
@@ -116,6 +117,16 @@ class Gateway:
         )
         # Host header → _read_host's answer; clients send a few hosts, over and over.
         self._hosts: dict[str, tuple[str, bytes] | None] = {}
+
+    @property
+    def listen_port(self) -> bytes:
+        """The proxy's port: X-Forwarded-Port, and the port a Host without one means to routes."""
+        return self._listen_port
+
+    @listen_port.setter
+    def listen_port(self, port: bytes) -> None:
+        self._listen_port = port
+        self.router.default_port = port.decode()
 
     def start_auth(
         self, session: aiohttp.ClientSession, *, previous: KeyRegistry | None = None

@@ -12,7 +12,9 @@
   `~`-paths are regexes anchored at the start (Kong prepends `^`), never at the end, run by RE2
   (regex.py): linear-time and of the syntax family of Kong 3's Rust regex.
 - hosts: compared case-insensitively. `example.com` matches that name on any port;
-  `example.com:8000` only with that port in the Host header. `*.example.com` matches one or
+  `example.com:8000` only with that port in the Host header, or with no port there on a
+  request that came in on port 8000 (Kong's router reads the port a request came in on then:
+  `default_port`). `*.example.com` matches one or
   more leftmost labels (`a.example.com`, `x.y.example.com`), `example.*` one or more rightmost.
 - methods: exact, case-sensitive (HTTP methods are); an empty tuple means any method.
 - headers: every configured name present with one of the values (case-insensitive); a value
@@ -82,7 +84,10 @@ class RouteMatch:
 class Router:
     """Routes sorted once by Kong's priority; `match` answers from a bounded cache."""
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[Route], *, default_port: str | None = None) -> None:
+        # The port a Host without one stands for: the proxy's own (set before any request,
+        # so cached answers never depend on it changing).
+        self.default_port = default_port
         entries = [entry for route in routes for entry in _entries_for(route)]
         # sorted() is stable, also with reverse=True: equal priorities keep kong.yaml order.
         entries.sort(key=lambda entry: entry.priority, reverse=True)
@@ -128,6 +133,8 @@ class Router:
             if entry.has_hosts:
                 if hostname is None:
                     hostname, port = _split_host(host.lower())
+                    if port is None:
+                        port = self.default_port
                 if not entry.host_matches(hostname, port):
                     continue
             if entry.prefix_len:
