@@ -263,7 +263,7 @@ async def test_a_request_that_cannot_be_parsed_is_counted_and_logged_as_400(
     answer = await raw_request(
         gw.proxy_port, b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x?access_token=t\r\n\r\n"
     )
-    assert answer.startswith(b"HTTP/1.0 400"), answer[:60]
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:60]
     (record,) = access_records(access)
     line = as_json(record)
     assert (line["status"], line["method"], line["path"]) == (400, "-", "-")

@@ -6,8 +6,11 @@ return responses.no_route()        # 404 {"message":"no Route matched with those
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 from aiohttp import web
+
+from tokengate.gateway.rawresponse import RawResponse, date_line
 
 
 def kong_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -22,11 +25,6 @@ def kong_error(status: int, message: str, headers: dict[str, str] | None = None)
 
 def bad_request() -> web.Response:
     return kong_error(400, "Bad request")
-
-
-def head_too_large() -> web.Response:
-    """A request head past the bound: nginx's 494, which Kong answers as a 400."""
-    return kong_error(400, "Request header or cookie too large")
 
 
 def no_route() -> web.Response:
@@ -85,3 +83,15 @@ def use_https() -> web.Response:
 def redirect(status: int, location: str) -> web.Response:
     """A redirect without a body (Kong's https_redirect_status_code answers)."""
     return web.Response(status=status, headers={"Location": location})
+
+
+def closing_error(status: int, message: str) -> RawResponse:
+    """Kong's error as HTTP/1.1 bytes, then a close: for a request the gateway could not parse
+    (aiohttp's own error path would answer in HTTP/1.0, with its Server token)."""
+    body = json.dumps({"message": message}).encode()
+    head = b"HTTP/1.1 %d %b\r\nContent-Type: application/json; charset=utf-8\r\n" % (
+        status,
+        HTTPStatus(status).phrase.encode("ascii"),
+    )
+    head += b"Content-Length: %d\r\n%bConnection: close\r\n\r\n" % (len(body), date_line())
+    return RawResponse(head + body, status=status, keep_alive=False, body_size=len(body))

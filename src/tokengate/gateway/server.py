@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
@@ -49,6 +49,11 @@ log = logging.getLogger("tokengate.server")
 
 MalformedHook = Callable[[web.BaseRequest, web.StreamResponse], None]
 MAX_REQUEST_HEAD: Final = 64 * 1024
+# nginx's 8k buffers: a longer request line is a 414, a longer header line a 400 "Request
+# header or cookie too large". The two bounds differ by a byte so that aiohttp's LineTooLong,
+# which names its bound, tells which line it was.
+MAX_REQUEST_LINE: Final = 8191
+MAX_HEADER_LINE: Final = 8190
 
 
 class RequestHeadTooLarge(BadHttpMessage):
@@ -168,11 +173,12 @@ class HeadTimeoutHandler(RequestHandler):
         if not isinstance(exc, BadHttpMessage) or request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
         log.debug("malformed request from %s: %s", request.remote, type(exc).__name__)
-        if isinstance(exc, RequestHeadTooLarge):
-            response = responses.head_too_large()
+        if isinstance(exc, LineTooLong) and exc.args[1:2] == (MAX_REQUEST_LINE,):
+            response = responses.closing_error(414, "URI too long")
+        elif isinstance(exc, RequestHeadTooLarge | LineTooLong):
+            response = responses.closing_error(400, "Request header or cookie too large")
         else:
-            response = responses.bad_request()
-        response.force_close()
+            response = responses.closing_error(400, "Bad request")
         if self._on_malformed is not None:
             self._on_malformed(request, response)
         return response
@@ -288,7 +294,7 @@ class HeadTimeoutServer(web.Server):
             loop=self._loop,
             head_timeout=self._head_timeout,
             on_malformed=self._on_malformed,
-            **self._kwargs,
+            **{"max_line_size": MAX_REQUEST_LINE, "max_field_size": MAX_HEADER_LINE} | self._kwargs,
         )
 
 
