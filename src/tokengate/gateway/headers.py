@@ -152,6 +152,8 @@ def build_request_head(
 def _without_named(parts: list[bytes], named: frozenset[bytes], *, head: int) -> list[bytes]:
     # Rare path (a Connection header naming extra headers): rebuild without them. `parts` is
     # `head` leading pieces, then (name, ": ", value, CRLF) per header.
+    # Either spelling names a header either way: CGI-style servers read them alike.
+    named = frozenset(name.replace(b"_", b"-") for name in named)
     kept = parts[:head]
     for i in range(head, len(parts), 4):
         if parts[i].lower().replace(b"_", b"-") not in named:

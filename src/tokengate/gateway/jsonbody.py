@@ -113,10 +113,14 @@ def _read(body: bytes) -> list[Member] | str | None:
     try:
         value = _decoder.decode(body.decode("utf-8").removeprefix(_BOM))
     except (ValueError, RecursionError):  # UTF-8, JSON, NaN, huge numbers, deep nesting
+        value = _UNREADABLE
+    # Not kept past the read: the pairs may hold a token.
+    pairs = _last_pairs.pop() if _last_pairs else []
+    if value is _UNREADABLE:
         return _UNREADABLE
     if not isinstance(value, dict):
         return None
-    return [Member(name, member) for name, member in _last_pairs.pop()]
+    return [Member(name, member) for name, member in pairs]
 
 
 def json_tokens(body: bytes) -> list[str]:
