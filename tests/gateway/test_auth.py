@@ -668,6 +668,19 @@ async def test_claim_headers_are_the_gateways_under_either_spelling(
     assert answer.upstream_headers("session_id") == ["s1"]
 
 
+async def test_other_spellings_of_kongs_token_headers_never_reach_the_upstream(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """The plugin reads access-token and x-access-token; X_Access_Token or X.Access.Token,
+    which CGI and PHP upstreams read as the same header, would pass unverified."""
+    gw = await protect(hide_credentials=False)
+    token = test_issuer.mint()
+    forged = {"X_Access_Token": "forged", "access_token": "forged", "X.Access.Token": "forged"}
+    answer = await call(gw, token=token, headers=forged)
+    assert answer.status == 200
+    assert not [k for k, v in answer.json["headers"] if v == "forged"]
+
+
 async def test_upstream_access_token_header_null_hides_the_token(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:

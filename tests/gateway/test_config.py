@@ -1135,3 +1135,19 @@ def test_a_db_export_file_loads() -> None:
     assert route.service is not None
     assert route.service.name == "3b2a0d7c-8a1e-4b43-9f5e-1f0a5c1b2c3d"
     assert route.oidc is not None
+
+
+def test_an_unnamed_services_id_clashes_with_another_services_name() -> None:
+    """It goes by its id, so the id is a name too: two services must not share one."""
+    found = errors("""
+        services:
+        - name: echo
+          host: a.internal
+          routes: [{paths: [/one]}]
+        - id: echo
+          host: b.internal
+          routes: [{paths: [/two]}]
+        """)
+    assert found == [
+        "kong.yaml: services[1].name: duplicate service name 'echo' (first at services[0])"
+    ]

@@ -327,6 +327,10 @@ def test_a_body_labelled_compressed_is_searched_all_the_same() -> None:
     assert extract(headers=[json_type, gzip_label], body=compressed) is None
     with pytest.raises(UnreadableBody):  # not said to be compressed: unreadable JSON
         extract(headers=[json_type], body=compressed)
+    # said to be, but plain text: read as the text it is, as parsers ignoring the label read it
+    text_with_nan = b'{"access_token": "%b", "n": NaN}' % JWT.encode()
+    with pytest.raises(UnreadableBody):
+        extract(headers=[json_type, gzip_label], body=text_with_nan)
 
 
 def form(body: bytes, headers: Any = (), path: str = "/") -> TokenLocation | None:

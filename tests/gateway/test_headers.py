@@ -80,6 +80,24 @@ def test_client_identity_headers_never_reach_the_upstream(name: bytes) -> None:
     assert b"Accept: */*\r\n" in out
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"X.Consumer.ID",  # PHP reads "." and " " as "_": nginx drops such names
+        b"X-Real.IP",
+        b"X.Userinfo",
+        b"x-custom!",
+        b"X_Access_Token",  # carries a token the plugin reads only as X-Access-Token
+        b"access_token",
+        b"X-Access_Token",
+    ],
+)
+def test_names_nginx_refuses_or_that_spell_a_token_header_are_dropped(name: bytes) -> None:
+    out = head([(name, b"spoofed"), (b"Accept", b"*/*")])
+    assert b"spoofed" not in out
+    assert b"Accept: */*\r\n" in out
+
+
 @pytest.mark.parametrize("name", [b"session_id", b"X_Api_Version", b"_private"])
 def test_other_names_with_underscores_pass_as_kong_passes_them(name: bytes) -> None:
     out = head([(name, b"kept")])
@@ -103,6 +121,14 @@ def test_connection_naming_a_header_drops_either_spelling(named: bytes, sent: by
     out = head([(b"Connection", named), (sent, b"s"), (b"Accept", b"*/*")])
     assert sent not in out
     assert b"Accept: */*\r\n" in out
+
+
+def test_an_upstream_connection_naming_content_length_with_an_underscore_keeps_framing() -> None:
+    """Only requests read "_" as "-": a response's Content-Length stays when its Connection
+    names content_length (the client would otherwise get a body it cannot delimit)."""
+    raw = [(b"Content-Length", b"5"), (b"Connection", b"content_length")]
+    out = response_head(200, b"OK", raw, body_length=5, request_id=b"id", keep_alive=True)
+    assert out.count(b"Content-Length: 5\r\n") == 1
 
 
 def test_client_via_is_kept_and_ours_appended() -> None:

@@ -380,7 +380,9 @@ class _Loader:
                     '"failure to get a peer from the ring-balancer"',
                 )
         entry = _ServiceEntry(path, service, f.boolean("enabled", True))
-        self.services.add(entry, name, id_)
+        # An unnamed service goes by its id: as a name too, so that it clashes with another
+        # service of that name (pools, Host headers and metrics are keyed by name).
+        self.services.add(entry, name or id_, id_)
         self.service_entries.append(entry)
         f.strings("tags")
         for nested_path, route_data in f.entities("routes"):

@@ -149,10 +149,21 @@ def _body_tokens(body: bytes, content_type: str, encoded: bool) -> list[str]:
         try:
             return json_tokens(body)
         except UnreadableJson:
-            if encoded:  # really compressed: unsearched, as a body past the size bound
+            if encoded and _compressed(body):  # unsearched, as a body past the size bound
                 return []
             raise UnreadableBody("a JSON body that may hold a token cannot be read") from None
     return []
+
+
+def _compressed(body: bytes) -> bool:
+    """Whether a body labelled compressed looks it: gzip, deflate, br and zstd output is not
+    UTF-8 text. One that is (`{"access_token": ..., "n": NaN}` labelled gzip) is read as the
+    text it is, as parsers that ignore the label read it."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def body_holds_token(body: bytes, content_type: str, *, encoded: bool = False) -> bool:
@@ -163,7 +174,7 @@ def body_holds_token(body: bytes, content_type: str, *, encoded: bool = False) -
         try:
             return json_holds_token(body)
         except UnreadableJson:
-            return not encoded  # the full check refuses it
+            return not (encoded and _compressed(body))  # the full check refuses it
     if content_type != FORM:
         return False
     pairs = _SEPARATOR.split(body.decode("latin-1"))[::2]

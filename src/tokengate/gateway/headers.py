@@ -8,9 +8,12 @@ Requests are assembled as bytes straight from aiohttp's raw headers: one pass, n
 Rules (RFC 9110 §7.6.1, RFC 9112 §9.6, and DESIGN's security invariants):
 - hop-by-hop headers, and any header the client's `Connection` names, stop here (both ways);
 - framing (Content-Length, Transfer-Encoding) is always ours, never copied;
-- client header names containing "_" pass, as Kong passes them (its nginx has
-  underscores_in_headers on), unless, read with "-" for "_", they name a header dropped here:
-  CGI, WSGI and PHP read `X_Consumer_ID` as `X-Consumer-ID`, so it never passes for it;
+- client header names of other characters than letters, digits, "-" and "_" are dropped, as
+  nginx's ignore_invalid_headers drops them (PHP reads `X.Consumer.ID` as `X_Consumer_ID`);
+- names containing "_" pass, as Kong passes them (its nginx has underscores_in_headers on),
+  unless, read with "-" for "_", they name a header dropped here or one that carries a token
+  (access-token, x-access-token): CGI, WSGI and PHP read `X_Consumer_ID` as `X-Consumer-ID`,
+  so it never passes for it;
 - X-Forwarded-*, Forwarded, X-Real-IP and identity headers (X-Consumer-*, X-Userinfo,
   X-Authenticated-*, X-Credential-Identifier, X-Anonymous-Consumer) are the gateway's to set:
   a client-sent one never reaches the upstream, so an upstream may trust them;
@@ -26,6 +29,7 @@ from typing import Final
 
 from multidict import CIMultiDict
 
+from tokengate.gateway.extract import TOKEN_HEADERS
 from tokengate.gateway.rawresponse import date_line
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
@@ -68,6 +72,11 @@ _REQUEST_DROP: Final = HOP_BY_HOP | {
     b"proxy",
 }
 _REQUEST_DROP_PREFIXES: Final = (b"x-forwarded-", b"x-consumer-", b"x-authenticated-")
+# The characters nginx takes in a header name (with underscores_in_headers on, as in Kong).
+_NAME_CHARS: Final = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
+# Kong's headers that carry a token itself: the openid-connect plugin reads only these
+# spellings, so another one would reach the upstream unverified.
+_TOKEN_HEADER_NAMES: Final = frozenset(name.encode() for name in TOKEN_HEADERS)
 
 _RESPONSE_DROP: Final = HOP_BY_HOP | {b"via"}
 
@@ -125,14 +134,20 @@ def build_request_head(
     via: list[bytes] = []
     for name, value in raw_headers:
         lname = name.lower()
+        if lname.translate(None, _NAME_CHARS):
+            # nginx's ignore_invalid_headers (so Kong's): a name of other characters is dropped.
+            # PHP reads "." and " " as "_", so X.Consumer.ID would pass for X-Consumer-ID.
+            continue
         if b"_" in lname:
             # CGI, WSGI and PHP read X_Consumer_ID as X-Consumer-ID: such a spelling of a
-            # header dropped here would smuggle past the checks below.
+            # header dropped here, or of a header that carries a token, would smuggle past
+            # the checks below.
             dashed = lname.replace(b"_", b"-")
             if (
                 dashed in _REQUEST_DROP
                 or dashed.startswith(_REQUEST_DROP_PREFIXES)
                 or dashed in drop
+                or dashed in _TOKEN_HEADER_NAMES
             ):
                 continue
         if lname in _REQUEST_DROP or lname.startswith(_REQUEST_DROP_PREFIXES) or lname in drop:
@@ -143,20 +158,24 @@ def build_request_head(
             continue
         parts += (name, b": ", value, b"\r\n")
     if named:
-        parts = _without_named(parts, named, head=6)
+        parts = _without_named(parts, named, head=6, dashed=True)
     via.append(_VIA_BYTES)
     parts += (b"Via: ", b", ".join(via), b"\r\n", added, framing, b"\r\n")
     return b"".join(parts)
 
 
-def _without_named(parts: list[bytes], named: frozenset[bytes], *, head: int) -> list[bytes]:
+def _without_named(
+    parts: list[bytes], named: frozenset[bytes], *, head: int, dashed: bool = False
+) -> list[bytes]:
     # Rare path (a Connection header naming extra headers): rebuild without them. `parts` is
-    # `head` leading pieces, then (name, ": ", value, CRLF) per header.
-    # Either spelling names a header either way: CGI-style servers read them alike.
-    named = frozenset(name.replace(b"_", b"-") for name in named)
+    # `head` leading pieces, then (name, ": ", value, CRLF) per header. `dashed` (requests):
+    # "_" and "-" name the same header, as CGI-style upstreams read them.
+    if dashed:
+        named = frozenset(name.replace(b"_", b"-") for name in named)
     kept = parts[:head]
     for i in range(head, len(parts), 4):
-        if parts[i].lower().replace(b"_", b"-") not in named:
+        name = parts[i].lower()
+        if (name.replace(b"_", b"-") if dashed else name) not in named:
             kept += parts[i : i + 4]
     return kept
 

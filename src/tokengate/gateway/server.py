@@ -49,7 +49,7 @@ log = logging.getLogger("tokengate.server")
 
 MalformedHook = Callable[[web.BaseRequest, web.StreamResponse], None]
 MAX_REQUEST_HEAD: Final = 64 * 1024
-# nginx's 8k buffers: a longer request line is a 414, a longer header line a 400 "Request
+# nginx's 8k buffers: a longer request target is a 414, a longer header line a 400 "Request
 # header or cookie too large". The two bounds differ by a byte so that aiohttp's LineTooLong,
 # which names its bound, tells which line it was.
 MAX_REQUEST_LINE: Final = 8191
