@@ -109,6 +109,45 @@ def connection_named(raw_headers: RawHeaders) -> frozenset[bytes]:
     return frozenset(named)
 
 
+# What becomes of a client request header, by its lower-cased name, whatever the route:
+# kept (unless the route's `drop` names it), dropped, or read (Connection, Via) and dropped.
+_KEEP: Final = "keep"
+_DROP: Final = "drop"
+_CONNECTION: Final = "connection"
+_VIA: Final = "via"
+# Clients send a few names over and over: each is judged once (bounded: cleared when full).
+_FATES: dict[bytes, str] = {}
+_FATES_MAX: Final = 4096
+
+
+def _fate_of(lname: bytes) -> str:
+    if len(_FATES) >= _FATES_MAX:
+        _FATES.clear()
+    fate = _FATES[lname] = _judge(lname)
+    return fate
+
+
+def _judge(lname: bytes) -> str:
+    if lname.translate(None, _NAME_CHARS):
+        # nginx's ignore_invalid_headers (so Kong's): a name of other characters is dropped.
+        # PHP reads "." and " " as "_", so X.Consumer.ID would pass for X-Consumer-ID.
+        return _DROP
+    if lname == b"connection":
+        return _CONNECTION
+    if lname == b"via":
+        return _VIA
+    # CGI, WSGI and PHP read X_Consumer_ID as X-Consumer-ID: such a spelling of a header
+    # dropped here, or of a header that carries a token, would smuggle past these checks.
+    dashed = lname.replace(b"_", b"-")
+    if (
+        dashed in _REQUEST_DROP
+        or dashed.startswith(_REQUEST_DROP_PREFIXES)
+        or (dashed != lname and dashed in _TOKEN_HEADER_NAMES)
+    ):
+        return _DROP
+    return _KEEP
+
+
 def sane_request_id(value: str) -> bytes | None:
     if _SANE_REQUEST_ID.fullmatch(value):
         return value.encode()
@@ -134,27 +173,16 @@ def build_request_head(
     via: list[bytes] = []
     for name, value in raw_headers:
         lname = name.lower()
-        if lname.translate(None, _NAME_CHARS):
-            # nginx's ignore_invalid_headers (so Kong's): a name of other characters is dropped.
-            # PHP reads "." and " " as "_", so X.Consumer.ID would pass for X-Consumer-ID.
+        fate = _FATES.get(lname) or _fate_of(lname)
+        if fate is not _KEEP:
+            if fate is _CONNECTION:
+                named = _named_by(value, raw_headers, first=named is None)
+            elif fate is _VIA:
+                via.append(value)
             continue
         if b"_" in lname:
-            # CGI, WSGI and PHP read X_Consumer_ID as X-Consumer-ID: such a spelling of a
-            # header dropped here, or of a header that carries a token, would smuggle past
-            # the checks below.
-            dashed = lname.replace(b"_", b"-")
-            if (
-                dashed in _REQUEST_DROP
-                or dashed.startswith(_REQUEST_DROP_PREFIXES)
-                or dashed in drop
-                or dashed in _TOKEN_HEADER_NAMES
-            ):
-                continue
-        if lname in _REQUEST_DROP or lname.startswith(_REQUEST_DROP_PREFIXES) or lname in drop:
-            if lname == b"connection":
-                named = _named_by(value, raw_headers, first=named is None)
-            elif lname == b"via":
-                via.append(value)
+            lname = lname.replace(b"_", b"-")  # as `drop` spells it, and CGI reads it
+        if lname in drop:
             continue
         parts += (name, b": ", value, b"\r\n")
     if named:
