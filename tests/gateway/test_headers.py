@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from tokengate.gateway import headers as headers_module
 from tokengate.gateway.headers import (
     build_request_head,
     connection_named,
@@ -206,3 +207,13 @@ def test_streamed_response_headers() -> None:
     assert headers.getall("Set-Cookie") == ["a=1", "b=2"]
     assert "Connection" not in headers
     assert headers["Via"] == "1.1 tokengate" and headers["X-Request-Id"] == "rid"
+
+
+def test_the_names_judged_are_remembered_within_a_bound() -> None:
+    """Clients may send any number of distinct names: the table of judged names stays bounded,
+    and a name judged before is judged the same after the table was cleared."""
+    for i in range(headers_module._FATES_MAX + 10):
+        head([(b"X-Name-%d" % i, b"v")])
+    assert len(headers_module._FATES) <= headers_module._FATES_MAX
+    assert b"X-Name-1: v\r\n" in head([(b"X-Name-1", b"v")])
+    assert b"spoofed" not in head([(b"X_Consumer_ID", b"spoofed")])
