@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 from pathlib import Path
 
@@ -935,3 +936,31 @@ async def test_a_host_route_with_the_proxy_port_takes_a_host_header_without_one(
         on_another = await raw_request(port, request % b"g.example")
     assert on_this_port.startswith(b"HTTP/1.1 200"), on_this_port[:80]
     assert on_another.startswith(b"HTTP/1.1 404"), on_another[:80]
+
+
+async def test_answers_the_gateway_writes_name_tokengate_relayed_ones_keep_the_upstreams(
+    start_gateway: StartGateway,
+) -> None:
+    """Never aiohttp's Python/aiohttp banner: the gateway's own answers (no route, a refusal
+    of the method, a request it cannot parse, the status port) say `Server: tokengate`; an
+    upstream's answer keeps the upstream's Server."""
+    reply = b"HTTP/1.1 200 OK\r\nServer: upstream/1\r\nContent-Length: 2\r\n\r\nok"
+    async with replying(reply) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port), ("/p",)))
+        asks = [
+            b"GET /nowhere HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"TRACE /p HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /p HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+        ]
+        heads = [(await raw_request(gw.proxy_port, ask)).partition(b"\r\n\r\n")[0] for ask in asks]
+        relayed = await raw_request(
+            gw.proxy_port, b"GET /p HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        status = await raw_request(
+            gw.status_port, b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+    for head in [*heads, status.partition(b"\r\n\r\n")[0]]:
+        assert re.findall(rb"\r\nServer: ([^\r]*)", head) == [b"tokengate"], head
+    assert re.findall(rb"\r\nServer: ([^\r]*)", relayed.partition(b"\r\n\r\n")[0]) == [
+        b"upstream/1"
+    ]

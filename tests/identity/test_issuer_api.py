@@ -25,6 +25,7 @@ from pytest_aiohttp import AiohttpClient
 from tests.abandon import leave_mid_body, served, server_errors
 from tests.identity.support import Clock, IdentityTestServer
 from tests.identity.test_tokens import PUBLIC_URL, basic, new_store
+from tokengate.identity.app import create_identity_app
 from tokengate.identity.grants import InvalidGrant, TokenRequest, token_endpoint
 from tokengate.identity.grants import Issuer as IssuerContext
 from tokengate.identity.issuer_api import (
@@ -995,3 +996,30 @@ async def test_the_identity_server_caps_its_connections(issuer: Issuer) -> None:
             assert await idle[0][0].read() == b""  # the oldest was closed for it
         for _, writer in idle:
             writer.close()
+
+
+async def test_every_answer_names_tokengate_as_its_server(issuer: Issuer) -> None:
+    """Never aiohttp's Python/aiohttp banner: the token endpoint's own path (success, OAuth
+    error, unknown issuer), the routed endpoints, errors, and the admin API."""
+    app = create_identity_app(issuer.store, admin_token="t", public_url=PUBLIC_URL)
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": issuer.client.id,
+        "client_secret": issuer.secret,
+    }
+    async with served(app, IdentityRunner) as url, aiohttp.ClientSession() as session:
+        asks = [
+            session.post(url + issuer.path + "/oauth/token", data=form),
+            session.post(url + issuer.path + "/oauth/token", data={**form, "client_secret": "x"}),
+            session.post(url + "/nosuchissuer1234/auth/oauth/token", data=form),
+            session.get(url + issuer.path + "/.well-known/openid-configuration"),
+            session.get(url + "/no/such/path"),
+            session.get(url + "/v1/auth-servers"),  # no admin token: 401
+            session.get(url + "/healthz"),
+        ]
+        statuses = []
+        for ask in asks:
+            async with ask as resp:
+                statuses.append(resp.status)
+                assert resp.headers.getall("Server") == ["tokengate"], resp.url
+    assert statuses == [200, 401, 404, 200, 404, 401, 200]

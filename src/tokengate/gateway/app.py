@@ -50,7 +50,7 @@ from tokengate.gateway.metrics import GatewayStats, Metrics, RouteStats
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.paths import BadPath, canonical_path, kong_router_path
 from tokengate.gateway.proxy import CONTINUE, Forwarder, answer_and_close
-from tokengate.gateway.rawresponse import RawResponse
+from tokengate.gateway.rawresponse import RawResponse, name_server
 from tokengate.gateway.router import RouteMatch, Router
 from tokengate.gateway.server import (
     STATUS_CONNECTIONS,
@@ -540,6 +540,7 @@ class GatewayServer:
         self.gateway.listen_port = b"%d" % self.proxy_port
 
         status_app = web.Application()
+        status_app.on_response_prepare.append(name_server)
         status_app.router.add_get("/healthz", self._healthz)
         status_app.router.add_get("/readyz", self._readyz)
         status_app.router.add_get("/metrics", self._metrics)

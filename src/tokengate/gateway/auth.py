@@ -46,7 +46,12 @@ from tokengate.gateway.extract import (
 )
 from tokengate.gateway.keys import IssuerKeys, KeySource
 from tokengate.gateway.oidc_config import OidcConfig
-from tokengate.gateway.rawresponse import DEFAULT_SEND_TIMEOUT, RawResponse, date_line
+from tokengate.gateway.rawresponse import (
+    DEFAULT_SEND_TIMEOUT,
+    SERVER_LINE,
+    RawResponse,
+    date_line,
+)
 from tokengate.gateway.requirements import compile_requirements
 from tokengate.gateway.token_cache import TokenCache, VerifiedToken
 from tokengate.gateway.verify import (
@@ -434,6 +439,7 @@ def prepared_head(status: int, headers: Mapping[str, str], length: int) -> bytes
         lines.append(b"%b: %b\r\n" % (name.encode("latin-1"), _header_safe(value)))
     lines.append(b"Content-Type: application/json; charset=utf-8\r\n")
     lines.append(b"Content-Length: %d\r\n" % length)
+    lines.append(SERVER_LINE)
     return b"".join(lines)
 
 

@@ -10,7 +10,7 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from tokengate.gateway.rawresponse import RawResponse, date_line
+from tokengate.gateway.rawresponse import SERVER, SERVER_LINE, RawResponse, date_line
 
 
 def kong_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -19,7 +19,7 @@ def kong_error(status: int, message: str, headers: dict[str, str] | None = None)
         body=json.dumps({"message": message}).encode(),
         content_type="application/json",
         charset="utf-8",
-        headers=headers,
+        headers={"Server": SERVER, **(headers or {})},
     )
 
 
@@ -82,7 +82,7 @@ def use_https() -> web.Response:
 
 def redirect(status: int, location: str) -> web.Response:
     """A redirect without a body (Kong's https_redirect_status_code answers)."""
-    return web.Response(status=status, headers={"Location": location})
+    return web.Response(status=status, headers={"Location": location, "Server": SERVER})
 
 
 def closing_error(status: int, message: str) -> RawResponse:
@@ -93,5 +93,9 @@ def closing_error(status: int, message: str) -> RawResponse:
         status,
         HTTPStatus(status).phrase.encode("ascii"),
     )
-    head += b"Content-Length: %d\r\n%bConnection: close\r\n\r\n" % (len(body), date_line())
+    head += b"Content-Length: %d\r\n%b%bConnection: close\r\n\r\n" % (
+        len(body),
+        date_line(),
+        SERVER_LINE,
+    )
     return RawResponse(head + body, status=status, keep_alive=False, body_size=len(body))

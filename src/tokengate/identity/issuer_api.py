@@ -38,7 +38,13 @@ from urllib.parse import parse_qsl, urlsplit
 import jwt
 from aiohttp import web
 
-from tokengate.gateway.rawresponse import RawResponse, date_line
+from tokengate.gateway.rawresponse import (
+    SERVER,
+    SERVER_LINE,
+    RawResponse,
+    date_line,
+    name_server,
+)
 from tokengate.identity.grants import (
     CLIENT_AUTH_METHODS,
     GRANTS,
@@ -74,7 +80,7 @@ _HEADER_LIST: Final = re.compile(
 _dumps = functools.partial(json.dumps, separators=(",", ":"))
 _TOKEN_HEAD: Final = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-    b"Cache-Control: no-store\r\nPragma: no-cache\r\n"
+    b"Cache-Control: no-store\r\nPragma: no-cache\r\n" + SERVER_LINE
 )
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -392,11 +398,14 @@ def token_shortcut(api: IssuerApi, routed: Handler) -> Handler:
                 issuer_id = path[1 : -len(_TOKEN_PATH_END)]
                 if _PLAIN_ISSUER_ID.fullmatch(issuer_id):
                     try:
-                        return await api.token_for(issuer_id, request)
+                        response = await api.token_for(issuer_id, request)
                     except web.HTTPException as exc:
-                        return web.Response(
+                        response = web.Response(
                             status=exc.status, text=exc.text, content_type=exc.content_type
                         )
+                    # Outside the application: its on_response_prepare (name_server) is not run.
+                    response.headers["Server"] = SERVER
+                    return response
         return await routed(request)
 
     return handle
@@ -409,6 +418,7 @@ def create_issuer_app(
     app serves this one at "/" (and mounts the admin API under /v1)."""
     api = IssuerApi(store, public_url=public_url, clock=clock)
     app = web.Application()
+    app.on_response_prepare.append(name_server)  # subapps' answers (/v1) pass through it too
     app[ISSUER_API] = api
     app.add_routes(api.routes())
     return app
