@@ -173,7 +173,7 @@ def test_response_head_filters_and_frames() -> None:
     assert out == (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Thu, 26 Nov 2026 18:00:00 GMT"
         b"\r\nContent-Length: 3\r\nVia: 1.1 tokengate\r\nX-Request-Id: rid\r\n"
-        b"Connection: close\r\n\r\n"
+        b"Server: tokengate\r\nConnection: close\r\n\r\n"
     )
 
 

@@ -30,7 +30,7 @@ from typing import Final
 from multidict import CIMultiDict
 
 from tokengate.gateway.extract import TOKEN_HEADERS
-from tokengate.gateway.rawresponse import date_line
+from tokengate.gateway.rawresponse import SERVER, SERVER_LINE, date_line
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 
@@ -236,6 +236,8 @@ def response_headers(raw_headers: list[tuple[bytes, bytes]], request_id: bytes) 
     via.append(VIA)
     headers["Via"] = ", ".join(via)
     headers.setdefault("X-Request-Id", request_id.decode())
+    # As Kong adds its own when the upstream sent none (aiohttp would add its banner).
+    headers.setdefault("Server", SERVER)
     return headers
 
 
@@ -263,7 +265,7 @@ def response_head(
     parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
     named: frozenset[bytes] | None = None
     via: list[bytes] = []
-    has_length = has_request_id = has_date = False
+    has_length = has_request_id = has_date = has_server = False
     for name, value in raw_headers:
         lname = name.lower()
         if lname in _RESPONSE_DROP:
@@ -278,6 +280,8 @@ def response_head(
             has_request_id = True
         elif lname == b"date":
             has_date = True
+        elif lname == b"server":
+            has_server = True
         parts += (name, b": ", value, b"\r\n")
     if named:
         parts = _without_named(parts, named, head=1)
@@ -292,6 +296,8 @@ def response_head(
         parts += (b"X-Request-Id: ", request_id, b"\r\n")
     if not has_date:  # RFC 9110 §6.6.1: a proxy adds the Date an upstream left out
         parts.append(date_line())
+    if not has_server:  # as Kong adds its own when the upstream sent none
+        parts.append(SERVER_LINE)
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")

@@ -27,15 +27,13 @@ DEFAULT_SEND_TIMEOUT: Final = 30.0  # --client-send-timeout's default
 # name without a version, as nginx's server_tokens off, never aiohttp's Python/aiohttp banner.
 SERVER: Final = "tokengate"
 SERVER_LINE: Final = b"Server: tokengate\r\n"
+_WRITE_HIGH_WATER: Final = 64 * 1024  # asyncio's and uvloop's default high-water mark
 
 
 async def name_server(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """An application's on_response_prepare signal: its answers name tokengate as their
     Server. (aiohttp has written its own banner into the headers by the time it runs.)"""
     response.headers["Server"] = SERVER
-
-
-_WRITE_HIGH_WATER: Final = 64 * 1024  # asyncio's and uvloop's default high-water mark
 
 
 def date_line() -> bytes:
