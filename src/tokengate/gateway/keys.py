@@ -323,8 +323,14 @@ class IssuerKeys:
         # one we expect, else a mis-pointed discovery URL (or a mix-up attack) would make us
         # trust another issuer's keys for tokens that claim to be ours.
         if found != source.issuer:
+            hint = ""
+            if isinstance(found, str) and found.rstrip("/") == source.issuer.rstrip("/"):
+                # The usual slip: Kong never compares them, so a config that worked there
+                # may carry a slash the IdP does not write.
+                hint = " (they differ by a trailing slash: write the issuer as the IdP does)"
             raise FetchError(
-                f"discovery issuer {_short(found)} does not match configured {source.issuer!r}"
+                f"discovery issuer {_short(found)} does not match configured "
+                f"{source.issuer!r}{hint}"
             )
         if source.jwks_endpoint is not None:
             jwks_uri = _http_url(source.jwks_endpoint, "jwks_endpoint")
