@@ -42,6 +42,7 @@ from aiohttp import web
 
 from tokengate.gateway.errors import MalformedToken, MultipleTokens, UnreadableBody
 from tokengate.gateway.jsonbody import (
+    ACCESS_TOKEN,  # the parameter's name too (RFC 6750 §2.2, §2.3)
     UnreadableJson,
     json_holds_token,
     json_tokens,
@@ -51,7 +52,6 @@ from tokengate.gateway.oidc_config import OidcConfig
 
 Where = Literal["header", "query", "body", "cookie"]
 
-ACCESS_TOKEN: Final = "access_token"  # noqa: S105 - the parameter name (RFC 6750 §2.2, §2.3)
 FORM: Final = "application/x-www-form-urlencoded"
 JSON: Final = "application/json"
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="

@@ -33,9 +33,9 @@ import json
 from json.scanner import make_scanner
 from typing import Any, Final, NamedTuple, NoReturn
 
-__all__ = ["UnreadableJson", "json_holds_token", "json_tokens", "json_without_token"]
+__all__ = ["ACCESS_TOKEN", "UnreadableJson", "json_holds_token", "json_tokens", "json_without_token"]
 
-ACCESS_TOKEN: Final = "access_token"  # noqa: S105 - a member name
+ACCESS_TOKEN: Final = "access_token"  # noqa: S105 - a member's (and a parameter's) name
 _WHITESPACE: Final = " \t\n\r"  # RFC 8259 §2
 _BOM: Final = "\ufeff"
 # Go's simple folding takes these two to ASCII letters (s, k); str.lower() does the rest.
@@ -86,51 +86,49 @@ def _keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _decoder: Final = json.JSONDecoder(object_pairs_hook=_keep_pairs, parse_constant=_no_constant)
-_UNREADABLE: Final = "unreadable"
+_NOT_JSON: Final = object()
 
 # One body, read once: extraction, the check after a 100 Continue and hiding all ask about the
 # same bytes object within one request.
-_last: tuple[bytes, list[Member] | str | None] | None = None
+_last: tuple[bytes, tuple[Member, ...] | None] | None = None
 
 
-def _members(body: bytes) -> list[Member] | None:
-    """The top-level object's members, in order, duplicates kept; None for JSON that is not an
-    object (an array or a scalar: no member anywhere a parser reads a token from).
-    UnreadableJson when `body` is not JSON."""
+def _members(body: bytes) -> tuple[Member, ...]:
+    """The top-level object's members that matter, in order, duplicates kept: none when the
+    body cannot name the token or is JSON but not an object (an array or a scalar has no
+    member anywhere a parser reads a token from). UnreadableJson when `body` is not JSON."""
     global _last
-    if _last is not None and _last[0] is body:
-        result = _last[1]
-    else:
-        result = _read(body)
-        _last = (body, result)
-    if result == _UNREADABLE:
+    if _last is None or _last[0] is not body:
+        _last = (body, _read(body))
+    members = _last[1]
+    if members is None:
         raise UnreadableJson("the body is not UTF-8 JSON")
-    assert not isinstance(result, str)
-    return result
+    return members
 
 
-def _read(body: bytes) -> list[Member] | str | None:
+def _read(body: bytes) -> tuple[Member, ...] | None:
+    """`_members`' answer, None for a body that is not JSON."""
+    if not may_hold_token(body):
+        return ()
     try:
         value = _decoder.decode(body.decode("utf-8").removeprefix(_BOM))
     except (ValueError, RecursionError):  # UTF-8, JSON, NaN, huge numbers, deep nesting
-        value = _UNREADABLE
+        value = _NOT_JSON
     # Not kept past the read: the pairs may hold a token.
     pairs = _last_pairs.pop() if _last_pairs else []
-    if value is _UNREADABLE:
-        return _UNREADABLE
-    if not isinstance(value, dict):
+    if value is _NOT_JSON:
         return None
-    return [Member(name, member) for name, member in pairs]
+    if not isinstance(value, dict):
+        return ()
+    return tuple(Member(name, member) for name, member in pairs)
 
 
 def json_tokens(body: bytes) -> list[str]:
     """The top-level `access_token` members (under any name `is_token_name` accepts) that hold
     a token. As Kong reads them, null, "" and an empty array or object are none; another
     non-string value is a token that will fail (its JSON text). UnreadableJson."""
-    if not may_hold_token(body):
-        return []
     tokens = []
-    for name, value in _members(body) or ():
+    for name, value in _members(body):
         if not is_token_name(name) or value is None or value in ("", [], {}):
             continue
         tokens.append(value if isinstance(value, str) else json.dumps(value))
@@ -139,16 +137,14 @@ def json_tokens(body: bytes) -> list[str]:
 
 def json_holds_token(body: bytes) -> bool:
     """Whether the body has an `access_token` member, whatever its value. UnreadableJson."""
-    if not may_hold_token(body):
-        return False
-    return any(is_token_name(name) for name, _ in _members(body) or ())
+    return any(is_token_name(name) for name, _ in _members(body))
 
 
 def json_without_token(body: bytes) -> bytes:
     """The body without its top-level `access_token` members, everything else as sent (the
     members kept are joined by "," where whitespace may have been). Call only for a body
     json_tokens read."""
-    if not any(is_token_name(name) for name, _ in _members(body) or ()):
+    if not json_holds_token(body):
         return body
     text = body.decode("utf-8")
     opening = _skip(text, 1 if text.startswith(_BOM) else 0)
