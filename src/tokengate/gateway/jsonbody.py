@@ -33,7 +33,13 @@ import json
 from json.scanner import make_scanner
 from typing import Any, Final, NamedTuple, NoReturn
 
-__all__ = ["ACCESS_TOKEN", "UnreadableJson", "json_holds_token", "json_tokens", "json_without_token"]
+__all__ = [
+    "ACCESS_TOKEN",
+    "UnreadableJson",
+    "json_holds_token",
+    "json_tokens",
+    "json_without_token",
+]
 
 ACCESS_TOKEN: Final = "access_token"  # noqa: S105 - a member's (and a parameter's) name
 _WHITESPACE: Final = " \t\n\r"  # RFC 8259 §2
