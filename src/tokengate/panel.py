@@ -58,7 +58,7 @@ def find_demo(config: GatewayConfig, identity: IdentityService) -> Demo | None:
                     client_id=client["id"],
                     client_secret=client["secret"],
                     scope=oidc.scopes_required[0] if oidc.scopes_required else "",
-                    claim_headers=oidc.upstream_headers_names,
+                    claim_headers=oidc.upstream_header_names,
                     public_path=public,
                 )
     return None

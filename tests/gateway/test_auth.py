@@ -25,7 +25,7 @@ from tests.gateway.issuer import OMIT, TestIssuer, self_signed_certificate
 from tokengate.gateway import auth as auth_module
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.keys import KeyPolicy
-from tokengate.gateway.oidc_config import Consumer, OidcConfig
+from tokengate.gateway.oidc_config import ClaimHeader, Consumer, OidcConfig
 
 FAST_KEYS = KeyPolicy(min_refresh=0.2, max_refresh=0.5, max_stale=60, retry_backoff=0.1)
 
@@ -1299,3 +1299,105 @@ async def test_form_token_with_expect_100_continue(
     head, rest = await post_after_continue(gw, b"", body)
     assert head.startswith(b"HTTP/1.1 200")
     assert json.loads(rest)["body"] == "a=1"
+
+
+# -- headers from claims: upstream_headers, downstream_headers, X-Authenticated-Groups -----------
+
+
+async def test_upstream_headers_follow_claim_paths_and_are_never_the_clients(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect(
+        upstream_headers=(
+            ClaimHeader("X-Org", ("org", "name")),
+            ClaimHeader("X-First-Role", ("org", "roles", "1")),
+            ClaimHeader("X-Plan", ("org", "plan")),
+        )
+    )
+    org = {"name": "acme", "roles": ["admin", "dev"]}
+    spoofed = {"X-Org": "evil", "X-Plan": "gold", "X_Plan": "gold"}
+    answer = await call(gw, token=test_issuer.mint(org=org), headers=spoofed)
+    assert answer.status == 200
+    assert answer.upstream_headers("X-Org") == ["acme"]
+    assert answer.upstream_headers("X-First-Role") == ["admin"]
+    assert answer.upstream_headers("X-Plan") == []  # no such claim: not the client's either
+    assert answer.upstream_headers("X_Plan") == []
+
+
+async def test_downstream_headers_reach_the_client_after_the_upstreams_own(
+    start_gateway: StartGateway, test_issuer: TestIssuer
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="ok", headers={"X-Sub": "from-upstream"})
+
+    oidc = OidcConfig.for_issuer(
+        test_issuer.issuer,
+        downstream_headers_claims=("sub", "email"),
+        downstream_headers_names=("X-Sub", "X-Email"),
+    )
+    async with serving(handler) as server:
+        gw = await start_gateway(make_route(make_service(server.port), oidc=oidc))
+        token = test_issuer.mint(sub="alice")
+        for _ in range(2):  # verified, then from the verified-token cache
+            answer = await call(gw, token=token)
+            assert answer.status == 200
+            assert answer.headers.getall("X-Sub") == ["from-upstream", "alice"]
+            assert "X-Email" not in answer.headers  # no such claim
+        refused = await call(gw)
+        assert refused.status == 401
+        assert "X-Sub" not in refused.headers
+
+
+@pytest.mark.parametrize("how", ["streamed", "http/1.0", "buffered"])
+async def test_downstream_headers_ride_every_kind_of_relayed_answer(
+    how: str, start_gateway: StartGateway, test_issuer: TestIssuer
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if how != "streamed":
+            return web.Response(text="ok")
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b"x" * 200_000)
+        await response.write_eof()
+        return response
+
+    oidc = OidcConfig.for_issuer(
+        test_issuer.issuer, downstream_headers=(ClaimHeader("X-Tenant", ("org", "tenant")),)
+    )
+    async with serving(handler) as server:
+        gw = await start_gateway(make_route(make_service(server.port), oidc=oidc))
+        token = test_issuer.mint(org={"tenant": "t-1"})
+        if how == "http/1.0":
+            raw = await raw_request(
+                gw.proxy_port,
+                f"GET / HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n".encode(),
+            )
+            assert raw.startswith(b"HTTP/1.0 200")
+            assert b"\r\nX-Tenant: t-1\r\n" in raw.partition(b"\r\n\r\n")[0]
+            return
+        answer = await call(gw, token=token)
+        assert answer.status == 200
+        assert answer.headers.getall("X-Tenant") == ["t-1"]
+
+
+@pytest.mark.parametrize(
+    ("groups", "header"),
+    [
+        pytest.param("admin  dev admin", ["admin, dev"], id="words"),
+        pytest.param(
+            ["Domain Admins", "dev", "Domain Admins", 7], ["Domain Admins, dev, 7"], id="list"
+        ),
+        pytest.param([], [], id="empty"),
+        pytest.param({"a": 1}, [], id="object"),
+    ],
+)
+async def test_authenticated_groups_claim_sets_x_authenticated_groups(
+    groups: Any, header: list[str], protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect(authenticated_groups_claim=("realm", "groups"))
+    token = test_issuer.mint(realm={"groups": groups})
+    spoofed = {"X-Authenticated-Groups": "root"}
+    answer = await call(gw, token=token, headers=spoofed)
+    assert answer.status == 200
+    assert answer.upstream_headers("X-Authenticated-Groups") == header

@@ -14,6 +14,7 @@ from tokengate.gateway.config_checks import Report
 from tokengate.gateway.oidc_config import (
     KONG_DEFAULTS,
     KONG_FIELDS,
+    ClaimHeader,
     OidcConfig,
     field_support,
     parse_oidc_config,
@@ -131,6 +132,10 @@ def test_every_field_is_read() -> None:
         cache_ttl_max: 300
         upstream_headers_claims: [sub, sub]
         upstream_headers_names: [X-Sub, X-Subject]
+        downstream_headers:
+        - {header: X-Tenant, path: [org, tenant]}
+        authenticated_groups_claim: [realm_access, groups]
+        credential_claim: [client_id]
         upstream_access_token_header: x-token
         hide_credentials: false
         anonymous: guest
@@ -164,6 +169,9 @@ def test_every_field_is_read() -> None:
         cache_ttl_max=300.0,
         upstream_headers_claims=("sub", "sub"),
         upstream_headers_names=("X-Sub", "X-Subject"),
+        downstream_headers=(ClaimHeader("X-Tenant", ("org", "tenant")),),
+        authenticated_groups_claim=("realm_access", "groups"),
+        credential_claim=("client_id",),
         upstream_access_token_header="x-token",
         hide_credentials=False,
         anonymous="guest",
@@ -241,6 +249,37 @@ def test_upstream_header_lists_of_different_lengths_pair_as_kong_pairs_them(
     [said] = warnings(text)
     assert said.startswith(".upstream_headers_names: ")
     assert warning in said
+
+
+def test_header_mappings_in_either_form_pair_headers_with_claim_paths() -> None:
+    config = ok("""
+        upstream_headers:
+        - {header: X-Org, path: [org, name]}
+        - {header: X-First-Role, path: [roles, "1"]}
+        downstream_headers_claims: [sub, email]
+        downstream_headers_names: [X-Sub, X-Email]
+    """)
+    assert config.upstream_claim_headers == (
+        ClaimHeader("X-Org", ("org", "name")),
+        ClaimHeader("X-First-Role", ("roles", "1")),
+    )
+    assert config.upstream_header_names == ("X-Org", "X-First-Role")
+    assert config.downstream_claim_headers == (
+        ClaimHeader("X-Sub", ("sub",)),
+        ClaimHeader("X-Email", ("email",)),
+    )
+    older = ok("upstream_headers_claims: [sub]\nupstream_headers_names: [X-Sub, X-Tenant]")
+    assert older.upstream_claim_headers == (ClaimHeader("X-Sub", ("sub",)),)
+    assert older.upstream_header_names == ("X-Sub", "X-Tenant")
+
+
+def test_downstream_header_lists_of_different_lengths_warn() -> None:
+    assert warnings("downstream_headers_claims: [sub]\ndownstream_headers_names: [X-A, X-B]") == [
+        ".downstream_headers_names: 2 names for 1 downstream_headers_claims: the names without a "
+        "claim are ignored, as Kong ignores them"
+    ]
+    config = ok("downstream_headers_claims: [sub]\ndownstream_headers_names: [X-A, X-B]")
+    assert config.downstream_claim_headers == (ClaimHeader("X-A", ("sub",)),)
 
 
 def test_upstream_access_token_header_null_means_not_resent() -> None:
@@ -496,8 +535,70 @@ ERRORS = {
         "token_exchange: expected a mapping, got a list",
     ),
     "unimplemented object list": (
-        "upstream_headers: [x]",
+        "client_jwk: [x]",
+        "client_jwk[0]: expected a mapping, got a string",
+    ),
+    "upstream_headers not a list": (
+        "upstream_headers: {header: X-Sub, path: [sub]}",
+        "upstream_headers: expected a list, got a mapping",
+    ),
+    "upstream_headers entry not a mapping": (
+        "upstream_headers: [X-Sub]",
         "upstream_headers[0]: expected a mapping, got a string",
+    ),
+    "upstream_headers entry without a header": (
+        "upstream_headers: [{path: [sub]}]",
+        "upstream_headers[0].header: required field missing",
+    ),
+    "upstream_headers entry without a path": (
+        "upstream_headers: [{header: X-Sub}]",
+        "upstream_headers[0].path: required field missing",
+    ),
+    "upstream_headers entry with an empty path": (
+        "upstream_headers: [{header: X-Sub, path: []}]",
+        "upstream_headers[0].path: must not be empty: it is the path to a claim",
+    ),
+    "upstream_headers path not strings": (
+        "upstream_headers: [{header: X-Sub, path: [org, 1]}]",
+        "upstream_headers[0].path[1]: expected a string, got an integer",
+    ),
+    "upstream_headers entry with another field": (
+        "upstream_headers: [{header: X-Sub, path: [sub], claim: sub}]",
+        "upstream_headers[0].claim: unknown field",
+    ),
+    "upstream_headers header invalid": (
+        "upstream_headers: [{header: 'x sub', path: [sub]}]",
+        "upstream_headers[0].header: invalid header name 'x sub'",
+    ),
+    "upstream_headers header is Host": (
+        "upstream_headers: [{header: host, path: [sub]}]",
+        "upstream_headers[0].header: 'host' cannot be set from a token: it frames or routes the "
+        "request",
+    ),
+    "upstream_headers header is the token's header": (
+        "upstream_headers: [{header: Authorization, path: [sub]}]",
+        "upstream_headers: 'authorization' is upstream_access_token_header's header too: the "
+        "upstream would get it twice",
+    ),
+    "upstream_headers beside the older lists": (
+        "upstream_headers: [{header: X-Sub, path: [sub]}]\nupstream_headers_claims: [email]\n"
+        "upstream_headers_names: [X-Email]",
+        "upstream_headers: set together with upstream_headers_claims / upstream_headers_names: "
+        "Kong takes one form or the other",
+    ),
+    "downstream_headers beside the older lists": (
+        "downstream_headers: [{header: X-Sub, path: [sub]}]\ndownstream_headers_names: [X-E]",
+        "downstream_headers: set together with downstream_headers_claims / "
+        "downstream_headers_names: Kong takes one form or the other",
+    ),
+    "downstream header frames the answer": (
+        "downstream_headers_claims: [sub]\ndownstream_headers_names: [Content-Length]",
+        "downstream_headers_names[0]: 'Content-Length' cannot be set from a token: it frames or "
+        "routes the request",
+    ),
+    "authenticated_groups_claim not a list": (
+        "authenticated_groups_claim: groups",
+        "authenticated_groups_claim: expected a list of strings, got a string",
     ),
     "unimplemented list of lists": (
         "consumer_claims: [sub]",

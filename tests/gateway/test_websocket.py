@@ -466,6 +466,22 @@ async def test_the_handshake_needs_a_valid_token_on_an_openid_connect_route(
     assert len(ws_upstream.handshakes) == 1
 
 
+async def test_the_101_carries_the_downstream_headers_of_the_token(
+    start_gateway: StartGateway, ws_upstream: WsUpstream, test_issuer: TestIssuer
+) -> None:
+    oidc = OidcConfig.for_issuer(
+        test_issuer.issuer, downstream_headers_claims=("sub",), downstream_headers_names=("X-Sub",)
+    )
+    gw = await start_gateway(make_route(make_service(ws_upstream.server.port), oidc=oidc))
+    token = test_issuer.mint(sub="alice")
+    url = f"http://127.0.0.1:{gw.proxy_port}/ws"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers={"Authorization": f"Bearer {token}"}) as ws,
+    ):
+        assert ws._response.headers.getall("X-Sub") == ["alice"]
+
+
 async def test_a_tunnel_is_logged_as_101(
     start_gateway: StartGateway, ws_upstream: WsUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:

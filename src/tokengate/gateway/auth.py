@@ -14,10 +14,8 @@ Every exception on this path becomes an AuthError, so a 500 or a pass is impossi
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -26,6 +24,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from tokengate.gateway.claim_values import claim_at, groups_header_value, render_header_value
 from tokengate.gateway.edits import NO_EDITS, UpstreamEdits
 from tokengate.gateway.errors import (
     AuthError,
@@ -68,7 +67,6 @@ log = logging.getLogger("tokengate.auth")
 
 # Longest token lifetime accepted (exp - iat): Kong Identity issues at most 30 days.
 MAX_TOKEN_LIFETIME: Final = 30 * 86400.0
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab: never in a header
 
 _ACCESS_TOKEN, _X_ACCESS_TOKEN = TOKEN_HEADERS  # two names, checked one by one on the hot path
 _TOKEN_PLACE_HEADERS: Final = frozenset({b"authorization", *(n.encode() for n in TOKEN_HEADERS)})
@@ -135,9 +133,15 @@ class Authenticator:
         self._token_header, self._token_prefix = _parse_token_header(
             config.upstream_access_token_header
         )
-        claims, names = config.upstream_headers_claims, config.upstream_headers_names
-        # More names than claims: the rest are only dropped from the client's (_set_headers).
-        self._claim_headers = tuple(zip(claims, names[: len(claims)], strict=True))
+        # Names without a claim are only dropped from the client's (_set_headers).
+        self._claim_headers = tuple(
+            (entry.path, entry.header.encode("latin-1")) for entry in config.upstream_claim_headers
+        )
+        self._answer_headers = tuple(
+            (entry.path, entry.header.encode("latin-1"))
+            for entry in config.downstream_claim_headers
+        )
+        self._groups_claim = config.authenticated_groups_claim
         # What the hot path (cached_edits) must rule out before it may answer.
         places = config.bearer_token_param_type
         self._hot_path = "header" in places
@@ -148,7 +152,7 @@ class Authenticator:
         # Compared with client header names read with "-" for "_" (headers.build_request_head).
         self._set_headers = frozenset(
             name.replace(b"_", b"-")
-            for name in [n.lower().encode("latin-1") for n in config.upstream_headers_names]
+            for name in [n.lower().encode("latin-1") for n in config.upstream_header_names]
             + ([self._token_header.lower()] if self._token_header is not None else [])
         )
         # An anonymous pass: the headers a verified token would fill stay empty (a client must
@@ -322,10 +326,11 @@ class Authenticator:
                 self._token_prefix,
                 location.token.encode("ascii"),
             )
+        answer = self._answer_lines(entry.claims)
         # Headers the gateway sets from the token are never taken from the client.
         if not self.config.hide_credentials:
-            return UpstreamEdits(drop=self._set_headers, added=added)
-        return self._hidden(request, location, body, self._set_headers, added)
+            return UpstreamEdits(drop=self._set_headers, added=added, answer=answer)
+        return self._hidden(request, location, body, self._set_headers, added, answer)
 
     def _hidden(
         self,
@@ -334,15 +339,16 @@ class Authenticator:
         body: bytes | None,
         drop: frozenset[bytes],
         added: bytes,
+        answer: tuple[tuple[bytes, bytes], ...] = (),
     ) -> UpstreamEdits:
         """hide_credentials: `drop` and `added` (the gateway's own header lines), with the token
-        taken out of where it came."""
+        taken out of where it came; `answer` as UpstreamEdits has it."""
         where = location.where
         if where == "header":
-            return UpstreamEdits(drop=drop | {location.header}, added=added)
+            return UpstreamEdits(drop=drop | {location.header}, added=added, answer=answer)
         if where == "query":
-            raw_query = request.raw_path.partition("?")[2]
-            return UpstreamEdits(drop=drop, added=added, query=query_without_token(raw_query))
+            query = query_without_token(request.raw_path.partition("?")[2])
+            return UpstreamEdits(drop=drop, added=added, query=query, answer=answer)
         cookie_name = self.config.bearer_token_cookie_name
         if where == "cookie" and cookie_name:
             rest = cookie_header_without(
@@ -350,20 +356,38 @@ class Authenticator:
             )
             if rest:
                 added += b"Cookie: %b\r\n" % rest.encode("latin-1")
-            return UpstreamEdits(drop=drop | {b"cookie"}, added=added)
+            return UpstreamEdits(drop=drop | {b"cookie"}, added=added, answer=answer)
         if where == "body" and body is not None:
-            return UpstreamEdits(
-                drop=drop, added=added, body=body_without_token(body, request.content_type)
-            )
-        return UpstreamEdits(drop=drop, added=added)
+            body = body_without_token(body, request.content_type)
+            return UpstreamEdits(drop=drop, added=added, body=body, answer=answer)
+        return UpstreamEdits(drop=drop, added=added, answer=answer)
 
     def _claim_lines(self, claims: Mapping[str, Any]) -> bytes:
-        lines = []
-        for claim, header in self._claim_headers:
-            value = render_header_value(claims.get(claim))
-            if value is not None:
-                lines.append(b"%b: %b\r\n" % (header.encode("latin-1"), value))
+        """The header lines the upstream gets from the token's claims."""
+        lines = [
+            b"%b: %b\r\n" % (header, value)
+            for header, value in self._from_claims(self._claim_headers, claims)
+        ]
+        if self._groups_claim:
+            groups = groups_header_value(claim_at(claims, self._groups_claim))
+            if groups is not None:
+                lines.append(b"X-Authenticated-Groups: %b\r\n" % groups)
         return b"".join(lines)
+
+    def _answer_lines(self, claims: Mapping[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
+        """The headers the client's answer gets from the token's claims (downstream_headers)."""
+        return tuple(self._from_claims(self._answer_headers, claims))
+
+    @staticmethod
+    def _from_claims(
+        headers: tuple[tuple[tuple[str, ...], bytes], ...], claims: Mapping[str, Any]
+    ) -> list[tuple[bytes, bytes]]:
+        found = []
+        for path, header in headers:
+            value = render_header_value(claim_at(claims, path))
+            if value is not None:
+                found.append((header, value))
+        return found
 
     # -- the refusal -----------------------------------------------------------------------
     def refuse(
@@ -477,34 +501,6 @@ class RefusalLog:
         )
 
 
-def render_header_value(value: object) -> bytes | None:
-    """A claim as an upstream header value, as Kong's plugin writes it (headers.lua): a string
-    as it is (UTF-8), a list or object as base64 of its compact JSON, a number or `true` as Lua
-    prints it; absent, null, false, "" and empty lists or objects send no header. A string with
-    a control character (CR, LF, NUL, ...) sends none either: it could start a header line of
-    its own (Kong's nginx refuses such a value)."""
-    if value is None or value is False or value == "" or value == [] or value == {}:
-        return None
-    if isinstance(value, str):
-        return None if _CONTROL.search(value) else value.encode("utf-8", "surrogatepass")
-    if isinstance(value, list | dict):
-        compact = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-        return base64.b64encode(compact.encode("utf-8", "surrogatepass"))
-    if value is True:
-        return b"true"
-    if isinstance(value, int | float):
-        return _lua_number(value).encode("ascii")
-    return None
-
-
-def _lua_number(value: float) -> str:
-    # LuaJIT's tostring: "%.14g" (cjson decodes every JSON number to a double).
-    try:
-        return format(float(value), ".14g")
-    except OverflowError:  # an int past a double's range: Kong's cjson would not decode it
-        return str(value)
-
-
 # How the schemes Kong names are spelled on the wire (RFC 6750, RFC 7617, RFC 9449).
 _SCHEMES: Final = {"bearer": "Bearer", "basic": "Basic", "dpop": "DPoP"}
 
@@ -535,5 +531,4 @@ __all__ = [
     "UpstreamEdits",
     "is_preflight",
     "key_source",
-    "render_header_value",
 ]

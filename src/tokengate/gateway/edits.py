@@ -1,4 +1,4 @@
-"""What authentication changes in the request the upstream receives.
+"""What authentication changes in the request the upstream receives (and in its answer).
 
 edits = UpstreamEdits(drop=frozenset({b"authorization"}), added=b"X-Scope: read\\r\\n")
 response = await forwarder.forward(request, match, ..., edits=edits)
@@ -16,6 +16,9 @@ class UpstreamEdits:
     added: bytes = b""  # header lines to add (CRLF-terminated)
     query: str | None = None  # replacement raw query (without "?"), when the token was there
     body: bytes | None = None  # replacement body, when the token was in the body
+    # (name, value) headers added to the upstream's answer before it is relayed to the client
+    # (downstream_headers: Kong appends them to any of the same name)
+    answer: tuple[tuple[bytes, bytes], ...] = ()
 
 
 NO_EDITS: Final = UpstreamEdits()

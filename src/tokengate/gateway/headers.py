@@ -24,7 +24,7 @@ Rules (RFC 9110 §7.6.1, RFC 9112 §9.6, and DESIGN's security invariants):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from multidict import CIMultiDict
@@ -216,9 +216,14 @@ def _named_by(value: bytes, raw_headers: RawHeaders, *, first: bool) -> frozense
     return connection_named(raw_headers)
 
 
-def response_headers(raw_headers: list[tuple[bytes, bytes]], request_id: bytes) -> CIMultiDict[str]:
+def response_headers(
+    raw_headers: list[tuple[bytes, bytes]],
+    request_id: bytes,
+    added: Sequence[tuple[bytes, bytes]] = (),
+) -> CIMultiDict[str]:
     """Upstream response headers for a streamed response (aiohttp frames the body). Content-Length
-    is kept: llhttp has checked it, and it stays right because the body passes unchanged."""
+    is kept: llhttp has checked it, and it stays right because the body passes unchanged.
+    `added`: the gateway's own headers for the answer, after the upstream's."""
     named: frozenset[bytes] | None = None
     headers: CIMultiDict[str] = CIMultiDict()
     via: list[str] = []
@@ -233,6 +238,8 @@ def response_headers(raw_headers: list[tuple[bytes, bytes]], request_id: bytes) 
         headers.add(name.decode("latin-1"), _text(value))
     for lname in named or ():
         headers.popall(lname.decode("latin-1"), None)
+    for name, value in added:
+        headers.add(name.decode("latin-1"), _text(value))
     via.append(VIA)
     headers["Via"] = ", ".join(via)
     headers.setdefault("X-Request-Id", request_id.decode())
@@ -258,10 +265,12 @@ def response_head(
     body_length: int | None,
     request_id: bytes,
     keep_alive: bool,
+    added: Sequence[tuple[bytes, bytes]] = (),
 ) -> bytes:
     """A whole HTTP/1.1 response head for a buffered body, built from the upstream's raw header
     bytes in one pass. `body_length` is None when the response has no body by definition
-    (HEAD, 204, 304): the upstream's Content-Length then passes as it is."""
+    (HEAD, 204, 304): the upstream's Content-Length then passes as it is. `added`: the
+    gateway's own headers for the answer, after the upstream's."""
     parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
     named: frozenset[bytes] | None = None
     via: list[bytes] = []
@@ -288,6 +297,8 @@ def response_head(
         # Framing and our request id are ours to write even if the upstream named them.
         has_length = has_length and b"content-length" not in named
         has_request_id = has_request_id and b"x-request-id" not in named
+    for name, value in added:
+        parts += (name, b": ", value, b"\r\n")
     if body_length is not None and not has_length:
         parts.append(b"Content-Length: %d\r\n" % body_length)
     via.append(_VIA_BYTES)

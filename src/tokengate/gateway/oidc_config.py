@@ -74,6 +74,16 @@ class Consumer:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimHeader:
+    """A header set from a claim: an entry of Kong's `upstream_headers` / `downstream_headers`
+    (`{header, path}`), or one pair of the older `*_headers_claims` / `*_headers_names` lists,
+    whose claims are top-level (a path of one)."""
+
+    header: str
+    path: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OidcConfig:
     """One openid-connect plugin instance, as it applies to a route. Times are in seconds."""
 
@@ -101,6 +111,14 @@ class OidcConfig:
     cache_ttl_max: float | None = None
     upstream_headers_claims: tuple[str, ...] = ()
     upstream_headers_names: tuple[str, ...] = ()
+    upstream_headers: tuple[ClaimHeader, ...] = ()  # Kong 3.14's form, nested paths
+    downstream_headers_claims: tuple[str, ...] = ()
+    downstream_headers_names: tuple[str, ...] = ()
+    downstream_headers: tuple[ClaimHeader, ...] = ()
+    authenticated_groups_claim: tuple[str, ...] = ()  # a path; () sends no X-Authenticated-Groups
+    # Kong names the request's credential after this claim for its other plugins (rate
+    # limiting); it sets no header, so there is nothing for tokengate to do with it.
+    credential_claim: tuple[str, ...] = ("sub",)
     # where the verified token is re-sent upstream ("header:prefix"); None: it is not
     upstream_access_token_header: str | None = "authorization:bearer"  # noqa: S105
     hide_credentials: bool = True
@@ -119,6 +137,24 @@ class OidcConfig:
     def __post_init__(self) -> None:
         accepted = frozenset(self.issuers_allowed or (self.expected_issuer,))
         object.__setattr__(self, "_accepted_issuers", accepted)
+
+    @property
+    def upstream_claim_headers(self) -> tuple[ClaimHeader, ...]:
+        """Every header set upstream from a claim, in either of Kong's forms (a name without a
+        claim is not among them: see upstream_header_names)."""
+        pairs = zip(self.upstream_headers_claims, self.upstream_headers_names, strict=False)
+        return tuple(ClaimHeader(name, (claim,)) for claim, name in pairs) + self.upstream_headers
+
+    @property
+    def upstream_header_names(self) -> tuple[str, ...]:
+        """The names of every header the gateway sets from a claim, never taken from a client."""
+        return self.upstream_headers_names + tuple(h.header for h in self.upstream_headers)
+
+    @property
+    def downstream_claim_headers(self) -> tuple[ClaimHeader, ...]:
+        """Every header added to the answer from a claim, in either of Kong's forms."""
+        pairs = zip(self.downstream_headers_claims, self.downstream_headers_names, strict=False)
+        return tuple(ClaimHeader(name, (claim,)) for claim, name in pairs) + self.downstream_headers
 
     @property
     def accepted_issuers(self) -> frozenset[str]:
@@ -158,32 +194,14 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         f.error("bearer_token_cookie_name", "required when bearer_token_param_type has 'cookie'")
     elif cookie is not None and "cookie" not in param_types:
         f.warn("bearer_token_cookie_name", "ignored: bearer_token_param_type has no 'cookie'")
-    claims = f.each("upstream_headers_claims", _non_empty, unique=False)
-    names = f.each("upstream_headers_names", _header, unique=False)
-    claims_count, names_count = (
-        len(value) if isinstance(value := f.raw(key), list) else 0
-        for key in ("upstream_headers_claims", "upstream_headers_names")
-    )
-    if claims_count > names_count:
-        # Kong's handler pairs them by position and skips a claim without a name.
-        f.warn(
-            "upstream_headers_names",
-            f"{names_count} names for {claims_count} upstream_headers_claims: the claims "
-            "without a name are ignored, as Kong ignores them",
-        )
-        claims = claims[: len(names)]
-    elif names_count > claims_count:
-        # Kept: the gateway still never takes those headers from the client.
-        f.warn(
-            "upstream_headers_names",
-            f"{names_count} names for {claims_count} upstream_headers_claims: the names "
-            "without a claim are set from nothing, but still dropped from client requests",
-        )
+    claims, names, objects = _claim_headers(f, "upstream")
+    down_claims, down_names, down_objects = _claim_headers(f, "downstream")
     token_header = _upstream_token_header(f)
     token_header_name = (token_header or "").partition(":")[0].strip().lower()
-    if token_header_name and token_header_name in (name.lower() for name in names):
+    named = [*names, *(entry.header for entry in objects)]
+    if token_header_name and token_header_name in (name.lower() for name in named):
         f.error(
-            "upstream_headers_names",
+            "upstream_headers" if objects else "upstream_headers_names",
             f"{token_header_name!r} is upstream_access_token_header's header too: the upstream "
             "would get it twice",
         )
@@ -203,6 +221,14 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         "cache_ttl_max": f.number("cache_ttl_max", None),
         "upstream_headers_claims": claims,
         "upstream_headers_names": names,
+        "upstream_headers": objects,
+        "downstream_headers_claims": down_claims,
+        "downstream_headers_names": down_names,
+        "downstream_headers": down_objects,
+        "authenticated_groups_claim": f.each(
+            "authenticated_groups_claim", _non_empty, unique=False
+        ),
+        "credential_claim": f.each("credential_claim", _non_empty, unique=False) or ("sub",),
         "upstream_access_token_header": token_header,
         "hide_credentials": f.boolean("hide_credentials", True),
         "anonymous": f.string("anonymous"),
@@ -326,6 +352,61 @@ def _claim_path(f: Fields, key: str) -> tuple[str, ...]:
     if f.raw(key) == []:
         f.error(key, "must not be empty: it is the path to a claim")
     return f.each(key, _non_empty, unique=False) or _CLAIM_DEFAULTS[key]
+
+
+def _claim_headers(
+    f: Fields, side: str
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[ClaimHeader, ...]]:
+    """`side` ("upstream" or "downstream"): the older pair of lists, `*_headers_claims` and
+    `*_headers_names`, and Kong 3.14's `*_headers` (`{header, path}` entries); Kong takes one
+    form or the other."""
+    claims_key, names_key, key = (
+        f"{side}_headers_claims",
+        f"{side}_headers_names",
+        f"{side}_headers",
+    )
+    claims = f.each(claims_key, _non_empty, unique=False)
+    names = f.each(names_key, _header, unique=False)
+    claims_count, names_count = (
+        len(value) if isinstance(value := f.raw(name), list) else 0
+        for name in (claims_key, names_key)
+    )
+    if claims_count > names_count:
+        # Kong's handler pairs them by position and skips a claim without a name.
+        f.warn(
+            names_key,
+            f"{names_count} names for {claims_count} {claims_key}: the claims without a name "
+            "are ignored, as Kong ignores them",
+        )
+        claims = claims[: len(names)]
+    elif names_count > claims_count:
+        what = (  # upstream: kept, the gateway still never takes them from the client
+            "set from nothing, but still dropped from client requests"
+            if side == "upstream"
+            else "ignored, as Kong ignores them"
+        )
+        f.warn(
+            names_key,
+            f"{names_count} names for {claims_count} {claims_key}: the names without "
+            f"a claim are {what}",
+        )
+    objects = []
+    for path, entry in f.entities(key):
+        g = Fields(f.report, path, entry, ("header", "path"))
+        header = g.checked("header", _header, required=True)
+        claim_path = g.each("path", _non_empty, unique=False)
+        if g.raw("path") is None:
+            g.error("path", "required field missing")
+        elif g.raw("path") == []:
+            g.error("path", "must not be empty: it is the path to a claim")
+        if header is not None and claim_path:
+            objects.append(ClaimHeader(header, claim_path))
+    if f.raw(key) and (f.raw(claims_key) or f.raw(names_key)):
+        # Kong's schema: mutually exclusive (the lists are the form it deprecates).
+        f.error(
+            key, f"set together with {claims_key} / {names_key}: Kong takes one form or the other"
+        )
+    return claims, names, tuple(objects)
 
 
 def _upstream_token_header(f: Fields) -> str | None:
@@ -523,6 +604,28 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
         "preflight or not)"
     ),
     "issuer": "yes: discovery URL, RFC 8414 metadata URL or issuer identifier",
+    "upstream_headers": (
+        "yes: a claim path each (nested objects; a number picks a list's entry, counted from 1); "
+        "not together with upstream_headers_claims / upstream_headers_names, as in Kong"
+    ),
+    "downstream_headers": (
+        "yes: headers on the answer relayed from the upstream (after any of the same name it "
+        "sent), rendered as upstream_headers renders them; only when a token was accepted"
+    ),
+    "downstream_headers_claims": "yes: top-level claims, as Kong reads them",
+    "downstream_headers_names": (
+        "yes: paired with downstream_headers_claims by position (with a warning when the counts "
+        "differ: either one without the other is ignored, as Kong ignores it)"
+    ),
+    "authenticated_groups_claim": (
+        "yes: X-Authenticated-Groups, the claim's words (a string) or entries (a list), each "
+        "once, joined by ', ', as Kong writes it"
+    ),
+    "credential_claim": (
+        "accepted, no effect: Kong names the request's credential after it for its other "
+        "plugins (rate limiting); it sets no header"
+    ),
+    "upstream_headers_claims": "yes: top-level claims, as Kong reads them",
     "upstream_headers_names": (
         "yes: paired with upstream_headers_claims by position (with a warning when the counts "
         "differ: a claim without a name is ignored, as Kong ignores it; a name without a claim "

@@ -226,7 +226,15 @@ class Forwarder:
         try:
             if switch:
                 return await self._switch(
-                    request, pool, service, head, request_id, exchange, targets, rehost
+                    request,
+                    pool,
+                    service,
+                    head,
+                    request_id,
+                    exchange,
+                    targets,
+                    rehost,
+                    answer=edits.answer,
                 )
             return await self._exchange(
                 request,
@@ -239,6 +247,7 @@ class Forwarder:
                 already_sent=len(body_prefix),
                 targets=targets,
                 rehost=rehost,
+                answer=edits.answer,
             )
         except UpstreamError as exc:
             exchange.source = ERROR
@@ -260,6 +269,7 @@ class Forwarder:
         already_sent: int = 0,  # body bytes in first_write (a chunked body's read prefix)
         targets: _Targets | None = None,  # a balanced service's: the next ones to try
         rehost: bool = False,  # the Host is the target's: another target gets its own
+        answer: tuple[tuple[bytes, bytes], ...] = (),  # headers added to the answer
     ) -> web.StreamResponse:
         head_request = request.method == "HEAD"
         started = perf_counter()
@@ -306,7 +316,7 @@ class Forwarder:
             # Kong's upstream latency: connection (when a new one was needed) to response head.
             exchange.upstream_seconds = perf_counter() - started
             exchange.source = SERVICE
-            response = await self._respond(request, conn, service, request_id, exchange)
+            response = await self._respond(request, conn, service, request_id, exchange, answer)
             if early_answer:
                 response.force_close()  # the rest of the client's body was never read
             return response
@@ -326,6 +336,7 @@ class Forwarder:
         exchange: Exchange,
         targets: _Targets | None = None,
         rehost: bool = False,
+        answer: tuple[tuple[bytes, bytes], ...] = (),
     ) -> web.StreamResponse:
         """A WebSocket handshake, on a new connection that counts against the pool like any
         request's (a flood of handshakes cannot open connections without bound). A 101 takes
@@ -343,7 +354,7 @@ class Forwarder:
             exchange.upstream_seconds = perf_counter() - started
             exchange.source = SERVICE
             if not conn.upgraded:
-                return await self._respond(request, conn, service, request_id, exchange)
+                return await self._respond(request, conn, service, request_id, exchange, answer)
             pool.detach(conn)
             switched = True
         finally:
@@ -352,7 +363,7 @@ class Forwarder:
         self._tunnels.add(conn)
         try:
             send_timeout = self._settings.client_send_timeout
-            return await relay(request, conn, service, request_id, exchange, send_timeout)
+            return await relay(request, conn, service, request_id, exchange, send_timeout, answer)
         finally:
             self._tunnels.discard(conn)
 
@@ -400,6 +411,7 @@ class Forwarder:
         service: Service,
         request_id: bytes,
         exchange: Exchange,
+        answer: tuple[tuple[bytes, bytes], ...] = (),
     ) -> web.StreamResponse:
         if not conn.complete and _declared_small(conn):
             await conn.read_to_end(service.read_timeout)
@@ -415,6 +427,7 @@ class Forwarder:
                 body_length=None if bodiless else len(body),
                 request_id=request_id,
                 keep_alive=keep_alive,
+                added=answer,
             )
             return RawResponse(
                 head + body,
@@ -423,7 +436,7 @@ class Forwarder:
                 body_size=len(body),
                 send_timeout=self._settings.client_send_timeout,
             )
-        headers = response_headers(conn.headers, request_id)
+        headers = response_headers(conn.headers, request_id, answer)
         if conn.complete:  # an HTTP/1.0 client: aiohttp knows its keep-alive rules
             return RelayedBody(status=conn.status, headers=headers, body=conn.take_body() or None)
         return await self._stream_response(request, conn, service, headers, exchange)

@@ -109,10 +109,12 @@ async def relay(
     request_id: bytes,
     exchange: Exchange,
     send_timeout: float,
+    answer: tuple[tuple[bytes, bytes], ...] = (),
 ) -> web.StreamResponse:
     """Answer the client with the upstream's 101 and relay bytes both ways until the tunnel
-    ends; the client connection is closed after it (no HTTP follows a switch)."""
-    headers = response_headers(conn.headers, request_id)
+    ends; the client connection is closed after it (no HTTP follows a switch). `answer`:
+    headers added to the 101 (downstream_headers)."""
+    headers = response_headers(conn.headers, request_id, answer)
     # Nothing frames a 1xx: a Content-Length kept here would make aiohttp cut the tunnel's
     # bytes to that length.
     headers.popall("Content-Length", None)
