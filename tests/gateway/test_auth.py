@@ -1401,3 +1401,130 @@ async def test_authenticated_groups_claim_sets_x_authenticated_groups(
     answer = await call(gw, token=token, headers=spoofed)
     assert answer.status == 200
     assert answer.upstream_headers("X-Authenticated-Groups") == header
+
+
+# -- consumer_claims: Kong's consumer mapping ----------------------------------------------------
+
+ALICE = Consumer(id="6f1c3c52-2ab8-4d6e-9d0a-0b1f3d2e4c5a", custom_id="c-7", username="alice")
+BOB = Consumer(username="bob", custom_id="alice")  # his custom_id is alice's username
+CAROL = Consumer(id="0b6e8a5e-54a4-4f7b-a3a6-8c3c1d2e9f10", username="Carol")
+
+
+def consumer_headers(answer: Answer) -> dict[str, list[str]]:
+    names = ("X-Consumer-ID", "X-Consumer-Custom-ID", "X-Consumer-Username", "X-Anonymous-Consumer")
+    return {name: found for name in names if (found := answer.upstream_headers(name))}
+
+
+async def test_a_token_mapped_to_a_consumer_names_it_to_the_upstream(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect(consumer_claims=(("sub",),), consumers=(ALICE, BOB, CAROL))
+    spoofed = {"X-Consumer-ID": "root", "X-Consumer-Username": "admin"}
+    token = test_issuer.mint(sub="c-7")  # Kong's default consumer_by: custom_id, then username
+    for _ in range(2):  # verified, then from the verified-token cache
+        answer = await call(gw, token=token, headers=spoofed)
+        assert answer.status == 200
+        assert consumer_headers(answer) == {
+            "X-Consumer-ID": [ALICE.id],
+            "X-Consumer-Custom-ID": ["c-7"],
+            "X-Consumer-Username": ["alice"],
+        }
+    # custom_id comes first: "alice" is bob's custom_id before it is alice's username
+    answer = await call(gw, token=test_issuer.mint(sub="alice"))
+    assert consumer_headers(answer) == {
+        "X-Consumer-Custom-ID": ["alice"],
+        "X-Consumer-Username": ["bob"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "claims", "who"),
+    [
+        pytest.param({"consumer_by": ("id",)}, {"sub": CAROL.id}, "Carol", id="id"),
+        pytest.param({"consumer_by": ("username",)}, {"sub": "carol"}, None, id="case-matters"),
+        pytest.param(
+            {"consumer_by": ("username",), "by_username_ignore_case": True},
+            {"sub": "CAROL"},
+            "Carol",
+            id="ignore-case",
+        ),
+        pytest.param(
+            {"consumer_claims": (("client_id",), ("sub",))},
+            {"sub": "alice", "client_id": "nobody"},
+            None,
+            id="first-claim-found-decides",
+        ),
+        pytest.param(
+            {"consumer_claims": (("client_id",), ("sub",))}, {"sub": "alice"}, "bob", id="next-path"
+        ),
+        pytest.param(
+            {"consumer_claims": (("user", "names"),), "consumer_by": ("username",)},
+            {"user": {"names": ["Carol"]}},
+            "Carol",
+            id="nested-list",
+        ),
+        pytest.param({"consumer_by": ("username",)}, {}, None, id="no-claim"),
+    ],
+)
+async def test_consumer_lookup_follows_kongs_rules(
+    fields: dict[str, Any],
+    claims: dict[str, Any],
+    who: str | None,
+    protect: Protect,
+    test_issuer: TestIssuer,
+) -> None:
+    settings = {"consumer_claims": (("sub",),), "consumers": (ALICE, BOB, CAROL)} | fields
+    gw = await protect(**settings)
+    token = test_issuer.mint(**({"sub": OMIT, "client_id": OMIT} | claims))
+    answer = await call(gw, token=token)
+    if who is None:
+        assert answer.status == 403
+        assert answer.json == {"message": "Forbidden"}
+        assert answer.headers["WWW-Authenticate"] == (
+            'Bearer realm="127.0.0.1", error="insufficient_scope"'
+        )
+    else:
+        assert answer.status == 200
+        assert answer.upstream_headers("X-Consumer-Username") == [who]
+
+
+async def test_an_unmapped_token_passes_as_no_ones_or_as_the_anonymous_consumer(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    token = test_issuer.mint(sub="stranger")
+    optional = await protect(
+        consumer_claims=(("sub",),), consumers=(ALICE,), consumer_optional=True
+    )
+    answer = await call(optional, token=token, headers={"X-Consumer-Username": "alice"})
+    assert answer.status == 200
+    assert consumer_headers(answer) == {}
+    guest = Consumer(username="guest")
+    anonymous = await protect(
+        consumer_claims=(("sub",),),
+        consumers=(ALICE, guest),
+        anonymous="guest",
+        anonymous_consumer=guest,
+    )
+    answer = await call(anonymous, token=token)
+    assert answer.status == 200
+    assert consumer_headers(answer) == {
+        "X-Consumer-Username": ["guest"],
+        "X-Anonymous-Consumer": ["true"],
+    }
+
+
+async def test_requirements_are_checked_before_the_consumer(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect(
+        consumer_claims=(("sub",),),
+        consumers=(ALICE,),
+        scopes_required=("admin",),
+        display_errors=True,
+    )
+    answer = await call(gw, token=test_issuer.mint(sub="stranger", scope="read"))
+    assert answer.status == 403
+    assert "scopes_required" in answer.json["message"]
+    answer = await call(gw, token=test_issuer.mint(sub="stranger", scope="admin"))
+    assert answer.status == 403
+    assert answer.json["message"] == "Forbidden (no consumer by custom_id, username for claim sub)"

@@ -519,7 +519,9 @@ def test_load_config_reads_a_file_and_names_it_in_warnings(tmp_path: Path) -> No
     path.write_text(HEADER + "consumers: []\n", encoding="utf-8")
     config = load_config(str(path))
     assert config.warnings == (
-        f"{path}: consumers: Kong entity 'consumers' is not supported by tokengate and is ignored",
+        f"{path}: consumers: Kong entity 'consumers': tokengate reads only their id, username "
+        "and custom_id (for anonymous and consumer_claims); their credentials and other plugins "
+        "are ignored",
     )
 
 
@@ -995,9 +997,11 @@ def test_unknown_kong_entities_are_warned_about_one_each() -> None:
         upstreams: []
         vaults: []
     """)
-    assert config.warnings == tuple(
-        f"kong.yaml: {name}: Kong entity '{name}' is not supported by tokengate and is ignored"
-        for name in ("consumers", "vaults")
+    assert config.warnings == (
+        "kong.yaml: consumers: Kong entity 'consumers': tokengate reads only their id, username "
+        "and custom_id (for anonymous and consumer_claims); their credentials and other plugins "
+        "are ignored",
+        "kong.yaml: vaults: Kong entity 'vaults' is not supported by tokengate and is ignored",
     )
 
 
@@ -1074,6 +1078,77 @@ def test_anonymous_consumer_with_other_plugins_is_accepted(consumers: str) -> No
     about and ignored, as they are anywhere."""
     route = route_named(load(ANONYMOUS_ROUTE + consumers), "r")
     assert route.oidc is not None and route.oidc.anonymous == "guest"
+
+
+MAPPING_ROUTE = textwrap.dedent("""\
+    services: [{name: s, host: up, routes: [{name: r, paths: [/api]}]}]
+    plugins:
+      - name: openid-connect
+        config: {issuer: "https://idp.example", consumer_claims: [[sub]]}
+""")
+
+
+def test_consumer_claims_map_to_every_consumer_of_the_file() -> None:
+    consumers = "consumers: [{username: alice, custom_id: c-1}, {id: 0b6e8a5e, username: bob}]\n"
+    route = route_named(load(MAPPING_ROUTE + consumers), "r")
+    assert route.oidc is not None
+    assert route.oidc.consumers == (
+        Consumer(custom_id="c-1", username="alice"),
+        Consumer(id="0b6e8a5e", username="bob"),
+    )
+    plain = route_named(load(ANONYMOUS_ROUTE.replace("anonymous: guest", "leeway: 1")), "r")
+    assert plain.oidc is not None and plain.oidc.consumers == ()  # only mapping carries them
+
+
+@pytest.mark.parametrize(
+    ("attached", "line"),
+    [
+        pytest.param(
+            "consumers: [{username: alice}, {username: bob, plugins: [{name: acl}]}]\n",
+            "consumer 'bob' has a plugin that refuses requests, which tokengate does not run: "
+            "Kong runs it on every request whose token maps to that consumer",
+            id="consumer",
+        ),
+        pytest.param(
+            "  - {name: request-termination, consumer: {username: bob}}\n"
+            "consumers: [{username: bob}]\n",
+            "consumer 'bob' has a plugin that refuses requests, which tokengate does not run: "
+            "Kong runs it on every request whose token maps to that consumer",
+            id="consumer, top-level plugin",
+        ),
+        pytest.param(
+            "consumer_groups: [{name: blocked, plugins: [{name: request-termination}]}]\n",
+            "a consumer group has a plugin that refuses requests "
+            "(consumer_groups[0].plugins[0]), which tokengate does not run: Kong runs it on "
+            "every request whose token maps to one of the group's consumers",
+            id="consumer group",
+        ),
+        pytest.param(
+            "  - {name: ip-restriction, consumer_group: blocked}\n",
+            "a consumer group has a plugin that refuses requests (plugins[1]), which tokengate "
+            "does not run: Kong runs it on every request whose token maps to one of the group's "
+            "consumers",
+            id="consumer group, top-level plugin",
+        ),
+        pytest.param(
+            'consumers: [{username: alice, custom_id: "caf\\u00e9"}]\n',
+            "consumer 'alice' has a custom_id that cannot be sent in an X-Consumer-* header "
+            "(printable ASCII only)",
+            id="unsendable",
+        ),
+    ],
+)
+def test_consumer_mapping_refuses_what_it_cannot_do_as_kong(attached: str, line: str) -> None:
+    """A plugin on a consumer (or its group) that refuses requests runs in Kong for every
+    token mapped to it; tokengate runs none, so mapping would let those tokens through."""
+    found = [error for error in errors(MAPPING_ROUTE + attached) if "consumer_claims" in error]
+    assert found == [f"kong.yaml: plugins[0].config.consumer_claims: {line}"]
+
+
+def test_consumer_mapping_with_harmless_consumer_plugins_loads() -> None:
+    attached = "consumers: [{username: bob, plugins: [{name: rate-limiting}]}]\n"
+    route = route_named(load(MAPPING_ROUTE + attached), "r")
+    assert route.oidc is not None and route.oidc.consumers == (Consumer(username="bob"),)
 
 
 def test_a_disabled_plugin_may_name_an_undeclared_anonymous_consumer() -> None:

@@ -507,11 +507,29 @@ ERRORS = {
         "introspect_jwt_tokens: not implemented by tokengate; ignoring it would let through "
         "tokens Kong refuses: remove introspect_jwt_tokens: true",
     ),
-    "consumer mapping required": (
-        "consumer_claims: [[sub]]",
-        "consumer_claims: not implemented by tokengate; ignoring it would let through tokens "
-        "Kong refuses: tokengate maps no token to a consumer: set consumer_optional: true or "
-        "remove it",
+    "consumer_claims not a list": (
+        "consumer_claims: sub",
+        "consumer_claims: expected a list of lists of strings, got a string",
+    ),
+    "consumer_claims path empty": (
+        "consumer_claims: [[sub], []]",
+        "consumer_claims[1]: must not be empty: it is the path to a claim",
+    ),
+    "consumer_claims path not strings": (
+        "consumer_claims: [[user, 1]]",
+        "consumer_claims[0][1]: expected a string, got an integer",
+    ),
+    "consumer_claim beside consumer_claims": (
+        "consumer_claim: [sub]\nconsumer_claims: [[sub]]",
+        "consumer_claim: set together with consumer_claims, its newer form: keep one",
+    ),
+    "consumer_by unknown": (
+        "consumer_claims: [[sub]]\nconsumer_by: [email]",
+        "consumer_by[0]: unknown value 'email' (expected one of custom_id, id, username)",
+    ),
+    "consumer_by empty": (
+        "consumer_claims: [[sub]]\nconsumer_by: []",
+        "consumer_by: must name at least one of custom_id, id, username",
     ),
     # fields tokengate does not implement are still type-checked against Kong's schema
     "unimplemented string": ("client_arg: 5", "client_arg: expected a string, got an integer"),
@@ -683,10 +701,24 @@ def test_empty_list_without_a_default_is_unset() -> None:
     ]
 
 
-def test_consumer_claims_with_optional_consumer_only_warns() -> None:
-    assert warnings("consumer_claims: [[sub]]\nconsumer_optional: true") == [
-        ": not implemented by tokengate, ignored: consumer_claims, consumer_optional"
-    ]
+def test_consumer_mapping_is_read_in_either_of_kongs_spellings() -> None:
+    config = ok("""
+        consumer_claims: [[client_id], [user, name]]
+        consumer_by: [username, id]
+        consumer_optional: true
+        by_username_ignore_case: true
+    """)
+    assert config.consumer_claims == (("client_id",), ("user", "name"))
+    assert config.consumer_by == ("username", "id")
+    assert config.consumer_optional and config.by_username_ignore_case
+    assert warnings("consumer_claims: [[sub]]") == []
+    # Kong's older name holds one path (as its documentation's examples still write it).
+    older = ok("consumer_claim: [user, name]")
+    assert older.consumer_claims == (("user", "name"),)
+    assert older.consumer_by == ("custom_id", "username")  # Kong's default
+
+
+def test_consumer_groups_claim_with_optional_groups_only_warns() -> None:
     assert warnings("consumer_groups_claim: [tier]\nconsumer_groups_optional: true") == [
         ": not implemented by tokengate, ignored: consumer_groups_claim, consumer_groups_optional"
     ]

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from tokengate.gateway.claim_values import claim_at, groups_header_value, render_header_value
+from tokengate.gateway.consumers import ConsumerMapping
 from tokengate.gateway.edits import NO_EDITS, UpstreamEdits
 from tokengate.gateway.errors import (
     AuthError,
@@ -129,6 +130,10 @@ class Authenticator:
             tuple[type[AuthError], str | None], tuple[int, dict[str, str], bytes, bytes]
         ] = {}
         self._requirements = compile_requirements(config)
+        self._consumers = ConsumerMapping(config) if config.consumer_claims else None
+        # Whether a verified token must still pass this route's checks of its claims (memoised
+        # in its cache entry): requirements, and the consumer it maps to.
+        self._claim_checks = self._requirements is not None or self._consumers is not None
         self.realm = urlsplit(config.expected_issuer).hostname or config.expected_issuer
         self._token_header, self._token_prefix = _parse_token_header(
             config.upstream_access_token_header
@@ -186,7 +191,7 @@ class Authenticator:
             return None
         entry = cache.fresh(values[0][7:], self._clock())
         if entry is None or (
-            self._requirements is not None and (not entry.checked or entry.denial is not None)
+            self._claim_checks and (not entry.checked or entry.denial is not None)
         ):
             return None  # unknown, expired, refused by this route, or not yet checked by it
         if (
@@ -283,11 +288,16 @@ class Authenticator:
         return VerifiedToken(claims=claims, exp=exp, expires=expires)
 
     def authorize(self, entry: VerifiedToken) -> None:
-        if self._requirements is None:
+        """The route's checks of a verified token's claims, in Kong's order: the requirements
+        (audience, scopes, groups, roles), then the consumer it maps to (a Forbidden each)."""
+        if not self._claim_checks:
             return
         if not entry.checked:
             try:
-                self._requirements.check(entry.claims)
+                if self._requirements is not None:
+                    self._requirements.check(entry.claims)
+                if self._consumers is not None:
+                    entry.consumer = self._consumers.find(entry.claims)
             except AuthError as exc:
                 entry.denial = (type(exc), exc.detail)
                 raise
@@ -320,6 +330,8 @@ class Authenticator:
         body: bytes | None,
     ) -> UpstreamEdits:
         added = self._claim_lines(entry.claims)
+        if entry.consumer is not None:
+            added += entry.consumer.header_lines()
         if self._token_header is not None:
             added += b"%b: %b%b\r\n" % (
                 self._token_header,

@@ -3,6 +3,7 @@
     value = claim_at(claims, ("realm_access", "roles"))   # None when the path finds nothing
     render_header_value(value)        # b"..." for X-User-style headers, None: send no header
     groups_header_value(value)        # b"admins, dev" for X-Authenticated-Groups
+    subject_value(value)              # "alice": the name consumer_claims looks a consumer up by
 
 A path walks nested objects; a decimal segment picks a list's element, counted from 1 as in
 Lua (Kong's claims.lua). Values come out as Kong writes them (headers.lua, array.lua); a value
@@ -75,6 +76,25 @@ def groups_header_value(value: object) -> bytes | None:
     return ", ".join(groups).encode("utf-8", "surrogatepass")
 
 
+def subject_value(value: object) -> str | None:
+    """A claim as Kong's claims.lua makes it a consumer's name: a string as it is, a number or
+    boolean as Lua prints it, a list's entries (strings, numbers) joined by spaces; None for
+    anything else (null, an object, a list holding one), which names no consumer."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return lua_number(value)
+    if isinstance(value, list):
+        entries = [subject_value(entry) for entry in value]
+        if all(
+            isinstance(entry, str | int | float) and not isinstance(entry, bool) for entry in value
+        ):
+            return " ".join(entry for entry in entries if entry is not None)
+    return None
+
+
 def lua_number(value: float) -> str:
     """A JSON number as Kong prints it: LuaJIT's tostring, "%.14g" (cjson decodes every JSON
     number to a double)."""
@@ -84,4 +104,10 @@ def lua_number(value: float) -> str:
         return str(value)
 
 
-__all__ = ["claim_at", "groups_header_value", "lua_number", "render_header_value"]
+__all__ = [
+    "claim_at",
+    "groups_header_value",
+    "lua_number",
+    "render_header_value",
+    "subject_value",
+]

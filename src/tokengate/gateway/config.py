@@ -33,6 +33,7 @@ from tokengate.gateway.config_checks import (
     host_with_optional_port,
     http_method,
     http_protocol,
+    item,
     kong_protocol,
     legacy_path_is_regex,
     load_yaml,
@@ -297,6 +298,10 @@ class _Loader:
         # no plugin that refuses requests: Kong would run it on every anonymous request.
         self.consumers: dict[str, Consumer] = {}  # by username and by id
         self.consumers_with_plugins: set[str] = set()
+        self.declared_consumers: list[Consumer] = []  # in file order, for consumer_claims
+        # The path of a plugin that refuses requests scoped to a consumer group, if any:
+        # Kong runs it for the group's members, which consumer_claims would make of tokens.
+        self.group_plugin: str | None = None
 
     def load(self, document: Any) -> GatewayConfig:
         if document is None:
@@ -309,9 +314,12 @@ class _Loader:
         self._format_version(top)
         top.boolean("_transform", True)
         for key in _UNSUPPORTED_ENTITIES:
-            if key in document:
+            if key == "consumers" and key in document:
+                top.warn(key, _CONSUMERS_READ)
+            elif key in document:
                 top.warn(key, f"Kong entity '{key}' is not supported by tokengate and is ignored")
         self._note_consumers(document.get("consumers"))
+        self._note_consumer_groups(top)
         for path, data in top.entities("upstreams"):
             self._upstream(path, data)
         for path, data in top.entities("targets"):
@@ -583,11 +591,22 @@ class _Loader:
                 continue
             fields = {k: consumer.get(k) for k in ("id", "custom_id", "username")}
             entity = Consumer(**{k: str(v) for k, v in fields.items() if v is not None})
+            self.declared_consumers.append(entity)
             names = {fields["username"], fields["id"]} - {None}
             self.consumers.update((str(name), entity) for name in names)
             plugins = consumer.get("plugins")
             if isinstance(plugins, list) and any(map(_refuses_requests, plugins)):
                 self.consumers_with_plugins |= {str(n) for n in names}
+
+    def _note_consumer_groups(self, top: Fields) -> None:
+        groups = top.raw("consumer_groups")
+        for index, group in enumerate(groups if isinstance(groups, list) else ()):
+            plugins = group.get("plugins") if isinstance(group, dict) else None
+            for position, plugin in enumerate(plugins if isinstance(plugins, list) else ()):
+                if _refuses_requests(plugin) and self.group_plugin is None:
+                    self.group_plugin = item(
+                        at(item("consumer_groups", index), "plugins"), position
+                    )
 
     def _plugin(self, path: str, data: dict[Any, Any], fixed_scope: _Scope | None) -> None:
         """A nested plugin has `fixed_scope`; a top-level one names its own (none: global)."""
@@ -598,6 +617,8 @@ class _Loader:
             consumer = consumer.get("username") or consumer.get("name") or consumer.get("id")
         if consumer is not None and _refuses_requests(data):
             self.consumers_with_plugins.add(str(consumer))
+        if data.get("consumer_group") is not None and _refuses_requests(data):
+            self.group_plugin = self.group_plugin or path
         spelled = _plugin_spelling(name) if name is not None else None
         if spelled != name and spelled in _GUARDING_PLUGINS:
             # Kong refuses a plugin it has not loaded; ignoring this one would open the route.
@@ -734,12 +755,47 @@ class _Loader:
             else:
                 entry.oidc = replace(entry.oidc, anonymous_consumer=consumer)
 
+    def _check_consumer_mapping(self, entry: _PluginEntry) -> None:
+        """consumer_claims maps tokens to the file's consumers: give it them all, once sure
+        none would be refused in Kong by a plugin tokengate does not run."""
+        if entry.oidc is None or not entry.oidc.consumer_claims or not entry.enabled:
+            return
+        path = at(at(entry.path, "config"), "consumer_claims")
+        refused = sorted(self.consumers_with_plugins)
+        if refused:
+            self.report.error(
+                path,
+                f"consumer '{refused[0]}' has a plugin that refuses requests, which tokengate "
+                "does not run: Kong runs it on every request whose token maps to that consumer",
+            )
+            return
+        if self.group_plugin is not None:
+            self.report.error(
+                path,
+                f"a consumer group has a plugin that refuses requests ({self.group_plugin}), "
+                "which tokengate does not run: Kong runs it on every request whose token maps "
+                "to one of the group's consumers",
+            )
+            return
+        for consumer in self.declared_consumers:
+            for name in ("id", "custom_id", "username"):
+                if not _PLAIN_VALUE.fullmatch(getattr(consumer, name) or ""):
+                    who = consumer.username or consumer.id or consumer.custom_id
+                    self.report.error(
+                        path,
+                        f"consumer '{who}' has a {name} that cannot be sent in an X-Consumer-* "
+                        "header (printable ASCII only)",
+                    )
+                    return
+        entry.oidc = replace(entry.oidc, consumers=tuple(self.declared_consumers))
+
     def _active_plugins(self) -> dict[_Scope, _PluginEntry]:
         """Enabled openid-connect plugins by scope; Kong allows one instance per scope."""
         first: dict[_Scope, _PluginEntry] = {}
         active: dict[_Scope, _PluginEntry] = {}
         for entry in self.plugin_entries:
             self._check_anonymous(entry)
+            self._check_consumer_mapping(entry)
             seen = first.setdefault(entry.scope, entry)
             if seen is not entry:
                 message = f"duplicate '{OIDC_PLUGIN}' plugin on the same scope as {seen.path}"
@@ -779,6 +835,10 @@ ACCESS_PLUGINS: Final = frozenset(
     }
 )
 
+_CONSUMERS_READ = (
+    "Kong entity 'consumers': tokengate reads only their id, username and custom_id (for "
+    "anonymous and consumer_claims); their credentials and other plugins are ignored"
+)
 # What an X-Consumer-* header line may carry.
 _PLAIN_VALUE: Final = re.compile(r"[\x20-\x7e]*")
 

@@ -26,7 +26,8 @@ are different branches, so an IdP outage is never reported as a bad token and ne
     │   ├── AudienceNotAllowed             invalid_token       audience
     │   ├── InsufficientScope              insufficient_scope  scope
     │   ├── MissingRole                    insufficient_scope  roles
-    │   └── MissingGroup                   insufficient_scope  groups
+    │   ├── MissingGroup                   insufficient_scope  groups
+    │   └── ConsumerNotFound               insufficient_scope  consumer_not_found
     └── KeysUnavailable            503     (none)              keys_unavailable
 
 `detail` is for logs and, with `display_errors`, the `error_description`; it never holds the
@@ -131,6 +132,12 @@ class MissingRole(Forbidden):
 
 class MissingGroup(Forbidden):
     reason = "groups"
+
+
+class ConsumerNotFound(Forbidden):
+    """consumer_claims maps no consumer of the file (Kong's "kong consumer was not found")."""
+
+    reason = "consumer_not_found"
 
 
 class KeysUnavailable(AuthError):

@@ -34,6 +34,7 @@ from tokengate.gateway.config_checks import (
 DISCOVERY_SUFFIX: Final = "/.well-known/openid-configuration"
 METADATA_SUFFIX: Final = "/.well-known/oauth-authorization-server"  # RFC 8414 §3
 PARAM_TYPES: Final = ("body", "cookie", "header", "query")
+CONSUMER_FIELDS: Final = ("custom_id", "id", "username")  # what consumer_by may name
 AUTH_METHODS: Final = (
     "authorization_code", "bearer", "client_credentials", "introspection", "kong_oauth2",
     "password", "refresh_token", "session", "userinfo",
@@ -119,6 +120,13 @@ class OidcConfig:
     # Kong names the request's credential after this claim for its other plugins (rate
     # limiting); it sets no header, so there is nothing for tokengate to do with it.
     credential_claim: tuple[str, ...] = ("sub",)
+    consumer_claims: tuple[tuple[str, ...], ...] = ()  # claim paths; the first found is used
+    consumer_by: tuple[str, ...] = ("custom_id", "username")
+    consumer_optional: bool = False
+    by_username_ignore_case: bool = False
+    # Every consumer the file declares, when consumer_claims maps to them (the kong.yaml
+    # loader fills it in; not a Kong field).
+    consumers: tuple[Consumer, ...] = ()
     # where the verified token is re-sent upstream ("header:prefix"); None: it is not
     upstream_access_token_header: str | None = "authorization:bearer"  # noqa: S105
     hide_credentials: bool = True
@@ -183,7 +191,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
     (each one already reported as `FILE: path.field: message`)."""
     before = len(report.errors)
     data = dict(raw)
-    f = Fields(report, path, data, KONG_FIELDS.keys() | DEPRECATED_FIELDS.keys())
+    f = Fields(report, path, data, KONG_FIELDS.keys() | DEPRECATED_FIELDS.keys() | _OLDER_NAMES)
     issuer = f.checked("issuer", _issuer_url, required=True)
     _refuse_unverified(f)
     _refuse_unenforceable(f)
@@ -229,6 +237,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
             "authenticated_groups_claim", _non_empty, unique=False
         ),
         "credential_claim": f.each("credential_claim", _non_empty, unique=False) or ("sub",),
+        **_consumer_mapping(f),
         "upstream_access_token_header": token_header,
         "hide_credentials": f.boolean("hide_credentials", True),
         "anonymous": f.string("anonymous"),
@@ -289,9 +298,6 @@ _UNENFORCEABLE: Final[Mapping[str, str]] = MappingProxyType({
     "proof_of_possession_mtls": "set proof_of_possession_mtls: 'off'",
     "proof_of_possession_dpop": "set proof_of_possession_dpop: 'off'",
     "introspect_jwt_tokens": "remove introspect_jwt_tokens: true",
-    "consumer_claims": (
-        "tokengate maps no token to a consumer: set consumer_optional: true or remove it"
-    ),
     "consumer_groups_claim": (
         "tokengate maps no token to consumer groups: set consumer_groups_optional: true or "
         "remove it"
@@ -300,10 +306,7 @@ _UNENFORCEABLE: Final[Mapping[str, str]] = MappingProxyType({
 
 
 # Mappings Kong lets fail when these are true (then nothing is refused for them).
-_MADE_OPTIONAL_BY: Final = {
-    "consumer_claims": "consumer_optional",
-    "consumer_groups_claim": "consumer_groups_optional",
-}
+_MADE_OPTIONAL_BY: Final = {"consumer_groups_claim": "consumer_groups_optional"}
 
 
 def _refuse_unenforceable(f: Fields) -> None:
@@ -407,6 +410,66 @@ def _claim_headers(
             key, f"set together with {claims_key} / {names_key}: Kong takes one form or the other"
         )
     return claims, names, tuple(objects)
+
+
+# Names Kong still takes for a newer field, read as that field: consumer_claim (one claim path)
+# is a consumer_claims of one path.
+_OLDER_NAMES: Final = frozenset({"consumer_claim"})
+
+
+def _consumer_mapping(f: Fields) -> dict[str, Any]:
+    """consumer_claims (or the older consumer_claim), consumer_by, consumer_optional and
+    by_username_ignore_case."""
+    if f.given("consumer_claim"):
+        path = f.each("consumer_claim", _non_empty, unique=False)
+        if f.raw("consumer_claim") == []:
+            f.error("consumer_claim", "must not be empty: it is the path to a claim")
+        if f.given("consumer_claims"):
+            f.error("consumer_claim", "set together with consumer_claims, its newer form: keep one")
+        paths: tuple[tuple[str, ...], ...] = (path,) if path else ()
+    else:
+        paths = _claim_paths(f, "consumer_claims")
+    by = f.each("consumer_by", _one_of(CONSUMER_FIELDS)) or ("custom_id", "username")
+    if paths and f.raw("consumer_by") == []:
+        f.error("consumer_by", f"must name at least one of {', '.join(CONSUMER_FIELDS)}")
+    return {
+        "consumer_claims": paths,
+        "consumer_by": by,
+        "consumer_optional": f.boolean("consumer_optional", False),
+        "by_username_ignore_case": f.boolean("by_username_ignore_case", False),
+    }
+
+
+def _claim_paths(f: Fields, key: str) -> tuple[tuple[str, ...], ...]:
+    """A list of claim paths, each a list of strings."""
+    value = f.raw(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        f.error(key, f"expected {_EXPECTED['array[]']}, got {describe(value)}")
+        return ()
+    paths = []
+    for index, entry in enumerate(value):
+        where = item(at(f.path, key), index)
+        if not isinstance(entry, list):
+            f.report.error(where, f"expected a list of strings, got {describe(entry)}")
+            continue
+        if not entry:
+            f.report.error(where, "must not be empty: it is the path to a claim")
+            continue
+        wrong = False
+        for position, name in enumerate(entry):
+            if not isinstance(name, str) or not name.strip():
+                what = (
+                    "must not be empty"
+                    if isinstance(name, str)
+                    else (f"expected a string, got {describe(name)}")
+                )
+                f.report.error(item(where, position), what)
+                wrong = True
+        if not wrong:
+            paths.append(tuple(entry))
+    return tuple(paths)
 
 
 def _upstream_token_header(f: Fields) -> str | None:
@@ -626,6 +689,13 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
         "plugins (rate limiting); it sets no header"
     ),
     "upstream_headers_claims": "yes: top-level claims, as Kong reads them",
+    "consumer_claims": (
+        "yes: the first of these claim paths the token has names a consumer of the file (also "
+        "read from Kong's older consumer_claim, one path)"
+    ),
+    "consumer_by": "yes: username (and, with by_username_ignore_case, in any ASCII case), "
+    "custom_id, id (a UUID), tried in this list's order",
+    "consumer_optional": "yes: a token that maps to no consumer passes, without X-Consumer-*",
     "upstream_headers_names": (
         "yes: paired with upstream_headers_claims by position (with a warning when the counts "
         "differ: a claim without a name is ignored, as Kong ignores it; a name without a claim "

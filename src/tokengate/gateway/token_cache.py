@@ -33,6 +33,9 @@ class VerifiedToken:
     # The upstream edits for this token arriving in the Authorization header (the common case),
     # built once: they depend only on the token and its claims.
     header_edits: Any = None
+    # The consumer consumer_claims mapped the token to (a Consumer), found with the
+    # requirements' check and memoised with it.
+    consumer: Any = None
 
 
 class TokenCache:
