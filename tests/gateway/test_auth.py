@@ -1420,7 +1420,7 @@ async def test_a_token_mapped_to_a_consumer_names_it_to_the_upstream(
 ) -> None:
     gw = await protect(consumer_claims=(("sub",),), consumers=(ALICE, BOB, CAROL))
     spoofed = {"X-Consumer-ID": "root", "X-Consumer-Username": "admin"}
-    token = test_issuer.mint(sub="c-7")  # Kong's default consumer_by: custom_id, then username
+    token = test_issuer.mint(sub="c-7")  # Kong's default consumer_by: username, then custom_id
     for _ in range(2):  # verified, then from the verified-token cache
         answer = await call(gw, token=token, headers=spoofed)
         assert answer.status == 200
@@ -1429,8 +1429,17 @@ async def test_a_token_mapped_to_a_consumer_names_it_to_the_upstream(
             "X-Consumer-Custom-ID": ["c-7"],
             "X-Consumer-Username": ["alice"],
         }
-    # custom_id comes first: "alice" is bob's custom_id before it is alice's username
+    # username comes first: "alice" is alice's username before it is bob's custom_id
     answer = await call(gw, token=test_issuer.mint(sub="alice"))
+    assert consumer_headers(answer) == {
+        "X-Consumer-ID": [ALICE.id],
+        "X-Consumer-Custom-ID": ["c-7"],
+        "X-Consumer-Username": ["alice"],
+    }
+    by_custom_id = await protect(
+        consumer_claims=(("sub",),), consumers=(ALICE, BOB), consumer_by=("custom_id", "username")
+    )
+    answer = await call(by_custom_id, token=test_issuer.mint(sub="alice"))
     assert consumer_headers(answer) == {
         "X-Consumer-Custom-ID": ["alice"],
         "X-Consumer-Username": ["bob"],
@@ -1455,7 +1464,31 @@ async def test_a_token_mapped_to_a_consumer_names_it_to_the_upstream(
             id="first-claim-found-decides",
         ),
         pytest.param(
-            {"consumer_claims": (("client_id",), ("sub",))}, {"sub": "alice"}, "bob", id="next-path"
+            {"consumer_claims": (("client_id",), ("sub",))},
+            {"sub": "alice"},
+            "alice",
+            id="next-path",
+        ),
+        pytest.param(
+            {"consumer_claims": (("client_id",), ("sub",))},
+            {"client_id": False, "sub": "alice"},
+            "alice",
+            id="false-is-not-found",
+        ),
+        pytest.param(
+            {"consumer_claims": (("client_id",), ("sub",))},
+            {"client_id": None, "sub": "alice"},
+            None,
+            id="null-is-found-and-names-no-one",
+        ),
+        pytest.param(
+            {
+                "consumers": (Consumer(username="x", custom_id="1 2"),),
+                "consumer_by": ("custom_id",),
+            },
+            {"sub": [1, 2]},
+            "x",
+            id="list-joined-by-spaces",
         ),
         pytest.param(
             {"consumer_claims": (("user", "names"),), "consumer_by": ("username",)},
@@ -1464,6 +1497,12 @@ async def test_a_token_mapped_to_a_consumer_names_it_to_the_upstream(
             id="nested-list",
         ),
         pytest.param({"consumer_by": ("username",)}, {}, None, id="no-claim"),
+        pytest.param(
+            {"consumers": (Consumer(username="x", custom_id=""),), "consumer_by": ("custom_id",)},
+            {"sub": []},
+            None,
+            id="empty-name",
+        ),
     ],
 )
 async def test_consumer_lookup_follows_kongs_rules(
@@ -1527,4 +1566,33 @@ async def test_requirements_are_checked_before_the_consumer(
     assert "scopes_required" in answer.json["message"]
     answer = await call(gw, token=test_issuer.mint(sub="stranger", scope="admin"))
     assert answer.status == 403
-    assert answer.json["message"] == "Forbidden (no consumer by custom_id, username for claim sub)"
+    assert answer.json["message"] == "Forbidden (no consumer by username, custom_id for claim sub)"
+
+
+async def test_a_claim_the_mapping_cannot_read_is_refused_every_time(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """An unforeseen failure reading the claims is a 401, and stays one from the cache: it is
+    never remembered as a mapping that passed."""
+    deep: Any = "alice"
+    for _ in range(700):
+        deep = [deep]
+    gw = await protect(consumer_claims=(("user",),), consumers=(ALICE,))
+    token = test_issuer.mint(user=deep)
+    statuses = [(await call(gw, token=token)).status for _ in range(2)]
+    assert statuses in ([403, 403], [401, 401])
+
+
+async def test_an_unforeseen_failure_in_the_claims_checks_is_remembered_as_a_refusal(
+    protect: Protect, test_issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: whatever goes wrong checking a verified token's claims, the cached
+    entry must never come out of it as checked and passed."""
+
+    def broken(self: object, claims: object) -> None:
+        raise ValueError("unforeseen")
+
+    monkeypatch.setattr(auth_module.ConsumerMapping, "find", broken)
+    gw = await protect(consumer_claims=(("sub",),), consumers=(ALICE,))
+    token = test_issuer.mint(sub="alice")
+    assert [(await call(gw, token=token)).status for _ in range(3)] == [401, 401, 401]

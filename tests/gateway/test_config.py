@@ -1027,8 +1027,8 @@ def test_anonymous_must_name_a_declared_consumer() -> None:
     ("consumer", "found"),
     [
         ("{username: guest}", Consumer(username="guest")),
-        ("{id: guest}", Consumer(id="guest")),
-        ("{username: guest, id: 8f2a, custom_id: 7}", Consumer("8f2a", "7", "guest")),
+        ("{id: guest, custom_id: c-1}", Consumer(id="guest", custom_id="c-1")),
+        ("{username: guest, id: 8f2a, custom_id: '7'}", Consumer("8f2a", "7", "guest")),
     ],
 )
 def test_anonymous_naming_a_declared_consumer_is_accepted(consumer: str, found: Consumer) -> None:
@@ -1131,6 +1131,12 @@ def test_consumer_claims_map_to_every_consumer_of_the_file() -> None:
             id="consumer group, top-level plugin",
         ),
         pytest.param(
+            "consumers: [{custom_id: app-1, plugins: [{name: request-termination}]}]\n",
+            "consumer 'app-1' has a plugin that refuses requests, which tokengate does not run: "
+            "Kong runs it on every request whose token maps to that consumer",
+            id="consumer known by its custom_id only",
+        ),
+        pytest.param(
             'consumers: [{username: alice, custom_id: "caf\\u00e9"}]\n',
             "consumer 'alice' has a custom_id that cannot be sent in an X-Consumer-* header "
             "(printable ASCII only)",
@@ -1143,6 +1149,22 @@ def test_consumer_mapping_refuses_what_it_cannot_do_as_kong(attached: str, line:
     token mapped to it; tokengate runs none, so mapping would let those tokens through."""
     found = [error for error in errors(MAPPING_ROUTE + attached) if "consumer_claims" in error]
     assert found == [f"kong.yaml: plugins[0].config.consumer_claims: {line}"]
+
+
+@pytest.mark.parametrize(
+    ("consumers", "line"),
+    [
+        ("[{username: [alice]}]", "consumers[0].username: expected a string, got a list"),
+        ("[{username: alice, id: {a: 1}}]", "consumers[0].id: expected a string, got a mapping"),
+        ("[{username: true}]", "consumers[0].username: expected a string, got a boolean"),
+        ("[{custom_id: ''}]", "consumers[0].custom_id: must not be empty"),
+        ("[{id: 0b6e8a5e, tags: [x]}]", "consumers[0]: a consumer needs a username or a custom_id"),
+        ("[alice]", "consumers[0]: expected a mapping, got a string"),
+    ],
+)
+def test_consumers_are_checked_as_kong_checks_them(consumers: str, line: str) -> None:
+    """Kong's consumer schema: string fields, and a username or a custom_id (or both)."""
+    assert errors(f"consumers: {consumers}") == [f"kong.yaml: {line}"]
 
 
 def test_consumer_mapping_with_harmless_consumer_plugins_loads() -> None:

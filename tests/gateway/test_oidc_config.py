@@ -14,6 +14,7 @@ from tokengate.gateway.config_checks import Report
 from tokengate.gateway.oidc_config import (
     KONG_DEFAULTS,
     KONG_FIELDS,
+    ORDERED_DEFAULTS,
     ClaimHeader,
     OidcConfig,
     field_support,
@@ -75,12 +76,20 @@ def test_every_kong_default_we_implement_matches_the_schema() -> None:
     for field in dataclasses.fields(OidcConfig):
         if field.name not in KONG_DEFAULTS or field.name == "timeout":
             continue
-        expected = KONG_DEFAULTS[field.name]
+        expected = ORDERED_DEFAULTS.get(field.name, KONG_DEFAULTS[field.name])
         assert getattr(config, field.name) == expected, field.name
     assert config.timeout * 1000 == KONG_DEFAULTS["timeout"]
 
 
 @pytest.mark.skipif(not SCHEMA.exists(), reason="Kong's schema is not on this machine")
+def test_ordered_defaults_are_kongs_defaults_in_kongs_order() -> None:
+    """Kong's published schema lists a default list sorted; where the order matters, it is
+    Kong's schema.lua order (consumer_by: username first), the same values all the same."""
+    for name, ordered in ORDERED_DEFAULTS.items():
+        assert sorted(ordered) == sorted(KONG_DEFAULTS[name])  # type: ignore[call-overload]
+    assert ok().consumer_by == ("username", "custom_id")
+
+
 def test_generated_schema_constants_match_kongs_schema() -> None:
     properties = json.loads(SCHEMA.read_text())["properties"]["config"]["properties"]
     assert set(KONG_FIELDS) == set(properties)
@@ -614,6 +623,37 @@ ERRORS = {
         "downstream_headers_names[0]: 'Content-Length' cannot be set from a token: it frames or "
         "routes the request",
     ),
+    "upstream header the gateway sets": (
+        "upstream_headers_claims: [sub]\nupstream_headers_names: [X-Forwarded-For]",
+        "upstream_headers_names: 'X-Forwarded-For' is a header the gateway sets itself: it would "
+        "arrive twice",
+    ),
+    "upstream header the consumer mapping sets": (
+        "consumer_claims: [[sub]]\nupstream_headers: [{header: x_consumer_id, path: [sub]}]",
+        "upstream_headers: 'x_consumer_id' is a header the gateway sets itself: it would arrive "
+        "twice",
+    ),
+    "upstream header the anonymous consumer sets": (
+        "anonymous: guest\nupstream_headers: [{header: X-Anonymous-Consumer, path: [sub]}]",
+        "upstream_headers: 'X-Anonymous-Consumer' is a header the gateway sets itself: it would "
+        "arrive twice",
+    ),
+    "upstream header authenticated_groups_claim sets": (
+        "authenticated_groups_claim: [groups]\n"
+        "upstream_headers: [{header: X-Authenticated-Groups, path: [groups]}]",
+        "upstream_headers: 'X-Authenticated-Groups' is a header the gateway sets itself: it "
+        "would arrive twice",
+    ),
+    "downstream header the gateway sets": (
+        "downstream_headers: [{header: X-Request-Id, path: [jti]}]",
+        "downstream_headers: 'X-Request-Id' is a header the gateway sets itself: it would arrive "
+        "twice",
+    ),
+    "framing header spelt with an underscore": (
+        "upstream_headers: [{header: Content_Length, path: [sub]}]",
+        "upstream_headers[0].header: 'Content_Length' cannot be set from a token: it frames or "
+        "routes the request",
+    ),
     "authenticated_groups_claim not a list": (
         "authenticated_groups_claim: groups",
         "authenticated_groups_claim: expected a list of strings, got a string",
@@ -684,9 +724,10 @@ def test_kongs_deprecated_names_load_with_a_warning() -> None:
 
 def test_unimplemented_fields_at_kongs_defaults_do_not_warn() -> None:
     # `deck gateway dump` writes every field; those at Kong's default change nothing.
+    defaults = {**KONG_DEFAULTS, **ORDERED_DEFAULTS}  # as Kong itself writes them
     dumped = {
         name: list(default) if isinstance(default, tuple) else default
-        for name, default in KONG_DEFAULTS.items()
+        for name, default in defaults.items()
     }
     dumped |= {"issuer": ISSUER, "client_id": None, "redis": {"host": "127.0.0.1"}}
     report = Report("kong.yaml")
@@ -712,10 +753,14 @@ def test_consumer_mapping_is_read_in_either_of_kongs_spellings() -> None:
     assert config.consumer_by == ("username", "id")
     assert config.consumer_optional and config.by_username_ignore_case
     assert warnings("consumer_claims: [[sub]]") == []
+    # without consumer mapping or anonymous, X-Consumer-* are any claim header's to set
+    assert ok("upstream_headers: [{header: X-Consumer-ID, path: [sub]}]").upstream_header_names == (
+        "X-Consumer-ID",
+    )
     # Kong's older name holds one path (as its documentation's examples still write it).
     older = ok("consumer_claim: [user, name]")
     assert older.consumer_claims == (("user", "name"),)
-    assert older.consumer_by == ("custom_id", "username")  # Kong's default
+    assert older.consumer_by == ("username", "custom_id")  # Kong's default
 
 
 def test_consumer_groups_claim_with_optional_groups_only_warns() -> None:

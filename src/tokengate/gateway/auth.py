@@ -301,6 +301,11 @@ class Authenticator:
             except AuthError as exc:
                 entry.denial = (type(exc), exc.detail)
                 raise
+            except Exception:
+                # Anything unforeseen in what the claims hold is the token's fault, and stays
+                # so: remembered as a refusal, never as a check that passed.
+                entry.denial = (InvalidToken, "token could not be processed")
+                raise
             finally:
                 entry.checked = True
         elif entry.denial is not None:

@@ -22,17 +22,19 @@ from typing import Any, Final
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab: never in a header
 
 
-def claim_at(claims: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    """The value at `path`, or None."""
+def claim_at(claims: Mapping[str, Any], path: tuple[str, ...], missing: Any = None) -> Any:
+    """The value at `path` (None for a JSON null), or `missing` when the path finds nothing."""
     value: Any = claims
     for key in path:
         if isinstance(value, dict):
-            value = value.get(key)
+            value = value.get(key, missing)
         elif isinstance(value, list) and key.isdecimal() and key.isascii():
             index = int(key)
-            value = value[index - 1] if 1 <= index <= len(value) else None
+            value = value[index - 1] if 1 <= index <= len(value) else missing
         else:
-            return None
+            return missing
+        if value is missing:
+            return missing
     return value
 
 
@@ -86,13 +88,14 @@ def subject_value(value: object) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return lua_number(value)
-    if isinstance(value, list):
-        entries = [subject_value(entry) for entry in value]
-        if all(
-            isinstance(entry, str | int | float) and not isinstance(entry, bool) for entry in value
-        ):
-            return " ".join(entry for entry in entries if entry is not None)
+    if isinstance(value, list) and all(_is_word(entry) for entry in value):
+        return " ".join(entry if isinstance(entry, str) else lua_number(entry) for entry in value)
     return None
+
+
+def _is_word(entry: object) -> bool:
+    """A list entry Lua's table.concat takes: a string or a number."""
+    return isinstance(entry, str | int | float) and not isinstance(entry, bool)
 
 
 def lua_number(value: float) -> str:

@@ -299,6 +299,7 @@ class _Loader:
         self.consumers: dict[str, Consumer] = {}  # by username and by id
         self.consumers_with_plugins: set[str] = set()
         self.declared_consumers: list[Consumer] = []  # in file order, for consumer_claims
+        self.refused_consumers: list[str] = []  # those with a plugin that refuses requests
         # The path of a plugin that refuses requests scoped to a consumer group, if any:
         # Kong runs it for the group's members, which consumer_claims would make of tokens.
         self.group_plugin: str | None = None
@@ -316,9 +317,11 @@ class _Loader:
         for key in _UNSUPPORTED_ENTITIES:
             if key == "consumers" and key in document:
                 top.warn(key, _CONSUMERS_READ)
+            elif key == "consumer_groups" and key in document:
+                top.warn(key, _GROUPS_READ)
             elif key in document:
                 top.warn(key, f"Kong entity '{key}' is not supported by tokengate and is ignored")
-        self._note_consumers(document.get("consumers"))
+        self._note_consumers(top)
         self._note_consumer_groups(top)
         for path, data in top.entities("upstreams"):
             self._upstream(path, data)
@@ -583,20 +586,36 @@ class _Loader:
             if f.entities(key):
                 f.warn(key, "ignored: only stream routes (tcp, tls, udp) use it")
 
-    def _note_consumers(self, consumers: object) -> None:
-        """The names consumers go by, and which have a plugin that refuses requests (the entity
-        itself is ignored)."""
-        for consumer in consumers if isinstance(consumers, list) else ():
-            if not isinstance(consumer, dict):
+    def _note_consumers(self, top: Fields) -> None:
+        """The names consumers go by, and which have a plugin that refuses requests (the rest
+        of the entity is ignored)."""
+        for path, consumer in top.entities("consumers"):
+            fields: dict[str, str] = {}
+            for key in ("id", "custom_id", "username"):
+                value = consumer.get(key)
+                if value is None:
+                    continue
+                if not isinstance(value, str):
+                    self.report.error(at(path, key), f"expected a string, got {describe(value)}")
+                elif not value:
+                    self.report.error(at(path, key), "must not be empty")
+                else:
+                    fields[key] = value
+            if "username" not in fields and "custom_id" not in fields:
+                if not {"username", "custom_id"} & consumer.keys():  # Kong's at_least_one_of
+                    self.report.error(path, "a consumer needs a username or a custom_id")
                 continue
-            fields = {k: consumer.get(k) for k in ("id", "custom_id", "username")}
-            entity = Consumer(**{k: str(v) for k, v in fields.items() if v is not None})
+            entity = Consumer(**fields)
             self.declared_consumers.append(entity)
-            names = {fields["username"], fields["id"]} - {None}
+            names = {fields.get("username"), fields.get("id")} - {None}
             self.consumers.update((str(name), entity) for name in names)
             plugins = consumer.get("plugins")
             if isinstance(plugins, list) and any(map(_refuses_requests, plugins)):
                 self.consumers_with_plugins |= {str(n) for n in names}
+                # Whatever it goes by: consumer_claims may map a token to it by custom_id.
+                self.refused_consumers.append(
+                    fields.get("username") or fields.get("id") or fields["custom_id"]
+                )
 
     def _note_consumer_groups(self, top: Fields) -> None:
         groups = top.raw("consumer_groups")
@@ -617,6 +636,7 @@ class _Loader:
             consumer = consumer.get("username") or consumer.get("name") or consumer.get("id")
         if consumer is not None and _refuses_requests(data):
             self.consumers_with_plugins.add(str(consumer))
+            self.refused_consumers.append(str(consumer))
         if data.get("consumer_group") is not None and _refuses_requests(data):
             self.group_plugin = self.group_plugin or path
         spelled = _plugin_spelling(name) if name is not None else None
@@ -761,12 +781,12 @@ class _Loader:
         if entry.oidc is None or not entry.oidc.consumer_claims or not entry.enabled:
             return
         path = at(at(entry.path, "config"), "consumer_claims")
-        refused = sorted(self.consumers_with_plugins)
-        if refused:
+        if self.refused_consumers:
             self.report.error(
                 path,
-                f"consumer '{refused[0]}' has a plugin that refuses requests, which tokengate "
-                "does not run: Kong runs it on every request whose token maps to that consumer",
+                f"consumer '{self.refused_consumers[0]}' has a plugin that refuses requests, "
+                "which tokengate does not run: Kong runs it on every request whose token maps to "
+                "that consumer",
             )
             return
         if self.group_plugin is not None:
@@ -838,6 +858,11 @@ ACCESS_PLUGINS: Final = frozenset(
 _CONSUMERS_READ = (
     "Kong entity 'consumers': tokengate reads only their id, username and custom_id (for "
     "anonymous and consumer_claims); their credentials and other plugins are ignored"
+)
+_GROUPS_READ = (
+    "Kong entity 'consumer_groups' is not supported by tokengate (it gives no request a "
+    "consumer group) and is ignored, but for refusing consumer_claims beside a plugin there that "
+    "refuses requests"
 )
 # What an X-Consumer-* header line may carry.
 _PLAIN_VALUE: Final = re.compile(r"[\x20-\x7e]*")

@@ -4,7 +4,8 @@
     consumer = mapping.find(claims)            # Consumer, None (consumer_optional), or raises
                                                # ConsumerNotFound (403)
 
-The first of the `consumer_claims` paths found in the token names the consumer (its value made
+The first of the `consumer_claims` paths found in the token (neither missing nor false) names
+the consumer (its value made
 a string as Kong's claims.lua makes it: a list's entries joined by spaces, a number as Lua
 prints it). That name is looked up by each field of `consumer_by` in turn, as Kong's cache.lua
 does: `id` only when the name is a UUID, `username` exactly and then, with
@@ -25,6 +26,7 @@ from tokengate.gateway.oidc_config import Consumer, OidcConfig
 _UUID: Final = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
+_MISSING: Final = object()
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -51,14 +53,17 @@ class ConsumerMapping:
         """The consumer the token names; None when it names none and consumer_optional is on,
         else ConsumerNotFound. The refusal's detail names the claim paths, never a value."""
         for path in self._paths:
-            value = claim_at(claims, path)
-            if value is not None:
+            # Kong's claims.lua: a missing claim or `false` sends it on to the next path; a
+            # JSON null (cjson.null, true in Lua) stops it there, and names no consumer.
+            value = claim_at(claims, path, _MISSING)
+            if value is not _MISSING and value is not False:
                 break
         else:
             self._not_found(f"no claim {_paths(self._paths)} to map a consumer by")
             return None
         name = subject_value(value)
-        consumer = self._lookup(name) if name is not None else None
+        # cache.lua looks up no empty name
+        consumer = self._lookup(name) if name else None
         if consumer is None:
             self._not_found(f"no consumer by {', '.join(self._by)} for claim {_paths((path,))}")
         return consumer

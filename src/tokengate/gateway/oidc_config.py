@@ -121,7 +121,7 @@ class OidcConfig:
     # limiting); it sets no header, so there is nothing for tokengate to do with it.
     credential_claim: tuple[str, ...] = ("sub",)
     consumer_claims: tuple[tuple[str, ...], ...] = ()  # claim paths; the first found is used
-    consumer_by: tuple[str, ...] = ("custom_id", "username")
+    consumer_by: tuple[str, ...] = ("username", "custom_id")  # Kong's schema.lua order
     consumer_optional: bool = False
     by_username_ignore_case: bool = False
     # Every consumer the file declares, when consumer_claims maps to them (the kong.yaml
@@ -207,12 +207,21 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
     token_header = _upstream_token_header(f)
     token_header_name = (token_header or "").partition(":")[0].strip().lower()
     named = [*names, *(entry.header for entry in objects)]
+    upstream_key = "upstream_headers" if objects else "upstream_headers_names"
     if token_header_name and token_header_name in (name.lower() for name in named):
         f.error(
-            "upstream_headers" if objects else "upstream_headers_names",
+            upstream_key,
             f"{token_header_name!r} is upstream_access_token_header's header too: the upstream "
             "would get it twice",
         )
+    _gateways_own(f, upstream_key, named, _GATEWAY_REQUEST_HEADERS | _identity_headers(f))
+    down_named = [*down_names, *(entry.header for entry in down_objects)]
+    _gateways_own(
+        f,
+        "downstream_headers" if down_objects else "downstream_headers_names",
+        down_named,
+        _GATEWAY_ANSWER_HEADERS,
+    )
     values: dict[str, Any] = {
         "issuers_allowed": f.each("issuers_allowed", _non_empty),
         "extra_jwks_uris": f.each("extra_jwks_uris", _http_url),
@@ -412,6 +421,12 @@ def _claim_headers(
     return claims, names, tuple(objects)
 
 
+# List defaults whose order matters, as Kong's schema.lua writes them: its published schema
+# (KONG_DEFAULTS below) lists every default list sorted.
+ORDERED_DEFAULTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {"consumer_by": ("username", "custom_id")}
+)
+
 # Names Kong still takes for a newer field, read as that field: consumer_claim (one claim path)
 # is a consumer_claims of one path.
 _OLDER_NAMES: Final = frozenset({"consumer_claim"})
@@ -429,7 +444,7 @@ def _consumer_mapping(f: Fields) -> dict[str, Any]:
         paths: tuple[tuple[str, ...], ...] = (path,) if path else ()
     else:
         paths = _claim_paths(f, "consumer_claims")
-    by = f.each("consumer_by", _one_of(CONSUMER_FIELDS)) or ("custom_id", "username")
+    by = f.each("consumer_by", _one_of(CONSUMER_FIELDS)) or ORDERED_DEFAULTS["consumer_by"]
     if paths and f.raw("consumer_by") == []:
         f.error("consumer_by", f"must name at least one of {', '.join(CONSUMER_FIELDS)}")
     return {
@@ -621,10 +636,40 @@ def _cookie_name(text: str) -> str:
     return text
 
 
+# Headers the gateway writes itself on every request it forwards, and on every answer it
+# relays: one set from a claim too would arrive twice.
+_GATEWAY_REQUEST_HEADERS: Final = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+     "x-forwarded-path", "x-forwarded-prefix", "x-real-ip", "x-request-id", "via"}
+)  # fmt: skip
+_GATEWAY_ANSWER_HEADERS: Final = frozenset({"x-request-id", "via"})
+_CONSUMER_HEADERS: Final = frozenset(
+    {"x-consumer-id", "x-consumer-custom-id", "x-consumer-username", "x-anonymous-consumer"}
+)
+
+
+def _identity_headers(f: Fields) -> frozenset[str]:
+    """The identity headers this plugin sets itself: the consumer's, when it maps one (or lets
+    `anonymous` through as one), and X-Authenticated-Groups with authenticated_groups_claim."""
+    names: set[str] = set()
+    if f.given("anonymous") or f.given("consumer_claims") or f.given("consumer_claim"):
+        names |= _CONSUMER_HEADERS
+    if f.raw("authenticated_groups_claim"):
+        names.add("x-authenticated-groups")
+    return frozenset(names)
+
+
+def _gateways_own(f: Fields, key: str, names: list[str], reserved: frozenset[str]) -> None:
+    for name in names:
+        if name.lower().replace("_", "-") in reserved:
+            f.error(key, f"'{name}' is a header the gateway sets itself: it would arrive twice")
+            return
+
+
 def _header(text: str) -> str:
     if not _TOKEN.fullmatch(text):
         raise ValueError(f"invalid header name '{text}'")
-    if text.lower() in _FRAMING_HEADERS:
+    if text.lower().replace("_", "-") in _FRAMING_HEADERS:
         raise ValueError(f"'{text}' cannot be set from a token: it frames or routes the request")
     return text
 
@@ -693,8 +738,10 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
         "yes: the first of these claim paths the token has names a consumer of the file (also "
         "read from Kong's older consumer_claim, one path)"
     ),
-    "consumer_by": "yes: username (and, with by_username_ignore_case, in any ASCII case), "
-    "custom_id, id (a UUID), tried in this list's order",
+    "consumer_by": (
+        "yes: username (and, with by_username_ignore_case, in any ASCII case), custom_id, id (a "
+        "UUID), tried in this list's order"
+    ),
     "consumer_optional": "yes: a token that maps to no consumer passes, without X-Consumer-*",
     "upstream_headers_names": (
         "yes: paired with upstream_headers_claims by position (with a warning when the counts "
@@ -711,7 +758,7 @@ def field_support() -> list[tuple[str, str, str]]:
     handled = (_IMPLEMENTED & KONG_FIELDS.keys()) | refused.keys() | {"ignore_signature"}
     rows = []
     for key in sorted(handled):
-        default = KONG_DEFAULTS.get(key)
+        default = ORDERED_DEFAULTS.get(key, KONG_DEFAULTS.get(key))
         shown = "" if default is None else _yaml_value(default)
         rows.append((key, shown, _NOTES.get(key) or refused.get(key) or "yes"))
     return rows
