@@ -1596,3 +1596,16 @@ async def test_an_unforeseen_failure_in_the_claims_checks_is_remembered_as_a_ref
     gw = await protect(consumer_claims=(("sub",),), consumers=(ALICE,))
     token = test_issuer.mint(sub="alice")
     assert [(await call(gw, token=token)).status for _ in range(3)] == [401, 401, 401]
+
+
+async def test_claims_forbidden_is_kongs_403(protect: Protect, test_issuer: TestIssuer) -> None:
+    gw = await protect(claims_forbidden=("act",))
+    assert (await call(gw, token=test_issuer.mint())).status == 200
+    token = test_issuer.mint(act={"sub": "admin"})
+    for _ in range(2):  # verified, then from the verified-token cache
+        answer = await call(gw, token=token)
+        assert answer.status == 403
+        assert answer.json == {"message": "Forbidden"}
+        assert answer.headers["WWW-Authenticate"] == (
+            'Bearer realm="127.0.0.1", error="insufficient_scope"'
+        )

@@ -516,12 +516,10 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
 
 def test_load_config_reads_a_file_and_names_it_in_warnings(tmp_path: Path) -> None:
     path = tmp_path / "kong.yaml"
-    path.write_text(HEADER + "consumers: []\n", encoding="utf-8")
+    path.write_text(HEADER + "vaults: []\n", encoding="utf-8")
     config = load_config(str(path))
     assert config.warnings == (
-        f"{path}: consumers: Kong entity 'consumers': tokengate reads only their id, username "
-        "and custom_id (for anonymous and consumer_claims); their credentials and other plugins "
-        "are ignored",
+        f"{path}: vaults: Kong entity 'vaults' is not supported by tokengate and is ignored",
     )
 
 
@@ -994,14 +992,28 @@ def test_unknown_kong_entities_are_warned_about_one_each() -> None:
         _info: {select_tags: [x]}
         _workspace: default
         consumers: [{username: alice}]
+        consumer_groups: [{name: gold}]
         upstreams: []
         vaults: []
     """)
     assert config.warnings == (
-        "kong.yaml: consumers: Kong entity 'consumers': tokengate reads only their id, username "
-        "and custom_id (for anonymous and consumer_claims); their credentials and other plugins "
-        "are ignored",
+        "kong.yaml: consumer_groups: Kong entity 'consumer_groups' is not supported by "
+        "tokengate (it gives no request a consumer group) and is ignored, but for refusing "
+        "consumer_claims beside a plugin there that refuses requests",
         "kong.yaml: vaults: Kong entity 'vaults' is not supported by tokengate and is ignored",
+    )
+
+
+def test_what_tokengate_ignores_of_consumers_is_named_once() -> None:
+    config = load("""
+        consumers:
+        - {username: alice, tags: [t], keyauth_credentials: [{key: k}], acls: [{group: g}]}
+        - {username: bob, plugins: [{name: rate-limiting}], keyauth_credentials: []}
+    """)
+    assert config.warnings == (
+        "kong.yaml: consumers: ignored by tokengate: keyauth_credentials, acls, plugins (of a "
+        "consumer, only its id, username and custom_id are read, for anonymous and "
+        "consumer_claims)",
     )
 
 

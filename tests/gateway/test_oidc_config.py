@@ -485,10 +485,9 @@ ERRORS = {
         "auth_methods: must include 'bearer', the one method tokengate implements",
     ),
     # fail closed: Kong settings that refuse tokens, which tokengate cannot enforce
-    "claims_forbidden": (
-        "claims_forbidden: [admin]",
-        "claims_forbidden: not implemented by tokengate; ignoring it would let through tokens "
-        "Kong refuses: remove claims_forbidden",
+    "claims_forbidden entry empty": (
+        "claims_forbidden: [act, '']",
+        "claims_forbidden[1]: must not be empty",
     ),
     "jwt session cookie": (
         "jwt_session_cookie: sess",
@@ -737,6 +736,7 @@ def test_unimplemented_fields_at_kongs_defaults_do_not_warn() -> None:
 
 
 def test_empty_list_without_a_default_is_unset() -> None:
+    assert ok("claims_forbidden: [act, may_act]").claims_forbidden == ("act", "may_act")
     assert warnings("scopes: []\nclaims_forbidden: []\nconsumer_claims: []") == [
         ": not implemented by tokengate, ignored: scopes"
     ]

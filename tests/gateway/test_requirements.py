@@ -10,6 +10,7 @@ import pytest
 from tokengate.gateway.errors import (
     AudienceNotAllowed,
     Forbidden,
+    ForbiddenClaim,
     InsufficientScope,
     MissingGroup,
     MissingRole,
@@ -235,3 +236,31 @@ def test_check_is_cheap() -> None:
         requirements.check(claims)
     per_check = (time.perf_counter() - start) / rounds
     assert per_check < 20e-6  # a few µs on a slow CI machine; ~1 µs on a laptop
+
+
+# --- claims_forbidden ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        ({"sub": "a"}, True),
+        ({"act": {"sub": "admin"}}, False),  # delegation: any value
+        ({"act": ""}, False),
+        ({"act": 0}, False),
+        ({"act": []}, False),
+        ({"act": None}, False),  # a JSON null is a value in Kong's Lua (cjson.null)
+        ({"act": False}, True),  # but false counts as absent there
+        ({"user": {"act": 1}}, True),  # top-level names only
+    ],
+)
+def test_claims_forbidden_refuses_a_token_holding_one(
+    claims: dict[str, Any], expected: bool
+) -> None:
+    assert met(claims, claims_forbidden=("act", "may_act")) is expected
+
+
+def test_claims_forbidden_comes_before_the_other_requirements() -> None:
+    """Kong's handler checks it first: its refusal is the one a token failing both gets."""
+    with pytest.raises(ForbiddenClaim, match="forbidden claim 'act' found in the token"):
+        compiled(claims_forbidden=("act",), scopes_required=("admin",)).check({"act": "x"})

@@ -315,9 +315,9 @@ class _Loader:
         self._format_version(top)
         top.boolean("_transform", True)
         for key in _UNSUPPORTED_ENTITIES:
-            if key == "consumers" and key in document:
-                top.warn(key, _CONSUMERS_READ)
-            elif key == "consumer_groups" and key in document:
+            if key == "consumers":
+                continue  # read: _note_consumers names what it ignores
+            if key == "consumer_groups" and key in document:
                 top.warn(key, _GROUPS_READ)
             elif key in document:
                 top.warn(key, f"Kong entity '{key}' is not supported by tokengate and is ignored")
@@ -588,8 +588,10 @@ class _Loader:
 
     def _note_consumers(self, top: Fields) -> None:
         """The names consumers go by, and which have a plugin that refuses requests (the rest
-        of the entity is ignored)."""
+        of the entity is ignored, and named in a warning)."""
+        ignored: dict[str, None] = {}
         for path, consumer in top.entities("consumers"):
+            ignored.update(dict.fromkeys(k for k in map(str, consumer) if k not in _CONSUMER_READ))
             fields: dict[str, str] = {}
             for key in ("id", "custom_id", "username"):
                 value = consumer.get(key)
@@ -616,6 +618,12 @@ class _Loader:
                 self.refused_consumers.append(
                     fields.get("username") or fields.get("id") or fields["custom_id"]
                 )
+        if ignored:
+            top.warn(
+                "consumers",
+                f"ignored by tokengate: {', '.join(ignored)} (of a consumer, only its id, "
+                "username and custom_id are read, for anonymous and consumer_claims)",
+            )
 
     def _note_consumer_groups(self, top: Fields) -> None:
         groups = top.raw("consumer_groups")
@@ -855,10 +863,8 @@ ACCESS_PLUGINS: Final = frozenset(
     }
 )
 
-_CONSUMERS_READ = (
-    "Kong entity 'consumers': tokengate reads only their id, username and custom_id (for "
-    "anonymous and consumer_claims); their credentials and other plugins are ignored"
-)
+# A consumer's fields tokengate reads, or that change nothing (the rest are named in a warning).
+_CONSUMER_READ = frozenset({"id", "username", "custom_id", "tags", "type", *_TIMESTAMPS})
 _GROUPS_READ = (
     "Kong entity 'consumer_groups' is not supported by tokengate (it gives no request a "
     "consumer group) and is ignored, but for refusing consumer_claims beside a plugin there that "

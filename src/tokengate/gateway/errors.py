@@ -23,6 +23,7 @@ are different branches, so an IdP outage is never reported as a bad token and ne
     │   ├── NotYetValid                                        not_yet_valid
     │   └── BadClaims                                          bad_claims
     ├── Forbidden                  403
+    │   ├── ForbiddenClaim                 insufficient_scope  forbidden_claim
     │   ├── AudienceNotAllowed             invalid_token       audience
     │   ├── InsufficientScope              insufficient_scope  scope
     │   ├── MissingRole                    insufficient_scope  roles
@@ -115,6 +116,12 @@ class Forbidden(AuthError):
     status = 403
     error = "insufficient_scope"
     reason = "forbidden"
+
+
+class ForbiddenClaim(Forbidden):
+    """The token holds a claim claims_forbidden names."""
+
+    reason = "forbidden_claim"
 
 
 class AudienceNotAllowed(Forbidden):

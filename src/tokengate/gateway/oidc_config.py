@@ -120,6 +120,7 @@ class OidcConfig:
     # Kong names the request's credential after this claim for its other plugins (rate
     # limiting); it sets no header, so there is nothing for tokengate to do with it.
     credential_claim: tuple[str, ...] = ("sub",)
+    claims_forbidden: tuple[str, ...] = ()  # top-level claims a token must not hold
     consumer_claims: tuple[tuple[str, ...], ...] = ()  # claim paths; the first found is used
     consumer_by: tuple[str, ...] = ("username", "custom_id")  # Kong's schema.lua order
     consumer_optional: bool = False
@@ -247,6 +248,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         ),
         "credential_claim": f.each("credential_claim", _non_empty, unique=False) or ("sub",),
         **_consumer_mapping(f),
+        "claims_forbidden": f.each("claims_forbidden", _non_empty),
         "upstream_access_token_header": token_header,
         "hide_credentials": f.boolean("hide_credentials", True),
         "anonymous": f.string("anonymous"),
@@ -302,7 +304,6 @@ def _refuse_unverified(f: Fields) -> None:
 # Kong settings under which Kong refuses some tokens. tokengate does not implement them, and
 # ignoring one would let through a token Kong refuses: fail closed, each is an error when on.
 _UNENFORCEABLE: Final[Mapping[str, str]] = MappingProxyType({
-    "claims_forbidden": "remove claims_forbidden",
     "jwt_session_cookie": "remove jwt_session_cookie",
     "proof_of_possession_mtls": "set proof_of_possession_mtls: 'off'",
     "proof_of_possession_dpop": "set proof_of_possession_dpop: 'off'",
@@ -734,6 +735,10 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
         "plugins (rate limiting); it sets no header"
     ),
     "upstream_headers_claims": "yes: top-level claims, as Kong reads them",
+    "claims_forbidden": (
+        "yes: a token holding any of these top-level claims (not false) is refused 403, before "
+        "the other requirements, as Kong does"
+    ),
     "consumer_claims": (
         "yes: the first of these claim paths the token has names a consumer of the file (also "
         "read from Kong's older consumer_claim, one path)"

@@ -11,9 +11,10 @@ The claim is found by its path (`scopes_claim: ["realm_access", "roles"]` walks 
 objects). Scopes, roles and groups may be a space-separated string ("read write") or a list of
 strings (`scp`); the audience is a string or a list of strings, and a string is one audience
 (RFC 7519 §4.1.3), never split. A missing claim or one of another type meets no requirement.
-Checks run in the order of Kong's handler: scopes, audience, groups, roles (the first one not met
-names the refusal). All the work that can be done once
-is done in `compile_requirements`; `check` costs a few dictionary lookups and set operations.
+Checks run in the order of Kong's handler: claims_forbidden (top-level claims the token must not
+hold), scopes, audience, groups, roles (the first one not met names the refusal). All the work
+that can be done once is done in `compile_requirements`; `check` costs a few dictionary lookups
+and set operations.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from tokengate.gateway.errors import (
     AudienceNotAllowed,
     Forbidden,
+    ForbiddenClaim,
     InsufficientScope,
     MissingGroup,
     MissingRole,
@@ -71,11 +73,17 @@ class Requirements:
     """A route's requirements, in the order they are checked."""
 
     checks: tuple[ClaimRequirement, ...]
+    # claims_forbidden: top-level claims a token must not hold (Kong's claims.lua: one whose
+    # value is false counts as absent), checked before the rest, as Kong's handler does
+    forbidden: tuple[str, ...] = ()
 
     def check(self, claims: Mapping[str, Any]) -> None:
-        """Raise AudienceNotAllowed / InsufficientScope / MissingRole / MissingGroup (403) for
-        the first requirement not met. The detail names the setting and the claim path, never
-        a value from the token."""
+        """Raise ForbiddenClaim / AudienceNotAllowed / InsufficientScope / MissingRole /
+        MissingGroup (403) for the first requirement not met. The detail names the setting and
+        the claim path, never a value from the token."""
+        for name in self.forbidden:
+            if claims.get(name, False) is not False:
+                raise ForbiddenClaim(f"forbidden claim '{name}' found in the token")
         for requirement in self.checks:
             if not requirement.met(claims):
                 claim = ".".join(requirement.path)
@@ -108,4 +116,5 @@ def compile_requirements(config: OidcConfig) -> Requirements | None:
         if not path or not all(path):
             raise ValueError(f"{kind}_claim: empty claim path {path!r}")
         checks.append(ClaimRequirement(f"{kind}_required", path, groups, split, error))
-    return Requirements(tuple(checks)) if checks else None
+    forbidden = config.claims_forbidden
+    return Requirements(tuple(checks), forbidden) if checks or forbidden else None
