@@ -65,6 +65,9 @@ def test_subject_value_is_the_name_kong_looks_a_consumer_up_by(
     ("value", "header"),
     [
         ("admin dev\tadmin", b"admin, dev"),
+        # Kong splits on ASCII whitespace only: these stay inside one group's name
+        ("guest\u00a0admin", "guest\u00a0admin".encode()),
+        ("guest\u2003admin\u2028x", "guest\u2003admin\u2028x".encode()),
         (["Domain Admins", "dev", "Domain Admins", 2], b"Domain Admins, dev, 2"),
         (["a", None, True, {"b": 1}], b"a"),
         ("", None),

@@ -1172,6 +1172,15 @@ def test_consumer_mapping_refuses_what_it_cannot_do_as_kong(attached: str, line:
         ("[{custom_id: ''}]", "consumers[0].custom_id: must not be empty"),
         ("[{id: 0b6e8a5e, tags: [x]}]", "consumers[0]: a consumer needs a username or a custom_id"),
         ("[alice]", "consumers[0]: expected a mapping, got a string"),
+        ("[{username: null}]", "consumers[0]: a consumer needs a username or a custom_id"),
+        (
+            "[{username: alice}, {username: bob, custom_id: c}, {username: alice}]",
+            "consumers[2].username: 'alice' is consumers[0]'s username too",
+        ),
+        (
+            "[{username: a, custom_id: c}, {username: b, custom_id: c}]",
+            "consumers[1].custom_id: 'c' is consumers[0]'s custom_id too",
+        ),
     ],
 )
 def test_consumers_are_checked_as_kong_checks_them(consumers: str, line: str) -> None:

@@ -260,6 +260,14 @@ def test_claims_forbidden_refuses_a_token_holding_one(
     assert met(claims, claims_forbidden=("act", "may_act")) is expected
 
 
+def test_required_values_are_split_on_ascii_whitespace_only() -> None:
+    """As Kong splits them: a no-break space is part of the group's name, not an AND."""
+    required = {"groups_required": ("Domain\u00a0Admins",)}
+    assert not met({"groups": ["Domain", "Admins"]}, **required)
+    assert met({"groups": ["Domain\u00a0Admins"]}, **required)
+    assert met({"groups": ["Domain", "Admins"]}, groups_required=("Domain\tAdmins",))
+
+
 def test_claims_forbidden_comes_before_the_other_requirements() -> None:
     """Kong's handler checks it first: its refusal is the one a token failing both gets."""
     with pytest.raises(ForbiddenClaim, match="forbidden claim 'act' found in the token"):

@@ -289,7 +289,8 @@ class Authenticator:
 
     def authorize(self, entry: VerifiedToken) -> None:
         """The route's checks of a verified token's claims, in Kong's order: the requirements
-        (audience, scopes, groups, roles), then the consumer it maps to (a Forbidden each)."""
+        (claims_forbidden, scopes, audience, groups, roles), then the consumer it maps to (a
+        Forbidden each)."""
         if not self._claim_checks:
             return
         if not entry.checked:

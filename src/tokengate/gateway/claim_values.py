@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab: never in a header
+# What separates words for Kong (PCRE's \s, ASCII only): a no-break space or U+2028 does not.
+_WHITESPACE: Final = re.compile(r"[ \t\n\x0b\x0c\r]+")
 
 
 def claim_at(claims: Mapping[str, Any], path: tuple[str, ...], missing: Any = None) -> Any:
@@ -63,12 +65,12 @@ def groups_header_value(value: object) -> bytes | None:
     as Lua prints them), each once, in order, joined by ", "; None when there are none, or when
     one holds a control character."""
     if isinstance(value, str):
-        entries = value.split()
+        entries = words(value)
     elif isinstance(value, list):
         entries = [
             entry if isinstance(entry, str) else lua_number(entry)
             for entry in value
-            if isinstance(entry, str | int | float) and not isinstance(entry, bool)
+            if _is_word(entry)
         ]
     else:
         return None
@@ -76,6 +78,11 @@ def groups_header_value(value: object) -> bytes | None:
     if not groups or any(_CONTROL.search(entry) for entry in groups):
         return None
     return ", ".join(groups).encode("utf-8", "surrogatepass")
+
+
+def words(text: str) -> list[str]:
+    """`text` split on ASCII whitespace, as Kong splits a space-separated value."""
+    return [word for word in _WHITESPACE.split(text) if word]
 
 
 def subject_value(value: object) -> str | None:
@@ -113,4 +120,5 @@ __all__ = [
     "lua_number",
     "render_header_value",
     "subject_value",
+    "words",
 ]

@@ -590,6 +590,7 @@ class _Loader:
         """The names consumers go by, and which have a plugin that refuses requests (the rest
         of the entity is ignored, and named in a warning)."""
         ignored: dict[str, None] = {}
+        seen: dict[tuple[str, str], str] = {}  # (field, value) → the consumer's path
         for path, consumer in top.entities("consumers"):
             ignored.update(dict.fromkeys(k for k in map(str, consumer) if k not in _CONSUMER_READ))
             fields: dict[str, str] = {}
@@ -601,10 +602,15 @@ class _Loader:
                     self.report.error(at(path, key), f"expected a string, got {describe(value)}")
                 elif not value:
                     self.report.error(at(path, key), "must not be empty")
+                elif (key, value) in seen:  # unique in Kong: a second one is refused
+                    other = seen[key, value]
+                    self.report.error(at(path, key), f"'{value}' is {other}'s {key} too")
                 else:
+                    seen[key, value] = path
                     fields[key] = value
             if "username" not in fields and "custom_id" not in fields:
-                if not {"username", "custom_id"} & consumer.keys():  # Kong's at_least_one_of
+                if consumer.get("username") is None and consumer.get("custom_id") is None:
+                    # Kong's at_least_one_of (a wrong one is reported above)
                     self.report.error(path, "a consumer needs a username or a custom_id")
                 continue
             entity = Consumer(**fields)

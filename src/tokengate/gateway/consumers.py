@@ -5,11 +5,10 @@
                                                # ConsumerNotFound (403)
 
 The first of the `consumer_claims` paths found in the token (neither missing nor false) names
-the consumer (its value made
-a string as Kong's claims.lua makes it: a list's entries joined by spaces, a number as Lua
-prints it). That name is looked up by each field of `consumer_by` in turn, as Kong's cache.lua
-does: `id` only when the name is a UUID, `username` exactly and then, with
-`by_username_ignore_case`, in any ASCII case (Lua's lower()), `custom_id` exactly. Two
+the consumer, its value made a string as Kong's claims.lua makes it (a list's entries joined by
+spaces, a number as Lua prints it). That name is looked up by each field of `consumer_by` in
+turn, as Kong's cache.lua does: `id` only when the name is a UUID, `username` exactly and then,
+with `by_username_ignore_case`, in any ASCII case (Lua's lower()), `custom_id` exactly. Two
 consumers that differ only in case: the first in the file wins.
 """
 

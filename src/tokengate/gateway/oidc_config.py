@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from tokengate.gateway.claim_values import words
 from tokengate.gateway.config_checks import (
     Fields,
     Report,
@@ -626,7 +627,7 @@ def _non_empty(text: str) -> str:
 
 def _requirement(text: str) -> str:
     # An empty entry would be an empty AND-group, which every token satisfies.
-    if not text.split():
+    if not words(text):
         raise ValueError("must name at least one value")
     return text
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tokengate.gateway.claim_values import words
 from tokengate.gateway.errors import (
     AudienceNotAllowed,
     Forbidden,
@@ -107,7 +108,7 @@ def compile_requirements(config: OidcConfig) -> Requirements | None:
         required: tuple[str, ...] = getattr(config, f"{kind}_required")
         if not required:
             continue
-        groups = tuple(dict.fromkeys(frozenset(entry.split()) for entry in required))
+        groups = tuple(dict.fromkeys(frozenset(words(entry)) for entry in required))
         # An empty AND-group would be met by every token: the loader refuses blank entries,
         # and this guards configs built in code.
         if not all(groups):
