@@ -1609,3 +1609,27 @@ async def test_claims_forbidden_is_kongs_403(protect: Protect, test_issuer: Test
         assert answer.headers["WWW-Authenticate"] == (
             'Bearer realm="127.0.0.1", error="insufficient_scope"'
         )
+
+
+async def test_the_verifying_keys_jwk_and_the_token_go_where_kong_puts_them(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect(
+        upstream_access_token_jwk_header="X-Access-Token-JWK",
+        downstream_access_token_header="x-token",
+        downstream_access_token_jwk_header="X-Token-JWK",
+    )
+    (published,) = test_issuer.jwks()["keys"]
+    token = test_issuer.mint()
+    for _ in range(2):  # verified, then from the verified-token cache
+        answer = await call(gw, token=token, headers={"X-Access-Token-JWK": "e30="})
+        assert answer.status == 200
+        (sent,) = answer.upstream_headers("X-Access-Token-JWK")
+        assert json.loads(base64.b64decode(sent)) == published
+        assert answer.headers.getall("x-token") == [token]
+        assert answer.headers.getall("X-Token-JWK") == [sent]
+    refused = await call(gw, headers={"X-Access-Token-JWK": "e30="})
+    assert refused.status == 401 and "X-Token-JWK" not in refused.headers
+    bearer = await protect(downstream_access_token_header="authorization:bearer")
+    answer = await call(bearer, token=token)
+    assert answer.headers.getall("Authorization") == [f"Bearer {token}"]

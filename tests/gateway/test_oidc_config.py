@@ -145,6 +145,9 @@ def test_every_field_is_read() -> None:
         - {header: X-Tenant, path: [org, tenant]}
         authenticated_groups_claim: [realm_access, groups]
         credential_claim: [client_id]
+        upstream_access_token_jwk_header: X-Token-JWK
+        downstream_access_token_header: authorization:bearer
+        downstream_access_token_jwk_header: X-JWK
         upstream_access_token_header: x-token
         hide_credentials: false
         anonymous: guest
@@ -181,6 +184,9 @@ def test_every_field_is_read() -> None:
         downstream_headers=(ClaimHeader("X-Tenant", ("org", "tenant")),),
         authenticated_groups_claim=("realm_access", "groups"),
         credential_claim=("client_id",),
+        upstream_access_token_jwk_header="X-Token-JWK",
+        downstream_access_token_header="authorization:bearer",
+        downstream_access_token_jwk_header="X-JWK",
         upstream_access_token_header="x-token",
         hide_credentials=False,
         anonymous="guest",
@@ -652,6 +658,24 @@ ERRORS = {
         "upstream_headers: [{header: Content_Length, path: [sub]}]",
         "upstream_headers[0].header: 'Content_Length' cannot be set from a token: it frames or "
         "routes the request",
+    ),
+    "jwk header invalid": (
+        "upstream_access_token_jwk_header: 'x jwk'",
+        "upstream_access_token_jwk_header: invalid header name 'x jwk'",
+    ),
+    "jwk header is the token's header": (
+        "upstream_access_token_jwk_header: Authorization",
+        "upstream_access_token_jwk_header: 'authorization' is upstream_access_token_header's "
+        "header too: the upstream would get it twice",
+    ),
+    "downstream token header invalid": (
+        "downstream_access_token_header: 'x:a b'",
+        "downstream_access_token_header: invalid scheme 'a b': a token such as 'bearer'",
+    ),
+    "downstream jwk header frames the answer": (
+        "downstream_access_token_jwk_header: Transfer-Encoding",
+        "downstream_access_token_jwk_header: 'Transfer-Encoding' cannot be set from a token: it "
+        "frames or routes the request",
     ),
     "authenticated_groups_claim not a list": (
         "authenticated_groups_claim: groups",

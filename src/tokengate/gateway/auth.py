@@ -138,6 +138,11 @@ class Authenticator:
         self._token_header, self._token_prefix = _parse_token_header(
             config.upstream_access_token_header
         )
+        self._answer_token_header, self._answer_token_prefix = _parse_token_header(
+            config.downstream_access_token_header
+        )
+        self._jwk_header = _header_name(config.upstream_access_token_jwk_header)
+        self._answer_jwk_header = _header_name(config.downstream_access_token_jwk_header)
         # Names without a claim are only dropped from the client's (_set_headers).
         self._claim_headers = tuple(
             (entry.path, entry.header.encode("latin-1")) for entry in config.upstream_claim_headers
@@ -159,6 +164,7 @@ class Authenticator:
             name.replace(b"_", b"-")
             for name in [n.lower().encode("latin-1") for n in config.upstream_header_names]
             + ([self._token_header.lower()] if self._token_header is not None else [])
+            + ([self._jwk_header.lower()] if self._jwk_header is not None else [])
         )
         # An anonymous pass: the headers a verified token would fill stay empty (a client must
         # not fill them itself), but for the places a client's own credentials come in (the
@@ -285,7 +291,7 @@ class Authenticator:
             expires = min(expires, check_max_age(claims, self._max_age, now, self._leeway))
         if self._ttl_max is not None:
             expires = min(expires, now + self._ttl_max)
-        return VerifiedToken(claims=claims, exp=exp, expires=expires)
+        return VerifiedToken(claims=claims, exp=exp, expires=expires, key_jwk=key.jwk_header)
 
     def authorize(self, entry: VerifiedToken) -> None:
         """The route's checks of a verified token's claims, in Kong's order: the requirements
@@ -338,13 +344,16 @@ class Authenticator:
         added = self._claim_lines(entry.claims)
         if entry.consumer is not None:
             added += entry.consumer.header_lines()
+        token = location.token.encode("ascii")
         if self._token_header is not None:
-            added += b"%b: %b%b\r\n" % (
-                self._token_header,
-                self._token_prefix,
-                location.token.encode("ascii"),
-            )
+            added += b"%b: %b%b\r\n" % (self._token_header, self._token_prefix, token)
+        if self._jwk_header is not None and entry.key_jwk is not None:
+            added += b"%b: %b\r\n" % (self._jwk_header, entry.key_jwk)
         answer = self._answer_lines(entry.claims)
+        if self._answer_token_header is not None:
+            answer += ((self._answer_token_header, self._answer_token_prefix + token),)
+        if self._answer_jwk_header is not None and entry.key_jwk is not None:
+            answer += ((self._answer_jwk_header, entry.key_jwk),)
         # Headers the gateway sets from the token are never taken from the client.
         if not self.config.hide_credentials:
             return UpstreamEdits(drop=self._set_headers, added=added, answer=answer)
@@ -532,6 +541,10 @@ def _parse_token_header(setting: str | None) -> tuple[bytes | None, bytes]:
     scheme = _SCHEMES.get(scheme.lower(), scheme.capitalize())
     prefix = (scheme + " ").encode("latin-1") if scheme else b""
     return name.strip().encode("latin-1"), prefix
+
+
+def _header_name(name: str | None) -> bytes | None:
+    return name.encode("latin-1") if name else None
 
 
 def _quote(text: str) -> str:

@@ -26,13 +26,15 @@ import binascii
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from tokengate.gateway.claim_values import render_header_value
 
 __all__ = [
     "ALGORITHMS",
@@ -191,6 +193,9 @@ class VerificationKey:
     algorithms: frozenset[str]  # {jwk["alg"]} when the JWK names one, else all its kty/crv allow
     _verifiers: Mapping[str, Verifier] = field(repr=False)
     _material: bytes = field(repr=False)  # SubjectPublicKeyInfo DER: key identity for merge()
+    # The JWK as published (public members only: parse_jwks refuses any other), as Kong sends
+    # it in upstream_access_token_jwk_header: base64 of its compact JSON. None: not from a JWK.
+    jwk_header: bytes | None = field(default=None, repr=False)
 
     def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
         """True only for a valid signature by this key under `alg` (one of `algorithms`)."""
@@ -424,7 +429,8 @@ def _jwk_to_key(jwk: Mapping[str, Any]) -> VerificationKey:
         raise ValueError(f"kty {kty!r} is not RSA, EC or OKP")
     public_key = build(jwk)
     algorithms = frozenset({alg}) if isinstance(alg, str) else None
-    return VerificationKey.from_public_key(public_key, kid=kid, algorithms=algorithms)
+    key = VerificationKey.from_public_key(public_key, kid=kid, algorithms=algorithms)
+    return replace(key, jwk_header=render_header_value(dict(jwk)))
 
 
 # -- key sets ---------------------------------------------------------------------------------

@@ -131,6 +131,9 @@ class OidcConfig:
     consumers: tuple[Consumer, ...] = ()
     # where the verified token is re-sent upstream ("header:prefix"); None: it is not
     upstream_access_token_header: str | None = "authorization:bearer"  # noqa: S105
+    upstream_access_token_jwk_header: str | None = None  # the verifying key's JWK, upstream
+    downstream_access_token_header: str | None = None  # the token again, on the answer
+    downstream_access_token_jwk_header: str | None = None
     hide_credentials: bool = True
     anonymous: str | None = None
     # The consumer `anonymous` names, found by the kong.yaml loader (not a Kong field).
@@ -208,16 +211,26 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
     down_claims, down_names, down_objects = _claim_headers(f, "downstream")
     token_header = _upstream_token_header(f)
     token_header_name = (token_header or "").partition(":")[0].strip().lower()
+    jwk_header = f.checked("upstream_access_token_jwk_header", _header)
+    answer_token_header = f.checked("downstream_access_token_header", _token_header)
+    answer_jwk_header = f.checked("downstream_access_token_jwk_header", _header)
     named = [*names, *(entry.header for entry in objects)]
     upstream_key = "upstream_headers" if objects else "upstream_headers_names"
-    if token_header_name and token_header_name in (name.lower() for name in named):
-        f.error(
-            upstream_key,
-            f"{token_header_name!r} is upstream_access_token_header's header too: the upstream "
-            "would get it twice",
-        )
-    _gateways_own(f, upstream_key, named, _GATEWAY_REQUEST_HEADERS | _identity_headers(f))
-    down_named = [*down_names, *(entry.header for entry in down_objects)]
+    reserved = _GATEWAY_REQUEST_HEADERS | _identity_headers(f)
+    for key, their in ((upstream_key, named), ("upstream_access_token_jwk_header", [jwk_header])):
+        if token_header_name and token_header_name in (n.lower() for n in their if n):
+            f.error(
+                key,
+                f"{token_header_name!r} is upstream_access_token_header's header too: the "
+                "upstream would get it twice",
+            )
+        _gateways_own(f, key, [n for n in their if n], reserved)
+    answer_token_name = (answer_token_header or "").partition(":")[0].strip() or None
+    down_named = [
+        *down_names,
+        *(entry.header for entry in down_objects),
+        *filter(None, [answer_token_name, answer_jwk_header]),
+    ]
     _gateways_own(
         f,
         "downstream_headers" if down_objects else "downstream_headers_names",
@@ -251,6 +264,9 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         **_consumer_mapping(f),
         "claims_forbidden": f.each("claims_forbidden", _non_empty),
         "upstream_access_token_header": token_header,
+        "upstream_access_token_jwk_header": jwk_header,
+        "downstream_access_token_header": answer_token_header,
+        "downstream_access_token_jwk_header": answer_jwk_header,
         "hide_credentials": f.boolean("hide_credentials", True),
         "anonymous": f.string("anonymous"),
         "run_on_preflight": f.boolean("run_on_preflight", True),
@@ -736,6 +752,11 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
         "plugins (rate limiting); it sets no header"
     ),
     "upstream_headers_claims": "yes: top-level claims, as Kong reads them",
+    "upstream_access_token_jwk_header": (
+        "yes: base64 of the verifying key's JWK (compact JSON), as published; never the client's"
+    ),
+    "downstream_access_token_header": "yes: the token again, on the answer (header:prefix)",
+    "downstream_access_token_jwk_header": "yes: as upstream_access_token_jwk_header, on the answer",
     "claims_forbidden": (
         "yes: a token holding any of these top-level claims (not false) is refused 403, before "
         "the other requirements, as Kong does"
