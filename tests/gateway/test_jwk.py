@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 from typing import Any
 
 import jwt
@@ -561,3 +563,16 @@ def test_from_public_key_applies_the_same_policy() -> None:
     with pytest.raises(ValueError, match="curve"):
         VerificationKey.from_public_key(ec.generate_private_key(ec.SECP256K1()).public_key())
     assert "_verifiers" not in repr(key) and "_material" not in repr(key)
+
+
+def test_a_key_keeps_its_jwk_for_the_jwk_headers_and_a_deep_member_costs_only_itself() -> None:
+    """The JWK as published, rendered once per key (upstream_access_token_jwk_header); a member
+    nested too deep to render refuses that key, never the set."""
+    published = rsa_jwk(kid="k1", use="sig")
+    assert json.loads(base64.b64decode(one_key(published).jwk_header or b"")) == published
+    deep: Any = "x"
+    for _ in range(100_000):
+        deep = [deep]
+    key_set = parse_jwks({"keys": [rsa_jwk(kid="deep", x_extra=deep), rsa_jwk(index=1)]})
+    assert [key.kid for key in key_set.keys] == [None]
+    assert len(key_set.rejected) == 1 and "'deep'" in key_set.rejected[0]

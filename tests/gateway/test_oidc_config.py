@@ -668,6 +668,38 @@ ERRORS = {
         "upstream_access_token_jwk_header: 'authorization' is upstream_access_token_header's "
         "header too: the upstream would get it twice",
     ),
+    "jwk header is a token place": (
+        "upstream_access_token_jwk_header: X-Access-Token",
+        "upstream_access_token_jwk_header: 'X-Access-Token' is where a client's token comes: a "
+        "claim or key cannot set it",
+    ),
+    "claim header is a token place": (
+        "upstream_access_token_header: x-token\n"
+        "upstream_headers_claims: [sub]\nupstream_headers_names: [Authorization]",
+        "upstream_headers_names: 'Authorization' is where a client's token comes: a claim or key "
+        "cannot set it",
+    ),
+    "jwk header is a claim header too": (
+        "upstream_access_token_jwk_header: X-Sub\n"
+        "upstream_headers_claims: [sub]\nupstream_headers_names: [x_sub]",
+        "upstream_headers_names: 'x-sub' is upstream_access_token_jwk_header's header too: the "
+        "upstream would get it twice",
+    ),
+    "token header spelt with an underscore": (
+        "upstream_access_token_header: x-tok\nupstream_access_token_jwk_header: x_tok",
+        "upstream_access_token_jwk_header: 'x-tok' is upstream_access_token_header's header "
+        "too: the upstream would get it twice",
+    ),
+    "answer headers twice": (
+        "downstream_access_token_header: X-T\ndownstream_access_token_jwk_header: x-t",
+        "downstream_access_token_jwk_header: 'x-t' is downstream_access_token_header's header "
+        "too: the answer would get it twice",
+    ),
+    "answer token header the gateway sets": (
+        "downstream_access_token_header: Via:bearer",
+        "downstream_access_token_header: 'Via' is a header the gateway sets itself: it would "
+        "arrive twice",
+    ),
     "downstream token header invalid": (
         "downstream_access_token_header: 'x:a b'",
         "downstream_access_token_header: invalid scheme 'a b': a token such as 'bearer'",

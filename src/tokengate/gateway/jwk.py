@@ -506,7 +506,9 @@ def parse_jwks(document: object, *, source: str = "jwks") -> KeySet:
             key = _jwk_to_key(jwk)
             if key.kid in poisoned:
                 raise ValueError("kid is used by more than one key (poisoned)")
-        except (ValueError, TypeError) as exc:  # TypeError: a member of a type no check foresaw
+        # TypeError: a member of a type no check foresaw; RecursionError: one nested too deep
+        # to render (the JSON decoder stops such a document first, but not every caller)
+        except (ValueError, TypeError, RecursionError) as exc:
             rejected.append(f"{source}: {_label(index, jwk)}: {exc}")
             continue
         keys.append(key)

@@ -214,27 +214,29 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
     jwk_header = f.checked("upstream_access_token_jwk_header", _header)
     answer_token_header = f.checked("downstream_access_token_header", _token_header)
     answer_jwk_header = f.checked("downstream_access_token_jwk_header", _header)
-    named = [*names, *(entry.header for entry in objects)]
     upstream_key = "upstream_headers" if objects else "upstream_headers_names"
-    reserved = _GATEWAY_REQUEST_HEADERS | _identity_headers(f)
-    for key, their in ((upstream_key, named), ("upstream_access_token_jwk_header", [jwk_header])):
-        if token_header_name and token_header_name in (n.lower() for n in their if n):
-            f.error(
-                key,
-                f"{token_header_name!r} is upstream_access_token_header's header too: the "
-                "upstream would get it twice",
-            )
-        _gateways_own(f, key, [n for n in their if n], reserved)
-    answer_token_name = (answer_token_header or "").partition(":")[0].strip() or None
-    down_named = [
-        *down_names,
-        *(entry.header for entry in down_objects),
-        *filter(None, [answer_token_name, answer_jwk_header]),
-    ]
-    _gateways_own(
+    _one_header_each(
         f,
-        "downstream_headers" if down_objects else "downstream_headers_names",
-        down_named,
+        "upstream",
+        [
+            ("upstream_access_token_header", token_header_name),
+            ("upstream_access_token_jwk_header", jwk_header),
+            *((upstream_key, name) for name in [*names, *(entry.header for entry in objects)]),
+        ],
+        _GATEWAY_REQUEST_HEADERS | _identity_headers(f),
+    )
+    downstream_key = "downstream_headers" if down_objects else "downstream_headers_names"
+    _one_header_each(
+        f,
+        "answer",
+        [
+            ("downstream_access_token_header", (answer_token_header or "").partition(":")[0]),
+            ("downstream_access_token_jwk_header", answer_jwk_header),
+            *(
+                (downstream_key, name)
+                for name in [*down_names, *(entry.header for entry in down_objects)]
+            ),
+        ],
         _GATEWAY_ANSWER_HEADERS,
     )
     values: dict[str, Any] = {
@@ -661,6 +663,9 @@ _GATEWAY_REQUEST_HEADERS: Final = frozenset(
      "x-forwarded-path", "x-forwarded-prefix", "x-real-ip", "x-request-id", "via"}
 )  # fmt: skip
 _GATEWAY_ANSWER_HEADERS: Final = frozenset({"x-request-id", "via"})
+# Where a client's token comes (Kong's header places): the client's own passes beside an
+# anonymous pass, so no claim or key may be sent under one of these names.
+_TOKEN_PLACES: Final = frozenset({"authorization", "access-token", "x-access-token"})
 _CONSUMER_HEADERS: Final = frozenset(
     {"x-consumer-id", "x-consumer-custom-id", "x-consumer-username", "x-anonymous-consumer"}
 )
@@ -677,11 +682,31 @@ def _identity_headers(f: Fields) -> frozenset[str]:
     return frozenset(names)
 
 
-def _gateways_own(f: Fields, key: str, names: list[str], reserved: frozenset[str]) -> None:
-    for name in names:
-        if name.lower().replace("_", "-") in reserved:
+def _one_header_each(
+    f: Fields, side: str, named: list[tuple[str, str | None]], reserved: frozenset[str]
+) -> None:
+    """Each header the gateway sets on one side (the upstream request, the answer) from one
+    field only, and none it sets itself or a client's token comes in (names read in any case,
+    "_" for "-", as CGI-style upstreams read them): any of those would arrive twice, or beside
+    a client's own. `named`: (field, header name) in the fields' order."""
+    seen: dict[str, str] = {}
+    for key, name in named:
+        if not name or not name.strip():
+            continue
+        spelled = name.strip().lower().replace("_", "-")
+        if spelled in seen:
+            f.error(
+                key, f"{spelled!r} is {seen[spelled]}'s header too: the {side} would get it twice"
+            )
+        elif spelled in reserved:
             f.error(key, f"'{name}' is a header the gateway sets itself: it would arrive twice")
-            return
+        elif (
+            side == "upstream"
+            and key != "upstream_access_token_header"
+            and (spelled in _TOKEN_PLACES)
+        ):
+            f.error(key, f"'{name}' is where a client's token comes: a claim or key cannot set it")
+        seen.setdefault(spelled, key)
 
 
 def _header(text: str) -> str:
