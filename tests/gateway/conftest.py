@@ -12,9 +12,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from tests.gateway.issuer import test_issuer  # noqa: F401
+from tests.gateway.issuer import TestIssuer, test_issuer  # noqa: F401
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import GatewayConfig, Route, Service
+from tokengate.gateway.keys import KeyPolicy
+from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.settings import GatewaySettings
 
 
@@ -138,3 +140,46 @@ class RawUpstream:
         head = await reader.readuntil(b"\r\n\r\n")
         self.requests.append(head)
         return head
+
+
+# -- a gateway protecting an echo upstream with openid-connect -----------------------------------
+
+FAST_KEYS = KeyPolicy(min_refresh=0.2, max_refresh=0.5, max_stale=60, retry_backoff=0.1)
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response(
+        {
+            "path_qs": request.raw_path,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body": body.decode("latin-1"),
+        }
+    )
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[TestServer]:
+    async with serving(echo) as server:
+        yield server
+
+
+Protect = Callable[..., Awaitable[GatewayServer]]
+
+
+@pytest.fixture
+def protect(
+    upstream: TestServer,
+    start_gateway: StartGateway,
+    test_issuer: TestIssuer,  # noqa: F811 (the fixture imported above)
+) -> Protect:
+    """A gateway whose route "/" requires a token from `test_issuer` (plugin fields as kwargs)."""
+
+    async def start(
+        *, issuer: TestIssuer | None = None, settings: dict[str, Any] | None = None, **fields: Any
+    ) -> GatewayServer:
+        oidc = OidcConfig.for_issuer((issuer or test_issuer).issuer, **fields)
+        route = make_route(make_service(upstream.port), oidc=oidc)
+        return await start_gateway(route, **({"key_policy": FAST_KEYS} | (settings or {})))
+
+    return start

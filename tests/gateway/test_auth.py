@@ -10,7 +10,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,48 +20,20 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from multidict import CIMultiDict
 
-from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request, serving
+from tests.gateway.conftest import (
+    FAST_KEYS,
+    Protect,
+    StartGateway,
+    make_route,
+    make_service,
+    raw_request,
+    serving,
+)
 from tests.gateway.issuer import OMIT, TestIssuer, self_signed_certificate
 from tokengate.gateway import auth as auth_module
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.keys import KeyPolicy
 from tokengate.gateway.oidc_config import ClaimHeader, Consumer, OidcConfig
-
-FAST_KEYS = KeyPolicy(min_refresh=0.2, max_refresh=0.5, max_stale=60, retry_backoff=0.1)
-
-
-async def echo(request: web.Request) -> web.Response:
-    body = await request.read()
-    return web.json_response(
-        {
-            "path_qs": request.raw_path,
-            "headers": [[k, v] for k, v in request.headers.items()],
-            "body": body.decode("latin-1"),
-        }
-    )
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[TestServer]:
-    async with serving(echo) as server:
-        yield server
-
-
-Protect = Callable[..., Awaitable[GatewayServer]]
-
-
-@pytest.fixture
-def protect(upstream: TestServer, start_gateway: StartGateway, test_issuer: TestIssuer) -> Protect:
-    """A gateway whose route "/" requires a token from `test_issuer` (plugin fields as kwargs)."""
-
-    async def start(
-        *, issuer: TestIssuer | None = None, settings: dict[str, Any] | None = None, **fields: Any
-    ) -> GatewayServer:
-        oidc = OidcConfig.for_issuer((issuer or test_issuer).issuer, **fields)
-        route = make_route(make_service(upstream.port), oidc=oidc)
-        return await start_gateway(route, **({"key_policy": FAST_KEYS} | (settings or {})))
-
-    return start
 
 
 class Answer:

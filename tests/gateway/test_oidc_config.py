@@ -16,6 +16,7 @@ from tokengate.gateway.oidc_config import (
     KONG_FIELDS,
     ORDERED_DEFAULTS,
     ClaimHeader,
+    Introspection,
     OidcConfig,
     field_support,
     parse_oidc_config,
@@ -77,6 +78,8 @@ def test_every_kong_default_we_implement_matches_the_schema() -> None:
         if field.name not in KONG_DEFAULTS or field.name == "timeout":
             continue
         expected = ORDERED_DEFAULTS.get(field.name, KONG_DEFAULTS[field.name])
+        if field.name == "introspect_jwt_tokens":  # a boolean in Kong, read as its settings
+            expected = None if expected is False else expected
         assert getattr(config, field.name) == expected, field.name
     assert config.timeout * 1000 == KONG_DEFAULTS["timeout"]
 
@@ -264,6 +267,37 @@ def test_upstream_header_lists_of_different_lengths_pair_as_kong_pairs_them(
     [said] = warnings(text)
     assert said.startswith(".upstream_headers_names: ")
     assert warning in said
+
+
+def test_introspection_settings_are_read_only_when_introspection_is_on() -> None:
+    config = ok("""
+        introspect_jwt_tokens: true
+        client_id: [gateway, other]
+        client_secret: [s3cr3t]
+        client_auth: [client_secret_post]
+        introspection_endpoint: https://idp.example/introspect
+        introspection_hint: token
+        cache_ttl_min: 5
+        cache_ttl_max: 60
+    """)
+    assert config.introspect_jwt_tokens == Introspection(
+        endpoint="https://idp.example/introspect",
+        auth_method="client_secret_post",
+        client_id="gateway",
+        client_secret="s3cr3t",
+        hint="token",
+        cache_ttl_min=5.0,
+        cache_ttl_max=60.0,
+    )
+    basic = ok("introspect_jwt_tokens: true\nclient_id: [c]\nclient_secret: [s]")
+    assert basic.introspect_jwt_tokens is not None
+    assert basic.introspect_jwt_tokens.auth_method == "client_secret_basic"  # Kong's default
+    assert warnings("client_id: [c]\nclient_secret: [s]") == [
+        ": not implemented by tokengate, ignored: client_id, client_secret"
+    ]
+    assert warnings("introspect_jwt_tokens: true\nclient_id: [c, d]\nclient_secret: [s]") == [
+        ".client_id: introspect_jwt_tokens uses the first client (client_arg is not read)"
+    ]
 
 
 def test_header_mappings_in_either_form_pair_headers_with_claim_paths() -> None:
@@ -516,10 +550,25 @@ ERRORS = {
         "proof_of_possession_dpop: not implemented by tokengate; ignoring it would let through "
         "tokens Kong refuses: set proof_of_possession_dpop: 'off'",
     ),
-    "introspect jwt tokens": (
+    "introspection without client credentials": (
         "introspect_jwt_tokens: true",
-        "introspect_jwt_tokens: not implemented by tokengate; ignoring it would let through "
-        "tokens Kong refuses: remove introspect_jwt_tokens: true",
+        "client_auth: private_key_jwt is not implemented by tokengate for introspect_jwt_tokens: "
+        "use client_secret_basic, client_secret_post or none",
+    ),
+    "introspection with a secret but no client": (
+        "introspect_jwt_tokens: true\nclient_secret: [s3cr3t]",
+        "client_secret: client_secret_basic needs client_id and client_secret",
+    ),
+    "introspection answers as JWTs": (
+        "introspect_jwt_tokens: true\nclient_id: [c]\nclient_secret: [s]\n"
+        "introspection_accept: application/jwt",
+        "introspection_accept: only application/json introspection answers are implemented by "
+        "tokengate",
+    ),
+    "introspection endpoint not a URL": (
+        "introspect_jwt_tokens: true\nintrospection_endpoint_auth_method: none\n"
+        "introspection_endpoint: /introspect",
+        "introspection_endpoint: expected an http or https URL, got '/introspect'",
     ),
     "consumer_claims not a list": (
         "consumer_claims: sub",

@@ -44,6 +44,7 @@ from tokengate.gateway.extract import (
     needs_body,
     query_without_token,
 )
+from tokengate.gateway.introspection import Introspector
 from tokengate.gateway.keys import IssuerKeys, KeySource
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.rawresponse import (
@@ -131,6 +132,19 @@ class Authenticator:
         ] = {}
         self._requirements = compile_requirements(config)
         self._consumers = ConsumerMapping(config) if config.consumer_claims else None
+        introspection = config.introspect_jwt_tokens
+        self._introspector = (
+            Introspector(
+                introspection,
+                keys,
+                keys.session,
+                timeout=config.timeout,
+                ssl_verify=config.ssl_verify,
+                capacity=cache_capacity,
+            )
+            if introspection is not None
+            else None
+        )
         # Whether a verified token must still pass this route's checks of its claims (memoised
         # in its cache entry): requirements, and the consumer it maps to.
         self._claim_checks = self._requirements is not None or self._consumers is not None
@@ -154,7 +168,8 @@ class Authenticator:
         self._groups_claim = config.authenticated_groups_claim
         # What the hot path (cached_edits) must rule out before it may answer.
         places = config.bearer_token_param_type
-        self._hot_path = "header" in places
+        # (introspected tokens go the long way: their answers have lifetimes of their own)
+        self._hot_path = "header" in places and introspection is None
         self._query_tokens = "query" in places
         self._body_tokens = "body" in places
         self._cookie_tokens = "cookie" in places and bool(config.bearer_token_cookie_name)
@@ -233,6 +248,8 @@ class Authenticator:
             if entry is None:
                 entry = await self.verify(token, now)
                 outcome = OK
+            if self._introspector is not None:
+                entry = await self._introspector.view(token, entry, now)
             self.authorize(entry)
             return self._edits(request, location, entry, body), outcome
         except AuthError as exc:

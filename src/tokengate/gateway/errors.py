@@ -21,7 +21,8 @@ are different branches, so an IdP outage is never reported as a bad token and ne
     │   ├── BadIssuer                                          bad_issuer
     │   ├── Expired                                            expired
     │   ├── NotYetValid                                        not_yet_valid
-    │   └── BadClaims                                          bad_claims
+    │   ├── BadClaims                                          bad_claims
+    │   └── NotActive                                          not_active
     ├── Forbidden                  403
     │   ├── ForbiddenClaim                 insufficient_scope  forbidden_claim
     │   ├── AudienceNotAllowed             invalid_token       audience
@@ -29,7 +30,8 @@ are different branches, so an IdP outage is never reported as a bad token and ne
     │   ├── MissingRole                    insufficient_scope  roles
     │   ├── MissingGroup                   insufficient_scope  groups
     │   └── ConsumerNotFound               insufficient_scope  consumer_not_found
-    └── KeysUnavailable            503     (none)              keys_unavailable
+    ├── KeysUnavailable            503     (none)              keys_unavailable
+    └── IntrospectionFailed        503     (none)              introspection_failed
 
 `detail` is for logs and, with `display_errors`, the `error_description`; it never holds the
 token or a claim value a client could use to probe (only names and reasons). `reason` is a class
@@ -112,6 +114,12 @@ class BadClaims(InvalidToken):
     reason = "bad_claims"
 
 
+class NotActive(InvalidToken):
+    """introspect_jwt_tokens: the issuer says the token is not active (revoked, expired)."""
+
+    reason = "not_active"
+
+
 class Forbidden(AuthError):
     status = 403
     error = "insufficient_scope"
@@ -154,3 +162,13 @@ class KeysUnavailable(AuthError):
     status = 503
     error = None
     reason = "keys_unavailable"
+
+
+class IntrospectionFailed(AuthError):
+    """introspect_jwt_tokens: the issuer's introspection endpoint gave no usable answer (down,
+    slow, an error status, not a JSON object, or none known). Like KeysUnavailable, ours to
+    fix, not the client's: 503 with Retry-After, never a pass."""
+
+    status = 503
+    error = None
+    reason = "introspection_failed"

@@ -120,6 +120,7 @@ class IssuerKeys:
         on_fetch: FetchObserver = _ignore_fetch,
     ) -> None:
         self.source = source
+        self.session = session  # the issuer's HTTP client (introspection uses it too)
         self._session = session
         self._policy = policy
         self._clock = clock
@@ -139,6 +140,8 @@ class IssuerKeys:
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
         self._jwks_uri: str | None = None
+        # Discovery's, for introspect_jwt_tokens (RFC 8414 / OIDC Discovery), once fetched
+        self.introspection_endpoint: str | None = None
         # Last good key set per extra JWKS URI, and until when it may stand in for a failure.
         self._extras: dict[str, tuple[KeySet, float]] = {}
         self._logged_rejections: tuple[str, ...] = ()
@@ -342,6 +345,7 @@ class IssuerKeys:
             if secure and urlsplit(jwks_uri).scheme.lower() != "https":
                 raise FetchError(f"jwks_uri {jwks_uri!r} is not https like the discovery URL")
         self._jwks_uri = jwks_uri
+        self.introspection_endpoint = _introspection_endpoint(discovery, source.discovery_url)
         main, extras = await asyncio.gather(
             self._get_keyset(jwks_uri), self._extra_keysets(), return_exceptions=True
         )
@@ -558,6 +562,19 @@ def _http_url(value: object, what: str) -> str:
         if parts is not None and parts.scheme in ("http", "https") and parts.hostname:
             return value
     raise FetchError(f"{what} {_short(value)} is not an http(s) URL")
+
+
+def _introspection_endpoint(discovery: dict[str, object], discovery_url: str) -> str | None:
+    """Discovery's introspection_endpoint, when it is a usable http(s) URL (https when the
+    discovery URL is): keys never fail because of it; introspection then has none to ask."""
+    try:
+        endpoint = _http_url(discovery.get("introspection_endpoint"), "introspection_endpoint")
+    except FetchError:
+        return None
+    secure = urlsplit(discovery_url).scheme.lower() == "https"
+    if secure and urlsplit(endpoint).scheme.lower() != "https":
+        return None
+    return endpoint
 
 
 def _short(value: object, limit: int = 200) -> str:

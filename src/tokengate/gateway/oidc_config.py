@@ -86,6 +86,24 @@ class ClaimHeader:
 
 
 @dataclass(frozen=True, slots=True)
+class Introspection:
+    """introspect_jwt_tokens: how a verified JWT is also asked of the issuer (RFC 7662)."""
+
+    endpoint: str | None  # None: discovery's introspection_endpoint
+    auth_method: str  # client_secret_basic, client_secret_post or none
+    client_id: str | None
+    client_secret: str | None
+    hint: str = "access_token"  # token_type_hint
+    token_param_name: str = "token"  # noqa: S105 (a form parameter's name)
+    check_active: bool = True
+    accept: str = "application/json"
+    cache: bool = True
+    cache_ttl: float = 3600.0  # when the answer says neither expires_in nor exp
+    cache_ttl_min: float | None = None
+    cache_ttl_max: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OidcConfig:
     """One openid-connect plugin instance, as it applies to a route. Times are in seconds."""
 
@@ -122,6 +140,7 @@ class OidcConfig:
     # limiting); it sets no header, so there is nothing for tokengate to do with it.
     credential_claim: tuple[str, ...] = ("sub",)
     claims_forbidden: tuple[str, ...] = ()  # top-level claims a token must not hold
+    introspect_jwt_tokens: Introspection | None = None  # Kong's field: a boolean, read as this
     consumer_claims: tuple[tuple[str, ...], ...] = ()  # claim paths; the first found is used
     consumer_by: tuple[str, ...] = ("username", "custom_id")  # Kong's schema.lua order
     consumer_optional: bool = False
@@ -265,6 +284,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         "credential_claim": f.each("credential_claim", _non_empty, unique=False) or ("sub",),
         **_consumer_mapping(f),
         "claims_forbidden": f.each("claims_forbidden", _non_empty),
+        "introspect_jwt_tokens": (introspection := _introspection(f)),
         "upstream_access_token_header": token_header,
         "upstream_access_token_jwk_header": jwk_header,
         "downstream_access_token_header": answer_token_header,
@@ -279,7 +299,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         "timeout": f.number("timeout", 10_000.0, above=True) / 1000,
         "ssl_verify": f.boolean("ssl_verify", True),
     }
-    _unimplemented(f)
+    _unimplemented(f, _INTROSPECTION_FIELDS if introspection is not None else frozenset())
     if issuer is None or len(report.errors) > before:
         return None
     return OidcConfig.for_issuer(issuer, **values)
@@ -326,7 +346,6 @@ _UNENFORCEABLE: Final[Mapping[str, str]] = MappingProxyType({
     "jwt_session_cookie": "remove jwt_session_cookie",
     "proof_of_possession_mtls": "set proof_of_possession_mtls: 'off'",
     "proof_of_possession_dpop": "set proof_of_possession_dpop: 'off'",
-    "introspect_jwt_tokens": "remove introspect_jwt_tokens: true",
     "consumer_groups_claim": (
         "tokengate maps no token to consumer groups: set consumer_groups_optional: true or "
         "remove it"
@@ -447,6 +466,76 @@ ORDERED_DEFAULTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {"consumer_by": ("username", "custom_id")}
 )
 
+# Read only with introspect_jwt_tokens: true (client_id and client_secret are other flows' too).
+_INTROSPECTION_FIELDS: Final = frozenset(
+    {"introspection_endpoint", "introspection_endpoint_auth_method", "client_id",
+     "client_secret", "client_auth", "introspection_hint", "introspection_token_param_name",
+     "introspection_check_active", "introspection_accept", "cache_introspection",
+     "cache_ttl_min"}
+)  # fmt: skip
+_INTROSPECTION_AUTH: Final = ("client_secret_basic", "client_secret_post", "none")
+
+
+def _introspection(f: Fields) -> Introspection | None:
+    """introspect_jwt_tokens: true, and the fields that say how (Kong's names and defaults);
+    None when off. Client authentication by secret (basic or post) or none: another method is
+    an error, since the issuer would refuse every introspection (and so every token)."""
+    if not f.boolean("introspect_jwt_tokens", False):
+        return None
+    clients = f.each("client_id", _non_empty, unique=False)
+    secrets = f.each("client_secret", _non_empty, unique=False)
+    methods = f.each("client_auth", _one_of(_CLIENT_AUTH_METHODS), unique=False)
+    method = f.checked("introspection_endpoint_auth_method", _one_of(_CLIENT_AUTH_METHODS))
+    if method is None:  # Kong: the first client's client_auth, else basic with a secret
+        method = (
+            methods[0] if methods else ("client_secret_basic" if secrets else "private_key_jwt")
+        )
+    key = "client_auth"
+    if f.given("introspection_endpoint_auth_method"):
+        key = "introspection_endpoint_auth_method"
+    if method not in _INTROSPECTION_AUTH:
+        f.error(
+            key,
+            f"{method} is not implemented by tokengate for introspect_jwt_tokens: use "
+            "client_secret_basic, client_secret_post or none",
+        )
+    elif method != "none" and not (clients and secrets):
+        f.error("client_secret", f"{method} needs client_id and client_secret")
+    if len(clients) > 1:
+        f.warn("client_id", "introspect_jwt_tokens uses the first client (client_arg is not read)")
+    accept = f.choice("introspection_accept", "application/json", _INTROSPECTION_ACCEPT)
+    if accept != "application/json":
+        f.error(
+            "introspection_accept",
+            "only application/json introspection answers are implemented by tokengate",
+        )
+    return Introspection(
+        endpoint=f.checked("introspection_endpoint", _http_url),
+        auth_method=method,
+        client_id=clients[0] if clients else None,
+        client_secret=secrets[0] if secrets else None,
+        hint=f.string("introspection_hint") or "access_token",
+        token_param_name=f.checked("introspection_token_param_name", _non_empty) or "token",
+        check_active=f.boolean("introspection_check_active", True),
+        accept=accept,
+        cache=f.boolean("cache_introspection", True),
+        cache_ttl=f.number("cache_ttl", 3600.0),
+        cache_ttl_min=f.number("cache_ttl_min", None),
+        cache_ttl_max=f.number("cache_ttl_max", None),
+    )
+
+
+_CLIENT_AUTH_METHODS: Final = (
+    "client_secret_basic", "client_secret_jwt", "client_secret_post", "none", "private_key_jwt",
+    "self_signed_tls_client_auth", "tls_client_auth",
+)  # fmt: skip
+_INTROSPECTION_ACCEPT: Final = (
+    "application/json",
+    "application/jwt",
+    "application/token-introspection+jwt",
+)
+
+
 # Names Kong still takes for a newer field, read as that field: consumer_claim (one claim path)
 # is a consumer_claims of one path.
 _OLDER_NAMES: Final = frozenset({"consumer_claim"})
@@ -529,7 +618,7 @@ _EXPECTED = {
 _MISSING = object()
 
 
-def _unimplemented(f: Fields) -> None:
+def _unimplemented(f: Fields, used: frozenset[str] = frozenset()) -> None:
     """Type-check every other Kong field; name the ones set to a non-default value in one
     warning. Comparing with Kong's defaults keeps a `deck gateway dump` (which writes every
     field) from warning about all of them."""
@@ -539,7 +628,7 @@ def _unimplemented(f: Fields) -> None:
             if _well_typed(f, key, value, DEPRECATED_FIELDS[key]):
                 deprecated.append(key)
             continue
-        if value is None or key not in KONG_FIELDS or key in _IMPLEMENTED:
+        if value is None or key not in KONG_FIELDS or key in _IMPLEMENTED or key in used:
             continue
         if key != "ignore_signature" and not _well_typed(f, key, value, KONG_FIELDS[key]):
             continue
@@ -782,6 +871,15 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
     ),
     "downstream_access_token_header": "yes: the token again, on the answer (header:prefix)",
     "downstream_access_token_jwk_header": "yes: as upstream_access_token_jwk_header, on the answer",
+    "introspect_jwt_tokens": (
+        "yes: a verified token is also posted to the issuer's introspection endpoint "
+        "(introspection_endpoint, else discovery's) and must be active; read with it, as Kong "
+        "reads them: client_id / client_secret (the first), client_auth or "
+        "introspection_endpoint_auth_method (client_secret_basic, client_secret_post or none), "
+        "introspection_hint, introspection_token_param_name, introspection_check_active, "
+        "cache_introspection, cache_ttl, cache_ttl_min, cache_ttl_max; an endpoint without a "
+        "usable answer is a 503 (Kong: 401)"
+    ),
     "claims_forbidden": (
         "yes: a token holding any of these top-level claims (not false) is refused 403, before "
         "the other requirements, as Kong does"

@@ -1,0 +1,218 @@
+"""introspect_jwt_tokens over real sockets: the gateway asks a scripted RFC 7662 endpoint
+about every verified token, as Kong's plugin asks, and answers from what it says."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.gateway.conftest import Protect, serving
+from tests.gateway.issuer import TestIssuer
+from tests.gateway.test_auth import call
+from tokengate.gateway.oidc_config import Introspection
+
+
+class Endpoint:
+    """An introspection endpoint whose answer each test sets."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[dict[str, str], dict[str, str]]] = []  # (headers, form)
+        self.status = 200
+        self.answer: Any = {"active": True}
+        self.delay = 0.0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        form = dict(await request.post())
+        self.asked.append((dict(request.headers), {k: str(v) for k, v in form.items()}))
+        await asyncio.sleep(self.delay)
+        if isinstance(self.answer, bytes):
+            return web.Response(status=self.status, body=self.answer)
+        return web.json_response(self.answer, status=self.status)
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[tuple[Endpoint, TestServer]]:
+    scripted = Endpoint()
+    async with serving(scripted.handle) as server:
+        yield scripted, server
+
+
+def introspecting(server: TestServer, **fields: Any) -> Introspection:
+    values: dict[str, Any] = {
+        "endpoint": f"http://127.0.0.1:{server.port}/introspect",
+        "auth_method": "client_secret_basic",
+        "client_id": "gate way",
+        "client_secret": "s3:cr3t",
+    }
+    return Introspection(**(values | fields))
+
+
+async def test_an_active_token_passes_with_the_answer_over_its_claims(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    scripted.answer = {"active": True, "scope": "admin", "tenant": "acme", "expires_in": 600}
+    gw = await protect(
+        introspect_jwt_tokens=introspecting(server),
+        scopes_required=("admin",),  # met by the answer's scope, not by the token's
+        upstream_headers_claims=("tenant", "sub"),
+        upstream_headers_names=("X-Tenant", "X-Sub"),
+    )
+    token = test_issuer.mint(sub="alice", scope="read")
+    for _ in range(2):
+        answer = await call(gw, token=token)
+        assert answer.status == 200, answer.body
+        assert answer.upstream_headers("X-Tenant") == ["acme"]
+        assert answer.upstream_headers("X-Sub") == ["alice"]  # the token's, not in the answer
+    assert len(scripted.asked) == 1  # the answer is kept for its expires_in
+    headers, form = scripted.asked[0]
+    assert form == {"token": token, "token_type_hint": "access_token"}
+    # RFC 6749 §2.3.1: each part form-encoded, then Basic
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"gate+way:s3%3Acr3t").decode()
+    assert headers["Accept"] == "application/json"
+
+
+async def test_an_inactive_token_is_401_and_the_answer_is_kept(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    scripted.answer = {"active": False}
+    gw = await protect(introspect_jwt_tokens=introspecting(server))
+    token = test_issuer.mint()
+    for _ in range(2):
+        answer = await call(gw, token=token)
+        assert answer.status == 401
+        assert answer.json == {"message": "Unauthorized"}
+        assert answer.headers["WWW-Authenticate"] == (
+            'Bearer realm="127.0.0.1", error="invalid_token"'
+        )
+    assert len(scripted.asked) == 1  # cache_ttl: inactive answers are kept too, as in Kong
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        pytest.param(500, {"active": True}, id="error-status"),
+        pytest.param(200, b"not json", id="not-json"),
+        pytest.param(200, ["active"], id="not-an-object"),
+        pytest.param(200, b"{" * 100_000, id="too-deep-or-too-long"),
+    ],
+)
+async def test_an_endpoint_without_a_usable_answer_is_503_and_asked_again(
+    status: int,
+    body: Any,
+    protect: Protect,
+    test_issuer: TestIssuer,
+    endpoint: tuple[Endpoint, TestServer],
+) -> None:
+    scripted, server = endpoint
+    scripted.status, scripted.answer = status, body
+    gw = await protect(introspect_jwt_tokens=introspecting(server))
+    token = test_issuer.mint()
+    for _ in range(2):
+        answer = await call(gw, token=token)
+        assert answer.status == 503
+        assert answer.headers["Retry-After"] == "5"
+    assert len(scripted.asked) == 2  # a failure is never remembered
+
+
+async def test_no_endpoint_anywhere_is_503(protect: Protect, test_issuer: TestIssuer) -> None:
+    # The test issuer's discovery names no introspection_endpoint.
+    gw = await protect(
+        introspect_jwt_tokens=Introspection(
+            endpoint=None, auth_method="none", client_id=None, client_secret=None
+        )
+    )
+    assert (await call(gw, token=test_issuer.mint())).status == 503
+
+
+async def test_a_slow_endpoint_is_503_after_the_timeout(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    scripted.delay = 5.0
+    gw = await protect(introspect_jwt_tokens=introspecting(server), timeout=0.2)
+    assert (await call(gw, token=test_issuer.mint())).status == 503
+
+
+async def test_concurrent_requests_with_one_token_ask_once(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    scripted.delay = 0.2
+    gw = await protect(introspect_jwt_tokens=introspecting(server))
+    token = test_issuer.mint()
+    answers = await asyncio.gather(*(call(gw, token=token) for _ in range(8)))
+    assert [a.status for a in answers] == [200] * 8
+    assert len(scripted.asked) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "answer", "asks"),
+    [
+        pytest.param({"cache": False}, {"active": True}, 3, id="cache-off"),
+        pytest.param({}, {"active": True, "expires_in": 0}, 3, id="expires-at-once"),
+        pytest.param({"cache_ttl_min": 60}, {"active": True, "expires_in": 0}, 1, id="ttl-min"),
+        pytest.param({"cache_ttl_max": 0}, {"active": True}, 1, id="no-exp: cache_ttl"),
+        pytest.param({}, {"active": True, "exp": 1}, 3, id="exp-in-the-past"),
+    ],
+)
+async def test_answers_are_kept_as_kong_keeps_them(
+    fields: dict[str, Any],
+    answer: dict[str, Any],
+    asks: int,
+    protect: Protect,
+    test_issuer: TestIssuer,
+    endpoint: tuple[Endpoint, TestServer],
+) -> None:
+    scripted, server = endpoint
+    scripted.answer = answer
+    gw = await protect(introspect_jwt_tokens=introspecting(server, **fields))
+    token = test_issuer.mint()
+    for _ in range(3):
+        assert (await call(gw, token=token)).status == 200
+    assert len(scripted.asked) == asks
+
+
+async def test_client_secret_post_and_kongs_parameter_names(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    settings = introspecting(
+        server, auth_method="client_secret_post", token_param_name="access_token", hint="jwt"
+    )
+    gw = await protect(introspect_jwt_tokens=settings)
+    token = test_issuer.mint()
+    assert (await call(gw, token=token)).status == 200
+    ((headers, form),) = scripted.asked
+    assert "Authorization" not in headers
+    assert form == {
+        "access_token": token,
+        "token_type_hint": "jwt",
+        "client_id": "gate way",
+        "client_secret": "s3:cr3t",
+    }
+
+
+async def test_check_active_off_takes_any_answer(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    scripted.answer = {"active": False}
+    gw = await protect(introspect_jwt_tokens=introspecting(server, check_active=False))
+    assert (await call(gw, token=test_issuer.mint())).status == 200
+
+
+async def test_a_token_that_fails_locally_is_never_sent_to_the_issuer(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    gw = await protect(introspect_jwt_tokens=introspecting(server))
+    assert (await call(gw, token=test_issuer.mint(exp_in=-60))).status == 401
+    assert scripted.asked == []
