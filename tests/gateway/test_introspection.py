@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from tests.gateway.conftest import Protect, serving
 from tests.gateway.issuer import TestIssuer
 from tests.gateway.test_auth import call
+from tokengate.gateway import introspection
 from tokengate.gateway.oidc_config import Introspection
 
 
@@ -26,11 +27,17 @@ class Endpoint:
         self.status = 200
         self.answer: Any = {"active": True}
         self.delay = 0.0
+        self.busy = self.most_busy = 0  # questions being answered at once
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         form = dict(await request.post())
         self.asked.append((dict(request.headers), {k: str(v) for k, v in form.items()}))
-        await asyncio.sleep(self.delay)
+        self.busy += 1
+        self.most_busy = max(self.most_busy, self.busy)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.busy -= 1
         if isinstance(self.answer, bytes):
             return web.Response(status=self.status, body=self.answer)
         return web.json_response(self.answer, status=self.status)
@@ -161,6 +168,7 @@ async def test_concurrent_requests_with_one_token_ask_once(
         pytest.param({"cache_ttl_min": 60}, {"active": True, "expires_in": 0}, 1, id="ttl-min"),
         pytest.param({"cache_ttl_max": 0}, {"active": True}, 1, id="no-exp: cache_ttl"),
         pytest.param({}, {"active": True, "exp": 1}, 3, id="exp-in-the-past"),
+        pytest.param({}, {"active": True, "expires_in": 10**400}, 1, id="no-usable-number"),
     ],
 )
 async def test_answers_are_kept_as_kong_keeps_them(
@@ -216,3 +224,55 @@ async def test_a_token_that_fails_locally_is_never_sent_to_the_issuer(
     gw = await protect(introspect_jwt_tokens=introspecting(server))
     assert (await call(gw, token=test_issuer.mint(exp_in=-60))).status == 401
     assert scripted.asked == []
+
+
+async def test_nested_claims_fall_back_to_the_tokens_where_the_answer_has_none(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    scripted.answer = {"active": True, "realm_access": {"other": 1}}
+    gw = await protect(
+        introspect_jwt_tokens=introspecting(server),
+        roles_claim=("realm_access", "roles"),
+        roles_required=("admin",),
+    )
+    token = test_issuer.mint(realm_access={"roles": ["admin"]})
+    assert (await call(gw, token=token)).status == 200
+    scripted.answer = {"active": True, "realm_access": {"roles": ["viewer"]}}  # the answer's wins
+    assert (await call(gw, token=test_issuer.mint(realm_access={"roles": ["admin"]}))).status == 403
+
+
+async def test_a_slow_endpoint_gets_a_bounded_number_of_questions_at_once(
+    protect: Protect,
+    test_issuer: TestIssuer,
+    endpoint: tuple[Endpoint, TestServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many distinct tokens against a slow endpoint: at most MAX_CONCURRENT questions at once
+    (the HTTP client's other connections stay free for key fetches), and beyond MAX_WAITING
+    tokens awaiting an answer, a 503 at once rather than a queue."""
+    scripted, server = endpoint
+    scripted.delay = 0.3
+    monkeypatch.setattr(introspection, "MAX_CONCURRENT", 4)
+    monkeypatch.setattr(introspection, "MAX_WAITING", 10)
+    gw = await protect(introspect_jwt_tokens=introspecting(server))
+    answers = await asyncio.gather(*(call(gw, token=test_issuer.mint()) for _ in range(14)))
+    statuses = sorted(a.status for a in answers)
+    assert statuses == [200] * 10 + [503] * 4
+    assert scripted.most_busy == 4
+
+
+async def test_many_tokens_age_answers_out_a_generation_at_a_time(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    gw = await protect(
+        introspect_jwt_tokens=introspecting(server), settings={"token_cache_size": 4}
+    )
+    kept = test_issuer.mint()
+    assert (await call(gw, token=kept)).status == 200
+    for _ in range(4):  # fills the newer generation: `kept` moves to the older one
+        assert (await call(gw, token=test_issuer.mint())).status == 200
+    asked = len(scripted.asked)
+    assert (await call(gw, token=kept)).status == 200
+    assert len(scripted.asked) == asked  # still known: not every answer was dropped

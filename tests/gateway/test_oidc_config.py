@@ -565,6 +565,27 @@ ERRORS = {
         "introspection_accept: only application/json introspection answers are implemented by "
         "tokengate",
     ),
+    "introspection with an unknown method": (
+        "introspect_jwt_tokens: true\nintrospection_endpoint_auth_method: bogus",
+        "introspection_endpoint_auth_method: unknown value 'bogus' (expected one of "
+        "client_secret_basic, client_secret_jwt, client_secret_post, none, private_key_jwt, "
+        "self_signed_tls_client_auth, tls_client_auth)",
+    ),
+    "introspection headers tokengate does not send": (
+        "introspect_jwt_tokens: true\nintrospection_endpoint_auth_method: none\n"
+        "introspection_headers_names: [X-Api-Key]",
+        "introspection_headers_names: not implemented by tokengate for introspect_jwt_tokens: "
+        "remove it",
+    ),
+    "introspection cache bounds crossed": (
+        "introspect_jwt_tokens: true\nintrospection_endpoint_auth_method: none\n"
+        "cache_ttl_min: 60\ncache_ttl_max: 30",
+        "cache_ttl_min: greater than cache_ttl_max (30)",
+    ),
+    "cache_ttl reported once": (
+        "introspect_jwt_tokens: true\nintrospection_endpoint_auth_method: none\ncache_ttl: -5",
+        "cache_ttl: must be at least 0, got -5",
+    ),
     "introspection endpoint not a URL": (
         "introspect_jwt_tokens: true\nintrospection_endpoint_auth_method: none\n"
         "introspection_endpoint: /introspect",

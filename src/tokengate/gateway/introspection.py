@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import math
+import weakref
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -31,6 +32,13 @@ from tokengate.gateway.oidc_config import Introspection
 from tokengate.gateway.token_cache import VerifiedToken
 
 MAX_ANSWER: Final = 64 * 1024  # bytes: an introspection answer is a small JSON object
+# Introspection POSTs at once over one HTTP client, whatever the routes: the rest of its
+# connections stay free for discovery and JWKS fetches, however slow the endpoint.
+MAX_CONCURRENT: Final = 32
+MAX_WAITING: Final = 1024  # distinct tokens awaiting an answer; beyond: 503 at once
+_limits: weakref.WeakKeyDictionary[aiohttp.ClientSession, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 _NOT_ACTIVE: Final = "the issuer says the token is not active (revoked or expired)"
 
 
@@ -51,16 +59,20 @@ class Introspector:
         self._timeout = timeout
         self._ssl_verify = ssl_verify
         self._capacity = capacity
-        # token → (until, the view; None: not active)
+        # token → (until, the view; None: not active), in two generations as in TokenCache: a
+        # client with many tokens ages the others' answers out, never all of them at once
         self._answers: dict[str, tuple[float, VerifiedToken | None]] = {}
+        self._older: dict[str, tuple[float, VerifiedToken | None]] = {}
         self._inflight: dict[str, asyncio.Task[tuple[float, VerifiedToken | None]]] = {}
 
     async def view(self, token: str, entry: VerifiedToken, now: float) -> VerifiedToken:
         """`entry` (the token verified) as its issuer's introspection answer has it."""
-        known = self._answers.get(token)
+        known = self._answers.get(token) or self._older.get(token)
         if known is None or known[0] <= now:
             task = self._inflight.get(token)
             if task is None:
+                if len(self._inflight) >= MAX_WAITING:
+                    raise self._failed("too many tokens awaiting an answer")
                 # A task of its own: a client that goes away does not cancel the others' answer.
                 task = asyncio.ensure_future(self._ask(token, entry, now))
                 self._inflight[token] = task
@@ -76,17 +88,21 @@ class Introspector:
     ) -> tuple[float, VerifiedToken | None]:
         data = await self._post(token)
         settings = self.settings
-        until = min(self._until(data, now), entry.expires)
-        active = data.get("active") is True or not settings.check_active
-        view = None
-        if active:
-            claims = {**entry.claims, **data}
-            view = VerifiedToken(claims=claims, exp=entry.exp, expires=until, key_jwk=entry.key_jwk)
+        try:
+            until = min(self._until(data, now), entry.expires)
+            view = None
+            if data.get("active") is True or not settings.check_active:
+                # Kong reads a claim from the answer first, from the token where the answer
+                # has none: the answer laid over the claims, nested objects included.
+                claims = _over(entry.claims, data)
+                view = VerifiedToken(
+                    claims=claims, exp=entry.exp, expires=until, key_jwk=entry.key_jwk
+                )
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            raise self._failed(f"unusable answer ({type(exc).__name__})") from None
         if settings.cache and until > now:
             if len(self._answers) >= self._capacity:
-                self._answers = {t: a for t, a in self._answers.items() if a[0] > now}
-                if len(self._answers) >= self._capacity:
-                    self._answers.clear()
+                self._older, self._answers = self._answers, {}
             self._answers[token] = (until, view)
         return until, view
 
@@ -125,9 +141,13 @@ class Introspector:
         elif settings.auth_method == "client_secret_post":
             form["client_id"] = settings.client_id or ""
             form["client_secret"] = settings.client_secret or ""
+        limit = _limits.get(self._session)
+        if limit is None:
+            limit = _limits[self._session] = asyncio.Semaphore(MAX_CONCURRENT)
         try:
             async with (
-                asyncio.timeout(self._timeout),
+                asyncio.timeout(self._timeout),  # waiting for a turn counts too
+                limit,
                 self._session.post(
                     endpoint,
                     data=form,
@@ -160,9 +180,26 @@ class Introspector:
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past a double's range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _over(claims: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    """`answer` laid over `claims`: where both hold an object under one name, the two merged
+    the same way; elsewhere the answer's value."""
+    merged = dict(claims)
+    for name, value in answer.items():
+        below = merged.get(name)
+        if isinstance(value, dict) and isinstance(below, dict):
+            merged[name] = _over(below, value)
+        else:
+            merged[name] = value
+    return merged
 
 
 def _form(value: str | None) -> str:

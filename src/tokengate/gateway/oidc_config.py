@@ -270,8 +270,8 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         "max_age": f.number("max_age", None),
         "rediscovery_lifetime": f.number("rediscovery_lifetime", 30.0),
         "cache_tokens": f.boolean("cache_tokens", True),
-        "cache_ttl": f.number("cache_ttl", 3600.0),
-        "cache_ttl_max": f.number("cache_ttl_max", None),
+        "cache_ttl": (cache_ttl := f.number("cache_ttl", 3600.0)),
+        "cache_ttl_max": (cache_ttl_max := f.number("cache_ttl_max", None)),
         "upstream_headers_claims": claims,
         "upstream_headers_names": names,
         "upstream_headers": objects,
@@ -284,7 +284,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         "credential_claim": f.each("credential_claim", _non_empty, unique=False) or ("sub",),
         **_consumer_mapping(f),
         "claims_forbidden": f.each("claims_forbidden", _non_empty),
-        "introspect_jwt_tokens": (introspection := _introspection(f)),
+        "introspect_jwt_tokens": (introspection := _introspection(f, cache_ttl, cache_ttl_max)),
         "upstream_access_token_header": token_header,
         "upstream_access_token_jwk_header": jwk_header,
         "downstream_access_token_header": answer_token_header,
@@ -471,17 +471,23 @@ _INTROSPECTION_FIELDS: Final = frozenset(
     {"introspection_endpoint", "introspection_endpoint_auth_method", "client_id",
      "client_secret", "client_auth", "introspection_hint", "introspection_token_param_name",
      "introspection_check_active", "introspection_accept", "cache_introspection",
-     "cache_ttl_min"}
+     "cache_ttl_min", "introspection_headers_client", "introspection_headers_names",
+     "introspection_headers_values", "introspection_post_args_client",
+     "introspection_post_args_names", "introspection_post_args_values"}
 )  # fmt: skip
 _INTROSPECTION_AUTH: Final = ("client_secret_basic", "client_secret_post", "none")
 
 
-def _introspection(f: Fields) -> Introspection | None:
+def _introspection(
+    f: Fields, cache_ttl: float, cache_ttl_max: float | None
+) -> Introspection | None:
     """introspect_jwt_tokens: true, and the fields that say how (Kong's names and defaults);
-    None when off. Client authentication by secret (basic or post) or none: another method is
-    an error, since the issuer would refuse every introspection (and so every token)."""
+    None when off. Client authentication by secret (basic or post) or none: another method,
+    like the extra headers and arguments tokengate does not send, is an error, since the
+    issuer would refuse every introspection (and so every token)."""
     if not f.boolean("introspect_jwt_tokens", False):
         return None
+    before = len(f.report.errors)
     clients = f.each("client_id", _non_empty, unique=False)
     secrets = f.each("client_secret", _non_empty, unique=False)
     methods = f.each("client_auth", _one_of(_CLIENT_AUTH_METHODS), unique=False)
@@ -493,7 +499,9 @@ def _introspection(f: Fields) -> Introspection | None:
     key = "client_auth"
     if f.given("introspection_endpoint_auth_method"):
         key = "introspection_endpoint_auth_method"
-    if method not in _INTROSPECTION_AUTH:
+    if len(f.report.errors) > before:
+        pass  # a field above is wrong already: no guess at what it meant
+    elif method not in _INTROSPECTION_AUTH:
         f.error(
             key,
             f"{method} is not implemented by tokengate for introspect_jwt_tokens: use "
@@ -509,6 +517,12 @@ def _introspection(f: Fields) -> Introspection | None:
             "introspection_accept",
             "only application/json introspection answers are implemented by tokengate",
         )
+    for extra in _INTROSPECTION_EXTRAS:
+        if f.raw(extra):
+            f.error(extra, "not implemented by tokengate for introspect_jwt_tokens: remove it")
+    cache_ttl_min = f.number("cache_ttl_min", None)
+    if cache_ttl_min is not None and cache_ttl_max is not None and cache_ttl_min > cache_ttl_max:
+        f.error("cache_ttl_min", f"greater than cache_ttl_max ({cache_ttl_max:g})")
     return Introspection(
         endpoint=f.checked("introspection_endpoint", _http_url),
         auth_method=method,
@@ -519,12 +533,18 @@ def _introspection(f: Fields) -> Introspection | None:
         check_active=f.boolean("introspection_check_active", True),
         accept=accept,
         cache=f.boolean("cache_introspection", True),
-        cache_ttl=f.number("cache_ttl", 3600.0),
-        cache_ttl_min=f.number("cache_ttl_min", None),
-        cache_ttl_max=f.number("cache_ttl_max", None),
+        cache_ttl=cache_ttl,
+        cache_ttl_min=cache_ttl_min,
+        cache_ttl_max=cache_ttl_max,
     )
 
 
+# Kong sends these with each introspection; tokengate does not.
+_INTROSPECTION_EXTRAS: Final = (
+    "introspection_headers_client", "introspection_headers_names",
+    "introspection_headers_values", "introspection_post_args_client",
+    "introspection_post_args_names", "introspection_post_args_values",
+)  # fmt: skip
 _CLIENT_AUTH_METHODS: Final = (
     "client_secret_basic", "client_secret_jwt", "client_secret_post", "none", "private_key_jwt",
     "self_signed_tls_client_auth", "tls_client_auth",
