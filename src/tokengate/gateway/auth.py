@@ -8,7 +8,8 @@
 
 Request flow (DESIGN): extract → verified-token cache (hit: re-check exp + leeway and this
 route's requirements) → on a miss: shape → header → key (JWKS cache, by kid, alg bound to the
-key) → signature → iss / exp / nbf / iat / lifetime → cache put → requirements → upstream edits.
+key) → signature → iss / exp / nbf / iat / lifetime → cache put → (introspect_jwt_tokens: the
+issuer's answer over the claims) → requirements → consumer → upstream edits.
 Every exception on this path becomes an AuthError, so a 500 or a pass is impossible.
 """
 

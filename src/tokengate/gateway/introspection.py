@@ -1,7 +1,9 @@
 """introspect_jwt_tokens: a JWT that verified is also asked of its issuer (RFC 7662), as Kong's
 plugin asks, so a token the issuer revoked stops passing.
 
-    introspector = Introspector(config.introspect_jwt_tokens, keys, clock=time.time)
+    introspector = Introspector(
+        config.introspect_jwt_tokens, keys, keys.session, timeout=10.0, ssl_verify=True
+    )
     view = await introspector.view(token, entry, now)    # raises NotActive / IntrospectionFailed
 
 The answer must be a JSON object with `"active": true` (unless introspection_check_active is
