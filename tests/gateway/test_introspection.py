@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -276,3 +277,22 @@ async def test_many_tokens_age_answers_out_a_generation_at_a_time(
     asked = len(scripted.asked)
     assert (await call(gw, token=kept)).status == 200
     assert len(scripted.asked) == asked  # still known: not every answer was dropped
+
+
+async def test_the_answer_itself_goes_where_kong_puts_it(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    scripted.answer = {"active": True, "scope": "read", "username": "alice"}
+    gw = await protect(
+        introspect_jwt_tokens=introspecting(server),
+        upstream_introspection_header="X-Introspection",
+        downstream_introspection_header="X-Introspected",
+    )
+    token = test_issuer.mint()
+    for _ in range(2):  # asked, then the kept answer
+        answer = await call(gw, token=token, headers={"X-Introspection": "e30="})
+        assert answer.status == 200
+        (sent,) = answer.upstream_headers("X-Introspection")
+        assert json.loads(base64.b64decode(sent)) == scripted.answer
+        assert answer.headers.getall("X-Introspected") == [sent]

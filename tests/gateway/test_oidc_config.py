@@ -770,6 +770,12 @@ ERRORS = {
         "downstream_access_token_header: 'Via' is a header the gateway sets itself: it would "
         "arrive twice",
     ),
+    "introspection header beside a claim header": (
+        "upstream_introspection_header: X-Sub\n"
+        "upstream_headers_claims: [sub]\nupstream_headers_names: [X-Sub]",
+        "upstream_headers_names: 'x-sub' is upstream_introspection_header's header too: the "
+        "upstream would get it twice",
+    ),
     "downstream token header invalid": (
         "downstream_access_token_header: 'x:a b'",
         "downstream_access_token_header: invalid scheme 'a b': a token such as 'bearer'",

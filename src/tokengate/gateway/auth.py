@@ -158,6 +158,8 @@ class Authenticator:
         )
         self._jwk_header = _header_name(config.upstream_access_token_jwk_header)
         self._answer_jwk_header = _header_name(config.downstream_access_token_jwk_header)
+        self._introspection_header = _header_name(config.upstream_introspection_header)
+        self._answer_introspection_header = _header_name(config.downstream_introspection_header)
         # Names without a claim are only dropped from the client's (_set_headers).
         self._claim_headers = tuple(
             (entry.path, entry.header.encode("latin-1")) for entry in config.upstream_claim_headers
@@ -180,7 +182,7 @@ class Authenticator:
             name.replace(b"_", b"-")
             for name in [n.lower().encode("latin-1") for n in config.upstream_header_names]
             + ([self._token_header.lower()] if self._token_header is not None else [])
-            + ([self._jwk_header.lower()] if self._jwk_header is not None else [])
+            + [name.lower() for name in (self._jwk_header, self._introspection_header) if name]
         )
         # An anonymous pass: the headers a verified token would fill stay empty (a client must
         # not fill them itself), but for the places a client's own credentials come in (the
@@ -367,11 +369,15 @@ class Authenticator:
             added += b"%b: %b%b\r\n" % (self._token_header, self._token_prefix, token)
         if self._jwk_header is not None and entry.key_jwk is not None:
             added += b"%b: %b\r\n" % (self._jwk_header, entry.key_jwk)
+        if self._introspection_header is not None and entry.introspected is not None:
+            added += b"%b: %b\r\n" % (self._introspection_header, entry.introspected)
         answer = self._answer_lines(entry.claims)
         if self._answer_token_header is not None:
             answer += ((self._answer_token_header, self._answer_token_prefix + token),)
         if self._answer_jwk_header is not None and entry.key_jwk is not None:
             answer += ((self._answer_jwk_header, entry.key_jwk),)
+        if self._answer_introspection_header is not None and entry.introspected is not None:
+            answer += ((self._answer_introspection_header, entry.introspected),)
         # Headers the gateway sets from the token are never taken from the client.
         if not self.config.hide_credentials:
             return UpstreamEdits(drop=self._set_headers, added=added, answer=answer)

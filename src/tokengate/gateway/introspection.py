@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from tokengate.gateway.claim_values import render_header_value
 from tokengate.gateway.errors import IntrospectionFailed, NotActive
 from tokengate.gateway.keys import IssuerKeys
 from tokengate.gateway.oidc_config import Introspection
@@ -98,7 +99,11 @@ class Introspector:
                 # has none: the answer laid over the claims, nested objects included.
                 claims = _over(entry.claims, data)
                 view = VerifiedToken(
-                    claims=claims, exp=entry.exp, expires=until, key_jwk=entry.key_jwk
+                    claims=claims,
+                    exp=entry.exp,
+                    expires=until,
+                    key_jwk=entry.key_jwk,
+                    introspected=render_header_value(data),
                 )
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             raise self._failed(f"unusable answer ({type(exc).__name__})") from None

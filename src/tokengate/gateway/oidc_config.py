@@ -153,6 +153,8 @@ class OidcConfig:
     upstream_access_token_jwk_header: str | None = None  # the verifying key's JWK, upstream
     downstream_access_token_header: str | None = None  # the token again, on the answer
     downstream_access_token_jwk_header: str | None = None
+    upstream_introspection_header: str | None = None  # the issuer's introspection answer
+    downstream_introspection_header: str | None = None
     hide_credentials: bool = True
     anonymous: str | None = None
     # The consumer `anonymous` names, found by the kong.yaml loader (not a Kong field).
@@ -233,6 +235,8 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
     jwk_header = f.checked("upstream_access_token_jwk_header", _header)
     answer_token_header = f.checked("downstream_access_token_header", _token_header)
     answer_jwk_header = f.checked("downstream_access_token_jwk_header", _header)
+    introspection_header = f.checked("upstream_introspection_header", _header)
+    answer_introspection_header = f.checked("downstream_introspection_header", _header)
     upstream_key = "upstream_headers" if objects else "upstream_headers_names"
     _one_header_each(
         f,
@@ -240,6 +244,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         [
             ("upstream_access_token_header", token_header_name),
             ("upstream_access_token_jwk_header", jwk_header),
+            ("upstream_introspection_header", introspection_header),
             *((upstream_key, name) for name in [*names, *(entry.header for entry in objects)]),
         ],
         _GATEWAY_REQUEST_HEADERS | _identity_headers(f),
@@ -251,6 +256,7 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         [
             ("downstream_access_token_header", (answer_token_header or "").partition(":")[0]),
             ("downstream_access_token_jwk_header", answer_jwk_header),
+            ("downstream_introspection_header", answer_introspection_header),
             *(
                 (downstream_key, name)
                 for name in [*down_names, *(entry.header for entry in down_objects)]
@@ -289,6 +295,8 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
         "upstream_access_token_jwk_header": jwk_header,
         "downstream_access_token_header": answer_token_header,
         "downstream_access_token_jwk_header": answer_jwk_header,
+        "upstream_introspection_header": introspection_header,
+        "downstream_introspection_header": answer_introspection_header,
         "hide_credentials": f.boolean("hide_credentials", True),
         "anonymous": f.string("anonymous"),
         "run_on_preflight": f.boolean("run_on_preflight", True),
@@ -891,6 +899,11 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
     ),
     "downstream_access_token_header": "yes: the token again, on the answer (header:prefix)",
     "downstream_access_token_jwk_header": "yes: as upstream_access_token_jwk_header, on the answer",
+    "upstream_introspection_header": (
+        "yes: base64 of the introspection answer's compact JSON (with introspect_jwt_tokens); "
+        "never the client's"
+    ),
+    "downstream_introspection_header": "yes: as upstream_introspection_header, on the answer",
     "introspect_jwt_tokens": (
         "yes: a verified token is also posted to the issuer's introspection endpoint "
         "(introspection_endpoint, else discovery's) and must be active; read with it, as Kong "

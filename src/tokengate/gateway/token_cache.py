@@ -27,6 +27,8 @@ class VerifiedToken:
     expires: float  # when this cache entry stops being trusted: min(exp + leeway, ttl bound)
     # The verifying key's JWK, rendered for *_access_token_jwk_header (VerificationKey's)
     key_jwk: bytes | None = None
+    # introspect_jwt_tokens: the issuer's answer, rendered for *_introspection_header
+    introspected: bytes | None = None
     # Outcome of the route's requirements for this token, memoised on first use (they depend
     # only on the claims, which cannot change for the same token): the refusal to raise again,
     # as its class and detail (raising one instance again and again would grow its traceback).
