@@ -13,11 +13,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.gateway.conftest import Protect, serving
+from tests.gateway.conftest import (
+    FAST_KEYS,
+    Protect,
+    StartGateway,
+    make_route,
+    make_service,
+    serving,
+)
 from tests.gateway.issuer import TestIssuer
 from tests.gateway.test_auth import call
 from tokengate.gateway import introspection
-from tokengate.gateway.oidc_config import Introspection
+from tokengate.gateway.oidc_config import Introspection, OidcConfig
 
 
 class Endpoint:
@@ -110,6 +117,9 @@ async def test_an_inactive_token_is_401_and_the_answer_is_kept(
         pytest.param(200, b"not json", id="not-json"),
         pytest.param(200, ["active"], id="not-an-object"),
         pytest.param(200, b"{" * 100_000, id="too-deep-or-too-long"),
+        pytest.param(
+            200, b'{"active": true, "deep": ' + b'{"a": ' * 40 + b"1" + b"}" * 41, id="nested"
+        ),
     ],
 )
 async def test_an_endpoint_without_a_usable_answer_is_503_and_asked_again(
@@ -168,6 +178,12 @@ async def test_concurrent_requests_with_one_token_ask_once(
         pytest.param({}, {"active": True, "expires_in": 0}, 3, id="expires-at-once"),
         pytest.param({"cache_ttl_min": 60}, {"active": True, "expires_in": 0}, 1, id="ttl-min"),
         pytest.param({"cache_ttl_max": 0}, {"active": True}, 1, id="no-exp: cache_ttl"),
+        pytest.param(
+            {"cache_ttl_min": 60, "cache_ttl_max": 0},
+            {"active": True, "expires_in": 0},
+            1,
+            id="a bound of 0 is none",
+        ),
         pytest.param({}, {"active": True, "exp": 1}, 3, id="exp-in-the-past"),
         pytest.param({}, {"active": True, "expires_in": 10**400}, 1, id="no-usable-number"),
     ],
@@ -296,3 +312,37 @@ async def test_the_answer_itself_goes_where_kong_puts_it(
         (sent,) = answer.upstream_headers("X-Introspection")
         assert json.loads(base64.b64decode(sent)) == scripted.answer
         assert answer.headers.getall("X-Introspected") == [sent]
+
+
+async def test_a_slow_endpoint_leaves_another_issuers_questions_alone(
+    start_gateway: StartGateway,
+    upstream: TestServer,
+    test_issuer: TestIssuer,
+    endpoint: tuple[Endpoint, TestServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slow, slow_server = endpoint
+    slow.delay = 5.0
+    monkeypatch.setattr(introspection, "MAX_CONCURRENT", 2)
+    fast = Endpoint()
+    async with serving(fast.handle) as fast_server:
+        service = make_service(upstream.port)
+        routes = [
+            make_route(
+                service,
+                (path,),
+                oidc=OidcConfig.for_issuer(
+                    test_issuer.issuer,
+                    introspect_jwt_tokens=introspecting(server),
+                    timeout=timeout,
+                ),
+            )
+            for path, server, timeout in (("/a", slow_server, 3.0), ("/b", fast_server, 1.0))
+        ]
+        gw = await start_gateway(*routes, key_policy=FAST_KEYS)
+        stuck = [asyncio.ensure_future(call(gw, "/a", token=test_issuer.mint())) for _ in range(4)]
+        await asyncio.sleep(0.3)  # the slow endpoint's turns are all taken
+        assert (await call(gw, "/b", token=test_issuer.mint())).status == 200
+        assert len(fast.asked) == 1
+        for waiting in stuck:
+            waiting.cancel()

@@ -289,6 +289,8 @@ def test_introspection_settings_are_read_only_when_introspection_is_on() -> None
         cache_ttl_min=5.0,
         cache_ttl_max=60.0,
     )
+    # Kong's cache.lua: a bound of 0 is no bound, so it is never below cache_ttl_min
+    ok("introspect_jwt_tokens: true\nclient_auth: [none]\ncache_ttl_min: 60\ncache_ttl_max: 0")
     basic = ok("introspect_jwt_tokens: true\nclient_id: [c]\nclient_secret: [s]")
     assert basic.introspect_jwt_tokens is not None
     assert basic.introspect_jwt_tokens.auth_method == "client_secret_basic"  # Kong's default

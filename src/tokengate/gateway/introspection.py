@@ -35,11 +35,13 @@ from tokengate.gateway.oidc_config import Introspection
 from tokengate.gateway.token_cache import VerifiedToken
 
 MAX_ANSWER: Final = 64 * 1024  # bytes: an introspection answer is a small JSON object
-# Introspection POSTs at once over one HTTP client, whatever the routes: the rest of its
-# connections stay free for discovery and JWKS fetches, however slow the endpoint.
-MAX_CONCURRENT: Final = 32
+# Introspection POSTs at once to one endpoint over one HTTP client, whatever the routes: the
+# rest of its connections stay free for discovery and JWKS fetches and for other endpoints,
+# however slow this one is.
+MAX_CONCURRENT: Final = 16
 MAX_WAITING: Final = 1024  # distinct tokens awaiting an answer; beyond: 503 at once
-_limits: weakref.WeakKeyDictionary[aiohttp.ClientSession, asyncio.Semaphore] = (
+MAX_DEPTH: Final = 32  # nesting in an answer; deeper is unusable (a claim header renders it)
+_limits: weakref.WeakKeyDictionary[aiohttp.ClientSession, dict[str, asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
 _NOT_ACTIVE: Final = "the issuer says the token is not active (revoked or expired)"
@@ -128,9 +130,9 @@ class Introspector:
             ttl = exp - now
         else:
             return now + settings.cache_ttl
-        if settings.cache_ttl_min is not None:
+        if settings.cache_ttl_min:  # Kong's cache.lua: a bound of 0 is no bound
             ttl = max(ttl, settings.cache_ttl_min)
-        if settings.cache_ttl_max is not None:
+        if settings.cache_ttl_max:
             ttl = min(ttl, settings.cache_ttl_max)
         return now + ttl
 
@@ -148,9 +150,10 @@ class Introspector:
         elif settings.auth_method == "client_secret_post":
             form["client_id"] = settings.client_id or ""
             form["client_secret"] = settings.client_secret or ""
-        limit = _limits.get(self._session)
+        by_endpoint = _limits.setdefault(self._session, {})
+        limit = by_endpoint.get(endpoint)
         if limit is None:
-            limit = _limits[self._session] = asyncio.Semaphore(MAX_CONCURRENT)
+            limit = by_endpoint[endpoint] = asyncio.Semaphore(MAX_CONCURRENT)
         try:
             async with (
                 asyncio.timeout(self._timeout),  # waiting for a turn counts too
@@ -178,6 +181,8 @@ class Introspector:
             raise self._failed(f"POST {endpoint}: answer is not JSON") from None
         if not isinstance(data, dict):
             raise self._failed(f"POST {endpoint}: answer is not a JSON object")
+        if _deeper_than(data, MAX_DEPTH):
+            raise self._failed(f"POST {endpoint}: answer nested deeper than {MAX_DEPTH}")
         return data
 
     @staticmethod
@@ -194,6 +199,20 @@ def _number(value: object) -> float | None:
     except OverflowError:  # an integer past a double's range
         return None
     return number if math.isfinite(number) else None
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether JSON `value` nests objects or lists more than `limit` deep (no recursion)."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        if children and depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _over(claims: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:

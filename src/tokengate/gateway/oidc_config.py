@@ -529,7 +529,8 @@ def _introspection(
         if f.raw(extra):
             f.error(extra, "not implemented by tokengate for introspect_jwt_tokens: remove it")
     cache_ttl_min = f.number("cache_ttl_min", None)
-    if cache_ttl_min is not None and cache_ttl_max is not None and cache_ttl_min > cache_ttl_max:
+    # Kong's cache.lua: a bound of 0 is no bound
+    if cache_ttl_min and cache_ttl_max and cache_ttl_min > cache_ttl_max:
         f.error("cache_ttl_min", f"greater than cache_ttl_max ({cache_ttl_max:g})")
     return Introspection(
         endpoint=f.checked("introspection_endpoint", _http_url),
