@@ -1064,8 +1064,11 @@ def test_an_anonymous_consumer_that_cannot_be_named_in_a_header_is_refused() -> 
         "consumers: [{username: guest, plugins: [{name: request-termination}]}]\n",
         # appended to the top-level plugins list, then the consumer
         "  - {name: request-termination, consumer: guest}\nconsumers: [{username: guest}]\n",
+        # the plugin names the consumer by id, anonymous by username: one consumer all the same
+        "  - {name: request-termination, consumer: {id: 8f2a}}\n"
+        "consumers: [{username: guest, id: 8f2a}]\n",
     ],
-    ids=["nested", "top-level"],
+    ids=["nested", "top-level", "top-level, by id"],
 )
 def test_anonymous_consumer_with_plugins_is_refused(attached: str) -> None:
     """Kong's pattern for 'anonymous means refused' is a request-termination plugin on that

@@ -138,7 +138,6 @@ class Authenticator:
             Introspector(
                 introspection,
                 keys,
-                keys.session,
                 timeout=config.timeout,
                 ssl_verify=config.ssl_verify,
                 capacity=cache_capacity,

@@ -297,9 +297,9 @@ class _Loader:
         # Consumers are not run, but `anonymous` must name one (username or id), and one with
         # no plugin that refuses requests: Kong would run it on every anonymous request.
         self.consumers: dict[str, Consumer] = {}  # by username and by id
-        self.consumers_with_plugins: set[str] = set()
         self.declared_consumers: list[Consumer] = []  # in file order, for consumer_claims
-        self.refused_consumers: list[str] = []  # those with a plugin that refuses requests
+        # Those with a plugin that refuses requests (nested, or naming them by username or id)
+        self.refusing_consumers: list[Consumer] = []
         # The path of a plugin that refuses requests scoped to a consumer group, if any:
         # Kong runs it for the group's members, which consumer_claims would make of tokens.
         self.group_plugin: str | None = None
@@ -619,11 +619,7 @@ class _Loader:
             self.consumers.update((str(name), entity) for name in names)
             plugins = consumer.get("plugins")
             if isinstance(plugins, list) and any(map(_refuses_requests, plugins)):
-                self.consumers_with_plugins |= {str(n) for n in names}
-                # Whatever it goes by: consumer_claims may map a token to it by custom_id.
-                self.refused_consumers.append(
-                    fields.get("username") or fields.get("id") or fields["custom_id"]
-                )
+                self.refusing_consumers.append(entity)
         if ignored:
             top.warn(
                 "consumers",
@@ -648,9 +644,9 @@ class _Loader:
         consumer = data.get("consumer")
         if isinstance(consumer, dict):  # {name: ...}, {username: ...} or {id: ...}
             consumer = consumer.get("username") or consumer.get("name") or consumer.get("id")
-        if consumer is not None and _refuses_requests(data):
-            self.consumers_with_plugins.add(str(consumer))
-            self.refused_consumers.append(str(consumer))
+        refused = self.consumers.get(str(consumer)) if _refuses_requests(data) else None
+        if refused is not None and refused not in self.refusing_consumers:
+            self.refusing_consumers.append(refused)
         if data.get("consumer_group") is not None and _refuses_requests(data):
             self.group_plugin = self.group_plugin or path
         spelled = _plugin_spelling(name) if name is not None else None
@@ -766,7 +762,7 @@ class _Loader:
                 "answers every request without a valid token with an error); declare it under "
                 "`consumers` (username or id)",
             )
-        elif anonymous in self.consumers_with_plugins:
+        elif self.consumers[anonymous] in self.refusing_consumers:
             self.report.error(
                 path,
                 f"consumer '{anonymous}' has a plugin that refuses requests, which tokengate "
@@ -775,19 +771,21 @@ class _Loader:
             )
         elif entry.oidc is not None:
             consumer = self.consumers[anonymous]
-            unsendable = [
-                name
-                for name in ("id", "custom_id", "username")
-                if not _PLAIN_VALUE.fullmatch(getattr(consumer, name) or "")
-            ]
-            if unsendable:
+            if not self._sendable(path, consumer, anonymous):
+                return
+            entry.oidc = replace(entry.oidc, anonymous_consumer=consumer)
+
+    def _sendable(self, path: str, consumer: Consumer, who: str) -> bool:
+        """Whether every field of `consumer` can go in an X-Consumer-* header (else an error)."""
+        for name in ("id", "custom_id", "username"):
+            if not _PLAIN_VALUE.fullmatch(getattr(consumer, name) or ""):
                 self.report.error(
                     path,
-                    f"consumer '{anonymous}' has a {unsendable[0]} that cannot be sent in an "
-                    "X-Consumer-* header (printable ASCII only)",
+                    f"consumer '{who}' has a {name} that cannot be sent in an X-Consumer-* "
+                    "header (printable ASCII only)",
                 )
-            else:
-                entry.oidc = replace(entry.oidc, anonymous_consumer=consumer)
+                return False
+        return True
 
     def _check_consumer_mapping(self, entry: _PluginEntry) -> None:
         """consumer_claims maps tokens to the file's consumers: give it them all, once sure
@@ -795,12 +793,12 @@ class _Loader:
         if entry.oidc is None or not entry.oidc.consumer_claims or not entry.enabled:
             return
         path = at(at(entry.path, "config"), "consumer_claims")
-        if self.refused_consumers:
+        if self.refusing_consumers:
+            who = _who(self.refusing_consumers[0])
             self.report.error(
                 path,
-                f"consumer '{self.refused_consumers[0]}' has a plugin that refuses requests, "
-                "which tokengate does not run: Kong runs it on every request whose token maps to "
-                "that consumer",
+                f"consumer '{who}' has a plugin that refuses requests, which tokengate does not "
+                "run: Kong runs it on every request whose token maps to that consumer",
             )
             return
         if self.group_plugin is not None:
@@ -811,17 +809,8 @@ class _Loader:
                 "to one of the group's consumers",
             )
             return
-        for consumer in self.declared_consumers:
-            for name in ("id", "custom_id", "username"):
-                if not _PLAIN_VALUE.fullmatch(getattr(consumer, name) or ""):
-                    who = consumer.username or consumer.id or consumer.custom_id
-                    self.report.error(
-                        path,
-                        f"consumer '{who}' has a {name} that cannot be sent in an X-Consumer-* "
-                        "header (printable ASCII only)",
-                    )
-                    return
-        entry.oidc = replace(entry.oidc, consumers=tuple(self.declared_consumers))
+        if all(self._sendable(path, c, _who(c)) for c in self.declared_consumers):
+            entry.oidc = replace(entry.oidc, consumers=tuple(self.declared_consumers))
 
     def _active_plugins(self) -> dict[_Scope, _PluginEntry]:
         """Enabled openid-connect plugins by scope; Kong allows one instance per scope."""
@@ -881,6 +870,11 @@ _PLAIN_VALUE: Final = re.compile(r"[\x20-\x7e]*")
 
 # The plugins whose misspelt name is an error (Kong refuses it; ignoring it would open a route).
 _GUARDING_PLUGINS: Final = ACCESS_PLUGINS | {OIDC_PLUGIN}
+
+
+def _who(consumer: Consumer) -> str:
+    """The name a consumer goes by in a message."""
+    return consumer.username or consumer.id or consumer.custom_id or "?"
 
 
 def _refuses_requests(plugin: object) -> bool:

@@ -1,9 +1,7 @@
 """introspect_jwt_tokens: a JWT that verified is also asked of its issuer (RFC 7662), as Kong's
 plugin asks, so a token the issuer revoked stops passing.
 
-    introspector = Introspector(
-        config.introspect_jwt_tokens, keys, keys.session, timeout=10.0, ssl_verify=True
-    )
+    introspector = Introspector(config.introspect_jwt_tokens, keys, timeout=10.0, ssl_verify=True)
     view = await introspector.view(token, entry, now)    # raises NotActive / IntrospectionFailed
 
 The answer must be a JSON object with `"active": true` (unless introspection_check_active is
@@ -51,8 +49,7 @@ class Introspector:
     def __init__(
         self,
         settings: Introspection,
-        keys: IssuerKeys,
-        session: aiohttp.ClientSession,
+        keys: IssuerKeys,  # the issuer's: its discovery and its HTTP client
         *,
         timeout: float,
         ssl_verify: bool,
@@ -60,7 +57,6 @@ class Introspector:
     ) -> None:
         self.settings = settings
         self._keys = keys
-        self._session = session
         self._timeout = timeout
         self._ssl_verify = ssl_verify
         self._capacity = capacity
@@ -150,7 +146,7 @@ class Introspector:
         elif settings.auth_method == "client_secret_post":
             form["client_id"] = settings.client_id or ""
             form["client_secret"] = settings.client_secret or ""
-        by_endpoint = _limits.setdefault(self._session, {})
+        by_endpoint = _limits.setdefault(self._keys.session, {})
         limit = by_endpoint.get(endpoint)
         if limit is None:
             limit = by_endpoint[endpoint] = asyncio.Semaphore(MAX_CONCURRENT)
@@ -158,7 +154,7 @@ class Introspector:
             async with (
                 asyncio.timeout(self._timeout),  # waiting for a turn counts too
                 limit,
-                self._session.post(
+                self._keys.session.post(
                     endpoint,
                     data=form,
                     headers=headers,

@@ -121,7 +121,6 @@ class IssuerKeys:
     ) -> None:
         self.source = source
         self.session = session  # the issuer's HTTP client (introspection uses it too)
-        self._session = session
         self._policy = policy
         self._clock = clock
         self._on_fetch = on_fetch
@@ -399,7 +398,7 @@ class IssuerKeys:
         # One deadline for connect + headers + body: a trickling IdP cannot hold a fetch open.
         async with (
             asyncio.timeout(source.timeout),
-            self._session.get(
+            self.session.get(
                 url,
                 headers={"Accept": accept},
                 timeout=self._request_timeout,
