@@ -17,7 +17,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -41,10 +41,17 @@ def kong_yaml(upstream_port: int, *paths: str) -> str:
 
 
 class GatewayProcess:
-    def __init__(self, config: Path, *args: str, own_group: bool = False) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *args: str,
+        own_group: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         # own_group: the gateway leads a process group of its own, so a test can signal the
         # whole group as a terminal's Ctrl-C does (and never its own process with it).
         self._own_group = own_group
+        self._env = None if env is None else {**os.environ, **env}
         self.proxy_port = free_port()
         self.status_port = free_port()
         self._argv = [
@@ -71,6 +78,7 @@ class GatewayProcess:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=self._own_group,
+            env=self._env,
         )
         self._reader = asyncio.create_task(self._read())
         return self

@@ -169,13 +169,23 @@ async def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(config: 
         assert await gateway.wait(timeout=10) == 0
 
 
-async def test_workers_stop_when_the_supervisor_is_killed(config: Path) -> None:
-    async with GatewayProcess(config, "--workers", "2") as gateway:
+async def test_workers_stop_when_the_supervisor_is_killed(config: Path, tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    async with GatewayProcess(config, "--workers", "2", env=env) as gateway:
         await gateway.ready(workers=2)
+        assert sorted(p.name.split("-")[1] for p in temp.iterdir()) == ["metrics", "run"]
         gateway.send(signal.SIGKILL)  # no chance to pass anything on
         await gateway.lines_matching(r"the supervisor has gone: draining", 2)
         await gateway.lines_matching(r"\]: stopped$", 2)
         assert await connection_refused(gateway.proxy_port)
+        # The supervisor could not remove the run's temporary files: the workers did.
+        for _ in range(100):
+            if not any(temp.iterdir()):
+                break
+            await asyncio.sleep(0.05)
+        assert not any(temp.iterdir()), sorted(temp.rglob("*"))
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -34,6 +34,13 @@ def share_metrics_between_workers() -> str:
     return path
 
 
+def remove_shared_metrics() -> None:
+    """Remove this run's metrics directory (by a worker whose supervisor died uncleanly)."""
+    path = os.environ.get(ENV)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def forget_worker(pid: int | None) -> None:
     """A worker has exited: its share of the live gauges (token cache entries) goes; what its
     counters and histograms counted stays in the sums."""

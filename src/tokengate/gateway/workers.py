@@ -46,7 +46,11 @@ from tokengate.gateway.config import (
 )
 from tokengate.gateway.reload import Reloader
 from tokengate.gateway.settings import GatewaySettings
-from tokengate.gateway.shared_metrics import forget_worker, share_metrics_between_workers
+from tokengate.gateway.shared_metrics import (
+    forget_worker,
+    remove_shared_metrics,
+    share_metrics_between_workers,
+)
 from tokengate.gateway.supervisor import (
     CUT_SIGNAL,
     HANDLED_SIGNALS,
@@ -198,6 +202,11 @@ def _worker_main(
     code = _run_one(
         config_path, config, settings, reuse_port=True, parent_sentinel=sentinel, load=load
     )
+    if parent is not None and not parent.is_alive():
+        # The supervisor died without its clean-up (SIGKILL, the OOM killer): nothing else
+        # will remove the run's files. Every worker tries; whichever comes first does it.
+        shutil.rmtree(os.path.dirname(snapshot), ignore_errors=True)
+        remove_shared_metrics()
     sys.exit(code)
 
 
@@ -290,7 +299,7 @@ def run_workers(
     try:
         # Before the spawn: workers choose their metrics mode on import.
         share_metrics_between_workers()
-        directory = tempfile.mkdtemp(prefix="tokengate-")
+        directory = tempfile.mkdtemp(prefix="tokengate-run-")
     except OSError as exc:  # a read-only root filesystem, a TMPDIR that is not there
         print(
             f"tokengate: --workers {workers} needs a writable temporary directory (TMPDIR, "
