@@ -226,6 +226,20 @@ RATIOS: tuple[Ratio, ...] = (
         "requests_per_sec",
         "(target ≥ 0.8): token endpoint vs bare RS256 signatures/s on the same CPU",
     ),
+    Ratio(
+        "aiohttp-sign / rsa-sign-raw req/s",
+        "aiohttp-sign",
+        "rsa-sign-raw",
+        "requests_per_sec",
+        "the most any aiohttp token endpoint reaches of that ceiling (a POST, a signature)",
+    ),
+    Ratio(
+        "identity-token / aiohttp-sign req/s",
+        "identity-token",
+        "aiohttp-sign",
+        "requests_per_sec",
+        "what tokengate's grant (client check, claims, record) leaves of that floor",
+    ),
 )
 
 

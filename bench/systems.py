@@ -28,7 +28,7 @@ Other knobs: `connections` overrides wrk -c for one row; `check` runs before mea
 `auth`, a failing row is not measured); `raw` makes a row that is not a server but a command
 run on the system-under-test CPU for each round, printing JSON with a rate (`rsa-sign-raw`:
 signatures/s, shown as req/s without latency); `with_rows` pulls companion rows into a
-`--rows` selection (identity-token brings rsa-sign-raw, its ratio's denominator).
+`--rows` selection (identity-token brings aiohttp-sign and rsa-sign-raw, its ratios' denominators).
 """
 
 from __future__ import annotations
@@ -834,6 +834,26 @@ def build_identity(ctx: BenchContext) -> Launch:
     return Launch(argv=argv, base_url=base_url, ready_url=base_url + "/healthz", script=script)
 
 
+def build_aiohttp_sign(ctx: BenchContext) -> Launch:
+    """bench/peers/aiohttp_sign.py: the same POST as identity-token, one signature, no grant."""
+    port = free_port()
+    argv = [ctx.python, "-m", "bench.peers.aiohttp_sign", "--listen", f"{LOOPBACK}:{port}"]
+    base_url = f"http://{LOOPBACK}:{port}"
+    script = write_form_post(ctx.workdir / "token-post.lua", token_form())
+    return Launch(argv=argv, base_url=base_url, ready_url=base_url + "/healthz", script=script)
+
+
+def check_signing_peer(url: str) -> AuthCheckResult:
+    """The peer answers a form POST with 200 and an access_token (it checks no secret)."""
+    status, body = post_form(url, token_form())
+    try:
+        token = json.loads(body).get("access_token") if status == 200 else None
+    except (ValueError, AttributeError):
+        token = None
+    problems = [] if token else [f"POST -> {status} {body[:200]!r} (want 200 + access_token)"]
+    return AuthCheckResult(problems, "form POST -> 200 + access_token")
+
+
 def post_form(url: str, body: str, timeout: float = 5.0) -> tuple[int | None, bytes]:
     """(status, body) of a form POST to `url`; (None, b"") when nothing answers."""
     parts = urlsplit(url)
@@ -952,7 +972,17 @@ ROWS: tuple[Row, ...] = (
         path=IDENTITY_TOKEN_PATH,
         check=check_token_endpoint,
         connections=IDENTITY_CONNECTIONS,
-        with_rows=("rsa-sign-raw",),
+        with_rows=("aiohttp-sign", "rsa-sign-raw"),
+    ),
+    Row(
+        "aiohttp-sign",
+        "floor: the least an aiohttp token endpoint does (bench/peers/aiohttp_sign.py): the same "
+        "POST read, one RS256 signature, a token-sized JSON answer; no client check, claims or "
+        f"storage; wrk -c{IDENTITY_CONNECTIONS}",
+        build=build_aiohttp_sign,
+        path=IDENTITY_TOKEN_PATH,
+        check=check_signing_peer,
+        connections=IDENTITY_CONNECTIONS,
     ),
     Row(
         "rsa-sign-raw",
