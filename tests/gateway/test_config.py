@@ -5,6 +5,7 @@ Each case is a small decK file; `_format_version: "3.0"` is prepended unless the
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -1017,6 +1018,9 @@ def test_what_tokengate_ignores_of_consumers_is_named_once() -> None:
     )
 
 
+GUEST_ID = "e1d0c2cc-2662-5465-84c2-24e06158a934"  # Kong's: UUIDv5 of "guest" (see below)
+
+
 ANONYMOUS_ROUTE = textwrap.dedent("""\
     services: [{name: s, host: up, routes: [{name: r, paths: [/api]}]}]
     plugins:
@@ -1038,7 +1042,8 @@ def test_anonymous_must_name_a_declared_consumer() -> None:
 @pytest.mark.parametrize(
     ("consumer", "found"),
     [
-        ("{username: guest}", Consumer(username="guest")),
+        # Kong's id for a consumer declared without one: a UUIDv5 of its username
+        ("{username: guest}", Consumer(id=GUEST_ID, username="guest")),
         ("{id: guest, custom_id: c-1}", Consumer(id="guest", custom_id="c-1")),
         ("{username: guest, id: 8f2a, custom_id: '7'}", Consumer("8f2a", "7", "guest")),
     ],
@@ -1049,6 +1054,34 @@ def test_anonymous_naming_a_declared_consumer_is_accepted(consumer: str, found: 
     oidc = route_named(config, "r").oidc
     assert oidc is not None and oidc.anonymous == "guest"
     assert oidc.anonymous_consumer == found
+
+
+def test_a_consumer_declared_without_an_id_gets_the_one_kong_gives_it() -> None:
+    """Kong's declarative loader ids such a consumer by a UUIDv5 of its username (namespace:
+    the v5 of "consumers" in Kong's entity namespace fd02801f-...), the same at every load, and
+    sends it as X-Consumer-ID; `anonymous` and consumer_by id may name it so."""
+    consumers = (
+        "consumers: [{username: guest}, {custom_id: app-1}, {custom_id: app-2}, "
+        "{username: bob, id: 0b6e8a5e-54a4-4f7b-a3a6-8c3c1d2e9f10}]\n"
+    )
+    by_id = ANONYMOUS_ROUTE.replace("anonymous: guest", f"anonymous: {GUEST_ID}")
+    oidc = route_named(load(by_id + consumers), "r").oidc
+    assert oidc is not None
+    assert oidc.anonymous_consumer == Consumer(id=GUEST_ID, username="guest")
+    mapped = route_named(load(MAPPING_ROUTE + consumers), "r").oidc
+    assert mapped is not None
+    guest, app1, app2, bob = mapped.consumers
+    assert guest.id == GUEST_ID
+    assert bob.id == "0b6e8a5e-54a4-4f7b-a3a6-8c3c1d2e9f10"  # a declared id is kept
+    # Kong gives a custom_id-only consumer a random id at each load; tokengate a stable one,
+    # so that workers and reloads agree.
+    ids = [app1.id, app2.id]
+    assert all(
+        i is not None and re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", i) for i in ids
+    )
+    assert len({GUEST_ID, app1.id, app2.id}) == 3
+    again = route_named(load(MAPPING_ROUTE + consumers), "r").oidc
+    assert again is not None and again.consumers == mapped.consumers
 
 
 def test_an_anonymous_consumer_that_cannot_be_named_in_a_header_is_refused() -> None:
@@ -1108,7 +1141,7 @@ def test_consumer_claims_map_to_every_consumer_of_the_file() -> None:
     route = route_named(load(MAPPING_ROUTE + consumers), "r")
     assert route.oidc is not None
     assert route.oidc.consumers == (
-        Consumer(custom_id="c-1", username="alice"),
+        Consumer(id="b32379d9-3d28-5683-a79c-72139be6e34f", custom_id="c-1", username="alice"),
         Consumer(id="0b6e8a5e", username="bob"),
     )
     plain = route_named(load(ANONYMOUS_ROUTE.replace("anonymous: guest", "leeway: 1")), "r")
@@ -1194,7 +1227,8 @@ def test_consumers_are_checked_as_kong_checks_them(consumers: str, line: str) ->
 def test_consumer_mapping_with_harmless_consumer_plugins_loads() -> None:
     attached = "consumers: [{username: bob, plugins: [{name: rate-limiting}]}]\n"
     route = route_named(load(MAPPING_ROUTE + attached), "r")
-    assert route.oidc is not None and route.oidc.consumers == (Consumer(username="bob"),)
+    bob = Consumer(id="def4f7d3-9863-5ad2-8fa9-c949bf26f55e", username="bob")
+    assert route.oidc is not None and route.oidc.consumers == (bob,)
 
 
 def test_a_disabled_plugin_may_name_an_undeclared_anonymous_consumer() -> None:

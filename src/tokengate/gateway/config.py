@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -613,6 +614,8 @@ class _Loader:
                     # Kong's at_least_one_of (a wrong one is reported above)
                     self.report.error(path, "a consumer needs a username or a custom_id")
                 continue
+            if "id" not in fields:
+                fields["id"] = generated_consumer_id(fields)
             entity = Consumer(**fields)
             self.declared_consumers.append(entity)
             names = {fields.get("username"), fields.get("id")} - {None}
@@ -859,6 +862,23 @@ ACCESS_PLUGINS: Final = frozenset(
 )
 
 # A consumer's fields tokengate reads, or that change nothing (the rest are named in a warning).
+# Kong's declarative loader gives an entity declared without an id a UUIDv5 of its endpoint key
+# (a consumer's username) in a namespace derived from the entity's name, so it is the same at
+# every load; its namespace of namespaces is this one.
+_KONG_ENTITIES_NAMESPACE: Final = uuid.UUID("fd02801f-0957-4a15-a55a-c8d9606f30b5")
+_KONG_CONSUMERS_NAMESPACE: Final = uuid.uuid5(_KONG_ENTITIES_NAMESPACE, "consumers")
+# A consumer with only a custom_id has no endpoint key: Kong gives it a random UUID at each load.
+# tokengate derives one from the custom_id instead, so that every worker and every reload agree.
+_CUSTOM_ID_NAMESPACE: Final = uuid.uuid5(_KONG_ENTITIES_NAMESPACE, "tokengate:consumers:custom_id")
+
+
+def generated_consumer_id(fields: Mapping[str, str]) -> str:
+    """The id of a consumer declared without one: Kong's for a username, else stable."""
+    if "username" in fields:
+        return str(uuid.uuid5(_KONG_CONSUMERS_NAMESPACE, fields["username"]))
+    return str(uuid.uuid5(_CUSTOM_ID_NAMESPACE, fields["custom_id"]))
+
+
 _CONSUMER_READ = frozenset({"id", "username", "custom_id", "tags", "type", *_TIMESTAMPS})
 _GROUPS_READ = (
     "Kong entity 'consumer_groups' is not supported by tokengate (it gives no request a "
@@ -873,8 +893,8 @@ _GUARDING_PLUGINS: Final = ACCESS_PLUGINS | {OIDC_PLUGIN}
 
 
 def _who(consumer: Consumer) -> str:
-    """The name a consumer goes by in a message."""
-    return consumer.username or consumer.id or consumer.custom_id or "?"
+    """The name a consumer goes by in a message: one the file gives it (its id may not be)."""
+    return consumer.username or consumer.custom_id or consumer.id or "?"
 
 
 def _refuses_requests(plugin: object) -> bool:
