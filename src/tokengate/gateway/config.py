@@ -861,7 +861,6 @@ ACCESS_PLUGINS: Final = frozenset(
     }
 )
 
-# A consumer's fields tokengate reads, or that change nothing (the rest are named in a warning).
 # Kong's declarative loader gives an entity declared without an id a UUIDv5 of its endpoint key
 # (a consumer's username) in a namespace derived from the entity's name, so it is the same at
 # every load; its namespace of namespaces is this one.
@@ -879,6 +878,7 @@ def generated_consumer_id(fields: Mapping[str, str]) -> str:
     return str(uuid.uuid5(_CUSTOM_ID_NAMESPACE, fields["custom_id"]))
 
 
+# A consumer's fields tokengate reads, or that change nothing (the rest are named in a warning).
 _CONSUMER_READ = frozenset({"id", "username", "custom_id", "tags", "type", *_TIMESTAMPS})
 _GROUPS_READ = (
     "Kong entity 'consumer_groups' is not supported by tokengate (it gives no request a "
