@@ -88,6 +88,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("claim", {"value": 5}, "value", "is_string"),
     ("claim", {"value": "${ .Client.Nope }"}, "value", "invalid"),
     ("claim", {"value": "${ unclosed"}, "value", "invalid"),
+    ("claim", {"value": "${ 0x_ }"}, "value", "invalid"),  # a base prefix and no digits
     ("claim", {"name": ""}, "name", "min_length"),
     # the issuer's own claims: a custom one of that name would never reach a token
     ("claim", {"name": "sub"}, "name", "invalid"),

@@ -600,6 +600,12 @@ def test_nothing_outside_the_context_is_reachable() -> None:
             check_template(value)
 
 
+@pytest.mark.parametrize("value", ["${ 0x_ }", "${ 0b_ }", "${ 0o_ }", "${ add 0X_ 1 }"])
+def test_a_base_prefix_without_digits_is_a_template_error(value: str) -> None:
+    with pytest.raises(TemplateError, match="bad number syntax"):
+        check_template(value)
+
+
 def test_deeply_nested_values_are_a_template_error() -> None:
     deep = '${ fromJson (cat (repeat 900 "[") (repeat 900 "]")) }'
     with pytest.raises(TemplateError, match="nested too deeply"):
@@ -616,7 +622,7 @@ _PIECES = st.sampled_from(
         *("1.5e3", "nil", "true", "if", "uuidv4", "now", "date", "default", "upper", "repeat"),
         *("toJson", "fromJson", "index", "list", "dict", "div", "mod", "trunc", "printf", "[", "]"),
         *(".Client", ".Client.Labels.team", ".AuthServer.Name", ".Client.GrantTypes", '"2006"'),
-        *('"x"', "{", ":"),
+        *('"x"', "{", ":", "_", "0b", "0o", "e"),
     )
 )
 

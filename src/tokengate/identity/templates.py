@@ -300,16 +300,19 @@ def _lex_number(src: str, pos: int, tokens: list[_Token]) -> int:
         raise TemplateError(f"bad number syntax at offset {pos}")
     text = m.group().replace("_", "")
     value: int | float
-    if re.fullmatch(r"[+-]?0[xXbBoO].*", text):
-        value = int(text, 0)
-    elif any(ch in text for ch in ".eE"):
-        value = float(text)
-        if not math.isfinite(value):
-            raise TemplateError(f"number out of range at offset {pos}")
-    elif re.fullmatch(r"[+-]?0[0-7]+", text):
-        value = int(text, 8)  # Go: a leading 0 is octal
-    else:
-        value = int(text, 10)
+    try:
+        if re.fullmatch(r"[+-]?0[xXbBoO].*", text):
+            value = int(text, 0)
+        elif any(ch in text for ch in ".eE"):
+            value = float(text)
+        elif re.fullmatch(r"[+-]?0[0-7]+", text):
+            value = int(text, 8)  # Go: a leading 0 is octal
+        else:
+            value = int(text, 10)
+    except ValueError:  # a prefix and no digits ("0x_"), and the like: Go refuses them too
+        raise TemplateError(f"bad number syntax at offset {pos}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TemplateError(f"number out of range at offset {pos}")
     if isinstance(value, int) and not -(2**63) <= value < 2**63:
         raise TemplateError(f"number out of range at offset {pos}")
     tokens.append(("num", value, pos))
