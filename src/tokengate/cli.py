@@ -152,9 +152,10 @@ def _ignore_plugins_option(parser: argparse.ArgumentParser) -> None:
         "--ignore-plugins",
         default=frozenset(),
         type=_plugin_names,
-        help="comma-separated access-control plugins of kong.yaml (key-auth, acl, ...) to run "
-        "without: tokengate does not run them, so what they guard is open; without this a "
-        "kong.yaml that has one is refused",
+        help="comma-separated access-control plugins of kong.yaml (key-auth, acl, pre-function, "
+        "...), or plugins Kong does not bundle (your custom ones), to run without: tokengate "
+        "does not run them, so what they guard is open; without this a kong.yaml that has one "
+        "is refused",
     )
 
 

@@ -847,6 +847,58 @@ def test_a_misspelt_access_plugin_is_refused(name: str, kongs: str) -> None:
 
 
 @pytest.mark.parametrize("place", ACCESS_PLUGIN_PLACES)
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("openid-conect", " (did you mean 'openid-connect'?)"),  # a typo
+        ("rate-limitting", " (did you mean 'rate-limiting'?)"),
+        ("oidc", ""),  # a community plugin's name
+        ("my-company-auth", ""),  # a custom plugin
+    ],
+)
+def test_a_plugin_kong_does_not_bundle_is_refused(place: str, name: str, meant: str) -> None:
+    """Kong refuses a plugin it has not loaded; warning and ignoring it would turn off, without
+    a word, whatever it does (a misspelt openid-connect left its route open)."""
+    body, path = ACCESS_PLUGIN_PLACES[place]
+    expected = [
+        f"kong.yaml: {path}.name: '{name}' is no plugin Kong bundles{meant}, and tokengate runs "
+        "only 'openid-connect' (Kong refuses a plugin it has not loaded): if it is a custom "
+        f"plugin of yours, run with --ignore-plugins {name} to accept that what it does is not "
+        "done"
+    ]
+    assert errors(body % name) == expected
+    assert errors(body % f"{name}, enabled: false") == expected  # Kong knows no such name
+    config = parse_config(HEADER + body % name, "kong.yaml", ignored_plugins=frozenset({name}))
+    assert config.warnings == (
+        f"kong.yaml: {path}: plugin '{name}' is not run (--ignore-plugins): what it guards is open",
+    )
+
+
+@pytest.mark.parametrize("name", ["pre-function", "post-function"])
+def test_serverless_functions_count_as_access_plugins(name: str) -> None:
+    """Their Lua may refuse requests (hand-written auth lives there), and tokengate cannot
+    read it: ignoring them could open what Kong keeps shut."""
+    body, path = ACCESS_PLUGIN_PLACES["route"]
+    assert errors(body % name) == [
+        f"kong.yaml: {path}.name: plugin '{name}' controls access in Kong and tokengate does not "
+        "run it, so what it guards would be open: remove it or set enabled: false, or run with "
+        f"--ignore-plugins {name} to accept that"
+    ]
+
+
+def test_a_plugin_entry_whose_name_is_not_a_string_is_an_error_not_a_crash() -> None:
+    assert errors("plugins: [{name: [key-auth]}]") == [
+        "kong.yaml: plugins[0].name: expected a string, got a list"
+    ]
+    # Under a consumer or a consumer group (read only for whether they refuse requests)
+    config = load(
+        "consumers: [{username: a, plugins: [{name: [x]}]}]\n"
+        "consumer_groups: [{name: g, plugins: [{name: {a: 1}}]}]\n"
+    )
+    assert config.routes == ()
+
+
+@pytest.mark.parametrize("place", ACCESS_PLUGIN_PLACES)
 def test_an_access_plugin_named_in_ignored_plugins_is_warned_about(place: str) -> None:
     body, path = ACCESS_PLUGIN_PLACES[place]
     text = HEADER + body % "key-auth"
@@ -1100,8 +1152,10 @@ def test_an_anonymous_consumer_that_cannot_be_named_in_a_header_is_refused() -> 
         # the plugin names the consumer by id, anonymous by username: one consumer all the same
         "  - {name: request-termination, consumer: {id: 8f2a}}\n"
         "consumers: [{username: guest, id: 8f2a}]\n",
+        # a plugin Kong does not bundle may refuse requests: tokengate cannot tell
+        "consumers: [{username: guest, plugins: [{name: my-company-auth}]}]\n",
     ],
-    ids=["nested", "top-level", "top-level, by id"],
+    ids=["nested", "top-level", "top-level, by id", "custom plugin"],
 )
 def test_anonymous_consumer_with_plugins_is_refused(attached: str) -> None:
     """Kong's pattern for 'anonymous means refused' is a request-termination plugin on that

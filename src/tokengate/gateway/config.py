@@ -46,6 +46,13 @@ from tokengate.gateway.config_checks import (
     target_address,
     upstream_name,
 )
+from tokengate.gateway.kong_plugins import (
+    ACCESS_PLUGINS,
+    KONG_PLUGINS,
+    OIDC_PLUGIN,
+    closest_plugin,
+    kong_spelling,
+)
 from tokengate.gateway.oidc_config import Consumer, OidcConfig, parse_oidc_config
 
 
@@ -177,8 +184,8 @@ def parse_config(
 ) -> GatewayConfig:
     """Validate kong.yaml text; raises ConfigError listing every problem found.
 
-    `ignored_plugins` names access-control plugins (ACCESS_PLUGINS) the user chose to run
-    without (--ignore-plugins): warned about instead of refused."""
+    `ignored_plugins` names access-control plugins (ACCESS_PLUGINS), or plugins Kong does not
+    bundle, the user chose to run without (--ignore-plugins): warned about instead of refused."""
     report = Report(source)
     config = _Loader(report, ignored_plugins).load(_parse_yaml(text, source))
     if report.errors:
@@ -239,7 +246,6 @@ _PLUGIN_FIELDS = frozenset(
 )  # fmt: skip
 _REDIRECT_CODES = (426, 301, 302, 307, 308)
 _MAX_TIMEOUT_MS = 2**31 - 2  # Kong's upper bound
-OIDC_PLUGIN = "openid-connect"
 
 
 @dataclass(eq=False)
@@ -652,11 +658,7 @@ class _Loader:
             self.refusing_consumers.append(refused)
         if data.get("consumer_group") is not None and _refuses_requests(data):
             self.group_plugin = self.group_plugin or path
-        spelled = _plugin_spelling(name) if name is not None else None
-        if spelled != name and spelled in _GUARDING_PLUGINS:
-            # Kong refuses a plugin it has not loaded; ignoring this one would open the route.
-            kongs = "the OpenID Connect plugin is" if spelled == OIDC_PLUGIN else "Kong's is"
-            f.error("name", f"'{name}' is no plugin; {kongs} '{spelled}'")
+        if name is not None and name not in KONG_PLUGINS and not self._unknown_plugin(f, name):
             return
         raw_config = f.mapping("config")
         config = raw_config or {}
@@ -696,6 +698,8 @@ class _Loader:
         """A plugin tokengate does not run, on a route, a service or every route. One scoped
         to a consumer (group) runs in Kong only for requests it identifies as that consumer's,
         which tokengate never does (`anonymous` aside, checked apart): warned about."""
+        if name not in KONG_PLUGINS:
+            return  # --ignore-plugins accepted it (warned about by _unknown_plugin)
         if name not in ACCESS_PLUGINS or for_consumer:
             f.report.warn(f.path, f"plugin '{name}' is not supported by tokengate and is ignored")
         elif name in self.ignored_plugins:
@@ -710,6 +714,31 @@ class _Loader:
                 "what it guards would be open: remove it or set enabled: false, or run with "
                 f"--ignore-plugins {name} to accept that",
             )
+
+    def _unknown_plugin(self, f: Fields, name: str) -> bool:
+        """A name Kong does not bundle: Kong refuses the file unless that plugin is installed,
+        and when it is (a custom one) tokengate cannot run it. An error, unless --ignore-plugins
+        names it; whether the rest of the entry is still read."""
+        if name in self.ignored_plugins:
+            message = f"plugin '{name}' is not run (--ignore-plugins): what it guards is open"
+            f.report.warn(f.path, message)
+            return True
+        spelled = kong_spelling(name)
+        if spelled is not None:
+            kongs = "the OpenID Connect plugin is" if spelled == OIDC_PLUGIN else "Kong's is"
+            f.error("name", f"'{name}' is no plugin; {kongs} '{spelled}'")
+            return False
+        close = closest_plugin(name)
+        meant = f" (did you mean '{close}'?)" if close is not None else ""
+        # Ignoring it would turn off, without a word, whatever it does in Kong.
+        f.error(
+            "name",
+            f"'{name}' is no plugin Kong bundles{meant}, and tokengate runs only "
+            f"'{OIDC_PLUGIN}' (Kong refuses a plugin it has not loaded): if it is a custom "
+            f"plugin of yours, run with --ignore-plugins {name} to accept that what it does is "
+            "not done",
+        )
+        return False
 
     def _plugin_scope(self, f: Fields, fixed: _Scope | None) -> _Scope | None:
         """None when a reference is broken (already reported)."""
@@ -831,36 +860,6 @@ class _Loader:
         return active
 
 
-# Kong's bundled plugins that decide whether a request gets in (authentication, acl, ip, bot
-# and policy checks, request-termination). tokengate runs only openid-connect: any other of
-# these on a route, a service or globally is an error unless --ignore-plugins names it.
-ACCESS_PLUGINS: Final = frozenset(
-    {
-        "acl",
-        "basic-auth",
-        "bot-detection",
-        "header-cert-auth",
-        "hmac-auth",
-        "ip-restriction",
-        "jwe-decrypt",
-        "jwt",
-        "jwt-signer",
-        "key-auth",
-        "key-auth-enc",
-        "ldap-auth",
-        "ldap-auth-advanced",
-        "mtls-auth",
-        "oauth2",
-        "oauth2-introspection",
-        "konnect-application-auth",
-        "opa",
-        "request-termination",
-        "saml",
-        "standard-webhooks",
-        "vault-auth",
-    }
-)
-
 # Kong's declarative loader gives an entity declared without an id a UUIDv5 of its endpoint key
 # (a consumer's username) in a namespace derived from the entity's name, so it is the same at
 # every load; its namespace of namespaces is this one.
@@ -889,7 +888,6 @@ _GROUPS_READ = (
 _PLAIN_VALUE: Final = re.compile(r"[\x20-\x7e]*")
 
 # The plugins whose misspelt name is an error (Kong refuses it; ignoring it would open a route).
-_GUARDING_PLUGINS: Final = ACCESS_PLUGINS | {OIDC_PLUGIN}
 
 
 def _who(consumer: Consumer) -> str:
@@ -898,16 +896,12 @@ def _who(consumer: Consumer) -> str:
 
 
 def _refuses_requests(plugin: object) -> bool:
-    return (
-        isinstance(plugin, dict)
-        and plugin.get("name") in ACCESS_PLUGINS  # on the anonymous consumer: refuses them
-        and plugin.get("enabled", True) is not False
-    )
-
-
-def _plugin_spelling(name: str) -> str:
-    """A plugin name as Kong spells its plugins: lower case, words joined by '-'."""
-    return name.strip().lower().replace("_", "-").replace(" ", "-")
+    """Whether a plugin entry may refuse requests (on the anonymous consumer: all of them): an
+    access plugin, or one Kong does not bundle, whose doings tokengate cannot know."""
+    if not isinstance(plugin, dict) or plugin.get("enabled", True) is False:
+        return False
+    name = plugin.get("name")
+    return isinstance(name, str) and (name in ACCESS_PLUGINS or name not in KONG_PLUGINS)
 
 
 # What turns Kong's health checks on: an active probe interval or a passive threshold above 0.

@@ -1,0 +1,140 @@
+"""Which plugins a kong.yaml may name, and which of them decide whether a request gets in.
+
+Kong refuses a file that names a plugin it has not loaded: a misspelt name never silently turns
+a plugin off. tokengate runs only openid-connect, so it sorts every other name three ways:
+  KONG_PLUGINS minus ACCESS_PLUGINS   warned about and ignored (logging, transformations, ...)
+  ACCESS_PLUGINS                      an error: ignoring it would open what Kong keeps shut
+  any other name                      an error, as in Kong (a typo, or a custom plugin)
+--ignore-plugins names those of the last two kinds the user accepts to run without.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Final
+
+__all__ = ["ACCESS_PLUGINS", "KONG_PLUGINS", "OIDC_PLUGIN", "closest_plugin", "kong_spelling"]
+
+OIDC_PLUGIN: Final = "openid-connect"
+
+# Kong's plugins that decide whether a request gets in (authentication, acl, ip, bot and policy
+# checks, request-termination), and the serverless functions, whose Lua may refuse requests
+# (hand-written auth lives there) and which tokengate cannot read.
+ACCESS_PLUGINS: Final = frozenset(
+    {
+        "acl",
+        "basic-auth",
+        "bot-detection",
+        "header-cert-auth",
+        "hmac-auth",
+        "ip-restriction",
+        "jwe-decrypt",
+        "jwt",
+        "jwt-signer",
+        "key-auth",
+        "key-auth-enc",
+        "konnect-application-auth",
+        "ldap-auth",
+        "ldap-auth-advanced",
+        "mtls-auth",
+        "oauth2",
+        "oauth2-introspection",
+        "opa",
+        "post-function",
+        "pre-function",
+        "request-termination",
+        "saml",
+        "standard-webhooks",
+        "vault-auth",
+    }
+)
+
+# The plugins Kong Gateway (open source and Enterprise, 3.x) bundles, by name. A name missing
+# here is refused with an error that offers --ignore-plugins, never ignored in silence.
+KONG_PLUGINS: Final = ACCESS_PLUGINS | frozenset(
+    {
+        OIDC_PLUGIN,
+        "acme",
+        "ai-azure-content-safety",
+        "ai-prompt-decorator",
+        "ai-prompt-guard",
+        "ai-prompt-template",
+        "ai-proxy",
+        "ai-proxy-advanced",
+        "ai-rate-limiting-advanced",
+        "ai-request-transformer",
+        "ai-response-transformer",
+        "ai-semantic-cache",
+        "ai-semantic-prompt-guard",
+        "app-dynamics",
+        "application-registration",
+        "aws-lambda",
+        "azure-functions",
+        "canary",
+        "confluent",
+        "correlation-id",
+        "cors",
+        "datadog",
+        "degraphql",
+        "exit-transformer",
+        "file-log",
+        "forward-proxy",
+        "graphql-proxy-cache-advanced",
+        "graphql-rate-limiting-advanced",
+        "grpc-gateway",
+        "grpc-web",
+        "http-log",
+        "injection-protection",
+        "jq",
+        "json-threat-protection",
+        "kafka-log",
+        "kafka-upstream",
+        "loggly",
+        "mocking",
+        "oas-validation",
+        "openwhisk",
+        "opentelemetry",
+        "prometheus",
+        "proxy-cache",
+        "proxy-cache-advanced",
+        "rate-limiting",
+        "rate-limiting-advanced",
+        "redirect",
+        "request-size-limiting",
+        "request-transformer",
+        "request-transformer-advanced",
+        "request-validator",
+        "response-ratelimiting",
+        "response-transformer",
+        "response-transformer-advanced",
+        "route-by-header",
+        "route-transformer-advanced",
+        "session",
+        "statsd",
+        "statsd-advanced",
+        "syslog",
+        "tcp-log",
+        "tls-handshake-modifier",
+        "tls-metadata-headers",
+        "udp-log",
+        "upstream-oauth",
+        "upstream-timeout",
+        "websocket-size-limit",
+        "websocket-validator",
+        "xml-threat-protection",
+        "zipkin",
+    }
+)
+
+
+def kong_spelling(name: str) -> str | None:
+    """The Kong plugin `name` spells another way (case, '_' or spaces for '-'), else None."""
+    spelled = name.strip().lower().replace("_", "-").replace(" ", "-")
+    return spelled if spelled in KONG_PLUGINS else None
+
+
+def closest_plugin(name: str) -> str | None:
+    """A Kong plugin whose name is close to `name` (a typo's likely meaning), else None."""
+    spelled = name.strip().lower().replace("_", "-").replace(" ", "-")
+    found = difflib.get_close_matches(spelled, sorted(KONG_PLUGINS), n=1, cutoff=0.8)
+    return found[0] if found else None
