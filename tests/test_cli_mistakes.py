@@ -509,3 +509,25 @@ def test_workers_without_a_writable_temporary_directory_say_so_and_exit_1(
         "tokengate: --workers 2 needs a writable temporary directory (TMPDIR, else /tmp)"
     ), result.stderr
     assert "or run --workers 1" in result.stderr
+
+
+# -- help and a missing subcommand speak of the tool, not of its code --------------------------
+
+
+def test_a_missing_config_subcommand_names_the_one_there_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = usage_error(capsys, "config")
+    assert "the following arguments are required: {validate}" in err
+
+
+def test_help_describes_the_tool_and_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "openid-connect plugin" in out and "Kong Identity" in out
+    assert "argument parsing" not in out  # the module's docstring is for its readers
+    assert "TOKENGATE_<NAME>" in out and "Exit codes" in out
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["identity", "rotate-keys", "--help"])
+    assert "auth_server_id  the auth server's id" in capsys.readouterr().out

@@ -259,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     from tokengate.gateway.settings import GatewaySettings
 
     defaults = GatewaySettings()
-    parser = _Parser(prog="tokengate", description=__doc__.split("\n\n")[0])
+    parser = _Parser(
+        prog="tokengate",
+        description="A gateway that runs Kong's openid-connect plugin for bearer tokens from a "
+        "kong.yaml, and a local Kong Identity to issue them.",
+        epilog=__doc__.split("\n\n")[2],  # the environment variables and exit codes
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gateway = commands.add_parser("gateway", help="run the OIDC gateway (reverse proxy)")
@@ -391,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = identity_commands.add_parser(
         "rotate-keys", help="give an auth server a new signing key (the old one stays published)"
     )
-    rotate.add_argument("auth_server_id")
+    rotate.add_argument("auth_server_id", help="the auth server's id, as /v1/auth-servers has it")
     # Also after the subcommand, where a reader of `rotate-keys --help` would put it.
     rotate.add_argument(
         "--data",
@@ -404,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="work with kong.yaml files")
     config_commands = config.add_subparsers(
-        dest="config_command", required=True, parser_class=_Parser
+        dest="config_command", metavar="{validate}", required=True, parser_class=_Parser
     )
     validate = config_commands.add_parser("validate", help="check a kong.yaml as the gateway would")
     validate.add_argument("file", type=_path, help="kong.yaml to check")

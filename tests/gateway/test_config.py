@@ -799,7 +799,8 @@ def test_unsupported_plugin_is_warned_about_and_ignored() -> None:
     assert issuer(route_named(config, "r")) == "global"
     assert config.warnings == (
         "kong.yaml: services[0].routes[0].plugins[0]: plugin 'cors' is not supported by "
-        "tokengate and is ignored",
+        "tokengate and is ignored: CORS preflights (OPTIONS) reach openid-connect, which "
+        "answers them 401 without a token unless its run_on_preflight is false",
         "kong.yaml: plugins[1]: plugin 'rate-limiting' is not supported by tokengate and is "
         "ignored",
     )

@@ -701,7 +701,14 @@ class _Loader:
         if name not in KONG_PLUGINS:
             return  # --ignore-plugins accepted it (warned about by _unknown_plugin)
         if name not in ACCESS_PLUGINS or for_consumer:
-            f.report.warn(f.path, f"plugin '{name}' is not supported by tokengate and is ignored")
+            message = f"plugin '{name}' is not supported by tokengate and is ignored"
+            if name == "cors":
+                # Kong's cors (priority 2000) answers a preflight before openid-connect runs.
+                message += (
+                    ": CORS preflights (OPTIONS) reach openid-connect, which answers them 401 "
+                    "without a token unless its run_on_preflight is false"
+                )
+            f.report.warn(f.path, message)
         elif name in self.ignored_plugins:
             message = f"plugin '{name}' is not run (--ignore-plugins): what it guards is open"
             f.report.warn(f.path, message)
