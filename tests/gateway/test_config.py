@@ -875,6 +875,28 @@ def test_a_plugin_kong_does_not_bundle_is_refused(place: str, name: str, meant: 
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("service-protection", "warned"),  # bundled since 3.9: Kong's, not run
+        ("ai-lakera-guard", "warned"),
+        ("datakit", "access"),  # its exit node may end a request
+        ("ai-mcp-oauth2", "access"),
+        ("openwhisk", "unknown"),  # a Kong Inc. plugin, but installed apart: Kong refuses it
+    ],
+)
+def test_each_plugin_name_is_sorted_as_kong_ships_it(name: str, kind: str) -> None:
+    body, path = ACCESS_PLUGIN_PLACES["route"]
+    if kind == "warned":
+        assert load(body % name).warnings == (
+            f"kong.yaml: {path}: plugin '{name}' is not supported by tokengate and is ignored",
+        )
+    else:
+        (error,) = errors(body % name)
+        assert ("controls access in Kong" in error) == (kind == "access")
+        assert ("is no plugin Kong bundles" in error) == (kind == "unknown")
+
+
 @pytest.mark.parametrize("name", ["pre-function", "post-function"])
 def test_serverless_functions_count_as_access_plugins(name: str) -> None:
     """Their Lua may refuse requests (hand-written auth lives there), and tokengate cannot

@@ -18,13 +18,18 @@ __all__ = ["ACCESS_PLUGINS", "KONG_PLUGINS", "OIDC_PLUGIN", "closest_plugin", "k
 OIDC_PLUGIN: Final = "openid-connect"
 
 # Kong's plugins that decide whether a request gets in (authentication, acl, ip, bot and policy
-# checks, request-termination), and the serverless functions, whose Lua may refuse requests
-# (hand-written auth lives there) and which tokengate cannot read.
+# checks, request-termination), and those that may end a request by code or flow tokengate
+# cannot read (the serverless functions, where hand-written auth lives; datakit's exit node;
+# request-callout's Lua; ai-mcp-proxy's ACLs).
 ACCESS_PLUGINS: Final = frozenset(
     {
+        "ace",
         "acl",
+        "ai-mcp-oauth2",
+        "ai-mcp-proxy",
         "basic-auth",
         "bot-detection",
+        "datakit",
         "header-cert-auth",
         "hmac-auth",
         "ip-restriction",
@@ -42,6 +47,7 @@ ACCESS_PLUGINS: Final = frozenset(
         "opa",
         "post-function",
         "pre-function",
+        "request-callout",
         "request-termination",
         "saml",
         "standard-webhooks",
@@ -49,29 +55,41 @@ ACCESS_PLUGINS: Final = frozenset(
     }
 )
 
-# The plugins Kong Gateway (open source and Enterprise, 3.x) bundles, by name. A name missing
-# here is refused with an error that offers --ignore-plugins, never ignored in silence.
+# The plugins Kong Gateway (open source and Enterprise, 3.x up to 3.14) bundles, by name (Kong's
+# plugin catalogue; openwhisk, installed apart, is not one). A name missing here is refused
+# with an error that offers --ignore-plugins, never ignored in silence.
 KONG_PLUGINS: Final = ACCESS_PLUGINS | frozenset(
     {
         OIDC_PLUGIN,
         "acme",
+        "ai-a2a-proxy",
+        "ai-aws-guardrails",
         "ai-azure-content-safety",
+        "ai-custom-guardrail",
+        "ai-gcp-model-armor",
+        "ai-lakera-guard",
+        "ai-llm-as-judge",
+        "ai-prompt-compressor",
         "ai-prompt-decorator",
         "ai-prompt-guard",
         "ai-prompt-template",
         "ai-proxy",
         "ai-proxy-advanced",
+        "ai-rag-injector",
         "ai-rate-limiting-advanced",
         "ai-request-transformer",
         "ai-response-transformer",
+        "ai-sanitizer",
         "ai-semantic-cache",
         "ai-semantic-prompt-guard",
+        "ai-semantic-response-guard",
         "app-dynamics",
         "application-registration",
         "aws-lambda",
         "azure-functions",
         "canary",
         "confluent",
+        "confluent-consume",
         "correlation-id",
         "cors",
         "datadog",
@@ -87,12 +105,13 @@ KONG_PLUGINS: Final = ACCESS_PLUGINS | frozenset(
         "injection-protection",
         "jq",
         "json-threat-protection",
+        "kafka-consume",
         "kafka-log",
         "kafka-upstream",
         "loggly",
+        "metering-and-billing",
         "mocking",
         "oas-validation",
-        "openwhisk",
         "opentelemetry",
         "prometheus",
         "proxy-cache",
@@ -109,7 +128,11 @@ KONG_PLUGINS: Final = ACCESS_PLUGINS | frozenset(
         "response-transformer-advanced",
         "route-by-header",
         "route-transformer-advanced",
+        "service-protection",
         "session",
+        "solace-consume",
+        "solace-log",
+        "solace-upstream",
         "statsd",
         "statsd-advanced",
         "syslog",
