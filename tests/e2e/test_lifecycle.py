@@ -169,18 +169,26 @@ async def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(config: 
         assert await gateway.wait(timeout=10) == 0
 
 
-async def test_workers_stop_when_the_supervisor_is_killed(config: Path, tmp_path: Path) -> None:
+async def test_workers_stop_when_the_supervisor_is_killed(
+    config: Path, upstream: Upstream, tmp_path: Path
+) -> None:
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = {"TMPDIR": str(temp)}
     async with GatewayProcess(config, "--workers", "2", env=env) as gateway:
         await gateway.ready(workers=2)
         assert sorted(p.name.split("-")[1] for p in temp.iterdir()) == ["metrics", "run"]
+        # One worker drains a slow request while the other, idle, is out at once: the run's
+        # files must outlive the first one out.
+        slow = asyncio.create_task(fetch(f"http://127.0.0.1:{gateway.proxy_port}/slow?s=2"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 5)
         gateway.send(signal.SIGKILL)  # no chance to pass anything on
         await gateway.lines_matching(r"the supervisor has gone: draining", 2)
+        assert await slow == (200, "/slow")
         await gateway.lines_matching(r"\]: stopped$", 2)
         assert await connection_refused(gateway.proxy_port)
-        # The supervisor could not remove the run's temporary files: the workers did.
+        assert "cannot listen" not in gateway.log and "Traceback" not in gateway.log
+        # The supervisor could not remove the run's temporary files: the last worker out did.
         for _ in range(100):
             if not any(temp.iterdir()):
                 break

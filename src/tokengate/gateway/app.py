@@ -606,7 +606,10 @@ class GatewayServer:
             self._publisher.cancel()
             await asyncio.gather(self._publisher, return_exceptions=True)
             self._publisher = None
-        self.stats.publish()  # what in-flight requests added, before the worker goes
+        try:
+            self.stats.publish()  # what in-flight requests added, before the worker goes
+        except OSError as exc:  # the shared metrics files are gone: the rest must still close
+            log.warning("last metrics not published: %s", exc)
         if self._status_runner is not None:
             await self._status_runner.cleanup()
         await self._generations.close()

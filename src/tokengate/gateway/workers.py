@@ -45,12 +45,9 @@ from tokengate.gateway.config import (
     read_config_text,
 )
 from tokengate.gateway.reload import Reloader
+from tokengate.gateway.run_files import mark_worker, unmark_worker
 from tokengate.gateway.settings import GatewaySettings
-from tokengate.gateway.shared_metrics import (
-    forget_worker,
-    remove_shared_metrics,
-    share_metrics_between_workers,
-)
+from tokengate.gateway.shared_metrics import forget_worker, share_metrics_between_workers
 from tokengate.gateway.supervisor import (
     CUT_SIGNAL,
     HANDLED_SIGNALS,
@@ -115,7 +112,10 @@ async def serve(
     # during start-up were held back, and are handled from here on.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     try:
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:  # binding a listener: said as such by _run_one
+            raise _CannotListen(exc) from exc
         # Everything loaded so far (config, routes, modules) lives as long as the process: keep
         # it out of the collector's scans, which otherwise re-walk it on every full collection.
         # (Those of them in reference cycles outlive a reload: one config's worth, once.)
@@ -150,6 +150,12 @@ def _ignore() -> None:
     pass
 
 
+class _CannotListen(Exception):
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 def _bind_error(exc: OSError, settings: GatewaySettings) -> str:
     if exc.errno == errno.EADDRINUSE:
         return (
@@ -181,8 +187,8 @@ def _run_one(
                 load=load,
             )
         )
-    except OSError as exc:
-        print(_bind_error(exc, settings), file=sys.stderr)
+    except _CannotListen as exc:
+        print(_bind_error(exc.cause, settings), file=sys.stderr)
         return 1
     return 0
 
@@ -191,10 +197,13 @@ def _worker_main(
     config_path: str, snapshot: str, config_text: str, settings: GatewaySettings, level: int
 ) -> None:
     configure_logging(level, settings.log_format, text_format=WORKER_LOG_FORMAT)
+    run_dir = os.path.dirname(snapshot)
+    mark_worker(run_dir)
     try:
         config = parse_config(config_text, config_path, ignored_plugins=settings.ignored_plugins)
     except ConfigError as exc:  # the supervisor validated this text: not expected
         print("\n".join(exc.errors), file=sys.stderr)
+        unmark_worker(run_dir, orphaned=False)
         sys.exit(2)
     parent = multiprocessing.parent_process()
     sentinel = parent.sentinel if parent is not None else None
@@ -202,11 +211,9 @@ def _worker_main(
     code = _run_one(
         config_path, config, settings, reuse_port=True, parent_sentinel=sentinel, load=load
     )
-    if parent is not None and not parent.is_alive():
-        # The supervisor died without its clean-up (SIGKILL, the OOM killer): nothing else
-        # will remove the run's files. Every worker tries; whichever comes first does it.
-        shutil.rmtree(os.path.dirname(snapshot), ignore_errors=True)
-        remove_shared_metrics()
+    # The supervisor died without its clean-up (SIGKILL, the OOM killer): the last worker out
+    # removes the run's files.
+    unmark_worker(run_dir, orphaned=parent is not None and not parent.is_alive())
     sys.exit(code)
 
 
