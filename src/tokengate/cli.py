@@ -14,6 +14,11 @@ import signal
 import sys
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+# Not read from __doc__, which python -OO drops.
+_EPILOG = (
+    "Every option also reads TOKENGATE_<NAME> (e.g. TOKENGATE_LISTEN). Exit codes: 0 ok, "
+    "1 runtime failure, 2 bad usage or bad config, 130 interrupted (Ctrl-C) while starting."
+)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
 
 
@@ -263,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokengate",
         description="A gateway that runs Kong's openid-connect plugin for bearer tokens from a "
         "kong.yaml, and a local Kong Identity to issue them.",
-        epilog=__doc__.split("\n\n")[2],  # the environment variables and exit codes
+        epilog=_EPILOG,
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

@@ -799,8 +799,8 @@ def test_unsupported_plugin_is_warned_about_and_ignored() -> None:
     assert issuer(route_named(config, "r")) == "global"
     assert config.warnings == (
         "kong.yaml: services[0].routes[0].plugins[0]: plugin 'cors' is not supported by "
-        "tokengate and is ignored: CORS preflights (OPTIONS) reach openid-connect, which "
-        "answers them 401 without a token unless its run_on_preflight is false",
+        "tokengate and is ignored: where openid-connect applies too, CORS preflights (OPTIONS) "
+        "reach it, which answers them 401 without a token unless its run_on_preflight is false",
         "kong.yaml: plugins[1]: plugin 'rate-limiting' is not supported by tokengate and is "
         "ignored",
     )
@@ -914,11 +914,13 @@ def test_a_plugin_entry_whose_name_is_not_a_string_is_an_error_not_a_crash() -> 
         "kong.yaml: plugins[0].name: expected a string, got a list"
     ]
     # Under a consumer or a consumer group (read only for whether they refuse requests)
-    config = load(
+    assert errors(
         "consumers: [{username: a, plugins: [{name: [x]}]}]\n"
         "consumer_groups: [{name: g, plugins: [{name: {a: 1}}]}]\n"
-    )
-    assert config.routes == ()
+    ) == [
+        "kong.yaml: consumers[0].plugins[0].name: expected a string, got a list",
+        "kong.yaml: consumer_groups[0].plugins[0].name: expected a string, got a mapping",
+    ]
 
 
 @pytest.mark.parametrize("place", ACCESS_PLUGIN_PLACES)
@@ -942,11 +944,14 @@ def test_an_access_plugin_scoped_to_a_consumer_is_warned_about(scope: str) -> No
     config = load(f"""
         services: [{{name: a, host: up, routes: [{{name: r, paths: [/]}}]}}]
         plugins: [{{name: request-termination, {scope}}}]
+        consumers: [{{username: guest}}]
+        consumer_groups: [{{name: gold}}]
     """)
-    assert config.warnings == (
+    assert (
         "kong.yaml: plugins[0]: plugin 'request-termination' is not supported by tokengate and "
-        "is ignored",
-    )
+        "is ignored"
+    ) in config.warnings
+    assert not [w for w in config.warnings if "controls access" in w]
 
 
 @pytest.mark.parametrize("key", ["consumer", "consumer_group"])
@@ -1159,6 +1164,73 @@ def test_a_consumer_declared_without_an_id_gets_the_one_kong_gives_it() -> None:
     assert again is not None and again.consumers == mapped.consumers
 
 
+def test_a_generated_consumer_id_that_another_consumer_declares_is_refused() -> None:
+    """Kong refuses the file (a uniqueness violation of the primary key): two consumers with one
+    X-Consumer-ID would be told apart by nothing."""
+    assert errors(f"consumers: [{{username: alice, id: {GUEST_ID}}}, {{username: guest}}]") == [
+        f"kong.yaml: consumers[1]: the id Kong gives this consumer, '{GUEST_ID}' (derived from "
+        "its username), is consumers[0]'s id too"
+    ]
+    assert errors(f"consumers: [{{username: guest}}, {{username: alice, id: {GUEST_ID}}}]") == [
+        f"kong.yaml: consumers[1].id: '{GUEST_ID}' is consumers[0]'s id too"
+    ]
+
+
+def test_a_reference_finds_a_consumer_by_id_before_username() -> None:
+    """As Kong's load_consumer: a name that is one consumer's id and another's username is
+    the first's, whichever comes first in the file."""
+    consumers = f"consumers: [{{username: guest}}, {{username: '{GUEST_ID}', custom_id: other}}]\n"
+    by_id = ANONYMOUS_ROUTE.replace("anonymous: guest", f"anonymous: '{GUEST_ID}'")
+    oidc = route_named(load(by_id + consumers), "r").oidc
+    assert oidc is not None
+    assert oidc.anonymous_consumer == Consumer(id=GUEST_ID, username="guest")
+
+
+@pytest.mark.parametrize(
+    ("attached", "line"),
+    [
+        (
+            "  - {name: rate-limiting, consumer: nobody}\n",
+            "plugins[1].consumer: 'nobody' names no consumer of this file",
+        ),
+        (
+            "  - {name: rate-limiting, consumer: {id: 1}}\n",
+            "plugins[1].consumer: a mapping names no consumer of this file",
+        ),
+        (
+            "  - {name: key-auth, consumer_group: nobody}\n",
+            "plugins[1].consumer_group: names no consumer group of this file",
+        ),
+    ],
+    ids=["consumer", "consumer by id", "consumer group"],
+)
+def test_a_plugin_scoped_to_nothing_is_refused(attached: str, line: str) -> None:
+    """Kong refuses a reference to an entity the file does not declare."""
+    assert errors(ANONYMOUS_ROUTE.replace("anonymous: guest", "leeway: 1") + attached) == [
+        f"kong.yaml: {line}"
+    ]
+
+
+@pytest.mark.parametrize("owner", ["consumers: [{username: a, ", "consumer_groups: [{name: g, "])
+def test_plugins_under_consumers_are_held_to_kongs_names(owner: str) -> None:
+    """tokengate runs none of them, but Kong refuses the file for these names: so does
+    tokengate, rather than accept what Kong would not load."""
+    where = "consumers[0]" if owner.startswith("consumers") else "consumer_groups[0]"
+    kind = "consumer" if owner.startswith("consumers") else "consumer group"
+    found = errors(
+        owner + "plugins: [{name: openid-connect, config: {issuer: 'https://idp.example'}}, "
+        "{name: OpenID_Connect}, {name: my-company-auth}]}]"
+    )
+    assert found[:2] == [
+        f"kong.yaml: {where}.plugins[0].name: 'openid-connect' cannot be scoped to a {kind}",
+        f"kong.yaml: {where}.plugins[1].name: 'OpenID_Connect' is no plugin; the OpenID Connect "
+        "plugin is 'openid-connect'",
+    ]
+    assert found[2].startswith(
+        f"kong.yaml: {where}.plugins[2].name: 'my-company-auth' is no plugin Kong bundles"
+    )
+
+
 def test_an_anonymous_consumer_that_cannot_be_named_in_a_header_is_refused() -> None:
     assert errors(ANONYMOUS_ROUTE + 'consumers: [{username: guest, custom_id: "a\\nb"}]\n') == [
         "kong.yaml: plugins[0].config.anonymous: consumer 'guest' has a custom_id that cannot "
@@ -1175,10 +1247,8 @@ def test_an_anonymous_consumer_that_cannot_be_named_in_a_header_is_refused() -> 
         # the plugin names the consumer by id, anonymous by username: one consumer all the same
         "  - {name: request-termination, consumer: {id: 8f2a}}\n"
         "consumers: [{username: guest, id: 8f2a}]\n",
-        # a plugin Kong does not bundle may refuse requests: tokengate cannot tell
-        "consumers: [{username: guest, plugins: [{name: my-company-auth}]}]\n",
     ],
-    ids=["nested", "top-level", "top-level, by id", "custom plugin"],
+    ids=["nested", "top-level", "top-level, by id"],
 )
 def test_anonymous_consumer_with_plugins_is_refused(attached: str) -> None:
     """Kong's pattern for 'anonymous means refused' is a request-termination plugin on that
@@ -1188,6 +1258,33 @@ def test_anonymous_consumer_with_plugins_is_refused(attached: str) -> None:
         "requests, which tokengate does not run: Kong runs it on every anonymous request (a "
         "request-termination there refuses them all)"
     ]
+
+
+def test_an_anonymous_consumer_with_a_custom_plugin_is_refused() -> None:
+    """A plugin Kong does not bundle is refused wherever it is (Kong has not loaded it); named
+    in --ignore-plugins, it still may refuse requests in Kong, which tokengate cannot tell."""
+    text = (
+        HEADER
+        + ANONYMOUS_ROUTE
+        + ("consumers: [{username: guest, plugins: [{name: my-company-auth}]}]\n")
+    )
+    anonymous_error = (
+        "kong.yaml: plugins[0].config.anonymous: consumer 'guest' has a plugin that refuses "
+        "requests, which tokengate does not run: Kong runs it on every anonymous request (a "
+        "request-termination there refuses them all)"
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, "kong.yaml")
+    assert refused.value.errors == [
+        "kong.yaml: consumers[0].plugins[0].name: 'my-company-auth' is no plugin Kong bundles, "
+        "and tokengate runs only 'openid-connect' (Kong refuses a plugin it has not loaded): if "
+        "it is a custom plugin of yours, run with --ignore-plugins my-company-auth to accept "
+        "that what it does is not done",
+        anonymous_error,
+    ]
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, "kong.yaml", ignored_plugins=frozenset({"my-company-auth"}))
+    assert refused.value.errors == [anonymous_error]
 
 
 @pytest.mark.parametrize(

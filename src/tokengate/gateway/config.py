@@ -303,7 +303,10 @@ class _Loader:
         self.legacy_version: str | None = None
         # Consumers are not run, but `anonymous` must name one (username or id), and one with
         # no plugin that refuses requests: Kong would run it on every anonymous request.
-        self.consumers: dict[str, Consumer] = {}  # by username and by id
+        # Found as Kong finds a consumer a reference names: by id first, then by username.
+        self.consumers_by_id: dict[str, Consumer] = {}
+        self.consumers_by_username: dict[str, Consumer] = {}
+        self.group_names: set[str] = set()  # consumer groups' names and ids
         self.declared_consumers: list[Consumer] = []  # in file order, for consumer_claims
         # Those with a plugin that refuses requests (nested, or naming them by username or id)
         self.refusing_consumers: list[Consumer] = []
@@ -622,11 +625,22 @@ class _Loader:
                 continue
             if "id" not in fields:
                 fields["id"] = generated_consumer_id(fields)
+                if ("id", fields["id"]) in seen:  # Kong: a uniqueness violation of the key
+                    other = seen["id", fields["id"]]
+                    self.report.error(
+                        path,
+                        f"the id Kong gives this consumer, '{fields['id']}' (derived from its "
+                        f"username), is {other}'s id too",
+                    )
+                    continue
+                seen["id", fields["id"]] = path
             entity = Consumer(**fields)
             self.declared_consumers.append(entity)
-            names = {fields.get("username"), fields.get("id")} - {None}
-            self.consumers.update((str(name), entity) for name in names)
+            self.consumers_by_id[fields["id"]] = entity
+            if "username" in fields:
+                self.consumers_by_username[fields["username"]] = entity
             plugins = consumer.get("plugins")
+            self._check_nested_plugins(path, plugins, "consumer")
             if isinstance(plugins, list) and any(map(_refuses_requests, plugins)):
                 self.refusing_consumers.append(entity)
         if ignored:
@@ -636,10 +650,41 @@ class _Loader:
                 "username and custom_id are read, for anonymous and consumer_claims)",
             )
 
+    def find_consumer(self, name: object) -> Consumer | None:
+        """The declared consumer a reference names (a string, or {id|username|name: ...})."""
+        if isinstance(name, dict):
+            name = name.get("id") or name.get("username") or name.get("name")
+        if not isinstance(name, str):
+            return None
+        return self.consumers_by_id.get(name) or self.consumers_by_username.get(name)
+
+    def _check_nested_plugins(self, path: str, plugins: object, owner: str) -> None:
+        """Plugins under a consumer or a consumer group are not run (only read for whether
+        they refuse requests), but a name Kong would refuse is refused here too."""
+        for position, plugin in enumerate(plugins if isinstance(plugins, list) else ()):
+            if not isinstance(plugin, dict):
+                continue
+            entry = item(at(path, "plugins"), position)
+            name = plugin.get("name")
+            if not isinstance(name, str):
+                self.report.error(at(entry, "name"), f"expected a string, got {describe(name)}")
+            elif name == OIDC_PLUGIN:
+                # Kong's schema for it: `consumer = typedefs.no_consumer` (it finds the consumer).
+                self.report.error(
+                    at(entry, "name"), f"'{OIDC_PLUGIN}' cannot be scoped to a {owner}"
+                )
+            elif name not in KONG_PLUGINS:
+                self._unknown_plugin(entry, name)
+
     def _note_consumer_groups(self, top: Fields) -> None:
         groups = top.raw("consumer_groups")
         for index, group in enumerate(groups if isinstance(groups, list) else ()):
+            if isinstance(group, dict):
+                self.group_names.update(
+                    v for v in (group.get("name"), group.get("id")) if isinstance(v, str)
+                )
             plugins = group.get("plugins") if isinstance(group, dict) else None
+            self._check_nested_plugins(item("consumer_groups", index), plugins, "consumer group")
             for position, plugin in enumerate(plugins if isinstance(plugins, list) else ()):
                 if _refuses_requests(plugin) and self.group_plugin is None:
                     self.group_plugin = item(
@@ -651,14 +696,22 @@ class _Loader:
         f = Fields(self.report, path, data, _PLUGIN_FIELDS)
         name = f.string("name", required=True)
         consumer = data.get("consumer")
-        if isinstance(consumer, dict):  # {name: ...}, {username: ...} or {id: ...}
-            consumer = consumer.get("username") or consumer.get("name") or consumer.get("id")
-        refused = self.consumers.get(str(consumer)) if _refuses_requests(data) else None
+        scoped = self.find_consumer(consumer) if consumer is not None else None
+        if consumer is not None and scoped is None:
+            # Kong refuses a reference to nothing; ignoring it would hide the plugin's scope.
+            shown = f"'{consumer}'" if isinstance(consumer, str) else describe(consumer)
+            f.error("consumer", f"{shown} names no consumer of this file")
+        refused = scoped if _refuses_requests(data) else None
         if refused is not None and refused not in self.refusing_consumers:
             self.refusing_consumers.append(refused)
+        group = data.get("consumer_group")
+        if isinstance(group, dict):
+            group = group.get("id") or group.get("name")
+        if data.get("consumer_group") is not None and group not in self.group_names:
+            f.error("consumer_group", "names no consumer group of this file")
         if data.get("consumer_group") is not None and _refuses_requests(data):
             self.group_plugin = self.group_plugin or path
-        if name is not None and name not in KONG_PLUGINS and not self._unknown_plugin(f, name):
+        if name is not None and name not in KONG_PLUGINS and not self._unknown_plugin(path, name):
             return
         raw_config = f.mapping("config")
         config = raw_config or {}
@@ -705,8 +758,8 @@ class _Loader:
             if name == "cors":
                 # Kong's cors (priority 2000) answers a preflight before openid-connect runs.
                 message += (
-                    ": CORS preflights (OPTIONS) reach openid-connect, which answers them 401 "
-                    "without a token unless its run_on_preflight is false"
+                    ": where openid-connect applies too, CORS preflights (OPTIONS) reach it, "
+                    "which answers them 401 without a token unless its run_on_preflight is false"
                 )
             f.report.warn(f.path, message)
         elif name in self.ignored_plugins:
@@ -722,24 +775,24 @@ class _Loader:
                 f"--ignore-plugins {name} to accept that",
             )
 
-    def _unknown_plugin(self, f: Fields, name: str) -> bool:
+    def _unknown_plugin(self, path: str, name: str) -> bool:
         """A name Kong does not bundle: Kong refuses the file unless that plugin is installed,
         and when it is (a custom one) tokengate cannot run it. An error, unless --ignore-plugins
         names it; whether the rest of the entry is still read."""
         if name in self.ignored_plugins:
             message = f"plugin '{name}' is not run (--ignore-plugins): what it guards is open"
-            f.report.warn(f.path, message)
+            self.report.warn(path, message)
             return True
         spelled = kong_spelling(name)
         if spelled is not None:
             kongs = "the OpenID Connect plugin is" if spelled == OIDC_PLUGIN else "Kong's is"
-            f.error("name", f"'{name}' is no plugin; {kongs} '{spelled}'")
+            self.report.error(at(path, "name"), f"'{name}' is no plugin; {kongs} '{spelled}'")
             return False
         close = closest_plugin(name)
         meant = f" (did you mean '{close}'?)" if close is not None else ""
         # Ignoring it would turn off, without a word, whatever it does in Kong.
-        f.error(
-            "name",
+        self.report.error(
+            at(path, "name"),
             f"'{name}' is no plugin Kong bundles{meant}, and tokengate runs only "
             f"'{OIDC_PLUGIN}' (Kong refuses a plugin it has not loaded): if it is a custom "
             f"plugin of yours, run with --ignore-plugins {name} to accept that what it does is "
@@ -792,7 +845,8 @@ class _Loader:
         if not anonymous or not entry.enabled:  # Kong looks it up per request, when it runs
             return
         path = at(at(entry.path, "config"), "anonymous")
-        if anonymous not in self.consumers:
+        found = self.find_consumer(anonymous)
+        if found is None:
             # Kong looks the consumer up and, when it is missing, fails every request that has
             # no valid token: letting them through instead would open the route.
             self.report.error(
@@ -801,7 +855,7 @@ class _Loader:
                 "answers every request without a valid token with an error); declare it under "
                 "`consumers` (username or id)",
             )
-        elif self.consumers[anonymous] in self.refusing_consumers:
+        elif found in self.refusing_consumers:
             self.report.error(
                 path,
                 f"consumer '{anonymous}' has a plugin that refuses requests, which tokengate "
@@ -809,7 +863,7 @@ class _Loader:
                 "there refuses them all)",
             )
         elif entry.oidc is not None:
-            consumer = self.consumers[anonymous]
+            consumer = found
             if not self._sendable(path, consumer, anonymous):
                 return
             entry.oidc = replace(entry.oidc, anonymous_consumer=consumer)
