@@ -1201,8 +1201,16 @@ def test_a_reference_finds_a_consumer_by_id_before_username() -> None:
             "  - {name: key-auth, consumer_group: nobody}\n",
             "plugins[1].consumer_group: names no consumer group of this file",
         ),
+        (
+            "  - {name: rate-limiting, consumer: [a]}\n",
+            "plugins[1].consumer: a list names no consumer of this file",
+        ),
+        (
+            "  - {name: key-auth, consumer_group: [a]}\n",
+            "plugins[1].consumer_group: names no consumer group of this file",
+        ),
     ],
-    ids=["consumer", "consumer by id", "consumer group"],
+    ids=["consumer", "consumer by id", "consumer group", "consumer list", "group list"],
 )
 def test_a_plugin_scoped_to_nothing_is_refused(attached: str, line: str) -> None:
     """Kong refuses a reference to an entity the file does not declare."""

@@ -707,7 +707,9 @@ class _Loader:
         group = data.get("consumer_group")
         if isinstance(group, dict):
             group = group.get("id") or group.get("name")
-        if data.get("consumer_group") is not None and group not in self.group_names:
+        if data.get("consumer_group") is not None and (
+            not isinstance(group, str) or group not in self.group_names
+        ):
             f.error("consumer_group", "names no consumer group of this file")
         if data.get("consumer_group") is not None and _refuses_requests(data):
             self.group_plugin = self.group_plugin or path
@@ -947,8 +949,6 @@ _GROUPS_READ = (
 )
 # What an X-Consumer-* header line may carry.
 _PLAIN_VALUE: Final = re.compile(r"[\x20-\x7e]*")
-
-# The plugins whose misspelt name is an error (Kong refuses it; ignoring it would open a route).
 
 
 def _who(consumer: Consumer) -> str:
