@@ -14,12 +14,12 @@ import signal
 import sys
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
 # Not read from __doc__, which python -OO drops.
 _EPILOG = (
     "Every option also reads TOKENGATE_<NAME> (e.g. TOKENGATE_LISTEN). Exit codes: 0 ok, "
     "1 runtime failure, 2 bad usage or bad config, 130 interrupted (Ctrl-C) while starting."
 )
-EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
 
 
 def _interrupted_while_loading(signum: int, frame: object) -> None:
