@@ -793,9 +793,34 @@ ERRORS = {
     ),
     "unimplemented list of lists": (
         "consumer_claims: [sub]",
-        "consumer_claims[0]: expected a list of strings, got a string",
+        "consumer_claims[0]: expected a list of strings, got a string: each entry is a claim "
+        "path, as in [[sub], [org, id]]",
     ),
 }
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("client_secret: ['{vault://env/idp-secret}']", "client_secret[0]"),
+        (
+            "upstream_headers: [{header: X-A, path: ['{vault://aws/x}']}]",
+            "upstream_headers[0].path[0]",
+        ),
+    ],
+)
+def test_a_vault_reference_is_an_error_not_taken_for_the_value(text: str, where: str) -> None:
+    """Kong resolves `{vault://...}` from its vaults; tokengate would send the reference's text
+    as the secret (to the introspection endpoint, say): an error names it instead."""
+    assert error(text) == (
+        f"{where}: a Kong vault reference, which tokengate does not resolve: write the value "
+        "itself (or generate the file with it, e.g. from an environment variable)"
+    )
+    _, report = parse("issuer: '{vault://env/issuer}'")  # the whole config, issuer included
+    assert report.errors == [
+        f"kong.yaml: {PATH}.issuer: a Kong vault reference, which tokengate does not resolve: "
+        "write the value itself (or generate the file with it, e.g. from an environment variable)"
+    ]
 
 
 @pytest.mark.parametrize(("text", "line"), ERRORS.values(), ids=ERRORS.keys())

@@ -216,6 +216,8 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
     """Validate the plugin's `config` found at `path`; None when anything there is an error
     (each one already reported as `FILE: path.field: message`)."""
     before = len(report.errors)
+    if _vault_references(raw, path, report):
+        return None  # their own errors say it all: what the field would have held is unknown
     data = dict(raw)
     f = Fields(report, path, data, KONG_FIELDS.keys() | DEPRECATED_FIELDS.keys() | _OLDER_NAMES)
     issuer = f.checked("issuer", _issuer_url, required=True)
@@ -593,6 +595,27 @@ def _consumer_mapping(f: Fields) -> dict[str, Any]:
     }
 
 
+def _vault_references(value: object, path: str, report: Report) -> bool:
+    """Report each Kong vault reference (`{vault://env/...}`) in the config; whether any.
+    Kong resolves them from its vaults when it loads the plugin; tokengate reads kong.yaml only,
+    and would otherwise take the reference's text for the secret itself."""
+    if isinstance(value, str):
+        if value.startswith("{vault://") and value.endswith("}"):
+            report.error(
+                path,
+                "a Kong vault reference, which tokengate does not resolve: write the value "
+                "itself (or generate the file with it, e.g. from an environment variable)",
+            )
+            return True
+        return False
+    if isinstance(value, Mapping):
+        found = [_vault_references(v, at(path, str(k)), report) for k, v in value.items()]
+        return any(found)
+    if isinstance(value, list):
+        return any([_vault_references(v, item(path, i), report) for i, v in enumerate(value)])
+    return False
+
+
 def _claim_paths(f: Fields, key: str) -> tuple[tuple[str, ...], ...]:
     """A list of claim paths, each a list of strings."""
     value = f.raw(key)
@@ -605,7 +628,9 @@ def _claim_paths(f: Fields, key: str) -> tuple[tuple[str, ...], ...]:
     for index, entry in enumerate(value):
         where = item(at(f.path, key), index)
         if not isinstance(entry, list):
-            f.report.error(where, f"expected a list of strings, got {describe(entry)}")
+            # A claim path is itself a list: `[sub]` for the whole field is the usual slip.
+            hint = ": each entry is a claim path, as in [[sub], [org, id]]"
+            f.report.error(where, f"expected a list of strings, got {describe(entry)}{hint}")
             continue
         if not entry:
             f.report.error(where, "must not be empty: it is the path to a claim")
