@@ -114,6 +114,33 @@ def test_in_memory_maybe_in_the_environment_exits_2_and_creates_nothing(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--in-memory", "--data", "{db}"], {}),
+        (["--in-memory"], {"TOKENGATE_DATA": "{db}"}),
+    ],
+    ids=["flags", "environment"],
+)
+def test_in_memory_beside_data_exits_2_and_creates_nothing(
+    tmp_path: Path, argv: list[str], env: dict[str, str]
+) -> None:
+    """One of the two would go unheeded: a server the user believes keeps its state, or one
+    writing where they asked it not to."""
+    db = str(tmp_path / "id.db")
+    result = tokengate(
+        "identity",
+        *(a.format(db=db) for a in argv),
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        env={k: v.format(db=db) for k, v in env.items()},
+    )
+    assert result.returncode == 2
+    assert "--in-memory keeps nothing on disk, and --data" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- 2. numbers: ASCII digits only, and a message saying what is wanted ------------------------
 
 

@@ -15,6 +15,7 @@ import sys
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
+IDENTITY_DB = "tokengate-identity.db"  # the identity server's database, without --data
 # Not read from __doc__, which python -OO drops.
 _EPILOG = (
     "Every option also reads TOKENGATE_<NAME> (e.g. TOKENGATE_LISTEN). Exit codes: 0 ok, "
@@ -381,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_public_url,
         help="URL clients use to reach this server (default: http:// and the listen address)",
     )
-    _option(identity, "--data", default="tokengate-identity.db", type=_path, help="SQLite file")
+    # None until given: --in-memory beside a --data would leave one of them unheeded.
+    _option(
+        identity, "--data", default=None, type=_path, help=f"SQLite file (default: {IDENTITY_DB})"
+    )
     _flag_option(identity, "--in-memory", help="keep nothing on disk")
     _option(
         identity,
@@ -503,11 +507,19 @@ def identity_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        return rotate_keys(args.data, args.auth_server_id)
+        return rotate_keys(args.data or IDENTITY_DB, args.auth_server_id)
+    if args.in_memory and args.data is not None:
+        print(
+            f"tokengate identity: error: --in-memory keeps nothing on disk, and --data "
+            f"{args.data} names a file to keep it in: give one of them (TOKENGATE_IN_MEMORY and "
+            "TOKENGATE_DATA count as given)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     settings = IdentitySettings(
         listen=args.listen,
         public_url=args.public_url,
-        data=None if args.in_memory else args.data,
+        data=None if args.in_memory else args.data or IDENTITY_DB,
         admin_token=args.admin_token,
         seed=args.seed,
     )
