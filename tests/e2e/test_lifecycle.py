@@ -196,6 +196,29 @@ async def test_workers_stop_when_the_supervisor_is_killed(
         assert not any(temp.iterdir()), sorted(temp.rglob("*"))
 
 
+async def test_a_worker_still_starting_when_the_supervisor_is_killed_keeps_the_files(
+    config: Path, tmp_path: Path
+) -> None:
+    """The replacement of a killed worker is still importing when the supervisor dies: its
+    idle sibling, out first, must leave it the run's files, and the last one out removes them."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    async with GatewayProcess(config, "--workers", "2", env={"TMPDIR": str(temp)}) as gateway:
+        await gateway.ready(workers=2)
+        first = await gateway.line(r"worker 1 started \(pid (\d+)\)")
+        os.kill(int(first.group(1)), signal.SIGKILL)
+        index = len(gateway.lines)
+        await gateway.line(r"worker 1 started \(pid (\d+)\)", after=index)
+        gateway.send(signal.SIGKILL)  # the replacement has not imported its modules yet
+        await gateway.lines_matching(r"\]: stopped$", 2, timeout=30)
+        for _ in range(200):
+            if not any(temp.iterdir()):
+                break
+            await asyncio.sleep(0.05)
+        assert not any(temp.iterdir()), sorted(temp.rglob("*"))
+        assert "Traceback" not in gateway.log and "cannot listen" not in gateway.log
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_sigterm_finishes_the_request_in_progress_and_refuses_new_ones(
     config: Path, upstream: Upstream, workers: str

@@ -2,10 +2,11 @@
 
 The supervisor makes a run directory (the kong.yaml copy workers reload from) and a metrics
 directory, and removes both when it exits. Killed outright (SIGKILL, the OOM killer), it cannot;
-its workers then drain and exit, and the last of them removes both. Each worker marks itself
-in the run directory while it runs (`worker-<pid>`); on the way out it takes its mark away and,
-under a lock, removes everything if no other marked worker is still alive. A worker that is
-itself killed leaves its mark, but its pid is gone, so it does not count.
+its workers then drain and exit, and the last of them removes both. The supervisor marks each
+worker it starts in the run directory (`worker-<pid>`, as soon as the pid exists, so a worker
+still importing counts) and takes the mark away when it reaps it. A worker orphaned by the
+supervisor's death takes its own mark away on the way out and, under a lock, removes everything
+if no other marked worker is still alive.
 """
 
 from __future__ import annotations
@@ -18,33 +19,36 @@ from typing import Final
 
 from tokengate.gateway.shared_metrics import remove_shared_metrics
 
-__all__ = ["mark_worker", "unmark_worker"]
+__all__ = ["leave_orphaned_run", "mark_worker", "unmark_worker"]
 
 _MARK: Final = "worker-"
 _LOCK: Final = ".cleanup-lock"
 
 
-def mark_worker(run_dir: str) -> None:
-    """Mark this process as one of the run's live workers."""
-    with contextlib.suppress(OSError):  # the files are gone already: nothing left to share
-        open(os.path.join(run_dir, f"{_MARK}{os.getpid()}"), "x").close()
+def mark_worker(run_dir: str, pid: int | None) -> None:
+    """Mark `pid` as one of the run's live workers (by the supervisor, once it has started)."""
+    if pid is not None:
+        with contextlib.suppress(OSError):  # the files are gone already: nothing left to share
+            open(os.path.join(run_dir, f"{_MARK}{pid}"), "a").close()
 
 
-def unmark_worker(run_dir: str, *, orphaned: bool) -> None:
-    """Take this worker's mark away; `orphaned` (the supervisor died uncleanly): remove the
-    run's files too if no other live worker is marked."""
-    mark = os.path.join(run_dir, f"{_MARK}{os.getpid()}")
-    if not orphaned:
+def unmark_worker(run_dir: str, pid: int | None) -> None:
+    """Take `pid`'s mark away (by the supervisor, once it has reaped that worker)."""
+    if pid is not None:
         with contextlib.suppress(OSError):
-            os.unlink(mark)
-        return
+            os.unlink(os.path.join(run_dir, f"{_MARK}{pid}"))
+
+
+def leave_orphaned_run(run_dir: str) -> None:
+    """This worker's supervisor died uncleanly: take its mark away, and remove the run's files
+    if no other live worker is marked."""
     try:
         with open(os.path.join(run_dir, _LOCK), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one worker at a time decides
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(mark)
+                os.unlink(os.path.join(run_dir, f"{_MARK}{os.getpid()}"))
             if any(_alive(pid) for pid in _marked_pids(run_dir)):
-                return  # a sibling still drains: the last one out removes the files
+                return  # a sibling still runs: the last one out removes the files
             remove_shared_metrics()
             shutil.rmtree(run_dir, ignore_errors=True)
     except OSError:
@@ -52,10 +56,8 @@ def unmark_worker(run_dir: str, *, orphaned: bool) -> None:
 
 
 def _marked_pids(run_dir: str) -> list[int]:
-    names = os.listdir(run_dir)
-    return [
-        int(n[len(_MARK) :]) for n in names if n.startswith(_MARK) and n[len(_MARK) :].isdigit()
-    ]
+    pids = (name.removeprefix(_MARK) for name in os.listdir(run_dir) if name.startswith(_MARK))
+    return [int(pid) for pid in pids if pid.isdigit()]
 
 
 def _alive(pid: int) -> bool:

@@ -79,9 +79,11 @@ class Supervisor:
         reload: Callable[[], bool],
         stop_timeout: float,
         policy: RestartPolicy = RestartPolicy(),
+        on_start: Callable[[int | None], None] = lambda pid: None,
         on_exit: Callable[[int | None], None] = lambda pid: None,
     ) -> None:
         self._launch = launch
+        self._on_start = on_start  # told each started worker's pid
         self._on_exit = on_exit  # told each exited worker's pid (its live metrics go)
         self._reload = reload
         self._stop_timeout = stop_timeout
@@ -128,6 +130,7 @@ class Supervisor:
             slot.started_at = loop.time()
             self._replace(slot, f"worker {slot.number} could not be started: {exc.strerror or exc}")
             return
+        self._on_start(process.pid)
         slot.process = process
         slot.started_at = loop.time()
         loop.add_reader(process.sentinel, self._exited, slot)

@@ -45,7 +45,7 @@ from tokengate.gateway.config import (
     read_config_text,
 )
 from tokengate.gateway.reload import Reloader
-from tokengate.gateway.run_files import mark_worker, unmark_worker
+from tokengate.gateway.run_files import leave_orphaned_run, mark_worker, unmark_worker
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.shared_metrics import forget_worker, share_metrics_between_workers
 from tokengate.gateway.supervisor import (
@@ -197,13 +197,10 @@ def _worker_main(
     config_path: str, snapshot: str, config_text: str, settings: GatewaySettings, level: int
 ) -> None:
     configure_logging(level, settings.log_format, text_format=WORKER_LOG_FORMAT)
-    run_dir = os.path.dirname(snapshot)
-    mark_worker(run_dir)
     try:
         config = parse_config(config_text, config_path, ignored_plugins=settings.ignored_plugins)
     except ConfigError as exc:  # the supervisor validated this text: not expected
         print("\n".join(exc.errors), file=sys.stderr)
-        unmark_worker(run_dir, orphaned=False)
         sys.exit(2)
     parent = multiprocessing.parent_process()
     sentinel = parent.sentinel if parent is not None else None
@@ -211,9 +208,10 @@ def _worker_main(
     code = _run_one(
         config_path, config, settings, reuse_port=True, parent_sentinel=sentinel, load=load
     )
-    # The supervisor died without its clean-up (SIGKILL, the OOM killer): the last worker out
-    # removes the run's files.
-    unmark_worker(run_dir, orphaned=parent is not None and not parent.is_alive())
+    if parent is not None and not parent.is_alive():
+        # The supervisor died without its clean-up (SIGKILL, the OOM killer): the last worker
+        # out removes the run's files.
+        leave_orphaned_run(os.path.dirname(snapshot))
     sys.exit(code)
 
 
@@ -340,11 +338,18 @@ def _supervise(
             name="tokengate-worker",
         )
 
+    run_dir = os.path.dirname(snapshot.file)
+
+    def on_exit(pid: int | None) -> None:
+        forget_worker(pid)
+        unmark_worker(run_dir, pid)
+
     supervisor = Supervisor(
         workers,
         launch,
         reload=snapshot.reload,
         stop_timeout=settings.shutdown_timeout + _STOP_MARGIN,
-        on_exit=forget_worker,
+        on_start=functools.partial(mark_worker, run_dir),
+        on_exit=on_exit,
     )
     return supervisor.run()
