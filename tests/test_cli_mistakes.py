@@ -119,8 +119,9 @@ def test_in_memory_maybe_in_the_environment_exits_2_and_creates_nothing(tmp_path
     [
         (["--in-memory", "--data", "{db}"], {}),
         (["--in-memory"], {"TOKENGATE_DATA": "{db}"}),
+        (["--in-memory", "--data", "{db}", "rotate-keys", "a1b2"], {}),
     ],
-    ids=["flags", "environment"],
+    ids=["flags", "environment", "rotate-keys"],
 )
 def test_in_memory_beside_data_exits_2_and_creates_nothing(
     tmp_path: Path, argv: list[str], env: dict[str, str]
@@ -130,9 +131,9 @@ def test_in_memory_beside_data_exits_2_and_creates_nothing(
     db = str(tmp_path / "id.db")
     result = tokengate(
         "identity",
-        *(a.format(db=db) for a in argv),
         "--listen",
         f"127.0.0.1:{free_port()}",
+        *(a.format(db=db) for a in argv),
         env={k: v.format(db=db) for k, v in env.items()},
     )
     assert result.returncode == 2

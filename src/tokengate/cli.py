@@ -500,14 +500,6 @@ def identity_command(args: argparse.Namespace) -> int:
     from tokengate.identity.server import IdentitySettings, rotate_keys, serve_identity
 
     _configure_logging(args)
-    if args.identity_command == "rotate-keys":
-        if args.in_memory:
-            print(
-                "tokengate: rotate-keys needs --data (an in-memory server keeps nothing)",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        return rotate_keys(args.data or IDENTITY_DB, args.auth_server_id)
     if args.in_memory and args.data is not None:
         print(
             f"tokengate identity: error: --in-memory keeps nothing on disk, and --data "
@@ -516,6 +508,14 @@ def identity_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.identity_command == "rotate-keys":
+        if args.in_memory:
+            print(
+                "tokengate: rotate-keys needs --data (an in-memory server keeps nothing)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        return rotate_keys(args.data or IDENTITY_DB, args.auth_server_id)
     settings = IdentitySettings(
         listen=args.listen,
         public_url=args.public_url,

@@ -1174,6 +1174,13 @@ def test_a_generated_consumer_id_that_another_consumer_declares_is_refused() -> 
     assert errors(f"consumers: [{{username: guest}}, {{username: alice, id: {GUEST_ID}}}]") == [
         f"kong.yaml: consumers[1].id: '{GUEST_ID}' is consumers[0]'s id too"
     ]
+    # The consumer is still known by its username: no follow-on errors about it.
+    assert errors(
+        ANONYMOUS_ROUTE + f"consumers: [{{username: alice, id: {GUEST_ID}}}, {{username: guest}}]"
+    ) == [
+        f"kong.yaml: consumers[1]: the id Kong gives this consumer, '{GUEST_ID}' (derived from "
+        "its username), is consumers[0]'s id too"
+    ]
 
 
 def test_a_reference_finds_a_consumer_by_id_before_username() -> None:
@@ -1184,6 +1191,30 @@ def test_a_reference_finds_a_consumer_by_id_before_username() -> None:
     oidc = route_named(load(by_id + consumers), "r").oidc
     assert oidc is not None
     assert oidc.anonymous_consumer == Consumer(id=GUEST_ID, username="guest")
+
+
+def test_a_plugins_consumer_is_found_by_username_before_id() -> None:
+    """Kong's declarative loader resolves a plugin's `consumer` by the endpoint key (username)
+    first: a request-termination naming 'G' is on the consumer whose username is G, which is
+    then no anonymous consumer to let requests through as."""
+    other = "11111111-1111-1111-1111-111111111111"
+    text = textwrap.dedent(f"""\
+        services: [{{name: s, host: up, routes: [{{name: r, paths: [/api]}}]}}]
+        consumers: [{{username: guest}}, {{username: '{GUEST_ID}', id: '{other}'}}]
+        plugins:
+          - name: openid-connect
+            config: {{issuer: "https://idp.example", anonymous: '{other}'}}
+          - {{name: request-termination, consumer: '{GUEST_ID}'}}
+    """)
+    assert errors(text) == [
+        f"kong.yaml: plugins[0].config.anonymous: consumer '{other}' has a plugin that refuses "
+        "requests, which tokengate does not run: Kong runs it on every anonymous request (a "
+        "request-termination there refuses them all)"
+    ]
+    # A mapping names a consumer by its id only, as in Kong.
+    assert errors(
+        "consumers: [{username: bob}]\nplugins: [{name: rate-limiting, consumer: {username: bob}}]"
+    ) == ["kong.yaml: plugins[0].consumer: a mapping names no consumer of this file"]
 
 
 @pytest.mark.parametrize(
@@ -1217,6 +1248,22 @@ def test_a_plugin_scoped_to_nothing_is_refused(attached: str, line: str) -> None
     assert errors(ANONYMOUS_ROUTE.replace("anonymous: guest", "leeway: 1") + attached) == [
         f"kong.yaml: {line}"
     ]
+
+
+@pytest.mark.parametrize(
+    ("plugins", "line"),
+    [
+        ("[request-termination]", "plugins[0]: expected a mapping, got a string"),
+        ("{name: request-termination}", "plugins: expected a list, got a mapping"),
+    ],
+)
+def test_a_consumers_plugins_that_are_no_plugin_entries_are_refused(
+    plugins: str, line: str
+) -> None:
+    """Kong refuses them; skipping them would skip a request-termination that makes the
+    anonymous consumer refuse every request."""
+    found = errors(ANONYMOUS_ROUTE + f"consumers: [{{username: guest, plugins: {plugins}}}]\n")
+    assert found == [f"kong.yaml: consumers[0].{line}"]
 
 
 @pytest.mark.parametrize("owner", ["consumers: [{username: a, ", "consumer_groups: [{name: g, "])
@@ -1340,8 +1387,7 @@ def test_consumer_claims_map_to_every_consumer_of_the_file() -> None:
             id="consumer",
         ),
         pytest.param(
-            "  - {name: request-termination, consumer: {username: bob}}\n"
-            "consumers: [{username: bob}]\n",
+            "  - {name: request-termination, consumer: bob}\nconsumers: [{username: bob}]\n",
             "consumer 'bob' has a plugin that refuses requests, which tokengate does not run: "
             "Kong runs it on every request whose token maps to that consumer",
             id="consumer, top-level plugin",

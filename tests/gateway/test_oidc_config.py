@@ -816,10 +816,13 @@ def test_a_vault_reference_is_an_error_not_taken_for_the_value(text: str, where:
         f"{where}: a Kong vault reference, which tokengate does not resolve: write the value "
         "itself (or generate the file with it, e.g. from an environment variable)"
     )
-    _, report = parse("issuer: '{vault://env/issuer}'")  # the whole config, issuer included
+    # The rest of the config is still checked; the issuer's absence is no second error.
+    _, report = parse("issuer: '{vault://env/issuer}'\nleeway: x")
     assert report.errors == [
         f"kong.yaml: {PATH}.issuer: a Kong vault reference, which tokengate does not resolve: "
-        "write the value itself (or generate the file with it, e.g. from an environment variable)"
+        "write the value itself (or generate the file with it, e.g. from an environment "
+        "variable)",
+        f"kong.yaml: {PATH}.leeway: expected a number, got a string",
     ]
 
 

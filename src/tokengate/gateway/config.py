@@ -625,18 +625,19 @@ class _Loader:
                 continue
             if "id" not in fields:
                 fields["id"] = generated_consumer_id(fields)
-                if ("id", fields["id"]) in seen:  # Kong: a uniqueness violation of the key
+                if ("id", fields["id"]) in seen and "username" in fields:
+                    # Kong: a uniqueness violation of the primary key (a custom_id-only
+                    # consumer's id is tokengate's own: Kong would give it a random one)
                     other = seen["id", fields["id"]]
                     self.report.error(
                         path,
                         f"the id Kong gives this consumer, '{fields['id']}' (derived from its "
                         f"username), is {other}'s id too",
                     )
-                    continue
-                seen["id", fields["id"]] = path
+                seen.setdefault(("id", fields["id"]), path)
             entity = Consumer(**fields)
             self.declared_consumers.append(entity)
-            self.consumers_by_id[fields["id"]] = entity
+            self.consumers_by_id.setdefault(fields["id"], entity)
             if "username" in fields:
                 self.consumers_by_username[fields["username"]] = entity
             plugins = consumer.get("plugins")
@@ -651,20 +652,36 @@ class _Loader:
             )
 
     def find_consumer(self, name: object) -> Consumer | None:
-        """The declared consumer a reference names (a string, or {id|username|name: ...})."""
-        if isinstance(name, dict):
-            name = name.get("id") or name.get("username") or name.get("name")
+        """The consumer `anonymous` names, found as Kong finds it per request (load_consumer):
+        by id, then by username."""
         if not isinstance(name, str):
             return None
         return self.consumers_by_id.get(name) or self.consumers_by_username.get(name)
 
+    def referenced_consumer(self, reference: object) -> Consumer | None:
+        """The consumer a plugin's `consumer` names, found as Kong's declarative loader finds a
+        reference: a string by username (the endpoint key), then by id; a mapping by its id."""
+        if isinstance(reference, dict):
+            found = reference.get("id")
+            return self.consumers_by_id.get(found) if isinstance(found, str) else None
+        if not isinstance(reference, str):
+            return None
+        return self.consumers_by_username.get(reference) or self.consumers_by_id.get(reference)
+
     def _check_nested_plugins(self, path: str, plugins: object, owner: str) -> None:
         """Plugins under a consumer or a consumer group are not run (only read for whether
         they refuse requests), but a name Kong would refuse is refused here too."""
-        for position, plugin in enumerate(plugins if isinstance(plugins, list) else ()):
-            if not isinstance(plugin, dict):
-                continue
+        if plugins is None:
+            return
+        if not isinstance(plugins, list):
+            self.report.error(at(path, "plugins"), f"expected a list, got {describe(plugins)}")
+            return
+        for position, plugin in enumerate(plugins):
             entry = item(at(path, "plugins"), position)
+            if not isinstance(plugin, dict):
+                # Kong refuses it; skipping it would also skip a plugin that refuses requests.
+                self.report.error(entry, f"expected a mapping, got {describe(plugin)}")
+                continue
             name = plugin.get("name")
             if not isinstance(name, str):
                 self.report.error(at(entry, "name"), f"expected a string, got {describe(name)}")
@@ -696,7 +713,7 @@ class _Loader:
         f = Fields(self.report, path, data, _PLUGIN_FIELDS)
         name = f.string("name", required=True)
         consumer = data.get("consumer")
-        scoped = self.find_consumer(consumer) if consumer is not None else None
+        scoped = self.referenced_consumer(consumer) if consumer is not None else None
         if consumer is not None and scoped is None:
             # Kong refuses a reference to nothing; ignoring it would hide the plugin's scope.
             shown = f"'{consumer}'" if isinstance(consumer, str) else describe(consumer)

@@ -216,11 +216,12 @@ def parse_oidc_config(raw: Mapping[Any, Any], path: str, report: Report) -> Oidc
     """Validate the plugin's `config` found at `path`; None when anything there is an error
     (each one already reported as `FILE: path.field: message`)."""
     before = len(report.errors)
-    if _vault_references(raw, path, report):
-        return None  # their own errors say it all: what the field would have held is unknown
-    data = dict(raw)
+    # A field holding a vault reference is reported as such, then read as if absent: what it
+    # would hold is unknown, and the rest of the config is still checked.
+    vaulted = {k for k, v in raw.items() if _vault_references(v, at(path, str(k)), report)}
+    data = {k: v for k, v in raw.items() if k not in vaulted}
     f = Fields(report, path, data, KONG_FIELDS.keys() | DEPRECATED_FIELDS.keys() | _OLDER_NAMES)
-    issuer = f.checked("issuer", _issuer_url, required=True)
+    issuer = f.checked("issuer", _issuer_url, required="issuer" not in vaulted)
     _refuse_unverified(f)
     _refuse_unenforceable(f)
     _auth_methods(f)
