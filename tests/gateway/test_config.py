@@ -1266,6 +1266,20 @@ def test_a_consumers_plugins_that_are_no_plugin_entries_are_refused(
     assert found == [f"kong.yaml: consumers[0].{line}"]
 
 
+@pytest.mark.parametrize(
+    ("groups", "line"),
+    [
+        ("{name: g}", "consumer_groups: expected a list, got a mapping"),
+        ("[gold]", "consumer_groups[0]: expected a mapping, got a string"),
+        ("[{plugins: []}]", "consumer_groups[0].name: required field missing"),
+        ("[{name: [g]}]", "consumer_groups[0].name: expected a non-empty string"),
+        ("[{name: g}, {name: g}]", "consumer_groups[1].name: 'g' names another group too"),
+    ],
+)
+def test_consumer_groups_kong_refuses_are_refused(groups: str, line: str) -> None:
+    assert errors(f"consumer_groups: {groups}") == [f"kong.yaml: {line}"]
+
+
 @pytest.mark.parametrize("owner", ["consumers: [{username: a, ", "consumer_groups: [{name: g, "])
 def test_plugins_under_consumers_are_held_to_kongs_names(owner: str) -> None:
     """tokengate runs none of them, but Kong refuses the file for these names: so does

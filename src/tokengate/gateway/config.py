@@ -694,14 +694,25 @@ class _Loader:
                 self._unknown_plugin(entry, name)
 
     def _note_consumer_groups(self, top: Fields) -> None:
+        """Groups are not run, but plugins may name them, and Kong refuses a malformed one."""
         groups = top.raw("consumer_groups")
-        for index, group in enumerate(groups if isinstance(groups, list) else ()):
-            if isinstance(group, dict):
-                self.group_names.update(
-                    v for v in (group.get("name"), group.get("id")) if isinstance(v, str)
-                )
-            plugins = group.get("plugins") if isinstance(group, dict) else None
-            self._check_nested_plugins(item("consumer_groups", index), plugins, "consumer group")
+        if groups is not None and not isinstance(groups, list):
+            top.error("consumer_groups", f"expected a list, got {describe(groups)}")
+            return
+        for index, group in enumerate(groups or ()):
+            path = item("consumer_groups", index)
+            if not isinstance(group, dict):
+                self.report.error(path, f"expected a mapping, got {describe(group)}")
+                continue
+            name = group.get("name")
+            if not isinstance(name, str) or not name:
+                what = "required field missing" if name is None else "expected a non-empty string"
+                self.report.error(at(path, "name"), what)
+            elif name in self.group_names:  # Kong's name is unique
+                self.report.error(at(path, "name"), f"'{name}' names another group too")
+            self.group_names.update(v for v in (name, group.get("id")) if isinstance(v, str))
+            plugins = group.get("plugins")
+            self._check_nested_plugins(path, plugins, "consumer group")
             for position, plugin in enumerate(plugins if isinstance(plugins, list) else ()):
                 if _refuses_requests(plugin) and self.group_plugin is None:
                     self.group_plugin = item(
