@@ -535,7 +535,7 @@ class GatewayServer:
         site = web.TCPSite(
             self._proxy_runner, host, port, reuse_port=self._reuse_port or None, backlog=1024
         )
-        await site.start()
+        await _listen(site, "--listen")
         self.proxy_port = _bound_port(site)
         self.gateway.listen_port = b"%d" % self.proxy_port
 
@@ -556,7 +556,7 @@ class GatewayServer:
         status_site = web.TCPSite(
             self._status_runner, shost, sport, reuse_port=self._reuse_port or None
         )
-        await status_site.start()
+        await _listen(status_site, "--status-listen")
         self.status_port = _bound_port(status_site)
         if files_per_process():
             self._publisher = asyncio.get_running_loop().create_task(self._publish_often())
@@ -646,6 +646,21 @@ class GatewayServer:
             "pid": os.getpid(),  # with --workers, which process answered
         }
         return web.json_response(body, status=200 if self.ready else 503, dumps=json.dumps)
+
+
+class ListenError(OSError):
+    """A listener could not bind; `flag` is the option that chose its address."""
+
+    def __init__(self, flag: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.flag = flag
+
+
+async def _listen(site: web.TCPSite, flag: str) -> None:
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ListenError(flag, exc) from exc
 
 
 def _utc(seconds: float) -> str:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 from tokengate.eventloop import install_uvloop
-from tokengate.gateway.app import GatewayServer
+from tokengate.gateway.app import GatewayServer, ListenError
 from tokengate.gateway.config import (
     ConfigError,
     GatewayConfig,
@@ -157,6 +157,13 @@ class _CannotListen(Exception):
 
 
 def _bind_error(exc: OSError, settings: GatewaySettings) -> str:
+    if isinstance(exc, ListenError):  # the listener is known: name its option alone
+        host, port = settings.listen if exc.flag == "--listen" else settings.status_listen
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        return (
+            f"tokengate gateway: cannot listen on {host}:{port}: {reason}; choose another "
+            f"address with {exc.flag}"
+        )
     if exc.errno == errno.EADDRINUSE:
         return (
             f"tokengate: cannot listen: address already in use ({exc.strerror}); "
