@@ -677,3 +677,12 @@ def test_results_within_the_bounds_still_render() -> None:
     assert render('${ indent 2 "a\\nb" }') == "  a\n  b"
     assert render('${ replace "" "-" "ab" }') == "-a-b-"
     assert render('${ join ", " (list "a" "b") }') == "a, b"
+
+
+def test_numbers_have_ascii_digits_only_as_in_go() -> None:
+    """Go's lexer reads digits 0-9 only (Python's isdigit() takes any script's): '٣' (Arabic-
+    Indic three) is no number in a template, and atoi finds no integer in it."""
+    with pytest.raises(TemplateError):
+        check_template("${ ٣ }")
+    assert render_claim('${ atoi "٣" }', CONTEXT, clock=lambda: NOW) == 0
+    assert render_claim('${ atoi "3" }', CONTEXT, clock=lambda: NOW) == 3

@@ -212,10 +212,13 @@ _Token = tuple[str, Any, int]
 
 _IDENT = re.compile(r"[^\W\d]\w*")
 _FIELD = re.compile(r"(?:\.[^\W\d]\w*)+")
+# Go's number literals have ASCII digits only (Python's \d and isdigit() take any script's).
 _NUMBER = re.compile(
     r"[+-]?(?:0[xX][0-9a-fA-F_]+|0[bB][01_]+|0[oO][0-7_]+"
-    r"|\d[\d_]*(?:\.[\d_]*)?(?:[eE][+-]?\d[\d_]*)?|\.\d[\d_]*(?:[eE][+-]?\d[\d_]*)?)"
+    r"|[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9][0-9_]*)?"
+    r"|\.[0-9][0-9_]*(?:[eE][+-]?[0-9][0-9_]*)?)"
 )
+_DIGITS: Final = frozenset("0123456789")
 _KEYWORDS: Final = frozenset(
     {"if", "else", "end", "range", "with", "define", "template", "block", "break", "continue"}
 )
@@ -261,12 +264,12 @@ def _lex(src: str, pos: int) -> tuple[list[_Token], int]:
             tokens.append(("field", tuple(m.group()[1:].split(".")), pos))
             pos = _end_of_term(src, m.end())
         elif c == ".":
-            if pos + 1 < n and src[pos + 1].isdigit():
+            if pos + 1 < n and src[pos + 1] in _DIGITS:
                 pos = _lex_number(src, pos, tokens)
             else:
                 raise TemplateError(f"'.' alone (the whole context) is not supported at {pos}")
-        elif c.isdigit() or (
-            c in "+-" and pos + 1 < n and (src[pos + 1].isdigit() or src[pos + 1] == ".")
+        elif c in _DIGITS or (
+            c in "+-" and pos + 1 < n and (src[pos + 1] in _DIGITS or src[pos + 1] == ".")
         ):
             pos = _lex_number(src, pos, tokens)
         elif m := _IDENT.match(src, pos):
@@ -1213,7 +1216,7 @@ def _b32dec(s: Any) -> str:
 
 
 # conversions and math (sprig: lenient casts, int64 arithmetic)
-_fn("atoi", args=1)(lambda s: int(_str(s)) if re.fullmatch(r"[+-]?\d+", _str(s)) else 0)
+_fn("atoi", args=1)(lambda s: int(_str(s)) if re.fullmatch(r"[+-]?[0-9]+", _str(s)) else 0)
 _fn("int", "int64", args=1)(_to_int64)
 _fn("float64", args=1)(_to_float64)
 _fn("add", args=(0, None))(lambda *a: _int64(sum(_to_int64(x) for x in a)))
