@@ -879,7 +879,9 @@ def test_a_plugin_kong_does_not_bundle_is_refused(place: str, name: str, meant: 
     ("name", "kind"),
     [
         ("service-protection", "warned"),  # bundled since 3.9: Kong's, not run
-        ("ai-lakera-guard", "warned"),
+        ("rate-limiting-advanced", "warned"),  # it refuses how much, not what
+        ("request-validator", "access"),  # it keeps out what Kong would not let in
+        ("ai-lakera-guard", "access"),
         ("datakit", "access"),  # its exit node may end a request
         ("ai-mcp-oauth2", "access"),
         ("openwhisk", "unknown"),  # a Kong Inc. plugin, but installed apart: Kong refuses it

@@ -17,22 +17,34 @@ __all__ = ["ACCESS_PLUGINS", "KONG_PLUGINS", "OIDC_PLUGIN", "closest_plugin", "k
 
 OIDC_PLUGIN: Final = "openid-connect"
 
-# Kong's plugins that decide whether a request gets in (authentication, acl, ip, bot and policy
-# checks, request-termination), and those that may end a request by code or flow tokengate
-# cannot read (the serverless functions, where hand-written auth lives; datakit's exit node;
-# request-callout's Lua; ai-mcp-proxy's ACLs).
+# Kong's plugins that decide whether a request gets in: by who sends it (authentication, acl,
+# ip, bot and policy checks, request-termination), by what it carries (validators, threat and
+# injection protection, the AI guards: ignoring them lets in what Kong keeps out), and those
+# that may end a request by code or flow tokengate cannot read (the serverless functions, where
+# hand-written auth lives; datakit's exit node; request-callout's Lua; ai-mcp-proxy's ACLs).
+# Rate limiters are not among them: what they refuse is how much, not what.
 ACCESS_PLUGINS: Final = frozenset(
     {
         "ace",
         "acl",
+        "ai-aws-guardrails",
+        "ai-azure-content-safety",
+        "ai-custom-guardrail",
+        "ai-gcp-model-armor",
+        "ai-lakera-guard",
         "ai-mcp-oauth2",
         "ai-mcp-proxy",
+        "ai-prompt-guard",
+        "ai-semantic-prompt-guard",
+        "ai-semantic-response-guard",
         "basic-auth",
         "bot-detection",
         "datakit",
         "header-cert-auth",
         "hmac-auth",
+        "injection-protection",
         "ip-restriction",
+        "json-threat-protection",
         "jwe-decrypt",
         "jwt",
         "jwt-signer",
@@ -42,6 +54,7 @@ ACCESS_PLUGINS: Final = frozenset(
         "ldap-auth",
         "ldap-auth-advanced",
         "mtls-auth",
+        "oas-validation",
         "oauth2",
         "oauth2-introspection",
         "opa",
@@ -49,9 +62,12 @@ ACCESS_PLUGINS: Final = frozenset(
         "pre-function",
         "request-callout",
         "request-termination",
+        "request-validator",
         "saml",
         "standard-webhooks",
         "vault-auth",
+        "websocket-validator",
+        "xml-threat-protection",
     }
 )
 
