@@ -180,21 +180,47 @@ def test_gateway_reads_options_from_the_environment_and_stops_on_sigterm(tmp_pat
         process.communicate()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 @pytest.mark.parametrize("flag", ["--listen", "--status-listen"])
-def test_port_in_use_names_the_port_and_its_flag_alone(tmp_path: Path, flag: str) -> None:
+def test_port_in_use_names_the_port_and_its_flag_alone(
+    tmp_path: Path, flag: str, workers: str
+) -> None:
     path = tmp_path / "kong.yaml"
     path.write_text(GOOD)
     with busy_port() as port:
         addresses = {"--listen": f"127.0.0.1:{free_port()}"}
         addresses["--status-listen"] = f"127.0.0.1:{free_port()}"
         addresses[flag] = f"127.0.0.1:{port}"
-        result = tokengate("gateway", "--config", str(path), *itertools.chain(*addresses.items()))
+        argv = ["--config", str(path), "--workers", workers]
+        result = tokengate("gateway", *argv, *itertools.chain(*addresses.items()))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"tokengate gateway: cannot listen on 127.0.0.1:{port}: address already in use; "
         f"choose another address with {flag}"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_address_not_of_this_host_is_named_once(tmp_path: Path, workers: str) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(GOOD)
+    result = tokengate(
+        "gateway",
+        "--config",
+        str(path),
+        "--workers",
+        workers,
+        "--listen",
+        "192.0.2.1:8000",  # TEST-NET-1: no interface of this machine has it
+        "--status-listen",
+        f"127.0.0.1:{free_port()}",
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tokengate gateway: cannot listen on 192.0.2.1:8000: cannot assign requested address; "
+        "choose another address with --listen"
+    )
 
 
 def wait_http(url: str, process: subprocess.Popen[str], deadline: float = 20) -> None:

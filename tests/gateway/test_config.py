@@ -882,6 +882,7 @@ def test_a_plugin_kong_does_not_bundle_is_refused(place: str, name: str, meant: 
         ("rate-limiting-advanced", "warned"),  # it refuses how much, not what
         ("request-validator", "access"),  # it keeps out what Kong would not let in
         ("ai-lakera-guard", "access"),
+        ("ai-sanitizer", "access"),  # block_if_detected refuses the request
         ("datakit", "access"),  # its exit node may end a request
         ("ai-mcp-oauth2", "access"),
         ("openwhisk", "unknown"),  # a Kong Inc. plugin, but installed apart: Kong refuses it
@@ -1280,6 +1281,12 @@ def test_a_consumers_plugins_that_are_no_plugin_entries_are_refused(
 )
 def test_consumer_groups_kong_refuses_are_refused(groups: str, line: str) -> None:
     assert errors(f"consumer_groups: {groups}") == [f"kong.yaml: {line}"]
+
+
+def test_a_group_may_be_named_like_another_groups_id() -> None:
+    """Kong's group names are unique among names; ids are another field."""
+    uuid_ = "5f0c2a1e-0000-4000-8000-000000000001"
+    load(f"consumer_groups: [{{name: a, id: '{uuid_}'}}, {{name: '{uuid_}'}}]")
 
 
 @pytest.mark.parametrize("owner", ["consumers: [{username: a, ", "consumer_groups: [{name: g, "])

@@ -686,3 +686,22 @@ def test_numbers_have_ascii_digits_only_as_in_go() -> None:
         check_template("${ ٣ }")
     assert render_claim('${ atoi "٣" }', CONTEXT, clock=lambda: NOW) == 0
     assert render_claim('${ atoi "3" }', CONTEXT, clock=lambda: NOW) == 3
+
+
+@pytest.mark.parametrize(
+    ("template", "value"),
+    [
+        ('${ add "٣" 1 }', 1),  # cast.ToInt64 of a string Go cannot parse: 0
+        ('${ int "٣" }', 0),
+        ('${ float64 "٣" }', 0),
+        ('${ add1 "\u0661\u0660" }', 1),  # Arabic-Indic 10
+        ('${ float64 "1_000" }', 0),  # ParseFloat takes '_' only after a base prefix
+        ('${ float64 " 1.5" }', 0),
+        ('${ float64 "1.5" }', 1.5),
+        ('${ add "3" 1 }', 4),
+        ('${ atoi "99999999999999999999" }', 2**63 - 1),  # Atoi's out-of-range answer
+        ('${ atoi "-99999999999999999999" }', -(2**63)),
+    ],
+)
+def test_strings_become_numbers_as_go_parses_them(template: str, value: float) -> None:
+    assert render_claim(template, CONTEXT, clock=lambda: NOW) == value

@@ -699,6 +699,7 @@ class _Loader:
         if groups is not None and not isinstance(groups, list):
             top.error("consumer_groups", f"expected a list, got {describe(groups)}")
             return
+        names: set[str] = set()  # Kong's group name is unique among names
         for index, group in enumerate(groups or ()):
             path = item("consumer_groups", index)
             if not isinstance(group, dict):
@@ -708,8 +709,10 @@ class _Loader:
             if not isinstance(name, str) or not name:
                 what = "required field missing" if name is None else "expected a non-empty string"
                 self.report.error(at(path, "name"), what)
-            elif name in self.group_names:  # Kong's name is unique
+            elif name in names:
                 self.report.error(at(path, "name"), f"'{name}' names another group too")
+            else:
+                names.add(name)
             self.group_names.update(v for v in (name, group.get("id")) if isinstance(v, str))
             plugins = group.get("plugins")
             self._check_nested_plugins(path, plugins, "consumer group")

@@ -19,7 +19,8 @@ OIDC_PLUGIN: Final = "openid-connect"
 
 # Kong's plugins that decide whether a request gets in: by who sends it (authentication, acl,
 # ip, bot and policy checks, request-termination), by what it carries (validators, threat and
-# injection protection, the AI guards: ignoring them lets in what Kong keeps out), and those
+# injection protection, the AI guards and sanitiser, ai-prompt-template's refusal of untemplated
+# prompts: ignoring them lets in what Kong keeps out), and those
 # that may end a request by code or flow tokengate cannot read (the serverless functions, where
 # hand-written auth lives; datakit's exit node; request-callout's Lua; ai-mcp-proxy's ACLs).
 # Rate limiters are not among them: what they refuse is how much, not what.
@@ -35,6 +36,8 @@ ACCESS_PLUGINS: Final = frozenset(
         "ai-mcp-oauth2",
         "ai-mcp-proxy",
         "ai-prompt-guard",
+        "ai-prompt-template",
+        "ai-sanitizer",
         "ai-semantic-prompt-guard",
         "ai-semantic-response-guard",
         "basic-auth",
@@ -79,26 +82,16 @@ KONG_PLUGINS: Final = ACCESS_PLUGINS | frozenset(
         OIDC_PLUGIN,
         "acme",
         "ai-a2a-proxy",
-        "ai-aws-guardrails",
-        "ai-azure-content-safety",
-        "ai-custom-guardrail",
-        "ai-gcp-model-armor",
-        "ai-lakera-guard",
         "ai-llm-as-judge",
         "ai-prompt-compressor",
         "ai-prompt-decorator",
-        "ai-prompt-guard",
-        "ai-prompt-template",
         "ai-proxy",
         "ai-proxy-advanced",
         "ai-rag-injector",
         "ai-rate-limiting-advanced",
         "ai-request-transformer",
         "ai-response-transformer",
-        "ai-sanitizer",
         "ai-semantic-cache",
-        "ai-semantic-prompt-guard",
-        "ai-semantic-response-guard",
         "app-dynamics",
         "application-registration",
         "aws-lambda",
@@ -118,16 +111,13 @@ KONG_PLUGINS: Final = ACCESS_PLUGINS | frozenset(
         "grpc-gateway",
         "grpc-web",
         "http-log",
-        "injection-protection",
         "jq",
-        "json-threat-protection",
         "kafka-consume",
         "kafka-log",
         "kafka-upstream",
         "loggly",
         "metering-and-billing",
         "mocking",
-        "oas-validation",
         "opentelemetry",
         "prometheus",
         "proxy-cache",
@@ -138,7 +128,6 @@ KONG_PLUGINS: Final = ACCESS_PLUGINS | frozenset(
         "request-size-limiting",
         "request-transformer",
         "request-transformer-advanced",
-        "request-validator",
         "response-ratelimiting",
         "response-transformer",
         "response-transformer-advanced",
@@ -159,8 +148,6 @@ KONG_PLUGINS: Final = ACCESS_PLUGINS | frozenset(
         "upstream-oauth",
         "upstream-timeout",
         "websocket-size-limit",
-        "websocket-validator",
-        "xml-threat-protection",
         "zipkin",
     }
 )

@@ -67,4 +67,10 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's process under a reused pid: not a worker of ours
         return False
-    return True
+    # A worker that has exited but is not reaped yet (its parent gone, init slow to) is a
+    # zombie: kill(pid, 0) still finds it, but it uses the files no more.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc to ask: count it, and leave the files rather than pull them

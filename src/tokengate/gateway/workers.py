@@ -159,7 +159,10 @@ class _CannotListen(Exception):
 def _bind_error(exc: OSError, settings: GatewaySettings) -> str:
     if isinstance(exc, ListenError):  # the listener is known: name its option alone
         host, port = settings.listen if exc.flag == "--listen" else settings.status_listen
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        # asyncio's message repeats the address: the errno's own words are enough.
+        reason = os.strerror(exc.errno).lower() if exc.errno else exc.strerror
+        if exc.errno == errno.EADDRINUSE:
+            reason = "address already in use"
         return (
             f"tokengate gateway: cannot listen on {host}:{port}: {reason}; choose another "
             f"address with {exc.flag}"
@@ -219,6 +222,8 @@ def _worker_main(
         # The supervisor died without its clean-up (SIGKILL, the OOM killer): the last worker
         # out removes the run's files.
         leave_orphaned_run(os.path.dirname(snapshot))
+    else:  # the supervisor unmarks it too when it reaps it, unless it dies before
+        unmark_worker(os.path.dirname(snapshot), os.getpid())
     sys.exit(code)
 
 
@@ -276,7 +281,10 @@ class _Snapshot:
 def _check_bindable(settings: GatewaySettings) -> str | None:
     """Bind (without listening) each address as the workers will, so that a port another
     program holds is one clear error now, not a crash loop of workers."""
-    for host, port in (settings.listen, settings.status_listen):
+    for flag, (host, port) in (
+        ("--listen", settings.listen),
+        ("--status-listen", settings.status_listen),
+    ):
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             for family, kind, proto, _, address in infos:
@@ -285,7 +293,7 @@ def _check_bindable(settings: GatewaySettings) -> str | None:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                     sock.bind(address)
         except OSError as exc:
-            return _bind_error(exc, settings)
+            return _bind_error(ListenError(flag, exc), settings)
     return None
 
 

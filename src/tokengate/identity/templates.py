@@ -692,7 +692,9 @@ def _to_int64(value: Any) -> int:
     if isinstance(value, float):
         return _int64(int(value)) if math.isfinite(value) else 0
     if isinstance(value, str):
-        text = re.sub(r"^([+-]?\d+)\.0*$", r"\1", value)
+        if not value.isascii():  # Go parses ASCII digits only; int() takes any script's
+            return 0
+        text = re.sub(r"^([+-]?[0-9]+)\.0*$", r"\1", value)
         try:
             if re.fullmatch(r"[+-]?0[0-7]+", text):
                 return _int64(int(text, 8))
@@ -703,14 +705,27 @@ def _to_int64(value: Any) -> int:
 
 
 def _to_float64(value: Any) -> float:
+    """spf13/cast.ToFloat64: strconv.ParseFloat, 0 when it fails. Python's float() is looser:
+    any script's digits, surrounding whitespace and '_' between digits are refused here."""
     if isinstance(value, bool | int | float):
         return float(value)
     if isinstance(value, str):
+        if not value.isascii() or value != value.strip() or "_" in value:
+            return 0.0
         try:
             return float(value)
         except ValueError:
             return 0.0
     return 0.0
+
+
+def _atoi(value: Any) -> int:
+    """sprig's atoi: strconv.Atoi, whose out-of-range answer (kept, its error ignored) is the
+    nearest int64; 0 for anything that is not an integer in ASCII digits."""
+    text = _str(value)
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        return 0
+    return max(-(2**63), min(2**63 - 1, int(text)))
 
 
 def _strval(value: Any) -> str:
@@ -1216,7 +1231,7 @@ def _b32dec(s: Any) -> str:
 
 
 # conversions and math (sprig: lenient casts, int64 arithmetic)
-_fn("atoi", args=1)(lambda s: int(_str(s)) if re.fullmatch(r"[+-]?[0-9]+", _str(s)) else 0)
+_fn("atoi", args=1)(_atoi)
 _fn("int", "int64", args=1)(_to_int64)
 _fn("float64", args=1)(_to_float64)
 _fn("add", args=(0, None))(lambda *a: _int64(sum(_to_int64(x) for x in a)))
