@@ -17,12 +17,13 @@ __all__ = ["ACCESS_PLUGINS", "KONG_PLUGINS", "OIDC_PLUGIN", "closest_plugin", "k
 
 OIDC_PLUGIN: Final = "openid-connect"
 
-# Kong's plugins that decide whether a request gets in: by who sends it (authentication, acl,
-# ip, bot and policy checks, request-termination), by what it carries (validators, threat and
-# injection protection, the AI guards and sanitiser, ai-prompt-template's refusal of untemplated
-# prompts: ignoring them lets in what Kong keeps out), and those
-# that may end a request by code or flow tokengate cannot read (the serverless functions, where
-# hand-written auth lives; datakit's exit node; request-callout's Lua; ai-mcp-proxy's ACLs).
+# Kong's plugins that decide whether a request gets in:
+# - by who sends it (authentication, acl, ip, bot and policy checks, request-termination);
+# - by what it carries (validators, threat and injection protection, the AI guards and
+#   sanitiser, ai-prompt-template's refusal of untemplated prompts): ignoring them lets in what
+#   Kong keeps out;
+# - by code or flow tokengate cannot read (the serverless functions, where hand-written auth
+#   lives; datakit's exit node; request-callout's Lua; ai-mcp-proxy's ACLs).
 # Rate limiters are not among them: what they refuse is how much, not what.
 ACCESS_PLUGINS: Final = frozenset(
     {
@@ -155,12 +156,18 @@ KONG_PLUGINS: Final = ACCESS_PLUGINS | frozenset(
 
 def kong_spelling(name: str) -> str | None:
     """The Kong plugin `name` spells another way (case, '_' or spaces for '-'), else None."""
-    spelled = name.strip().lower().replace("_", "-").replace(" ", "-")
+    spelled = _as_kong_spells(name)
     return spelled if spelled in KONG_PLUGINS else None
 
 
 def closest_plugin(name: str) -> str | None:
     """A Kong plugin whose name is close to `name` (a typo's likely meaning), else None."""
-    spelled = name.strip().lower().replace("_", "-").replace(" ", "-")
-    found = difflib.get_close_matches(spelled, sorted(KONG_PLUGINS), n=1, cutoff=0.8)
+    found = difflib.get_close_matches(_as_kong_spells(name), _SORTED, n=1, cutoff=0.8)
     return found[0] if found else None
+
+
+def _as_kong_spells(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+_SORTED: Final = sorted(KONG_PLUGINS)  # difflib's answer does not depend on set order
