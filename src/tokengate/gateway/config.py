@@ -303,7 +303,8 @@ class _Loader:
         self.legacy_version: str | None = None
         # Consumers are not run, but `anonymous` must name one (username or id), and one with
         # no plugin that refuses requests: Kong would run it on every anonymous request.
-        # Found as Kong finds a consumer a reference names: by id first, then by username.
+        # Looked up by find_consumer (anonymous) and referenced_consumer (a plugin's consumer),
+        # each in Kong's own order.
         self.consumers_by_id: dict[str, Consumer] = {}
         self.consumers_by_username: dict[str, Consumer] = {}
         self.group_names: set[str] = set()  # consumer groups' names and ids
@@ -736,14 +737,12 @@ class _Loader:
         if refused is not None and refused not in self.refusing_consumers:
             self.refusing_consumers.append(refused)
         group = data.get("consumer_group")
-        if isinstance(group, dict):
-            group = group.get("id") or group.get("name")
-        if data.get("consumer_group") is not None and (
-            not isinstance(group, str) or group not in self.group_names
-        ):
-            f.error("consumer_group", "names no consumer group of this file")
-        if data.get("consumer_group") is not None and _refuses_requests(data):
-            self.group_plugin = self.group_plugin or path
+        if group is not None:
+            named = (group.get("id") or group.get("name")) if isinstance(group, dict) else group
+            if not isinstance(named, str) or named not in self.group_names:
+                f.error("consumer_group", "names no consumer group of this file")
+            if _refuses_requests(data):
+                self.group_plugin = self.group_plugin or path
         if name is not None and name not in KONG_PLUGINS and not self._unknown_plugin(path, name):
             return
         raw_config = f.mapping("config")
@@ -796,8 +795,7 @@ class _Loader:
                 )
             f.report.warn(f.path, message)
         elif name in self.ignored_plugins:
-            message = f"plugin '{name}' is not run (--ignore-plugins): what it guards is open"
-            f.report.warn(f.path, message)
+            self._warn_ignored(f.path, name)
         else:
             # Kong refuses a file whose plugins it cannot run; ignoring one that decides who
             # gets in would open, without a word, what Kong keeps shut.
@@ -808,13 +806,16 @@ class _Loader:
                 f"--ignore-plugins {name} to accept that",
             )
 
+    def _warn_ignored(self, path: str, name: str) -> None:
+        message = f"plugin '{name}' is not run (--ignore-plugins): what it guards is open"
+        self.report.warn(path, message)
+
     def _unknown_plugin(self, path: str, name: str) -> bool:
         """A name Kong does not bundle: Kong refuses the file unless that plugin is installed,
         and when it is (a custom one) tokengate cannot run it. An error, unless --ignore-plugins
         names it; whether the rest of the entry is still read."""
         if name in self.ignored_plugins:
-            message = f"plugin '{name}' is not run (--ignore-plugins): what it guards is open"
-            self.report.warn(path, message)
+            self._warn_ignored(path, name)
             return True
         spelled = kong_spelling(name)
         if spelled is not None:

@@ -21,7 +21,6 @@ same config as the others even if the file has since changed.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import gc
 import logging
@@ -112,10 +111,7 @@ async def serve(
     # during start-up were held back, and are handled from here on.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     try:
-        try:
-            await server.start()
-        except OSError as exc:  # binding a listener: said as such by _run_one
-            raise _CannotListen(exc) from exc
+        await server.start()  # a listener that cannot bind raises ListenError, said by _run_one
         # Everything loaded so far (config, routes, modules) lives as long as the process: keep
         # it out of the collector's scans, which otherwise re-walk it on every full collection.
         # (Those of them in reference cycles outlive a reload: one config's worth, once.)
@@ -150,30 +146,15 @@ def _ignore() -> None:
     pass
 
 
-class _CannotListen(Exception):
-    def __init__(self, cause: OSError) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def _bind_error(exc: OSError, settings: GatewaySettings) -> str:
-    if isinstance(exc, ListenError):  # the listener is known: name its option alone
-        host, port = settings.listen if exc.flag == "--listen" else settings.status_listen
-        # asyncio's message repeats the address: the errno's own words are enough.
-        reason = os.strerror(exc.errno).lower() if exc.errno else exc.strerror
-        if exc.errno == errno.EADDRINUSE:
-            reason = "address already in use"
-        return (
-            f"tokengate gateway: cannot listen on {host}:{port}: {reason}; choose another "
-            f"address with {exc.flag}"
-        )
-    if exc.errno == errno.EADDRINUSE:
-        return (
-            f"tokengate: cannot listen: address already in use ({exc.strerror}); "
-            f"choose another port with --listen ({settings.listen[0]}:{settings.listen[1]}) "
-            f"or --status-listen ({settings.status_listen[0]}:{settings.status_listen[1]})"
-        )
-    return f"tokengate: cannot listen: {exc.strerror or exc}"
+def _bind_error(exc: ListenError, settings: GatewaySettings) -> str:
+    """The one listener that could not bind, by its address and the option that chose it."""
+    host, port = settings.listen if exc.flag == "--listen" else settings.status_listen
+    # The errno's own words: asyncio's message repeats the address.
+    reason = os.strerror(exc.errno).lower() if exc.errno else exc.strerror
+    return (
+        f"tokengate gateway: cannot listen on {host}:{port}: {reason}; choose another address "
+        f"with {exc.flag}"
+    )
 
 
 def _run_one(
@@ -197,8 +178,8 @@ def _run_one(
                 load=load,
             )
         )
-    except _CannotListen as exc:
-        print(_bind_error(exc.cause, settings), file=sys.stderr)
+    except ListenError as exc:
+        print(_bind_error(exc, settings), file=sys.stderr)
         return 1
     return 0
 
