@@ -31,9 +31,10 @@ from tokengate import __version__
 from tokengate.gateway import access_log, responses
 from tokengate.gateway.auth import CACHED, Authenticator, key_source
 from tokengate.gateway.config import GatewayConfig, Route, Service
+from tokengate.gateway.cors import Cors, CorsConfig
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
-from tokengate.gateway.exchange import ERROR, Exchange
+from tokengate.gateway.exchange import ERROR, SERVICE, Exchange
 from tokengate.gateway.extract import body_holds_token, is_encoded, needs_body
 from tokengate.gateway.forwarded import (
     Forwarded,
@@ -117,6 +118,12 @@ class Gateway:
         )
         # Host header → _read_host's answer; clients send a few hosts, over and over.
         self._hosts: dict[str, tuple[str, bytes] | None] = {}
+        self._cors: dict[int, Cors] = {}
+        shared_cors: dict[CorsConfig, Cors] = {}
+        for route in config.routes:
+            if route.cors is not None:
+                cors = shared_cors.get(route.cors) or Cors(route.cors)
+                self._cors[id(route)] = shared_cors[route.cors] = cors
 
     @property
     def listen_port(self) -> bytes:
@@ -208,6 +215,11 @@ class Gateway:
             response = responses.kong_error(500, "An unexpected error occurred")
         if not isinstance(response, RawResponse):
             response.headers.setdefault("X-Request-Id", request_id.decode())
+            cors = exchange.answer_edit
+            # An upstream's answer got them as it was relayed, an HTTP/1.1 refusal as it was
+            # written; the rest of the gateway's own answers get them here.
+            if cors is not None and exchange.source != SERVICE and not response.prepared:
+                cors.apply(response)
         self._account(request, response, exchange, request_id, started)
         return response
 
@@ -316,6 +328,13 @@ class Gateway:
         # Before the plugins and the service, as Kong's runloop: "https" exactly, as Kong reads it.
         if route_key in self._https_only and (forwarded is None or forwarded.proto != "https"):
             return self._https_required(match.route, forwarded, host_header, raw_target)
+        if self._cors and (cors := self._cors.get(route_key)) is not None:
+            # Kong's cors runs first (priority 2000): a preflight is its to answer, before
+            # openid-connect, unless preflight_continue hands it on (then without its headers).
+            if not cors.is_preflight(request.method, request.headers):
+                exchange.answer_edit = cors.answer_edit(request.headers)
+            elif not cors.config.preflight_continue:
+                return cors.preflight(request.headers)
 
         edits, body, body_prefix = NO_EDITS, None, b""
         auth = self._auth.get(route_key)
@@ -348,12 +367,15 @@ class Gateway:
                 except AuthError as exc:
                     exchange.auth_seconds = perf_counter() - checking
                     exchange.outcome = exc.reason
+                    extra = exchange.answer_edit.head if exchange.answer_edit else b""
                     if body is None and "Expect" in request.headers and request.body_exists:
                         # A client that waits for a 100 Continue may send its body later, or
                         # never: what comes next cannot be told from a next request. Close.
-                        refusal = auth.refuse(exc, request, request_id, close=True)
+                        refusal = auth.refuse(exc, request, request_id, close=True, extra=extra)
+                        if exchange.answer_edit and not isinstance(refusal, RawResponse):
+                            exchange.answer_edit.apply(refusal)  # sent before handle() sees it
                         return await answer_and_close(request, refusal)
-                    return auth.refuse(exc, request, request_id)
+                    return auth.refuse(exc, request, request_id, extra=extra)
             exchange.auth_seconds = perf_counter() - checking
 
         service = match.route.service

@@ -441,10 +441,18 @@ class Authenticator:
 
     # -- the refusal -----------------------------------------------------------------------
     def refuse(
-        self, exc: AuthError, request: web.BaseRequest, request_id: bytes, *, close: bool = False
+        self,
+        exc: AuthError,
+        request: web.BaseRequest,
+        request_id: bytes,
+        *,
+        close: bool = False,
+        extra: bytes = b"",
     ) -> web.StreamResponse:
         """The one place an AuthError becomes an HTTP answer (RFC 6750 §3): Kong's body, the
-        challenge, pre-serialised once per kind of refusal (a flood of bad tokens costs little)."""
+        challenge, pre-serialised once per kind of refusal (a flood of bad tokens costs little).
+        `extra`: header lines of other plugins (cors) for the HTTP/1.1 answer; the caller
+        edits an HTTP/1.0 one, which aiohttp writes."""
         self._refusals.note(exc)
         key = (type(exc), exc.detail if self.config.display_errors else None)
         prepared = self._answers.get(key)
@@ -462,8 +470,9 @@ class Authenticator:
                 charset="utf-8",
             )
         keep_alive = request.keep_alive and not close
-        head = b"%b%bX-Request-Id: %b\r\n%b\r\n" % (
+        head = b"%b%b%bX-Request-Id: %b\r\n%b\r\n" % (
             fixed_head,
+            extra,
             date_line(),
             request_id,
             b"" if keep_alive else b"Connection: close\r\n",

@@ -7,8 +7,9 @@
 Nothing downstream of this module reads the raw YAML. Times in kong.yaml are milliseconds;
 here they are seconds (floats), so the forwarder never converts. Kong's plugin precedence
 (route > service > global) is resolved here: `Route.oidc` is the typed config of the one
-openid-connect instance that applies (oidc_config.py validates it; `Route.plugins` keeps that
-instance's raw config). Disabled services and their routes are left out (with a warning).
+openid-connect instance that applies (oidc_config.py validates it), `Route.cors` that of the
+cors instance (cors.py), and `Route.plugins` keeps their raw configs. Disabled services and
+their routes are left out (with a warning).
 Field readers and value checks live in config_checks.py.
 """
 
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from tokengate.gateway.config_checks import (
     Fields,
@@ -46,6 +47,7 @@ from tokengate.gateway.config_checks import (
     target_address,
     upstream_name,
 )
+from tokengate.gateway.cors import CORS_PLUGIN, CorsConfig, parse_cors_config
 from tokengate.gateway.kong_plugins import (
     ACCESS_PLUGINS,
     KONG_PLUGINS,
@@ -97,9 +99,9 @@ class Service:
 @dataclass(frozen=True, slots=True)
 class Plugin:
     """One enabled plugin instance as it applies to a route after Kong's precedence
-    (route > service > global). Only `openid-connect` reaches here; others are warned about.
-    `config` is a read-only copy of what the file says; read the validated, typed view from
-    `Route.oidc`."""
+    (route > service > global). Only `openid-connect` and `cors` reach here; others are warned
+    about. `config` is a read-only copy of what the file says; read the validated, typed view
+    from `Route.oidc` or `Route.cors`."""
 
     name: str
     config: Mapping[str, Any]
@@ -129,6 +131,7 @@ class Route:
     snis: tuple[str, ...] = ()
     plugins: tuple[Plugin, ...] = ()
     oidc: OidcConfig | None = None  # the openid-connect config that applies; None: no auth
+    cors: CorsConfig | None = None  # the cors config that applies
 
     @property
     def https_only(self) -> bool:
@@ -285,6 +288,14 @@ class _PluginEntry(_Entry):
     scope: _Scope
 
 
+@dataclass(eq=False)
+class _CorsEntry(_Entry):
+    plugin: Plugin
+    cors: CorsConfig | None  # None only when its config has errors (already reported)
+    enabled: bool
+    scope: _Scope
+
+
 class _Loader:
     """One pass over the document, then `finish` ties routes to services and plugins.
 
@@ -300,6 +311,7 @@ class _Loader:
         self.service_entries: list[_ServiceEntry] = []
         self.route_entries: list[_RouteEntry] = []
         self.plugin_entries: list[_PluginEntry] = []
+        self.cors_entries: list[_CorsEntry] = []
         self.legacy_version: str | None = None
         # Consumers are not run, but `anonymous` must name one (username or id), and one with
         # no plugin that refuses requests: Kong would run it on every anonymous request.
@@ -686,11 +698,10 @@ class _Loader:
             name = plugin.get("name")
             if not isinstance(name, str):
                 self.report.error(at(entry, "name"), f"expected a string, got {describe(name)}")
-            elif name == OIDC_PLUGIN:
-                # Kong's schema for it: `consumer = typedefs.no_consumer` (it finds the consumer).
-                self.report.error(
-                    at(entry, "name"), f"'{OIDC_PLUGIN}' cannot be scoped to a {owner}"
-                )
+            elif name == OIDC_PLUGIN or (name == CORS_PLUGIN and owner == "consumer"):
+                # Kong's schemas for both: `consumer = typedefs.no_consumer` (openid-connect
+                # finds the consumer; cors answers before any plugin has).
+                self.report.error(at(entry, "name"), f"'{name}' cannot be scoped to a {owner}")
             elif name not in KONG_PLUGINS:
                 self._unknown_plugin(entry, name)
 
@@ -754,6 +765,9 @@ class _Loader:
         f.mapping("ordering")
         protocols = f.each("protocols", kong_protocol)
         scope = self._plugin_scope(f, fixed_scope)
+        if name == CORS_PLUGIN and not f.given("consumer_group"):
+            self._cors_plugin(f, raw_config, scope, enabled)
+            return
         if name != OIDC_PLUGIN:
             if name is not None and scope is not None and enabled:
                 self._other_plugin(
@@ -779,6 +793,26 @@ class _Loader:
         plugin = Plugin(name=name, config=MappingProxyType(copy.deepcopy(config)))
         self.plugin_entries.append(_PluginEntry(path, plugin, oidc, enabled, scope))
 
+    def _cors_plugin(
+        self, f: Fields, raw_config: dict[Any, Any] | None, scope: _Scope | None, enabled: bool
+    ) -> None:
+        if f.given("consumer"):
+            # Kong's schema for it: `consumer = typedefs.no_consumer`.
+            f.error("consumer", f"'{CORS_PLUGIN}' cannot be scoped to a consumer")
+            return
+        cors = None
+        if raw_config is not None or not f.given("config"):
+            cors = parse_cors_config(raw_config or {}, at(f.path, "config"), self.report)
+        if scope is None:
+            return
+        if f.given("ordering"):
+            f.warn("ordering", "ignored by tokengate")
+        protocols = f.raw("protocols")
+        if isinstance(protocols, list) and not {"http", "https"} <= set(protocols):
+            f.warn("protocols", f"ignored: tokengate runs {CORS_PLUGIN} on http and https")
+        plugin = Plugin(name=CORS_PLUGIN, config=MappingProxyType(copy.deepcopy(raw_config or {})))
+        self.cors_entries.append(_CorsEntry(f.path, plugin, cors, enabled, scope))
+
     def _other_plugin(self, f: Fields, name: str, *, for_consumer: bool) -> None:
         """A plugin tokengate does not run, on a route, a service or every route. One scoped
         to a consumer (group) runs in Kong only for requests it identifies as that consumer's,
@@ -787,12 +821,6 @@ class _Loader:
             return  # --ignore-plugins accepted it (warned about by _unknown_plugin)
         if name not in ACCESS_PLUGINS or for_consumer:
             message = f"plugin '{name}' is not supported by tokengate and is ignored"
-            if name == "cors":
-                # Kong's cors (priority 2000) answers a preflight before openid-connect runs.
-                message += (
-                    ": where openid-connect applies too, CORS preflights (OPTIONS) reach it, "
-                    "which answers them 401 without a token unless its run_on_preflight is false"
-                )
             f.report.warn(f.path, message)
         elif name in self.ignored_plugins:
             self._warn_ignored(f.path, name)
@@ -849,6 +877,7 @@ class _Loader:
 
     def _finish(self) -> GatewayConfig:
         active = self._active_plugins()
+        active_cors = self._active_cors()
         routes = []
         for entry in self.route_entries:
             owner = entry.service
@@ -863,12 +892,14 @@ class _Loader:
                 )
                 self.report.warn(entry.path, message)
             plugin = _effective_plugin(entry, active)
+            cors = _effective_plugin(entry, active_cors)
             routes.append(
                 replace(
                     entry.route,
                     service=owner.service if owner else None,
-                    plugins=(plugin.plugin,) if plugin else (),
+                    plugins=tuple(found.plugin for found in (cors, plugin) if found is not None),
                     oidc=plugin.oidc if plugin else None,
+                    cors=cors.cors if cors else None,
                 )
             )
         services = tuple(entry.service for entry in self.service_entries if entry.enabled)
@@ -954,6 +985,19 @@ class _Loader:
                 active[entry.scope] = entry
         return active
 
+    def _active_cors(self) -> dict[_Scope, _CorsEntry]:
+        """Enabled cors plugins by scope; Kong allows one instance per scope."""
+        first: dict[_Scope, _CorsEntry] = {}
+        active: dict[_Scope, _CorsEntry] = {}
+        for entry in self.cors_entries:
+            seen = first.setdefault(entry.scope, entry)
+            if seen is not entry:
+                message = f"duplicate '{CORS_PLUGIN}' plugin on the same scope as {seen.path}"
+                self.report.error(entry.path, message)
+            elif entry.enabled:
+                active[entry.scope] = entry
+        return active
+
 
 # Kong's declarative loader gives an entity declared without an id a UUIDv5 of its endpoint key
 # (a consumer's username) in a namespace derived from the entity's name, so it is the same at
@@ -1024,9 +1068,10 @@ def _health_checks_on(healthchecks: Any) -> bool:
     )
 
 
-def _effective_plugin(
-    route: _RouteEntry, active: Mapping[_Scope, _PluginEntry]
-) -> _PluginEntry | None:
+_E = TypeVar("_E")
+
+
+def _effective_plugin(route: _RouteEntry, active: Mapping[_Scope, _E]) -> _E | None:
     # Kong's precedence, most specific first; a disabled plugin is absent, so the next one applies.
     service = route.service
     for scope in ((route, service), (route, None), (None, service), (None, None)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from tokengate.gateway.cors import AnswerEdit
     from tokengate.gateway.metrics import RouteStats
     from tokengate.gateway.upstream import UpstreamPool
 
@@ -37,3 +38,4 @@ class Exchange:
     path: str | None = None  # the request's path, without query (absolute-form: its path only)
     switched: bool = False  # a WebSocket tunnel was answered 101: its end is not an error
     client_ip: str | None = None  # a trusted proxy's X-Real-IP client; None: the peer
+    answer_edit: AnswerEdit | None = None  # the route's cors headers, for whatever answers

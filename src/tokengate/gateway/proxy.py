@@ -415,6 +415,11 @@ class Forwarder:
     ) -> web.StreamResponse:
         if not conn.complete and _declared_small(conn):
             await conn.read_to_end(service.read_timeout)
+        raw_headers = conn.headers
+        cors = exchange.answer_edit
+        if cors is not None:  # the route's cors: its headers replace the upstream's
+            raw_headers = [line for line in raw_headers if line[0].lower() not in cors.drop]
+            answer += cors.lines
         if conn.complete and request.version == (1, 1):
             status = conn.status
             bodiless = status in _BODILESS_STATUS or request.method == "HEAD"
@@ -423,7 +428,7 @@ class Forwarder:
             head = response_head(
                 status,
                 conn.reason,
-                conn.headers,
+                raw_headers,
                 body_length=None if bodiless else len(body),
                 request_id=request_id,
                 keep_alive=keep_alive,
@@ -436,7 +441,7 @@ class Forwarder:
                 body_size=len(body),
                 send_timeout=self._settings.client_send_timeout,
             )
-        headers = response_headers(conn.headers, request_id, answer)
+        headers = response_headers(raw_headers, request_id, answer)
         if conn.complete:  # an HTTP/1.0 client: aiohttp knows its keep-alive rules
             return RelayedBody(status=conn.status, headers=headers, body=conn.take_body() or None)
         return await self._stream_response(request, conn, service, headers, exchange)

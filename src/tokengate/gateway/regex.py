@@ -26,7 +26,7 @@ import re2  # google-re2: no type information
 
 _Compiled = Any  # re2's compiled pattern: .match(text) / .search(text) → a match or None
 
-__all__ = ["HeaderRegex", "PathRegex", "RegexError"]
+__all__ = ["HeaderRegex", "OriginRegex", "PathRegex", "RegexError"]
 
 _META = frozenset(".^$*+?{}[]()|\\")
 
@@ -79,6 +79,19 @@ class HeaderRegex:
 
     def search(self, value: str) -> bool:
         return self._regex.search(_bytes(value)) is not None
+
+
+class OriginRegex:
+    """A cors plugin origin: matched from the start, case-sensitively (the caller anchors its
+    end, as Kong does)."""
+
+    __slots__ = ("_regex",)
+
+    def __init__(self, pattern: str) -> None:
+        self._regex = _compile(pattern)
+
+    def matches(self, text: str) -> bool:
+        return self._regex.match(_bytes(text)) is not None
 
 
 def _bytes(text: str) -> bytes:

@@ -1,0 +1,312 @@
+"""Kong's `cors` plugin: its config, its preflight answer, and the headers it puts on the rest.
+
+    config = parse_cors_config(raw, "plugins[0].config", report)   # errors name the field
+    cors = Cors(config)
+    if cors.answers_preflight(request.method, request.headers):
+        return cors.preflight(request.headers)           # 200, before openid-connect runs
+    edit = cors.answer_edit(request.headers)              # AnswerEdit | None: every other answer
+
+Kong runs cors at priority 2000, before openid-connect (1050): a preflight gets its 200 without
+a token, and an answer openid-connect refuses carries the CORS headers too, so a browser script
+can read its 401. The rules are Kong's handler's (kong/plugins/cors/handler.lua), quirks kept:
+- no origins, or only "*": `Access-Control-Allow-Origin: *`;
+- one origin of plain characters (`[A-Za-z0-9.:/-]`): that origin, whatever the request's;
+- otherwise the request's Origin, normalised (a default port dropped), when it equals a plain
+  origin or matches a regex one; a "*" among several allows any; no match: no header at all,
+  even one the upstream sent;
+- a regex is anchored at both ends, and matched against the Origin's host when the regex has
+  no ":" (`(.*\\.)?example\\.com`), else against `scheme://host[:port]`;
+- `Vary: Origin` whenever the answer depends on the Origin; with `credentials`,
+  `Access-Control-Allow-Credentials: true`, and "*" becomes the request's Origin.
+Regexes are RE2's (see regex.py), where Kong's are PCRE: look-arounds and back-references are
+refused when the config loads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from tokengate.gateway.config_checks import Fields, Report
+from tokengate.gateway.rawresponse import SERVER
+from tokengate.gateway.regex import OriginRegex, RegexError
+
+__all__ = ["CORS_PLUGIN", "AnswerEdit", "Cors", "CorsConfig", "parse_cors_config"]
+
+CORS_PLUGIN: Final = "cors"
+# Kong's schema: the methods a preflight may be told, all of them by default.
+_METHODS: Final = ("GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+_FIELDS: Final = frozenset(
+    {"origins", "headers", "exposed_headers", "methods", "max_age", "credentials",
+     "private_network", "preflight_continue", "allow_origin_absent"}
+)  # fmt: skip
+# Kong reads an origin of these characters alone as a plain origin, any other as a regex.
+_PLAIN: Final = re.compile(r"[A-Za-z0-9.:/-]+")
+# LuaSocket's url.parse, which Kong normalises origins with: a scheme, then "//" and authority.
+_SCHEME: Final = re.compile(r"([A-Za-z0-9][A-Za-z0-9+\-.]*):")
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
+
+_ACAO: Final = b"Access-Control-Allow-Origin"
+_ACAC: Final = b"Access-Control-Allow-Credentials"
+_ACEH: Final = b"Access-Control-Expose-Headers"
+_VARY: Final = (b"Vary", b"Origin")
+
+
+@dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """Kong's cors config fields, with its defaults."""
+
+    origins: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    exposed_headers: tuple[str, ...] = ()
+    methods: tuple[str, ...] = _METHODS
+    max_age: float | None = None
+    credentials: bool = False
+    private_network: bool = False
+    preflight_continue: bool = False
+    allow_origin_absent: bool = True
+
+
+def parse_cors_config(data: Mapping[Any, Any], path: str, report: Report) -> CorsConfig | None:
+    """A plugin's `config` checked as Kong's schema checks it; None when it has errors (each
+    one reported at its field)."""
+    before = len(report.errors)
+    f = Fields(report, path, dict(data), _FIELDS)
+    origins = f.each("origins", _origin)
+    for origin in origins:
+        if "://*." in origin:
+            # Kong reads it as a regex too, where "/*" repeats the "/": it allows no subdomain.
+            f.warn(
+                "origins",
+                f"'{origin}' is a regular expression, as Kong reads it, where '*' repeats the "
+                "character before it, so it matches no subdomain: to allow any subdomain, "
+                "write for example 'https://(.+\\.)?example\\.com'",
+            )
+    methods = f.each("methods", _method) if f.given("methods") else _METHODS
+    config = CorsConfig(
+        origins=origins,
+        headers=f.each("headers", _header_value),
+        exposed_headers=f.each("exposed_headers", _header_value),
+        methods=methods,
+        max_age=f.number("max_age", None, float("-inf")),
+        credentials=f.boolean("credentials", False),
+        private_network=f.boolean("private_network", False),
+        preflight_continue=f.boolean("preflight_continue", False),
+        allow_origin_absent=f.boolean("allow_origin_absent", True),
+    )
+    return config if len(report.errors) == before else None
+
+
+def _origin(text: str) -> str:
+    if text != "*" and not _PLAIN.fullmatch(text):
+        _regex(text)  # RegexError is a ValueError: reported at this entry
+    return text
+
+
+def _header_value(text: str) -> str:
+    # Written into an answer's header as it is.
+    if not text.isascii() or not text.isprintable():
+        raise ValueError(f"{text!r} is not printable ASCII")
+    return text
+
+
+def _method(text: str) -> str:
+    if text not in _METHODS:
+        raise ValueError(f"must be one of {', '.join(_METHODS)}, got '{text}'")
+    return text
+
+
+def _regex(origin: str) -> OriginRegex:
+    # Kong anchors the regex at the end unless it already is, and matches it from the start.
+    pattern = origin if origin.endswith("$") else origin + "$"
+    try:
+        return OriginRegex(pattern[1:] if pattern.startswith("^") else pattern)
+    except RegexError as exc:
+        raise ValueError(f"'{origin}' is not a valid origin or regex ({exc})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Allowed:
+    """One entry of several origins: a plain one (normalised) or a regex."""
+
+    domain: str | None
+    regex: OriginRegex | None
+    by_host: bool  # a regex without ":" is matched against the host alone
+
+    def allows(self, domain: str, host: str) -> bool:
+        if self.regex is None:
+            return domain == self.domain
+        return self.regex.matches(host if self.by_host else domain)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerEdit:
+    """What cors changes in an answer: header names (lower-case) taken out of it, then the
+    lines added. `head` is the same lines as HTTP/1.1 header bytes."""
+
+    drop: frozenset[bytes]
+    lines: tuple[tuple[bytes, bytes], ...]
+
+    @property
+    def head(self) -> bytes:
+        return b"".join(b"%b: %b\r\n" % line for line in self.lines)
+
+    def apply(self, response: web.StreamResponse) -> None:
+        """Edit an answer the gateway wrote itself (not yet sent)."""
+        for name in self.drop:
+            response.headers.popall(name.decode("ascii"), None)
+        for name, value in self.lines:
+            response.headers.add(name.decode("ascii"), value.decode("ascii"))
+
+
+class Cors:
+    """One cors plugin instance, ready to answer."""
+
+    def __init__(self, config: CorsConfig) -> None:
+        self.config = config
+        origins = config.origins
+        self._any = not origins or origins == ("*",)
+        # One plain origin: sent as it is, whatever the request's.
+        self._single = origins[0] if len(origins) == 1 and _PLAIN.fullmatch(origins[0]) else None
+        self._star_listed = "*" in origins
+        self._allowed = tuple(
+            _Allowed(None, _regex(origin), ":" not in origin)
+            if not _PLAIN.fullmatch(origin)
+            else _Allowed(_normalise(origin)[0], None, False)
+            for origin in origins
+            if origin != "*"
+        )
+        methods = ",".join(config.methods).encode("ascii")
+        fixed = [(b"Access-Control-Allow-Methods", methods)]
+        if config.max_age is not None:
+            fixed.append((b"Access-Control-Max-Age", format(config.max_age, ".14g").encode()))
+        self._preflight_fixed = tuple(fixed)
+        self._allow_headers = ",".join(config.headers) if config.headers else None
+        self._expose = (
+            ((_ACEH, ",".join(config.exposed_headers).encode("latin-1")),)
+            if config.exposed_headers
+            else ()
+        )
+
+    @staticmethod
+    def is_preflight(method: str, headers: Mapping[str, str]) -> bool:
+        return (
+            method == "OPTIONS"
+            and "Origin" in headers
+            and "Access-Control-Request-Method" in headers
+        )
+
+    def answers_preflight(self, method: str, headers: Mapping[str, str]) -> bool:
+        """Whether this request is a preflight cors answers itself (preflight_continue off)."""
+        return not self.config.preflight_continue and self.is_preflight(method, headers)
+
+    def preflight(self, headers: Mapping[str, str]) -> web.Response:
+        """Kong's 200 to a CORS preflight: no body, the allowed origin, methods and headers."""
+        origin = _visible(headers.get("Origin"))
+        out: dict[str, str] = {"Server": SERVER}
+        allow_all, allowed, vary = self._origin(origin)
+        if allowed is not None:
+            out["Access-Control-Allow-Origin"] = allowed
+        if self.config.credentials:
+            if not allow_all:
+                out["Access-Control-Allow-Credentials"] = "true"
+            elif origin is not None:
+                out["Access-Control-Allow-Origin"] = origin
+                out["Access-Control-Allow-Credentials"] = "true"
+                vary = True
+        if vary:
+            out["Vary"] = "Origin"
+        requested = _visible(headers.get("Access-Control-Request-Headers"))
+        allow_headers = self._allow_headers or requested
+        if allow_headers is not None:
+            out["Access-Control-Allow-Headers"] = allow_headers
+        for name, value in self._preflight_fixed:
+            out[name.decode("ascii")] = value.decode("ascii")
+        if (
+            self.config.private_network
+            and headers.get("Access-Control-Request-Private-Network") == "true"
+        ):
+            out["Access-Control-Allow-Private-Network"] = "true"
+        return web.Response(status=200, headers=out)
+
+    def answer_edit(self, headers: Mapping[str, str]) -> AnswerEdit | None:
+        """The CORS headers of any answer but a preflight cors answered (Kong's header_filter);
+        None when there are none (no Origin, and allow_origin_absent is off)."""
+        present = "Origin" in headers
+        if not present and not self.config.allow_origin_absent:
+            return None
+        origin = _visible(headers.get("Origin"))
+        allow_all, allowed, vary = self._origin(origin)
+        lines: list[tuple[bytes, bytes]] = []
+        drop = {_ACAO.lower()}
+        if vary:
+            lines.append(_VARY)
+        if self.config.credentials:
+            drop.add(_ACAC.lower())
+            if not allow_all:
+                lines.append((_ACAC, b"true"))
+            elif origin is not None:
+                lines.append(_VARY)  # Kong adds it a second time here
+                allowed = origin
+                lines.append((_ACAC, b"true"))
+        if allowed is not None:
+            lines.append((_ACAO, allowed.encode("ascii")))
+        if self._expose:
+            drop.add(_ACEH.lower())
+            lines.extend(self._expose)
+        return AnswerEdit(frozenset(drop), tuple(lines))
+
+    def _origin(self, origin: str | None) -> tuple[bool, str | None, bool]:
+        """(every origin allowed, the Access-Control-Allow-Origin value or None, Vary)."""
+        if self._any:
+            return True, "*", False
+        if self._single is not None:
+            return False, self._single, True
+        if origin is not None:
+            if self._star_listed:
+                # Kong's loop answers "*" as soon as it meets it among several origins.
+                return True, "*", True
+            domain, host = _normalise(origin)
+            for allowed in self._allowed:
+                if allowed.allows(domain, host):
+                    return False, domain, True
+        return False, None, True
+
+
+def _visible(value: str | None) -> str | None:
+    """A header value cors may echo: visible ASCII. Browsers send no other Origin; any other
+    is taken for no header at all rather than written back."""
+    if value is None or not value.isascii() or not value.isprintable():
+        return None
+    return value
+
+
+def _normalise(origin: str) -> tuple[str, str]:
+    """(scheme://host[:port] without a default port, host), as Kong normalises an origin with
+    LuaSocket's url.parse; an origin without a host stays as it is, for both."""
+    scheme = None
+    rest = origin
+    found = _SCHEME.match(rest)
+    if found is not None:
+        scheme, rest = found.group(1), rest[found.end() :]
+    if not rest.startswith("//"):
+        return origin, origin
+    authority = rest[2:].split("/", 1)[0]
+    authority = authority.split("@", 1)[1] if "@" in authority else authority
+    port = None
+    colon = authority.rfind(":")
+    if colon >= 0 and "]" not in authority[colon:]:
+        authority, port = authority[:colon], authority[colon + 1 :]
+    if not authority:
+        return origin, origin
+    host = authority[1:-1] if authority.startswith("[") and authority.endswith("]") else authority
+    if scheme is not None and _DEFAULT_PORTS.get(scheme) == port:
+        port = None
+    # LuaSocket keeps an empty port ("https://a.example:"), and Kong writes it back.
+    domain = f"{scheme}://" if scheme is not None else ""
+    domain += host if port is None else f"{host}:{port}"
+    return domain, host

@@ -1,0 +1,440 @@
+"""Kong's cors plugin: its config checks, its origin rules, and, over real sockets, its preflight
+answered before openid-connect and its headers on every other answer (refusals included)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from tests.gateway.conftest import FAST_KEYS, StartGateway, raw_request, serving
+from tests.gateway.issuer import TestIssuer
+from tokengate.gateway.app import GatewayServer
+from tokengate.gateway.config import ConfigError, GatewayConfig, parse_config
+from tokengate.gateway.cors import Cors, CorsConfig
+
+HEADER = '_format_version: "3.0"\n'
+PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+
+
+def load(body: str) -> GatewayConfig:
+    return parse_config(HEADER + textwrap.dedent(body), "kong.yaml")
+
+
+def errors(body: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(body)
+    return caught.value.errors
+
+
+def edit_of(config: CorsConfig, origin: str | None) -> CIMultiDict[str]:
+    """The headers cors puts on an answer (Kong's header_filter) to a request from `origin`."""
+    edit = Cors(config).answer_edit({} if origin is None else {"Origin": origin})
+    assert edit is not None
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in edit.lines:
+        headers.add(name.decode(), value.decode())
+    return headers
+
+
+# -- the origin rules -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("origins", "origin", "allowed", "vary"),
+    [
+        pytest.param((), "https://a.example", "*", False, id="none-configured"),
+        pytest.param(("*",), "https://a.example", "*", False, id="star"),
+        pytest.param(("*",), None, "*", False, id="star-without-origin"),
+        # One plain origin is sent as it is, whatever the request's origin.
+        pytest.param(("https://a.example",), "https://b.example", "https://a.example", True,
+                     id="single-plain-sent-as-is"),
+        pytest.param(("https://a.example", "https://b.example"), "https://b.example",
+                     "https://b.example", True, id="listed"),
+        pytest.param(("https://a.example", "https://b.example"), "https://c.example", None, True,
+                     id="not-listed"),
+        pytest.param(("https://a.example", "https://b.example"), None, None, True,
+                     id="listed-without-origin"),
+        # The request's origin is normalised: a default port goes, another stays.
+        pytest.param(("https://a.example", "http://b.example"), "https://a.example:443",
+                     "https://a.example", True, id="default-port-dropped"),
+        pytest.param(("https://a.example", "http://b.example"), "https://a.example:8443", None,
+                     True, id="other-port-differs"),
+        pytest.param(("https://a.example:8443", "http://b.example"), "https://a.example:8443",
+                     "https://a.example:8443", True, id="port-listed"),
+        # Regexes: anchored at both ends; without ":" matched against the host alone.
+        pytest.param((r"(.+\.)?example\.com",), "https://api.example.com",
+                     "https://api.example.com", True, id="regex-on-host"),
+        pytest.param((r"(.+\.)?example\.com",), "https://example.com.evil.test", None, True,
+                     id="regex-anchored-at-end"),
+        pytest.param((r"(.+\.)?example\.com",), "https://evilexample.com", None, True,
+                     id="regex-anchored-at-start"),
+        pytest.param((r"https://(.+\.)?example\.com",), "http://api.example.com", None, True,
+                     id="regex-with-scheme-on-domain"),
+        pytest.param((r"^https://.+\.example\.com$",), "https://x.example.com:443",
+                     "https://x.example.com", True, id="regex-explicitly-anchored"),
+        # A "*" among several allows every origin (Kong's loop stops at it).
+        pytest.param(("https://a.example", "*"), "https://z.example", "*", True,
+                     id="star-among-several"),
+        pytest.param(("https://a.example", "*"), None, None, True,
+                     id="star-among-several-without-origin"),
+        # Browsers send no other Origin: one that is not visible ASCII is never echoed.
+        pytest.param(("https://a.example", ".*"), "https://é.example", None, True,
+                     id="non-ascii-origin"),
+    ],
+)  # fmt: skip
+def test_origin_rules(
+    origins: tuple[str, ...], origin: str | None, allowed: str | None, vary: bool
+) -> None:
+    headers = edit_of(CorsConfig(origins=origins), origin)
+    assert headers.get("Access-Control-Allow-Origin") == allowed
+    assert ("Vary" in headers) is vary
+    assert "Access-Control-Allow-Credentials" not in headers
+
+
+def test_credentials() -> None:
+    listed = CorsConfig(origins=("https://a.example", "https://b.example"), credentials=True)
+    headers = edit_of(listed, "https://b.example")
+    assert headers["Access-Control-Allow-Origin"] == "https://b.example"
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    # Credentials cannot go with "*": the request's own origin is sent instead, and Vary says so.
+    anyone = CorsConfig(credentials=True)
+    headers = edit_of(anyone, "https://z.example:443")
+    assert headers["Access-Control-Allow-Origin"] == "https://z.example:443"  # as sent
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    assert headers.getall("Vary") == ["Origin"]
+    headers = edit_of(anyone, None)
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in headers
+
+
+def test_no_origin_and_allow_origin_absent_off_leaves_the_answer_alone() -> None:
+    assert Cors(CorsConfig(allow_origin_absent=False)).answer_edit({}) is None
+    assert Cors(CorsConfig(allow_origin_absent=False)).answer_edit({"Origin": "null"}) is not None
+
+
+def test_exposed_headers_only_on_answers() -> None:
+    config = CorsConfig(exposed_headers=("X-Total", "ETag"))
+    assert edit_of(config, "https://a.example")["Access-Control-Expose-Headers"] == "X-Total,ETag"
+    preflight = Cors(config).preflight(PREFLIGHT)
+    assert "Access-Control-Expose-Headers" not in preflight.headers
+
+
+def test_preflight_answer() -> None:
+    config = CorsConfig(
+        origins=("https://app.example", "https://other.example"),
+        methods=("GET", "POST"),
+        max_age=3600,
+        credentials=True,
+        private_network=True,
+    )
+    asked = {
+        **PREFLIGHT,
+        "Access-Control-Request-Headers": "Authorization, X-Trace",
+        "Access-Control-Request-Private-Network": "true",
+    }
+    answer = Cors(config).preflight(asked)
+    assert answer.status == 200
+    assert answer.body is None
+    assert answer.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert answer.headers["Access-Control-Allow-Methods"] == "GET,POST"
+    assert answer.headers["Access-Control-Allow-Headers"] == "Authorization, X-Trace"  # echoed
+    assert answer.headers["Access-Control-Max-Age"] == "3600"
+    assert answer.headers["Access-Control-Allow-Credentials"] == "true"
+    assert answer.headers["Access-Control-Allow-Private-Network"] == "true"
+    assert answer.headers["Vary"] == "Origin"
+    # Kong's defaults: every method, no max age, headers configured win over those asked.
+    plain = Cors(CorsConfig(headers=("Authorization",))).preflight(asked)
+    assert plain.headers["Access-Control-Allow-Methods"] == (
+        "GET,HEAD,PUT,PATCH,POST,DELETE,OPTIONS,TRACE,CONNECT"
+    )
+    assert plain.headers["Access-Control-Allow-Headers"] == "Authorization"
+    assert plain.headers["Access-Control-Allow-Origin"] == "*"
+    for absent in ("Access-Control-Max-Age", "Access-Control-Allow-Private-Network", "Vary"):
+        assert absent not in plain.headers
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_precedence() -> None:
+    config = load(
+        """
+        services:
+        - name: s
+          url: http://127.0.0.1:9
+          plugins:
+          - name: cors
+            config: {origins: [https://service.example]}
+          routes:
+          - name: own
+            paths: [/own]
+            plugins:
+            - name: cors
+              config:
+                origins: ["https://(.+\\\\.)?app\\\\.example"]
+                methods: [GET, POST]
+                max_age: 600
+                credentials: true
+          - name: inherits
+            paths: [/inherits]
+          - name: disabled-here
+            paths: [/disabled]
+            plugins:
+            - {name: cors, enabled: false}
+        - name: t
+          url: http://127.0.0.1:9
+          routes:
+          - {name: global, paths: [/global]}
+        plugins:
+        - name: cors
+        """
+    )
+    routes = {route.name: route for route in config.routes}
+    own = routes["own"].cors
+    assert own == CorsConfig(
+        origins=(r"https://(.+\.)?app\.example",),
+        methods=("GET", "POST"),
+        max_age=600,
+        credentials=True,
+    )
+    assert routes["inherits"].cors == CorsConfig(origins=("https://service.example",))
+    # A disabled instance is absent: the next one in Kong's precedence applies.
+    assert routes["disabled-here"].cors == CorsConfig(origins=("https://service.example",))
+    assert routes["global"].cors == CorsConfig()
+    assert [plugin.name for plugin in routes["global"].plugins] == ["cors"]
+    assert not any("cors" in warning for warning in config.warnings)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "line"),
+    [
+        ("{name: cors, config: {origins: ['https://(a.example']}}",
+         "plugins[0].config.origins[0]: 'https://(a.example' is not a valid origin or regex"),
+        ("{name: cors, config: {origins: ['(?=x)a']}}",
+         "plugins[0].config.origins[0]: '(?=x)a' is not a valid origin or regex"),
+        ("{name: cors, config: {methods: [get]}}",
+         "plugins[0].config.methods[0]: must be one of GET, HEAD, PUT, PATCH, POST, DELETE, "
+         "OPTIONS, TRACE, CONNECT, got 'get'"),
+        ("{name: cors, config: {credentials: 'yes'}}",
+         "plugins[0].config.credentials: expected a boolean, got a string"),
+        ("{name: cors, config: {max_age: ten}}",
+         "plugins[0].config.max_age: expected a number, got a string"),
+        ("{name: cors, config: {origin: '*'}}", "plugins[0].config.origin: unknown field"),
+        ("{name: cors, config: {exposed_headers: ['X-Ä']}}",
+         "plugins[0].config.exposed_headers[0]: 'X-Ä' is not printable ASCII"),
+        ("{name: cors, config: [origins]}", "plugins[0].config: expected a mapping, got a list"),
+        ("{name: cors, consumer: alice}",
+         "plugins[0].consumer: 'cors' cannot be scoped to a consumer"),
+    ],
+)  # fmt: skip
+def test_config_errors(plugin: str, line: str) -> None:
+    body = f"consumers:\n- username: alice\nplugins:\n- {plugin}\n"
+    found = errors(body)
+    assert any(line in error for error in found), found
+
+
+def test_duplicate_cors_on_one_scope_is_an_error() -> None:
+    found = errors("plugins:\n- name: cors\n- name: cors\n")
+    assert found == [
+        "kong.yaml: plugins[1]: duplicate 'cors' plugin on the same scope as plugins[0]"
+    ]
+
+
+def test_cors_under_a_consumer_is_an_error() -> None:
+    found = errors("consumers:\n- username: alice\n  plugins:\n  - name: cors\n")
+    assert found == ["kong.yaml: consumers[0].plugins[0].name: 'cors' cannot be scoped to a consumer"]
+
+
+def test_a_wildcard_subdomain_origin_is_warned_about() -> None:
+    config = load("plugins:\n- name: cors\n  config: {origins: ['https://*.example.com']}\n")
+    assert any("matches no subdomain" in warning for warning in config.warnings)
+    # It loads, as in Kong, and means there what it means here: the "/" repeated.
+    cors = Cors(CorsConfig(origins=("https://*.example.com",)))
+    assert cors.answer_edit({"Origin": "https://a.example.com"}) == cors.answer_edit({})
+
+
+# -- over real sockets, in front of openid-connect ------------------------------------------
+
+
+async def upstream_cors(request: web.Request) -> web.StreamResponse:
+    """An upstream that sends CORS headers of its own; on /big, a chunked body (streamed)."""
+    headers = {
+        "Access-Control-Allow-Origin": "https://upstream.example",
+        "Access-Control-Allow-Credentials": "false",
+        "Vary": "Accept-Encoding",
+        "X-Big": "no",
+    }
+    if request.path != "/big":
+        return web.json_response({"path": request.path}, headers=headers)
+    response = web.StreamResponse(headers=headers)
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(b"x" * 300_000)
+    await response.write_eof()
+    return response
+
+
+@pytest.fixture
+async def cors_upstream() -> AsyncIterator[TestServer]:
+    async with serving(upstream_cors) as server:
+        yield server
+
+
+async def gateway_of(start_gateway: StartGateway, yaml_text: str) -> GatewayServer:
+    config = load(yaml_text)
+    return await start_gateway(*config.routes, key_policy=FAST_KEYS)
+
+
+def protected(upstream: TestServer, issuer: TestIssuer, cors: str, oidc: str = "") -> str:
+    return f"""
+        services:
+        - name: api
+          url: http://127.0.0.1:{upstream.port}
+          routes:
+          - name: api
+            paths: [/]
+          plugins:
+          - name: openid-connect
+            config: {{issuer: "{issuer.issuer}", auth_methods: [bearer]{oidc}}}
+          - name: cors
+            config: {cors}
+        """
+
+
+async def fetch(
+    gw: GatewayServer,
+    path: str = "/",
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> tuple[int, CIMultiDictProxy[str], bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method, f"http://127.0.0.1:{gw.proxy_port}{path}", headers=headers, **kwargs
+        ) as resp,
+    ):
+        return resp.status, resp.headers, await resp.read()
+
+
+async def test_preflight_is_answered_before_openid_connect(
+    start_gateway: StartGateway, cors_upstream: TestServer, test_issuer: TestIssuer
+) -> None:
+    gw = await gateway_of(
+        start_gateway,
+        protected(cors_upstream, test_issuer, "{origins: [https://app.example], max_age: 60}"),
+    )
+    status, headers, body = await fetch(gw, method="OPTIONS", headers=PREFLIGHT)
+    assert (status, body) == (200, b"")
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert headers["Access-Control-Max-Age"] == "60"
+    assert "WWW-Authenticate" not in headers
+    assert "X-Request-Id" in headers
+    # An OPTIONS that is no preflight (no Access-Control-Request-Method) meets openid-connect.
+    status, headers, _ = await fetch(gw, method="OPTIONS", headers={"Origin": "https://x.test"})
+    assert status == 401
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+
+async def test_refusals_carry_the_cors_headers(
+    start_gateway: StartGateway, cors_upstream: TestServer, test_issuer: TestIssuer
+) -> None:
+    """A browser script can read why it was refused (Kong's header_filter runs on them too)."""
+    gw = await gateway_of(
+        start_gateway,
+        protected(
+            cors_upstream,
+            test_issuer,
+            "{origins: [https://a.example, https://app.example], credentials: true}",
+            ", scopes_required: [admin]",
+        ),
+    )
+    origin = {"Origin": "https://app.example"}
+    for token, status in ((None, 401), ("garbage", 401), (test_issuer.mint(), 403)):
+        sent = origin if token is None else {**origin, "Authorization": f"Bearer {token}"}
+        got, headers, _ = await fetch(gw, headers=sent)
+        assert got == status
+        assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert headers["Access-Control-Allow-Credentials"] == "true"
+        assert headers.getall("Vary") == ["Origin"]
+        assert headers["WWW-Authenticate"].startswith("Bearer ")
+    # HTTP/1.0: the refusal aiohttp writes gets them too.
+    answer = await raw_request(
+        gw.proxy_port, b"GET / HTTP/1.0\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n"
+    )
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.0 401") or head.startswith(b"HTTP/1.1 401")
+    assert b"\r\nAccess-Control-Allow-Origin: https://app.example" in head
+
+
+@pytest.mark.parametrize("path", ["/", "/big"], ids=["buffered", "streamed"])
+async def test_upstream_answers_get_the_cors_headers_in_place_of_its_own(
+    path: str, start_gateway: StartGateway, cors_upstream: TestServer, test_issuer: TestIssuer
+) -> None:
+    gw = await gateway_of(
+        start_gateway,
+        protected(
+            cors_upstream,
+            test_issuer,
+            "{origins: [https://a.example, https://app.example], credentials: true, "
+            "exposed_headers: [X-Big]}",
+        ),
+    )
+    token = {"Authorization": f"Bearer {test_issuer.mint()}"}
+    status, headers, _ = await fetch(gw, path, headers={**token, "Origin": "https://app.example"})
+    assert status == 200
+    assert headers.getall("Access-Control-Allow-Origin") == ["https://app.example"]
+    assert headers.getall("Access-Control-Allow-Credentials") == ["true"]
+    assert headers["Access-Control-Expose-Headers"] == "X-Big"
+    assert headers.getall("Vary") == ["Accept-Encoding", "Origin"]  # added to the upstream's
+    # An origin not allowed: no Access-Control-Allow-Origin at all, not even the upstream's.
+    status, headers, _ = await fetch(gw, path, headers={**token, "Origin": "https://evil.test"})
+    assert status == 200
+    assert "Access-Control-Allow-Origin" not in headers
+
+
+async def test_preflight_continue_hands_the_preflight_on(
+    start_gateway: StartGateway, cors_upstream: TestServer, test_issuer: TestIssuer
+) -> None:
+    cors = "{preflight_continue: true}"
+    gated = await gateway_of(start_gateway, protected(cors_upstream, test_issuer, cors))
+    status, headers, _ = await fetch(gated, method="OPTIONS", headers=PREFLIGHT)
+    assert status == 401  # openid-connect's run_on_preflight (default true) decides
+    assert "Access-Control-Allow-Methods" not in headers
+    assert "Access-Control-Allow-Origin" not in headers  # cors adds nothing to it
+    open_ = await gateway_of(
+        start_gateway, protected(cors_upstream, test_issuer, cors, ", run_on_preflight: false")
+    )
+    status, headers, _ = await fetch(open_, method="OPTIONS", headers=PREFLIGHT)
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "https://upstream.example"  # its own
+
+
+async def test_route_without_cors_is_untouched(
+    start_gateway: StartGateway, cors_upstream: TestServer
+) -> None:
+    gw = await gateway_of(
+        start_gateway,
+        f"""
+        services:
+        - name: api
+          url: http://127.0.0.1:{cors_upstream.port}
+          routes:
+          - {{name: with, paths: [/with], plugins: [{{name: cors}}]}}
+          - {{name: without, paths: [/without]}}
+        """,
+    )
+    status, headers, _ = await fetch(gw, "/with", method="OPTIONS", headers=PREFLIGHT)
+    assert (status, headers["Access-Control-Allow-Origin"]) == (200, "*")
+    status, headers, _ = await fetch(gw, "/without", headers={"Origin": "https://app.example"})
+    assert (status, headers["Access-Control-Allow-Origin"]) == (200, "https://upstream.example")
+    status, headers, _ = await fetch(gw, "/with")  # no Origin: allow_origin_absent (default on)
+    assert headers.getall("Access-Control-Allow-Origin") == ["*"]
