@@ -249,7 +249,8 @@ def test_duplicate_cors_on_one_scope_is_an_error() -> None:
 
 def test_cors_under_a_consumer_is_an_error() -> None:
     found = errors("consumers:\n- username: alice\n  plugins:\n  - name: cors\n")
-    assert found == ["kong.yaml: consumers[0].plugins[0].name: 'cors' cannot be scoped to a consumer"]
+    line = "kong.yaml: consumers[0].plugins[0].name: 'cors' cannot be scoped to a consumer"
+    assert found == [line]
 
 
 def test_a_wildcard_subdomain_origin_is_warned_about() -> None:
