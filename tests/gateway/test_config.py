@@ -22,6 +22,7 @@ from tokengate.gateway.config import (
 from tokengate.gateway.oidc_config import Consumer
 
 HEADER = '_format_version: "3.0"\n'
+S1 = "5e1f1c2a-9d3b-4c6e-8a7f-0123456789ab"  # a service's id (Kong's ids are UUIDs)
 
 
 def load(body: str, *, header: str = HEADER) -> GatewayConfig:
@@ -179,12 +180,12 @@ def test_service_error(service: str, line: str) -> None:
 def test_duplicate_service_name_and_id_are_reported_at_the_second() -> None:
     found = errors("""
         services:
-          - {name: a, id: s1, host: up}
-          - {name: a, id: s1, host: up}
+          - {name: a, id: 5e1f1c2a-9d3b-4c6e-8a7f-0123456789ab, host: up}
+          - {name: a, id: 5e1f1c2a-9d3b-4c6e-8a7f-0123456789ab, host: up}
     """)
     assert found == [
         "kong.yaml: services[1].name: duplicate service name 'a' (first at services[0])",
-        "kong.yaml: services[1].id: duplicate service id 's1' (first at services[0])",
+        f"kong.yaml: services[1].id: duplicate service id '{S1}' (first at services[0])",
     ]
 
 
@@ -324,7 +325,7 @@ TOP_LEVEL_ROUTE_ERRORS = {
     "dangling service name": ("service: nope", "routes[0].service: service 'nope' not found"),
     "dangling service id": ("service: {id: nope}", "routes[0].service: service 'nope' not found"),
     "reference with both keys": (
-        "service: {id: s1, name: a}",
+        f"service: {{id: {S1}, name: a}}",
         "routes[0].service: expected exactly one of 'id' or 'name'",
     ),
     "reference of the wrong type": (
@@ -339,7 +340,8 @@ TOP_LEVEL_ROUTE_ERRORS = {
     ("reference", "line"), TOP_LEVEL_ROUTE_ERRORS.values(), ids=TOP_LEVEL_ROUTE_ERRORS.keys()
 )
 def test_top_level_route_reference_error(reference: str, line: str) -> None:
-    body = f"services: [{{name: a, id: s1, host: up}}]\nroutes:\n  - paths: [/a]\n    {reference}\n"
+    service = f"services: [{{name: a, id: {S1}, host: up}}]\n"
+    body = f"{service}routes:\n  - paths: [/a]\n    {reference}\n"
     assert f"kong.yaml: {line}" in errors(body)
 
 
@@ -606,11 +608,14 @@ def test_nested_routes_then_top_level_routes_in_file_order() -> None:
     config = load("""
         routes:
           - {name: by-name, service: b, paths: [/3]}
-          - {name: by-id, service: s1, paths: [/4]}
-          - {name: by-ref-id, service: {id: s1}, paths: [/5]}
+          - {name: by-id, service: 5e1f1c2a-9d3b-4c6e-8a7f-0123456789ab, paths: [/4]}
+          - {name: by-ref-id, service: {id: 5e1f1c2a-9d3b-4c6e-8a7f-0123456789ab}, paths: [/5]}
           - {name: by-ref-name, service: {name: b}, paths: [/6]}
         services:
-          - {name: a, id: s1, host: up-a, routes: [{name: a1, paths: [/1]}]}
+          - name: a
+            id: 5e1f1c2a-9d3b-4c6e-8a7f-0123456789ab
+            host: up-a
+            routes: [{name: a1, paths: [/1]}]
           - {name: b, host: up-b, routes: [{name: b1, paths: [/2]}]}
     """)
     names = [(route.name, route.service.name if route.service else None) for route in config.routes]
@@ -1122,19 +1127,30 @@ def test_anonymous_must_name_a_declared_consumer() -> None:
 
 
 @pytest.mark.parametrize(
-    ("consumer", "found"),
+    ("anonymous", "consumer", "found"),
     [
         # Kong's id for a consumer declared without one: a UUIDv5 of its username
-        ("{username: guest}", Consumer(id=GUEST_ID, username="guest")),
-        ("{id: guest, custom_id: c-1}", Consumer(id="guest", custom_id="c-1")),
-        ("{username: guest, id: 8f2a, custom_id: '7'}", Consumer("8f2a", "7", "guest")),
+        ("guest", "{username: guest}", Consumer(id=GUEST_ID, username="guest")),
+        (
+            "8f2a4b1c-7d6e-4f50-9a8b-c0d1e2f3a4b5",
+            "{id: 8f2a4b1c-7d6e-4f50-9a8b-c0d1e2f3a4b5, custom_id: c-1}",
+            Consumer(id="8f2a4b1c-7d6e-4f50-9a8b-c0d1e2f3a4b5", custom_id="c-1"),
+        ),
+        (
+            "guest",
+            "{username: guest, id: 8f2a4b1c-7d6e-4f50-9a8b-c0d1e2f3a4b5, custom_id: '7'}",
+            Consumer("8f2a4b1c-7d6e-4f50-9a8b-c0d1e2f3a4b5", "7", "guest"),
+        ),
     ],
 )
-def test_anonymous_naming_a_declared_consumer_is_accepted(consumer: str, found: Consumer) -> None:
+def test_anonymous_naming_a_declared_consumer_is_accepted(
+    anonymous: str, consumer: str, found: Consumer
+) -> None:
     """The consumer itself is kept: the upstream is told who it is, as Kong does."""
-    config = load(ANONYMOUS_ROUTE + f"consumers: [{consumer}]\n")
+    route = ANONYMOUS_ROUTE.replace("anonymous: guest", f"anonymous: {anonymous}")
+    config = load(route + f"consumers: [{consumer}]\n")
     oidc = route_named(config, "r").oidc
-    assert oidc is not None and oidc.anonymous == "guest"
+    assert oidc is not None and oidc.anonymous == anonymous
     assert oidc.anonymous_consumer == found
 
 
@@ -1322,8 +1338,8 @@ def test_an_anonymous_consumer_that_cannot_be_named_in_a_header_is_refused() -> 
         # appended to the top-level plugins list, then the consumer
         "  - {name: request-termination, consumer: guest}\nconsumers: [{username: guest}]\n",
         # the plugin names the consumer by id, anonymous by username: one consumer all the same
-        "  - {name: request-termination, consumer: {id: 8f2a}}\n"
-        "consumers: [{username: guest, id: 8f2a}]\n",
+        "  - {name: request-termination, consumer: {id: 8f2a4b1c-7d6e-4f50-9a8b-c0d1e2f3a4b5}}\n"
+        "consumers: [{username: guest, id: 8f2a4b1c-7d6e-4f50-9a8b-c0d1e2f3a4b5}]\n",
     ],
     ids=["nested", "top-level", "top-level, by id"],
 )
@@ -1387,13 +1403,16 @@ MAPPING_ROUTE = textwrap.dedent("""\
 """)
 
 
+BOB = "0b6e8a5e-54a4-4f7b-a3a6-8c3c1d2e9f10"
+
+
 def test_consumer_claims_map_to_every_consumer_of_the_file() -> None:
-    consumers = "consumers: [{username: alice, custom_id: c-1}, {id: 0b6e8a5e, username: bob}]\n"
+    consumers = f"consumers: [{{username: alice, custom_id: c-1}}, {{id: {BOB}, username: bob}}]\n"
     route = route_named(load(MAPPING_ROUTE + consumers), "r")
     assert route.oidc is not None
     assert route.oidc.consumers == (
         Consumer(id="b32379d9-3d28-5683-a79c-72139be6e34f", custom_id="c-1", username="alice"),
-        Consumer(id="0b6e8a5e", username="bob"),
+        Consumer(id=BOB, username="bob"),
     )
     plain = route_named(load(ANONYMOUS_ROUTE.replace("anonymous: guest", "leeway: 1")), "r")
     assert plain.oidc is not None and plain.oidc.consumers == ()  # only mapping carries them
@@ -1456,7 +1475,11 @@ def test_consumer_mapping_refuses_what_it_cannot_do_as_kong(attached: str, line:
         ("[{username: alice, id: {a: 1}}]", "consumers[0].id: expected a string, got a mapping"),
         ("[{username: true}]", "consumers[0].username: expected a string, got a boolean"),
         ("[{custom_id: ''}]", "consumers[0].custom_id: must not be empty"),
-        ("[{id: 0b6e8a5e, tags: [x]}]", "consumers[0]: a consumer needs a username or a custom_id"),
+        (f"[{{id: {BOB}, tags: [x]}}]", "consumers[0]: a consumer needs a username or a custom_id"),
+        (
+            "[{id: bob, username: bob}]",
+            "consumers[0].id: expected a UUID, as Kong's ids are, got 'bob'",
+        ),
         ("[alice]", "consumers[0]: expected a mapping, got a string"),
         ("[{username: null}]", "consumers[0]: a consumer needs a username or a custom_id"),
         (
@@ -1542,17 +1565,46 @@ def test_a_db_export_file_loads() -> None:
     assert route.oidc is not None
 
 
+E1 = "0b7e3c2d-1a4f-4e5d-8c6b-9a0f1e2d3c4b"
+
+
 def test_an_unnamed_services_id_clashes_with_another_services_name() -> None:
     """It goes by its id, so the id is a name too: two services must not share one."""
     found = errors("""
         services:
-        - name: echo
+        - name: 0b7e3c2d-1a4f-4e5d-8c6b-9a0f1e2d3c4b
           host: a.internal
           routes: [{paths: [/one]}]
-        - id: echo
+        - id: 0b7e3c2d-1a4f-4e5d-8c6b-9a0f1e2d3c4b
           host: b.internal
           routes: [{paths: [/two]}]
         """)
     assert found == [
-        "kong.yaml: services[1].name: duplicate service name 'echo' (first at services[0])"
+        f"kong.yaml: services[1].name: duplicate service name '{E1}' (first at services[0])"
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ("services: [{name: a, id: svc-1, host: up}]", "services[0].id"),
+        ("services: [{name: a, host: up, routes: [{paths: [/], id: r1}]}]",
+         "services[0].routes[0].id"),
+        ("upstreams: [{name: up, id: '42'}]", "upstreams[0].id"),
+        ("upstreams: [{name: up, targets: [{target: 'a:1', id: t}]}]",
+         "upstreams[0].targets[0].id"),
+        ("plugins: [{name: rate-limiting, id: rl, config: {minute: 1}}]", "plugins[0].id"),
+        ("consumer_groups: [{name: g, id: gold}]", "consumer_groups[0].id"),
+        # 36 characters, but not 8-4-4-4-12 hex digits
+        ("consumers: [{username: u, id: 5e1f1c2a-9d3b-4c6e-8a7f-0123456789ag}]", "consumers[0].id"),
+    ],
+)  # fmt: skip
+def test_an_id_that_is_not_a_uuid_is_an_error(body: str, path: str) -> None:
+    """Kong's ids are UUIDs (its uuid typedef): a file with another id does not load there."""
+    found = errors(body + "\n")
+    assert len(found) == 1 and found[0].startswith(f"kong.yaml: {path}: expected a UUID"), found
+
+
+def test_an_upper_case_uuid_is_an_id() -> None:
+    config = load(f"services: [{{name: a, id: {S1.upper()}, host: up, routes: [{{paths: [/]}}]}}]")
+    assert config.services[0].name == "a"

@@ -37,6 +37,7 @@ from tokengate.gateway.config_checks import (
     http_protocol,
     item,
     kong_protocol,
+    kong_uuid,
     legacy_path_is_regex,
     load_yaml,
     route_host,
@@ -374,7 +375,7 @@ class _Loader:
         f = Fields(self.report, path, data, _SERVICE_FIELDS)
         # Metrics and logs are labelled by the name; an unnamed service (Kong's name is
         # optional, and db_export writes an id for every row) goes by its id.
-        name, id_ = f.string("name"), f.string("id")
+        name, id_ = f.string("name"), f.checked("id", kong_uuid)
         if not f.given("name") and not f.given("id"):
             f.error("name", "required field missing (or an id)")
         protocol, host, port, base_path = self._destination(f)
@@ -451,7 +452,7 @@ class _Loader:
         if _health_checks_on(f.mapping("healthchecks")):
             f.warn("healthchecks", "health checks are not run by tokengate: every target stays in")
         entry = _UpstreamEntry(path, name or "", host_header, [], set())
-        self.upstreams.add(entry, name, f.string("id"))
+        self.upstreams.add(entry, name, f.checked("id", kong_uuid))
         for target_path, target_data in f.entities("targets"):
             self._target(target_path, target_data, entry)
 
@@ -466,6 +467,7 @@ class _Loader:
             f.error("upstream", "a target nested in an upstream names no other upstream")
         address = f.checked("target", target_address, required=True)
         weight = f.integer("weight", 100, 0, 65_535)
+        f.checked("id", kong_uuid)
         f.strings("tags")
         if f.boolean("failover", False):
             f.warn("failover", "not supported by tokengate: a failover target is balanced too")
@@ -529,7 +531,7 @@ class _Loader:
             )
         self._route_extras(f)
         entry = _RouteEntry(path, route, service)
-        self.routes.add(entry, name, f.string("id"))
+        self.routes.add(entry, name, f.checked("id", kong_uuid))
         self.route_entries.append(entry)
         for plugin_path, plugin_data in f.entities("plugins"):
             self._plugin(plugin_path, plugin_data, (entry, None))
@@ -625,6 +627,8 @@ class _Loader:
                     self.report.error(at(path, key), f"expected a string, got {describe(value)}")
                 elif not value:
                     self.report.error(at(path, key), "must not be empty")
+                elif key == "id" and not _is_uuid(at(path, key), value, self.report):
+                    continue
                 elif (key, value) in seen:  # unique in Kong: a second one is refused
                     other = seen[key, value]
                     self.report.error(at(path, key), f"'{value}' is {other}'s {key} too")
@@ -725,7 +729,13 @@ class _Loader:
                 self.report.error(at(path, "name"), f"'{name}' names another group too")
             else:
                 names.add(name)
-            self.group_names.update(v for v in (name, group.get("id")) if isinstance(v, str))
+            group_id = group.get("id")
+            if group_id is not None and not isinstance(group_id, str):
+                self.report.error(at(path, "id"), f"expected a string, got {describe(group_id)}")
+                group_id = None
+            elif group_id is not None and not _is_uuid(at(path, "id"), group_id, self.report):
+                group_id = None
+            self.group_names.update(v for v in (name, group_id) if isinstance(v, str))
             plugins = group.get("plugins")
             self._check_nested_plugins(path, plugins, "consumer group")
             for position, plugin in enumerate(plugins if isinstance(plugins, list) else ()):
@@ -759,7 +769,7 @@ class _Loader:
         raw_config = f.mapping("config")
         config = raw_config or {}
         enabled = f.boolean("enabled", True)
-        f.string("id")
+        f.checked("id", kong_uuid)
         f.string("instance_name")
         f.strings("tags")
         f.mapping("ordering")
@@ -1025,6 +1035,15 @@ _GROUPS_READ = (
 )
 # What an X-Consumer-* header line may carry.
 _PLAIN_VALUE: Final = re.compile(r"[\x20-\x7e]*")
+
+
+def _is_uuid(path: str, value: str, report: Report) -> bool:
+    try:
+        kong_uuid(value)
+    except ValueError as exc:
+        report.error(path, str(exc))
+        return False
+    return True
 
 
 def _who(consumer: Consumer) -> str:

@@ -346,6 +346,17 @@ class Registry(Generic[_E]):
         return found
 
 
+# Kong's uuid typedef (utils.is_valid_uuid): 36 characters, hex digits in 8-4-4-4-12, any case.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def kong_uuid(text: str) -> str:
+    """An entity's `id`: Kong refuses a file where one is not a UUID."""
+    if not _UUID.fullmatch(text):
+        raise ValueError(f"expected a UUID, as Kong's ids are, got '{text}'")
+    return text
+
+
 def http_protocol(text: str) -> str:
     if text in _HTTP_PROTOCOLS:
         return text
