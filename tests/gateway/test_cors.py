@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from tests.gateway.conftest import FAST_KEYS, StartGateway, raw_request, serving
@@ -439,3 +441,40 @@ async def test_route_without_cors_is_untouched(
     assert (status, headers["Access-Control-Allow-Origin"]) == (200, "https://upstream.example")
     status, headers, _ = await fetch(gw, "/with")  # no Origin: allow_origin_absent (default on)
     assert headers.getall("Access-Control-Allow-Origin") == ["*"]
+
+
+CONFIGS = [
+    CorsConfig(),
+    CorsConfig(origins=("https://a.example",), credentials=True),
+    CorsConfig(origins=("https://a.example", r"(.+\.)?b\.example", "*"), credentials=True),
+    CorsConfig(origins=("https://a.example", r"https?://.*"), exposed_headers=("X-A",)),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    origin=st.one_of(
+        st.none(),
+        st.text(max_size=60),
+        st.builds(
+            "{}://{}{}".format,
+            st.sampled_from(["http", "https", "HTTP", "", "a+b"]),
+            st.text(alphabet="ab.-:[]@0123456789/é", max_size=20),
+            st.sampled_from(["", ":80", ":443", ":", ":8x"]),
+        ),
+    ),
+    config=st.sampled_from(CONFIGS),
+)
+def test_any_origin_gets_an_answer_never_an_exception(
+    origin: str | None, config: CorsConfig
+) -> None:
+    """Whatever a client sends as its Origin, cors decides (no 500) and writes only visible
+    ASCII into the answer's headers."""
+    sent = {} if origin is None else {"Origin": origin, "Access-Control-Request-Method": "GET"}
+    edit = Cors(config).answer_edit(sent)
+    assert edit is not None
+    for name, value in edit.lines:
+        assert value.decode("ascii").isprintable(), (name, value)
+    answer = Cors(config).preflight(sent)
+    for value in answer.headers.values():
+        assert value.isascii() and value.isprintable()
