@@ -3,6 +3,8 @@ answered before openid-connect and its headers on every other answer (refusals i
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import textwrap
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from tests.gateway.conftest import FAST_KEYS, StartGateway, raw_request, serving
 from tests.gateway.issuer import TestIssuer
+from tests.gateway.test_websocket import SWITCHED, switching, through_gateway
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import ConfigError, GatewayConfig, parse_config
 from tokengate.gateway.cors import Cors, CorsConfig
@@ -478,3 +481,177 @@ def test_any_origin_gets_an_answer_never_an_exception(
     answer = Cors(config).preflight(sent)
     for value in answer.headers.values():
         assert value.isascii() and value.isprintable()
+
+
+# -- what the first review found -------------------------------------------------------------
+
+
+def test_duplicate_origins_count_as_kong_counts_them() -> None:
+    """Two origins, even the same twice, are matched against the request's; one is sent as it
+    is. Merging them would allow every origin."""
+    config = CorsConfig(origins=("https://a.example", "https://a.example"))
+    assert "Access-Control-Allow-Origin" not in edit_of(config, "https://evil.example")
+    assert (
+        edit_of(config, "https://a.example")["Access-Control-Allow-Origin"] == "https://a.example"
+    )
+    stars = CorsConfig(origins=("*", "*"))
+    assert "Access-Control-Allow-Origin" not in edit_of(stars, None)
+
+
+def test_duplicates_are_kept_when_the_config_loads() -> None:
+    config = load(
+        "services: [{name: s, host: up, routes: [{name: r, paths: [/]}]}]\n"
+        "plugins:\n- name: cors\n"
+        "  config: {origins: [https://a.example, https://a.example], methods: [GET, GET]}\n"
+    )
+    cors = config.routes[0].cors
+    assert cors is not None
+    assert cors.origins == ("https://a.example", "https://a.example")
+    assert cors.methods == ("GET", "GET")
+
+
+def test_an_empty_allowed_header_list_entry_is_sent_not_the_requested_ones() -> None:
+    answer = Cors(CorsConfig(headers=("",))).preflight(
+        {**PREFLIGHT, "Access-Control-Request-Headers": "X-Secret"}
+    )
+    assert answer.headers["Access-Control-Allow-Headers"] == ""
+
+
+def test_credentials_without_origin_leave_the_upstreams_credentials_header() -> None:
+    """Kong sets Access-Control-Allow-Credentials only when it has something to say."""
+    edit = Cors(CorsConfig(credentials=True)).answer_edit({})
+    assert edit is not None
+    assert b"access-control-allow-credentials" not in edit.drop
+    listed = Cors(CorsConfig(origins=("https://a", "https://b"), credentials=True)).answer_edit({})
+    assert listed is not None and b"access-control-allow-credentials" in listed.drop
+
+
+@pytest.mark.parametrize(
+    ("plugin", "line"),
+    [
+        # "a\" is no regex as written, though Kong's anchoring would make it one ("a\$")
+        ("{name: cors, config: {origins: ['a\\']}}",
+         "plugins[0].config.origins[0]: 'a\\' is not a valid origin or regex"),
+        # scoped to a group, it never applies here, but its config is still checked
+        ("{name: cors, consumer_group: g, config: {origins: ['(bad']}}",
+         "plugins[0].config.origins[0]: '(bad' is not a valid origin or regex"),
+    ],
+)  # fmt: skip
+def test_more_config_errors(plugin: str, line: str) -> None:
+    found = errors(f"consumer_groups: [{{name: g}}]\nplugins:\n- {plugin}\n")
+    assert any(line in error for error in found), found
+
+
+def test_cors_scoped_to_a_consumer_group_is_warned_about() -> None:
+    config = load("consumer_groups: [{name: g}]\nplugins:\n- {name: cors, consumer_group: g}\n")
+    assert config.warnings[-1] == (
+        "kong.yaml: plugins[0].consumer_group: tokengate gives no request a consumer group: "
+        "this cors never applies"
+    )
+
+
+def cors_route(upstream_port: int, issuer: TestIssuer | None = None) -> str:
+    oidc = (
+        f"  - name: openid-connect\n    config: {{issuer: '{issuer.issuer}'}}\n" if issuer else ""
+    )
+    return (
+        f"services:\n- name: api\n  url: http://127.0.0.1:{upstream_port}\n"
+        "  routes: [{name: api, paths: [/]}]\n  plugins:\n"
+        "  - name: cors\n    config: {origins: [https://a.example, https://app.example]}\n" + oidc
+    )
+
+
+def head_of(answer: bytes) -> bytes:
+    return answer.split(b"\r\n\r\n", 1)[0]
+
+
+ALLOWED = b"\r\nAccess-Control-Allow-Origin: https://app.example\r\n"
+
+
+async def test_answers_that_close_the_connection_carry_the_cors_headers(
+    start_gateway: StartGateway, cors_upstream: TestServer, test_issuer: TestIssuer
+) -> None:
+    """413, 501 and an Expect refusal are written and the connection closed at once: they
+    get the headers all the same (Kong's header_filter runs on them)."""
+    config = load(cors_route(cors_upstream.port, test_issuer))
+    gw = await start_gateway(*config.routes, key_policy=FAST_KEYS, max_body_size=1024)
+    token = test_issuer.mint()
+    sent = {
+        "too large": b"POST / HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
+        b"Authorization: Bearer %b\r\nContent-Length: 5000\r\n\r\n" % token.encode(),
+        "not implemented": b"POST / HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
+        b"Authorization: Bearer %b\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" % token.encode(),
+        "expect, refused": b"POST / HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+        "expect, refused, HTTP/1.0": b"POST / HTTP/1.0\r\nHost: x\r\n"
+        b"Origin: https://app.example\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+    }
+    for what, request in sent.items():
+        head = head_of(await raw_request(gw.proxy_port, request, timeout=3))
+        assert head.split(b" ")[1] in (b"413", b"501", b"401"), (what, head)
+        assert head.count(b"Access-Control-Allow-Origin") == 1, (what, head)
+        assert ALLOWED in head + b"\r\n", (what, head)
+
+
+async def test_gateway_errors_and_http10_relays_carry_them_once(
+    start_gateway: StartGateway, cors_upstream: TestServer, test_issuer: TestIssuer
+) -> None:
+    down = load(cors_route(unused_port()))
+    gw = await start_gateway(*down.routes)
+    status, headers, _ = await fetch(gw, headers={"Origin": "https://app.example"})
+    assert status == 502
+    assert headers.getall("Access-Control-Allow-Origin") == ["https://app.example"]
+    assert headers.getall("Vary") == ["Origin"]
+    up = load(cors_route(cors_upstream.port))
+    gw = await start_gateway(*up.routes)
+    head = head_of(
+        await raw_request(
+            gw.proxy_port, b"GET / HTTP/1.0\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n"
+        )
+    )
+    assert head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200")
+    assert head.count(b"Access-Control-Allow-Origin") == 1 and ALLOWED in head + b"\r\n"
+    assert head.lower().count(b"\r\nvary: origin") == 1
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_preflight_with_a_body_announced_by_expect_closes(
+    start_gateway: StartGateway, cors_upstream: TestServer
+) -> None:
+    """Its body may come later or never (no 100 Continue invited it): what the client sends
+    next cannot be told from a next request, so the connection closes after the 200."""
+    gw = await start_gateway(*load(cors_route(cors_upstream.port)).routes)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(
+            b"OPTIONS / HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
+            b"Access-Control-Request-Method: PUT\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 14\r\n\r\n"
+        )
+        async with asyncio.timeout(3):
+            answer = await reader.read()  # to the end: the gateway closes
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert b"\r\nConnection: close\r\n" in answer
+    finally:
+        writer.close()
+
+
+async def test_a_websocket_switch_carries_the_cors_headers(start_gateway: StartGateway) -> None:
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+
+    answer = SWITCHED.replace(b"\r\n\r\n", b"\r\nAccess-Control-Allow-Origin: https://up\r\n\r\n")
+    async with switching(hold, answer) as upstream:
+        gw = await start_gateway(*load(cors_route(upstream.port)).routes)
+        async with through_gateway(gw.proxy_port, extra=b"Origin: https://app.example\r\n") as (
+            head,
+            _,
+            _,
+        ):
+            assert head.startswith(b"HTTP/1.1 101")
+            assert head.count(b"Access-Control-Allow-Origin") == 1 and ALLOWED in head

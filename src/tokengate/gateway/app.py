@@ -198,7 +198,8 @@ class Gateway:
             log.debug("client request body failed: %s", exc)
             response = responses.bad_request()
         except TimeoutError:  # a body that may hold the token stalled (_read_searched_body)
-            response = await answer_and_close(request, responses.request_timeout())
+            timeout = responses.request_timeout()
+            response = await answer_and_close(request, timeout, exchange.answer_edit)
         except asyncio.CancelledError:
             # The client went away mid-request (or the drain's grace ran out): counted and
             # logged as nginx does, 499, before the cancellation goes on. A WebSocket tunnel
@@ -334,7 +335,13 @@ class Gateway:
             if not cors.is_preflight(request.method, request.headers):
                 exchange.answer_edit = cors.answer_edit(request.headers)
             elif not cors.config.preflight_continue:
-                return cors.preflight(request.headers)
+                preflight = cors.preflight(request.headers)
+                if "Expect" in request.headers and request.body_exists:
+                    # As a refusal: a client waiting for a 100 Continue may send its body later,
+                    # or never, so what comes next cannot be told from a next request.
+                    preflight.force_close()  # and says so: Connection: close
+                    return await answer_and_close(request, preflight)
+                return preflight
 
         edits, body, body_prefix = NO_EDITS, None, b""
         auth = self._auth.get(route_key)
@@ -372,9 +379,7 @@ class Gateway:
                         # A client that waits for a 100 Continue may send its body later, or
                         # never: what comes next cannot be told from a next request. Close.
                         refusal = auth.refuse(exc, request, request_id, close=True, extra=extra)
-                        if exchange.answer_edit and not isinstance(refusal, RawResponse):
-                            exchange.answer_edit.apply(refusal)  # sent before handle() sees it
-                        return await answer_and_close(request, refusal)
+                        return await answer_and_close(request, refusal, exchange.answer_edit)
                     return auth.refuse(exc, request, request_id, extra=extra)
             exchange.auth_seconds = perf_counter() - checking
 

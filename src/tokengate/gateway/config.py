@@ -775,7 +775,7 @@ class _Loader:
         f.mapping("ordering")
         protocols = f.each("protocols", kong_protocol)
         scope = self._plugin_scope(f, fixed_scope)
-        if name == CORS_PLUGIN and not f.given("consumer_group"):
+        if name == CORS_PLUGIN:
             self._cors_plugin(f, raw_config, scope, enabled)
             return
         if name != OIDC_PLUGIN:
@@ -813,6 +813,10 @@ class _Loader:
         cors = None
         if raw_config is not None or not f.given("config"):
             cors = parse_cors_config(raw_config or {}, at(f.path, "config"), self.report)
+        if f.given("consumer_group"):
+            message = "tokengate gives no request a consumer group: this cors never applies"
+            f.warn("consumer_group", message)
+            return
         if scope is None:
             return
         if f.given("ordering"):

@@ -76,7 +76,8 @@ def parse_cors_config(data: Mapping[Any, Any], path: str, report: Report) -> Cor
     one reported at its field)."""
     before = len(report.errors)
     f = Fields(report, path, dict(data), _FIELDS)
-    origins = f.each("origins", _origin)
+    # Lists are kept as written, duplicates too: Kong's rules count the origins.
+    origins = f.each("origins", _origin, unique=False)
     for origin in origins:
         if "://*." in origin:
             # Kong reads it as a regex too, where "/*" repeats the "/": it allows no subdomain.
@@ -86,11 +87,11 @@ def parse_cors_config(data: Mapping[Any, Any], path: str, report: Report) -> Cor
                 "character before it, so it matches no subdomain: to allow any subdomain, "
                 "write for example 'https://(.+\\.)?example\\.com'",
             )
-    methods = f.each("methods", _method) if f.given("methods") else _METHODS
+    methods = f.each("methods", _method, unique=False) if f.given("methods") else _METHODS
     config = CorsConfig(
         origins=origins,
-        headers=f.each("headers", _header_value),
-        exposed_headers=f.each("exposed_headers", _header_value),
+        headers=f.each("headers", _header_value, unique=False),
+        exposed_headers=f.each("exposed_headers", _header_value, unique=False),
         methods=methods,
         max_age=f.number("max_age", None, float("-inf")),
         credentials=f.boolean("credentials", False),
@@ -103,7 +104,10 @@ def parse_cors_config(data: Mapping[Any, Any], path: str, report: Report) -> Cor
 
 def _origin(text: str) -> str:
     if text != "*" and not _PLAIN.fullmatch(text):
-        _regex(text)  # RegexError is a ValueError: reported at this entry
+        # Kong checks the origin as written ("a\\" is no regex, though "a\\$" would be), then
+        # anchors it; ValueError: reported at this entry.
+        _regex(text, as_written=True)
+        _regex(text)
     return text
 
 
@@ -120,11 +124,13 @@ def _method(text: str) -> str:
     return text
 
 
-def _regex(origin: str) -> OriginRegex:
+def _regex(origin: str, *, as_written: bool = False) -> OriginRegex:
     # Kong anchors the regex at the end unless it already is, and matches it from the start.
-    pattern = origin if origin.endswith("$") else origin + "$"
+    pattern = origin if as_written or origin.endswith("$") else origin + "$"
+    if pattern.startswith("^") and not as_written:
+        pattern = pattern[1:]
     try:
-        return OriginRegex(pattern[1:] if pattern.startswith("^") else pattern)
+        return OriginRegex(pattern)
     except RegexError as exc:
         raise ValueError(f"'{origin}' is not a valid origin or regex ({exc})") from None
 
@@ -154,6 +160,14 @@ class AnswerEdit:
     @property
     def head(self) -> bytes:
         return b"".join(b"%b: %b\r\n" % line for line in self.lines)
+
+    def upstream(
+        self, raw_headers: list[tuple[bytes, bytes]], answer: tuple[tuple[bytes, bytes], ...]
+    ) -> tuple[list[tuple[bytes, bytes]], tuple[tuple[bytes, bytes], ...]]:
+        """An upstream's answer: its header lines without those cors replaces, and the lines
+        to add after them (`answer`, other plugins', then cors's)."""
+        kept = [line for line in raw_headers if line[0].lower() not in self.drop]
+        return kept, answer + self.lines
 
     def apply(self, response: web.StreamResponse) -> None:
         """Edit an answer the gateway wrote itself (not yet sent)."""
@@ -185,7 +199,7 @@ class Cors:
         if config.max_age is not None:
             fixed.append((b"Access-Control-Max-Age", format(config.max_age, ".14g").encode()))
         self._preflight_fixed = tuple(fixed)
-        self._allow_headers = ",".join(config.headers) if config.headers else None
+        self._allow_headers = ",".join(config.headers) if config.headers else None  # "" stays
         self._expose = (
             ((_ACEH, ",".join(config.exposed_headers).encode("latin-1")),)
             if config.exposed_headers
@@ -221,7 +235,7 @@ class Cors:
         if vary:
             out["Vary"] = "Origin"
         requested = _visible(headers.get("Access-Control-Request-Headers"))
-        allow_headers = self._allow_headers or requested
+        allow_headers = self._allow_headers if self._allow_headers is not None else requested
         if allow_headers is not None:
             out["Access-Control-Allow-Headers"] = allow_headers
         for name, value in self._preflight_fixed:
@@ -245,14 +259,12 @@ class Cors:
         drop = {_ACAO.lower()}
         if vary:
             lines.append(_VARY)
-        if self.config.credentials:
+        if self.config.credentials and (not allow_all or origin is not None):
             drop.add(_ACAC.lower())
-            if not allow_all:
-                lines.append((_ACAC, b"true"))
-            elif origin is not None:
+            lines.append((_ACAC, b"true"))
+            if allow_all:  # "*" cannot go with credentials: the request's own origin instead
                 lines.append(_VARY)  # Kong adds it a second time here
                 allowed = origin
-                lines.append((_ACAC, b"true"))
         if allowed is not None:
             lines.append((_ACAO, allowed.encode("ascii")))
         if self._expose:

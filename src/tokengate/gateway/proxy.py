@@ -29,6 +29,7 @@ from multidict import CIMultiDict
 from tokengate.gateway import responses
 from tokengate.gateway.balancer import Balancer
 from tokengate.gateway.config import Service, Target
+from tokengate.gateway.cors import AnswerEdit
 from tokengate.gateway.edits import NO_EDITS, UpstreamEdits
 from tokengate.gateway.exchange import ERROR, SERVICE, Exchange
 from tokengate.gateway.headers import (
@@ -145,12 +146,13 @@ class Forwarder:
         assert service is not None
         settings = self._settings
         headers = request.headers
+        cors = exchange.answer_edit  # the route's cors headers, on the answers written here too
         coding = headers.get("Transfer-Encoding")
         chunked = coding is not None
         if coding is not None and coding.strip().lower() != "chunked":
             # aiohttp removes only the chunking of "gzip, chunked": the rest would reach the
             # upstream unlabelled. nginx answers 501 here too.
-            return await answer_and_close(request, responses.not_implemented())
+            return await answer_and_close(request, responses.not_implemented(), cors)
         length = None if chunked else request.content_length
         limit = settings.max_body_size
         # A chunked form read whole (or its head) to find a token has a length now too; any
@@ -158,7 +160,7 @@ class Forwarder:
         if (length is not None and length > limit) or (
             chunked and len(body if body is not None else body_prefix) > limit
         ):
-            return await answer_and_close(request, responses.payload_too_large())
+            return await answer_and_close(request, responses.payload_too_large(), cors)
 
         expect = headers.get("Expect")
         if expect is not None and body is None and not body_prefix:
@@ -186,7 +188,7 @@ class Forwarder:
             try:
                 body = await _read_small_body(request, length, settings.client_body_timeout)
             except ClientBodyTimeout:
-                return await answer_and_close(request, responses.request_timeout())
+                return await answer_and_close(request, responses.request_timeout(), cors)
             framing = b"Content-Length: %d\r\n" % length
         elif length is not None or method in ("POST", "PUT", "PATCH"):
             framing = b"Content-Length: 0\r\n"
@@ -253,9 +255,9 @@ class Forwarder:
             exchange.source = ERROR
             return _upstream_failure(exc, service)
         except BodyTooLarge:
-            return await answer_and_close(request, responses.payload_too_large())
+            return await answer_and_close(request, responses.payload_too_large(), cors)
         except ClientBodyTimeout:
-            return await answer_and_close(request, responses.request_timeout())
+            return await answer_and_close(request, responses.request_timeout(), cors)
 
     async def _exchange(
         self,
@@ -416,10 +418,8 @@ class Forwarder:
         if not conn.complete and _declared_small(conn):
             await conn.read_to_end(service.read_timeout)
         raw_headers = conn.headers
-        cors = exchange.answer_edit
-        if cors is not None:  # the route's cors: its headers replace the upstream's
-            raw_headers = [line for line in raw_headers if line[0].lower() not in cors.drop]
-            answer += cors.lines
+        if exchange.answer_edit is not None:  # the route's cors
+            raw_headers, answer = exchange.answer_edit.upstream(raw_headers, answer)
         if conn.complete and request.version == (1, 1):
             status = conn.status
             bodiless = status in _BODILESS_STATUS or request.method == "HEAD"
@@ -568,10 +568,13 @@ async def _read_small_body(request: web.BaseRequest, length: int, timeout: float
 
 
 async def answer_and_close(
-    request: web.BaseRequest, response: web.StreamResponse
+    request: web.BaseRequest, response: web.StreamResponse, cors: AnswerEdit | None = None
 ) -> web.StreamResponse:
     """Answer, then close: the rest of the body is unwanted (too large) or not coming (stalled),
-    and aiohttp would otherwise linger reading it before it closes the connection."""
+    and aiohttp would otherwise linger reading it before it closes the connection. `cors`: the
+    route's headers, for an answer not written as bytes already (a RawResponse has them)."""
+    if cors is not None and not isinstance(response, RawResponse):
+        cors.apply(response)
     await response.prepare(request)
     await response.write_eof()
     if request.transport is not None:

@@ -114,7 +114,10 @@ async def relay(
     """Answer the client with the upstream's 101 and relay bytes both ways until the tunnel
     ends; the client connection is closed after it (no HTTP follows a switch). `answer`:
     headers added to the 101 (downstream_headers)."""
-    headers = response_headers(conn.headers, request_id, answer)
+    raw_headers = conn.headers
+    if exchange.answer_edit is not None:  # the route's cors
+        raw_headers, answer = exchange.answer_edit.upstream(raw_headers, answer)
+    headers = response_headers(raw_headers, request_id, answer)
     # Nothing frames a 1xx: a Content-Length kept here would make aiohttp cut the tunnel's
     # bytes to that length.
     headers.popall("Content-Length", None)
