@@ -2,9 +2,10 @@
 
     config = parse_cors_config(raw, "plugins[0].config", report)   # errors name the field
     cors = Cors(config)
-    if cors.answers_preflight(request.method, request.headers):
-        return cors.preflight(request.headers)           # 200, before openid-connect runs
-    edit = cors.answer_edit(request.headers)              # AnswerEdit | None: every other answer
+    if not cors.is_preflight(request.method, request.headers):
+        edit = cors.answer_edit(request.headers)          # AnswerEdit | None: for its answer
+    elif not config.preflight_continue:
+        return cors.preflight(request.headers)            # 200, before openid-connect runs
 
 Kong runs cors at priority 2000, before openid-connect (1050): a preflight gets its 200 without
 a token, and an answer openid-connect refuses carries the CORS headers too, so a browser script
@@ -213,10 +214,6 @@ class Cors:
             and "Origin" in headers
             and "Access-Control-Request-Method" in headers
         )
-
-    def answers_preflight(self, method: str, headers: Mapping[str, str]) -> bool:
-        """Whether this request is a preflight cors answers itself (preflight_continue off)."""
-        return not self.config.preflight_continue and self.is_preflight(method, headers)
 
     def preflight(self, headers: Mapping[str, str]) -> web.Response:
         """Kong's 200 to a CORS preflight: no body, the allowed origin, methods and headers."""
