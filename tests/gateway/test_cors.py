@@ -655,3 +655,15 @@ async def test_a_websocket_switch_carries_the_cors_headers(start_gateway: StartG
         ):
             assert head.startswith(b"HTTP/1.1 101")
             assert head.count(b"Access-Control-Allow-Origin") == 1 and ALLOWED in head
+
+
+def test_protocols_of_any_shape_are_checked_not_a_traceback() -> None:
+    found = errors("plugins:\n- {name: cors, protocols: [[http], {a: 1}]}\n")
+    assert found == [
+        "kong.yaml: plugins[0].protocols[0]: expected a string, got a list",
+        "kong.yaml: plugins[0].protocols[1]: expected a string, got a mapping",
+    ]
+    config = load("plugins:\n- {name: cors, protocols: [grpc]}\n")
+    assert config.warnings == (
+        "kong.yaml: plugins[0].protocols: ignored: tokengate runs cors on http and https",
+    )

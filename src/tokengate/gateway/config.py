@@ -776,7 +776,7 @@ class _Loader:
         protocols = f.each("protocols", kong_protocol)
         scope = self._plugin_scope(f, fixed_scope)
         if name == CORS_PLUGIN:
-            self._cors_plugin(f, raw_config, scope, enabled)
+            self._cors_plugin(f, raw_config, scope, enabled, protocols)
             return
         if name != OIDC_PLUGIN:
             if name is not None and scope is not None and enabled:
@@ -804,7 +804,12 @@ class _Loader:
         self.plugin_entries.append(_PluginEntry(path, plugin, oidc, enabled, scope))
 
     def _cors_plugin(
-        self, f: Fields, raw_config: dict[Any, Any] | None, scope: _Scope | None, enabled: bool
+        self,
+        f: Fields,
+        raw_config: dict[Any, Any] | None,
+        scope: _Scope | None,
+        enabled: bool,
+        protocols: tuple[str, ...],
     ) -> None:
         if f.given("consumer"):
             # Kong's schema for it: `consumer = typedefs.no_consumer`.
@@ -821,8 +826,7 @@ class _Loader:
             return
         if f.given("ordering"):
             f.warn("ordering", "ignored by tokengate")
-        protocols = f.raw("protocols")
-        if isinstance(protocols, list) and not {"http", "https"} <= set(protocols):
+        if protocols and not {"http", "https"} <= set(protocols):
             f.warn("protocols", f"ignored: tokengate runs {CORS_PLUGIN} on http and https")
         plugin = Plugin(name=CORS_PLUGIN, config=MappingProxyType(copy.deepcopy(raw_config or {})))
         self.cors_entries.append(_CorsEntry(f.path, plugin, cors, enabled, scope))
