@@ -259,8 +259,12 @@ def test_cors_under_a_consumer_is_an_error() -> None:
 
 
 def test_a_wildcard_subdomain_origin_is_warned_about() -> None:
-    config = load("plugins:\n- name: cors\n  config: {origins: ['https://*.example.com']}\n")
-    assert any("matches no subdomain" in warning for warning in config.warnings)
+    config = load(
+        "plugins:\n- name: cors\n  config: {origins: [x.test, 'https://*.example.com']}\n"
+    )
+    (warning,) = config.warnings
+    assert warning.startswith("kong.yaml: plugins[0].config.origins[1]: 'https://*.example.com'")
+    assert "matches no subdomain" in warning
     # It loads, as in Kong, and means there what it means here: the "/" repeated.
     cors = Cors(CorsConfig(origins=("https://*.example.com",)))
     assert cors.answer_edit({"Origin": "https://a.example.com"}) == cors.answer_edit({})

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from tokengate.gateway.config_checks import Fields, Report
+from tokengate.gateway.config_checks import Fields, Report, at, item
 from tokengate.gateway.rawresponse import SERVER
 from tokengate.gateway.regex import OriginRegex, RegexError
 
@@ -79,11 +79,12 @@ def parse_cors_config(data: Mapping[Any, Any], path: str, report: Report) -> Cor
     f = Fields(report, path, dict(data), _FIELDS)
     # Lists are kept as written, duplicates too: Kong's rules count the origins.
     origins = f.each("origins", _origin, unique=False)
-    for origin in origins:
-        if "://*." in origin:
+    written = f.raw("origins")
+    for index, origin in enumerate(written if isinstance(written, list) else ()):
+        if isinstance(origin, str) and "://*." in origin:
             # Kong reads it as a regex too, where "/*" repeats the "/": it allows no subdomain.
-            f.warn(
-                "origins",
+            report.warn(
+                item(at(path, "origins"), index),
                 f"'{origin}' is a regular expression, as Kong reads it, where '*' repeats the "
                 "character before it, so it matches no subdomain: to allow any subdomain, "
                 "write for example 'https://(.+\\.)?example\\.com'",
