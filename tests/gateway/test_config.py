@@ -1595,6 +1595,8 @@ def test_an_unnamed_services_id_clashes_with_another_services_name() -> None:
          "upstreams[0].targets[0].id"),
         ("plugins: [{name: rate-limiting, id: rl, config: {minute: 1}}]", "plugins[0].id"),
         ("consumer_groups: [{name: g, id: gold}]", "consumer_groups[0].id"),
+        ("consumers: [{username: u, plugins: [{name: rate-limiting, id: x}]}]",
+         "consumers[0].plugins[0].id"),
         # 36 characters, but not 8-4-4-4-12 hex digits
         ("consumers: [{username: u, id: 5e1f1c2a-9d3b-4c6e-8a7f-0123456789ag}]", "consumers[0].id"),
     ],
@@ -1608,3 +1610,24 @@ def test_an_id_that_is_not_a_uuid_is_an_error(body: str, path: str) -> None:
 def test_an_upper_case_uuid_is_an_id() -> None:
     config = load(f"services: [{{name: a, id: {S1.upper()}, host: up, routes: [{{paths: [/]}}]}}]")
     assert config.services[0].name == "a"
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ("services: [{name: a, id: svc-1, host: up}]\nroutes: [{paths: [/], service: svc-1}]",
+         "services[0].id"),
+        ("services: [{name: a, id: svc-1, host: up}]\n"
+         "routes: [{paths: [/], service: {id: svc-1}}]", "services[0].id"),
+        ("consumers: [{username: u, id: u-1}]\n"
+         "plugins: [{name: rate-limiting, consumer: u-1, config: {minute: 1}}]",
+         "consumers[0].id"),
+        ("consumer_groups: [{name: g, id: gold}]\n"
+         "plugins: [{name: rate-limiting, consumer_group: {id: gold}, config: {minute: 1}}]",
+         "consumer_groups[0].id"),
+    ],
+)  # fmt: skip
+def test_a_wrong_id_is_one_error_not_one_more_per_reference(body: str, path: str) -> None:
+    """The entity still goes by the id it declares: what names it is not reported too."""
+    found = errors(body + "\n")
+    assert len(found) == 1 and found[0].startswith(f"kong.yaml: {path}: expected a UUID"), found

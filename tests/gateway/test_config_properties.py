@@ -3,10 +3,11 @@ a ConfigError; no other exception (a traceback for a user's mistake) ever leaves
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, Final
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tokengate.gateway.config import (
@@ -14,9 +15,11 @@ from tokengate.gateway.config import (
     _ROUTE_FIELDS,
     _SERVICE_FIELDS,
     ConfigError,
+    GatewayConfig,
     parse_config,
 )
-from tokengate.gateway.cors import CorsConfig
+from tokengate.gateway.cors import _FIELDS as _CORS_FIELDS
+from tokengate.gateway.cors import Cors, CorsConfig
 from tokengate.gateway.oidc_config import KONG_FIELDS
 
 # Values near the ones that matter, and anything else.
@@ -96,14 +99,93 @@ _DOCUMENTS = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(_DOCUMENTS)
 def test_any_document_loads_or_is_refused_with_its_errors(document: dict[str, Any]) -> None:
+    _load_or_refuse(document)
+
+
+# Near-valid documents: a working kong.yaml (a service, a route with openid-connect and cors, a
+# global cors, a consumer) with one to three of its fields set to anything.
+_OIDC = {"name": "openid-connect", "config": {"issuer": "https://idp.example/realms/x"}}
+_CORS = {"name": "cors", "config": {"origins": ["https://a.example", "(.+\\.)?b\\.example"]}}
+_BASE: Final = {
+    "_format_version": "3.0",
+    "services": [
+        {
+            "name": "api",
+            "url": "http://127.0.0.1:9",
+            "routes": [{"name": "r", "paths": ["/r"], "plugins": [_OIDC, _CORS]}],
+        }
+    ],
+    "consumers": [{"username": "alice"}],
+    "plugins": [{"name": "cors"}],
+}
+_ROUTE_AT: Final = ("services", 0, "routes", 0)
+# Where a change lands (a path into _BASE), and the fields it may set there.
+_PLACES: Final[dict[str, tuple[tuple[str | int, ...], list[str]]]] = {
+    "top": ((), ["services", "routes", "plugins", "consumers", "consumer_groups", "upstreams"]),
+    "service": (("services", 0), sorted(_SERVICE_FIELDS)),
+    "route": (_ROUTE_AT, sorted(_ROUTE_FIELDS)),
+    "openid-connect": ((*_ROUTE_AT, "plugins", 0), sorted(_PLUGIN_FIELDS)),
+    "openid-connect config": ((*_ROUTE_AT, "plugins", 0, "config"), sorted(KONG_FIELDS)),
+    "cors": ((*_ROUTE_AT, "plugins", 1), sorted(_PLUGIN_FIELDS)),
+    "cors config": ((*_ROUTE_AT, "plugins", 1, "config"), sorted(_CORS_FIELDS)),
+    "global cors": (("plugins", 0), sorted(_PLUGIN_FIELDS)),
+    "consumer": (("consumers", 0), ["id", "username", "custom_id", "tags", "plugins"]),
+}
+_CHANGES = st.lists(
+    st.sampled_from(sorted(_PLACES)).flatmap(
+        lambda place: st.tuples(st.just(place), st.sampled_from(_PLACES[place][1]), _VALUES)
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+def _changed(changes: list[tuple[str, str, Any]]) -> dict[str, Any]:
+    document = copy.deepcopy(_BASE)
+    for place, key, value in changes:
+        target: Any = document
+        for step in _PLACES[place][0]:
+            if not isinstance(target, dict | list):
+                break
+            try:
+                target = target[step]
+            except (KeyError, IndexError, TypeError):
+                break
+        else:
+            if isinstance(target, dict):
+                target[key] = value
+    return document
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_CHANGES)
+@example([("cors", "protocols", [["http"]])])  # a TypeError traceback once
+@example([("cors config", "origins", ["a\\"])])
+@example([("service", "id", "svc-1"), ("route", "service", "svc-1")])
+def test_a_working_file_with_any_field_changed_loads_or_is_refused(
+    changes: list[tuple[str, str, Any]],
+) -> None:
+    config = _load_or_refuse(_changed(changes))
+    for route in config.routes if config is not None else ():
+        if route.cors is not None:  # a config that loads must also answer
+            cors = Cors(route.cors)
+            for origin in ("https://a.example", "https://x.b.example:443", "null", ""):
+                headers = {"Origin": origin, "Access-Control-Request-Method": "GET"}
+                cors.preflight(headers)
+                cors.answer_edit(headers)
+
+
+def _load_or_refuse(document: dict[str, Any]) -> GatewayConfig | None:
     text = yaml.safe_dump(document)
     errors: list[str] = []
+    config = None
     try:
-        parse_config(text, "kong.yaml")
+        config = parse_config(text, "kong.yaml")
     except ConfigError as exc:
         errors = exc.errors
         assert errors
     assert all(error.startswith("kong.yaml: ") for error in errors)
+    return config

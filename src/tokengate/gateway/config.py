@@ -375,7 +375,7 @@ class _Loader:
         f = Fields(self.report, path, data, _SERVICE_FIELDS)
         # Metrics and logs are labelled by the name; an unnamed service (Kong's name is
         # optional, and db_export writes an id for every row) goes by its id.
-        name, id_ = f.string("name"), f.checked("id", kong_uuid)
+        name, id_ = f.string("name"), _entity_id(f)
         if not f.given("name") and not f.given("id"):
             f.error("name", "required field missing (or an id)")
         protocol, host, port, base_path = self._destination(f)
@@ -452,7 +452,7 @@ class _Loader:
         if _health_checks_on(f.mapping("healthchecks")):
             f.warn("healthchecks", "health checks are not run by tokengate: every target stays in")
         entry = _UpstreamEntry(path, name or "", host_header, [], set())
-        self.upstreams.add(entry, name, f.checked("id", kong_uuid))
+        self.upstreams.add(entry, name, _entity_id(f))
         for target_path, target_data in f.entities("targets"):
             self._target(target_path, target_data, entry)
 
@@ -467,7 +467,7 @@ class _Loader:
             f.error("upstream", "a target nested in an upstream names no other upstream")
         address = f.checked("target", target_address, required=True)
         weight = f.integer("weight", 100, 0, 65_535)
-        f.checked("id", kong_uuid)
+        _entity_id(f)
         f.strings("tags")
         if f.boolean("failover", False):
             f.warn("failover", "not supported by tokengate: a failover target is balanced too")
@@ -531,7 +531,7 @@ class _Loader:
             )
         self._route_extras(f)
         entry = _RouteEntry(path, route, service)
-        self.routes.add(entry, name, f.checked("id", kong_uuid))
+        self.routes.add(entry, name, _entity_id(f))
         self.route_entries.append(entry)
         for plugin_path, plugin_data in f.entities("plugins"):
             self._plugin(plugin_path, plugin_data, (entry, None))
@@ -627,12 +627,12 @@ class _Loader:
                     self.report.error(at(path, key), f"expected a string, got {describe(value)}")
                 elif not value:
                     self.report.error(at(path, key), "must not be empty")
-                elif key == "id" and not _is_uuid(at(path, key), value, self.report):
-                    continue
                 elif (key, value) in seen:  # unique in Kong: a second one is refused
                     other = seen[key, value]
                     self.report.error(at(path, key), f"'{value}' is {other}'s {key} too")
                 else:
+                    if key == "id":
+                        _check_uuid(at(path, key), value, self.report)  # still names it
                     seen[key, value] = path
                     fields[key] = value
             if "username" not in fields and "custom_id" not in fields:
@@ -699,6 +699,9 @@ class _Loader:
                 # Kong refuses it; skipping it would also skip a plugin that refuses requests.
                 self.report.error(entry, f"expected a mapping, got {describe(plugin)}")
                 continue
+            plugin_id = plugin.get("id")
+            if isinstance(plugin_id, str):
+                _check_uuid(at(entry, "id"), plugin_id, self.report)
             name = plugin.get("name")
             if not isinstance(name, str):
                 self.report.error(at(entry, "name"), f"expected a string, got {describe(name)}")
@@ -733,8 +736,8 @@ class _Loader:
             if group_id is not None and not isinstance(group_id, str):
                 self.report.error(at(path, "id"), f"expected a string, got {describe(group_id)}")
                 group_id = None
-            elif group_id is not None and not _is_uuid(at(path, "id"), group_id, self.report):
-                group_id = None
+            elif group_id is not None:
+                _check_uuid(at(path, "id"), group_id, self.report)  # still names it
             self.group_names.update(v for v in (name, group_id) if isinstance(v, str))
             plugins = group.get("plugins")
             self._check_nested_plugins(path, plugins, "consumer group")
@@ -769,7 +772,7 @@ class _Loader:
         raw_config = f.mapping("config")
         config = raw_config or {}
         enabled = f.boolean("enabled", True)
-        f.checked("id", kong_uuid)
+        _entity_id(f)
         f.string("instance_name")
         f.strings("tags")
         f.mapping("ordering")
@@ -1045,13 +1048,21 @@ _GROUPS_READ = (
 _PLAIN_VALUE: Final = re.compile(r"[\x20-\x7e]*")
 
 
-def _is_uuid(path: str, value: str, report: Report) -> bool:
+def _check_uuid(path: str, value: str, report: Report) -> None:
+    """An error unless `value` is a UUID. The entity still goes by it, so that what refers to
+    it is not reported too (the one mistake is the id)."""
     try:
         kong_uuid(value)
     except ValueError as exc:
         report.error(path, str(exc))
-        return False
-    return True
+
+
+def _entity_id(f: Fields) -> str | None:
+    """An entity's `id`: a string, checked to be a UUID as in Kong, and kept either way."""
+    id_ = f.string("id")
+    if id_ is not None:
+        _check_uuid(at(f.path, "id"), id_, f.report)
+    return id_
 
 
 def _who(consumer: Consumer) -> str:

@@ -146,13 +146,14 @@ class Forwarder:
         assert service is not None
         settings = self._settings
         headers = request.headers
-        cors = exchange.answer_edit  # the route's cors headers, on the answers written here too
         coding = headers.get("Transfer-Encoding")
         chunked = coding is not None
         if coding is not None and coding.strip().lower() != "chunked":
             # aiohttp removes only the chunking of "gzip, chunked": the rest would reach the
             # upstream unlabelled. nginx answers 501 here too.
-            return await answer_and_close(request, responses.not_implemented(), cors)
+            return await answer_and_close(
+                request, responses.not_implemented(), exchange.answer_edit
+            )
         length = None if chunked else request.content_length
         limit = settings.max_body_size
         # A chunked form read whole (or its head) to find a token has a length now too; any
@@ -160,7 +161,9 @@ class Forwarder:
         if (length is not None and length > limit) or (
             chunked and len(body if body is not None else body_prefix) > limit
         ):
-            return await answer_and_close(request, responses.payload_too_large(), cors)
+            return await answer_and_close(
+                request, responses.payload_too_large(), exchange.answer_edit
+            )
 
         expect = headers.get("Expect")
         if expect is not None and body is None and not body_prefix:
@@ -188,7 +191,9 @@ class Forwarder:
             try:
                 body = await _read_small_body(request, length, settings.client_body_timeout)
             except ClientBodyTimeout:
-                return await answer_and_close(request, responses.request_timeout(), cors)
+                return await answer_and_close(
+                    request, responses.request_timeout(), exchange.answer_edit
+                )
             framing = b"Content-Length: %d\r\n" % length
         elif length is not None or method in ("POST", "PUT", "PATCH"):
             framing = b"Content-Length: 0\r\n"
@@ -255,9 +260,13 @@ class Forwarder:
             exchange.source = ERROR
             return _upstream_failure(exc, service)
         except BodyTooLarge:
-            return await answer_and_close(request, responses.payload_too_large(), cors)
+            return await answer_and_close(
+                request, responses.payload_too_large(), exchange.answer_edit
+            )
         except ClientBodyTimeout:
-            return await answer_and_close(request, responses.request_timeout(), cors)
+            return await answer_and_close(
+                request, responses.request_timeout(), exchange.answer_edit
+            )
 
     async def _exchange(
         self,
