@@ -493,6 +493,65 @@ def test_a_list_or_mapping_as_a_yaml_key_is_an_error(key: str, column: int) -> N
     ]
 
 
+_BOMB = "".join(f"a{n}: &a{n} [{', '.join([f'*a{n - 1}' if n else 'x'] * 10)}]\n" for n in range(9))
+
+
+@pytest.mark.parametrize(
+    ("body", "start"),
+    [
+        # integers of any length parse in hex, octal or base 60; past 64 bits, an error
+        ("services: [{name: a, host: x, port: 0x%s}]" % ("f" * 3600),
+         "kong.yaml: line 2 column 37: integer out of range (beyond 64 bits)"),
+        ("services: [{name: a, host: x, port: 0%s}]" % ("7" * 30),
+         "kong.yaml: line 2 column 37: integer out of range"),
+        # explicit tags PyYAML's own constructors fail on
+        ("services: !!set [a]", "kong.yaml: "),
+        ("services: !!bool x", "kong.yaml: invalid YAML: "),
+        ("services: !!int", "kong.yaml: invalid YAML: "),
+        ("services: !!timestamp x", "kong.yaml: invalid YAML: "),
+        # an alias to itself, nesting past any real file, an alias bomb (10^9 values)
+        ("plugins: [{name: openid-connect, config: {x: &r [*r]}}]",
+         "kong.yaml: invalid YAML: nested more than 64 levels deep"),
+        ("plugins: [{name: cors, config: {x: %s}}]" % ("[" * 200 + "]" * 200),
+         "kong.yaml: invalid YAML: nested more than 64 levels deep"),
+        ("plugins:\n- name: openid-connect\n  config:\n" + textwrap.indent(_BOMB, "    "),
+         "kong.yaml: invalid YAML: more than 2,000,000 values (aliases expanded)"),
+    ],
+    ids=["hex", "octal", "set-on-list", "bool", "int", "timestamp", "self-alias", "deep", "bomb"],
+)  # fmt: skip
+def test_yaml_that_would_break_the_checks_is_refused_up_front(body: str, start: str) -> None:
+    """No traceback, no minutes spent: each is one error, before any field is checked."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f'_format_version: "3.0"\n{body}\n', "kong.yaml")
+    (error,) = caught.value.errors
+    assert error.startswith(start), error
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("routes: [{paths: [/], hosts: ['a.example:\u0661\u0662']}]",
+         "routes[0].hosts[0]: invalid port in host"),
+        ("routes: [{paths: [/], hosts: ['a.example:\u00b2']}]",
+         "routes[0].hosts[0]: invalid port in host"),
+        ("services: [{name: a, host: \"\u212aelvin.example\"}]", "services[0].host: "),
+        ("services: [{name: a, host: \"\u017fite.example\"}]", "services[0].host: "),
+    ],
+)  # fmt: skip
+def test_hosts_and_ports_are_ascii(body: str, line: str) -> None:
+    """Non-ASCII digits and letters that case-fold to ASCII ones (the Kelvin sign, the long s)
+    name no host Kong would take."""
+    found = errors(body + "\n")
+    assert any(error.startswith(f"kong.yaml: {line}") for error in found), found
+
+
+def test_a_format_version_that_is_no_scalar_is_described_not_printed() -> None:
+    found = errors("", header=f"_format_version: {list(range(5))}\n")
+    assert found == [
+        'kong.yaml: _format_version: unsupported version a list (expected "1.1", "2.1", "3.0")'
+    ]
+
+
 def test_a_file_past_the_size_cap_is_an_error_without_reading_it_whole() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config("/dev/zero")

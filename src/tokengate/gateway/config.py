@@ -367,7 +367,8 @@ class _Loader:
             top.error("_format_version", "required field missing")
         elif version not in _FORMAT_VERSIONS:
             expected = ", ".join(f'"{known}"' for known in _FORMAT_VERSIONS)
-            top.error("_format_version", f"unsupported version {value!r} (expected {expected})")
+            shown = repr(value) if isinstance(value, str | int | float) else describe(value)
+            top.error("_format_version", f"unsupported version {shown} (expected {expected})")
         elif version != "3.0":
             self.legacy_version = version
 

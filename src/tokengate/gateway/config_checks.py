@@ -15,7 +15,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Collection, Hashable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -27,7 +27,8 @@ KONG_PROTOCOLS = frozenset(
     {"http", "https", "grpc", "grpcs", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"}
 )
 _HTTP_PROTOCOLS = ("http", "https")
-_HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?", re.IGNORECASE)
+# ASCII letters spelled out: re.IGNORECASE would let in the Kelvin sign (U+212A) as a "k".
+_HOSTNAME = re.compile(r"[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*\.?")
 # Kong's path typedef: RFC 3986 unreserved and sub-delims, ":", "@", "/" and percent-encoding.
 _PATH = re.compile(r"/[A-Za-z0-9._~/%:@!$&'()*+,;=-]*")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -216,6 +217,7 @@ class Fields:
             self._wrong_type(key, "a list of strings")
             return ()
         results: list[str] = []
+        seen: set[str] = set()
         for index, entry in enumerate(value):
             path = item(at(self.path, key), index)
             if not isinstance(entry, str):
@@ -226,10 +228,11 @@ class Fields:
             except ValueError as exc:
                 self.report.error(path, str(exc))
                 continue
-            if unique and checked in results:
+            if unique and checked in seen:
                 self.report.warn(path, f"duplicate value '{entry}'")
             else:
                 results.append(checked)
+                seen.add(checked)
         return tuple(results)
 
     def entities(self, key: str) -> list[tuple[str, dict[Any, Any]]]:
@@ -255,7 +258,10 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
     so a second `plugins:` key could silently drop the openid-connect plugin. libyaml parses
     when PyYAML has it (its wheels do): three times faster on a 2 MB kong.yaml."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Hashable, Any]:
+        if not isinstance(node, yaml.MappingNode):  # `!!map` / `!!set` on a list: PyYAML's error
+            refused: dict[Hashable, Any] = super().construct_mapping(node, deep)
+            return refused
         seen: set[Hashable] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -279,11 +285,29 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
         mapping: dict[Hashable, Any] = super().construct_mapping(node, deep)
         return mapping
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        value: int = super().construct_yaml_int(node)
+        # 0x / 0o / base-60 literals of any length parse; past int64 no field means anything,
+        # and past 4,300 digits Python cannot even print one in an error message.
+        if not -(2**63) <= value < 2**63:
+            raise yaml.constructor.ConstructorError(
+                None, None, "integer out of range (beyond 64 bits)", node.start_mark
+            )
+        return value
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
+
+# What a parsed document may hold, aliases expanded: every real kong.yaml is far inside both,
+# and they bound the work (and recursion) of every check that walks a value.
+MAX_DEPTH: Final = 64
+MAX_VALUES: Final = 2_000_000
+
 
 def load_yaml(text: str) -> Any:
     """Parsed YAML, or ValueError("line 3 column 5: <problem>")."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
@@ -292,6 +316,28 @@ def load_yaml(text: str) -> Any:
         raise ValueError(f"invalid YAML: {exc}") from None
     except RecursionError:
         raise ValueError("invalid YAML: nested too deeply") from None
+    except Exception as exc:  # PyYAML's own constructors on odd explicit tags (`!!bool x`, ...)
+        raise ValueError(f"invalid YAML: {type(exc).__name__}: {exc}") from None
+    _check_size(document)
+    return document
+
+
+def _check_size(document: Any) -> None:
+    """ValueError for a document nested deeper than MAX_DEPTH or holding more than MAX_VALUES
+    values once its aliases are expanded (an alias to itself, or an alias bomb). Iterative."""
+    stack = [(document, 0)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ValueError(f"invalid YAML: more than {MAX_VALUES:,} values (aliases expanded)")
+        if depth > MAX_DEPTH:
+            raise ValueError(f"invalid YAML: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
 
 
 class _Located(Protocol):
@@ -552,7 +598,7 @@ def route_host(text: str) -> str:
     if text.startswith("[") and "]" not in text:
         raise ValueError(f"invalid host '{text}': no closing ']'")
     host, port = _split_port(text.lower())
-    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError(f"invalid port in host '{text}'")
     if host.count("*") > 1:
         raise ValueError(f"invalid host '{text}': only one wildcard is allowed")
