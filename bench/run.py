@@ -8,6 +8,9 @@
     .venv/bin/python -m bench.run --list               # the rows there are
     .venv/bin/python -m bench.run --install     # as root: apt-get install wrk nginx-light haproxy
 
+Run as root where apt-get is, a run that finds wrk, nginx or haproxy missing installs them
+first, as --install does (`make bench` on a fresh machine); otherwise it says how.
+
 Method: one upstream (nginx with a fixed 100-byte body, or bench/upstream.py without nginx);
 every selected system under test is started on its own 127.0.0.1 port and warmed up with a
 short wrk run; then round 1 runs wrk once against every row, round 2 again, and so on, so that
@@ -71,8 +74,10 @@ from bench.systems import (
     Unavailable,
     Upstream,
     check_auth,
+    haproxy_path,
     http_status,
     machine_busy_seconds,
+    nginx_path,
     run_raw,
     start_issuer,
     start_system,
@@ -211,6 +216,14 @@ def install_tools() -> int:
     return 0
 
 
+def _tools_missing() -> bool:
+    return wrk_path() is None or nginx_path() is None or haproxy_path() is None
+
+
+def _can_install() -> bool:
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -224,8 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{row.name:<24} {row.description}")
         print(f"{'(--storm)':<24} {storm_doc_line()}")
         return 0
-    if args.install and (code := install_tools()) != 0:
-        return code
+    if args.install or (_tools_missing() and _can_install()):
+        if not args.install:
+            print(f"installing what is missing: apt-get install -y {' '.join(APT_PACKAGES)}")
+        if (code := install_tools()) != 0:
+            return code
     if wrk_path() is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 2
