@@ -19,7 +19,7 @@ import copy
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
@@ -287,6 +287,9 @@ class _PluginEntry(_Entry):
     oidc: OidcConfig | None  # None only when its config has errors (already reported)
     enabled: bool
     scope: _Scope
+
+
+_ScopedEntry = TypeVar("_ScopedEntry", "_PluginEntry", "_CorsEntry")
 
 
 @dataclass(eq=False)
@@ -899,7 +902,7 @@ class _Loader:
 
     def _finish(self) -> GatewayConfig:
         active = self._active_plugins()
-        active_cors = self._active_cors()
+        active_cors = self._active(self.cors_entries, CORS_PLUGIN)
         routes = []
         for entry in self.route_entries:
             owner = entry.service
@@ -993,28 +996,20 @@ class _Loader:
             entry.oidc = replace(entry.oidc, consumers=tuple(self.declared_consumers))
 
     def _active_plugins(self) -> dict[_Scope, _PluginEntry]:
-        """Enabled openid-connect plugins by scope; Kong allows one instance per scope."""
-        first: dict[_Scope, _PluginEntry] = {}
-        active: dict[_Scope, _PluginEntry] = {}
+        """Enabled openid-connect plugins by scope."""
         for entry in self.plugin_entries:
             self._check_anonymous(entry)
             self._check_consumer_mapping(entry)
-            seen = first.setdefault(entry.scope, entry)
-            if seen is not entry:
-                message = f"duplicate '{OIDC_PLUGIN}' plugin on the same scope as {seen.path}"
-                self.report.error(entry.path, message)
-            elif entry.enabled:
-                active[entry.scope] = entry
-        return active
+        return self._active(self.plugin_entries, OIDC_PLUGIN)
 
-    def _active_cors(self) -> dict[_Scope, _CorsEntry]:
-        """Enabled cors plugins by scope; Kong allows one instance per scope."""
-        first: dict[_Scope, _CorsEntry] = {}
-        active: dict[_Scope, _CorsEntry] = {}
-        for entry in self.cors_entries:
+    def _active(self, entries: Sequence[_ScopedEntry], name: str) -> dict[_Scope, _ScopedEntry]:
+        """The enabled entries of one plugin by scope; Kong allows one instance per scope."""
+        first: dict[_Scope, _ScopedEntry] = {}
+        active: dict[_Scope, _ScopedEntry] = {}
+        for entry in entries:
             seen = first.setdefault(entry.scope, entry)
             if seen is not entry:
-                message = f"duplicate '{CORS_PLUGIN}' plugin on the same scope as {seen.path}"
+                message = f"duplicate '{name}' plugin on the same scope as {seen.path}"
                 self.report.error(entry.path, message)
             elif entry.enabled:
                 active[entry.scope] = entry
