@@ -318,6 +318,20 @@ def protected(upstream: TestServer, issuer: TestIssuer, cors: str, oidc: str = "
         """
 
 
+async def credentialed(
+    start_gateway: StartGateway,
+    upstream: TestServer,
+    issuer: TestIssuer,
+    *,
+    cors: str = "",
+    oidc: str = "",
+) -> GatewayServer:
+    """openid-connect and a cors allowing two origins with credentials (`cors`, `oidc`: more
+    fields of each, as YAML flow text)."""
+    allowed = f"{{origins: [https://a.example, https://app.example], credentials: true{cors}}}"
+    return await gateway_of(start_gateway, protected(upstream, issuer, allowed, oidc))
+
+
 async def fetch(
     gw: GatewayServer,
     path: str = "/",
@@ -358,14 +372,8 @@ async def test_refusals_carry_the_cors_headers(
     start_gateway: StartGateway, cors_upstream: TestServer, test_issuer: TestIssuer
 ) -> None:
     """A browser script can read why it was refused (Kong's header_filter runs on them too)."""
-    gw = await gateway_of(
-        start_gateway,
-        protected(
-            cors_upstream,
-            test_issuer,
-            "{origins: [https://a.example, https://app.example], credentials: true}",
-            ", scopes_required: [admin]",
-        ),
+    gw = await credentialed(
+        start_gateway, cors_upstream, test_issuer, oidc=", scopes_required: [admin]"
     )
     origin = {"Origin": "https://app.example"}
     for token, status in ((None, 401), ("garbage", 401), (test_issuer.mint(), 403)):
@@ -389,14 +397,8 @@ async def test_refusals_carry_the_cors_headers(
 async def test_upstream_answers_get_the_cors_headers_in_place_of_its_own(
     path: str, start_gateway: StartGateway, cors_upstream: TestServer, test_issuer: TestIssuer
 ) -> None:
-    gw = await gateway_of(
-        start_gateway,
-        protected(
-            cors_upstream,
-            test_issuer,
-            "{origins: [https://a.example, https://app.example], credentials: true, "
-            "exposed_headers: [X-Big]}",
-        ),
+    gw = await credentialed(
+        start_gateway, cors_upstream, test_issuer, cors=", exposed_headers: [X-Big]"
     )
     token = {"Authorization": f"Bearer {test_issuer.mint()}"}
     status, headers, _ = await fetch(gw, path, headers={**token, "Origin": "https://app.example"})

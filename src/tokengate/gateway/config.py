@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from tokengate.gateway.config_checks import (
     Fields,
@@ -281,21 +281,16 @@ class _RouteEntry(_Entry):
 _Scope = tuple[_RouteEntry | None, _ServiceEntry | None]
 
 
-@dataclass(eq=False)
-class _PluginEntry(_Entry):
-    plugin: Plugin
-    oidc: OidcConfig | None  # None only when its config has errors (already reported)
-    enabled: bool
-    scope: _Scope
-
-
-_ScopedEntry = TypeVar("_ScopedEntry", "_PluginEntry", "_CorsEntry")
+_Typed = TypeVar("_Typed", OidcConfig, CorsConfig)
 
 
 @dataclass(eq=False)
-class _CorsEntry(_Entry):
+class _PluginEntry(_Entry, Generic[_Typed]):
+    """A plugin tokengate runs, as the file declares it: its validated config (`typed`: None
+    only when that config has errors, already reported), whether enabled, and where."""
+
     plugin: Plugin
-    cors: CorsConfig | None  # None only when its config has errors (already reported)
+    typed: _Typed | None
     enabled: bool
     scope: _Scope
 
@@ -314,8 +309,8 @@ class _Loader:
         self.routes = Registry[_RouteEntry](report, "route")
         self.service_entries: list[_ServiceEntry] = []
         self.route_entries: list[_RouteEntry] = []
-        self.plugin_entries: list[_PluginEntry] = []
-        self.cors_entries: list[_CorsEntry] = []
+        self.plugin_entries: list[_PluginEntry[OidcConfig]] = []
+        self.cors_entries: list[_PluginEntry[CorsConfig]] = []
         self.legacy_version: str | None = None
         # Consumers are not run, but `anonymous` must name one (username or id), and one with
         # no plugin that refuses requests: Kong would run it on every anonymous request.
@@ -836,7 +831,7 @@ class _Loader:
         if protocols and not {"http", "https"} <= set(protocols):
             f.warn("protocols", f"ignored: tokengate runs {CORS_PLUGIN} on http and https")
         plugin = Plugin(name=CORS_PLUGIN, config=MappingProxyType(copy.deepcopy(raw_config or {})))
-        self.cors_entries.append(_CorsEntry(f.path, plugin, cors, enabled, scope))
+        self.cors_entries.append(_PluginEntry(f.path, plugin, cors, enabled, scope))
 
     def _other_plugin(self, f: Fields, name: str, *, for_consumer: bool) -> None:
         """A plugin tokengate does not run, on a route, a service or every route. One scoped
@@ -923,15 +918,15 @@ class _Loader:
                     entry.route,
                     service=owner.service if owner else None,
                     plugins=tuple(found.plugin for found in (cors, plugin) if found is not None),
-                    oidc=plugin.oidc if plugin else None,
-                    cors=cors.cors if cors else None,
+                    oidc=plugin.typed if plugin else None,
+                    cors=cors.typed if cors else None,
                 )
             )
         services = tuple(entry.service for entry in self.service_entries if entry.enabled)
         return GatewayConfig(services, tuple(routes), tuple(self.report.warnings))
 
-    def _check_anonymous(self, entry: _PluginEntry) -> None:
-        anonymous = entry.oidc.anonymous if entry.oidc is not None else None
+    def _check_anonymous(self, entry: _PluginEntry[OidcConfig]) -> None:
+        anonymous = entry.typed.anonymous if entry.typed is not None else None
         if not anonymous or not entry.enabled:  # Kong looks it up per request, when it runs
             return
         path = at(at(entry.path, "config"), "anonymous")
@@ -952,11 +947,11 @@ class _Loader:
                 "does not run: Kong runs it on every anonymous request (a request-termination "
                 "there refuses them all)",
             )
-        elif entry.oidc is not None:
+        elif entry.typed is not None:
             consumer = found
             if not self._sendable(path, consumer, anonymous):
                 return
-            entry.oidc = replace(entry.oidc, anonymous_consumer=consumer)
+            entry.typed = replace(entry.typed, anonymous_consumer=consumer)
 
     def _sendable(self, path: str, consumer: Consumer, who: str) -> bool:
         """Whether every field of `consumer` can go in an X-Consumer-* header (else an error)."""
@@ -970,10 +965,10 @@ class _Loader:
                 return False
         return True
 
-    def _check_consumer_mapping(self, entry: _PluginEntry) -> None:
+    def _check_consumer_mapping(self, entry: _PluginEntry[OidcConfig]) -> None:
         """consumer_claims maps tokens to the file's consumers: give it them all, once sure
         none would be refused in Kong by a plugin tokengate does not run."""
-        if entry.oidc is None or not entry.oidc.consumer_claims or not entry.enabled:
+        if entry.typed is None or not entry.typed.consumer_claims or not entry.enabled:
             return
         path = at(at(entry.path, "config"), "consumer_claims")
         if self.refusing_consumers:
@@ -993,19 +988,21 @@ class _Loader:
             )
             return
         if all(self._sendable(path, c, _who(c)) for c in self.declared_consumers):
-            entry.oidc = replace(entry.oidc, consumers=tuple(self.declared_consumers))
+            entry.typed = replace(entry.typed, consumers=tuple(self.declared_consumers))
 
-    def _active_plugins(self) -> dict[_Scope, _PluginEntry]:
+    def _active_plugins(self) -> dict[_Scope, _PluginEntry[OidcConfig]]:
         """Enabled openid-connect plugins by scope."""
         for entry in self.plugin_entries:
             self._check_anonymous(entry)
             self._check_consumer_mapping(entry)
         return self._active(self.plugin_entries, OIDC_PLUGIN)
 
-    def _active(self, entries: Sequence[_ScopedEntry], name: str) -> dict[_Scope, _ScopedEntry]:
+    def _active(
+        self, entries: Sequence[_PluginEntry[_Typed]], name: str
+    ) -> dict[_Scope, _PluginEntry[_Typed]]:
         """The enabled entries of one plugin by scope; Kong allows one instance per scope."""
-        first: dict[_Scope, _ScopedEntry] = {}
-        active: dict[_Scope, _ScopedEntry] = {}
+        first: dict[_Scope, _PluginEntry[_Typed]] = {}
+        active: dict[_Scope, _PluginEntry[_Typed]] = {}
         for entry in entries:
             seen = first.setdefault(entry.scope, entry)
             if seen is not entry:
