@@ -311,6 +311,10 @@ class _Loader:
         self.route_entries: list[_RouteEntry] = []
         self.plugin_entries: list[_PluginEntry[OidcConfig]] = []
         self.cors_entries: list[_PluginEntry[CorsConfig]] = []
+        # What consumer_claims maps tokens to, and the first consumer that cannot be sent (with
+        # the field): worked out once for all plugins (None: not yet).
+        self.mapped_consumers: tuple[Consumer, ...] | None = None
+        self.unsendable: tuple[Consumer, str] | None = None
         self.legacy_version: str | None = None
         # Consumers are not run, but `anonymous` must name one (username or id), and one with
         # no plugin that refuses requests: Kong would run it on every anonymous request.
@@ -955,15 +959,14 @@ class _Loader:
 
     def _sendable(self, path: str, consumer: Consumer, who: str) -> bool:
         """Whether every field of `consumer` can go in an X-Consumer-* header (else an error)."""
-        for name in ("id", "custom_id", "username"):
-            if not _PLAIN_VALUE.fullmatch(getattr(consumer, name) or ""):
-                self.report.error(
-                    path,
-                    f"consumer '{who}' has a {name} that cannot be sent in an X-Consumer-* "
-                    "header (printable ASCII only)",
-                )
-                return False
-        return True
+        name = _unsendable_field(consumer)
+        if name is not None:
+            self._report_unsendable(path, who, name)
+        return name is None
+
+    def _report_unsendable(self, path: str, who: str, name: str) -> None:
+        message = f"consumer '{who}' has a {name} that cannot be sent in an X-Consumer-* header"
+        self.report.error(path, message + " (printable ASCII only)")
 
     def _check_consumer_mapping(self, entry: _PluginEntry[OidcConfig]) -> None:
         """consumer_claims maps tokens to the file's consumers: give it them all, once sure
@@ -987,8 +990,16 @@ class _Loader:
                 "to one of the group's consumers",
             )
             return
-        if all(self._sendable(path, c, _who(c)) for c in self.declared_consumers):
-            entry.typed = replace(entry.typed, consumers=tuple(self.declared_consumers))
+        if self.mapped_consumers is None:  # the same for every plugin: worked out once
+            self.mapped_consumers = tuple(self.declared_consumers)
+            self.unsendable = next(
+                ((c, name) for c in self.mapped_consumers if (name := _unsendable_field(c))), None
+            )
+        if self.unsendable is not None:
+            consumer, name = self.unsendable
+            self._report_unsendable(path, _who(consumer), name)
+            return
+        entry.typed = replace(entry.typed, consumers=self.mapped_consumers)
 
     def _active_plugins(self) -> dict[_Scope, _PluginEntry[OidcConfig]]:
         """Enabled openid-connect plugins by scope."""
@@ -1056,6 +1067,14 @@ def _entity_id(f: Fields) -> str | None:
     if id_ is not None:
         _check_uuid(at(f.path, "id"), id_, f.report)
     return id_
+
+
+def _unsendable_field(consumer: Consumer) -> str | None:
+    """The first field of `consumer` an X-Consumer-* header cannot carry, or None."""
+    for name in ("id", "custom_id", "username"):
+        if not _PLAIN_VALUE.fullmatch(getattr(consumer, name) or ""):
+            return name
+    return None
 
 
 def _who(consumer: Consumer) -> str:
