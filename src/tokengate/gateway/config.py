@@ -314,6 +314,7 @@ class _Loader:
         # What consumer_claims maps tokens to, and the first consumer that cannot be sent (with
         # the field): worked out once for all plugins (None: not yet).
         self.mapped_consumers: tuple[Consumer, ...] | None = None
+        self.upstreams_by_lower_name: dict[str, _UpstreamEntry] | None = None
         self.unsendable: tuple[Consumer, str] | None = None
         self.legacy_version: str | None = None
         # Consumers are not run, but `anonymous` must name one (username or id), and one with
@@ -374,6 +375,15 @@ class _Loader:
         elif version != "3.0":
             self.legacy_version = version
 
+    def _upstreams_any_case(self) -> dict[str, _UpstreamEntry]:
+        """Upstreams by lower-cased name, the first of a name first (every upstream is read
+        before the first service)."""
+        if self.upstreams_by_lower_name is None:
+            self.upstreams_by_lower_name = {}
+            for name, entry in self.upstreams.by_name.items():
+                self.upstreams_by_lower_name.setdefault(name.lower(), entry)
+        return self.upstreams_by_lower_name
+
     def _service(self, path: str, data: dict[Any, Any]) -> None:
         f = Fields(self.report, path, data, _SERVICE_FIELDS)
         # Metrics and logs are labelled by the name; an unnamed service (Kong's name is
@@ -399,11 +409,8 @@ class _Loader:
             tls_verify=self._tls(f),
         )
         # Kong balances a service whose host is an upstream's name over its targets.
-        upstream = self.upstreams.by_name.get(host) or next(
-            # A `url`'s host comes back in lower case: an upstream named in capitals still counts.
-            (u for name, u in self.upstreams.by_name.items() if name.lower() == host.lower()),
-            None,
-        )
+        # A `url`'s host comes back in lower case: an upstream named in capitals still counts.
+        upstream = self.upstreams.by_name.get(host) or self._upstreams_any_case().get(host.lower())
         if upstream is not None:
             service = replace(
                 service,
