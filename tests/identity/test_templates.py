@@ -698,6 +698,15 @@ def test_numbers_have_ascii_digits_only_as_in_go() -> None:
         ('${ float64 "1_000" }', 0),  # ParseFloat takes '_' only after a base prefix
         ('${ float64 " 1.5" }', 0),
         ('${ float64 "1.5" }', 1.5),
+        # ParseFloat's hexadecimal floats: a binary exponent required, '_' between digits
+        ('${ float64 "0x1p-2" }', 0.25),
+        ('${ float64 "-0x1.8p1" }', -3.0),
+        ('${ float64 "0x_1_0p1_0" }', 16384.0),
+        ('${ addf "0x.8p1" 1 }', 2.0),
+        ('${ float64 "0x1" }', 0),  # no exponent
+        ('${ float64 "0x1_p0" }', 0),  # '_' not between digits
+        ('${ float64 "0xp1" }', 0),  # no digit
+        ('${ float64 "0x1p99999" }', 0),  # out of range: cast answers 0
         ('${ add "3" 1 }', 4),
         ('${ atoi "99999999999999999999" }', 2**63 - 1),  # Atoi's out-of-range answer
         ('${ atoi "-99999999999999999999" }', -(2**63)),

@@ -706,10 +706,18 @@ def _to_int64(value: Any) -> int:
 
 def _to_float64(value: Any) -> float:
     """spf13/cast.ToFloat64: strconv.ParseFloat, 0 when it fails. Python's float() is looser:
-    any script's digits, surrounding whitespace and '_' between digits are refused here."""
+    any script's digits, surrounding whitespace and '_' between digits are refused here; and
+    narrower: Go's hexadecimal floats ("0x1p-2") are read here too."""
     if isinstance(value, bool | int | float):
         return float(value)
     if isinstance(value, str):
+        if _GO_HEX_FLOAT.fullmatch(value):
+            if not _go_underscores_ok(value):
+                return 0.0
+            try:
+                return float.fromhex(value.replace("_", ""))
+            except OverflowError:  # ParseFloat's ErrRange: cast answers 0
+                return 0.0
         if not value.isascii() or value != value.strip() or "_" in value:
             return 0.0
         try:
@@ -717,6 +725,31 @@ def _to_float64(value: Any) -> float:
         except ValueError:
             return 0.0
     return 0.0
+
+
+# strconv.ParseFloat's hexadecimal form: a mantissa of hex digits (at least one) and a binary
+# exponent, which it requires; underscores as _go_underscores_ok allows.
+_GO_HEX_FLOAT: Final = re.compile(
+    r"[+-]?0[xX](?=[_.]*[0-9a-fA-F])[0-9a-fA-F_]*(?:\.[0-9a-fA-F_]*)?[pP][+-]?[0-9_]+"
+)
+
+
+def _go_underscores_ok(text: str) -> bool:
+    """strconv's underscoreOK: each '_' between two digits, or after the base prefix."""
+    body = text[1:] if text[:1] in "+-" else text
+    saw = "0"  # the base prefix counts as a digit
+    for char in body[2:]:
+        if char in string.hexdigits:
+            saw = "0"
+        elif char == "_":
+            if saw != "0":
+                return False
+            saw = "_"
+        elif saw == "_":
+            return False
+        else:
+            saw = "!"
+    return saw != "_"
 
 
 def _atoi(value: Any) -> int:
