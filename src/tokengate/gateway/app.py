@@ -31,7 +31,7 @@ from tokengate import __version__
 from tokengate.gateway import access_log, responses
 from tokengate.gateway.auth import CACHED, Authenticator, key_source
 from tokengate.gateway.config import GatewayConfig, Route, Service
-from tokengate.gateway.cors import Cors, CorsConfig
+from tokengate.gateway.cors import Cors, CorsConfig, is_cors_preflight
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
 from tokengate.gateway.exchange import ERROR, SERVICE, Exchange
@@ -332,7 +332,7 @@ class Gateway:
         if self._cors and (cors := self._cors.get(route_key)) is not None:
             # Kong's cors runs first (priority 2000): a preflight is its to answer, before
             # openid-connect, unless preflight_continue hands it on (then without its headers).
-            if not cors.is_preflight(request.method, request.headers):
+            if not is_cors_preflight(request.method, request.headers):
                 exchange.answer_edit = cors.answer_edit(request.headers)
             elif not cors.config.preflight_continue:
                 preflight = cors.preflight(request.headers)

@@ -311,11 +311,8 @@ class _Loader:
         self.route_entries: list[_RouteEntry] = []
         self.plugin_entries: list[_PluginEntry[OidcConfig]] = []
         self.cors_entries: list[_PluginEntry[CorsConfig]] = []
-        # What consumer_claims maps tokens to, and the first consumer that cannot be sent (with
-        # the field): worked out once for all plugins (None: not yet).
-        self.mapped_consumers: tuple[Consumer, ...] | None = None
-        self.upstreams_by_lower_name: dict[str, _UpstreamEntry] | None = None
-        self.unsendable: tuple[Consumer, str] | None = None
+        # A `url`'s host comes back in lower case: an upstream named in capitals still counts.
+        self.upstreams_by_lower_name: dict[str, _UpstreamEntry] = {}
         self.legacy_version: str | None = None
         # Consumers are not run, but `anonymous` must name one (username or id), and one with
         # no plugin that refuses requests: Kong would run it on every anonymous request.
@@ -375,15 +372,6 @@ class _Loader:
         elif version != "3.0":
             self.legacy_version = version
 
-    def _upstreams_any_case(self) -> dict[str, _UpstreamEntry]:
-        """Upstreams by lower-cased name, the first of a name first (every upstream is read
-        before the first service)."""
-        if self.upstreams_by_lower_name is None:
-            self.upstreams_by_lower_name = {}
-            for name, entry in self.upstreams.by_name.items():
-                self.upstreams_by_lower_name.setdefault(name.lower(), entry)
-        return self.upstreams_by_lower_name
-
     def _service(self, path: str, data: dict[Any, Any]) -> None:
         f = Fields(self.report, path, data, _SERVICE_FIELDS)
         # Metrics and logs are labelled by the name; an unnamed service (Kong's name is
@@ -409,8 +397,8 @@ class _Loader:
             tls_verify=self._tls(f),
         )
         # Kong balances a service whose host is an upstream's name over its targets.
-        # A `url`'s host comes back in lower case: an upstream named in capitals still counts.
-        upstream = self.upstreams.by_name.get(host) or self._upstreams_any_case().get(host.lower())
+        by_lower_name = self.upstreams_by_lower_name
+        upstream = self.upstreams.by_name.get(host) or by_lower_name.get(host.lower())
         if upstream is not None:
             service = replace(
                 service,
@@ -463,6 +451,8 @@ class _Loader:
             f.warn("healthchecks", "health checks are not run by tokengate: every target stays in")
         entry = _UpstreamEntry(path, name or "", host_header, [], set())
         self.upstreams.add(entry, name, _entity_id(f))
+        if name is not None:  # the first of a name in any case, as the registry keeps the first
+            self.upstreams_by_lower_name.setdefault(name.lower(), entry)
         for target_path, target_data in f.entities("targets"):
             self._target(target_path, target_data, entry)
 
@@ -975,9 +965,15 @@ class _Loader:
         message = f"consumer '{who}' has a {name} that cannot be sent in an X-Consumer-* header"
         self.report.error(path, message + " (printable ASCII only)")
 
-    def _check_consumer_mapping(self, entry: _PluginEntry[OidcConfig]) -> None:
+    def _check_consumer_mapping(
+        self,
+        entry: _PluginEntry[OidcConfig],
+        consumers: tuple[Consumer, ...],
+        unsendable: tuple[Consumer, str] | None,
+    ) -> None:
         """consumer_claims maps tokens to the file's consumers: give it them all, once sure
-        none would be refused in Kong by a plugin tokengate does not run."""
+        none would be refused in Kong by a plugin tokengate does not run, and that each can be
+        sent upstream (`unsendable`: the first that cannot, with the field)."""
         if entry.typed is None or not entry.typed.consumer_claims or not entry.enabled:
             return
         path = at(at(entry.path, "config"), "consumer_claims")
@@ -997,22 +993,20 @@ class _Loader:
                 "to one of the group's consumers",
             )
             return
-        if self.mapped_consumers is None:  # the same for every plugin: worked out once
-            self.mapped_consumers = tuple(self.declared_consumers)
-            self.unsendable = next(
-                ((c, name) for c in self.mapped_consumers if (name := _unsendable_field(c))), None
-            )
-        if self.unsendable is not None:
-            consumer, name = self.unsendable
+        if unsendable is not None:
+            consumer, name = unsendable
             self._report_unsendable(path, _who(consumer), name)
             return
-        entry.typed = replace(entry.typed, consumers=self.mapped_consumers)
+        entry.typed = replace(entry.typed, consumers=consumers)
 
     def _active_plugins(self) -> dict[_Scope, _PluginEntry[OidcConfig]]:
         """Enabled openid-connect plugins by scope."""
+        # The same for every plugin that maps tokens to consumers: worked out once.
+        consumers = tuple(self.declared_consumers)
+        unsendable = next(((c, name) for c in consumers if (name := _unsendable_field(c))), None)
         for entry in self.plugin_entries:
             self._check_anonymous(entry)
-            self._check_consumer_mapping(entry)
+            self._check_consumer_mapping(entry, consumers, unsendable)
         return self._active(self.plugin_entries, OIDC_PLUGIN)
 
     def _active(

@@ -259,9 +259,10 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
     when PyYAML has it (its wheels do): three times faster on a 2 MB kong.yaml."""
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Hashable, Any]:
-        if not isinstance(node, yaml.MappingNode):  # `!!map` / `!!set` on a list: PyYAML's error
-            refused: dict[Hashable, Any] = super().construct_mapping(node, deep)
-            return refused
+        if not isinstance(node, yaml.MappingNode):
+            # `!!map` / `!!set` on a list or a scalar: PyYAML's own method raises its error.
+            not_a_mapping: dict[Hashable, Any] = super().construct_mapping(node, deep)
+            return not_a_mapping
         seen: set[Hashable] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":

@@ -2,7 +2,7 @@
 
     config = parse_cors_config(raw, "plugins[0].config", report)   # errors name the field
     cors = Cors(config)
-    if not cors.is_preflight(request.method, request.headers):
+    if not is_cors_preflight(request.method, request.headers):
         edit = cors.answer_edit(request.headers)          # AnswerEdit | None: for its answer
     elif not config.preflight_continue:
         return cors.preflight(request.headers)            # 200, before openid-connect runs
@@ -36,7 +36,14 @@ from tokengate.gateway.config_checks import Fields, Report, at, item
 from tokengate.gateway.rawresponse import SERVER
 from tokengate.gateway.regex import OriginRegex, RegexError
 
-__all__ = ["CORS_PLUGIN", "AnswerEdit", "Cors", "CorsConfig", "parse_cors_config"]
+__all__ = [
+    "CORS_PLUGIN",
+    "AnswerEdit",
+    "Cors",
+    "CorsConfig",
+    "is_cors_preflight",
+    "parse_cors_config",
+]
 
 CORS_PLUGIN: Final = "cors"
 # Kong's schema: the methods a preflight may be told, all of them by default.
@@ -55,6 +62,7 @@ _ACAO: Final = b"Access-Control-Allow-Origin"
 _ACAC: Final = b"Access-Control-Allow-Credentials"
 _ACEH: Final = b"Access-Control-Expose-Headers"
 _VARY: Final = (b"Vary", b"Origin")
+_EDITS_KEPT: Final = 1024  # answer edits kept by Origin (cleared when full: random ones cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,14 +215,7 @@ class Cors:
             if config.exposed_headers
             else ()
         )
-
-    @staticmethod
-    def is_preflight(method: str, headers: Mapping[str, str]) -> bool:
-        return (
-            method == "OPTIONS"
-            and "Origin" in headers
-            and "Access-Control-Request-Method" in headers
-        )
+        self._edits: dict[str | None, AnswerEdit | None] = {}  # by the request's Origin
 
     def preflight(self, headers: Mapping[str, str]) -> web.Response:
         """Kong's 200 to a CORS preflight: no body, the allowed origin, methods and headers."""
@@ -247,11 +248,22 @@ class Cors:
 
     def answer_edit(self, headers: Mapping[str, str]) -> AnswerEdit | None:
         """The CORS headers of any answer but a preflight cors answered (Kong's header_filter);
-        None when there are none (no Origin, and allow_origin_absent is off)."""
-        present = "Origin" in headers
-        if not present and not self.config.allow_origin_absent:
+        None when there are none (no Origin, and allow_origin_absent is off). They depend on
+        the Origin alone, and browsers send a few, over and over: kept by it, bounded."""
+        sent = headers.get("Origin")
+        try:
+            return self._edits[sent]
+        except KeyError:
+            pass
+        if len(self._edits) >= _EDITS_KEPT:
+            self._edits.clear()
+        edit = self._edits[sent] = self._answer_edit(sent)
+        return edit
+
+    def _answer_edit(self, sent: str | None) -> AnswerEdit | None:
+        if sent is None and not self.config.allow_origin_absent:
             return None
-        origin = _visible(headers.get("Origin"))
+        origin = _visible(sent)
         allow_all, allowed, vary = self._origin(origin)
         lines: list[tuple[bytes, bytes]] = []
         drop = {_ACAO.lower()}
@@ -285,6 +297,14 @@ class Cors:
                 if allowed.allows(domain, host):
                     return False, domain, True
         return False, None, True
+
+
+def is_cors_preflight(method: str, headers: Mapping[str, str]) -> bool:
+    """A CORS preflight as Kong's cors tells one: OPTIONS with an Origin and the method asked
+    for (openid-connect's run_on_preflight counts every OPTIONS)."""
+    if method != "OPTIONS":
+        return False
+    return "Origin" in headers and "Access-Control-Request-Method" in headers
 
 
 def _visible(value: str | None) -> str | None:
