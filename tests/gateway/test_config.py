@@ -916,6 +916,7 @@ def test_a_misspelt_access_plugin_is_refused(name: str, kongs: str) -> None:
     [
         ("openid-conect", " (did you mean 'openid-connect'?)"),  # a typo
         ("rate-limitting", " (did you mean 'rate-limiting'?)"),
+        ("corss", " (did you mean 'cors'?)"),  # one tokengate runs
         ("oidc", ""),  # a community plugin's name
         ("my-company-auth", ""),  # a custom plugin
     ],
@@ -926,9 +927,9 @@ def test_a_plugin_kong_does_not_bundle_is_refused(place: str, name: str, meant: 
     body, path = ACCESS_PLUGIN_PLACES[place]
     expected = [
         f"kong.yaml: {path}.name: '{name}' is no plugin Kong bundles{meant}, and tokengate runs "
-        "only 'openid-connect' (Kong refuses a plugin it has not loaded): if it is a custom "
-        f"plugin of yours, run with --ignore-plugins {name} to accept that what it does is not "
-        "done"
+        "only 'openid-connect' and 'cors' (Kong refuses a plugin it has not loaded): if it is a "
+        f"custom plugin of yours, run with --ignore-plugins {name} to accept that what it does "
+        "is not done"
     ]
     assert errors(body % name) == expected
     assert errors(body % f"{name}, enabled: false") == expected  # Kong knows no such name
@@ -1429,7 +1430,8 @@ def test_an_anonymous_consumer_with_a_custom_plugin_is_refused() -> None:
         parse_config(text, "kong.yaml")
     assert refused.value.errors == [
         "kong.yaml: consumers[0].plugins[0].name: 'my-company-auth' is no plugin Kong bundles, "
-        "and tokengate runs only 'openid-connect' (Kong refuses a plugin it has not loaded): if "
+        "and tokengate runs only 'openid-connect' and 'cors' (Kong refuses a plugin it has not "
+        "loaded): if "
         "it is a custom plugin of yours, run with --ignore-plugins my-company-auth to accept "
         "that what it does is not done",
         anonymous_error,

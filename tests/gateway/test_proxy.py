@@ -266,6 +266,18 @@ async def test_upstream_refusing_connections_is_502(start_gateway: StartGateway)
     assert body == {"message": "An invalid response was received from the upstream server"}
 
 
+async def test_upstream_host_that_does_not_resolve_is_kongs_503(
+    start_gateway: StartGateway,
+) -> None:
+    """Kong's balancer answers a name that does not resolve with 503 "name resolution failed",
+    not the 502 of a refused connection. (RFC 6761: .invalid never resolves; the generous
+    connect_timeout keeps a slow resolver from turning this into the 504 of a timeout.)"""
+    service = make_service(80, host="tokengate-test.invalid", connect_timeout=60.0)
+    gw = await start_gateway(make_route(service))
+    status, _, body = await get_json(f"http://127.0.0.1:{gw.proxy_port}/")
+    assert (status, body) == (503, {"message": "name resolution failed"})
+
+
 async def test_slow_upstream_is_504(start_gateway: StartGateway) -> None:
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upstream.read_head(reader)

@@ -164,6 +164,27 @@ async def test_a_target_that_refuses_connections_is_skipped_within_retries(
     assert statuses == [200, 200, 502, 502]
 
 
+def test_a_service_host_close_to_an_upstream_name_is_warned_about() -> None:
+    """A typo in the upstream's name sends the service to DNS instead of the targets; Kong
+    loads it without a word, then answers 503 "name resolution failed"."""
+    text = textwrap.dedent(
+        """\
+        _format_version: "3.0"
+        upstreams: [{name: orders.upstream, targets: [{target: "127.0.0.1:8080"}]}]
+        services:
+          - {name: typo, host: orders.upstraem}
+          - {name: balanced, host: ORDERS.upstream}
+          - {name: dns, host: billing.internal}
+        """
+    )
+    config = parse_config(text, "kong.yaml")
+    assert config.warnings == (
+        "kong.yaml: services[0].host: 'orders.upstraem' is no upstream of this file, so it is "
+        "looked up in DNS (did you mean upstream 'orders.upstream'?); a name that does not "
+        'resolve gets 503 "name resolution failed"',
+    )
+
+
 async def test_an_upstream_without_targets_is_kongs_503(start_gateway: StartGateway) -> None:
     config = kong_yaml(
         f"""\

@@ -16,6 +16,7 @@ Field readers and value checks live in config_checks.py.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 import uuid
@@ -250,6 +251,7 @@ _PLUGIN_FIELDS = frozenset(
 )  # fmt: skip
 _REDIRECT_CODES = (426, 301, 302, 307, 308)
 _MAX_TIMEOUT_MS = 2**31 - 2  # Kong's upper bound
+_MAX_UPSTREAMS_TO_SUGGEST = 32  # see _upstream_meant
 
 
 @dataclass(eq=False)
@@ -412,6 +414,13 @@ class _Loader:
                     f"upstream '{upstream.name}' has no target of weight > 0: requests get 503 "
                     '"failure to get a peer from the ring-balancer"',
                 )
+        elif meant := self._upstream_meant(host):
+            f.warn(
+                "host",
+                f"'{host}' is no upstream of this file, so it is looked up in DNS (did you mean "
+                f"upstream '{meant}'?); a name that does not resolve gets 503 \"name resolution "
+                'failed"',
+            )
         entry = _ServiceEntry(path, service, f.boolean("enabled", True))
         # An unnamed service goes by its id: as a name too, so that it clashes with another
         # service of that name (pools, Host headers and metrics are keyed by name).
@@ -422,6 +431,16 @@ class _Loader:
             self._route(nested_path, route_data, entry)
         for plugin_path, plugin_data in f.entities("plugins"):
             self._plugin(plugin_path, plugin_data, (None, entry))
+
+    def _upstream_meant(self, host: str) -> str | None:
+        """The upstream a service's host probably means when it names none (a typo sends its
+        requests to DNS instead). Only among a hand-written file's few upstreams: difflib
+        against thousands, for thousands of services, would slow loading down."""
+        names = self.upstreams_by_lower_name
+        if not names or len(names) > _MAX_UPSTREAMS_TO_SUGGEST:
+            return None
+        close = difflib.get_close_matches(host.lower(), sorted(names), n=1, cutoff=0.8)
+        return names[close[0]].name if close else None
 
     def _destination(self, f: Fields) -> tuple[str, str, int, str | None]:
         """Where the service points: the `url` shorthand, or protocol/host/port/path."""
@@ -877,9 +896,9 @@ class _Loader:
         self.report.error(
             at(path, "name"),
             f"'{name}' is no plugin Kong bundles{meant}, and tokengate runs only "
-            f"'{OIDC_PLUGIN}' (Kong refuses a plugin it has not loaded): if it is a custom "
-            f"plugin of yours, run with --ignore-plugins {name} to accept that what it does is "
-            "not done",
+            f"'{OIDC_PLUGIN}' and '{CORS_PLUGIN}' (Kong refuses a plugin it has not loaded): if "
+            f"it is a custom plugin of yours, run with --ignore-plugins {name} to accept that "
+            "what it does is not done",
         )
         return False
 

@@ -8,9 +8,10 @@ Small bodies (up to `BUFFER_LIMIT`) travel in one write each way: the request he
 upstream together, and a complete small response goes back as one pre-serialised write
 (`RawResponse`), skipping aiohttp's header machinery. Larger or unsized bodies stream chunk by
 chunk with backpressure, so a 50 MB body is never held whole. Failures map to Kong's answers:
-connect refused → 502, connect or read timeout → 504, pool exhausted → 503. A service balanced
-over a Kong Upstream's targets picks one per request (balancer.py), each with its own pool, and
-when connecting fails tries the next, up to the service's `retries`. A WebSocket
+connect refused → 502, connect or read timeout → 504, pool exhausted or a host name that
+does not resolve → 503. A service balanced over a Kong Upstream's targets picks one per
+request (balancer.py), each with its own pool, and when connecting fails tries the next, up to
+the service's `retries`. A WebSocket
 handshake goes upstream on a new pool connection and, once switched, becomes a tunnel outside
 the pool's count (tunnel.py).
 """
@@ -48,6 +49,7 @@ from tokengate.gateway.upstream import (
     UpstreamConnection,
     UpstreamConnectTimeout,
     UpstreamError,
+    UpstreamNameNotResolved,
     UpstreamPool,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -597,4 +599,6 @@ def _upstream_failure(exc: UpstreamError, service: Service) -> web.Response:
         return responses.service_unavailable()
     if isinstance(exc, UpstreamTimeout | UpstreamConnectTimeout):
         return responses.gateway_timeout()
+    if isinstance(exc, UpstreamNameNotResolved):
+        return responses.name_resolution_failed()
     return responses.bad_gateway()

@@ -66,6 +66,11 @@ def service_unavailable() -> web.Response:
     return kong_error(503, "The upstream server is currently unavailable")
 
 
+def name_resolution_failed() -> web.Response:
+    """The service's (or a target's) host name did not resolve (Kong's balancer)."""
+    return kong_error(503, "name resolution failed")
+
+
 def gateway_timeout() -> web.Response:
     return kong_error(504, "The upstream server is timing out")
 

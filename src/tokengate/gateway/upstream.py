@@ -21,6 +21,7 @@ import asyncio
 import collections
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Final, NoReturn, cast
@@ -53,7 +54,11 @@ class UpstreamError(Exception):
 
 
 class UpstreamConnectError(UpstreamError):
-    """Could not open a connection (refused, unreachable, DNS): 502."""
+    """Could not open a connection (refused, unreachable, TLS handshake): 502."""
+
+
+class UpstreamNameNotResolved(UpstreamConnectError):
+    """The upstream's host name did not resolve: Kong's 503 "name resolution failed"."""
 
 
 class UpstreamConnectTimeout(UpstreamError):
@@ -636,6 +641,10 @@ class UpstreamPool:
         except TimeoutError:
             raise UpstreamConnectTimeout(
                 f"connecting to {self.host}:{self.port} timed out"
+            ) from None
+        except socket.gaierror as exc:
+            raise UpstreamNameNotResolved(
+                f"cannot resolve {self.host}: {exc.strerror or exc}"
             ) from None
         except (OSError, ssl.SSLError) as exc:
             reason = getattr(exc, "strerror", None) or exc
