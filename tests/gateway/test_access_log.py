@@ -145,10 +145,24 @@ async def test_text_lines_carry_the_same_fields(
     (record,) = access_records(access)
     assert re.fullmatch(
         r'127\.0\.0\.1 "GET /hello" 200 latency_ms=[0-9.]+ upstream_latency_ms=[0-9.]+ '
-        rf"upstream=127\.0\.0\.1:{upstream.port} service=s route=r auth=None bytes=5 "
+        rf"upstream=127\.0\.0\.1:{upstream.port} service=s route=r auth=- bytes=5 "
         rf"id={request_id}",
         record.getMessage(),
     ), record.getMessage()
+    assert record.fields["auth"] is None  # JSON keeps its null
+
+
+async def test_text_lines_write_a_dash_for_what_is_unknown(
+    access: pytest.LogCaptureFixture, start_gateway: StartGateway
+) -> None:
+    """nginx's "-", not Python's None, for a request that went nowhere (a 404)."""
+    gw = await start_gateway(make_route(None, ("/only",)))
+    await get(gw, "/elsewhere")
+    (record,) = access_records(access)
+    line = record.getMessage()
+    assert "None" not in line, line
+    assert " 404 " in line and " upstream_latency_ms=- upstream=- " in line, line
+    assert " auth=- " in line, line
 
 
 def test_a_path_that_could_break_a_text_line_is_escaped(

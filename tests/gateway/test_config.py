@@ -63,7 +63,7 @@ TOP_LEVEL_ERRORS = {
     ),
     "unknown top-level key": (
         '_format_version: "3.0"\nservicez: []',
-        "kong.yaml: servicez: unknown field",
+        "kong.yaml: servicez: unknown field (did you mean 'services'?)",
     ),
     "document is a list": (
         "- name: a",
@@ -95,7 +95,10 @@ def test_top_level_error(text: str, line: str) -> None:
 
 SERVICE_ERRORS = {
     "name missing": ("host: up", "services[0].name: required field missing (or an id)"),
-    "unknown field": ("name: a\nhost: up\nhots: x", "services[0].hots: unknown field"),
+    "unknown field": (
+        "name: a\nhost: up\nhots: x",
+        "services[0].hots: unknown field (did you mean 'host'?)",
+    ),
     "url scheme": ("name: a\nurl: grpc://up", "services[0].url: scheme must be http or https"),
     "url without scheme": ("name: a\nurl: up:80", "services[0].url: scheme must be http or https"),
     "url and parts": (
@@ -191,7 +194,10 @@ def test_duplicate_service_name_and_id_are_reported_at_the_second() -> None:
 
 R = "services[0].routes[0]"  # where every ROUTE_ERRORS case sits
 ROUTE_ERRORS = {
-    "unknown field": ("paths: [/a]\npathz: [/b]", f"{R}.pathz: unknown field"),
+    "unknown field": (
+        "paths: [/a]\npathz: [/b]",
+        f"{R}.pathz: unknown field (did you mean 'paths'?)",
+    ),
     "no matcher": (
         "name: r",
         f"{R}: must set at least one of 'methods', 'hosts', 'headers', 'paths'",
@@ -361,7 +367,14 @@ def test_duplicate_route_name_across_nested_and_top_level() -> None:
 
 PLUGIN_ERRORS = {
     "name missing": ("- config: {}", "plugins[0].name: required field missing"),
-    "unknown field": ("- name: openid-connect\n  confg: {}", "plugins[0].confg: unknown field"),
+    "unknown field": (
+        "- name: openid-connect\n  confg: {}",
+        "plugins[0].confg: unknown field (did you mean 'config'?)",
+    ),
+    "unknown field, no name close to it": (
+        "- name: openid-connect\n  colour: red\n  config: {issuer: 'https://idp.example'}",
+        "plugins[0].colour: unknown field",
+    ),
     "config not a mapping": (
         "- name: openid-connect\n  config: [issuer]",
         "plugins[0].config: expected a mapping, got a list",
@@ -453,7 +466,7 @@ def test_every_error_is_reported_at_once() -> None:
         consumerz: []
     """)
     assert found == [
-        "kong.yaml: consumerz: unknown field",
+        "kong.yaml: consumerz: unknown field (did you mean 'consumers'?)",
         "kong.yaml: services[0].url: scheme must be http or https",
         "kong.yaml: services[0].routes[0].paths: expected a list of strings, got a string",
         "kong.yaml: services[0].routes[1].hosts[0]: invalid host '*.*.example.com': "

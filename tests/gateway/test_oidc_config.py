@@ -350,7 +350,10 @@ def test_claim_path_may_repeat_a_key() -> None:
 # --- errors: one per rule, exact text -----------------------------------------------------------
 
 ERRORS = {
-    "issuer missing": ("issuer: null", "issuer: required field missing"),
+    "issuer missing": (
+        "issuer: null",  # `issuer: $UNSET_VARIABLE`
+        "issuer: required field missing (it is there, with no value)",
+    ),
     "issuer not a string": ("issuer: 5", "issuer: expected a string, got an integer"),
     "issuer empty": ("issuer: ''", "issuer: must not be empty"),
     "issuer not http": (
@@ -393,7 +396,7 @@ ERRORS = {
         "extra_jwks_uris: [file:///etc/keys]",
         "extra_jwks_uris[0]: expected an http or https URL, got 'file:///etc/keys'",
     ),
-    "unknown field": ("isuer: x", "isuer: unknown field"),
+    "unknown field": ("isuer: x", "isuer: unknown field (did you mean 'issuer'?)"),
     "bool is not a number": ("leeway: true", "leeway: expected a number, got a boolean"),
     "string is not a number": ("cache_ttl: '60'", "cache_ttl: expected a number, got a string"),
     "negative leeway": ("leeway: -1", "leeway: must be at least 0, got -1"),

@@ -123,7 +123,7 @@ def test_seed_errors_name_the_field(tmp_path: Path) -> None:
             claims:
               - {name: c, value: "${ .Nope | frobnicate }", include_in_scopes: [b]}
               - {name: sub, value: me}
-            clients: [{name: k, access_token_duration: 5}]
+            clients: [{name: k, access_token_duration: 5, redirect_uri: [x]}]
         """)
     )
     with pytest.raises(SeedError) as caught:
@@ -131,6 +131,8 @@ def test_seed_errors_name_the_field(tmp_path: Path) -> None:
     errors = caught.value.errors
     assert f"{path}: auth_servers[0].audience: is required" in errors
     assert f"{path}: auth_servers[0].colour: unknown field" in errors
+    typo = "unknown field (did you mean 'redirect_uris'?)"
+    assert f"{path}: auth_servers[0].clients[0].redirect_uri: {typo}" in errors
     assert f"{path}: auth_servers[0].issuer_id: must be 16 lower-case letters and digits" in errors
     assert any(e.startswith(f"{path}: auth_servers[0].claims[0].value: ") for e in errors)
     assert (

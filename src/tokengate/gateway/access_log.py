@@ -13,12 +13,13 @@ tokengate/logs.py); in text, one line:
 
     127.0.0.1 "GET /orders/7" 200 latency_ms=0.412 upstream_latency_ms=0.198
         upstream=10.0.0.7:8080 service=orders route=orders auth=cached bytes=113 id=5f0c...
-        (one line; None for what is unknown)
+        (one line; "-" for what is unknown, as nginx writes it)
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -79,9 +80,29 @@ def write(
     # would also walk the stack for the caller's file and line, which nothing here shows.
     log.handle(
         log.makeRecord(
-            log.name, logging.INFO, "", 0, _TEXT, (fields,), None, None, {"fields": fields}
+            log.name, logging.INFO, "", 0, _TEXT, (_Dashed(fields),), None, None, {"fields": fields}
         )
     )
+
+
+class _Dashed(Mapping[str, Any]):
+    """The fields as the text line shows them: "-" for null (JSON lines keep their nulls). A
+    view, so that a line nobody formats costs nothing more."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._fields = fields
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._fields[key]
+        return "-" if value is None else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
 
 
 def _body_bytes(response: web.StreamResponse, exchange: Exchange) -> int | None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tokengate.gateway.config import ConfigError, read_config_text
-from tokengate.gateway.config_checks import load_yaml
+from tokengate.gateway.config_checks import Suggestions, load_yaml
 from tokengate.identity.models import AuthServer
 from tokengate.identity.store import Conflict, Store
 from tokengate.identity.validation import (
@@ -107,6 +107,7 @@ class _Checker:
     def __init__(self, source: str) -> None:
         self.source = source
         self.errors: list[str] = []
+        self.suggest = Suggestions()
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(f"{self.source}: {path}: {message}")
@@ -140,7 +141,8 @@ class _Checker:
             if key in nested:
                 continue
             if (rule := schema.get(key)) is None:
-                self.error(f"{path}.{key}", "unknown field")
+                meant = self.suggest.for_unknown(key, [*schema, *nested])
+                self.error(f"{path}.{key}", f"unknown field{meant}")
                 continue
             try:
                 values[key] = rule(value)
@@ -192,7 +194,8 @@ def load_seed(path: str | Path) -> Seed:
         document = {}
     for key in document:
         if key != "auth_servers":
-            check.error(f"(top).{key}", "unknown field")
+            meant = check.suggest.for_unknown(key, ["auth_servers"])
+            check.error(f"(top).{key}", f"unknown field{meant}")
     servers: list[_Server] = []
     for index, raw in enumerate(check.items("auth_servers", document.get("auth_servers"))):
         if (server := _check_server(check, f"auth_servers[{index}]", raw)) is not None:
