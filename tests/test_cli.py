@@ -17,6 +17,7 @@ import pytest
 
 from tests import cli_reference
 from tests.ports import busy_port, free_port
+from tokengate import __version__
 from tokengate.cli import main
 
 GOOD = """\
@@ -55,6 +56,11 @@ def tokengate(
     )
 
 
+def test_version_is_printed() -> None:
+    result = tokengate("--version")
+    assert (result.returncode, result.stdout) == (0, f"tokengate {__version__}\n")
+
+
 def test_validate_accepts_a_good_file_and_prints_warnings(tmp_path: Path) -> None:
     path = tmp_path / "kong.yaml"
     path.write_text(GOOD)
@@ -71,7 +77,7 @@ def test_validate_reports_every_error_with_its_path_and_exits_2(tmp_path: Path) 
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert f"{path}: services[0].url: scheme must be http or https" in lines
-    assert f"{path}: services[0].routes[0].pathz: unknown field" in lines
+    assert f"{path}: services[0].routes[0].pathz: unknown field (did you mean 'paths'?)" in lines
     assert "Traceback" not in result.stderr
 
 

@@ -51,6 +51,7 @@ from ipaddress import (  # noqa: E402
 )
 from typing import TYPE_CHECKING, Any, NoReturn  # noqa: E402
 
+from tokengate import __version__  # noqa: E402
 from tokengate.addresses import (  # noqa: E402
     ascii_digits,
     is_host_name,
@@ -271,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kong.yaml, and a local Kong Identity to issue them.",
         epilog=_EPILOG,
     )
+    parser.add_argument("--version", action="version", version=f"tokengate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gateway = commands.add_parser("gateway", help="run the OIDC gateway (reverse proxy)")
