@@ -207,6 +207,20 @@ def test_port_in_use_names_the_port_and_its_flag_alone(
     assert "Traceback" not in result.stderr
 
 
+def test_identity_on_a_busy_port_says_so_and_shows_no_admin_token() -> None:
+    """A generated admin token is printed once the server listens: not for a server that is
+    not going to run."""
+    with busy_port() as port:
+        result = tokengate("identity", "--in-memory", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tokengate identity: cannot listen on 127.0.0.1:{port}: address already in use; "
+        "choose another with --listen"
+    )
+    assert "admin token" not in result.stdout
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_an_address_not_of_this_host_is_named_once(tmp_path: Path, workers: str) -> None:
     path = tmp_path / "kong.yaml"

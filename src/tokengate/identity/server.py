@@ -80,19 +80,19 @@ def serve_identity(settings: IdentitySettings) -> int:
                 flush=True,
             )
     admin_token = settings.admin_token
+    # A generated token is shown once the port is ours: not before a "cannot listen".
+    announce = None
     if not admin_token:
         admin_token = secrets.token_urlsafe(24)
-        print(
-            f"admin token (set --admin-token or TOKENGATE_ADMIN_TOKEN to choose one): "
-            f"{admin_token}",
-            flush=True,
+        announce = (
+            f"admin token (set --admin-token or TOKENGATE_ADMIN_TOKEN to choose one): {admin_token}"
         )
     app = create_identity_app(
         store, admin_token=admin_token, public_url=settings.url, close_store=True
     )
     install_uvloop()
     try:
-        asyncio.run(_serve(app, settings, spare_keys))
+        asyncio.run(_serve(app, settings, spare_keys, announce))
     except OSError as exc:
         store.close()
         if exc.errno == errno.EADDRINUSE:
@@ -108,7 +108,12 @@ def serve_identity(settings: IdentitySettings) -> int:
     return 0
 
 
-async def _serve(app: web.Application, settings: IdentitySettings, spare_keys: SpareKeys) -> None:
+async def _serve(
+    app: web.Application,
+    settings: IdentitySettings,
+    spare_keys: SpareKeys,
+    announce: str | None = None,
+) -> None:
     runner = IdentityRunner(app, handle_signals=False, access_log=None)
     # The first Ctrl-C lets requests in progress finish; a second one cuts them off.
     stopper = Stopper(cut=functools.partial(cut_connections, runner), log=log)
@@ -117,6 +122,8 @@ async def _serve(app: web.Application, settings: IdentitySettings, spare_keys: S
     try:
         host, port = settings.listen
         await web.TCPSite(runner, host, port).start()
+        if announce is not None:
+            print(announce, flush=True)
         spare_keys.make_spare()
         # What is loaded now lives as long as the process: keep it out of every full collection.
         gc.freeze()
