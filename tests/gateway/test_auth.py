@@ -1132,6 +1132,9 @@ async def test_display_errors_and_custom_messages(
     assert challenge.startswith(
         'Bearer realm="127.0.0.1", error="invalid_token", error_description="'
     )
+    answer = await call(gw)  # no token: the reason, and still no error code (RFC 6750 §3.1)
+    assert answer.json == {"message": "Go away (missing token)"}
+    assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1"'
     quiet = await protect(expose_error_code=False)
     answer = await call(quiet, token=test_issuer.mint(exp_in=-10))
     assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1"'
