@@ -21,6 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from tests.gateway import issuer as issuer_module
 from tests.gateway.issuer import OMIT, TestIssuer
+from tests.ports import free_port
 from tokengate.gateway.errors import KeysUnavailable, UnknownKey
 from tokengate.gateway.keys import (
     IssuerKeys,
@@ -494,6 +495,27 @@ async def test_never_loaded_and_issuer_down_is_keys_unavailable(
     assert status["loaded"] is False
     assert status["keys"] == 0
     assert "HTTP 503" in str(status["last_error"])
+
+
+@pytest.mark.parametrize(
+    ("discovery_url", "expected"),
+    [
+        ("http://127.0.0.1:{port}/", "cannot connect to 127.0.0.1:{port}: Connection refused"),
+        ("http://tokengate-test.invalid/", "cannot resolve tokengate-test.invalid: "),
+    ],
+)
+async def test_an_issuer_that_cannot_be_reached_is_named_plainly(
+    test_issuer: TestIssuer, make_keys: MakeKeys, discovery_url: str, expected: str
+) -> None:
+    """What an operator reads in the log and /readyz: the host and the system's reason, not
+    aiohttp's "Cannot connect to host ... ssl:default [Connect call failed ...]"."""
+    port = free_port()  # nothing listens there
+    keys = make_keys(test_issuer, discovery_url=discovery_url.format(port=port))
+    with pytest.raises(KeysUnavailable):
+        await keys.key_for(test_issuer.default_kid, "RS256")
+    last_error = str(keys.status()["last_error"])
+    assert last_error.startswith(expected.format(port=port)), last_error
+    assert "ssl:default" not in last_error
 
 
 # -- refresh timing -------------------------------------------------------------------------------

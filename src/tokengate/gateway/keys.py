@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -595,7 +596,22 @@ def _describe(exc: BaseException, timeout: float) -> str:
         return f"timed out after {timeout:g}s"
     if isinstance(exc, FetchError):
         return str(exc)
+    # aiohttp's own text ("Cannot connect to host h:80 ssl:default [Connect call failed ...]")
+    # says "ssl" of a plain-http issuer; TLS failures keep it, with their certificate detail.
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve {exc.host}: {_os_reason(exc.os_error)}"
+    if isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(
+        exc, aiohttp.ClientSSLError
+    ):
+        return f"cannot connect to {exc.host}:{exc.port}: {_os_reason(exc.os_error)}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _os_reason(error: OSError) -> str:
+    """ "Connection refused", not asyncio's "Connect call failed ('127.0.0.1', 9000)"."""
+    if error.errno and error.errno > 0:
+        return os.strerror(error.errno)
+    return error.strerror or str(error)  # a resolver's own words (gaierror's errno is < 0)
 
 
 def _age(now: float, then: float | None) -> float | None:
