@@ -57,6 +57,7 @@ class Admin:
         kwargs: dict[str, Any] = {"headers": headers, "params": params}
         if raw is not None:
             kwargs["data"] = raw
+            headers["Content-Type"] = "application/json"
         elif body is not None:
             kwargs["json"] = body
         async with self.http.request(method, f"/v1{path}", **kwargs) as resp:

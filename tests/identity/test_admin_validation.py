@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from tests.identity.test_admin_api import JSON, Admin, bad_fields, new_store, start_admin
+from tests.identity.test_admin_api import (
+    JSON,
+    TOKEN,
+    Admin,
+    bad_fields,
+    new_store,
+    start_admin,
+)
 
 CLIENT: dict[str, Any] = {
     "name": "c",
@@ -328,10 +335,63 @@ async def test_a_body_that_is_not_a_json_object_is_400(admin: Admin, raw: bytes)
     assert bad_fields(problem)["body"]["source"] == "body"
 
 
-async def test_an_empty_body_reports_the_required_fields(admin: Admin) -> None:
-    status, problem = await admin.call("POST", "/auth-servers", raw=b"")
+async def test_every_body_the_spec_requires_must_be_sent(admin: Admin) -> None:
+    """The spec marks every request body required: a PATCH or a new secret without one is a
+    400, not an empty change (an empty object is a body)."""
+    server = await admin.server()
+    base = f"/auth-servers/{server['id']}"
+    client = await admin.client(server["id"])
+    for method, path in [
+        ("POST", "/auth-servers"),
+        ("PATCH", base),
+        ("POST", f"{base}/scopes"),
+        ("PATCH", f"{base}/clients/{client['id']}"),
+        ("POST", f"{base}/clients/{client['id']}/secrets"),
+        ("POST", f"{base}/clients/{client['id']}/test-claim"),
+    ]:
+        status, problem = await admin.call(method, path, raw=b" ")
+        assert status == 400, (method, path)
+        assert bad_fields(problem)["body"]["rule"] == "required", (method, path)
+    assert await admin.ok("GET", base) == server  # nothing changed
+    status, problem = await admin.call("POST", "/auth-servers", {})
     assert status == 400
     assert set(bad_fields(problem)) == {"name", "audience"}
+    await admin.ok("PATCH", base, {})  # an empty object is a body: no field changes
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/octet-stream"],
+)
+async def test_a_body_labelled_as_not_json_is_415(admin: Admin, content_type: str) -> None:
+    """curl's -d without -H 'Content-Type: application/json' sends a form: told so, not read."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type}
+    body = b'{"name": "labelled", "audience": "a"}'
+    async with admin.http.post("/v1/auth-servers", data=body, headers=headers) as resp:
+        assert resp.status == 415
+        assert resp.content_type == "application/problem+json"
+        assert resp.headers["Accept"] == "application/json"
+        problem = await resp.json(content_type=None)
+    assert problem["detail"] == f"The body must be application/json, not {content_type}"
+    status, listed = await admin.call("GET", "/auth-servers", params={"filter[name]": "labelled"})
+    assert (status, listed["data"]) == (200, [])
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json; charset=utf-8", "application/merge-patch+json"]
+)
+async def test_a_json_body_is_read_with_or_without_its_label(
+    admin: Admin, content_type: str | None
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    body = b'{"name": "labelled", "audience": "a"}'
+    # skip_auto_headers: aiohttp would label the bytes application/octet-stream itself
+    async with admin.http.post(
+        "/v1/auth-servers", data=body, headers=headers, skip_auto_headers={"Content-Type"}
+    ) as resp:
+        assert resp.status == 201, await resp.text()
 
 
 async def test_a_bad_body_changes_nothing(admin: Admin) -> None:

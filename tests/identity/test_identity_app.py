@@ -191,6 +191,30 @@ async def test_rotation_endpoint_keeps_old_tokens_valid() -> None:
             headers={"Authorization": "Bearer adm"},
         )
         assert resp.status == 404
+        assert resp.content_type == "application/problem+json"
+        assert (await resp.json())["instance"].startswith("kong:trace:")
+    finally:
+        await client.close()
+        store.close()
+
+
+async def test_rotation_endpoint_reads_requests_as_the_management_api_does() -> None:
+    """The same token check (the scheme in any case), ids in any case, problem+json errors."""
+    store = new_store()
+    (server,) = apply_seed(store, load_seed(SEED))
+    client = await start(store)
+    path = f"/admin/auth-servers/{server.id.upper()}/rotate-keys"
+    try:
+        resp = await client.post(path, headers={"Authorization": "bearer adm"})
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["kid"] == store.active_key(server.id).kid
+        resp = await client.get(path, headers={"Authorization": "Bearer adm"})
+        assert (resp.status, resp.content_type) == (405, "application/problem+json")
+        assert resp.headers["Allow"] == "POST"
+        resp = await client.post("/admin/nothing", headers={"Authorization": "Bearer adm"})
+        assert (resp.status, resp.content_type) == (404, "application/problem+json")
+        resp = await client.post("/admin/nothing")
+        assert (resp.status, resp.headers["WWW-Authenticate"]) == (401, "Bearer")
     finally:
         await client.close()
         store.close()

@@ -48,14 +48,17 @@ STORE: Final = web.AppKey("identity_store", Store)
 SETTINGS: Final = web.AppKey("identity_admin_settings", AdminSettings)
 
 
-def create_admin_app(store: Store, *, admin_token: str, public_url: str) -> web.Application:
-    """The management API; mount it with `app.add_subapp("/v1", ...)`."""
+def create_admin_app(
+    store: Store, *, admin_token: str, public_url: str, routes: web.RouteTableDef | None = None
+) -> web.Application:
+    """The management API; mount it with `app.add_subapp("/v1", ...)`. `routes` (the API's by
+    default) lets tokengate's own admin endpoints share its token check and problem answers."""
     if not admin_token:
         raise ValueError("the admin token must not be empty")
     app = web.Application(middlewares=[problems_middleware, admin_auth_middleware])
     app[STORE] = store
     app[SETTINGS] = AdminSettings(admin_token, public_url.rstrip("/"))
-    app.add_routes(ROUTES)
+    app.add_routes(ROUTES if routes is None else routes)
     return app
 
 
@@ -111,14 +114,20 @@ async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 async def read_json(request: web.Request) -> Any:
-    """The JSON body; an empty body reads as `{}` (then required fields are reported)."""
+    """The JSON body. Every operation of the spec that takes one requires it (an empty `{}`
+    is a body), as application/json: a body labelled otherwise is a 415 (curl's `-d` without
+    `-H 'Content-Type: application/json'` sends a form), one without a label is read as JSON."""
+    content_type = request.headers.get("Content-Type")
+    if content_type is not None and not _is_json(request.content_type):
+        raise Problem.unsupported_media_type(request.content_type or repr(content_type))
     try:
         raw = await request.read()
     except ConnectionError:  # the client left mid-body: nobody will read the answer
         reason = "the connection closed before the whole body arrived"
         raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
     if not raw.strip():
-        return {}
+        reason = "a JSON body is required (send {} for none of its fields)"
+        raise Problem.bad_request([invalid("body", "required", reason, source="body")])
     try:
         document = json.loads(raw, parse_constant=_no_constant)
         # "\ud800" escapes decode to lone surrogates, which are not text (nor storable): refused.
@@ -133,6 +142,13 @@ async def read_json(request: web.Request) -> Any:
     except RecursionError:
         reason = "must be valid JSON (nested too deeply)"
         raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
+
+
+def _is_json(media_type: str) -> bool:
+    """application/json, or a +json type (RFC 6839: application/merge-patch+json, ...)."""
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
 
 
 def _no_constant(name: str) -> Any:

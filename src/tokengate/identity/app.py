@@ -19,22 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from tokengate.identity.admin_api import create_admin_app
+from tokengate.identity.admin_api import create_admin_app, server_id, store_of
 from tokengate.identity.issuer_api import create_issuer_app
-from tokengate.identity.store import NotFound, Store
+from tokengate.identity.store import Store
 
 log = logging.getLogger("tokengate.identity")
 
-STORE = web.AppKey("store", Store)
-ADMIN_TOKEN = web.AppKey("admin_token", str)
 KEY_GRACE = timedelta(days=1)
 TOKEN_HISTORY = timedelta(days=1)  # expired tokens stay listable this long
 
@@ -49,11 +45,13 @@ def create_identity_app(
 ) -> web.Application:
     public_url = public_url.rstrip("/")
     app = create_issuer_app(store, public_url=public_url)
-    app[STORE] = store
-    app[ADMIN_TOKEN] = admin_token
     app.router.add_get("/healthz", _healthz)
-    app.router.add_post("/admin/auth-servers/{auth_server_id}/rotate-keys", _rotate_keys)
     app.add_subapp("/v1", create_admin_app(store, admin_token=admin_token, public_url=public_url))
+    # tokengate's own, with the API's token check and problem+json answers
+    keys = create_admin_app(
+        store, admin_token=admin_token, public_url=public_url, routes=KEY_ROUTES
+    )
+    app.add_subapp("/admin", keys)
     app.cleanup_ctx.append(_purging(store, purge_every))
     if close_store:
         app.cleanup_ctx.append(_closing(store))
@@ -93,30 +91,14 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
 
-def _problem(status: int, title: str, detail: str) -> web.Response:
-    body = {"status": status, "title": title, "detail": detail}
-    return web.Response(
-        status=status,
-        body=json.dumps(body).encode(),
-        content_type="application/problem+json",
-        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
-    )
+KEY_ROUTES = web.RouteTableDef()
 
 
+@KEY_ROUTES.post("/auth-servers/{authServerId}/rotate-keys")
 async def _rotate_keys(request: web.Request) -> web.Response:
-    expected = "Bearer " + request.app[ADMIN_TOKEN]
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    ):
-        return _problem(401, "Unauthorized", "a valid admin token is required")
-    store = request.app[STORE]
-    auth_server_id = request.match_info["auth_server_id"]
-    try:
-        previous = store.active_key(auth_server_id)
-        key = store.rotate_key(auth_server_id, grace=KEY_GRACE)
-    except NotFound:
-        return _problem(404, "Not found", f"auth server [{auth_server_id}] not found")
+    store, auth_server_id = store_of(request), server_id(request)
+    previous = store.active_key(auth_server_id)  # NotFound: the admin API's 404
+    key = store.rotate_key(auth_server_id, grace=KEY_GRACE)
     log.info("rotated signing key of %s: %s → %s", auth_server_id, previous.kid, key.kid)
     return web.json_response(
         {"kid": key.kid, "previous_kid": previous.kid, "grace_seconds": KEY_GRACE.total_seconds()}

@@ -15,7 +15,8 @@ InvalidParameter* schemas (`field`, `rule`, `reason`, `source`, and `minimum` / 
     ├── 403 Forbidden     a third active client secret
     ├── 404 Not Found     unknown auth server / child, unknown route
     ├── 405 Method Not Allowed
-    └── 409 Conflict      a unique name taken (the store's Conflict)
+    ├── 409 Conflict      a unique name taken (the store's Conflict)
+    └── 415 Unsupported Media Type  a body that says it is not JSON
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ class Problem(Exception):
     @classmethod
     def forbidden(cls, detail: str) -> Problem:
         return cls(403, detail)
+
+    @classmethod
+    def unsupported_media_type(cls, content_type: str) -> Problem:
+        # RFC 9110 §15.5.16: say which media type is accepted.
+        return cls(
+            415,
+            f"The body must be application/json, not {content_type}",
+            headers={"Accept": "application/json"},
+        )
 
     @classmethod
     def unauthorized(cls) -> Problem:
