@@ -78,7 +78,9 @@ async def test_empty_page_parameters_take_the_defaults(admin: Admin, asid: str) 
     [
         ("page[size]", "0", "min"),
         ("page[size]", "101", "max"),
-        ("page[size]", "-1", "is_integer"),
+        ("page[size]", "-1", "min"),  # an integer, below the minimum
+        ("page[number]", "-5", "min"),
+        ("page[number]", "-", "is_integer"),
         ("page[size]", "ten", "is_integer"),
         ("page[size]", "1.5", "is_integer"),
         ("page[number]", "0", "min"),
@@ -190,6 +192,8 @@ async def test_id_filters_take_eq_or_a_bare_value(admin: Admin, asid: str) -> No
     path = f"/auth-servers/{asid}/scopes"
     assert await names(admin, path, **{"filter[id]": first["id"]}) == ["one"]
     assert await names(admin, path, **{"filter[id][eq]": first["id"]}) == ["one"]
+    # a UUID in any case, as the same id in a path finds it
+    assert await names(admin, path, **{"filter[id]": first["id"].upper()}) == ["one"]
     fields = await refused(admin, path, **{"filter[id][contains]": first["id"][:8]})
     assert fields["filter[id][contains]"]["rule"] == "enum"
 

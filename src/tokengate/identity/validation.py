@@ -318,9 +318,16 @@ PAGE_SIZE_MAX: Final = 100
 
 LEGACY: Final = "legacy"  # LegacyStringFieldFilter: [eq] or [contains] (bare value: eq)
 EQUALS: Final = "equals"  # StringFieldEqualsFilter: [eq] or a bare value
+UUID_EQUALS: Final = "uuid"  # StringFieldEqualsFilter on an id that is a UUID: in any case
 BOOLEAN: Final = "boolean"  # BooleanFieldFilter: a bare true / false
 LABELS: Final = "labels"  # StringFieldEqualsFilter on labels: "key:value,other-key" (all must hold)
-_OPERATORS: Final = {LEGACY: ("eq", "contains"), EQUALS: ("eq",), LABELS: ("eq",), BOOLEAN: ()}
+_OPERATORS: Final = {
+    LEGACY: ("eq", "contains"),
+    EQUALS: ("eq",),
+    UUID_EQUALS: ("eq",),
+    LABELS: ("eq",),
+    BOOLEAN: (),
+}
 _FILTER_KEY: Final = re.compile(r"filter\[([^\[\]]*)\](?:\[([^\[\]]*)\])?")
 
 
@@ -384,14 +391,17 @@ def parse_list_query(query: MultiMapping[str], listing: Listing) -> ListQuery:
 def _page_param(value: str, default: int, maximum: int | None) -> int:
     if value == "":  # allowEmptyValue
         return default
-    if not value.isascii() or not value.isdigit():
+    negative = value.startswith("-")
+    unsigned = value[1:] if negative else value
+    if not unsigned or not unsigned.isascii() or not unsigned.isdigit():
         raise Invalid("is_integer", "must be an integer")
-    if len(value.lstrip("0")) > 18:  # beyond any page; int() refuses 4,300 digits
+    digits = unsigned.lstrip("0")
+    if len(digits) > 18 and not negative:  # beyond any page; int() stops at 4,300 digits
         limit = maximum if maximum is not None else 10**18 - 1
         raise Invalid("max", f"must be less than or equal to {limit}", maximum=limit)
-    number = int(value)
-    if number < 1:
+    if negative or not digits:  # 0, and -5 (an integer too): below the minimum
         raise Invalid("min", "must be greater than or equal to 1", minimum=1)
+    number = int(digits)
     if maximum is not None and number > maximum:
         raise Invalid("max", f"must be less than or equal to {maximum}", maximum=maximum)
     return number
@@ -436,6 +446,8 @@ def _filter(field: str, operator: str | None, value: str, filters: Mapping[str, 
     if operator == "contains":
         needle = value.casefold()
         return lambda item: needle in str(getattr(item, field)).casefold()
+    if kind == UUID_EQUALS and _UUID.fullmatch(value):
+        value = value.lower()  # as path_uuid reads the same id in a path
     return lambda item: getattr(item, field) == value
 
 
@@ -554,12 +566,18 @@ SECRET_UPDATE: Final[Schema] = {"enabled": boolean()}
 _TIMES: Final = ("created_at", "updated_at")
 AUTH_SERVERS_LISTING: Final = Listing(
     (*_TIMES, "name", "audience"),
-    {"name": LEGACY, "description": LEGACY, "audience": LEGACY, "id": EQUALS, "labels": LABELS},
+    {
+        "name": LEGACY,
+        "description": LEGACY,
+        "audience": LEGACY,
+        "id": UUID_EQUALS,
+        "labels": LABELS,
+    },
 )
-SCOPES_LISTING: Final = Listing((*_TIMES, "name"), {"name": LEGACY, "id": EQUALS})
-CLAIMS_LISTING: Final = Listing((*_TIMES, "name"), {"name": LEGACY, "id": EQUALS})
+SCOPES_LISTING: Final = Listing((*_TIMES, "name"), {"name": LEGACY, "id": UUID_EQUALS})
+CLAIMS_LISTING: Final = Listing((*_TIMES, "name"), {"name": LEGACY, "id": UUID_EQUALS})
 CLIENTS_LISTING: Final = Listing(
     (*_TIMES, "name"), {"name": LEGACY, "id": EQUALS, "labels": LABELS}
 )
-SECRETS_LISTING: Final = Listing(_TIMES, {"id": EQUALS, "enabled": BOOLEAN})
-TOKENS_LISTING: Final = Listing(("created_at", "expires_at"), {"id": EQUALS})
+SECRETS_LISTING: Final = Listing(_TIMES, {"id": UUID_EQUALS, "enabled": BOOLEAN})
+TOKENS_LISTING: Final = Listing(("created_at", "expires_at"), {"id": UUID_EQUALS})
