@@ -16,7 +16,12 @@ from aiohttp import web
 from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_service, raw_request
 from tests.gateway.issuer import self_signed_contexts
 from tokengate.gateway.config import GatewayConfig
-from tokengate.gateway.upstream import UpstreamPool
+from tokengate.gateway.upstream import (
+    UpstreamConnectError,
+    UpstreamNameNotResolved,
+    UpstreamPool,
+    resolution_error,
+)
 
 CLOSE_GET = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 
@@ -235,6 +240,20 @@ async def test_connection_pooled_with_reading_paused_does_not_hang_the_next_requ
         writer.close()
     assert upstream.connections == 1  # the same pooled upstream connection was reused...
     assert head.startswith(b"HTTP/1.1 200") and body == b"ok", head  # ...and answered
+
+
+@pytest.mark.parametrize(
+    ("code", "not_found"),
+    [(socket.EAI_NONAME, True), (socket.EAI_AGAIN, False), (socket.EAI_FAIL, False)],
+)
+def test_only_a_name_with_no_address_counts_as_not_resolved(code: int, not_found: bool) -> None:
+    """Kong's "name resolution failed" is for NXDOMAIN and empty answers; a resolver that is
+    down or failing says nothing of the name. (A real NXDOMAIN goes through the gateway in
+    test_proxy.py; a resolver failure cannot be had on demand.)"""
+    error = resolution_error("orders.internal", socket.gaierror(code, "the resolver's words"))
+    assert isinstance(error, UpstreamConnectError)
+    assert isinstance(error, UpstreamNameNotResolved) is not_found
+    assert str(error) == "cannot resolve orders.internal: the resolver's words"
 
 
 async def test_pool_slot_handed_to_a_cancelled_waiter_goes_to_the_next_one() -> None:

@@ -164,25 +164,61 @@ async def test_a_target_that_refuses_connections_is_skipped_within_retries(
     assert statuses == [200, 200, 502, 502]
 
 
-def test_a_service_host_close_to_an_upstream_name_is_warned_about() -> None:
+def test_a_service_host_one_typo_from_an_upstream_name_is_warned_about() -> None:
     """A typo in the upstream's name sends the service to DNS instead of the targets; Kong
     loads it without a word, then answers 503 "name resolution failed"."""
     text = textwrap.dedent(
         """\
         _format_version: "3.0"
-        upstreams: [{name: orders.upstream, targets: [{target: "127.0.0.1:8080"}]}]
+        upstreams:
+          - {name: orders.upstream, targets: [{target: "127.0.0.1:8080"}]}
+          - {name: api-v1, targets: [{target: "127.0.0.1:8081"}]}
         services:
-          - {name: typo, host: orders.upstraem}
+          - {name: swapped, host: orders.upstraem}
           - {name: balanced, host: ORDERS.upstream}
           - {name: dns, host: billing.internal}
+          - {name: dropped, host: Orders.Upstrem}
+          - {name: sibling, host: api-v2}
+          - {name: added, host: orders.upstreams}
         """
     )
     config = parse_config(text, "kong.yaml")
-    assert config.warnings == (
-        "kong.yaml: services[0].host: 'orders.upstraem' is no upstream of this file, so it is "
-        "looked up in DNS (did you mean upstream 'orders.upstream'?); a name that does not "
-        'resolve gets 503 "name resolution failed"',
+    typo = (
+        "kong.yaml: services[{}].host: '{}' is no upstream of this file, so it is looked up in "
+        "DNS (did you mean upstream 'orders.upstream'?); a name that does not resolve gets 503 "
+        '"name resolution failed"'
     )
+    assert config.warnings == (
+        typo.format(0, "orders.upstraem"),
+        typo.format(3, "Orders.Upstrem"),
+        typo.format(5, "orders.upstreams"),
+    )  # not api-v2: one digit for another names a sibling
+
+
+async def test_a_target_whose_name_does_not_resolve_is_left_out(
+    two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
+) -> None:
+    """Kong's ring has no place for a target that does not resolve: every request goes to the
+    others, even with no retries to spend; with none left, the ring-balancer's 503."""
+    a, _ = two_upstreams
+    upstream = f"""\
+        - name: orders.upstream
+          targets:
+            - target: "tokengate-test.invalid:{a.port}"
+            - target: "127.0.0.1:{a.port}"
+    """
+    gw = await start(start_gateway, kong_yaml(upstream, service="retries: 0\n"))
+    assert [status for status, _ in await fetch(gw, 4)] == [200] * 4
+
+    nowhere = """\
+        - name: orders.upstream
+          targets:
+            - target: "tokengate-test.invalid:8080"
+            - target: "tokengate-other.invalid:8080"
+    """
+    gw = await start(start_gateway, kong_yaml(nowhere))
+    no_peer = {"message": "failure to get a peer from the ring-balancer"}
+    assert await fetch(gw, 2) == [(503, no_peer)] * 2
 
 
 async def test_an_upstream_without_targets_is_kongs_503(start_gateway: StartGateway) -> None:

@@ -16,7 +16,6 @@ Field readers and value checks live in config_checks.py.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 import uuid
@@ -433,14 +432,15 @@ class _Loader:
             self._plugin(plugin_path, plugin_data, (None, entry))
 
     def _upstream_meant(self, host: str) -> str | None:
-        """The upstream a service's host probably means when it names none (a typo sends its
-        requests to DNS instead). Only among a hand-written file's few upstreams: difflib
-        against thousands, for thousands of services, would slow loading down."""
+        """The upstream a service's host probably means when it names none: one typo away (a
+        typo sends its requests to DNS instead). Only among a hand-written file's few
+        upstreams: thousands against thousands of services would slow loading down."""
         names = self.upstreams_by_lower_name
-        if not names or len(names) > _MAX_UPSTREAMS_TO_SUGGEST:
+        if len(names) > _MAX_UPSTREAMS_TO_SUGGEST:
             return None
-        close = difflib.get_close_matches(host.lower(), sorted(names), n=1, cutoff=0.8)
-        return names[close[0]].name if close else None
+        lower = host.lower()
+        meant = sorted(name for name in names if _one_typo_apart(lower, name))
+        return names[meant[0]].name if meant else None
 
     def _destination(self, f: Fields) -> tuple[str, str, int, str | None]:
         """Where the service points: the `url` shorthand, or protocol/host/port/path."""
@@ -1120,6 +1120,24 @@ _HEALTH_CHECK_SWITCHES: Final = (
     ("passive", "unhealthy", "tcp_failures"),
     ("passive", "unhealthy", "timeouts"),
 )
+
+
+def _one_typo_apart(a: str, b: str) -> bool:
+    """One character left out, added, changed or swapped with its neighbour; but not one digit
+    for another (orders-v1 and orders-v2 are siblings, not a typo)."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    at = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    if len(a) != len(b):
+        shorter, longer = (a, b) if len(a) < len(b) else (b, a)
+        return shorter[at:] == longer[at + 1 :]
+    if a[at + 1 :] == b[at + 1 :]:  # one changed
+        return not (a[at].isdigit() and b[at].isdigit())
+    return (  # two neighbours swapped
+        at + 1 < len(a) and a[at] == b[at + 1] and a[at + 1] == b[at] and a[at + 2 :] == b[at + 2 :]
+    )
 
 
 def _health_checks_on(healthchecks: Any) -> bool:

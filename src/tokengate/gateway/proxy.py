@@ -11,7 +11,7 @@ chunk with backpressure, so a 50 MB body is never held whole. Failures map to Ko
 connect refused → 502, connect or read timeout → 504, pool exhausted or a host name that
 does not resolve → 503. A service balanced over a Kong Upstream's targets picks one per
 request (balancer.py), each with its own pool, and when connecting fails tries the next, up to
-the service's `retries`. A WebSocket
+the service's `retries` (a target whose name does not resolve is passed over). A WebSocket
 handshake goes upstream on a new pool connection and, once switched, becomes a tunnel outside
 the pool's count (tunnel.py).
 """
@@ -79,6 +79,7 @@ class _Targets:
         self.balancer = balancer
         self.pools = pools
         self.hosts = hosts
+        self.endpoints = len(set(pools))  # targets naming one host:port share a pool
 
     def pick(self) -> tuple[UpstreamPool, bytes]:
         index = self.balancer.pick()
@@ -509,17 +510,33 @@ class RelayedBody(_AsSent, web.Response):
     pass
 
 
+class NoPeer(UpstreamError):
+    """No target of a balanced service is left to try: Kong's ring-balancer 503."""
+
+
 async def _connect(
     pool: UpstreamPool, service: Service, targets: _Targets | None, *, fresh: bool = False
 ) -> tuple[UpstreamPool, UpstreamConnection, bytes | None]:
     """A connection from `pool` (a new one when `fresh`); for a balanced service, when
     connecting fails (nothing was sent yet), one from the next target's pool, up to
-    `service.retries` more tries (Kong's balancer retries). The Host of the target it ended
-    with, if it is another."""
+    `service.retries` more tries (Kong's balancer retries). A target whose name does not
+    resolve is passed over without counting as a try, as Kong's ring leaves it out (NoPeer when
+    none is left). The Host of the target it ended with, if it is another."""
     tries, host = 0, None
+    unresolved: set[UpstreamPool] | None = None
     while True:
         try:
             return pool, await pool.acquire(service.connect_timeout, fresh=fresh), host
+        except UpstreamNameNotResolved as exc:
+            if targets is None:
+                raise
+            unresolved = unresolved or set()
+            unresolved.add(pool)
+            if len(unresolved) >= targets.endpoints:
+                raise NoPeer(f"no target of {service.name} resolves: {exc}") from None
+            log.info("upstream %s: %s; passed over", service.name, exc)
+            while pool in unresolved:
+                pool, host = targets.pick()
         except (UpstreamConnectError, UpstreamConnectTimeout) as exc:
             if targets is None or tries >= service.retries:
                 raise
@@ -601,4 +618,6 @@ def _upstream_failure(exc: UpstreamError, service: Service) -> web.Response:
         return responses.gateway_timeout()
     if isinstance(exc, UpstreamNameNotResolved):
         return responses.name_resolution_failed()
+    if isinstance(exc, NoPeer):
+        return responses.no_peer()
     return responses.bad_gateway()

@@ -67,7 +67,8 @@ def service_unavailable() -> web.Response:
 
 
 def name_resolution_failed() -> web.Response:
-    """The service's (or a target's) host name did not resolve (Kong's balancer)."""
+    """A service's host name has no address (Kong's balancer; a balanced upstream leaves such
+    a target out, and answers no_peer when none is left)."""
     return kong_error(503, "name resolution failed")
 
 

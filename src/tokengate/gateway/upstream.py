@@ -58,7 +58,15 @@ class UpstreamConnectError(UpstreamError):
 
 
 class UpstreamNameNotResolved(UpstreamConnectError):
-    """The upstream's host name did not resolve: Kong's 503 "name resolution failed"."""
+    """The resolver answered that the host name has no address: Kong's 503 "name resolution
+    failed" for a service's host; a balanced upstream leaves such a target out."""
+
+
+# What Kong's balancer counts as a name that does not resolve (NXDOMAIN, an empty record); a
+# resolver that is down or failing is another error (Kong: 500).
+_NAME_NOT_FOUND: Final = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
 
 
 class UpstreamConnectTimeout(UpstreamError):
@@ -643,9 +651,7 @@ class UpstreamPool:
                 f"connecting to {self.host}:{self.port} timed out"
             ) from None
         except socket.gaierror as exc:
-            raise UpstreamNameNotResolved(
-                f"cannot resolve {self.host}: {exc.strerror or exc}"
-            ) from None
+            raise resolution_error(self.host, exc) from None
         except (OSError, ssl.SSLError) as exc:
             reason = getattr(exc, "strerror", None) or exc
             raise UpstreamConnectError(
@@ -661,6 +667,15 @@ class UpstreamPool:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+
+def resolution_error(host: str, exc: socket.gaierror) -> UpstreamConnectError:
+    """NameNotResolved when the resolver said the name has no address; when the resolver
+    itself failed (down, timing out), a connect error that says nothing of the name."""
+    reason = f"cannot resolve {host}: {exc.strerror or exc}"
+    if exc.errno in _NAME_NOT_FOUND:
+        return UpstreamNameNotResolved(reason)
+    return UpstreamConnectError(reason)
 
 
 def _no_slot(waiter: asyncio.Future[UpstreamConnection | None]) -> None:
