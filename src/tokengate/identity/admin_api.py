@@ -115,11 +115,13 @@ async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.S
 
 async def read_json(request: web.Request) -> Any:
     """The JSON body. Every operation of the spec that takes one requires it (an empty `{}`
-    is a body), as application/json: a body labelled otherwise is a 415 (curl's `-d` without
-    `-H 'Content-Type: application/json'` sends a form), one without a label is read as JSON."""
-    content_type = request.headers.get("Content-Type")
-    if content_type is not None and not _is_json(request.content_type):
-        raise Problem.unsupported_media_type(request.content_type or repr(content_type))
+    is a body), as application/json: a body labelled as something else is a 415 (curl's `-d`
+    without `-H 'Content-Type: application/json'` sends a form); one without a label, or with
+    a label that claims no structure (text/plain, application/octet-stream: what fetch() and
+    HTTP libraries put on a string or bytes), is read as JSON."""
+    label = request.headers.get("Content-Type", "").strip()
+    if label and not _may_be_json(request.content_type):
+        raise Problem.unsupported_media_type(label[:100])
     try:
         raw = await request.read()
     except ConnectionError:  # the client left mid-body: nobody will read the answer
@@ -144,11 +146,13 @@ async def read_json(request: web.Request) -> Any:
         raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
 
 
-def _is_json(media_type: str) -> bool:
-    """application/json, or a +json type (RFC 6839: application/merge-patch+json, ...)."""
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    )
+def _may_be_json(media_type: str) -> bool:
+    """application/json, a +json type (RFC 6839: application/merge-patch+json, ...), or a type
+    that says nothing of what the bytes are."""
+    return media_type.endswith(("/json", "+json")) or media_type in _UNSTRUCTURED
+
+
+_UNSTRUCTURED: Final = frozenset({"text/plain", "application/octet-stream"})
 
 
 def _no_constant(name: str) -> Any:
