@@ -155,14 +155,15 @@ async def test_text_lines_carry_the_same_fields(
 async def test_text_lines_write_a_dash_for_what_is_unknown(
     access: pytest.LogCaptureFixture, start_gateway: StartGateway
 ) -> None:
-    """nginx's "-", not Python's None, for a request that went nowhere (a 404)."""
+    """nginx's "-", not Python's None nor nothing, for a request that went nowhere (a 404)."""
     gw = await start_gateway(make_route(None, ("/only",)))
     await get(gw, "/elsewhere")
     (record,) = access_records(access)
     line = record.getMessage()
     assert "None" not in line, line
     assert " 404 " in line and " upstream_latency_ms=- upstream=- " in line, line
-    assert " auth=- " in line, line
+    assert " service=- route=- auth=- " in line, line  # an empty field never reads "key= "
+    assert (record.fields["service"], record.fields["auth"]) == ("", None)  # JSON as before
 
 
 def test_a_path_that_could_break_a_text_line_is_escaped(

@@ -86,8 +86,8 @@ def write(
 
 
 class _Dashed(Mapping[str, Any]):
-    """The fields as the text line shows them: "-" for null (JSON lines keep their nulls). A
-    view, so that a line nobody formats costs nothing more."""
+    """The fields as the text line shows them: "-" for null or empty, as nginx writes them
+    (JSON lines keep their values). A view, so that a line nobody formats costs nothing more."""
 
     __slots__ = ("_fields",)
 
@@ -96,7 +96,7 @@ class _Dashed(Mapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         value = self._fields[key]
-        return "-" if value is None else value
+        return "-" if value is None or value == "" else value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._fields)

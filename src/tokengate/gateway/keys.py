@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from multidict import CIMultiDictProxy, MultiMapping
 
+from tokengate.addresses import show
 from tokengate.gateway.errors import AuthError, KeysUnavailable, UnknownKey
 from tokengate.gateway.jwk import KeySet, VerificationKey, merge, parse_jwks
 
@@ -603,7 +604,8 @@ def _describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(
         exc, aiohttp.ClientSSLError
     ):
-        return f"cannot connect to {exc.host}:{exc.port}: {_os_reason(exc.os_error)}"
+        where = show((exc.host, exc.port or 0))
+        return f"cannot connect to {where}: {_os_reason(exc.os_error)}"
     return f"{type(exc).__name__}: {exc}"
 
 
