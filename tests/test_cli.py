@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -56,9 +57,11 @@ def tokengate(
     )
 
 
-def test_version_is_printed() -> None:
+def test_version_is_printed_and_is_the_packages() -> None:
     result = tokengate("--version")
     assert (result.returncode, result.stdout) == (0, f"tokengate {__version__}\n")
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["version"] == __version__
 
 
 def test_validate_accepts_a_good_file_and_prints_warnings(tmp_path: Path) -> None:

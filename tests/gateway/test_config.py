@@ -57,6 +57,10 @@ TOP_LEVEL_ERRORS = {
         "services: []",
         "kong.yaml: _format_version: required field missing",
     ),
+    "format version with no value": (
+        "_format_version:\nservices: []",
+        "kong.yaml: _format_version: required field missing (it is there, with no value)",
+    ),
     "format version unknown": (
         '_format_version: "4.0"',
         'kong.yaml: _format_version: unsupported version \'4.0\' (expected "1.1", "2.1", "3.0")',
@@ -443,6 +447,20 @@ def test_nested_plugin_cannot_name_its_own_scope() -> None:
         "kong.yaml: services[0].plugins[0].route: not allowed in a nested plugin; "
         "it applies where it is nested"
     ]
+
+
+def test_typo_suggestions_are_for_a_files_first_hundred_unknown_fields() -> None:
+    """difflib is not free: a file of thousands of unknown fields still loads at once."""
+    keys = "".join(f"      issuerx{i}: 1\n" for i in range(101))
+    long_key = "i" * 65
+    found = errors(
+        "plugins:\n  - name: openid-connect\n    config:\n"
+        f"      issuer: https://idp.example\n{keys}      {long_key}: 1\n"
+    )
+    suggested = [line for line in found if line.endswith("(did you mean 'issuer'?)")]
+    assert len(suggested) == 100
+    assert "kong.yaml: plugins[0].config.issuerx100: unknown field" in found
+    assert f"kong.yaml: plugins[0].config.{long_key}: unknown field" in found
 
 
 def test_every_error_is_reported_at_once() -> None:

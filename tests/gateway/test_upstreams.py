@@ -194,6 +194,11 @@ def test_a_service_host_one_typo_from_an_upstream_name_is_warned_about() -> None
         typo.format(5, "orders.upstreams"),
     )  # not api-v2: one digit for another names a sibling
 
+    # Among many upstreams (a generated file), no search: it would slow loading down.
+    many = "".join(f"  - {{name: u{i}.upstream, targets: [{{target: x:1}}]}}\n" for i in range(33))
+    text = f'_format_version: "3.0"\nupstreams:\n{many}services: [{{name: s, host: u1.upstraem}}]'
+    assert parse_config(text, "kong.yaml").warnings == ()
+
 
 async def test_a_target_whose_name_does_not_resolve_is_left_out(
     two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway

@@ -80,6 +80,7 @@ async def test_empty_page_parameters_take_the_defaults(admin: Admin, asid: str) 
         ("page[size]", "101", "max"),
         ("page[size]", "-1", "min"),  # an integer, below the minimum
         ("page[number]", "-5", "min"),
+        ("page[number]", "-" + "9" * 40, "min"),
         ("page[number]", "-", "is_integer"),
         ("page[size]", "ten", "is_integer"),
         ("page[size]", "1.5", "is_integer"),
@@ -194,6 +195,11 @@ async def test_id_filters_take_eq_or_a_bare_value(admin: Admin, asid: str) -> No
     assert await names(admin, path, **{"filter[id][eq]": first["id"]}) == ["one"]
     # a UUID in any case, as the same id in a path finds it
     assert await names(admin, path, **{"filter[id]": first["id"].upper()}) == ["one"]
+    claim = await admin.claim(asid, name="dept")
+    claims = f"/auth-servers/{asid}/claims"
+    assert await names(admin, claims, **{"filter[id]": claim["id"].upper()}) == ["dept"]
+    servers = await names(admin, "/auth-servers", **{"filter[id]": asid.upper()})
+    assert len(servers) == 1
     fields = await refused(admin, path, **{"filter[id][contains]": first["id"][:8]})
     assert fields["filter[id][contains]"]["rule"] == "enum"
 

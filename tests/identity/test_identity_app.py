@@ -119,6 +119,7 @@ def test_seed_errors_name_the_field(tmp_path: Path) -> None:
           - name: x
             issuer_id: TOO-SHORT
             colour: blue
+            scope: [{name: typo}]
             scopes: [{name: a}, {name: "read write"}]
             claims:
               - {name: c, value: "${ .Nope | frobnicate }", include_in_scopes: [b]}
@@ -133,6 +134,8 @@ def test_seed_errors_name_the_field(tmp_path: Path) -> None:
     assert f"{path}: auth_servers[0].colour: unknown field" in errors
     typo = "unknown field (did you mean 'redirect_uris'?)"
     assert f"{path}: auth_servers[0].clients[0].redirect_uri: {typo}" in errors
+    nested = "unknown field (did you mean 'scopes'?)"  # a key read apart from the others
+    assert f"{path}: auth_servers[0].scope: {nested}" in errors
     assert f"{path}: auth_servers[0].issuer_id: must be 16 lower-case letters and digits" in errors
     assert any(e.startswith(f"{path}: auth_servers[0].claims[0].value: ") for e in errors)
     assert (

@@ -365,7 +365,7 @@ class _Loader:
         # An unquoted `3.0` is a YAML float; decK reads the same text as a string.
         version = repr(value) if isinstance(value, float) else value
         if value is None:
-            top.error("_format_version", "required field missing")
+            top.missing("_format_version")
         elif version not in _FORMAT_VERSIONS:
             expected = ", ".join(f'"{known}"' for known in _FORMAT_VERSIONS)
             shown = repr(value) if isinstance(value, str | int | float) else describe(value)
@@ -379,7 +379,7 @@ class _Loader:
         # optional, and db_export writes an id for every row) goes by its id.
         name, id_ = f.string("name"), _entity_id(f)
         if not f.given("name") and not f.given("id"):
-            f.error("name", "required field missing (or an id)")
+            f.missing("name", " (or an id)")
         protocol, host, port, base_path = self._destination(f)
         connect, read, write = (
             f.integer(key, 60_000, 1, _MAX_TIMEOUT_MS) / 1000
@@ -481,7 +481,7 @@ class _Loader:
         if upstream is None:
             upstream = self.upstreams.find(f, "upstream") if f.given("upstream") else None
             if upstream is None and not f.given("upstream"):
-                f.error("upstream", "required field missing (the upstream this target is for)")
+                f.missing("upstream", " (the upstream this target is for)")
         elif f.given("upstream"):
             f.error("upstream", "a target nested in an upstream names no other upstream")
         address = f.checked("target", target_address, required=True)

@@ -132,6 +132,12 @@ class Fields:
     def warn(self, key: str, message: str) -> None:
         self.report.warn(at(self.path, key), message)
 
+    def missing(self, key: str, why: str = "") -> None:
+        """A required field is absent, or null: `issuer:` with nothing after it (an unset
+        shell variable) counts as absent, as in Kong, and the error says it is there."""
+        empty = " (it is there, with no value)" if key in self.data else ""
+        self.error(key, f"required field missing{why}{empty}")
+
     def _wrong_type(self, key: str, expected: str) -> None:
         self.error(key, f"expected {expected}, got {describe(self.data[key])}")
 
@@ -139,9 +145,7 @@ class Fields:
         value = self.data.get(key)
         if value is None:
             if required:
-                # `issuer:` with nothing after it (an unset shell variable) is null, as absent.
-                empty = " (it is there, with no value)" if key in self.data else ""
-                self.error(key, f"required field missing{empty}")
+                self.missing(key)
             return None
         if not isinstance(value, str):
             self._wrong_type(key, "a string")

@@ -1,8 +1,7 @@
 """Which plugins a kong.yaml may name, and which of them decide whether a request gets in.
 
 Kong refuses a file that names a plugin it has not loaded: a misspelt name never silently turns
-a plugin off. tokengate runs only openid-connect and cors, so it sorts every other name three
-ways:
+a plugin off. tokengate runs openid-connect and cors only; every other name is one of three:
   KONG_PLUGINS minus ACCESS_PLUGINS   warned about and ignored (logging, transformations, ...)
   ACCESS_PLUGINS                      an error: ignoring it would open what Kong keeps shut
   any other name                      an error, as in Kong (a typo, or a custom plugin)

@@ -458,7 +458,7 @@ def _claim_headers(
         header = g.checked("header", _header, required=True)
         claim_path = g.each("path", _non_empty, unique=False)
         if g.raw("path") is None:
-            g.error("path", "required field missing")
+            g.missing("path")
         elif g.raw("path") == []:
             g.error("path", "must not be empty: it is the path to a claim")
         if header is not None and claim_path:

@@ -22,6 +22,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from aiohttp import web
 
@@ -33,6 +34,19 @@ log = logging.getLogger("tokengate.identity")
 
 KEY_GRACE = timedelta(days=1)
 TOKEN_HISTORY = timedelta(days=1)  # expired tokens stay listable this long
+
+_KEY_ROUTES: Final = web.RouteTableDef()  # tokengate's own, outside the Konnect paths
+
+
+@_KEY_ROUTES.post("/auth-servers/{authServerId}/rotate-keys")
+async def _rotate_keys(request: web.Request) -> web.Response:
+    store, auth_server_id = store_of(request), server_id(request)
+    previous = store.active_key(auth_server_id)  # NotFound: the admin API's 404
+    key = store.rotate_key(auth_server_id, grace=KEY_GRACE)
+    log.info("rotated signing key of %s: %s → %s", auth_server_id, previous.kid, key.kid)
+    return web.json_response(
+        {"kid": key.kid, "previous_kid": previous.kid, "grace_seconds": KEY_GRACE.total_seconds()}
+    )
 
 
 def create_identity_app(
@@ -49,7 +63,7 @@ def create_identity_app(
     app.add_subapp("/v1", create_admin_app(store, admin_token=admin_token, public_url=public_url))
     # tokengate's own, with the API's token check and problem+json answers
     keys = create_admin_app(
-        store, admin_token=admin_token, public_url=public_url, routes=KEY_ROUTES
+        store, admin_token=admin_token, public_url=public_url, routes=_KEY_ROUTES
     )
     app.add_subapp("/admin", keys)
     app.cleanup_ctx.append(_purging(store, purge_every))
@@ -89,17 +103,3 @@ def _closing(store: Store) -> Callable[[web.Application], AsyncIterator[None]]:
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
-
-
-KEY_ROUTES = web.RouteTableDef()
-
-
-@KEY_ROUTES.post("/auth-servers/{authServerId}/rotate-keys")
-async def _rotate_keys(request: web.Request) -> web.Response:
-    store, auth_server_id = store_of(request), server_id(request)
-    previous = store.active_key(auth_server_id)  # NotFound: the admin API's 404
-    key = store.rotate_key(auth_server_id, grace=KEY_GRACE)
-    log.info("rotated signing key of %s: %s → %s", auth_server_id, previous.kid, key.kid)
-    return web.json_response(
-        {"kid": key.kid, "previous_kid": previous.kid, "grace_seconds": KEY_GRACE.total_seconds()}
-    )
