@@ -61,7 +61,7 @@ def create_identity_app(
     app = create_issuer_app(store, public_url=public_url)
     app.router.add_get("/healthz", _healthz)
     app.add_subapp("/v1", create_admin_app(store, admin_token=admin_token, public_url=public_url))
-    # tokengate's own, with the API's token check and problem+json answers
+    # with the API's token check and problem+json answers
     keys = create_admin_app(
         store, admin_token=admin_token, public_url=public_url, routes=_KEY_ROUTES
     )

@@ -16,7 +16,7 @@ InvalidParameter* schemas (`field`, `rule`, `reason`, `source`, and `minimum` / 
     ├── 404 Not Found     unknown auth server / child, unknown route
     ├── 405 Method Not Allowed
     ├── 409 Conflict      a unique name taken (the store's Conflict)
-    └── 415 Unsupported Media Type  a body that says it is not JSON
+    └── 415 Unsupported Media Type  a body labelled as another structure (a form, XML)
 """
 
 from __future__ import annotations
