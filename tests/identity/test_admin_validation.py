@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -375,6 +377,25 @@ async def test_a_body_labelled_as_something_else_is_415(admin: Admin, content_ty
     assert problem["detail"] == f"The body must be application/json, not {content_type}"
     status, listed = await admin.call("GET", "/auth-servers", params={"filter[name]": "labelled"})
     assert (status, listed["data"]) == (200, [])
+
+
+async def test_a_label_that_is_not_utf8_is_quoted_as_ascii(admin: Admin) -> None:
+    """The 415 quotes the label; bytes that are not UTF-8 come back escaped, as text."""
+    client = admin.http
+    assert client.host and client.port
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    body = b"{}"
+    writer.write(
+        b"POST /v1/auth-servers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %b\r\n"
+        b"Content-Type: text/x\xff\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%b"
+        % (TOKEN.encode(), len(body), body)
+    )
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 415 ")
+    assert payload.isascii()
+    assert json.loads(payload)["detail"] == "The body must be application/json, not text/x\\udcff"
 
 
 @pytest.mark.parametrize(

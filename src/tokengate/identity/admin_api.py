@@ -121,7 +121,10 @@ async def read_json(request: web.Request) -> Any:
     HTTP libraries put on a string or bytes), is read as JSON."""
     label = request.headers.get("Content-Type", "").strip()
     if label and not _may_be_json(request.content_type):
-        raise Problem.unsupported_media_type(label[:100])
+        # quoted as ASCII: header bytes that are not UTF-8 must not become lone surrogates
+        raise Problem.unsupported_media_type(
+            label[:100].encode("ascii", "backslashreplace").decode()
+        )
     try:
         raw = await request.read()
     except ConnectionError:  # the client left mid-body: nobody will read the answer
