@@ -195,7 +195,9 @@ def test_port_in_use_names_the_port_and_its_flag_alone(
     tmp_path: Path, flag: str, workers: str
 ) -> None:
     path = tmp_path / "kong.yaml"
-    path.write_text(GOOD)
+    # An issuer nobody serves: its key fetch must not start before both ports are bound.
+    issuer = f"http://127.0.0.1:{free_port()}"
+    path.write_text(GOOD + f"  - name: openid-connect\n    config: {{issuer: '{issuer}'}}\n")
     with busy_port() as port:
         addresses = {"--listen": f"127.0.0.1:{free_port()}"}
         addresses["--status-listen"] = f"127.0.0.1:{free_port()}"
@@ -208,6 +210,7 @@ def test_port_in_use_names_the_port_and_its_flag_alone(
         f"choose another address with {flag}"
     )
     assert "Traceback" not in result.stderr
+    assert "fetch failed" not in result.stderr, result.stderr
 
 
 def test_identity_on_a_busy_port_says_so_and_shows_no_admin_token() -> None:

@@ -136,11 +136,17 @@ class Gateway:
         self.router.default_port = port.decode()
 
     def start_auth(
-        self, session: aiohttp.ClientSession, *, previous: KeyRegistry | None = None
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        previous: KeyRegistry | None = None,
+        warm: bool = True,
     ) -> None:
         """One Authenticator per distinct openid-connect config, all sharing one key registry;
-        key fetches start in the background (serving never waits for an IdP). On a reload,
-        `previous` hands over the keys of issuers both configs use: no refetch, no cold start."""
+        key fetches start in the background (serving never waits for an IdP), unless `warm` is
+        false: then `keys.start()` is the caller's (a request before it fetches on demand). On
+        a reload, `previous` hands over the keys of issuers both configs use: no refetch, no
+        cold start."""
         settings = self.settings
         self.keys = KeyRegistry(
             session, policy=settings.key_policy, on_fetch=self.stats.metrics.key_fetched
@@ -166,7 +172,8 @@ class Gateway:
                 if auth.cache is not None:
                     self.stats.watch_cache(auth.cache)
             self._auth[id(route)] = auth
-        self.keys.start()
+        if warm:
+            self.keys.start()
 
     def retire(self) -> None:
         """A reload replaced this gateway: no new request will reach it, so its verified-token
@@ -542,7 +549,9 @@ class GatewayServer:
                 auto_decompress=True,
             )
             self._owns_session = True
-        self.gateway.start_auth(self._session)
+        # Authenticators before the first request can arrive; key fetches once both ports are
+        # ours (a busy port is reported alone, not after an IdP's fetch warnings).
+        self.gateway.start_auth(self._session, warm=False)
         server = HeadTimeoutServer(
             self._dispatch,
             head_timeout=settings.client_header_timeout,
@@ -585,6 +594,8 @@ class GatewayServer:
         )
         await _listen(status_site, "--status-listen")
         self.status_port = _bound_port(status_site)
+        if self.gateway.keys is not None:
+            self.gateway.keys.start()
         if files_per_process():
             self._publisher = asyncio.get_running_loop().create_task(self._publish_often())
         self.ready = True
