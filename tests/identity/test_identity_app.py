@@ -7,6 +7,8 @@ import asyncio
 import logging
 import textwrap
 import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from tests.gateway.support import eventually
 from tests.identity.support import IdentityTestServer
 from tests.identity.test_admin_api import new_store
 from tokengate.identity.app import create_identity_app
+from tokengate.identity.models import AuthServer
 from tokengate.identity.seed import SeedError, apply_seed, load_seed
 from tokengate.identity.signing import SpareKeys
 from tokengate.identity.store import Store
@@ -39,6 +42,26 @@ async def start(store: Store, public_url: str | None = None) -> TestClient[Any, 
     client = TestClient(IdentityTestServer(app, host="127.0.0.1", port=port))
     await client.start_server()
     return client
+
+
+@dataclass(frozen=True)
+class Seeded:
+    store: Store
+    server: AuthServer  # the dev seed's
+    client: TestClient[Any, Any]
+
+
+@pytest.fixture
+async def seeded() -> AsyncIterator[Seeded]:
+    """An in-memory identity server with the dev seed applied, closed after the test."""
+    store = new_store()
+    (server,) = apply_seed(store, load_seed(SEED))
+    client = await start(store)
+    try:
+        yield Seeded(store, server, client)
+    finally:
+        await client.close()
+        store.close()
 
 
 async def token(client: TestClient[Any, Any], issuer_id: str, **form: str) -> dict[str, Any]:
@@ -65,20 +88,14 @@ def verify(access_token: str, keys: jwt.PyJWKSet, issuer: str) -> dict[str, Any]
     return claims
 
 
-async def test_seed_applies_and_issues_the_guides_token() -> None:
-    store = new_store()
-    (server,) = apply_seed(store, load_seed(SEED))
-    client = await start(store)
-    try:
-        answer = await token(client, server.issuer_id, scope="my-scope")
-        issuer = f"{str(client.make_url('')).rstrip('/')}/{server.issuer_id}/auth"
-        claims = verify(answer["access_token"], await jwks(client, server.issuer_id), issuer)
-        assert claims["scope"] == "my-scope" and claims["test-claim"] == "test"
-        assert claims["sub"] == claims["client_id"] == "appointments-client"
-        assert answer["token_type"] == "Bearer" and answer["expires_in"] == 3600
-    finally:
-        await client.close()
-        store.close()
+async def test_seed_applies_and_issues_the_guides_token(seeded: Seeded) -> None:
+    server, client = seeded.server, seeded.client
+    answer = await token(client, server.issuer_id, scope="my-scope")
+    issuer = f"{str(client.make_url('')).rstrip('/')}/{server.issuer_id}/auth"
+    claims = verify(answer["access_token"], await jwks(client, server.issuer_id), issuer)
+    assert claims["scope"] == "my-scope" and claims["test-claim"] == "test"
+    assert claims["sub"] == claims["client_id"] == "appointments-client"
+    assert answer["token_type"] == "Bearer" and answer["expires_in"] == 3600
 
 
 def test_seed_is_idempotent() -> None:
@@ -168,59 +185,47 @@ async def rotate_with_raw_authorization(
     return int(answer.split(b" ", 2)[1])
 
 
-async def test_rotation_endpoint_keeps_old_tokens_valid() -> None:
-    store = new_store()
-    (server,) = apply_seed(store, load_seed(SEED))
-    client = await start(store)
-    try:
-        before = (await token(client, server.issuer_id))["access_token"]
-        resp = await client.post(f"/admin/auth-servers/{server.id}/rotate-keys")
-        assert resp.status == 401
-        assert await rotate_with_raw_authorization(client, server.id, b"Bearer \xff\xfe") == 401
-        resp = await client.post(
-            f"/admin/auth-servers/{server.id}/rotate-keys", headers={"Authorization": "Bearer adm"}
-        )
-        assert resp.status == 200
-        rotated = await resp.json()
-        after = (await token(client, server.issuer_id))["access_token"]
-        assert jwt.get_unverified_header(after)["kid"] == rotated["kid"]
-        assert jwt.get_unverified_header(before)["kid"] == rotated["previous_kid"]
-        keys = await jwks(client, server.issuer_id)
-        issuer = f"{str(client.make_url('')).rstrip('/')}/{server.issuer_id}/auth"
-        verify(before, keys, issuer)  # the previous key is still published
-        verify(after, keys, issuer)
-        resp = await client.post(
-            "/admin/auth-servers/00000000-0000-0000-0000-000000000000/rotate-keys",
-            headers={"Authorization": "Bearer adm"},
-        )
-        assert resp.status == 404
-        assert resp.content_type == "application/problem+json"
-        assert (await resp.json())["instance"].startswith("kong:trace:")
-    finally:
-        await client.close()
-        store.close()
+async def test_rotation_endpoint_keeps_old_tokens_valid(seeded: Seeded) -> None:
+    server, client = seeded.server, seeded.client
+    before = (await token(client, server.issuer_id))["access_token"]
+    resp = await client.post(f"/admin/auth-servers/{server.id}/rotate-keys")
+    assert resp.status == 401
+    assert await rotate_with_raw_authorization(client, server.id, b"Bearer \xff\xfe") == 401
+    resp = await client.post(
+        f"/admin/auth-servers/{server.id}/rotate-keys", headers={"Authorization": "Bearer adm"}
+    )
+    assert resp.status == 200
+    rotated = await resp.json()
+    after = (await token(client, server.issuer_id))["access_token"]
+    assert jwt.get_unverified_header(after)["kid"] == rotated["kid"]
+    assert jwt.get_unverified_header(before)["kid"] == rotated["previous_kid"]
+    keys = await jwks(client, server.issuer_id)
+    issuer = f"{str(client.make_url('')).rstrip('/')}/{server.issuer_id}/auth"
+    verify(before, keys, issuer)  # the previous key is still published
+    verify(after, keys, issuer)
+    resp = await client.post(
+        "/admin/auth-servers/00000000-0000-0000-0000-000000000000/rotate-keys",
+        headers={"Authorization": "Bearer adm"},
+    )
+    assert resp.status == 404
+    assert resp.content_type == "application/problem+json"
+    assert (await resp.json())["instance"].startswith("kong:trace:")
 
 
-async def test_rotation_endpoint_reads_requests_as_the_management_api_does() -> None:
+async def test_rotation_endpoint_reads_requests_as_the_management_api_does(seeded: Seeded) -> None:
     """The same token check (the scheme in any case), ids in any case, problem+json errors."""
-    store = new_store()
-    (server,) = apply_seed(store, load_seed(SEED))
-    client = await start(store)
+    store, server, client = seeded.store, seeded.server, seeded.client
     path = f"/admin/auth-servers/{server.id.upper()}/rotate-keys"
-    try:
-        resp = await client.post(path, headers={"Authorization": "bearer adm"})
-        assert resp.status == 200, await resp.text()
-        assert (await resp.json())["kid"] == store.active_key(server.id).kid
-        resp = await client.get(path, headers={"Authorization": "Bearer adm"})
-        assert (resp.status, resp.content_type) == (405, "application/problem+json")
-        assert resp.headers["Allow"] == "POST"
-        resp = await client.post("/admin/nothing", headers={"Authorization": "Bearer adm"})
-        assert (resp.status, resp.content_type) == (404, "application/problem+json")
-        resp = await client.post("/admin/nothing")
-        assert (resp.status, resp.headers["WWW-Authenticate"]) == (401, "Bearer")
-    finally:
-        await client.close()
-        store.close()
+    resp = await client.post(path, headers={"Authorization": "bearer adm"})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["kid"] == store.active_key(server.id).kid
+    resp = await client.get(path, headers={"Authorization": "Bearer adm"})
+    assert (resp.status, resp.content_type) == (405, "application/problem+json")
+    assert resp.headers["Allow"] == "POST"
+    resp = await client.post("/admin/nothing", headers={"Authorization": "Bearer adm"})
+    assert (resp.status, resp.content_type) == (404, "application/problem+json")
+    resp = await client.post("/admin/nothing")
+    assert (resp.status, resp.headers["WWW-Authenticate"]) == (401, "Bearer")
 
 
 async def test_restart_keeps_state_and_old_tokens_verify(tmp_path: Path) -> None:
