@@ -422,6 +422,14 @@ async def test_claim_names_may_repeat(admin: Admin) -> None:
     await admin.claim(asid, name="team")
 
 
+async def test_a_claim_of_json_nested_deeper_than_the_limit_is_created_as_text(
+    admin: Admin,
+) -> None:
+    asid = (await admin.server())["id"]
+    deep = "[" * 900 + "]" * 900  # parsed as JSON, too deep to be one (was a 500)
+    assert (await admin.claim(asid, name="deep", value=deep))["value"] == deep
+
+
 # ---- clients ------------------------------------------------------------------------------------
 
 
