@@ -16,6 +16,7 @@ from tokengate.gateway.jsonbody import (
     json_tokens,
     json_without_token,
 )
+from tokengate.jsonnesting import MAX_CLIENT_NESTING
 
 
 @pytest.mark.parametrize(
@@ -80,6 +81,18 @@ def test_a_body_that_may_hold_a_token_and_cannot_be_read_is_refused(body: bytes)
         json_tokens(body)
     with pytest.raises(UnreadableJson):
         json_holds_token(body)
+
+
+def test_json_nesting_past_the_limit_is_unreadable_on_every_python() -> None:
+    """Python 3.11's parser stops near 1,000 levels, 3.13's near 10,000: the limit is ours."""
+
+    def body(levels: int) -> bytes:  # the top-level object, then arrays
+        arrays = levels - 1
+        return b'{"access_token": "x", "d": ' + b"[" * arrays + b"]" * arrays + b"}"
+
+    assert json_tokens(body(MAX_CLIENT_NESTING)) == ["x"]
+    with pytest.raises(UnreadableJson):
+        json_tokens(body(MAX_CLIENT_NESTING + 1))
 
 
 def test_holds_token_whatever_the_value() -> None:

@@ -42,6 +42,7 @@ from tokengate.gateway.verify import (
     split_token,
     verify_signature,
 )
+from tokengate.jsonnesting import MAX_CLIENT_NESTING
 
 ISSUER = "https://idp.example/k3x9q2w7e5r1t8y4/auth"
 NOW = 1_800_000_000.0
@@ -351,6 +352,30 @@ def test_payload_is_a_utf8_json_object_without_duplicates(bad_payload: bytes) ->
     verify_signature(parts, jwks().keys[0])  # a good signature does not make it well-formed
     with pytest.raises(MalformedToken):
         decode_claims(parts)
+
+
+def nested(levels: int) -> bytes:
+    """A JSON member value of exactly `levels` levels of arrays."""
+    return b"[" * levels + b"]" * levels
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_json_nesting_is_limited_alike_on_every_python(where: str) -> None:
+    """The limit is ours, under Python 3.11's parser's (about 1,000 levels): 3.13's parser
+    takes about 10,000, and the same token must get the same verdict on both."""
+    deepest = MAX_CLIENT_NESTING - 1  # inside the top-level object
+
+    def token(levels: int) -> str:
+        if where == "header":
+            return forge(b'{"alg":"RS256","kid":"rsa","x":%b}' % nested(levels), claims())
+        body = json.dumps(claims()).encode()
+        return forge(header(), body[:-1] + b', "x": %b}' % nested(levels))
+
+    parts = split_token(token(deepest))
+    verify_signature(parts, jwks().keys[0])
+    assert decode_claims(parts)["iss"] == ISSUER
+    with pytest.raises(MalformedToken, match=f"nests deeper than {MAX_CLIENT_NESTING}"):
+        decode_claims(split_token(token(deepest + 1)))
 
 
 def test_payload_is_not_parsed_before_the_signature() -> None:

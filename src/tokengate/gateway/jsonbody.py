@@ -33,6 +33,8 @@ import json
 from json.scanner import make_scanner
 from typing import Any, Final, NamedTuple, NoReturn
 
+from tokengate.jsonnesting import MAX_CLIENT_NESTING, nests_deeper, text_may_nest_deeper
+
 __all__ = [
     "ACCESS_TOKEN",
     "UnreadableJson",
@@ -117,7 +119,12 @@ def _read(body: bytes) -> tuple[Member, ...] | None:
     if not may_hold_token(body):
         return ()
     try:
-        value = _decoder.decode(body.decode("utf-8").removeprefix(_BOM))
+        text = body.decode("utf-8").removeprefix(_BOM)
+        value = _decoder.decode(text)
+        if text_may_nest_deeper(text, MAX_CLIENT_NESTING) and nests_deeper(
+            value, MAX_CLIENT_NESTING
+        ):
+            value = _NOT_JSON  # on every Python, as a token's JSON nesting that deep is
     except (ValueError, RecursionError):  # UTF-8, JSON, NaN, huge numbers, deep nesting
         value = _NOT_JSON
     # Not kept past the read: the pairs may hold a token.

@@ -12,7 +12,8 @@ functions, whatever the input string.
 
 Shape (RFC 7515 §3.1, §7.1, made strict): at most MAX_TOKEN_SIZE characters; exactly three
 non-empty segments of the base64url alphabet, no padding, canonical; header and payload are
-UTF-8 JSON objects with no duplicate member names and no NaN/Infinity.
+UTF-8 JSON objects with no duplicate member names, no NaN/Infinity, and at most
+MAX_CLIENT_NESTING levels deep (on every Python, whatever its parser's own limit).
 Header: `alg` in ALGORITHMS (never none, never HS*); `kid` absent or a string; `typ` absent,
 JWT or at+jwt (RFC 9068); `crit` or `b64` present → refused; `jku`, `x5u`, `jwk`, `x5c` are
 never read, so a token cannot bring its own key.
@@ -50,6 +51,7 @@ from tokengate.gateway.jwk import (
     VerificationKey,
     b64_standard_decode,
 )
+from tokengate.jsonnesting import MAX_CLIENT_NESTING, nests_deeper, text_may_nest_deeper
 
 __all__ = [
     "MAX_TOKEN_SIZE",
@@ -132,6 +134,8 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         raise MalformedToken(f"{what} is not UTF-8 JSON") from None
     if type(value) is not dict:
         raise MalformedToken(f"{what} is not a JSON object")
+    if text_may_nest_deeper(text, MAX_CLIENT_NESTING) and nests_deeper(value, MAX_CLIENT_NESTING):
+        raise MalformedToken(f"{what} nests deeper than {MAX_CLIENT_NESTING} levels")
     return value
 
 

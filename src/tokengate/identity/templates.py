@@ -46,6 +46,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
+from tokengate.jsonnesting import nests_deeper
+
 if TYPE_CHECKING:
     from tokengate.identity.models import AuthServer, Client
 
@@ -172,7 +174,7 @@ def _infer(text: str) -> Any:
         parsed = _JSON.decode(text)
     except (ValueError, RecursionError):
         return text
-    if isinstance(parsed, str) or parsed is None or _nests_deeper(parsed, MAX_DEPTH):
+    if isinstance(parsed, str) or parsed is None or nests_deeper(parsed, MAX_DEPTH):
         return text
     return parsed
 
@@ -189,19 +191,6 @@ def _finite_float(text: str) -> float:
 
 
 _JSON: Final = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
-
-
-def _nests_deeper(value: Any, limit: int) -> bool:
-    """Whether a parsed JSON value has more than `limit` levels of arrays and objects. Level by
-    level, never past `limit`: a value the parser took (Python 3.13's takes about 10,000 levels)
-    must not overflow the stack here."""
-    level = [value]
-    for _ in range(limit + 1):
-        containers = [v for v in level if isinstance(v, dict | list)]
-        if not containers:
-            return False
-        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
-    return True
 
 
 def _checked(text: str) -> str:
