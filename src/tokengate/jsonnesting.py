@@ -3,9 +3,9 @@
     if nests_deeper(value, MAX_CLIENT_NESTING): ...
 
 The stdlib parser's own limit depends on the Python: a RecursionError near 1,000 levels on
-3.11, near 10,000 on 3.13. What a client sends (a token's header and payload, a JSON body)
-is held to MAX_CLIENT_NESTING instead, so the verdict is the same on every Python tokengate
-supports, and no walk over a parsed value can overflow the stack.
+3.11, near 10,000 on 3.13. What a client sends (a token's header and payload, a JSON body,
+a management API request) is held to MAX_CLIENT_NESTING instead, so the verdict is the same
+on every Python tokengate supports, and no walk over a parsed value can overflow the stack.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ def nests_deeper(value: Any, limit: int) -> bool:
     return True
 
 
-def text_may_nest_deeper(text: str, limit: int) -> bool:
-    """False when `text` cannot hold more than `limit` levels, judged by its length and then
-    its brackets (each level opens one): the usual text is never walked."""
-    return len(text) > 2 * limit and text.count("[") + text.count("{") > limit
+def text_may_nest_deeper(text: str | bytes, limit: int) -> bool:
+    """False when JSON `text` cannot hold more than `limit` levels, judged by its length and
+    then its brackets (each level opens one): the usual text is never walked."""
+    if len(text) <= 2 * limit:
+        return False
+    if isinstance(text, bytes):
+        return text.count(b"[") + text.count(b"{") > limit
+    return text.count("[") + text.count("{") > limit

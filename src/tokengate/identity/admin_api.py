@@ -30,6 +30,7 @@ from tokengate.identity.models import AuthServer, Claim, Client, ClientSecret, I
 from tokengate.identity.problems import Problem, invalid, new_instance, problem_response, reject
 from tokengate.identity.store import Conflict, MissingReference, NotFound, Store, TooManySecrets
 from tokengate.identity.templates import TemplateError, render_claim, template_context
+from tokengate.jsonnesting import MAX_CLIENT_NESTING, nests_deeper, text_may_nest_deeper
 
 log = logging.getLogger("tokengate.identity.admin")
 
@@ -133,11 +134,11 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         reason = "a JSON body is required (send {} for none of its fields)"
         raise Problem.bad_request([invalid("body", "required", reason, source="body")])
+    too_deep = "must be valid JSON (nested too deeply)"
     try:
         document = json.loads(raw, parse_constant=_no_constant)
         # "\ud800" escapes decode to lone surrogates, which are not text (nor storable): refused.
         json.dumps(document, ensure_ascii=False).encode("utf-8")
-        return document
     except UnicodeEncodeError:
         reason = "must be valid JSON (a string holds an unpaired surrogate escape)"
         raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
@@ -145,8 +146,11 @@ async def read_json(request: web.Request) -> Any:
         reason = f"must be valid JSON ({exc})"
         raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
     except RecursionError:
-        reason = "must be valid JSON (nested too deeply)"
-        raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
+        raise Problem.bad_request([invalid("body", "invalid", too_deep, source="body")]) from None
+    # Past the parser's own limit, which depends on the Python (see jsonnesting): ours.
+    if text_may_nest_deeper(raw, MAX_CLIENT_NESTING) and nests_deeper(document, MAX_CLIENT_NESTING):
+        raise Problem.bad_request([invalid("body", "invalid", too_deep, source="body")])
+    return document
 
 
 def _may_be_json(media_type: str) -> bool:
