@@ -124,7 +124,7 @@ def _read(body: bytes) -> tuple[Member, ...] | None:
         if text_may_nest_deeper(text, MAX_CLIENT_NESTING) and nests_deeper(
             value, MAX_CLIENT_NESTING
         ):
-            value = _NOT_JSON  # on every Python, as a token's JSON nesting that deep is
+            value = _NOT_JSON  # the same verdict on every Python (see jsonnesting)
     except (ValueError, RecursionError):  # UTF-8, JSON, NaN, huge numbers, deep nesting
         value = _NOT_JSON
     # Not kept past the read: the pairs may hold a token.
