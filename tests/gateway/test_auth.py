@@ -1203,12 +1203,19 @@ async def test_a_refusal_before_the_body_ends_the_connection(protect: Protect) -
 async def test_expect_100_continue_with_a_good_header_token_and_one_in_the_form(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
-    """A good header token earns the 100 Continue; the body then shows a second token: 400."""
+    """A good header token earns the 100 Continue; the body then shows a second token: 400,
+    wherever it is in the form and however an upstream's parser would spell its name."""
     gw = await protect()
     bearer = b"Authorization: Bearer %b\r\n" % test_issuer.mint().encode()
-    head, _ = await post_after_continue(gw, bearer, f"access_token={test_issuer.mint()}".encode())
-    assert head.startswith(b"HTTP/1.1 400")
-    assert b'error="invalid_request"' in head
+    second = test_issuer.mint()
+    for body in (
+        f"access_token={second}",
+        f"a=1&access_token={second}",
+        f"a=1&access_token\x00={second}",  # PHP cuts the name at the NUL
+    ):
+        head, _ = await post_after_continue(gw, bearer, body.encode())
+        assert head.startswith(b"HTTP/1.1 400"), body
+        assert b'error="invalid_request"' in head
 
 
 async def test_expect_100_continue_with_a_good_header_token_and_one_in_json(
@@ -1217,6 +1224,10 @@ async def test_expect_100_continue_with_a_good_header_token_and_one_in_json(
     gw = await protect()
     bearer = b"Authorization: Bearer %b\r\n" % test_issuer.mint().encode()
     body = json.dumps({"access_token": test_issuer.mint()}).encode()
+    head, _ = await post_after_continue(gw, bearer, body, content_type=b"application/json")
+    assert head.startswith(b"HTTP/1.1 400")
+    # one that may hold a token but cannot be read (NaN is no JSON, but Python reads it) too
+    body = b'{"access_token": "x", "n": NaN}'
     head, _ = await post_after_continue(gw, bearer, body, content_type=b"application/json")
     assert head.startswith(b"HTTP/1.1 400")
     # and a JSON body with none: the verdict on the header token stands

@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 from tokengate.gateway.errors import AuthError, MalformedToken, MultipleTokens, UnreadableBody
 from tokengate.gateway.extract import (
     TokenLocation,
+    body_holds_token,
     body_without_token,
     check_bearer_syntax,
     cookie_header_without,
@@ -106,10 +107,28 @@ def test_other_schemes_are_no_bearer_token(value: str) -> None:
     assert bearer(value) is None
 
 
-@pytest.mark.parametrize("value", ["Bearer\tabc", "bearer \t abc", " Bearer abc "])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Bearer\tabc",
+        "bearer \t abc",
+        " Bearer abc ",
+        # the same in every spelling of the scheme (the usual one has a quicker path)
+        "Bearer \tabc",
+        "BEARER \tabc",
+        "Bearer abc\t",
+        "BEARER abc\t",
+    ],
+)
 def test_scheme_and_token_part_at_a_space_or_a_tab(value: str) -> None:
     """As Kong's `^(%S+)%s(.+)`: a tab separates them too."""
     assert bearer(value) == TokenLocation("abc", "header")
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "BEARER"])
+def test_the_scheme_spelling_never_changes_the_token(scheme: str) -> None:
+    assert bearer(f"{scheme} abcX") == TokenLocation("abcX", "header")
+    assert bearer(f"{scheme} Xabc") == TokenLocation("Xabc", "header")
 
 
 def test_no_authorization_header_is_no_token() -> None:
@@ -202,10 +221,19 @@ def test_header_is_ignored_when_not_an_allowed_place() -> None:
         f"+access_token={JWT}",  # PHP drops leading spaces
         f"%20%20access.token={JWT}",
         f"access_token%00junk={JWT}",  # and cuts a name at a NUL
+        f"access_token\x00junk={JWT}",  # a raw NUL too
+        f"a=1&access_token={JWT}&q=?",  # a later "?" is the query's
     ],
 )
 def test_query_token(query: str) -> None:
     assert extract(f"/p?{query}") == TokenLocation(JWT, "query")
+
+
+def test_a_token_value_may_hold_equals_signs() -> None:
+    assert extract("/?access_token=abc=") == TokenLocation("abc=", "query")
+    assert cookie("at=abc==") == TokenLocation("abc==", "cookie")
+    assert query_without_token("access_token=abc=&a=1") == "a=1"
+    assert cookie_header_without("at=abc=; b=2", "at") == "b=2"
 
 
 def test_query_token_is_percent_decoded() -> None:
@@ -213,7 +241,15 @@ def test_query_token_is_percent_decoded() -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["x=access_token", "access_token_2=abc", "xaccess_token=abc", "Access_Token=abc"]
+    "query",
+    [
+        "x=access_token",
+        "access_token_2=abc",
+        "xaccess_token=abc",
+        "Access_Token=abc",
+        "%09access_token=abc",  # PHP drops leading spaces only
+        "X+access_token=abc",
+    ],
 )
 def test_other_parameters_are_not_tokens(query: str) -> None:
     assert extract(f"/?{query}") is None
@@ -299,6 +335,8 @@ def test_needs_body_only_for_a_form_or_json_body_when_allowed(
         ([""], False),
         (["identity"], False),
         (["Identity, identity"], False),
+        (["identity", "identity"], False),
+        (["identityX"], True),
         (["gzip"], True),
         (["identity", "br"], True),
         ([" GZIP "], True),
@@ -331,6 +369,31 @@ def test_a_body_labelled_compressed_is_searched_all_the_same() -> None:
     text_with_nan = b'{"access_token": "%b", "n": NaN}' % JWT.encode()
     with pytest.raises(UnreadableBody):
         extract(headers=[json_type, gzip_label], body=text_with_nan)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "encoded", "holds"),
+    [
+        (b"access_token=x", FORM, False, True),
+        (b"a=1&b=2&access_token=x", FORM, False, True),  # anywhere in the form
+        (b"a=1;access_token=x", FORM, False, True),
+        (b"a=1&access_token\x00=x", FORM, False, True),
+        (b"a=access_token&b=1", FORM, False, False),
+        (b"a=1", FORM, False, False),
+        (b"access_token=x", "text/plain", False, False),
+        (b'{"access_token": "x"}', "application/json", False, True),
+        (b'{"a": 1}', "application/json", False, False),
+        # may hold one and cannot be read: the full check refuses it (a 400), whatever the label
+        (b'{"access_token": "x", "n": NaN}', "application/json", False, True),
+        (b'{"access_token": "x", "n": NaN}', "application/json", True, True),
+        # labelled compressed and not text: streams unsearched
+        (gzip.compress(b'{"access_token": "x"}'), "application/json", True, False),
+    ],
+)
+def test_body_holds_token(body: bytes, content_type: str, encoded: bool, holds: bool) -> None:
+    """Asked after a 100 Continue, when a verdict on a token outside the body stands unless
+    the body holds one too."""
+    assert body_holds_token(body, content_type, encoded=encoded) is holds
 
 
 def form(body: bytes, headers: Any = (), path: str = "/") -> TokenLocation | None:
@@ -398,9 +461,15 @@ def test_cookie_token(value: str) -> None:
     assert cookie(value) == TokenLocation(JWT, "cookie")
 
 
-@pytest.mark.parametrize("value", ["at=", 'at=""', "other=abc", "AT=abc", "xat=abc", ""])
+@pytest.mark.parametrize(
+    "value", ["at=", 'at=""', "other=abc", "AT=abc", "xat=abc", "Xat=abc", "atX=abc", ""]
+)
 def test_no_cookie_token(value: str) -> None:
     assert cookie(value) is None
+
+
+def test_a_cookie_value_is_taken_as_it_is_but_for_spaces_and_quotes() -> None:
+    assert cookie("at=XabcX") == TokenLocation("XabcX", "cookie")
 
 
 def test_cookie_is_ignored_when_not_an_allowed_place() -> None:
@@ -449,6 +518,9 @@ def test_token_location_is_frozen() -> None:
         ("a=%2F&&b&access_token=x", "a=%2F&&b"),  # the rest is kept byte for byte
         ("access_token_2=x&xaccess_token=y", "access_token_2=x&xaccess_token=y"),
         ("a=1&access_token[]=x&access.token=y&b=2", "a=1&b=2"),
+        ("access_token[a][b]=x&a=1", "a=1"),  # PHP: the name before the first "["
+        ("a=1&access_token\x00=x", "a=1"),  # PHP cuts a name at a NUL, raw or %00
+        ("%09access_token=x&X+access_token=y", "%09access_token=x&X+access_token=y"),
         (
             "access[]=x&[access_token]=y&access_tokens=z",
             "access[]=x&[access_token]=y&access_tokens=z",
@@ -464,6 +536,7 @@ def test_query_without_token(raw: str, expected: str) -> None:
 def test_body_without_token_keeps_other_bytes() -> None:
     body = b"name=J%C3%BCrgen&access_token=abc&note=a+b%26c"
     assert body_without_token(body, FORM) == b"name=J%C3%BCrgen&note=a+b%26c"
+    assert body_without_token(b"a=1&access_token\x00=x", FORM) == b"a=1"
     assert body_without_token(b"\xff=1&access_token=x", FORM) == b"\xff=1"
     json_body = b'{"n": 1e400, "access_token": "x"}'
     assert body_without_token(json_body, "application/json") == b'{"n": 1e400}'
@@ -479,6 +552,7 @@ def test_body_without_token_keeps_other_bytes() -> None:
         ("a=1; at=abc", "a=1"),
         ("a=1;at=x;at=y;b=2", "a=1;b=2"),
         ("a=1; AT=abc", "a=1; AT=abc"),  # cookie names are case-sensitive
+        ("Xat=1; b=2", "Xat=1; b=2"),
         ("a=1", "a=1"),
     ],
 )

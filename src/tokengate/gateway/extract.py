@@ -184,8 +184,14 @@ def body_holds_token(body: bytes, content_type: str, *, encoded: bool = False) -
 def _bearer(value: str) -> str | None:
     """The credentials of a Bearer Authorization value (syntax checked later, only if needed):
     "" when there are none (no token, as Kong reads it); None for another scheme."""
-    if value.startswith(("Bearer ", "bearer ")) and value.find(" ", 7) < 0 and len(value) > 7:
-        return value[7:]  # the usual spelling
+    if (
+        value.startswith(("Bearer ", "bearer "))
+        and len(value) > 7
+        and value.find(" ", 7) < 0
+        and value[7] != "\t"
+        and value[-1] != "\t"
+    ):
+        return value[7:]  # the usual spelling (the general path would strip a tab at either end)
     # Scheme and credentials part at the first space or tab, as Kong's `^(%S+)%s(.+)` does.
     parts = _SCHEME_SPLIT.match(value.strip(" \t"))
     assert parts is not None  # every string matches
@@ -224,7 +230,7 @@ def _is_token_name(name: str) -> bool:
     ("access.token")."""
     if name == ACCESS_TOKEN:
         return True
-    if not any(c in name for c in "%+.[ "):
+    if not any(c in name for c in "%+.[ \x00"):
         return False
     decoded = unquote_plus(name).lstrip(" ").partition("\x00")[0]
     bracket = decoded.find("[")
