@@ -255,6 +255,26 @@ def test_rsa_minimum_size() -> None:
     assert reason == "jwks: key 0 (kid 'abc'): RSA key of 1024 bits (minimum 2048)"
 
 
+def modulus_of(bits: int) -> int:
+    """An odd modulus of exactly `bits` bits with no prime factor below 4096 (what the size
+    checks look at; generating a real 16384-bit key takes minutes)."""
+    n = (1 << (bits - 1)) | 1
+    while any(n % p == 0 for p in range(3, 4096, 2)):
+        n += 2
+    return n
+
+
+def test_rsa_maximum_size_is_openssls() -> None:
+    def jwk(n: int) -> dict[str, Any]:
+        size = (n.bit_length() + 7) // 8
+        return {"kty": "RSA", "kid": "big", "n": b64(n.to_bytes(size, "big")), "e": "AQAB"}
+
+    largest = parse_jwks({"keys": [jwk(modulus_of(16384))]})
+    assert largest.rejected == () and largest.select("big", "RS256") is not None
+    reason = refusal(jwk(modulus_of(16385)))
+    assert reason == "jwks: key 0 (kid 'big'): RSA key of 16385 bits (maximum 16384)"
+
+
 @pytest.mark.parametrize("e", [1, 2, 4, 65536, 0])
 def test_rsa_exponent_odd_and_above_one(e: int) -> None:
     jwk = rsa_jwk(e=b64(e.to_bytes(max(1, (e.bit_length() + 7) // 8), "big")))
@@ -544,6 +564,13 @@ def test_merge_kidless_keys() -> None:
     assert merged.select(None, "RS256") is first.keys[0]
     different = merge(first, parse_jwks({"keys": [rsa_jwk(2048, 1)]}))
     assert different.select(None, "RS256") is None
+
+
+def test_merge_keeps_the_keys_after_a_kidless_one() -> None:
+    kidless_first = parse_jwks({"keys": [ec_jwk(), rsa_jwk(kid="k2")]})
+    merged = merge(kidless_first, parse_jwks({"keys": [ec_jwk("P-384", kid="k3")]}))
+    assert merged.select("k2", "RS256") is kidless_first.keys[1]
+    assert merged.select("k3", "ES384") is not None
 
 
 def test_merge_of_nothing() -> None:

@@ -183,6 +183,15 @@ def test_each_kind_raises_its_error(
     assert caught.value.detail == f"{detail} not met by claim '{claim}'"
 
 
+def test_a_nested_claim_path_is_named_with_dots() -> None:
+    """The refusal's detail (shown with display_errors) names the path, never a value."""
+    with pytest.raises(MissingRole) as caught:
+        compiled(roles_required=("admin",), roles_claim=("realm_access", "roles")).check(
+            {"realm_access": {"roles": ["dev"]}}
+        )
+    assert caught.value.detail == "roles_required not met by claim 'realm_access.roles'"
+
+
 def test_audience_is_invalid_token_and_scope_is_insufficient_scope() -> None:
     # RFC 6750 §3.1: a token for another resource is invalid there; missing scope is insufficient
     assert AudienceNotAllowed.error == "invalid_token"

@@ -59,3 +59,25 @@ def test_fresh_looks_without_counting_or_moving_anything() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         TokenCache(capacity=0)
+
+
+def test_a_capacity_of_one_still_caches() -> None:
+    cache = TokenCache(capacity=1)
+    cache.put("t", entry())
+    assert cache.get("t", now=0) is not None
+
+
+def test_len_counts_both_generations() -> None:
+    """What the cache-entries gauge reports."""
+    cache = TokenCache(capacity=2)
+    for token in "abc":  # "a" and "b" move to the previous generation
+        cache.put(token, entry())
+    assert len(cache) == 3
+
+
+def test_unknown_and_expired_tokens_are_misses() -> None:
+    cache = TokenCache()
+    assert cache.get("x", now=0) is None and cache.get("y", now=0) is None
+    cache.put("t", entry(expires=10.0))
+    assert cache.get("t", now=11.0) is None
+    assert (cache.hits, cache.misses) == (0, 3)

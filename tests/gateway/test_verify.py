@@ -180,6 +180,7 @@ def test_check_claims_returns_exp() -> None:
 
 def test_check_max_age_returns_when_the_token_stops_passing() -> None:
     assert check_max_age(claims(auth_time=NOW - 10), 60, NOW, 5) == NOW + 55
+    assert check_max_age(claims(auth_time=NOW - 65), 60, NOW, 5) == NOW  # the last moment
     with pytest.raises(BadClaims, match="auth_time is required"):
         check_max_age(claims(), 60, NOW, 0)
     with pytest.raises(BadClaims, match="older than max_age"):
@@ -317,6 +318,7 @@ def test_segment_length_one_past_a_multiple_of_four() -> None:
         b'{"alg":"RS256","kid":"rsa","x":-Infinity}',
         b'{"alg":"RS256","kid":"rsa","x":"\xff"}',  # not UTF-8
         b'\xef\xbb\xbf{"alg":"RS256","kid":"rsa"}',  # BOM
+        b" ",  # one character, not JSON (its segment "IA")
         b'{"alg":"RS256","kid":"rsa","x":' + b"[" * 2000 + b"]" * 2000 + b"}",  # too deep
     ],
 )
@@ -325,6 +327,41 @@ def test_header_is_a_utf8_json_object_without_duplicates(bad_header: bytes) -> N
     assert len(token) <= MAX_TOKEN_SIZE
     with pytest.raises(MalformedToken):
         split_token(token)
+
+
+def encoded(value: object) -> str:
+    """A segment of raw bytes, or of a value's JSON."""
+    return b64(value if isinstance(value, bytes) else json.dumps(value).encode())
+
+
+RS256 = encoded({"alg": "RS256"})
+
+
+@pytest.mark.parametrize(
+    ("token", "detail"),
+    [
+        ("é.a.a", "token is not ASCII"),
+        ("a.a", "not three dot-separated segments"),
+        ("a..a", "empty segment"),
+        ("A.e30.AAAA", "header is not canonical unpadded base64url"),
+        (f"{encoded(b'{')}.e30.AAAA", "header is not UTF-8 JSON"),
+        (f"{encoded([])}.e30.AAAA", "header is not a JSON object"),
+        (f"{encoded({})}.e30.AAAA", "alg missing or not supported"),
+        (f"{encoded({'alg': 'RS256', 'kid': 1})}.e30.AAAA", "kid is not a string"),
+        (
+            f"{encoded({'alg': 'RS256', 'crit': []})}.e30.AAAA",
+            "crit/b64 header: extensions are not supported",
+        ),
+        (f"{encoded({'alg': 'RS256', 'typ': 'x'})}.e30.AAAA", "typ is not JWT or at+jwt"),
+        (f"{RS256}.e3=.AAAA", "payload is not canonical unpadded base64url"),
+        (f"{RS256}.e30.A", "signature is not canonical unpadded base64url"),
+    ],
+)
+def test_each_shape_refusal_says_what_is_wrong(token: str, detail: str) -> None:
+    """The detail a client reads with display_errors (body and error_description)."""
+    with pytest.raises(AuthError) as caught:
+        split_token(token)
+    assert caught.value.detail == detail
 
 
 def test_json_whitespace_is_fine() -> None:
