@@ -364,6 +364,28 @@ def test_each_shape_refusal_says_what_is_wrong(token: str, detail: str) -> None:
     assert caught.value.detail == detail
 
 
+@pytest.mark.parametrize(
+    ("overrides", "detail"),
+    [
+        ({"iss": "https://other.example"}, "iss missing or not an accepted issuer"),
+        ({"iss": ...}, "iss missing or not an accepted issuer"),
+        ({"exp": ...}, "exp is required"),
+        ({"exp": int(NOW) - 1}, "token expired"),
+        ({"exp": "soon"}, "exp is not a finite number"),
+        ({"nbf": True}, "nbf is not a finite number"),
+        ({"nbf": int(NOW) + 60}, "nbf is in the future"),
+        ({"iat": int(NOW) + 60}, "iat is in the future"),
+        ({"exp": int(NOW) + 10**9}, "token lifetime exceeds the maximum"),
+        ({"exp": 10**400}, "exp is out of range"),
+    ],
+)
+def test_each_claim_refusal_says_what_is_wrong(overrides: dict[str, Any], detail: str) -> None:
+    """The detail a client reads with display_errors (body and error_description)."""
+    with pytest.raises(AuthError) as caught:
+        check_claims(claims(**overrides), RULES, NOW)
+    assert caught.value.detail == detail
+
+
 def test_json_whitespace_is_fine() -> None:
     token = forge(b' {"alg" : "RS256",\n\t"kid":"rsa" } ', claims())
     assert accept(token)
