@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 from pytest_aiohttp import AiohttpClient
 
 from tests.abandon import leave_mid_body, served, server_errors
@@ -1023,3 +1024,167 @@ async def test_every_answer_names_tokengate_as_its_server(issuer: Issuer) -> Non
                 statuses.append(resp.status)
                 assert resp.headers.getall("Server") == ["tokengate"], resp.url
     assert statuses == [200, 401, 404, 200, 404, 401, 200]
+
+
+# ---- pinned after a mutation run: bodies and edges of the issuer's endpoints -------------------
+
+
+# An unknown issuer's 404 body
+async def test_unknown_issuer_body(issuer: Issuer) -> None:
+    async with issuer.http.get("/nope/auth/.well-known/jwks") as resp:
+        assert resp.status == 404
+        assert await resp.json() == {"error": "not_found", "error_description": "no such issuer"}
+
+
+# The authorization endpoint's refusal body
+async def test_authorize_body(issuer: Issuer) -> None:
+    async with issuer.http.get(issuer.path + "/authorize") as resp:
+        assert resp.status == 400
+        assert await resp.json() == {
+            "error": "unsupported_response_type",
+            "error_description": "this issuer grants client_credentials at its token endpoint only",
+        }
+
+
+# Introspection without a token
+async def test_introspection_without_a_token_is_described(issuer: Issuer) -> None:
+    data = {"client_id": issuer.client.id, "client_secret": issuer.secret}
+    async with issuer.http.post(issuer.path + "/introspect", data=data) as resp:
+        assert resp.status == 400
+        assert await resp.json() == {
+            "error": "invalid_request",
+            "error_description": "token is required",
+        }
+
+
+# issuer_api.py:286-288 -- /userinfo with two Authorization headers is a 400 invalid_request,
+# even when the first one carries a valid token
+async def test_userinfo_with_two_authorization_headers_is_invalid_request(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    headers = CIMultiDict([("Authorization", f"Bearer {token}"), ("Authorization", "Bearer x")])
+    async with issuer.http.get(issuer.path + "/userinfo", headers=headers) as resp:
+        assert resp.status == 400
+        assert resp.headers["WWW-Authenticate"] == (
+            f'Bearer realm="{issuer.url}", error="invalid_request"'
+        )
+        assert await resp.json() == {
+            "error": "invalid_request",
+            "error_description": "more than one Authorization header",
+        }
+
+
+# The bare 401 of /userinfo without credentials
+async def test_userinfo_without_credentials_body(issuer: Issuer) -> None:
+    async with issuer.http.get(issuer.path + "/userinfo") as resp:
+        assert resp.status == 401
+        assert await resp.json() == {"message": "Unauthorized"}
+
+
+# The invalid_token description
+async def test_userinfo_with_an_inactive_token_is_described(issuer: Issuer) -> None:
+    headers = {"Authorization": "Bearer not-a-token"}
+    async with issuer.http.get(issuer.path + "/userinfo", headers=headers) as resp:
+        assert resp.status == 401
+        assert await resp.json() == {
+            "error": "invalid_token",
+            "error_description": "the access token is not active",
+        }
+
+
+# /userinfo of a token with several scopes includes every scope's claims
+async def test_userinfo_of_a_token_with_two_scopes(issuer: Issuer) -> None:
+    sid = issuer.server.id
+    write = issuer.store.create_scope(sid, name="write")
+    issuer.store.update_client(sid, issuer.client.id, allow_scopes=(issuer.read.id, write.id))
+    issuer.store.create_claim(
+        sid, name="w", value="yes", include_in_token=False, include_in_scopes=(write.id,)
+    )
+    token = (await issuer.token(scope="read write"))["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with issuer.http.get(issuer.path + "/userinfo", headers=headers) as resp:
+        body = await resp.json()
+    assert body["w"] == "yes"
+    assert body["test-claim"] == "test"  # the read scope's claim
+
+
+# issuer_api.py:317-320 -- a /userinfo-only claim that cannot render: 500 server_error JSON
+async def test_userinfo_with_a_claim_that_cannot_render_is_server_error_json(
+    issuer: Issuer,
+) -> None:
+    issuer.store.create_claim(
+        issuer.server.id,
+        name="bad",
+        value="${ div 1 0 }",
+        include_in_token=False,
+        include_in_all_scopes=True,
+    )
+    token = (await issuer.token())["access_token"]  # not in the token: minting succeeds
+    headers = {"Authorization": f"Bearer {token}"}
+    async with issuer.http.get(issuer.path + "/userinfo", headers=headers) as resp:
+        assert resp.status == 500
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert await resp.json() == {
+            "error": "server_error",
+            "error_description": "a claim could not be rendered",
+        }
+
+
+# Nbf and iat are judged by the issuer's clock, never the system's
+async def test_introspection_uses_the_issuer_clock_for_nbf_and_iat(issuer: Issuer) -> None:
+    issuer.clock.advance(days=365 * 100)  # far ahead of the machine's clock
+    token = (await issuer.token())["access_token"]
+    assert (await issuer.introspect(token))["active"] is True
+
+
+# A valid form sent under another content type gets no token
+async def test_a_form_body_under_another_content_type_is_refused(issuer: Issuer) -> None:
+    body = (
+        f"grant_type=client_credentials&client_id={issuer.client.id}&client_secret={issuer.secret}"
+    )
+    headers = {"Content-Type": "text/plain"}
+    async with issuer.http.post(issuer.path + "/oauth/token", data=body, headers=headers) as resp:
+        assert resp.status == 400
+        assert await resp.json() == {
+            "error": "invalid_request",
+            "error_description": "the request body must be application/x-www-form-urlencoded",
+        }
+
+
+# At most 64 form fields
+async def test_a_form_of_more_than_64_fields_is_malformed(issuer: Issuer) -> None:
+    extra = {f"x{i}": "1" for i in range(61)}  # + 3 = 64 fields: still a token
+    await issuer.token(**extra)
+    extra["x61"] = "1"  # 65
+    body = await issuer.token(400, **extra)
+    assert body == {"error": "invalid_request", "error_description": "malformed form body"}
+
+
+# An HTTP/1.0 client gets the token as JSON too
+async def test_a_token_for_an_http_1_0_client_is_json(issuer: Issuer) -> None:
+    server = issuer.http.server
+    form = (
+        f"grant_type=client_credentials&client_id={issuer.client.id}&client_secret={issuer.secret}"
+    ).encode()
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        b"POST %b/oauth/token HTTP/1.0\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%b"
+        % (issuer.path.encode(), len(form), form)
+    )
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.0 200") or head.startswith(b"http/1.1 200"), head
+    assert b"\r\ncontent-type: application/json" in head, head
+
+
+# Two Authorization headers at the token endpoint
+async def test_two_authorization_headers_at_the_token_endpoint_are_described(
+    issuer: Issuer,
+) -> None:
+    headers = CIMultiDict([("Authorization", "Basic eDp5"), ("Authorization", "Basic eDp5")])
+    async with issuer.http.post(
+        issuer.path + "/oauth/token", data={"grant_type": "client_credentials"}, headers=headers
+    ) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error_description"] == "more than one Authorization header"

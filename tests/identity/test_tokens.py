@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.identity.support import T0, Clock, pooled_key
-from tokengate.identity import signing
+from tokengate.identity import signing, tokens
 from tokengate.identity.grants import (
     CLIENT_AUTH_METHODS,
     GRANTS,
@@ -34,6 +34,7 @@ from tokengate.identity.grants import (
     UnsupportedGrantType,
     token_endpoint,
 )
+from tokengate.identity.issuer_api import IssuerApi
 from tokengate.identity.models import AuthServer, Client, Scope
 from tokengate.identity.store import Store
 from tokengate.identity.tokens import (
@@ -595,3 +596,150 @@ def test_any_request_is_a_token_or_an_oauth_error(
         status = 200
         assert body["token_type"] == "Bearer"
     assert status in (200, 400, 401)
+
+
+# ---- pinned after a mutation run: what a client reads of each refusal, and edge cases ----------
+
+
+# A non-Basic Authorization header is not a client authentication method
+def test_form_credentials_with_an_unrelated_authorization_header_get_a_token(world: World) -> None:
+    request = TokenRequest(world.post().form, "Bearer abc")
+    assert token_endpoint(world.issuer, request)["token_type"] == "Bearer"
+
+
+# Malformed Basic credentials say so (error_description reaches the client)
+@pytest.mark.parametrize(
+    "raw", [b"no-colon", b":no-id", b"\xff\xfe:x"], ids=["no-colon", "no-id", "not-utf8"]
+)
+def test_malformed_basic_credentials_are_described(world: World, raw: bytes) -> None:
+    header = "Basic " + base64.b64encode(raw).decode()
+    with pytest.raises(InvalidClient) as info:
+        token_endpoint(world.issuer, TokenRequest({"grant_type": "client_credentials"}, header))
+    assert info.value.body()["error_description"] == "malformed Basic credentials"
+
+
+# The invalid_request descriptions
+def test_invalid_request_descriptions(world: World) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        token_endpoint(
+            world.issuer,
+            TokenRequest({"grant_type": "client_credentials", "client_secret": world.secret}),
+        )
+    assert info.value.description == "client_secret without client_id"
+    with pytest.raises(InvalidRequest) as info:
+        token_endpoint(world.issuer, TokenRequest(world.post().form, "Basic eDp5"))
+    assert info.value.description == "more than one client authentication method"
+
+
+# The longest token issued is 8190 - len("Bearer ") = 8183 characters (one header line):
+# one of exactly 8183 is issued, one of 8184 is a server_error
+def test_the_longest_token_is_8183_characters(world: World) -> None:
+    def mint(pad: int) -> str:
+        for claim in world.store.list_claims(world.server.id):
+            world.store.delete_claim(world.server.id, claim.id)
+        for name, size in (("p1", pad // 2), ("p2", pad - pad // 2)):  # values: 4096 at most
+            world.store.create_claim(
+                world.server.id,
+                name=name,
+                value="x" * size,
+                include_in_token=True,
+                include_in_all_scopes=True,
+            )
+        return str(world.token()["access_token"])
+
+    def payload_bytes(token: str) -> int:
+        part = token.split(".")[1]
+        return len(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+    def pad_for(length: int) -> int:
+        # unpadded base64 of n bytes is ceil(4n/3) characters
+        n = next(n for n in range(1, 10_000) if -(-4 * n // 3) == length - head_and_sig)
+        return 100 + n - payload_bytes(probe)
+
+    probe = mint(100)
+    head_and_sig = len(probe) - len(probe.split(".")[1])
+    longest = mint(pad_for(8183))
+    assert len(longest) == 8183
+    # and introspection/userinfo accept it back
+    api = IssuerApi(world.store, public_url=PUBLIC_URL, clock=world.clock.time)
+    assert api.active_claims(world.issuer, longest) is not None
+    with pytest.raises(ServerError) as info:
+        mint(pad_for(8184))
+    assert info.value.description == "the claims of this auth server make a token too long to use"
+
+
+# The server_error description of a claim that cannot render
+def test_a_claim_that_cannot_render_is_described(world: World) -> None:
+    world.store.create_claim(
+        world.server.id,
+        name="bad",
+        value="${ div 1 0 }",
+        include_in_token=True,
+        include_in_all_scopes=True,
+    )
+    with pytest.raises(ServerError) as info:
+        world.token()
+    assert info.value.description == "a claim of this auth server could not be rendered"
+
+
+# A malformed scope is described as such (no echo of the name)
+def test_a_malformed_scope_is_described_as_malformed(world: World) -> None:
+    with pytest.raises(InvalidScope) as info:
+        world.token(scope='a"b')
+    assert info.value.description == "malformed scope"
+
+
+# A repeated claim name skips only that claim, not the claims after it
+def test_claims_after_a_repeated_name_are_still_included(world: World) -> None:
+    for name, value in [("dup", "first"), ("dup", "second"), ("after", "x")]:
+        world.store.create_claim(
+            world.server.id,
+            name=name,
+            value=value,
+            include_in_token=True,
+            include_in_all_scopes=True,
+        )
+    claims = decode(world.token()["access_token"], world.store, world.server)
+    assert (claims["dup"], claims["after"]) == ("first", "x")
+
+
+# Descriptions that reach the client (error_description)
+@pytest.mark.parametrize(
+    ("form", "authorization", "description"),
+    [
+        ({"client_id": "c"}, None, "grant_type is required"),
+        ({"grant_type": "client_credentials"}, None, "client authentication required"),
+        (
+            {"grant_type": "client_credentials", "client_id": "x y", "client_secret": "s"},
+            None,
+            "client authentication failed",
+        ),
+        (
+            {"grant_type": "client_credentials", "client_id": "other"},
+            "Basic eDp5",
+            "client_id does not match the Basic credentials",
+        ),
+    ],
+)
+def test_oauth_error_descriptions(
+    world: World, form: dict[str, str], authorization: str | None, description: str
+) -> None:
+    with pytest.raises(OAuthError) as info:
+        token_endpoint(world.issuer, TokenRequest(form, authorization))
+    assert info.value.body()["error_description"] == description
+
+
+# An unforeseen failure while rendering a claim is still a ClaimError
+# (server_error), never a claim silently dropped from an issued token nor a bare exception
+def test_an_unforeseen_render_failure_is_a_server_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: object, **kwargs: object) -> object:
+        raise KeyError("boom")
+
+    world.store.create_claim(
+        world.server.id, name="c", value="v", include_in_token=True, include_in_all_scopes=True
+    )
+    monkeypatch.setattr(tokens, "render_claim", boom)
+    with pytest.raises(ServerError):
+        world.token()
