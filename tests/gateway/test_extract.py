@@ -125,6 +125,20 @@ def test_scheme_and_token_part_at_a_space_or_a_tab(value: str) -> None:
     assert bearer(value) == TokenLocation("abc", "header")
 
 
+def _reading(value: str) -> object:
+    """What the gateway makes of an Authorization value: the token's location, or the refusal."""
+    try:
+        return bearer(value)
+    except AuthError as exc:
+        return type(exc)
+
+
+@given(st.text(alphabet=' \tab=.-_~+/"', max_size=10))
+def test_the_usual_spelling_is_read_as_any_other_spelling(credentials: str) -> None:
+    """`Bearer ` has a quicker path than `BEARER `: it must come to the same answer."""
+    assert _reading(f"Bearer {credentials}") == _reading(f"BEARER {credentials}")
+
+
 @pytest.mark.parametrize("scheme", ["Bearer", "BEARER"])
 def test_the_scheme_spelling_never_changes_the_token(scheme: str) -> None:
     assert bearer(f"{scheme} abcX") == TokenLocation("abcX", "header")
