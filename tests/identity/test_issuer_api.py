@@ -1029,35 +1029,67 @@ async def test_every_answer_names_tokengate_as_its_server(issuer: Issuer) -> Non
 # ---- pinned after a mutation run: bodies and edges of the issuer's endpoints -------------------
 
 
-# An unknown issuer's 404 body
-async def test_unknown_issuer_body(issuer: Issuer) -> None:
-    async with issuer.http.get("/nope/auth/.well-known/jwks") as resp:
-        assert resp.status == 404
-        assert await resp.json() == {"error": "not_found", "error_description": "no such issuer"}
+@pytest.mark.parametrize(
+    ("method", "path", "form", "headers", "status", "body"),
+    [
+        (
+            "GET",
+            "/nope/auth/.well-known/jwks",
+            None,
+            {},
+            404,
+            {"error": "not_found", "error_description": "no such issuer"},
+        ),
+        (
+            "GET",
+            "{issuer}/authorize",
+            None,
+            {},
+            400,
+            {
+                "error": "unsupported_response_type",
+                "error_description": "this issuer grants client_credentials at its token endpoint"
+                " only",
+            },
+        ),
+        (
+            "POST",
+            "{issuer}/introspect",
+            "credentials",
+            {},
+            400,
+            {"error": "invalid_request", "error_description": "token is required"},
+        ),
+        ("GET", "{issuer}/userinfo", None, {}, 401, {"message": "Unauthorized"}),
+        (
+            "GET",
+            "{issuer}/userinfo",
+            None,
+            {"Authorization": "Bearer not-a-token"},
+            401,
+            {"error": "invalid_token", "error_description": "the access token is not active"},
+        ),
+    ],
+    ids=["unknown-issuer", "authorize", "introspect-no-token", "userinfo-bare", "userinfo-dead"],
+)
+async def test_each_refusal_body(
+    issuer: Issuer,
+    method: str,
+    path: str,
+    form: str | None,
+    headers: dict[str, str],
+    status: int,
+    body: dict[str, str],
+) -> None:
+    """What a client reads of each refusal, word for word."""
+    data = {"client_id": issuer.client.id, "client_secret": issuer.secret} if form else None
+    url = path.format(issuer=issuer.path)
+    async with issuer.http.request(method, url, data=data, headers=headers) as resp:
+        assert resp.status == status
+        assert await resp.json() == body
 
 
-# The authorization endpoint's refusal body
-async def test_authorize_body(issuer: Issuer) -> None:
-    async with issuer.http.get(issuer.path + "/authorize") as resp:
-        assert resp.status == 400
-        assert await resp.json() == {
-            "error": "unsupported_response_type",
-            "error_description": "this issuer grants client_credentials at its token endpoint only",
-        }
-
-
-# Introspection without a token
-async def test_introspection_without_a_token_is_described(issuer: Issuer) -> None:
-    data = {"client_id": issuer.client.id, "client_secret": issuer.secret}
-    async with issuer.http.post(issuer.path + "/introspect", data=data) as resp:
-        assert resp.status == 400
-        assert await resp.json() == {
-            "error": "invalid_request",
-            "error_description": "token is required",
-        }
-
-
-# issuer_api.py:286-288 -- /userinfo with two Authorization headers is a 400 invalid_request,
+# /userinfo with two Authorization headers is a 400 invalid_request,
 # even when the first one carries a valid token
 async def test_userinfo_with_two_authorization_headers_is_invalid_request(issuer: Issuer) -> None:
     token = (await issuer.token())["access_token"]
@@ -1070,24 +1102,6 @@ async def test_userinfo_with_two_authorization_headers_is_invalid_request(issuer
         assert await resp.json() == {
             "error": "invalid_request",
             "error_description": "more than one Authorization header",
-        }
-
-
-# The bare 401 of /userinfo without credentials
-async def test_userinfo_without_credentials_body(issuer: Issuer) -> None:
-    async with issuer.http.get(issuer.path + "/userinfo") as resp:
-        assert resp.status == 401
-        assert await resp.json() == {"message": "Unauthorized"}
-
-
-# The invalid_token description
-async def test_userinfo_with_an_inactive_token_is_described(issuer: Issuer) -> None:
-    headers = {"Authorization": "Bearer not-a-token"}
-    async with issuer.http.get(issuer.path + "/userinfo", headers=headers) as resp:
-        assert resp.status == 401
-        assert await resp.json() == {
-            "error": "invalid_token",
-            "error_description": "the access token is not active",
         }
 
 
@@ -1107,7 +1121,7 @@ async def test_userinfo_of_a_token_with_two_scopes(issuer: Issuer) -> None:
     assert body["test-claim"] == "test"  # the read scope's claim
 
 
-# issuer_api.py:317-320 -- a /userinfo-only claim that cannot render: 500 server_error JSON
+# A /userinfo-only claim that cannot render: 500 server_error JSON
 async def test_userinfo_with_a_claim_that_cannot_render_is_server_error_json(
     issuer: Issuer,
 ) -> None:
