@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from tests.gateway import issuer as issuer_module
-from tests.gateway.issuer import OMIT, TestIssuer
+from tests.gateway.issuer import OMIT, TestIssuer, generate_key, public_jwk
 from tests.ports import free_port
 from tokengate.gateway.errors import KeysUnavailable, UnknownKey
 from tokengate.gateway.keys import (
@@ -719,3 +719,408 @@ async def _until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():  # noqa: ASYNC110 - polls state that other tasks change
             await asyncio.sleep(0.005)
+
+
+# ---- pinned after a mutation run: backoff, body bounds, discovery's introspection endpoint,
+# what /readyz shows, and a registry's start and adopt ----------------------------------------
+
+
+# -- retry backoff after failures (next_refresh)
+async def test_retry_backoff_doubles_up_to_min_refresh(
+    test_issuer: TestIssuer, make_keys: MakeKeys
+) -> None:
+    test_issuer.down = True
+    keys = make_keys(test_issuer)  # POLICY: retry_backoff=1, min_refresh=10
+    assert keys.status()["consecutive_failures"] == 0
+    seen = []
+    for _ in range(6):
+        assert not await keys.refresh()
+        seen.append(keys.status()["next_refresh_in"])
+    assert seen == [1, 2, 4, 8, 10, 10]
+    assert keys.status()["consecutive_failures"] == 6
+
+
+# -- the background loop waits out the backoff
+async def test_background_loop_does_not_retry_before_the_backoff(
+    test_issuer: TestIssuer, session: aiohttp.ClientSession
+) -> None:
+    test_issuer.down = True
+    policy = KeyPolicy(min_refresh=10, max_refresh=10, retry_backoff=0.6)
+    registry = KeyRegistry(session, policy=policy)
+    registry.get(source_for(test_issuer))
+    try:
+        registry.start()
+        await _until(lambda: test_issuer.discovery_hits >= 1)
+        await asyncio.sleep(0.3)  # well inside the 0.6 s backoff
+        assert test_issuer.discovery_hits == 1
+    finally:
+        await registry.close()
+
+
+# -- no fetch before KeyRegistry.start()
+async def test_get_before_start_fetches_nothing(
+    test_issuer: TestIssuer, session: aiohttp.ClientSession
+) -> None:
+    registry = KeyRegistry(session, policy=POLICY)
+    registry.get(source_for(test_issuer))
+    try:
+        await asyncio.sleep(0.2)
+        assert test_issuer.discovery_hits == 0
+    finally:
+        await registry.close()
+
+
+# -- body exactly max_body bytes is accepted
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_body_of_exactly_max_body_bytes_loads(
+    test_issuer: TestIssuer, make_keys: MakeKeys, chunked: bool
+) -> None:
+    size = 4096
+    discovery = json.dumps(test_issuer.discovery()).encode()
+    jwks = json.dumps(test_issuer.jwks()).encode()
+    test_issuer.raw_discovery = discovery + b" " * (size - len(discovery))
+    test_issuer.raw_jwks = jwks + b" " * (size - len(jwks))
+    test_issuer.chunked = chunked
+    keys = make_keys(test_issuer, policy=KeyPolicy(max_body=size))
+    assert await keys.refresh(), keys.status()["last_error"]
+
+
+# -- a JWKS bigger than one 64 KiB read chunk loads
+async def test_a_jwks_larger_than_one_read_chunk_loads(
+    test_issuer: TestIssuer, make_keys: MakeKeys
+) -> None:
+    test_issuer.raw_jwks = test_issuer.jwks() | {"padding": "x" * 300_000}
+    keys = make_keys(test_issuer, policy=KeyPolicy())  # max_body 512 KiB
+    assert await keys.refresh(), keys.status()["last_error"]
+    assert keys.select(test_issuer.default_kid, "RS256") is not None
+
+
+# -- duplicate member names refuse a JWKS that does have keys
+async def test_duplicate_member_names_refuse_a_usable_jwks(
+    test_issuer: TestIssuer, make_keys: MakeKeys
+) -> None:
+    other = public_jwk(generate_key("ES256")) | {"kid": "evil", "alg": "ES256", "use": "sig"}
+    good = json.dumps(test_issuer.jwks()["keys"])
+    test_issuer.raw_jwks = f'{{"keys": {json.dumps([other])}, "keys": {good}}}'
+    keys = make_keys(test_issuer)
+    assert not await keys.refresh()
+    assert keys.keyset is None
+    assert keys.status()["last_error"] == (
+        f"GET {test_issuer.jwks_uri}: not valid JSON (duplicate member name)"
+    )
+
+
+async def test_bad_json_is_named_in_status(test_issuer: TestIssuer, make_keys: MakeKeys) -> None:
+    test_issuer.raw_jwks = b'{"keys": [}'
+    keys = make_keys(test_issuer)
+    assert not await keys.refresh()
+    assert str(keys.status()["last_error"]).startswith(
+        f"GET {test_issuer.jwks_uri}: not valid JSON ("
+    )
+
+
+# -- HTTP 300 is not a success
+async def test_http_300_is_a_failure(test_issuer: TestIssuer, make_keys: MakeKeys) -> None:
+    async def jwks(request: web.Request) -> web.Response:
+        return web.json_response(test_issuer.jwks(), status=300)
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        keys = make_keys(test_issuer, jwks_endpoint=str(server.make_url("/jwks")))
+        assert not await keys.refresh()
+    assert "HTTP 300" in str(keys.status()["last_error"])
+
+
+# -- max-age=0 (Cache-Control)
+def test_cache_lifetime_max_age_zero() -> None:
+    headers = CIMultiDictProxy(CIMultiDict([("Cache-Control", "max-age=0")]))
+    assert cache_lifetime(headers) == 0
+
+
+async def test_max_age_zero_loads_and_refreshes_after_min_refresh(
+    test_issuer: TestIssuer, make_keys: MakeKeys
+) -> None:
+    test_issuer.cache_control = "max-age=0"
+    keys = make_keys(test_issuer)
+    assert await keys.refresh(), keys.status()["last_error"]
+    assert keys.status()["next_refresh_in"] == 10
+
+
+# -- extra JWKS last-good keys are kept max_refresh + max_stale, not less
+async def test_extra_jwks_last_good_keys_bound(
+    test_issuer: TestIssuer, make_keys: MakeKeys, clock: FakeClock
+) -> None:
+    async with TestIssuer() as other:
+        extra_kid = other.add_key("ES256")
+        keys = make_keys(test_issuer, extra_jwks_uris=(other.jwks_uri,))
+        assert await keys.refresh()
+        other.down = True
+        clock.advance(450)  # < max_refresh 100 + max_stale 500
+        assert await keys.refresh()
+        assert keys.select(extra_kid, "ES256") is not None
+        clock.advance(150)  # = 600: the extra's last good keys are dropped
+        assert await keys.refresh()
+        assert keys.select(extra_kid, "ES256") is None
+        assert keys.select(test_issuer.default_kid, "RS256") is not None
+
+
+# -- discovery's introspection_endpoint
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("{issuer}/introspect", "{issuer}/introspect"),
+        ("file:///etc/passwd", None),
+        (42, None),
+    ],
+)
+async def test_introspection_endpoint_comes_from_discovery(
+    test_issuer: TestIssuer, make_keys: MakeKeys, value: Any, expected: str | None
+) -> None:
+    if isinstance(value, str):
+        value = value.format(issuer=test_issuer.issuer)
+    test_issuer.discovery_overrides["introspection_endpoint"] = value
+    keys = make_keys(test_issuer)
+    assert keys.introspection_endpoint is None
+    assert await keys.refresh()
+    want = expected.format(issuer=test_issuer.issuer) if expected else None
+    assert keys.introspection_endpoint == want
+
+
+async def test_https_discovery_keeps_https_introspection_only(make_keys: MakeKeys) -> None:
+    async with TestIssuer(tls=True) as issuer:
+        issuer.add_key("ES256")
+        keys = make_keys(issuer, ssl_verify=False)
+        issuer.discovery_overrides["introspection_endpoint"] = issuer.issuer + "/introspect"
+        assert await keys.refresh()
+        assert keys.introspection_endpoint == issuer.issuer + "/introspect"
+        plain = issuer.issuer.replace("https:", "http:") + "/introspect"
+        issuer.discovery_overrides["introspection_endpoint"] = plain
+        assert await keys.refresh()
+        assert keys.introspection_endpoint is None
+
+
+# -- /readyz status fields
+async def test_status_before_any_fetch(test_issuer: TestIssuer, make_keys: MakeKeys) -> None:
+    keys = make_keys(test_issuer)
+    status = keys.status()
+    assert status["discovery_url"] == test_issuer.discovery_url
+    assert status["jwks_uri"] is None
+    assert status["consecutive_failures"] == 0
+    assert status["next_refresh_in"] == 0  # due now
+    assert status["usable_for"] is None
+    assert status["stale"] is False
+    assert status["last_error_age"] is None
+
+
+async def test_status_ages_and_staleness(
+    test_issuer: TestIssuer, make_keys: MakeKeys, clock: FakeClock
+) -> None:
+    test_issuer.cache_control = "max-age=50"
+    keys = make_keys(test_issuer)
+    assert await keys.refresh()
+    test_issuer.down = True
+    assert not await keys.refresh()
+    clock.advance(1.2345)
+    status = keys.status()
+    age = status["last_error_age"]
+    assert isinstance(age, float) and age == round(age, 3) and abs(age - 1.2345) < 0.001
+    assert status["last_success_age"] == age
+    clock.advance(50 - 1.2345)  # exactly at expiry: stale
+    assert keys.status()["stale"] is True
+    clock.advance(500)  # past max_stale: not loaded, so neither stale nor usable
+    status = keys.status()
+    assert status["loaded"] is False
+    assert status["stale"] is False
+    assert status["usable_for"] is None
+
+
+async def test_status_lists_poisoned_and_rejected_kids(
+    test_issuer: TestIssuer, make_keys: MakeKeys
+) -> None:
+    dup = [
+        public_jwk(generate_key("ES256")) | {"kid": "dup", "alg": "ES256", "use": "sig"}
+        for _ in range(2)
+    ]
+    hmac = {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}
+    test_issuer.raw_jwks = {"keys": [*test_issuer.jwks()["keys"], *dup, hmac]}
+    keys = make_keys(test_issuer)
+    assert await keys.refresh()
+    status = keys.status()
+    assert status["poisoned_kids"] == ["dup"]
+    rejected = cast(list[str], status["rejected"])
+    assert len(rejected) >= 2
+    assert any("hmac" in reason for reason in rejected)
+
+
+# -- exact error text shown in /readyz
+async def test_issuer_mismatch_message(test_issuer: TestIssuer, make_keys: MakeKeys) -> None:
+    test_issuer.discovery_overrides["issuer"] = "https://evil.example"
+    keys = make_keys(test_issuer)
+    assert not await keys.refresh()
+    assert keys.status()["last_error"] == (
+        f"discovery issuer 'https://evil.example' does not match configured {test_issuer.issuer!r}"
+    )
+
+
+async def test_configured_issuer_with_a_trailing_slash_gets_the_hint(
+    test_issuer: TestIssuer, make_keys: MakeKeys, session: aiohttp.ClientSession
+) -> None:
+    registry = KeyRegistry(session, policy=POLICY)
+    keys = registry.get(KeySource(test_issuer.issuer + "/", test_issuer.discovery_url))
+    try:
+        assert not await keys.refresh()
+    finally:
+        await registry.close()
+    assert keys.status()["last_error"] == (
+        f"discovery issuer {test_issuer.issuer!r} does not match configured "
+        f"{test_issuer.issuer + '/'!r} (they differ by a trailing slash: write the issuer as "
+        "the IdP does)"
+    )
+
+
+async def test_a_long_foreign_issuer_is_shortened(
+    test_issuer: TestIssuer, make_keys: MakeKeys
+) -> None:
+    long = "https://" + "a" * 300
+    test_issuer.discovery_overrides["issuer"] = long
+    keys = make_keys(test_issuer)
+    assert not await keys.refresh()
+    error = str(keys.status()["last_error"])
+    assert error.startswith(f"discovery issuer {repr(long)[:200]}... does not match")
+    exact = "https://" + "b" * (200 - 2 - 8)  # repr exactly 200 chars: not shortened
+    test_issuer.discovery_overrides["issuer"] = exact
+    assert not await keys.refresh()
+    assert str(keys.status()["last_error"]).startswith(f"discovery issuer {exact!r} does not")
+
+
+async def test_discovery_not_an_object_message(
+    test_issuer: TestIssuer, make_keys: MakeKeys
+) -> None:
+    test_issuer.raw_discovery = ["issuer"]
+    keys = make_keys(test_issuer)
+    assert not await keys.refresh()
+    assert keys.status()["last_error"] == (
+        f"discovery document {test_issuer.discovery_url} is not a JSON object"
+    )
+
+
+@pytest.mark.parametrize("uri", ["file:///etc/passwd", "http://[::1"])
+async def test_bad_jwks_uri_message(test_issuer: TestIssuer, make_keys: MakeKeys, uri: str) -> None:
+    test_issuer.discovery_overrides["jwks_uri"] = uri
+    keys = make_keys(test_issuer)
+    assert not await keys.refresh()
+    assert keys.status()["last_error"] == f"jwks_uri {uri!r} is not an http(s) URL"
+
+
+async def test_bad_jwks_endpoint_message(test_issuer: TestIssuer, make_keys: MakeKeys) -> None:
+    keys = make_keys(test_issuer, jwks_endpoint="ftp://127.0.0.1/jwks")
+    assert not await keys.refresh()
+    assert (
+        keys.status()["last_error"] == "jwks_endpoint 'ftp://127.0.0.1/jwks' is not an http(s) URL"
+    )
+
+
+async def test_tls_failure_names_its_type(make_keys: MakeKeys) -> None:
+    async with TestIssuer(tls=True) as issuer:
+        issuer.add_key("ES256")
+        keys = make_keys(issuer)
+        assert not await keys.refresh()
+    assert str(keys.status()["last_error"]).startswith("ClientConnectorCertificateError: ")
+
+
+async def test_dns_failure_reason_has_no_errno(
+    test_issuer: TestIssuer, make_keys: MakeKeys
+) -> None:
+    keys = make_keys(test_issuer, discovery_url="http://tokengate-test.invalid/")
+    assert not await keys.refresh()
+    assert "Errno" not in str(keys.status()["last_error"])
+
+
+# -- loop/lifecycle details
+async def test_start_twice_runs_one_loop(test_issuer: TestIssuer, make_keys: MakeKeys) -> None:
+    keys = make_keys(test_issuer)
+    keys.start()
+    keys.start()
+    loops = [t for t in asyncio.all_tasks() if "IssuerKeys.run" in repr(t.get_coro())]
+    assert len(loops) == 1
+
+
+async def test_refresh_after_close_reports_failure(
+    test_issuer: TestIssuer, session: aiohttp.ClientSession
+) -> None:
+    registry = KeyRegistry(session, policy=POLICY)
+    keys = registry.get(source_for(test_issuer))
+    await registry.close()
+    assert await keys.refresh() is False
+
+
+async def test_loop_survives_a_raising_observer_with_backoff(
+    test_issuer: TestIssuer, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    """on_fetch (the metrics hook) raising is a bug; the loop must go on, with backoff."""
+
+    def boom(issuer: str, result: str) -> None:
+        raise RuntimeError("metrics broke")
+
+    registry = KeyRegistry(session, policy=POLICY, clock=clock, on_fetch=boom)
+    keys = registry.get(source_for(test_issuer))
+    try:
+        registry.start()
+        await _until(lambda: keys.status()["consecutive_failures"] != 0)
+        await asyncio.sleep(0.1)
+        assert test_issuer.discovery_hits == 1
+        assert keys.status()["consecutive_failures"] == 1
+        assert keys.status()["next_refresh_in"] == 1
+        clock.advance(1)
+        await _until(lambda: keys.status()["consecutive_failures"] != 1)
+        assert keys.status()["consecutive_failures"] == 2
+        assert keys.status()["next_refresh_in"] == 2
+    finally:
+        await registry.close()
+
+
+# -- "no usable keys" failures as /readyz shows them (_get_keyset)
+async def test_empty_jwks_message(test_issuer: TestIssuer, make_keys: MakeKeys) -> None:
+    test_issuer.raw_jwks = {"keys": []}
+    keys = make_keys(test_issuer)
+    assert not await keys.refresh()
+    uri = test_issuer.jwks_uri
+    assert keys.status()["last_error"] == f"JWKS {uri} has no usable keys (no keys)"
+
+
+async def test_unusable_jwks_names_three_reasons_with_the_uri(
+    test_issuer: TestIssuer, make_keys: MakeKeys
+) -> None:
+    test_issuer.raw_jwks = {
+        "keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": f"hmac{i}"} for i in range(4)]
+    }
+    keys = make_keys(test_issuer)
+    assert not await keys.refresh()
+    uri = test_issuer.jwks_uri
+    error = str(keys.status()["last_error"])
+    assert error.startswith(f"JWKS {uri} has no usable keys ({uri}: ")
+    assert error.count(f"{uri}: ") == 3  # three reasons, not four
+    assert error.count(f"; {uri}: ") == 2  # joined by "; "
+    assert "hmac2" in error and "hmac3" not in error
+
+
+# -- KeyRegistry.adopt (config reload)
+async def test_adopt_takes_over_loaded_keys(
+    test_issuer: TestIssuer, session: aiohttp.ClientSession
+) -> None:
+    src = source_for(test_issuer)
+    unknown = source_for(test_issuer, timeout=3.0)  # a source the old registry never had
+    old = KeyRegistry(session, policy=POLICY)
+    keys = old.get(src)
+    assert await keys.refresh()
+    new = KeyRegistry(session, policy=POLICY)
+    mine = new.get(source_for(test_issuer, timeout=4.0))
+    new.adopt(old, [src, unknown, source_for(test_issuer, timeout=4.0)])
+    assert new.get(src) is keys
+    assert new.get(source_for(test_issuer, timeout=4.0)) is mine
+    assert new.get(unknown) is not keys
+    await old.close()  # closing the old registry no longer stops adopted keys
+    assert await keys.refresh()
+    assert keys.select(test_issuer.default_kid, "RS256") is not None
+    await new.close()
