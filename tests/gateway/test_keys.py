@@ -865,6 +865,27 @@ async def test_extra_jwks_last_good_keys_bound(
         assert keys.select(test_issuer.default_kid, "RS256") is not None
 
 
+async def test_an_extra_jwks_kept_keys_stop_at_their_own_bound_without_another_refresh(
+    test_issuer: TestIssuer, make_keys: MakeKeys, clock: FakeClock
+) -> None:
+    """A refresh of the main JWKS just before the extra's bound must not carry the extra's
+    last keys on for the new set's whole life: the main issuer may go down next."""
+    async with TestIssuer() as other:
+        extra_kid = other.add_key("ES256")
+        keys = make_keys(test_issuer, extra_jwks_uris=(other.jwks_uri,))
+        assert await keys.refresh()  # the extra JWKS answers for the last time
+        other.down = True
+        clock.advance(599)  # max_refresh 100 + max_stale 500 = 600
+        assert await keys.refresh()  # the main JWKS answers, the extra's keys are kept
+        assert keys.select(extra_kid, "ES256") is not None
+        assert keys.keyset is not None and keys.keyset.select(extra_kid, "ES256") is not None
+        test_issuer.down = True
+        clock.advance(1)  # 600 s since the extra last answered, no refresh since
+        assert keys.select(extra_kid, "ES256") is None
+        assert keys.keyset is not None and keys.keyset.select(extra_kid, "ES256") is None
+        assert keys.select(test_issuer.default_kid, "RS256") is not None  # the main keys stay
+
+
 # -- discovery's introspection_endpoint
 @pytest.mark.parametrize(
     ("value", "expected"),

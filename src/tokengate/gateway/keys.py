@@ -129,6 +129,10 @@ class IssuerKeys:
         self._request_timeout = aiohttp.ClientTimeout(total=source.timeout)
         self._keyset: KeySet | None = None
         self._usable_until = -math.inf
+        # Keys an extra JWKS published before it started failing stay in `_keyset` until their
+        # own bound, not the set's: then `_without_kept` (the set without them) is served.
+        self._without_kept: KeySet | None = None
+        self._kept_until = math.inf
         self._refresh_at: float | None = None
         self._expires_at: float | None = None
         self._last_success: float | None = None
@@ -152,18 +156,22 @@ class IssuerKeys:
     def keyset(self) -> KeySet | None:
         """The current good keys; None before the first success and once past max_stale."""
         keyset = self._keyset
-        if keyset is None or self._clock() >= self._usable_until:
+        now = self._clock()
+        if keyset is None or now >= self._usable_until:
             return None
-        return keyset
+        return self._without_kept if now >= self._kept_until else keyset
 
     def select(self, kid: str | None, alg: str) -> VerificationKey | None:
         """The key for (kid, alg), or None: unknown, never loaded, or stale beyond max_stale."""
         keyset = self._keyset
+        now = self._clock()
         # Staleness bound: keys kept through an IdP outage are trusted for max_stale, not forever
         # (a key the IdP has since revoked must stop verifying eventually).
-        if keyset is None or self._clock() >= self._usable_until:
+        if keyset is None or now >= self._usable_until:
             return None
-        return keyset.select(kid, alg)
+        if now >= self._kept_until:
+            keyset = self._without_kept
+        return keyset.select(kid, alg) if keyset is not None else None
 
     # -- the slow path --------------------------------------------------------------------------
     async def key_for(self, kid: str | None, alg: str) -> VerificationKey:
@@ -269,7 +277,7 @@ class IssuerKeys:
         self._fetches += 1
         try:
             try:
-                keyset, headers = await self._fetch()
+                keyset, headers, without_kept, kept_until = await self._fetch()
                 lifetime = self._lifetime(headers)
             except asyncio.CancelledError:
                 raise
@@ -279,7 +287,8 @@ class IssuerKeys:
                 return False
             self._on_fetch(issuer, "ok")
             now = self._clock()
-            self._keyset = keyset  # one assignment: readers see the old set or the new one
+            self._keyset = keyset
+            self._without_kept, self._kept_until = without_kept, kept_until
             self._last_success = self._last_attempt = now
             self._failures = 0
             self._expires_at = now + lifetime
@@ -317,7 +326,9 @@ class IssuerKeys:
                 self._usable_until - now,
             )
 
-    async def _fetch(self) -> tuple[KeySet, CIMultiDictProxy[str]]:
+    async def _fetch(self) -> tuple[KeySet, CIMultiDictProxy[str], KeySet, float]:
+        """The issuer's keys (main JWKS and extras), its JWKS response's headers, those keys
+        without the ones kept from extras that failed, and when the kept ones stop counting."""
         source = self.source
         discovery, _ = await self._get_json(source.discovery_url, _DISCOVERY_ACCEPT)
         if not isinstance(discovery, dict):
@@ -355,14 +366,20 @@ class IssuerKeys:
         if isinstance(extras, BaseException):  # cancellation; extras' own failures are absorbed
             raise extras
         keyset, headers = main
-        more = [extra for extra in extras if extra is not None]
-        return (merge(keyset, *more) if more else keyset), headers
+        fresh = [extra for extra, until in filter(None, extras) if until == math.inf]
+        kept = [(extra, until) for extra, until in filter(None, extras) if until != math.inf]
+        without_kept = merge(keyset, *fresh) if fresh else keyset
+        if not kept:
+            return without_kept, headers, without_kept, math.inf
+        full = merge(without_kept, *(extra for extra, _ in kept))
+        return full, headers, without_kept, min(until for _, until in kept)
 
-    async def _extra_keysets(self) -> list[KeySet | None]:
+    async def _extra_keysets(self) -> list[tuple[KeySet, float] | None]:
         return await asyncio.gather(*map(self._extra_keyset, self.source.extra_jwks_uris))
 
-    async def _extra_keyset(self, uri: str) -> KeySet | None:
-        """An extra JWKS; a failure is logged and its last good set used (bounded), never
+    async def _extra_keyset(self, uri: str) -> tuple[KeySet, float] | None:
+        """An extra JWKS, and until when it counts (inf: fetched now). A failure is logged and
+        its last good set used until max_refresh + max_stale after it last answered, never
         fatal: it must not cost us the issuer's main keys."""
         try:
             keyset, _ = await self._get_keyset(_http_url(uri, "extra_jwks_uris"))
@@ -377,12 +394,12 @@ class IssuerKeys:
             )
             kept = self._extras.get(uri)
             if kept is not None and self._clock() < kept[1]:
-                return kept[0]
+                return kept
             self._extras.pop(uri, None)
             return None
         policy = self._policy
         self._extras[uri] = (keyset, self._clock() + policy.max_refresh + policy.max_stale)
-        return keyset
+        return keyset, math.inf
 
     async def _get_keyset(self, uri: str) -> tuple[KeySet, CIMultiDictProxy[str]]:
         document, headers = await self._get_json(uri, _JWKS_ACCEPT)

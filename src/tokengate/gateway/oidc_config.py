@@ -899,6 +899,10 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
         "preflight or not)"
     ),
     "issuer": "yes: discovery URL, RFC 8414 metadata URL or issuer identifier",
+    "extra_jwks_uris": (
+        "yes: their keys join the issuer's; one that fails keeps its last keys for 25 hours "
+        "after it last answered (the longest refresh interval plus a day), never longer"
+    ),
     "upstream_headers": (
         "yes: a claim path each (nested objects; a number picks a list's entry, counted from 1); "
         "not together with upstream_headers_claims / upstream_headers_names, as in Kong"
