@@ -113,6 +113,13 @@ def test_static_values_are_json_when_they_parse_else_text(value: str, expected: 
     assert type(render(value)) is type(expected)
 
 
+def test_to_json_of_what_has_no_json_is_empty_and_must_to_json_refuses_it() -> None:
+    """sprig's toJson drops json.Marshal's error; mustToJson returns it."""
+    for name in ("toJson", "toRawJson", "toPrettyJson"):
+        assert render(f'x${{ {name} (float64 "NaN") }}y') == "xy"
+        bad(f'${{ must{name[0].upper()}{name[1:]} (float64 "NaN") }}', "not JSON compliant")
+
+
 def test_static_json_containers_are_not_shared_between_renders() -> None:
     first = render('{"a": [1]}')
     first["a"].append(2)
@@ -708,7 +715,18 @@ def test_numbers_have_ascii_digits_only_as_in_go() -> None:
         ('${ int "٣" }', 0),
         ('${ float64 "٣" }', 0),
         ('${ add1 "\u0661\u0660" }', 1),  # Arabic-Indic 10
-        ('${ float64 "1_000" }', 0),  # ParseFloat takes '_' only after a base prefix
+        # strconv: '_' between digits (and, in ParseInt's base 0, after a base prefix)
+        ('${ float64 "1_000" }', 1000),
+        ('${ float64 "1_000.5" }', 1000.5),
+        ('${ float64 "1__000" }', 0),
+        ('${ float64 "1_.5" }', 0),
+        ('${ int "1_000" }', 1000),
+        ('${ add "1_000" 1 }', 1001),
+        ('${ int "0x_ff" }', 255),
+        ('${ int "0_7" }', 7),  # a leading 0 is octal
+        ('${ int "1__0" }', 0),
+        ('${ int "_1" }', 0),
+        ('${ int "1_" }', 0),
         ('${ float64 " 1.5" }', 0),
         ('${ float64 "1.5" }', 1.5),
         # ParseFloat's hexadecimal floats: a binary exponent required, '_' between digits

@@ -690,9 +690,11 @@ def _to_int64(value: Any) -> int:
             return 0
         text = re.sub(r"^([+-]?[0-9]+)\.0*$", r"\1", value)
         try:
-            if re.fullmatch(r"[+-]?0[0-7]+", text):
-                return _int64(int(text, 8))
-            return _int64(int(text, 0)) if "_" not in text and text.strip() == text else 0
+            # strconv.ParseInt(s, 0, 0): a leading 0 is octal, and "_" may stand between digits
+            # or after a base prefix (Python's int(text, 0) has the same rule).
+            if re.fullmatch(r"[+-]?0(?:_?[0-7])+", text):
+                return _int64(int(text.replace("_", ""), 8))
+            return _int64(int(text, 0)) if text.strip() == text else 0
         except ValueError:
             return 0
     return 0
@@ -700,8 +702,8 @@ def _to_int64(value: Any) -> int:
 
 def _to_float64(value: Any) -> float:
     """spf13/cast.ToFloat64: strconv.ParseFloat, 0 when it fails. Python's float() is looser:
-    any script's digits, surrounding whitespace and '_' between digits are refused here; and
-    narrower: Go's hexadecimal floats ("0x1p-2") are read here too."""
+    any script's digits and surrounding whitespace are refused here; and narrower: Go's
+    hexadecimal floats ("0x1p-2") are read here too. Both take '_' between digits only."""
     if isinstance(value, bool | int | float):
         return float(value)
     if isinstance(value, str):
@@ -712,7 +714,7 @@ def _to_float64(value: Any) -> float:
                 return float.fromhex(value.replace("_", ""))
             except OverflowError:  # ParseFloat's ErrRange: cast answers 0
                 return 0.0
-        if not value.isascii() or value != value.strip() or "_" in value:
+        if not value.isascii() or value != value.strip():
             return 0.0
         try:
             return float(value)
@@ -1331,9 +1333,26 @@ def _round(a: Any, places: Any, round_on: Any = 0.5) -> float:
 _fn("empty", args=1)(lambda a: not _truth(a))
 _fn("coalesce", args=(0, None))(lambda *a: next((x for x in a if _truth(x)), None))
 _fn("ternary", args=3)(lambda yes, no, cond: yes if _truth(cond) else no)
-_fn("toJson", "mustToJson", args=1)(lambda v: _go_json(v))
-_fn("toRawJson", "mustToRawJson", args=1)(lambda v: _go_json(v, html=False))
-_fn("toPrettyJson", "mustToPrettyJson", args=1)(lambda v: _go_json(v, indent=2))
+_fn("mustToJson", args=1)(lambda v: _go_json(v))
+_fn("mustToRawJson", args=1)(lambda v: _go_json(v, html=False))
+_fn("mustToPrettyJson", args=1)(lambda v: _go_json(v, indent=2))
+
+
+def _or_empty(encode: Callable[[Any], str]) -> Callable[[Any], str]:
+    """sprig's toJson family drops json.Marshal's error: what cannot be encoded (NaN) is ""."""
+
+    def lenient(value: Any) -> str:
+        try:
+            return encode(value)
+        except (ValueError, TypeError):  # NaN or infinity; what has no JSON form
+            return ""
+
+    return lenient
+
+
+_fn("toJson", args=1)(_or_empty(lambda v: _go_json(v)))
+_fn("toRawJson", args=1)(_or_empty(lambda v: _go_json(v, html=False)))
+_fn("toPrettyJson", args=1)(_or_empty(lambda v: _go_json(v, indent=2)))
 
 
 @_fn("default", args=(1, 2))
