@@ -745,3 +745,214 @@ def test_numbers_have_ascii_digits_only_as_in_go() -> None:
 )
 def test_strings_become_numbers_as_go_parses_them(template: str, value: float) -> None:
     assert render_claim(template, CONTEXT, clock=lambda: NOW) == value
+
+
+# ---- pinned after a mutation run: Go's JSON bytes and number printing, time layouts, cast's
+# conversions, dateModify, clean, limits, and the exact texts an admin reads ---------------------
+
+
+# -- toJson/toPrettyJson embedded in text: Go's encoding/json bytes (compact, sorted, UTF-8)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("x=${ .Client.Labels | toJson }", 'x={"on":"true","team":"payments","tier":"2"}'),
+        ('x=${ dict "k" "é\u2028\u2029" | toJson }', 'x={"k":"é\\u2028\\u2029"}'),
+        ('x=${ dict "b" 1 "a" 2 | toPrettyJson }', 'x={\n  "a": 2,\n  "b": 1\n}'),
+    ],
+)
+def test_s1_json_text(value: str, expected: str) -> None:
+    assert render(value) == expected
+
+
+def test_s1_must_to_json_refuses_nan() -> None:  # Go: "json: unsupported value: NaN"
+    bad('${ float64 "NaN" | mustToJson }', r"^mustToJson: ")
+
+
+# -- float printing (fmt.Sprint of float64)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('${ float64 "Inf" }', "+Inf"),
+        ('${ float64 "-Inf" }', "-Inf"),
+        ('${ float64 "NaN" }', "NaN"),
+        ("v=${ print 1.5e7 }", "v=1.5e+07"),
+        ("v=${ print 1.5e20 }", "v=1.5e+20"),
+        ("x=${ list 1 2 }", "x=[1 2]"),
+    ],
+)
+def test_s2_float_and_list_text(value: str, expected: str) -> None:
+    assert render(value) == expected
+
+
+# -- date elements: 12-hour clock, unpadded 3/4/5, AM/PM, ".9" fraction
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('${ date "3 PM pm" 0 }', "12 AM am"),  # midnight UTC
+        ('${ date "3 PM" 43200 }', "12 PM"),  # noon
+        ('${ date "3:4:5" .Client.CreatedAt }', "4:5:6"),  # 04:05:06
+        ('${ now | date "05.9" }', 20.1),  # a number once inferred
+    ],
+)
+def test_s3_date_elements(value: str, expected: str) -> None:
+    assert render(value) == expected
+
+
+# -- int/float64 casts (spf13/cast)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("${ add true 1 }", 2),
+        ('${ int "010" }', 8),  # ParseInt base 0: leading 0 is octal
+        ('${ int " 1" }', 0),  # ParseInt refuses spaces
+        ('${ int (float64 "Inf") }', 0),  # pins today's answer (Go: platform-dependent, see report)
+        ("${ int .Client.GrantTypes }", 0),
+        ("${ float64 .Client.GrantTypes }", 0),
+        ('${ float64 "-0x_1p0" }', -1.0),  # '_' right after the base prefix, with a sign
+        ('${ float64 "0x__1p0" }', 0),
+        ('${ float64 "0x1__0p0" }', 0),
+    ],
+)
+def test_s4_casts(value: str, expected: Any) -> None:
+    assert render(value) == expected
+
+
+# -- dateModify durations (time.ParseDuration; sprig: unchanged on error)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('${ .Client.CreatedAt | dateModify "+1h" | date "15:04:05" }', "05:05:06"),
+        ('${ .Client.CreatedAt | dateModify "0" | date "15:04:05" }', "04:05:06"),
+        ('${ .Client.CreatedAt | dateModify ".h" | date "15:04:05" }', "04:05:06"),
+        ('${ .Client.CreatedAt | dateModify "h" | date "15:04:05" }', "04:05:06"),
+    ],
+)
+def test_s5_date_modify(value: str, expected: str) -> None:
+    assert render(value) == expected
+
+
+# -- path.Clean
+@pytest.mark.parametrize(
+    ("value", "expected"), [('${ clean "" }', "."), ('${ clean "//a" }', "/a")]
+)
+def test_s6_clean(value: str, expected: str) -> None:
+    assert render(value) == expected
+
+
+# -- error texts an admin sees (400 at claim creation)
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("${ first .Client.Labels }", "^first: expected a list, got map$"),
+        ('${ get .Client.GrantTypes "k" }', "^get: expected a map, got list$"),
+        ("${ unixEpoch .Client.Name }", "^unixEpoch: expected a time, got string$"),
+        ("${ upper now }", "^upper: expected a string, got time$"),
+        ("${ upper nil }", "^upper: expected a string, got nil$"),
+        ('${ lt 1 "a" }', "^lt: incompatible types for comparison: int and string$"),
+        ("${ lt nil nil }", "^lt: invalid type for comparison: nil$"),
+        ('${ repeat 1024 "xxxxxxxx" | quote }', "^quote: result is longer than 8192 characters$"),
+        ('${ splitList "," (repeat 1024 ",") }', "^splitList: result has more than 1024 items$"),
+        ("${ .Client.Labels.a.b }", r"^\.Client\.Labels\.a\.b: \.Client\.Labels has no fields$"),
+        ("${ .Client.Name.x }", r"^\.Client\.Name\.x: \.Client\.Name has no fields$"),
+    ],
+)
+def test_s7_error_texts(value: str, match: str) -> None:
+    bad(value, match)
+
+
+# -- size limits are inclusive (exactly MAX_OUTPUT / MAX_LIST is fine)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('${ repeat 8192 "x" | len }', 8192),
+        ('${ indent 8191 "x" | len }', 8192),
+        ('${ splitList "," (repeat 1023 ",") | len }', 1024),
+        ("${ randAlphaNum 1024 | len }", 1024),
+        ("${ randAlphaNum 0 }", ""),
+        ("${ randAlphaNum -1 }", ""),
+    ],
+)
+def test_s8_limits(value: str, expected: Any) -> None:
+    assert render(value) == expected
+
+
+def test_s8_whole_value_of_exactly_max_output() -> None:
+    assert render('${ repeat 8192 "x" }') == "x" * 8192
+
+
+# -- typing and truth
+def test_s9_a_json_string_or_null_after_a_space_stays_text() -> None:
+    assert render(' "abc"') == ' "abc"'
+    assert render(" null") == " null"
+
+
+def test_s9_a_time_is_not_empty() -> None:  # sprig empty: a struct is never empty
+    assert render('${ default "x" .Client.CreatedAt | date "2006" }') == 2024
+    assert render("${ empty now }") is False
+
+
+def test_s9_eq_nil_nil() -> None:
+    assert render("${ eq nil nil }") is True
+
+
+def test_s9_leading_space_json_is_typed() -> None:
+    assert render(" 2") == 2  # json.Unmarshal skips leading whitespace
+
+
+def test_s7_offset_in_message() -> None:
+    bad('a ${ .Client.Name "x" }', r"non-function \(offset 2\)")
+
+
+# -- parenthesis depth: 16 levels are fine, each sibling group starts again from 0
+def nest(n: int) -> str:
+    return "(" * n + "1" + ")" * n
+
+
+def test_s10_depth() -> None:
+    assert render("${ " + nest(16) + " }") == 1
+    assert render("${ add " + nest(16) + " " + nest(16) + " }") == 2
+    bad("${ add (1) " + nest(17) + " }", "nested deeper than 16")
+
+
+# -- Go layout chunking (time.nextStdChunk): literals that look almost like elements
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ("2 Jan", "3 Feb"),  # "Jan" at the very end of the layout
+        ("J: 2006", "J: 2024"),  # a lone "J" is literal
+        ("Mone", "Mone"),  # "Mon" followed by a lower-case letter is literal
+        ("0X", "0X"),
+        ("a_b", "a_b"),
+        ("X", "X"),
+        ("P.p", "P.p"),
+        ("X0", "X0"),
+        (".X", ".X"),
+        ("03", "04"),  # zero-padded 12-hour clock
+    ],
+)
+def test_s11_layout_literals(layout: str, expected: str) -> None:
+    assert render(f'${{ date "{layout}" .Client.CreatedAt }}') == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [('${ int "011" }', 9), ('${ float64 "-0x__1p0" }', 0), ('${ float64 "0x1p0_" }', 0)],
+)
+def test_s11_casts(value: str, expected: Any) -> None:
+    assert render(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("${ default }", "^default: wrong number of arguments: 0, want 1 to 2$"),
+        ("${ and }", "^and: wrong number of arguments: 0, want at least 1$"),
+        ("${ lt true false }", "^lt: invalid type for comparison: bool$"),
+    ],
+)
+def test_s11_messages(value: str, match: str) -> None:
+    bad(value, match)
+
+
+def test_s11_exact_arity_text() -> None:
+    bad("${ upper }", r"^upper: wrong number of arguments: 0, want 1$")
