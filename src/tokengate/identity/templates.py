@@ -976,7 +976,9 @@ _UNITS: Final = {
 
 def _parse_duration(text: str) -> float | None:
     """Go's time.ParseDuration ("1h30m", "-1.5h", "300ms"), in seconds; None when malformed."""
-    sign, body = (-1.0, text[1:]) if text[:1] == "-" else (1.0, text.lstrip("+"))
+    sign, body = (-1.0 if text[:1] == "-" else 1.0), text
+    if text[:1] in ("-", "+"):  # one sign, as Go takes it
+        body = text[1:]
     if body == "0":
         return 0.0
     total, pos = 0.0, 0
