@@ -1,6 +1,7 @@
 """How deeply parsed JSON nests, measured without recursion.
 
-    if nests_deeper(value, MAX_CLIENT_NESTING): ...
+    if too_deep_for_a_client(text, value): ...   # a client's JSON
+    if nests_deeper(value, 16): ...                # any other bound
 
 The stdlib parser's own limit depends on the Python: a RecursionError near 1,000 levels on
 3.11, near 10,000 on 3.13. What a client sends (a token's header and payload, a JSON body,
@@ -28,11 +29,15 @@ def nests_deeper(value: Any, limit: int) -> bool:
     return True
 
 
-def text_may_nest_deeper(text: str | bytes, limit: int) -> bool:
-    """False when JSON `text` cannot hold more than `limit` levels, judged by its length and
-    then its brackets (each level opens one): the usual text is never walked."""
+def too_deep_for_a_client(text: str | bytes, value: Any) -> bool:
+    """Whether `value`, parsed from a client's JSON `text`, nests past MAX_CLIENT_NESTING. The
+    text is looked at first, its length and then its brackets (each level opens one), so the
+    usual one is never walked."""
+    limit = MAX_CLIENT_NESTING
     if len(text) <= 2 * limit:
         return False
     if isinstance(text, bytes):
-        return text.count(b"[") + text.count(b"{") > limit
-    return text.count("[") + text.count("{") > limit
+        brackets = text.count(b"[") + text.count(b"{")
+    else:
+        brackets = text.count("[") + text.count("{")
+    return brackets > limit and nests_deeper(value, limit)

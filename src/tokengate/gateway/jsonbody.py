@@ -33,7 +33,7 @@ import json
 from json.scanner import make_scanner
 from typing import Any, Final, NamedTuple, NoReturn
 
-from tokengate.jsonnesting import MAX_CLIENT_NESTING, nests_deeper, text_may_nest_deeper
+from tokengate.jsonnesting import too_deep_for_a_client
 
 __all__ = [
     "ACCESS_TOKEN",
@@ -121,9 +121,7 @@ def _read(body: bytes) -> tuple[Member, ...] | None:
     try:
         text = body.decode("utf-8").removeprefix(_BOM)
         value = _decoder.decode(text)
-        if text_may_nest_deeper(text, MAX_CLIENT_NESTING) and nests_deeper(
-            value, MAX_CLIENT_NESTING
-        ):
+        if too_deep_for_a_client(text, value):
             value = _NOT_JSON  # the same verdict on every Python (see jsonnesting)
     except (ValueError, RecursionError):  # UTF-8, JSON, NaN, huge numbers, deep nesting
         value = _NOT_JSON

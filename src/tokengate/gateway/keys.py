@@ -157,20 +157,15 @@ class IssuerKeys:
         """The current good keys; None before the first success and once past max_stale."""
         keyset = self._keyset
         now = self._clock()
+        # Staleness bound: keys kept through an IdP outage are trusted for max_stale, not forever
+        # (a key the IdP has since revoked must stop verifying eventually).
         if keyset is None or now >= self._usable_until:
             return None
         return self._without_kept if now >= self._kept_until else keyset
 
     def select(self, kid: str | None, alg: str) -> VerificationKey | None:
         """The key for (kid, alg), or None: unknown, never loaded, or stale beyond max_stale."""
-        keyset = self._keyset
-        now = self._clock()
-        # Staleness bound: keys kept through an IdP outage are trusted for max_stale, not forever
-        # (a key the IdP has since revoked must stop verifying eventually).
-        if keyset is None or now >= self._usable_until:
-            return None
-        if now >= self._kept_until:
-            keyset = self._without_kept
+        keyset = self.keyset
         return keyset.select(kid, alg) if keyset is not None else None
 
     # -- the slow path --------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from tokengate.gateway.jwk import (
     VerificationKey,
     b64_standard_decode,
 )
-from tokengate.jsonnesting import MAX_CLIENT_NESTING, nests_deeper, text_may_nest_deeper
+from tokengate.jsonnesting import MAX_CLIENT_NESTING, too_deep_for_a_client
 
 __all__ = [
     "MAX_TOKEN_SIZE",
@@ -134,7 +134,7 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         raise MalformedToken(f"{what} is not UTF-8 JSON") from None
     if type(value) is not dict:
         raise MalformedToken(f"{what} is not a JSON object")
-    if text_may_nest_deeper(text, MAX_CLIENT_NESTING) and nests_deeper(value, MAX_CLIENT_NESTING):
+    if too_deep_for_a_client(text, value):
         raise MalformedToken(f"{what} nests deeper than {MAX_CLIENT_NESTING} levels")
     return value
 

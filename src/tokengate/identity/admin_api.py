@@ -30,7 +30,7 @@ from tokengate.identity.models import AuthServer, Claim, Client, ClientSecret, I
 from tokengate.identity.problems import Problem, invalid, new_instance, problem_response, reject
 from tokengate.identity.store import Conflict, MissingReference, NotFound, Store, TooManySecrets
 from tokengate.identity.templates import TemplateError, render_claim, template_context
-from tokengate.jsonnesting import MAX_CLIENT_NESTING, nests_deeper, text_may_nest_deeper
+from tokengate.jsonnesting import too_deep_for_a_client
 
 log = logging.getLogger("tokengate.identity.admin")
 
@@ -148,7 +148,7 @@ async def read_json(request: web.Request) -> Any:
     except RecursionError:
         raise Problem.bad_request([invalid("body", "invalid", too_deep, source="body")]) from None
     # Past the parser's own limit, which depends on the Python (see jsonnesting): ours.
-    if text_may_nest_deeper(raw, MAX_CLIENT_NESTING) and nests_deeper(document, MAX_CLIENT_NESTING):
+    if too_deep_for_a_client(raw, document):
         raise Problem.bad_request([invalid("body", "invalid", too_deep, source="body")])
     return document
 
