@@ -463,6 +463,18 @@ def test_typo_suggestions_are_for_a_files_first_hundred_unknown_fields() -> None
     assert f"kong.yaml: plugins[0].config.{long_key}: unknown field" in found
 
 
+def test_typo_suggestions_stop_at_keys_of_64_characters() -> None:
+    """A key longer than any Kong field name by far is no typo: difflib is spared the work."""
+    field = "pushed_authorization_request_endpoint_auth_method"  # Kong's longest, 49 characters
+    near, far = field + "x" * 15, field + "x" * 16  # 64 and 65 characters
+    found = errors(
+        "plugins:\n  - name: openid-connect\n    config:\n"
+        f"      issuer: https://idp.example\n      {near}: 1\n      {far}: 1\n"
+    )
+    assert f"kong.yaml: plugins[0].config.{near}: unknown field (did you mean '{field}'?)" in found
+    assert f"kong.yaml: plugins[0].config.{far}: unknown field" in found
+
+
 def test_every_error_is_reported_at_once() -> None:
     found = errors("""
         services:
