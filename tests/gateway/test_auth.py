@@ -34,7 +34,7 @@ from tokengate.gateway import auth as auth_module
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.keys import KeyPolicy
 from tokengate.gateway.oidc_config import ClaimHeader, Consumer, OidcConfig
-from tokengate.jsonnesting import MAX_CLIENT_NESTING
+from tokengate.jsonlimits import MAX_CLIENT_NESTING
 
 
 class Answer:
@@ -1035,6 +1035,18 @@ async def test_claim_values_reach_the_upstream_as_kong_renders_them(
     assert answer.status == 200
     assert answer.upstream_headers("X-C") == ([] if header is None else [header])
     assert answer.upstream_headers("X-Admin") == []
+
+
+async def test_a_claim_holding_a_lone_surrogate_never_reaches_the_upstream(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """The issuer signed it, but "\\ud800" is not text: the token is malformed, as in Kong
+    (lua-cjson refuses the escape), rather than sending the upstream bytes that are not UTF-8."""
+    gw = await protect(upstream_headers_claims=("c",), upstream_headers_names=("X-C",))
+    answer = await call(gw, token=test_issuer.mint(c="\ud800"))  # json.dumps escapes it
+    assert answer.status == 401
+    assert answer.json == {"message": "Unauthorized"}  # Kong's body: never the upstream's
+    assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1", error="invalid_token"'
 
 
 async def test_anonymous_requests_cannot_bring_the_headers_a_token_would_set(

@@ -120,6 +120,10 @@ async def test_an_inactive_token_is_401_and_the_answer_is_kept(
         pytest.param(
             200, b'{"active": true, "deep": ' + b'{"a": ' * 40 + b"1" + b"}" * 41, id="nested"
         ),
+        # not text (Kong's lua-cjson refuses it): it could reach an upstream header only as
+        # bytes that are not UTF-8
+        pytest.param(200, b'{"active": true, "sub": "\\ud800"}', id="lone-surrogate"),
+        pytest.param(200, b'{"active": true, "\\udfff": 1}', id="lone-surrogate-name"),
     ],
 )
 async def test_an_endpoint_without_a_usable_answer_is_503_and_asked_again(

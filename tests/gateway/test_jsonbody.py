@@ -16,7 +16,7 @@ from tokengate.gateway.jsonbody import (
     json_tokens,
     json_without_token,
 )
-from tokengate.jsonnesting import MAX_CLIENT_NESTING
+from tokengate.jsonlimits import MAX_CLIENT_NESTING
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ from tokengate.gateway.verify import (
     split_token,
     verify_signature,
 )
-from tokengate.jsonnesting import MAX_CLIENT_NESTING
+from tokengate.jsonlimits import MAX_CLIENT_NESTING
 
 ISSUER = "https://idp.example/k3x9q2w7e5r1t8y4/auth"
 NOW = 1_800_000_000.0
@@ -435,6 +435,47 @@ def test_json_nesting_is_limited_alike_on_every_python(where: str) -> None:
     assert decode_claims(parts)["iss"] == ISSUER
     with pytest.raises(MalformedToken, match=f"nests deeper than {MAX_CLIENT_NESTING}"):
         decode_claims(split_token(token(deepest + 1)))
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+@pytest.mark.parametrize(
+    "escape",
+    [
+        b"\\ud800",  # a high half alone
+        b"\\uDBFFx",  # a high half before a character that is not a low half
+        b"\\udc00",  # a low half alone
+        b"\\ud800\\ud800",  # two high halves
+        b"\\udc00\\ud800",  # the halves the wrong way round
+    ],
+)
+def test_a_lone_surrogate_escape_is_refused(where: str, escape: bytes) -> None:
+    """Not text: Kong's lua-cjson refuses the escape, and such a claim could reach an upstream
+    header only as bytes that are not UTF-8. Refused in a member's name (the header's here) as
+    in its value (the payload's)."""
+    if where == "header":
+        token = forge(b'{"alg":"RS256","kid":"rsa","%b":1}' % escape, claims())
+        with pytest.raises(MalformedToken, match="header holds a lone surrogate"):
+            split_token(token)
+        return
+    body = json.dumps(claims()).encode()
+    parts = split_token(forge(header(), body[:-1] + b', "x": "%b"}' % escape))
+    verify_signature(parts, jwks().keys[0])  # signed by the issuer, and still refused
+    with pytest.raises(MalformedToken, match="payload holds a lone surrogate"):
+        decode_claims(parts)
+
+
+@pytest.mark.parametrize(
+    ("escaped", "text"),
+    [
+        (b"\\ud83d\\ude00", "\U0001f600"),  # a pair: one character past the BMP
+        (b"\\uD83D\\uDE00", "\U0001f600"),
+        (b"\\\\ud800", "\\ud800"),  # an escaped backslash, then "ud800": no escape at all
+        (b"\\u00e9", "\u00e9"),
+    ],
+)
+def test_escapes_that_are_text_are_read(escaped: bytes, text: str) -> None:
+    body = json.dumps(claims()).encode()
+    assert accept(forge(header(), body[:-1] + b', "x": "%b"}' % escaped))["x"] == text
 
 
 def test_payload_is_not_parsed_before_the_signature() -> None:

@@ -19,7 +19,7 @@ from tests.identity.test_admin_api import (
     new_store,
     start_admin,
 )
-from tokengate.jsonnesting import MAX_CLIENT_NESTING
+from tokengate.jsonlimits import MAX_CLIENT_NESTING
 
 CLIENT: dict[str, Any] = {
     "name": "c",

@@ -31,6 +31,7 @@ from tokengate.gateway.errors import IntrospectionFailed, NotActive
 from tokengate.gateway.keys import IssuerKeys
 from tokengate.gateway.oidc_config import Introspection
 from tokengate.gateway.token_cache import VerifiedToken
+from tokengate.jsonlimits import holds_lone_surrogate
 
 MAX_ANSWER: Final = 64 * 1024  # bytes: an introspection answer is a small JSON object
 # Introspection POSTs at once to one endpoint over one HTTP client, whatever the routes: the
@@ -179,6 +180,8 @@ class Introspector:
             raise self._failed(f"POST {endpoint}: answer is not a JSON object")
         if _deeper_than(data, MAX_DEPTH):
             raise self._failed(f"POST {endpoint}: answer nested deeper than {MAX_DEPTH}")
+        if holds_lone_surrogate(data):  # not text: Kong's lua-cjson refuses it too
+            raise self._failed(f"POST {endpoint}: answer holds a lone surrogate")
         return data
 
     @staticmethod

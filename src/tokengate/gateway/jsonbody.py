@@ -33,7 +33,7 @@ import json
 from json.scanner import make_scanner
 from typing import Any, Final, NamedTuple, NoReturn
 
-from tokengate.jsonnesting import too_deep_for_a_client
+from tokengate.jsonlimits import too_deep_for_a_client
 
 __all__ = [
     "ACCESS_TOKEN",
@@ -122,7 +122,7 @@ def _read(body: bytes) -> tuple[Member, ...] | None:
         text = body.decode("utf-8").removeprefix(_BOM)
         value = _decoder.decode(text)
         if too_deep_for_a_client(text, value):
-            value = _NOT_JSON  # the same verdict on every Python (see jsonnesting)
+            value = _NOT_JSON  # the same verdict on every Python (see jsonlimits)
     except (ValueError, RecursionError):  # UTF-8, JSON, NaN, huge numbers, deep nesting
         value = _NOT_JSON
     # Not kept past the read: the pairs may hold a token.

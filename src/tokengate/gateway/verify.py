@@ -12,8 +12,8 @@ functions, whatever the input string.
 
 Shape (RFC 7515 §3.1, §7.1, made strict): at most MAX_TOKEN_SIZE characters; exactly three
 non-empty segments of the base64url alphabet, no padding, canonical; header and payload are
-UTF-8 JSON objects with no duplicate member names, no NaN/Infinity, and at most
-MAX_CLIENT_NESTING levels deep (on every Python, whatever its parser's own limit).
+UTF-8 JSON objects with no duplicate member names, no NaN/Infinity, no lone surrogate escape,
+and at most MAX_CLIENT_NESTING levels deep (on every Python, whatever its parser's own limit).
 Header: `alg` in ALGORITHMS (never none, never HS*); `kid` absent or a string; `typ` absent,
 JWT or at+jwt (RFC 9068); `crit` or `b64` present → refused; `jku`, `x5u`, `jwk`, `x5c` are
 never read, so a token cannot bring its own key.
@@ -51,7 +51,7 @@ from tokengate.gateway.jwk import (
     VerificationKey,
     b64_standard_decode,
 )
-from tokengate.jsonnesting import MAX_CLIENT_NESTING, too_deep_for_a_client
+from tokengate.jsonlimits import MAX_CLIENT_NESTING, holds_lone_surrogate, too_deep_for_a_client
 
 __all__ = [
     "MAX_TOKEN_SIZE",
@@ -136,6 +136,10 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         raise MalformedToken(f"{what} is not a JSON object")
     if too_deep_for_a_client(text, value):
         raise MalformedToken(f"{what} nests deeper than {MAX_CLIENT_NESTING} levels")
+    if holds_lone_surrogate(value, text):
+        # Not text (Kong's lua-cjson refuses the escape): such a claim could reach an upstream
+        # header only as bytes that are not UTF-8.
+        raise MalformedToken(f"{what} holds a lone surrogate")
     return value
 
 

@@ -30,7 +30,7 @@ from tokengate.identity.models import AuthServer, Claim, Client, ClientSecret, I
 from tokengate.identity.problems import Problem, invalid, new_instance, problem_response, reject
 from tokengate.identity.store import Conflict, MissingReference, NotFound, Store, TooManySecrets
 from tokengate.identity.templates import TemplateError, render_claim, template_context
-from tokengate.jsonnesting import too_deep_for_a_client
+from tokengate.jsonlimits import holds_lone_surrogate, too_deep_for_a_client
 
 log = logging.getLogger("tokengate.identity.admin")
 
@@ -137,19 +137,17 @@ async def read_json(request: web.Request) -> Any:
     too_deep = "must be valid JSON (nested too deeply)"
     try:
         document = json.loads(raw, parse_constant=_no_constant)
-        # "\ud800" escapes decode to lone surrogates, which are not text (nor storable): refused.
-        json.dumps(document, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        reason = "must be valid JSON (a string holds an unpaired surrogate escape)"
-        raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
     except (ValueError, UnicodeDecodeError) as exc:
         reason = f"must be valid JSON ({exc})"
         raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
     except RecursionError:
         raise Problem.bad_request([invalid("body", "invalid", too_deep, source="body")]) from None
-    # Past the parser's own limit, which depends on the Python (see jsonnesting): ours.
+    # Past the parser's own limit, which depends on the Python (see jsonlimits): ours.
     if too_deep_for_a_client(raw, document):
         raise Problem.bad_request([invalid("body", "invalid", too_deep, source="body")])
+    if holds_lone_surrogate(document):  # "\ud800" escapes: not text, nor storable
+        reason = "must be valid JSON (a string holds an unpaired surrogate escape)"
+        raise Problem.bad_request([invalid("body", "invalid", reason, source="body")])
     return document
 
 

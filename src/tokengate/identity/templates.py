@@ -46,7 +46,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
-from tokengate.jsonnesting import nests_deeper
+from tokengate.jsonlimits import nests_deeper
 
 if TYPE_CHECKING:
     from tokengate.identity.models import AuthServer, Client

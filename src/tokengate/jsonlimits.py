@@ -1,16 +1,24 @@
-"""How deeply parsed JSON nests, measured without recursion.
+"""What JSON from outside may hold, checked the same way on every Python: how deeply it nests,
+and whether a string holds half of a UTF-16 surrogate pair.
 
     if too_deep_for_a_client(text, value): ...   # a client's JSON
     if nests_deeper(value, 16): ...                # any other bound
+    if holds_lone_surrogate(value, text): ...      # "\\ud800": text that is not text
 
 The stdlib parser's own limit depends on the Python: a RecursionError near 1,000 levels on
 3.11, near 10,000 on 3.13. What a client sends (a token's header and payload, a JSON body,
 a management API request) is held to MAX_CLIENT_NESTING instead, so the verdict is the same
 on every Python tokengate supports, and no walk over a parsed value can overflow the stack.
+
+The stdlib parser also turns an escape of a lone surrogate ("\\udc00", or a high one not
+followed by a low one) into a str that no UTF-8 can carry: it cannot be stored, or sent in a
+header, as text. Kong's JSON library (lua-cjson) refuses such an escape outright.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Final
 
 # Below 3.11's parser limit (minus the frames above it), so that limit is never what decides.
@@ -41,3 +49,21 @@ def too_deep_for_a_client(text: str | bytes, value: Any) -> bool:
     else:
         brackets = text.count("[") + text.count("{")
     return brackets > limit and nests_deeper(value, limit)
+
+
+# The escape of a surrogate, or text that only looks like one (the JSON "\\ud800" is a
+# backslash and "ud800"): rare enough that finding one is what pays for the exact check.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def holds_lone_surrogate(value: Any, text: str | None = None) -> bool:
+    """Whether a parsed JSON `value` holds a lone surrogate in a string (a member name
+    included). `text`, the str it was parsed from, when given, is searched first: the usual
+    one then costs a search, not a walk."""
+    if text is not None and ("\\u" not in text or _SURROGATE_ESCAPE.search(text) is None):
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
