@@ -22,7 +22,8 @@ from tests.gateway.issuer import TestIssuer
 from tests.gateway.test_websocket import SWITCHED, switching, through_gateway
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import ConfigError, GatewayConfig, parse_config
-from tokengate.gateway.cors import Cors, CorsConfig
+from tokengate.gateway.config_checks import Report
+from tokengate.gateway.cors import Cors, CorsConfig, parse_cors_config
 
 HEADER = '_format_version: "3.0"\n'
 PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
@@ -92,6 +93,20 @@ def edit_of(config: CorsConfig, origin: str | None) -> CIMultiDict[str]:
         # Browsers send no other Origin: one that is not visible ASCII is never echoed.
         pytest.param(("https://a.example", ".*"), "https://é.example", None, True,
                      id="non-ascii-origin"),
+        # A plain origin is compared as text: its "." is no regex wildcard.
+        pytest.param(("https://a.example", "https://b.example"), "https://aXexample", None, True,
+                     id="plain-dot-is-no-wildcard"),
+        # A regex without ":" meets the host alone: no "https://" to match.
+        pytest.param((r"api\.example\.com",), "https://api.example.com",
+                     "https://api.example.com", True, id="regex-on-host-alone"),
+        pytest.param((r"api\.example\.com",), "https://api.example.com.evil.test", None, True,
+                     id="regex-on-host-alone-anchored"),
+        # An origin without a host is matched whole, as Kong's normalisation leaves it.
+        pytest.param((r"https?.*",), "http://:80", "http://:80", True,
+                     id="hostless-origin-matched-whole"),
+        # Kong anchors a regex unless it ends in "$", even an escaped one.
+        pytest.param((r"https://a\.example\$",), "https://a.example$x", "https://a.example$x",
+                     True, id="escaped-dollar-left-unanchored"),
     ],
 )  # fmt: skip
 def test_origin_rules(
@@ -101,6 +116,7 @@ def test_origin_rules(
     assert headers.get("Access-Control-Allow-Origin") == allowed
     assert ("Vary" in headers) is vary
     assert "Access-Control-Allow-Credentials" not in headers
+    assert "Access-Control-Expose-Headers" not in headers  # none configured
 
 
 def test_credentials() -> None:
@@ -263,11 +279,36 @@ def test_a_wildcard_subdomain_origin_is_warned_about() -> None:
         "plugins:\n- name: cors\n  config: {origins: [x.test, 'https://*.example.com']}\n"
     )
     (warning,) = config.warnings
-    assert warning.startswith("kong.yaml: plugins[0].config.origins[1]: 'https://*.example.com'")
-    assert "matches no subdomain" in warning
+    assert warning == (
+        "kong.yaml: plugins[0].config.origins[1]: 'https://*.example.com' is a regular "
+        "expression, as Kong reads it, where '*' repeats the character before it, so it matches "
+        "no subdomain: to allow any subdomain, write for example 'https://(.+\\.)?example\\.com'"
+    )
     # It loads, as in Kong, and means there what it means here: the "/" repeated.
     cors = Cors(CorsConfig(origins=("https://*.example.com",)))
     assert cors.answer_edit({"Origin": "https://a.example.com"}) == cors.answer_edit({})
+
+
+def test_an_origin_regex_with_a_top_level_alternation_is_warned_about() -> None:
+    """Kong appends "$" to a regex origin: with a "|" outside any group only the last
+    alternative is anchored at the end, and every other one allows any longer origin that
+    starts with it, here as in Kong. It loads as in Kong, with a warning that says how to
+    anchor them all."""
+    origin = r"https://a\.example|https://b\.example"
+    config = load(
+        "plugins:\n- name: cors\n  config:\n"
+        f"    origins: ['{origin}', 'https://(a|b)\\.example', '[|]x', 'a\\|b']\n"
+    )
+    (warning,) = config.warnings  # a "|" in a group, a class or escaped is no alternation
+    assert warning == (
+        f"kong.yaml: plugins[0].config.origins[0]: '{origin}' is a regular expression whose '|' "
+        "is outside any group: as Kong anchors it, only its last alternative must reach the "
+        "origin's end, and the others allow any longer origin that starts with them; to anchor "
+        f"them all, write '({origin})'"
+    )
+    evil = "https://a.example.evil.test"
+    assert "Access-Control-Allow-Origin" in edit_of(CorsConfig(origins=(origin,)), evil)
+    assert "Access-Control-Allow-Origin" not in edit_of(CorsConfig(origins=(f"({origin})",)), evil)
 
 
 # -- over real sockets, in front of openid-connect ------------------------------------------
@@ -673,3 +714,163 @@ def test_protocols_of_any_shape_are_checked_not_a_traceback() -> None:
     assert config.warnings == (
         "kong.yaml: plugins[0].protocols: ignored: tokengate runs cors on http and https",
     )
+
+
+# ---- pinned after a mutation run: normalisation, credentials, preflight names, config fields ---
+
+
+@pytest.mark.parametrize(
+    ("origin", "echoed"),
+    [
+        ("https://a.example:443", "https://a.example"),
+        ("https://a.example:", "https://a.example:"),  # LuaSocket keeps an empty port
+        ("https://a.example/x/y", "https://a.example"),  # the authority ends at the first "/"
+        ("https://u@a.example", "https://a.example"),  # user info goes
+        ("https://u@v@a.example", "https://v@a.example"),  # up to the first "@" only
+        ("http://[::1]", "http://::1"),  # brackets dropped, as Kong writes the host
+        ("http://[::1]:8080", "http://::1:8080"),  # the port after the last ":"
+        ("http://[::1]:80", "http://::1"),
+        ("http://[a.example", "http://[a.example"),  # no closing bracket: kept
+        ("//a.example", "a.example"),  # no scheme: none written
+        # LuaSocket takes "[...]" for an IPv6 host only with something inside ("^%[(.+)%]$")
+        ("http://[]", "http://[]"),
+        ("http://[]:8080", "http://[]:8080"),
+    ],
+)
+def test_an_allowed_origin_is_echoed_normalised_as_kong_normalises_it(
+    origin: str, echoed: str
+) -> None:
+    headers = edit_of(CorsConfig(origins=(".*",)), origin)
+    assert headers["Access-Control-Allow-Origin"] == echoed
+
+
+def test_an_empty_bracketed_host_is_not_an_origin_without_a_host() -> None:
+    """ "http://[]" has the host "[]" for Kong, so the listed "http://" (no host) is not it."""
+    headers = edit_of(CorsConfig(origins=("http://", "https://b.example")), "http://[]")
+    assert "Access-Control-Allow-Origin" not in headers
+
+
+def test_credentials_never_echo_an_origin_the_config_does_not_name() -> None:
+    """One plain origin is sent as it is to every requester, credentials or not; only "*"
+    (alone or among several) is replaced by the request's own origin."""
+    single = CorsConfig(origins=("https://a.example",), credentials=True)
+    headers = edit_of(single, "https://evil.example")
+    assert headers.getall("Access-Control-Allow-Origin") == ["https://a.example"]
+    assert headers.getall("Vary") == ["Origin"]
+    preflight = Cors(single).preflight({**PREFLIGHT, "Origin": "https://evil.example"})
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://a.example"
+    assert preflight.headers["Access-Control-Allow-Credentials"] == "true"
+    starred = CorsConfig(origins=("https://a.example", "*"), credentials=True)
+    headers = edit_of(starred, "https://z.example")
+    assert headers.getall("Access-Control-Allow-Origin") == ["https://z.example"]
+    assert headers.getall("Access-Control-Allow-Credentials") == ["true"]
+    assert headers.getall("Vary") == ["Origin", "Origin"]  # Kong adds it twice here
+
+
+def test_a_preflight_with_credentials_allowed_from_anywhere_echoes_the_origin() -> None:
+    anyone = Cors(CorsConfig(credentials=True))
+    answer = anyone.preflight({**PREFLIGHT, "Origin": "https://z.example:443"})
+    assert answer.headers["Access-Control-Allow-Origin"] == "https://z.example:443"  # as sent
+    assert answer.headers["Access-Control-Allow-Credentials"] == "true"
+    assert answer.headers["Vary"] == "Origin"
+    # An Origin cors may not echo (not visible ASCII) gets "*" and no credentials.
+    answer = anyone.preflight({**PREFLIGHT, "Origin": "https://é.example"})
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in answer.headers
+    assert "Vary" not in answer.headers
+
+
+def test_preflight_header_names_are_written_as_kong_writes_them() -> None:
+    listed = CorsConfig(
+        origins=("https://app.example", "https://b.example"),
+        headers=("Authorization", "X-Trace"),
+        max_age=1e20,
+        credentials=True,
+        private_network=True,
+    )
+    asked = {**PREFLIGHT, "Access-Control-Request-Private-Network": "true"}
+    answer = Cors(listed).preflight(asked)
+    assert dict(answer.headers) == {
+        "Server": "tokengate",
+        "Access-Control-Allow-Origin": "https://app.example",
+        "Access-Control-Allow-Credentials": "true",
+        "Vary": "Origin",
+        "Access-Control-Allow-Headers": "Authorization,X-Trace",
+        "Access-Control-Allow-Methods": "GET,HEAD,PUT,PATCH,POST,DELETE,OPTIONS,TRACE,CONNECT",
+        "Access-Control-Max-Age": "1e+20",  # LuaJIT's tostring
+        "Access-Control-Allow-Private-Network": "true",
+    }
+    assert list(answer.headers) == list(dict(answer.headers))  # one line each
+    anyone = Cors(CorsConfig(credentials=True)).preflight(PREFLIGHT)
+    assert dict(anyone.headers) == {
+        "Server": "tokengate",
+        "Access-Control-Allow-Origin": "https://app.example",
+        "Access-Control-Allow-Credentials": "true",
+        "Vary": "Origin",
+        "Access-Control-Allow-Methods": "GET,HEAD,PUT,PATCH,POST,DELETE,OPTIONS,TRACE,CONNECT",
+    }
+
+
+def test_an_upstreams_expose_headers_give_way_to_the_configured_ones() -> None:
+    edit = Cors(CorsConfig(exposed_headers=("X-Total",))).answer_edit(PREFLIGHT)
+    assert edit is not None
+    upstream = [
+        (b"access-control-expose-headers", b"X-Secret"),
+        (b"Access-Control-Allow-Origin", b"https://up.example"),
+        (b"X-Total", b"3"),
+    ]
+    kept, added = edit.upstream(upstream, ((b"X-Other", b"1"),))
+    assert kept == [(b"X-Total", b"3")]
+    assert added == (
+        (b"X-Other", b"1"),
+        (b"Access-Control-Allow-Origin", b"*"),
+        (b"Access-Control-Expose-Headers", b"X-Total"),
+    )
+    # Without exposed_headers, the upstream's own stays.
+    plain = Cors(CorsConfig()).answer_edit(PREFLIGHT)
+    assert plain is not None
+    kept, _ = plain.upstream(upstream, ())
+    assert kept == [(b"access-control-expose-headers", b"X-Secret"), (b"X-Total", b"3")]
+
+
+def test_every_config_field_is_read_from_the_file() -> None:
+    config = load(
+        "services: [{name: s, host: up, routes: [{name: r, paths: [/]}]}]\n"
+        "plugins:\n- name: cors\n"
+        "  config:\n"
+        "    origins: ['*', https://a.example]\n"
+        "    headers: [Authorization, Authorization, X-Trace]\n"
+        "    exposed_headers: [X-Total, X-Total]\n"
+        "    max_age: -1\n"  # Kong's schema: any number
+        "    private_network: true\n"
+        "    preflight_continue: true\n"
+        "    allow_origin_absent: false\n"
+    )
+    assert config.routes[0].cors == CorsConfig(
+        origins=("*", "https://a.example"),
+        headers=("Authorization", "Authorization", "X-Trace"),
+        exposed_headers=("X-Total", "X-Total"),
+        max_age=-1,
+        private_network=True,
+        preflight_continue=True,
+        allow_origin_absent=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("headers", ["X-\n"], "headers[0]: 'X-\\n' is not printable ASCII"),
+        ("headers", "X-A", "headers: expected a list"),
+        ("private_network", "yes", "private_network: expected a boolean, got a string"),
+        ("allow_origin_absent", 1, "allow_origin_absent: expected a boolean"),
+        ("preflight_continue", "no", "preflight_continue: expected a boolean"),
+    ],
+)
+def test_a_config_with_an_error_is_none_and_the_error_names_its_field(
+    field: str, value: Any, message: str
+) -> None:
+    report = Report("kong.yaml")
+    assert parse_cors_config({field: value}, "plugins[0].config", report) is None
+    (error,) = report.errors
+    assert error.startswith(f"kong.yaml: plugins[0].config.{message}"), error

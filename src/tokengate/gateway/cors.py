@@ -97,6 +97,15 @@ def parse_cors_config(data: Mapping[Any, Any], path: str, report: Report) -> Cor
                 "character before it, so it matches no subdomain: to allow any subdomain, "
                 "write for example 'https://(.+\\.)?example\\.com'",
             )
+        if isinstance(origin, str) and _top_level_alternation(origin):
+            # Kong appends "$" to the whole: it binds the last alternative alone.
+            report.warn(
+                item(at(path, "origins"), index),
+                f"'{origin}' is a regular expression whose '|' is outside any group: as Kong "
+                "anchors it, only its last alternative must reach the origin's end, and the "
+                "others allow any longer origin that starts with them; to anchor them all, "
+                f"write '({origin})'",
+            )
     methods = f.each("methods", _method, unique=False) if f.given("methods") else _METHODS
     config = CorsConfig(
         origins=origins,
@@ -119,6 +128,27 @@ def _origin(text: str) -> str:
         _regex(text, as_written=True)
         _regex(text)
     return text
+
+
+def _top_level_alternation(pattern: str) -> bool:
+    """Whether `pattern` has a "|" outside every group and character class."""
+    depth, in_class, escaped = 0, False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+    return False
 
 
 def _header_value(text: str) -> str:
@@ -333,7 +363,9 @@ def _normalise(origin: str) -> tuple[str, str]:
         authority, port = authority[:colon], authority[colon + 1 :]
     if not authority:
         return origin, origin
-    host = authority[1:-1] if authority.startswith("[") and authority.endswith("]") else authority
+    # LuaSocket's "^%[(.+)%]$": brackets around something, else the host is as written ("[]")
+    bracketed = len(authority) > 2 and authority.startswith("[") and authority.endswith("]")
+    host = authority[1:-1] if bracketed else authority
     if scheme is not None and _DEFAULT_PORTS.get(scheme) == port:
         port = None
     # LuaSocket keeps an empty port ("https://a.example:"), and Kong writes it back.
