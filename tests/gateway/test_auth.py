@@ -1449,6 +1449,13 @@ async def test_a_token_mapped_to_a_consumer_names_it_to_the_upstream(
     ("fields", "claims", "who"),
     [
         pytest.param({"consumer_by": ("id",)}, {"sub": CAROL.id}, "Carol", id="id"),
+        # Kong's cache.lua looks a consumer up by id only when the name is a UUID
+        pytest.param(
+            {"consumers": (Consumer(id="8f2a", username="x"),), "consumer_by": ("id",)},
+            {"sub": "8f2a"},
+            None,
+            id="id-only-when-a-uuid",
+        ),
         pytest.param({"consumer_by": ("username",)}, {"sub": "carol"}, None, id="case-matters"),
         pytest.param(
             {"consumer_by": ("username",), "by_username_ignore_case": True},
@@ -1566,6 +1573,26 @@ async def test_requirements_are_checked_before_the_consumer(
     answer = await call(gw, token=test_issuer.mint(sub="stranger", scope="admin"))
     assert answer.status == 403
     assert answer.json["message"] == "Forbidden (no consumer by username, custom_id for claim sub)"
+
+
+async def test_an_unmapped_token_is_refused_naming_the_claim_paths_never_a_value(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect(
+        consumer_claims=(("client_id",), ("user", "names")),
+        consumers=(ALICE,),
+        display_errors=True,
+    )
+    answer = await call(gw, token=test_issuer.mint(sub="alice", client_id=OMIT))
+    assert answer.status == 403
+    assert answer.json == {
+        "message": "Forbidden (no claim client_id or user.names to map a consumer by)"
+    }
+    answer = await call(gw, token=test_issuer.mint(client_id=OMIT, user={"names": "secret"}))
+    assert answer.status == 403
+    assert answer.json == {
+        "message": "Forbidden (no consumer by username, custom_id for claim user.names)"
+    }
 
 
 async def test_a_claim_nested_to_the_limit_is_mapped_and_one_deeper_is_refused(

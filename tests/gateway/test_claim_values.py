@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from tokengate.gateway.claim_values import (
     claim_at,
     groups_header_value,
+    lua_number,
     render_header_value,
     subject_value,
 )
@@ -95,3 +96,19 @@ def test_any_claim_makes_a_safe_header_value_or_none(value: Any, path: list[str]
         assert rendered is None or not any(byte in rendered for byte in b"\r\n\x00")
     name = subject_value(found)
     assert name is None or isinstance(name, str)
+
+
+# ---- pinned after a mutation run ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "printed"),
+    [
+        (10**15, "1e+15"),
+        (2**53 + 1, "9.007199254741e+15"),
+        (-0.0, "-0"),
+        (10**400, "1" + "0" * 400),  # past a double's range: its digits, never "inf" or "None"
+    ],
+)
+def test_lua_number_prints_as_luajit_does(value: float, printed: str) -> None:
+    assert lua_number(value) == printed

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tokengate.gateway import jsonbody
 from tokengate.gateway.jsonbody import (
     UnreadableJson,
     json_holds_token,
@@ -183,3 +184,13 @@ def test_any_bytes_give_an_answer(body: bytes) -> None:
     if tokens:
         assert json_holds_token(body)
         assert json_tokens(json_without_token(body)) == []
+
+
+# ---- pinned after a mutation run ---------------------------------------------------------------
+
+
+def test_the_first_body_a_process_reads_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing read yet, nothing remembered: a fresh worker's first JSON body is read like any
+    other (the remembered body is compared only once there is one)."""
+    monkeypatch.setattr(jsonbody, "_last", None)  # as in a process that has read no body
+    assert json_tokens(b'{"access_token": "x"}') == ["x"]
