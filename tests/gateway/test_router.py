@@ -229,12 +229,26 @@ def test_header_regex_values() -> None:
     assert matched_name(router, "/", request_headers=headers(("User-Agent", "wget/1"))) is None
 
 
-def test_a_route_header_name_with_underscores_means_hyphens() -> None:
-    """Kong's router reads `x_tenant` as X-Tenant; a route that never matched would leave its
-    requests to another, perhaps unprotected, route."""
-    router = Router([route("tenant", headers={"x_tenant": ["acme"]})])
-    assert matched_name(router, "/", request_headers=headers(("X-Tenant", "acme"))) == "tenant"
-    assert matched_name(router, "/", request_headers=headers(("X_Tenant", "acme"))) is None
+@pytest.mark.parametrize("name", ["x_tenant", "X-Tenant"])
+def test_a_route_header_is_found_under_either_spelling_as_kong_finds_it(name: str) -> None:
+    """Kong's router reads a route's `x_tenant` (or `x-tenant`) from ngx.req.get_headers(): a
+    client's X_Tenant (nginx passes it on, and CGI-style upstreams read it as X-Tenant) first,
+    else X-Tenant. A spelling the route missed would leave its requests to another, perhaps
+    unprotected, route while the upstream still saw the tenant."""
+    router = Router([route("tenant", headers={name: ["acme"]}), route("public")])
+    for sent in (
+        headers(("X-Tenant", "acme")),
+        headers(("X_Tenant", "acme")),
+        headers(("x_tenant", "other"), ("X-Tenant", "other"), ("X_TENANT", "acme")),
+        {"X_Tenant": "acme"},  # a plain Mapping
+    ):
+        assert matched_name(router, "/", request_headers=sent) == "tenant", sent
+    for sent in (
+        headers(("X_Tenant", "other"), ("X-Tenant", "acme")),  # as Kong: X_Tenant found first
+        {"X_Tenant": "other", "X-Tenant": "acme"},
+        headers(("X-Ten_ant", "acme")),  # neither spelling
+    ):
+        assert matched_name(router, "/", request_headers=sent) == "public", sent
 
 
 @pytest.mark.parametrize("pattern", ["admin.example.com.", "*.example.com.", "admin.*."])
@@ -413,6 +427,10 @@ def test_path_handling_table(
         ("/s", "/foo", True, "/foo../x", "/s/x"),
         ("/s", "/foo", True, "/foo./x", "/s/x"),
         ("/s", "/foo", True, "/foo.", "/s"),
+        # the route's whole path matched: the request's trailing slash decides
+        ("/s/", "/api/", True, "/api/", "/s/"),
+        ("/s", "/", True, "/", "/s"),
+        ("/s", "/api/", True, "/api/", "/s/"),
     ],
 )
 def test_upstream_path_v0_edges(
@@ -437,6 +455,14 @@ def test_route_without_paths_forwards_the_whole_path(strip: bool, expected: str)
     found = Router([r]).match("GET", "h", "/a/b/", NO_HEADERS)
     assert found is not None
     assert found.upstream_path == expected
+
+
+@pytest.mark.parametrize("strip", [True, False])
+def test_route_without_paths_sends_the_root_to_the_service_path(strip: bool) -> None:
+    r = route("r", hosts=["h"], svc=service("/s"), strip_path=strip)
+    found = Router([r]).match("GET", "h", "/", NO_HEADERS)
+    assert found is not None
+    assert found.upstream_path == "/s"
 
 
 _SEGMENT = st.text(alphabet="ab.%2E", min_size=1, max_size=4)
@@ -527,3 +553,65 @@ def test_long_keys_are_answered_but_not_cached() -> None:
     big = headers(("X-V", "y" * 5000))
     assert matched_name(with_headers, "/a", request_headers=big) == "a"
     assert not with_headers._cache
+
+
+def test_the_prefix_a_strip_path_route_removed_is_told_upstream() -> None:
+    found = Router([route("r", paths=["/api"])]).match("GET", "h", "/api/x", NO_HEADERS)
+    assert found is not None
+    assert (found.prefix, found.prefix_line) == ("/api", b"X-Forwarded-Prefix: /api\r\n")
+
+
+def test_regex_priority_orders_regex_paths_only() -> None:
+    """Kong's regex_priority ranks a route's regex paths; between prefix paths the longer one
+    wins whatever the routes' regex_priority says."""
+    router = Router(
+        [
+            route("short", paths=["/a"], regex_priority=10),
+            route("long", paths=["/a/b"]),
+        ]
+    )
+    assert matched_name(router, "/a/b/c") == "long"
+
+
+def test_a_wildcard_host_for_another_port_does_not_hide_the_next_one() -> None:
+    router = Router([route("r", hosts=["*.example.com:8443", "*.example.com"])])
+    assert matched_name(router, "/", host="a.example.com:8000") == "r"
+
+
+def test_a_route_host_with_a_port_that_is_no_number_matches_nothing() -> None:
+    router = Router([route("odd", hosts=["api.example:https"]), route("any", paths=["/"])])
+    assert matched_name(router, "/", host="api.example:443") == "any"
+    assert matched_name(router, "/", host="api.example") == "any"
+
+
+def test_a_header_regex_is_searched_as_written_and_never_compared_as_text() -> None:
+    router = Router([route("beta", headers={"x-channel": ["~*^beta$"]}), route("any")])
+    assert matched_name(router, "/", request_headers=headers(("X-Channel", "BETA"))) == "beta"
+    assert matched_name(router, "/", request_headers=headers(("X-Channel", "pre-beta"))) == "any"
+    assert matched_name(router, "/", request_headers=headers(("X-Channel", "~*^beta$"))) == "any"
+
+
+def test_a_bad_header_regex_names_the_route_and_the_header() -> None:
+    with pytest.raises(ValueError, match=r"route 'bad': header 'x-v': .+"):
+        Router([route("bad", headers={"x-v": ["~*(unclosed"]})])
+
+
+def test_header_values_that_differ_only_when_upper_cased_are_cached_apart() -> None:
+    """The cache keys header values as the routes compare them, lower-cased: "ß" and "ss" are
+    two values ("ß".upper() is "SS")."""
+    router = Router([route("ss", headers={"x-v": ["ss"]}), route("any")])
+    assert matched_name(router, "/", request_headers=headers(("X-V", "ß"))) == "any"
+    assert matched_name(router, "/", request_headers=headers(("X-V", "ss"))) == "ss"
+
+
+def test_a_long_path_is_not_cached_when_routes_look_at_headers() -> None:
+    router = Router([route("v", paths=["/a"], headers={"x-v": ["1"]}), route("a", paths=["/a"])])
+    assert matched_name(router, "/a/" + "x" * 5000, request_headers=headers(("X-V", "1"))) == "v"
+    assert not router._cache
+
+
+def test_the_cache_is_cleared_when_it_reaches_its_bound() -> None:
+    router = Router([route("a", paths=["/a"])])
+    for i in range(router_module.CACHE_SIZE + 1):
+        matched_name(router, f"/a/{i}")
+    assert len(router._cache) <= router_module.CACHE_SIZE

@@ -349,8 +349,8 @@ def _compile_headers(
             patterns = tuple(HeaderRegex(v[2:]) for v in values if v.startswith("~*"))
         except RegexError as exc:
             raise ValueError(f"route {route.name!r}: header {name!r}: {exc}") from None
-        # Kong's router reads `x_tenant` as the X-Tenant header (it names headers with `_` for
-        # `-`), and nginx drops client headers spelt with `_`: so `_` here means `-`.
+        # Kong's router names a header with "_" for "-" (`x_tenant` is X-Tenant, and X_Tenant
+        # too: _header_values); kept here spelt with "-".
         compiled.append((name.lower().replace("_", "-"), plain, patterns))
     return tuple(compiled)
 
@@ -370,9 +370,15 @@ def _split_host(host: str) -> tuple[str, str | None]:
 
 
 def _header_values(headers: Mapping[str, str], name: str) -> Sequence[str]:
+    """The values a route's header `name` (lower-case, "-" for "_") finds, as Kong's router
+    finds them in ngx.req.get_headers(): under the name spelt with "_" (a client's `X_Tenant`,
+    which nginx passes on with underscores_in_headers, and CGI-style upstreams read as
+    X-Tenant), else under the name spelt with "-"."""
+    underscored = name.replace("-", "_")
     getall = getattr(headers, "getall", None)
     if getall is not None:
-        values: Sequence[str] = getall(name, ())
-        return values
+        values: Sequence[str] = getall(underscored, ()) if underscored != name else ()
+        return values or getall(name, ())
     # A plain Mapping (tests, tools): compare names case-insensitively ourselves.
-    return [value for key, value in headers.items() if key.lower() == name]
+    items = [(key.lower(), value) for key, value in headers.items()]
+    return [v for k, v in items if k == underscored] or [v for k, v in items if k == name]
