@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from tests.gateway.issuer import TestIssuer, test_issuer  # noqa: F401
+from tokengate.gateway import headers as headers_module
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import GatewayConfig, Route, Service
 from tokengate.gateway.keys import KeyPolicy
@@ -47,6 +48,13 @@ def make_route(service: Service | None, paths: tuple[str, ...] = ("/",), **field
     }
     values.update(fields)
     return Route(**values)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_header_fates() -> None:
+    """Each test judges header names afresh: a name remembered from an earlier test must not
+    stand in for the rules under test."""
+    headers_module._FATES.clear()
 
 
 StartGateway = Callable[..., Awaitable[GatewayServer]]

@@ -13,14 +13,21 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request, serving
 from tests.gateway.issuer import TestIssuer
 from tokengate.cli import build_parser
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import load_config
-from tokengate.gateway.forwarded import TrustedPeers
+from tokengate.gateway.forwarded import (
+    Forwarded,
+    TrustedPeers,
+    forwarded_headers,
+    host_name,
+    redirect_host,
+    routing_host,
+)
 from tokengate.gateway.oidc_config import OidcConfig
 
 LOCAL = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
@@ -130,8 +137,9 @@ async def test_a_trusted_proxy_that_names_no_host_gets_the_host_header_as_nginx_
     sent = {"X-Forwarded-Proto": "https", "Host": "API.Example.:8443"}
     status, _, body = await get(gw.proxy_port, "/open/x", sent)
     assert status == 200
-    # nginx's $host: lower-cased, without the port (the trailing dot as the client wrote it)
-    assert json.loads(body)["x-forwarded-host"] == "api.example."
+    # nginx's $host: lower-cased, without the port, and without one trailing dot (as
+    # ngx_http_validate_host leaves the name)
+    assert json.loads(body)["x-forwarded-host"] == "api.example"
 
 
 async def test_the_redirect_uses_a_trusted_proxys_host(
@@ -311,3 +319,115 @@ def test_kong_yaml_https_only_routes_keep_their_redirect_code_and_warn(tmp_path:
     assert not both.https_only and both.https_redirect_status_code == 426
     assert [w for w in config.warnings if "routes[0].protocols: https only" in w]
     assert not [w for w in config.warnings if "routes[1]" in w]
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        ("API.Example.COM", "api.example.com"),
+        ("API.Example.COM:8443", "api.example.com"),
+        ("[::1]", "[::1]"),
+        ("[FE80::1]:8000", "[fe80::1]"),
+        # ngx_http_validate_host drops one trailing dot before $host is made of the name
+        ("api.example.", "api.example"),
+        ("API.Example.:8443", "api.example"),
+    ],
+)
+def test_host_name_is_the_host_lower_cased_without_its_port(host: str, name: str) -> None:
+    assert host_name(host) == name
+
+
+@pytest.mark.parametrize(
+    ("host", "routed"),
+    [
+        ("api.example", "api.example"),
+        ("api.example.", "api.example"),
+        ("api.example.:8080", "api.example:8080"),
+        ("[::1]:8080", "[::1]:8080"),
+        ("API.Example:", "API.Example:"),
+    ],
+)
+def test_routing_host_drops_one_trailing_dot_and_keeps_the_port(host: str, routed: str) -> None:
+    assert routing_host(host) == routed
+
+
+@pytest.mark.parametrize(
+    "host", ["api..example", "a.b..", ".", ".:80", "x@api.example", "api.example/x", ""]
+)
+def test_routing_host_refuses_what_names_no_host(host: str) -> None:
+    assert routing_host(host) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "safe"),
+    [
+        ("public.example", "public.example"),
+        ("[::1]:8443", "[::1]:8443"),
+        ("evil.example/x?", None),
+        ("evil.example\\x", None),
+        ("a b", None),
+    ],
+)
+def test_redirect_host_passes_only_what_is_safe_in_a_location(host: str, safe: str | None) -> None:
+    assert redirect_host(host) == safe
+
+
+def trusted_headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(pairs))
+
+
+def test_a_trusted_peer_that_sends_nothing_gets_the_gateways_own_values() -> None:
+    forwarded = Forwarded.from_trusted(
+        trusted_headers(), peer="10.0.0.9", host="api.example", port="8000", path="/a"
+    )
+    assert forwarded_headers(forwarded, b"rid") == (
+        b"X-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
+        b"X-Forwarded-Host: api.example\r\nX-Forwarded-Port: 8000\r\n"
+        b"X-Forwarded-Path: /a\r\nX-Real-IP: 10.0.0.9\r\nX-Request-Id: rid\r\n"
+    )
+
+
+def test_a_trusted_peers_values_pass_first_of_each_and_its_chain_is_extended() -> None:
+    sent = trusted_headers(
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-For", "198.51.100.2"),
+        ("X-Forwarded-Proto", " https "),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "public.example"),
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Path", "/outer/a"),
+        ("X-Forwarded-Prefix", "/outer"),
+        ("X-Real-IP", " 203.0.113.7 "),
+    )
+    forwarded = Forwarded.from_trusted(
+        sent, peer="10.0.0.9", host="api.example", port="8000", path="/a", prefix="/o"
+    )
+    assert forwarded_headers(forwarded, b"rid") == (
+        b"X-Forwarded-For: 203.0.113.7, 198.51.100.2, 10.0.0.9\r\nX-Forwarded-Proto: https\r\n"
+        b"X-Forwarded-Host: public.example\r\nX-Forwarded-Port: 443\r\n"
+        b"X-Forwarded-Path: /outer/a\r\nX-Forwarded-Prefix: /outer\r\n"
+        b"X-Real-IP: 203.0.113.7\r\nX-Request-Id: rid\r\n"
+    )
+
+
+def test_blank_forwarded_values_and_a_real_ip_that_is_no_address_fall_back() -> None:
+    sent = trusted_headers(
+        ("X-Forwarded-Proto", " "), ("X-Forwarded-Host", ""), ("X-Real-IP", "unknown")
+    )
+    forwarded = Forwarded.from_trusted(sent, peer="10.0.0.9", host="h", port="80", path="/")
+    assert (forwarded.proto, forwarded.host, forwarded.client) == ("http", "h", "10.0.0.9")
+
+
+def test_forwarded_values_in_other_bytes_than_utf8_go_upstream_as_they_came() -> None:
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: b"caf\xe9" arrives thus.
+    sent = trusted_headers(("X-Forwarded-Host", b"caf\xe9".decode("utf-8", "surrogateescape")))
+    forwarded = Forwarded.from_trusted(sent, peer="10.0.0.9", host="h", port="80", path="/")
+    assert b"X-Forwarded-Host: caf\xe9\r\n" in forwarded_headers(forwarded, b"rid")
+
+
+def test_trusted_peers_remember_a_bounded_number_of_addresses() -> None:
+    trusted = TrustedPeers((ip_network("10.0.0.0/8"),))
+    for i in range(4097):
+        assert trusted.trusts(f"10.0.{i // 256}.{i % 256}")
+    assert len(trusted._seen) <= 4096
+    assert trusted.trusts("10.0.0.1") and not trusted.trusts("11.0.0.1")

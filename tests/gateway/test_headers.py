@@ -10,6 +10,7 @@ from tokengate.gateway import headers as headers_module
 from tokengate.gateway.headers import (
     build_request_head,
     connection_named,
+    host_value,
     response_head,
     response_headers,
     sane_request_id,
@@ -208,3 +209,131 @@ def test_the_names_judged_are_remembered_within_a_bound() -> None:
     assert len(headers_module._FATES) <= headers_module._FATES_MAX
     assert b"X-Name-1: v\r\n" in head([(b"X-Name-1", b"v")])
     assert b"spoofed" not in head([(b"X_Consumer_ID", b"spoofed")])
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "protocol", "expected"),
+    [
+        ("svc", 80, "http", b"svc"),
+        ("svc", 443, "https", b"svc"),
+        ("svc", 443, "http", b"svc:443"),
+        ("svc", 80, "https", b"svc:80"),
+        ("svc", 8080, "http", b"svc:8080"),
+        ("[::1]", 80, "http", b"[::1]"),
+        ("bücher.example", 8443, "https", b"xn--bcher-kva.example:8443"),
+    ],
+)
+def test_host_value_leaves_out_only_the_schemes_default_port(
+    host: str, port: int, protocol: str, expected: bytes
+) -> None:
+    assert host_value(host, port, protocol) == expected
+
+
+def test_the_table_of_judged_names_is_cleared_when_it_reaches_its_bound() -> None:
+    for i in range(headers_module._FATES_MAX + 1):
+        head([(b"X-Name-%d" % i, b"v")])
+    assert len(headers_module._FATES) <= headers_module._FATES_MAX
+
+
+def test_a_response_connection_naming_a_dashed_name_keeps_the_underscore_spelling() -> None:
+    """Only requests read "_" as "-": X_Hop is another header than the X-Hop the upstream
+    named, in both response paths."""
+    raw = [(b"Connection", b"X-Hop"), (b"X-Hop", b"1"), (b"X_Hop", b"2")]
+    out = response_head(200, b"OK", raw, body_length=0, request_id=b"r", keep_alive=True)
+    assert b"X-Hop:" not in out and b"X_Hop: 2\r\n" in out
+    headers = response_headers(raw, b"r")
+    assert "X-Hop" not in headers and headers["X_Hop"] == "2"
+
+
+def test_a_buffered_response_counts_a_connection_header_after_a_close() -> None:
+    raw = [(b"Connection", b"X-Hop-Secret"), (b"Connection", b"close"), (b"X-Hop-Secret", b"1")]
+    out = response_head(200, b"OK", raw, body_length=0, request_id=b"r", keep_alive=True)
+    assert b"secret" not in out.lower()
+
+
+def test_an_upstream_request_id_its_connection_names_is_replaced_by_ours() -> None:
+    raw = [(b"X-Request-Id", b"up"), (b"Connection", b"X-Request-Id")]
+    out = response_head(200, b"OK", raw, body_length=0, request_id=b"ours", keep_alive=True)
+    assert b"X-Request-Id: ours\r\n" in out and b"up" not in out
+    assert out.count(b"X-Request-Id") == 1
+    assert response_headers(raw, b"ours").getall("X-Request-Id") == ["ours"]
+
+
+def test_streamed_response_keeps_the_upstreams_via_and_headers_after_hop_by_hop_ones() -> None:
+    raw = [
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Via", b"1.0 edge"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Content-Type", b"text/plain"),
+    ]
+    headers = response_headers(raw, b"rid")
+    assert list(headers.items()) == [
+        ("Content-Type", "text/plain"),
+        ("Via", "1.0 edge, 1.1 tokengate"),
+        ("X-Request-Id", "rid"),
+        ("Server", "tokengate"),
+    ]
+
+
+def test_streamed_response_header_values_pass_as_utf8_else_latin1() -> None:
+    raw = [
+        (b"Content-Disposition", "attachment; filename=é.txt".encode()),
+        (b"X-Legacy", b"caf\xe9"),
+    ]
+    headers = response_headers(raw, b"rid")
+    assert headers["Content-Disposition"] == "attachment; filename=é.txt"
+    assert headers["X-Legacy"] == "café"
+
+
+ADDED = ((b"Access-Control-Allow-Origin", b"https://app.example"), (b"Vary", b"Origin"))
+
+
+def test_the_gateways_own_response_headers_come_after_the_upstreams() -> None:
+    raw = [(b"Vary", b"Accept"), (b"Connection", b"Access-Control-Allow-Origin")]
+    out = response_head(
+        200, b"OK", raw, body_length=0, request_id=b"r", keep_alive=True, added=ADDED
+    )
+    assert b"Vary: Accept\r\nAccess-Control-Allow-Origin: https://app.example\r\n" in out
+    assert b"Vary: Origin\r\n" in out
+    headers = response_headers(raw, b"r", ADDED)
+    assert headers.getall("Vary") == ["Accept", "Origin"]
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+
+def test_an_upstream_request_id_stays_alone_when_its_connection_names_another_header() -> None:
+    raw = [(b"X-Request-Id", b"up"), (b"Connection", b"X-Hop"), (b"X-Hop", b"1")]
+    out = response_head(200, b"OK", raw, body_length=0, request_id=b"ours", keep_alive=True)
+    assert b"X-Request-Id: up\r\n" in out and b"ours" not in out
+
+
+@pytest.mark.parametrize("named", [b"Date", b"Server", b"Date, Server"])
+def test_a_buffered_answer_keeps_a_date_and_a_server_when_the_upstream_names_its_own(
+    named: bytes,
+) -> None:
+    """RFC 9110 §6.6.1: a proxy with a clock adds the Date an upstream's answer lacks, and one
+    whose Connection named its own has lost it (§7.6.1); Server as the streamed path adds it."""
+    raw = [
+        (b"Date", b"Thu, 26 Nov 2026 18:00:00 GMT"),
+        (b"Server", b"upstream/1.0"),
+        (b"Connection", named),
+    ]
+    out = response_head(200, b"OK", raw, body_length=0, request_id=b"r", keep_alive=True)
+    assert len(re.findall(rb"\r\nDate: ", out)) == 1
+    assert (b"18:00:00" in out) == (b"Date" not in named)  # the upstream's, unless it named it
+    assert len(re.findall(rb"\r\nServer: ", out)) == 1
+    assert (b"\r\nServer: tokengate\r\n" in out) == (b"Server" in named)
+    assert response_headers(raw, b"r").getall("Server") == (
+        ["tokengate"] if b"Server" in named else ["upstream/1.0"]
+    )
+
+
+def test_a_close_header_never_passes_with_connection_close() -> None:
+    """RFC 9110 §7.6.1: an intermediary removes the fields a connection option names, and
+    "close" is one (why the field name Close is reserved), in both directions."""
+    raw = [(b"Connection", b"close"), (b"Close", b"smuggled"), (b"Accept", b"*/*")]
+    out = head(raw)
+    assert b"smuggled" not in out
+    assert b"Accept: */*\r\n" in out
+    answer = response_head(200, b"OK", raw, body_length=0, request_id=b"r", keep_alive=True)
+    assert b"smuggled" not in answer
+    assert "Close" not in response_headers(raw, b"r")

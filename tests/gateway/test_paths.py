@@ -191,3 +191,27 @@ def test_plain_paths_are_returned_unchanged(tail: str) -> None:
 )
 def test_kong_router_path_reads_escapes_as_kongs_normalize(raw: str, kong: str) -> None:
     assert kong_router_path(raw) == kong
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("*", "path must start with '/'"),
+        ("/a;b", "';' path parameter (servlet containers drop it before they map a path)"),
+        ("/a\\b", "forbidden character in path"),
+        ("/a%2", "malformed percent-escape"),
+        ("/a%0d%0a", "encoded control character"),
+        ("/a%2fb", "encoded slash or backslash"),
+        ("/..", "dot segment above the root"),
+    ],
+)
+def test_a_refused_path_names_its_reason_for_logs_and_config_errors(raw: str, reason: str) -> None:
+    with pytest.raises(BadPath) as caught:
+        canonical_path(raw)
+    assert caught.value.reason == reason
+    assert str(caught.value) == reason
+
+
+def test_kong_router_path_keeps_an_escape_that_is_no_utf8_as_a_byte() -> None:
+    # Kong's normalize decodes %C3 alone to the byte 0xC3: here, its surrogateescape stand-in.
+    assert kong_router_path("/a%C3x") == "/a\udcc3x"

@@ -35,10 +35,12 @@ _VALID_HOST: Final = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-
 
 
 def host_name(host_header: str) -> str:
-    """The Host header without its port, lower-cased (nginx's $host)."""
+    """The Host header without its port and one trailing dot, lower-cased (nginx's $host:
+    ngx_http_validate_host drops the dot too)."""
     if host_header.startswith("["):
         return host_header[: host_header.find("]") + 1].lower()  # "[::1]:8000" -> "[::1]"
-    return host_header.rpartition(":")[0].lower() if ":" in host_header else host_header.lower()
+    name = host_header.rpartition(":")[0] if ":" in host_header else host_header
+    return name.removesuffix(".").lower()
 
 
 def routing_host(host_header: str) -> str | None:

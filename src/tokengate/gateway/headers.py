@@ -45,6 +45,9 @@ HOP_BY_HOP: Final = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+        # RFC 9110 reserves the field name "Close": it would be named by `Connection: close`, which
+        # the fast path in _named_by does not parse.
+        b"close",
     }
 )
 
@@ -297,6 +300,10 @@ def response_head(
         # Framing and our request id are ours to write even if the upstream named them.
         has_length = has_length and b"content-length" not in named
         has_request_id = has_request_id and b"x-request-id" not in named
+        # RFC 9110 §6.6.1: a Date the upstream named is gone, and a proxy adds one; Server too,
+        # as the streamed path does.
+        has_date = has_date and b"date" not in named
+        has_server = has_server and b"server" not in named
     for name, value in added:
         parts += (name, b": ", value, b"\r\n")
     if body_length is not None and not has_length:
