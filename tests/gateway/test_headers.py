@@ -72,6 +72,8 @@ def test_connection_named_headers_are_dropped_case_insensitively() -> None:
         b"X-Forwarded",
         b"True-Client-IP",
         b"X-Client-IP",
+        b"Client-IP",
+        b"X-Cluster-Client-IP",
         b"X-Original-URL",
         b"X-Rewrite-URL",
         # names nginx refuses: PHP reads "." and " " as "_"

@@ -68,6 +68,8 @@ _REQUEST_DROP: Final = HOP_BY_HOP | {
     b"x-forwarded",
     b"true-client-ip",
     b"x-client-ip",
+    b"client-ip",  # Rails' remote_ip reads it when no X-Forwarded-For entry is untrusted
+    b"x-cluster-client-ip",
     b"x-original-url",
     b"x-rewrite-url",
     # httpoxy: CGI puts it in HTTP_PROXY, which HTTP clients in the upstream take for their
