@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import jwt
@@ -26,6 +27,7 @@ from pytest_aiohttp import AiohttpClient
 from tests.abandon import leave_mid_body, served, server_errors
 from tests.identity.support import Clock, IdentityTestServer
 from tests.identity.test_tokens import PUBLIC_URL, basic, new_store
+from tokengate.identity import signing
 from tokengate.identity.app import create_identity_app
 from tokengate.identity.grants import InvalidGrant, TokenRequest, token_endpoint
 from tokengate.identity.grants import Issuer as IssuerContext
@@ -487,7 +489,11 @@ async def test_server_error_when_a_claim_cannot_be_used(
         "client_secret": issuer.secret,
     }
     await oauth_error(issuer, 500, "server_error", data=data)
-    assert any(logged in r.getMessage() for r in caplog.records)
+    # the log names the client and the auth server whose configuration is at fault
+    prefix = f"cannot mint a token for client {issuer.client.id} of {issuer.server.id}: "
+    assert any(
+        r.getMessage().startswith(prefix) and logged in r.getMessage() for r in caplog.records
+    )
     assert issuer.store.list_tokens(issuer.server.id, issuer.client.id) == []
 
 
@@ -1123,7 +1129,7 @@ async def test_userinfo_of_a_token_with_two_scopes(issuer: Issuer) -> None:
 
 # A /userinfo-only claim that cannot render: 500 server_error JSON
 async def test_userinfo_with_a_claim_that_cannot_render_is_server_error_json(
-    issuer: Issuer,
+    issuer: Issuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     issuer.store.create_claim(
         issuer.server.id,
@@ -1141,6 +1147,11 @@ async def test_userinfo_with_a_claim_that_cannot_render_is_server_error_json(
             "error": "server_error",
             "error_description": "a claim could not be rendered",
         }
+    # the log names the client and the claim at fault
+    prefix = f"userinfo for client {issuer.client.id}: "
+    assert any(
+        r.getMessage().startswith(prefix) and "'bad'" in r.getMessage() for r in caplog.records
+    )
 
 
 # Nbf and iat are judged by the issuer's clock, never the system's
@@ -1190,6 +1201,9 @@ async def test_a_token_for_an_http_1_0_client_is_json(issuer: Issuer) -> None:
     head = answer.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/1.0 200") or head.startswith(b"http/1.1 200"), head
     assert b"\r\ncontent-type: application/json" in head, head
+    # RFC 6749 §5.1: never cached, whatever the HTTP version
+    assert b"\r\ncache-control: no-store\r\n" in head, head
+    assert b"\r\npragma: no-cache\r\n" in head, head
 
 
 # Two Authorization headers at the token endpoint
@@ -1202,3 +1216,173 @@ async def test_two_authorization_headers_at_the_token_endpoint_are_described(
     ) as resp:
         assert resp.status == 400
         assert (await resp.json())["error_description"] == "more than one Authorization header"
+
+
+# RFC 6750 §2.1 / RFC 9110 §11.4: one or more spaces between "Bearer" and the token
+async def test_userinfo_takes_a_bearer_token_after_several_spaces(issuer: Issuer) -> None:
+    token = (await issuer.token())["access_token"]
+    headers = {"Authorization": f"Bearer   {token}"}
+    async with issuer.http.get(issuer.path + "/userinfo", headers=headers) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["sub"] == issuer.client.id
+
+
+# Userinfo renders its claims at the issuer's clock, when it is asked
+async def test_userinfo_renders_time_claims_at_the_issuers_clock(issuer: Issuer) -> None:
+    issuer.store.create_claim(
+        issuer.server.id,
+        name="asked_at",
+        value="${ now | unixEpoch }",
+        include_in_token=False,
+        include_in_all_scopes=True,
+    )
+    token = (await issuer.token())["access_token"]
+    issuer.clock.advance(seconds=90)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with issuer.http.get(issuer.path + "/userinfo", headers=headers) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["asked_at"] == int(issuer.clock.time())
+
+
+# Origins as browsers send them for trusted_origins written with http's default port or an IPv6
+# literal (RFC 6454 §6.2: the port only when it is not the scheme's default; the host bracketed)
+@pytest.mark.parametrize(
+    ("trusted", "origin"),
+    [
+        ("http://app.example.com:80/callback", "http://app.example.com"),
+        ("http://[::1]:8080/", "http://[::1]:8080"),
+        ("https://[2001:DB8::1]", "https://[2001:db8::1]"),
+    ],
+)
+async def test_trusted_origins_match_what_browsers_send(
+    issuer: Issuer, trusted: str, origin: str
+) -> None:
+    issuer.store.update_auth_server(issuer.server.id, trusted_origins=[trusted])
+    headers = {"Origin": origin}
+    async with issuer.http.get(issuer.path + "/.well-known/jwks", headers=headers) as resp:
+        assert resp.headers.get("Access-Control-Allow-Origin") == origin
+
+
+def test_a_token_is_active_only_at_the_issuer_it_names(
+    minted: tuple[IssuerApi, IssuerContext, str],
+) -> None:
+    api, context, token = minted
+    assert api.active_claims(context, token) is not None
+    elsewhere = IssuerContext(
+        context.store, context.server, "http://elsewhere.test/x/auth", context.clock
+    )
+    assert api.active_claims(elsewhere, token) is None
+
+
+def _other_clients_jti(context: IssuerContext) -> str:
+    other, secret = context.store.create_client(context.server.id, name="Other")
+    form = {"grant_type": "client_credentials", "client_id": other.id, "client_secret": secret}
+    access_token = token_endpoint(context, TokenRequest(form))["access_token"]
+    return str(jwt.decode(access_token, options={"verify_signature": False})["jti"])
+
+
+# Tokens signed with this auth server's own key (as only its private key can) but not as it mints
+# them: inactive, never an error
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda claims, context: claims.pop("exp"),
+        lambda claims, context: claims.update(exp=str(claims["exp"])),
+        lambda claims, context: claims.update(nbf=str(claims["nbf"])),
+        lambda claims, context: claims.update(jti=7),
+        lambda claims, context: claims.update(jti=_other_clients_jti(context)),
+    ],
+    ids=["no-exp", "string-exp", "string-nbf", "number-jti", "another-clients-jti"],
+)
+def test_a_token_signed_here_but_not_as_minted_is_inactive(
+    minted: tuple[IssuerApi, IssuerContext, str], change: Any
+) -> None:
+    api, context, token = minted
+    claims = jwt.decode(token, options={"verify_signature": False})
+    change(claims, context)
+    signer = signing.signer_for(context.store.active_key(context.server.id))
+    forged = jwt.encode(
+        claims, signer.private_key, algorithm=signer.algorithm, headers={"kid": signer.kid}
+    )
+    assert api.active_claims(context, forged) is None
+
+
+# What a client reads of a form refused before anything else (error_description)
+@pytest.mark.parametrize(
+    ("body", "charset", "description"),
+    [
+        (
+            b"grant_type=client_credentials",
+            "latin-1",
+            "the form's charset must be UTF-8, not 'latin-1'",
+        ),
+        (
+            b"grant_type=client_credentials",
+            "x" * 40,
+            f"the form's charset must be UTF-8, not {'x' * 32!r}",
+        ),
+        (b"scope=a&grant_type=client_credentials&scope=b", None, "parameter 'scope' is repeated"),
+        (b"k" * 100 + b"=1&" + b"k" * 100 + b"=2", None, f"parameter {'k' * 64!r} is repeated"),
+    ],
+    ids=["latin-1", "long-charset", "repeated", "long-repeated"],
+)
+async def test_a_refused_form_is_described(
+    issuer: Issuer, body: bytes, charset: str | None, description: str
+) -> None:
+    content_type = FORM_TYPE + (f"; charset={charset}" if charset else "")
+    async with issuer.http.post(
+        issuer.path + "/oauth/token", data=body, headers={"Content-Type": content_type}
+    ) as resp:
+        assert resp.status == 400
+        assert await resp.json() == {"error": "invalid_request", "error_description": description}
+
+
+# A form ending in a line break (curl --data-binary @file) is read without it
+async def test_a_form_ending_in_a_newline_gets_a_token(issuer: Issuer) -> None:
+    body = (
+        f"grant_type=client_credentials&client_id={issuer.client.id}"
+        f"&client_secret={issuer.secret}\r\n"
+    ).encode()
+    async with issuer.http.post(
+        issuer.path + "/oauth/token", data=body, headers={"Content-Type": FORM_TYPE}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["token_type"] == "Bearer"
+
+
+# The public URL is used as given, less any trailing slash (whatever character precedes it)
+@pytest.mark.parametrize(
+    "public_url",
+    ["http://sandbox/tenant-X", "http://sandbox/tenant-X/", "http://sandbox/tenant-X//"],
+)
+async def test_the_issuer_is_the_public_url_without_trailing_slashes(
+    aiohttp_client: AiohttpClient, store: Store, clock: Clock, public_url: str
+) -> None:
+    server, *_ = seed(store)
+    app = create_issuer_app(store, public_url=public_url, clock=clock.time)
+    http = await aiohttp_client(IdentityTestServer(app))
+    doc = await get_json(http, f"/{server.issuer_id}/auth/.well-known/openid-configuration")
+    assert doc["issuer"] == f"http://sandbox/tenant-X/{server.issuer_id}/auth"
+
+
+# RFC 6749 Appendix B: names and values are UTF-8, then percent-encoded, whatever octets carry
+# the body. A body declared charset=us-ascii is all ASCII, and its percent-escapes are still UTF-8:
+# a client whose secret is not ASCII gets its token, as it does with charset=utf-8.
+async def test_a_us_ascii_form_percent_decodes_as_utf_8(aiohttp_client: AiohttpClient) -> None:
+    clock = Clock()
+    with new_store(clock) as store:
+        server = store.create_auth_server(name="s", audience="a")
+        client, secret = store.create_client(server.id, name="c", secret="caf\u00e9-secret")
+        app = create_issuer_app(store, public_url=PUBLIC_URL, clock=clock.time)
+        http = await aiohttp_client(IdentityTestServer(app))
+        body = urlencode(
+            {"grant_type": "client_credentials", "client_id": client.id, "client_secret": secret}
+        )
+        for charset in ("utf-8", "us-ascii"):
+            async with http.post(
+                f"/{server.issuer_id}/auth/oauth/token",
+                data=body.encode("ascii"),
+                headers={"Content-Type": f"application/x-www-form-urlencoded; charset={charset}"},
+            ) as resp:
+                assert resp.status == 200, (charset, await resp.text())
+                assert (await resp.json())["token_type"] == "Bearer"

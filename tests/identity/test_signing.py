@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
+import threading
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.gateway.support import eventually
 from tokengate.identity import signing
 from tokengate.identity.models import SIGNING_ALGORITHMS, SigningKey
 
@@ -137,3 +141,86 @@ def test_is_published_covers_active_and_retired_within_grace(key: SigningKey) ->
     assert retired.is_published(NOW)
     assert not retired.is_published(later)
     assert not dataclasses.replace(key, retired_at=NOW).is_published(NOW)
+
+
+# ---- pinned after a mutation run of signing ------------------------------------------------------
+
+
+# RFC 7518 §6.3.1: n and e are unsigned big-endian integers in the fewest octets, unpadded
+# base64url (a stripped "=" only: any base64url character may end them)
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [(65537, "AQAB"), (0x010017, "AQAX"), (0xFF, "_w"), (0x0100, "AQA"), (0xFFFF_FF, "____")],
+)
+def test_jwk_integers_are_big_endian_base64url_without_padding(value: int, encoded: str) -> None:
+    assert signing._b64url_uint(value) == encoded
+
+
+def test_the_jwk_modulus_has_no_leading_zero_octet(key: SigningKey) -> None:
+    raw = base64.urlsafe_b64decode(signing.public_jwk(key)["n"] + "==")
+    assert len(raw) == 256  # 2048 bits, so the top octet is never 0
+    assert raw[0] != 0
+
+
+def watch_generation(monkeypatch: pytest.MonkeyPatch, fail_first: bool = False) -> list[int]:
+    """Counts RSA generations (each appends when it starts); the first may fail."""
+    real_generate = rsa.generate_private_key
+    started: list[int] = []
+
+    def watched(*args: Any, **kwargs: Any) -> rsa.RSAPrivateKey:
+        started.append(threading.get_ident())
+        if fail_first and len(started) == 1:
+            raise RuntimeError("no entropy today")
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(rsa, "generate_private_key", watched)
+    return started
+
+
+async def test_a_spare_key_is_made_once_however_often_it_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started = watch_generation(monkeypatch)
+    spare_keys = signing.SpareKeys()
+    spare_keys.make_spare()
+    spare_keys.make_spare()  # while the first is on its way
+    await eventually(lambda: spare_keys.ready, timeout=20)
+    spare_keys.make_spare()  # while one is ready
+    await asyncio.sleep(0.2)  # room for a second generation to start, if one were asked for
+    assert len(started) == 1
+    key = spare_keys("s", "PS256", NOW)  # takes the spare, and starts the next one
+    assert signing.signer_for(key).algorithm == "PS256"
+    await eventually(lambda: spare_keys.ready, timeout=20)
+    assert len(started) == 2
+
+
+async def test_a_failed_spare_is_dropped_quietly_and_the_next_one_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop_errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: loop_errors.append(context))
+    started = watch_generation(monkeypatch, fail_first=True)
+    spare_keys = signing.SpareKeys()
+    spare_keys.make_spare()
+    await eventually(lambda: len(started) == 1, timeout=20)
+    await asyncio.sleep(0.1)  # the done callback runs on the loop
+    assert not spare_keys.ready
+    assert loop_errors == []
+    spare_keys.make_spare()  # the failed one is no longer on its way: another is made
+    await eventually(lambda: spare_keys.ready, timeout=20)
+    assert len(started) == 2
+
+
+# The signer cache is bounded: when it holds _SIGNER_CACHE_MAX keys, the next new kid empties it
+def test_the_signer_cache_is_emptied_when_full(
+    key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(signing, "_SIGNER_CACHE_MAX", 3)
+    signing._signers.clear()
+    first, *others = [with_algorithm(key, "RS256") for _ in range(4)]
+    cached = signing.signer_for(first)
+    for other in others[:2]:
+        signing.signer_for(other)
+    assert signing.signer_for(first) is cached  # three keys: still cached
+    signing.signer_for(others[2])  # a fourth: the cache starts over
+    assert signing.signer_for(first) is not cached

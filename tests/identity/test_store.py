@@ -803,3 +803,91 @@ def test_reads_follow_writes_from_this_and_other_connections(tmp_path: Path, clo
         command.update_secret(server.id, client.id, item.id, enabled=False)
         time.sleep(OTHER_WRITERS_POLL)
         assert server_side.check_client_secret(server.id, client.id, secret) is None
+
+
+# --- pinned after a mutation run of the secret and signing-key functions -------------------------
+
+
+# The stored form: scheme, 16-byte salt and 32-byte HMAC, unpadded base64url
+def test_a_secret_hash_is_scheme_salt_and_digest_unpadded() -> None:
+    assert re.fullmatch(r"hmac-sha256\$[A-Za-z0-9_-]{22}\$[A-Za-z0-9_-]{43}", hash_secret("s"))
+
+
+def test_replace_client_re_enables_a_disabled_secret_it_names(
+    store: Store, clock: Clock, server_id: str
+) -> None:
+    client, _ = store.create_client(server_id, name="app", secret="first")
+    [first] = store.list_secrets(server_id, client.id)
+    store.update_secret(server_id, client.id, first.id, enabled=False)
+    store.create_secret(server_id, client.id, secret="second")
+    assert store.check_client_secret(server_id, client.id, "first") is None
+    clock.advance(seconds=1)
+    _, created_secret, _ = store.replace_client(server_id, client.id, secret="first", name="app")
+    assert created_secret is None  # the same row, enabled again
+    [kept] = store.list_secrets(server_id, client.id)
+    assert (kept.id, kept.enabled, kept.updated_at) == (first.id, True, clock.now)
+    assert store.check_client_secret(server_id, client.id, "first") == client
+    assert store.check_client_secret(server_id, client.id, "second") is None
+
+
+def test_a_secret_replaced_by_put_stops_authenticating_at_once(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "id.db"
+    with Store.open(path, clock=clock, key_factory=pooled_key) as store:
+        server_id = store.create_auth_server(name="Demo", audience="a").id
+        client, _ = store.create_client(server_id, name="app", secret="old")
+    # A fresh process: nothing written yet, then a little configuration, then a token request
+    with Store.open(path, clock=clock, key_factory=pooled_key) as store:
+        store.create_scope(server_id, name="read")
+        store.create_scope(server_id, name="write")
+        assert store.check_client_secret(server_id, client.id, "old") is not None
+        store.replace_client(server_id, client.id, secret="new", name="app")
+        assert store.check_client_secret(server_id, client.id, "old") is None
+        assert store.check_client_secret(server_id, client.id, "new") is not None
+
+
+def test_a_missing_secret_is_told_apart_from_a_missing_client(store: Store, server_id: str) -> None:
+    client, _ = store.create_client(server_id, name="app")
+    with pytest.raises(NotFound, match=r"^client secret \[nope\] not found$"):
+        store.get_secret(server_id, client.id, "nope")
+    with pytest.raises(NotFound, match=r"^client \[no-client\] not found$"):
+        store.get_secret(server_id, "no-client", "nope")
+
+
+def test_each_auth_server_signs_with_its_own_active_key(store: Store) -> None:
+    one = store.create_auth_server(name="One", audience="a")
+    two = store.create_auth_server(name="Two", audience="a")
+    keys = [store.active_key(one.id), store.active_key(two.id), store.active_key(one.id)]
+    assert [k.auth_server_id for k in keys] == [one.id, two.id, one.id]
+    assert [k.kid for k in store.published_keys(two.id)] == [keys[1].kid]
+    with pytest.raises(NotFound, match=r"^auth server \[unknown\] not found$"):
+        store.active_key("unknown")
+
+
+def test_retired_keys_are_published_newest_first(
+    store: Store, clock: Clock, server_id: str
+) -> None:
+    oldest = store.active_key(server_id)
+    clock.advance(minutes=1)
+    middle = store.rotate_key(server_id, grace=timedelta(hours=1))
+    clock.advance(minutes=1)
+    newest = store.rotate_key(server_id, grace=timedelta(hours=1))
+    assert [k.kid for k in store.published_keys(server_id)] == [newest.kid, middle.kid, oldest.kid]
+
+
+def test_a_private_key_past_its_grace_is_deleted_at_the_next_rotation(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "id.db"
+    with Store.open(path, clock=clock, key_factory=pooled_key) as store:
+        server_id = store.create_auth_server(name="Demo", audience="a").id
+        first = store.active_key(server_id)
+        clock.advance(hours=1)
+        store.rotate_key(server_id, grace=timedelta(hours=2))
+        clock.advance(hours=3)  # the first key's grace ended an hour ago, the same day
+        store.rotate_key(server_id, grace=timedelta(hours=2))
+    with raw(path) as db:
+        kids = [kid for (kid,) in db.execute("SELECT kid FROM signing_keys")]
+    assert len(kids) == 2
+    assert first.kid not in kids

@@ -732,3 +732,89 @@ def test_an_unforeseen_render_failure_is_a_server_error(
     monkeypatch.setattr(tokens, "render_claim", boom)
     with pytest.raises(ServerError):
         world.token()
+
+
+# ---- pinned after a mutation run of grants and signing ------------------------------------------
+
+
+# An OAuthError's message is its description (what tracebacks and logs show)
+def test_an_oauth_error_reads_as_its_description() -> None:
+    assert str(InvalidScope("scope 'x' is unknown")) == "scope 'x' is unknown"
+
+
+# A Basic challenge goes only on a 401 that was given a realm
+@pytest.mark.parametrize(
+    ("error", "challenge"),
+    [
+        (InvalidClient("no", basic_realm="http://i/auth"), 'Basic realm="http://i/auth"'),
+        (InvalidClient("no"), None),
+        (InvalidRequest("no", basic_realm="http://i/auth"), None),
+        (ServerError("no", basic_realm="http://i/auth"), None),
+    ],
+)
+def test_a_basic_challenge_only_on_a_401_with_a_realm(
+    error: OAuthError, challenge: str | None
+) -> None:
+    assert error.headers().get("WWW-Authenticate") == challenge
+
+
+# RFC 9110 §11.4: one or more spaces after the scheme; RFC 7617 §2: the user-id ends at the first
+# colon, so a secret sent unencoded (curl -u id:secret) may itself hold colons
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic  {}",
+        "Basic {} ",
+        " Basic {}",
+    ],
+    ids=["two-spaces", "trailing-space", "leading-space"],
+)
+def test_basic_credentials_with_extra_spaces_authenticate(world: World, header: str) -> None:
+    encoded = basic(world.client.id, world.secret).split(" ", 1)[1]
+    request = TokenRequest({"grant_type": "client_credentials"}, header.format(encoded))
+    assert token_endpoint(world.issuer, request)["token_type"] == "Bearer"
+
+
+def test_a_basic_secret_holding_colons_authenticates(store: Store, clock: Clock) -> None:
+    server = store.create_auth_server(name="s", audience="a")
+    client, secret = store.create_client(server.id, name="c", id="colon-client", secret="a:b:c")
+    raw = base64.b64encode(f"{client.id}:{secret}".encode()).decode()
+    request = TokenRequest({"grant_type": "client_credentials"}, "Basic " + raw)
+    assert token_endpoint(issuer_of(store, server, clock), request)["token_type"] == "Bearer"
+
+
+# Basic credentials are strict base64 (RFC 7617 token68): characters outside the alphabet are
+# not skipped over
+@pytest.mark.parametrize("junk", ["*", "!", ".", "\u00e9"])
+def test_basic_credentials_with_characters_outside_base64_are_malformed(
+    world: World, junk: str
+) -> None:
+    encoded = basic(world.client.id, world.secret).split(" ", 1)[1]
+    header = f"Basic {encoded[:4]}{junk}{encoded[4:]}"
+    with pytest.raises(InvalidClient) as info:
+        token_endpoint(world.issuer, TokenRequest({"grant_type": "client_credentials"}, header))
+    assert info.value.description == "malformed Basic credentials"
+
+
+# The grant refusals name the grant (at most 64 characters of an unknown one)
+@pytest.mark.parametrize(
+    ("grant_type", "description"),
+    [
+        ("password", "grant_type 'password' is not supported"),
+        ("g" * 100, f"grant_type {'g' * 64!r} is not supported"),
+    ],
+    ids=["password", "long"],
+)
+def test_an_unsupported_grant_type_is_named(
+    world: World, grant_type: str, description: str
+) -> None:
+    with pytest.raises(UnsupportedGrantType) as info:
+        world.token(grant_type=grant_type)
+    assert info.value.description == description
+
+
+def test_an_unauthorized_client_is_told_which_grant(world: World) -> None:
+    client = world.store.update_client(world.server.id, world.client.id, grant_types=("implicit",))
+    with pytest.raises(UnauthorizedClient) as info:
+        token_endpoint(world.issuer, world.post(client))
+    assert info.value.description == "this client may not use the client_credentials grant"

@@ -436,10 +436,11 @@ async def _token_request(request: web.BaseRequest) -> TokenRequest:
         raise InvalidRequest(f"the form's charset must be UTF-8, not {charset[:32]!r}")
     try:
         # The body once, parsed by the standard library (aiohttp's request.post() would build a
-        # MultiDict around the same parse_qsl).
+        # MultiDict around the same parse_qsl). The charset is that of the body's octets; what
+        # the percent-escapes encode is UTF-8 whatever it says (RFC 6749 Appendix B).
         text = (await request.read()).decode(charset).rstrip()
         pairs = parse_qsl(
-            text, keep_blank_values=True, encoding=charset, errors="strict", max_num_fields=64
+            text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=64
         )
     except (ValueError, LookupError):  # bad bytes or escapes, unknown charset, too many fields
         raise InvalidRequest("malformed form body") from None
