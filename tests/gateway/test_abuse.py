@@ -9,10 +9,11 @@ import json
 import resource
 import socket
 from collections.abc import AsyncIterator
+from unittest import mock
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestServer, make_mocked_request
 
 from tests.gateway.conftest import (
     RawUpstream,
@@ -26,6 +27,7 @@ from tests.gateway.issuer import TestIssuer
 from tests.gateway.test_proxy_edges import read_response
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.oidc_config import OidcConfig
+from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.server import MAX_REQUEST_HEAD, connection_cap
 
 TOO_LARGE = b'{"message": "Request header or cookie too large"}'
@@ -313,3 +315,43 @@ async def test_refusals_to_a_client_that_never_reads_obey_the_send_timeout(
     finally:
         sock.close()
     assert refused < count
+
+
+# -- ready bytes (RawResponse) to a client that is gone or not reading --------------------------
+READY = b"HTTP/1.1 204 No Content\r\nServer: tokengate\r\n\r\n"
+
+
+@pytest.mark.parametrize("gone", ["closing", "no transport"])
+async def test_ready_bytes_for_a_client_that_left_are_not_written(gone: str) -> None:
+    request = make_mocked_request("GET", "/")
+    transport = request.transport
+    assert transport is not None
+    if gone == "closing":
+        transport.is_closing.return_value = True  # type: ignore[attr-defined]
+    else:
+        request.protocol.transport = None
+    answer = RawResponse(READY, status=204, keep_alive=True, body_size=0)
+    assert await answer.prepare(request) is None  # and nothing raised
+    assert transport.write.call_count == 0  # type: ignore[attr-defined]
+
+
+async def test_ready_bytes_the_client_never_takes_in_drop_the_connection_after_send_timeout() -> (
+    None
+):
+    """Past the socket buffer's high-water mark the answer waits for the client; after the
+    send timeout the connection is aborted (a close would wait on the unread buffer)."""
+
+    async def never_drains() -> None:
+        await asyncio.sleep(60)
+
+    writer = mock.Mock(drain=never_drains)
+    request = make_mocked_request("GET", "/", writer=writer)
+    transport = request.transport
+    assert transport is not None
+    transport.is_closing.return_value = False  # type: ignore[attr-defined]
+    transport.get_write_buffer_size.return_value = 65 * 1024  # type: ignore[attr-defined]
+    answer = RawResponse(READY, status=204, keep_alive=True, body_size=0, send_timeout=0.05)
+    async with asyncio.timeout(5):
+        await answer.prepare(request)
+    transport.write.assert_called_once_with(READY)  # type: ignore[attr-defined]
+    transport.abort.assert_called_once_with()  # type: ignore[attr-defined]

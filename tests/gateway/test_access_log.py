@@ -164,6 +164,8 @@ async def test_text_lines_write_a_dash_for_what_is_unknown(
     assert " 404 " in line and " upstream_latency_ms=- upstream=- " in line, line
     assert " service=- route=- auth=- " in line, line  # an empty field never reads "key= "
     assert (record.fields["service"], record.fields["auth"]) == ("", None)  # JSON as before
+    # The record's arguments are a mapping of the text fields, for a format of one's own.
+    assert dict(record.args)["service"] == "-" and dict(record.args)["status"] == 404  # type: ignore[arg-type]
 
 
 def test_a_path_that_could_break_a_text_line_is_escaped(
@@ -177,6 +179,79 @@ def test_a_path_that_could_break_a_text_line_is_escaped(
     line = record.getMessage()
     assert line.isascii() and line.isprintable(), line
     assert "/caf\\xe9\\x1b[2J\\nx" in line and "access_token" not in line
+
+
+@pytest.mark.parametrize(
+    ("target", "logged"),
+    [
+        ('/a"b', "/a\\x22b"),  # a quote would end the quoted request early
+        ("/a\\x0ab", "/a\\x5Cx0ab"),  # else it reads as an escaped line feed
+    ],
+)
+async def test_a_quote_or_backslash_in_the_path_is_escaped_as_nginx_escapes_it(
+    access: pytest.LogCaptureFixture,
+    upstream: TestServer,
+    start_gateway: StartGateway,
+    target: str,
+    logged: str,
+) -> None:
+    """nginx's access log writes a request line's '"' and '\\' as \\x22 and \\x5C: the quoted
+    request has one reading, and an escape in the line is always one of the log's own."""
+    gw = await start_gateway(make_route(make_service(upstream.port), name="r"))
+    await raw_request(
+        gw.proxy_port, b"GET %b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % target.encode()
+    )
+    (record,) = access_records(access)
+    assert f'"GET {logged}" ' in record.getMessage(), record.getMessage()  # a "\\" is a 400
+    assert record.fields["path"] == logged
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/a\x1b[2Jb", "/a\\x1b[2Jb"),  # ASCII, but a terminal's escape sequence
+        ("/caf\xe9", "/caf\\xe9"),  # printable, but not ASCII
+        ("/a\u2028b", "/a\\u2028b"),  # a line separator to some readers
+    ],
+)
+def test_a_path_with_a_control_or_non_ascii_character_is_escaped(
+    access: pytest.LogCaptureFixture, path: str, logged: str
+) -> None:
+    request = make_mocked_request("GET", path)
+    response = RawResponse(b"", status=404, keep_alive=True, body_size=0)
+    access_log.write(request, response, Exchange(), b"id-1", 0.001)
+    (record,) = access_records(access)
+    assert f'"GET {logged}" 404 ' in record.getMessage(), record.getMessage()
+    assert record.fields["path"] == logged
+
+
+async def test_a_request_refused_before_its_path_was_read_logs_no_query(
+    access: pytest.LogCaptureFixture, upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    """A TRACE is refused (405) before the path is split from its query: the log still cuts the
+    target at its first "?", however many follow."""
+    gw = await start_gateway(make_route(make_service(upstream.port), name="r"))
+    answer = await raw_request(
+        gw.proxy_port,
+        b"TRACE /p?access_token=t?x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 405"), answer[:60]
+    (record,) = access_records(access)
+    assert as_json(record)["path"] == "/p"
+    assert "access_token" not in record.getMessage()
+
+
+def test_latencies_are_milliseconds_to_the_microsecond(
+    access: pytest.LogCaptureFixture,
+) -> None:
+    exchange = Exchange()
+    exchange.upstream_seconds = 0.00065432
+    response = RawResponse(b"", status=200, keep_alive=True, body_size=0)
+    access_log.write(make_mocked_request("GET", "/x"), response, exchange, b"id-1", 0.00123456)
+    (record,) = access_records(access)
+    line = as_json(record)
+    assert (line["latency_ms"], line["upstream_latency_ms"]) == (1.235, 0.654)
+    assert " latency_ms=1.235 upstream_latency_ms=0.654 " in record.getMessage()
 
 
 async def test_a_streamed_body_is_counted(

@@ -6,8 +6,9 @@ import os
 import re
 
 import aiohttp
+import pytest
 
-from tests.gateway.conftest import StartGateway, make_route, make_service
+from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request
 
 
 async def test_healthz_and_readyz_answer_once_listening(start_gateway: StartGateway) -> None:
@@ -52,3 +53,17 @@ async def test_proxy_and_status_ports_are_distinct(start_gateway: StartGateway) 
         # The proxy does not serve the status API: this goes to the route's upstream,
         # which is down (port 9), so the gateway answers 502.
         assert resp.status == 502
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/nothing"])
+async def test_status_answers_name_tokengate_as_their_server(
+    start_gateway: StartGateway, path: str
+) -> None:
+    """As the proxy's own answers: the name without a version, never aiohttp's banner."""
+    gw = await start_gateway(make_route(make_service(9)))
+    answer = await raw_request(
+        gw.status_port, b"GET %b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % path.encode()
+    )
+    head = answer.partition(b"\r\n\r\n")[0]
+    assert b"\r\nServer: tokengate\r\n" in head, head
+    assert b"aiohttp" not in head and b"Python" not in head, head

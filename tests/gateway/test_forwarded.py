@@ -418,6 +418,23 @@ def test_blank_forwarded_values_and_a_real_ip_that_is_no_address_fall_back() -> 
     assert (forwarded.proto, forwarded.host, forwarded.client) == ("http", "h", "10.0.0.9")
 
 
+@pytest.mark.parametrize(
+    "real_ip",
+    [
+        'fe80::1%x "DELETE -" 200 service=admin route=admin auth=ok "',  # a forged log line
+        "fe80::1%eth0",  # a scope id of any kind
+    ],
+)
+def test_an_x_real_ip_with_a_scope_id_is_no_address(real_ip: str) -> None:
+    """Python's ip_address takes an IPv6 scope id of any characters but "%" and "/", spaces and
+    quotes included: the client's text would start the access line and reach the upstream's
+    X-Real-IP. nginx's realip module reads no scope id, so the peer stands, as here."""
+    sent = trusted_headers(("X-Real-IP", real_ip))
+    forwarded = Forwarded.from_trusted(sent, peer="10.0.0.9", host="h", port="80", path="/")
+    assert forwarded.client == "10.0.0.9"
+    assert b"X-Real-IP: 10.0.0.9\r\n" in forwarded_headers(forwarded, b"rid")
+
+
 def test_forwarded_values_in_other_bytes_than_utf8_go_upstream_as_they_came() -> None:
     # aiohttp decodes header bytes as UTF-8 with surrogateescape: b"caf\xe9" arrives thus.
     sent = trusted_headers(("X-Forwarded-Host", b"caf\xe9".decode("utf-8", "surrogateescape")))

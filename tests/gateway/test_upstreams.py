@@ -86,6 +86,11 @@ def test_smooth_weighted_round_robin_spreads_each_share() -> None:
     assert "".join("abc"[balancer.pick()] for _ in range(14)) == "aabacaa" * 2
 
 
+def test_a_balancer_needs_a_target() -> None:
+    with pytest.raises(ValueError, match=r"^a balancer needs at least one target$"):
+        Balancer([])
+
+
 async def test_requests_are_shared_by_weight_and_weight_zero_gets_none(
     two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
 ) -> None:

@@ -56,8 +56,15 @@ def write(
         path = request.raw_path.split("?", 1)[0]
     # Never the query string (it may carry a token: access_token=...), nor an absolute-form
     # target's scheme, host and userinfo (credentials): only the path, as the gateway read it.
-    if not (path.isascii() and path.isprintable()):
-        path = path.encode("unicode_escape").decode("ascii")  # a text line stays one line
+    if not (path.isascii() and path.isprintable()) or '"' in path or "\\" in path:
+        # A text line stays one line, its quoted request has one reading, and an escape in it
+        # is always ours: '"' and '\\' as nginx writes them, \x22 and \x5C.
+        path = (
+            path.encode("unicode_escape")
+            .decode("ascii")
+            .replace("\\\\", "\\x5C")
+            .replace('"', "\\x22")
+        )
     stats = exchange.stats
     upstream = exchange.upstream_seconds
     pool = exchange.upstream

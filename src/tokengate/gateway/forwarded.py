@@ -161,6 +161,11 @@ def _real_ip(value: str | None) -> str | None:
     if value is None:
         return None
     try:
-        return str(ip_address(value.strip()))
+        address = ip_address(value.strip())
     except ValueError:
         return None  # not an address: the proxy's own stands, as nginx's realip module does
+    if getattr(address, "scope_id", None) is not None:
+        # ip_address takes a scope id of any characters but "%" and "/" (spaces, quotes): it
+        # would reach the access log and the upstream. nginx's realip knows no scope ids.
+        return None
+    return str(address)
