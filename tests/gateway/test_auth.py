@@ -1106,6 +1106,16 @@ async def test_anonymous_requests_lose_the_token_that_failed_wherever_it_was(
     assert answer.json["path_qs"] == f"/p?access_token={bad}"
 
 
+async def test_consumer_headers_are_spelled_as_kong_spells_them(protect: Protect) -> None:
+    # Kong's constants.HEADERS; an upstream reading raw header names sees these bytes
+    guest = Consumer(id="8f2a", custom_id="c-1", username="guest")
+    gw = await protect(anonymous="guest", anonymous_consumer=guest)
+    answer = await call(gw)
+    assert answer.status == 200
+    names = [k for k, _ in answer.json["headers"] if k.lower().startswith("x-consumer-")]
+    assert names == ["X-Consumer-ID", "X-Consumer-Custom-ID", "X-Consumer-Username"]
+
+
 async def test_anonymous(protect: Protect, test_issuer: TestIssuer) -> None:
     guest = Consumer(id="8f2a", custom_id="c-1", username="guest")
     gw = await protect(anonymous="guest", anonymous_consumer=guest, scopes_required=("admin",))

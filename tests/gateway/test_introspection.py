@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
+import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +24,7 @@ from tests.gateway.conftest import (
     make_service,
     serving,
 )
-from tests.gateway.issuer import TestIssuer
+from tests.gateway.issuer import OMIT, TestIssuer, self_signed_contexts
 from tests.gateway.test_auth import call
 from tokengate.gateway import introspection
 from tokengate.gateway.oidc_config import Introspection, OidcConfig
@@ -111,60 +114,120 @@ async def test_an_inactive_token_is_401_and_the_answer_is_kept(
 
 
 @pytest.mark.parametrize(
-    ("status", "body"),
+    ("status", "body", "reason"),
     [
-        pytest.param(500, {"active": True}, id="error-status"),
-        pytest.param(200, b"not json", id="not-json"),
-        pytest.param(200, ["active"], id="not-an-object"),
-        pytest.param(200, b"{" * 100_000, id="too-deep-or-too-long"),
+        pytest.param(500, {"active": True}, "HTTP 500", id="error-status"),
+        pytest.param(200, b"not json", "answer is not JSON", id="not-json"),
+        pytest.param(200, ["active"], "answer is not a JSON object", id="not-an-object"),
+        pytest.param(200, b"{" * 100_000, "answer over 65536 bytes", id="too-deep-or-too-long"),
         pytest.param(
-            200, b'{"active": true, "deep": ' + b'{"a": ' * 40 + b"1" + b"}" * 41, id="nested"
+            200,
+            b'{"active": true, "deep": ' + b'{"a": ' * 40 + b"1" + b"}" * 41,
+            "answer nested deeper than 32",
+            id="nested",
         ),
         # not text (Kong's lua-cjson refuses it): it could reach an upstream header only as
         # bytes that are not UTF-8
-        pytest.param(200, b'{"active": true, "sub": "\\ud800"}', id="lone-surrogate"),
-        pytest.param(200, b'{"active": true, "\\udfff": 1}', id="lone-surrogate-name"),
+        pytest.param(
+            200,
+            b'{"active": true, "sub": "\\ud800"}',
+            "answer holds a lone surrogate",
+            id="lone-surrogate",
+        ),
+        pytest.param(
+            200,
+            b'{"active": true, "\\udfff": 1}',
+            "answer holds a lone surrogate",
+            id="lone-surrogate-name",
+        ),
     ],
 )
 async def test_an_endpoint_without_a_usable_answer_is_503_and_asked_again(
     status: int,
     body: Any,
+    reason: str,
     protect: Protect,
     test_issuer: TestIssuer,
     endpoint: tuple[Endpoint, TestServer],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     scripted, server = endpoint
     scripted.status, scripted.answer = status, body
+    caplog.set_level("INFO", logger="tokengate.auth")
     gw = await protect(introspect_jwt_tokens=introspecting(server))
     token = test_issuer.mint()
     for _ in range(2):
         answer = await call(gw, token=token)
         assert answer.status == 503
         assert answer.headers["Retry-After"] == "5"
+        assert b"introspect" not in answer.body  # the reason is logged, not shown
     assert len(scripted.asked) == 2  # a failure is never remembered
+    endpoint_url = f"http://127.0.0.1:{server.port}/introspect"
+    assert (
+        refusals(caplog)
+        == [
+            f"refused 503 introspection_failed for {test_issuer.issuer}: "
+            f"introspection failed: POST {endpoint_url}: {reason}"
+        ]
+        * 2
+    )
 
 
-async def test_no_endpoint_anywhere_is_503(protect: Protect, test_issuer: TestIssuer) -> None:
-    # The test issuer's discovery names no introspection_endpoint.
+def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "tokengate.auth"]
+
+
+async def test_no_endpoint_anywhere_is_503(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    test_issuer.discovery_overrides["introspection_endpoint"] = OMIT
+    caplog.set_level("INFO", logger="tokengate.auth")
     gw = await protect(
         introspect_jwt_tokens=Introspection(
             endpoint=None, auth_method="none", client_id=None, client_secret=None
         )
     )
     assert (await call(gw, token=test_issuer.mint())).status == 503
+    assert refusals(caplog) == [
+        f"refused 503 introspection_failed for {test_issuer.issuer}: introspection failed: "
+        "no introspection endpoint (none configured, none in discovery)"
+    ]
 
 
-async def test_a_slow_endpoint_is_503_after_the_timeout(
+async def test_without_a_configured_endpoint_discoverys_is_asked(
     protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
 ) -> None:
     scripted, server = endpoint
+    test_issuer.discovery_overrides["introspection_endpoint"] = (
+        f"http://127.0.0.1:{server.port}/discovered"
+    )
+    gw = await protect(introspect_jwt_tokens=introspecting(server, endpoint=None))
+    assert (await call(gw, token=test_issuer.mint())).status == 200
+    assert len(scripted.asked) == 1
+
+
+async def test_a_slow_endpoint_is_503_after_the_timeout(
+    protect: Protect,
+    test_issuer: TestIssuer,
+    endpoint: tuple[Endpoint, TestServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scripted, server = endpoint
     scripted.delay = 5.0
+    caplog.set_level("INFO", logger="tokengate.auth")
     gw = await protect(introspect_jwt_tokens=introspecting(server), timeout=0.2)
     assert (await call(gw, token=test_issuer.mint())).status == 503
+    assert refusals(caplog) == [
+        f"refused 503 introspection_failed for {test_issuer.issuer}: introspection failed: "
+        f"POST http://127.0.0.1:{server.port}/introspect: TimeoutError"
+    ]
 
 
 async def test_concurrent_requests_with_one_token_ask_once(
-    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+    protect: Protect,
+    test_issuer: TestIssuer,
+    endpoint: tuple[Endpoint, TestServer],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     scripted, server = endpoint
     scripted.delay = 0.2
@@ -173,6 +236,7 @@ async def test_concurrent_requests_with_one_token_ask_once(
     answers = await asyncio.gather(*(call(gw, token=token) for _ in range(8)))
     assert [a.status for a in answers] == [200] * 8
     assert len(scripted.asked) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.parametrize(
@@ -190,6 +254,14 @@ async def test_concurrent_requests_with_one_token_ask_once(
         ),
         pytest.param({}, {"active": True, "exp": 1}, 3, id="exp-in-the-past"),
         pytest.param({}, {"active": True, "expires_in": 10**400}, 1, id="no-usable-number"),
+        # neither is a number of seconds: cache_ttl
+        pytest.param({}, {"active": True, "expires_in": False}, 1, id="expires_in-false"),
+        pytest.param({}, {"active": True, "exp": True}, 1, id="exp-true"),
+        pytest.param({}, {"active": True, "expires_in": -math.inf}, 1, id="-Infinity"),
+        pytest.param({}, {"active": True, "exp": math.nan}, 1, id="NaN"),
+        pytest.param(
+            {}, {"active": True, "expires_in": 0, "exp": 2**40}, 3, id="expires_in-before-exp"
+        ),
     ],
 )
 async def test_answers_are_kept_as_kong_keeps_them(
@@ -268,11 +340,13 @@ async def test_a_slow_endpoint_gets_a_bounded_number_of_questions_at_once(
     test_issuer: TestIssuer,
     endpoint: tuple[Endpoint, TestServer],
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Many distinct tokens against a slow endpoint: at most MAX_CONCURRENT questions at once
     (the HTTP client's other connections stay free for key fetches), and beyond MAX_WAITING
     tokens awaiting an answer, a 503 at once rather than a queue."""
     scripted, server = endpoint
+    caplog.set_level("INFO", logger="tokengate.auth")
     scripted.delay = 0.3
     monkeypatch.setattr(introspection, "MAX_CONCURRENT", 4)
     monkeypatch.setattr(introspection, "MAX_WAITING", 10)
@@ -281,6 +355,8 @@ async def test_a_slow_endpoint_gets_a_bounded_number_of_questions_at_once(
     statuses = sorted(a.status for a in answers)
     assert statuses == [200] * 10 + [503] * 4
     assert scripted.most_busy == 4
+    reasons = {line.partition(": ")[2] for line in refusals(caplog)}
+    assert reasons == {"introspection failed: too many tokens awaiting an answer"}
 
 
 async def test_many_tokens_age_answers_out_a_generation_at_a_time(
@@ -350,3 +426,235 @@ async def test_a_slow_endpoint_leaves_another_issuers_questions_alone(
         assert len(fast.asked) == 1
         for waiting in stuck:
             waiting.cancel()
+
+
+def padded(size: int) -> bytes:
+    """An active answer of exactly `size` bytes."""
+    head = b'{"active": true, "pad": "'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param(padded(introspection.MAX_ANSWER), 200, id="64KiB"),
+        pytest.param(padded(introspection.MAX_ANSWER + 1), 503, id="a-byte-more"),
+        # 32 objects deep, each holding something: the deepest answer taken
+        pytest.param(
+            b'{"active": true, "deep": ' + b'{"a": ' * 31 + b"1" + b"}" * 32, 200, id="depth-32"
+        ),
+        pytest.param(
+            b'{"active": true, "deep": ' + b'{"a": ' * 32 + b"1" + b"}" * 33, 503, id="depth-33"
+        ),
+        pytest.param(
+            b'{"active": true, "deep": ' + b"[" * 31 + b"1" + b"]" * 31 + b"}", 200, id="list-32"
+        ),
+        pytest.param(
+            b'{"active": true, "deep": ' + b"[" * 32 + b"1" + b"]" * 32 + b"}", 503, id="list-33"
+        ),
+    ],
+)
+async def test_an_answer_is_bounded_in_size_and_depth(
+    body: bytes,
+    status: int,
+    protect: Protect,
+    test_issuer: TestIssuer,
+    endpoint: tuple[Endpoint, TestServer],
+) -> None:
+    scripted, server = endpoint
+    scripted.answer = body
+    gw = await protect(introspect_jwt_tokens=introspecting(server))
+    assert (await call(gw, token=test_issuer.mint())).status == status
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param({"active": "true"}, id="a-string"),
+        pytest.param({"active": 1}, id="a-number"),
+        pytest.param({"active": None}, id="null"),
+        pytest.param({"scope": "admin"}, id="missing"),
+    ],
+)
+async def test_only_active_true_is_active(
+    answer: dict[str, Any],
+    protect: Protect,
+    test_issuer: TestIssuer,
+    endpoint: tuple[Endpoint, TestServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scripted, server = endpoint
+    scripted.answer = answer
+    caplog.set_level("INFO", logger="tokengate.auth")
+    gw = await protect(introspect_jwt_tokens=introspecting(server))
+    assert (await call(gw, token=test_issuer.mint())).status == 401
+    assert refusals(caplog) == [
+        f"refused 401 not_active for {test_issuer.issuer}: "
+        "the issuer says the token is not active (revoked or expired)"
+    ]
+
+
+async def test_a_redirect_from_the_endpoint_is_not_followed(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    followed: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/elsewhere":
+            followed.append(request.path)
+            return web.json_response({"active": True})
+        raise web.HTTPFound("/elsewhere")
+
+    caplog.set_level("INFO", logger="tokengate.auth")
+    async with serving(handle) as server:
+        gw = await protect(introspect_jwt_tokens=introspecting(server))
+        assert (await call(gw, token=test_issuer.mint())).status == 503
+    assert followed == []
+    assert refusals(caplog)[0].endswith("/introspect: HTTP 302")
+
+
+async def test_an_answer_is_forgotten_after_two_generations(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    """token_cache_size bounds each of the two generations: the oldest answers go, not all."""
+    scripted, server = endpoint
+    gw = await protect(
+        introspect_jwt_tokens=introspecting(server), settings={"token_cache_size": 4}
+    )
+    first = test_issuer.mint()
+    assert (await call(gw, token=first)).status == 200
+    for _ in range(8):  # two generations' worth of other tokens
+        assert (await call(gw, token=test_issuer.mint())).status == 200
+    asked = len(scripted.asked)
+    assert (await call(gw, token=first)).status == 200
+    assert len(scripted.asked) == asked + 1  # asked again
+
+
+@pytest.mark.parametrize(("ssl_verify", "status"), [(True, 503), (False, 200)])
+async def test_ssl_verify_applies_to_the_introspection_endpoint(
+    ssl_verify: bool,
+    status: int,
+    protect: Protect,
+    test_issuer: TestIssuer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A self-signed endpoint: refused unless ssl_verify is false, as for any of the issuer's
+    endpoints."""
+    scripted = Endpoint()
+    app = web.Application()
+    app.router.add_post("/introspect", scripted.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self_signed_contexts()[0])
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    caplog.set_level("INFO", logger="tokengate.auth")
+    try:
+        gw = await protect(
+            introspect_jwt_tokens=Introspection(
+                endpoint=f"https://127.0.0.1:{port}/introspect",
+                auth_method="none",
+                client_id=None,
+                client_secret=None,
+            ),
+            ssl_verify=ssl_verify,
+        )
+        assert (await call(gw, token=test_issuer.mint())).status == status
+    finally:
+        await runner.cleanup()
+    assert len(scripted.asked) == (1 if status == 200 else 0)
+    if status == 503:
+        assert refusals(caplog)[0].endswith(
+            f"POST https://127.0.0.1:{port}/introspect: ClientConnectorCertificateError"
+        )
+
+
+async def test_the_verifying_keys_jwk_still_goes_upstream(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    _, server = endpoint
+    gw = await protect(
+        introspect_jwt_tokens=introspecting(server),
+        upstream_access_token_jwk_header="X-Jwk",
+        downstream_access_token_jwk_header="X-Jwk",
+    )
+    answer = await call(gw, token=test_issuer.mint())
+    assert answer.status == 200
+    (sent,) = answer.upstream_headers("X-Jwk")
+    assert json.loads(base64.b64decode(sent))["kid"] in test_issuer.keys
+    assert answer.headers.getall("X-Jwk") == [sent]
+
+
+@pytest.mark.parametrize(
+    ("claim", "answered", "header"),
+    [
+        # the answer's value wins whatever the token's: an object over a string ...
+        pytest.param("acme", {"id": 7}, base64.b64encode(b'{"id":7}').decode(), id="object"),
+        # ... and a string over an object
+        pytest.param({"id": 7}, "acme", "acme", id="string"),
+    ],
+)
+async def test_the_answers_value_replaces_a_claim_of_another_kind(
+    claim: Any,
+    answered: Any,
+    header: str,
+    protect: Protect,
+    test_issuer: TestIssuer,
+    endpoint: tuple[Endpoint, TestServer],
+) -> None:
+    scripted, server = endpoint
+    scripted.answer = {"active": True, "tenant": answered}
+    gw = await protect(
+        introspect_jwt_tokens=introspecting(server),
+        upstream_headers_claims=("tenant",),
+        upstream_headers_names=("X-Tenant",),
+    )
+    answer = await call(gw, token=test_issuer.mint(tenant=claim))
+    assert answer.status == 200
+    assert answer.upstream_headers("X-Tenant") == [header]
+
+
+async def test_cache_ttl_max_caps_a_long_expires_in(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    scripted.answer = {"active": True, "expires_in": 600}
+    gw = await protect(introspect_jwt_tokens=introspecting(server, cache_ttl_max=0.3))
+    token = test_issuer.mint()
+    for _ in range(2):
+        assert (await call(gw, token=token)).status == 200
+    assert len(scripted.asked) == 1  # kept, for cache_ttl_max
+    await asyncio.sleep(0.4)
+    assert (await call(gw, token=token)).status == 200
+    assert len(scripted.asked) == 2  # not for expires_in
+
+
+async def test_client_secret_basic_form_encodes_a_slash(
+    protect: Protect, test_issuer: TestIssuer, endpoint: tuple[Endpoint, TestServer]
+) -> None:
+    scripted, server = endpoint
+    gw = await protect(
+        introspect_jwt_tokens=introspecting(server, client_id="a/b", client_secret="c+d/e")
+    )
+    assert (await call(gw, token=test_issuer.mint())).status == 200
+    ((headers, _),) = scripted.asked
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"a%2Fb:c%2Bd%2Fe").decode()
+
+
+async def test_a_failed_question_nobody_waits_for_logs_no_error(
+    protect: Protect,
+    test_issuer: TestIssuer,
+    endpoint: tuple[Endpoint, TestServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client goes away before the endpoint answers, then the answer is unusable: the
+    question's failure is retrieved all the same (no "Task exception was never retrieved")."""
+    scripted, server = endpoint
+    scripted.status, scripted.delay = 500, 0.3
+    gw = await protect(introspect_jwt_tokens=introspecting(server))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(call(gw, token=test_issuer.mint()), 0.1)
+    await asyncio.sleep(0.5)  # the question fails with nobody waiting
+    gc.collect()
+    assert len(scripted.asked) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -230,6 +230,8 @@ WELL_KNOWN = "/.well-known/openid-configuration"
             "http://127.0.0.1:9/a/auth" + WELL_KNOWN,
             "http://127.0.0.1:9/a/auth",
         ),
+        # only slashes go: a path ending in another character keeps it
+        ("https://t.example/X/", "https://t.example/X" + WELL_KNOWN, "https://t.example/X/"),
     ],
 )
 def test_issuer_discovery_url_and_identifier(issuer: str, discovery: str, expected: str) -> None:
@@ -255,6 +257,12 @@ def test_issuer_discovery_url_and_identifier(issuer: str, discovery: str, expect
             ("sub",),
             ("x-sub", "x-email"),
             "the names without a claim are set from nothing, but still dropped from client",
+        ),
+        (
+            "null\nupstream_headers_names: [x-sub]",
+            (),
+            ("x-sub",),
+            "1 names for 0 upstream_headers_claims: the names without a claim are set from",
         ),
     ],
 )
@@ -291,13 +299,48 @@ def test_introspection_settings_are_read_only_when_introspection_is_on() -> None
     )
     # Kong's cache.lua: a bound of 0 is no bound, so it is never below cache_ttl_min
     ok("introspect_jwt_tokens: true\nclient_auth: [none]\ncache_ttl_min: 60\ncache_ttl_max: 0")
+    ok("introspect_jwt_tokens: true\nclient_auth: [none]\ncache_ttl_min: 60\ncache_ttl_max: 60")
     basic = ok("introspect_jwt_tokens: true\nclient_id: [c]\nclient_secret: [s]")
-    assert basic.introspect_jwt_tokens is not None
-    assert basic.introspect_jwt_tokens.auth_method == "client_secret_basic"  # Kong's default
+    assert basic.introspect_jwt_tokens == Introspection(  # Kong's defaults
+        endpoint=None, auth_method="client_secret_basic", client_id="c", client_secret="s"
+    )
+    assert warnings("introspect_jwt_tokens: true\nclient_id: [c]\nclient_secret: [s]") == []
     assert warnings("client_id: [c]\nclient_secret: [s]") == [
         ": not implemented by tokengate, ignored: client_id, client_secret"
     ]
     assert warnings("introspect_jwt_tokens: true\nclient_id: [c, d]\nclient_secret: [s]") == [
+        ".client_id: introspect_jwt_tokens uses the first client (client_arg is not read)"
+    ]
+
+
+def test_introspection_request_and_cache_settings_are_read() -> None:
+    config = ok("""
+        introspect_jwt_tokens: true
+        introspection_endpoint_auth_method: none
+        introspection_token_param_name: access_token
+        introspection_check_active: false
+        cache_introspection: false
+    """)
+    assert config.introspect_jwt_tokens == Introspection(
+        endpoint=None,
+        auth_method="none",
+        client_id=None,
+        client_secret=None,
+        token_param_name="access_token",
+        check_active=False,
+        cache=False,
+    )
+    # cache_ttl is the plugin's one: an answer with neither expires_in nor exp is kept for it
+    kept = ok("introspect_jwt_tokens: true\nclient_auth: [none]\ncache_ttl: 60")
+    assert kept.introspect_jwt_tokens is not None
+    assert kept.introspect_jwt_tokens.cache_ttl == 60.0
+
+
+def test_client_lists_keep_their_repeats() -> None:
+    """Kong pairs client_id, client_secret and client_auth by position: a repeat is no
+    duplicate to drop or warn about."""
+    text = "introspect_jwt_tokens: true\nclient_id: [c, c]\nclient_secret: [s, s]\n"
+    assert warnings(text + "client_auth: [none, none]") == [
         ".client_id: introspect_jwt_tokens uses the first client (client_arg is not read)"
     ]
 
@@ -345,6 +388,24 @@ def test_integer_and_float_numbers_are_both_numbers() -> None:
 
 def test_claim_path_may_repeat_a_key() -> None:
     assert ok("roles_claim: [a, a]").roles_claim == ("a", "a")
+    config = ok("""
+        consumer_claim: [a, a]
+        credential_claim: [a, a]
+        authenticated_groups_claim: [g, g]
+        downstream_headers: [{header: X-C, path: [a, a]}]
+    """)
+    assert config.consumer_claims == (("a", "a"),)
+    assert config.credential_claim == ("a", "a")
+    assert config.authenticated_groups_claim == ("g", "g")
+    assert config.downstream_headers == (ClaimHeader("X-C", ("a", "a")),)
+
+
+def test_the_answers_introspection_header_is_read() -> None:
+    assert ok("downstream_introspection_header: X-I").downstream_introspection_header == "X-I"
+
+
+def test_a_string_ending_in_a_brace_is_no_vault_reference() -> None:
+    assert ok("unauthorized_error_message: 'oops}'").unauthorized_error_message == "oops}"
 
 
 # --- errors: one per rule, exact text -----------------------------------------------------------
@@ -794,6 +855,59 @@ ERRORS = {
         "authenticated_groups_claim: groups",
         "authenticated_groups_claim: expected a list of strings, got a string",
     ),
+    "consumer_claim empty": (
+        "consumer_claim: []",
+        "consumer_claim: must not be empty: it is the path to a claim",
+    ),
+    "claim path entry blank": (
+        "consumer_claims: [[sub, ' ']]",
+        "consumer_claims[0][1]: must not be empty",
+    ),
+    "introspection method in its own field": (
+        "introspect_jwt_tokens: true\nintrospection_endpoint_auth_method: private_key_jwt",
+        "introspection_endpoint_auth_method: private_key_jwt is not implemented by tokengate for "
+        "introspect_jwt_tokens: use client_secret_basic, client_secret_post or none",
+    ),
+    "unenforceable field of the wrong type": (
+        "jwt_session_cookie: 5",
+        "jwt_session_cookie: expected a string, got an integer",
+    ),
+    "unenforceable list of the wrong type": (
+        "consumer_groups_claim: 5",
+        "consumer_groups_claim: expected a list of strings, got an integer",
+    ),
+    "DEL in a URL": (
+        'issuer: "https://idp.example/\\x7f"',
+        "issuer: must not contain spaces or control characters",
+    ),
+    "older consumer_claim with a consumer header from a claim": (
+        "consumer_claim: [sub]\nupstream_headers_claims: [sub]\n"
+        "upstream_headers_names: [X-Consumer-ID]",
+        "upstream_headers_names: 'X-Consumer-ID' is a header the gateway sets itself: it would "
+        "arrive twice",
+    ),
+    "downstream introspection header beside a claim header": (
+        "downstream_introspection_header: X-I\ndownstream_headers_claims: [sub]\n"
+        "downstream_headers_names: [x_i]",
+        "downstream_headers_names: 'x-i' is downstream_introspection_header's header too: the "
+        "answer would get it twice",
+    ),
+    "downstream token header beside a claim header": (
+        "downstream_access_token_header: X-Tok\ndownstream_headers_claims: [sub]\n"
+        "downstream_headers_names: [X-Tok]",
+        "downstream_headers_names: 'x-tok' is downstream_access_token_header's header too: the "
+        "answer would get it twice",
+    ),
+    "one header for two claims": (
+        "upstream_headers_claims: [a, b]\nupstream_headers_names: [X-A, X-A]",
+        "upstream_headers_names: 'x-a' is upstream_headers_names's header too: the upstream "
+        "would get it twice",
+    ),
+    "upstream_headers beside the older claims list alone": (
+        "upstream_headers: [{header: X-A, path: [sub]}]\nupstream_headers_claims: [sub]",
+        "upstream_headers: set together with upstream_headers_claims / upstream_headers_names: "
+        "Kong takes one form or the other",
+    ),
     "unimplemented list of lists": (
         "consumer_claims: [sub]",
         "consumer_claims[0]: expected a list of strings, got a string: each entry is a claim "
@@ -854,6 +968,45 @@ def test_every_error_is_reported_at_once() -> None:
     ]
 
 
+def test_every_bad_claim_path_is_reported() -> None:
+    _, report = parse("consumer_claims: [[], sub, [sub, 1]]")
+    assert report.errors == [
+        f"kong.yaml: {PATH}.consumer_claims[0]: must not be empty: it is the path to a claim",
+        f"kong.yaml: {PATH}.consumer_claims[1]: expected a list of strings, got a string: each "
+        "entry is a claim path, as in [[sub], [org, id]]",
+        f"kong.yaml: {PATH}.consumer_claims[2][1]: expected a string, got an integer",
+    ]
+
+
+def test_ignore_signature_of_the_wrong_type_is_one_error() -> None:
+    _, report = parse("ignore_signature: 5")
+    assert report.errors == [
+        f"kong.yaml: {PATH}.ignore_signature: expected a list of strings, got an integer"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "errors"),
+    [
+        ("login_methods: 5", [".login_methods: expected a list of strings, got an integer"]),
+        ("login_action: 5", [".login_action: expected a string, got an integer"]),
+        (
+            "login_methods: 5\nlogout_methods: 6",
+            [
+                ".login_methods: expected a list of strings, got an integer",
+                ".logout_methods: expected a list of strings, got an integer",
+            ],
+        ),
+    ],
+)
+def test_an_unimplemented_field_of_the_wrong_type_is_an_error_not_a_warning(
+    text: str, errors: list[str]
+) -> None:
+    _, report = parse(text)
+    assert report.errors == [f"kong.yaml: {PATH}{line}" for line in errors]
+    assert report.warnings == []
+
+
 # --- warnings -----------------------------------------------------------------------------------
 
 
@@ -904,6 +1057,13 @@ def test_empty_list_without_a_default_is_unset() -> None:
     assert ok("claims_forbidden: [act, may_act]").claims_forbidden == ("act", "may_act")
     assert warnings("scopes: []\nclaims_forbidden: []\nconsumer_claims: []") == [
         ": not implemented by tokengate, ignored: scopes"
+    ]
+    assert warnings("introspection_headers_names: []\nlogin_redirect_uri: []") == []
+
+
+def test_a_field_at_kongs_default_does_not_hide_the_fields_after_it() -> None:
+    assert warnings("scopes: [openid]\nlogin_action: response") == [
+        ": not implemented by tokengate, ignored: login_action"
     ]
 
 
@@ -962,6 +1122,7 @@ def test_cookie_name_without_cookie_param_type_warns() -> None:
     assert warnings("bearer_token_cookie_name: at") == [
         ".bearer_token_cookie_name: ignored: bearer_token_param_type has no 'cookie'"
     ]
+    assert warnings("bearer_token_param_type: [cookie]\nbearer_token_cookie_name: at") == []
 
 
 def test_duplicate_required_value_warns() -> None:
@@ -982,3 +1143,46 @@ def test_verification_switches_at_their_safe_values_are_fine() -> None:
 
 def test_for_issuer_builds_what_the_loader_builds() -> None:
     assert OidcConfig.for_issuer(ISSUER, leeway=3.0) == ok("leeway: 3")
+
+
+INTROSPECTING = "introspect_jwt_tokens: true\nclient_id: [c]\nclient_secret: [s]\n"
+
+
+def test_introspection_post_args_client_headers_is_refused_like_its_siblings() -> None:
+    """Kong adds these arguments to every introspection; tokengate does not send them, so the
+    issuer may refuse every introspection (every token). Its five siblings
+    (introspection_headers_*, introspection_post_args_client/names/values) are errors; this
+    one is only named in the "not implemented, ignored" warning."""
+    assert error(INTROSPECTING + "introspection_post_args_client_headers: [X-Tenant]") == (
+        "introspection_post_args_client_headers: not implemented by tokengate for "
+        "introspect_jwt_tokens: remove it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "name"),
+    [
+        pytest.param("", "token_type_hint", id="the-hint"),
+        pytest.param("client_auth: [client_secret_post]\n", "client_id", id="the-client"),
+        pytest.param("client_auth: [client_secret_post]\n", "client_secret", id="the-secret"),
+    ],
+)
+def test_a_token_parameter_named_like_another_parameter_is_an_error(fields: str, name: str) -> None:
+    """The introspection form is built as one mapping: a token_param_name that is also the
+    name of the hint (or, with client_secret_post, of the client's credentials) is overwritten,
+    and the token is never sent: the issuer can then answer no question (on the wire, with
+    token_type_hint: the form is {"token_type_hint": "access_token"}, no token in it)."""
+    message = error(INTROSPECTING + fields + f"introspection_token_param_name: {name}")
+    assert message.startswith("introspection_token_param_name: ")
+    assert name in message
+
+
+def test_ignore_signature_of_the_wrong_type_is_an_error_only() -> None:
+    """Every other field of the wrong type is an error and nothing else; ignore_signature: 5
+    is also named in the "not implemented by tokengate, ignored" warning, which says the
+    opposite of the error beside it (and would ignore a value it could not read)."""
+    _, report = parse("ignore_signature: 5")
+    assert report.errors == [
+        "kong.yaml: plugins[0].config.ignore_signature: expected a list of strings, got an integer"
+    ]
+    assert report.warnings == []

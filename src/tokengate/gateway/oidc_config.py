@@ -484,7 +484,8 @@ _INTROSPECTION_FIELDS: Final = frozenset(
      "introspection_check_active", "introspection_accept", "cache_introspection",
      "cache_ttl_min", "introspection_headers_client", "introspection_headers_names",
      "introspection_headers_values", "introspection_post_args_client",
-     "introspection_post_args_names", "introspection_post_args_values"}
+     "introspection_post_args_client_headers", "introspection_post_args_names",
+     "introspection_post_args_values"}
 )  # fmt: skip
 _INTROSPECTION_AUTH: Final = ("client_secret_basic", "client_secret_post", "none")
 
@@ -531,6 +532,17 @@ def _introspection(
     for extra in _INTROSPECTION_EXTRAS:
         if f.raw(extra):
             f.error(extra, "not implemented by tokengate for introspect_jwt_tokens: remove it")
+    token_param_name = f.checked("introspection_token_param_name", _non_empty) or "token"
+    # One form: a parameter of the same name would overwrite the token, never sent then.
+    taken = {"token_type_hint"}
+    if method == "client_secret_post":
+        taken |= {"client_id", "client_secret"}
+    if token_param_name in taken:
+        f.error(
+            "introspection_token_param_name",
+            f"'{token_param_name}' is another parameter of the introspection request: "
+            "the token would not be sent",
+        )
     cache_ttl_min = f.number("cache_ttl_min", None)
     # Kong's cache.lua: a bound of 0 is no bound
     if cache_ttl_min and cache_ttl_max and cache_ttl_min > cache_ttl_max:
@@ -541,7 +553,7 @@ def _introspection(
         client_id=clients[0] if clients else None,
         client_secret=secrets[0] if secrets else None,
         hint=f.string("introspection_hint") or "access_token",
-        token_param_name=f.checked("introspection_token_param_name", _non_empty) or "token",
+        token_param_name=token_param_name,
         check_active=f.boolean("introspection_check_active", True),
         accept=accept,
         cache=f.boolean("cache_introspection", True),
@@ -555,7 +567,8 @@ def _introspection(
 _INTROSPECTION_EXTRAS: Final = (
     "introspection_headers_client", "introspection_headers_names",
     "introspection_headers_values", "introspection_post_args_client",
-    "introspection_post_args_names", "introspection_post_args_values",
+    "introspection_post_args_client_headers", "introspection_post_args_names",
+    "introspection_post_args_values",
 )  # fmt: skip
 _CLIENT_AUTH_METHODS: Final = (
     "client_secret_basic", "client_secret_jwt", "client_secret_post", "none", "private_key_jwt",
@@ -685,7 +698,10 @@ def _unimplemented(f: Fields, used: frozenset[str] = frozenset()) -> None:
             continue
         if value is None or key not in KONG_FIELDS or key in _IMPLEMENTED or key in used:
             continue
-        if key != "ignore_signature" and not _well_typed(f, key, value, KONG_FIELDS[key]):
+        if key == "ignore_signature":  # type-checked where it is read: no second error
+            if not _is(KONG_FIELDS[key], value):
+                continue
+        elif not _well_typed(f, key, value, KONG_FIELDS[key]):
             continue
         default = KONG_DEFAULTS.get(key, _MISSING)
         given = tuple(value) if isinstance(value, list) else value
@@ -940,7 +956,8 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
         "(introspection_endpoint, else discovery's) and must be active; read with it, as Kong "
         "reads them: client_id / client_secret (the first), client_auth or "
         "introspection_endpoint_auth_method (client_secret_basic, client_secret_post or none), "
-        "introspection_hint, introspection_token_param_name, introspection_check_active, "
+        "introspection_hint, introspection_token_param_name (not the name of another of the "
+        "form's parameters), introspection_check_active, "
         "cache_introspection, cache_ttl, cache_ttl_min, cache_ttl_max; an endpoint without a "
         "usable answer is a 503 (Kong: 401)"
     ),
