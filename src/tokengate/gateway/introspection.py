@@ -31,7 +31,7 @@ from tokengate.gateway.errors import IntrospectionFailed, NotActive
 from tokengate.gateway.keys import IssuerKeys
 from tokengate.gateway.oidc_config import Introspection
 from tokengate.gateway.token_cache import VerifiedToken
-from tokengate.jsonlimits import holds_lone_surrogate
+from tokengate.jsonlimits import holds_lone_surrogate, nests_deeper
 
 MAX_ANSWER: Final = 64 * 1024  # bytes: an introspection answer is a small JSON object
 # Introspection POSTs at once to one endpoint over one HTTP client, whatever the routes: the
@@ -178,7 +178,7 @@ class Introspector:
             raise self._failed(f"POST {endpoint}: answer is not JSON") from None
         if not isinstance(data, dict):
             raise self._failed(f"POST {endpoint}: answer is not a JSON object")
-        if _deeper_than(data, MAX_DEPTH):
+        if nests_deeper(data, MAX_DEPTH):
             raise self._failed(f"POST {endpoint}: answer nested deeper than {MAX_DEPTH}")
         if holds_lone_surrogate(data):  # not text: Kong's lua-cjson refuses it too
             raise self._failed(f"POST {endpoint}: answer holds a lone surrogate")
@@ -198,20 +198,6 @@ def _number(value: object) -> float | None:
     except OverflowError:  # an integer past a double's range
         return None
     return number if math.isfinite(number) else None
-
-
-def _deeper_than(value: object, limit: int) -> bool:
-    """Whether JSON `value` nests objects or lists more than `limit` deep (no recursion)."""
-    pending: list[tuple[object, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children = (
-            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        )
-        if children and depth > limit:
-            return True
-        pending.extend((child, depth + 1) for child in children)
-    return False
 
 
 def _over(claims: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
