@@ -7,6 +7,7 @@ Runs the real app (create_admin_app mounted at /v1) on a real in-memory Store. S
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -264,6 +265,55 @@ async def test_scope_claim_and_client_render_with_the_spec_defaults(admin: Admin
         "client_secret": client["client_secret"],
     }
     assert len(client["client_secret"]) >= 32
+
+
+async def test_claims_and_secrets_render_their_times(admin: Admin) -> None:
+    asid = (await admin.server())["id"]
+    claim = await admin.claim(asid)
+    assert set(claim) == {
+        "id", "name", "value", "include_in_token", "include_in_all_scopes", "include_in_scopes",
+        "enabled", "created_at", "updated_at",
+    }  # fmt: skip
+    client = await admin.client(asid)
+    secrets = f"/auth-servers/{asid}/clients/{client['id']}/secrets"
+    secret = await admin.ok("POST", secrets, {}, status=201)
+    for entity in (claim, secret, (await admin.ok("GET", secrets))["data"][0]):
+        created = datetime.strptime(entity["created_at"], "%Y-%m-%dT%H:%M:%S.%f%z")
+        assert created >= START
+        assert entity["updated_at"] == entity["created_at"]
+
+
+async def test_times_render_in_utc_whatever_the_hosts_zone(
+    admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        server = await admin.server()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert server["created_at"] == "2025-01-01T00:00:00.000Z"
+
+
+def test_an_empty_admin_token_is_refused() -> None:
+    with (
+        new_store() as store,
+        pytest.raises(ValueError, match=r"^the admin token must not be empty$"),
+    ):
+        create_admin_app(store, admin_token="", public_url=PUBLIC_URL)
+
+
+async def test_the_public_url_keeps_its_path_without_the_trailing_slash(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    with new_store() as store:
+        app = web.Application()
+        admin_app = create_admin_app(store, admin_token=TOKEN, public_url="http://gw.test/idX/")
+        app.add_subapp("/v1", admin_app)
+        server = await Admin(await aiohttp_client(app), store).server()
+        issuer_id = store.get_auth_server(server["id"]).issuer_id
+    assert server["issuer"] == f"http://gw.test/idX/{issuer_id}/auth"
 
 
 # ---- auth servers -------------------------------------------------------------------------------

@@ -289,3 +289,146 @@ async def test_fifty_parallel_creates_with_one_name_make_one(admin: Admin, asid:
     assert statuses == [201] + [409] * 49
     assert all(body["title"] == "Conflict" for status, body in results if status == 409)
     assert (await listing(admin, path))["meta"]["page"]["total"] == 1
+
+
+# ---- what a refused query says ------------------------------------------------------------------
+
+_LIMIT = 10**18 - 1  # past any page: int() is never asked to read a number of 4,300 digits
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "entry"),
+    [
+        (
+            "/auth-servers",
+            "page[size]=0",
+            {"rule": "min", "reason": "must be greater than or equal to 1", "minimum": 1},
+        ),
+        (
+            "/auth-servers",
+            "page[size]=101",
+            {"rule": "max", "reason": "must be less than or equal to 100", "maximum": 100},
+        ),
+        (
+            "/auth-servers",
+            "page[number]=" + "1" * 19,
+            {"rule": "max", "reason": f"must be less than or equal to {_LIMIT}", "maximum": _LIMIT},
+        ),
+        (
+            "/auth-servers",
+            "page[size]=" + "9" * 19,
+            {"rule": "max", "reason": "must be less than or equal to 100", "maximum": 100},
+        ),
+        ("/auth-servers", "page[number]=x", {"rule": "is_integer", "reason": "must be an integer"}),
+        (
+            "/auth-servers",
+            "page[size]=1&page[size]=2",
+            {"rule": "invalid", "reason": "must be given once"},
+        ),
+        (
+            "/auth-servers",
+            "sort=colour",
+            {
+                "rule": "enum",
+                "reason": "[colour] is not a sort attribute: one of "
+                "[created_at, updated_at, name, audience]",
+                "choices": ["created_at", "updated_at", "name", "audience"],
+            },
+        ),
+        (
+            "/auth-servers",
+            "sort=name%20sideways",
+            {"rule": "invalid", "reason": "[name sideways]: the order must be asc or desc"},
+        ),
+        (
+            "/auth-servers",
+            "filter[colour]=x",
+            {"rule": "unknown_property", "reason": "[colour] is not a filterable field"},
+        ),
+        (
+            "/auth-servers",
+            "filter[name][startswith]=x",
+            {
+                "rule": "enum",
+                "reason": "operator must be one of [eq, contains]",
+                "choices": ["eq", "contains"],
+            },
+        ),
+        (
+            "/auth-servers",
+            "colour=blue",
+            {"rule": "unknown_property", "reason": "is not a known query parameter"},
+        ),
+        (
+            "/auth-servers/{asid}/clients/{cid}/secrets",
+            "filter[enabled]=yes",
+            {"rule": "is_boolean", "reason": "must be true or false"},
+        ),
+        (
+            "/auth-servers/{asid}/clients/{cid}/secrets",
+            "filter[enabled][eq]=true",
+            {"rule": "invalid", "reason": "takes a bare true or false, without an operator"},
+        ),
+    ],
+)
+async def test_a_refused_query_parameter_is_named_with_its_rule_and_reason(
+    admin: Admin, asid: str, path: str, query: str, entry: JSON
+) -> None:
+    cid = (await admin.client(asid))["id"]
+    status, problem = await admin.call("GET", f"{path.format(asid=asid, cid=cid)}?{query}")
+    assert status == 400, problem
+    field = query.split("=")[0]
+    assert problem["invalid_parameters"] == [{"field": field, **entry, "source": "query"}]
+
+
+async def test_a_legacy_filter_with_two_operators_is_named_once(admin: Admin) -> None:
+    status, problem = await admin.call(
+        "GET", "/auth-servers?filter[name][eq]=a&filter[name][contains]=b"
+    )
+    assert status == 400
+    assert problem["invalid_parameters"] == [
+        {
+            "field": "filter[name]",
+            "rule": "invalid",
+            "reason": "takes one operator only",
+            "source": "query",
+        }
+    ]
+
+
+async def test_a_repeated_parameter_does_not_hide_the_ones_after_it(admin: Admin) -> None:
+    fields = await refused(admin, "/auth-servers?page[size]=1&page[size]=2&colour=blue")
+    assert set(fields) == {"page[size]", "colour"}
+
+
+# ARABIC-INDIC THREE, SUPERSCRIPT TWO, FULLWIDTH ONE: digits to str.isdigit, not to the spec
+@pytest.mark.parametrize("value", ["\u0663", "\u00b2", "\uff11"])
+async def test_a_page_parameter_takes_ascii_digits_only(admin: Admin, value: str) -> None:
+    for param in ("page[size]", "page[number]"):
+        fields = await refused(admin, "/auth-servers", **{param: value})
+        assert fields[param]["rule"] == "is_integer"
+
+
+async def test_the_largest_page_number_is_an_empty_page(admin: Admin) -> None:
+    page = await listing(admin, "/auth-servers", **{"page[number]": str(_LIMIT)})
+    assert page["data"] == []
+    assert page["meta"]["page"]["number"] == _LIMIT
+
+
+async def test_empty_sort_attributes_are_skipped(admin: Admin, asid: str) -> None:
+    for name in ("b", "c", "a"):
+        await admin.scope(asid, name=name)
+    path = f"/auth-servers/{asid}/scopes"
+    assert await names(admin, path, sort=",name desc") == ["c", "b", "a"]
+    assert await names(admin, path, sort="name,,created_at") == ["a", "b", "c"]
+
+
+async def test_an_equals_filter_compares_a_uuid_shaped_name_as_written(
+    admin: Admin, asid: str
+) -> None:
+    """Only an id filter reads a UUID in any case; a name that looks like one is still text."""
+    name = "ABCDEF01-2345-6789-ABCD-EF0123456789"
+    await admin.scope(asid, name=name)
+    path = f"/auth-servers/{asid}/scopes"
+    assert await names(admin, path, **{"filter[name]": name}) == [name]
+    assert await names(admin, path, **{"filter[name][eq]": name.lower()}) == []

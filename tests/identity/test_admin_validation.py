@@ -445,3 +445,327 @@ async def test_a_bad_body_changes_nothing(admin: Admin) -> None:
     status, _ = await admin.call("PATCH", path, {"name": "changed", "audience": ""})
     assert status == 400
     assert await admin.ok("GET", path) == server
+
+
+async def test_a_labels_patch_past_fifty_in_total_says_so_in_full(admin: Admin) -> None:
+    server = await admin.server(labels={f"a{i}": "v" for i in range(30)})
+    body = {"labels": {f"b{i}": "v" for i in range(21)}}
+    status, problem = await admin.call("PATCH", f"/auth-servers/{server['id']}", body)
+    assert status == 400
+    assert problem["invalid_parameters"] == [
+        {
+            "field": "labels",
+            "rule": "max_items",
+            "reason": "must have at most 50 labels",
+            "maximum": 50,
+            "source": "body",
+        }
+    ]
+
+
+async def test_a_labels_patch_removing_an_absent_key_is_no_change(admin: Admin) -> None:
+    server = await admin.server(labels={"env": "test"})
+    path = f"/auth-servers/{server['id']}"
+    patched = await admin.ok("PATCH", path, {"labels": {"gone": None}})
+    assert patched["labels"] == {"env": "test"}
+    asid = server["id"]
+    client = await admin.client(asid, labels={"env": "test"})
+    patched = await admin.ok("PATCH", f"{path}/clients/{client['id']}", {"labels": {"gone": None}})
+    assert patched["labels"] == {"env": "test"}
+
+
+_UUID_REASON = {"rule": "is_uuid", "reason": "must be a valid UUID"}
+_CLIENT_ID_REASON = {
+    "rule": "matches_regex",
+    "reason": "must be 1 to 36 letters, digits, '-' or '_'",
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "entry"),
+    [
+        ("/auth-servers/42", "authServerId", _UUID_REASON),
+        ("/auth-servers/{asid}/scopes/42", "scopeId", _UUID_REASON),
+        ("/auth-servers/{asid}/claims/42", "claimId", _UUID_REASON),
+        ("/auth-servers/{asid}/clients/bad.id", "clientId", _CLIENT_ID_REASON),
+        ("/auth-servers/{asid}/clients/{cid}/secrets/42", "clientSecretId", _UUID_REASON),
+        ("/auth-servers/{asid}/clients/{cid}/tokens/42", "tokenId", _UUID_REASON),
+    ],
+)
+async def test_a_malformed_path_id_is_named_with_its_rule_and_reason(
+    admin: Admin, path: str, field: str, entry: dict[str, str]
+) -> None:
+    asid = (await admin.server())["id"]
+    cid = (await admin.client(asid))["id"]
+    status, problem = await admin.call("GET", path.format(asid=asid, cid=cid))
+    assert status == 400
+    assert problem["invalid_parameters"] == [{"field": field, **entry, "source": "path"}]
+
+
+# (kind, body, the one invalid_parameters entry without its "field" and "source")
+ENTRIES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("server", {"name": 7}, {"rule": "is_string", "reason": "must be a string"}),
+    (
+        "server",
+        {"name": ""},
+        {"rule": "min_length", "reason": "must have at least 1 characters", "minimum": 1},
+    ),
+    ("scope", {"enabled": "yes"}, {"rule": "is_boolean", "reason": "must be a boolean"}),
+    (
+        "client",
+        {"access_token_duration": "3600"},
+        {"rule": "is_integer", "reason": "must be an integer"},
+    ),
+    (
+        "client",
+        {"id_token_duration": 59},
+        {"rule": "min", "reason": "must be greater than or equal to 60", "minimum": 60},
+    ),
+    (
+        "client",
+        {"id_token_duration": 2_592_001},
+        {"rule": "max", "reason": "must be less than or equal to 2592000", "maximum": 2_592_000},
+    ),
+    (
+        "client",
+        {"token_endpoint_auth_method": "basic"},
+        {
+            "rule": "enum",
+            "reason": "must be one of [client_secret_post, none]",
+            "choices": ["client_secret_post", "none"],
+        },
+    ),
+    (
+        "client",
+        {"grant_types": ["implicit", "password"]},
+        {
+            "rule": "enum",
+            "reason": "item 1: must be one of [implicit, client_credentials]",
+            "choices": ["implicit", "client_credentials"],
+        },
+    ),
+    (
+        "client",
+        {"grant_types": ["implicit", "implicit"]},
+        {"rule": "invalid", "reason": "must not contain duplicate items [implicit]"},
+    ),
+    ("client", {"grant_types": {}}, {"rule": "is_array", "reason": "must be an array"}),
+    (
+        "client",
+        {"allow_scopes": ["x"]},
+        {"rule": "is_uuid", "reason": "item 0: must be a valid UUID"},
+    ),
+    (
+        "client",
+        {"redirect_uris": ["cb"]},
+        {"rule": "invalid", "reason": "item 0: must be an absolute URI"},
+    ),
+    (
+        "client",
+        {"redirect_uris": ["http://a.test/cb"]},
+        {"rule": "invalid", "reason": "item 0: must use https"},
+    ),
+    (
+        "client",
+        {"redirect_uris": ["https://a.test/cb#x"]},
+        {"rule": "invalid", "reason": "item 0: must not include a fragment"},
+    ),
+    ("client", {"login_uri": 1}, {"rule": "is_string", "reason": "must be a string"}),
+    (
+        "server",
+        {"trusted_origins": [f"https://{i}.test" for i in range(17)]},
+        {"rule": "max_items", "reason": "must have at most 16 items", "maximum": 16},
+    ),
+    (
+        "client",
+        {"redirect_uris": ["https://[::1/cb"]},  # urlsplit's ValueError
+        {"rule": "invalid", "reason": "item 0: must be an absolute URI"},
+    ),
+    (
+        "client",
+        {"redirect_uris": ["https://a.test/a b"]},
+        {"rule": "invalid", "reason": "item 0: must be an absolute URI"},
+    ),
+    (
+        "server",
+        {"trusted_origins": ["mailto:x@y.test"]},  # a scheme, but no authority
+        {"rule": "invalid", "reason": "item 0: must be an absolute URI"},
+    ),
+    ("server", {"labels": []}, {"rule": "is_object", "reason": "must be an object"}),
+    (
+        "server",
+        {"labels": {f"k{i}": "v" for i in range(51)}},
+        {"rule": "max_items", "reason": "must have at most 50 labels", "maximum": 50},
+    ),
+    (
+        "server",
+        {"labels": {"": "v"}},
+        {"rule": "is_label", "reason": "key [] must have 1 to 63 characters"},
+    ),
+    (
+        "server",
+        {"labels": {"Konnect-x": "v"}},
+        {
+            "rule": "is_label",
+            "reason": "key [Konnect-x] must not start with kong, konnect, mesh, kic or _",
+        },
+    ),
+    (
+        "server",
+        {"labels": {"env": 1}},
+        {"rule": "is_label", "reason": "value of [env] must be a string"},
+    ),
+    (
+        "server",
+        {"labels": {"env": "-x"}},
+        {
+            "rule": "is_label",
+            "reason": "value of [env] must have 1 to 63 letters, digits, '-', '.' or '_', "
+            "starting and ending with a letter or digit",
+        },
+    ),
+    (
+        "scope",
+        {"name": "a b"},
+        {
+            "rule": "matches_regex",
+            "reason": "must be printable ASCII without spaces, quotes or backslashes "
+            "(RFC 6749 §3.3)",
+        },
+    ),
+    (
+        "claim",
+        {"value": "${ unclosed"},
+        {"rule": "invalid", "reason": "'${' at offset 0 is never closed with '}'"},
+    ),
+    ("client", {"colour": "blue"}, {"rule": "unknown_property", "reason": "is not a known field"}),
+]
+
+
+@pytest.mark.parametrize(("kind", "body", "entry"), ENTRIES)
+async def test_a_refused_field_is_named_with_its_rule_reason_and_bounds(
+    admin: Admin, kind: str, body: dict[str, Any], entry: dict[str, Any]
+) -> None:
+    asid = (await admin.server())["id"]
+    path, valid = _target(kind, asid)
+    status, problem = await admin.call("POST", path, {**valid, **body})
+    assert status == 400, problem
+    field = next(iter(body))
+    assert problem["invalid_parameters"] == [{"field": field, **entry, "source": "body"}]
+
+
+async def test_an_unknown_field_does_not_hide_the_ones_after_it(admin: Admin) -> None:
+    fields = await bad_request(admin, "POST", "/auth-servers", {"colour": "x", "name": ""})
+    assert {f: p["rule"] for f, p in fields.items()} == {
+        "colour": "unknown_property",
+        "name": "min_length",
+        "audience": "required",
+    }
+
+
+@pytest.mark.parametrize("duration", [60, 2_592_000])
+async def test_token_durations_take_their_bounds(admin: Admin, duration: int) -> None:
+    asid = (await admin.server())["id"]
+    client = await admin.client(asid, access_token_duration=duration, id_token_duration=duration)
+    assert (client["access_token_duration"], client["id_token_duration"]) == (duration, duration)
+
+
+async def test_descriptions_may_be_empty(admin: Admin) -> None:
+    """AuthServerDescription and ScopeDescription have no minLength."""
+    server = await admin.server(description="")
+    assert server["description"] == ""
+    assert (await admin.scope(server["id"], description=""))["description"] == ""
+
+
+async def test_trusted_origins_and_login_uri_take_what_the_spec_allows(admin: Admin) -> None:
+    """Only RedirectURIs forbid a fragment; TrustedOrigin need not be https."""
+    origins = ["http://localhost:3000", "https://app.test#x"]
+    assert (await admin.server(trusted_origins=origins))["trusted_origins"] == origins
+    asid = (await admin.server())["id"]
+    client = await admin.client(asid, login_uri="https://app.test/login#top")
+    assert client["login_uri"] == "https://app.test/login#top"
+
+
+async def test_the_most_items_each_array_and_labels_take_are_accepted(admin: Admin) -> None:
+    origins = [f"https://{i}.test" for i in range(16)]
+    labels = {f"k{i}": "v" for i in range(50)}
+    server = await admin.server(trusted_origins=origins, labels=labels)
+    assert (server["trusted_origins"], server["labels"]) == (origins, labels)
+
+
+async def test_repeated_response_types_are_dropped_and_the_rest_kept(admin: Admin) -> None:
+    asid = (await admin.server())["id"]
+    client = await admin.client(asid, response_types=["token", "token", "code", "token"])
+    assert client["response_types"] == ["token", "code"]
+
+
+async def test_redirect_uris_are_kept_as_sent(admin: Admin) -> None:
+    """RedirectURIs has no uniqueItems: a repeat is neither refused nor dropped."""
+    asid = (await admin.server())["id"]
+    uris = ["https://a.test/cb", "https://a.test/cb"]
+    assert (await admin.client(asid, redirect_uris=uris))["redirect_uris"] == uris
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+async def test_a_number_json_does_not_have_is_named(admin: Admin, constant: str) -> None:
+    raw = b'{"name": "n", "audience": "a", "x": %b}' % constant.encode()
+    status, problem = await admin.call("POST", "/auth-servers", raw=raw)
+    assert status == 400
+    reason = bad_fields(problem)["body"]["reason"]
+    assert reason == f"must be valid JSON ({constant} is not JSON)"
+
+
+async def test_every_unknown_scope_id_is_named(admin: Admin) -> None:
+    asid = (await admin.server())["id"]
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    body = {**CLIENT, "allow_scopes": [first, second]}
+    fields = await bad_request(admin, "POST", f"/auth-servers/{asid}/clients", body)
+    assert fields["allow_scopes"] == {
+        "field": "allow_scopes",
+        "rule": "missing_reference",
+        "reason": f"unknown scope ids for this auth server: [{first}, {second}]",
+        "source": "body",
+    }
+
+
+async def test_a_long_content_type_is_quoted_up_to_100_characters(admin: Admin) -> None:
+    content_type = "application/x-" + "a" * 200
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type}
+    async with admin.http.post("/v1/auth-servers", data=b"{}", headers=headers) as resp:
+        assert resp.status == 415
+        problem = await resp.json(content_type=None)
+    assert problem["detail"] == f"The body must be application/json, not {content_type[:100]}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "rule", "reason"),
+    [
+        (b" ", "required", "a JSON body is required (send {} for none of its fields)"),
+        (b"[1, 2]", "is_object", "must be a JSON object"),
+        (
+            b"{",
+            "invalid",
+            "must be valid JSON (Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1))",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, "invalid", "must be valid JSON (nested too deeply)"),
+        (  # within what the parser reads, past our limit
+            b"[" * (MAX_CLIENT_NESTING + 1) + b"]" * (MAX_CLIENT_NESTING + 1),
+            "invalid",
+            "must be valid JSON (nested too deeply)",
+        ),
+        (
+            b'{"name": "\\ud800", "audience": "a"}',
+            "invalid",
+            "must be valid JSON (a string holds an unpaired surrogate escape)",
+        ),
+    ],
+)
+async def test_a_body_that_cannot_be_read_is_named_in_full(
+    admin: Admin, raw: bytes, rule: str, reason: str
+) -> None:
+    status, problem = await admin.call("POST", "/auth-servers", raw=raw)
+    assert status == 400
+    assert problem["invalid_parameters"] == [
+        {"field": "body", "rule": rule, "reason": reason, "source": "body"}
+    ]

@@ -61,6 +61,10 @@ MISTAKES = {
         "  labels: {5: x}\n",
         "auth_servers[0].labels: key [5] must be a string",
     ),
+    "client id not an id": (
+        "  clients: [{name: c, id: bad.id}]\n",
+        "auth_servers[0].clients[0].id: must be 1 to 36 letters, digits, '-' or '_'",
+    ),
     "trusted_origins a string": (
         "  trusted_origins: https://app\n",
         "auth_servers[0].trusted_origins: must be a list",
