@@ -136,7 +136,7 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         raise MalformedToken(f"{what} is not a JSON object")
     if too_deep_for_a_client(text, value):
         raise MalformedToken(f"{what} nests deeper than {MAX_CLIENT_NESTING} levels")
-    if holds_lone_surrogate(value, text):
+    if "\\" in text and holds_lone_surrogate(value, text):  # most tokens have no escape at all
         # Not text (Kong's lua-cjson refuses the escape): such a claim could reach an upstream
         # header only as bytes that are not UTF-8.
         raise MalformedToken(f"{what} holds a lone surrogate")
