@@ -19,6 +19,7 @@ from tokengate.gateway.config import (
     load_config,
     parse_config,
 )
+from tokengate.gateway.config_checks import load_yaml
 from tokengate.gateway.oidc_config import Consumer
 
 HEADER = '_format_version: "3.0"\n'
@@ -137,9 +138,38 @@ SERVICE_ERRORS = {
         f"name: a\nurl: http://{'a' * 64}.example",
         f"services[0].url: invalid host '{'a' * 64}.example': a label is empty or longer than 63",
     ),
+    "url with credentials": (
+        "name: a\nurl: http://user:secret@up",
+        "services[0].url: must not contain credentials, a query string or a fragment",
+    ),
+    "url with fragment": (
+        "name: a\nurl: http://up/#top",
+        "services[0].url: must not contain credentials, a query string or a fragment",
+    ),
+    "url port zero": ("name: a\nurl: http://up:0", "services[0].url: invalid port"),
     "port zero": (
         "name: a\nhost: up\nport: 0",
         "services[0].port: must be between 1 and 65535, got 0",
+    ),
+    "port a date": (
+        "name: a\nhost: up\nport: 2024-01-01",
+        "services[0].port: expected an integer, got a date",
+    ),
+    "port the lowest 64-bit integer": (
+        "name: a\nhost: up\nport: -9223372036854775808",
+        "services[0].port: must be between 1 and 65535, got -9223372036854775808",
+    ),
+    "path bad percent-encoding": (
+        "name: a\nhost: up\npath: /a%zz",
+        "services[0].path: invalid path '/a%zz': bad percent-encoding",
+    ),
+    "host longer than 253": (
+        f"name: a\nhost: {'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 62}",
+        f"services[0].host: invalid host '{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 62}'",
+    ),
+    "unknown field not close to a known one": (
+        "name: a\nhost: up\nhostname: up",
+        "services[0].hostname: unknown field",
     ),
     "port bool": (
         "name: a\nhost: up\nport: true",
@@ -278,6 +308,30 @@ ROUTE_ERRORS = {
         "hosts: ['[::1']",
         f"{R}.hosts[0]: invalid host '[::1': no closing ']'",
     ),
+    "host port too high": (
+        "hosts: ['a.b:65536']",
+        f"{R}.hosts[0]: invalid port in host 'a.b:65536'",
+    ),
+    "ipv6 host port too high": (
+        "hosts: ['[::1]:65536']",
+        f"{R}.hosts[0]: invalid port in host '[::1]:65536'",
+    ),
+    "ipv6 host with two closing brackets": (
+        "hosts: ['[::1]]:80']",
+        f"{R}.hosts[0]: invalid port in host '[::1]]:80'",
+    ),
+    "ipv6 host with junk after the bracket": (
+        "hosts: ['[::1]x']",
+        f"{R}.hosts[0]: invalid port in host '[::1]x'",
+    ),
+    "host only a trailing wildcard": (
+        "hosts: ['.*']",
+        f"{R}.hosts[0]: invalid host '.*': a wildcard needs a name beside it",
+    ),
+    "header name not a token": (
+        "headers: {'X Version': ['1']}",
+        f"{R}.headers.X Version: invalid header name 'X Version'",
+    ),
     "headers not a mapping": ("headers: [x]", f"{R}.headers: expected a mapping, got a list"),
     "host header": (
         "headers: {Host: [a.b]}",
@@ -337,6 +391,10 @@ TOP_LEVEL_ROUTE_ERRORS = {
     "reference with both keys": (
         f"service: {{id: {S1}, name: a}}",
         "routes[0].service: expected exactly one of 'id' or 'name'",
+    ),
+    "reference with an unknown key": (
+        "service: {name: a, nme: b}",
+        "routes[0].service.nme: unknown field (did you mean 'name'?)",
     ),
     "reference of the wrong type": (
         "service: 7",
@@ -547,11 +605,16 @@ _BOMB = "".join(f"a{n}: &a{n} [{', '.join([f'*a{n - 1}' if n else 'x'] * 10)}]\n
          "kong.yaml: line 2 column 37: integer out of range (beyond 64 bits)"),
         ("services: [{name: a, host: x, port: 0%s}]" % ("7" * 30),
          "kong.yaml: line 2 column 37: integer out of range"),
+        ("services: [{name: a, host: x, port: 9223372036854775808}]",
+         "kong.yaml: line 2 column 37: integer out of range (beyond 64 bits)"),
+        ("services: [{name: a, host: x, port: -9223372036854775809}]",
+         "kong.yaml: line 2 column 37: integer out of range (beyond 64 bits)"),
         # explicit tags PyYAML's own constructors fail on
         ("services: !!set [a]", "kong.yaml: "),
-        ("services: !!bool x", "kong.yaml: invalid YAML: "),
-        ("services: !!int", "kong.yaml: invalid YAML: "),
-        ("services: !!timestamp x", "kong.yaml: invalid YAML: "),
+        ("services: !!bool x", "kong.yaml: line 2 column 11: cannot read 'x' as !!bool"),
+        ("services: !!int", "kong.yaml: line 2 column 11: cannot read '' as !!int"),
+        ("services: !!timestamp x", "kong.yaml: line 2 column 11: cannot read 'x' as !!timestamp"),
+        ("services: [a, !!float y]", "kong.yaml: line 2 column 15: cannot read 'y' as !!float"),
         # an alias to itself, nesting past any real file, an alias bomb (10^9 values)
         ("plugins: [{name: openid-connect, config: {x: &r [*r]}}]",
          "kong.yaml: invalid YAML: nested more than 64 levels deep"),
@@ -560,7 +623,8 @@ _BOMB = "".join(f"a{n}: &a{n} [{', '.join([f'*a{n - 1}' if n else 'x'] * 10)}]\n
         ("plugins:\n- name: openid-connect\n  config:\n" + textwrap.indent(_BOMB, "    "),
          "kong.yaml: invalid YAML: more than 2,000,000 values (aliases expanded)"),
     ],
-    ids=["hex", "octal", "set-on-list", "bool", "int", "timestamp", "self-alias", "deep", "bomb"],
+    ids=["hex", "octal", "2**63", "-2**63-1", "set-on-list", "bool", "int", "timestamp",
+         "float-in-a-list", "self-alias", "deep", "bomb"],
 )  # fmt: skip
 def test_yaml_that_would_break_the_checks_is_refused_up_front(body: str, start: str) -> None:
     """No traceback, no minutes spent: each is one error, before any field is checked."""
@@ -568,6 +632,115 @@ def test_yaml_that_would_break_the_checks_is_refused_up_front(body: str, start: 
         parse_config(f'_format_version: "3.0"\n{body}\n', "kong.yaml")
     (error,) = caught.value.errors
     assert error.startswith(start), error
+
+
+@pytest.mark.parametrize("host", ["[::1", "::1]", "[::1]x"])
+def test_a_stray_bracket_in_a_service_host_is_not_blamed_on_a_port(host: str) -> None:
+    # Today: "invalid host '[::1': set the port with 'port'", though no port was written.
+    assert errors(f"services: [{{name: a, host: '{host}'}}]\n") == [
+        f"kong.yaml: services[0].host: invalid host '{host}': expected an IPv6 address in"
+        " brackets, as in '[::1]'"
+    ]
+
+
+def test_a_service_host_with_a_port_after_an_ipv6_address_still_says_to_use_port() -> None:
+    assert errors("services: [{name: a, host: '[::1]:80'}]\n") == [
+        "kong.yaml: services[0].host: invalid host '[::1]:80': set the port with 'port'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("upstream", "line"),
+    [
+        ("{name: u, host_header: 'a b'}", "upstreams[0].host_header: invalid host 'a b'"),
+        ("{name: 'a b'}", "upstreams[0].name: invalid name 'a b'"),
+        ("{name: u, targets: [{target: 'a b'}]}",
+         "upstreams[0].targets[0].target: invalid target 'a b'"),
+        # a host part that differs from what was written is still named
+        ("{name: u, targets: [{target: 'x..y:80'}]}",
+         "upstreams[0].targets[0].target: invalid target 'x..y:80': invalid host 'x..y'"),
+    ],
+)  # fmt: skip
+def test_a_bad_host_is_named_once_not_twice(upstream: str, line: str) -> None:
+    # Today: "invalid host 'a b': invalid host 'a b'", "invalid target 'a b': invalid host 'a b'".
+    assert errors(f"upstreams: [{upstream}]\n") == [f"kong.yaml: {line}"]
+
+
+def test_a_control_character_is_one_line_with_its_line_and_column() -> None:
+    # Today: 'kong.yaml: invalid YAML: unacceptable character #x0001: control characters are
+    # not allowed\n  in "<unicode string>", position 40': two lines, and a position in
+    # characters where every other YAML error gives a line and a column.
+    assert errors('services: []\nx: "\x01"\n') == [
+        "kong.yaml: line 3 column 5: unacceptable character #x0001: control characters are not"
+        " allowed"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("deepest", "too_deep"),
+    [("[" * 65 + "]" * 65, "[" * 66 + "]" * 66), ("{a: " * 64 + "}" * 64, "{a: " * 65 + "}" * 65)],
+    ids=["lists", "mappings"],
+)
+def test_a_document_may_nest_64_levels_below_its_top_and_no_more(
+    deepest: str, too_deep: str
+) -> None:
+    load_yaml(deepest)
+    with pytest.raises(ValueError, match=r"^invalid YAML: nested more than 64 levels deep$"):
+        load_yaml(too_deep)
+
+
+def _values(count: int) -> str:
+    """A list holding 1,999 copies of one 1,000-value list, then scalars: `count` values."""
+    scalars = count - 1 - 1999 * 1000
+    return "- &a [" + "0, " * 998 + "0]\n" + "- *a\n" * 1998 + "- 0\n" * scalars
+
+
+def test_a_document_may_hold_two_million_values_once_its_aliases_are_expanded() -> None:
+    load_yaml(_values(2_000_000))
+    with pytest.raises(ValueError, match=r"more than 2,000,000 values \(aliases expanded\)$"):
+        load_yaml(_values(2_000_001))
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("services: !!set [a]", "line 2 column 11: expected a mapping node, but found sequence"),
+        ("services: !!map a", "line 2 column 11: expected a mapping node, but found scalar"),
+        ("services:\n  - &s {name: a, host: up}\n  - <<: *s\n    name: b\n    name: c",
+         "line 6 column 5: found duplicate key 'name'"),
+    ],
+)  # fmt: skip
+def test_mapping_tags_on_other_nodes_and_keys_after_a_merge_are_yaml_errors(
+    body: str, line: str
+) -> None:
+    assert errors(body + "\n") == [f"kong.yaml: {line}"]
+
+
+def test_a_control_character_is_a_yaml_error_that_names_it() -> None:
+    (line,) = errors('services: []\nx: "\x01"\n')
+    assert line.startswith("kong.yaml: "), line
+    assert "unacceptable character #x0001: control characters are not allowed" in line, line
+
+
+def test_a_merge_key_fills_in_what_the_mapping_does_not_set() -> None:
+    first, second = load("""
+        services:
+          - &base {name: a, host: up, port: 81}
+          - <<: *base
+            name: b
+    """).services
+    assert (first.name, second.name, second.host, second.port) == ("a", "b", "up", 81)
+
+
+def test_every_bad_entry_of_a_list_is_reported() -> None:
+    assert errors("services: [{name: a, host: up, routes: [{methods: [1, get, 2, post]}]}]") == [
+        "kong.yaml: services[0].routes[0].methods[0]: expected a string, got an integer",
+        "kong.yaml: services[0].routes[0].methods[1]: invalid method 'get': upper-case letters "
+        "only, as in Kong (GET)",
+        "kong.yaml: services[0].routes[0].methods[2]: expected a string, got an integer",
+        "kong.yaml: services[0].routes[0].methods[3]: invalid method 'post': upper-case letters "
+        "only, as in Kong (POST)",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -628,6 +801,46 @@ def test_load_config_reads_a_file_and_names_it_in_warnings(tmp_path: Path) -> No
     )
 
 
+def test_load_config_passes_the_plugins_to_ignore_on(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(HEADER + "plugins: [{name: my-company-auth}]\n", encoding="utf-8")
+    config = load_config(path, ignored_plugins=frozenset({"my-company-auth"}))
+    assert config.warnings == (
+        f"{path}: plugins[0]: plugin 'my-company-auth' is not run (--ignore-plugins): what it "
+        "guards is open",
+    )
+
+
+@pytest.mark.parametrize(
+    ("ignored", "lines"),
+    [
+        # an ignored plugin's entry is still read as Kong reads any plugin entry
+        (frozenset({"my-company-auth"}),
+         ["kong.yaml: plugins[0].enabled: expected a boolean, got a string"]),
+        # one that stops the file is reported once, by its name
+        (frozenset(),
+         ["kong.yaml: plugins[0].name: 'my-company-auth' is no plugin Kong bundles, and tokengate "
+          "runs only 'openid-connect' and 'cors' (Kong refuses a plugin it has not loaded): if it "
+          "is a custom plugin of yours, run with --ignore-plugins my-company-auth to accept that "
+          "what it does is not done"]),
+    ],
+)  # fmt: skip
+def test_the_rest_of_an_unknown_plugins_entry_is_read_only_when_it_is_ignored(
+    ignored: frozenset[str], lines: list[str]
+) -> None:
+    text = HEADER + "plugins: [{name: my-company-auth, enabled: 'no'}]\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "kong.yaml", ignored_plugins=ignored)
+    assert caught.value.errors == lines
+
+
+def test_a_misspelt_plugins_entry_is_reported_once_by_its_name() -> None:
+    assert errors("plugins: [{name: openid_connect, enabled: 'no'}]") == [
+        "kong.yaml: plugins[0].name: 'openid_connect' is no plugin; the OpenID Connect plugin is "
+        "'openid-connect'"
+    ]
+
+
 def test_url_shorthand_with_port_and_path() -> None:
     (service,) = load("services: [{name: a, url: 'http://Up.internal:8080/api/v1'}]").services
     assert (service.protocol, service.host, service.port, service.path) == (
@@ -649,6 +862,16 @@ def test_url_shorthand_without_port_or_path() -> None:
     )
 
 
+def test_url_shorthand_defaults_to_port_80_for_http() -> None:
+    (service,) = load("services: [{name: a, url: 'http://up.internal'}]").services
+    assert (service.protocol, service.port) == ("http", 80)
+
+
+def test_port_65535_is_a_port() -> None:
+    (service,) = load("services: [{name: a, host: up, port: 65535}]").services
+    assert service.port == 65535
+
+
 def test_protocol_host_port_defaults() -> None:
     plain, tls = load("""
         services:
@@ -667,6 +890,19 @@ def test_timeouts_in_milliseconds_become_seconds() -> None:
     assert (service.connect_timeout, service.read_timeout) == (1.5, 0.25)
     assert service.write_timeout == 60.0  # Kong's 60000 ms default
     assert service.retries == 0
+
+
+@pytest.mark.parametrize("host", ["[::1", "::1]", "[::1]x"])
+def test_an_ipv6_host_with_a_stray_bracket_is_refused(host: str) -> None:
+    # (the reason given is pinned in test_found_bugs_h11.py: it says to set the port)
+    (line,) = errors(f"services: [{{name: a, host: '{host}'}}]")
+    assert line.startswith(f"kong.yaml: services[0].host: invalid host '{host}'"), line
+
+
+def test_a_host_name_of_253_characters_is_kept() -> None:
+    host = f"{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 61}"
+    (service,) = load(f"services: [{{name: a, host: {host}}}]").services
+    assert service.host == host
 
 
 def test_ipv6_host_is_bracketed_so_the_origin_is_a_url() -> None:
@@ -750,6 +986,17 @@ def test_route_fields_are_normalised_and_defaulted() -> None:
     assert (route.strip_path, route.preserve_host, route.regex_priority) == (True, False, 0)
     assert (route.protocols, route.path_handling, route.plugins) == (("http", "https"), "v0", ())
     assert route.name is None
+
+
+def test_route_hosts_keep_ipv6_addresses_apart_from_ports_and_ports_up_to_65535() -> None:
+    (route,) = load("""
+        services:
+          - name: a
+            host: up
+            routes:
+              - hosts: ['::ABCD', '[::AB]', '[::1]:8080', '[::1]:8', 'a.b:1', 'a.b:65535']
+    """).routes
+    assert route.hosts == ("[::abcd]", "[::ab]", "[::1]:8080", "[::1]:8", "a.b:1", "a.b:65535")
 
 
 def test_route_without_service_warns_and_has_none() -> None:

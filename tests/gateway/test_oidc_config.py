@@ -386,6 +386,13 @@ def test_integer_and_float_numbers_are_both_numbers() -> None:
     assert ok("leeway: 1.5").leeway == 1.5
 
 
+def test_an_integer_of_up_to_1e15_is_a_number_and_one_more_is_refused() -> None:
+    assert ok("leeway: 1000000000000000").leeway == 1e15
+    assert error("leeway: 1000000000000001") == (
+        "leeway: must be at most 1e+15, got a 16-digit number"
+    )
+
+
 def test_claim_path_may_repeat_a_key() -> None:
     assert ok("roles_claim: [a, a]").roles_claim == ("a", "a")
     config = ok("""

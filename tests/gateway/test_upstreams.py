@@ -205,6 +205,27 @@ def test_a_service_host_one_typo_from_an_upstream_name_is_warned_about() -> None
     assert parse_config(text, "kong.yaml").warnings == ()
 
 
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("orders.upstreem", True),  # one letter changed
+        ("orders.upstrema", True),  # the last two swapped
+        ("api-vl", True),  # a letter for a digit is a typo; a digit for a digit is a sibling
+        ("orders.upstrxym", False),  # two neighbours changed
+        ("orders.upsterxm", False),  # one moved, one changed
+    ],
+)
+def test_what_counts_as_one_typo_from_an_upstream_name(host: str, warned: bool) -> None:
+    text = textwrap.dedent(
+        f"""\
+        _format_version: "3.0"
+        upstreams: [{{name: orders.upstream}}, {{name: api-v1}}]
+        services: [{{name: s, host: {host}}}]
+        """
+    )
+    assert bool(parse_config(text, "kong.yaml").warnings) == warned
+
+
 async def test_a_target_whose_name_does_not_resolve_is_left_out(
     two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
 ) -> None:
@@ -405,6 +426,119 @@ def test_bad_upstreams_and_targets_are_named(upstream: str, message: str) -> Non
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     assert any(message in error for error in caught.value.errors), caught.value.errors
+
+
+@pytest.mark.parametrize(
+    ("upstream", "line"),
+    [
+        ("{name: u, targets: [{target: 'up/x'}]}",
+         "targets[0].target: invalid target 'up/x': expected host or host:port, not a URL"),
+        ("{name: u, targets: [{target: '[::1]x'}]}",
+         "targets[0].target: invalid target '[::1]x': expected [address]:port"),
+        ("{name: u, targets: [{target: '[::1]]:80'}]}",
+         "targets[0].target: invalid target '[::1]]:80': expected [address]:port"),
+        ("{name: u, targets: [{target: '[::1'}]}",
+         "targets[0].target: invalid target '[::1': expected host, host:port or [v6]:port"),
+        ("{name: u, targets: [{target: 'x..y:80'}]}",
+         "targets[0].target: invalid target 'x..y:80': invalid host 'x..y'"),
+        ("{name: u, targets: [{target: '[::1]:0'}]}",
+         "targets[0].target: invalid target '[::1]:0': the port must be 1-65535"),
+        ("{name: u, targets: [{target: 'x:65536'}]}",
+         "targets[0].target: invalid target 'x:65536': the port must be 1-65535"),
+        ("{name: 'a:b:c'}", "name: invalid name 'a:b:c': expected host, host:port or [v6]:port"),
+        ("{name: '::1'}", "name: invalid name '::1': a host name, not an IP address"),
+        ("{name: '[::1]'}", "name: invalid name '[::1]': a host name, not an IP address"),
+        ("{name: u, host_header: '[::1]x'}",
+         "host_header: invalid host '[::1]x': expected [address]:port"),
+    ],
+)  # fmt: skip
+def test_bad_targets_names_and_host_headers_say_what_is_wrong(upstream: str, line: str) -> None:
+    text = f'_format_version: "3.0"\nupstreams: [{upstream}]\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert caught.value.errors == [f"kong.yaml: upstreams[0].{line}"]
+
+
+@pytest.mark.parametrize(
+    ("upstream", "line"),
+    [
+        ("{targets: [{target: x}]}", "name: required field missing"),
+        ("{name: u, targets: [{weight: 1}]}", "targets[0].target: required field missing"),
+        ("{name: u, targets: [{target: x, weight: -1}]}",
+         "targets[0].weight: must be between 0 and 65535, got -1"),
+        ("{name: u, targets: [{target: x, tags: t}]}",
+         "targets[0].tags: expected a list of strings, got a string"),
+        ("{name: u, targets: [{target: x, failover: 'y'}]}",
+         "targets[0].failover: expected a boolean, got a string"),
+        ("{name: u, targets: [{target: 'x:8000'}, {target: x}]}",
+         "targets[1].target: duplicate target 'x:8000' in upstream 'u'"),
+        ("{name: u, targets: [{target: x, upstream: u}]}",
+         "targets[0].upstream: a target nested in an upstream names no other upstream"),
+        ("{name: u, tags: t}", "tags: expected a list of strings, got a string"),
+        ("{name: u, slots: x}", "slots: expected an integer, got a string"),
+        ("{name: u, slots: 9}", "slots: must be between 10 and 65536, got 9"),
+        ("{name: u, slots: 65537}", "slots: must be between 10 and 65536, got 65537"),
+        ("{name: u, use_srv_name: 1}", "use_srv_name: expected a boolean, got an integer"),
+    ],
+)  # fmt: skip
+def test_each_upstream_and_target_field_is_checked_at_its_path(upstream: str, line: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f'_format_version: "3.0"\nupstreams: [{upstream}]\n')
+    assert caught.value.errors == [f"kong.yaml: upstreams[0].{line}"]
+
+
+def test_a_second_upstream_of_one_name_points_at_the_first() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config('_format_version: "3.0"\nupstreams: [{name: u}, {name: u}]\n')
+    assert caught.value.errors == [
+        "kong.yaml: upstreams[1].name: duplicate upstream name 'u' (first at upstreams[0])"
+    ]
+
+
+@pytest.mark.parametrize("slots", [10, 65536])
+def test_slots_from_10_to_65536_and_a_weight_of_1_are_kept(slots: int) -> None:
+    config = kong_yaml(
+        f"- {{name: orders.upstream, slots: {slots}, targets: [{{target: x, weight: 1}}]}}\n"
+    )
+    assert config.warnings == ()
+    assert config.services[0].targets == (Target("x", 8000, 1),)
+
+
+def test_failover_and_use_srv_name_are_warned_about_at_their_paths() -> None:
+    config = kong_yaml(
+        """\
+        - name: orders.upstream
+          use_srv_name: true
+          client_certificate: {id: 5e1f1c2a-9d3b-4c6e-8a7f-0123456789ab}
+          targets: [{target: x, failover: true}]
+        """
+    )
+    assert config.warnings == (
+        "kong.yaml: upstreams[0].use_srv_name: not supported by tokengate and ignored",
+        "kong.yaml: upstreams[0].client_certificate: not supported by tokengate and ignored",
+        "kong.yaml: upstreams[0].targets[0].failover: not supported by tokengate: a failover "
+        "target is balanced too",
+    )
+
+
+def test_empty_brackets_in_a_target_are_an_invalid_host_not_a_malformed_target() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config('_format_version: "3.0"\nupstreams: [{name: u, targets: [{target: "[]:80"}]}]')
+    (line,) = caught.value.errors
+    prefix = "kong.yaml: upstreams[0].targets[0].target: invalid target '[]:80': invalid host '[]'"
+    assert line.startswith(prefix), line
+
+
+def test_bare_and_bracketed_ipv6_targets_and_host_header_are_bracketed() -> None:
+    (service,) = kong_yaml(
+        """\
+        - name: orders.upstream
+          host_header: "::1"
+          targets: [{target: "::1"}, {target: "[2001:db8::1:2]:81"}]
+        """
+    ).services
+    assert service.targets == (Target("[::1]", 8000, 100), Target("[2001:db8::1:2]", 81, 100))
+    assert service.host_header == "[::1]"
 
 
 def test_a_top_level_target_must_name_a_declared_upstream() -> None:

@@ -286,6 +286,20 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
     so a second `plugins:` key could silently drop the openid-connect plugin. libyaml parses
     when PyYAML has it (its wheels do): three times faster on a 2 MB kong.yaml."""
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception:
+            # PyYAML's constructors meet an explicit tag on a value they cannot read (`!!bool x`,
+            # `!!int ""`, `!!timestamp x`) with Python's own errors: say what, and where.
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            value = node.value if isinstance(node, yaml.ScalarNode) else "this value"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {str(value)[:40]!r} as {tag}", node.start_mark
+            ) from None
+
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Hashable, Any]:
         if not isinstance(node, yaml.MappingNode):
             # `!!map` / `!!set` on a list or a scalar: PyYAML's own method raises its error.
@@ -337,6 +351,10 @@ def load_yaml(text: str) -> Any:
     """Parsed YAML, or ValueError("line 3 column 5: <problem>")."""
     try:
         document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.reader.ReaderError as exc:  # a character YAML refuses: no mark, a position
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ValueError(f"line {line} column {column}: {_reader_problem(exc)}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
@@ -349,6 +367,11 @@ def load_yaml(text: str) -> Any:
         raise ValueError(f"invalid YAML: {type(exc).__name__}: {exc}") from None
     _check_size(document)
     return document
+
+
+def _reader_problem(exc: yaml.reader.ReaderError) -> str:
+    """ReaderError's own text without its '  in "<unicode string>", position N' line."""
+    return str(exc).split("\n", 1)[0]
 
 
 def _check_size(document: Any) -> None:
@@ -456,6 +479,10 @@ def service_host(text: str) -> str:
         pass
     if "://" in text:
         raise ValueError(f"invalid host '{text}': expected a host name; use 'url' for a URL")
+    if ("[" in text or "]" in text) and not (text.startswith("[") and "]:" in text):
+        raise ValueError(
+            f"invalid host '{text}': expected an IPv6 address in brackets, as in '[::1]'"
+        )
     if ":" in text:
         raise ValueError(f"invalid host '{text}': set the port with 'port'")
     if len(text) > 253 or not _HOSTNAME.fullmatch(text):
@@ -518,7 +545,9 @@ def _host_and_port(text: str, what: str) -> tuple[str, int | None]:
     try:
         return service_host(host), port
     except ValueError as exc:
-        raise ValueError(f"invalid {what} '{text}': {exc}") from None
+        # "invalid target 'a b'", not "invalid target 'a b': invalid host 'a b'"
+        reason = str(exc).removeprefix(f"invalid host '{text}'").removeprefix(": ")
+        raise ValueError(f"invalid {what} '{text}'" + (f": {reason}" if reason else "")) from None
 
 
 def _bracketed_ipv6(host: str) -> bool:
