@@ -1335,9 +1335,6 @@ def _round(a: Any, places: Any, round_on: Any = 0.5) -> float:
 _fn("empty", args=1)(lambda a: not _truth(a))
 _fn("coalesce", args=(0, None))(lambda *a: next((x for x in a if _truth(x)), None))
 _fn("ternary", args=3)(lambda yes, no, cond: yes if _truth(cond) else no)
-_fn("mustToJson", args=1)(lambda v: _go_json(v))
-_fn("mustToRawJson", args=1)(lambda v: _go_json(v, html=False))
-_fn("mustToPrettyJson", args=1)(lambda v: _go_json(v, indent=2))
 
 
 def _or_empty(encode: Callable[[Any], str]) -> Callable[[Any], str]:
@@ -1352,9 +1349,15 @@ def _or_empty(encode: Callable[[Any], str]) -> Callable[[Any], str]:
     return lenient
 
 
-_fn("toJson", args=1)(_or_empty(lambda v: _go_json(v)))
-_fn("toRawJson", args=1)(_or_empty(lambda v: _go_json(v, html=False)))
-_fn("toPrettyJson", args=1)(_or_empty(lambda v: _go_json(v, indent=2)))
+# Each encoder twice: the must- form fails the template on what has no JSON form, the other
+# gives "" for it.
+for _name, _encode in (
+    ("ToJson", lambda v: _go_json(v)),
+    ("ToRawJson", lambda v: _go_json(v, html=False)),
+    ("ToPrettyJson", lambda v: _go_json(v, indent=2)),
+):
+    _fn("must" + _name, args=1)(_encode)
+    _fn("to" + _name.removeprefix("To"), args=1)(_or_empty(_encode))
 
 
 @_fn("default", args=(1, 2))
