@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from ssl import SSLContext
 from typing import Any
 
 import pytest
@@ -86,12 +87,15 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
 @contextlib.asynccontextmanager
 async def serving(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    *,
+    ssl: SSLContext | None = None,
 ) -> AsyncIterator[TestServer]:
-    """An aiohttp upstream on port 0 that answers every method and path with `handler`."""
+    """An aiohttp upstream on port 0 that answers every method and path with `handler` (over
+    TLS with `ssl`)."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
     server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    await server.start_server(ssl=ssl)
     try:
         yield server
     finally:

@@ -93,6 +93,27 @@ async def test_stop_cuts_off_a_request_still_running_after_the_grace_period(
     await eventually(lambda: upstream.closed == {0})
 
 
+async def test_cut_short_ends_the_grace_period_at_once(
+    upstream: KeepAliveUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second signal (cut_short) during stop: what still runs is cut off now, not at the
+    end of a long grace period."""
+    upstream.slow_for = 30
+    gw = await started(route(make_service(upstream.port), "/slow"), grace=30)
+    async with aiohttp.ClientSession() as session:
+        slow = asyncio.create_task(get(session, gw, "/slow"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 2)
+        stopping = asyncio.create_task(gw.stop())
+        await asyncio.sleep(0.1)
+        assert not stopping.done()  # the grace period runs
+        gw.cut_short()
+        await asyncio.wait_for(stopping, 3)
+        with pytest.raises(aiohttp.ClientError):
+            await slow
+    assert "1 request(s) still running: cut off" in caplog.messages
+    await eventually(lambda: upstream.closed == {0})
+
+
 async def test_stop_waits_for_requests_on_a_config_a_reload_replaced(
     upstream: KeepAliveUpstream,
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -278,15 +279,77 @@ async def test_upstream_host_that_does_not_resolve_is_kongs_503(
     assert (status, body) == (503, {"message": "name resolution failed"})
 
 
-async def test_slow_upstream_is_504(start_gateway: StartGateway) -> None:
+async def test_slow_upstream_is_504(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upstream.read_head(reader)
         await asyncio.sleep(3)
 
     async with RawUpstream(respond) as upstream:
-        gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=0.2)))
+        service = make_service(upstream.port, read_timeout=0.2)
+        gw = await start_gateway(make_route(service))
         status, _, body = await get_json(f"http://127.0.0.1:{gw.proxy_port}/")
         assert (status, body) == (504, {"message": "The upstream server is timing out"})
+    assert f"upstream {service.name}: upstream read timed out" in caplog.messages
+
+
+@pytest.mark.parametrize(
+    ("upstream_does", "status", "logged"),
+    [
+        # a pause shorter than write_timeout: the upload resumes and completes
+        ("reads late", 200, None),
+        # nginx's proxy_send_timeout: at most write_timeout between two writes
+        ("never reads", 504, "upstream stopped reading"),
+        # a close while the gateway waits to write: at once, not after write_timeout
+        ("hangs up", 502, "upstream closed the connection"),
+    ],
+)
+async def test_write_timeout_bounds_how_long_an_upstream_may_stop_reading_an_upload(
+    upstream_does: str,
+    status: int,
+    logged: str | None,
+    start_gateway: StartGateway,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    size = 32 * 1024 * 1024  # far more than the kernel buffers between gateway and upstream
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        if upstream_does == "never reads":
+            await asyncio.sleep(10)
+        elif upstream_does == "hangs up":
+            await asyncio.sleep(0.5)  # the gateway is waiting for its writes to drain
+        else:
+            await asyncio.sleep(0.5)
+            await reader.readexactly(size)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nread")
+            await writer.drain()
+
+    async with RawUpstream(respond) as upstream:
+        timeout = 0.3 if upstream_does == "never reads" else 5.0
+        service = make_service(upstream.port, write_timeout=timeout)
+        gw = await start_gateway(make_route(service), max_body_size=size)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+
+        async def upload() -> None:
+            block = b"u" * 65536
+            with contextlib.suppress(ConnectionError):
+                for _ in range(size // len(block)):
+                    writer.write(block)
+                    await writer.drain()
+
+        sending = asyncio.create_task(upload())
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 4)
+        finally:
+            sending.cancel()
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 %d" % status), head
+    failures = [m for m in caplog.messages if m.startswith(f"upstream {service.name}: ")]
+    assert failures == ([] if logged is None else [f"upstream {service.name}: {logged}"])
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_garbage_from_upstream_is_502(start_gateway: StartGateway) -> None:
@@ -543,6 +606,29 @@ async def test_pool_caps_connections_and_queues(start_gateway: StartGateway) -> 
         assert most == 2
     finally:
         await server.close()
+
+
+async def test_a_request_waits_for_a_pool_slot_at_most_connect_timeout_then_is_503(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        await asyncio.sleep(2)  # holds the only connection the service may have
+
+    async with RawUpstream(respond) as upstream:
+        service = make_service(upstream.port, connect_timeout=0.3)
+        gw = await start_gateway(make_route(service), upstream_max_connections=1)
+        url = f"http://127.0.0.1:{gw.proxy_port}/"
+        holding = asyncio.create_task(get_json(url))
+        await asyncio.sleep(0.1)
+        started = asyncio.get_running_loop().time()
+        status, _, body = await get_json(url)
+        waited = asyncio.get_running_loop().time() - started
+        holding.cancel()
+    assert (status, body) == (503, {"message": "The upstream server is currently unavailable"})
+    assert 0.2 < waited < 1.5, waited
+    no_slot = f"upstream {service.name}: no upstream connection became free in time"
+    assert no_slot in caplog.messages
 
 
 async def test_stale_pooled_connection_is_retried_for_idempotent_requests_only(

@@ -8,15 +8,19 @@ import contextlib
 import logging
 import re
 import socket
+import struct
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_service, raw_request
 from tests.gateway.issuer import self_signed_contexts
+from tests.gateway.support import KeepAliveUpstream, eventually
 from tokengate.gateway.config import GatewayConfig
 from tokengate.gateway.upstream import (
+    PoolExhausted,
     UpstreamConnectError,
     UpstreamNameNotResolved,
     UpstreamPool,
@@ -256,8 +260,12 @@ def test_only_a_name_with_no_address_counts_as_not_resolved(code: int, not_found
     assert str(error) == "cannot resolve orders.internal: the resolver's words"
 
 
-async def test_pool_slot_handed_to_a_cancelled_waiter_goes_to_the_next_one() -> None:
-    """A free slot handed to a waiter that was cancelled passes to the next waiter."""
+@pytest.mark.parametrize("cancel_first", [False, True])
+async def test_pool_slot_handed_to_a_cancelled_waiter_goes_to_the_next_one(
+    cancel_first: bool,
+) -> None:
+    """A free slot handed to a waiter that was cancelled (before or after the hand-over)
+    passes to the next waiter, and is counted once."""
 
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)
@@ -269,10 +277,133 @@ async def test_pool_slot_handed_to_a_cancelled_waiter_goes_to_the_next_one() -> 
             first = asyncio.create_task(pool.acquire(2.0))
             second = asyncio.create_task(pool.acquire(2.0))
             await asyncio.sleep(0.05)  # both are queued
-            pool.release(conn)  # no exchange happened: not reusable, its slot goes to `first`
+            if cancel_first:
+                first.cancel()
+            pool.release(conn)  # no exchange happened: not reusable, its slot is free
             first.cancel()
             got = await asyncio.wait_for(second, 1.0)  # a slot is free: open at once
             assert not got.closed
+            assert pool.size == 1
+        finally:
+            await pool.close()
+
+
+async def test_a_connection_released_unusable_is_never_handed_out_again() -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    async with RawUpstream(respond) as upstream:
+        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=2, max_idle=2)
+        try:
+            pool.release(await pool.acquire(2.0))  # no exchange: nothing says it is reusable
+            assert pool.take_idle() is None
+            assert pool.size == 0
+        finally:
+            await pool.close()
+
+
+async def test_a_reusable_connection_goes_to_the_next_request_in_the_queue(
+    start_gateway: StartGateway,
+) -> None:
+    """With one connection allowed, queued requests take turns on it: handed over, kept
+    alive, never a second connection."""
+    async with KeepAliveUpstream(slow_for=0.1) as upstream:
+        gw = await start_gateway(
+            make_route(make_service(upstream.port)), upstream_max_connections=1
+        )
+        answers = await asyncio.gather(
+            *(raw_request(gw.proxy_port, CLOSE_GET.replace(b"/", b"/slow", 1)) for _ in range(3))
+        )
+    assert all(a.startswith(b"HTTP/1.1 200") for a in answers), answers
+    assert upstream.served == [["/slow"] * 3]
+
+
+async def test_idle_connections_beyond_upstream_max_idle_are_closed(
+    start_gateway: StartGateway,
+) -> None:
+    async with KeepAliveUpstream(slow_for=0.2) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)), upstream_max_idle=1)
+        slow = CLOSE_GET.replace(b"/", b"/slow", 1)
+        await asyncio.gather(raw_request(gw.proxy_port, slow), raw_request(gw.proxy_port, slow))
+        assert len(upstream.served) == 2
+        await eventually(lambda: len(upstream.closed) == 1)  # one kept for the next request
+        await asyncio.sleep(0.1)
+        assert len(upstream.closed) == 1
+
+
+async def test_a_connection_the_upstream_closed_after_answering_is_not_reused(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream that answers one request per connection and then closes it, without
+    saying `Connection: close`: the next request, a POST that may not be replayed, goes on a
+    new connection instead of failing on the closed one."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        first = await raw_request(gw.proxy_port, CLOSE_GET)
+        await asyncio.sleep(0.1)  # the close has reached the gateway
+        post = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+        second = await raw_request(gw.proxy_port, post)
+    assert first.endswith(b"ok") and second.startswith(b"HTTP/1.1 200"), second
+    assert upstream.connections == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_connect_that_hangs_is_504_after_connect_timeout(
+    start_gateway: StartGateway,
+) -> None:
+    """A listener whose accept queue is full drops SYNs: the connect hangs until
+    connect_timeout (Kong's 504), not for the kernel's minutes of SYN retries."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        for _ in range(4):  # fill the accept queue; nothing ever accepts
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        try:
+            gw = await start_gateway(make_route(make_service(port, connect_timeout=0.3)))
+            started = asyncio.get_running_loop().time()
+            raw = await raw_request(gw.proxy_port, CLOSE_GET, timeout=10)
+            waited = asyncio.get_running_loop().time() - started
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert raw.startswith(b"HTTP/1.1 504"), raw[:60]
+    assert waited < 3, waited
+
+
+async def test_a_slot_handed_to_a_waiter_is_not_taken_by_a_later_caller() -> None:
+    """A closed connection's slot handed to the first waiter is that waiter's: a caller that
+    runs before the waiter wakes queues behind it (FIFO) instead of opening a connection the
+    cap has no room for."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    async with RawUpstream(respond) as upstream:
+        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=1, max_idle=1)
+        try:
+            conn = await pool.acquire(2.0)
+            first = asyncio.create_task(pool.acquire(2.0))
+            await asyncio.sleep(0.05)  # queued
+            later = asyncio.create_task(pool.acquire(0.3))  # runs before `first` wakes...
+            pool.release(conn)  # ...which this hands the slot to (no exchange: not reusable)
+            await asyncio.wait_for(first, 1.0)
+            with pytest.raises(PoolExhausted):
+                await later
+            assert pool.size == 1
+            assert upstream.connections == 2  # the closed one, then first's
         finally:
             await pool.close()
 
@@ -588,17 +719,149 @@ async def test_an_http_1_0_client_reading_to_the_close_gets_the_close(
     assert raw.startswith(b"HTTP/1.0 200") and raw.endswith(b"close-delimited body"), raw
 
 
+async def test_a_close_delimited_body_the_upstream_resets_is_cut_off_not_completed(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a clean close (FIN) ends a body of no stated length; a reset (RST) cuts it, and the
+    client must see the cut: no last chunk, as nginx finalizes such a response with an error
+    (ngx_http_upstream_process_request: only `upstream_eof && length == -1` completes it)."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\npartial")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the gateway has sent the head on and streams the body
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # with SO_LINGER 0: a reset, not a FIN
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"7\r\npartial\r\n"), raw
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    cut = "cut off: upstream closed the connection before the response was complete"
+    assert any(w.endswith(cut) for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        # small enough to be read whole before answering: a 502 rather than 5 of 10 bytes
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", b"HTTP/1.1 502"),
+        # streamed: the head went on, so the cut must show as one (no last chunk)
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", b"HTTP/1.1 200"),
+    ],
+)
+async def test_a_framed_body_the_upstream_closes_early_never_looks_complete(
+    reply: bytes, answer: bytes, start_gateway: StartGateway
+) -> None:
+    """Only a body of no stated length ends at the close (RFC 9112 §6.3); one whose
+    Content-Length or last chunk never came is incomplete (nginx: "upstream prematurely
+    closed connection")."""
+    async with replying(reply, linger=0) as upstream:  # then a clean close (FIN)
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.startswith(answer), raw
+    assert not raw.endswith((b"\r\n\r\nhello", b"0\r\n\r\n")), raw
+
+
+async def test_a_body_sent_after_a_head_response_keeps_its_connection_out_of_the_pool(
+    start_gateway: StartGateway,
+) -> None:
+    """An upstream that answers HEAD with a body has lost track of its framing: the gateway
+    relays the head alone, and the next request goes on a new connection."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await upstream.read_head(reader)
+            body = b"hello" if head.startswith(b"HEAD") else b"ok"  # "hello": unasked for
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+            await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        head = await raw_request(
+            gw.proxy_port, b"HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n"), head
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"ok"), raw
+    assert upstream.connections == 2
+
+
+async def test_a_response_of_many_tiny_chunks_arrives_whole(start_gateway: StartGateway) -> None:
+    """20000 one-byte chunks: queued pieces are merged, and their framing (100 KB of chunk
+    lines, more than a head may have) is allowed for per chunk, not taken for a huge trailer."""
+    count = 20000
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the chunks come after the head, in reads of their own
+        writer.write(b"1\r\nc\r\n" * count)
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        async with (
+            asyncio.timeout(10),
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{gw.proxy_port}/") as resp,
+        ):
+            assert resp.status == 200
+            assert await resp.read() == b"c" * count
+
+
+async def test_a_request_is_not_replayed_once_the_upstream_has_answered_it(
+    start_gateway: StartGateway,
+) -> None:
+    """Only a pooled connection that died before any response byte may see its (idempotent)
+    request sent again; an answer that then turns out invalid is a 502, not a replay."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # keep-alive
+        await writer.drain()
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 600 High\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        try:
+            writer.write(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            first, _ = await read_response(reader)
+            writer.write(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+            second, _ = await read_response(reader)
+        finally:
+            writer.close()
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 502")
+    assert [head.split(b" ")[1] for head in upstream.requests] == [b"/1", b"/2"]
+
+
 @pytest.mark.parametrize(
     "status_line",
     [b"HTTP/1.1 099 Low", b"HTTP/1.1 000 Zero", b"HTTP/1.1 600 High", b"HTTP/1.1 200 O\x01K"],
 )
 async def test_an_invalid_status_line_is_502(
-    status_line: bytes, start_gateway: StartGateway
+    status_line: bytes, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with replying(status_line + b"\r\nContent-Length: 2\r\n\r\nhi") as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
         raw = await raw_request(gw.proxy_port, CLOSE_GET)
     assert raw.startswith(b"HTTP/1.1 502"), raw[:60]
+    status = int(status_line.split()[1])
+    assert f"upstream sent an invalid status line ({status})" in caplog.text  # the cause
 
 
 async def test_a_streamed_response_keeps_its_header_bytes_and_gains_no_content_type(

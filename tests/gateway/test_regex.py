@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokengate.gateway.regex import HeaderRegex, PathRegex, RegexError, literal_prefix
+from tokengate.gateway.regex import (
+    HeaderRegex,
+    OriginRegex,
+    PathRegex,
+    RegexError,
+    literal_prefix,
+)
 
 
 def test_a_path_regex_matches_at_the_start_only_and_returns_the_matched_text() -> None:
@@ -17,6 +23,9 @@ def test_a_path_regex_matches_at_the_start_only_and_returns_the_matched_text() -
     assert users.match("/users/42/orders") == "/users/42"
     assert users.match("/v1/users/42") is None
     assert PathRegex(r"/users/\d+$").match("/users/42/orders") is None
+    # Case counts, as in Kong's router (only `~*` header values are matched without it).
+    assert PathRegex(r"/Admin").match("/admin") is None
+    assert PathRegex(r"/[A-Z]dmin").match("/admin") is None
 
 
 def test_a_backtracking_pattern_cannot_hold_the_worker() -> None:
@@ -32,12 +41,23 @@ def test_a_backtracking_pattern_cannot_hold_the_worker() -> None:
         (r"/(?<!x)a", "invalid perl operator: (?<!"),  # look-behind
         (r"/(a)\1", "invalid escape sequence: \\1"),  # backreference
         (r"/(", "missing ): /("),
+        ("/\udc80", "not valid Unicode"),  # a lone surrogate, which YAML's "\udc80" can give
     ],
 )
-def test_what_rust_regex_and_re2_lack_is_refused(pattern: str, problem: str) -> None:
+def test_what_rust_regex_and_re2_lack_is_refused(
+    pattern: str, problem: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(RegexError) as caught:
         PathRegex(pattern)
     assert str(caught.value) == f"invalid regex: {problem}"
+    assert capfd.readouterr().err == ""  # the error is ours to report, not RE2's log line
+
+
+def test_an_origin_regex_is_matched_from_the_start_with_case() -> None:
+    # Kong's cors plugin runs ngx.re.find(origin, entry, "jo"): no "i" flag.
+    assert OriginRegex(r"https://app\.example").matches("https://app.example.org")
+    assert not OriginRegex(r"https://app\.example").matches("https://APP.example")
+    assert not OriginRegex(r"app\.example").matches("https://app.example")
 
 
 def test_a_header_regex_is_searched_without_case() -> None:

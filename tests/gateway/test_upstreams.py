@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.gateway.conftest import RawUpstream, StartGateway, serving
+from tests.gateway.issuer import self_signed_contexts
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.balancer import Balancer
 from tokengate.gateway.config import ConfigError, GatewayConfig, Target, parse_config
@@ -368,6 +369,34 @@ async def test_a_host_header_with_its_own_port_is_sent_as_written(
         )
         gw = await start(start_gateway, config)
         assert await fetch(gw, 1) == [(200, {"upstream": "a", "host": host_header})]
+
+
+@pytest.mark.parametrize(
+    ("host_header", "target_host", "sni"),
+    [
+        (None, "localhost", "localhost"),
+        (None, "127.0.0.1", None),  # RFC 6066 §3: no SNI for an address
+        ("orders.internal", "127.0.0.1", "orders.internal"),
+        ("orders.internal:81", "127.0.0.1", "orders.internal"),  # the port is not in the name
+    ],
+)
+async def test_tls_to_a_target_names_the_host_its_host_header_names(
+    host_header: str | None, target_host: str, sni: str | None, start_gateway: StartGateway
+) -> None:
+    """Kong's proxy template sets `proxy_ssl_name $upstream_host`: the TLS server name (SNI,
+    and the name the certificate is checked against) is the Host sent upstream, so the
+    upstream's host_header when it has one, without its port, not the target's address."""
+    names: list[str | None] = []
+    server_context = self_signed_contexts()[0]
+    server_context.sni_callback = lambda _sock, name, _context: names.append(name)
+    async with serving(named("tls"), ssl=server_context) as tls:  # type: ignore[arg-type]
+        renamed = f"  host_header: '{host_header}'\n" if host_header else ""
+        upstream = f"- name: orders.upstream\n{renamed}"
+        upstream += f'  targets: [{{target: "{target_host}:{tls.port}"}}]\n'
+        config = kong_yaml(upstream, service="protocol: https\ntls_verify: false\n")
+        gw = await start(start_gateway, config)
+        [(status, _)] = await fetch(gw, 1)
+    assert (status, names) == (200, [sni])
 
 
 # -- kong.yaml ----------------------------------------------------------------------------------

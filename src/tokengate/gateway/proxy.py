@@ -93,16 +93,19 @@ class Forwarder:
         # hash all its fields on every request.
         self._pools: dict[str, UpstreamPool] = {}
         self._targets: dict[str, _Targets] = {}
-        self._by_endpoint: dict[tuple[str, str, int, bool], UpstreamPool] = {}
+        self._by_endpoint: dict[tuple[str, str, int, bool, str | None], UpstreamPool] = {}
         self._tunnels: set[UpstreamConnection] = set()
 
     def _new_pool(self, service: Service) -> UpstreamPool:
         pool = self._pools[service.name] = self._pool_for(service, service.host, service.port)
         return pool
 
-    def _pool_for(self, service: Service, host: str, port: int) -> UpstreamPool:
-        # Services that name the same endpoint (scheme, host, port, TLS checks) share a pool.
-        endpoint = (service.protocol, host, port, service.tls_verify)
+    def _pool_for(
+        self, service: Service, host: str, port: int, server_name: str | None = None
+    ) -> UpstreamPool:
+        # Services that name the same endpoint (scheme, host, port, TLS checks and name) share
+        # a pool.
+        endpoint = (service.protocol, host, port, service.tls_verify, server_name)
         pool = self._by_endpoint.get(endpoint)
         if pool is None:
             pool = self._by_endpoint[endpoint] = UpstreamPool(
@@ -111,11 +114,17 @@ class Forwarder:
                 max_connections=self._settings.upstream_max_connections,
                 max_idle=self._settings.upstream_max_idle,
                 ssl_context=_ssl_context(service),
+                server_name=server_name,
             )
         return pool
 
     def _new_targets(self, service: Service) -> _Targets:
-        pools = [self._pool_for(service, t.host, t.port) for t in service.targets]
+        # Kong's `proxy_ssl_name $upstream_host`: TLS names the Host sent, so the upstream's
+        # host_header (its port left out, as nginx does) rather than each target's host.
+        name = None
+        if service.protocol == "https" and service.host_header is not None:
+            name = _without_port(service.host_header)
+        pools = [self._pool_for(service, t.host, t.port, name) for t in service.targets]
         hosts = [_target_host(service, t) for t in service.targets]
         targets = self._targets[service.name] = _Targets(Balancer(service.targets), pools, hosts)
         return targets
@@ -561,6 +570,13 @@ def _target_host(service: Service, target: Target) -> bytes:
     if service.host_header is not None and ("]:" if name.startswith("[") else ":") in name:
         return name.encode()  # one with its own port is sent as written
     return host_value(name, target.port, service.protocol)
+
+
+def _without_port(host: str) -> str:
+    """`host` of a Host value `host[:port]` (`[v6]` kept in its brackets)."""
+    if host.startswith("["):
+        return host[: host.index("]") + 1]
+    return host.partition(":")[0]
 
 
 def _ssl_context(service: Service) -> ssl.SSLContext | None:

@@ -203,8 +203,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.upgraded:
             self._finish()  # the tunnel's upstream side has ended
             return
-        if self.head_done and self._reads_until_eof():
-            self._finish()  # a close-delimited body ends here
+        if self.head_done and exc is None and self._reads_until_eof():
+            self._finish()  # a close-delimited body ends here; a reset (exc) cuts it short
             return
         self._fail(
             UpstreamProtocolError(
@@ -511,11 +511,14 @@ class UpstreamPool:
         max_connections: int,
         max_idle: int,
         ssl_context: ssl.SSLContext | None = None,
+        server_name: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
+        # The TLS name (SNI, and what the certificate must name): `host` unless told otherwise.
+        self.server_name = (server_name or host).strip("[]")
         self.loop = loop or asyncio.get_running_loop()
         self.max_connections = max_connections
         self.max_idle = max_idle
@@ -560,17 +563,19 @@ class UpstreamPool:
                 if late is not None:
                     self.release(late)
                 else:
-                    self._hand_free_slot()  # the free slot we were given goes to the next
+                    self._opening -= 1  # the slot reserved for us goes to the next
+                    self._hand_free_slot()
             raise
         finally:
             timer.cancel()
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-        if handed is not None and not handed.closed and not fresh:
+        if handed is None:  # a free slot, reserved for us (counted as opening)
+            return await self._open(connect_timeout, reserved=True)
+        if not handed.closed and not fresh:
             return handed  # release() already counted it as busy
-        if handed is not None:
-            self._busy.discard(handed)
-            handed.close()
+        self._busy.discard(handed)
+        handed.close()
         return await self._open(connect_timeout)
 
     def release(self, conn: UpstreamConnection) -> None:
@@ -591,6 +596,7 @@ class UpstreamPool:
                 waiter.set_result(conn)
             else:
                 self._busy.discard(conn)
+                self._opening += 1  # reserved: no caller that runs first may take it
                 waiter.set_result(None)
             return
         self._busy.discard(conn)
@@ -624,8 +630,9 @@ class UpstreamPool:
         self._detached.add(conn)
         self._hand_free_slot()
 
-    async def _open(self, connect_timeout: float) -> UpstreamConnection:
-        self._opening += 1
+    async def _open(self, connect_timeout: float, *, reserved: bool = False) -> UpstreamConnection:
+        if not reserved:  # else the slot was counted when it was handed over
+            self._opening += 1
         try:
             conn = await self._connect(connect_timeout)
         except BaseException:
@@ -644,7 +651,7 @@ class UpstreamPool:
                     self.host.strip("[]"),  # an IPv6 literal is kept in brackets for Host
                     self.port,
                     ssl=self.ssl_context,
-                    server_hostname=self.host.strip("[]") if self.ssl_context else None,
+                    server_hostname=self.server_name if self.ssl_context else None,
                 )
         except TimeoutError:
             raise UpstreamConnectTimeout(
@@ -665,6 +672,7 @@ class UpstreamPool:
         while self._waiters and self.size < self.max_connections:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self._opening += 1  # reserved for that waiter, as in release()
                 waiter.set_result(None)
                 return
 
