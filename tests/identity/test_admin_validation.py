@@ -233,6 +233,9 @@ async def test_every_bad_field_is_reported_at_once(admin: Admin) -> None:
     }
     assert fields["access_token_duration"]["minimum"] == 60
     assert fields["grant_types"]["choices"] == ["implicit", "client_credentials"]
+    assert problem["detail"] == "Invalid parameters: " + ", ".join(
+        f"[{p['field']}]" for p in problem["invalid_parameters"]
+    )
     assert "[name]" in problem["detail"]
     assert admin.store.list_clients(asid) == []
 
@@ -715,17 +718,37 @@ async def test_a_number_json_does_not_have_is_named(admin: Admin, constant: str)
     assert reason == f"must be valid JSON ({constant} is not JSON)"
 
 
-async def test_every_unknown_scope_id_is_named(admin: Admin) -> None:
+@pytest.mark.parametrize(
+    ("method", "kind", "field"),
+    [
+        ("POST", "client", "allow_scopes"),
+        ("PATCH", "client", "allow_scopes"),
+        ("PUT", "client", "allow_scopes"),
+        ("POST", "claim", "include_in_scopes"),
+        ("PATCH", "claim", "include_in_scopes"),
+    ],
+)
+async def test_every_unknown_scope_id_is_named(
+    admin: Admin, method: str, kind: str, field: str
+) -> None:
+    """Named with the other bad fields of the body, in one 400."""
     asid = (await admin.server())["id"]
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    body = {**CLIENT, "allow_scopes": [first, second]}
-    fields = await bad_request(admin, "POST", f"/auth-servers/{asid}/clients", body)
-    assert fields["allow_scopes"] == {
-        "field": "allow_scopes",
+    path = f"/auth-servers/{asid}/{kind}s"
+    body: dict[str, Any] = {"name": "n", "value": "v"} if kind == "claim" else dict(CLIENT)
+    if method == "PATCH":
+        path, body = f"{path}/{(await getattr(admin, kind)(asid))['id']}", {}
+    elif method == "PUT":
+        path, body = f"{path}/abc", {**body, "client_secret": "s"}
+    body = {**body, field: [first, second], "colour": "blue"}
+    fields = await bad_request(admin, method, path, body)
+    assert fields[field] == {
+        "field": field,
         "rule": "missing_reference",
         "reason": f"unknown scope ids for this auth server: [{first}, {second}]",
         "source": "body",
     }
+    assert fields["colour"]["rule"] == "unknown_property"
 
 
 async def test_a_long_content_type_is_quoted_up_to_100_characters(admin: Admin) -> None:

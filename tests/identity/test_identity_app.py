@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import textwrap
 import threading
 from collections.abc import AsyncIterator
@@ -185,7 +186,10 @@ async def rotate_with_raw_authorization(
     return int(answer.split(b" ", 2)[1])
 
 
-async def test_rotation_endpoint_keeps_old_tokens_valid(seeded: Seeded) -> None:
+async def test_rotation_endpoint_keeps_old_tokens_valid(
+    seeded: Seeded, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "tokengate.identity")
     server, client = seeded.server, seeded.client
     before = (await token(client, server.issuer_id))["access_token"]
     resp = await client.post(f"/admin/auth-servers/{server.id}/rotate-keys")
@@ -196,6 +200,11 @@ async def test_rotation_endpoint_keeps_old_tokens_valid(seeded: Seeded) -> None:
     )
     assert resp.status == 200
     rotated = await resp.json()
+    assert rotated["grace_seconds"] == 86400  # the previous key stays published for a day
+    assert (
+        f"rotated signing key of {server.id}: {rotated['previous_kid']} → {rotated['kid']}"
+        in caplog.messages
+    )
     after = (await token(client, server.issuer_id))["access_token"]
     assert jwt.get_unverified_header(after)["kid"] == rotated["kid"]
     assert jwt.get_unverified_header(before)["kid"] == rotated["previous_kid"]
@@ -250,7 +259,8 @@ async def test_restart_keeps_state_and_old_tokens_verify(tmp_path: Path) -> None
         store.close()
 
 
-async def test_tokens_expired_over_a_day_ago_are_purged() -> None:
+async def test_tokens_expired_over_a_day_ago_are_purged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tokengate.identity")
     import asyncio
     from datetime import UTC, datetime, timedelta
 
@@ -281,8 +291,45 @@ async def test_tokens_expired_over_a_day_ago_are_purged() -> None:
             await asyncio.sleep(0.02)
         assert store.find_token("old") is None
         assert store.find_token("recent") is not None
+        assert "forgot 1 tokens that expired over a day ago" in caplog.messages
     finally:
         await client.close()
+        store.close()
+
+
+async def test_health_and_issuer_urls_under_a_public_url_with_a_trailing_slash() -> None:
+    with new_store() as store:
+        client = await start(store, public_url="http://id.test/base/")
+        try:
+            resp = await client.get("/healthz")
+            assert (resp.status, await resp.json()) == (200, {"status": "alive"})
+            resp = await client.post(
+                "/v1/auth-servers",
+                json={"name": "s", "audience": "http://api.test"},
+                headers={"Authorization": "Bearer adm"},
+            )
+            assert resp.status == 201
+            server = await resp.json()
+        finally:
+            await client.close()
+        issuer_id = store.get_auth_server(server["id"]).issuer_id
+    assert server["issuer"] == f"http://id.test/base/{issuer_id}/auth"
+
+
+@pytest.mark.parametrize("close_store", [False, True])
+async def test_the_app_closes_the_store_at_shutdown_only_when_asked(close_store: bool) -> None:
+    store = new_store()
+    app = create_identity_app(
+        store, admin_token="adm", public_url="http://id.test", close_store=close_store
+    )
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    await client.close()
+    if close_store:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+            store.list_auth_servers()
+    else:
+        assert store.list_auth_servers() == []  # the caller's to use and close
         store.close()
 
 

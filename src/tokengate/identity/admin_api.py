@@ -352,8 +352,11 @@ async def get_auth_server(request: web.Request) -> web.Response:
 @ROUTES.patch(AS)
 async def update_auth_server(request: web.Request) -> web.Response:
     store, asid = store_of(request), server_id(request)
+    store.get_auth_server(asid)  # a 404 before any 400 of the body
+    body = await read_json(request)
+    # Read now that the body is in: a labels change made meanwhile is merged into, not undone.
     current = store.get_auth_server(asid)
-    values, bad = v.parse_body(await read_json(request), v.AUTH_SERVER_UPDATE)
+    values, bad = v.parse_body(body, v.AUTH_SERVER_UPDATE)
     reject(bad + v.apply_labels_update(values, current.labels))
     server = store.update_auth_server(asid, **values) if values else current
     return web.json_response(_render_server(request)(server))
@@ -362,7 +365,10 @@ async def update_auth_server(request: web.Request) -> web.Response:
 @ROUTES.delete(AS)
 async def delete_auth_server(request: web.Request) -> web.Response:
     store, asid = store_of(request), server_id(request)
-    force = request.query.get("force", "false")
+    forces = request.query.getall("force", ["false"])
+    if len(forces) > 1:  # force=true&force=false: refused, as a list refuses its parameters twice
+        reject([invalid("force", "invalid", "must be given once", source="query")])
+    force = forces[0]
     if force not in ("true", "false"):
         reason = "must be one of [true, false]"
         choices = ["true", "false"]
@@ -499,8 +505,10 @@ async def get_client(request: web.Request) -> web.Response:
 @ROUTES.patch(CL)
 async def update_client(request: web.Request) -> web.Response:
     store, asid, cid = store_of(request), server_id(request), client_id(request)
-    current = store.get_client(asid, cid)
-    values, bad = v.parse_body(await read_json(request), v.CLIENT_UPDATE)
+    store.get_client(asid, cid)
+    body = await read_json(request)
+    current = store.get_client(asid, cid)  # as it is now (see update_auth_server)
+    values, bad = v.parse_body(body, v.CLIENT_UPDATE)
     bad += v.apply_labels_update(values, current.labels)
     reject(bad + check_scope_refs(store, asid, values, "allow_scopes"))
     secret = values.pop("client_secret", None)
