@@ -10,7 +10,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import jwt
@@ -18,7 +18,7 @@ import pytest
 
 from tests.identity.support import Clock, pooled_key
 from tokengate.identity import migrations, signing
-from tokengate.identity.models import IssuedToken
+from tokengate.identity.models import AuthServer, Client, IssuedToken
 from tokengate.identity.store import (
     OTHER_WRITERS_POLL,
     Conflict,
@@ -167,7 +167,7 @@ def test_changing_the_algorithm_rotates_to_a_key_for_it(store: Store, server_id:
 def test_unknown_update_fields_are_a_type_error(
     store: Store, server_id: str, method: str, args: tuple[str, ...]
 ) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"has no updatable fields \['issuer_id'\]"):
         getattr(store, method)(server_id, *args, issuer_id="x")
     with pytest.raises(TypeError):
         getattr(store, method)(server_id, *args, created_at=T0)
@@ -318,8 +318,11 @@ def test_claims_must_reference_scopes_of_their_own_auth_server(
     with pytest.raises(MissingReference):
         store.create_claim(server_id, name="c", value="v", include_in_scopes=[foreign.id])
     claim = store.create_claim(server_id, name="c", value="v")
-    with pytest.raises(MissingReference):
-        store.update_claim(server_id, claim.id, include_in_scopes=["no-such-scope"])
+    # the admin API's 400 gives this message as the reason
+    with pytest.raises(
+        MissingReference, match=r"^scopes \[nope, gone\] not found in this auth server$"
+    ):
+        store.update_claim(server_id, claim.id, include_in_scopes=["nope", "gone"])
     assert store.get_claim(server_id, claim.id).include_in_scopes == ()
 
 
@@ -465,7 +468,7 @@ def test_replace_client_secret_is_idempotent_and_becomes_the_only_one(
 def test_replace_client_requires_a_name_and_known_fields(store: Store, server_id: str) -> None:
     with pytest.raises(TypeError):
         store.replace_client(server_id, "c", secret=None, grant_types=["client_credentials"])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"unknown fields \['bogus'\]"):
         store.replace_client(server_id, "c", secret=None, name="c", bogus=1)
     store.create_client(server_id, name="taken")
     with pytest.raises(Conflict):
@@ -660,6 +663,31 @@ def test_a_failed_step_inside_a_transaction_rolls_back_only_itself(store: Store)
     assert [s.name for s in store.list_scopes(server.id)] == ["read", "write"]
 
 
+def test_reads_after_a_rolled_back_transaction_see_none_of_it(store: Store) -> None:
+    """The token endpoint's reads (client secrets, issuer ids, scopes) are memoised: what a
+    transaction wrote and read back must not outlive its rollback."""
+
+    def seed() -> None:
+        with store.transaction():
+            server = store.create_auth_server(name="Seed", audience="a")
+            client, secret = store.create_client(server.id, name="app")
+            assert store.check_client_secret(server.id, client.id, secret) == client
+            assert store.get_auth_server_by_issuer_id(server.issuer_id) == server
+            assert store.list_scopes(server.id) == []
+            seen.append((server, client, secret))
+            raise RuntimeError("seed failed")
+
+    seen: list[tuple[AuthServer, Client, str]] = []
+    with pytest.raises(RuntimeError):
+        seed()
+    [(server, client, secret)] = seen
+    assert store.check_client_secret(server.id, client.id, secret) is None
+    with pytest.raises(NotFound):
+        store.get_auth_server_by_issuer_id(server.issuer_id)
+    with pytest.raises(NotFound):
+        store.list_scopes(server.id)
+
+
 async def test_concurrent_creates_leave_a_consistent_store(store: Store, server_id: str) -> None:
     async def create(name: str) -> str:
         await asyncio.sleep(0)
@@ -731,10 +759,41 @@ def test_a_database_from_a_newer_tokengate_is_refused(tmp_path: Path) -> None:
     Store.open(path).close()
     with raw(path) as db:
         db.execute(f"PRAGMA user_version = {migrations.LATEST + 1}")
-    with pytest.raises(StoreError, match="newer"):
+    with pytest.raises(StoreError) as caught:
         Store.open(path)
+    assert str(caught.value) == (
+        f"identity database {path} has schema version {migrations.LATEST + 1}, newer than the "
+        f"{migrations.LATEST} this tokengate knows: upgrade tokengate or use another --data file"
+    )
     with raw(path) as db:  # untouched
         assert db.execute("PRAGMA user_version").fetchone()[0] == migrations.LATEST + 1
+
+
+def test_a_database_in_a_missing_directory_is_a_store_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "identity.db"
+    with pytest.raises(StoreError) as caught:
+        Store.open(path)
+    assert str(caught.value).startswith(f"cannot open identity database {path}: [Errno 2] ")
+
+
+def test_times_are_utc_whatever_the_local_time_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        path = tmp_path / "identity.db"
+        tokyo = Clock(T0.astimezone(timezone(timedelta(hours=9))))
+        with Store.open(path, clock=tokyo, key_factory=pooled_key) as store:
+            server = store.create_auth_server(name="Demo", audience="a")
+            assert (server.created_at, server.created_at.utcoffset()) == (T0, timedelta(0))
+            assert store.get_auth_server(server.id).created_at.utcoffset() == timedelta(0)
+        with raw(path) as db:
+            (stored,) = db.execute("SELECT created_at FROM auth_servers").fetchone()
+        assert stored == "2025-03-01T12:00:00.123456+00:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
@@ -891,3 +950,111 @@ def test_a_private_key_past_its_grace_is_deleted_at_the_next_rotation(
         kids = [kid for (kid,) in db.execute("SELECT kid FROM signing_keys")]
     assert len(kids) == 2
     assert first.kid not in kids
+
+
+# --- pinned after a mutation run of listing, updates, deletes and errors -------------------------
+#
+# The admin API answers a store's NotFound and Conflict with its message as the problem's detail.
+
+
+def test_what_is_missing_is_named(store: Store, server_id: str) -> None:
+    sid, cid = server_id, store.create_client(server_id, name="app")[0].id
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("auth server [nope] not found", lambda: store.delete_auth_server("nope")),
+        ("auth server [nope] not found", lambda: store.delete_scope("nope", "s")),
+        ("auth server [nope] not found", lambda: store.get_auth_server_by_issuer_id("nope")),
+        ("scope [nope] not found", lambda: store.get_scope(sid, "nope")),
+        ("scope [nope] not found", lambda: store.update_scope(sid, "nope", name="x")),
+        ("scope [nope] not found", lambda: store.delete_scope(sid, "nope")),
+        ("claim [nope] not found", lambda: store.get_claim(sid, "nope")),
+        ("claim [nope] not found", lambda: store.update_claim(sid, "nope", name="x")),
+        ("claim [nope] not found", lambda: store.delete_claim(sid, "nope")),
+        ("client [nope] not found", lambda: store.update_client(sid, "nope", name="x")),
+        ("client [nope] not found", lambda: store.delete_client(sid, "nope")),
+        ("token [nope] not found", lambda: store.get_token(sid, cid, "nope")),
+        ("the parent entity does not exist", lambda: store.record_token(token(sid, "nope"))),
+    ]
+    for message, call in calls:
+        with pytest.raises(NotFound) as caught:
+            call()
+        assert str(caught.value) == message
+
+
+def test_what_is_taken_is_named(store: Store, server_id: str) -> None:
+    server = store.get_auth_server(server_id)
+    client, _ = store.create_client(server_id, name="app", id="k")
+    store.create_scope(server_id, name="read")
+    store.record_token(token(server_id, client.id, jti="j1"))
+    taken: dict[str, Callable[[], object]] = {
+        "an auth server with this name already exists": lambda: store.create_auth_server(
+            name="Demo", audience="a"
+        ),
+        "an auth server with this issuer_id already exists": lambda: store.create_auth_server(
+            name="Other", audience="a", issuer_id=server.issuer_id
+        ),
+        "an auth server with this id already exists": lambda: store.create_auth_server(
+            name="Other", audience="a", id=server_id
+        ),
+        "a scope with this name already exists": lambda: store.create_scope(server_id, name="read"),
+        "a client with this id already exists": lambda: store.create_client(
+            server_id, name="other", id="k"
+        ),
+        "a token with this id already exists": lambda: store.record_token(
+            token(server_id, client.id, jti="j1")
+        ),
+    }
+    for message, call in taken.items():
+        with pytest.raises(Conflict) as caught:
+            call()
+        assert str(caught.value) == message
+
+
+def test_each_auth_servers_memoised_reads_are_its_own(store: Store) -> None:
+    one = store.create_auth_server(name="One", audience="a")
+    two = store.create_auth_server(name="Two", audience="a")
+    for server in (one, two):
+        store.create_claim(server.id, name=server.name, value="v")
+        store.create_scope(server.id, name=server.name)
+    for server in (one, two, one):
+        assert store.get_auth_server_by_issuer_id(server.issuer_id) == server
+        assert [c.name for c in store.list_claims(server.id)] == [server.name]
+        assert [s.name for s in store.list_scopes(server.id)] == [server.name]
+
+
+def test_every_write_is_seen_by_the_next_memoised_read(store: Store, server_id: str) -> None:
+    read = store.create_scope(server_id, name="read")
+    claim = store.create_claim(server_id, name="c", value="v")
+    for name in ("first", "second", "third"):
+        store.update_scope(server_id, read.id, name=name)
+        assert [s.name for s in store.list_scopes(server_id)] == [name]
+        store.update_claim(server_id, claim.id, value=name)
+        assert [c.value for c in store.list_claims(server_id)] == [name]
+    extra = [store.create_scope(server_id, name=name).id for name in ("w1", "w2")]
+    assert len(store.list_scopes(server_id)) == 3
+    while extra:  # two deletes in a row
+        store.delete_scope(server_id, extra.pop())
+        assert [s.id for s in store.list_scopes(server_id)] == [read.id, *extra]
+    store.delete_claim(server_id, claim.id)
+    assert store.list_claims(server_id) == []
+
+
+def test_update_client_takes_scopes_of_its_own_auth_server(store: Store, server_id: str) -> None:
+    scope = store.create_scope(server_id, name="read")
+    client, _ = store.create_client(server_id, name="app")
+    updated = store.update_client(server_id, client.id, allow_scopes=[scope.id])
+    assert updated.allow_scopes == (scope.id,)
+
+
+def test_replace_client_stores_the_labels_it_is_given_and_a_repeat_changes_nothing(
+    store: Store, clock: Clock, server_id: str
+) -> None:
+    client, _ = store.create_client(server_id, name="app")
+    clock.advance(seconds=1)
+    fields = {"name": "app", "grant_types": ["client_credentials"], "labels": {"env": "dev"}}
+    replaced, _, _ = store.replace_client(server_id, client.id, secret=None, **fields)
+    assert (replaced.labels, replaced.updated_at) == ({"env": "dev"}, clock.now)
+    clock.advance(seconds=1)
+    again, _, _ = store.replace_client(server_id, client.id, secret=None, **fields)
+    assert again == replaced  # lists or tuples: the same values, so not even updated_at moves
+    with pytest.raises(TypeError, match="no name"):  # an existing client needs one too
+        store.replace_client(server_id, client.id, secret=None, grant_types=["implicit"])

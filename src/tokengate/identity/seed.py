@@ -14,9 +14,11 @@
                     allow_scopes: [my-scope], access_token_duration: 3600}]
 
 Idempotent: a second run changes nothing; a changed field is updated in place (ids, issued
-tokens and signing keys stay). Entities not in the seed are left alone. A field takes exactly the
-values the management API takes (validation.py's rules). Every problem is reported at once as
-`FILE: path.to.field: message`, like `tokengate config validate`.
+tokens and signing keys stay), a client's as PUT replaces it (by `id` when given, else by name).
+A fixed id the database's entity of that name does not have is an error: ids cannot change.
+Entities not in the seed are left alone. A field takes exactly the values the management API
+takes (validation.py's rules). Every problem is reported at once as `FILE: path.to.field:
+message`, like `tokengate config validate`.
 """
 
 from __future__ import annotations
@@ -294,6 +296,17 @@ class _At:
             message = f"{self.source}: {self.path}: {exc} in the identity database"
             raise SeedError([message]) from None
 
+    def same_id(self, field: str, raw: Mapping[str, Any], found: Any, what: str) -> None:
+        """A fixed id that the entity found by name or id does not have: ids cannot change, so
+        say so rather than leave the seed's value unapplied."""
+        declared, stored = raw.get(field), getattr(found, field)
+        if declared is not None and declared != stored:
+            message = (
+                f"{self.source}: {self.path}.{field}: the {what} {found.name!r} in the identity "
+                f"database has {field} {stored!r}, and it cannot change"
+            )
+            raise SeedError([message])
+
 
 def _fields(raw: Mapping[str, Any], *, skip: set[str]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k not in skip}
@@ -308,6 +321,7 @@ def _apply_server(store: Store, raw: Mapping[str, Any], at: _At, secrets: list[s
                 id=raw.get("id"), issuer_id=raw.get("issuer_id"), **fields
             )
         else:
+            at.same_id("issuer_id", raw, existing, "auth server")
             changed = {k: v for k, v in fields.items() if getattr(existing, k) != v}
             server = store.update_auth_server(existing.id, **changed) if changed else existing
     scope_ids = {}
@@ -315,11 +329,14 @@ def _apply_server(store: Store, raw: Mapping[str, Any], at: _At, secrets: list[s
     for index, raw_scope in enumerate(raw.get("scopes") or ()):
         values = _fields(raw_scope, skip={"id"})
         scope = current_scopes.get(raw_scope["name"])
-        with at.child("scopes", index).conflicts():
+        where = at.child("scopes", index)
+        with where.conflicts():
             if scope is None:
                 scope = store.create_scope(server.id, id=raw_scope.get("id"), **values)
-            elif changed := {k: v for k, v in values.items() if getattr(scope, k) != v}:
-                scope = store.update_scope(server.id, scope.id, **changed)
+            else:
+                where.same_id("id", raw_scope, scope, "scope")
+                if changed := {k: v for k, v in values.items() if getattr(scope, k) != v}:
+                    scope = store.update_scope(server.id, scope.id, **changed)
         scope_ids[scope.name] = scope.id
     current_claims = {claim.name: claim for claim in store.list_claims(server.id)}
     for index, raw_claim in enumerate(raw.get("claims") or ()):
@@ -327,11 +344,14 @@ def _apply_server(store: Store, raw: Mapping[str, Any], at: _At, secrets: list[s
         if "include_in_scopes" in values:
             values["include_in_scopes"] = tuple(scope_ids[n] for n in values["include_in_scopes"])
         claim = current_claims.get(raw_claim["name"])
-        with at.child("claims", index).conflicts():
+        where = at.child("claims", index)
+        with where.conflicts():
             if claim is None:
                 store.create_claim(server.id, id=raw_claim.get("id"), **values)
-            elif changed := {k: v for k, v in values.items() if getattr(claim, k) != v}:
-                store.update_claim(server.id, claim.id, **changed)
+            else:
+                where.same_id("id", raw_claim, claim, "claim")
+                if changed := {k: v for k, v in values.items() if getattr(claim, k) != v}:
+                    store.update_claim(server.id, claim.id, **changed)
     for index, raw_client in enumerate(raw.get("clients") or ()):
         with at.child("clients", index).conflicts():
             _apply_client(store, server, raw_client, scope_ids, secrets)
@@ -349,9 +369,11 @@ def _apply_client(
     if "allow_scopes" in values:
         values["allow_scopes"] = tuple(scope_ids[n] for n in values["allow_scopes"])
     client_id, secret = raw.get("id"), raw.get("secret")
+    if client_id is None:  # found by name: an earlier run created it, with a generated id
+        client_id = next(
+            (c.id for c in store.list_clients(server.id) if c.name == raw["name"]), None
+        )
     if client_id is None:
-        if any(c.name == raw["name"] for c in store.list_clients(server.id)):
-            return  # already created by an earlier run; its secret was shown then
         client, shown = store.create_client(server.id, secret=secret, **values)
     else:
         client, generated, _ = store.replace_client(server.id, client_id, secret=secret, **values)

@@ -749,6 +749,8 @@ class Store:
             yield
         except BaseException as exc:
             self._depth -= 1
+            # The memo may hold what this transaction wrote and read back: it is undone now.
+            self._config_version += 1
             for statement in rollback:
                 self._db.execute(statement)
             if isinstance(exc, sqlite3.IntegrityError):
