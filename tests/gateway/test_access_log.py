@@ -360,6 +360,7 @@ async def test_a_request_that_cannot_be_parsed_is_counted_and_logged_as_400(
     assert (line["service"], line["route"], line["auth"]) == ("", "", None)
     assert line["client_ip"] == "127.0.0.1" and line["upstream_latency_ms"] is None
     assert line["latency_ms"] is None
+    assert line["bytes"] == len(answer.partition(b"\r\n\r\n")[2])  # Kong's body, as sent
     assert "access_token" not in record.getMessage()
     _, text = await scrape(gw)
     assert samples(text, "kong_http_requests_total") == {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,13 @@ async def call(
         return Answer(resp.status, CIMultiDict(resp.headers), await resp.read())
 
 
+def auth_fields(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The `auth` field of each access line so far: a pass's outcome or a refusal's reason (the
+    bounded `outcome` label). The access logger must be at INFO before the gateway starts."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "tokengate.access"]
+    return [found[1] for line in lines if (found := re.search(r" auth=(\S+) ", line))]
+
+
 # -- DESIGN's decision table -------------------------------------------------------------------
 
 
@@ -88,32 +96,42 @@ async def test_no_token_is_401_without_an_error_code(protect: Protect) -> None:
 
 
 @pytest.mark.parametrize(
-    "forge",
+    ("forge", "reason"),
     [
-        pytest.param(lambda i: i.mint()[:-4] + "AAAA", id="bad-signature"),
-        pytest.param(lambda i: i.mint(exp_in=-10), id="expired"),
-        pytest.param(lambda i: i.mint(iss="http://evil.example"), id="wrong-issuer"),
+        pytest.param(lambda i: i.mint()[:-4] + "AAAA", "bad_signature", id="bad-signature"),
+        pytest.param(lambda i: i.mint(exp_in=-10), "expired", id="expired"),
+        pytest.param(lambda i: i.mint(iss="http://evil.example"), "bad_issuer", id="wrong-issuer"),
         pytest.param(
-            lambda i: i.mint(kid="no-such-kid", sign_with=i.default_kid), id="unknown-kid"
+            lambda i: i.mint(kid="no-such-kid", sign_with=i.default_kid),
+            "unknown_key",
+            id="unknown-kid",
         ),
-        pytest.param(lambda i: i.mint(alg="none"), id="alg-none"),
-        pytest.param(lambda i: i.mint(alg="HS256"), id="hs256-with-public-key"),
-        pytest.param(lambda i: i.mint(exp=OMIT), id="no-exp"),
-        pytest.param(lambda i: i.mint(exp="2099999999"), id="string-exp"),
-        pytest.param(lambda i: i.mint(nbf=int(time.time()) + 600), id="not-yet-valid"),
-        pytest.param(lambda i: "not.a.jwt", id="garbage"),
-        pytest.param(lambda i: i.mint(headers={"crit": ["exp"]}), id="crit"),
-        pytest.param(lambda i: i.mint(headers={"typ": "JOSE+JSON"}), id="bad-typ"),
+        pytest.param(lambda i: i.mint(alg="none"), "malformed", id="alg-none"),
+        pytest.param(lambda i: i.mint(alg="HS256"), "bad_algorithm", id="hs256-with-public-key"),
+        pytest.param(lambda i: i.mint(exp=OMIT), "bad_claims", id="no-exp"),
+        pytest.param(lambda i: i.mint(exp="2099999999"), "bad_claims", id="string-exp"),
+        pytest.param(
+            lambda i: i.mint(nbf=int(time.time()) + 600), "not_yet_valid", id="not-yet-valid"
+        ),
+        pytest.param(lambda i: "not.a.jwt", "malformed", id="garbage"),
+        pytest.param(lambda i: i.mint(headers={"crit": ["exp"]}), "malformed", id="crit"),
+        pytest.param(lambda i: i.mint(headers={"typ": "JOSE+JSON"}), "malformed", id="bad-typ"),
     ],
 )
 async def test_bad_tokens_are_401_invalid_token(
-    forge: Callable[[TestIssuer], str], protect: Protect, test_issuer: TestIssuer
+    forge: Callable[[TestIssuer], str],
+    reason: str,
+    protect: Protect,
+    test_issuer: TestIssuer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level("INFO", logger="tokengate.access")
     gw = await protect()
     answer = await call(gw, token=forge(test_issuer))
     assert answer.status == 401
     assert answer.json == {"message": "Unauthorized"}
     assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1", error="invalid_token"'
+    assert auth_fields(caplog) == [reason]  # logged, never shown
 
 
 async def test_token_carrying_its_own_key_is_still_checked_against_the_jwks(
@@ -242,6 +260,19 @@ async def test_realm_is_the_issuers_host(
     assert (await call(gw, token=test_issuer.mint(iss=issuer))).status == 200
 
 
+async def test_a_realm_outside_latin_1_still_gets_its_answer(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    """An issuer's host may be an internationalised name: the challenge still goes out (the
+    characters a header line cannot carry replaced), never a 500."""
+    route = make_route(make_service(upstream.port), oidc=OidcConfig.for_issuer("http://例え.test"))
+    gw = await start_gateway(route, key_policy=FAST_KEYS)
+    answer = await call(gw)
+    assert answer.status == 401
+    challenge = answer.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="') and challenge.endswith('.test"'), challenge
+
+
 async def test_the_refusal_reason_is_logged_not_shown(
     protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -284,27 +315,56 @@ async def test_an_unexpected_error_on_the_auth_path_is_a_401_never_a_500(
     assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1", error="invalid_token"'
 
 
+async def test_an_unexpected_error_hiding_a_refused_token_is_a_401_not_a_pass_or_a_500(
+    protect: Protect, test_issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The anonymous pass after a bad token takes the token out of where it came; a fault
+    there (injected: no input is known to raise one) refuses the request, as on the rest of
+    the path, rather than a 500 or a pass that still carries the token."""
+    gw = await protect(anonymous="guest")
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(auth_module, "query_without_token", bug)
+    answer = await call(gw, f"/?access_token={test_issuer.mint(exp_in=-10)}")
+    assert answer.status == 401
+    assert answer.json == {"message": "Unauthorized"}
+    assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1", error="invalid_token"'
+
+
 @pytest.mark.parametrize(
-    ("fields", "claims", "error"),
+    ("fields", "claims", "error", "reason"),
     [
-        ({"audience_required": ("other-api",)}, {}, "invalid_token"),
-        ({"scopes_required": ("admin",)}, {}, "insufficient_scope"),
-        ({"roles_required": ("boss",)}, {"roles": ["staff"]}, "insufficient_scope"),
-        ({"groups_required": ("ops",)}, {"groups": ["dev"]}, "insufficient_scope"),
+        ({"audience_required": ("other-api",)}, {}, "invalid_token", "audience"),
+        ({"scopes_required": ("admin",)}, {}, "insufficient_scope", "scope"),
+        ({"roles_required": ("boss",)}, {"roles": ["staff"]}, "insufficient_scope", "roles"),
+        ({"groups_required": ("ops",)}, {"groups": ["dev"]}, "insufficient_scope", "groups"),
+        ({"claims_forbidden": ("act",)}, {"act": {}}, "insufficient_scope", "forbidden_claim"),
+        (
+            {"consumer_claims": (("sub",),), "consumers": (Consumer(username="x"),)},
+            {},
+            "insufficient_scope",
+            "consumer_not_found",
+        ),
     ],
 )
 async def test_unmet_requirements_are_403(
     fields: dict[str, Any],
     claims: dict[str, Any],
     error: str,
+    reason: str,
     protect: Protect,
     test_issuer: TestIssuer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level("INFO", logger="tokengate.access")
     gw = await protect(**fields)
     answer = await call(gw, token=test_issuer.mint(**claims))
     assert answer.status == 403
     assert answer.json == {"message": "Forbidden"}
     assert answer.headers["WWW-Authenticate"] == f'Bearer realm="127.0.0.1", error="{error}"'
+    assert auth_fields(caplog) == [reason]
 
 
 @pytest.mark.parametrize(
@@ -324,11 +384,15 @@ async def test_scp_list_claim_works(protect: Protect, test_issuer: TestIssuer) -
     assert (await call(gw, token=test_issuer.mint(scp=["readx"]))).status == 403
 
 
-async def test_more_than_one_token_is_400(protect: Protect, test_issuer: TestIssuer) -> None:
+async def test_more_than_one_token_is_400(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="tokengate.access")
     gw = await protect()
     token = test_issuer.mint()
     answer = await call(gw, f"/?access_token={token}", token=token)
     assert answer.status == 400
+    assert answer.json == {"message": "Bad Request"}
     assert answer.headers["WWW-Authenticate"] == (
         'Bearer realm="127.0.0.1", error="invalid_request"'
     )
@@ -338,6 +402,7 @@ async def test_more_than_one_token_is_400(protect: Protect, test_issuer: TestIss
         f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode(),
     )
     assert raw.startswith(b"HTTP/1.1 400")
+    assert auth_fields(caplog) == ["multiple_tokens", "multiple_tokens"]
 
 
 @pytest.mark.parametrize("value", ['Bearer a"b', "Bearer a,b", "Bearer x y"])
@@ -365,14 +430,17 @@ async def test_a_bare_bearer_or_empty_parameter_is_no_token(target: str, protect
 
 
 async def test_issuer_down_and_never_loaded_is_503(
-    protect: Protect, test_issuer: TestIssuer
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("INFO", logger="tokengate.access")
     test_issuer.down = True
     gw = await protect()
     answer = await call(gw, token=test_issuer.mint())
     assert answer.status == 503
     assert answer.json == {"message": "Service Unavailable"}
     assert answer.headers["Retry-After"] == "5"
+    assert "WWW-Authenticate" not in answer.headers  # ours to fix: no challenge to the client
+    assert auth_fields(caplog) == ["keys_unavailable"]
     # readyz stays 200 and says why.
     async with (
         aiohttp.ClientSession() as session,
@@ -578,12 +646,31 @@ async def test_a_cached_token_still_may_not_come_with_a_second_token(
     assert (await call(gw, token=token, headers={"Cookie": "theme=dark"})).status == 200
 
 
-async def test_a_cached_token_is_only_taken_from_the_places_the_route_allows(
+async def test_a_cached_token_passes_only_whole_and_under_the_bearer_scheme(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
+    """The hot path for a token seen before matches the whole credentials of a Bearer
+    Authorization: the same token after another seven-character scheme, or after one more
+    character, is no cached token."""
+    gw = await protect()
+    token = test_issuer.mint()
+    assert (await call(gw, token=token)).status == 200  # now in the cache
+    for value, error in ((f"Digest {token}", None), (f"Bearer x{token}", "invalid_token")):
+        answer = await call(gw, headers={"Authorization": value})
+        assert answer.status == 401, value
+        challenge = 'Bearer realm="127.0.0.1"' + (f', error="{error}"' if error else "")
+        assert answer.headers["WWW-Authenticate"] == challenge
+
+
+async def test_a_cached_token_is_only_taken_from_the_places_the_route_allows(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="tokengate.access")
     gw = await protect(bearer_token_param_type=("query",))
     token = test_issuer.mint()
     assert (await call(gw, f"/?access_token={token}")).status == 200  # verified and cached
+    assert (await call(gw, f"/?access_token={token}")).status == 200  # the long way, cached
+    assert auth_fields(caplog) == ["ok", "cached"]
     answer = await call(gw, token=token)  # the header is not a place this route reads
     assert answer.status == 401
     assert "error" not in answer.headers["WWW-Authenticate"]  # no token, as if none was sent
@@ -751,6 +838,33 @@ async def test_cookie_token_is_hidden_and_the_other_cookies_kept(
     assert kept.upstream_headers("Cookie") == [cookies["Cookie"]]
 
 
+@pytest.mark.parametrize(
+    "value", ["é".encode(), "€".encode(), b"\xff"], ids=["latin-1", "utf-8", "not-utf-8"]
+)
+async def test_the_cookies_left_beside_a_hidden_cookie_token_go_upstream_as_sent(
+    value: bytes, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """Browsers send UTF-8 cookie values; nginx passes any byte on. The cookies kept after the
+    token is taken out are those bytes, beside a good token and on the anonymous pass after a
+    bad one: never re-encoded, never a refusal of the good token, never a 500."""
+    places = {"bearer_token_param_type": ("cookie",), "bearer_token_cookie_name": "at"}
+    for gw, token in (
+        (await protect(**places), test_issuer.mint()),
+        (await protect(anonymous="guest", **places), test_issuer.mint(exp_in=-10)),
+    ):
+        raw = await raw_request(
+            gw.proxy_port,
+            b"GET / HTTP/1.1\r\nHost: a\r\nCookie: x=%b; at=%b\r\nConnection: close\r\n\r\n"
+            % (value, token.encode()),
+        )
+        assert raw.startswith(b"HTTP/1.1 200"), raw[:60]
+        headers = json.loads(raw.partition(b"\r\n\r\n")[2])["headers"]
+        # the echo upstream reads header bytes as aiohttp does: UTF-8, surrogateescape
+        assert [v for k, v in headers if k == "Cookie"] == [
+            "x=" + value.decode("utf-8", "surrogateescape")
+        ]
+
+
 async def test_form_body_token_is_found_and_hidden(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
@@ -840,15 +954,17 @@ async def test_a_json_body_without_a_token_reaches_the_upstream_byte_for_byte(
     ],
 )
 async def test_a_json_body_that_may_hold_a_token_and_cannot_be_read_is_a_400(
-    body: bytes, protect: Protect, test_issuer: TestIssuer
+    body: bytes, protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Parsers upstream read tokens out of bodies the gateway cannot: such a body never passes,
     beside a good token or on an anonymous route."""
+    caplog.set_level("INFO", logger="tokengate.access")
     token = test_issuer.mint()
     for gw, sent in ((await protect(), token), (await protect(anonymous="guest"), None)):
         answer = await call(gw, method="POST", token=sent, headers=JSON_TYPE, data=body)
         assert answer.status == 400
         assert 'error="invalid_request"' in answer.headers["WWW-Authenticate"]
+    assert auth_fields(caplog) == ["unreadable_body", "unreadable_body"]
 
 
 async def test_a_token_already_cached_does_not_skip_the_json_body(
@@ -988,6 +1104,9 @@ async def test_a_stalled_form_body_is_a_408_not_an_error(protect: Protect) -> No
     finally:
         writer.close()
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"\r\nConnection: close\r\n" in head
+    assert body == b'{"message": "Request timeout"}'  # kong/error_handlers.lua's 408
 
 
 async def test_claims_become_upstream_headers(protect: Protect, test_issuer: TestIssuer) -> None:
@@ -1155,6 +1274,16 @@ async def test_display_errors_and_custom_messages(
     assert challenge.startswith(
         'Bearer realm="127.0.0.1", error="invalid_token", error_description="'
     )
+    # RFC 6750 §3: an error_description holds printable ASCII but for '"' and '\\' (this
+    # reason cites "RFC 6750 §2.1"; the body, JSON, keeps it whole)
+    answer = await call(gw, headers={"Authorization": 'Bearer a"b'})
+    assert answer.headers["WWW-Authenticate"] == (
+        'Bearer realm="127.0.0.1", error="invalid_token", '
+        'error_description="malformed token: not a single b64token (RFC 6750 2.1)"'
+    )
+    assert answer.json == {
+        "message": "Go away (malformed token: not a single b64token (RFC 6750 §2.1))"
+    }
     answer = await call(gw)  # no token: the reason, and still no error code (RFC 6750 §3.1)
     assert answer.json == {"message": "Go away (missing token)"}
     assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1"'
@@ -1181,14 +1310,17 @@ async def test_refusals_are_complete_http_answers_for_1_0_and_1_1(protect: Prote
         assert b"content-length: %d" % len(body) in lines
         assert any(line.startswith(b"date: ") for line in lines)
         assert b"x-request-id: r-1" in lines
+        assert b"server: tokengate" in lines  # the gateway's answer: never aiohttp's token
+        assert b'www-authenticate: bearer realm="127.0.0.1", error="invalid_token"' in lines
         assert json.loads(body) == {"message": "Unauthorized"}
 
 
 async def test_refused_head_has_no_body_and_the_connection_stays_in_step(
-    protect: Protect,
+    protect: Protect, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A HEAD answer has no content (RFC 9110 §9.3.2): were the JSON body sent, the client would
     read it as the start of the next answer on the connection."""
+    caplog.set_level("INFO", logger="tokengate.access")
     gw = await protect()
     raw = await raw_request(
         gw.proxy_port,
@@ -1197,8 +1329,11 @@ async def test_refused_head_has_no_body_and_the_connection_stays_in_step(
     first, _, rest = raw.partition(b"\r\n\r\n")
     assert first.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
     assert b"content-length: 27" in first.lower().split(b"\r\n")  # what a GET would get
+    assert b"connection:" not in first.lower()  # a refusal keeps a kept-alive connection
     assert rest.startswith(b"HTTP/1.1 401 Unauthorized\r\n")  # the GET's answer, right after
     assert rest.partition(b"\r\n\r\n")[2] == b'{"message": "Unauthorized"}'
+    lines = [r.getMessage() for r in caplog.records if r.name == "tokengate.access"]
+    assert [re.findall(r" bytes=(\d+) ", line) for line in lines] == [["0"], ["27"]]
 
 
 async def test_a_refusal_before_the_body_ends_the_connection(protect: Protect) -> None:
@@ -1427,7 +1562,12 @@ def consumer_headers(answer: Answer) -> dict[str, list[str]]:
 async def test_a_token_mapped_to_a_consumer_names_it_to_the_upstream(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
-    gw = await protect(consumer_claims=(("sub",),), consumers=(ALICE, BOB, CAROL))
+    gw = await protect(
+        consumer_claims=(("sub",),),
+        consumers=(ALICE, BOB, CAROL),
+        upstream_headers_claims=("sub",),
+        upstream_headers_names=("X-Sub",),
+    )
     spoofed = {"X-Consumer-ID": "root", "X-Consumer-Username": "admin"}
     token = test_issuer.mint(sub="c-7")  # Kong's default consumer_by: username, then custom_id
     for _ in range(2):  # verified, then from the verified-token cache
@@ -1438,6 +1578,7 @@ async def test_a_token_mapped_to_a_consumer_names_it_to_the_upstream(
             "X-Consumer-Custom-ID": ["c-7"],
             "X-Consumer-Username": ["alice"],
         }
+        assert answer.upstream_headers("X-Sub") == ["c-7"]  # the claim headers beside them
     # username comes first: "alice" is alice's username before it is bob's custom_id
     answer = await call(gw, token=test_issuer.mint(sub="alice"))
     assert consumer_headers(answer) == {
@@ -1577,9 +1718,11 @@ async def test_requirements_are_checked_before_the_consumer(
         scopes_required=("admin",),
         display_errors=True,
     )
-    answer = await call(gw, token=test_issuer.mint(sub="stranger", scope="read"))
-    assert answer.status == 403
-    assert "scopes_required" in answer.json["message"]
+    token = test_issuer.mint(sub="stranger", scope="read")
+    for _ in range(2):  # refused, then refused again from the verified-token cache
+        answer = await call(gw, token=token)
+        assert answer.status == 403
+        assert "scopes_required" in answer.json["message"]
     answer = await call(gw, token=test_issuer.mint(sub="stranger", scope="admin"))
     assert answer.status == 403
     assert answer.json["message"] == "Forbidden (no consumer by username, custom_id for claim sub)"
@@ -1663,6 +1806,7 @@ async def test_the_verifying_keys_jwk_and_the_token_go_where_kong_puts_them(
         assert answer.status == 200
         (sent,) = answer.upstream_headers("X-Access-Token-JWK")
         assert json.loads(base64.b64decode(sent)) == published
+        assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]  # beside it
         assert answer.headers.getall("x-token") == [token]
         assert answer.headers.getall("X-Token-JWK") == [sent]
     refused = await call(gw, headers={"X-Access-Token-JWK": "e30="})

@@ -95,6 +95,7 @@ async def test_https_redirect_status_code_redirects_to_the_same_url_on_https(
     )
     assert status == code and body == b""
     assert headers["Location"] == "https://api.example/secure/a%20b?q=1&r=2"
+    assert headers["Server"] == "tokengate"  # the gateway's own answer, as Kong's says kong
 
 
 async def test_a_trusted_proxys_forwarded_headers_pass_and_open_https_routes(

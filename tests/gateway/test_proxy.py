@@ -426,6 +426,10 @@ async def test_body_over_the_limit_is_413(
     async with aiohttp.ClientSession() as session:
         async with session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=b"x" * 1001) as resp:
             assert resp.status == 413
+            # kong/error_handlers.lua's answer to nginx's client_max_body_size 413, and a close
+            assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+            assert resp.headers["Connection"].lower() == "close"
+            assert await resp.json() == {"message": "Payload too large"}
         async with session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=b"x" * 1000) as resp:
             assert resp.status == 200 and (await resp.json())["body_len"] == 1000
 
@@ -460,6 +464,15 @@ async def test_expect_100_continue_is_sent_only_after_routing(
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 404")
     writer.close()
+
+    # An expectation the gateway cannot meet (RFC 9110 §10.1.1): 417, Kong's body, no 100.
+    raw = await raw_request(
+        gw.proxy_port,
+        b"POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 200-ok\r\n"
+        b"Connection: close\r\n\r\nhello",
+    )
+    assert raw.startswith(b"HTTP/1.1 417 "), raw[:60]
+    assert raw.partition(b"\r\n\r\n")[2] == b'{"message": "Expectation failed"}'
 
 
 async def streaming_upstream() -> tuple[TestServer, dict[str, Any]]:

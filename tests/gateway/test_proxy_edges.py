@@ -500,13 +500,14 @@ async def test_response_transfer_coding_other_than_chunked_is_502(
 
 
 @pytest.mark.parametrize(
-    ("request_bytes", "status"),
+    ("request_bytes", "status", "body"),
     [
         # a coding other than chunked: refused (501), never dropped silently
         (
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n"
             b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-            b"HTTP/1.1 501",
+            b"HTTP/1.1 501 Not Implemented\r\n",
+            b'{"message": "Not Implemented"}',
         ),
         # RFC 9112 §6.1: HTTP/1.0 has no chunking, the framing is faulty: 400, and the
         # pipelined request after it is never served
@@ -514,18 +515,20 @@ async def test_response_transfer_coding_other_than_chunked_is_502(
             b"POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n",
             b"HTTP/1.0 400",
+            b'{"message": "Bad request"}',
         ),
     ],
     ids=["gzip-chunked", "http-1.0-chunked"],
 )
 async def test_a_request_framing_the_gateway_cannot_trust_is_refused_and_closed(
-    request_bytes: bytes, status: bytes, start_gateway: StartGateway
+    request_bytes: bytes, status: bytes, body: bytes, start_gateway: StartGateway
 ) -> None:
     async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as up:
         gw = await start_gateway(make_route(make_service(up.port)))
         raw = await raw_request(gw.proxy_port, request_bytes)
     assert raw.startswith(status), raw[:60]
     assert raw.count(b"HTTP/1.") == 1
+    assert raw.partition(b"\r\n\r\n")[2] == body
     assert up.requests == []
 
 
@@ -1101,6 +1104,9 @@ async def test_connect_and_trace_are_405_and_nothing_after_them_is_read_as_a_req
         raw = await raw_request(gw.proxy_port, request_bytes)
     assert raw.startswith(b"HTTP/1.1 405 "), raw
     assert raw.count(b"HTTP/1.1 ") == 1, raw
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"\r\nConnection: close\r\n" in head
+    assert body == b'{"message": "Method not allowed"}'  # kong/error_handlers.lua's 405
     assert upstream.requests == []
 
 

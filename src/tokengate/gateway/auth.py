@@ -50,6 +50,7 @@ from tokengate.gateway.keys import IssuerKeys, KeySource
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.rawresponse import (
     DEFAULT_SEND_TIMEOUT,
+    SERVER,
     SERVER_LINE,
     RawResponse,
     date_line,
@@ -261,9 +262,15 @@ class Authenticator:
                 log.debug("anonymous access after: %s", exc.detail)
                 if location is None or not config.hide_credentials:
                     return self._anonymous, ANONYMOUS
-                # The token that failed goes too, from wherever it came.
+                # The token that failed goes too, from wherever it came. (An error raised in
+                # this handler escapes the `except Exception` below: a refusal here too, never
+                # a 500, nor a pass that still carries the token.)
                 anonymous = self._anonymous
-                edits = self._hidden(request, location, body, anonymous.drop, anonymous.added)
+                try:
+                    edits = self._hidden(request, location, body, anonymous.drop, anonymous.added)
+                except Exception:
+                    log.exception("unexpected error while hiding a refused token")
+                    raise InvalidToken("token could not be processed") from None
                 return edits, ANONYMOUS
             raise
         except Exception:
@@ -405,7 +412,9 @@ class Authenticator:
                 "; ".join(request.headers.getall("Cookie", ())), cookie_name
             )
             if rest:
-                added += b"Cookie: %b\r\n" % rest.encode("latin-1")
+                # Back to the bytes the client sent (aiohttp read them as UTF-8, surrogateescape):
+                # browsers send UTF-8 cookie values, and other bytes pass too, as nginx lets them.
+                added += b"Cookie: %b\r\n" % rest.encode("utf-8", "surrogateescape")
             return UpstreamEdits(drop=drop | {b"cookie"}, added=added, answer=answer)
         if where == "body" and body is not None:
             body = body_without_token(body, request.content_type)
@@ -465,7 +474,7 @@ class Authenticator:
             return web.Response(
                 status=status,
                 body=body,
-                headers=headers,
+                headers={"Server": SERVER, **headers},  # not aiohttp's own Server token
                 content_type="application/json",
                 charset="utf-8",
             )
@@ -508,7 +517,7 @@ class Authenticator:
             if exc.error is not None and config.expose_error_code:
                 challenge += f', error="{exc.error}"'
                 if config.display_errors:
-                    challenge += f', error_description="{_quote(exc.detail)}"'
+                    challenge += f', error_description="{_description(exc.detail)}"'
             headers["WWW-Authenticate"] = challenge
         body = json.dumps({"message": message}).encode()
         return exc.status, headers, body, prepared_head(exc.status, headers, len(body))
@@ -581,6 +590,14 @@ def _header_name(name: str | None) -> bytes | None:
 
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# RFC 6750 §3: error_description values are %x20-21 / %x23-5B / %x5D-7E (no escapes).
+_DESCRIPTION_CHARS: Final = frozenset(map(chr, range(0x20, 0x7F))) - {'"', "\\"}
+
+
+def _description(text: str) -> str:
+    return "".join(c for c in text if c in _DESCRIPTION_CHARS)
 
 
 __all__ = [

@@ -37,7 +37,7 @@ def request_timeout() -> web.Response:
 
 def payload_too_large() -> web.Response:
     # The unread body cannot be skipped safely on this connection: close it.
-    return kong_error(413, "Request Entity Too Large", {"Connection": "close"})
+    return kong_error(413, "Payload too large", {"Connection": "close"})
 
 
 def method_not_allowed() -> web.Response:
