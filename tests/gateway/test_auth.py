@@ -688,6 +688,9 @@ async def test_token_is_sent_upstream_as_bearer_by_default(
     assert answer.status == 200
     assert answer.json["path_qs"] == "/p?x=1&y=2"  # hidden from where it came
     assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
+    # The only argument hidden: no query is left, not even its "?" (as nginx writes the URI).
+    answer = await call(gw, f"/p?access_token={token}")
+    assert answer.status == 200 and answer.json["path_qs"] == "/p"
 
 
 async def test_an_rfc_8414_metadata_url_as_issuer(

@@ -199,6 +199,25 @@ async def test_response_hop_by_hop_headers_are_removed_and_via_added(
             assert resp.headers["Via"] == "1.0 inner, 1.1 tokengate"
 
 
+@pytest.mark.parametrize(
+    ("method", "length"), [("POST", ["0"]), ("PUT", ["0"]), ("PATCH", ["0"]), ("GET", [])]
+)
+async def test_a_request_without_a_body_is_framed_for_the_upstream_as_nginx_frames_it(
+    method: str, length: list[str], upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    """A POST, PUT or PATCH sent with neither Content-Length nor Transfer-Encoding (an empty
+    body) goes upstream with `Content-Length: 0`, which some servers insist on (411); a GET
+    goes without framing."""
+    gw = await start_gateway(make_route(make_service(upstream.port)))
+    raw = await raw_request(
+        gw.proxy_port, b"%b / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % method.encode()
+    )
+    echoed = json.loads(raw.partition(b"\r\n\r\n")[2])
+    assert echoed["method"] == method
+    assert header_values(echoed, "Content-Length") == length
+    assert header_values(echoed, "Transfer-Encoding") == []
+
+
 async def test_double_slash_path_never_leaves_for_another_host(start_gateway: StartGateway) -> None:
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upstream.read_head(reader)
@@ -258,13 +277,20 @@ async def test_unsafe_paths_are_refused_with_400(
     assert b'{"message": "Bad request"}' in raw
 
 
-async def test_upstream_refusing_connections_is_502(start_gateway: StartGateway) -> None:
+async def test_upstream_refusing_connections_is_502(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
     async with RawUpstream(lambda r, w: asyncio.sleep(0)) as closed:
         port = closed.port
     gw = await start_gateway(make_route(make_service(port)))
     status, _, body = await get_json(f"http://127.0.0.1:{gw.proxy_port}/")
     assert status == 502
     assert body == {"message": "An invalid response was received from the upstream server"}
+    # The cause goes to the log, under the service's name, and never to the client.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"upstream svc-{port}: cannot connect to 127.0.0.1:{port}: Connection refused" in (
+        warnings
+    )
 
 
 async def test_upstream_host_that_does_not_resolve_is_kongs_503(
@@ -433,12 +459,42 @@ async def test_body_over_the_limit_is_413(
         async with session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=b"x" * 1000) as resp:
             assert resp.status == 200 and (await resp.json())["body_len"] == 1000
 
-        async def chunks() -> Any:
-            for _ in range(5):
-                yield b"y" * 400
+        def chunks(size: int) -> Any:
+            async def body() -> Any:
+                for _ in range(5):
+                    yield b"y" * size
 
-        async with session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=chunks()) as resp:
+            return body()
+
+        # Chunked: counted as it streams, and the limit is allowed, not exceeded.
+        async with session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=chunks(400)) as resp:
             assert resp.status == 413
+        async with session.post(f"http://127.0.0.1:{gw.proxy_port}/", data=chunks(200)) as resp:
+            assert resp.status == 200 and (await resp.json())["body_len"] == 1000
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_an_upload_past_the_limit_gets_its_413_while_the_client_still_sends(
+    chunked: bool, upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    """As nginx's lingering close: the 413, then a FIN, and what the client still sends is read
+    and dropped. Closed with those bytes unread, the connection was reset instead, and a client
+    that sends its whole body before it reads (as most do) got no 413, only the reset."""
+    # A limit past what one read of the body holds: a streamed body is counted in all.
+    gw = await start_gateway(make_route(make_service(upstream.port)), max_body_size=1_000_000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    if chunked:
+        body = b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%b\r\n" % (3_000_000, b"a" * 3_000_000)
+    else:
+        body = b"Content-Length: 4000000\r\n\r\n" + b"a" * 3_000_000
+    try:
+        writer.write(b"POST / HTTP/1.1\r\nHost: a\r\n" + body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:60]
+    assert answer.endswith(b'{"message": "Payload too large"}'), answer
 
 
 async def test_expect_100_continue_is_sent_only_after_routing(
@@ -473,6 +529,16 @@ async def test_expect_100_continue_is_sent_only_after_routing(
     )
     assert raw.startswith(b"HTTP/1.1 417 "), raw[:60]
     assert raw.partition(b"\r\n\r\n")[2] == b'{"message": "Expectation failed"}'
+
+    # RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored, and so is one on a request
+    # without content: the answer is the only thing that comes.
+    for request in (
+        b"POST /ok HTTP/1.0\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+        b"GET /ok HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    ):
+        raw = await raw_request(gw.proxy_port, request)
+        assert raw.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")), raw[:60]
+        assert b" 100 " not in raw.partition(b"\r\n")[0], raw[:60]
 
 
 async def streaming_upstream() -> tuple[TestServer, dict[str, Any]]:
@@ -675,6 +741,25 @@ async def test_stalled_request_body_times_out(
         gw.proxy_port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc", timeout=5
     )
     assert raw.startswith(b"HTTP/1.1 408")
+
+
+async def test_a_pause_under_client_body_timeout_before_a_streamed_body_is_no_timeout(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    """client_body_timeout is nginx's: a gap between two reads, the first one included."""
+    gw = await start_gateway(make_route(make_service(upstream.port)), client_body_timeout=2.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n"
+        )
+        await asyncio.sleep(1.2)
+        writer.write(b"a" * 100_000)
+        raw = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:60]
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["body_len"] == 100_000
 
 
 async def test_a_trickled_request_body_is_cut_off_and_frees_its_upstream_connection(

@@ -19,6 +19,7 @@ from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_s
 from tests.gateway.issuer import self_signed_contexts
 from tests.gateway.support import KeepAliveUpstream, eventually
 from tokengate.gateway.config import GatewayConfig
+from tokengate.gateway.proxy import BUFFER_LIMIT
 from tokengate.gateway.upstream import (
     PoolExhausted,
     UpstreamConnectError,
@@ -409,7 +410,7 @@ async def test_a_slot_handed_to_a_waiter_is_not_taken_by_a_later_caller() -> Non
 
 
 async def test_client_that_stops_reading_does_not_hold_the_upstream_forever(
-    start_gateway: StartGateway,
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A client that stops reading a streamed response is cut off after client_send_timeout,
     and its upstream connection comes back."""
@@ -449,6 +450,87 @@ async def test_client_that_stops_reading_does_not_hold_the_upstream_forever(
         finally:
             stuck.transport.abort()
     assert raw.startswith(b"HTTP/1.1 200"), raw[:100]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"response from svc-{upstream.port} cut off: client stopped reading" in warnings
+
+
+@pytest.mark.parametrize(
+    ("declared", "how", "status"),
+    [(2, "closes", b"502"), (BUFFER_LIMIT, "closes", b"502"), (BUFFER_LIMIT, "stalls", b"504")],
+)
+async def test_a_small_answer_cut_short_is_a_502_or_504_never_a_truncated_200(
+    declared: int, how: str, status: bytes, start_gateway: StartGateway
+) -> None:
+    """A body of up to 64 KiB is read whole before the head goes: an upstream that closes or
+    stalls before its end gets the client Kong's 502 or 504, not a 200 with a short body."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % declared)
+        writer.write(b"x" * (declared - 1))
+        await writer.drain()
+        if how == "stalls":
+            await reader.read()  # until the gateway gives up on it
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=0.5)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.startswith(b"HTTP/1.1 " + status), raw[:60]
+
+
+@pytest.mark.parametrize(
+    ("version", "framing"),
+    [(b"1.1", b"Transfer-Encoding: chunked"), (b"1.0", b"Content-Length: 100000")],
+    ids=["http-1.1-unsized", "http-1.0-sized"],
+)
+async def test_a_streamed_answer_keeps_its_status_its_type_and_the_clients_keep_alive(
+    version: bytes, framing: bytes, start_gateway: StartGateway
+) -> None:
+    """An answer that streams (not whole at once, and unsized or past 64 KiB) keeps the
+    upstream's status and Content-Type, and the client's connection stays open for its next
+    request: an HTTP/1.0 client asking for keep-alive gets it when the length is known."""
+    body = b"x" * 100_000
+    if framing.startswith(b"Transfer"):
+        body_bytes = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        body_bytes = body
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await upstream.read_head(reader)
+            reply = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n%b\r\n\r\n%b" % (
+                framing,
+                body_bytes,
+            )
+            writer.write(reply[:1000])  # the rest later: the answer is not whole at once
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.write(reply[1000:])
+            await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        try:
+            for _ in range(2):  # the second on the same connection
+                writer.write(
+                    b"GET / HTTP/%b\r\nHost: a\r\nConnection: keep-alive\r\n\r\n" % version
+                )
+                async with asyncio.timeout(3):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    if version == b"1.1":  # chunked by the gateway as it streams
+                        received = b""
+                        while not received.endswith(b"\r\n0\r\n\r\n"):
+                            received += await reader.read(65536) or b"(closed)"
+                    else:
+                        received = await reader.readexactly(len(body))
+                assert head.startswith(b"HTTP/%b 404 " % version), head
+                assert b"\r\nContent-Type: text/plain\r\n" in head, head
+                assert received.count(b"x") == len(body)
+        finally:
+            writer.close()
 
 
 async def test_keepalive_timeout_setting_applies_to_idle_client_connections(
@@ -1174,18 +1256,24 @@ async def test_prefix_routes_keep_the_canonical_reading_of_escapes(
 async def test_streamed_uploads_sent_whole_keep_their_connection(
     chunked: bool, start_gateway: StartGateway
 ) -> None:
-    """The usual case next to the cut-short ones: an upload sent whole leaves its upstream
-    connection in the pool, and the next one uses it."""
+    """The usual case next to the cut-short ones: an upload sent whole reaches the upstream
+    byte for byte in its own framing (a chunk-size line inside a Content-Length body would be
+    read as body, and its body's end as the next request), leaves its upstream connection in
+    the pool, and the next one uses it."""
+    payload = bytes(range(256)) * 400  # 102,400 bytes: streamed, not buffered
+    received: list[bytes] = []
 
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _ in range(3):
             head = (await upstream.read_head(reader)).lower()
+            body = b""
             if b"transfer-encoding: chunked" in head:
                 while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                    await reader.readexactly(size + 2)
+                    body += (await reader.readexactly(size + 2))[:-2]
                 await reader.readuntil(b"\r\n")
             else:
-                await reader.readexactly(100_000)
+                body = await reader.readexactly(len(payload))
+            received.append(body)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
 
@@ -1193,13 +1281,15 @@ async def test_streamed_uploads_sent_whole_keep_their_connection(
     async with upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-        framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 100000"
-        body = b"%x\r\n%b\r\n0\r\n\r\n" % (100_000, b"a" * 100_000) if chunked else b"a" * 100_000
+        framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(payload)
+        body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(payload), payload) if chunked else payload
         for _ in range(3):
             writer.write(b"POST /up HTTP/1.1\r\nHost: a\r\n%b\r\n\r\n%b" % (framing, body))
             head, answer = await read_response(reader)
             assert head.startswith(b"HTTP/1.1 200") and answer == b"ok", head
         writer.close()
+    assert received == [payload] * 3
+    assert [head.split(b" ", 2)[:2] for head in upstream.requests] == [[b"POST", b"/up"]] * 3
     assert upstream.connections == 1
 
 

@@ -358,8 +358,14 @@ async def test_ipv6_targets_and_services_connect(
 async def test_a_host_header_with_its_own_port_is_sent_as_written(
     two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
 ) -> None:
+    """A host_header with its own port is sent as written; one without gets the target's port
+    (the colons of an IPv6 literal are no port)."""
     a, _ = two_upstreams
-    for host_header in ("orders.internal:81", "[::1]:81"):
+    for host_header, sent in (
+        ("orders.internal:81", "orders.internal:81"),
+        ("[::1]:81", "[::1]:81"),
+        ("[::1]", f"[::1]:{a.port}"),
+    ):
         config = kong_yaml(
             f"""\
             - name: orders.upstream
@@ -368,7 +374,7 @@ async def test_a_host_header_with_its_own_port_is_sent_as_written(
             """
         )
         gw = await start(start_gateway, config)
-        assert await fetch(gw, 1) == [(200, {"upstream": "a", "host": host_header})]
+        assert await fetch(gw, 1) == [(200, {"upstream": "a", "host": sent})]
 
 
 @pytest.mark.parametrize(

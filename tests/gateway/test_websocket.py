@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 
 from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_service
 from tests.gateway.issuer import TestIssuer
+from tests.gateway.support import eventually
 from tests.gateway.test_proxy_edges import read_response
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.tunnel import wants_websocket
@@ -232,7 +233,7 @@ async def test_an_idle_upstream_ends_the_tunnel_after_read_timeout(
 
 
 async def test_an_upstream_that_stops_reading_is_cut_off_after_write_timeout(
-    start_gateway: StartGateway,
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     done = asyncio.Event()
 
@@ -253,6 +254,9 @@ async def test_an_upstream_that_stops_reading_is_cut_off_after_write_timeout(
             assert time.monotonic() - started < 4  # write_timeout, not the 5 s read_timeout
             flood.stop()
         done.set()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "websocket tunnel cut off: the upstream stopped reading" in warnings
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_a_client_that_stops_reading_is_cut_off_after_client_send_timeout(
@@ -383,24 +387,36 @@ async def test_a_client_that_keeps_sending_to_a_stalled_upstream_is_held_back(
     start_gateway: StartGateway,
 ) -> None:
     """The gateway stops reading the client while the upstream is not reading: what the client
-    can push levels off at what the sockets between hold, instead of piling up in memory."""
-    done = asyncio.Event()
+    can push levels off at what the sockets between hold, instead of piling up in memory. Once
+    the upstream reads again, so does the gateway (held back, not cut), and it holds the
+    client back again the next time the upstream stalls."""
+    resume, done = asyncio.Event(), asyncio.Event()
 
-    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def stall_read_stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await resume.wait()
+        read = 0
+        while read < 16 * 1024 * 1024:
+            read += len(await reader.read(1 << 20))
         await done.wait()
 
-    async with switching(stall) as upstream:
+    async def levels_off(flood: Flood) -> int:
+        await asyncio.sleep(1.0)
+        early = flood.pushed
+        await asyncio.sleep(1.0)
+        assert early > 0 and flood.pushed == early  # nothing more got through in a second
+        return early
+
+    async with switching(stall_read_stall) as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port, write_timeout=30)))
         async with through_gateway(gw.proxy_port) as (_, _, writer):
             flood = Flood(writer)
-            await asyncio.sleep(1.0)
-            early = flood.pushed
-            await asyncio.sleep(1.0)
+            held = await levels_off(flood)
+            assert held < 64 * 1024 * 1024
+            resume.set()
+            await eventually(lambda: flood.pushed > held + 8 * 1024 * 1024, timeout=5)
+            await levels_off(flood)
             flood.stop()
         done.set()
-    # Stalled: nothing more got through in the last second.
-    assert early > 0 and flood.pushed == early
-    assert flood.pushed < 64 * 1024 * 1024
 
 
 async def test_a_client_closing_its_socket_ends_the_tunnel_as_a_101(
@@ -413,6 +429,7 @@ async def test_a_client_closing_its_socket_ends_the_tunnel_as_a_101(
     await asyncio.wait_for(ws_upstream.ended.wait(), 5)  # the upstream side is closed too
     lines = await access_lines(caplog)
     assert len(lines) == 1 and '"GET /ws" 101 ' in lines[0], lines
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_stopping_the_gateway_ends_its_tunnels_at_once(

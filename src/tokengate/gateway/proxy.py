@@ -615,14 +615,24 @@ async def answer_and_close(
     request: web.BaseRequest, response: web.StreamResponse, cors: AnswerEdit | None = None
 ) -> web.StreamResponse:
     """Answer, then close: the rest of the body is unwanted (too large) or not coming (stalled),
-    and aiohttp would otherwise linger reading it before it closes the connection. `cors`: the
-    route's headers, for an answer not written as bytes already (a RawResponse has them)."""
+    and the connection serves no other request. `cors`: the route's headers, for an answer not
+    written as bytes already (a RawResponse has them)."""
     if cors is not None and not isinstance(response, RawResponse):
         cors.apply(response)
     await response.prepare(request)
     await response.write_eof()
-    if request.transport is not None:
-        request.transport.close()
+    transport = request.transport
+    if transport is None:
+        return response
+    if transport.can_write_eof():
+        # nginx's lingering close: the answer, then a FIN, and what the client still sends is
+        # read and dropped (for aiohttp's lingering_time at most) until it closes too. A close
+        # with the client's bytes unread would be a reset, and a reset can destroy the answer
+        # before the client has read it: an upload past the limit then saw no 413.
+        transport.write_eof()
+        request.protocol.close()
+    else:
+        transport.close()
     return response
 
 
