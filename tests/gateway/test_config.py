@@ -204,6 +204,41 @@ SERVICE_ERRORS = {
         "name: a\nhost: up\ntags: t",
         "services[0].tags: expected a list of strings, got a string",
     ),
+    # Kong's utf8_name typedef: ASCII letters, digits and . - _ ~, and any non-ASCII one
+    "name with a space": (
+        "name: my api\nhost: up",
+        "services[0].name: invalid value 'my api': the only accepted ascii characters are "
+        "alphanumerics or ., -, _, and ~",
+    ),
+    "tls_verify_depth too deep": (
+        "name: a\nurl: https://up\ntls_verify_depth: 65",
+        "services[0].tls_verify_depth: must be between 0 and 64, got 65",
+    ),
+    "tls_verify_depth negative": (
+        "name: a\nurl: https://up\ntls_verify_depth: -1",
+        "services[0].tls_verify_depth: must be between 0 and 64, got -1",
+    ),
+    "ca_certificates string": (
+        "name: a\nurl: https://up\nca_certificates: x",
+        "services[0].ca_certificates: expected a list of strings, got a string",
+    ),
+    # Kong's services schema: the TLS fields must be null unless the protocol is https.
+    "tls_verify on http": (
+        "name: a\nhost: up\ntls_verify: false",
+        "services[0].tls_verify: can only be set when 'protocol' is https",
+    ),
+    "tls_verify_depth on an http url": (
+        "name: a\nurl: http://up\ntls_verify_depth: 1",
+        "services[0].tls_verify_depth: can only be set when 'protocol' is https",
+    ),
+    "ca_certificates on http": (
+        f"name: a\nhost: up\nprotocol: http\nca_certificates: ['{S1}']",
+        "services[0].ca_certificates: can only be set when 'protocol' is https",
+    ),
+    "client_certificate on http": (
+        f"name: a\nhost: up\nclient_certificate: {{id: '{S1}'}}",
+        "services[0].client_certificate: can only be set when 'protocol' is https",
+    ),
 }
 
 
@@ -374,6 +409,49 @@ ROUTE_ERRORS = {
         "paths: [/a]\nservice: a",
         f"{R}.service: not allowed in a route nested under a service",
     ),
+    "name with a slash": (
+        "name: v1/orders\npaths: [/a]",
+        f"{R}.name: invalid value 'v1/orders': the only accepted ascii characters are "
+        "alphanumerics or ., -, _, and ~",
+    ),
+    "header name not a string": (
+        "headers: {1: [a]}",
+        f"{R}.headers: expected header names as strings, got an integer",
+    ),
+    "duplicate header": (
+        "headers: {X-A: [a], x-a: [b], x-b: []}",
+        f"{R}.headers.x-a: duplicate header 'x-a'",
+    ),
+    "header after a duplicate": (
+        "headers: {X-A: [a], x-a: [b], x-b: []}",
+        f"{R}.headers.x-b: expected at least one value",
+    ),
+    "request_buffering string": (
+        "paths: [/a]\nrequest_buffering: 'no'",
+        f"{R}.request_buffering: expected a boolean, got a string",
+    ),
+    "response_buffering string": (
+        "paths: [/a]\nresponse_buffering: 'no'",
+        f"{R}.response_buffering: expected a boolean, got a string",
+    ),
+    "tags string": ("paths: [/a]\ntags: t", f"{R}.tags: expected a list of strings, got a string"),
+    "header after an invalid name": (
+        "headers: {'x b': [a], x-b: []}",
+        f"{R}.headers.x-b: expected at least one value",
+    ),
+    "header after one whose name is not a string": (
+        "headers: {1: [a], x-b: []}",
+        f"{R}.headers.x-b: expected at least one value",
+    ),
+    # Kong's http route subschema (routes_subschemas.lua) refuses the stream routes' fields.
+    "sources": (
+        "paths: [/a]\nsources: [{ip: 10.0.0.0/8}]",
+        f"{R}.sources: cannot set 'sources' when 'protocols' is 'http' or 'https'",
+    ),
+    "destinations": (
+        "paths: [/a]\ndestinations: [{port: 80}]",
+        f"{R}.destinations: cannot set 'destinations' when 'protocols' is 'http' or 'https'",
+    ),
 }
 
 
@@ -457,6 +535,33 @@ PLUGIN_ERRORS = {
         "- name: rate-limiting\n  route: {name: nope}",
         "plugins[0].route: route 'nope' not found",
     ),
+    # A broken reference leaves the plugin nowhere, not on the other half of its scope (where
+    # it would clash with the instance there).
+    "dangling route beside a service": (
+        "- name: openid-connect\n  route: nope\n  service: a",
+        "plugins[0].route: route 'nope' not found",
+    ),
+    "dangling service beside a route": (
+        "- name: openid-connect\n  route: r\n  service: nope",
+        "plugins[0].service: service 'nope' not found",
+    ),
+    "tags string": (
+        "- name: rate-limiting\n  tags: t",
+        "plugins[0].tags: expected a list of strings, got a string",
+    ),
+    "ordering not a mapping": (
+        "- name: rate-limiting\n  ordering: [before]",
+        "plugins[0].ordering: expected a mapping, got a list",
+    ),
+    "instance_name not a string": (
+        "- name: rate-limiting\n  instance_name: 5",
+        "plugins[0].instance_name: expected a string, got an integer",
+    ),
+    "instance_name with a colon": (
+        "- name: rate-limiting\n  instance_name: 'rl:1'",
+        "plugins[0].instance_name: invalid value 'rl:1': the only accepted ascii characters are "
+        "alphanumerics or ., -, _, and ~",
+    ),
     "two global instances": (
         "- name: openid-connect\n- name: openid-connect",
         "plugins[1]: duplicate 'openid-connect' plugin on the same scope as plugins[0]",
@@ -493,17 +598,27 @@ def test_plugin_error(plugins: str, line: str) -> None:
     assert set(found) - missing == {f"kong.yaml: {line}"}
 
 
-def test_nested_plugin_cannot_name_its_own_scope() -> None:
-    found = errors("""
-        services:
-          - name: a
-            host: up
-            plugins: [{name: openid-connect, route: r, config: {issuer: "https://idp.example"}}]
-            routes: [{name: r, paths: [/a]}]
-    """)
+NESTED_OIDC = '{name: openid-connect, config: {issuer: "https://idp.example"}, '
+
+
+@pytest.mark.parametrize(
+    ("service", "line"),
+    [
+        (
+            f"plugins: [{NESTED_OIDC}route: r}}]\n    routes: [{{name: r, paths: [/a]}}]",
+            "services[0].plugins[0].route",
+        ),
+        (
+            f"routes: [{{name: r, paths: [/a], plugins: [{NESTED_OIDC}service: a}}]}}]",
+            "services[0].routes[0].plugins[0].service",
+        ),
+    ],
+    ids=["route", "service"],
+)
+def test_nested_plugin_cannot_name_its_own_scope(service: str, line: str) -> None:
+    found = errors(f"services:\n  - name: a\n    host: up\n    {service}\n")
     assert found == [
-        "kong.yaml: services[0].plugins[0].route: not allowed in a nested plugin; "
-        "it applies where it is nested"
+        f"kong.yaml: {line}: not allowed in a nested plugin; it applies where it is nested"
     ]
 
 
@@ -565,6 +680,16 @@ def test_every_error_is_reported_at_once() -> None:
         "kong.yaml: plugins[0].route: route 'ghost' not found",
         "kong.yaml: plugins[0].config.issuer: required field missing",
     ]
+
+
+def test_a_config_error_reads_as_its_lines() -> None:
+    """What a traceback or `str()` shows: every error, one a line."""
+    with pytest.raises(ConfigError) as caught:
+        load("services: [{name: a}]\nroutes: [{}]")
+    assert str(caught.value) == (
+        "kong.yaml: services[0].host: required field missing\n"
+        "kong.yaml: routes[0]: must set at least one of 'methods', 'hosts', 'headers', 'paths'"
+    )
 
 
 def test_yaml_syntax_error_names_line_and_column() -> None:
@@ -774,6 +899,12 @@ def test_a_file_past_the_size_cap_is_an_error_without_reading_it_whole() -> None
     assert caught.value.errors == ["/dev/zero: larger than 32 MiB, the most tokengate reads"]
 
 
+def test_a_file_right_at_the_size_cap_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(HEADER + "#" * (32 * 1024 * 1024 - len(HEADER) - 1) + "\n", encoding="utf-8")
+    assert load_config(path) == GatewayConfig((), ())
+
+
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as caught:
@@ -873,13 +1004,22 @@ def test_port_65535_is_a_port() -> None:
 
 
 def test_protocol_host_port_defaults() -> None:
-    plain, tls = load("""
+    """Kong's services schema defaults `port` to 80 whatever the protocol (only the `url`
+    shorthand makes https 443), so https without a port is warned about."""
+    config = load("""
         services:
           - {name: plain, host: up}
           - {name: tls, host: up, protocol: https, path: /base}
-    """).services
+          - {name: tls443, host: up, protocol: https, port: 443}
+    """)
+    plain, tls, tls443 = config.services
     assert (plain.protocol, plain.port, plain.path) == ("http", 80, None)
-    assert (tls.protocol, tls.port, tls.path) == ("https", 443, "/base")
+    assert (tls.protocol, tls.port, tls.path) == ("https", 80, "/base")
+    assert tls443.port == 443
+    assert config.warnings == (
+        "kong.yaml: services[1].port: not set: 80, Kong's default for https too (set 443 if "
+        "that is meant)",
+    )
 
 
 def test_timeouts_in_milliseconds_become_seconds() -> None:
@@ -911,11 +1051,11 @@ def test_ipv6_host_is_bracketed_so_the_origin_is_a_url() -> None:
 
 
 def test_tls_verify_is_read_and_other_tls_fields_are_warned_about() -> None:
-    config = load("services: [{name: a, host: up, protocol: https, tls_verify: false}]")
+    config = load("services: [{name: a, url: 'https://up', tls_verify: false}]")
     assert config.warnings == ()
     assert config.services[0].tls_verify is False
-    assert load("services: [{name: a, host: up, protocol: https}]").services[0].tls_verify is True
-    config = load("services: [{name: a, host: up, protocol: https, tls_verify_depth: 2}]")
+    assert load("services: [{name: a, url: 'https://up'}]").services[0].tls_verify is True
+    config = load("services: [{name: a, url: 'https://up', tls_verify_depth: 2}]")
     assert config.warnings == (
         "kong.yaml: services[0].tls_verify_depth: not supported by tokengate and ignored",
     )
@@ -1053,6 +1193,17 @@ def test_pre_3_format_reads_regex_paths_as_kong_3_does() -> None:
     assert config.warnings == (
         "kong.yaml: services[0].routes[0].paths: _format_version 2.1: '/users/\\d+' read as regex "
         "with a '~' prefix, as Kong 3 does; run 'deck file convert'",
+    )
+    # a route that matches by something else than paths has nothing to convert
+    config = load(
+        "services: [{name: a, host: up, routes: [{hosts: [a.example]}]}]",
+        header='_format_version: "1.1"\n',
+    )
+    assert (config.routes[0].paths, config.warnings) == ((), ())
+    config = load("routes: [{paths: ['/a/\\d', '/b$']}]", header='_format_version: "1.1"\n')
+    assert config.warnings[0] == (
+        "kong.yaml: routes[0].paths: _format_version 1.1: '/a/\\d', '/b$' read as regex with a "
+        "'~' prefix, as Kong 3 does; run 'deck file convert'"
     )
 
 
@@ -1294,7 +1445,9 @@ def test_an_access_plugin_named_in_ignored_plugins_is_warned_about(place: str) -
         parse_config(text, "kong.yaml", ignored_plugins=frozenset({"acl"}))
 
 
-@pytest.mark.parametrize("scope", ["consumer: guest", "consumer_group: gold"])
+@pytest.mark.parametrize(
+    "scope", ["consumer: guest", "consumer_group: gold", "consumer_group: {name: gold}"]
+)
 def test_an_access_plugin_scoped_to_a_consumer_is_warned_about(scope: str) -> None:
     """It runs in Kong only for requests identified as that consumer's, and tokengate
     identifies none: nothing is opened by leaving it out."""
@@ -1323,6 +1476,16 @@ def test_consumer_scoped_openid_connect_is_refused(key: str) -> None:
     assert f"kong.yaml: plugins[0].{key}: 'openid-connect' cannot be scoped to a {what}" in found
 
 
+def test_an_https_only_route_is_warned_about() -> None:
+    config = load("services: [{name: a, host: up, routes: [{paths: [/], protocols: [https]}]}]")
+    assert config.routes[0].protocols == ("https",)
+    assert config.warnings == (
+        "kong.yaml: services[0].routes[0].protocols: https only: tokengate speaks plain HTTP, so "
+        "requests get 426 (or the https_redirect_status_code redirect) unless they come from a "
+        "--trusted-ips proxy that sends X-Forwarded-Proto: https",
+    )
+
+
 def test_plugin_protocols_never_switch_auth_off() -> None:
     config = load(
         "routes: [{paths: [/]}]\nplugins: [{name: openid-connect, protocols: [https], "
@@ -1333,6 +1496,22 @@ def test_plugin_protocols_never_switch_auth_off() -> None:
         "kong.yaml: plugins[0].protocols: ignored: tokengate runs openid-connect on http and https"
         in config.warnings
     )
+    both = load(
+        "services: [{name: a, host: up, routes: [{paths: [/]}]}]\nplugins: [{name: "
+        'openid-connect, protocols: [http, https], config: {issuer: "https://idp.example"}}]'
+    )
+    assert both.warnings == ()
+
+
+@pytest.mark.parametrize("config", ['{issuer: "https://idp.example"}', "{origins: ['*']}"])
+def test_plugin_ordering_is_warned_about_and_the_plugin_still_applies(config: str) -> None:
+    name = "openid-connect" if "issuer" in config else "cors"
+    loaded = load(
+        f"routes: [{{paths: [/]}}]\nplugins: [{{name: {name}, config: {config}, "
+        "ordering: {before: {access: [rate-limiting]}}}]"
+    )
+    assert loaded.routes[0].plugin(name) is not None
+    assert "kong.yaml: plugins[0].ordering: ignored by tokengate" in loaded.warnings
 
 
 def test_environment_variables_are_not_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1455,6 +1634,7 @@ def test_what_tokengate_ignores_of_consumers_is_named_once() -> None:
     )
 
 
+BOB_ID = "0b6e8a5e-54a4-4f7b-a3a6-8c3c1d2e9f10"
 GUEST_ID = "e1d0c2cc-2662-5465-84c2-24e06158a934"  # Kong's: UUIDv5 of "guest" (see below)
 
 
@@ -1605,11 +1785,22 @@ def test_a_plugins_consumer_is_found_by_username_before_id() -> None:
             "plugins[1].consumer: a list names no consumer of this file",
         ),
         (
+            "  - {name: rate-limiting, consumer: {id: [a]}}\n",
+            "plugins[1].consumer: a mapping names no consumer of this file",
+        ),
+        (
             "  - {name: key-auth, consumer_group: [a]}\n",
             "plugins[1].consumer_group: names no consumer group of this file",
         ),
     ],
-    ids=["consumer", "consumer by id", "consumer group", "consumer list", "group list"],
+    ids=[
+        "consumer",
+        "consumer by id",
+        "consumer group",
+        "consumer list",
+        "consumer by a list id",
+        "group list",
+    ],
 )
 def test_a_plugin_scoped_to_nothing_is_refused(attached: str, line: str) -> None:
     """Kong refuses a reference to an entity the file does not declare."""
@@ -1623,6 +1814,12 @@ def test_a_plugin_scoped_to_nothing_is_refused(attached: str, line: str) -> None
     [
         ("[request-termination]", "plugins[0]: expected a mapping, got a string"),
         ("{name: request-termination}", "plugins: expected a list, got a mapping"),
+        # the entries after one that is not a mapping are still checked
+        (
+            "[request-termination, {name: openid-connect}]",
+            "plugins[0]: expected a mapping, got a string\n"
+            "plugins[1].name: 'openid-connect' cannot be scoped to a consumer",
+        ),
     ],
 )
 def test_a_consumers_plugins_that_are_no_plugin_entries_are_refused(
@@ -1631,7 +1828,7 @@ def test_a_consumers_plugins_that_are_no_plugin_entries_are_refused(
     """Kong refuses them; skipping them would skip a request-termination that makes the
     anonymous consumer refuse every request."""
     found = errors(ANONYMOUS_ROUTE + f"consumers: [{{username: guest, plugins: {plugins}}}]\n")
-    assert found == [f"kong.yaml: consumers[0].{line}"]
+    assert found == [f"kong.yaml: consumers[0].{one}" for one in line.split("\n")]
 
 
 @pytest.mark.parametrize(
@@ -1703,6 +1900,55 @@ def test_anonymous_consumer_with_plugins_is_refused(attached: str) -> None:
     ]
 
 
+BLOCKED = "consumer_groups: [{name: blocked, plugins: [{name: request-termination}]}]\n"
+
+
+@pytest.mark.parametrize(
+    ("attached", "plugin"),
+    [
+        (BLOCKED[:-3] + ", consumers: [{username: guest}]}]\nconsumers: [{username: guest}]\n",
+         "consumer_groups[0].plugins[0]"),
+        (BLOCKED + "consumers: [{username: guest, groups: [{name: blocked}]}]\n",
+         "consumer_groups[0].plugins[0]"),
+        # appended to the top-level plugins list, then the group and the consumer
+        (f"  - {{name: ip-restriction, consumer_group: {{id: '{S1}'}}}}\n"
+         f"consumer_groups: [{{name: blocked, id: '{S1}', consumers: [guest]}}]\n"
+         f"consumers: [{{username: guest, id: '{BOB_ID}'}}]\n",
+         "plugins[1]"),
+        ("  - {name: request-termination, consumer_group: blocked}\n"
+         f"consumer_groups: [{{name: blocked, consumers: [{{id: '{BOB_ID}'}}]}}]\n"
+         f"consumers: [{{username: guest, id: '{BOB_ID}'}}]\n",
+         "plugins[1]"),
+    ],
+    ids=["group lists it", "consumer lists the group", "by group id", "by consumer id"],
+)  # fmt: skip
+def test_anonymous_consumer_in_a_group_with_plugins_is_refused(attached: str, plugin: str) -> None:
+    """Kong gives an authenticated consumer its groups, the anonymous one too
+    (kong.client.authenticate), so a request-termination on its group refuses every anonymous
+    request; tokengate runs none, so it would let them all through."""
+    (line,) = [error for error in errors(ANONYMOUS_ROUTE + attached) if "anonymous" in error]
+    assert line == (
+        "kong.yaml: plugins[0].config.anonymous: consumer 'guest' is in a consumer group with a "
+        f"plugin that refuses requests ({plugin}), which tokengate does not run: Kong runs it "
+        "on every anonymous request"
+    )
+
+
+@pytest.mark.parametrize(
+    "attached",
+    [
+        BLOCKED + "consumers: [{username: guest}, {username: bob, groups: [{name: blocked}]}]\n",
+        BLOCKED[:-3] + ", consumers: [{username: bob}]}]\nconsumers: [{username: guest}]\n",
+        "consumer_groups: [{name: gold, plugins: [{name: rate-limiting}]}]\n"
+        "consumers: [{username: guest, groups: [{name: gold}]}]\n",
+    ],
+    ids=["another consumer's group", "a group of others", "a group with harmless plugins"],
+)
+def test_anonymous_consumer_outside_refusing_groups_is_accepted(attached: str) -> None:
+    route = route_named(load(ANONYMOUS_ROUTE + attached), "r")
+    assert route.oidc is not None and route.oidc.anonymous_consumer is not None
+
+
 def test_an_anonymous_consumer_with_a_custom_plugin_is_refused() -> None:
     """A plugin Kong does not bundle is refused wherever it is (Kong has not loaded it); named
     in --ignore-plugins, it still may refuse requests in Kong, which tokengate cannot tell."""
@@ -1736,8 +1982,10 @@ def test_an_anonymous_consumer_with_a_custom_plugin_is_refused() -> None:
     [
         "consumers: [{username: guest, plugins: [{name: rate-limiting}]}]\n",
         "consumers: [{username: guest, plugins: [{name: request-termination, enabled: false}]}]\n",
+        # appended to the top-level plugins list, then the consumer
+        "  - {name: rate-limiting, consumer: guest}\nconsumers: [{username: guest}]\n",
     ],
-    ids=["rate-limiting", "disabled request-termination"],
+    ids=["rate-limiting", "disabled request-termination", "top-level rate-limiting"],
 )
 def test_anonymous_consumer_with_other_plugins_is_accepted(consumers: str) -> None:
     """Only a plugin that refuses requests changes what anonymous means; the others are warned
@@ -1961,6 +2209,22 @@ def test_an_id_that_is_not_a_uuid_is_an_error(body: str, path: str) -> None:
 def test_an_upper_case_uuid_is_an_id() -> None:
     config = load(f"services: [{{name: a, id: {S1.upper()}, host: up, routes: [{{paths: [/]}}]}}]")
     assert config.services[0].name == "a"
+
+
+def test_a_name_kong_takes_is_kept_and_a_wrong_one_is_one_error() -> None:
+    """Kong's utf8_name: ASCII letters, digits, `.-_~` and anything past ASCII. A name it
+    refuses is reported once; what refers to it by that name still finds it."""
+    config = load("services: [{name: Bestellungen.v2_~-café, host: up, routes: [{paths: [/]}]}]")
+    assert config.services[0].name == "Bestellungen.v2_~-café"
+    found = errors("""
+        services: [{name: orders api, host: up}]
+        routes: [{name: all orders, paths: [/], service: orders api}]
+        plugins: [{name: cors, route: all orders}, {name: cors, service: orders api}]
+    """)
+    assert [line.split(": invalid value")[0] for line in found] == [
+        "kong.yaml: services[0].name",
+        "kong.yaml: routes[0].name",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -230,6 +230,11 @@ def test_config_defaults_and_precedence() -> None:
     assert routes["disabled-here"].cors == CorsConfig(origins=("https://service.example",))
     assert routes["global"].cors == CorsConfig()
     assert [plugin.name for plugin in routes["global"].plugins] == ["cors"]
+    # the raw config, as a read-only copy, beside the typed one
+    assert [plugin.config for plugin in routes["inherits"].plugins] == [
+        {"origins": ["https://service.example"]}
+    ]
+    assert dict(routes["global"].plugins[0].config) == {}
     assert not any("cors" in warning for warning in config.warnings)
 
 
@@ -725,6 +730,7 @@ def test_protocols_of_any_shape_are_checked_not_a_traceback() -> None:
     assert config.warnings == (
         "kong.yaml: plugins[0].protocols: ignored: tokengate runs cors on http and https",
     )
+    assert load("plugins:\n- {name: cors, protocols: [http, https]}\n").warnings == ()
 
 
 # ---- pinned after a mutation run: normalisation, credentials, preflight names, config fields ---

@@ -601,7 +601,7 @@ def test_what_tokengate_does_not_balance_by_is_warned_about() -> None:
               - name: u
                 algorithm: consistent-hashing
                 healthchecks:
-                  active: {healthy: {interval: 0}, unhealthy: {interval: 5}}
+                  active: {healthy: {interval: 0}, unhealthy: {interval: 1}}  # 1 s: on
               - name: v
                 healthchecks:
                   active: {healthy: {interval: 0}, unhealthy: {interval: 0}}

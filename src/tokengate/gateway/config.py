@@ -36,6 +36,7 @@ from tokengate.gateway.config_checks import (
     http_method,
     http_protocol,
     item,
+    kong_name,
     kong_protocol,
     kong_uuid,
     legacy_path_is_regex,
@@ -328,6 +329,15 @@ class _Loader:
         # The path of a plugin that refuses requests scoped to a consumer group, if any:
         # Kong runs it for the group's members, which consumer_claims would make of tokens.
         self.group_plugin: str | None = None
+        # Kong sets an authenticated consumer's groups too, the anonymous one's included
+        # (kong.client.authenticate), so its groups' plugins run on every anonymous request.
+        # Groups by position, found by name or id; each one's members as the file names them
+        # (consumer_groups[].consumers, consumers[].groups); the groups with a plugin that
+        # refuses requests, with the path of the first such plugin.
+        self.group_index: dict[str, int] = {}
+        self.group_members: dict[int, list[object]] = {}
+        self.groups_of: dict[str, list[object]] = {}  # a consumer's id → its groups
+        self.refusing_groups: dict[int, str] = {}
 
     def load(self, document: Any) -> GatewayConfig:
         if document is None:
@@ -377,10 +387,11 @@ class _Loader:
         f = Fields(self.report, path, data, _SERVICE_FIELDS)
         # Metrics and logs are labelled by the name; an unnamed service (Kong's name is
         # optional, and db_export writes an id for every row) goes by its id.
-        name, id_ = f.string("name"), _entity_id(f)
+        name, id_ = _entity_name(f, "name"), _entity_id(f)
         if not f.given("name") and not f.given("id"):
             f.missing("name", " (or an id)")
         protocol, host, port, base_path = self._destination(f)
+        tls_verify = self._tls(f, protocol)
         connect, read, write = (
             f.integer(key, 60_000, 1, _MAX_TIMEOUT_MS) / 1000
             for key in ("connect_timeout", "read_timeout", "write_timeout")
@@ -395,7 +406,7 @@ class _Loader:
             read_timeout=read,
             write_timeout=write,
             retries=f.integer("retries", 5, 0, 32767),
-            tls_verify=self._tls(f),
+            tls_verify=tls_verify,
         )
         # Kong balances a service whose host is an upstream's name over its targets.
         by_lower_name = self.upstreams_by_lower_name
@@ -450,7 +461,11 @@ class _Loader:
             return f.checked("url", service_url) or ("http", "", 80, None)
         protocol = f.checked("protocol", http_protocol) or "http"
         host = f.checked("host", service_host, required=True) or ""
-        port = f.integer("port", 443 if protocol == "https" else 80, 1, 65535)
+        # Kong's services schema: port defaults to 80 whatever the protocol (only `url`
+        # derives 443 from https).
+        port = f.integer("port", 80, 1, 65535)
+        if protocol == "https" and not f.given("port"):
+            f.warn("port", "not set: 80, Kong's default for https too (set 443 if that is meant)")
         return protocol, host, port, f.checked("path", service_path)
 
     def _upstream(self, path: str, data: dict[Any, Any]) -> None:
@@ -500,14 +515,19 @@ class _Loader:
         if weight > 0:  # weight 0: Kong never picks it
             upstream.targets.append(target)
 
-    def _tls(self, f: Fields) -> bool:
+    def _tls(self, f: Fields, protocol: str) -> bool:
         """`tls_verify` (default on: an https upstream's certificate and name are checked
-        against the system CAs); the other TLS fields are accepted and warned about."""
+        against the system CAs); the other TLS fields are accepted and warned about. Kong's
+        services schema refuses them all on a service whose protocol is not https."""
         verify = f.boolean("tls_verify", True)
         f.integer("tls_verify_depth", 0, 0, 64)
         f.strings("ca_certificates")
-        for key in _TLS_FIELDS[1:]:
-            if f.given(key):
+        for key in _TLS_FIELDS:
+            if not f.given(key):
+                continue
+            if protocol != "https":
+                f.error(key, "can only be set when 'protocol' is https")
+            elif key != "tls_verify":
                 f.warn(key, "not supported by tokengate and ignored")
         return verify
 
@@ -523,7 +543,7 @@ class _Loader:
             self.report.error(
                 path, "must set at least one of 'methods', 'hosts', 'headers', 'paths'"
             )
-        name = f.string("name")
+        name = _entity_name(f, "name")
         route = Route(
             name=name,
             service=None,
@@ -628,7 +648,8 @@ class _Loader:
         f.strings("tags")
         for key in ("sources", "destinations"):
             if f.entities(key):
-                f.warn(key, "ignored: only stream routes (tcp, tls, udp) use it")
+                # Kong's http route subschema (routes_subschemas.lua) refuses them.
+                f.error(key, f"cannot set '{key}' when 'protocols' is 'http' or 'https'")
 
     def _note_consumers(self, top: Fields) -> None:
         """The names consumers go by, and which have a plugin that refuses requests (the rest
@@ -676,6 +697,9 @@ class _Loader:
             self.consumers_by_id.setdefault(fields["id"], entity)
             if "username" in fields:
                 self.consumers_by_username[fields["username"]] = entity
+            groups = consumer.get("groups")
+            if isinstance(groups, list):
+                self.groups_of.setdefault(fields["id"], []).extend(groups)
             plugins = consumer.get("plugins")
             self._check_nested_plugins(path, plugins, "consumer")
             if isinstance(plugins, list) and any(map(_refuses_requests, plugins)):
@@ -758,13 +782,19 @@ class _Loader:
             elif group_id is not None:
                 _check_uuid(at(path, "id"), group_id, self.report)  # still names it
             self.group_names.update(v for v in (name, group_id) if isinstance(v, str))
+            for key in (name, group_id):
+                if isinstance(key, str):
+                    self.group_index.setdefault(key, index)
+            members = group.get("consumers")
+            if isinstance(members, list):
+                self.group_members[index] = members
             plugins = group.get("plugins")
             self._check_nested_plugins(path, plugins, "consumer group")
             for position, plugin in enumerate(plugins if isinstance(plugins, list) else ()):
-                if _refuses_requests(plugin) and self.group_plugin is None:
-                    self.group_plugin = item(
-                        at(item("consumer_groups", index), "plugins"), position
-                    )
+                if _refuses_requests(plugin):
+                    plugin_path = item(at(item("consumer_groups", index), "plugins"), position)
+                    self.group_plugin = self.group_plugin or plugin_path
+                    self.refusing_groups.setdefault(index, plugin_path)
 
     def _plugin(self, path: str, data: dict[Any, Any], fixed_scope: _Scope | None) -> None:
         """A nested plugin has `fixed_scope`; a top-level one names its own (none: global)."""
@@ -786,13 +816,15 @@ class _Loader:
                 f.error("consumer_group", "names no consumer group of this file")
             if _refuses_requests(data):
                 self.group_plugin = self.group_plugin or path
+                if isinstance(named, str) and named in self.group_index:
+                    self.refusing_groups.setdefault(self.group_index[named], path)
         if name is not None and name not in KONG_PLUGINS and not self._unknown_plugin(path, name):
             return
         raw_config = f.mapping("config")
         config = raw_config or {}
         enabled = f.boolean("enabled", True)
         _entity_id(f)
-        f.string("instance_name")
+        _entity_name(f, "instance_name")
         f.strings("tags")
         f.mapping("ordering")
         protocols = f.each("protocols", kong_protocol)
@@ -967,11 +999,44 @@ class _Loader:
                 "does not run: Kong runs it on every anonymous request (a request-termination "
                 "there refuses them all)",
             )
+        elif (group_plugin := self._refusing_group_plugin(found)) is not None:
+            self.report.error(
+                path,
+                f"consumer '{anonymous}' is in a consumer group with a plugin that refuses "
+                f"requests ({group_plugin}), which tokengate does not run: Kong runs it on every "
+                "anonymous request",
+            )
         elif entry.typed is not None:
             consumer = found
             if not self._sendable(path, consumer, anonymous):
                 return
             entry.typed = replace(entry.typed, anonymous_consumer=consumer)
+
+    def _refusing_group_plugin(self, consumer: Consumer) -> str | None:
+        """The path of a plugin that refuses requests on a group `consumer` is in, if any."""
+        groups = {self._group_named(ref) for ref in self.groups_of.get(consumer.id or "", ())}
+        for index, plugin_path in self.refusing_groups.items():
+            members = self.group_members.get(index, ())
+            if index in groups or any(self._member(ref) is consumer for ref in members):
+                return plugin_path
+        return None
+
+    def _group_named(self, reference: object) -> int | None:
+        """The group a consumer's `groups` entry names: `{name: ..}`, `{id: ..}` or a string."""
+        if isinstance(reference, dict):
+            reference = reference.get("id") or reference.get("name")
+        return self.group_index.get(reference) if isinstance(reference, str) else None
+
+    def _member(self, reference: object) -> Consumer | None:
+        """The consumer a group's `consumers` entry names: `{username: ..}`, `{id: ..}`, or
+        a string (a username, else an id)."""
+        if isinstance(reference, dict):
+            found = reference.get("id")
+            if isinstance(found, str):
+                return self.consumers_by_id.get(found)
+            found = reference.get("username")
+            return self.consumers_by_username.get(found) if isinstance(found, str) else None
+        return self.referenced_consumer(reference)
 
     def _sendable(self, path: str, consumer: Consumer, who: str) -> bool:
         """Whether every field of `consumer` can go in an X-Consumer-* header (else an error)."""
@@ -1087,6 +1152,18 @@ def _entity_id(f: Fields) -> str | None:
     if id_ is not None:
         _check_uuid(at(f.path, "id"), id_, f.report)
     return id_
+
+
+def _entity_name(f: Fields, key: str) -> str | None:
+    """A service's or route's `name` or a plugin's `instance_name`: a string, checked against
+    Kong's utf8_name typedef, and kept either way (what refers to it is not reported too)."""
+    name = f.string(key)
+    if name is not None:
+        try:
+            kong_name(name)
+        except ValueError as exc:
+            f.error(key, str(exc))
+    return name
 
 
 def _unsendable_field(consumer: Consumer) -> str | None:

@@ -455,6 +455,21 @@ def kong_uuid(text: str) -> str:
     return text
 
 
+# Kong's utf8_name typedef (a service's or route's name, a plugin's instance_name): ASCII
+# letters, digits and . - _ ~, and any character past ASCII.
+_KONG_NAME = re.compile(r"[0-9A-Za-z._~\-\u0080-\U0010ffff]+")
+
+
+def kong_name(text: str) -> str:
+    """A name Kong's utf8_name typedef takes (its error text, the value quoted as Python does)."""
+    if not _KONG_NAME.fullmatch(text):
+        raise ValueError(
+            f"invalid value {text!r}: the only accepted ascii characters are alphanumerics or "
+            "., -, _, and ~"
+        )
+    return text
+
+
 def http_protocol(text: str) -> str:
     if text in _HTTP_PROTOCOLS:
         return text
