@@ -22,6 +22,7 @@ import pytest
 
 from tests.ports import free_port
 from tests.test_cli import GOOD, tokengate, wait_http, wait_ready
+from tokengate.addresses import overlap, show
 from tokengate.cli import build_parser
 
 UUID = "6a2b5c7d-1e3f-4a5b-8c9d-0e1f2a3b4c5d"
@@ -298,6 +299,39 @@ def test_the_same_port_through_the_environment_is_refused_too(kong_yaml: Path) -
     assert "--status-listen 0.0.0.0" in result.stderr and "--listen 127.0.0.1" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("a", "b", "clash"),
+    [
+        (("127.0.0.1", 8000), ("127.0.0.1", 8000), True),
+        (("0.0.0.0", 8000), ("127.0.0.1", 8000), True),  # the wildcard takes every address
+        (("127.0.0.1", 8000), ("0.0.0.0", 8000), True),
+        (("::", 8000), ("::1", 8000), True),
+        (("localhost", 8000), ("127.0.0.1", 8000), True),  # what the name binds to
+        (("127.0.0.1", 8000), ("127.0.0.1", 8001), False),
+        (("127.0.0.2", 8000), ("127.0.0.1", 8000), False),
+        (("::", 8000), ("0.0.0.0", 8000), False),  # IPv6 listeners are IPv6-only
+        (("::1", 8000), ("127.0.0.1", 8000), False),
+        (("127.0.0.1", 0), ("127.0.0.1", 0), False),  # port 0: each gets a free one
+        (("no-such-host.invalid", 8000), ("0.0.0.0", 8000), False),  # fails when bound
+    ],
+)
+def test_which_listeners_take_the_same_port(
+    a: tuple[str, int], b: tuple[str, int], clash: bool
+) -> None:
+    assert overlap(a, b) is clash
+    assert overlap(b, a) is clash
+
+
+@pytest.mark.parametrize(
+    ("address", "shown"),
+    [(("127.0.0.1", 8000), "127.0.0.1:8000"), (("::1", 8000), "[::1]:8000")],
+)
+def test_an_address_is_shown_as_it_is_written_on_the_command_line(
+    address: tuple[str, int], shown: str
+) -> None:
+    assert show(address) == shown
+
+
 def test_run_refuses_two_listeners_on_one_port(tmp_path: Path) -> None:
     port = free_port()
     result = tokengate(
@@ -350,6 +384,10 @@ def test_the_same_port_on_different_addresses_is_allowed(kong_yaml: Path) -> Non
         ("http://[zz]/", "an IPv6 host must be a valid address in brackets"),
         ("http://a:99999", "the port must be a number from 1 to 65535, not '99999'"),
         ("http://a:0", "the port must be a number from 1 to 65535, not '0'"),
+        ("http://a:65536", "the port must be a number from 1 to 65535, not '65536'"),
+        ("http://[::1]:0", "the port must be a number from 1 to 65535, not '0'"),
+        ("http://[::1]:", "the port must be a number from 1 to 65535, not ''"),
+        ("http://[::1]x", "unexpected 'x' after the host"),
         ("http://a:²", "it has spaces, control or non-ASCII characters"),
         ("http://a/?q=1#f", "a query (?...) is not allowed"),
         ("http://a/#f", "a fragment (#...) is not allowed"),
@@ -381,7 +419,12 @@ def test_an_empty_public_url_in_the_environment_is_refused(
         "https://id.example.test/prefix",
         "https://id.example.test/prefix/",
         "http://127.0.0.1:9000",
+        "http://a.test:1",
+        "http://a.test:65535",
         "http://[::1]:9000/",
+        "http://[::1]",
+        "http://[::1]:65535/prefix",
+        "https://id.example.test/a://b",  # only the first :// ends the scheme
         "HTTPS://ID.EXAMPLE.TEST",
         "http://localhost",
     ],

@@ -271,7 +271,9 @@ async def test_past_the_connection_cap_the_oldest_idle_connection_makes_room(
 
 
 async def test_past_the_cap_with_none_idle_the_new_connection_is_refused(
-    counting: tuple[TestServer, list[str]], start_gateway: StartGateway
+    counting: tuple[TestServer, list[str]],
+    start_gateway: StartGateway,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     gw = await start_gateway(make_route(make_service(counting[0].port)), max_connections=2)
     busy = [await asyncio.open_connection("127.0.0.1", gw.proxy_port) for _ in range(2)]
@@ -281,6 +283,9 @@ async def test_past_the_cap_with_none_idle_the_new_connection_is_refused(
     late, late_writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
     assert await closed_by_peer(late)
     late_writer.close()
+    assert "2 client connections, the most this worker takes (--max-connections): 1 refused" in (
+        caplog.text
+    )
     for reader, writer in busy:  # the ones it kept finish their requests
         writer.write(b"\r\n")
         head, _ = await read_response(reader)

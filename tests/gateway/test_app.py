@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 
@@ -9,6 +10,7 @@ import aiohttp
 import pytest
 
 from tests.gateway.conftest import StartGateway, make_route, make_service, raw_request
+from tests.gateway.support import KeepAliveUpstream, get
 
 
 async def test_healthz_and_readyz_answer_once_listening(start_gateway: StartGateway) -> None:
@@ -41,6 +43,23 @@ async def test_readyz_is_503_once_stopping(start_gateway: StartGateway) -> None:
     ):
         assert resp.status == 503
         assert (await resp.json())["status"] == "starting"
+
+
+async def test_readyz_is_503_stopping_while_requests_drain(start_gateway: StartGateway) -> None:
+    """From the first moment of a shutdown, while requests in progress finish: out of rotation,
+    and saying why (not "starting", which would read as a replica coming up)."""
+    async with KeepAliveUpstream(slow_for=1.0) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port), strip_path=False))
+        async with aiohttp.ClientSession() as session:
+            slow = asyncio.create_task(get(session, gw, "/slow"))
+            await asyncio.wait_for(upstream.slow_started.wait(), 2)
+            stopping = asyncio.create_task(gw.stop())
+            await asyncio.sleep(0.1)
+            async with session.get(f"http://127.0.0.1:{gw.status_port}/readyz") as resp:
+                assert resp.status == 503
+                assert (await resp.json())["status"] == "stopping"
+            assert await slow == (200, "/slow")  # the drain let it finish
+            await stopping
 
 
 async def test_proxy_and_status_ports_are_distinct(start_gateway: StartGateway) -> None:

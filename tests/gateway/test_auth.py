@@ -32,7 +32,7 @@ from tests.gateway.conftest import (
 )
 from tests.gateway.issuer import OMIT, TestIssuer, self_signed_certificate
 from tokengate.gateway import auth as auth_module
-from tokengate.gateway.app import GatewayServer
+from tokengate.gateway.app import SEARCHED_BODY_LIMIT, GatewayServer
 from tokengate.gateway.keys import KeyPolicy
 from tokengate.gateway.oidc_config import ClaimHeader, Consumer, OidcConfig
 from tokengate.jsonlimits import MAX_CLIENT_NESTING
@@ -1057,24 +1057,78 @@ async def test_a_chunked_form_body_read_for_a_token_still_meets_max_body_size(
     assert answer.startswith(b"HTTP/1.1 413"), answer[:60]
 
 
-async def test_a_long_chunked_form_body_streams_whole_and_unsearched(
-    protect: Protect, test_issuer: TestIssuer
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+async def test_a_long_form_body_streams_whole_and_unsearched(
+    chunked: bool, protect: Protect, test_issuer: TestIssuer
 ) -> None:
-    """Past 64 KiB a form is not searched (as a long one with a Content-Length): what was read
+    """Past 64 KiB a form is not searched, chunked or with a Content-Length: what was read
     while looking goes upstream first, then the rest, every byte in order."""
     gw = await protect()
     token = test_issuer.mint()
     body = b"&".join(b"f%d=%s" % (i, b"x" * 90) for i in range(1200))  # ~115 KB
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
     answer = await raw_request(
         gw.proxy_port,
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-        b"Authorization: Bearer %b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        % token.encode()
-        + chunked_form(body, chunk=5000),
+        b"Authorization: Bearer %b\r\n%b\r\nConnection: close\r\n\r\n"
+        % (token.encode(), framing)
+        + (chunked_form(body, chunk=5000) if chunked else body),
         timeout=10,
     )
     assert answer.startswith(b"HTTP/1.1 200"), answer[:60]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["body"] == body.decode()
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+@pytest.mark.parametrize(
+    ("size", "searched"), [(SEARCHED_BODY_LIMIT, True), (SEARCHED_BODY_LIMIT + 1, False)]
+)
+async def test_a_form_body_is_searched_up_to_64_kib_exactly(
+    size: int, searched: bool, chunked: bool, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """A token at the very end of a form of 64 KiB is found (and hidden); one byte more and the
+    form is not searched: no token, 401."""
+    gw = await protect()
+    tail = b"&access_token=%b" % test_issuer.mint().encode()
+    body = b"pad=" + b"x" * (size - 4 - len(tail)) + tail
+    assert len(body) == size
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
+    answer = await raw_request(
+        gw.proxy_port,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"%b\r\nConnection: close\r\n\r\n"
+        % framing
+        + (chunked_form(body, chunk=5000) if chunked else body),
+        timeout=10,
+    )
+    if not searched:
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:60]
+        return
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:60]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["body"] == body[: -len(tail)].decode()
+
+
+async def test_a_chunked_form_body_arriving_in_pieces_is_searched_whole(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """The token may straddle two reads: the form is searched, and forwarded, as one."""
+    gw = await protect()
+    body = b"a=1&access_token=%b&b=2" % test_issuer.mint().encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded"
+            b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            + chunked_form(body[:10], chunk=10)[: -len(b"0\r\n\r\n")]
+        )
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the gateway has read the first piece by now
+        writer.write(chunked_form(body[10:], chunk=100))
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:60]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["body"] == "a=1&b=2"
 
 
 @pytest.mark.parametrize("name", ["access_token[]", "access.token", "access%5Btoken"])

@@ -1341,7 +1341,8 @@ def test_an_access_plugin_tokengate_does_not_run_is_refused(place: str, name: st
 
 
 @pytest.mark.parametrize(
-    ("name", "kongs"), [("Key-Auth", "key-auth"), ("jwt_signer", "jwt-signer")]
+    ("name", "kongs"),
+    [("Key-Auth", "key-auth"), ("jwt_signer", "jwt-signer"), ("IP Restriction", "ip-restriction")],
 )
 def test_a_misspelt_access_plugin_is_refused(name: str, kongs: str) -> None:
     """Kong refuses a plugin name it does not know: warning and ignoring would open the route."""
@@ -1359,6 +1360,8 @@ def test_a_misspelt_access_plugin_is_refused(name: str, kongs: str) -> None:
         ("rate-limitting", " (did you mean 'rate-limiting'?)"),
         ("corss", " (did you mean 'cors'?)"),  # one tokengate runs
         ("oidc", ""),  # a community plugin's name
+        ("jwt-auth", ""),  # near 'mtls-auth' and 'jwt', yet no typo of either
+        ("basic", ""),  # not quite 'basic-auth': a guess, not a typo
         ("my-company-auth", ""),  # a custom plugin
     ],
 )

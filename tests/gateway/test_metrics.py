@@ -24,7 +24,7 @@ from tests.gateway.support import KeepAliveUpstream
 from tokengate.gateway import errors
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.auth import ANONYMOUS, CACHED, OK, PREFLIGHT
-from tokengate.gateway.config import GatewayConfig
+from tokengate.gateway.config import GatewayConfig, parse_config
 from tokengate.gateway.keys import FetchError, fetch_result
 from tokengate.gateway.metrics import UPSTREAM_BUCKETS
 from tokengate.gateway.oidc_config import OidcConfig
@@ -90,6 +90,7 @@ async def test_a_known_sequence_shows_exactly_its_counts(
     for _ in range(2):
         assert await get(gw, "/auth/x", token) == 200  # a cache hit, each time
     assert await get(gw, "/auth/x") == 401  # no token
+    assert await get(gw, "/auth/x") == 401  # again: an outcome is counted, not only seen
     assert await get(gw, "/auth/x", token[:-4] + "AAAA") == 401  # forged signature
     assert await get(gw, "/auth/x", test_issuer.mint(scope="write")) == 403
     assert await get(gw, "/nothing") == 404
@@ -104,7 +105,7 @@ async def test_a_known_sequence_shows_exactly_its_counts(
     assert samples(text, "kong_http_requests_total") == {
         labels(service=svc, route="public", code="200", source="service"): 1,
         labels(service=svc, route="orders", code="200", source="service"): 3,
-        labels(service=svc, route="orders", code="401", source="exit"): 2,
+        labels(service=svc, route="orders", code="401", source="exit"): 3,
         labels(service=svc, route="orders", code="403", source="exit"): 1,
         labels(service="", route="", code="404", source="exit"): 1,
         labels(service="", route="", code="400", source="exit"): 1,
@@ -112,13 +113,15 @@ async def test_a_known_sequence_shows_exactly_its_counts(
     assert samples(text, "tokengate_auth_outcomes_total") == {
         labels(service=svc, route="orders", outcome=OK): 1,
         labels(service=svc, route="orders", outcome=CACHED): 2,
-        labels(service=svc, route="orders", outcome="missing_token"): 1,
+        labels(service=svc, route="orders", outcome="missing_token"): 2,
         labels(service=svc, route="orders", outcome="bad_signature"): 1,
         labels(service=svc, route="orders", outcome="scope"): 1,
     }
     assert samples(text, "tokengate_auth_latency_seconds_count") == {
-        labels(service=svc, route="orders"): 6
+        labels(service=svc, route="orders"): 7
     }
+    (auth_seconds,) = samples(text, "tokengate_auth_latency_seconds_sum").values()
+    assert 0 < auth_seconds < 5.0
     assert samples(text, "tokengate_upstream_latency_seconds_count") == {
         labels(service=svc, route="public"): 1,
         labels(service=svc, route="orders"): 3,
@@ -133,6 +136,12 @@ async def test_a_known_sequence_shows_exactly_its_counts(
     # A second scrape adds nothing: figures are moved into the metrics once.
     _, again = await scrape(gw)
     assert samples(again, "kong_http_requests_total") == samples(text, "kong_http_requests_total")
+    # The caches' counts too: each scrape adds what happened since the last one.
+    assert await get(gw, "/auth/x", token) == 200  # a hit
+    assert await get(gw, "/auth/x", test_issuer.mint(scope="read")) == 200  # a miss
+    _, third = await scrape(gw)
+    assert samples(third, "tokengate_token_cache_hits_total") == {labels(): 3}
+    assert samples(third, "tokengate_token_cache_misses_total") == {labels(): 4}
 
 
 async def test_a_reload_keeps_counting_and_forgets_the_old_cache(
@@ -223,6 +232,28 @@ async def test_histograms_fill_cumulative_buckets_and_sum(
     assert list(buckets.values()) == sorted(buckets.values())  # cumulative
     (total,) = samples(text, "tokengate_upstream_latency_seconds_sum").values()
     assert 0 < total < 3 * 5.0  # the upstream's read timeout
+    # A scrape takes what it publishes: the next one shows the new request and nothing else.
+    assert await get(gw, "/x") == 200
+    _, again = await scrape(gw)
+    assert samples(again, "tokengate_upstream_latency_seconds_count") == {
+        labels(service="s", route="r"): 4
+    }
+    (later,) = samples(again, "tokengate_upstream_latency_seconds_sum").values()
+    assert 0 < later - total < 0.5  # one local request's wait
+
+
+async def test_the_latency_sum_adds_every_request(start_gateway: StartGateway) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.1)
+        return web.Response(text="ok")
+
+    async with serving(slow) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port, name="s"), name="r"))
+        for _ in range(3):
+            assert await get(gw, "/x") == 200
+    _, text = await scrape(gw)
+    (total,) = samples(text, "tokengate_upstream_latency_seconds_sum").values()
+    assert 0.3 <= total < 3 * 5.0
 
 
 async def test_gateway_failures_count_with_source_error(start_gateway: StartGateway) -> None:
@@ -246,6 +277,35 @@ async def test_a_route_without_service_counts_with_its_route_name(
     _, text = await scrape(gw)
     assert samples(text, "kong_http_requests_total") == {
         labels(service="", route="orphan", code="503", source="exit"): 1
+    }
+
+
+async def test_an_unnamed_route_is_labelled_by_its_id_as_in_kong(
+    upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    """Kong's exporter labels a route `route.name or route.id`: two unnamed routes of one
+    service keep figures of their own, under the ids the file gives them."""
+    ids = ("6a2b5c7d-1e3f-4a5b-8c9d-0e1f2a3b4c5d", "7b3c6d8e-2f40-4b6c-9dae-1f2a3b4c5d6e")
+    config = parse_config(
+        f"""_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:{upstream.port}
+    routes:
+      - {{id: {ids[0]}, paths: [/one]}}
+      - {{id: {ids[1]}, paths: [/two]}}
+      - {{name: named, id: 8c4d7e9f-3051-4c7d-8ebf-2a3b4c5d6e7f, paths: [/named]}}
+""",
+        "kong.yaml",
+    )
+    gw = await start_gateway(*config.routes)
+    for path in ("/one", "/two", "/two", "/named"):
+        assert await get(gw, path) == 200
+    _, text = await scrape(gw)
+    assert samples(text, "kong_http_requests_total") == {
+        labels(service="s", route=ids[0], code="200", source="service"): 1,
+        labels(service="s", route=ids[1], code="200", source="service"): 2,
+        labels(service="s", route="named", code="200", source="service"): 1,
     }
 
 

@@ -1208,6 +1208,11 @@ async def test_connect_and_trace_are_405_and_nothing_after_them_is_read_as_a_req
         ("~/q/[a-z|]+$", "/q/a|b", b"HTTP/1.1 400"),
         # Both readings agree: routed as usual.
         ("~/docs/[a-z]+$", "/docs/%61bc", b"regex"),
+        # The readings differ but pick the same route, regex or not: routed as usual.
+        (r"~/wiki/.+$", "/wiki/caf%C3%A9", b"regex"),
+        ("~/docs/[a-z]+$", "/x/a%40b", b"other"),
+        # Only the canonical reading meets the regex route: refused the other way round too.
+        ("~/docs/[a-z@]+$", "/docs/a%40b", b"HTTP/1.1 400"),
     ],
 )
 async def test_a_path_whose_escapes_kong_reads_otherwise_never_falls_to_another_route(
@@ -1250,6 +1255,43 @@ async def test_prefix_routes_keep_the_canonical_reading_of_escapes(
             b"GET /v1/users%3Asearch HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         )
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"search"), raw
+
+
+@pytest.mark.parametrize(
+    ("request_path", "headers", "expected"),
+    [
+        # Canonically the prefix route; in Kong's reading no route at all: neither is a regex
+        # route, so the canonical reading stands (a regex route elsewhere changes nothing).
+        ("/docs/a%40b", b"", b"prefix"),
+        # Kong's reading meets the regex route, whose header condition the request meets too.
+        ("/api/a%40b", b"X-Version: 2\r\n", b"HTTP/1.1 400"),
+        ("/api/a%40b", b"X-Version: 1\r\n", b"HTTP/1.1 404"),
+    ],
+)
+async def test_kongs_reading_is_routed_with_the_whole_request(
+    request_path: str, headers: bytes, expected: bytes, start_gateway: StartGateway
+) -> None:
+    """The second reading is matched as the first is, headers included; a reading that
+    meets no route, or only routes without a regex, is no reason to refuse."""
+    async with (
+        replying(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nregex") as matched,
+        replying(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nprefix") as prefix,
+    ):
+        gw = await start_gateway(
+            make_route(
+                make_service(matched.port),
+                paths=("~/api/[a-z%0-9]+$",),
+                headers={"x-version": ("2",)},
+                name="regex",
+            ),
+            make_route(make_service(prefix.port), paths=("/docs/a@",), name="prefix"),
+        )
+        raw = await raw_request(
+            gw.proxy_port,
+            b"GET %b HTTP/1.1\r\nHost: a\r\n%bConnection: close\r\n\r\n"
+            % (request_path.encode(), headers),
+        )
+    assert raw.startswith(expected) or raw.endswith(expected), raw
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

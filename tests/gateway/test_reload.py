@@ -127,6 +127,45 @@ async def test_a_reload_before_start_still_gets_its_authentication(
             await gw.stop()
 
 
+async def test_a_reload_keeps_the_servers_clock_and_fetches_a_new_issuers_keys(
+    test_issuer: TestIssuer,
+) -> None:
+    """Tokens are judged by the clock the server was given, before a reload and after it; an
+    issuer only the new config names gets its keys fetched (the server's session)."""
+    then = 1_000_000_000.0  # 2001: every token minted for it expired long ago in real time
+    async with KeepAliveUpstream() as upstream, TestIssuer() as added_issuer:
+        added_issuer.add_key("ES256")
+        test_issuer.clock = added_issuer.clock = lambda: then
+        service = make_service(upstream.port)
+        settings = GatewaySettings(listen=("127.0.0.1", 0), status_listen=("127.0.0.1", 0))
+        oidc = OidcConfig.for_issuer(test_issuer.issuer)
+        added = OidcConfig.for_issuer(added_issuer.issuer)
+        first = config_of(route(service, "/a", oidc=oidc))
+        gw = GatewayServer(first, settings, clock=lambda: then)
+        await gw.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def status(path: str, issuer: TestIssuer) -> int:
+                    bearer = {"Authorization": f"Bearer {issuer.mint()}"}
+                    url = f"http://127.0.0.1:{gw.proxy_port}{path}"
+                    async with session.get(url, headers=bearer) as resp:
+                        return resp.status
+
+                assert await status("/a", test_issuer) == 200
+                gw.reload(config_of(*first.routes, route(service, "/b", oidc=added)))
+                assert await status("/a", test_issuer) == 200
+                assert await status("/b", added_issuer) == 200
+                url = f"http://127.0.0.1:{gw.status_port}/readyz"
+                async with session.get(url) as resp:
+                    assert (await resp.json())["config"] == {
+                        "generation": 2,
+                        "loaded_at": "2001-09-09T01:46:40Z",
+                    }
+        finally:
+            await gw.stop()
+
+
 async def test_readyz_reports_the_config_generation(start_gateway: StartGateway) -> None:
     gw = await start_gateway(make_route(make_service(9)))
     gw.reload(config_of(route(make_service(9), "/x")))

@@ -95,9 +95,11 @@ class Gateway:
         # Keyed by id(route): routes live as long as the config, and hashing the frozen route
         # on every request would cost more than the lookup.
         self._auth: dict[int, Authenticator] = {}
+        # Kong's prometheus exporter labels a route by its name, else its id.
         self._stats: dict[int, RouteStats] = {
             id(route): self.stats.route(
-                route.service.name if route.service is not None else "", route.name or ""
+                route.service.name if route.service is not None else "",
+                route.name or route.id or "",
             )
             for route in config.routes
         }

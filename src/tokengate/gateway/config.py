@@ -134,6 +134,7 @@ class Route:
     plugins: tuple[Plugin, ...] = ()
     oidc: OidcConfig | None = None  # the openid-connect config that applies; None: no auth
     cors: CorsConfig | None = None  # the cors config that applies
+    id: str | None = None  # the file's `id`, if it gives one
 
     @property
     def https_only(self) -> bool:
@@ -543,9 +544,10 @@ class _Loader:
             self.report.error(
                 path, "must set at least one of 'methods', 'hosts', 'headers', 'paths'"
             )
-        name = _entity_name(f, "name")
+        name, id_ = _entity_name(f, "name"), _entity_id(f)
         route = Route(
             name=name,
+            id=id_,
             service=None,
             paths=self._paths(f),
             methods=f.each("methods", http_method),
@@ -570,7 +572,7 @@ class _Loader:
             )
         self._route_extras(f)
         entry = _RouteEntry(path, route, service)
-        self.routes.add(entry, name, _entity_id(f))
+        self.routes.add(entry, name, id_)
         self.route_entries.append(entry)
         for plugin_path, plugin_data in f.entities("plugins"):
             self._plugin(plugin_path, plugin_data, (entry, None))
