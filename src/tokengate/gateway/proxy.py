@@ -619,6 +619,8 @@ async def answer_and_close(
     written as bytes already (a RawResponse has them)."""
     if cors is not None and not isinstance(response, RawResponse):
         cors.apply(response)
+    # Its head must not promise otherwise (aiohttp would tell an HTTP/1.0 client keep-alive).
+    response.force_close()
     await response.prepare(request)
     await response.write_eof()
     transport = request.transport
