@@ -9,6 +9,7 @@ import logging
 import re
 import socket
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -261,46 +262,48 @@ def test_only_a_name_with_no_address_counts_as_not_resolved(code: int, not_found
     assert str(error) == "cannot resolve orders.internal: the resolver's words"
 
 
+@contextlib.asynccontextmanager
+async def silent_pool(max_connections: int) -> AsyncIterator[tuple[UpstreamPool, RawUpstream]]:
+    """A pool of `max_connections` (as many kept idle) to an upstream that never answers."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    async with RawUpstream(respond) as upstream:
+        pool = UpstreamPool(
+            "127.0.0.1", upstream.port, max_connections=max_connections, max_idle=max_connections
+        )
+        try:
+            yield pool, upstream
+        finally:
+            await pool.close()
+
+
 @pytest.mark.parametrize("cancel_first", [False, True])
 async def test_pool_slot_handed_to_a_cancelled_waiter_goes_to_the_next_one(
     cancel_first: bool,
 ) -> None:
     """A free slot handed to a waiter that was cancelled (before or after the hand-over)
     passes to the next waiter, and is counted once."""
-
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(5)
-
-    async with RawUpstream(respond) as upstream:
-        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=1, max_idle=1)
-        try:
-            conn = await pool.acquire(2.0)
-            first = asyncio.create_task(pool.acquire(2.0))
-            second = asyncio.create_task(pool.acquire(2.0))
-            await asyncio.sleep(0.05)  # both are queued
-            if cancel_first:
-                first.cancel()
-            pool.release(conn)  # no exchange happened: not reusable, its slot is free
+    async with silent_pool(1) as (pool, _):
+        conn = await pool.acquire(2.0)
+        first = asyncio.create_task(pool.acquire(2.0))
+        second = asyncio.create_task(pool.acquire(2.0))
+        await asyncio.sleep(0.05)  # both are queued
+        if cancel_first:
             first.cancel()
-            got = await asyncio.wait_for(second, 1.0)  # a slot is free: open at once
-            assert not got.closed
-            assert pool.size == 1
-        finally:
-            await pool.close()
+        pool.release(conn)  # no exchange happened: not reusable, its slot is free
+        first.cancel()
+        got = await asyncio.wait_for(second, 1.0)  # a slot is free: open at once
+        assert not got.closed
+        assert pool.size == 1
 
 
 async def test_a_connection_released_unusable_is_never_handed_out_again() -> None:
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(5)
-
-    async with RawUpstream(respond) as upstream:
-        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=2, max_idle=2)
-        try:
-            pool.release(await pool.acquire(2.0))  # no exchange: nothing says it is reusable
-            assert pool.take_idle() is None
-            assert pool.size == 0
-        finally:
-            await pool.close()
+    async with silent_pool(2) as (pool, _):
+        pool.release(await pool.acquire(2.0))  # no exchange: nothing says it is reusable
+        assert pool.take_idle() is None
+        assert pool.size == 0
 
 
 async def test_a_reusable_connection_goes_to_the_next_request_in_the_queue(
@@ -388,25 +391,17 @@ async def test_a_slot_handed_to_a_waiter_is_not_taken_by_a_later_caller() -> Non
     """A closed connection's slot handed to the first waiter is that waiter's: a caller that
     runs before the waiter wakes queues behind it (FIFO) instead of opening a connection the
     cap has no room for."""
-
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(5)
-
-    async with RawUpstream(respond) as upstream:
-        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=1, max_idle=1)
-        try:
-            conn = await pool.acquire(2.0)
-            first = asyncio.create_task(pool.acquire(2.0))
-            await asyncio.sleep(0.05)  # queued
-            later = asyncio.create_task(pool.acquire(0.3))  # runs before `first` wakes...
-            pool.release(conn)  # ...which this hands the slot to (no exchange: not reusable)
-            await asyncio.wait_for(first, 1.0)
-            with pytest.raises(PoolExhausted):
-                await later
-            assert pool.size == 1
-            assert upstream.connections == 2  # the closed one, then first's
-        finally:
-            await pool.close()
+    async with silent_pool(1) as (pool, upstream):
+        conn = await pool.acquire(2.0)
+        first = asyncio.create_task(pool.acquire(2.0))
+        await asyncio.sleep(0.05)  # queued
+        later = asyncio.create_task(pool.acquire(0.3))  # runs before `first` wakes...
+        pool.release(conn)  # ...which this hands the slot to (no exchange: not reusable)
+        await asyncio.wait_for(first, 1.0)
+        with pytest.raises(PoolExhausted):
+            await later
+        assert pool.size == 1
+        assert upstream.connections == 2  # the closed one, then first's
 
 
 async def test_client_that_stops_reading_does_not_hold_the_upstream_forever(
