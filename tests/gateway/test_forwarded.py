@@ -249,6 +249,29 @@ async def test_the_https_check_comes_before_the_plugins_and_the_service(
     assert (await get(gw.proxy_port, "/nowhere"))[0] == 426  # not "no Service found" (503)
 
 
+@pytest.mark.parametrize(
+    ("target", "forwarded_host"),
+    [
+        (b"http://API.Other.example:8080/open/x", "api.other.example"),
+        (b"http://alice:pw@other.example/open/x", "other.example"),
+        (b"http://[::1]:8080/open/x", "[::1]"),
+    ],
+)
+async def test_an_absolute_form_targets_host_is_nginxs_host(
+    target: bytes, forwarded_host: str, start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    """RFC 9112 §3.2.2: the request line's host wins over the Host header. nginx's $host says so,
+    and Kong sends it as X-Forwarded-Host; routes still match on the Host header, as Kong's."""
+    gw = await secure_and_open(start_gateway, upstream)
+    answer = await raw_request(
+        gw.proxy_port, b"GET %b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % target
+    )
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:60]
+    seen = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert seen["x-forwarded-host"] == forwarded_host
+    assert seen["host"] != forwarded_host  # the service's host, as for any request
+
+
 async def test_the_redirect_host_is_nginxs_host(
     start_gateway: StartGateway, upstream: TestServer
 ) -> None:
@@ -267,6 +290,17 @@ async def test_the_redirect_host_is_nginxs_host(
         gw.proxy_port, b"GET /s HTTP/1.1\r\nHost: evil.example/x?\r\nConnection: close\r\n\r\n"
     )
     assert answer.startswith(b"HTTP/1.1 400 ") and b"Location" not in answer
+    # An absolute-form target's host is $host; one that names no host is refused the same way.
+    for target, start in (
+        (b"http://API.example:8000/s?a=1", b"HTTP/1.1 301 "),
+        (b"http://a..b/s", b"HTTP/1.1 400 "),
+    ):
+        answer = await raw_request(
+            gw.proxy_port, b"GET %b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % target
+        )
+        assert answer.startswith(start), answer[:60]
+        if start.endswith(b"301 "):
+            assert b"\r\nLocation: https://api.example/s?a=1\r\n" in answer, answer
 
 
 def test_trusted_peers_match_addresses_and_blocks() -> None:

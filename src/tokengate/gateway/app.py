@@ -21,6 +21,7 @@ from collections.abc import Callable
 from time import perf_counter
 from types import TracebackType
 from typing import Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -289,10 +290,13 @@ class Gateway:
             # may have read it otherwise. Refuse, and close rather than guess where it ends.
             return await answer_and_close(request, responses.bad_request())
         raw_target = request.raw_path
+        line_host = None
         if not raw_target.startswith("/"):
             if raw_target == "*":
                 return responses.bad_request()
-            raw_target = request.rel_url.raw_path_qs  # absolute-form: keep only the path
+            # absolute-form: keep only the path; its host (no userinfo) is nginx's $host
+            line_host = urlsplit(raw_target).netloc.rpartition("@")[2]
+            raw_target = request.rel_url.raw_path_qs
         query_at = raw_target.find("?")
         raw_path = exchange.path = raw_target if query_at < 0 else raw_target[:query_at]
         try:
@@ -311,6 +315,13 @@ class Gateway:
         if hosts is None:
             return responses.bad_request()  # nginx too: a Host must name a host
         routed_host, forwarded_host = hosts
+        if line_host is not None:
+            # RFC 9112 §3.2.2: the request line's host wins. Kong still routes on the Host
+            # header, but its X-Forwarded-Host (and redirect) is nginx's $host, this one.
+            line_hosts = _read_host(line_host) if line_host else None
+            if line_hosts is None:
+                return responses.bad_request()
+            forwarded_host = line_hosts[1]
         match = self.router.match(request.method, routed_host, path, request.headers)
         # canonical_path returns the raw path itself when it had nothing to rewrite.
         if (
@@ -337,7 +348,8 @@ class Gateway:
             exchange.client_ip = forwarded.client
         # Before the plugins and the service, as Kong's runloop: "https" exactly, as Kong reads it.
         if route_key in self._https_only and (forwarded is None or forwarded.proto != "https"):
-            return self._https_required(match.route, forwarded, host_header, raw_target)
+            dollar_host = host_header if line_host is None else line_host
+            return self._https_required(match.route, forwarded, dollar_host, raw_target)
         if self._cors and (cors := self._cors.get(route_key)) is not None:
             # Kong's cors runs first (priority 2000): a preflight is its to answer, before
             # openid-connect, unless preflight_continue hands it on (then without its headers).
