@@ -799,6 +799,19 @@ async def test_kongs_access_token_headers_carry_a_token(
     answer = await call(gw, headers={name: fresh})
     assert answer.upstream_headers(name) == []
     assert answer.upstream_headers("Authorization") == [f"Bearer {fresh}"]
+    # The other way round, the gateway sending no token of its own: first in this header,
+    # then in Authorization (verified, then from the cache), the client's is never forwarded.
+    silent = await protect(upstream_access_token_header=None)
+    other = test_issuer.mint()
+    for sent in (
+        {name: other},
+        {"Authorization": f"Bearer {other}"},
+        {"Authorization": f"Bearer {other}"},
+    ):
+        answer = await call(silent, headers=sent)
+        assert answer.status == 200
+        assert answer.upstream_headers(name) == []
+        assert answer.upstream_headers("Authorization") == []
     kept = await call(await protect(hide_credentials=False), headers={name: token})
     assert kept.upstream_headers(name) == [token]
     assert (await call(gw, headers={name: test_issuer.mint(exp_in=-10)})).status == 401
@@ -819,10 +832,21 @@ async def test_a_second_token_in_an_access_token_header_is_400_even_for_a_cached
 async def test_hide_credentials_false_keeps_the_query_token(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
-    gw = await protect(hide_credentials=False)
-    token = test_issuer.mint()
-    answer = await call(gw, f"/?access_token={token}")
+    gw = await protect(
+        hide_credentials=False,
+        upstream_headers_claims=("sub",),
+        upstream_headers_names=("X-User",),
+        downstream_headers_claims=("sub",),
+        downstream_headers_names=("X-Sub",),
+    )
+    token = test_issuer.mint(sub="alice")
+    spoofed = {"X-User": "admin", "Authorization": "Basic dXNlcjpwYXNz"}
+    answer = await call(gw, f"/?access_token={token}", headers=spoofed)
     assert answer.json["path_qs"] == f"/?access_token={token}"
+    # the token kept where it was does not make the gateway's headers the client's
+    assert answer.upstream_headers("X-User") == ["alice"]
+    assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
+    assert answer.headers.getall("X-Sub") == ["alice"]
 
 
 async def test_cookie_token_is_hidden_and_the_other_cookies_kept(
@@ -839,6 +863,15 @@ async def test_cookie_token_is_hidden_and_the_other_cookies_kept(
     assert only.upstream_headers("Cookie") == []  # nothing left: no Cookie header at all
     kept = await call(await protect(**places, hide_credentials=False), headers=cookies)
     assert kept.upstream_headers("Cookie") == [cookies["Cookie"]]
+    # Several Cookie headers are one list (RFC 6265 §5.4): the rest goes up as one header.
+    raw = await raw_request(
+        (await protect(**places)).proxy_port,
+        b"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nCookie: at=%b; b=2\r\n"
+        b"Connection: close\r\n\r\n" % token.encode(),
+    )
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:60]
+    headers = json.loads(raw.partition(b"\r\n\r\n")[2])["headers"]
+    assert [v for k, v in headers if k == "Cookie"] == ["a=1; b=2"]
 
 
 @pytest.mark.parametrize(
@@ -1282,6 +1315,66 @@ async def test_anonymous_requests_lose_the_token_that_failed_wherever_it_was(
     assert answer.json["path_qs"] == f"/p?access_token={bad}"
 
 
+@pytest.mark.parametrize(
+    ("place", "path", "kwargs", "left"),
+    [
+        ("query", "/p?q=a?b&access_token={t}", {}, ("path_qs", "/p?q=a?b")),
+        ("cookie", "/", {"headers": {"Cookie": "a=1; at={t}"}}, ("Cookie", ["a=1"])),
+        (
+            "form",
+            "/",
+            {"method": "POST", "data": {"a": "1", "access_token": "{t}"}},
+            ("body", "a=1"),
+        ),
+        (
+            "json",
+            "/",
+            {"method": "POST", "headers": JSON_TYPE, "data": '{"a": 1, "access_token": "{t}"}'},
+            ("body", '{"a": 1}'),
+        ),
+    ],
+)
+async def test_a_hidden_token_from_anywhere_still_gets_the_gateways_claim_headers_only(
+    place: str,
+    path: str,
+    kwargs: dict[str, Any],
+    left: tuple[str, Any],
+    protect: Protect,
+    test_issuer: TestIssuer,
+) -> None:
+    """hide_credentials takes the token out of the place it came from, and nothing else changes:
+    the claim headers the client wrote are still dropped (either spelling), the claim headers
+    and downstream_headers are still the gateway's, and the rest of the request is as sent."""
+    gw = await protect(
+        bearer_token_param_type=("header", "query", "body", "cookie"),
+        bearer_token_cookie_name="at",
+        upstream_headers_claims=("sub",),
+        upstream_headers_names=("X-User",),
+        downstream_headers_claims=("sub",),
+        downstream_headers_names=("X-Sub",),
+    )
+    token = test_issuer.mint(sub="alice")
+
+    def filled(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: filled(v) for k, v in value.items()}
+        return value.replace("{t}", token) if isinstance(value, str) else value
+
+    sent = filled(kwargs)
+    sent["headers"] = {**sent.get("headers", {}), "X-User": "admin", "X_User": "admin"}
+    answer = await call(gw, filled(path), **sent)
+    assert answer.status == 200, place
+    assert answer.upstream_headers("X-User") == ["alice"]
+    assert answer.upstream_headers("X_User") == []
+    assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]  # the gateway's
+    assert answer.headers.getall("X-Sub") == ["alice"]
+    name, value = left
+    if name in ("path_qs", "body"):
+        assert answer.json[name] == value
+    else:
+        assert answer.upstream_headers(name) == value
+
+
 async def test_consumer_headers_are_spelled_as_kong_spells_them(protect: Protect) -> None:
     # Kong's constants.HEADERS; an upstream reading raw header names sees these bytes
     guest = Consumer(id="8f2a", custom_id="c-1", username="guest")
@@ -1602,6 +1695,8 @@ async def test_authenticated_groups_claim_sets_x_authenticated_groups(
     answer = await call(gw, token=token, headers=spoofed)
     assert answer.status == 200
     assert answer.upstream_headers("X-Authenticated-Groups") == header
+    names = [k for k, _ in answer.json["headers"] if k.lower() == "x-authenticated-groups"]
+    assert names == ["X-Authenticated-Groups"] * len(header)  # as Kong spells it
 
 
 # -- consumer_claims: Kong's consumer mapping ----------------------------------------------------

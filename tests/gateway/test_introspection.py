@@ -400,6 +400,8 @@ async def test_the_answer_itself_goes_where_kong_puts_it(
         (sent,) = answer.upstream_headers("X-Introspection")
         assert json.loads(base64.b64decode(sent)) == scripted.answer
         assert answer.headers.getall("X-Introspected") == [sent]
+        # beside the token's other headers, not instead of them
+        assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
 
 
 async def test_a_slow_endpoint_leaves_another_issuers_questions_alone(
