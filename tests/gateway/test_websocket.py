@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
-from aiohttp import web
+from aiohttp import HttpVersion, HttpVersion10, HttpVersion11, web
 from aiohttp.test_utils import TestServer, make_mocked_request
 from multidict import CIMultiDict
 
@@ -452,14 +453,25 @@ async def test_stopping_the_gateway_ends_its_tunnels_at_once(
 
 
 def test_only_an_ascii_websocket_upgrade_is_taken() -> None:
-    def wants(upgrade: str, connection: str = "Upgrade", method: str = "GET") -> bool:
-        headers = CIMultiDict({"Host": "a", "Upgrade": upgrade, "Connection": connection})
-        return wants_websocket(make_mocked_request(method, "/ws", headers=headers))
+    def wants(
+        upgrade: str,
+        connection: str | None = "Upgrade",
+        method: str = "GET",
+        version: HttpVersion = HttpVersion11,
+    ) -> bool:
+        headers = CIMultiDict({"Host": "a", "Upgrade": upgrade})
+        if connection is not None:
+            headers["Connection"] = connection
+        request = make_mocked_request(method, "/ws", headers=headers, version=version)
+        return wants_websocket(request)
 
     assert wants("websocket") and wants("WebSocket", "keep-alive, Upgrade")
+    assert wants("websocket", "keep-alive,upgrade")  # a list needs no space after its commas
     assert not wants("websoc\u212aet")  # a Kelvin sign lower-cases to "k": not for aiohttp
     assert not wants("h2c") and not wants("websocket", "keep-alive")
+    assert not wants("websocket", None)  # no Connection: upgrade, no switch
     assert not wants("websocket", method="POST")
+    assert not wants("websocket", version=HttpVersion10)  # RFC 6455 §4.1: HTTP/1.1 at least
 
 
 async def test_the_handshake_needs_a_valid_token_on_an_openid_connect_route(
@@ -513,3 +525,50 @@ async def test_a_tunnel_is_logged_as_101(
     await asyncio.wait_for(ws_upstream.ended.wait(), 5)
     lines = await access_lines(caplog)
     assert len(lines) == 1 and '"GET /ws" 101 ' in lines[0], lines
+
+
+async def test_a_tunnels_access_line_counts_the_bytes_the_upstream_sent_after_its_101(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tokengate.access")  # before the gateway starts
+
+    async def two_pieces(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for piece in (b"abc", b"defg"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.1)  # two reads on the gateway's side
+
+    async with switching(two_pieces) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        async with through_gateway(gw.proxy_port) as (head, reader, _):
+            assert head.startswith(b"HTTP/1.1 101 ")
+            async with asyncio.timeout(5):
+                assert await reader.read() == b"abcdefg"
+    lines = await access_lines(caplog)
+    assert len(lines) == 1 and '"GET /ws" 101 ' in lines[0], lines
+    assert f" upstream=127.0.0.1:{upstream.port} " in lines[0] and " bytes=7 " in lines[0]
+
+
+async def test_a_client_gone_as_the_101_comes_leaves_no_upstream_connection_open(
+    start_gateway: StartGateway,
+) -> None:
+    # The client's FIN reaches the gateway in the same loop turn as the 101: its transport is
+    # closing when the relay would answer, before aiohttp cancels the handler.
+    upstream_saw_close = asyncio.Event()
+    client = socket.socket()
+
+    async def late_101(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(SWITCHED)  # sent at once; and the client's FIN right after it
+        client.shutdown(socket.SHUT_WR)
+        await reader.read()
+        upstream_saw_close.set()
+
+    async with RawUpstream(late_101) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        client.connect(("127.0.0.1", gw.proxy_port))
+        client.sendall(HANDSHAKE + b"\r\n")
+        try:
+            await asyncio.wait_for(upstream_saw_close.wait(), 3)
+        finally:
+            client.close()

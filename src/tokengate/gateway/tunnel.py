@@ -128,19 +128,22 @@ async def relay(
     headers["Connection"] = "Upgrade"
     response = web.StreamResponse(status=101, headers=headers)
     response.force_close()
-    await response.prepare(request)
-    exchange.switched = True
-    to_upstream = ClientToUpstream(conn, request.protocol, service.write_timeout)
-    # Typed for aiohttp's WebSocketReader, of which it calls only feed_data and feed_eof.
-    request.protocol.set_parser(to_upstream)  # type: ignore[arg-type]
     try:
-        await copy_to_client(conn, response, exchange, service.read_timeout, send_timeout)
-    except (UpstreamError, TimeoutError, ConnectionError) as exc:
-        what = "the client stopped reading" if isinstance(exc, TimeoutError) else str(exc)
-        log.info("websocket tunnel to %s ended: %s", service.name, what)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+        # Inside the try: a client gone as the 101 came makes prepare raise (a closing
+        # transport), and the upstream connection, out of the pool already, must close too.
+        await response.prepare(request)
+        exchange.switched = True
+        to_upstream = ClientToUpstream(conn, request.protocol, service.write_timeout)
+        # Typed for aiohttp's WebSocketReader, of which it calls only feed_data and feed_eof.
+        request.protocol.set_parser(to_upstream)  # type: ignore[arg-type]
+        try:
+            await copy_to_client(conn, response, exchange, service.read_timeout, send_timeout)
+        except (UpstreamError, TimeoutError, ConnectionError) as exc:
+            what = "the client stopped reading" if isinstance(exc, TimeoutError) else str(exc)
+            log.info("websocket tunnel to %s ended: %s", service.name, what)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
     finally:
         _close(conn, service.write_timeout)
     await response.write_eof()
