@@ -295,7 +295,10 @@ class Gateway:
             if raw_target == "*":
                 return responses.bad_request()
             # absolute-form: keep only the path; its host (no userinfo) is nginx's $host
-            line_host = urlsplit(raw_target).netloc.rpartition("@")[2]
+            try:
+                line_host = urlsplit(raw_target).netloc.rpartition("@")[2]
+            except ValueError:  # aiohttp's parser refuses these first; never a 500 here
+                return responses.bad_request()
             raw_target = request.rel_url.raw_path_qs
         query_at = raw_target.find("?")
         raw_path = exchange.path = raw_target if query_at < 0 else raw_target[:query_at]
