@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -1178,6 +1179,32 @@ async def test_a_second_token_under_a_name_php_reads_as_access_token_is_400(
     )
     assert answer.status == 400
     assert 'error="invalid_request"' in answer.headers["WWW-Authenticate"]
+
+
+async def test_a_form_body_whose_chunking_breaks_is_a_400_at_once(
+    protect: Protect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The form is being read for a token when a chunk-size line turns out malformed: a 400
+    at once, and the connection closes (nginx: "client sent invalid chunked body"), not a 408
+    after client_body_timeout."""
+    gw = await protect(settings={"client_body_timeout": 30})
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\na=1\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the gateway is reading the form by now
+        writer.write(b"x\r\n&access_token=abc\r\n0\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Connection: close" in head.split(b"\r\n")
+    assert body == b'{"message": "Bad request"}'
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_a_stalled_form_body_is_a_408_not_an_error(protect: Protect) -> None:

@@ -1400,3 +1400,44 @@ async def test_an_upstream_answer_without_a_server_gets_tokengates(
         )
     head = answer.partition(b"\r\n\r\n")[0]
     assert re.findall(rb"\r\nServer: ([^\r]*)", head) == [b"tokengate"], head
+
+
+@pytest.mark.parametrize(
+    "bad_line", [b"zz\r\n", b"5;\x00\r\n", b"-1\r\n"], ids=["not-hex", "nul", "negative"]
+)
+async def test_a_malformed_chunk_in_a_streamed_upload_is_a_400_at_once(
+    bad_line: bytes, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upload is already streaming upstream when a chunk-size line turns out malformed:
+    nginx answers "client sent invalid chunked body" with a 400 at once and closes. The
+    gateway must too, rather than wait client_body_timeout for bytes it could never frame
+    and answer 408; and the upstream never gets a terminated body it could take for whole."""
+    bodies: list[bytes] = []
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        bodies.append(await reader.read())  # until the gateway closes its side
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)), client_body_timeout=30)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        try:
+            writer.write(
+                b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n"
+            )
+            await writer.drain()
+            await eventually(lambda: upstream.connections == 1)
+            await asyncio.sleep(0.1)  # the first chunk is on its way upstream
+            writer.write(bad_line + b"more\r\n0\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 3)
+        finally:
+            writer.close()
+        await eventually(lambda: bool(bodies))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Connection: close" in head.split(b"\r\n")
+    assert body == b'{"message": "Bad request"}'
+    assert not bodies[0].endswith(b"0\r\n\r\n"), bodies
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -58,6 +58,7 @@ from tokengate.gateway.server import (
     STATUS_CONNECTIONS,
     GuardedAppRunner,
     HeadTimeoutServer,
+    body_error_answered,
     connection_cap,
 )
 from tokengate.gateway.settings import GatewaySettings
@@ -204,7 +205,14 @@ class Gateway:
         exchange = Exchange()
         try:
             response = await self._handle(request, request_id, exchange)
-        except (web.RequestPayloadError, asyncio.IncompleteReadError, ConnectionError) as exc:
+        except web.RequestPayloadError as exc:
+            # The body's framing broke (server.py): what follows cannot be told apart from a
+            # next request, so the connection ends with the 400.
+            log.debug("client request body malformed: %s", exc)
+            malformed = responses.bad_request()
+            response = await answer_and_close(request, malformed, exchange.answer_edit)
+            body_error_answered(request)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
             log.debug("client request body failed: %s", exc)
             response = responses.bad_request()
         except TimeoutError:  # a body that may hold the token stalled (_read_searched_body)

@@ -88,6 +88,9 @@ class HeadTimeoutHandler(RequestHandler):
             payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof()
         )
         super().data_received(data)
+        if in_body and len(self._messages) > queued and isinstance(self._messages[-1][0], _ErrInfo):
+            self._fail_body(payload)
+            return
         if len(self._messages) > queued:  # heads completed in this read
             # Only a read that, with what came before it, passes the bound can hold a head
             # over it (the usual request costs this one comparison).
@@ -105,6 +108,17 @@ class HeadTimeoutHandler(RequestHandler):
         elif self._head_timer is None:
             loop = asyncio.get_running_loop()
             self._head_timer = loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _fail_body(self, payload: StreamReader | None) -> None:
+        """The body being read broke its framing (a malformed chunk): aiohttp queued a 400 for
+        after the request, whose handler would wait for body bytes that can never come. The
+        error goes to that handler's body instead (it answers 400, as nginx's "client sent
+        invalid chunked body" does, and closes), and nothing more is read."""
+        error = self._messages.pop()[0]
+        assert isinstance(error, _ErrInfo)
+        assert payload is not None
+        payload.set_exception(web.RequestPayloadError(error.message))
+        self._refused = True
 
     def _refuse_large_heads(self, queued: int) -> None:
         """Of the messages this read added, the first whose head is over the bound becomes the
@@ -221,6 +235,14 @@ def connection_cap(configured: int | None = None) -> int:
 _KONG_WORKER_CONNECTIONS: Final = 16384
 STATUS_CONNECTIONS: Final = 64  # probes and scrapes: a few at a time
 _CAP_WARNING_EVERY: Final = 10.0  # seconds
+
+
+def body_error_answered(request: web.BaseRequest) -> None:
+    """The handler answered a body whose framing broke (`_fail_body`) and closes: aiohttp's
+    lingering close reads that body next, and must wait there for the client to close rather
+    than raise the error again (a logged traceback, and a close that a client still sending
+    sees as a reset, which can destroy the 400 before it is read)."""
+    request.content._exception = None  # where aiohttp's StreamReader keeps a body's error
 
 
 class HeadTimeoutServer(web.Server):
