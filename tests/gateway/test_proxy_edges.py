@@ -1441,3 +1441,44 @@ async def test_a_malformed_chunk_in_a_streamed_upload_is_a_400_at_once(
     assert body == b'{"message": "Bad request"}'
     assert not bodies[0].endswith(b"0\r\n\r\n"), bodies
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_malformed_request_after_a_whole_chunked_body_is_that_requests_400(
+    start_gateway: StartGateway,
+) -> None:
+    """The same read ends a streaming chunked body and brings a malformed next request: the
+    upload is whole and gets its answer; the 400 is the next request's."""
+    bodies: list[bytes] = []
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        body = b""
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            body += (await reader.readexactly(size + 2))[:-2]
+        await reader.readuntil(b"\r\n")
+        bodies.append(body)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)), client_body_timeout=30)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        try:
+            writer.write(
+                b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n"
+            )
+            await writer.drain()
+            await eventually(lambda: upstream.connections == 1)
+            await asyncio.sleep(0.1)  # the first chunk is on its way upstream
+            writer.write(
+                b"6\r\n world\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n"
+            )
+            answer = await asyncio.wait_for(reader.read(), 3)
+        finally:
+            writer.close()
+    assert bodies == [b"hello world"]
+    first, _, rest = answer.partition(b"\r\n\r\nok")
+    assert first.startswith(b"HTTP/1.1 200 "), answer[:80]
+    assert rest.startswith(b"HTTP/1.1 400 "), answer

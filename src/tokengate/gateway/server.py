@@ -88,7 +88,13 @@ class HeadTimeoutHandler(RequestHandler):
             payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof()
         )
         super().data_received(data)
-        if in_body and len(self._messages) > queued and isinstance(self._messages[-1][0], _ErrInfo):
+        if (
+            len(self._messages) > queued
+            and isinstance(self._messages[-1][0], _ErrInfo)
+            and in_body
+            and payload is not None
+            and not payload.is_eof()  # (else the error is the next request's, and its 400)
+        ):
             self._fail_body(payload)
             return
         if len(self._messages) > queued:  # heads completed in this read
@@ -109,14 +115,13 @@ class HeadTimeoutHandler(RequestHandler):
             loop = asyncio.get_running_loop()
             self._head_timer = loop.call_later(self._head_timeout, self._head_timed_out)
 
-    def _fail_body(self, payload: StreamReader | None) -> None:
+    def _fail_body(self, payload: StreamReader) -> None:
         """The body being read broke its framing (a malformed chunk): aiohttp queued a 400 for
         after the request, whose handler would wait for body bytes that can never come. The
         error goes to that handler's body instead (it answers 400, as nginx's "client sent
         invalid chunked body" does, and closes), and nothing more is read."""
         error = self._messages.pop()[0]
         assert isinstance(error, _ErrInfo)
-        assert payload is not None
         payload.set_exception(web.RequestPayloadError(error.message))
         self._refused = True
 
