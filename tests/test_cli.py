@@ -227,6 +227,18 @@ def test_identity_on_a_busy_port_says_so_and_shows_no_admin_token() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_identity_on_an_address_not_of_this_host_names_it_and_its_flag() -> None:
+    """As the gateway says it: the address, the errno's words and the option to change."""
+    result = tokengate("identity", "--in-memory", "--listen", "192.0.2.1:9000")  # TEST-NET-1
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tokengate identity: cannot listen on 192.0.2.1:9000: cannot assign requested address; "
+        "choose another with --listen"
+    )
+    assert "admin token" not in result.stdout
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_an_address_not_of_this_host_is_named_once(tmp_path: Path, workers: str) -> None:
     path = tmp_path / "kong.yaml"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import secrets
 import socket
@@ -40,6 +39,7 @@ from tokengate.identity.seed import Seed, SeedError, apply_seed
 from tokengate.identity.server import IdentitySettings, open_store
 from tokengate.identity.signing import SpareKeys
 from tokengate.identity.store import StoreError
+from tokengate.listening import bind_failure, listening_socket
 from tokengate.panel import show_panel
 from tokengate.retarget import retarget
 from tokengate.shutdown import Stopper, cut_connections
@@ -87,28 +87,14 @@ DEFAULT_ORIGINS = {
 
 def claim(address: Address, flag: str) -> socket.socket:
     """A listening socket on `address`; a port in use is a StackError naming `flag`."""
-    host, port = address
     try:
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            # Listening at once: two sockets merely bound with SO_REUSEADDR may share a port.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(sockaddr)
-            sock.listen(1024)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        return listening_socket(address)
     except OSError as exc:
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        host, port = address
         raise StackError(
-            f"tokengate run: cannot listen on {host}:{port}: {reason or exc}; "
+            f"tokengate run: cannot listen on {host}:{port}: {bind_failure(exc)}; "
             f"choose another address with {flag}"
         ) from None
-    return sock
 
 
 def _bound(sock: socket.socket, host: str) -> Address:

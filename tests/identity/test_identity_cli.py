@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -195,3 +196,31 @@ def test_without_an_admin_token_one_is_generated_printed_and_opens_the_managemen
     assert defaults.auth_servers(token) == 200
     assert defaults.auth_servers(token[:-1]) == 401
     assert defaults.auth_servers(FLAG_TOKEN) == 401
+
+
+def test_listen_port_0_urls_and_log_name_the_port_it_took(tmp_path: Path) -> None:
+    """`--listen 127.0.0.1:0` takes a free port: without --public-url the issuers' URLs (and
+    the tokens' `iss`) are on that port, and the log names it, never port 0."""
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENGATE_")}
+    stdout, stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "tokengate", "identity", "--listen", "127.0.0.1:0"]
+    args = ["--in-memory", "--admin-token", FLAG_TOKEN, "--seed", str(SEED)]
+    with stdout.open("w") as out, stderr.open("w") as err:
+        process = subprocess.Popen(
+            [*command, *args], cwd=tmp_path, env=base_env, stdout=out, stderr=err, text=True
+        )
+    try:
+        end = time.monotonic() + 30
+        while (found := re.search(r"listening on 127\.0\.0\.1:(\d+)", stderr.read_text())) is None:
+            assert process.poll() is None, stderr.read_text()
+            assert time.monotonic() < end, stderr.read_text()
+            time.sleep(0.1)
+        port = int(found[1])
+        assert port != 0, stderr.read_text()
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        issuer = f"http://127.0.0.1:{port}/{ISSUER_ID}/auth"
+        assert Identity(port, tmp_path, stdout).discovery()["issuer"] == issuer
+        assert f"issuer {issuer}\n" in stdout.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

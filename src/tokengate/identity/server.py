@@ -7,23 +7,25 @@ exit_code = rotate_keys("id.db", auth_server_id)
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import gc
 import logging
 import secrets
+import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiohttp import web
 
 from tokengate.eventloop import install_uvloop
 from tokengate.identity.app import KEY_GRACE, create_identity_app
+from tokengate.identity.models import AuthServer
 from tokengate.identity.runner import IdentityRunner
 from tokengate.identity.seed import SeedError, apply_seed, load_seed
 from tokengate.identity.signing import SpareKeys, new_key
 from tokengate.identity.store import KeyFactory, NotFound, Store, StoreError
+from tokengate.listening import bind_failure, listening_socket
 from tokengate.shutdown import Stopper, cut_connections
 
 log = logging.getLogger("tokengate.identity")
@@ -66,6 +68,7 @@ def serve_identity(settings: IdentitySettings) -> int:
     except (StoreError, OSError) as exc:
         print(f"tokengate identity: cannot open {settings.data}: {exc}", file=sys.stderr)
         return 1
+    servers: list[AuthServer] = []
     if seed is not None:
         try:
             servers = apply_seed(store, seed)
@@ -73,12 +76,22 @@ def serve_identity(settings: IdentitySettings) -> int:
             store.close()
             print("\n".join(exc.errors), file=sys.stderr)
             return 2
-        for server in servers:
-            print(
-                f"seeded auth server {server.name!r}: issuer {settings.url}/"
-                f"{server.issuer_id}/auth",
-                flush=True,
-            )
+    sock = None
+    if settings.listen[1] == 0:
+        # Port 0 picks a free port: take it now, so that the issuers' URLs (and the log) name
+        # the port that serves them, not 0.
+        try:
+            sock = listening_socket(settings.listen)
+        except OSError as exc:
+            store.close()
+            print(_listen_error(settings.listen, exc), file=sys.stderr)
+            return 1
+        settings = replace(settings, listen=(settings.listen[0], int(sock.getsockname()[1])))
+    for server in servers:
+        print(
+            f"seeded auth server {server.name!r}: issuer {settings.url}/{server.issuer_id}/auth",
+            flush=True,
+        )
     admin_token = settings.admin_token
     # A generated token is shown once the port is ours: not before a "cannot listen".
     announce = None
@@ -92,18 +105,10 @@ def serve_identity(settings: IdentitySettings) -> int:
     )
     install_uvloop()
     try:
-        asyncio.run(_serve(app, settings, spare_keys, announce))
+        asyncio.run(_serve(app, settings, spare_keys, announce, sock))
     except OSError as exc:
         store.close()
-        if exc.errno == errno.EADDRINUSE:
-            host, port = settings.listen
-            print(
-                f"tokengate identity: cannot listen on {host}:{port}: address already in use; "
-                "choose another with --listen",
-                file=sys.stderr,
-            )
-        else:
-            print(f"tokengate identity: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        print(_listen_error(settings.listen, exc), file=sys.stderr)
         return 1
     return 0
 
@@ -113,6 +118,7 @@ async def _serve(
     settings: IdentitySettings,
     spare_keys: SpareKeys,
     announce: str | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     runner = IdentityRunner(app, handle_signals=False, access_log=None)
     # The first Ctrl-C lets requests in progress finish; a second one cuts them off.
@@ -121,7 +127,8 @@ async def _serve(
     await runner.setup()
     try:
         host, port = settings.listen
-        await web.TCPSite(runner, host, port).start()
+        site = web.TCPSite(runner, host, port) if sock is None else web.SockSite(runner, sock)
+        await site.start()
         if announce is not None:
             print(announce, flush=True)
         spare_keys.make_spare()
@@ -131,6 +138,14 @@ async def _serve(
         await stopper.requested.wait()
     finally:
         await runner.cleanup()
+
+
+def _listen_error(address: tuple[str, int], exc: OSError) -> str:
+    host, port = address
+    return (
+        f"tokengate identity: cannot listen on {host}:{port}: {bind_failure(exc)}; "
+        "choose another with --listen"
+    )
 
 
 def rotate_keys(data: str, auth_server_id: str) -> int:

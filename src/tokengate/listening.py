@@ -1,0 +1,40 @@
+"""Listening sockets taken before a server starts, so that a port 0 is known at once (the URLs
+that name it can be written) and a port that cannot be had is reported in the caller's words.
+
+    sock = listening_socket(("127.0.0.1", 0))   # OSError when the address cannot be had
+    print(bind_failure(exc))                    # "address already in use", ...
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+Address = tuple[str, int]
+
+
+def listening_socket(address: Address, backlog: int = 1024) -> socket.socket:
+    """A non-blocking socket listening on `address` (host "" is every address)."""
+    host, port = address
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Listening at once: two sockets merely bound with SO_REUSEADDR may share a port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_failure(exc: OSError) -> str:
+    """Why an address could not be had, in the errno's own words (asyncio's message repeats
+    the address, as a tuple)."""
+    if exc.errno and not isinstance(exc, socket.gaierror):  # (a gaierror's are EAI_ codes)
+        return os.strerror(exc.errno).lower()
+    return (exc.strerror or str(exc)).lower()
