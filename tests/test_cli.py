@@ -227,6 +227,38 @@ def test_identity_on_a_busy_port_says_so_and_shows_no_admin_token() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("sig", "said"),
+    [
+        (signal.SIGTERM, "SIGTERM: stopping"),
+        (signal.SIGHUP, "SIGHUP: stopping (tokengate identity has nothing to reload)"),
+    ],
+)
+def test_identity_stops_cleanly_on_sigterm_and_sighup_and_says_so(
+    sig: signal.Signals, said: str
+) -> None:
+    """A closed terminal's SIGHUP, or one meant as the gateway's reload, drains and exits 0 as
+    SIGTERM does, rather than killing the process with its store open."""
+    port = free_port()
+    options = ["--in-memory", "--listen", f"127.0.0.1:{port}", "--admin-token", "t" * 32]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokengate", "identity", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        process.send_signal(sig)
+        assert process.wait(timeout=15) == 0
+        stderr = process.communicate()[1]
+        assert said in stderr
+        assert "Traceback" not in stderr
+    finally:
+        process.kill()
+        process.communicate()
+
+
 def test_identity_on_an_address_not_of_this_host_names_it_and_its_flag() -> None:
     """As the gateway says it: the address, the errno's words and the option to change."""
     result = tokengate("identity", "--in-memory", "--listen", "192.0.2.1:9000")  # TEST-NET-1

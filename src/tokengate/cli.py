@@ -628,6 +628,7 @@ def gateway_command(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     ignored = _own_metrics_directory()
+    from tokengate.gateway.settings import GatewaySettings
     from tokengate.identity.seed import SeedError, load_seed
     from tokengate.stack import StackSettings, run_stack
 
@@ -665,6 +666,8 @@ def run_command(args: argparse.Namespace) -> int:
         echo_listen=args.echo_listen,
         data=args.data,
         admin_token=args.admin_token,
+        gateway=GatewaySettings(ignored_plugins=args.ignore_plugins),
+        config_path=args.config,
     )
     return run_stack(settings, config, seed)
 

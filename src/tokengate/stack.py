@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import signal
 import socket
 import sys
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,8 @@ from aiohttp import web
 from tokengate.echo import create_echo_app
 from tokengate.eventloop import install_uvloop
 from tokengate.gateway.app import GatewayServer
-from tokengate.gateway.config import GatewayConfig
+from tokengate.gateway.config import GatewayConfig, load_config
+from tokengate.gateway.reload import Reloader
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.identity.app import create_identity_app
 from tokengate.identity.models import AuthServer
@@ -58,6 +60,7 @@ class StackSettings:
     data: str | None = None  # identity SQLite file; None: in memory
     admin_token: str | None = None  # None: generated
     gateway: GatewaySettings = field(default_factory=GatewaySettings)  # its listen fields unused
+    config_path: str | None = None  # kong.yaml, read again on SIGHUP; None: no reloads
 
 
 class StackError(Exception):
@@ -189,6 +192,7 @@ class Stack:
         self.gateway: GatewayServer | None = None
         self._echo: web.AppRunner | None = None
         self._cut = False  # a second Ctrl-C: stop without waiting for requests in progress
+        self._moves: dict[str, str] = {}  # the stack's default origins to where they listen
 
     async def __aenter__(self) -> Stack:
         try:
@@ -233,14 +237,12 @@ class Stack:
         finally:
             for sock in pending:
                 sock.close()
-        self.gateway_config = config = retarget(
-            self.config,
-            {
-                DEFAULT_ORIGINS["identity"]: self.identity.url,
-                DEFAULT_ORIGINS["echo"]: self.echo_url,
-                DEFAULT_ORIGINS["status"]: url_of(status_listen),
-            },
-        )
+        self._moves = {
+            DEFAULT_ORIGINS["identity"]: self.identity.url,
+            DEFAULT_ORIGINS["echo"]: self.echo_url,
+            DEFAULT_ORIGINS["status"]: url_of(status_listen),
+        }
+        self.gateway_config = config = retarget(self.config, self._moves)
         gateway_settings = replace(settings.gateway, listen=listen, status_listen=status_listen)
         self.gateway = GatewayServer(config, gateway_settings)
         try:
@@ -251,6 +253,13 @@ class Stack:
                 f"{status_listen[0]}:{status_listen[1]}: {exc.strerror or exc}; "
                 "choose others with --listen / --status-listen"
             ) from None
+
+    def load_config(self) -> GatewayConfig:
+        """kong.yaml read again (SIGHUP), retargeted as the one read at start was."""
+        assert self.settings.config_path is not None, "no kong.yaml to read"
+        ignored = self.settings.gateway.ignored_plugins
+        config = load_config(self.settings.config_path, ignored_plugins=ignored)
+        return retarget(config, self._moves)
 
     async def stop(self) -> None:
         """Gateway first (no request reaches a stopped upstream), then the others."""
@@ -329,12 +338,28 @@ def run_stack(
 
 async def _run(stack: Stack, out: TextIO) -> None:
     # The first Ctrl-C lets requests in progress finish; a second one cuts them off.
+    loop = asyncio.get_running_loop()
     stopper = Stopper(cut=stack.cut_short, log=log)
-    stopper.install(asyncio.get_running_loop())
+    stopper.install(loop)
     stop = stopper.requested
+    # SIGHUP reads kong.yaml again, as it does for `tokengate gateway`; one that comes while
+    # the stack starts is kept for when the gateway runs.
+    reloader: Reloader | None = None
+    hangup = asyncio.Event()
+    path = stack.settings.config_path
+    if path is not None:
+        loop.add_signal_handler(signal.SIGHUP, hangup.set)
 
     async def start_and_show() -> None:
+        nonlocal reloader
         await stack.start()
+        if path is not None:
+            assert stack.gateway is not None
+            reloader = Reloader(stack.gateway, path, load=stack.load_config)
+            loop.add_signal_handler(signal.SIGHUP, reloader.request)
+            if hangup.is_set():
+                reloader.request()
+            reloader.start()
         await show_panel(stack, out)
 
     startup = asyncio.create_task(start_and_show())
@@ -350,4 +375,8 @@ async def _run(stack: Stack, out: TextIO) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if path is not None:
+            loop.remove_signal_handler(signal.SIGHUP)
+        if reloader is not None:
+            await reloader.close()
         await stack.stop()

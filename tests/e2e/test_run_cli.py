@@ -108,6 +108,57 @@ def test_run_prints_a_panel_whose_curl_works_and_ctrl_c_exits_0() -> None:
         running.kill()
 
 
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - http only
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+
+
+def _eventually_status(url: str, status: int, deadline: float = 10) -> None:
+    end = time.monotonic() + deadline
+    while (seen := _get(url)) != status:
+        assert time.monotonic() < end, f"{url}: {seen}, never {status}"
+        time.sleep(0.1)
+
+
+def test_sighup_reads_kong_yaml_again_retargeted_and_keeps_serving_on_a_bad_one(
+    tmp_path: Path,
+) -> None:
+    """As `tokengate gateway` does: an edited kong.yaml is served after SIGHUP, its default
+    origins moved to where the stack listens (the echo here is not on 9100); an invalid edit
+    is logged and the running config kept. The stack never stops for it."""
+    config = tmp_path / "kong.yaml"
+    shipped = (ROOT / "config" / "kong.yaml").read_text()
+    config.write_text(shipped)
+    running, proxy, _ = run_on_free_ports("--config", str(config))
+    try:
+        running.panel()
+        added = f"http://127.0.0.1:{proxy}/added"
+        assert _get(added) == 404
+        route = '      - name: added\n        paths: ["/added"]\n        strip_path: false\n'
+        config.write_text(shipped.replace("    routes:\n", "    routes:\n" + route, 1))
+        running.process.send_signal(signal.SIGHUP)
+        _eventually_status(added, 200)  # served by the echo upstream, on its own port
+
+        config.write_text(shipped.replace("paths:", "pathz:", 1))
+        running.process.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert running.process.poll() is None
+        assert _get(added) == 200  # the last good config still serves
+
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(timeout=15) == 0
+        stderr = running.stderr()
+        assert f"{config} not reloaded (2 error(s)); still serving configuration 2" in stderr
+        assert f"{config}: services[0].routes[0].pathz: unknown field" in stderr
+        assert "Traceback" not in stderr
+    finally:
+        running.kill()
+
+
 def test_a_port_in_use_names_the_port_and_its_flag() -> None:
     with busy_port() as port:
         result = tokengate(

@@ -11,6 +11,7 @@ import functools
 import gc
 import logging
 import secrets
+import signal
 import socket
 import sys
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ from tokengate.identity.seed import SeedError, apply_seed, load_seed
 from tokengate.identity.signing import SpareKeys, new_key
 from tokengate.identity.store import KeyFactory, NotFound, Store, StoreError
 from tokengate.listening import bind_failure, listening_socket
-from tokengate.shutdown import Stopper, cut_connections
+from tokengate.shutdown import STOP_SIGNALS, Stopper, cut_connections
 
 log = logging.getLogger("tokengate.identity")
 
@@ -121,9 +122,11 @@ async def _serve(
     sock: socket.socket | None = None,
 ) -> None:
     runner = IdentityRunner(app, handle_signals=False, access_log=None)
-    # The first Ctrl-C lets requests in progress finish; a second one cuts them off.
-    stopper = Stopper(cut=functools.partial(cut_connections, runner), log=log)
-    stopper.install(asyncio.get_running_loop())
+    # The first Ctrl-C lets requests in progress finish; a second one cuts them off. SIGHUP
+    # (a closed terminal, or a reload meant for the gateway) stops it the same way, with the
+    # store closed cleanly, rather than by the default action, which kills.
+    stopper = Stopper(cut=functools.partial(cut_connections, runner), log=log, on_first=_stopping)
+    stopper.install(asyncio.get_running_loop(), (*STOP_SIGNALS, signal.SIGHUP))
     await runner.setup()
     try:
         host, port = settings.listen
@@ -138,6 +141,13 @@ async def _serve(
         await stopper.requested.wait()
     finally:
         await runner.cleanup()
+
+
+def _stopping(sig: signal.Signals) -> None:
+    if sig == signal.SIGHUP:
+        log.info("SIGHUP: stopping (tokengate identity has nothing to reload)")
+    else:
+        log.info("%s: stopping", sig.name)
 
 
 def _listen_error(address: tuple[str, int], exc: OSError) -> str:
