@@ -228,6 +228,60 @@ def test_identity_on_a_busy_port_says_so_and_shows_no_admin_token() -> None:
 
 
 @pytest.mark.parametrize(
+    "command",
+    [("gateway", "1"), ("gateway", "2"), ("identity", None), ("run", None)],
+    ids=["gateway", "gateway-2-workers", "identity", "run"],
+)
+def test_a_listen_host_that_does_not_resolve_is_said_in_words(
+    command: tuple[str, str | None], tmp_path: Path
+) -> None:
+    """The resolver's own words (RFC 6761: .invalid never resolves), not "unknown error -2",
+    the errno-style text of its EAI_ code."""
+    name, workers = command
+    config = tmp_path / "kong.yaml"
+    config.write_text(GOOD)
+    extra = {
+        "gateway": ["--config", str(config), "--workers", str(workers)],
+        "identity": ["--in-memory"],
+        "run": [],
+    }[name]
+    result = tokengate(name, *extra, "--listen", "tokengate-test.invalid:18080")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tokengate {name}: cannot listen on tokengate-test.invalid:18080: ")
+    assert "unknown error" not in last and "-2" not in last, last
+    assert last.endswith(" --listen"), last
+
+
+@pytest.mark.parametrize("command", ["gateway", "identity", "run"])
+def test_a_busy_port_set_by_the_environment_names_the_variable(
+    command: str, tmp_path: Path
+) -> None:
+    """TOKENGATE_LISTEN, exported for one command, is every command's --listen: the error says
+    that the variable chose the port the user never typed."""
+    config = tmp_path / "kong.yaml"
+    config.write_text(GOOD)
+    others = {
+        "gateway": ["--config", str(config), "--status-listen", f"127.0.0.1:{free_port()}"],
+        "identity": ["--in-memory"],
+        "run": [
+            *("--status-listen", f"127.0.0.1:{free_port()}"),
+            *("--identity-listen", f"127.0.0.1:{free_port()}"),
+            *("--echo-listen", f"127.0.0.1:{free_port()}"),
+        ],
+    }[command]
+    with busy_port() as port:
+        result = tokengate(command, *others, env={"TOKENGATE_LISTEN": f"127.0.0.1:{port}"})
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f" --listen (TOKENGATE_LISTEN=127.0.0.1:{port} is set)")
+    ), result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+
+
+@pytest.mark.parametrize(
     ("sig", "said"),
     [
         (signal.SIGTERM, "SIGTERM: stopping"),

@@ -60,6 +60,7 @@ from tokengate.addresses import (  # noqa: E402
     show,
     url_problem,
 )
+from tokengate.listening import env_name as _env_name  # noqa: E402
 
 if TYPE_CHECKING:
     from tokengate.gateway.config import GatewayConfig
@@ -239,10 +240,6 @@ def _from_env(
         return type(value)
     except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
         parser.error(f"{_env_name(flag)} (for {flag}): {exc}")
-
-
-def _env_name(flag: str) -> str:
-    return "TOKENGATE_" + flag.lstrip("-").replace("-", "_").upper()
 
 
 def _logging_options(parser: argparse.ArgumentParser, *, level: str = "info") -> None:

@@ -3,6 +3,7 @@ that name it can be written) and a port that cannot be had is reported in the ca
 
     sock = listening_socket(("127.0.0.1", 0))   # OSError when the address cannot be had
     print(bind_failure(exc))                    # "address already in use", ...
+    print(chosen_by("--listen"))                # "--listen", or "--listen (TOKENGATE_LISTEN=...
 """
 
 from __future__ import annotations
@@ -38,3 +39,15 @@ def bind_failure(exc: OSError) -> str:
     if exc.errno and not isinstance(exc, socket.gaierror):  # (a gaierror's are EAI_ codes)
         return os.strerror(exc.errno).lower()
     return (exc.strerror or str(exc)).lower()
+
+
+def env_name(flag: str) -> str:
+    """The variable an option also reads: --status-listen → TOKENGATE_STATUS_LISTEN."""
+    return "TOKENGATE_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def chosen_by(flag: str) -> str:
+    """The option to change, and its variable when that is set: one exported for one command
+    (TOKENGATE_LISTEN for the gateway) also sets the same option of the others."""
+    value = os.environ.get(env_name(flag))
+    return flag if value is None else f"{flag} ({env_name(flag)}={value} is set)"

@@ -41,7 +41,7 @@ from tokengate.identity.seed import Seed, SeedError, apply_seed
 from tokengate.identity.server import IdentitySettings, open_store
 from tokengate.identity.signing import SpareKeys
 from tokengate.identity.store import StoreError
-from tokengate.listening import bind_failure, listening_socket
+from tokengate.listening import bind_failure, chosen_by, listening_socket
 from tokengate.panel import show_panel
 from tokengate.retarget import retarget
 from tokengate.shutdown import Stopper, cut_connections
@@ -96,7 +96,7 @@ def claim(address: Address, flag: str) -> socket.socket:
         host, port = address
         raise StackError(
             f"tokengate run: cannot listen on {host}:{port}: {bind_failure(exc)}; "
-            f"choose another address with {flag}"
+            f"choose another address with {chosen_by(flag)}"
         ) from None
 
 

@@ -717,6 +717,7 @@ class ListenError(OSError):
     def __init__(self, flag: str, cause: OSError) -> None:
         super().__init__(cause.errno, cause.strerror or str(cause))
         self.flag = flag
+        self.cause = cause  # (a gaierror's errno is an EAI_ code, not an errno)
 
 
 async def _listen(site: web.TCPSite, flag: str) -> None:

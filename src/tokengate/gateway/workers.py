@@ -53,6 +53,7 @@ from tokengate.gateway.supervisor import (
     WORKER_SIGNALS,
     Supervisor,
 )
+from tokengate.listening import bind_failure, chosen_by
 from tokengate.logs import configure_logging
 from tokengate.shutdown import Stopper
 
@@ -149,11 +150,10 @@ def _ignore() -> None:
 def _bind_error(exc: ListenError, settings: GatewaySettings) -> str:
     """The one listener that could not bind, by its address and the option that chose it."""
     host, port = settings.listen if exc.flag == "--listen" else settings.status_listen
-    # The errno's own words: asyncio's message repeats the address.
-    reason = os.strerror(exc.errno).lower() if exc.errno else exc.strerror
     return (
-        f"tokengate gateway: cannot listen on {host}:{port}: {reason}; choose another address "
-        f"with {exc.flag}"
+        f"tokengate gateway: cannot listen on {host}:{port}: {bind_failure(exc.cause)}; "
+        "choose another address "
+        f"with {chosen_by(exc.flag)}"
     )
 
 

@@ -26,7 +26,7 @@ from tokengate.identity.runner import IdentityRunner
 from tokengate.identity.seed import SeedError, apply_seed, load_seed
 from tokengate.identity.signing import SpareKeys, new_key
 from tokengate.identity.store import KeyFactory, NotFound, Store, StoreError
-from tokengate.listening import bind_failure, listening_socket
+from tokengate.listening import bind_failure, chosen_by, listening_socket
 from tokengate.shutdown import STOP_SIGNALS, Stopper, cut_connections
 
 log = logging.getLogger("tokengate.identity")
@@ -154,7 +154,7 @@ def _listen_error(address: tuple[str, int], exc: OSError) -> str:
     host, port = address
     return (
         f"tokengate identity: cannot listen on {host}:{port}: {bind_failure(exc)}; "
-        "choose another with --listen"
+        f"choose another with {chosen_by('--listen')}"
     )
 
 
