@@ -1448,6 +1448,51 @@ def test_an_access_plugin_named_in_ignored_plugins_is_warned_about(place: str) -
         parse_config(text, "kong.yaml", ignored_plugins=frozenset({"acl"}))
 
 
+KEY_AUTH_ROUTE = HEADER + textwrap.dedent("""
+    services: [{name: a, host: up, routes: [{name: r, paths: [/], plugins: [{name: key-auth}]}]}]
+    consumers: [{username: c, plugins: [{name: rate-limiting}]}]
+""")
+
+
+@pytest.mark.parametrize(
+    ("ignored", "warning"),
+    [
+        ("key-auhs", "--ignore-plugins key-auhs: no plugin of this file has that name"),
+        (
+            "rate_limiting",
+            "--ignore-plugins rate_limiting: no plugin of this file has that name "
+            "(did you mean 'rate-limiting'?)",
+        ),
+        ("acl", "--ignore-plugins acl: no plugin of this file has that name"),
+        ("cors", "tokengate runs 'cors' itself: --ignore-plugins does not turn it off"),
+        (
+            "openid-connect",
+            "tokengate runs 'openid-connect' itself: --ignore-plugins does not turn it off",
+        ),
+    ],
+)
+def test_an_ignore_plugins_name_no_plugin_has_is_warned_about(ignored: str, warning: str) -> None:
+    """A misspelt --ignore-plugins entry would otherwise do nothing, without a word."""
+    names = frozenset({"key-auth", ignored})
+    config = parse_config(KEY_AUTH_ROUTE, "kong.yaml", ignored_plugins=names)
+    assert f"kong.yaml: {warning}" in config.warnings
+    # A name the file has (under a consumer too) is not warned about.
+    used = parse_config(KEY_AUTH_ROUTE, "kong.yaml", ignored_plugins=frozenset({"key-auth"}))
+    assert not any("no plugin of this file" in line for line in used.warnings)
+
+
+@pytest.mark.parametrize("given", ["key_auth", "Key-Auth", "key-auht"])
+def test_the_refusal_of_a_plugin_names_the_ignore_plugins_entry_that_meant_it(given: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(KEY_AUTH_ROUTE, "kong.yaml", ignored_plugins=frozenset({given}))
+    assert caught.value.errors == [
+        "kong.yaml: services[0].routes[0].plugins[0].name: plugin 'key-auth' controls access in "
+        "Kong and tokengate does not run it, so what it guards would be open: remove it or set "
+        f"enabled: false, or run with --ignore-plugins key-auth to accept that "
+        f"(--ignore-plugins {given} does not name it)"
+    ]
+
+
 @pytest.mark.parametrize(
     "scope", ["consumer: guest", "consumer_group: gold", "consumer_group: {name: gold}"]
 )

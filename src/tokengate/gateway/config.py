@@ -16,6 +16,7 @@ Field readers and value checks live in config_checks.py.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 import uuid
@@ -307,6 +308,7 @@ class _Loader:
     def __init__(self, report: Report, ignored_plugins: frozenset[str] = frozenset()) -> None:
         self.report = report
         self.ignored_plugins = ignored_plugins
+        self.plugin_names: set[str] = set()  # every plugin name of the file, for the above
         self.upstreams = Registry[_UpstreamEntry](report, "upstream")
         self.services = Registry[_ServiceEntry](report, "service")
         self.routes = Registry[_RouteEntry](report, "route")
@@ -369,7 +371,26 @@ class _Loader:
             self._route(path, data, None)
         for path, data in top.entities("plugins"):
             self._plugin(path, data, None)
+        self._check_ignored_names()
         return self._finish()
+
+    def _check_ignored_names(self) -> None:
+        """A --ignore-plugins name that no plugin of the file has is most likely misspelt (the
+        plugin meant is then refused too, and its error says so)."""
+        for name in sorted(self.ignored_plugins - self.plugin_names):
+            if name in (OIDC_PLUGIN, CORS_PLUGIN):
+                message = f"tokengate runs '{name}' itself: --ignore-plugins does not turn it off"
+            else:
+                others = sorted(self.plugin_names - self.ignored_plugins)
+                meant = next((p for p in others if _spelt_as(name, p)), None)
+                hint = f" (did you mean '{meant}'?)" if meant is not None else ""
+                message = f"--ignore-plugins {name}: no plugin of this file has that name{hint}"
+            self.report.warn("", message)
+
+    def _misspelt_ignore(self, name: str) -> str:
+        """For the error refusing plugin `name`: an --ignore-plugins entry that meant it."""
+        meant = next((n for n in sorted(self.ignored_plugins) if _spelt_as(n, name)), None)
+        return "" if meant is None else f" (--ignore-plugins {meant} does not name it)"
 
     def _format_version(self, top: Fields) -> None:
         value = top.raw("_format_version")
@@ -748,6 +769,8 @@ class _Loader:
             if isinstance(plugin_id, str):
                 _check_uuid(at(entry, "id"), plugin_id, self.report)
             name = plugin.get("name")
+            if isinstance(name, str):
+                self.plugin_names.add(name)
             if not isinstance(name, str):
                 self.report.error(at(entry, "name"), f"expected a string, got {describe(name)}")
             elif name == OIDC_PLUGIN or (name == CORS_PLUGIN and owner == "consumer"):
@@ -802,6 +825,8 @@ class _Loader:
         """A nested plugin has `fixed_scope`; a top-level one names its own (none: global)."""
         f = Fields(self.report, path, data, _PLUGIN_FIELDS)
         name = f.string("name", required=True)
+        if name is not None:
+            self.plugin_names.add(name)
         consumer = data.get("consumer")
         scoped = self.referenced_consumer(consumer) if consumer is not None else None
         if consumer is not None and scoped is None:
@@ -905,7 +930,7 @@ class _Loader:
                 "name",
                 f"plugin '{name}' controls access in Kong and tokengate does not run it, so "
                 "what it guards would be open: remove it or set enabled: false, or run with "
-                f"--ignore-plugins {name} to accept that",
+                f"--ignore-plugins {name} to accept that{self._misspelt_ignore(name)}",
             )
 
     def _warn_ignored(self, path: str, name: str) -> None:
@@ -932,7 +957,7 @@ class _Loader:
             f"'{name}' is no plugin Kong bundles{meant}, and tokengate runs only "
             f"'{OIDC_PLUGIN}' and '{CORS_PLUGIN}' (Kong refuses a plugin it has not loaded): if "
             f"it is a custom plugin of yours, run with --ignore-plugins {name} to accept that "
-            "what it does is not done",
+            f"what it does is not done{self._misspelt_ignore(name)}",
         )
         return False
 
@@ -1199,6 +1224,13 @@ _HEALTH_CHECK_SWITCHES: Final = (
     ("passive", "unhealthy", "tcp_failures"),
     ("passive", "unhealthy", "timeouts"),
 )
+
+
+def _spelt_as(given: str, name: str) -> bool:
+    """Whether `given` (an --ignore-plugins entry) looks like a misspelling of plugin `name`."""
+    if given == name:
+        return False
+    return kong_spelling(given) == name or difflib.SequenceMatcher(None, given, name).ratio() >= 0.8
 
 
 def _one_typo_apart(a: str, b: str) -> bool:
