@@ -94,6 +94,27 @@ def test_python_m_tokengate_echo_serves_alone_and_stops_on_ctrl_c() -> None:
         process.communicate()
 
 
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["--help"], 0, "usage: python -m tokengate.echo [HOST:PORT]  (default 127.0.0.1:9100)"),
+        (["-h"], 0, "usage: python -m tokengate.echo [HOST:PORT]  (default 127.0.0.1:9100)"),
+        (["127.0.0.1:99999"], 2, "usage: python -m tokengate.echo [HOST:PORT]"),
+        (["tokengate-test.invalid:18080"], 1, "echo: cannot listen on "),
+    ],
+)
+def test_python_m_tokengate_echo_help_and_mistakes(args: list[str], code: int, said: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tokengate.echo", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == code
+    assert (result.stdout + result.stderr).startswith(said)
+    assert "Traceback" not in result.stderr and "error -" not in result.stderr
+
+
 async def test_a_client_leaving_mid_body_is_not_a_server_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -18,13 +18,14 @@ with `body_base64: true`. Bodies over `max_body` bytes get 413.
 from __future__ import annotations
 
 import base64
-import errno
 import json
 import sys
 from collections.abc import Sequence
 from typing import Final
 
 from aiohttp import web
+
+from tokengate.listening import bind_failure
 
 DEFAULT_MAX_BODY: Final = 1024 * 1024
 MAX_BODY = web.AppKey("max_body", int)
@@ -83,17 +84,25 @@ def _render(document: dict[str, object]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["-h"], ["--help"]):
+        print("usage: python -m tokengate.echo [HOST:PORT]  (default 127.0.0.1:9100)")
+        return 0
     host, _, port = (args[0] if args else "127.0.0.1:9100").rpartition(":")
     if len(args) > 1 or not port.isdigit() or int(port) > 65535:
         print("usage: python -m tokengate.echo [HOST:PORT]", file=sys.stderr)
         return 2
     host = host.strip("[]") or "127.0.0.1"
-    print(f"echo upstream on {host}:{port}; Ctrl-C stops it", flush=True)
+    started = f"echo upstream on {host}:{port}; Ctrl-C stops it"  # said once it listens
     try:
-        web.run_app(create_echo_app(), host=host, port=int(port), print=None, access_log=None)
+        web.run_app(
+            create_echo_app(),
+            host=host,
+            port=int(port),
+            print=lambda _: print(started, flush=True),
+            access_log=None,
+        )
     except OSError as exc:
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        print(f"echo: cannot listen on {host}:{port}: {reason or exc}", file=sys.stderr)
+        print(f"echo: cannot listen on {host}:{port}: {bind_failure(exc)}", file=sys.stderr)
         return 1
     return 0
 

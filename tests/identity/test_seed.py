@@ -366,19 +366,22 @@ CHANGED_IDS = {
         "  issuer_id: abcdefgh12345678\n",
         "  issuer_id: zyxwvuts98765432\n",
         "auth_servers[0].issuer_id: the auth server 'A' in the identity database has issuer_id "
-        "'abcdefgh12345678', and it cannot change",
+        "'abcdefgh12345678', and it cannot change: write that value here, or seed a new data "
+        "file (another --data, or --in-memory)",
     ),
     "scope id": (
         f"  scopes: [{{name: s, id: {ID}}}]\n",
         f"  scopes: [{{name: s, id: {ID.replace('6a', '7b')}}}]\n",
         f"auth_servers[0].scopes[0].id: the scope 's' in the identity database has id '{ID}', "
-        "and it cannot change",
+        "and it cannot change: write that value here, or seed a new data file (another "
+        "--data, or --in-memory)",
     ),
     "claim id": (
         "  claims: [{name: c, value: v}]\n",
         f"  claims: [{{name: c, value: v, id: {ID}}}]\n",
         "auth_servers[0].claims[0].id: the claim 'c' in the identity database has id '{}', "
-        "and it cannot change",
+        "and it cannot change: write that value here, or seed a new data file (another "
+        "--data, or --in-memory)",
     ),
 }
 

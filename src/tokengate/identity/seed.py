@@ -303,7 +303,8 @@ class _At:
         if declared is not None and declared != stored:
             message = (
                 f"{self.source}: {self.path}.{field}: the {what} {found.name!r} in the identity "
-                f"database has {field} {stored!r}, and it cannot change"
+                f"database has {field} {stored!r}, and it cannot change: write that value "
+                "here, or seed a new data file (another --data, or --in-memory)"
             )
             raise SeedError([message])
 
