@@ -69,8 +69,11 @@ def test_validate_accepts_a_good_file_and_prints_warnings(tmp_path: Path) -> Non
     path.write_text(GOOD)
     result = tokengate("config", "validate", str(path))
     assert result.returncode == 0
-    assert "ok (1 services, 1 routes)" in result.stdout
+    assert "ok (1 service, 1 route)" in result.stdout
     assert "rate-limiting" in result.stderr and "warning:" in result.stderr
+    shipped = Path(__file__).resolve().parents[1] / "config" / "kong.yaml"
+    result = tokengate("config", "validate", str(shipped))
+    assert result.stdout == f"{shipped}: ok (2 services, 3 routes)\n"
 
 
 def test_validate_reports_every_error_with_its_path_and_exits_2(tmp_path: Path) -> None:

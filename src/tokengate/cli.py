@@ -562,11 +562,16 @@ def _load(
     return config
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def validate_command(path: str, ignored_plugins: frozenset[str]) -> int:
     config = _load(path, ignored_plugins)
     if config is None:
         return EXIT_USAGE
-    print(f"{path}: ok ({len(config.services)} services, {len(config.routes)} routes)")
+    services, routes = len(config.services), len(config.routes)
+    print(f"{path}: ok ({_count(services, 'service')}, {_count(routes, 'route')})")
     return EXIT_OK
 
 
