@@ -284,7 +284,8 @@ async def test_the_refusal_reason_is_logged_not_shown(
     assert b"expired" not in answer.body
     assert "expired" not in answer.headers["WWW-Authenticate"]
     lines = [r.getMessage() for r in caplog.records if r.name == "tokengate.auth"]
-    assert any(line.startswith("refused 401 expired for ") for line in lines), lines
+    expected = f"refused 401 expired for {test_issuer.issuer}: "  # the issuer the route names
+    assert any(line.startswith(expected) for line in lines), lines
 
 
 @pytest.mark.parametrize(
@@ -548,6 +549,23 @@ async def test_preflight(protect: Protect) -> None:
     assert answer.upstream_headers("X-User") == []
 
 
+async def test_a_preflight_let_through_stays_one_for_a_token_already_verified(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """run_on_preflight: false skips the plugin for an OPTIONS request, even one bearing a token
+    the gateway verified before: nothing from the token reaches the upstream."""
+    caplog.set_level("INFO", logger="tokengate.access")
+    gw = await protect(
+        run_on_preflight=False, upstream_headers_claims=("sub",), upstream_headers_names=("X-User",)
+    )
+    token = test_issuer.mint(sub="alice")
+    assert (await call(gw, token=token)).upstream_headers("X-User") == ["alice"]
+    answer = await call(gw, token=token, method="OPTIONS")
+    assert answer.status == 200
+    assert answer.upstream_headers("X-User") == []
+    assert auth_fields(caplog) == ["ok", "preflight"]
+
+
 # -- key rotation and the JWKS cache as seen through the gateway -------------------------------
 
 
@@ -588,6 +606,55 @@ async def test_concurrent_unknown_kids_cause_one_fetch(
     assert test_issuer.jwks_hits == fetches + 1
 
 
+# -- key_source: the plugin's key settings are where the gateway's keys come from ---------------
+
+
+async def test_jwks_endpoint_and_extra_jwks_uris_are_where_keys_come_from(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    test_issuer.discovery_overrides["jwks_uri"] = test_issuer.issuer + "/nowhere"
+    async with TestIssuer() as other:
+        extra_kid = other.add_key("ES256")
+        gw = await protect(jwks_endpoint=test_issuer.jwks_uri, extra_jwks_uris=(other.jwks_uri,))
+        assert (await call(gw, token=test_issuer.mint())).status == 200
+        token = other.mint(test_issuer.claims(), kid=extra_kid)  # the issuer's claims
+        assert (await call(gw, token=token)).status == 200
+
+
+async def test_a_self_signed_issuer_is_reached_only_with_ssl_verify_false(
+    protect: Protect,
+) -> None:
+    async with TestIssuer(tls=True) as issuer:
+        issuer.add_key("ES256")
+        strict = await protect(issuer=issuer)
+        assert (await call(strict, token=issuer.mint())).status == 503
+        lax = await protect(issuer=issuer, ssl_verify=False)
+        assert (await call(lax, token=issuer.mint())).status == 200
+
+
+async def test_an_issuer_slower_than_the_timeout_is_503(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    test_issuer.delay = 1.0
+    gw = await protect(timeout=0.1)  # not the 10 s default: that would wait for the answers
+    assert (await call(gw, token=test_issuer.mint())).status == 503
+
+
+@pytest.mark.parametrize(("lifetime", "status"), [(30.0, 401), (0.0, 200)])
+async def test_unknown_kids_refetch_once_per_rediscovery_lifetime(
+    lifetime: float, status: int, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    gw = await protect(
+        rediscovery_lifetime=lifetime,
+        settings={"key_policy": KeyPolicy(min_refresh=300, max_refresh=600)},
+    )
+    assert (await call(gw, token=test_issuer.mint())).status == 200
+    unknown = test_issuer.mint(kid="unknown", sign_with=test_issuer.default_kid)
+    assert (await call(gw, token=unknown)).status == 401  # refetched: still unknown
+    kid = test_issuer.add_key("ES256")
+    assert (await call(gw, token=test_issuer.mint(kid=kid))).status == status
+
+
 # -- the verified-token cache ------------------------------------------------------------------
 
 
@@ -597,6 +664,19 @@ async def test_cached_token_still_expires(protect: Protect, test_issuer: TestIss
     assert (await call(gw, token=token)).status == 200
     await asyncio.sleep(2.1)
     assert (await call(gw, token=token)).status == 401
+
+
+async def test_cache_ttl_max_bounds_how_long_a_token_stays_verified(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="tokengate.access")
+    gw = await protect(cache_ttl_max=1.0)
+    token = test_issuer.mint()
+    assert (await call(gw, token=token)).status == 200
+    assert (await call(gw, token=token)).status == 200
+    await asyncio.sleep(1.1)  # past cache_ttl_max, long before exp: verified again
+    assert (await call(gw, token=token)).status == 200
+    assert auth_fields(caplog) == ["ok", "cached", "ok"]
 
 
 async def test_cached_token_still_meets_each_route_requirements(

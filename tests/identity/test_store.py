@@ -830,9 +830,57 @@ def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None
     steps: list[migrations.Migration] = [("CREATE TABLE t (v INTEGER)",), ("CREATE TABLE t (v)",)]
     with raw(tmp_path / "m.db") as db:
         db.isolation_level = None
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(sqlite3.OperationalError, match=r"^table t already exists$"):
             migrations.migrate(db, steps)
         assert migrations.schema_version(db) == 1
+        migrations.migrate(db, [*steps[:1], ("CREATE TABLE u (v INTEGER)",)])  # rolled back
+        assert migrations.schema_version(db) == 2
+
+
+def test_a_migration_that_fills_the_disk_fails_saying_so(tmp_path: Path) -> None:
+    """SQLite rolls the step back itself when the disk is full: that error is the one raised,
+    not the failed ROLLBACK's "no transaction is active"."""
+    steps: list[migrations.Migration] = [
+        ("CREATE TABLE t (v BLOB)", "INSERT INTO t VALUES (zeroblob(100000))")
+    ]
+    with raw(tmp_path / "m.db") as db:
+        db.isolation_level = None
+        db.execute("PRAGMA max_page_count = 3")  # a full disk, for this connection
+        with pytest.raises(sqlite3.OperationalError, match=r"^database or disk is full$"):
+            migrations.migrate(db, steps)
+        assert migrations.schema_version(db) == 0
+        assert not db.in_transaction
+
+
+def test_a_step_another_process_applied_while_this_one_waited_is_not_applied_again(
+    tmp_path: Path,
+) -> None:
+    """Two processes open a new file at once: the second reads version 0, waits for the write
+    lock, and finds the step applied when it gets it."""
+    path = tmp_path / "m.db"
+    steps: list[migrations.Migration] = [("CREATE TABLE t (v INTEGER)",)]
+    with raw(path) as db, raw(path) as other:
+        db.isolation_level = other.isolation_level = None
+
+        def first_process_wins(statement: str) -> None:
+            if statement == "BEGIN IMMEDIATE" and migrations.schema_version(other) == 0:
+                migrations.migrate(other, steps)
+
+        db.set_trace_callback(first_process_wins)
+        migrations.migrate(db, steps)
+        assert migrations.schema_version(db) == migrations.schema_version(other) == 1
+        assert not db.in_transaction
+
+
+@pytest.mark.parametrize("path", [None, ":memory:", Path(":memory:")])
+def test_an_in_memory_store_writes_no_file(
+    path: str | Path | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with Store.open(path, key_factory=pooled_key) as store:
+        store.create_auth_server(name="Demo", audience="a")
+        assert store.schema_version == migrations.LATEST
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_reads_follow_writes_from_this_and_other_connections(tmp_path: Path, clock: Clock) -> None:

@@ -192,7 +192,10 @@ def migrate(db: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS
                 db.execute(f"PRAGMA user_version = {version + 1:d}")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite rolls a transaction back itself on some errors (SQLITE_FULL, SQLITE_IOERR,
+            # ...): a ROLLBACK then fails, and its error would hide the one that says why.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
 
