@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests import cli_reference
+from tests.identity.support import pooled_key
 from tests.ports import busy_port, free_port
 from tokengate import __version__
 from tokengate.cli import main
+from tokengate.identity.store import Store
 
 GOOD = """\
 _format_version: "3.0"
@@ -228,6 +230,34 @@ def test_identity_on_a_busy_port_says_so_and_shows_no_admin_token() -> None:
     )
     assert "admin token" not in result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["identity", "run"])
+def test_a_damaged_identity_database_is_said_not_a_traceback(command: str, tmp_path: Path) -> None:
+    """A data file whose pages past the first are garbage opens (SQLite reads pages lazily),
+    then fails as the seed is written: one line naming the file and why, exit 1."""
+    data = tmp_path / "id.db"
+    seed = Path(__file__).resolve().parents[1] / "config" / "identity-seed.yaml"
+    with Store.open(data, key_factory=pooled_key) as store:
+        for number in range(200):
+            store.create_auth_server(name=f"server {number}", audience="a")
+    with data.open("r+b") as file:
+        file.seek(4096 * 3)
+        file.write(b"\xff" * 8192)
+    ports = [f"127.0.0.1:{free_port()}" for _ in range(4)]
+    listen = {
+        "identity": ["--listen", ports[0]],
+        "run": [
+            *("--listen", ports[0], "--status-listen", ports[1]),
+            *("--identity-listen", ports[2], "--echo-listen", ports[3]),
+        ],
+    }[command]
+    result = tokengate(command, "--data", str(data), "--seed", str(seed), *listen)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"tokengate {command}: cannot apply the seed to {data}: the identity database is "
+        "damaged: database disk image is malformed"
+    )
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,13 @@ def serve_identity(settings: IdentitySettings) -> int:
             store.close()
             print("\n".join(exc.errors), file=sys.stderr)
             return 2
+        except StoreError as exc:
+            store.close()
+            print(
+                f"tokengate identity: cannot apply the seed to {settings.data}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
     sock = None
     if settings.listen[1] == 0:
         # Port 0 picks a free port: take it now, so that the issuers' URLs (and the log) name

@@ -751,10 +751,14 @@ class Store:
             self._depth -= 1
             # The memo may hold what this transaction wrote and read back: it is undone now.
             self._config_version += 1
-            for statement in rollback:
-                self._db.execute(statement)
+            # (SQLite rolls a transaction back itself on some errors: then there is none left.)
+            if self._db.in_transaction:
+                for statement in rollback:
+                    self._db.execute(statement)
             if isinstance(exc, sqlite3.IntegrityError):
                 raise _integrity_error(exc) from exc
+            if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB: the file's
+                raise StoreError(f"the identity database is damaged: {exc}") from exc
             raise
         self._depth -= 1
         self._db.execute(commit)
