@@ -16,9 +16,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def busy_port() -> Iterator[int]:
-    """A port another program holds (listening) while the block runs."""
+def busy_port(*, reuse_port: bool = False) -> Iterator[int]:
+    """A port another program holds (listening) while the block runs; with `reuse_port`, one
+    that set SO_REUSEPORT (as another server with several processes does)."""
     with socket.socket() as busy:
+        if reuse_port:
+            busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         yield int(busy.getsockname()[1])

@@ -218,6 +218,29 @@ def test_port_in_use_names_the_port_and_its_flag_alone(
     assert "fetch failed" not in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_another_program_holds_with_so_reuseport_is_in_use_too(
+    tmp_path: Path, workers: str
+) -> None:
+    """The workers share their port with SO_REUSEPORT, but not with another program that set it
+    too (an earlier tokengate still running, say): it would take part of the connections."""
+    path = tmp_path / "kong.yaml"
+    path.write_text(GOOD)
+    with busy_port(reuse_port=True) as port:
+        argv = ["--config", str(path), "--workers", workers, "--listen", f"127.0.0.1:{port}"]
+        try:
+            result = tokengate(
+                "gateway", *argv, "--status-listen", f"127.0.0.1:{free_port()}", timeout=15
+            )
+        except subprocess.TimeoutExpired:  # it served, beside the other program
+            pytest.fail(f"port {port} was shared with the program holding it")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tokengate gateway: cannot listen on 127.0.0.1:{port}: address already in use; "
+        "choose another address with --listen"
+    )
+
+
 def test_identity_on_a_busy_port_says_so_and_shows_no_admin_token() -> None:
     """A generated admin token is printed once the server listens: not for a server that is
     not going to run."""
@@ -230,6 +253,25 @@ def test_identity_on_a_busy_port_says_so_and_shows_no_admin_token() -> None:
     )
     assert "admin token" not in result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--status-listen"])
+def test_port_0_with_several_workers_is_refused(flag: str, tmp_path: Path) -> None:
+    """Each worker binds for itself: port 0 would give every worker a port of its own, none
+    shared, which is not what --workers means."""
+    path = tmp_path / "kong.yaml"
+    path.write_text(GOOD)
+    other = "--status-listen" if flag == "--listen" else "--listen"
+    result = tokengate(
+        "gateway",
+        *("--config", str(path), "--workers", "2"),
+        *(flag, "127.0.0.1:0", other, f"127.0.0.1:{free_port()}"),
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"tokengate gateway: error: {flag} 127.0.0.1:0 with --workers 2: every worker would "
+        "take a port of its own; give a port, or run --workers 1"
+    )
 
 
 @pytest.mark.parametrize("command", ["identity", "run"])

@@ -604,6 +604,16 @@ def gateway_command(args: argparse.Namespace) -> int:
     )
     if clash:
         return clash
+    for flag, address in (("--listen", args.listen), ("--status-listen", args.status_listen)):
+        if args.workers > 1 and address[1] == 0:
+            # Each worker binds for itself: port 0 would give each its own port, not one shared.
+            print(
+                f"tokengate gateway: error: {flag} {show(address)} with --workers "
+                f"{args.workers}: every worker would take a port of its own; give a port, or "
+                "run --workers 1",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     _configure_logging(args)
     _warn_ignored_metrics_directory(ignored)
     # A running gateway's warnings are log records, so that --log-format json stays JSON.

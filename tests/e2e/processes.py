@@ -6,8 +6,9 @@ upstream for it in the test's own event loop.
         gateway.send(signal.SIGHUP)
         assert await gateway.wait(timeout=5) == 0
 
-Also `exit_now`, the body of worker processes that die at once (spawned by the supervisor
-tests, so it lives in a module a child process can import).
+Also `exit_now`, the body of worker processes that die at once, and `ask_to_stop`, of one that
+asks its supervisor to stop and then meets the stop signal in one of several ways (spawned by
+the supervisor tests, so they live in a module a child process can import).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -201,3 +203,18 @@ async def fetch(url: str, *, session: aiohttp.ClientSession | None = None) -> tu
 
 def exit_now(code: int) -> None:
     sys.exit(code)
+
+
+def ask_to_stop(on_stop: str) -> None:
+    """Ask the supervisor to stop (once this process runs: the stop does not race its start-up),
+    send it a SIGHUP once the stop is relayed back, then "exit" (0), "fail" (exit 3), "die" of
+    the SIGTERM, or "ignore" it and run on."""
+    os.kill(os.getppid(), signal.SIGTERM)
+    signal.sigwait({signal.SIGTERM})  # blocked by the supervisor while it started this process
+    os.kill(os.getppid(), signal.SIGHUP)
+    if on_stop == "die":
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.raise_signal(signal.SIGTERM)
+    elif on_stop == "ignore":
+        time.sleep(60)
+    sys.exit(3 if on_stop == "fail" else 0)

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ import pytest
 from tests.e2e.processes import (
     GatewayProcess,
     Upstream,
+    ask_to_stop,
     exit_now,
     fetch,
     kong_yaml,
@@ -33,7 +35,7 @@ from tests.e2e.processes import (
 )
 from tests.gateway.support import BAD_KONG_YAML
 from tests.ports import connection_refused
-from tokengate.gateway.supervisor import RestartPolicy, Supervisor
+from tokengate.gateway.supervisor import RestartPolicy, Supervisor, describe_exit
 
 
 @pytest.fixture
@@ -82,6 +84,10 @@ async def test_sighup_swaps_routes_with_no_failed_request(
         )
         gateway.send(signal.SIGHUP)
         await gateway.lines_matching(r"reloaded: configuration 2", int(workers))  # each one
+        if workers == "2":  # checked once, by the supervisor, before any worker reads it
+            await gateway.line(
+                rf": {config} is valid \(1 services, 3 routes\): telling the workers to reload$"
+            )
         await asyncio.sleep(0.3)
         stop.set()
         await asyncio.gather(*loaders)
@@ -103,6 +109,8 @@ async def test_sighup_with_a_bad_config_logs_every_error_and_keeps_serving(
         await gateway.ready(workers=int(workers))
         await asyncio.to_thread(config.write_text, BAD_KONG_YAML)
         gateway.send(signal.SIGHUP)
+        kept = {"1": "still serving configuration 1", "2": "workers keep their config"}[workers]
+        await gateway.line(rf": {config} not reloaded \(3 error\(s\)\); {kept}:$")
         await gateway.line(rf"{config}: services\[0\]\.routes\[0\]\.pathz: unknown field")
         await gateway.line(rf"{config}: services\[0\]\.url: scheme must be http or https")
         assert await fetch(f"http://127.0.0.1:{gateway.proxy_port}/old") == (200, "/old")
@@ -110,6 +118,28 @@ async def test_sighup_with_a_bad_config_logs_every_error_and_keeps_serving(
         assert "Traceback" not in gateway.log
         gateway.send(signal.SIGTERM)
         assert await gateway.wait(timeout=10) == 0
+
+
+async def test_sighup_after_a_tmp_cleaner_removed_the_run_directory_is_said(
+    config: Path, upstream: Upstream, tmp_path: Path
+) -> None:
+    """systemd-tmpfiles ages out /tmp entries: a later SIGHUP cannot write the workers' copy of
+    kong.yaml. That is logged (not a traceback from the signal callback), the workers keep
+    their config, and the gateway serves on."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    async with GatewayProcess(config, "--workers", "2", env={"TMPDIR": str(scratch)}) as gateway:
+        await gateway.ready(workers=2)
+        (run_directory,) = scratch.glob("tokengate-run-*")
+        await asyncio.to_thread(shutil.rmtree, run_directory)
+        await asyncio.to_thread(config.write_text, kong_yaml(upstream.port, "/keep", "/new"))
+        gateway.send(signal.SIGHUP)
+        await gateway.line(
+            rf"{config} not reloaded: cannot write the workers' copy {run_directory}/kong.yaml: "
+            r"No such file or directory; workers keep their config$"
+        )
+        assert await fetch(f"http://127.0.0.1:{gateway.proxy_port}/old") == (200, "/old")
+        assert "Traceback" not in gateway.log
 
 
 def with_key_auth(text: str) -> str:
@@ -145,8 +175,9 @@ async def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(config: 
         base = f"http://127.0.0.1:{gateway.proxy_port}"
 
         os.kill(victim, signal.SIGKILL)
+        # It had run for more than a second: replaced at once, not after a crash loop's wait.
         await gateway.line(
-            rf"worker 1 \(pid {victim}\) was killed by SIGKILL.*; restarting", after=mark
+            rf"worker 1 \(pid {victim}\) was killed by SIGKILL; restarting$", after=mark
         )
         # From here the kernel sends every new connection to the surviving worker.
         for _ in range(10):
@@ -278,6 +309,10 @@ async def test_a_second_sigint_cuts_the_drain_short(
         assert await gateway.wait(timeout=15) == 0, gateway.log
         assert time.monotonic() - signalled < 15  # not the 60 s grace period
         assert "again: cutting off the requests in progress" in gateway.log
+        if workers == "2":  # passed on by the supervisor, as CUT_SIGNAL
+            await gateway.line(
+                r": SIGINT again: telling the workers to cut off requests in progress$"
+            )
         with pytest.raises(aiohttp.ClientError):
             await slow
         assert "Traceback" not in gateway.log
@@ -302,6 +337,19 @@ async def test_one_stop_signal_to_the_process_group_drains_workers_gracefully(
         assert "again" not in gateway.log
 
 
+async def test_a_ctrl_c_while_the_workers_start_up_still_drains_them(config: Path) -> None:
+    """A Ctrl-C reaches the group while the workers are still importing: each holds it back
+    until its handlers are in place, then ignores it (the supervisor relays one SIGTERM). The
+    first worker too, though its start also starts multiprocessing's resource tracker (which
+    unblocks SIGINT and SIGTERM in the supervisor as it does)."""
+    async with GatewayProcess(config, "--workers", "2", own_group=True) as gateway:
+        await gateway.line(r"worker 2 started")  # neither has imported its modules yet
+        gateway.send_to_group(signal.SIGINT)
+        assert await gateway.wait(timeout=15) == 0, gateway.log
+        assert "KeyboardInterrupt" not in gateway.log and "Traceback" not in gateway.log
+        assert "was killed" not in gateway.log
+
+
 def test_supervisor_gives_up_on_a_worker_that_keeps_dying_at_start(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -322,3 +370,66 @@ def test_supervisor_gives_up_on_a_worker_that_keeps_dying_at_start(
     assert "exited with code 3 within 10s of starting; restarting in 0.05s" in restarts[0]
     assert restarts[1].endswith("restarting in 0.1s")  # longer each time
     assert any("failed within 10s of starting 3 times in a row: giving up" in m for m in messages)
+    assert "giving up: stopping the workers" in messages
+
+
+@pytest.mark.parametrize(
+    ("quick_exits", "delay"),
+    [(0, 0.0), (1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (6, 8.0), (40, 8.0)],
+)
+def test_restart_delays_double_from_half_a_second_up_to_eight(
+    quick_exits: int, delay: float
+) -> None:
+    assert RestartPolicy().delay(quick_exits) == delay
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (0, "exited with code 0"),
+        (3, "exited with code 3"),
+        (-signal.SIGKILL, "was killed by SIGKILL"),
+        (-signal.SIGSEGV, "was killed by SIGSEGV"),
+        (-99, "was killed by signal 99"),  # no name for it
+    ],
+)
+def test_how_a_worker_ended_is_said_by_exit_code_or_signal(code: int, said: str) -> None:
+    assert describe_exit(code) == said
+
+
+@pytest.mark.parametrize(
+    ("on_stop", "exit_code", "said"),
+    [
+        ("exit", 0, "worker 1 (pid {pid}) exited with code 0"),
+        ("die", 0, "worker 1 (pid {pid}) was killed by SIGTERM"),  # by the stop signal itself
+        ("fail", 1, "worker 1 (pid {pid}) exited with code 3"),
+        ("ignore", 1, "worker 1 (pid {pid}) still running 1s after the stop signal: killing it"),
+    ],
+)
+def test_supervisor_stop_exits_0_only_if_every_worker_stopped_cleanly(
+    caplog: pytest.LogCaptureFixture, on_stop: str, exit_code: int, said: str
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    started: list[int | None] = []
+    reloads: list[bool] = []
+
+    def reload() -> bool:
+        reloads.append(True)
+        return True
+
+    supervisor = Supervisor(
+        1,
+        lambda: context.Process(target=ask_to_stop, args=(on_stop,)),
+        reload=reload,
+        stop_timeout=1,
+        on_start=started.append,
+    )
+    with caplog.at_level(logging.INFO, logger="tokengate.supervisor"):
+        assert supervisor.run() == exit_code
+    messages = [record.getMessage() for record in caplog.records]
+    (pid,) = started  # the worker is not restarted while the supervisor stops
+    assert "SIGTERM: stopping the workers" in messages
+    assert said.format(pid=pid) in messages
+    if on_stop == "ignore":
+        assert f"worker 1 (pid {pid}) was killed by SIGKILL" in messages
+    assert not reloads  # a SIGHUP during the stop reloads nothing, as nginx's master ignores it

@@ -24,6 +24,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 
 __all__ = [
@@ -103,12 +104,16 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self._stop, signal.SIGTERM)
         loop.add_signal_handler(signal.SIGINT, self._stop, signal.SIGINT)
         loop.add_signal_handler(signal.SIGHUP, self._hangup)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # if the caller blocked them
+        # (if the caller blocked them)
+        held = signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         try:
             for slot in self._slots:
                 self._start(slot)
             await self._done
         finally:
+            # Held back again before the handlers go: a signal arriving while the caller still
+            # cleans up (the run's temporary files) would otherwise kill it half done.
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             for sig in HANDLED_SIGNALS:
                 loop.remove_signal_handler(sig)
             if self._kill_timer is not None:
@@ -121,6 +126,10 @@ class Supervisor:
         slot.restart = None
         process = self._launch()
         try:
+            # A spawn or forkserver start launches multiprocessing's resource tracker if it is
+            # not running, and unblocks SIGINT and SIGTERM here as it does so (ensure_running):
+            # inside _blocked, the worker would start with them unblocked, and die of a Ctrl-C.
+            resource_tracker.ensure_running()
             # The child inherits the blocked set and unblocks it once its own handlers are in
             # place: a SIGHUP or SIGTERM sent while it starts up waits for it, instead of
             # killing it (the default action) or being lost.

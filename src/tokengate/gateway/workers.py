@@ -241,7 +241,16 @@ class _Snapshot:
             return False
         for line in config.warnings:
             log.warning("%s", line)
-        self._write(text)
+        try:
+            self._write(text)
+        except OSError as exc:  # e.g. a /tmp cleaner removed the run's directory
+            log.error(
+                "%s not reloaded: cannot write the workers' copy %s: %s; workers keep their config",
+                self.path,
+                self.file,
+                exc.strerror or exc,
+            )
+            return False
         self.text = text
         log.info(
             "%s is valid (%d services, %d routes): telling the workers to reload",
@@ -260,8 +269,10 @@ class _Snapshot:
 
 
 def _check_bindable(settings: GatewaySettings) -> str | None:
-    """Bind (without listening) each address as the workers will, so that a port another
-    program holds is one clear error now, not a crash loop of workers."""
+    """Bind (without listening) each address, so that a port another program holds is one
+    clear error now, not a crash loop of workers. Without SO_REUSEPORT, which the workers set to
+    share the port among themselves: with it, a port another program holds with SO_REUSEPORT
+    too (an earlier tokengate still running) would pass, and be shared with that program."""
     for flag, (host, port) in (
         ("--listen", settings.listen),
         ("--status-listen", settings.status_listen),
@@ -271,7 +282,6 @@ def _check_bindable(settings: GatewaySettings) -> str | None:
             for family, kind, proto, _, address in infos:
                 with socket.socket(family, kind, proto) as sock:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                     sock.bind(address)
         except OSError as exc:
             return _bind_error(ListenError(flag, exc), settings)
