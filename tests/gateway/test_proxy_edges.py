@@ -145,7 +145,11 @@ async def test_bytes_after_a_complete_response_do_not_rewrite_it(
     assert b"X-Evil" not in head and body == b"ok"
 
 
-@pytest.mark.parametrize("extra", [b"JUNK", b"lo world\r\n\r\n", b"\x00\xff"])
+@pytest.mark.parametrize(
+    "extra",
+    # the last two begin a second response, so no callback of the finished one ever ran
+    [b"JUNK", b"lo world\r\n\r\n", b"\x00\xff", b"HTTP/1.", b"HTTP/1.1 2"],
+)
 async def test_more_body_than_content_length_keeps_the_response(
     extra: bytes, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -167,9 +171,11 @@ async def test_more_body_than_content_length_keeps_the_response(
         assert head.startswith(b"HTTP/1.1 200 OK"), head
         assert body == b"ok"
     assert upstream.connections == 2
-    assert f"upstream 127.0.0.1:{upstream.port} sent bytes after a complete response" in (
-        caplog.text
+    warning = (
+        f"upstream 127.0.0.1:{upstream.port} sent bytes after a complete response; "
+        "connection dropped"
     )
+    assert warning in caplog.messages
 
 
 async def test_early_upstream_answer_during_upload_is_relayed_not_502(
@@ -404,6 +410,27 @@ async def test_a_slot_handed_to_a_waiter_is_not_taken_by_a_later_caller() -> Non
         assert upstream.connections == 2  # the closed one, then first's
 
 
+@pytest.mark.parametrize("release_first", [True, False])
+async def test_slots_handed_to_two_waiters_at_once_are_both_counted(release_first: bool) -> None:
+    """A slot freed (a closed connection, a tunnel) while another waiter's is still reserved:
+    both waiters open a connection, and the cap holds for the caller after them."""
+    async with silent_pool(2) as (pool, upstream):
+        first, tunnel = await pool.acquire(2.0), await pool.acquire(2.0)
+        waiters = [asyncio.create_task(pool.acquire(2.0)) for _ in range(2)]
+        await asyncio.sleep(0.05)  # both are queued
+        # Neither waiter runs before both slots are handed out.
+        if release_first:
+            pool.release(first)  # no exchange: not reusable; its slot goes to a waiter
+            pool.detach(tunnel)
+        else:
+            pool.detach(tunnel)
+            pool.release(first)
+        await asyncio.wait_for(asyncio.gather(*waiters), 1.0)
+        with pytest.raises(PoolExhausted):
+            await pool.acquire(0.3)
+        assert upstream.connections == 4  # first, tunnel, and one per waiter
+
+
 async def test_client_that_stops_reading_does_not_hold_the_upstream_forever(
     start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -550,23 +577,29 @@ async def test_keepalive_timeout_setting_applies_to_idle_client_connections(
     assert loop.time() - started < 2.0
 
 
+@pytest.mark.parametrize(
+    ("interim", "reason"),
+    [
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n", b"Early Hints"),
+        (b"HTTP/1.1 100 Continue\r\n", b"Continue"),
+    ],
+    ids=["103", "100"],
+)
 async def test_interim_response_reason_does_not_leak_into_final_status_line(
-    start_gateway: StartGateway,
+    interim: bytes, reason: bytes, start_gateway: StartGateway
 ) -> None:
-    """The reason phrase of an interim response never lands on the final status line."""
-    reply = (
-        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
-        b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"
-    )
+    """An interim response is skipped, and its reason phrase never lands on the final status
+    line."""
+    reply = interim + b"\r\nHTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"
     async with replying(reply) as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
         raw = await raw_request(gw.proxy_port, CLOSE_GET)
-    status_line = raw.split(b"\r\n", 1)[0]
-    assert b"Early Hints" not in status_line, status_line
+    assert raw.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 ", raw  # the final one's: no reason
+    assert reason not in raw and raw.endswith(b"\r\n\r\nok"), raw
 
 
 async def test_response_transfer_coding_other_than_chunked_is_502(
-    start_gateway: StartGateway,
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A response transfer coding other than chunked is a 502, never a truncated 200."""
     reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nclose-delimited"
@@ -574,6 +607,8 @@ async def test_response_transfer_coding_other_than_chunked_is_502(
         gw = await start_gateway(make_route(make_service(upstream.port)))
         raw = await raw_request(gw.proxy_port, CLOSE_GET)
     assert raw.startswith(b"HTTP/1.1 502"), raw[:60]
+    cause = f"upstream svc-{upstream.port}: upstream used a transfer coding other than chunked"
+    assert cause in caplog.messages
 
 
 @pytest.mark.parametrize(
@@ -745,12 +780,24 @@ async def test_https_upstream_with_tls_verify(
             + b"HTTP/1.1 200 OK\r\n",
             b"502",
         ),
+        # ...also when they come in the read that ends the final head
+        (
+            b"HTTP/1.1 103 Early Hints\r\nLink: <%b>\r\n\r\n" % (b"a" * 1000) * 40
+            + b"HTTP/1.1 200 OK\r\nX-Big: %b\r\n" % (b"a" * 30_000),
+            b"502",
+        ),
         (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 60_000 + b"\r\n", b"200"),
     ],
-    ids=["one-huge-header", "many-headers", "endless-interim", "60-kib-is-fine"],
+    ids=[
+        "one-huge-header",
+        "many-headers",
+        "endless-interim",
+        "interim-and-final",
+        "60-kib-is-fine",
+    ],
 )
 async def test_a_response_head_past_64_kib_is_502(
-    head: bytes, status: bytes, start_gateway: StartGateway
+    head: bytes, status: bytes, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     """nginx: "upstream sent too big header". Without a bound, an upstream that never ends
     its head grew a worker's memory by gigabytes and stalled every other request."""
@@ -758,20 +805,27 @@ async def test_a_response_head_past_64_kib_is_502(
         gw = await start_gateway(make_route(make_service(upstream.port)))
         raw = await raw_request(gw.proxy_port, CLOSE_GET)
     assert raw.startswith(b"HTTP/1.1 " + status), raw[:60]
+    cause = f"upstream svc-{upstream.port}: upstream sent too big a response head"
+    assert (cause in caplog.messages) is (status == b"502")
 
 
+@pytest.mark.parametrize(
+    ("trailer", "second_body", "connections"),
+    [(b"Connection: close\r\nX-Trailer: t\r\n", b"hello", 2), (b"X-Trailer: t\r\n", b"ok", 1)],
+    ids=["connection-close", "other"],
+)
 async def test_a_trailer_saying_connection_close_does_not_return_the_connection_to_the_pool(
-    start_gateway: StartGateway,
+    trailer: bytes, second_body: bytes, connections: int, start_gateway: StartGateway
 ) -> None:
     """llhttp takes no byte after a `Connection: close` trailer: a connection pooled after it
-    failed the next client's request with a 502. Trailers are not merged into the head either
-    (RFC 9110 §6.5.1)."""
+    failed the next client's request with a 502; any other trailer leaves the connection
+    reusable. Trailers are not merged into the head either (RFC 9110 §6.5.1)."""
 
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upstream.read_head(reader)
         writer.write(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
-            b"Connection: close\r\nX-Trailer: t\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n%b\r\n"
+            % trailer
         )
         await writer.drain()
         while await upstream.read_head(reader):  # keeps the socket open, answers the rest
@@ -785,8 +839,9 @@ async def test_a_trailer_saying_connection_close_does_not_return_the_connection_
         second = await raw_request(gw.proxy_port, CLOSE_GET)
     assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"hello"), first
     assert b"X-Trailer" not in first
-    assert second.startswith(b"HTTP/1.1 200") and second.endswith(b"hello"), second
-    assert upstream.connections == 2
+    # A pooled connection gets the upstream's next answer ("ok"), a new one its first.
+    assert second.startswith(b"HTTP/1.1 200") and second.endswith(second_body), second
+    assert upstream.connections == connections
 
 
 async def test_an_http_1_0_client_reading_to_the_close_gets_the_close(
@@ -904,18 +959,24 @@ async def test_a_response_of_many_tiny_chunks_arrives_whole(start_gateway: Start
             assert await resp.read() == b"c" * count
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 600 High\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Le"],
+    ids=["invalid", "cut-short"],
+)
 async def test_a_request_is_not_replayed_once_the_upstream_has_answered_it(
-    start_gateway: StartGateway,
+    answer: bytes, start_gateway: StartGateway
 ) -> None:
     """Only a pooled connection that died before any response byte may see its (idempotent)
-    request sent again; an answer that then turns out invalid is a 502, not a replay."""
+    request sent again; an answer that then turns out invalid, or is cut short by the close,
+    is a 502, not a replay."""
 
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upstream.read_head(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # keep-alive
         await writer.drain()
         await upstream.read_head(reader)
-        writer.write(b"HTTP/1.1 600 High\r\nContent-Length: 0\r\n\r\n")
+        writer.write(answer)  # then the connection closes
         await writer.drain()
 
     upstream = RawUpstream(respond)
@@ -946,6 +1007,36 @@ async def test_an_invalid_status_line_is_502(
     assert raw.startswith(b"HTTP/1.1 502"), raw[:60]
     status = int(status_line.split()[1])
     assert f"upstream sent an invalid status line ({status})" in caplog.text  # the cause
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [
+        (b"HTTP/1.1 200 Very", b" Good"),  # a reason phrase split between two reads
+        (b"HTTP/1.1 599 Edge",),
+        (b"HTTP/1.1 200 O\tK",),
+        (b"HTTP/1.1 203 Caf\xe9",),  # obs-text
+    ],
+    ids=["split", "599", "htab", "obs-text"],
+)
+async def test_a_valid_status_line_is_relayed_as_it_came(
+    status_line: tuple[bytes, ...], start_gateway: StartGateway
+) -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        for piece in status_line:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.write(b"\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.split(b"\r\n", 1)[0] == b"".join(status_line), raw[:60]
+    assert raw.endswith(b"\r\n\r\nok"), raw
 
 
 async def test_a_streamed_response_keeps_its_header_bytes_and_gains_no_content_type(
@@ -994,25 +1085,40 @@ async def test_read_timeout_counts_between_reads_of_a_response_head(
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"ok"), raw[:60]
 
 
+async def endless_line(
+    upstream: RawUpstream,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    start: bytes,
+    piece: int,
+    pause: float,
+    hung_up: asyncio.Event,
+) -> None:
+    """Answer with `start`, then a line that never ends, in `piece`-byte writes `pause`
+    seconds apart (a trickle arrives in as many reads), until the gateway hangs up."""
+    await upstream.read_head(reader)
+    writer.write(start)
+    try:
+        for _ in range((1 << 30) // piece):  # 1 GiB: without the cap, the client times out
+            writer.write(b"a" * piece)
+            await writer.drain()
+            await asyncio.sleep(pause)
+    except ConnectionError:
+        hung_up.set()
+
+
+@pytest.mark.parametrize(("piece", "pause"), [(65536, 0), (4096, 0.005)], ids=["flood", "trickle"])
 async def test_a_trailer_line_that_never_ends_is_cut_off(
-    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+    piece: int, pause: float, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     """llhttp holds a field until its line ends: an upstream that never ends one grew the
     worker's memory (and copied it quadratically) for as long as it kept sending. Now the
     gateway hangs up on it, and the client sees a cut rather than a complete body."""
     hung_up = asyncio.Event()
+    start = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: "
 
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: "
-        )
-        try:
-            for _ in range(16 * 1024):  # 1 GiB: without the cap, the client below times out
-                writer.write(b"a" * 65536)
-                await writer.drain()
-        except ConnectionError:
-            hung_up.set()
+        await endless_line(upstream, reader, writer, start, piece, pause, hung_up)
 
     upstream = RawUpstream(respond)
     async with upstream:
@@ -1026,6 +1132,39 @@ async def test_a_trailer_line_that_never_ends_is_cut_off(
     # The log names the cause, not the close that followed it (our own hang-up).
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(w.endswith("cut off: upstream sent too big a trailer section") for w in warnings)
+
+
+async def test_a_response_head_trickled_past_64_kib_is_502(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The head cap counts every read of the head, not each read alone."""
+    hung_up = asyncio.Event()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await endless_line(
+            upstream, reader, writer, b"HTTP/1.1 200 OK\r\nX-Big: ", 4096, 0.005, hung_up
+        )
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=60.0)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET, timeout=10)
+        async with asyncio.timeout(10):
+            await hung_up.wait()
+    assert raw.startswith(b"HTTP/1.1 502"), raw[:60]
+    assert f"upstream svc-{upstream.port}: upstream sent too big a response head" in caplog.messages
+
+
+async def test_bytes_that_are_not_http_are_a_502_at_once(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a read timeout later, even when the upstream keeps the connection open."""
+    async with replying(b"SSH-2.0-OpenSSH_9.6\r\n", linger=10) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=5.0)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET, timeout=3)
+    assert raw.startswith(b"HTTP/1.1 502"), raw[:60]
+    cause = f"upstream svc-{upstream.port}: invalid HTTP response from upstream: "
+    assert any(m.startswith(cause) for m in caplog.messages), caplog.messages
 
 
 async def test_a_header_regex_route_takes_a_value_that_is_not_utf8(

@@ -300,6 +300,23 @@ async def test_a_tunnel_frees_its_pool_slot_once_switched(
         assert await second.receive_str(timeout=5) == "echo:b"
 
 
+async def test_a_handshake_takes_the_slot_of_an_idle_connection(
+    start_gateway: StartGateway, ws_upstream: WsUpstream
+) -> None:
+    """A handshake needs a new connection: when idle keep-alive connections fill
+    upstream_max_connections, the oldest is closed for it, instead of the handshake waiting
+    for a slot nothing would free (a 503 after connect_timeout)."""
+    svc = make_service(ws_upstream.server.port, connect_timeout=1.0)
+    gw = await start_gateway(make_route(svc), upstream_max_connections=1)
+    url = f"http://127.0.0.1:{gw.proxy_port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url + "/plain") as plain:
+            assert plain.status == 403  # its upstream connection stays in the pool, idle
+        async with session.ws_connect(url + "/ws") as ws:
+            await ws.send_str("a")
+            assert await ws.receive_str(timeout=5) == "echo:a"
+
+
 async def test_handshakes_count_against_the_pool_until_switched(
     start_gateway: StartGateway,
 ) -> None:
@@ -369,7 +386,9 @@ async def test_a_101_with_a_content_length_does_not_cut_the_tunnel(
                 assert await reader.readexactly(16) == b"after the switch"
 
 
-async def test_a_101_nobody_asked_for_is_a_502(start_gateway: StartGateway) -> None:
+async def test_a_101_nobody_asked_for_is_a_502(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
     async def wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
 
@@ -382,6 +401,7 @@ async def test_a_101_nobody_asked_for_is_a_502(start_gateway: StartGateway) -> N
         finally:
             writer.close()
     assert head.startswith(b"HTTP/1.1 502 ") and b"raw bytes" not in body
+    assert f"upstream svc-{upstream.port}: upstream switched protocols" in caplog.messages
 
 
 async def test_a_client_that_keeps_sending_to_a_stalled_upstream_is_held_back(

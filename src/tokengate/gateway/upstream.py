@@ -157,8 +157,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         except httptools.HttpParserError as exc:
             if self._completed():
-                # Not HTTP after a whole response (more body than Content-Length said): as
-                # nginx does, the response stands and the connection is dropped.
+                # Bytes after a whole response (more body than Content-Length said, or the
+                # start of a response nobody asked for): as nginx does, the response stands
+                # and the connection is dropped.
                 log.warning(
                     "upstream %s:%d sent bytes after a complete response; connection dropped",
                     self._pool.host,
@@ -231,6 +232,12 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------
     # Bytes after the end of the response in the same read are a second message nobody asked
     # for: each callback refuses to let it touch the finished one, and the connection is dropped.
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # The start of one ("HTTP/1.1 2") makes no other callback run: llhttp would hold
+            # it, and read the next exchange's response as its continuation.
+            raise _Stopped
+
     def on_status(self, reason: bytes) -> None:
         if self.complete:
             self._dirty = True
@@ -548,6 +555,10 @@ class UpstreamPool:
         """A connection ready for one exchange: idle, newly opened, or handed over by release."""
         if not fresh and (conn := self.take_idle()) is not None:
             return conn
+        if fresh and self._idle and self.size >= self.max_connections:
+            # Idle connections count against the cap, and nothing would free their slots:
+            # the oldest (the least likely to be reused) makes room for the new one.
+            self._idle.pop(0).close()
         if self.size < self.max_connections:
             return await self._open(connect_timeout)
         waiter: asyncio.Future[UpstreamConnection | None] = self.loop.create_future()
