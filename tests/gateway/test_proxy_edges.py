@@ -24,6 +24,7 @@ from tokengate.gateway.proxy import BUFFER_LIMIT
 from tokengate.gateway.upstream import (
     PoolExhausted,
     UpstreamConnectError,
+    UpstreamConnection,
     UpstreamNameNotResolved,
     UpstreamPool,
     resolution_error,
@@ -1621,3 +1622,34 @@ async def test_a_malformed_request_after_a_whole_chunked_body_is_that_requests_4
     first, _, rest = answer.partition(b"\r\n\r\nok")
     assert first.startswith(b"HTTP/1.1 200 "), answer[:80]
     assert rest.startswith(b"HTTP/1.1 400 "), answer
+
+
+async def test_an_idle_pooled_connection_is_closed_after_the_idle_timeout() -> None:
+    """As Kong's upstream_keepalive_idle_timeout: a pooled connection nobody used for that long
+    is closed (an upstream that never closes idle ones would otherwise keep each for ever);
+    one used since is kept until its own time comes."""
+    async with KeepAliveUpstream() as upstream:
+        pool = UpstreamPool(
+            "127.0.0.1", upstream.port, max_connections=4, max_idle=4, idle_timeout=0.4
+        )
+        try:
+
+            async def exchange(conn: UpstreamConnection) -> None:
+                conn.start_request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", head_request=False)
+                await conn.read_head(2.0)
+                await conn.read_to_end(2.0)
+                pool.release(conn)
+
+            first, second = await pool.acquire(2.0), await pool.acquire(2.0)
+            await exchange(first)
+            await asyncio.sleep(0.25)
+            await exchange(second)  # idle 0.25 s after the first
+            await eventually(lambda: upstream.closed == {0}, timeout=1.0)
+            assert pool.size == 1 and not second.closed
+            await eventually(lambda: upstream.closed == {0, 1}, timeout=1.0)
+            assert pool.size == 0
+            again = await pool.acquire(2.0)  # a new one, when wanted again
+            await exchange(again)
+            assert len(upstream.served) == 3
+        finally:
+            await pool.close()

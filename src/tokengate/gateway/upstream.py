@@ -105,6 +105,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.on_writable: Callable[[], None] | None = None  # called when writes may resume
+        self.idle_since = 0.0  # the loop's time it went back to its pool's idle list
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -503,11 +504,16 @@ def _expire(waiter: asyncio.Future[None], message: str) -> None:
         waiter.set_exception(UpstreamTimeout(message))
 
 
+# Kong's upstream_keepalive_idle_timeout: an idle pooled connection is closed after it.
+IDLE_TIMEOUT: Final = 60.0
+
+
 class UpstreamPool:
     """Keep-alive connections to one `host:port`, at most `max_connections` at once.
 
     Idle connections are reused newest first (the ones least likely to have been closed by
-    the upstream's keep-alive timer); when all are busy, callers queue in FIFO order.
+    the upstream's keep-alive timer), and closed after `idle_timeout` unused; when all are
+    busy, callers queue in FIFO order.
     """
 
     def __init__(
@@ -520,6 +526,7 @@ class UpstreamPool:
         ssl_context: ssl.SSLContext | None = None,
         server_name: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.host = host
         self.port = port
@@ -529,7 +536,9 @@ class UpstreamPool:
         self.loop = loop or asyncio.get_running_loop()
         self.max_connections = max_connections
         self.max_idle = max_idle
-        self._idle: list[UpstreamConnection] = []
+        self._idle: list[UpstreamConnection] = []  # oldest first
+        self.idle_timeout = idle_timeout
+        self._sweep: asyncio.TimerHandle | None = None  # closes those idle too long
         self._busy: set[UpstreamConnection] = set()
         self._detached: set[UpstreamConnection] = set()  # tunnels: closed with the pool
         self._opening = 0
@@ -613,8 +622,23 @@ class UpstreamPool:
         self._busy.discard(conn)
         if reusable and not self._closed and len(self._idle) < self.max_idle:
             self._idle.append(conn)
+            conn.idle_since = self.loop.time()
+            if self._sweep is None:
+                self._sweep = self.loop.call_later(self.idle_timeout, self._close_stale)
         elif reusable:
             conn.close()
+
+    def _close_stale(self) -> None:
+        """Close the connections idle for `idle_timeout` (the oldest are first), and come back
+        when the next one will be. One timer per pool, not one per connection."""
+        self._sweep = None
+        idle = self._idle
+        deadline = self.loop.time() - self.idle_timeout
+        while idle and idle[0].idle_since <= deadline:
+            idle.pop(0).close()
+        if idle:
+            wait = idle[0].idle_since - deadline
+            self._sweep = self.loop.call_later(wait, self._close_stale)
 
     def forget(self, conn: UpstreamConnection) -> None:
         """Called by a connection when its socket closes."""
@@ -625,6 +649,9 @@ class UpstreamPool:
 
     async def close(self) -> None:
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in [*self._idle, *self._busy, *self._detached]:
             conn.close()
         self._idle.clear()
