@@ -310,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-body-timeout",
         default=defaults.client_body_timeout,
         type=_positive_float,
-        help="seconds a client may stall while sending a body (a streamed one must also "
-        "average 500 bytes/s after these seconds)",
+        help="seconds a client may stall between two pieces of a body (nginx's "
+        "client_body_timeout, not a bound on the whole body; the body must also average "
+        "500 bytes/s after these seconds)",
     )
     _option(
         gateway,

@@ -1171,6 +1171,29 @@ async def test_a_chunked_form_body_read_for_a_token_still_meets_max_body_size(
     assert answer.startswith(b"HTTP/1.1 413"), answer[:60]
 
 
+async def test_the_head_of_a_chunked_form_read_for_a_token_counts_towards_max_body_size(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """70 kB arrive first and are read to search for a token (under the limit), the rest
+    streams later: 50 kB, under the limit by itself, but not with the head. A 413."""
+    gw = await protect(settings={"key_policy": FAST_KEYS, "max_body_size": 100_000})
+    body = chunked_form(b"a=" + b"x" * 120_000, chunk=5000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Authorization: Bearer %b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            % test_issuer.mint().encode()
+            + body[:70_100]
+        )
+        await asyncio.sleep(0.3)  # the head has been read and found too long to search
+        writer.write(body[70_100:])
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:60]
+
+
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
 async def test_a_long_form_body_streams_whole_and_unsearched(
     chunked: bool, protect: Protect, test_issuer: TestIssuer
@@ -1285,6 +1308,34 @@ async def test_a_form_body_whose_chunking_breaks_is_a_400_at_once(
     assert b"Connection: close" in head.split(b"\r\n")
     assert body == b'{"message": "Bad request"}'
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_form_searched_for_a_token_is_paced_not_timed_whole(
+    chunked: bool, protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """client_body_timeout bounds each gap, as for any body: a form sent steadily in pieces that
+    take longer in all than the timeout is read whole and its token found."""
+    gw = await protect(settings={"client_body_timeout": 0.5})
+    body = b"a=1&access_token=%b&b=%b" % (test_issuer.mint().encode(), b"x" * 400)
+    pieces = [body[i : i + 100] for i in range(0, len(body), 100)]
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+            b"\r\n%b\r\nConnection: close\r\n\r\n" % framing
+        )
+        for piece in pieces:  # about 0.2 s apart, 1.5 s or more in all
+            writer.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+            await asyncio.sleep(0.2)
+        if chunked:
+            writer.write(b"0\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["body"] == "a=1&b=" + "x" * 400
 
 
 async def test_a_stalled_form_body_is_a_408_not_an_error(protect: Protect) -> None:

@@ -60,9 +60,10 @@ async def test_get_is_forwarded_with_path_query_and_service_host(
 ) -> None:
     svc = make_service(upstream.port)
     gw = await start_gateway(make_route(svc, ("/api",), strip_path=False))
-    status, _, echoed = await get_json(f"http://127.0.0.1:{gw.proxy_port}/api/items?q=1&b=%20")
+    url = f"http://127.0.0.1:{gw.proxy_port}/api/items?q=1&b=%20&next=/a?b"
+    status, _, echoed = await get_json(url)
     assert status == 200
-    assert echoed["path_qs"] == "/api/items?q=1&b=%20"
+    assert echoed["path_qs"] == "/api/items?q=1&b=%20&next=/a?b"  # the query from its first "?"
     assert header_values(echoed, "Host") == [f"127.0.0.1:{upstream.port}"]
 
 
@@ -216,6 +217,26 @@ async def test_a_request_without_a_body_is_framed_for_the_upstream_as_nginx_fram
     assert echoed["method"] == method
     assert header_values(echoed, "Content-Length") == length
     assert header_values(echoed, "Transfer-Encoding") == []
+
+
+async def test_an_http_1_0_client_gets_a_small_answer_whole(start_gateway: StartGateway) -> None:
+    """Relayed through aiohttp (its HTTP/1.0 keep-alive rules), with the upstream's status,
+    headers and body."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nnope!"
+        )
+        await writer.drain()
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 404"), head
+    assert b"\r\nContent-Type: text/plain\r\n" in head + b"\r\n"
+    assert body == b"nope!"
 
 
 async def test_double_slash_path_never_leaves_for_another_host(start_gateway: StartGateway) -> None:
@@ -422,10 +443,12 @@ async def test_head_204_304_keep_their_headers_and_have_no_body(
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             head = await upstream.read_head(reader)
-            if head.startswith(b"HEAD"):
+            if head.startswith(b"HEAD /chunked"):
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            elif head.startswith(b"HEAD"):
                 writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nETag: "x"\r\n\r\n')
             elif b"/204" in head:
-                writer.write(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n")
+                writer.write(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n")
             else:
                 writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n')
             await writer.drain()
@@ -435,13 +458,20 @@ async def test_head_204_304_keep_their_headers_and_have_no_body(
         raw = await raw_request(
             gw.proxy_port,
             b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET /204 HTTP/1.1\r\nHost: a\r\n\r\n"
-            b"GET /304 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"GET /304 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"HEAD /chunked HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         )
         responses = raw.split(b"HTTP/1.1 ")[1:]
-        assert [r[:3] for r in responses] == [b"200", b"204", b"304"]
+        assert [r[:3] for r in responses] == [b"200", b"204", b"304", b"200"]
+        # Only the last answer, to a request that asked for it, says the connection closes.
+        assert [b"Connection: close" in r for r in responses] == [False, False, False, True]
+        # A length the upstream did not give is not made up: a bodiless answer has none.
+        assert b"Content-Length" not in responses[2]
+        assert b"Content-Length" not in responses[3] and b"Transfer-Encoding" not in responses[3]
         assert b"Content-Length: 1234" in responses[0]
         assert responses[0].endswith(b"\r\n\r\n")  # no body after HEAD's head
         assert b"X-A: 1" in responses[1]
+        assert b"Content-Length" not in responses[1]  # RFC 9110 §8.6, as nginx drops it
         assert upstream.connections == 1  # framing stayed right across all three
 
 
@@ -733,6 +763,81 @@ async def test_stale_pooled_connection_is_retried_for_idempotent_requests_only(
                 assert resp.status == 502  # a POST is never replayed
 
 
+async def test_the_retry_of_a_stale_connection_takes_a_new_one_not_another_pooled_one(
+    start_gateway: StartGateway,
+) -> None:
+    """Two connections are pooled, then both go stale (the upstream restarted): the retry
+    must open a new connection, since the other pooled one is just as stale."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        old = upstream.connections <= 2
+        while True:
+            await upstream.read_head(reader)
+            if old and len(upstream.requests) > 2:
+                return  # a pooled connection of before the restart: closed, unanswered
+            await asyncio.sleep(0.2 if old else 0)  # the first two overlap: two connections
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+
+        async def get() -> tuple[int, bytes]:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{gw.proxy_port}/") as resp,
+            ):
+                return resp.status, await resp.read()
+
+        assert await asyncio.gather(get(), get()) == [(200, b"ok")] * 2
+        assert upstream.connections == 2
+        assert await get() == (200, b"ok")
+        assert upstream.connections == 3
+
+
+async def test_a_new_connection_closed_before_an_answer_is_a_502_not_a_retry(
+    start_gateway: StartGateway,
+) -> None:
+    """Only a pooled connection can be stale: a new one the upstream closes without answering
+    is its failure, and even a GET is not sent to it a second time."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)  # and close, with no answer
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        status, _, _ = await get_json(f"http://127.0.0.1:{gw.proxy_port}/")
+    assert (status, upstream.connections) == (502, 1)
+
+
+async def test_a_stale_pooled_connections_retry_to_an_upstream_gone_is_a_502(
+    start_gateway: StartGateway,
+) -> None:
+    """The pooled connection closes at the next request and the upstream stops listening:
+    the one retry cannot connect, and that is the upstream's 502, not the gateway's 500."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        if len(upstream.requests) == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            await upstream.read_head(reader)  # the next request on this connection: go away
+        assert upstream.server is not None
+        upstream.server.close()
+
+    async with RawUpstream(respond) as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        url = f"http://127.0.0.1:{gw.proxy_port}/"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url) as resp:
+                assert resp.status == 200
+            async with session.get(url) as resp:
+                assert resp.status == 502
+                assert await resp.json() == {
+                    "message": "An invalid response was received from the upstream server"
+                }
+
+
 async def test_stalled_request_body_times_out(
     upstream: TestServer, start_gateway: StartGateway
 ) -> None:
@@ -760,6 +865,32 @@ async def test_a_pause_under_client_body_timeout_before_a_streamed_body_is_no_ti
         writer.close()
     assert raw.startswith(b"HTTP/1.1 200"), raw[:60]
     assert json.loads(raw.partition(b"\r\n\r\n")[2])["body_len"] == 100_000
+
+
+@pytest.mark.parametrize(("piece", "status"), [(200, 200), (1, 408)], ids=["steady", "trickled"])
+async def test_a_small_body_is_paced_as_a_streamed_one(
+    piece: int, status: int, upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    """client_body_timeout bounds each gap between two reads (nginx's), not a small body's
+    whole time: 200 bytes every 0.2 s arrive whole, though they take longer than the timeout.
+    A byte every 0.2 s falls under MIN_BODY_RATE, as for a streamed body, and is a 408."""
+    gw = await start_gateway(make_route(make_service(upstream.port)), client_body_timeout=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1400\r\nConnection: close\r\n\r\n")
+    sent, answer = 0, b""
+    with contextlib.suppress(ConnectionError):
+        while sent < 1400 and not answer:
+            writer.write(b"a" * piece)
+            sent += piece
+            with contextlib.suppress(TimeoutError):
+                answer = await asyncio.wait_for(reader.read(100), 0.2)
+        answer += await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:60]
+    if status == 200:
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["body_len"] == 1400
+    else:
+        assert sent < 100  # cut off within a few reads, not after the whole body
 
 
 async def test_a_trickled_request_body_is_cut_off_and_frees_its_upstream_connection(

@@ -182,7 +182,8 @@ async def test_more_body_than_content_length_keeps_the_response(
 async def test_early_upstream_answer_during_upload_is_relayed_not_502(
     start_gateway: StartGateway,
 ) -> None:
-    """An upstream that answers an upload before reading it (413, then close) is relayed."""
+    """An upstream that answers an upload before reading it (413, then close) is relayed, and
+    its head says the connection closes: the rest of the upload was never read."""
 
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upstream.read_head(reader)
@@ -211,6 +212,7 @@ async def test_early_upstream_answer_during_upload_is_relayed_not_502(
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
         writer.close()
     assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"\r\nConnection: close\r\n" in head, head
 
 
 async def test_connection_pooled_with_reading_paused_does_not_hang_the_next_request(

@@ -20,6 +20,7 @@ from tests.gateway.issuer import self_signed_contexts
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.balancer import Balancer
 from tokengate.gateway.config import ConfigError, GatewayConfig, Target, parse_config
+from tokengate.gateway.proxy import _target_host
 
 
 def named(name: str) -> Callable[[web.Request], web.Response]:
@@ -164,6 +165,11 @@ async def test_a_target_that_refuses_connections_is_skipped_within_retries(
     served = [r.fields["upstream"] for r in caplog.records if r.name == "tokengate.access"]
     assert served == [f"127.0.0.1:{a.port}"] * 4
     assert f"cannot connect to 127.0.0.1:{dead}" in caplog.text
+    retried = {r.getMessage() for r in caplog.records if r.name == "tokengate.proxy"}
+    assert retried == {
+        f"upstream orders: cannot connect to 127.0.0.1:{dead}: Connection refused; "
+        f"trying 127.0.0.1:{a.port}"
+    }
 
     no_retries = await start(start_gateway, kong_yaml(upstream, service="retries: 0\n"))
     statuses = sorted(status for status, _ in await fetch(no_retries, 4))
@@ -227,8 +233,29 @@ def test_what_counts_as_one_typo_from_an_upstream_name(host: str, warned: bool) 
     assert bool(parse_config(text, "kong.yaml").warnings) == warned
 
 
+@pytest.mark.parametrize(("dead", "retries", "status"), [(2, 1, 502), (2, 2, 200), (3, 2, 502)])
+async def test_retries_is_how_many_more_targets_a_failed_connect_may_try(
+    dead: int,
+    retries: int,
+    status: int,
+    two_upstreams: tuple[TestServer, TestServer],
+    start_gateway: StartGateway,
+) -> None:
+    """The first request picks the first target, and `dead` targets that refuse come before
+    the live one: it needs that many retries (Kong's `retries`: tries after the first)."""
+    a, _ = two_upstreams
+    targets = [f'{{target: "127.0.0.1:{closed_port()}"}}' for _ in range(dead)]
+    targets.append(f'{{target: "127.0.0.1:{a.port}"}}')
+    upstream = f"- name: orders.upstream\n  targets: [{', '.join(targets)}]\n"
+    gw = await start(start_gateway, kong_yaml(upstream, service=f"retries: {retries}\n"))
+    [(first, _)] = await fetch(gw, 1)
+    assert first == status
+
+
 async def test_a_target_whose_name_does_not_resolve_is_left_out(
-    two_upstreams: tuple[TestServer, TestServer], start_gateway: StartGateway
+    two_upstreams: tuple[TestServer, TestServer],
+    start_gateway: StartGateway,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Kong's ring has no place for a target that does not resolve: every request goes to the
     others, even with no retries to spend; with none left, the ring-balancer's 503."""
@@ -239,8 +266,16 @@ async def test_a_target_whose_name_does_not_resolve_is_left_out(
             - target: "tokengate-test.invalid:{a.port}"
             - target: "127.0.0.1:{a.port}"
     """
+    caplog.set_level(logging.INFO, logger="tokengate")
     gw = await start(start_gateway, kong_yaml(upstream, service="retries: 0\n"))
     assert [status for status, _ in await fetch(gw, 4)] == [200] * 4
+    passed = [r.getMessage() for r in caplog.records if r.getMessage().endswith("passed over")]
+    assert passed, caplog.text
+    assert all(
+        m.startswith("upstream orders: cannot resolve tokengate-test.invalid: ")
+        and m.endswith("; passed over")
+        for m in passed
+    ), passed
 
     nowhere = """\
         - name: orders.upstream
@@ -375,6 +410,32 @@ async def test_a_host_header_with_its_own_port_is_sent_as_written(
         )
         gw = await start(start_gateway, config)
         assert await fetch(gw, 1) == [(200, {"upstream": "a", "host": sent})]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "target", "host_header", "sent"),
+    [
+        ("http", "orders.internal:80", None, "orders.internal"),
+        ("https", "orders.internal:443", None, "orders.internal"),
+        ("http", "orders.internal:443", None, "orders.internal:443"),
+        ("https", "orders.internal:80", None, "orders.internal:80"),
+        ("http", "127.0.0.1:80", "api.example", "api.example"),
+        ("https", "127.0.0.1:8443", "api.example", "api.example:8443"),
+    ],
+)
+def test_a_targets_host_leaves_out_its_schemes_default_port(
+    protocol: str, target: str, host_header: str | None, sent: str
+) -> None:
+    """Kong's balancer writes the target's port into the Host unless it is the scheme's
+    default (RFC 9110 §7.2). No test server can listen on 80 or 443, so this one asks the
+    forwarder's Host rule directly."""
+    renamed = f"  host_header: {host_header}\n" if host_header else ""
+    config = kong_yaml(
+        f'- name: orders.upstream\n{renamed}  targets: [{{target: "{target}"}}]\n',
+        service=f"protocol: {protocol}\n",
+    )
+    [service] = config.services
+    assert _target_host(service, service.targets[0]) == sent.encode()
 
 
 @pytest.mark.parametrize(

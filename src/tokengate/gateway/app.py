@@ -51,7 +51,14 @@ from tokengate.gateway.keys import KeyRegistry
 from tokengate.gateway.metrics import GatewayStats, Metrics, RouteStats
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.paths import BadPath, canonical_path, kong_router_path
-from tokengate.gateway.proxy import CONTINUE, Forwarder, answer_and_close
+from tokengate.gateway.proxy import (
+    CONTINUE,
+    BodyPace,
+    ClientBodyTimeout,
+    Forwarder,
+    answer_and_close,
+    read_small_body,
+)
 from tokengate.gateway.rawresponse import RawResponse, name_server
 from tokengate.gateway.router import RouteMatch, Router
 from tokengate.gateway.server import (
@@ -215,7 +222,7 @@ class Gateway:
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             log.debug("client request body failed: %s", exc)
             response = responses.bad_request()
-        except TimeoutError:  # a body that may hold the token stalled (_read_searched_body)
+        except (ClientBodyTimeout, TimeoutError):  # a body searched for a token stalled
             timeout = responses.request_timeout()
             response = await answer_and_close(request, timeout, exchange.answer_edit)
         except asyncio.CancelledError:
@@ -477,16 +484,16 @@ class Gateway:
             return None, b""
         if request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(CONTINUE)
-        async with asyncio.timeout(self.settings.client_body_timeout):
-            if length is not None:
-                return await request.content.readexactly(length), b""
-            read = bytearray()
-            while len(read) <= SEARCHED_BODY_LIMIT:
-                chunk = await request.content.readany()
-                if not chunk:
-                    return bytes(read), b""
-                read += chunk
-            return None, bytes(read)
+        timeout = self.settings.client_body_timeout  # paced as any body (BodyPace)
+        if length is not None:
+            return await read_small_body(request, length, timeout), b""
+        pace, read = BodyPace(timeout), bytearray()
+        while len(read) <= SEARCHED_BODY_LIMIT:
+            chunk = await pace.read(request.content)
+            if not chunk:
+                return bytes(read), b""
+            read += chunk
+        return None, bytes(read)
 
 
 def _read_host(host_header: str) -> tuple[str, bytes] | None:

@@ -25,6 +25,7 @@ from time import perf_counter
 from typing import Final, cast
 
 from aiohttp import hdrs, web
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDict
 
 from tokengate.gateway import responses
@@ -201,7 +202,7 @@ class Forwarder:
             framing = b"Content-Length: %d\r\n" % (length or 0)
         elif length:
             try:
-                body = await _read_small_body(request, length, settings.client_body_timeout)
+                body = await read_small_body(request, length, settings.client_body_timeout)
             except ClientBodyTimeout:
                 return await answer_and_close(
                     request, responses.request_timeout(), exchange.answer_edit
@@ -339,10 +340,11 @@ class Forwarder:
             # Kong's upstream latency: connection (when a new one was needed) to response head.
             exchange.upstream_seconds = perf_counter() - started
             exchange.source = SERVICE
-            response = await self._respond(request, conn, service, request_id, exchange, answer)
-            if early_answer:
-                response.force_close()  # the rest of the client's body was never read
-            return response
+            # After an early answer the rest of the client's body was never read: the
+            # connection closes, and the answer's head says so.
+            return await self._respond(
+                request, conn, service, request_id, exchange, answer, close=early_answer
+            )
         finally:
             # Whatever did not finish the exchange (error, client gone) leaves the connection
             # incomplete, and release() closes it; only a fully read response is reused.
@@ -401,26 +403,11 @@ class Forwarder:
     ) -> None:
         chunked = "Transfer-Encoding" in request.headers
         limit = self._settings.max_body_size
-        timeout = self._settings.client_body_timeout
         content = request.content
-        # A streamed body holds an upstream connection: besides each gap (timeout), the time
-        # spent waiting for the client must stay under `timeout` plus one second per
-        # MIN_BODY_RATE bytes received (Apache's mod_reqtimeout MinRate), or a client trickling
-        # bytes could hold it for ever. Time the upstream takes to read is not the client's.
-        waited = 0.0
-        while True:
-            allowed = timeout + sent / MIN_BODY_RATE - waited
-            waiting = perf_counter()
-            try:
-                async with asyncio.timeout(min(timeout, max(allowed, 0.0))):
-                    chunk = await content.readany()
-            except TimeoutError:
-                raise ClientBodyTimeout from None
-            waited += perf_counter() - waiting
-            if not chunk:
-                break
-            sent += len(chunk)
-            if sent > limit:
+        # Time the upstream takes to read is not the client's: only reads are paced.
+        pace = BodyPace(self._settings.client_body_timeout, sent)
+        while chunk := await pace.read(content):
+            if pace.received > limit:
                 raise BodyTooLarge
             conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
             await conn.drain(service.write_timeout)
@@ -435,6 +422,7 @@ class Forwarder:
         request_id: bytes,
         exchange: Exchange,
         answer: tuple[tuple[bytes, bytes], ...] = (),
+        close: bool = False,  # the client connection closes after this answer
     ) -> web.StreamResponse:
         if not conn.complete and _declared_small(conn):
             await conn.read_to_end(service.read_timeout)
@@ -443,9 +431,13 @@ class Forwarder:
             raw_headers, answer = exchange.answer_edit.upstream(raw_headers, answer)
         if conn.complete and request.version == (1, 1):
             status = conn.status
+            if status == 204:
+                # RFC 9110 §8.6: a 204 has no Content-Length. nginx's header filter drops an
+                # upstream's, as aiohttp does for an HTTP/1.0 client (the path below).
+                raw_headers = [line for line in raw_headers if line[0].lower() != b"content-length"]
             bodiless = status in _BODILESS_STATUS or request.method == "HEAD"
             body = conn.take_body()
-            keep_alive = request.keep_alive
+            keep_alive = request.keep_alive and not close
             head = response_head(
                 status,
                 conn.reason,
@@ -464,8 +456,13 @@ class Forwarder:
             )
         headers = response_headers(raw_headers, request_id, answer)
         if conn.complete:  # an HTTP/1.0 client: aiohttp knows its keep-alive rules
-            return RelayedBody(status=conn.status, headers=headers, body=conn.take_body() or None)
-        return await self._stream_response(request, conn, service, headers, exchange)
+            relayed = RelayedBody(
+                status=conn.status, headers=headers, body=conn.take_body() or None
+            )
+            if close:
+                relayed.force_close()
+            return relayed
+        return await self._stream_response(request, conn, service, headers, exchange, close)
 
     async def _stream_response(
         self,
@@ -474,11 +471,13 @@ class Forwarder:
         service: Service,
         headers: CIMultiDict[str],
         exchange: Exchange,
+        close: bool = False,
     ) -> web.StreamResponse:
         response = RelayedStream(status=conn.status, headers=headers)
-        if request.version < (1, 1) and "Content-Length" not in headers:
+        if close or (request.version < (1, 1) and "Content-Length" not in headers):
             # RFC 9112 §6.3: an HTTP/1.0 client reads this body to the connection's close, so
-            # the close must come, whatever keep-alive it asked for.
+            # the close must come, whatever keep-alive it asked for. (`close`: an early answer,
+            # see _exchange.)
             response.force_close()
         await response.prepare(request)
         send_timeout = self._settings.client_send_timeout
@@ -603,12 +602,43 @@ def _upstream_target(upstream_path: str, raw_target: str) -> bytes:
     return (upstream_path + raw_target[query_at:]).encode("ascii", "surrogateescape")
 
 
-async def _read_small_body(request: web.BaseRequest, length: int, timeout: float) -> bytes:
-    try:
-        async with asyncio.timeout(timeout):
-            return await request.content.readexactly(length)
-    except TimeoutError:
-        raise ClientBodyTimeout from None
+async def read_small_body(request: web.BaseRequest, length: int, timeout: float) -> bytes:
+    """A Content-Length body of at most BUFFER_LIMIT bytes, paced as a streamed one."""
+    content, pace = request.content, BodyPace(timeout)
+    chunks: list[bytes] = []
+    while pace.received < length:
+        chunk = await pace.read(content)
+        if not chunk:  # (aiohttp raises for a body cut short; an empty read must not loop)
+            raise asyncio.IncompleteReadError(b"".join(chunks), length)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class BodyPace:
+    """Reads of a request body, timed as nginx's client_body_timeout times them: `timeout`
+    bounds each gap between two reads, not the whole body (a slow but steady client is not cut
+    off). And, as Apache's mod_reqtimeout MinRate, the time spent waiting must stay under
+    `timeout` plus one second per MIN_BODY_RATE bytes received, or a client trickling bytes
+    could hold its connection (and, streaming, an upstream one) for ever. ClientBodyTimeout
+    when either runs out; b"" at the body's end. `received` counts from `already` (bytes read
+    before, as by openid-connect looking for a token)."""
+
+    def __init__(self, timeout: float, already: int = 0) -> None:
+        self.timeout = timeout
+        self.received = already
+        self._waited = 0.0
+
+    async def read(self, content: StreamReader) -> bytes:
+        allowed = self.timeout + self.received / MIN_BODY_RATE - self._waited
+        waiting = perf_counter()
+        try:
+            async with asyncio.timeout(min(self.timeout, max(allowed, 0.0))):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise ClientBodyTimeout from None
+        self._waited += perf_counter() - waiting
+        self.received += len(chunk)
+        return chunk
 
 
 async def answer_and_close(
