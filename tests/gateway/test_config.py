@@ -866,6 +866,15 @@ def test_every_bad_entry_of_a_list_is_reported() -> None:
         "kong.yaml: services[0].routes[0].methods[3]: invalid method 'post': upper-case letters "
         "only, as in Kong (POST)",
     ]
+    # a consumer (group) that is refused does not hide the mistakes of the next one
+    assert errors("consumers: [{tags: [x]}, {username: ''}]") == [
+        "kong.yaml: consumers[0]: a consumer needs a username or a custom_id",
+        "kong.yaml: consumers[1].username: must not be empty",
+    ]
+    assert errors("consumer_groups: [gold, {name: ''}]") == [
+        "kong.yaml: consumer_groups[0]: expected a mapping, got a string",
+        "kong.yaml: consumer_groups[1].name: expected a non-empty string",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -1013,7 +1022,7 @@ def test_protocol_host_port_defaults() -> None:
           - {name: tls443, host: up, protocol: https, port: 443}
     """)
     plain, tls, tls443 = config.services
-    assert (plain.protocol, plain.port, plain.path) == ("http", 80, None)
+    assert (plain.protocol, plain.port, plain.path, plain.retries) == ("http", 80, None, 5)
     assert (tls.protocol, tls.port, tls.path) == ("https", 80, "/base")
     assert tls443.port == 443
     assert config.warnings == (
@@ -1030,6 +1039,8 @@ def test_timeouts_in_milliseconds_become_seconds() -> None:
     assert (service.connect_timeout, service.read_timeout) == (1.5, 0.25)
     assert service.write_timeout == 60.0  # Kong's 60000 ms default
     assert service.retries == 0
+    (written,) = load("services: [{name: a, host: up, write_timeout: 750}]").services
+    assert (written.connect_timeout, written.read_timeout, written.write_timeout) == (60, 60, 0.75)
 
 
 @pytest.mark.parametrize("host", ["[::1", "::1]", "[::1]x"])
@@ -1886,7 +1897,13 @@ def test_a_consumers_plugins_that_are_no_plugin_entries_are_refused(
         ("[gold]", "consumer_groups[0]: expected a mapping, got a string"),
         ("[{plugins: []}]", "consumer_groups[0].name: required field missing"),
         ("[{name: [g]}]", "consumer_groups[0].name: expected a non-empty string"),
+        ("[{name: g, id: 7}]", "consumer_groups[0].id: expected a string, got an integer"),
         ("[{name: g}, {name: g}]", "consumer_groups[1].name: 'g' names another group too"),
+        (
+            f"[{{name: g, id: {S1}}}, {{name: h, id: {S1}}}]",
+            f"consumer_groups[1].id: duplicate consumer group id '{S1}' "
+            "(first at consumer_groups[0])",
+        ),
     ],
 )
 def test_consumer_groups_kong_refuses_are_refused(groups: str, line: str) -> None:
@@ -2252,6 +2269,27 @@ def test_an_id_that_is_not_a_uuid_is_an_error(body: str, path: str) -> None:
     """Kong's ids are UUIDs (its uuid typedef): a file with another id does not load there."""
     found = errors(body + "\n")
     assert len(found) == 1 and found[0].startswith(f"kong.yaml: {path}: expected a UUID"), found
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("services: [{name: a, host: up, plugins: [{name: cors, id: %s}]}]\n"
+         "plugins: [{name: rate-limiting, id: %s, config: {minute: 1}}]",
+         f"plugins[0].id: duplicate plugin id '{S1}' (first at services[0].plugins[0])"),
+        ("consumers: [{username: u, plugins: [{name: rate-limiting, id: %s}]}]\n"
+         "services: [{name: a, host: up, plugins: [{name: cors, id: %s}]}]",
+         f"services[0].plugins[0].id: duplicate plugin id '{S1}' (first at "
+         "consumers[0].plugins[0])"),
+        ("upstreams: [{name: u, targets: [{target: 'a:1', id: %s}]}, {name: v}]\n"
+         "targets: [{target: 'b:1', upstream: v, id: %s}]",
+         f"targets[0].id: duplicate target id '{S1}' (first at upstreams[0].targets[0])"),
+    ],
+)  # fmt: skip
+def test_a_second_plugin_or_target_with_an_id_is_refused(body: str, line: str) -> None:
+    """Kong's declarative loader refuses any entity whose primary key another of its kind has
+    ("uniqueness violation: 'plugins' entity with primary key set to ... already declared")."""
+    assert errors(body % (S1, S1) + "\n") == [f"kong.yaml: {line}"]
 
 
 def test_an_upper_case_uuid_is_an_id() -> None:

@@ -295,7 +295,10 @@ async def test_an_upstream_without_targets_is_kongs_503(start_gateway: StartGate
           targets: [{{target: "127.0.0.1:{closed_port()}", weight: 0}}]
         """
     )
-    assert any("no target of weight > 0" in warning for warning in config.warnings)
+    assert config.warnings == (
+        "kong.yaml: services[0].host: upstream 'orders.upstream' has no target of weight > 0: "
+        'requests get 503 "failure to get a peer from the ring-balancer"',
+    )
     gw = await start(start_gateway, config)
     no_peer = {"message": "failure to get a peer from the ring-balancer"}
     assert await fetch(gw, 1) == [(503, no_peer)]
@@ -494,6 +497,16 @@ def test_nested_and_top_level_targets_with_kongs_defaults() -> None:
     assert (orders.protocol, orders.path) == ("https", "/v1")
     assert (direct.upstream, direct.targets) == (None, ())
     assert config.warnings == ()  # no health checks or other algorithm asked for
+
+
+def test_a_service_host_finds_the_upstream_of_its_exact_name_before_other_capitals() -> None:
+    """Kong looks an upstream up by the exact name (balancer/upstreams.lua); the look-up in
+    other capitals is for a `url`'s host, which comes back in lower case."""
+    config = kong_yaml("""\
+        - {name: Orders.Upstream, targets: [{target: "10.0.0.1:1"}]}
+        - {name: orders.upstream, targets: [{target: "10.0.0.2:2"}]}
+        """)
+    assert config.services[0].targets == (Target("10.0.0.2", 2, 100),)
 
 
 @pytest.mark.parametrize(

@@ -312,6 +312,9 @@ class _Loader:
         self.upstreams = Registry[_UpstreamEntry](report, "upstream")
         self.services = Registry[_ServiceEntry](report, "service")
         self.routes = Registry[_RouteEntry](report, "route")
+        # Kong refuses a second entity of a kind with the same id ("uniqueness violation").
+        self.plugins = Registry[_Entry](report, "plugin")
+        self.targets = Registry[_Entry](report, "target")
         self.service_entries: list[_ServiceEntry] = []
         self.route_entries: list[_RouteEntry] = []
         self.plugin_entries: list[_PluginEntry[OidcConfig]] = []
@@ -523,7 +526,7 @@ class _Loader:
             f.error("upstream", "a target nested in an upstream names no other upstream")
         address = f.checked("target", target_address, required=True)
         weight = f.integer("weight", 100, 0, 65_535)
-        _entity_id(f)
+        self.targets.add(_Entry(path), None, _entity_id(f))
         f.strings("tags")
         if f.boolean("failover", False):
             f.warn("failover", "not supported by tokengate: a failover target is balanced too")
@@ -768,6 +771,7 @@ class _Loader:
             plugin_id = plugin.get("id")
             if isinstance(plugin_id, str):
                 _check_uuid(at(entry, "id"), plugin_id, self.report)
+                self.plugins.add(_Entry(entry), None, plugin_id)
             name = plugin.get("name")
             if isinstance(name, str):
                 self.plugin_names.add(name)
@@ -787,6 +791,7 @@ class _Loader:
             top.error("consumer_groups", f"expected a list, got {describe(groups)}")
             return
         names: set[str] = set()  # Kong's group name is unique among names
+        ids = Registry[_Entry](self.report, "consumer group")  # and its id, its primary key
         for index, group in enumerate(groups or ()):
             path = item("consumer_groups", index)
             if not isinstance(group, dict):
@@ -806,6 +811,7 @@ class _Loader:
                 group_id = None
             elif group_id is not None:
                 _check_uuid(at(path, "id"), group_id, self.report)  # still names it
+                ids.add(_Entry(path), None, group_id)
             self.group_names.update(v for v in (name, group_id) if isinstance(v, str))
             for key in (name, group_id):
                 if isinstance(key, str):
@@ -850,7 +856,7 @@ class _Loader:
         raw_config = f.mapping("config")
         config = raw_config or {}
         enabled = f.boolean("enabled", True)
-        _entity_id(f)
+        self.plugins.add(_Entry(path), None, _entity_id(f))
         _entity_name(f, "instance_name")
         f.strings("tags")
         f.mapping("ordering")
