@@ -486,6 +486,35 @@ def test_identity_serves_seeds_prints_its_token_and_rotates_keys(tmp_path: Path)
     assert result.returncode == 2 and "no auth server" in result.stderr
 
 
+def test_identity_publishes_its_public_url_and_takes_the_admin_token_given() -> None:
+    seed = Path(__file__).resolve().parents[1] / "config" / "identity-seed.yaml"
+    port = free_port()
+    public = f"http://localhost:{port}"
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tokengate", "identity", "--in-memory", "--seed", str(seed)),
+            *("--listen", f"127.0.0.1:{port}", "--public-url", public, "--admin-token", "s3cret"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        admin = {"Authorization": "Bearer s3cret"}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/auth-servers", headers=admin)
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - http only
+            assert resp.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        out = process.communicate()[0]
+    finally:
+        process.kill()
+        process.communicate()
+    assert f"issuer {public}/appointmentsdev1/auth" in out
+    assert "admin token" not in out  # given, so not generated and printed
+
+
 def test_identity_bad_seed_exits_2(tmp_path: Path) -> None:
     seed = tmp_path / "seed.yaml"
     seed.write_text("auth_servers: [{name: x}]\n")
@@ -533,6 +562,39 @@ def test_gateway_logs_json_lines_with_an_access_line_per_request(tmp_path: Path)
     (access,) = [line for line in lines if line["logger"] == "tokengate.access"]
     assert access["status"] == 404 and access["path"] == "/nothing"
     assert "secret" not in stderr
+
+
+def test_gateway_flags_reach_the_gateway_it_runs(tmp_path: Path) -> None:
+    path = tmp_path / "kong.yaml"
+    path.write_text(GOOD)
+    proxy, status = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tokengate", "gateway", "--config", str(path)),
+            *("--listen", f"127.0.0.1:{proxy}", "--status-listen", f"127.0.0.1:{status}"),
+            *("--max-body-size", "4", "--shutdown-timeout", "3", "--no-access-log"),
+            *("--log-format", "json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(status, process)
+        request = urllib.request.Request(f"http://127.0.0.1:{proxy}/x", data=b"12345")
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=5)  # noqa: S310 - http only
+        assert caught.value.code == 413  # --max-body-size 4
+        caught.value.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        stderr = process.communicate()[1]
+    finally:
+        process.kill()
+        process.communicate()
+    messages = [line["message"] for line in json_lines(stderr)]
+    assert "SIGTERM: draining (up to 3s for requests in progress)" in messages
+    assert all(line["logger"] != "tokengate.access" for line in json_lines(stderr))
 
 
 def test_identity_logs_json_lines(tmp_path: Path) -> None:

@@ -16,24 +16,28 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
 
 from tests.ports import free_port
 from tests.test_cli import GOOD, tokengate, wait_http, wait_ready
+from tokengate import __version__
 from tokengate.addresses import overlap, show
-from tokengate.cli import build_parser
+from tokengate.cli import build_parser, main
 
 UUID = "6a2b5c7d-1e3f-4a5b-8c9d-0e1f2a3b4c5d"
 
 
 def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """Parse `argv` as `tokengate` would; it must be refused with exit 2. Its stderr."""
+    """Parse `argv` as `tokengate` would; it must be refused with exit 2, the usage and the
+    error on stderr (stdout stays for what a command prints). Its stderr."""
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(argv)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("usage: tokengate")
     assert "Traceback" not in err
     return err
 
@@ -69,12 +73,9 @@ def test_in_memory_other_words_in_the_environment_are_refused(
     word: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("TOKENGATE_IN_MEMORY", word)
-    with pytest.raises(SystemExit) as exit_info:
-        build_parser()
-    assert exit_info.value.code == 2
     assert (
-        f"TOKENGATE_IN_MEMORY (for --in-memory): expected true or false (or 1/0, yes/no, on/off), "
-        f"got {word!r}" in capsys.readouterr().err
+        f"tokengate identity: error: TOKENGATE_IN_MEMORY (for --in-memory): expected true or "
+        f"false (or 1/0, yes/no, on/off), got {word!r}" in usage_error(capsys, "identity")
     )
 
 
@@ -166,11 +167,8 @@ def test_unicode_digits_in_the_environment_name_the_variable_and_exit_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv(variable, value)
-    with pytest.raises(SystemExit) as exit_info:
-        build_parser()
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert f"{variable} (for {flag}): {wanted}" in err
+    err = usage_error(capsys, "gateway", "--config", "k.yaml")
+    assert f"tokengate gateway: error: {variable} (for {flag}): {wanted}" in err
     assert f"got {value!r}" in err
 
 
@@ -193,6 +191,13 @@ def test_unicode_digits_in_the_environment_are_no_traceback(kong_yaml: Path) -> 
         ("--listen", "127.0.0.1:²", "--listen: expected HOST:PORT"),
         ("--keepalive-timeout", "²", "--keepalive-timeout: expected a number of seconds > 0"),
         ("--keepalive-timeout", "nan", "--keepalive-timeout: expected a number of seconds > 0"),
+        ("--keepalive-timeout", "0", "--keepalive-timeout: expected a number of seconds > 0"),
+        ("--keepalive-timeout", "٣", "--keepalive-timeout: expected a number of seconds > 0"),
+        ("--shutdown-timeout", "-1", "--shutdown-timeout: expected a number of seconds > 0"),
+        ("--client-send-timeout", "soon", "--client-send-timeout: expected a number of seconds"),
+        ("--listen", "127.0.0.1:65536", "--listen: expected HOST:PORT"),
+        ("--trusted-ips", "10.0.0.0/8,10.0.0.300", "'10.0.0.300' is not an IP address or CIDR"),
+        ("--ignore-plugins", " , ", "--ignore-plugins: expected plugin names separated by commas"),
     ],
 )
 def test_bad_numbers_on_the_command_line_say_what_is_wanted(
@@ -216,6 +221,44 @@ def test_malformed_listen_addresses_are_refused(
 ) -> None:
     err = usage_error(capsys, *command, "--listen", address)
     assert "--listen: expected HOST:PORT" in err and repr(address) in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "parsed"),
+    [
+        ("--workers", "1", 1),
+        ("--max-connections", "1", 1),
+        ("--client-header-timeout", "0.5", 0.5),
+        ("--client-body-timeout", "2", 2.0),
+        ("--trusted-ips", " 10.0.0.0/8, ::1 ,", (ip_network("10.0.0.0/8"), ip_network("::1"))),
+        ("--trusted-ips", "", ()),
+        ("--ignore-plugins", " key-auth , acl,", frozenset({"key-auth", "acl"})),
+    ],
+)
+def test_good_values_on_the_command_line_are_kept(flag: str, value: str, parsed: object) -> None:
+    args = build_parser().parse_args(["gateway", "--config", "k.yaml", flag, value])
+    assert getattr(args, flag.lstrip("-").replace("-", "_")) == parsed
+
+
+ADDRESS_OPTIONS = [
+    (["gateway", "--config", "k.yaml"], "--listen"),
+    (["gateway", "--config", "k.yaml"], "--status-listen"),
+    (["identity"], "--listen"),
+    (["run"], "--listen"),
+    (["run"], "--status-listen"),
+    (["run"], "--identity-listen"),
+    (["run"], "--echo-listen"),
+]
+
+
+@pytest.mark.parametrize(("command", "flag"), ADDRESS_OPTIONS)
+def test_every_address_option_takes_host_port_and_nothing_else(
+    command: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = build_parser().parse_args([*command, flag, "[::1]:8001"])
+    assert getattr(args, flag.lstrip("-").replace("-", "_")) == ("::1", 8001)
+    err = usage_error(capsys, *command, flag, "nowhere")
+    assert f"argument {flag}: expected HOST:PORT" in err
 
 
 @pytest.mark.parametrize(
@@ -407,10 +450,10 @@ def test_an_empty_public_url_in_the_environment_is_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("TOKENGATE_PUBLIC_URL", "")
-    with pytest.raises(SystemExit) as exit_info:
-        build_parser()
-    assert exit_info.value.code == 2
-    assert "TOKENGATE_PUBLIC_URL (for --public-url)" in capsys.readouterr().err
+    assert (
+        "TOKENGATE_PUBLIC_URL (for --public-url): expected an absolute http:// or https:// URL "
+        "such as https://id.example.com, got an empty string" in usage_error(capsys, "identity")
+    )
 
 
 @pytest.mark.parametrize(
@@ -492,6 +535,37 @@ def test_ctrl_c_while_a_command_reads_its_files_is_exit_130_without_a_traceback(
         process.communicate()
     assert process.returncode == 130, err
     assert err.strip() == "tokengate: interrupted"
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "expected"),
+    [
+        ({"TOKENGATE_CONFIG": "k.yaml"}, ["gateway"], {"config": "k.yaml"}),  # no longer required
+        (
+            {"TOKENGATE_LISTEN": "127.0.0.1:1", "TOKENGATE_ACCESS_LOG": "off"},
+            ["gateway", "--config", "k.yaml", "--listen", "127.0.0.1:2"],  # the flag wins
+            {"listen": ("127.0.0.1", 2), "access_log": False},
+        ),
+        (
+            {"TOKENGATE_ACCESS_LOG": "no"},
+            ["gateway", "--config", "k.yaml", "--access-log"],
+            {"access_log": True},
+        ),
+        ({}, ["gateway", "--config", "k.yaml", "--no-access-log"], {"access_log": False}),
+        ({"TOKENGATE_ADMIN_TOKEN": "t", "TOKENGATE_DATA": "id.db"}, ["run"], {"data": "id.db"}),
+        ({"TOKENGATE_LOG_LEVEL": "ERROR"}, ["identity"], {"log_level": "ERROR"}),
+    ],
+)
+def test_variables_give_defaults_and_flags_override_them(
+    env: dict[str, str],
+    argv: list[str],
+    expected: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = vars(build_parser().parse_args(argv))
+    assert {name: args[name] for name in expected} == expected
 
 
 # -- 7. rotate-keys on a database that is not there --------------------------------------------
@@ -582,6 +656,69 @@ def test_workers_without_a_writable_temporary_directory_say_so_and_exit_1(
     assert "or run --workers 1" in result.stderr
 
 
+# -- 9. a variable is the business of the commands that take its option ----------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TOKENGATE_WORKERS", "0"),  # gateway's
+        ("TOKENGATE_PUBLIC_URL", "id.example.com"),  # identity's
+        ("TOKENGATE_ECHO_LISTEN", "nowhere"),  # run's
+    ],
+)
+def test_a_bad_variable_of_another_command_stops_neither_version_nor_validate(
+    variable: str,
+    value: str,
+    kong_yaml: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One environment may serve several commands (a container's, a CI job's): a value only
+    `gateway`, `identity` or `run` reads is that command's error, not every command's."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert main(["config", "validate", str(kong_yaml)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"tokengate {__version__}\n") and variable not in err
+    assert f"{kong_yaml}: ok (1 service, 1 route)" in out
+
+
+# -- 10. an admin token a client can send -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("", "empty admin token: give one, or leave the option out to have one generated"),
+        ("s3cret\n", "the admin token has spaces or a newline around it"),
+        (" s3cret", "the admin token has spaces or a newline around it"),
+        ("s3\x01cret", "the admin token has spaces or a newline around it, or control characters"),
+    ],
+)
+@pytest.mark.parametrize("command", [["identity", "--in-memory"], ["run"]])
+def test_an_admin_token_no_client_could_send_is_refused(
+    token: str, problem: str, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server strips the spaces around the token a client sends: one set with a newline
+    after it (a secret file's last line) would lock every client out of /v1."""
+    err = usage_error(capsys, *command, "--admin-token", token)
+    assert f"argument --admin-token: {problem}" in err
+    assert "s3cret" not in err  # a secret: not echoed
+
+
+def test_an_admin_token_from_a_secret_file_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOKENGATE_ADMIN_TOKEN", "s3cret\n")
+    err = usage_error(capsys, "identity", "--in-memory")
+    assert "TOKENGATE_ADMIN_TOKEN (for --admin-token): the admin token has spaces" in err
+    monkeypatch.setenv("TOKENGATE_ADMIN_TOKEN", "my s3cret")  # Bearer my s3cret: it matches
+    assert build_parser().parse_args(["run"]).admin_token == "my s3cret"
+
+
 # -- help and a missing subcommand speak of the tool, not of its code --------------------------
 
 
@@ -590,15 +727,36 @@ def test_a_missing_config_subcommand_names_the_one_there_is(
 ) -> None:
     err = usage_error(capsys, "config")
     assert "the following arguments are required: {validate}" in err
+    err = usage_error(capsys)
+    assert "tokengate: error: the following arguments are required: command" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["identity", "--data", "id.db", "rotate-keys", UUID],
+        ["identity", "rotate-keys", "--data", "id.db", UUID],
+    ],
+)
+def test_rotate_keys_takes_data_before_or_after_the_subcommand(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.identity_command, args.data, args.auth_server_id) == ("rotate-keys", "id.db", UUID)
 
 
 def test_help_describes_the_tool_and_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
-    out = capsys.readouterr().out
-    assert "openid-connect plugin" in out and "Kong Identity" in out
+    out = " ".join(capsys.readouterr().out.split())  # as wrapped to no terminal's width
+    assert out.startswith("usage: tokengate [-h] [--version] {gateway,identity,run,config} ...")
+    assert (
+        "A gateway that runs Kong's openid-connect plugin for bearer tokens from a kong.yaml, "
+        "and a local Kong Identity to issue them." in out
+    )
     assert "argument parsing" not in out  # the module's docstring is for its readers
-    assert "TOKENGATE_<NAME>" in out and "Exit codes" in out
+    assert out.endswith(
+        "Every option also reads TOKENGATE_<NAME> (e.g. TOKENGATE_LISTEN). Exit codes: 0 ok, "
+        "1 runtime failure, 2 bad usage or bad config, 130 interrupted (Ctrl-C) while starting."
+    )
     with pytest.raises(SystemExit):
         build_parser().parse_args(["identity", "rotate-keys", "--help"])
     assert "auth_server_id  the auth server's id" in capsys.readouterr().out

@@ -71,6 +71,30 @@ class _Parser(argparse.ArgumentParser):
         # The flags are public interface: `--worker 2` is a typo to report, not `--workers`.
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        # Bad TOKENGATE_* values of this command's options, reported when this command runs.
+        self.env_errors: list[str] = []
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        # Every command's options read their variables when the parser is built; a bad value
+        # is an error of the command that takes it only: `tokengate --version`, or `config
+        # validate`, has no use for TOKENGATE_WORKERS.
+        parser: _Parser | None = self
+        while parser is not None:
+            if parser.env_errors:
+                parser.error(parser.env_errors[0])
+            parser = parser._chosen(parsed)
+        return parsed, extras
+
+    def _chosen(self, namespace: argparse.Namespace) -> _Parser | None:
+        """The subcommand's parser that parsed `namespace`, if this parser has subcommands."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(str(getattr(namespace, action.dest, "")))
+                return chosen if isinstance(chosen, _Parser) else None
+        return None
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -119,6 +143,23 @@ def _positive_float(value: str) -> float:
 def _path(value: str) -> str:
     if not value:
         raise argparse.ArgumentTypeError("empty path: expected a file name")
+    return value
+
+
+def _admin_token(value: str) -> str:
+    """What every /v1 request sends as `Authorization: Bearer <token>`. The server strips the
+    spaces around the token it is sent: one written with spaces or a newline around it (a
+    secret file's last line) would never match, and control characters cannot be sent."""
+    if not value:
+        raise argparse.ArgumentTypeError(
+            "empty admin token: give one, or leave the option out to have one generated"
+        )
+    if value != value.strip() or not value.isprintable():
+        # Not echoed: it is a secret.
+        raise argparse.ArgumentTypeError(
+            "the admin token has spaces or a newline around it, or control characters: no "
+            "Authorization header would match it"
+        )
     return value
 
 
@@ -239,7 +280,9 @@ def _from_env(
     try:
         return type(value)
     except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
-        parser.error(f"{_env_name(flag)} (for {flag}): {exc}")
+        assert isinstance(parser, _Parser)  # every parser here is one
+        parser.env_errors.append(f"{_env_name(flag)} (for {flag}): {exc}")
+        return None
 
 
 def _logging_options(parser: argparse.ArgumentParser, *, level: str = "info") -> None:
@@ -391,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         identity,
         "--admin-token",
         default=None,
+        type=_admin_token,
         help="bearer token for /v1 (default: generated and printed)",
     )
     _option(
@@ -460,7 +504,13 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     _option(
         run, "--data", default=None, type=_path, help="identity SQLite file (default: in memory)"
     )
-    _option(run, "--admin-token", default=None, help="identity admin token (default: generated)")
+    _option(
+        run,
+        "--admin-token",
+        default=None,
+        type=_admin_token,
+        help="identity admin token (default: generated)",
+    )
     _ignore_plugins_option(run)
     _logging_options(run, level="warning")  # quiet by default: the panel is the output
 

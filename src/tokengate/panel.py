@@ -9,6 +9,7 @@ the same requests, made over HTTP as a user would make them.
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
@@ -181,11 +182,29 @@ async def _call(session: aiohttp.ClientSession, url: str, token: str | None, dem
         status_line = f"HTTP/{version} {resp.status} {resp.reason}"
         echoed: list[tuple[str, str]] = []
         if resp.status == 200 and resp.content_type == "application/json":
-            body = await resp.json()
-            wanted = {name.lower() for name in demo.claim_headers}
-            if isinstance(body, dict) and isinstance(body.get("headers"), list):
-                echoed = [(n, v) for n, v in body["headers"] if n.lower() in wanted]
+            echoed = _claim_headers(await resp.read(), demo.claim_headers)
         return Answer(status_line, resp.headers.get("WWW-Authenticate"), echoed)
+
+
+def _claim_headers(body: bytes, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The claim headers the echo upstream says it received: none from anything else (the
+    route's upstream may be one of the user's own kong.yaml, answering JSON of its own)."""
+    try:
+        echo = json.loads(body)
+    except ValueError:  # not JSON after all (UnicodeDecodeError included)
+        return []
+    pairs = echo.get("headers") if isinstance(echo, dict) else None
+    if not isinstance(pairs, list):
+        return []
+    wanted = {name.lower() for name in names}
+    return [
+        (pair[0], pair[1])
+        for pair in pairs
+        if isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(part, str) for part in pair)
+        and pair[0].lower() in wanted
+    ]
 
 
 def _echoed(answer: Answer) -> str:

@@ -10,8 +10,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.e2e.conftest import (
+    KONG_YAML,
+    ROOT,
+    SEED,
     call,
     echoed_header,
     issuer_of,
@@ -20,8 +25,10 @@ from tests.e2e.conftest import (
     new_stack,
     stack_settings,
 )
-from tokengate.panel import show_panel
-from tokengate.stack import Stack
+from tokengate.gateway.config import load_config, parse_config
+from tokengate.identity.seed import load_seed
+from tokengate.panel import find_demo, show_panel
+from tokengate.stack import IdentityService, Stack
 
 
 async def readyz_issuer(http: aiohttp.ClientSession, stack: Stack) -> dict[str, Any]:
@@ -176,6 +183,9 @@ async def test_the_panel_shows_real_answers_and_a_token_that_works(
     out = io.StringIO()
     await show_panel(stack, out)
     panel = out.getvalue()
+    assert panel.startswith(
+        f"tokengate is running; Ctrl-C stops it.\n\n  gateway          {stack.gateway_url}\n"
+    )
     assert f"admin token      {stack.admin_token}   (Authorization: Bearer" in panel
     assert f"issuer           {issuer_of(stack)}  (keys loaded by the gateway)" in panel
     found = re.search(r'curl -i (\S+) -H "Authorization: Bearer (\S+)"', panel)
@@ -189,5 +199,199 @@ async def test_the_panel_shows_real_answers_and_a_token_that_works(
     assert "→ HTTP/1.1 401 Unauthorized\n      WWW-Authenticate: Bearer realm=" in panel
     assert "→ HTTP/1.1 403 Forbidden\n      WWW-Authenticate: Bearer" in panel
     assert "client_secret=local-dev-secret-change-me -d scope=my-scope" in panel
+    public = f"No token needed: curl -i {stack.gateway_url}/public  → HTTP/1.1 200 OK"
+    assert panel.endswith(f"\n\n{public}\n\n")
     async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
         assert resp.status == 200
+
+
+@pytest.mark.parametrize("body", ["OK", '{"headers": [["X-Test-Claim"]]}', '{"headers": [1, 2]}'])
+async def test_the_panel_shows_what_an_upstream_of_the_users_own_answers(
+    tmp_path: Path, body: str
+) -> None:
+    """`tokengate run --config` with a kong.yaml of the user's: the protected route's upstream
+    is not the echo, and a JSON answer of its own (or one that only claims to be JSON) is
+    shown as the status it had, not a traceback that ends `tokengate run`."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    upstream = TestServer(app, host="127.0.0.1")
+    await upstream.start_server()
+    config = tmp_path / "kong.yaml"
+    echo_url = "url: http://127.0.0.1:9100"
+    assert echo_url in KONG_YAML.read_text()
+    config.write_text(
+        KONG_YAML.read_text().replace(echo_url, f"url: http://127.0.0.1:{upstream.port}")
+    )
+    out = io.StringIO()
+    try:
+        async with Stack(stack_settings(), load_config(config), load_seed(SEED)) as running:
+            await show_panel(running, out)
+    finally:
+        await upstream.close()
+    panel = out.getvalue()
+    assert '-H "Authorization: Bearer ' in panel
+    assert "\n  → HTTP/1.1 200 OK\n" in panel  # no echoed headers to show
+    assert "→ HTTP/1.1 401 Unauthorized" in panel
+
+
+async def test_the_panel_of_a_config_without_an_open_route_ends_with_the_refusals(
+    tmp_path: Path,
+) -> None:
+    text = KONG_YAML.read_text()
+    public_route = '      - name: public\n        paths: ["/public"]\n        strip_path: false\n'
+    assert public_route in text and "  - name: status-api\n" in text
+    config = tmp_path / "kong.yaml"  # every route protected: /public and /status gone
+    config.write_text(text.replace(public_route, "").split("  - name: status-api\n")[0])
+    out = io.StringIO()
+    async with Stack(stack_settings(), load_config(config), load_seed(SEED)) as running:
+        await show_panel(running, out)
+    panel = out.getvalue()
+    assert "→ HTTP/1.1 200 OK; the echo upstream received X-Test-Claim: test" in panel
+    assert panel.endswith(
+        '      WWW-Authenticate: Bearer realm="127.0.0.1", error="insufficient_scope"\n\n'
+    )
+    assert "No token needed" not in panel
+
+
+ROUTE = """\
+_format_version: "3.0"
+services:
+  - name: echo
+    url: http://127.0.0.1:9100
+    routes:
+{routes}
+"""
+OIDC = """\
+        plugins:
+          - name: openid-connect
+            config:
+              issuer: {issuer}
+              scopes_required: {scopes}
+"""
+
+
+def route(name: str, fields: str, issuer: str | None = None, scopes: str = "[my-scope]") -> str:
+    text = f"      - name: {name}\n" + "".join(f"        {line}\n" for line in fields.split(";"))
+    return text + (OIDC.format(issuer=issuer, scopes=scopes) if issuer else "")
+
+
+@pytest.mark.parametrize(
+    ("routes", "expected"),
+    [
+        (  # the first protected and the first open route a bare `curl URL` reaches
+            [
+                route("p", "paths: [/anything];methods: [GET, POST]", "{ours}"),
+                route("o", "paths: [/public]"),
+            ],
+            ("/anything", "my-scope", "/public"),
+        ),
+        ([route("p", "paths: [/a];hosts: [a.test]", "{ours}")], None),
+        ([route("p", "paths: [/a];headers: {x-v: [v]}", "{ours}")], None),
+        ([route("p", "paths: [/a];methods: [POST]", "{ours}")], None),
+        ([route("p", 'paths: ["~/a$"]', "{ours}")], None),  # a regex: no URL to print
+        ([route("p", 'paths: ["~/a$", /b]', "{ours}", scopes="[]")], ("/b", "", None)),
+        (  # another issuer's route is skipped, and so is an open route with a host
+            [
+                route("o", "paths: [/open];hosts: [a.test]"),
+                route("q", "paths: [/theirs]", "http://127.0.0.1:1/other/auth"),
+                route("p", "paths: [/ours]", "{ours}", scopes="[read write, admin]"),
+                route("o2", "paths: [/open2]"),
+            ],
+            ("/ours", "read write", "/open2"),
+        ),
+    ],
+)
+async def test_the_demo_is_a_route_a_bare_curl_reaches_with_a_seeded_client(
+    tmp_path: Path, routes: list[str], expected: tuple[str, str, str | None] | None
+) -> None:
+    seeded = "    clients:\n      - id: appointments-client\n"
+    assert seeded in SEED.read_text()
+    seed_file = tmp_path / "seed.yaml"  # a client with no secret first: no token for it
+    seed_file.write_text(
+        SEED.read_text().replace(
+            seeded, "    clients:\n      - id: no-secret\n        name: N\n" + seeded[13:]
+        )
+    )
+    seed = load_seed(seed_file)
+    identity = IdentityService(("127.0.0.1", 0), data=None, admin_token="t", seed=seed)
+    await identity.start()
+    try:
+        ours = f"{identity.url}/appointmentsdev1/auth"
+        text = ROUTE.format(routes="".join(routes).replace("{ours}", ours))
+        demo = find_demo(parse_config(text), identity)
+    finally:
+        await identity.stop()
+    if expected is None:
+        assert demo is None
+    else:
+        assert demo is not None
+        assert (demo.path, demo.scope, demo.public_path) == expected
+        assert (demo.issuer, demo.client_id) == (ours, "appointments-client")
+
+
+async def panel_of(config: str) -> str:
+    """The panel of a stack running kong.yaml `config` (the shipped seed, ports 0)."""
+    out = io.StringIO()
+    async with Stack(stack_settings(), parse_config(config), load_seed(SEED)) as running:
+        await show_panel(running, out)
+    return out.getvalue()
+
+
+async def test_the_panel_says_why_it_has_no_token_to_show() -> None:
+    """A route protected by an issuer the identity server does not have: its keys never
+    load (the panel gives up waiting after 10 s), and there is no seeded client to try."""
+    issuer = "http://127.0.0.1:9000/nonexistent/auth"  # moved to the identity server's port
+    panel = await panel_of(ROUTE.format(routes=route("p", "paths: [/p]", issuer)))
+    (line,) = [line for line in panel.splitlines() if line.startswith("  issuer ")]
+    assert (
+        line.startswith("  issuer           http://127.0.0.1:") and "/nonexistent/auth  (" in line
+    )
+    assert "(keys NOT loaded yet: " in line and "no answer" not in line  # the error itself
+    assert panel.startswith("tokengate is running; Ctrl-C stops it.\n")
+    assert panel.endswith(
+        "\n\nNo route in the config is protected by this identity server's issuers, so there\n"
+        "is no token to try: see the README for an openid-connect plugin to add.\n\n"
+    )
+
+
+async def test_the_panel_says_why_the_token_endpoint_gave_no_token() -> None:
+    issuer = "http://127.0.0.1:9000/appointmentsdev1/auth"
+    config = ROUTE.format(routes=route("p", "paths: [/p]", issuer, scopes="[not-granted]"))
+    panel = await panel_of(config)
+    assert panel.startswith("tokengate is running; Ctrl-C stops it.\n")
+    assert "(keys loaded by the gateway)\n" in panel
+    assert "\n\nCould not try the protected route /p: the token endpoint answered 400: " in panel
+
+
+async def test_the_panel_is_the_one_the_readme_shows(stack: Stack) -> None:
+    """Line for line, once the ports, the admin token and the token are the README's."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```\ntokengate is running") + len("```\n")
+    shown = readme[start : readme.index("```", start)]
+    out = io.StringIO()
+    await show_panel(stack, out)
+    panel = out.getvalue()
+    found = re.search(r'-H "Authorization: Bearer (\S+)"', panel)
+    assert found is not None, panel
+    for real, readmes in [
+        (found.group(1), "eyJ0eXAiOiJKV1Qi..."),
+        (stack.admin_token, "JN0S-ZF6o0YScePEaA9pc8MSLeFKyMuk"),
+        (stack.gateway_url, "http://127.0.0.1:8000"),
+        (stack.status_url, "http://127.0.0.1:8100"),
+        (stack.identity.url, "http://127.0.0.1:9000"),
+        (stack.echo_url, "http://127.0.0.1:9100"),
+    ]:
+        panel = panel.replace(real, readmes)
+    assert panel == shown + "\n"
+
+
+async def test_the_panel_of_a_route_that_needs_no_scope_asks_for_none() -> None:
+    issuer = "http://127.0.0.1:9000/appointmentsdev1/auth"
+    panel = await panel_of(ROUTE.format(routes=route("p", "paths: [/p]", issuer, scopes="[]")))
+    assert "\nA token for appointments-client, minted just now (valid 3600 s):\n" in panel
+    assert "-d client_secret=local-dev-secret-change-me\n" in panel  # and no -d scope
+    assert "a token without" not in panel
