@@ -191,6 +191,8 @@ def test_unicode_digits_in_the_environment_are_no_traceback(kong_yaml: Path) -> 
         ("--listen", "127.0.0.1:²", "--listen: expected HOST:PORT"),
         ("--keepalive-timeout", "²", "--keepalive-timeout: expected a number of seconds > 0"),
         ("--keepalive-timeout", "nan", "--keepalive-timeout: expected a number of seconds > 0"),
+        ("--shutdown-timeout", "inf", "--shutdown-timeout: expected a number of seconds > 0"),
+        ("--client-body-timeout", "1e999", "--client-body-timeout: expected a number of seconds"),
         ("--keepalive-timeout", "0", "--keepalive-timeout: expected a number of seconds > 0"),
         ("--keepalive-timeout", "٣", "--keepalive-timeout: expected a number of seconds > 0"),
         ("--shutdown-timeout", "-1", "--shutdown-timeout: expected a number of seconds > 0"),

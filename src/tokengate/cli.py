@@ -42,6 +42,7 @@ if _GUARDED:
 # imported inside main().
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from ipaddress import (  # noqa: E402
@@ -135,7 +136,7 @@ def _positive_float(value: str) -> float:
         number = float(value) if value.isascii() else -1.0
     except ValueError:
         number = -1.0
-    if not number > 0:  # nan too
+    if not 0 < number < math.inf:  # nan too; "inf" would be no bound at all
         raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {value!r}")
     return number
 
