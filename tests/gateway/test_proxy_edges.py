@@ -1544,6 +1544,23 @@ async def test_an_upstream_answer_without_a_server_gets_tokengates(
     assert re.findall(rb"\r\nServer: ([^\r]*)", head) == [b"tokengate"], head
 
 
+async def upload_then(port: int, upstream: RawUpstream, rest: bytes) -> bytes:
+    """A chunked upload whose first chunk is streaming upstream when `rest` follows; every
+    byte the gateway answers, to its close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        await writer.drain()
+        await eventually(lambda: upstream.connections == 1)
+        await asyncio.sleep(0.1)  # the first chunk is on its way upstream
+        writer.write(rest)
+        return await asyncio.wait_for(reader.read(), 3)
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize(
     "bad_line", [b"zz\r\n", b"5;\x00\r\n", b"-1\r\n"], ids=["not-hex", "nul", "negative"]
 )
@@ -1563,19 +1580,7 @@ async def test_a_malformed_chunk_in_a_streamed_upload_is_a_400_at_once(
     upstream = RawUpstream(respond)
     async with upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)), client_body_timeout=30)
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-        try:
-            writer.write(
-                b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"5\r\nhello\r\n"
-            )
-            await writer.drain()
-            await eventually(lambda: upstream.connections == 1)
-            await asyncio.sleep(0.1)  # the first chunk is on its way upstream
-            writer.write(bad_line + b"more\r\n0\r\n\r\n")
-            answer = await asyncio.wait_for(reader.read(), 3)
-        finally:
-            writer.close()
+        answer = await upload_then(gw.proxy_port, upstream, bad_line + b"more\r\n0\r\n\r\n")
         await eventually(lambda: bool(bodies))
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -1605,21 +1610,8 @@ async def test_a_malformed_request_after_a_whole_chunked_body_is_that_requests_4
     upstream = RawUpstream(respond)
     async with upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)), client_body_timeout=30)
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-        try:
-            writer.write(
-                b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"5\r\nhello\r\n"
-            )
-            await writer.drain()
-            await eventually(lambda: upstream.connections == 1)
-            await asyncio.sleep(0.1)  # the first chunk is on its way upstream
-            writer.write(
-                b"6\r\n world\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n"
-            )
-            answer = await asyncio.wait_for(reader.read(), 3)
-        finally:
-            writer.close()
+        rest = b"6\r\n world\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n"
+        answer = await upload_then(gw.proxy_port, upstream, rest)
     assert bodies == [b"hello world"]
     first, _, rest = answer.partition(b"\r\n\r\nok")
     assert first.startswith(b"HTTP/1.1 200 "), answer[:80]
