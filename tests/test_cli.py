@@ -329,6 +329,20 @@ def test_a_listen_host_that_does_not_resolve_is_said_in_words(
 
 
 @pytest.mark.parametrize("command", ["gateway", "identity", "run"])
+def test_an_ipv6_address_that_cannot_be_had_is_shown_in_brackets(
+    command: str, tmp_path: Path
+) -> None:
+    """2001:db8::/32 is for documentation: no host has it (or no IPv6 at all)."""
+    config = tmp_path / "kong.yaml"
+    config.write_text(GOOD)
+    extra = {"gateway": ["--config", str(config)], "identity": ["--in-memory"], "run": []}
+    result = tokengate(command, *extra[command], "--listen", "[2001:db8::1]:18080")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tokengate {command}: cannot listen on [2001:db8::1]:18080: "), last
+
+
+@pytest.mark.parametrize("command", ["gateway", "identity", "run"])
 def test_a_busy_port_set_by_the_environment_names_the_variable(
     command: str, tmp_path: Path
 ) -> None:
@@ -398,6 +412,16 @@ def test_identity_on_an_address_not_of_this_host_names_it_and_its_flag() -> None
     )
     assert "admin token" not in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_identity_on_an_address_not_of_this_host_names_it_and_shows_no_admin_token() -> None:
+    result = tokengate("identity", "--in-memory", "--listen", "192.0.2.1:0")  # TEST-NET-1
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tokengate identity: cannot listen on 192.0.2.1:0: cannot assign requested address; "
+        "choose another with --listen"
+    )
+    assert "admin token" not in result.stdout
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -577,10 +577,10 @@ def test_rotate_keys_on_a_missing_database_says_so_and_creates_nothing(tmp_path:
     data = tmp_path / "missing.db"
     result = tokengate("identity", "--data", str(data), "rotate-keys", UUID)
     assert result.returncode == 2
-    assert result.stderr.startswith(
-        f"tokengate identity: --data {data}: the database does not exist"
+    assert result.stderr == (
+        f"tokengate identity: --data {data}: the database does not exist (rotate-keys works on "
+        "the database of an identity server that has run)\n"
     )
-    assert "no auth server" not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -589,6 +589,25 @@ def test_rotate_keys_on_a_directory_says_it_is_not_a_database_file(tmp_path: Pat
     assert result.returncode == 2
     assert f"--data {tmp_path}: the database is not a file" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command", [["rotate-keys", UUID], ["--listen", "127.0.0.1:0"]], ids=["rotate-keys", "serve"]
+)
+def test_a_data_file_that_is_not_a_database_is_exit_1_naming_it(
+    tmp_path: Path, command: list[str]
+) -> None:
+    data = tmp_path / "notes.txt"
+    data.write_text("not a database\n" * 100)
+    result = tokengate("identity", "--data", str(data), *command)
+    assert result.returncode == 1
+    # said once, not "cannot open X: cannot open identity database X: ..."
+    assert (
+        result.stderr
+        == f"tokengate identity: cannot open identity database {data}: file is not a database\n"
+    )
+    assert result.stdout == ""
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
 
 
 # -- 8. empty paths ----------------------------------------------------------------------------

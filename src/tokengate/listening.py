@@ -24,6 +24,10 @@ def listening_socket(address: Address, backlog: int = 1024) -> socket.socket:
     try:
         # Listening at once: two sockets merely bound with SO_REUSEADDR may share a port.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # IPv6-only, as asyncio's create_server (and nginx) listen: [::]:9000 leaves
+            # 0.0.0.0:9000 to another listener (cli.py's overlap check counts on it).
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)
         sock.listen(backlog)
         sock.setblocking(False)

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 
+from tokengate.addresses import show
 from tokengate.echo import create_echo_app
 from tokengate.eventloop import install_uvloop
 from tokengate.gateway.app import GatewayServer
@@ -93,9 +94,8 @@ def claim(address: Address, flag: str) -> socket.socket:
     try:
         return listening_socket(address)
     except OSError as exc:
-        host, port = address
         raise StackError(
-            f"tokengate run: cannot listen on {host}:{port}: {bind_failure(exc)}; "
+            f"tokengate run: cannot listen on {show(address)}: {bind_failure(exc)}; "
             f"choose another address with {chosen_by(flag)}"
         ) from None
 
@@ -129,7 +129,8 @@ class IdentityService:
             store = open_store(IdentitySettings(data=self.data), self._spare_keys)
         except (StoreError, OSError) as exc:
             sock.close()
-            raise StackError(f"tokengate run: cannot open {self.data}: {exc}") from None
+            message = str(exc) if isinstance(exc, StoreError) else f"cannot open {self.data}: {exc}"
+            raise StackError(f"tokengate run: {message}") from None
         try:
             self.servers = apply_seed(store, self.seed)
         except SeedError as exc:  # the seed clashes with the data file: the user's to fix
@@ -262,23 +263,28 @@ class Stack:
         return retarget(config, self._moves)
 
     async def stop(self) -> None:
-        """Gateway first (no request reaches a stopped upstream), then the others."""
+        """Gateway first (no request reaches a stopped upstream), then the others, whatever
+        fails on the way."""
         # Each is kept until it has stopped: cut_short may need it meanwhile.
-        if self.gateway is not None:
+        try:
+            if self.gateway is not None:
+                try:
+                    await self.gateway.stop()
+                finally:
+                    self.gateway = None
+        finally:
             try:
-                await self.gateway.stop()
+                if self._echo is not None:
+                    if self._cut:
+                        cut_connections(self._echo)
+                    try:
+                        await self._echo.cleanup()
+                    finally:
+                        self._echo = None
             finally:
-                self.gateway = None
-        if self._echo is not None:
-            if self._cut:
-                cut_connections(self._echo)
-            try:
-                await self._echo.cleanup()
-            finally:
-                self._echo = None
-        if self._cut:
-            self.identity.cut_short()
-        await self.identity.stop()
+                if self._cut:
+                    self.identity.cut_short()
+                await self.identity.stop()
 
     def cut_short(self) -> None:
         """End a `stop()` in progress now: requests still running anywhere are cut off."""
@@ -373,8 +379,9 @@ async def _run(stack: Stack, out: TextIO) -> None:
     finally:
         for task in (startup, stopping):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A failed start has been raised above: awaiting it here must not raise it again, or
+        # what did start (the identity server, the echo upstream) would never be stopped.
+        await asyncio.gather(startup, stopping, return_exceptions=True)
         if path is not None:
             loop.remove_signal_handler(signal.SIGHUP)
         if reloader is not None:

@@ -4,7 +4,9 @@ checked by the gateway configured by config/kong.yaml, in front of the echo upst
 from __future__ import annotations
 
 import io
+import logging
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,11 @@ from tests.e2e.conftest import (
     new_stack,
     stack_settings,
 )
+from tests.ports import busy_port, connection_refused
 from tokengate.gateway.config import load_config, parse_config
 from tokengate.identity.seed import load_seed
 from tokengate.panel import find_demo, show_panel
-from tokengate.stack import IdentityService, Stack
+from tokengate.stack import IdentityService, Stack, StackError, run_stack
 
 
 async def readyz_issuer(http: aiohttp.ClientSession, stack: Stack) -> dict[str, Any]:
@@ -49,6 +52,142 @@ async def test_every_listener_on_port_0_gets_its_own_port(stack: Stack) -> None:
     assert len(ports) == 4
     # kong.yaml's issuer (127.0.0.1:9000) was pointed at where the identity server listens.
     assert issuer_of(stack).startswith(stack.identity.url + "/")
+
+
+@pytest.mark.parametrize(
+    ("host", "reached_on"), [("0.0.0.0", "127.0.0.1"), ("::", "[::1]"), ("::1", "[::1]")]
+)
+async def test_listeners_on_a_wildcard_or_ipv6_address_are_reached_on_loopback(
+    http: aiohttp.ClientSession, host: str, reached_on: str
+) -> None:
+    listeners = ("listen", "status_listen", "identity_listen", "echo_listen")
+    async with new_stack(stack_settings(**dict.fromkeys(listeners, (host, 0)))) as stack:
+        issuers = await stack.wait_ready(http)
+        assert issuers and all(issuer["loaded"] for issuer in issuers), issuers
+        for url in (stack.gateway_url, stack.status_url, stack.identity.url, stack.echo_url):
+            assert re.fullmatch(rf"http://{re.escape(reached_on)}:[1-9][0-9]*", url), url
+        status, body, _ = await call(http, stack, "/anything", await mint(http, stack))
+        assert status == 200, body
+
+
+async def test_an_ipv6_wildcard_listener_leaves_the_ipv4_wildcard_to_another_program(
+    http: aiohttp.ClientSession,
+) -> None:
+    """[::]:port listens on IPv6 only, as nginx and asyncio's servers do (and as the CLI's
+    check for two listeners on one port assumes): a program on 0.0.0.0:port is no clash."""
+    with socket.socket() as other:
+        other.bind(("0.0.0.0", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        async with new_stack(stack_settings(identity_listen=("::", port))) as stack:
+            assert stack.identity.url == f"http://[::1]:{port}"
+            assert all(issuer["loaded"] for issuer in await stack.wait_ready(http))
+            status, body, _ = await call(http, stack, "/anything", await mint(http, stack))
+            assert status == 200, body
+
+
+@pytest.mark.parametrize(
+    ("field", "flag"),
+    [
+        ("listen", "--listen"),
+        ("status_listen", "--status-listen"),
+        ("identity_listen", "--identity-listen"),
+        ("echo_listen", "--echo-listen"),
+    ],
+)
+async def test_a_port_in_use_is_named_with_the_flag_that_moves_it(field: str, flag: str) -> None:
+    with busy_port() as port:
+        stack = new_stack(stack_settings(**{field: ("127.0.0.1", port)}))
+        with pytest.raises(StackError) as caught:
+            async with stack:
+                pass
+    assert (caught.value.message, caught.value.exit_code) == (
+        f"tokengate run: cannot listen on 127.0.0.1:{port}: address already in use; "
+        f"choose another address with {flag}",
+        1,
+    )
+
+
+async def test_every_listener_is_on_the_address_it_was_given_only(
+    http: aiohttp.ClientSession,
+) -> None:
+    listeners = ("listen", "status_listen", "identity_listen", "echo_listen")
+    async with new_stack(stack_settings(**dict.fromkeys(listeners, ("127.0.0.2", 0)))) as stack:
+        await stack.wait_ready(http)
+        assert stack.gateway is not None
+        assert stack.gateway_url == f"http://127.0.0.2:{stack.gateway.proxy_port}"
+        status, body, _ = await call(http, stack, "/anything", await mint(http, stack))
+        assert status == 200, body
+        ports = [stack.gateway.proxy_port, stack.gateway.status_port, stack.identity.address[1]]
+        for port in [*ports, stack.echo_address[1]]:
+            assert await connection_refused(port), port  # not on 127.0.0.1
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"echo_listen": ("192.0.2.1", 0)},  # TEST-NET-1: an address of no host here
+            "tokengate run: cannot listen on 192.0.2.1:0: cannot assign requested address; "
+            "choose another address with --echo-listen",
+        ),
+        (
+            {"data": "{tmp}"},
+            "tokengate run: cannot open {tmp}: cannot open identity database {tmp}: "
+            "[errno 21] is a directory: '{tmp}'",
+        ),
+    ],
+    ids=["address not of this host", "data file a directory"],
+)
+async def test_what_cannot_be_opened_is_one_line_naming_it(
+    tmp_path: Path, settings: dict[str, Any], message: str
+) -> None:
+    fields = {key: str(tmp_path) if value == "{tmp}" else value for key, value in settings.items()}
+    with pytest.raises(StackError) as caught:
+        async with new_stack(stack_settings(**fields)):
+            pass
+    assert caught.value.exit_code == 1
+    # (The system's own words: their case is the system's.)
+    assert caught.value.message.lower() == message.format(tmp=tmp_path).lower()
+
+
+@pytest.mark.parametrize("given", ["e2e-admin", None])
+async def test_the_management_api_takes_the_admin_token_given_else_a_generated_one(
+    http: aiohttp.ClientSession, given: str | None
+) -> None:
+    async with new_stack(stack_settings(admin_token=given)) as stack:
+        if given is not None:
+            assert stack.admin_token == given
+        else:
+            assert len(stack.admin_token) >= 24
+        url = f"{stack.identity.url}/v1/auth-servers"
+        for token, status in ((stack.admin_token, 200), ("wrong", 401)):
+            async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert resp.status == status
+
+
+async def test_a_stopped_stack_leaves_no_listener_and_stops_again_harmlessly(
+    http: aiohttp.ClientSession,
+) -> None:
+    stack = new_stack()
+    async with stack:
+        await stack.wait_ready(http)
+        assert stack.gateway is not None
+        ports = [stack.gateway.proxy_port, stack.gateway.status_port, stack.identity.address[1]]
+        ports.append(stack.echo_address[1])
+    await stack.stop()  # nothing left to stop
+    for port in ports:
+        assert await connection_refused(port), port
+
+
+async def test_the_identity_server_and_the_echo_upstream_log_no_access_lines(
+    stack: Stack, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway's own access log (tokengate.access) is the one `tokengate run` shows."""
+    caplog.set_level(logging.DEBUG, logger="aiohttp.access")
+    status, body, _ = await call(http, stack, "/anything", await mint(http, stack))
+    assert status == 200, body
+    assert [record for record in caplog.records if record.name == "aiohttp.access"] == []
 
 
 async def test_a_token_with_the_scope_reaches_the_upstream_with_its_claims(
@@ -395,3 +534,30 @@ async def test_the_panel_of_a_route_that_needs_no_scope_asks_for_none() -> None:
     assert "\nA token for appointments-client, minted just now (valid 3600 s):\n" in panel
     assert "-d client_secret=local-dev-secret-change-me\n" in panel  # and no -d scope
     assert "a token without" not in panel
+
+
+class ClosedPipe(io.StringIO):
+    """Standard output whose reader has gone (`tokengate run | head -1`): the panel's flush
+    fails, once everything has started."""
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+# Left running, the listeners would be closed by uvloop's own close, with a ResourceWarning for
+# each: as an error, that warning would hang the close instead of failing the asserts below.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_panel_that_cannot_be_shown_still_stops_everything_run_started(tmp_path: Path) -> None:
+    data = tmp_path / "identity.db"
+    out = ClosedPipe()
+    settings = stack_settings(data=str(data))
+    with pytest.raises(BrokenPipeError):
+        run_stack(settings, load_config(KONG_YAML), load_seed(SEED), out=out)
+    # The identity store was closed (SQLite removes its -wal and -shm files then)...
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["identity.db"]
+    # ...and no listener is left: each port the panel named refuses connections.
+    ports = {int(port) for port in re.findall(r"http://127\.0\.0\.1:(\d+)/", out.getvalue())}
+    assert len(ports) >= 2, out.getvalue()  # the gateway's and the identity server's
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()

@@ -2,6 +2,7 @@
 
     --public-url        the URLs its issuers publish (default: http:// + the listen address)
     --in-memory         nothing on disk (else --data, by default ./tokengate-identity.db)
+    --data              a `~` in it is the home directory, even where no shell expanded it
     --admin-token       the bearer token for /v1 (else one is generated and printed)
 
 Each scenario's server starts once, in an empty working directory of its own, and every test
@@ -26,10 +27,11 @@ from typing import Any
 import pytest
 
 from tests.ports import free_port
-from tests.test_cli import wait_http
+from tests.test_cli import tokengate, wait_http
 
 SEED = Path(__file__).resolve().parents[2] / "config" / "identity-seed.yaml"
 ISSUER_ID = "appointmentsdev1"  # the seed's auth server
+SERVER_ID = "6a2b5c7d-1e3f-4a5b-8c9d-0e1f2a3b4c5d"  # its id
 PUBLIC_URL = "https://id.example.test/prefix"
 FLAG_TOKEN, ENV_TOKEN = "token-from-the-flag", "token-from-the-environment"
 DEFAULT_DB = "tokengate-identity.db"
@@ -115,6 +117,7 @@ def flagged(run_identity: Callable[..., Identity]) -> Identity:
         "--in-memory",
         "--admin-token",
         FLAG_TOKEN,
+        env={"PYTHONUNBUFFERED": ""},  # stdout buffered, as it is for a user: flushes matter
     )
 
 
@@ -134,6 +137,23 @@ def defaults(run_identity: Callable[..., Identity]) -> Identity:
     return run_identity()
 
 
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def in_home(run_identity: Callable[..., Identity], home: Path) -> Identity:
+    """TOKENGATE_DATA under `~`, as a compose file or a quoted assignment leaves it."""
+    return run_identity(
+        "--seed",
+        str(SEED),
+        "--admin-token",
+        FLAG_TOKEN,
+        env={"HOME": str(home), "TOKENGATE_DATA": "~/state/identity.db"},
+    )
+
+
 def test_public_url_starts_every_url_the_issuer_publishes(flagged: Identity) -> None:
     issuer = f"{PUBLIC_URL}/{ISSUER_ID}/auth"
     discovery = flagged.discovery()  # served on the listen address all the same
@@ -143,6 +163,14 @@ def test_public_url_starts_every_url_the_issuer_publishes(flagged: Identity) -> 
     status, listing = get(f"{flagged.base}/v1/auth-servers", token=FLAG_TOKEN)
     assert status == 200
     assert [server["issuer"] for server in listing["data"]] == [issuer]
+
+
+def test_seeded_auth_servers_are_printed_once_it_answers_and_a_given_token_is_not(
+    flagged: Identity,
+) -> None:
+    assert flagged.stdout.read_text() == (
+        f"seeded auth server 'Appointments Dev': issuer {PUBLIC_URL}/{ISSUER_ID}/auth\n"
+    )
 
 
 def test_without_public_url_issuer_urls_start_with_http_and_the_listen_address(
@@ -224,3 +252,15 @@ def test_listen_port_0_urls_and_log_name_the_port_it_took(tmp_path: Path) -> Non
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_data_under_a_tilde_is_in_the_home_directory_and_rotate_keys_finds_it(
+    in_home: Identity, home: Path
+) -> None:
+    assert in_home.auth_servers(FLAG_TOKEN) == 200
+    assert (home / "state" / "identity.db").is_file()
+    assert sorted(path.name for path in in_home.cwd.iterdir()) == []  # no `./~` directory
+    env = {"HOME": str(home), "TOKENGATE_DATA": "~/state/identity.db"}
+    result = tokengate("identity", "rotate-keys", SERVER_ID, env=env, cwd=in_home.cwd)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("new signing key ")

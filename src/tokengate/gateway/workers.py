@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
+from tokengate.addresses import show
 from tokengate.eventloop import install_uvloop
 from tokengate.gateway.app import GatewayServer, ListenError
 from tokengate.gateway.config import (
@@ -149,11 +150,10 @@ def _ignore() -> None:
 
 def _bind_error(exc: ListenError, settings: GatewaySettings) -> str:
     """The one listener that could not bind, by its address and the option that chose it."""
-    host, port = settings.listen if exc.flag == "--listen" else settings.status_listen
+    address = settings.listen if exc.flag == "--listen" else settings.status_listen
     return (
-        f"tokengate gateway: cannot listen on {host}:{port}: {bind_failure(exc.cause)}; "
-        "choose another address "
-        f"with {chosen_by(exc.flag)}"
+        f"tokengate gateway: cannot listen on {show(address)}: {bind_failure(exc.cause)}; "
+        f"choose another address with {chosen_by(exc.flag)}"
     )
 
 

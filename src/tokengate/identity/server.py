@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tokengate.addresses import show
 from tokengate.eventloop import install_uvloop
 from tokengate.identity.app import KEY_GRACE, create_identity_app
 from tokengate.identity.models import AuthServer
@@ -50,9 +51,13 @@ class IdentitySettings:
 
 
 def open_store(settings: IdentitySettings, keys: KeyFactory = new_key) -> Store:
-    if settings.data is not None:
-        Path(settings.data).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return Store.open(settings.data, key_factory=keys)
+    if settings.data is None:
+        return Store.open(None, key_factory=keys)
+    # `~` as a shell would have expanded it (TOKENGATE_DATA=~/..., --data=~/...): the directory
+    # made and the file opened are the same one.
+    path = Path(settings.data).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Store.open(path, key_factory=keys)
 
 
 def serve_identity(settings: IdentitySettings) -> int:
@@ -67,7 +72,7 @@ def serve_identity(settings: IdentitySettings) -> int:
     try:
         store = open_store(settings, spare_keys)
     except (StoreError, OSError) as exc:
-        print(f"tokengate identity: cannot open {settings.data}: {exc}", file=sys.stderr)
+        print(f"tokengate identity: {_open_failure(settings.data, exc)}", file=sys.stderr)
         return 1
     servers: list[AuthServer] = []
     if seed is not None:
@@ -157,18 +162,23 @@ def _stopping(sig: signal.Signals) -> None:
         log.info("%s: stopping", sig.name)
 
 
+def _open_failure(data: str | None, exc: Exception) -> str:
+    """A StoreError names the file and says it cannot open it already."""
+    return str(exc) if isinstance(exc, StoreError) else f"cannot open {data}: {exc}"
+
+
 def _listen_error(address: tuple[str, int], exc: OSError) -> str:
-    host, port = address
     return (
-        f"tokengate identity: cannot listen on {host}:{port}: {bind_failure(exc)}; "
+        f"tokengate identity: cannot listen on {show(address)}: {bind_failure(exc)}; "
         f"choose another with {chosen_by('--listen')}"
     )
 
 
 def rotate_keys(data: str, auth_server_id: str) -> int:
     # Opening would create an empty database, and then find no auth server in it.
-    if not Path(data).is_file():
-        reason = "is not a file" if Path(data).exists() else "does not exist"
+    path = Path(data).expanduser()  # as open_store reads it: the identity server's own file
+    if not path.is_file():
+        reason = "is not a file" if path.exists() else "does not exist"
         print(
             f"tokengate identity: --data {data}: the database {reason} (rotate-keys works on "
             "the database of an identity server that has run)",
@@ -176,9 +186,9 @@ def rotate_keys(data: str, auth_server_id: str) -> int:
         )
         return 2
     try:
-        store = Store.open(data)
+        store = Store.open(path)
     except (StoreError, OSError) as exc:
-        print(f"tokengate identity: cannot open {data}: {exc}", file=sys.stderr)
+        print(f"tokengate identity: {_open_failure(data, exc)}", file=sys.stderr)
         return 1
     try:
         previous = store.active_key(auth_server_id)
