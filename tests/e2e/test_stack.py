@@ -133,8 +133,8 @@ async def test_every_listener_is_on_the_address_it_was_given_only(
         ),
         (
             {"data": "{tmp}"},
-            "tokengate run: cannot open {tmp}: cannot open identity database {tmp}: "
-            "[errno 21] is a directory: '{tmp}'",
+            "tokengate run: cannot open identity database {tmp}: [errno 21] is a directory: "
+            "'{tmp}'",
         ),
     ],
     ids=["address not of this host", "data file a directory"],
