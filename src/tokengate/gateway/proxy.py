@@ -59,7 +59,7 @@ from tokengate.gateway.upstream import (
 log = logging.getLogger("tokengate.proxy")
 
 BUFFER_LIMIT: Final = 64 * 1024
-MIN_BODY_RATE: Final = 500  # bytes/s a streamed request body must average (mod_reqtimeout's)
+MIN_BODY_RATE: Final = 500  # bytes/s a request body must average (mod_reqtimeout's; BodyPace)
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _BODILESS_STATUS: Final = frozenset({204, 304})
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -14,6 +14,13 @@ of aiohttp's RequestHandler (`_messages`, `_request_in_progress`, `_upgraded`, `
 queues its `_ErrInfo`; tests/gateway/test_proxy.py (`test_incomplete_request_head_is_cut_off`)
 and tests/gateway/test_abuse.py fail if a new aiohttp changes them.
 
+A chunked body whose framing breaks while its request is being handled (a malformed chunk-size
+line) is given to that request's body as its error (`_fail_body`): aiohttp would queue a 400 for
+after the request, whose handler would wait for body bytes that can never come. Once answered,
+`body_error_answered` clears that error from the body (StreamReader's `_exception`) for
+aiohttp's lingering close; tests/gateway/test_proxy_edges.py
+(`test_a_malformed_chunk_in_a_streamed_upload_is_a_400_at_once`) fails if that changes.
+
 aiohttp bounds a header line (8 KiB) and the number of headers (128), not their sum: a head of
 1 MB passes, and a thousand clients each holding one unfinished cost a GB. nginx answers a head
 past its four 8k buffers with 400 "Request Header Or Cookie Too Large", Envoy one past 60 KiB
