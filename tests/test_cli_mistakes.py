@@ -599,6 +599,7 @@ def test_a_data_file_that_is_not_a_database_is_exit_1_naming_it(
 ) -> None:
     data = tmp_path / "notes.txt"
     data.write_text("not a database\n" * 100)
+    data.chmod(0o644)
     result = tokengate("identity", "--data", str(data), *command)
     assert result.returncode == 1
     # said once, not "cannot open X: cannot open identity database X: ..."
@@ -608,6 +609,7 @@ def test_a_data_file_that_is_not_a_database_is_exit_1_naming_it(
     )
     assert result.stdout == ""
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
+    assert data.stat().st_mode & 0o777 == 0o644  # the user's file, left as it was
 
 
 # -- 8. empty paths ----------------------------------------------------------------------------

@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from tokengate.identity import migrations, signing
 from tokengate.identity.migrations import (
@@ -946,6 +946,9 @@ def _integrity_error(exc: sqlite3.IntegrityError) -> StoreError:
     return StoreError(message)
 
 
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"  # the first 16 bytes of every database file
+
+
 def _make_private(path: Path) -> None:
     """Create the database file owner-only (0600), or tighten an existing one.
 
@@ -954,7 +957,14 @@ def _make_private(path: Path) -> None:
     """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        try:
+            header = os.read(fd, len(_SQLITE_HEADER))
+        finally:
+            os.close(fd)
+        if header and header != _SQLITE_HEADER:
+            # A file of the user's own named by mistake (--data ~/.ssh/config): left as it is,
+            # its mode too, rather than tightened and then refused by SQLite.
+            raise StoreError(f"cannot open identity database {path}: file is not a database")
         for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
             if file.exists() and file.stat().st_mode & 0o077:
                 file.chmod(0o600)
