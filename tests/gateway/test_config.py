@@ -1633,6 +1633,23 @@ def test_oidc_config_errors_name_the_plugin_path() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [
+        ("6e4", " ('6e4' is read as text: write 60000)"),
+        ("2E+3", " ('2E+3' is read as text: write 2000)"),
+        ("1.0e400", ""),  # no number to write instead
+        ("'60s'", ""),
+    ],
+)
+def test_a_number_yaml_1_1_reads_as_text_says_how_to_write_it(written: str, hint: str) -> None:
+    """PyYAML (YAML 1.1) reads `6e4` as a string, where decK's YAML 1.2 reads a number."""
+    found = errors(f"services: [{{name: a, host: up, connect_timeout: {written}}}]")
+    assert found == [
+        f"kong.yaml: services[0].connect_timeout: expected an integer, got a string{hint}"
+    ]
+
+
 def test_disabled_plugin_config_is_still_validated() -> None:
     # As Kong does: enabling it later must not be the moment the file turns out to be broken.
     found = errors("routes: [{paths: [/]}]\nplugins: [{name: openid-connect, enabled: false}]")

@@ -82,6 +82,21 @@ def item(path: str, index: int) -> str:
     return f"{path}[{index}]"
 
 
+def _yaml11_number(value: object) -> str:
+    """A hint for a number YAML 1.1 reads as text (`1e4`: an exponent wants a dot and a sign
+    there), which decK's YAML 1.2 reads as a number."""
+    if not isinstance(value, str) or not _EXPONENT_NUMBER.fullmatch(value):
+        return ""
+    number = float(value)
+    if not math.isfinite(number):
+        return ""
+    written = f"{int(number)}" if number.is_integer() and abs(number) < 1e16 else f"{number!r}"
+    return f" ('{value}' is read as text: write {written})"
+
+
+_EXPONENT_NUMBER: Final = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def describe(value: object) -> str:
     return _ARTICLES.get(type(value), f"a {type(value).__name__}")
 
@@ -139,7 +154,8 @@ class Fields:
         self.error(key, f"required field missing{why}{empty}")
 
     def _wrong_type(self, key: str, expected: str) -> None:
-        self.error(key, f"expected {expected}, got {describe(self.data[key])}")
+        value = self.data[key]
+        self.error(key, f"expected {expected}, got {describe(value)}{_yaml11_number(value)}")
 
     def string(self, key: str, *, required: bool = False) -> str | None:
         value = self.data.get(key)
