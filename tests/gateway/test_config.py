@@ -23,6 +23,7 @@ from tokengate.gateway.config_checks import load_yaml
 from tokengate.gateway.oidc_config import Consumer
 
 HEADER = '_format_version: "3.0"\n'
+NOT_YAML = "kong.yaml: not valid YAML: "  # how a YAML error of the file begins
 S1 = "5e1f1c2a-9d3b-4c6e-8a7f-0123456789ab"  # a service's id (Kong's ids are UUIDs)
 
 
@@ -699,7 +700,7 @@ def test_yaml_syntax_error_names_line_and_column() -> None:
     (error,) = caught.value.errors
     # libyaml says "did not find expected '-' indicator"; PyYAML's own parser, where it has no
     # libyaml, "expected <block end>, but found '<block mapping start>'".
-    assert error.startswith("kong.yaml: line 4 column 4: "), error
+    assert error.startswith("kong.yaml: not valid YAML: line 4 column 4: "), error
 
 
 def test_duplicate_yaml_key_is_an_error_not_a_silent_override() -> None:
@@ -707,7 +708,7 @@ def test_duplicate_yaml_key_is_an_error_not_a_silent_override() -> None:
     text = '_format_version: "3.0"\nplugins: [{name: openid-connect}]\nplugins: []\n'
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "kong.yaml")
-    assert caught.value.errors == ["kong.yaml: line 3 column 1: found duplicate key 'plugins'"]
+    assert caught.value.errors == [NOT_YAML + "line 3 column 1: found duplicate key 'plugins'"]
 
 
 @pytest.mark.parametrize(("key", "column"), [("[a]: 1", 1), ("? {x: 1}\n: 1", 3)])
@@ -715,7 +716,7 @@ def test_a_list_or_mapping_as_a_yaml_key_is_an_error(key: str, column: int) -> N
     with pytest.raises(ConfigError) as caught:
         parse_config(f'_format_version: "3.0"\n{key}\n', "kong.yaml")
     assert caught.value.errors == [
-        f"kong.yaml: line 2 column {column}: found a list or mapping as a key"
+        f"kong.yaml: not valid YAML: line 2 column {column}: found a list or mapping as a key"
     ]
 
 
@@ -727,26 +728,26 @@ _BOMB = "".join(f"a{n}: &a{n} [{', '.join([f'*a{n - 1}' if n else 'x'] * 10)}]\n
     [
         # integers of any length parse in hex, octal or base 60; past 64 bits, an error
         ("services: [{name: a, host: x, port: 0x%s}]" % ("f" * 3600),
-         "kong.yaml: line 2 column 37: integer out of range (beyond 64 bits)"),
+         "kong.yaml: not valid YAML: line 2 column 37: integer out of range (beyond 64 bits)"),
         ("services: [{name: a, host: x, port: 0%s}]" % ("7" * 30),
-         "kong.yaml: line 2 column 37: integer out of range"),
+         "kong.yaml: not valid YAML: line 2 column 37: integer out of range"),
         ("services: [{name: a, host: x, port: 9223372036854775808}]",
-         "kong.yaml: line 2 column 37: integer out of range (beyond 64 bits)"),
+         "kong.yaml: not valid YAML: line 2 column 37: integer out of range (beyond 64 bits)"),
         ("services: [{name: a, host: x, port: -9223372036854775809}]",
-         "kong.yaml: line 2 column 37: integer out of range (beyond 64 bits)"),
+         "kong.yaml: not valid YAML: line 2 column 37: integer out of range (beyond 64 bits)"),
         # explicit tags PyYAML's own constructors fail on
         ("services: !!set [a]", "kong.yaml: "),
-        ("services: !!bool x", "kong.yaml: line 2 column 11: cannot read 'x' as !!bool"),
-        ("services: !!int", "kong.yaml: line 2 column 11: cannot read '' as !!int"),
-        ("services: !!timestamp x", "kong.yaml: line 2 column 11: cannot read 'x' as !!timestamp"),
-        ("services: [a, !!float y]", "kong.yaml: line 2 column 15: cannot read 'y' as !!float"),
+        ("services: !!bool x", NOT_YAML + "line 2 column 11: cannot read 'x' as !!bool"),
+        ("services: !!int", "kong.yaml: not valid YAML: line 2 column 11: cannot read '' as !!int"),
+        ("services: !!timestamp x", NOT_YAML + "line 2 column 11: cannot read 'x' as !!timestamp"),
+        ("services: [a, !!float y]", NOT_YAML + "line 2 column 15: cannot read 'y' as !!float"),
         # an alias to itself, nesting past any real file, an alias bomb (10^9 values)
         ("plugins: [{name: openid-connect, config: {x: &r [*r]}}]",
-         "kong.yaml: invalid YAML: nested more than 64 levels deep"),
+         "kong.yaml: not valid YAML: nested more than 64 levels deep"),
         ("plugins: [{name: cors, config: {x: %s}}]" % ("[" * 200 + "]" * 200),
-         "kong.yaml: invalid YAML: nested more than 64 levels deep"),
+         "kong.yaml: not valid YAML: nested more than 64 levels deep"),
         ("plugins:\n- name: openid-connect\n  config:\n" + textwrap.indent(_BOMB, "    "),
-         "kong.yaml: invalid YAML: more than 2,000,000 values (aliases expanded)"),
+         "kong.yaml: not valid YAML: more than 2,000,000 values (aliases expanded)"),
     ],
     ids=["hex", "octal", "2**63", "-2**63-1", "set-on-list", "bool", "int", "timestamp",
          "float-in-a-list", "self-alias", "deep", "bomb"],
@@ -792,11 +793,11 @@ def test_a_bad_host_is_named_once_not_twice(upstream: str, line: str) -> None:
 
 
 def test_a_control_character_is_one_line_with_its_line_and_column() -> None:
-    # Today: 'kong.yaml: invalid YAML: unacceptable character #x0001: control characters are
+    # Today: 'kong.yaml: not valid YAML: unacceptable character #x0001: control characters are
     # not allowed\n  in "<unicode string>", position 40': two lines, and a position in
     # characters where every other YAML error gives a line and a column.
     assert errors('services: []\nx: "\x01"\n') == [
-        "kong.yaml: line 3 column 5: unacceptable character #x0001: control characters are not"
+        NOT_YAML + "line 3 column 5: unacceptable character #x0001: control characters are not"
         " allowed"
     ]
 
@@ -838,7 +839,7 @@ def test_a_document_may_hold_two_million_values_once_its_aliases_are_expanded() 
 def test_mapping_tags_on_other_nodes_and_keys_after_a_merge_are_yaml_errors(
     body: str, line: str
 ) -> None:
-    assert errors(body + "\n") == [f"kong.yaml: {line}"]
+    assert errors(body + "\n") == [f"kong.yaml: not valid YAML: {line}"]
 
 
 def test_a_control_character_is_a_yaml_error_that_names_it() -> None:
