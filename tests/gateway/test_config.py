@@ -793,7 +793,7 @@ def test_a_bad_host_is_named_once_not_twice(upstream: str, line: str) -> None:
 
 
 def test_a_control_character_is_one_line_with_its_line_and_column() -> None:
-    # Once: 'kong.yaml: invalid YAML: unacceptable character #x0001: control characters are
+    # Today: 'kong.yaml: invalid YAML: unacceptable character #x0001: control characters are
     # not allowed\n  in "<unicode string>", position 40': two lines, and a position in
     # characters where every other YAML error gives a line and a column.
     assert errors('services: []\nx: "\x01"\n') == [
