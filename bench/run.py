@@ -27,8 +27,10 @@ get 200, no token 401, and bad tokens (expired, wrong aud/iss, tampered signatur
 alg none, ...) 401/403; a row failing that is not measured and the run exits 1. A row whose
 peer is not installed (haproxy) is skipped with a message, which is not a failure. The
 unknown-kid storm (bench/storm.py) runs after all rows in a default run, with --storm alone;
-it has --rounds rounds too, each a valid-alone and a valid-during-storm phase, the order
-alternating, and reports the median ratio.
+it has rounds of its own (--storm-rounds 10 of --storm-duration 3 s phases: the machine's
+speed drifts by tens of percent over the minutes of a run, and short phases side by side see
+the same machine), each a valid-alone, a valid-during-storm and a control phase, the alone
+phase first or last by turns, and reports the median ratio.
 """
 
 from __future__ import annotations
@@ -60,7 +62,13 @@ from bench.report import (
     utc_stamp,
     write_results,
 )
-from bench.storm import StormResult, StormSettings, format_storm, run_storm
+from bench.storm import (
+    STORM_MIN_REQUESTS,
+    StormResult,
+    StormSettings,
+    format_storm,
+    run_storm,
+)
 from bench.systems import (
     ISSUER_TOKENS,
     ROWS,
@@ -101,6 +109,9 @@ class Parameters:
     storm: bool = False
     storm_connections: int = 20
     storm_rate: float = 1500.0
+    storm_rounds: int = 10
+    storm_duration: float = 3.0
+    storm_min_requests: int = STORM_MIN_REQUESTS
 
     @property
     def needs_issuer(self) -> bool:
@@ -117,6 +128,8 @@ class Parameters:
             "upstream": self.upstream,
             "storm": self.storm,
             "storm_connections": self.storm_connections if self.storm else None,
+            "storm_rounds": self.storm_rounds if self.storm else None,
+            "storm_duration_s": self.storm_duration if self.storm else None,
         }
 
 
@@ -159,6 +172,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="storm pace asked of wrk, requests/s (default 1500: about 1,000 a second once "
         "latency is added, >= 10,000 over the phase; 0: unpaced)",
     )
+    parser.add_argument(
+        "--storm-rounds",
+        type=int,
+        default=10,
+        help="storm rounds, each an alone, a storm and a control phase (default 10)",
+    )
+    parser.add_argument(
+        "--storm-duration",
+        type=float,
+        default=3.0,
+        help="seconds per storm phase (default 3: short phases, many rounds, so that the "
+        "machine's speed drifting between phases averages out)",
+    )
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument(
         "--install", action="store_true", help=f"apt-get install -y {' '.join(APT_PACKAGES)} (root)"
@@ -166,6 +192,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.rounds = 3.0, 1
+        args.storm_duration, args.storm_rounds = 3.0, 1
     if args.duration <= 0 or args.rounds < 1 or args.connections < 1 or args.warmup < 0:
         parser.error("--duration, --rounds and --connections must be positive")
     if args.storm and args.no_storm:
@@ -176,6 +203,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--storm-rate must be 0 or more")
     if args.storm_connections < 1:
         parser.error("--storm-connections must be positive")
+    if args.storm_rounds < 1 or not args.storm_duration > 0:
+        parser.error("--storm-rounds and --storm-duration must be positive")
     return args
 
 
@@ -262,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         storm=args.storm or (not args.rows and not args.no_storm),
         storm_connections=args.storm_connections,
         storm_rate=args.storm_rate,
+        storm_rounds=args.storm_rounds,
+        storm_duration=args.storm_duration,
+        storm_min_requests=0 if args.quick else STORM_MIN_REQUESTS,
     )
     # Both end up as KeyboardInterrupt, so the `with` blocks stop every process we started.
     # SIGINT explicitly too: a shell without job control starts background jobs ignoring it.
@@ -317,12 +349,13 @@ def _run_storm(
     params: Parameters, pinning: Pinning, upstream: Upstream, issuer: Issuer, workdir: Path
 ) -> StormResult:
     settings = StormSettings(
-        duration=params.duration,
+        duration=params.storm_duration,
         connections=params.connections,
         storm_connections=params.storm_connections,
         storm_rate=params.storm_rate,
         warmup=params.warmup,
-        rounds=params.rounds,
+        rounds=params.storm_rounds,
+        min_requests=params.storm_min_requests,
     )
     ctx = BenchContext(upstream_url=upstream.url, workdir=workdir / "storm", issuer=issuer)
     return run_storm(settings, ctx, upstream, issuer, pinning)
@@ -561,7 +594,12 @@ def _relative(path: Path) -> str:
 
 def _banner(params: Parameters, pinning: Pinning) -> str:
     rows = ", ".join(row.name for row in params.rows) or "(none)"
-    storm = f"; then the unknown-kid storm (-c{params.storm_connections})" if params.storm else ""
+    storm = (
+        f"; then the unknown-kid storm (-c{params.storm_connections}, {params.storm_rounds} "
+        f"round(s) of {params.storm_duration:g} s phases)"
+        if params.storm
+        else ""
+    )
     return (
         f"bench: rows {rows}{storm}\n"
         f"       {params.rounds} round(s) x {params.duration:g} s, wrk -t1 -c{params.connections}"

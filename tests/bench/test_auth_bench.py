@@ -17,6 +17,7 @@ from bench.lua import (
     write_random_kid,
     write_token_cycle,
 )
+from bench.run import parse_args
 from bench.storm import Phase, StormResult, StormRound, StormSettings, format_storm
 from bench.systems import (
     alg_none,
@@ -195,11 +196,17 @@ def test_storm_verdicts() -> None:
     )
     assert spread.allowed_fetches == 2 and spread.problems() == []
 
+    # The storm is at least 10,000 requests in all, however many rounds it is split into.
     small = StormResult(settings, rounds=[_round(5_000, {401: 5_000})])
-    assert any("only 5,000 storm requests" in p for p in small.problems())
-    quick = StormSettings(duration=3.0, connections=50, storm_connections=50, warmup=2.0)
+    assert small.problems() == ["only 5,000 storm requests in all (< 10,000)"]
+    split = StormResult(settings, rounds=[_round(5_000, {401: 5_000})] * 2, storm_span_s=22.0)
+    assert split.problems() == []
+    quick = StormSettings(
+        duration=3.0, connections=50, storm_connections=50, warmup=2.0, min_requests=0
+    )
     short = StormResult(quick, rounds=[_round(5_000, {401: 5_000})])
     assert short.problems() == []
+    assert "note: 5,000 storm requests in all (< 10,000): a short run" in format_storm(short)
 
 
 def test_the_storm_verdict_is_the_median_round() -> None:
@@ -248,3 +255,13 @@ def test_the_paced_token_script_sends_the_token_at_a_pace(tmp_path: Path) -> Non
     text = write_paced_token(tmp_path / "paced.lua", TOKEN, delay_ms=13.3).read_text()
     assert json.dumps(TOKEN) in text and "function delay()" in text and "13.300" in text
     assert "status %d %d" in text  # counts the statuses, as the other scripts do
+
+
+def test_the_storm_has_rounds_of_its_own() -> None:
+    default = parse_args([])
+    assert (default.storm_rounds, default.storm_duration) == (10, 3.0)
+    assert (default.rounds, default.duration) == (3, 10.0)
+    quick = parse_args(["--quick"])
+    assert (quick.storm_rounds, quick.storm_duration) == (1, 3.0)
+    with pytest.raises(SystemExit):
+        parse_args(["--storm-rounds", "0"])
