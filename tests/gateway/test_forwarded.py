@@ -272,6 +272,20 @@ async def test_an_absolute_form_targets_host_is_nginxs_host(
     assert seen["host"] != forwarded_host  # the service's host, as for any request
 
 
+@pytest.mark.parametrize("target", [b"http://other.example", b"http://other.example:8080?q=1"])
+async def test_an_absolute_form_target_with_an_empty_path_is_for_the_root(
+    target: bytes, start_gateway: StartGateway, upstream: TestServer
+) -> None:
+    """RFC 9110 §4.2.3: an empty path is "/", as nginx reads it; never a 400."""
+    gw = await start_gateway(make_route(make_service(upstream.port)))
+    answer = await raw_request(
+        gw.proxy_port, b"GET %b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % target
+    )
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:60]
+    seen = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert (seen["x-forwarded-path"], seen["x-forwarded-host"]) == ("/", "other.example")
+
+
 async def test_the_redirect_host_is_nginxs_host(
     start_gateway: StartGateway, upstream: TestServer
 ) -> None:

@@ -571,6 +571,38 @@ async def test_expect_100_continue_is_sent_only_after_routing(
         assert b" 100 " not in raw.partition(b"\r\n")[0], raw[:60]
 
 
+@pytest.mark.parametrize(
+    ("target", "expect", "status"),
+    [
+        (b"/nope", b"100-continue", b"404"),  # no route
+        (b"/ok/a%2Fb", b"100-continue", b"400"),  # a path refused
+        (b"/ok", b"200-ok", b"417"),  # an expectation not met
+    ],
+)
+async def test_a_refusal_before_an_expected_body_ends_the_connection(
+    target: bytes, expect: bytes, status: bytes, upstream: TestServer, start_gateway: StartGateway
+) -> None:
+    """Refused before a 100 Continue invited the body, the client may send it later or never
+    (RFC 9110 §10.1.1): what comes next cannot be told from a next request, so the refusal
+    closes the connection, as the openid-connect plugin's does, rather than read the next
+    request as the body (a front proxy reusing the connection would be desynchronised)."""
+    gw = await start_gateway(make_route(make_service(upstream.port), ("/ok",)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    try:
+        writer.write(
+            b"POST %b HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\nExpect: %b\r\n\r\n"
+            % (target, expect)
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 %b " % status), head
+        assert b"\r\nConnection: close\r\n" in head
+        writer.write(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")  # not read as the body
+        rest = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert b"HTTP/1.1" not in rest, rest
+
+
 async def streaming_upstream() -> tuple[TestServer, dict[str, Any]]:
     seen: dict[str, Any] = {}
 

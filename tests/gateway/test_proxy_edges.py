@@ -1334,6 +1334,26 @@ async def test_connect_and_trace_are_405_and_nothing_after_them_is_read_as_a_req
 
 
 @pytest.mark.parametrize(
+    ("request_line", "status"),
+    [(b"GET / HTTP/2.0", b"505"), (b"GET /", b"400")],
+    ids=["HTTP/2.0", "no version (0.9)"],
+)
+async def test_a_request_line_in_another_http_version_is_answered_in_http_1_1(
+    request_line: bytes, status: bytes, start_gateway: StartGateway
+) -> None:
+    """llhttp reads "HTTP/2.0" and a line without a version (HTTP/0.9, headers and all) as
+    requests; aiohttp would answer "HTTP/2.0 200 OK", a version no HTTP/1 client reads. As
+    nginx: 505 (400 for 0.9) in HTTP/1.1, a close, and nothing forwarded."""
+    async with replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, request_line + b"\r\nHost: a\r\n\r\n")
+    head = raw.partition(b"\r\n\r\n")[0] + b"\r\n"
+    assert head.startswith(b"HTTP/1.1 %b " % status), raw
+    assert b"\r\nConnection: close\r\n" in head
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
     ("regex", "request_path", "expected"),
     [
         # A regex written for Kong's reading, which keeps %40 escaped.

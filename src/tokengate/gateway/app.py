@@ -212,6 +212,20 @@ class Gateway:
         exchange = Exchange()
         try:
             response = await self._handle(request, request_id, exchange)
+            if (
+                "Expect" in request.headers
+                and request.body_exists
+                and not request.content.is_eof()
+                and request.writer.output_size == 0  # no 100 Continue went out
+                and not isinstance(response, RawResponse)  # relayed: the body was read
+                and not response.prepared
+            ):
+                # Refused before a 100 Continue invited the body (no route, a bad path, 417...):
+                # the client may send it later or never, so what comes next cannot be told
+                # from a next request (a front proxy that never sends it would have its next
+                # request read as this body). Close, as a refusal by the plugin does.
+                response.headers.setdefault("X-Request-Id", request_id.decode())
+                response = await answer_and_close(request, response, exchange.answer_edit)
         except web.RequestPayloadError as exc:
             # The body's framing broke (server.py): what follows cannot be told apart from a
             # next request, so the connection ends with the 400.
@@ -295,6 +309,12 @@ class Gateway:
     async def _handle(
         self, request: web.BaseRequest, request_id: bytes, exchange: Exchange
     ) -> web.StreamResponse:
+        if request.version.major != 1:
+            # llhttp takes "HTTP/2.0" in a request line (and a line without a version as HTTP/0.9,
+            # headers and all), and aiohttp answers in the request's version: "HTTP/2.0 200 OK"
+            # over HTTP/1, which no client reads (RFC 9112 §2.3: never a version the server does
+            # not conform to). nginx answers a major version past 1 with 505, in HTTP/1.1.
+            return await answer_and_close(request, responses.unsupported_version(request.version))
         if request.method in _REFUSED_METHODS:
             # nginx, so Kong, answers 405: a reverse proxy opens no tunnels, and a TRACE would
             # echo the client's cookies and credentials back (cross-site tracing). Whatever
@@ -315,6 +335,9 @@ class Gateway:
             except ValueError:  # aiohttp's parser refuses these first; never a 500 here
                 return responses.bad_request()
             raw_target = request.rel_url.raw_path_qs
+            if not raw_target.startswith("/"):
+                # RFC 9110 §4.2.3: an empty path is "/" (`GET http://api.example?q HTTP/1.1`)
+                raw_target = "/" + raw_target
         query_at = raw_target.find("?")
         raw_path = exchange.path = raw_target if query_at < 0 else raw_target[:query_at]
         try:

@@ -91,6 +91,15 @@ def redirect(status: int, location: str) -> web.Response:
     return web.Response(status=status, headers={"Location": location, "Server": SERVER})
 
 
+def unsupported_version(version: tuple[int, int]) -> RawResponse:
+    """The answer to a request in HTTP/2.0 or 0.9 over an HTTP/1 connection: in HTTP/1.1 (aiohttp
+    would write the request's version), nginx's 505 for a later major version; a request line
+    without one (0.9) that still had headers is no request of any version."""
+    if version[0] > 1:
+        return closing_error(505, "HTTP version not supported")
+    return closing_error(400, "Bad request")
+
+
 def closing_error(status: int, message: str) -> RawResponse:
     """Kong's error as HTTP/1.1 bytes, then a close: for a request the gateway could not parse
     (aiohttp's own error path would answer in HTTP/1.0, with its Server token)."""
