@@ -24,7 +24,8 @@ from tests.gateway.conftest import (
     serving,
 )
 from tests.gateway.issuer import TestIssuer
-from tests.gateway.test_proxy_edges import read_response
+from tests.gateway.support import KeepAliveUpstream, eventually, route
+from tests.gateway.test_proxy_edges import CLOSE_GET, read_response
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.rawresponse import RawResponse
@@ -293,12 +294,53 @@ async def test_past_the_cap_with_none_idle_the_new_connection_is_refused(
         writer.close()
 
 
+async def test_idle_upstream_connections_of_every_service_count_against_the_cap(
+    start_gateway: StartGateway,
+) -> None:
+    """The cap keeps two descriptors per client connection, its own and its upstream's: idle
+    upstream connections kept for one service after another must not pile up past it (with
+    `ulimit -n 256`, four services' idle pools used up every descriptor: accepts failed and
+    upstream connects answered 502). As nginx counts upstream connections against
+    worker_connections, the oldest idle one makes room."""
+    async with KeepAliveUpstream() as a, KeepAliveUpstream() as b, KeepAliveUpstream() as c:
+        routes = [
+            route(make_service(up.port), path) for up, path in ((a, "/a"), (b, "/b"), (c, "/c"))
+        ]
+        gw = await start_gateway(*routes, max_connections=2)
+        for path in (b"/a", b"/b", b"/c"):
+            answer = await raw_request(gw.proxy_port, CLOSE_GET.replace(b"/", path, 1))
+            assert answer.startswith(b"HTTP/1.1 200 ")
+        await eventually(lambda: a.closed == {0})  # the oldest idle one, for /c's
+        assert (b.closed, c.closed) == (set(), set())
+        answer = await raw_request(gw.proxy_port, CLOSE_GET.replace(b"/", b"/b", 1))
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert b.served == [["/b", "/b"]]  # the idle connection kept is still reused
+
+
 def test_the_default_cap_fits_the_open_file_limit() -> None:
     cap = connection_cap()
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert 16 <= cap <= 16384
     assert soft == resource.RLIM_INFINITY or 2 * cap + 128 <= max(soft, 160)
     assert connection_cap(7) == 7
+
+
+async def test_a_max_connections_past_the_open_file_limit_is_warned_about(
+    counting: tuple[TestServer, list[str]],
+    start_gateway: StartGateway,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past the open-file limit the event loop accepts and at once closes new connections, and
+    says nothing: nginx warns "N worker_connections exceed open file resource limit" at start."""
+    connection_cap()  # raises the soft limit to the hard one, as the gateway does
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        pytest.skip("no open-file limit")
+    await start_gateway(make_route(make_service(counting[0].port)), max_connections=soft)
+    assert f"--max-connections {soft} needs about {2 * soft + 128} open files" in caplog.text
+    caplog.clear()
+    await start_gateway(make_route(make_service(counting[0].port)))
+    assert "open files" not in caplog.text  # the default fits
 
 
 async def test_refusals_to_a_client_that_never_reads_obey_the_send_timeout(

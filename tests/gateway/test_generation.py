@@ -8,13 +8,14 @@ period is cut off so that stopping never hangs.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from tests.gateway.conftest import make_service
+from tests.gateway.conftest import echo, make_service, serving
 from tests.gateway.support import KeepAliveUpstream, config_of, eventually, get, route
 from tests.ports import connection_refused
 from tokengate.gateway.app import GatewayServer
@@ -73,6 +74,65 @@ async def test_stop_closes_idle_keep_alive_connections_at_once(
         assert await slow == (200, "/slow")
         await stopping
     writer.close()
+
+
+async def test_stop_lets_a_request_still_sending_its_body_finish() -> None:
+    """aiohttp reads nothing more from a connection once it is closing (aiohttp#2298): the rest
+    of an upload that was arriving when the drain began was dropped, and the request hung until
+    the grace period cut it off (a 499, and the client's connection closed unanswered). nginx
+    keeps reading a request's body through a graceful shutdown."""
+    async with serving(echo) as upstream:
+        gw = await started(route(make_service(upstream.port), "/upload"), grace=3)
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        idle_writer.write(b"GET /upload HTTP/1.1\r\nHost: x\r\n\r\n")
+        await idle_reader.readuntil(b"}")  # the whole answer: the connection is now idle
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        # Answered once routed: the request is in progress, waiting for its body.
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        stopping = asyncio.create_task(gw.stop())
+        try:
+            assert await asyncio.wait_for(idle_reader.read(), 2) == b""  # the drain has begun
+            writer.write(b"world")
+            answer = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            await asyncio.wait_for(stopping, 5)
+            writer.close()
+            idle_writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert json.loads(body)["body"] == "helloworld"
+
+
+async def test_stop_serves_a_request_whose_head_had_begun_to_arrive(
+    upstream: KeepAliveUpstream,
+) -> None:
+    """A connection is idle while no byte of a next request has come; one whose request head
+    is half received when the drain begins is busy (nginx clears `c->idle` at its first
+    byte): its request is served, not dropped with the connection."""
+    gw = await started(route(make_service(upstream.port), "/fast"), grace=3)
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(b"GET /fast HTTP/1.1\r\nHost: x\r\n")
+    await writer.drain()
+    # A whole exchange on another connection: the half head has been read by then.
+    idle_writer.write(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+    await idle_reader.readuntil(b"/fast")
+    stopping = asyncio.create_task(gw.stop())
+    try:
+        assert await asyncio.wait_for(idle_reader.read(), 2) == b""  # the drain has begun
+        writer.write(b"\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        await asyncio.wait_for(stopping, 5)
+        writer.close()
+        idle_writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"/fast")
 
 
 async def test_stop_cuts_off_a_request_still_running_after_the_grace_period(

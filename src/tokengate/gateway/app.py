@@ -67,6 +67,7 @@ from tokengate.gateway.server import (
     HeadTimeoutServer,
     body_error_answered,
     connection_cap,
+    warn_if_past_open_files,
 )
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.shared_metrics import files_per_process, scrape_registry
@@ -607,6 +608,8 @@ class GatewayServer:
         # Authenticators before the first request can arrive; key fetches once both ports are
         # ours (a busy port is reported alone, not after an IdP's fetch warnings).
         self.gateway.start_auth(self._session, warm=False)
+        cap = connection_cap(settings.max_connections)
+        warn_if_past_open_files(cap)
         server = HeadTimeoutServer(
             self._dispatch,
             head_timeout=settings.client_header_timeout,
@@ -615,7 +618,7 @@ class GatewayServer:
             auto_decompress=False,  # bodies travel as the client encoded them
             keepalive_timeout=settings.keepalive_timeout,
             access_log=None,
-            max_connections=connection_cap(settings.max_connections),
+            max_connections=cap,
         )
         # drain() cuts requests off after shutdown_timeout; aiohttp's own bound is a backstop.
         self._proxy_runner = web.ServerRunner(

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tokengate.gateway.server import HeadTimeoutHandler
 from tokengate.shutdown import cut_connections
 
 if TYPE_CHECKING:
@@ -96,18 +97,41 @@ async def drain(
     """Stop accepting, close idle keep-alive connections, give requests in progress `grace`
     seconds (or until `cut` is set), then cut off whatever is still running; the runner is
     cleaned up on return."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
     for site in runner.sites:
         await site.stop()  # new connections are refused from here on
     server = runner.server
     if server is None:
         return
+    # A connection whose request head has begun to arrive is not idle (nginx counts it busy
+    # too): its request is served. Closing it now would drop the rest of its head.
+    arriving = [
+        c for c in server.connections if isinstance(c, HeadTimeoutHandler) and c.head_arriving
+    ]
+    waiting = {id(conn) for conn in arriving}
     for conn in server.connections:
-        conn.close()  # no further request on any connection
+        if id(conn) not in waiting:
+            conn.close()  # no further request on any connection
+            if arriving and isinstance(conn, HeadTimeoutHandler) and conn.idle:
+                conn.force_close()  # as the cleanup below would at once, not after the heads
+    cutting = asyncio.ensure_future((cut or asyncio.Event()).wait())
+    if arriving:
+        heads = asyncio.ensure_future(asyncio.gather(*(c.head_complete() for c in arriving)))
+        first: set[asyncio.Future[Any]] = {heads, cutting}
+        left = max(0.0, deadline - loop.time())
+        await asyncio.wait(first, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        heads.cancel()
+        for conn in arriving:
+            conn.close()  # its request, if its head came, runs on: no further one
     # aiohttp's cleanup closes the idle connections at once and waits for the busy ones, for
     # at most the runner's shutdown_timeout, which is longer than `grace`: the cut is ours.
     cleanup = asyncio.ensure_future(runner.cleanup())
-    cutting = asyncio.ensure_future((cut or asyncio.Event()).wait())
-    await asyncio.wait({cleanup, cutting}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait(
+        {cleanup, cutting},
+        timeout=max(0.0, deadline - loop.time()),
+        return_when=asyncio.FIRST_COMPLETED,
+    )
     cutting.cancel()
     if not cleanup.done():
         running = sum(generation.inflight for generation in generations)

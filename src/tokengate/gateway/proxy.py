@@ -42,9 +42,11 @@ from tokengate.gateway.headers import (
 )
 from tokengate.gateway.rawresponse import RawResponse
 from tokengate.gateway.router import RouteMatch
+from tokengate.gateway.server import connection_cap
 from tokengate.gateway.settings import GatewaySettings
 from tokengate.gateway.tunnel import copy_to_client, relay, wants_websocket
 from tokengate.gateway.upstream import (
+    ConnectionBudget,
     PoolExhausted,
     UpstreamConnectError,
     UpstreamConnection,
@@ -96,6 +98,7 @@ class Forwarder:
         self._targets: dict[str, _Targets] = {}
         self._by_endpoint: dict[tuple[str, str, int, bool, str | None], UpstreamPool] = {}
         self._tunnels: set[UpstreamConnection] = set()
+        self._budget = ConnectionBudget(connection_cap(settings.max_connections))
 
     def _new_pool(self, service: Service) -> UpstreamPool:
         pool = self._pools[service.name] = self._pool_for(service, service.host, service.port)
@@ -116,6 +119,7 @@ class Forwarder:
                 max_idle=self._settings.upstream_max_idle,
                 ssl_context=_ssl_context(service),
                 server_name=server_name,
+                budget=self._budget,
             )
         return pool
 

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
@@ -83,6 +83,7 @@ class HeadTimeoutHandler(RequestHandler):
         self._head_bytes = 0  # of the head being received, so far
         self._payload: StreamReader | None = None  # the body of the last request parsed
         self._refused = False  # a head over the bound was queued: read nothing more
+        self._head_waiter: asyncio.Future[None] | None = None  # head_complete()'s
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -94,6 +95,9 @@ class HeadTimeoutHandler(RequestHandler):
         in_body = self._upgraded or (
             payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof()
         )
+        if self._close and in_body and self._request_in_progress:
+            self._body_while_draining(data)
+            return
         super().data_received(data)
         if (
             len(self._messages) > queued
@@ -112,6 +116,7 @@ class HeadTimeoutHandler(RequestHandler):
                 self._refuse_large_heads(queued)
             self._head_bytes = 0
             self._payload = self._messages[-1][1]
+            self._head_ended()
         elif not in_body:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_REQUEST_HEAD:
@@ -121,6 +126,23 @@ class HeadTimeoutHandler(RequestHandler):
         elif self._head_timer is None:
             loop = asyncio.get_running_loop()
             self._head_timer = loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _body_while_draining(self, data: bytes) -> None:
+        """The server is draining (`close()`: no further request on this connection), and
+        aiohttp reads nothing more from a closing connection (aiohttp#2298), yet the request in
+        progress still needs the rest of its body to finish within the grace period: its bytes
+        go to its parser here, as nginx keeps reading a request body during a graceful
+        shutdown. A next request's head behind it is dropped unanswered (the connection closes
+        after this answer)."""
+        parser = self._parser
+        payload = self._payload
+        if self._upgraded or parser is None or payload is None:
+            return  # (a WebSocket tunnel is ended by the drain itself)
+        try:
+            parser.feed_data(data)
+        except HttpProcessingError as exc:
+            payload.set_exception(web.RequestPayloadError(exc.message))
+            self._refused = True
 
     def _fail_body(self, payload: StreamReader) -> None:
         """The body being read broke its framing (a malformed chunk): aiohttp queued a 400 for
@@ -172,7 +194,29 @@ class HeadTimeoutHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_head_timer()
+        self._head_ended()
         super().connection_lost(exc)
+
+    @property
+    def head_arriving(self) -> bool:
+        """A request head has begun to arrive and is not complete yet: for nginx no longer an
+        idle connection, whose request a graceful shutdown still serves."""
+        return bool(self._head_bytes) and not (
+            self._messages or self._request_in_progress or self._upgraded or self._refused
+        )
+
+    async def head_complete(self) -> None:
+        """Return once the head that has begun to arrive is complete, or the connection is
+        gone (the head deadline closes a client that stalls)."""
+        if self.head_arriving and self.transport is not None:
+            if self._head_waiter is None:
+                self._head_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._head_waiter)
+
+    def _head_ended(self) -> None:
+        waiter, self._head_waiter = self._head_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     @property
     def idle(self) -> bool:
@@ -241,10 +285,29 @@ def connection_cap(configured: int | None = None) -> int:
         return configured
     if soft == resource.RLIM_INFINITY:
         return _KONG_WORKER_CONNECTIONS
-    return max(16, min(_KONG_WORKER_CONNECTIONS, (soft - 128) // 2))
+    return max(16, min(_KONG_WORKER_CONNECTIONS, (soft - _RESERVED_FILES) // 2))
+
+
+def warn_if_past_open_files(cap: int) -> None:
+    """Say so when `cap` client connections need more descriptors than the open-file limit
+    allows (an explicit --max-connections; the default fits unless the limit is under 160), as
+    nginx warns "N worker_connections exceed open file resource limit": past the limit the
+    event loop accepts and at once closes every new connection, and upstream connects and key
+    fetches fail, with nothing logged."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * cap + _RESERVED_FILES
+    if soft != resource.RLIM_INFINITY and needed > soft:
+        log.warning(
+            "--max-connections %d needs about %d open files, more than this process's limit of "
+            "%d: raise the limit (ulimit -n) or lower --max-connections",
+            cap,
+            needed,
+            soft,
+        )
 
 
 _KONG_WORKER_CONNECTIONS: Final = 16384
+_RESERVED_FILES: Final = 128  # listeners, the status port's connections, logs, key fetches
 STATUS_CONNECTIONS: Final = 64  # probes and scrapes: a few at a time
 _CAP_WARNING_EVERY: Final = 10.0  # seconds
 

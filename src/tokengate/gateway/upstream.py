@@ -508,6 +508,31 @@ def _expire(waiter: asyncio.Future[None], message: str) -> None:
 IDLE_TIMEOUT: Final = 60.0
 
 
+class ConnectionBudget:
+    """The upstream connections of all the pools of one forwarder, idle ones included: at most
+    `limit` at once, the number of client connections the worker takes (connection_cap: two
+    descriptors per client connection, its own and its upstream's). As nginx counts upstream
+    connections against worker_connections, past the limit the oldest idle connection of any
+    pool is closed to make room for a new one; otherwise idle connections kept for one service
+    after another would use up the descriptors the cap keeps for accepting clients."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0  # connecting or connected, over every pool
+        self.pools: list[UpstreamPool] = []
+
+    def make_room(self) -> None:
+        if self.open < self.limit:
+            return
+        oldest: UpstreamPool | None = None
+        for pool in self.pools:
+            idle = pool._idle
+            if idle and (oldest is None or idle[0].idle_since < oldest._idle[0].idle_since):
+                oldest = pool
+        if oldest is not None:
+            oldest._idle.pop(0).close()
+
+
 class UpstreamPool:
     """Keep-alive connections to one `host:port`, at most `max_connections` at once.
 
@@ -527,6 +552,7 @@ class UpstreamPool:
         server_name: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -546,6 +572,9 @@ class UpstreamPool:
             collections.deque()
         )
         self._closed = False
+        self._budget = budget
+        if budget is not None:
+            budget.pools.append(self)
 
     @property
     def size(self) -> int:
@@ -642,6 +671,8 @@ class UpstreamPool:
 
     def forget(self, conn: UpstreamConnection) -> None:
         """Called by a connection when its socket closes."""
+        if self._budget is not None:
+            self._budget.open -= 1
         self._detached.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
@@ -671,9 +702,15 @@ class UpstreamPool:
     async def _open(self, connect_timeout: float, *, reserved: bool = False) -> UpstreamConnection:
         if not reserved:  # else the slot was counted when it was handed over
             self._opening += 1
+        budget = self._budget
+        if budget is not None:
+            budget.make_room()
+            budget.open += 1  # until the connection is lost (forget)
         try:
             conn = await self._connect(connect_timeout)
         except BaseException:
+            if budget is not None:
+                budget.open -= 1
             self._opening -= 1
             self._hand_free_slot()
             raise
