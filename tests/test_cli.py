@@ -662,13 +662,18 @@ def test_abbreviated_flags_are_refused(capsys: pytest.CaptureFixture[str]) -> No
     assert "unrecognized arguments: --worker" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--log-level", "loud", "--log-level: 'loud' is not one of debug, info, warning, error"),
+        ("--log-format", "xml", "--log-format: 'xml' is not one of text, json"),
+    ],
+)
 @pytest.mark.parametrize("command", [["gateway", "--config", "kong.yaml"], ["identity"], ["run"]])
-def test_an_unknown_log_level_is_a_usage_error(
-    command: list[str], capsys: pytest.CaptureFixture[str]
+def test_an_unknown_log_level_or_format_is_a_usage_error(
+    command: list[str], flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main([*command, "--log-level", "loud"])
+        main([*command, flag, value])
     assert exit_info.value.code == 2
-    assert (
-        "--log-level: 'loud' is not one of debug, info, warning, error" in capsys.readouterr().err
-    )
+    assert message in capsys.readouterr().err

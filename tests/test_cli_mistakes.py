@@ -69,13 +69,25 @@ def test_in_memory_true_words_in_the_environment_mean_on(
 
 
 @pytest.mark.parametrize("word", ["maybe", ""])
-def test_in_memory_other_words_in_the_environment_are_refused(
-    word: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("command", "variable", "flag"),
+    [
+        (["identity"], "TOKENGATE_IN_MEMORY", "--in-memory"),
+        (["gateway", "--config", "k.yaml"], "TOKENGATE_ACCESS_LOG", "--access-log"),
+    ],
+)
+def test_other_words_in_a_switch_variable_are_refused(
+    word: str,
+    command: list[str],
+    variable: str,
+    flag: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("TOKENGATE_IN_MEMORY", word)
+    monkeypatch.setenv(variable, word)
     assert (
-        f"tokengate identity: error: TOKENGATE_IN_MEMORY (for --in-memory): expected true or "
-        f"false (or 1/0, yes/no, on/off), got {word!r}" in usage_error(capsys, "identity")
+        f"tokengate {command[0]}: error: {variable} (for {flag}): expected true or "
+        f"false (or 1/0, yes/no, on/off), got {word!r}" in usage_error(capsys, *command)
     )
 
 
@@ -234,6 +246,7 @@ def test_malformed_listen_addresses_are_refused(
         ("--client-body-timeout", "2", 2.0),
         ("--trusted-ips", " 10.0.0.0/8, ::1 ,", (ip_network("10.0.0.0/8"), ip_network("::1"))),
         ("--trusted-ips", "", ()),
+        ("--trusted-ips", "10.1.2.3/8", (ip_network("10.0.0.0/8"),)),  # host bits: the block
         ("--ignore-plugins", " key-auth , acl,", frozenset({"key-auth", "acl"})),
     ],
 )
@@ -556,6 +569,24 @@ def test_ctrl_c_while_a_command_reads_its_files_is_exit_130_without_a_traceback(
         ({}, ["gateway", "--config", "k.yaml", "--no-access-log"], {"access_log": False}),
         ({"TOKENGATE_ADMIN_TOKEN": "t", "TOKENGATE_DATA": "id.db"}, ["run"], {"data": "id.db"}),
         ({"TOKENGATE_LOG_LEVEL": "ERROR"}, ["identity"], {"log_level": "ERROR"}),
+        # A bad value is no error where the flag overrides it: the variable is not used.
+        (
+            {"TOKENGATE_WORKERS": "two", "TOKENGATE_LISTEN": "nowhere"},
+            ["gateway", "--config", "k.yaml", "--workers", "2", "--listen", ":8001"],
+            {"workers": 2, "listen": ("0.0.0.0", 8001)},
+        ),
+        ({"TOKENGATE_CONFIG": ""}, ["run", "--config", "k.yaml"], {"config": "k.yaml"}),
+        (
+            {"TOKENGATE_ACCESS_LOG": "maybe"},
+            ["gateway", "--config", "k.yaml", "--no-access-log"],
+            {"access_log": False},
+        ),
+        ({"TOKENGATE_IN_MEMORY": "maybe"}, ["identity", "--in-memory"], {"in_memory": True}),
+        (
+            {"TOKENGATE_ADMIN_TOKEN": "s3cret\n", "TOKENGATE_DATA": ""},
+            ["identity", "--admin-token", "s3cret", "rotate-keys", "--data", "id.db", UUID],
+            {"admin_token": "s3cret", "data": "id.db"},
+        ),
     ],
 )
 def test_variables_give_defaults_and_flags_override_them(
@@ -625,6 +656,7 @@ def test_a_data_file_that_is_not_a_database_is_exit_1_naming_it(
         (["run", "--seed", ""], "--seed"),
         (["run", "--data", ""], "--data"),
         (["config", "validate", ""], "file"),
+        (["identity", "rotate-keys", "--data", "", UUID], "--data"),
     ],
 )
 def test_an_empty_path_on_the_command_line_names_the_option(
@@ -718,7 +750,16 @@ def test_a_bad_variable_of_another_command_stops_neither_version_nor_validate(
         ("", "empty admin token: give one, or leave the option out to have one generated"),
         ("s3cret\n", "the admin token has spaces or a newline around it"),
         (" s3cret", "the admin token has spaces or a newline around it"),
-        ("s3\x01cret", "the admin token has spaces or a newline around it, or control characters"),
+        (
+            "s3\x01cret",
+            "the admin token has spaces or a newline around it, or control characters: no "
+            "Authorization header would match it",
+        ),
+        (
+            "s3cret\u00e9",  # sent in each client's own encoding
+            "the admin token has non-ASCII characters, which HTTP clients encode differently "
+            "(UTF-8, Latin-1): not every client could send it",
+        ),
     ],
 )
 @pytest.mark.parametrize("command", [["identity", "--in-memory"], ["run"]])
@@ -752,6 +793,8 @@ def test_a_missing_config_subcommand_names_the_one_there_is(
     assert "the following arguments are required: {validate}" in err
     err = usage_error(capsys)
     assert "tokengate: error: the following arguments are required: command" in err
+    err = usage_error(capsys, "gateway")
+    assert "tokengate gateway: error: the following arguments are required: --config" in err
 
 
 @pytest.mark.parametrize(
@@ -783,3 +826,37 @@ def test_help_describes_the_tool_and_its_arguments(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         build_parser().parse_args(["identity", "rotate-keys", "--help"])
     assert "auth_server_id  the auth server's id" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "lines"),
+    [
+        (
+            [],
+            [
+                "gateway run the OIDC gateway (reverse proxy)",
+                "identity run the local Kong Identity server",
+                "run identity server + gateway + echo upstream",
+                "config work with kong.yaml files",
+            ],
+        ),
+        (["config"], ["validate check a kong.yaml as the gateway would"]),
+        (["config", "validate"], ["file kong.yaml to check"]),
+        (
+            ["identity"],
+            ["rotate-keys give an auth server a new signing key (the old one stays published)"],
+        ),
+        (
+            ["identity", "rotate-keys"],
+            ["--data DATA the identity server's SQLite file (as `identity --data`)"],
+        ),
+    ],
+)
+def test_help_says_what_each_subcommand_and_argument_is(
+    argv: list[str], lines: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for line in lines:
+        assert line in out

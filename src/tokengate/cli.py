@@ -72,8 +72,9 @@ class _Parser(argparse.ArgumentParser):
         # The flags are public interface: `--worker 2` is a typo to report, not `--workers`.
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
-        # Bad TOKENGATE_* values of this command's options, reported when this command runs.
-        self.env_errors: list[str] = []
+        # Bad TOKENGATE_* values of this command's options (each with its option's dest),
+        # reported when this command runs without that option on its command line.
+        self.env_errors: list[tuple[str, str]] = []
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -81,11 +82,12 @@ class _Parser(argparse.ArgumentParser):
         parsed, extras = super().parse_known_args(args, namespace)
         # Every command's options read their variables when the parser is built; a bad value
         # is an error of the command that takes it only: `tokengate --version`, or `config
-        # validate`, has no use for TOKENGATE_WORKERS.
+        # validate`, has no use for TOKENGATE_WORKERS. Nor has `--workers 2`: the flag wins.
         parser: _Parser | None = self
         while parser is not None:
-            if parser.env_errors:
-                parser.error(parser.env_errors[0])
+            for dest, message in parser.env_errors:
+                if getattr(parsed, dest, None) is None:  # the default a bad variable leaves
+                    parser.error(message)
             parser = parser._chosen(parsed)
         return parsed, extras
 
@@ -150,7 +152,8 @@ def _path(value: str) -> str:
 def _admin_token(value: str) -> str:
     """What every /v1 request sends as `Authorization: Bearer <token>`. The server strips the
     spaces around the token it is sent: one written with spaces or a newline around it (a
-    secret file's last line) would never match, and control characters cannot be sent."""
+    secret file's last line) would never match, and control characters cannot be sent. Non-ASCII
+    ones go in each client's own encoding (curl: UTF-8, Python's http.client: Latin-1)."""
     if not value:
         raise argparse.ArgumentTypeError(
             "empty admin token: give one, or leave the option out to have one generated"
@@ -160,6 +163,11 @@ def _admin_token(value: str) -> str:
         raise argparse.ArgumentTypeError(
             "the admin token has spaces or a newline around it, or control characters: no "
             "Authorization header would match it"
+        )
+    if not value.isascii():
+        raise argparse.ArgumentTypeError(
+            "the admin token has non-ASCII characters, which HTTP clients encode differently "
+            "(UTF-8, Latin-1): not every client could send it"
         )
     return value
 
@@ -282,8 +290,9 @@ def _from_env(
         return type(value)
     except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
         assert isinstance(parser, _Parser)  # every parser here is one
-        parser.env_errors.append(f"{_env_name(flag)} (for {flag}): {exc}")
-        return None
+        dest = flag.lstrip("-").replace("-", "_")
+        parser.env_errors.append((dest, f"{_env_name(flag)} (for {flag}): {exc}"))
+        return None  # never what a flag given on the command line parses to
 
 
 def _logging_options(parser: argparse.ArgumentParser, *, level: str = "info") -> None:
