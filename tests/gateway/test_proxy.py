@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.gateway.conftest import (
 )
 from tests.gateway.issuer import TestIssuer
 from tokengate.gateway.oidc_config import OidcConfig
+from tokengate.gateway.proxy import BUFFER_LIMIT
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -772,13 +774,25 @@ async def test_a_request_waits_for_a_pool_slot_at_most_connect_timeout_then_is_5
     assert no_slot in caplog.messages
 
 
+@pytest.mark.parametrize(
+    ("method", "body", "status"),
+    [
+        ("POST", b"once", 502),  # a POST is never replayed
+        # A body held whole is sent again; a streamed one (past BUFFER_LIMIT) is gone.
+        ("PUT", b"x" * BUFFER_LIMIT, 200),
+        ("PUT", b"x" * (BUFFER_LIMIT + 1), 502),
+    ],
+    ids=["post", "put-held", "put-streamed"],
+)
 async def test_stale_pooled_connection_is_retried_for_idempotent_requests_only(
-    start_gateway: StartGateway,
+    method: str, body: bytes, status: int, start_gateway: StartGateway
 ) -> None:
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Answers one request as keep-alive, then drops the connection as soon as the next
         # request arrives, without answering it (an upstream whose idle timer just fired).
-        await upstream.read_head(reader)
+        head = await upstream.read_head(reader)
+        length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+        await reader.readexactly(int(length[1]) if length else 0)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
         await reader.read(1)
@@ -791,8 +805,8 @@ async def test_stale_pooled_connection_is_retried_for_idempotent_requests_only(
                 assert resp.status == 200
             async with session.get(url) as resp:
                 assert resp.status == 200 and await resp.read() == b"ok"
-            async with session.post(url, data=b"once") as resp:
-                assert resp.status == 502  # a POST is never replayed
+            async with session.request(method, url, data=body) as resp:
+                assert resp.status == status
 
 
 async def test_the_retry_of_a_stale_connection_takes_a_new_one_not_another_pooled_one(

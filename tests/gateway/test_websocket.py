@@ -20,6 +20,7 @@ from tests.gateway.conftest import RawUpstream, StartGateway, make_route, make_s
 from tests.gateway.issuer import TestIssuer
 from tests.gateway.support import eventually
 from tests.gateway.test_proxy_edges import read_response
+from tokengate.gateway.cors import CorsConfig
 from tokengate.gateway.oidc_config import OidcConfig
 from tokengate.gateway.tunnel import wants_websocket
 
@@ -220,8 +221,9 @@ async def test_the_upstream_closing_closes_the_client(
 
 
 async def test_an_idle_upstream_ends_the_tunnel_after_read_timeout(
-    start_gateway: StartGateway, ws_upstream: WsUpstream
+    start_gateway: StartGateway, ws_upstream: WsUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="tokengate.proxy")
     service = make_service(ws_upstream.server.port, read_timeout=0.5)
     gw = await start_gateway(make_route(service))
     started = time.monotonic()
@@ -231,6 +233,8 @@ async def test_an_idle_upstream_ends_the_tunnel_after_read_timeout(
             assert await reader.read() == b""  # closed by the gateway, nothing relayed
     assert time.monotonic() - started >= 0.4
     await asyncio.wait_for(ws_upstream.ended.wait(), 5)  # and the upstream side is closed
+    ended = f"websocket tunnel to {service.name} ended: upstream read timed out"
+    assert ended in caplog.messages
 
 
 async def test_an_upstream_that_stops_reading_is_cut_off_after_write_timeout(
@@ -260,9 +264,36 @@ async def test_an_upstream_that_stops_reading_is_cut_off_after_write_timeout(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
-async def test_a_client_that_stops_reading_is_cut_off_after_client_send_timeout(
-    start_gateway: StartGateway,
+async def test_a_tunnel_ending_with_bytes_queued_for_the_upstream_ends_cleanly(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="tokengate.proxy")
+    done = asyncio.Event()
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await done.wait()
+
+    async with switching(never_read) as upstream:
+        # The upstream neither reads nor sends: read_timeout ends the tunnel while what the
+        # client sent still queues for it (write_timeout, longer, has not run out).
+        service = make_service(upstream.port, read_timeout=0.5, write_timeout=2.0)
+        gw = await start_gateway(make_route(service))
+        async with through_gateway(gw.proxy_port) as (head, reader, writer):
+            assert head.startswith(b"HTTP/1.1 101 ")
+            flood = Flood(writer)
+            async with asyncio.timeout(5):
+                with contextlib.suppress(ConnectionResetError):
+                    assert await reader.read() == b""
+            flood.stop()
+        done.set()
+    assert f"websocket tunnel to {service.name} ended: upstream read timed out" in caplog.messages
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_client_that_stops_reading_is_cut_off_after_client_send_timeout(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tokengate.proxy")
     upstream_saw_close = asyncio.Event()
 
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -278,6 +309,8 @@ async def test_a_client_that_stops_reading_is_cut_off_after_client_send_timeout(
         async with through_gateway(gw.proxy_port):
             # Never read: the gateway's writes to us stall, and it ends the tunnel both ways.
             await asyncio.wait_for(upstream_saw_close.wait(), 10)
+    ended = f"websocket tunnel to svc-{upstream.port} ended: the client stopped reading"
+    assert ended in caplog.messages
 
 
 async def test_a_tunnel_frees_its_pool_slot_once_switched(
@@ -384,6 +417,26 @@ async def test_a_101_with_a_content_length_does_not_cut_the_tunnel(
             assert b"content-length" not in head.lower()
             async with asyncio.timeout(5):
                 assert await reader.readexactly(16) == b"after the switch"
+
+
+async def test_the_101_of_a_cors_route_carries_the_routes_cors_headers_not_the_upstreams(
+    start_gateway: StartGateway,
+) -> None:
+    async def wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    # The upstream allows any origin; the route's cors plugin (Kong's header_filter runs on a
+    # 101 too) answers for the one it allows, in place of the upstream's.
+    own = SWITCHED.replace(b"\r\n\r\n", b"\r\nAccess-Control-Allow-Origin: *\r\n\r\n", 1)
+    async with switching(wait, own) as upstream:
+        cors = CorsConfig(origins=("https://app.example",))
+        gw = await start_gateway(make_route(make_service(upstream.port), cors=cors))
+        extra = b"Origin: https://app.example\r\n"
+        async with through_gateway(gw.proxy_port, extra=extra) as (head, _, _):
+            pass
+    assert head.startswith(b"HTTP/1.1 101 ")
+    allowed = [line for line in head.lower().split(b"\r\n") if line.startswith(b"access-")]
+    assert allowed == [b"access-control-allow-origin: https://app.example"]
 
 
 async def test_a_101_nobody_asked_for_is_a_502(
