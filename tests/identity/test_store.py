@@ -1106,3 +1106,97 @@ def test_replace_client_stores_the_labels_it_is_given_and_a_repeat_changes_nothi
     assert again == replaced  # lists or tuples: the same values, so not even updated_at moves
     with pytest.raises(TypeError, match="no name"):  # an existing client needs one too
         store.replace_client(server_id, client.id, secret=None, grant_types=["implicit"])
+
+
+# --- pinned after a mutation run of tokens, secrets, keys and cascades ----------------------------
+
+NAIVE = T0.replace(tzinfo=None)
+
+
+@pytest.mark.parametrize(
+    ("write", "error"),
+    [
+        pytest.param(
+            lambda s, sid, cid: s.record_token(
+                IssuedToken(
+                    id="j1",
+                    auth_server_id=sid,
+                    client_id=cid,
+                    granted_scope_names=(),
+                    created_at=NAIVE,
+                    expires_at=T0,
+                )
+            ),
+            "created_at must be a timezone-aware datetime",
+            id="token-with-a-naive-time",
+        ),
+        pytest.param(
+            lambda s, sid, cid: s.purge_expired_tokens(before=NAIVE),
+            "expires_at must be a timezone-aware datetime",
+            id="purge-before-a-naive-time",
+        ),
+        pytest.param(
+            lambda s, sid, cid: s.create_scope(sid, name="read", default=1),
+            "default must be a bool, not int",
+            id="an-int-for-a-bool",
+        ),
+        pytest.param(
+            lambda s, sid, cid: s.create_client(sid, name="other", grant_types="implicit"),
+            "grant_types must be a sequence of strings, not str",
+            id="a-string-for-a-list",
+        ),
+        pytest.param(  # what a column's type refuses is told as SQLite tells it
+            lambda s, sid, cid: s.create_client(sid, name="other", access_token_duration="5m"),
+            "cannot store TEXT value in INTEGER column clients.access_token_duration",
+            id="text-for-an-integer",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_kind_is_refused_not_stored(
+    store: Store,
+    server_id: str,
+    write: Callable[[Store, str, str], object],
+    error: str,
+) -> None:
+    """A naive time would be stored as the host's local time, so compare wrongly with UTC ones."""
+    client, _ = store.create_client(server_id, name="app")
+    store.record_token(token(server_id, client.id, jti="kept", ttl=-60))  # a purge would drop it
+    with pytest.raises((TypeError, ValueError, StoreError), match=f"^{error}$"):
+        write(store, server_id, client.id)
+    assert [t.id for t in store.list_tokens(server_id, client.id)] == ["kept"]
+    assert store.list_scopes(server_id) == []
+    assert [c.name for c in store.list_clients(server_id)] == ["app"]
+
+
+def test_replace_client_takes_scopes_of_its_own_auth_server_only(
+    store: Store, server_id: str
+) -> None:
+    scope = store.create_scope(server_id, name="read")
+    other = store.create_auth_server(name="Other", audience="a")
+    foreign = store.create_scope(other.id, name="read")
+    client, _ = store.create_client(server_id, name="app")
+    replaced, _, created = store.replace_client(
+        server_id, client.id, secret=None, name="app", allow_scopes=[scope.id]
+    )
+    assert not created and replaced.allow_scopes == (scope.id,)
+    with pytest.raises(MissingReference, match=rf"^scopes \[{foreign.id}\] not found"):
+        store.replace_client(
+            server_id, client.id, secret=None, name="renamed", allow_scopes=[foreign.id]
+        )
+    assert store.get_client(server_id, client.id) == replaced  # rolled back
+
+
+def test_a_clock_without_a_time_zone_is_refused_at_the_first_write() -> None:
+    with Store.open(None, clock=lambda: NAIVE, key_factory=pooled_key) as store:
+        with pytest.raises(
+            ValueError, match=r"^the store's clock must return timezone-aware datetimes$"
+        ):
+            store.create_auth_server(name="Demo", audience="a")
+        assert store.list_auth_servers() == []
+
+
+def test_an_auth_server_keeps_a_copy_of_the_labels_it_is_given(store: Store) -> None:
+    labels = {"env": "dev"}
+    server = store.create_auth_server(name="Demo", audience="a", labels=labels)
+    labels["team"] = "x"  # the caller's dict, changed afterwards
+    assert server.labels == store.get_auth_server(server.id).labels == {"env": "dev"}
