@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.gateway.support import eventually
-from tests.identity.support import IdentityTestServer
+from tests.identity.support import IdentityTestServer, pooled_key
 from tests.identity.test_admin_api import new_store
 from tokengate.identity.app import create_identity_app
 from tokengate.identity.models import AuthServer
@@ -54,8 +54,10 @@ class Seeded:
 
 @pytest.fixture
 async def seeded() -> AsyncIterator[Seeded]:
-    """An in-memory identity server with the dev seed applied, closed after the test."""
-    store = new_store()
+    """An in-memory identity server with the dev seed applied, closed after the test. Its
+    store reads the real clock, as the token endpoint does for `iat` and `exp`: key grace
+    periods are compared with the tokens' expiry."""
+    store = Store.open(None, key_factory=pooled_key)
     (server,) = apply_seed(store, load_seed(SEED))
     client = await start(store)
     try:
@@ -219,6 +221,23 @@ async def test_rotation_endpoint_keeps_old_tokens_valid(
     assert resp.status == 404
     assert resp.content_type == "application/problem+json"
     assert (await resp.json())["instance"].startswith("kong:trace:")
+
+
+async def test_rotation_keeps_the_old_key_while_a_long_lived_token_lives(seeded: Seeded) -> None:
+    """A client's tokens may live up to 30 days: the previous key stays in the JWKS until the
+    last of them expires, and the answer says for how long."""
+    store, server, client = seeded.store, seeded.server, seeded.client
+    store.update_client(server.id, CLIENT["client_id"], access_token_duration=3 * 86400)
+    before = (await token(client, server.issuer_id))["access_token"]
+    expires = jwt.decode(before, options={"verify_signature": False})["exp"]
+    resp = await client.post(
+        f"/admin/auth-servers/{server.id}/rotate-keys", headers={"Authorization": "Bearer adm"}
+    )
+    rotated = await resp.json()
+    assert 3 * 86400 - 5 < rotated["grace_seconds"] <= 3 * 86400
+    (retired,) = [k for k in store.published_keys(server.id) if k.kid == rotated["previous_kid"]]
+    assert retired.published_until is not None
+    assert int(retired.published_until.timestamp()) == expires
 
 
 async def test_rotation_endpoint_reads_requests_as_the_management_api_does(seeded: Seeded) -> None:

@@ -626,6 +626,35 @@ def test_rotate_key_publishes_the_old_key_for_the_grace_only(
     assert [k.kid for k in store.published_keys(server_id)] == [newest.kid, new.kid]
 
 
+@pytest.mark.parametrize(
+    ("ttl", "revoked", "published_for"),
+    [
+        (3 * 86400, False, timedelta(days=3)),  # a long-lived token keeps its key published
+        (3600, False, timedelta(days=1)),  # the grace is never shorter than asked
+        (3 * 86400, True, timedelta(days=1)),  # a revoked token verifies nowhere anyway
+    ],
+    ids=["long-lived", "short-lived", "revoked"],
+)
+def test_a_retired_key_stays_published_while_a_token_it_signed_lives(
+    store: Store, clock: Clock, server_id: str, ttl: int, revoked: bool, published_for: timedelta
+) -> None:
+    """access_token_duration goes up to 30 days: a day's grace alone would leave a token
+    issued just before a rotation unverifiable for most of its life."""
+    client, _ = store.create_client(server_id, name="app")
+    issued = token(server_id, client.id, ttl=ttl)
+    store.record_token(issued)
+    if revoked:
+        store.revoke_token(server_id, client.id, issued.id)
+    old = store.active_key(server_id)
+    store.rotate_key(server_id, grace=timedelta(days=1))
+    retired = [k for k in store.published_keys(server_id) if k.kid == old.kid]
+    assert [k.published_until for k in retired] == [T0 + published_for]
+    clock.advance(seconds=published_for.total_seconds() - 1)
+    assert old.kid in [k.kid for k in store.published_keys(server_id)]
+    clock.advance(seconds=1)
+    assert old.kid not in [k.kid for k in store.published_keys(server_id)]
+
+
 def test_a_token_signed_before_rotation_verifies_with_a_published_key(
     store: Store, server_id: str
 ) -> None:

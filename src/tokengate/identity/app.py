@@ -11,7 +11,8 @@ Paths:
 - `POST /admin/auth-servers/{id}/rotate-keys`: key rotation, outside the Konnect paths (Konnect
   rotates keys itself; locally you may want to see a rotation happen). Admin token. Answers
   `{"kid": <new kid>, "previous_kid": ..., "grace_seconds": 86400}`: the previous key stays
-  in the JWKS for a day, so tokens already issued keep validating.
+  in the JWKS for a day, or until the last unrevoked token of the auth server expires if that
+  is later, so tokens already issued keep validating.
 - `/healthz`: 200 while the process lives.
 """
 
@@ -28,6 +29,7 @@ from aiohttp import web
 
 from tokengate.identity.admin_api import create_admin_app, server_id, store_of
 from tokengate.identity.issuer_api import create_issuer_app
+from tokengate.identity.models import SigningKey
 from tokengate.identity.store import Store
 
 log = logging.getLogger("tokengate.identity")
@@ -38,15 +40,26 @@ TOKEN_HISTORY = timedelta(days=1)  # expired tokens stay listable this long
 _KEY_ROUTES: Final = web.RouteTableDef()  # tokengate's own, outside the Konnect paths
 
 
+def rotate_signing_key(store: Store, auth_server_id: str) -> tuple[SigningKey, SigningKey, float]:
+    """Rotate an auth server's signing key (NotFound): the previous key, the new one, and how
+    many seconds the previous one stays published (KEY_GRACE, or until the last token it
+    signed expires)."""
+    previous = store.active_key(auth_server_id)
+    key = store.rotate_key(auth_server_id, grace=KEY_GRACE)
+    grace = KEY_GRACE.total_seconds()
+    for published in store.published_keys(auth_server_id):
+        if published.kid == previous.kid and published.published_until and published.retired_at:
+            grace = (published.published_until - published.retired_at).total_seconds()
+    return previous, key, grace
+
+
 @_KEY_ROUTES.post("/auth-servers/{authServerId}/rotate-keys")
 async def _rotate_keys(request: web.Request) -> web.Response:
     store, auth_server_id = store_of(request), server_id(request)
-    previous = store.active_key(auth_server_id)  # NotFound: the admin API's 404
-    key = store.rotate_key(auth_server_id, grace=KEY_GRACE)
+    # NotFound: the admin API's 404
+    previous, key, grace = rotate_signing_key(store, auth_server_id)
     log.info("rotated signing key of %s: %s → %s", auth_server_id, previous.kid, key.kid)
-    return web.json_response(
-        {"kid": key.kid, "previous_kid": previous.kid, "grace_seconds": KEY_GRACE.total_seconds()}
-    )
+    return web.json_response({"kid": key.kid, "previous_kid": previous.kid, "grace_seconds": grace})
 
 
 def create_identity_app(

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from tokengate.addresses import show
 from tokengate.eventloop import install_uvloop
-from tokengate.identity.app import KEY_GRACE, create_identity_app
+from tokengate.identity.app import create_identity_app, rotate_signing_key
 from tokengate.identity.models import AuthServer
 from tokengate.identity.runner import IdentityRunner
 from tokengate.identity.seed import SeedError, apply_seed, load_seed
@@ -191,15 +191,11 @@ def rotate_keys(data: str, auth_server_id: str) -> int:
         print(f"tokengate identity: {_open_failure(data, exc)}", file=sys.stderr)
         return 1
     try:
-        previous = store.active_key(auth_server_id)
-        key = store.rotate_key(auth_server_id, grace=KEY_GRACE)
+        previous, key, grace = rotate_signing_key(store, auth_server_id)
     except NotFound:
         print(f"tokengate identity: no auth server {auth_server_id} in {data}", file=sys.stderr)
         return 2
     finally:
         store.close()
-    print(
-        f"new signing key {key.kid}; {previous.kid} stays published for "
-        f"{int(KEY_GRACE.total_seconds())} s"
-    )
+    print(f"new signing key {key.kid}; {previous.kid} stays published for {int(grace)} s")
     return 0

@@ -707,7 +707,8 @@ class Store:
     def rotate_key(
         self, auth_server_id: str, *, grace: timedelta = DEFAULT_KEY_GRACE
     ) -> SigningKey:
-        """A new active key; the previous one is retired now and stays published for `grace`."""
+        """A new active key; the previous one is retired now and stays published for `grace`,
+        or until the last unrevoked token of the auth server expires if that is later."""
         server = self.get_auth_server(auth_server_id)
         key = self._new_key(auth_server_id, server.signing_algorithm, self._now())
         with self._tx():
@@ -717,7 +718,15 @@ class Store:
 
     def _rotate(self, key: SigningKey, grace: timedelta) -> None:
         now = self._now()
-        retired, until = encode("retired_at", now), encode("published_until", now + grace)
+        # The retired key stays published for `grace`, and longer while a token it signed
+        # lives (access_token_duration goes up to 30 days): every token already issued keeps
+        # validating until it expires, not only those of the last day.
+        (last_expiry,) = self._db.execute(
+            "SELECT MAX(expires_at) FROM tokens WHERE auth_server_id = ? AND revoked = 0",
+            (key.auth_server_id,),
+        ).fetchone()
+        retired = encode("retired_at", now)
+        until = max(encode("published_until", now + grace), last_expiry or "")
         self._config_version += 1
         self._db.execute(
             "UPDATE signing_keys SET retired_at = ?, published_until = ?"
