@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -613,6 +614,47 @@ def test_gateway_flags_reach_the_gateway_it_runs(tmp_path: Path) -> None:
     assert all(line["logger"] != "tokengate.access" for line in json_lines(stderr))
 
 
+def closed_within(port: int, sent: bytes, seconds: float) -> bytes:
+    """What the server answers to `sent` before it closes the connection, which it must do
+    within `seconds`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as client:
+        client.sendall(sent)
+        answer = b""
+        end = time.monotonic() + seconds
+        while chunk := client.recv(65536):  # a socket.timeout past `seconds` fails the test
+            answer += chunk
+            client.settimeout(max(end - time.monotonic(), 0.01))
+        return answer
+
+
+def test_gateway_timeout_flags_reach_the_gateway_it_runs(tmp_path: Path) -> None:
+    """Each timeout given is the one the gateway keeps (its defaults are 10 s or more)."""
+    path = tmp_path / "kong.yaml"
+    path.write_text(GOOD)
+    proxy, status = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tokengate", "gateway", "--config", str(path)),
+            *("--listen", f"127.0.0.1:{proxy}", "--status-listen", f"127.0.0.1:{status}"),
+            *("--client-header-timeout", "1", "--client-body-timeout", "1"),
+            *("--keepalive-timeout", "4"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(status, process)
+        closed_within(proxy, b"GET /x HTTP/1.1\r\nHost: x\r\n", 3)  # --client-header-timeout
+        head = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n1"
+        assert b" 408 " in closed_within(proxy, head, 3)  # --client-body-timeout
+        idle = closed_within(proxy, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", 7)
+        assert idle.startswith(b"HTTP/1.1 404 ")  # then idle: --keepalive-timeout
+    finally:
+        process.kill()
+        process.communicate()
+
+
 def test_identity_logs_json_lines(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
@@ -641,7 +683,10 @@ def test_identity_logs_json_lines(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.communicate()
-    assert any(line["logger"] == "tokengate.identity" for line in json_lines(stderr))
+    loggers = {line["logger"] for line in json_lines(stderr)}
+    assert "tokengate.identity" in loggers
+    # Its requests (the /healthz polls above) are not logged: aiohttp's access log is off.
+    assert "aiohttp.access" not in loggers
 
 
 def test_readme_lists_every_option_of_every_command() -> None:

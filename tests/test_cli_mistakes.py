@@ -615,6 +615,21 @@ def test_rotate_keys_on_a_missing_database_says_so_and_creates_nothing(tmp_path:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_rotate_keys_in_memory_is_refused_and_leaves_the_default_database_alone(
+    tmp_path: Path,
+) -> None:
+    """--in-memory names no database: the one at the default path is not the user's to rotate."""
+    default = tmp_path / "tokengate-identity.db"
+    default.write_bytes(b"another server's")
+    result = tokengate("identity", "--in-memory", "rotate-keys", UUID, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "tokengate: rotate-keys needs --data (an in-memory server keeps nothing)\n"
+    )
+    assert [path.name for path in tmp_path.iterdir()] == [default.name]
+    assert default.read_bytes() == b"another server's"
+
+
 def test_rotate_keys_on_a_directory_says_it_is_not_a_database_file(tmp_path: Path) -> None:
     result = tokengate("identity", "--data", str(tmp_path), "rotate-keys", UUID)
     assert result.returncode == 2

@@ -718,7 +718,8 @@ def run_command(args: argparse.Namespace) -> int:
         return clash
     _configure_logging(args)
     _warn_ignored_metrics_directory(ignored)
-    config = _load(args.config, args.ignore_plugins)
+    # As the gateway's: log records, so that --log-format json stays JSON.
+    config = _load(args.config, args.ignore_plugins, logging.getLogger("tokengate.config").warning)
     try:
         seed = load_seed(args.seed)
     except SeedError as exc:

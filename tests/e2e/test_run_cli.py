@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import KONG_YAML, ROOT
+from tests.e2e.conftest import KONG_YAML, ROOT, SEED
 from tests.ports import busy_port, free_port
 from tests.test_cli import tokengate, wait_ready
 
@@ -68,14 +68,14 @@ class Running:
         self.process.communicate()
 
 
-def run_on_free_ports(*args: str) -> tuple[Running, int, int]:
+def run_on_free_ports(*args: str, env: dict[str, str] | None = None) -> tuple[Running, int, int]:
     """`tokengate run` with every listener on a free port (the identity server's set through
     its environment variable, as a user may); the process, the proxy and the identity ports."""
     proxy, status, identity, echo = (free_port() for _ in range(4))
     running = Running(
         *("--listen", f"127.0.0.1:{proxy}", "--status-listen", f"127.0.0.1:{status}"),
         *("--echo-listen", f"127.0.0.1:{echo}", *args),
-        env={"TOKENGATE_IDENTITY_LISTEN": f"127.0.0.1:{identity}"},
+        env={"TOKENGATE_IDENTITY_LISTEN": f"127.0.0.1:{identity}", **(env or {})},
     )
     return running, proxy, identity
 
@@ -203,15 +203,90 @@ def test_every_port_in_use_is_named_at_once() -> None:
     ]
 
 
-def test_config_and_seed_errors_are_reported_together_and_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "broken", [{"config", "seed"}, {"seed"}, {"config"}], ids=["both", "seed", "config"]
+)
+def test_config_and_seed_errors_are_reported_together_and_exit_2(
+    tmp_path: Path, broken: set[str]
+) -> None:
     config, seed = tmp_path / "kong.yaml", tmp_path / "seed.yaml"
-    config.write_text('_format_version: "3.0"\nservices: [{name: s, url: "ftp://x"}]\n')
-    seed.write_text("auth_servers: [{name: x}]\n")
+    bad_config = '_format_version: "3.0"\nservices: [{name: s, url: "ftp://x"}]\n'
+    config.write_text(bad_config if "config" in broken else KONG_YAML.read_text())
+    seed.write_text("auth_servers: [{name: x}]\n" if "seed" in broken else SEED.read_text())
     result = tokengate("run", "--config", str(config), "--seed", str(seed))
     assert result.returncode == 2
-    assert f"{config}: services[0].url: scheme must be http or https" in result.stderr
-    assert f"{seed}: auth_servers[0].audience: is required" in result.stderr
+    said = result.stderr
+    assert (f"{config}: services[0].url: scheme must be http or https" in said) == (
+        "config" in broken
+    )
+    assert (f"{seed}: auth_servers[0].audience: is required" in said) == ("seed" in broken)
+    assert RELATIVE not in result.stderr  # both files were found
     assert "Traceback" not in result.stderr
+
+
+RELATIVE = (
+    "tokengate run: --config and --seed are relative to the current directory "
+    "(config/ is in the repository root)\n"
+)
+
+
+@pytest.mark.parametrize("seed", [None, SEED], ids=["neither found", "the seed found"])
+def test_a_file_not_found_says_the_paths_are_relative_to_the_current_directory(
+    tmp_path: Path, seed: Path | None
+) -> None:
+    """Run outside the repository root, the defaults (config/kong.yaml and
+    config/identity-seed.yaml) are not found: after the error, the reason."""
+    result = tokengate("run", *(() if seed is None else ("--seed", str(seed))), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "config/kong.yaml: cannot read file: No such file or directory" in result.stderr
+    assert result.stderr.endswith(RELATIVE)
+    assert "Traceback" not in result.stderr
+
+
+def test_a_warning_of_kong_yaml_is_a_log_record_in_the_format_asked(tmp_path: Path) -> None:
+    """As the gateway's: with --log-format json, stderr is JSON lines, the warnings too."""
+    config = tmp_path / "kong.yaml"
+    config.write_text(
+        KONG_YAML.read_text().replace(
+            'paths: ["/public"]', 'paths: ["/public"]\n        plugins: [{name: key-auth}]'
+        )
+    )
+    running, _, _ = run_on_free_ports(
+        *("--config", str(config), "--ignore-plugins", "key-auth", "--log-format", "json")
+    )
+    try:
+        running.panel()
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(timeout=15) == 0
+        records = [json.loads(line) for line in running.stderr().splitlines()]
+    finally:
+        running.kill()
+    warning = f"{config}: services[0].routes[0].plugins[0]: plugin 'key-auth' is not run"
+    assert [
+        (record["level"], record["logger"])
+        for record in records
+        if str(record["message"]).startswith(warning)
+    ] == [("WARNING", "tokengate.config")]
+
+
+def test_a_metrics_directory_from_the_environment_is_ignored_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    """As for `tokengate gateway`: PROMETHEUS_MULTIPROC_DIR (left from another setup) is not
+    written to, and the user is told why."""
+    stale = tmp_path / "multiproc"
+    stale.mkdir()
+    running, proxy, _ = run_on_free_ports(env={"PROMETHEUS_MULTIPROC_DIR": str(stale)})
+    try:
+        running.panel()
+        assert _get(f"http://127.0.0.1:{proxy}/public/x") == 200  # counted somewhere
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(timeout=15) == 0
+        stderr = running.stderr()
+    finally:
+        running.kill()
+    assert f"PROMETHEUS_MULTIPROC_DIR={stale} is ignored" in stderr
+    assert list(stale.iterdir()) == []
 
 
 def _b64(data: bytes) -> str:

@@ -3,6 +3,7 @@ checked by the gateway configured by config/kong.yaml, in front of the echo upst
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -14,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from tests.e2e.conftest import (
     KONG_YAML,
@@ -178,6 +180,51 @@ async def test_a_stopped_stack_leaves_no_listener_and_stops_again_harmlessly(
     await stack.stop()  # nothing left to stop
     for port in ports:
         assert await connection_refused(port), port
+
+
+async def hold_a_request(url: str, path: str) -> asyncio.StreamWriter:
+    """A request whose body never arrives: the server's drain waits for it."""
+    where = URL(url)
+    assert where.host is not None and where.port is not None
+    _, writer = await asyncio.open_connection(where.host, where.port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer e2e-admin\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.5)  # the handler is reading the body (not observable from here)
+    return writer
+
+
+@pytest.mark.parametrize("server", ["gateway", "echo", "identity"])
+@pytest.mark.parametrize("cut", ["before the stop", "while it drains"])
+async def test_a_second_ctrl_c_cuts_off_a_request_held_at_any_of_the_servers(
+    stack: Stack, server: str, cut: str
+) -> None:
+    """The second Ctrl-C (`cut_short`) ends the stop at once, whichever server a request holds
+    up, and whether the signal came while that server drains or before the stop began (the
+    request then came after it): without it, the drain would wait its whole grace period."""
+    url = {
+        "gateway": stack.gateway_url + "/public",
+        "echo": stack.echo_url + "/held",
+        "identity": stack.identity.url + "/v1/auth-servers",
+    }[server]
+    if cut == "before the stop":
+        stack.cut_short()
+    held = await hold_a_request(url, URL(url).path)
+    stopping = asyncio.create_task(stack.stop())
+    if cut == "while it drains":
+        for _ in range(100):  # the gateway stops first: past it, the others drain
+            if server == "gateway" or stack.gateway is None:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert not stopping.done(), "the drain should wait for the held request"
+        stack.cut_short()
+    try:
+        await asyncio.wait_for(stopping, 5)  # a drain left to itself waits 10 s or more
+    finally:
+        held.close()
 
 
 async def test_the_identity_server_and_the_echo_upstream_log_no_access_lines(

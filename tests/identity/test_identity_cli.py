@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -134,7 +135,7 @@ def from_env(run_identity: Callable[..., Identity]) -> Identity:
 @pytest.fixture(scope="module")
 def defaults(run_identity: Callable[..., Identity]) -> Identity:
     """Nothing but --listen: no --data, --in-memory or --admin-token."""
-    return run_identity()
+    return run_identity(env={"PYTHONUNBUFFERED": ""})  # buffered, as for a user (see flagged)
 
 
 @pytest.fixture(scope="module")
@@ -226,12 +227,16 @@ def test_without_an_admin_token_one_is_generated_printed_and_opens_the_managemen
     assert defaults.auth_servers(FLAG_TOKEN) == 401
 
 
-def test_listen_port_0_urls_and_log_name_the_port_it_took(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("listen", "shown"), [("127.0.0.1", "127.0.0.1"), ("[::1]", "[::1]")])
+def test_listen_port_0_urls_and_log_name_the_port_it_took(
+    tmp_path: Path, listen: str, shown: str
+) -> None:
     """`--listen 127.0.0.1:0` takes a free port: without --public-url the issuers' URLs (and
-    the tokens' `iss`) are on that port, and the log names it, never port 0."""
+    the tokens' `iss`) are on that port, and the log names it, never port 0 (an IPv6 address
+    in brackets, as in a URL: `::1:9000` would not say which part is the port)."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENGATE_")}
     stdout, stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    command = [sys.executable, "-m", "tokengate", "identity", "--listen", "127.0.0.1:0"]
+    command = [sys.executable, "-m", "tokengate", "identity", "--listen", f"{listen}:0"]
     args = ["--in-memory", "--admin-token", FLAG_TOKEN, "--seed", str(SEED)]
     with stdout.open("w") as out, stderr.open("w") as err:
         process = subprocess.Popen(
@@ -239,19 +244,46 @@ def test_listen_port_0_urls_and_log_name_the_port_it_took(tmp_path: Path) -> Non
         )
     try:
         end = time.monotonic() + 30
-        while (found := re.search(r"listening on 127\.0\.0\.1:(\d+)", stderr.read_text())) is None:
+        logged = rf"listening on {re.escape(shown)}:(\d+) "
+        while (found := re.search(logged, stderr.read_text())) is None:
             assert process.poll() is None, stderr.read_text()
             assert time.monotonic() < end, stderr.read_text()
             time.sleep(0.1)
         port = int(found[1])
         assert port != 0, stderr.read_text()
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        issuer = f"http://127.0.0.1:{port}/{ISSUER_ID}/auth"
-        assert Identity(port, tmp_path, stdout).discovery()["issuer"] == issuer
+        wait_http(f"http://{shown}:{port}/healthz", process)
+        issuer = f"http://{shown}:{port}/{ISSUER_ID}/auth"
+        status, discovery = get(f"{issuer}/.well-known/openid-configuration")
+        assert (status, discovery["issuer"]) == (200, issuer)
         assert f"issuer {issuer}\n" in stdout.read_text()
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_it_listens_on_the_address_given_and_on_no_other(tmp_path: Path) -> None:
+    """--listen 127.0.0.2:PORT: the management API is not reachable on the host's other
+    addresses (127.0.0.1:PORT refuses), as nginx's `listen 127.0.0.2:PORT` would."""
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENGATE_")}
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tokengate", "identity", "--listen", f"127.0.0.2:{port}"),
+            *("--in-memory", "--admin-token", FLAG_TOKEN),
+        ],
+        cwd=tmp_path,
+        env=base_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.2:{port}/healthz", process)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
 
 
 def test_data_under_a_tilde_is_in_the_home_directory_and_rotate_keys_finds_it(

@@ -149,7 +149,11 @@ async def _serve(
         spare_keys.make_spare()
         # What is loaded now lives as long as the process: keep it out of every full collection.
         gc.freeze()
-        log.info("tokengate identity listening on %s:%d (public URL %s)", host, port, settings.url)
+        log.info(
+            "tokengate identity listening on %s (public URL %s)",
+            show(settings.listen),
+            settings.url,
+        )
         await stopper.requested.wait()
     finally:
         await runner.cleanup()
