@@ -18,8 +18,9 @@ import pytest
 from tests.gateway.conftest import echo, make_service, serving
 from tests.gateway.support import KeepAliveUpstream, config_of, eventually, get, route
 from tests.ports import connection_refused
-from tokengate.gateway.app import GatewayServer
+from tokengate.gateway.app import Gateway, GatewayServer
 from tokengate.gateway.config import Route
+from tokengate.gateway.generation import Generation, Generations
 from tokengate.gateway.settings import GatewaySettings
 
 
@@ -186,6 +187,22 @@ async def test_stop_waits_for_requests_on_a_config_a_reload_replaced(
         await gw.stop()
         assert slow.done()
         assert await slow == (200, "/slow")
+
+
+async def test_closing_ends_the_wait_of_a_replaced_generation_still_counting_a_request() -> None:
+    """Generations.close (the end of stop, after drain): a replaced generation whose last
+    request was never counted out is still waiting to close; its wait ends, and every gateway
+    closes without an error escaping to stop()."""
+    settings = GatewaySettings(listen=("127.0.0.1", 0), status_listen=("127.0.0.1", 0))
+    old = Generation(Gateway(config_of(), settings), number=1, loaded_at=0.0)
+    old.inflight = 1  # counted in by the server, never counted out
+    generations = Generations(old)
+    generations.swap(Generation(Gateway(config_of(), settings), number=2, loaded_at=0.0))
+    await asyncio.sleep(0.05)
+    assert generations.all() == [generations.current, old]  # waiting for its request
+    async with asyncio.timeout(2):
+        await generations.close()
+    assert generations.all() == [generations.current]  # its wait over, not left running
 
 
 async def test_readyz_says_stopping_while_draining(upstream: KeepAliveUpstream) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import socket
 import struct
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -288,6 +290,89 @@ async def silent_pool(max_connections: int) -> AsyncIterator[tuple[UpstreamPool,
             await pool.close()
 
 
+async def exchange(pool: UpstreamPool, conn: UpstreamConnection) -> None:
+    """One keep-alive GET on `conn`, read whole, then `conn` given back to `pool`."""
+    conn.start_request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", head_request=False)
+    await conn.read_head(2.0)
+    await conn.read_to_end(2.0)
+    pool.release(conn)
+
+
+async def test_a_fresh_connection_at_the_cap_takes_the_slot_of_the_oldest_idle_one() -> None:
+    """A retry on a new connection (its pooled one was stale) while idle ones fill the cap:
+    the oldest idle one is closed to make room, at once; the retry does not wait for a slot
+    that nothing would free."""
+    async with KeepAliveUpstream() as upstream:
+        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=2, max_idle=2)
+        try:
+            first, second = await pool.acquire(2.0), await pool.acquire(2.0)
+            await exchange(pool, first)
+            await exchange(pool, second)  # idle: first (the oldest), then second
+            fresh = await pool.acquire(0.3, fresh=True)
+            await exchange(pool, fresh)
+            await eventually(lambda: upstream.closed == {0})
+            assert pool.size == 2
+            await exchange(pool, await pool.acquire(0.3))  # an idle one, the newest first
+            assert upstream.served == [["/x"], ["/x"], ["/x", "/x"]]
+        finally:
+            await pool.close()
+
+
+async def test_an_idle_connection_whose_close_has_begun_is_not_handed_out() -> None:
+    """A pooled connection whose socket is closing (the upstream's EOF or stray bytes were
+    read in this turn of the loop, connection_lost not run yet) is passed over: a POST sent on
+    it would fail with a 502 that cannot be retried."""
+    async with KeepAliveUpstream() as upstream:
+        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=2, max_idle=2)
+        try:
+            conn = await pool.acquire(2.0)
+            await exchange(pool, conn)
+            conn.close()  # as data_received does on bytes nobody asked for
+            assert pool.take_idle() is None
+            await exchange(pool, await pool.acquire(2.0))
+            assert upstream.served == [["/x"], ["/x"]]
+        finally:
+            await pool.close()
+
+
+async def test_a_connection_that_closes_as_it_is_handed_over_is_replaced() -> None:
+    """A reusable connection given back while a caller waits goes to that caller; if it closes
+    before the caller wakes (its socket was already closing when given back), the caller gets
+    a new connection, not a dead one its request would fail on."""
+    async with KeepAliveUpstream() as upstream:
+        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=1, max_idle=1)
+        try:
+            conn = await pool.acquire(2.0)
+            conn.start_request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", head_request=False)
+            await conn.read_head(2.0)
+            await conn.read_to_end(2.0)
+            queued = asyncio.create_task(pool.acquire(2.0))
+            await asyncio.sleep(0.05)  # queued
+            conn.abort()  # its close is noticed after the hand-over, before the caller runs
+            pool.release(conn)
+            await exchange(pool, await asyncio.wait_for(queued, 1.0))
+            assert upstream.served == [["/x"], ["/x"]]
+            assert pool.size == 1
+        finally:
+            await pool.close()
+
+
+async def test_connects_that_fail_give_their_slot_back() -> None:
+    """An upstream that refuses connections costs the pool no slot: once it is back, a pool of
+    one still opens a connection, where a leaked slot would be a 503 for ever."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens on it once the socket is closed
+    pool = UpstreamPool("127.0.0.1", port, max_connections=1, max_idle=1)
+    try:
+        for _ in range(3):
+            with pytest.raises(UpstreamConnectError, match=r"^cannot connect to 127\.0\.0\.1:"):
+                await pool.acquire(1.0)
+        assert pool.size == 0
+    finally:
+        await pool.close()
+
+
 @pytest.mark.parametrize("cancel_first", [False, True])
 async def test_pool_slot_handed_to_a_cancelled_waiter_goes_to_the_next_one(
     cancel_first: bool,
@@ -313,6 +398,60 @@ async def test_a_connection_released_unusable_is_never_handed_out_again() -> Non
         pool.release(await pool.acquire(2.0))  # no exchange: nothing says it is reusable
         assert pool.take_idle() is None
         assert pool.size == 0
+
+
+@pytest.mark.parametrize(
+    "closed_first", [True, False], ids=["closed-then-read", "read-then-closed"]
+)
+async def test_a_connection_the_upstream_closed_after_its_answer_leaves_the_pool(
+    closed_first: bool,
+) -> None:
+    """An upstream that answers whole (no `Connection: close`) and hangs up: the answer stands
+    even when read after the close, and the connection leaves the pool whether the close came
+    before it was given back or while it waited idle: never handed out, its slot free."""
+    async with replying(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", linger=0 if closed_first else 0.3
+    ) as upstream:
+        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=1, max_idle=1)
+        try:
+            conn = await pool.acquire(2.0)
+            conn.start_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", head_request=False)
+            if closed_first:
+                await asyncio.sleep(0.2)  # the answer and the close have both come
+            await conn.read_head(2.0)
+            assert conn.status == 200
+            assert [await conn.read_chunk(2.0), await conn.read_chunk(2.0)] == [b"ok", b""]
+            pool.release(conn)
+            if not closed_first:
+                await asyncio.sleep(0.5)  # the close comes to a pooled connection
+            assert pool.size == 0
+            assert pool.take_idle() is None
+        finally:
+            await pool.close()
+
+
+async def test_a_tunnel_that_ended_is_not_held_by_its_pool() -> None:
+    """A detached connection (a WebSocket tunnel) is closed with its pool while it lasts, and
+    let go once it has ended: a gateway relaying tunnels for weeks keeps none of the old ones."""
+    async with silent_pool(1) as (pool, _):
+        tunnel = await pool.acquire(2.0)
+        pool.detach(tunnel)
+        held = weakref.ref(tunnel)
+        tunnel.close()
+        del tunnel
+        await eventually(lambda: gc.collect() >= 0 and held() is None)
+
+
+async def test_callers_queued_for_a_slot_are_refused_at_once_when_the_pool_closes() -> None:
+    """Closing a pool (the gateway stopping) answers whoever waits for one of its slots now,
+    with the reason, rather than when their connect_timeout runs out."""
+    async with silent_pool(1) as (pool, _):
+        await pool.acquire(2.0)
+        queued = asyncio.create_task(pool.acquire(5.0))
+        await asyncio.sleep(0.05)  # queued
+        await pool.close()
+        with pytest.raises(PoolExhausted, match=r"^gateway is shutting down$"):
+            await asyncio.wait_for(queued, 1.0)
 
 
 async def test_a_reusable_connection_goes_to_the_next_request_in_the_queue(
@@ -369,7 +508,7 @@ async def test_a_connection_the_upstream_closed_after_answering_is_not_reused(
 
 
 async def test_a_connect_that_hangs_is_504_after_connect_timeout(
-    start_gateway: StartGateway,
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A listener whose accept queue is full drops SYNs: the connect hangs until
     connect_timeout (Kong's 504), not for the kernel's minutes of SYN retries."""
@@ -394,6 +533,7 @@ async def test_a_connect_that_hangs_is_504_after_connect_timeout(
                 filler.close()
     assert raw.startswith(b"HTTP/1.1 504"), raw[:60]
     assert waited < 3, waited
+    assert f"upstream svc-{port}: connecting to 127.0.0.1:{port} timed out" in caplog.messages
 
 
 async def test_a_slot_handed_to_a_waiter_is_not_taken_by_a_later_caller() -> None:
@@ -790,6 +930,13 @@ async def test_https_upstream_with_tls_verify(
             b"502",
         ),
         (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 60_000 + b"\r\n", b"200"),
+        # Field lines of 64 KiB exactly (each counted as sent: name, ": ", value, CRLF), in a
+        # read of more than 64 KiB with the status line and the body: not too big.
+        (
+            b"HTTP/1.1 200 OK\r\nX-P: 123\r\n"
+            + b"".join(b"X-H%05d: v\r\n" % i for i in range(5039)),
+            b"200",
+        ),
     ],
     ids=[
         "one-huge-header",
@@ -797,6 +944,7 @@ async def test_https_upstream_with_tls_verify(
         "endless-interim",
         "interim-and-final",
         "60-kib-is-fine",
+        "64-kib-of-field-lines-is-fine",
     ],
 )
 async def test_a_response_head_past_64_kib_is_502(
@@ -934,9 +1082,17 @@ async def test_a_body_sent_after_a_head_response_keeps_its_connection_out_of_the
     assert upstream.connections == 2
 
 
-async def test_a_response_of_many_tiny_chunks_arrives_whole(start_gateway: StartGateway) -> None:
+@pytest.mark.parametrize(
+    ("extension", "whole"),
+    [(b"", True), (b";n=" + b"v" * 50, True), (b";n=" + b"v" * 100, False)],
+    ids=["bare", "58-bytes-a-chunk", "108-bytes-a-chunk"],
+)
+async def test_a_response_of_many_tiny_chunks_arrives_whole(
+    extension: bytes, whole: bool, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
     """20000 one-byte chunks: queued pieces are merged, and their framing (100 KB of chunk
-    lines, more than a head may have) is allowed for per chunk, not taken for a huge trailer."""
+    lines, more than a head may have) is allowed for per chunk, not taken for a huge trailer;
+    up to 64 bytes a chunk (with extensions) and 64 KiB, not more (a cut, as for a trailer)."""
     count = 20000
 
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -944,7 +1100,7 @@ async def test_a_response_of_many_tiny_chunks_arrives_whole(start_gateway: Start
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         await writer.drain()
         await asyncio.sleep(0.1)  # the chunks come after the head, in reads of their own
-        writer.write(b"1\r\nc\r\n" * count)
+        writer.write(b"1%b\r\nc\r\n" % extension * count)
         await writer.drain()
         await asyncio.sleep(0.1)
         writer.write(b"0\r\n\r\n")
@@ -959,7 +1115,13 @@ async def test_a_response_of_many_tiny_chunks_arrives_whole(start_gateway: Start
             session.get(f"http://127.0.0.1:{gw.proxy_port}/") as resp,
         ):
             assert resp.status == 200
-            assert await resp.read() == b"c" * count
+            if whole:
+                assert await resp.read() == b"c" * count
+            else:
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await resp.read()
+    cut = "cut off: upstream sent too big a trailer section"
+    assert any(m.endswith(cut) for m in caplog.messages) is not whole, caplog.messages
 
 
 @pytest.mark.parametrize(
@@ -1088,6 +1250,35 @@ async def test_read_timeout_counts_between_reads_of_a_response_head(
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"ok"), raw[:60]
 
 
+async def test_read_timeout_counts_between_reads_of_a_chunked_body_framing_included(
+    start_gateway: StartGateway,
+) -> None:
+    """A read that brings only chunk framing (a chunk-size line, the last chunk, a trailer) is
+    a read too: no gap here reaches read_timeout, so the body arrives whole, as from nginx,
+    though the body's own bytes come further apart than that."""
+    pieces = [b"5\r\n", b"world\r\n", b"0\r\n", b"X-T: v\r\n", b"\r\n"]
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        for piece in pieces:
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.write(piece)
+        await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=0.5)))
+        async with (
+            asyncio.timeout(5),
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{gw.proxy_port}/") as resp,
+        ):
+            assert resp.status == 200
+            assert await resp.read() == b"helloworld"
+
+
 async def endless_line(
     upstream: RawUpstream,
     reader: asyncio.StreamReader,
@@ -1156,6 +1347,54 @@ async def test_a_response_head_trickled_past_64_kib_is_502(
             await hung_up.wait()
     assert raw.startswith(b"HTTP/1.1 502"), raw[:60]
     assert f"upstream svc-{upstream.port}: upstream sent too big a response head" in caplog.messages
+
+
+async def test_trailers_of_exactly_the_cap_are_not_too_big(start_gateway: StartGateway) -> None:
+    """The cap on what a chunked body carries besides its data (64 KiB, and 64 bytes a chunk)
+    is a most: exactly that much (2 chunks) ends the answer whole."""
+    start = b"5\r\nhello\r\n0\r\nX-T: "  # 13 bytes of framing
+    rest = start + b"a" * (65536 + 2 * 64 - 13)
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the head in a read of its own
+        writer.write(rest)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # all of it read before the end comes
+        writer.write(b"\r\n\r\n")
+        await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"hello\r\n0\r\n\r\n"), raw[-60:]
+
+
+async def test_a_head_whose_first_64_kib_come_before_its_end_is_not_too_big(
+    start_gateway: StartGateway,
+) -> None:
+    """The head cap is on the head: 64 KiB read before the head has ended (status line and
+    64 KiB less 17 bytes of fields) is not yet too much."""
+    fields = b"Content-Length: 2\r\nX-Big: %b\r\n" % (b"a" * 65491)
+    first = b"HTTP/1.1 200 OK\r\n" + fields
+    assert len(first) == 65536
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(first)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # all of it read before the rest comes
+        writer.write(b"\r\nok")
+        await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)))
+        raw = await raw_request(gw.proxy_port, CLOSE_GET)
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"\r\n\r\nok"), raw[:60]
 
 
 async def test_bytes_that_are_not_http_are_a_502_at_once(
@@ -1647,23 +1886,16 @@ async def test_an_idle_pooled_connection_is_closed_after_the_idle_timeout() -> N
             "127.0.0.1", upstream.port, max_connections=4, max_idle=4, idle_timeout=0.4
         )
         try:
-
-            async def exchange(conn: UpstreamConnection) -> None:
-                conn.start_request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", head_request=False)
-                await conn.read_head(2.0)
-                await conn.read_to_end(2.0)
-                pool.release(conn)
-
             first, second = await pool.acquire(2.0), await pool.acquire(2.0)
-            await exchange(first)
+            await exchange(pool, first)
             await asyncio.sleep(0.25)
-            await exchange(second)  # idle 0.25 s after the first
+            await exchange(pool, second)  # idle 0.25 s after the first
             await eventually(lambda: upstream.closed == {0}, timeout=1.0)
             assert pool.size == 1 and not second.closed
             await eventually(lambda: upstream.closed == {0, 1}, timeout=1.0)
             assert pool.size == 0
             again = await pool.acquire(2.0)  # a new one, when wanted again
-            await exchange(again)
+            await exchange(pool, again)
             assert len(upstream.served) == 3
         finally:
             await pool.close()

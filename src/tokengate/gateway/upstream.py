@@ -189,6 +189,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._framing += len(data) - (self._body_size - queued)
             if self._framing > MAX_RESPONSE_HEAD + _FRAMING_PER_CHUNK * self._chunks:
                 self._fail(UpstreamProtocolError("upstream sent too big a trailer section"))
+            else:  # a read of framing alone (a chunk-size line, a trailer) is a read too:
+                self._wake()  # read_timeout starts over, as nginx's proxy_read_timeout does
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost finishes the exchange
@@ -584,7 +586,9 @@ class UpstreamPool:
         """An idle keep-alive connection, if there is one (the synchronous fast path)."""
         while self._idle:
             conn = self._idle.pop()
-            if not conn.closed:
+            # A close begun (the upstream's EOF or stray bytes were read) reaches connection_lost
+            # only on the loop's next turn: a request sent on it would fail unanswered.
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 self._busy.add(conn)
                 return conn
         return None
