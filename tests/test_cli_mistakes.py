@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -698,13 +699,23 @@ def test_an_empty_path_in_the_environment_names_the_variable(
     assert "Traceback" not in result.stderr
 
 
+def _no_file_bigger_than_a_byte() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+
+
+@pytest.mark.parametrize(
+    ("disk", "error"), [("read-only", "No such file or directory"), ("full", "File too large")]
+)
 def test_workers_without_a_writable_temporary_directory_say_so_and_exit_1(
-    kong_yaml: Path, tmp_path: Path
+    kong_yaml: Path, tmp_path: Path, disk: str, error: str
 ) -> None:
     """Several workers share metrics and a config snapshot through files: on a read-only root
-    filesystem (where no temporary directory is usable) that is one clear message, not a
-    traceback. The process below sees only an unusable temporary directory, as it would there."""
-    unusable = tmp_path / "read-only"
+    filesystem (where no temporary directory is usable), or a full one (where directories are
+    made but no file written), that is one clear message, not a traceback. The process below
+    sees only an unusable temporary directory, or a limit on file sizes, as it would there."""
+    temporary = tmp_path / disk
+    if disk == "full":
+        temporary.mkdir()
     script = (
         "import sys, tempfile; tempfile.tempdir = sys.argv.pop(1); "
         "from tokengate.cli import main; sys.exit(main())"
@@ -712,18 +723,22 @@ def test_workers_without_a_writable_temporary_directory_say_so_and_exit_1(
     argv = ["gateway", "--config", str(kong_yaml), "--workers", "2"]
     argv += ["--listen", f"127.0.0.1:{free_port()}", "--status-listen", f"127.0.0.1:{free_port()}"]
     result = subprocess.run(
-        [sys.executable, "-c", script, str(unusable), *argv],
+        [sys.executable, "-c", script, str(temporary), *argv],
         capture_output=True,
         text=True,
         timeout=30,
+        preexec_fn=_no_file_bigger_than_a_byte if disk == "full" else None,
     )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     (message,) = [line for line in result.stderr.splitlines() if " WARNING " not in line]
-    assert message.startswith(
-        "tokengate: --workers 2 needs a writable temporary directory (TMPDIR, else /tmp)"
+    assert message == (
+        "tokengate: --workers 2 needs a writable temporary directory (TMPDIR, else /tmp) for "
+        f"the workers' shared metrics and config snapshot: {error}; mount one (in Kubernetes, "
+        "an emptyDir at /tmp) or run --workers 1"
     ), result.stderr
-    assert "or run --workers 1" in result.stderr
+    if disk == "full":  # and the directories made before the write failed are gone
+        assert not list(temporary.iterdir())
 
 
 # -- 9. a variable is the business of the commands that take its option ----------------------

@@ -6,7 +6,8 @@ upstream for it in the test's own event loop.
         gateway.send(signal.SIGHUP)
         assert await gateway.wait(timeout=5) == 0
 
-Also `exit_now`, the body of worker processes that die at once, and `ask_to_stop`, of one that
+Also `exit_now` and `exit_late`, the bodies of worker processes that die at once or once a
+slow start is over, `stop_on`, of one that waits for a given signal, and `ask_to_stop`, of one that
 asks its supervisor to stop and then meets the stop signal in one of several ways (spawned by
 the supervisor tests, so they live in a module a child process can import).
 """
@@ -203,6 +204,19 @@ async def fetch(url: str, *, session: aiohttp.ClientSession | None = None) -> tu
 
 def exit_now(code: int) -> None:
     sys.exit(code)
+
+
+def exit_late(code: int, seconds: float) -> None:
+    """A worker whose start takes `seconds` (a busy host) and then fails (its port is taken)."""
+    time.sleep(seconds)
+    sys.exit(code)
+
+
+def stop_on(signals: list[signal.Signals], seconds: float) -> None:
+    """Exit 0 on one of `signals` (held back by the supervisor while it started this process,
+    so none is missed), or by itself after `seconds` if none comes."""
+    signal.sigtimedwait(set(signals), seconds)
+    sys.exit(0)
 
 
 def ask_to_stop(on_stop: str) -> None:

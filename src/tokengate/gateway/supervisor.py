@@ -6,7 +6,8 @@
 `launch()` returns a new, unstarted process. A worker that dies while the supervisor is not
 stopping is logged (exit code or signal) and replaced; one that keeps dying within
 `RestartPolicy.min_uptime` of its start waits longer each time, and after
-`max_quick_exits` such deaths in a row the supervisor stops the others and exits 1.
+`max_quick_exits` such deaths in a row the supervisor stops the others and exits 1. A worker
+that exits with START_FAILED (it could not listen, say) died at start however long that took.
 
 Signals: SIGTERM / SIGINT reach every worker as SIGTERM (each drains and exits), then the
 supervisor waits `stop_timeout` seconds before it kills what is left; a second one reaches them
@@ -30,6 +31,7 @@ from multiprocessing.process import BaseProcess
 __all__ = [
     "CUT_SIGNAL",
     "HANDLED_SIGNALS",
+    "START_FAILED",
     "WORKER_SIGNALS",
     "RestartPolicy",
     "Supervisor",
@@ -44,6 +46,10 @@ HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 # -TERM -<pgid>`): one stop signal from two senders must stay one graceful stop.
 CUT_SIGNAL = signal.SIGUSR1
 WORKER_SIGNALS = HANDLED_SIGNALS | {CUT_SIGNAL}
+# The exit code of a worker that never served: a quick exit, however long its start took
+# (importing and loading kong.yaml can outlast min_uptime on a busy host). nginx's master does
+# not respawn a worker that exits with 2 either (ngx_process_get_status).
+START_FAILED = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,30 +171,27 @@ class Supervisor:
                 self._exit_code = 1
             self._finish_if_idle()
             return
-        self._replace(slot, f"worker {slot.number} (pid {pid}) {how}")
+        self._replace(
+            slot, f"worker {slot.number} (pid {pid}) {how}", never_served=code == START_FAILED
+        )
 
-    def _replace(self, slot: _Slot, what: str) -> None:
+    def _replace(self, slot: _Slot, what: str, *, never_served: bool = False) -> None:
         """Schedule a new worker in the slot, or give up on a crash loop."""
         loop = asyncio.get_running_loop()
-        if loop.time() - slot.started_at < self._policy.min_uptime:
+        if never_served or loop.time() - slot.started_at < self._policy.min_uptime:
             slot.quick_exits += 1
         else:
             slot.quick_exits = 0
+        uptime = self._policy.min_uptime
+        when = "before it served" if never_served else f"within {uptime:g}s of starting"
         if slot.quick_exits >= self._policy.max_quick_exits:
-            log.error(
-                "%s; it failed within %gs of starting %d times in a row: giving up",
-                what,
-                self._policy.min_uptime,
-                slot.quick_exits,
-            )
+            log.error("%s; it failed %s %d times in a row: giving up", what, when, slot.quick_exits)
             self._exit_code = 1
             self._stop(signal.SIGTERM, reason="giving up")
             return
         delay = self._policy.delay(slot.quick_exits)
         if delay:
-            log.warning(
-                "%s within %gs of starting; restarting in %gs", what, self._policy.min_uptime, delay
-            )
+            log.warning("%s %s; restarting in %gs", what, when, delay)
         else:
             log.warning("%s; restarting", what)
         slot.restart = loop.call_later(delay, self._start, slot)

@@ -51,6 +51,7 @@ from tokengate.gateway.shared_metrics import forget_worker, share_metrics_betwee
 from tokengate.gateway.supervisor import (
     CUT_SIGNAL,
     HANDLED_SIGNALS,
+    START_FAILED,
     WORKER_SIGNALS,
     Supervisor,
 )
@@ -192,7 +193,7 @@ def _worker_main(
         config = parse_config(config_text, config_path, ignored_plugins=settings.ignored_plugins)
     except ConfigError as exc:  # the supervisor validated this text: not expected
         print("\n".join(exc.errors), file=sys.stderr)
-        sys.exit(2)
+        sys.exit(START_FAILED)
     parent = multiprocessing.parent_process()
     sentinel = parent.sentinel if parent is not None else None
     load = functools.partial(_load_snapshot, snapshot, config_path, settings.ignored_plugins)
@@ -205,7 +206,7 @@ def _worker_main(
         leave_orphaned_run(os.path.dirname(snapshot))
     else:  # the supervisor unmarks it too when it reaps it, unless it dies before
         unmark_worker(os.path.dirname(snapshot), os.getpid())
-    sys.exit(code)
+    sys.exit(START_FAILED if code else 0)  # _run_one fails only if it could not listen
 
 
 def _load_snapshot(snapshot: str, config_path: str, ignored: frozenset[str]) -> GatewayConfig:
@@ -282,6 +283,10 @@ def _check_bindable(settings: GatewaySettings) -> str | None:
             for family, kind, proto, _, address in infos:
                 with socket.socket(family, kind, proto) as sock:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if family == socket.AF_INET6:
+                        # As the workers' listeners set it (asyncio, uvloop): [::] is IPv6
+                        # only, and a program on the port's IPv4 side does not make it taken.
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                     sock.bind(address)
         except OSError as exc:
             return _bind_error(ListenError(flag, exc), settings)
@@ -311,6 +316,11 @@ def run_workers(
         # Before the spawn: workers choose their metrics mode on import.
         share_metrics_between_workers()
         directory = tempfile.mkdtemp(prefix="tokengate-run-")
+        try:
+            snapshot = _Snapshot(config_path, text, directory, settings.ignored_plugins)
+        except OSError:  # a full disk: the directory was made, the file cannot be written
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
     except OSError as exc:  # a read-only root filesystem, a TMPDIR that is not there
         print(
             f"tokengate: --workers {workers} needs a writable temporary directory (TMPDIR, "
@@ -321,12 +331,7 @@ def run_workers(
         )
         return 1
     try:
-        return _supervise(
-            config_path,
-            _Snapshot(config_path, text, directory, settings.ignored_plugins),
-            settings,
-            workers,
-        )
+        return _supervise(config_path, snapshot, settings, workers)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
