@@ -586,3 +586,12 @@ def test_after_the_stop_timeout_only_the_workers_still_running_are_killed(
     assert f"worker 2 (pid {second}) still running 8s after the stop signal: killing it" in messages
     assert f"worker 2 (pid {second}) was killed by SIGKILL" in messages
     assert not any(f"(pid {first}) still running" in m for m in messages)
+
+
+async def test_an_ipv6_listen_address_is_logged_in_brackets(config: Path) -> None:
+    """As nginx writes it ("[::1]:8000"): `::1:8000` would not say which part is the port."""
+    listen = ("--listen", "[::1]:0", "--status-listen", "[::1]:0")  # (later flags win)
+    async with GatewayProcess(config, *listen) as gateway:
+        found = await gateway.line(r"listening on (\S+) \(status (\S+)\)", timeout=30)
+    for address in (found[1], found[2]):
+        assert address.startswith("[::1]:") and int(address.rpartition(":")[2]) > 0, address

@@ -120,11 +120,9 @@ async def serve(
         # (Those of them in reference cycles outlive a reload: one config's worth, once.)
         gc.freeze()
         log.info(
-            "tokengate gateway listening on %s:%d (status %s:%d), %d routes",
-            settings.listen[0],
-            server.proxy_port,
-            settings.status_listen[0],
-            server.status_port,
+            "tokengate gateway listening on %s (status %s), %d routes",
+            show((settings.listen[0], server.proxy_port)),  # [::1]:8000, as nginx writes it
+            show((settings.status_listen[0], server.status_port)),
             len(config.routes),
         )
         reloader.start()
