@@ -650,7 +650,9 @@ def test_gateway_logs_json_lines_with_an_access_line_per_request(tmp_path: Path)
     assert "secret" not in stderr
 
 
-def test_gateway_flags_reach_the_gateway_it_runs(tmp_path: Path) -> None:
+def gateway_with_flags(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[str], int, int]:
+    """`tokengate gateway` on the GOOD config with `flags`: the process, its proxy and status
+    ports (the caller waits for it to be ready, and kills it)."""
     path = tmp_path / "kong.yaml"
     path.write_text(GOOD)
     proxy, status = free_port(), free_port()
@@ -658,12 +660,20 @@ def test_gateway_flags_reach_the_gateway_it_runs(tmp_path: Path) -> None:
         [
             *(sys.executable, "-m", "tokengate", "gateway", "--config", str(path)),
             *("--listen", f"127.0.0.1:{proxy}", "--status-listen", f"127.0.0.1:{status}"),
-            *("--max-body-size", "4", "--shutdown-timeout", "3", "--no-access-log"),
-            *("--log-format", "json"),
+            *flags,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+    return process, proxy, status
+
+
+def test_gateway_flags_reach_the_gateway_it_runs(tmp_path: Path) -> None:
+    process, proxy, status = gateway_with_flags(
+        tmp_path,
+        *("--max-body-size", "4", "--shutdown-timeout", "3", "--no-access-log"),
+        *("--log-format", "json"),
     )
     try:
         wait_ready(status, process)
@@ -698,19 +708,10 @@ def closed_within(port: int, sent: bytes, seconds: float) -> bytes:
 
 def test_gateway_timeout_flags_reach_the_gateway_it_runs(tmp_path: Path) -> None:
     """Each timeout given is the one the gateway keeps (its defaults are 10 s or more)."""
-    path = tmp_path / "kong.yaml"
-    path.write_text(GOOD)
-    proxy, status = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tokengate", "gateway", "--config", str(path)),
-            *("--listen", f"127.0.0.1:{proxy}", "--status-listen", f"127.0.0.1:{status}"),
-            *("--client-header-timeout", "1", "--client-body-timeout", "1"),
-            *("--keepalive-timeout", "4"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process, proxy, status = gateway_with_flags(
+        tmp_path,
+        *("--client-header-timeout", "1", "--client-body-timeout", "1"),
+        *("--keepalive-timeout", "4"),
     )
     try:
         wait_ready(status, process)
