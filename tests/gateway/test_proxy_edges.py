@@ -48,6 +48,23 @@ def replying(reply: bytes, *, linger: float = 0.2) -> RawUpstream:
     return upstream
 
 
+def replying_in_pieces(*steps: bytes | float) -> RawUpstream:
+    """A RawUpstream that reads one request head, then writes each bytes step (drained) and
+    sleeps each float step: a response in reads of its own, the pauses between them chosen."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        for step in steps:
+            if isinstance(step, bytes):
+                writer.write(step)
+                await writer.drain()
+            else:
+                await asyncio.sleep(step)
+
+    upstream = RawUpstream(respond)
+    return upstream
+
+
 async def read_response(reader: asyncio.StreamReader, timeout: float = 3.0) -> tuple[bytes, bytes]:
     """One Content-Length-framed response from a keep-alive connection: (head, body)."""
     async with asyncio.timeout(timeout):
@@ -1257,18 +1274,9 @@ async def test_read_timeout_counts_between_reads_of_a_chunked_body_framing_inclu
     a read too: no gap here reaches read_timeout, so the body arrives whole, as from nginx,
     though the body's own bytes come further apart than that."""
     pieces = [b"5\r\n", b"world\r\n", b"0\r\n", b"X-T: v\r\n", b"\r\n"]
-
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        for piece in pieces:
-            await writer.drain()
-            await asyncio.sleep(0.3)
-            writer.write(piece)
-        await writer.drain()
-
-    upstream = RawUpstream(respond)
-    async with upstream:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    steps = [step for piece in pieces for step in (0.3, piece)]  # 0.3 s before each piece
+    async with replying_in_pieces(head, *steps) as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=0.5)))
         async with (
             asyncio.timeout(5),
@@ -1355,19 +1363,9 @@ async def test_trailers_of_exactly_the_cap_are_not_too_big(start_gateway: StartG
     start = b"5\r\nhello\r\n0\r\nX-T: "  # 13 bytes of framing
     rest = start + b"a" * (65536 + 2 * 64 - 13)
 
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(0.1)  # the head in a read of its own
-        writer.write(rest)
-        await writer.drain()
-        await asyncio.sleep(0.2)  # all of it read before the end comes
-        writer.write(b"\r\n\r\n")
-        await writer.drain()
-
-    upstream = RawUpstream(respond)
-    async with upstream:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    # the head in a read of its own; all of `rest` read before the end comes
+    async with replying_in_pieces(head, 0.1, rest, 0.2, b"\r\n\r\n") as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
         raw = await raw_request(gw.proxy_port, CLOSE_GET)
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"hello\r\n0\r\n\r\n"), raw[-60:]
@@ -1382,16 +1380,8 @@ async def test_a_head_whose_first_64_kib_come_before_its_end_is_not_too_big(
     first = b"HTTP/1.1 200 OK\r\n" + fields
     assert len(first) == 65536
 
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(first)
-        await writer.drain()
-        await asyncio.sleep(0.2)  # all of it read before the rest comes
-        writer.write(b"\r\nok")
-        await writer.drain()
-
-    upstream = RawUpstream(respond)
-    async with upstream:
+    # all of `first` read before the rest comes
+    async with replying_in_pieces(first, 0.2, b"\r\nok") as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
         raw = await raw_request(gw.proxy_port, CLOSE_GET)
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"\r\n\r\nok"), raw[:60]
