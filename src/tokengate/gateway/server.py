@@ -116,7 +116,8 @@ class HeadTimeoutHandler(RequestHandler):
                 self._refuse_large_heads(queued)
             self._head_bytes = 0
             self._payload = self._messages[-1][1]
-            self._head_ended()
+            if self._head_waiter is not None:  # a drain waits for this head (rarely)
+                self._head_ended()
         elif not in_body:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_REQUEST_HEAD:
