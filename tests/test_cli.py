@@ -247,8 +247,6 @@ def test_a_port_the_last_run_left_connections_on_is_free(tmp_path: Path, workers
     """A gateway restarted at once finds its predecessor's closed connections still on the port
     (TIME_WAIT, for a minute): the port is free all the same, as for nginx and every server
     that sets SO_REUSEADDR, and the check before the workers start says so too."""
-    path = tmp_path / "kong.yaml"
-    path.write_text(GOOD)
     with socket.socket() as predecessor:
         predecessor.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio sets it
         predecessor.bind(("127.0.0.1", 0))
@@ -257,13 +255,15 @@ def test_a_port_the_last_run_left_connections_on_is_free(tmp_path: Path, workers
         with socket.create_connection(("127.0.0.1", port)):
             served, _ = predecessor.accept()
             served.close()  # the server side closes first: its end of it stays on the port
-    status = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tokengate", "gateway", "--config", str(path),
-         "--workers", workers, "--listen", f"127.0.0.1:{port}",
-         "--status-listen", f"127.0.0.1:{status}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process, _, status = gateway_with_flags(
+        tmp_path, "--workers", workers, "--listen", f"127.0.0.1:{port}"
+    )
+    err = served_then_stopped(process, status)
+    assert "cannot listen" not in err and "Traceback" not in err, err
+
+
+def served_then_stopped(process: subprocess.Popen[str], status: int) -> str:
+    """Wait for the gateway to serve, stop it with SIGTERM (it must exit 0); its stderr."""
     try:
         wait_ready(status, process)
     finally:
@@ -273,7 +273,7 @@ def test_a_port_the_last_run_left_connections_on_is_free(tmp_path: Path, workers
         finally:
             process.kill()
             err = process.communicate()[1]
-    assert "cannot listen" not in err and "Traceback" not in err, err
+    return err
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -289,25 +289,11 @@ def test_a_port_the_last_run_left_connections_on_is_free(tmp_path: Path, workers
 def test_a_port_another_program_holds_on_another_address_is_free_on_this_one(
     tmp_path: Path, workers: str, host: str
 ) -> None:
-    path = tmp_path / "kong.yaml"
-    path.write_text(GOOD)
-    status = free_port()
     with busy_port() as port:  # on 127.0.0.1
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tokengate", "gateway", "--config", str(path),
-             "--workers", workers, "--listen", f"{host}:{port}",
-             "--status-listen", f"127.0.0.1:{status}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            wait_ready(status, process)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                assert process.wait(timeout=20) == 0
-            finally:
-                process.kill()
-                err = process.communicate()[1]
+        process, _, status = gateway_with_flags(
+            tmp_path, "--workers", workers, "--listen", f"{host}:{port}"
+        )
+        err = served_then_stopped(process, status)
     assert "cannot listen" not in err and "Traceback" not in err, err
 
 
