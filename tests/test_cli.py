@@ -243,6 +243,27 @@ def test_a_port_another_program_holds_with_so_reuseport_is_in_use_too(
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_config_from_a_pipe_is_read_once(tmp_path: Path, workers: str) -> None:
+    """`--config <(envsubst < kong.yaml)`: a pipe gives its text once, so the workers serve the
+    text the command read and checked (a second read found it empty)."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as writer:
+        writer.write(GOOD)
+    proxy, status = free_port(), free_port()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tokengate", "gateway", "--config", f"/dev/fd/{read_end}",
+             "--workers", workers, "--listen", f"127.0.0.1:{proxy}",
+             "--status-listen", f"127.0.0.1:{status}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=(read_end,),
+        )  # fmt: skip
+    finally:
+        os.close(read_end)
+    err = served_then_stopped(process, status)
+    assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_port_the_last_run_left_connections_on_is_free(tmp_path: Path, workers: str) -> None:
     """A gateway restarted at once finds its predecessor's closed connections still on the port
     (TIME_WAIT, for a minute): the port is free all the same, as for nginx and every server

@@ -153,6 +153,9 @@ class GatewayConfig:
     services: tuple[Service, ...]
     routes: tuple[Route, ...]  # in file order; the router sorts them
     warnings: tuple[str, ...] = field(default=())
+    # The text it was parsed from: what `--workers N` hands its workers, as read once (a
+    # second read of `<(...)`, a pipe, finds nothing).
+    text: str = field(default="", repr=False, compare=False)
 
 
 class ConfigError(Exception):
@@ -197,7 +200,7 @@ def parse_config(
     config = _Loader(report, ignored_plugins).load(_parse_yaml(text, source))
     if report.errors:
         raise ConfigError(report.errors)
-    return config
+    return replace(config, text=text)
 
 
 def _parse_yaml(text: str, source: str) -> Any:

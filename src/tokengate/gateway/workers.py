@@ -299,13 +299,9 @@ def run_workers(
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     if workers == 1:
         return _run_one(config_path, config, settings, reuse_port=False)
-    try:
-        text = read_config_text(config_path)
-        # The file may have changed since the CLI read it.
-        parse_config(text, config_path, ignored_plugins=settings.ignored_plugins)
-    except ConfigError as exc:
-        print("\n".join(exc.errors), file=sys.stderr)
-        return 2
+    # The text the CLI read and checked, not a second read: the workers serve what was
+    # validated, and `--config <(...)` (a pipe) has nothing more to give.
+    text = config.text
     problem = _check_bindable(settings)
     if problem is not None:
         print(problem, file=sys.stderr)
