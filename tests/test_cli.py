@@ -323,10 +323,17 @@ def test_identity_on_a_busy_port_says_so_and_shows_no_admin_token() -> None:
     not going to run."""
     with busy_port() as port:
         result = tokengate("identity", "--in-memory", "--listen", f"127.0.0.1:{port}")
+    assert_identity_cannot_listen(result, f"127.0.0.1:{port}", "address already in use")
+
+
+def assert_identity_cannot_listen(
+    result: subprocess.CompletedProcess[str], address: str, reason: str
+) -> None:
+    """Exit 1, the address, the errno's words and the option to change, as the gateway says
+    it; and no admin token shown for a server that is not going to run."""
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"tokengate identity: cannot listen on 127.0.0.1:{port}: address already in use; "
-        "choose another with --listen"
+        f"tokengate identity: cannot listen on {address}: {reason}; choose another with --listen"
     )
     assert "admin token" not in result.stdout
     assert "Traceback" not in result.stderr
@@ -484,13 +491,7 @@ def test_identity_on_an_address_not_of_this_host_names_it_and_its_flag(port: str
     """As the gateway says it: the address, the errno's words and the option to change; and no
     admin token is shown for a server that is not going to run."""
     result = tokengate("identity", "--in-memory", "--listen", f"192.0.2.1:{port}")  # TEST-NET-1
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"tokengate identity: cannot listen on 192.0.2.1:{port}: cannot assign requested "
-        "address; choose another with --listen"
-    )
-    assert "admin token" not in result.stdout
-    assert "Traceback" not in result.stderr
+    assert_identity_cannot_listen(result, f"192.0.2.1:{port}", "cannot assign requested address")
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

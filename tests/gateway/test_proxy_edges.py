@@ -37,15 +37,7 @@ CLOSE_GET = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 
 def replying(reply: bytes, *, linger: float = 0.2) -> RawUpstream:
     """A RawUpstream that reads one request head (recorded) and answers with `reply` as it is."""
-
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(reply)
-        await writer.drain()
-        await asyncio.sleep(linger)
-
-    upstream = RawUpstream(respond)
-    return upstream
+    return replying_in_pieces(reply, linger)
 
 
 def replying_in_pieces(*steps: bytes | float) -> RawUpstream:
@@ -507,13 +499,7 @@ async def test_a_connection_the_upstream_closed_after_answering_is_not_reused(
     saying `Connection: close`: the next request, a POST that may not be replayed, goes on a
     new connection instead of failing on the closed one."""
 
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-
-    upstream = RawUpstream(respond)
-    async with upstream:
+    async with replying_in_pieces(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
         first = await raw_request(gw.proxy_port, CLOSE_GET)
         await asyncio.sleep(0.1)  # the close has reached the gateway
@@ -1112,19 +1098,12 @@ async def test_a_response_of_many_tiny_chunks_arrives_whole(
     up to 64 bytes a chunk (with extensions) and 64 KiB, not more (a cut, as for a trailer)."""
     count = 20000
 
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(0.1)  # the chunks come after the head, in reads of their own
-        writer.write(b"1%b\r\nc\r\n" % extension * count)
-        await writer.drain()
-        await asyncio.sleep(0.1)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-
-    upstream = RawUpstream(respond)
-    async with upstream:
+    head, chunks = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"1%b\r\nc\r\n" % extension,
+    )
+    # the chunks come after the head, in reads of their own
+    async with replying_in_pieces(head, 0.1, chunks * count, 0.1, b"0\r\n\r\n") as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
         async with (
             asyncio.timeout(10),
@@ -1204,17 +1183,8 @@ async def test_an_invalid_status_line_is_502(
 async def test_a_valid_status_line_is_relayed_as_it_came(
     status_line: tuple[bytes, ...], start_gateway: StartGateway
 ) -> None:
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        for piece in status_line:
-            writer.write(piece)
-            await writer.drain()
-            await asyncio.sleep(0.1)
-        writer.write(b"\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-
-    upstream = RawUpstream(respond)
-    async with upstream:
+    steps = [step for piece in status_line for step in (piece, 0.1)]
+    async with replying_in_pieces(*steps, b"\r\nContent-Length: 2\r\n\r\nok") as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port)))
         raw = await raw_request(gw.proxy_port, CLOSE_GET)
     assert raw.split(b"\r\n", 1)[0] == b"".join(status_line), raw[:60]
@@ -1251,17 +1221,10 @@ async def test_read_timeout_counts_between_reads_of_a_response_head(
     """Kong's read_timeout is nginx's proxy_read_timeout: between two reads. An upstream that
     sends 102 Processing while it works is answered, not cut off at read_timeout overall."""
 
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await upstream.read_head(reader)
-        for _ in range(5):
-            writer.write(b"HTTP/1.1 102 Processing\r\n\r\n")
-            await writer.drain()
-            await asyncio.sleep(0.3)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-
-    upstream = RawUpstream(respond)
-    async with upstream:
+    processing = (b"HTTP/1.1 102 Processing\r\n\r\n", 0.3) * 5
+    async with replying_in_pieces(
+        *processing, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    ) as upstream:
         gw = await start_gateway(make_route(make_service(upstream.port, read_timeout=1.0)))
         raw = await raw_request(gw.proxy_port, CLOSE_GET)
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"ok"), raw[:60]
