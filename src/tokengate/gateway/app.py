@@ -221,10 +221,11 @@ class Gateway:
                 and not isinstance(response, RawResponse)  # relayed: the body was read
                 and not response.prepared
             ):
-                # Refused before a 100 Continue invited the body (no route, a bad path, 417...):
-                # the client may send it later or never, so what comes next cannot be told
-                # from a next request (a front proxy that never sends it would have its next
-                # request read as this body). Close, as a refusal by the plugin does.
+                # Answered before a 100 Continue invited the body (no route, a bad path, 417, a
+                # CORS preflight...): the client may send it later or never, so what comes next
+                # cannot be told from a next request (a front proxy that never sends it would
+                # have its next request read as this body). Close, as a refusal by the plugin
+                # does (written as bytes, it closes by itself).
                 response.headers.setdefault("X-Request-Id", request_id.decode())
                 response = await answer_and_close(request, response, exchange.answer_edit)
         except web.RequestPayloadError as exc:
@@ -398,13 +399,8 @@ class Gateway:
             if not is_cors_preflight(request.method, request.headers):
                 exchange.answer_edit = cors.answer_edit(request.headers)
             elif not cors.config.preflight_continue:
-                preflight = cors.preflight(request.headers)
-                if "Expect" in request.headers and request.body_exists:
-                    # As a refusal: a client waiting for a 100 Continue may send its body later,
-                    # or never, so what comes next cannot be told from a next request.
-                    preflight.force_close()  # and says so: Connection: close
-                    return await answer_and_close(request, preflight)
-                return preflight
+                # (with a body it never invited, handle() closes after it, as after a refusal)
+                return cors.preflight(request.headers)
 
         edits, body, body_prefix = NO_EDITS, None, b""
         auth = self._auth.get(route_key)
