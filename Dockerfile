@@ -18,10 +18,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/tokengate
 WORKDIR /src
 # pyproject.toml names README.md as the package's readme, so the build needs it.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
 # Bytecode is compiled here (pip's default): the runtime root filesystem may be read-only.
-RUN /opt/tokengate/bin/pip install . \
+# constraints.txt: the dependency versions the test suite passed with.
+RUN /opt/tokengate/bin/pip install -c constraints.txt . \
     && /opt/tokengate/bin/pip uninstall --yes pip
 
 FROM python:${PYTHON_VERSION}-slim

@@ -24,12 +24,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import distributions, entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.ports import free_port
 from tokengate import cli
@@ -158,7 +161,8 @@ def test_the_image_ships_the_default_config_where_the_gateway_reads_it(image: Im
 
 def test_the_image_installs_the_project_from_its_own_files(image: Image) -> None:
     sources = {source for paths, _ in image.copies for source in paths}
-    assert {"pyproject.toml", "src", "README.md"} <= sources  # pyproject's readme is README.md
+    # pyproject's readme is README.md; constraints.txt holds the versions the suite passed with
+    assert {"pyproject.toml", "src", "README.md", "constraints.txt"} <= sources
     for source in sources:
         assert (ROOT / source).exists(), source
 
@@ -470,3 +474,40 @@ def test_the_disruption_budget_covers_the_gateway_pods() -> None:
     # Below the autoscaler's floor, or a node drain could never evict a gateway Pod.
     min_replicas = one(directory, "HorizontalPodAutoscaler")["spec"]["minReplicas"]
     assert 1 <= pdb["spec"]["minAvailable"] < min_replicas
+
+
+# --- dependencies ------------------------------------------------------------------------------
+
+
+def pinned_versions() -> dict[str, Version]:
+    """constraints.txt as {normalised name: version}; every line must be an exact pin."""
+    pins: dict[str, Version] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        requirement = Requirement(line)
+        (spec,) = requirement.specifier
+        assert spec.operator == "==", line
+        pins[canonicalize_name(requirement.name)] = Version(spec.version)
+    return pins
+
+
+def test_every_dependency_is_pinned_to_a_version_it_allows() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    pins = pinned_versions()
+    for text in declared:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in constraints.txt (make constraints)"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (text, pins[name])
+
+
+def test_make_installs_the_pinned_versions() -> None:
+    """Run by `make test` from the project's .venv: what it installed is what constraints.txt
+    pins (a pin the Makefile did not apply would leave the newest release instead)."""
+    if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+        pytest.skip("not running from the project's .venv (make test runs from it)")
+    installed = {canonicalize_name(dist.metadata["Name"]): dist.version for dist in distributions()}
+    for name, version in pinned_versions().items():
+        assert Version(installed[name]) == version, name
