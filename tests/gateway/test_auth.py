@@ -727,6 +727,35 @@ async def test_a_cached_token_still_may_not_come_with_a_second_token(
     assert (await call(gw, token=token, headers={"Cookie": "theme=dark"})).status == 200
 
 
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded, text/plain", "application/json,text/plain"]
+)
+async def test_a_body_token_under_a_label_an_upstream_reads_as_a_form_is_found(
+    protect: Protect, test_issuer: TestIssuer, content_type: str
+) -> None:
+    """PHP and Rack parse a body labelled `application/x-www-form-urlencoded, text/plain` as a
+    form (Kong's PDK too): a second token in it is a 400, not an unverified token passed on
+    beside the verified one; the only token there is verified and, with hide_credentials, taken
+    out of the body."""
+    gw = await protect(hide_credentials=True)
+    token, forged = test_issuer.mint(), test_issuer.mint(alg="none", sub="admin")
+    as_json = "json" in content_type
+
+    def body(value: str) -> str:
+        return json.dumps({"access_token": value}) if as_json else f"access_token={value}"
+
+    headers = {"Content-Type": content_type}
+    for _ in range(2):  # verified, then from the verified-token cache
+        assert (await call(gw, token=token)).status == 200
+        answer = await call(gw, method="POST", token=token, headers=headers, data=body(forged))
+        assert answer.status == 400
+        assert 'error="invalid_request"' in answer.headers["WWW-Authenticate"]
+    assert (await call(gw, method="POST", headers=headers, data=body(forged))).status == 401
+    answer = await call(gw, method="POST", headers=headers, data=body(token))
+    assert answer.status == 200
+    assert token not in json.loads(answer.body)["body"]
+
+
 async def test_a_cached_token_passes_only_whole_and_under_the_bearer_scheme(
     protect: Protect, test_issuer: TestIssuer
 ) -> None:
@@ -908,6 +937,27 @@ async def test_a_second_token_in_an_access_token_header_is_400_even_for_a_cached
         answer = await call(gw, token=token, headers={name: "abc.def.ghi"})
         assert answer.status == 400
         assert 'error="invalid_request"' in answer.headers["WWW-Authenticate"]
+
+
+async def test_a_cookie_an_upstream_reads_after_a_blank_or_comma_is_a_token(
+    protect: Protect, test_issuer: TestIssuer
+) -> None:
+    """Python's http.cookies (aiohttp's and Bottle's request.cookies) reads `a=1 at=<token>`
+    as two cookies, `a` and `at`: beside a verified token that second one is a 400, not an
+    unverified token passed on; alone it is the token, verified, and hidden."""
+    places = {"bearer_token_param_type": ("header", "cookie"), "bearer_token_cookie_name": "at"}
+    gw = await protect(**places)
+    token, forged = test_issuer.mint(), test_issuer.mint(alg="none", sub="admin")
+    for _ in range(2):  # verified, then from the verified-token cache
+        assert (await call(gw, token=token)).status == 200
+        for cookies in (f"a=1 at={forged}", f"a=1, at={forged}", f"a at={forged}"):
+            answer = await call(gw, token=token, headers={"Cookie": cookies})
+            assert answer.status == 400, cookies
+            assert 'error="invalid_request"' in answer.headers["WWW-Authenticate"]
+    assert (await call(gw, headers={"Cookie": f"a=1 at={forged}"})).status == 401
+    answer = await call(gw, headers={"Cookie": f"a=1 at={token}; b=2"})
+    assert answer.status == 200
+    assert answer.upstream_headers("Cookie") == ["b=2"]
 
 
 async def test_hide_credentials_false_keeps_the_query_token(

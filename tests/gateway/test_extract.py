@@ -325,6 +325,13 @@ def test_query_is_ignored_when_not_an_allowed_place() -> None:
         ("POST", "text/json", True, DEFAULT, False),
         ("POST", "application/jsonx", True, DEFAULT, False),
         ("POST", "text/plain", True, DEFAULT, False),
+        # Content-Type as PHP (cut at ";", "," or " ") and Rack (";" or ",") read it
+        ("POST", FORM + ", text/plain", True, DEFAULT, True),
+        ("POST", FORM + " x", True, DEFAULT, True),
+        ("POST", "Application/X-WWW-Form-Urlencoded\t,", True, DEFAULT, True),
+        ("POST", "application/json,text/plain", True, DEFAULT, True),
+        ("POST", "text/plain, " + FORM, True, DEFAULT, False),
+        ("POST", ", " + FORM, True, DEFAULT, False),
         ("POST", FORM, True, OidcConfig.for_issuer("https://i.example"), True),
         (
             "POST",
@@ -433,6 +440,21 @@ def test_body_of_another_content_type_is_never_parsed() -> None:
     assert extract(headers=[("Content-Type", "text/json")], body=json_body) is None
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [FORM + ",text/plain", FORM + " ;charset=utf-8", "APPLICATION/X-WWW-FORM-URLENCODED x"],
+)
+def test_a_form_is_a_form_however_an_upstream_parser_reads_its_label(content_type: str) -> None:
+    """PHP fills $_POST from a body labelled `application/x-www-form-urlencoded, text/plain` (it
+    cuts the label at ";", "," and " "; Rack at ";" and ","), where aiohttp reads that label as
+    application/octet-stream: the token in it is still found (and a second one is a 400)."""
+    headers = [("Content-Type", content_type)]
+    body = b"access_token=" + JWT.encode()
+    assert extract(headers=headers, body=body) == TokenLocation(JWT, "body")
+    with pytest.raises(MultipleTokens):
+        extract(headers=[*headers, ("Authorization", f"Bearer {JWT}")], body=body)
+
+
 def test_json_body_token() -> None:
     headers = [("Content-Type", "application/json; charset=utf-8")]
     body = b'{"a": 1, "access_token": "%b"}' % JWT.encode()
@@ -469,7 +491,18 @@ def cookie(value: str, config: OidcConfig = EVERYWHERE) -> TokenLocation | None:
 
 
 @pytest.mark.parametrize(
-    "value", [f"at={JWT}", f"a=1; at={JWT}; b=2", f"a=1;at={JWT}", f'at="{JWT}"', f" at = {JWT} "]
+    "value",
+    [
+        f"at={JWT}",
+        f"a=1; at={JWT}; b=2",
+        f"a=1;at={JWT}",
+        f'at="{JWT}"',
+        f" at = {JWT} ",
+        # http.cookies (aiohttp, Bottle) splits at blanks and commas too
+        f"a=1 at={JWT}",
+        f"a=1, at={JWT}; b=2",
+        f'a at="{JWT}"',
+    ],
 )
 def test_cookie_token(value: str) -> None:
     assert cookie(value) == TokenLocation(JWT, "cookie")
@@ -568,6 +601,9 @@ def test_body_without_token_keeps_other_bytes() -> None:
         ("a=1; AT=abc", "a=1; AT=abc"),  # cookie names are case-sensitive
         ("Xat=1; b=2", "Xat=1; b=2"),
         ("a=1", "a=1"),
+        ("a=1 at=abc; b=2", "b=2"),  # http.cookies reads an `at` cookie in the first piece
+        ("a=1, at=abc", ""),
+        ("a=1 bat=2; b=2", "a=1 bat=2; b=2"),
     ],
 )
 def test_cookie_header_without(header: str, expected: str) -> None:
@@ -601,3 +637,13 @@ def test_whatever_is_read_as_a_token_is_what_the_hide_helper_removes(raw: str) -
     stripped = query_without_token(raw)
     found = extract_token(request("/?" + stripped), DEFAULT, None)
     assert found is None, f"{stripped!r} (from {raw!r}) still holds an access_token parameter"
+
+
+_COOKIE_PIECES = st.sampled_from(["at", "a", "=", ";", ",", " ", "\t", '"', "x", "1", "at="])
+
+
+@given(st.lists(_COOKIE_PIECES, max_size=12).map("".join))
+def test_whatever_is_read_as_the_token_cookie_is_what_the_hide_helper_removes(raw: str) -> None:
+    stripped = cookie_header_without(raw, "at")
+    found = extract(headers=[("Cookie", stripped)] if stripped else [])
+    assert found is None, f"{stripped!r} (from {raw!r}) still holds an at cookie"

@@ -36,7 +36,7 @@ from tokengate.gateway.cors import Cors, CorsConfig, is_cors_preflight
 from tokengate.gateway.edits import NO_EDITS
 from tokengate.gateway.errors import AuthError
 from tokengate.gateway.exchange import ERROR, SERVICE, Exchange
-from tokengate.gateway.extract import body_holds_token, is_encoded, needs_body
+from tokengate.gateway.extract import body_holds_token, body_type, is_encoded, needs_body
 from tokengate.gateway.forwarded import (
     Forwarded,
     TrustedPeers,
@@ -424,9 +424,7 @@ class Gateway:
                         checking += perf_counter() - reading  # the body's pace is the client's
                     if verdict is None or (
                         body is not None
-                        and body_holds_token(
-                            body, request.content_type, encoded=is_encoded(request)
-                        )
+                        and body_holds_token(body, body_type(request), encoded=is_encoded(request))
                     ):
                         verdict = await auth.check(request, body)
                     edits, exchange.outcome = verdict

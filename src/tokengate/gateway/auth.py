@@ -38,6 +38,7 @@ from tokengate.gateway.errors import (
 from tokengate.gateway.extract import (
     TOKEN_HEADERS,
     TokenLocation,
+    body_type,
     body_without_token,
     check_bearer_syntax,
     cookie_header_without,
@@ -417,7 +418,7 @@ class Authenticator:
                 added += b"Cookie: %b\r\n" % rest.encode("utf-8", "surrogateescape")
             return UpstreamEdits(drop=drop | {b"cookie"}, added=added, answer=answer)
         if where == "body" and body is not None:
-            body = body_without_token(body, request.content_type)
+            body = body_without_token(body, body_type(request))
             return UpstreamEdits(drop=drop, added=added, body=body, answer=answer)
         return UpstreamEdits(drop=drop, added=added, answer=answer)
 

@@ -59,6 +59,7 @@ _B64_CHARS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 # "&" is the separator; some upstreams (Rack before 3) also split on ";". Splitting on both
 # means a token hidden behind a ";" is seen here too, and removed by the hide helpers.
 _SEPARATOR: Final = re.compile(r"([&;])")
+_MEDIA_TYPE_END: Final = re.compile("[;, \t]")  # where body_type cuts a Content-Type value
 _NO_BODY_METHODS: Final = frozenset({"GET", "HEAD"})  # RFC 6750 §2.2: never with GET
 _SCHEME_SPLIT: Final = re.compile(r"([^ \t]*)[ \t]?(.*)", re.DOTALL)
 _PHP_NAME: Final = str.maketrans(". [", "___")  # what PHP makes of these in a parameter name
@@ -83,10 +84,22 @@ def needs_body(request: web.BaseRequest, config: OidcConfig) -> bool:
     Every other body is streamed untouched."""
     if "body" not in config.bearer_token_param_type or not request.body_exists:
         return False
-    content_type = request.content_type
+    content_type = body_type(request)
     if content_type == FORM:
         return request.method not in _NO_BODY_METHODS
     return is_json(content_type)
+
+
+def body_type(request: web.BaseRequest) -> str:
+    """The body's media type as the most lenient parser upstream reads its Content-Type: lower
+    case, cut at the first ";", "," or blank. PHP cuts at ";", "," and " ", Rack at ";" and ","
+    (and Kong's plugin takes any value that starts with the form's type): to them
+    `application/x-www-form-urlencoded, text/plain` labels a form, so a token in it is looked
+    for here too. (aiohttp's `content_type` reads that label as application/octet-stream.)"""
+    raw = request.headers.get("Content-Type")
+    if raw is None:
+        return "application/octet-stream"  # RFC 9110 §8.3: the recipient may assume it
+    return _MEDIA_TYPE_END.split(raw.strip(" \t").lower(), 1)[0]
 
 
 def is_json(content_type: str) -> bool:
@@ -124,7 +137,7 @@ def extract_token(
         if raw_query and ("access" in raw_query or "%" in raw_query):
             found += (TokenLocation(t, "query") for t in _parameters(raw_query))
     if body is not None and "body" in places:
-        tokens = _body_tokens(body, request.content_type, is_encoded(request))
+        tokens = _body_tokens(body, body_type(request), is_encoded(request))
         found += (TokenLocation(t, "body") for t in tokens)
     if "cookie" in places and config.bearer_token_cookie_name is not None:
         name = config.bearer_token_cookie_name
@@ -243,14 +256,25 @@ def _cookies(header: str, name: str) -> list[str]:
     values = []
     for piece in header.split(";"):
         key, _, value = piece.partition("=")
-        if key.strip(" \t") != name:
-            continue
-        value = value.strip(" \t")
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]  # RFC 6265 §4.1.1: a cookie value may be quoted
-        if value:
-            values.append(value)
-    return values
+        if key.strip(" \t") == name:
+            values.append(_cookie_value(value))
+        within = _COOKIE_WITHIN.findall(piece.strip(" \t"))
+        values += (_cookie_value(found) for named, found in within if named == name)
+    return [value for value in values if value]
+
+
+def _cookie_value(value: str) -> str:
+    value = value.strip(" \t")
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]  # RFC 6265 §4.1.1: a cookie value may be quoted
+    return value
+
+
+# A cookie within a ";"-separated piece, after a comma or a blank: nginx's $cookie_ (so Kong)
+# reads `a=1, at=x` as two cookies, Python's http.cookies (aiohttp's and Bottle's
+# request.cookies) `a=1 at=x` too, where RFC 6265 parsers read one, `a`. Such a pair named as
+# the token cookie is a token too.
+_COOKIE_WITHIN: Final = re.compile(r'[\s,][ \t]*([^=;,\s]+)[ \t]*=[ \t]*("[^"]*"|[^;,\s]*)')
 
 
 def _is_b64token(token: str) -> bool:
@@ -292,5 +316,10 @@ def cookie_header_without(cookie_header: str, name: str) -> str:
     """A Cookie header value without the `name` cookie ("" when nothing is left: drop the
     header). Join several Cookie headers with "; " first (RFC 6265 §5.4)."""
     pieces = cookie_header.split(";")
-    kept = [piece for piece in pieces if piece.partition("=")[0].strip(" \t") != name]
+    kept = [
+        piece
+        for piece in pieces
+        if piece.partition("=")[0].strip(" \t") != name
+        and all(n != name for n, _ in _COOKIE_WITHIN.findall(piece.strip(" \t")))
+    ]
     return ";".join(kept).strip(" \t")
