@@ -145,6 +145,65 @@ async def test_a_client_leaving_mid_body_is_not_a_server_error(
                 assert resp.status == 201  # and the next client is served
 
 
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """JSON labelled `Content-Encoding: gzip` that is not gzip (aiohttp's RequestPayloadError, as
+    for a malformed chunk): a 400 on `body`, not a 500 with a traceback; the connection closes."""
+    store = new_store()
+    app = web.Application()
+    app.add_subapp("/v1", create_admin_app(store, admin_token=TOKEN, public_url=PUBLIC_URL))
+    body = b'{"name": "Gzip", "audience": "http://gzip.test"}'
+    request = (
+        f"POST /v1/auth-servers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with store:
+        async with served(app) as url:
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+            assert length is not None, head
+            problem = json.loads(await reader.readexactly(int(length.group(1))))
+            writer.close()
+        assert store.list_auth_servers() == []
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"\r\nConnection: close\r\n" in head
+    assert bad_fields(problem)["body"]["rule"] == "invalid"
+    assert server_errors(caplog) == []
+
+
+async def test_a_body_that_stalls_is_cut_off_with_a_408(caplog: pytest.LogCaptureFixture) -> None:
+    """A client that sends part of its body and stops would hold its connection for ever:
+    nginx's client_body_timeout, a 408 problem that closes the connection."""
+    store = new_store()
+    app = web.Application()
+    admin = create_admin_app(store, admin_token=TOKEN, public_url=PUBLIC_URL, body_timeout=0.1)
+    app.add_subapp("/v1", admin)
+    request = (
+        f"POST /v1/auth-servers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name": '
+    ).encode()
+    with store:
+        async with served(app) as url:
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+            assert length is not None, head
+            problem = json.loads(await reader.readexactly(int(length.group(1))))
+            assert await reader.read() == b""  # and the connection is closed
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    assert problem["status"] == 408
+    assert problem["title"] == "Request Timeout"
+    assert server_errors(caplog) == []
+
+
 # ---- the getting-started guide ------------------------------------------------------------------
 
 

@@ -9,7 +9,8 @@ import asyncio
 import base64
 import functools
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -615,6 +616,91 @@ async def test_a_client_leaving_mid_form_is_not_a_server_error(
             assert resp.status == 200  # and the next client is served
 
 
+async def answer_to(url: str, request: bytes) -> tuple[bytes, bytes]:
+    """The head and body of the one answer to `request`, sent as raw bytes to `url`."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+        assert length is not None, head
+        return head, await reader.readexactly(int(length.group(1)))
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+@pytest.mark.parametrize("endpoint", ["/oauth/token", "/introspect"])
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_invalid_request(
+    issuer: Issuer, endpoint: str, coding: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A form labelled `Content-Encoding: gzip` that is not gzip (aiohttp's RequestPayloadError,
+    as for a malformed chunk): the client's invalid_request (RFC 6749 §5.2), not a 500 with a
+    traceback; and the connection closes, as the broken body cannot be told from what follows."""
+    form = (
+        f"grant_type=client_credentials&client_id={issuer.client.id}"
+        f"&client_secret={issuer.secret}&token=x"
+    ).encode()
+    request = (
+        f"POST {issuer.path}{endpoint} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM_TYPE}\r\n"
+        f"Content-Encoding: {coding}\r\nContent-Length: {len(form)}\r\n\r\n"
+    ).encode() + form
+    app = create_issuer_app(issuer.store, public_url=PUBLIC_URL + "/", clock=issuer.clock.time)
+    async with served(app, IdentityRunner) as url:
+        head, body = await answer_to(url, request)
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"\r\nConnection: close\r\n" in head
+    assert b"\r\nServer: tokengate\r\n" in head
+    assert json.loads(body)["error"] == "invalid_request"
+    assert server_errors(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "status"),
+    [("/userinfo", b"401"), ("/authorize", b"400"), ("/.well-known/jwks", b"405")],
+)
+async def test_a_broken_body_that_no_handler_reads_logs_no_traceback(
+    issuer: Issuer, endpoint: str, status: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/userinfo and /authorize take no form, nor does the router's 405: one labelled gzip that
+    is not keeps its answer, but the connection closes and aiohttp's lingering close does not
+    read the body (its error would be logged as an unhandled exception, a traceback each time)."""
+    junk = b"not gzip at all"
+    request = (
+        f"POST {issuer.path}{endpoint} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM_TYPE}\r\n"
+        f"Content-Encoding: gzip\r\nContent-Length: {len(junk)}\r\n\r\n"
+    ).encode() + junk
+    app = create_issuer_app(issuer.store, public_url=PUBLIC_URL + "/", clock=issuer.clock.time)
+    async with served(app, IdentityRunner) as url:
+        head, _ = await answer_to(url, request)
+    assert head.startswith(b"HTTP/1.1 " + status + b" "), head
+    assert b"\r\nConnection: close\r\n" in head
+    assert server_errors(caplog) == []
+
+
+@pytest.mark.parametrize("endpoint", ["/oauth/token", "/introspect"])
+async def test_a_form_that_stalls_is_cut_off_with_a_408(
+    issuer: Issuer, endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends part of its form and stops would hold its connection for ever, and
+    once the connection cap is reached keep every new client out: nginx's client_body_timeout,
+    a 408 that closes the connection."""
+    request = (
+        f"POST {issuer.path}{endpoint} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM_TYPE}\r\n"
+        "Content-Length: 100\r\n\r\ngrant_type="
+    ).encode()
+    app = create_issuer_app(
+        issuer.store, public_url=PUBLIC_URL + "/", clock=issuer.clock.time, body_timeout=0.1
+    )
+    async with served(app, IdentityRunner) as url:
+        head, body = await answer_to(url, request)
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    assert b"\r\nConnection: close\r\n" in head
+    assert json.loads(body)["error"] == "invalid_request"
+    assert server_errors(caplog) == []
+
+
 async def test_a_form_that_cannot_be_decoded_is_invalid_request(issuer: Issuer) -> None:
     creds = f"client_id={issuer.client.id}&client_secret={issuer.secret}"
     for body, content_type in [
@@ -728,6 +814,32 @@ async def test_a_forged_token_with_our_kid_is_inactive(issuer: Issuer) -> None:
         claims, "s" * 32, algorithm="HS256", headers={"kid": header_of(token)["kid"]}
     )
     assert await issuer.introspect(hs256) == {"active": False}
+
+
+async def test_an_auth_server_deleted_while_an_introspection_form_arrives_is_no_server_error(
+    issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler has its issuer and awaits the rest of the form when the auth server goes
+    (DELETE ?force=true): its client went with it, so the answer is invalid_client, not a 500
+    from looking the auth server up again for the CORS headers."""
+    looked_up = asyncio.Event()
+    lookup = issuer.store.get_auth_server_by_issuer_id
+
+    def spy(issuer_id: str) -> AuthServer:
+        looked_up.set()
+        return lookup(issuer_id)
+
+    monkeypatch.setattr(issuer.store, "get_auth_server_by_issuer_id", spy)
+
+    async def form() -> AsyncIterator[bytes]:
+        yield f"client_id={issuer.client.id}&".encode()
+        await looked_up.wait()  # the handler has begun; the rest of its form is still to come
+        issuer.store.delete_auth_server(issuer.server.id)
+        yield f"client_secret={issuer.secret}&token=x".encode()
+
+    async with issuer.http.post(issuer.path + "/introspect", data=form(), headers=FORM) as resp:
+        assert resp.status == 401, await resp.text()
+        assert (await resp.json())["error"] == "invalid_client"
 
 
 async def test_introspection_requires_client_authentication_and_a_token(issuer: Issuer) -> None:

@@ -177,6 +177,27 @@ def test_a_label_cannot_inject_json_into_an_embedded_template() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('["\\ud800"]', ["\ufffd"]),
+        ('{"a": "x\\udc00", "\\udbff": 1}', {"a": "x\ufffd", "\ufffd": 1}),
+        ('${ fromJson "\\"\\\\ud800\\"" }', "\ufffd"),
+        ('${ mustFromJson "[\\"\\\\udfff\\"]" | toJson }', ["\ufffd"]),
+        ("${ .Client.Labels.raw | fromJson }", "\ufffd"),
+        ('["\\ud83d\\ude00"]', ["\U0001f600"]),  # a pair is one character, as it should be
+    ],
+)
+def test_an_escaped_lone_surrogate_is_a_replacement_character_as_in_go(
+    value: str, expected: Any
+) -> None:
+    """JSON that escapes half a surrogate pair decodes to U+FFFD in Go's encoding/json (Kong
+    Identity's static values and sprig's fromJson): a claim is text. Kept as a lone surrogate, it
+    would make tokens that no verifier takes (the gateway and Kong's lua-cjson refuse them)."""
+    context = template_context(make_server(), make_client(raw='"\\ud800"'))
+    assert render(value, context) == expected
+
+
 # ---- Kong's documented examples and context ------------------------------------------------------
 
 

@@ -26,6 +26,13 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 
 from tokengate.identity import validation as v
+from tokengate.identity.bodies import (
+    BODY_TIMEOUT,
+    BodyTimeout,
+    BrokenBody,
+    answer_and_close,
+    read_body,
+)
 from tokengate.identity.models import AuthServer, Claim, Client, ClientSecret, IssuedToken, Scope
 from tokengate.identity.problems import Problem, invalid, new_instance, problem_response, reject
 from tokengate.identity.store import Conflict, MissingReference, NotFound, Store, TooManySecrets
@@ -43,6 +50,7 @@ T = TypeVar("T")
 class AdminSettings:
     admin_token: str
     public_url: str  # no trailing slash
+    body_timeout: float = BODY_TIMEOUT
 
 
 STORE: Final = web.AppKey("identity_store", Store)
@@ -50,7 +58,12 @@ SETTINGS: Final = web.AppKey("identity_admin_settings", AdminSettings)
 
 
 def create_admin_app(
-    store: Store, *, admin_token: str, public_url: str, routes: web.RouteTableDef | None = None
+    store: Store,
+    *,
+    admin_token: str,
+    public_url: str,
+    routes: web.RouteTableDef | None = None,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> web.Application:
     """The management API; mount it with `app.add_subapp("/v1", ...)`. `routes` (the API's by
     default) lets tokengate's own admin endpoints share its token check and problem answers."""
@@ -58,7 +71,7 @@ def create_admin_app(
         raise ValueError("the admin token must not be empty")
     app = web.Application(middlewares=[problems_middleware, admin_auth_middleware])
     app[STORE] = store
-    app[SETTINGS] = AdminSettings(admin_token, public_url.rstrip("/"))
+    app[SETTINGS] = AdminSettings(admin_token, public_url.rstrip("/"), body_timeout)
     app.add_routes(ROUTES if routes is None else routes)
     return app
 
@@ -72,7 +85,9 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     try:
         return await handler(request)
     except Problem as problem:
-        return problem_response(problem)
+        response = problem_response(problem)
+        # a body that broke or stalled: the rest of it cannot be told from a next request
+        return await answer_and_close(request, response) if problem.close else response
     except NotFound as exc:
         return problem_response(Problem.not_found(sentence(exc, "Not found")))
     except Conflict as exc:
@@ -127,10 +142,16 @@ async def read_json(request: web.Request) -> Any:
             label[:100].encode("ascii", "backslashreplace").decode()
         )
     try:
-        raw = await request.read()
+        raw = await read_body(request, request.app[SETTINGS].body_timeout)
     except ConnectionError:  # the client left mid-body: nobody will read the answer
         reason = "the connection closed before the whole body arrived"
         raise Problem.bad_request([invalid("body", "invalid", reason, source="body")]) from None
+    except BrokenBody:  # a malformed chunk, a "gzip" that is not: the client's error
+        reason = "could not be read (its chunked framing or Content-Encoding is broken)"
+        bad = [invalid("body", "invalid", reason, source="body")]
+        raise Problem.bad_request(bad, close=True) from None
+    except BodyTimeout as exc:
+        raise Problem(408, sentence(exc, "Request Timeout"), close=True) from None
     if not raw.strip():
         reason = "a JSON body is required (send {} for none of its fields)"
         raise Problem.bad_request([invalid("body", "required", reason, source="body")])

@@ -28,6 +28,7 @@ from typing import Final
 from aiohttp import web
 
 from tokengate.identity.admin_api import create_admin_app, server_id, store_of
+from tokengate.identity.bodies import BODY_TIMEOUT
 from tokengate.identity.issuer_api import create_issuer_app
 from tokengate.identity.models import SigningKey
 from tokengate.identity.store import Store
@@ -69,14 +70,22 @@ def create_identity_app(
     public_url: str,
     close_store: bool = False,
     purge_every: float = 600.0,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> web.Application:
     public_url = public_url.rstrip("/")
-    app = create_issuer_app(store, public_url=public_url)
+    app = create_issuer_app(store, public_url=public_url, body_timeout=body_timeout)
     app.router.add_get("/healthz", _healthz)
-    app.add_subapp("/v1", create_admin_app(store, admin_token=admin_token, public_url=public_url))
+    admin = create_admin_app(
+        store, admin_token=admin_token, public_url=public_url, body_timeout=body_timeout
+    )
+    app.add_subapp("/v1", admin)
     # with the API's token check and problem+json answers
     keys = create_admin_app(
-        store, admin_token=admin_token, public_url=public_url, routes=_KEY_ROUTES
+        store,
+        admin_token=admin_token,
+        public_url=public_url,
+        routes=_KEY_ROUTES,
+        body_timeout=body_timeout,
     )
     app.add_subapp("/admin", keys)
     app.cleanup_ctx.append(_purging(store, purge_every))

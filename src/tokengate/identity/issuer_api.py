@@ -20,7 +20,9 @@ with the methods of the path and the headers asked for. Other origins get no COR
 browser then refuses); `Vary: Origin` whenever the server has trusted origins.
 
 HTTP glue only: the protocol is in grants.py, tokens in tokens.py. OAuth errors become RFC 6749
-§5.2 JSON in exactly one place (`oauth_error_response`); an unknown issuer id is a JSON 404.
+§5.2 JSON in exactly one place (`oauth_error_response`); an unknown issuer id is a JSON 404. A
+form whose framing or Content-Encoding breaks is a 400 invalid_request, one that stalls a 408
+(bodies.py): either answer closes the connection.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ from tokengate.gateway.rawresponse import (
     RawResponse,
     date_line,
     name_server,
+)
+from tokengate.identity.bodies import (
+    BODY_TIMEOUT,
+    BodyTimeout,
+    BrokenBody,
+    answer_and_close,
+    read_body,
 )
 from tokengate.identity.grants import (
     CLIENT_AUTH_METHODS,
@@ -85,11 +94,30 @@ _TOKEN_HEAD: Final = (
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
+class UnreadableBody(InvalidRequest):
+    """The body broke or stalled (bodies.py): its answer closes the connection."""
+
+
+class SlowBody(UnreadableBody):
+    status_code = 408
+
+
 def oauth_error_response(exc: OAuthError, cors: Mapping[str, str] = NO_CORS) -> web.Response:
     """The one place an OAuthError becomes HTTP: RFC 6749 §5.2 JSON, never cached."""
     return web.json_response(
         exc.body(), status=exc.status_code, headers={**exc.headers(), **cors}, dumps=_dumps
     )
+
+
+async def oauth_error_answer(
+    request: web.BaseRequest, exc: OAuthError, cors: Mapping[str, str] = NO_CORS
+) -> web.StreamResponse:
+    """`oauth_error_response`, sent at once with the connection closed for a body that broke
+    or stalled (the rest of it cannot be told from a next request)."""
+    response = oauth_error_response(exc, cors)
+    if isinstance(exc, UnreadableBody):
+        return await answer_and_close(request, response)
+    return response
 
 
 def cors_headers(server: AuthServer, request: web.BaseRequest) -> Mapping[str, str]:
@@ -131,10 +159,18 @@ def _origin_of(uri: str) -> str | None:
 class IssuerApi:
     """The handlers; state is the store, the public URL and the clock, nothing per request."""
 
-    def __init__(self, store: Store, *, public_url: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        public_url: str,
+        clock: Callable[[], float],
+        body_timeout: float = BODY_TIMEOUT,
+    ) -> None:
         self.store = store
         self.public_url = public_url.rstrip("/")
         self.clock = clock
+        self.body_timeout = body_timeout
 
     def routes(self) -> list[web.RouteDef]:
         base = "/{issuer_id}/auth"
@@ -160,11 +196,13 @@ class IssuerApi:
         return routes + preflights
 
     def _cors(
-        self, handler: Callable[[web.Request], Awaitable[web.Response]]
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def with_cors(request: web.Request) -> web.Response:
-            response = await handler(request)  # an unknown issuer has raised its 404 by now
-            server = self.store.get_auth_server_by_issuer_id(request.match_info["issuer_id"])
+        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def with_cors(request: web.Request) -> web.StreamResponse:
+            # The auth server as the request found it (an unknown issuer is a 404 here): one
+            # deleted while the handler awaited the body must not turn its answer into a 500.
+            server = self.issuer(request).server
+            response = await handler(request)
             response.headers.update(cors_headers(server, request))
             return response
 
@@ -252,23 +290,23 @@ class IssuerApi:
         issuer = self.issuer_by_id(issuer_id)
         cors = cors_headers(issuer.server, request)
         try:
-            body = token_endpoint(issuer, await _token_request(request))
+            body = token_endpoint(issuer, await _token_request(request, self.body_timeout))
         except OAuthError as exc:
-            return oauth_error_response(exc, cors)
+            return await oauth_error_answer(request, exc, cors)
         return _no_store_json(request, _dumps(body).encode(), cors)
 
-    async def introspect(self, request: web.Request) -> web.Response:
+    async def introspect(self, request: web.Request) -> web.StreamResponse:
         """RFC 7662: any client of this auth server may ask; the answer is `active: false` for
         anything but a token this issuer signed, recorded, and has not revoked or seen expire."""
         issuer = self.issuer(request)
         try:
-            token_request = await _token_request(request)
+            token_request = await _token_request(request, self.body_timeout)
             authenticate_client(issuer, token_request)
             token = token_request.form.get("token")
             if not token:
                 raise InvalidRequest("token is required")
-        except OAuthError as exc:
-            return oauth_error_response(exc)
+        except OAuthError as exc:  # (with its CORS headers now, should it be sent at once)
+            return await oauth_error_answer(request, exc, cors_headers(issuer.server, request))
         claims = self.active_claims(issuer, token)
         if claims is None:
             return web.json_response({"active": False}, headers=NO_STORE, dumps=_dumps)
@@ -412,11 +450,15 @@ def token_shortcut(api: IssuerApi, routed: Handler) -> Handler:
 
 
 def create_issuer_app(
-    store: Store, *, public_url: str, clock: Callable[[], float] = time.time
+    store: Store,
+    *,
+    public_url: str,
+    clock: Callable[[], float] = time.time,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> web.Application:
     """The issuers of every auth server in `store`; paths include the issuer id, so the identity
     app serves this one at "/" (and mounts the admin API under /v1)."""
-    api = IssuerApi(store, public_url=public_url, clock=clock)
+    api = IssuerApi(store, public_url=public_url, clock=clock, body_timeout=body_timeout)
     app = web.Application()
     app.on_response_prepare.append(name_server)  # subapps' answers (/v1) pass through it too
     app[ISSUER_API] = api
@@ -424,7 +466,7 @@ def create_issuer_app(
     return app
 
 
-async def _token_request(request: web.BaseRequest) -> TokenRequest:
+async def _token_request(request: web.BaseRequest, body_timeout: float) -> TokenRequest:
     """The form (each parameter at most once, RFC 6749 §3.2; one sent without a value is as if
     omitted, §3.1) and the Authorization header."""
     if request.content_type != FORM:
@@ -438,7 +480,7 @@ async def _token_request(request: web.BaseRequest) -> TokenRequest:
         # The body once, parsed by the standard library (aiohttp's request.post() would build a
         # MultiDict around the same parse_qsl). The charset is that of the body's octets; what
         # the percent-escapes encode is UTF-8 whatever it says (RFC 6749 Appendix B).
-        text = (await request.read()).decode(charset).rstrip()
+        text = (await read_body(request, body_timeout)).decode(charset).rstrip()
         pairs = parse_qsl(
             text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=64
         )
@@ -446,6 +488,10 @@ async def _token_request(request: web.BaseRequest) -> TokenRequest:
         raise InvalidRequest("malformed form body") from None
     except ConnectionError:  # the client left mid-body: nobody will read the answer
         raise InvalidRequest("the connection closed before the whole body arrived") from None
+    except BrokenBody as exc:  # the client's error, not a 500
+        raise UnreadableBody(str(exc)) from None
+    except BodyTimeout as exc:
+        raise SlowBody(str(exc)) from None
     form: dict[str, str] = {}
     for key, value in pairs:
         if key in form:

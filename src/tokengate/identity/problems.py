@@ -15,6 +15,7 @@ InvalidParameter* schemas (`field`, `rule`, `reason`, `source`, and `minimum` / 
     ├── 403 Forbidden     a third active client secret
     ├── 404 Not Found     unknown auth server / child, unknown route
     ├── 405 Method Not Allowed
+    ├── 408 Request Timeout  the body did not arrive in time (bodies.BODY_TIMEOUT)
     ├── 409 Conflict      a unique name taken (the store's Conflict)
     └── 415 Unsupported Media Type  a body labelled as another structure (a form, XML)
 """
@@ -54,18 +55,22 @@ class Problem(Exception):
         *,
         invalid_parameters: Sequence[InvalidParameter] = (),
         headers: dict[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.invalid_parameters = list(invalid_parameters)
         self.headers = headers or {}
+        self.close = close  # the answer ends the connection (a body that broke or stalled)
 
     @classmethod
-    def bad_request(cls, invalid_parameters: Iterable[InvalidParameter]) -> Problem:
+    def bad_request(
+        cls, invalid_parameters: Iterable[InvalidParameter], *, close: bool = False
+    ) -> Problem:
         params = list(invalid_parameters)
         fields = ", ".join(f"[{p['field']}]" for p in params)
-        return cls(400, f"Invalid parameters: {fields}", invalid_parameters=params)
+        return cls(400, f"Invalid parameters: {fields}", invalid_parameters=params, close=close)
 
     @classmethod
     def not_found(cls, detail: str = "Not found") -> Problem:

@@ -15,7 +15,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from tokengate.gateway.server import HeadTimeoutServer, connection_cap
-from tokengate.identity.issuer_api import ISSUER_API, token_shortcut
+from tokengate.identity.issuer_api import ISSUER_API, Handler, token_shortcut
 
 # nginx's client_header_timeout: a client that trickles a request head is cut off.
 HEAD_TIMEOUT: Final = 60.0
@@ -48,4 +48,30 @@ class IdentityRunner(web.AppRunner):
         # Middlewares would be skipped by the shortcut: with any, every request is routed.
         if api is not None and not self.app.middlewares:
             server.request_handler = token_shortcut(api, server.request_handler)
+        server.request_handler = settling_broken_bodies(server.request_handler)
         return server
+
+
+def settling_broken_bodies(handler: Handler) -> Handler:
+    """A server handler that closes the connection after answering a request whose body broke
+    (a malformed chunk, a "gzip" that is not) and was left unread: /userinfo and /authorize
+    take no form, the router's 404 and 405 read none. The answer stands; what follows the body
+    cannot be told from a next request, and aiohttp's lingering close must not read it (its
+    error would be logged as an unhandled exception, a traceback per request)."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            _settle(request, exc)
+            raise
+        _settle(request, response)
+        return response
+
+    return handle
+
+
+def _settle(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    if isinstance(request.content.exception(), web.RequestPayloadError):
+        response.force_close()  # (a no-op for an answer already sent, which closed already)
+        request.content.feed_eof()  # nothing more arrives for it: the error stopped its parser

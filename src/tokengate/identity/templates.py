@@ -46,7 +46,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
-from tokengate.jsonlimits import nests_deeper
+from tokengate.jsonlimits import holds_lone_surrogate, nests_deeper
 
 if TYPE_CHECKING:
     from tokengate.identity.models import AuthServer, Client
@@ -131,7 +131,7 @@ class _Template:
     def render(self, context: Mapping[str, Any], clock: Callable[[], float]) -> Any:
         if not self.parts:
             # a fresh object each time for JSON containers (checked when compiled)
-            return _JSON.decode(self.text) if self.static is _CONTAINER else self.static
+            return _decode_json(self.text) if self.static is _CONTAINER else self.static
         env = _Env(context, clock)
         try:
             if len(self.parts) == 1 and not isinstance(self.parts[0], str):
@@ -171,7 +171,7 @@ def _infer(text: str) -> Any:
     if not text or (text[0] not in "{[-0123456789tf" and not text[0].isspace()):
         return text
     try:
-        parsed = _JSON.decode(text)
+        parsed = _decode_json(text)
     except (ValueError, RecursionError):
         return text
     if isinstance(parsed, str) or parsed is None or nests_deeper(parsed, MAX_DEPTH):
@@ -191,6 +191,25 @@ def _finite_float(text: str) -> float:
 
 
 _JSON: Final = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _decode_json(text: str, decode: Callable[[str], Any] = _JSON.decode) -> Any:
+    """`decode(text)`, each escaped lone surrogate (`"\\ud800"`, half of a pair) decoded to
+    U+FFFD as Go's encoding/json decodes it: a claim is text, and a token holding a lone
+    surrogate is one no verifier takes (the gateway, Kong's lua-cjson)."""
+    value = decode(text)
+    return _as_text(value) if holds_lone_surrogate(value, text) else value
+
+
+def _as_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_as_text(item) for item in value]
+    if isinstance(value, dict):
+        return {_as_text(key): _as_text(item) for key, item in value.items()}
+    return value
 
 
 def _checked(text: str) -> str:
@@ -1365,10 +1384,13 @@ def _default(fallback: Any, given: Any = None) -> Any:
     return given if _truth(given) else fallback
 
 
+_FROM_JSON: Final = json.JSONDecoder(parse_constant=_no_constant)  # sprig's: any float
+
+
 @_fn("fromJson", args=1)
 def _from_json(s: Any) -> Any:
     try:
-        return json.loads(_str(s), parse_constant=_no_constant)
+        return _decode_json(_str(s), _FROM_JSON.decode)
     except (ValueError, RecursionError):
         return None  # sprig: the error is dropped
 
@@ -1376,7 +1398,7 @@ def _from_json(s: Any) -> Any:
 @_fn("mustFromJson", args=1)
 def _must_from_json(s: Any) -> Any:
     try:
-        return json.loads(_str(s), parse_constant=_no_constant)
+        return _decode_json(_str(s), _FROM_JSON.decode)
     except (ValueError, RecursionError):
         raise TemplateError("invalid JSON") from None
 
