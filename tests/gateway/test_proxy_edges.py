@@ -622,6 +622,89 @@ async def test_client_that_stops_reading_does_not_hold_the_upstream_forever(
     assert f"response from svc-{upstream.port} cut off: client stopped reading" in warnings
 
 
+async def test_a_client_reading_slowly_but_steadily_is_not_taken_for_one_that_stopped(
+    start_gateway: StartGateway,
+) -> None:
+    """client_send_timeout times the gaps in what the client takes in, as nginx's send_timeout
+    ("between two successive write operations"), not the whole of one write: a piece of a
+    streamed body is all that arrived while the last went out (256 KiB and more), which a
+    client reading steadily at some 400 KB/s takes longer than the timeout to read. It was cut
+    off as one that had stopped reading, its download truncated."""
+    size = 1 << 20
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        block = b"x" * 65536
+        for _ in range(size // len(block)):
+            writer.write(block)
+            await writer.drain()
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        gw = await start_gateway(make_route(make_service(upstream.port)), client_send_timeout=0.5)
+        # Small socket buffers on the gateway's side (accepted sockets inherit the listener's)
+        # and the client's: the gateway's writes wait on what the client reads, not on the
+        # megabytes loopback would otherwise buffer.
+        for site in gw._proxy_runner.sites:  # type: ignore[union-attr]
+            for listener in getattr(site._server, "sockets", None) or ():
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gw.proxy_port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=8192)
+        writer.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        received = 0
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            while received < size and (piece := await reader.read(8192)):
+                received += len(piece)
+                await asyncio.sleep(0.02)  # the client's pace: 8 KiB every 20 ms
+        finally:
+            writer.close()
+    assert received == size
+
+
+async def test_an_upstream_reading_an_upload_slowly_but_steadily_is_not_timed_out() -> None:
+    """write_timeout times the gaps in what the upstream takes in, as nginx's
+    proxy_send_timeout ("between two successive write operations"), not the draining of all
+    that is buffered: a piece of a streamed upload is what the client sent in one go (up to
+    256 KiB), which an upstream reading steadily at some 400 KB/s takes longer than the timeout
+    to read. The upload was cut off with a 504, as if the upstream had stopped reading."""
+    size = 1 << 20
+    received = 0
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        await upstream.read_head(reader)
+        while received < size and (piece := await reader.read(8192)):
+            received += len(piece)
+            await asyncio.sleep(0.02)  # the upstream's pace: 8 KiB every 20 ms
+
+    upstream = RawUpstream(respond)
+    async with upstream:
+        assert upstream.server is not None
+        for listener in upstream.server.sockets:  # accepted sockets inherit a small buffer
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        pool = UpstreamPool("127.0.0.1", upstream.port, max_connections=1, max_idle=1)
+        try:
+            conn = await pool.acquire(1.0)
+            assert conn.transport is not None
+            # A small send buffer, as a slow peer keeps it on a real network: the drains wait
+            # on what the upstream reads, not on the megabytes loopback would buffer.
+            own = conn.transport.get_extra_info("socket")
+            own.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+            head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size
+            conn.start_request(head, head_request=False, body_follows=True)
+            piece = b"u" * (256 * 1024)
+            for _ in range(size // len(piece)):
+                conn.write(piece)
+                await conn.drain(0.3)
+        finally:
+            await pool.close()
+
+
 @pytest.mark.parametrize(
     ("declared", "how", "status"),
     [(2, "closes", b"502"), (BUFFER_LIMIT, "closes", b"502"), (BUFFER_LIMIT, "stalls", b"504")],

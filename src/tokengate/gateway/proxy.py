@@ -486,7 +486,9 @@ class Forwarder:
         await response.prepare(request)
         send_timeout = self._settings.client_send_timeout
         try:
-            await copy_to_client(conn, response, exchange, service.read_timeout, send_timeout)
+            await copy_to_client(
+                conn, response, exchange, service.read_timeout, send_timeout, request.transport
+            )
         except (UpstreamError, TimeoutError) as exc:
             # Headers are gone already; all we can do is cut the client off so it sees a
             # truncated body rather than a complete-looking one.

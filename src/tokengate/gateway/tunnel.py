@@ -137,7 +137,9 @@ async def relay(
         # Typed for aiohttp's WebSocketReader, of which it calls only feed_data and feed_eof.
         request.protocol.set_parser(to_upstream)  # type: ignore[arg-type]
         try:
-            await copy_to_client(conn, response, exchange, service.read_timeout, send_timeout)
+            await copy_to_client(
+                conn, response, exchange, service.read_timeout, send_timeout, request.transport
+            )
         except (UpstreamError, TimeoutError, ConnectionError) as exc:
             what = "the client stopped reading" if isinstance(exc, TimeoutError) else str(exc)
             log.info("websocket tunnel to %s ended: %s", service.name, what)
@@ -156,15 +158,68 @@ async def copy_to_client(
     exchange: Exchange,
     read_timeout: float,
     send_timeout: float,
+    transport: asyncio.Transport | None,
 ) -> None:
     """The upstream's bytes to the client until the upstream's end, counted in the exchange:
-    read_timeout between pieces (UpstreamTimeout), send_timeout for each write (TimeoutError:
-    a client that stops reading must not hold an upstream connection for ever)."""
+    read_timeout between pieces (UpstreamTimeout), send_timeout while the client's `transport`
+    takes none of a write (TimeoutError: a client that stops reading must not hold an upstream
+    connection for ever)."""
     exchange.body_bytes = 0
     while chunk := await conn.read_chunk(read_timeout):
-        async with asyncio.timeout(send_timeout):
-            await response.write(chunk)
+        await _send(response, chunk, transport, send_timeout)
         exchange.body_bytes += len(chunk)
+
+
+async def _send(
+    response: web.StreamResponse,
+    data: bytes,
+    transport: asyncio.Transport | None,
+    timeout: float,
+) -> None:
+    """`response.write(data)`, TimeoutError once the client has taken none of what waits for it
+    for `timeout` seconds: nginx's send_timeout, "between two successive write operations", not
+    for a whole write. A piece of a streamed body is all that arrived while the last went out
+    (256 KiB and more): a client reading it steadily but slowly has not stopped reading."""
+    async with asyncio.timeout(None) as deadline:
+        watch = _Progress(transport, len(data), timeout, deadline)
+        try:
+            await response.write(data)
+        finally:
+            watch.cancel()
+
+
+class _Progress:
+    """Every `timeout` seconds, whether the client took any of what `transport` holds for it
+    since the last look; if not, `deadline` expires at once."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport | None,
+        adding: int,  # bytes about to be written
+        timeout: float,
+        deadline: asyncio.Timeout,
+    ) -> None:
+        self._transport = transport
+        self._waiting = _buffered(transport) + adding  # at most what waits once written
+        self._timeout = timeout
+        self._deadline = deadline
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        left = _buffered(self._transport)
+        if left < self._waiting:  # the client took some: `timeout` more for the rest
+            self._waiting = left
+            self._timer = self._loop.call_later(self._timeout, self._check)
+        else:
+            self._deadline.reschedule(self._loop.time())
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _buffered(transport: asyncio.Transport | None) -> int:
+    return 0 if transport is None else transport.get_write_buffer_size()
 
 
 def _close(conn: UpstreamConnection, write_timeout: float) -> None:

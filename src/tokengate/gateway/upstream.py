@@ -104,6 +104,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
         self.on_writable: Callable[[], None] | None = None  # called when writes may resume
         self.idle_since = 0.0  # the loop's time it went back to its pool's idle list
         self._reset_exchange()
@@ -355,18 +356,35 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(data)
 
     async def drain(self, timeout: float) -> None:
-        """Wait until the kernel takes our buffered writes (a stalled upstream → 504)."""
+        """Wait until the kernel takes our buffered writes: a 504 once the upstream has taken
+        none of them for `timeout` (nginx's proxy_send_timeout, between two writes the upstream
+        takes, not for all that is buffered: an upstream reading slowly has not stopped)."""
         if not self._write_paused:
             return
         if self.closed:
             raise UpstreamProtocolError("upstream closed the connection")
         waiter = self._loop.create_future()
         self._drain_waiter = waiter
-        timer = self._loop.call_later(timeout, _expire, waiter, "upstream stopped reading")
+        self._drain_timer = self._loop.call_later(
+            timeout, self._drain_stalled, waiter, timeout, self._buffered()
+        )
         try:
             await waiter
         finally:
-            timer.cancel()
+            self._drain_timer.cancel()
+
+    def _drain_stalled(self, waiter: asyncio.Future[None], timeout: float, before: int) -> None:
+        left = self._buffered()
+        if left < before and not waiter.done():  # it took some: `timeout` more for the rest
+            self._drain_timer = self._loop.call_later(
+                timeout, self._drain_stalled, waiter, timeout, left
+            )
+        else:
+            _expire(waiter, "upstream stopped reading")
+
+    def _buffered(self) -> int:
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
 
     async def read_head(self, timeout: float) -> None:
         """Wait for the status line and headers (or the error that replaced them).
