@@ -701,6 +701,28 @@ def test_gateway_flags_reach_the_gateway_it_runs(tmp_path: Path) -> None:
     assert all(line["logger"] != "tokengate.access" for line in json_lines(stderr))
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_log_format_reaches_every_worker(tmp_path: Path, workers: str) -> None:
+    """With --workers 2 the workers log for themselves (the supervisor only starts them): their
+    lines are JSON too."""
+    process, _, status = gateway_with_flags(tmp_path, "--workers", workers, "--log-format", "json")
+    lines = json_lines(served_then_stopped(process, status))
+    listening = [line for line in lines if "listening on" in str(line["message"])]
+    assert len(listening) == int(workers), lines
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_log_level_reaches_every_worker(tmp_path: Path, workers: str) -> None:
+    """--log-level warning: each worker's info line ("listening on") is not logged, the config's
+    warning is."""
+    process, _, status = gateway_with_flags(
+        tmp_path, "--workers", workers, "--log-level", "warning"
+    )
+    err = served_then_stopped(process, status)
+    assert "plugin 'rate-limiting'" in err
+    assert "listening on" not in err and " INFO " not in err, err
+
+
 def closed_within(port: int, sent: bytes, seconds: float) -> bytes:
     """What the server answers to `sent` before it closes the connection, which it must do
     within `seconds`."""
@@ -765,6 +787,28 @@ def test_identity_logs_json_lines(tmp_path: Path) -> None:
     assert "tokengate.identity" in loggers
     # Its requests (the /healthz polls above) are not logged: aiohttp's access log is off.
     assert "aiohttp.access" not in loggers
+
+
+def test_identity_log_level_warning_leaves_out_its_info_lines() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tokengate", "identity", "--in-memory", "--admin-token", "t"),
+            *("--listen", f"127.0.0.1:{port}", "--log-level", "warning"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        stderr = process.communicate()[1]
+    finally:
+        process.kill()
+        process.communicate()
+    assert "listening on" not in stderr and "SIGTERM: stopping" not in stderr, stderr
 
 
 def test_readme_lists_every_option_of_every_command() -> None:

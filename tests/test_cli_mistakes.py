@@ -185,6 +185,17 @@ def test_unicode_digits_in_the_environment_name_the_variable_and_exit_2(
     assert f"got {value!r}" in err
 
 
+def test_too_many_workers_in_the_environment_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOKENGATE_WORKERS", "99999999999999999999")
+    err = usage_error(capsys, "gateway", "--config", "k.yaml")
+    assert (
+        "tokengate gateway: error: TOKENGATE_WORKERS (for --workers): expected at most 1024 "
+        "worker processes, got '99999999999999999999'"
+    ) in err
+
+
 def test_unicode_digits_in_the_environment_are_no_traceback(kong_yaml: Path) -> None:
     result = tokengate("gateway", "--config", str(kong_yaml), env={"TOKENGATE_WORKERS": "²"})
     assert result.returncode == 2
@@ -199,6 +210,9 @@ def test_unicode_digits_in_the_environment_are_no_traceback(kong_yaml: Path) -> 
     [
         ("--workers", "²", "--workers: expected a whole number >= 1, got '²'"),
         ("--workers", "0", "--workers: expected a whole number >= 1, got '0'"),
+        # nginx spawns at most 1024 (NGX_MAX_PROCESSES); past memory, this was a MemoryError
+        ("--workers", "1025", "--workers: expected at most 1024 worker processes, got '1025'"),
+        ("--workers", "99999999999999999999", "--workers: expected at most 1024 worker"),
         ("--max-body-size", "²", "--max-body-size: expected a whole number >= 1, got '²'"),
         ("--max-body-size", "1e6", "--max-body-size: expected a whole number >= 1, got '1e6'"),
         ("--listen", "127.0.0.1:²", "--listen: expected HOST:PORT"),
@@ -242,6 +256,7 @@ def test_malformed_listen_addresses_are_refused(
     ("flag", "value", "parsed"),
     [
         ("--workers", "1", 1),
+        ("--workers", "1024", 1024),
         ("--max-connections", "1", 1),
         ("--client-header-timeout", "0.5", 0.5),
         ("--client-body-timeout", "2", 2.0),
@@ -657,6 +672,27 @@ def test_a_data_file_that_is_not_a_database_is_exit_1_naming_it(
     assert result.stdout == ""
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
     assert data.stat().st_mode & 0o777 == 0o644  # the user's file, left as it was
+
+
+@pytest.mark.parametrize("command", ["identity", "run"])
+def test_a_data_path_under_a_file_says_not_a_directory(tmp_path: Path, command: str) -> None:
+    """`--data notes.txt/id.db`: the directory it names is a file. mkdir's own "File exists"
+    said the opposite of what is wrong."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a directory\n")
+    listen = [f"127.0.0.1:{free_port()}" for _ in range(4)]
+    listeners = {
+        "identity": ["--listen", listen[0]],
+        "run": [
+            *("--listen", listen[0], "--status-listen", listen[1]),
+            *("--identity-listen", listen[2], "--echo-listen", listen[3]),
+        ],
+    }[command]
+    result = tokengate(command, "--data", str(notes / "id.db"), *listeners)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tokengate {command}: cannot open {notes / 'id.db'}: [Errno 20] Not a directory: '{notes}'"
+    )
 
 
 # -- 8. empty paths ----------------------------------------------------------------------------

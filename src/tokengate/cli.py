@@ -133,6 +133,20 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
+# nginx's NGX_MAX_PROCESSES: it spawns no more. A larger count is a typo, and one past memory
+# (--workers 99999999999999999999) would end in a MemoryError traceback, or forks until none fit.
+MAX_WORKERS = 1024
+
+
+def _worker_count(value: str) -> int:
+    count = _positive_int(value)
+    if count > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_WORKERS} worker processes, got {value!r}"
+        )
+    return count
+
+
 def _positive_float(value: str) -> float:
     try:
         number = float(value) if value.isascii() else -1.0
@@ -347,9 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
         gateway,
         "--workers",
         default=1,
-        type=_positive_int,
-        help="worker processes sharing the proxy port (more than 1: a supervisor restarts any "
-        "that dies)",
+        type=_worker_count,
+        help=f"worker processes sharing the proxy port, at most {MAX_WORKERS} (more than 1: a "
+        "supervisor restarts any that dies)",
     )
     _option(
         gateway,

@@ -163,8 +163,9 @@ class GatewayProcess:
 
 
 class Upstream:
-    """Answers with the request path; `/slow?s=N` after N seconds. Handlers are cancelled
-    when the gateway hangs up, so a cut-off request does not keep the test waiting."""
+    """Answers with the request path; `/slow?s=N` after N seconds; `/big` with 32 MiB of
+    zeros. Handlers are cancelled when the gateway hangs up, so a cut-off request does not keep
+    the test waiting."""
 
     def __init__(self) -> None:
         self.slow_started = asyncio.Event()
@@ -178,6 +179,8 @@ class Upstream:
         return self.server.port
 
     async def _answer(self, request: web.Request) -> web.Response:
+        if request.path == "/big":  # more than a client's and the gateway's sockets hold
+            return web.Response(body=bytes(32 * 1024 * 1024))
         if request.path == "/slow":
             self.slow_started.set()
             await asyncio.sleep(float(request.query.get("s", "1")))

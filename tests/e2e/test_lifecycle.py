@@ -12,9 +12,12 @@ SIGTERM to the whole process group still drains.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
@@ -595,3 +598,142 @@ async def test_an_ipv6_listen_address_is_logged_in_brackets(config: Path) -> Non
         found = await gateway.line(r"listening on (\S+) \(status (\S+)\)", timeout=30)
     for address in (found[1], found[2]):
         assert address.startswith("[::1]:") and int(address.rpartition(":")[2]) > 0, address
+
+
+# -- flags that no reload changes, in every worker ---------------------------------------------
+
+
+async def reloaded(gateway: GatewayProcess, workers: str) -> None:
+    """SIGHUP, and wait until every worker serves the config read again."""
+    gateway.send(signal.SIGHUP)
+    await gateway.lines_matching(r"reloaded: configuration 2", int(workers))
+
+
+async def access_line(gateway: GatewayProcess, request_id: str) -> dict[str, object]:
+    """The JSON access line (--log-format json) of the request sent with this X-Request-Id."""
+    match = await gateway.line(re.escape(f'"request_id":"{request_id}"'))
+    line = json.loads(match.string)
+    assert isinstance(line, dict)
+    return line
+
+
+async def client_ip_logged(
+    gateway: GatewayProcess, request_id: str, *, source: str, real_ip: str
+) -> object:
+    """The client_ip the gateway logs for a request from `source` that names `real_ip`."""
+    connector = aiohttp.TCPConnector(force_close=True, local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        url = f"http://127.0.0.1:{gateway.proxy_port}/keep"
+        headers = {"X-Real-IP": real_ip, "X-Request-Id": request_id}
+        async with session.get(url, headers=headers) as resp:
+            assert (resp.status, await resp.text()) == (200, "/keep")
+    return (await access_line(gateway, request_id))["client_ip"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_trusted_ips_hold_for_every_worker_and_every_reload(
+    config: Path, workers: str
+) -> None:
+    """--trusted-ips: the X-Real-IP a peer in it sends names the client (Kong's trusted_ips
+    with real_ip_header X-Real-IP); from any other peer it is not believed."""
+    args = ("--workers", workers, "--trusted-ips", "127.0.0.2", "--log-format", "json")
+    async with GatewayProcess(config, *args) as gateway:
+        await gateway.ready(workers=int(workers))
+        for round_ in ("start", "reload"):
+            if round_ == "reload":
+                await reloaded(gateway, workers)
+            trusted = await client_ip_logged(
+                gateway, f"{round_}-trusted", source="127.0.0.2", real_ip="203.0.113.7"
+            )
+            assert trusted == "203.0.113.7", gateway.log
+            other = await client_ip_logged(
+                gateway, f"{round_}-other", source="127.0.0.1", real_ip="203.0.113.8"
+            )
+            assert other == "127.0.0.1", gateway.log
+
+
+async def cut_off_unread(gateway: GatewayProcess, path: str, *, after: int = 0) -> None:
+    """Ask for `path`, read nothing of the answer, and wait for the gateway to say it cut this
+    client off (within seconds: not after the default --client-send-timeout of 30)."""
+    _, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        await gateway.line(r"response from up cut off: client stopped reading", after=after)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_client_send_timeout_holds_for_every_worker_and_every_reload(
+    tmp_path: Path, upstream: Upstream, workers: str
+) -> None:
+    """A client that stops reading a response larger than the sockets hold is cut off after
+    --client-send-timeout seconds (nginx's send_timeout), not the default 30."""
+    config = tmp_path / "big.yaml"
+    config.write_text(kong_yaml(upstream.port, "/big"))
+    args = ("--workers", workers, "--client-send-timeout", "0.5")
+    async with GatewayProcess(config, *args) as gateway:
+        await gateway.ready(workers=int(workers))
+        await cut_off_unread(gateway, "/big")
+        seen = len(gateway.lines)
+        await reloaded(gateway, workers)
+        await cut_off_unread(gateway, "/big", after=seen)
+
+
+async def closed_by_gateway(readers: list[asyncio.StreamReader]) -> None:
+    """Return once the gateway has closed one of these idle connections."""
+
+    async def eof(reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionError):  # a reset is a close too
+            while await reader.read(65536):
+                pass
+
+    waits = [asyncio.create_task(eof(reader)) for reader in readers]
+    try:
+        async with asyncio.timeout(5):  # the gateway keeps an idle one 60 s otherwise
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+async def idle_connections(
+    port: int, count: int, connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+) -> None:
+    """Up to `count` keep-alive connections (added to `connections`), opened one after another,
+    each idle after a request; fewer if the gateway closes a new one."""
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        connections.append((reader, writer))
+        writer.write(b"GET /keep HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # the new one closed, none of the others being idle yet: the cap too
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        length = re.search(rb"(?i)content-length: (\d+)", head)
+        assert length is not None, head
+        await reader.readexactly(int(length.group(1)))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_max_connections_holds_for_every_worker_and_every_reload(
+    config: Path, workers: str
+) -> None:
+    """Past --max-connections a worker closes an idle keep-alive connection for the new one
+    (nginx's worker_connections). Three connections: two of them meet in one of two workers."""
+    args = ("--workers", workers, "--max-connections", "1")
+    async with GatewayProcess(config, *args) as gateway:
+        await gateway.ready(workers=int(workers))
+        for round_ in ("start", "reload"):
+            if round_ == "reload":
+                await reloaded(gateway, workers)
+            connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+            try:
+                await idle_connections(gateway.proxy_port, 3, connections)
+                await closed_by_gateway([reader for reader, _ in connections])
+            finally:
+                for _, writer in connections:
+                    writer.close()
+        assert "the most this worker takes (--max-connections)" in gateway.log

@@ -22,6 +22,7 @@ import pytest
 from tests.e2e.conftest import KONG_YAML, ROOT, SEED
 from tests.ports import busy_port, free_port
 from tests.test_cli import tokengate, wait_ready
+from tokengate.identity.store import Store
 
 PANEL_END = "No token needed:"
 
@@ -333,3 +334,40 @@ def test_the_shipped_kong_yaml_alone_answers_503_on_the_protected_route() -> Non
     finally:
         process.kill()
         process.communicate()
+
+
+def test_data_and_ignore_plugins_hold_across_a_reload(tmp_path: Path) -> None:
+    """`run --data` keeps the identity server's database in that file, through a SIGHUP (which
+    reloads kong.yaml, not the identity server); `--ignore-plugins` holds for the reload too, as
+    for `tokengate gateway`: a kong.yaml that still has the plugin is served again."""
+    config, data = tmp_path / "kong.yaml", tmp_path / "id.db"
+    shipped = (ROOT / "config" / "kong.yaml").read_text() + "plugins:\n  - name: key-auth\n"
+    config.write_text(shipped)
+    args = ("--config", str(config), "--data", str(data), "--ignore-plugins", "key-auth")
+    running, proxy, identity = run_on_free_ports(*args, "--admin-token", "t0ken")
+    try:
+        running.panel()
+        servers = f"http://127.0.0.1:{identity}/v1/auth-servers"
+        created = urllib.request.Request(
+            servers,
+            data=json.dumps({"name": "Kept", "audience": "kept"}).encode(),
+            headers={"Authorization": "Bearer t0ken", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(created, timeout=5) as resp:  # noqa: S310
+            assert resp.status == 201
+        route = '      - name: added\n        paths: ["/added"]\n        strip_path: false\n'
+        config.write_text(shipped.replace("    routes:\n", "    routes:\n" + route, 1))
+        running.process.send_signal(signal.SIGHUP)
+        _eventually_status(f"http://127.0.0.1:{proxy}/added", 200)  # key-auth ignored again
+        listed = urllib.request.Request(servers, headers={"Authorization": "Bearer t0ken"})
+        with urllib.request.urlopen(listed, timeout=5) as resp:  # noqa: S310 - http only
+            names = [server["name"] for server in json.load(resp)["data"]]
+        assert "Kept" in names
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(timeout=15) == 0
+        stderr = running.stderr()
+        assert "controls access" not in stderr and "Traceback" not in stderr
+    finally:
+        running.kill()
+    with Store.open(data) as store:  # on disk, where --data said
+        assert "Kept" in [server.name for server in store.list_auth_servers()]

@@ -17,8 +17,9 @@ from tokengate.gateway.keys import KeyPolicy
 class GatewaySettings:
     listen: tuple[str, int] = ("127.0.0.1", 8000)
     status_listen: tuple[str, int] = ("127.0.0.1", 8100)
-    # Requests with a larger body get 413 (Kong's default client_max_body_size is 8 MiB; nginx's
-    # 1 MiB is too small for a proxy of APIs that take uploads).
+    # Requests with a larger body get 413 (Kong's default nginx_http_client_max_body_size is 0,
+    # no limit, in kong/templates/kong_defaults.lua; nginx's 1 MiB is too small for a proxy of
+    # APIs that take uploads).
     max_body_size: int = 8 * 1024 * 1024
     # A client that stalls between two body reads, or sends a request head too slowly, or idles
     # on a keep-alive connection, is cut off after this many seconds (slowloris protection).

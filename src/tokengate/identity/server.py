@@ -7,9 +7,11 @@ exit_code = rotate_keys("id.db", auth_server_id)
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import gc
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -56,7 +58,12 @@ def open_store(settings: IdentitySettings, keys: KeyFactory = new_key) -> Store:
     # `~` as a shell would have expanded it (TOKENGATE_DATA=~/..., --data=~/...): the directory
     # made and the file opened are the same one.
     path = Path(settings.data).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where the directory would be: not "File exists"
+        raise NotADirectoryError(
+            errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)
+        ) from None
     return Store.open(path, key_factory=keys)
 
 
