@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -578,6 +579,23 @@ def test_identity_serves_seeds_prints_its_token_and_rotates_keys(tmp_path: Path)
     assert "new signing key" in result.stdout
     result = tokengate("identity", "--data", str(data), "rotate-keys", "nope")
     assert result.returncode == 2 and "no auth server" in result.stderr
+
+
+def test_rotate_keys_on_a_database_another_process_is_writing_says_so(tmp_path: Path) -> None:
+    """Past SQLite's busy timeout (5 s) the write lock is still taken: one line, no traceback."""
+    data = tmp_path / "id.db"
+    with Store.open(data, key_factory=pooled_key) as store:
+        server_id = store.create_auth_server(name="Demo", audience="a").id
+    writer = sqlite3.connect(data, isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")
+        result = tokengate("identity", "--data", str(data), "rotate-keys", server_id)
+    finally:
+        writer.close()
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"tokengate identity: cannot rotate the keys in {data}: database is locked\n"
+    )
 
 
 def test_identity_publishes_its_public_url_and_takes_the_admin_token_given() -> None:

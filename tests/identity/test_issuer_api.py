@@ -9,6 +9,7 @@ import asyncio
 import base64
 import functools
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiohttp.typedefs import Handler
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
@@ -1115,6 +1117,51 @@ async def test_the_identity_server_caps_its_connections(issuer: Issuer) -> None:
             assert await idle[0][0].read() == b""  # the oldest was closed for it
         for _, writer in idle:
             writer.close()
+
+
+async def test_the_identity_runner_takes_aiohttps_runner_options(
+    issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`tokengate identity` runs it with access_log=None: no aiohttp.access line per request."""
+    caplog.set_level(logging.DEBUG, logger="aiohttp.access")
+    app = create_issuer_app(issuer.store, public_url=PUBLIC_URL + "/", clock=issuer.clock.time)
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": issuer.client.id,
+        "client_secret": issuer.secret,
+    }
+    async with served(app, IdentityRunner) as url, aiohttp.ClientSession() as session:
+        async with session.post(url + issuer.path + "/oauth/token", data=form) as resp:
+            assert resp.status == 200
+        discovery = url + issuer.path + "/.well-known/openid-configuration"
+        async with session.get(discovery) as resp:
+            assert resp.status == 200
+    assert [r for r in caplog.records if r.name == "aiohttp.access"] == []
+
+
+async def test_an_application_with_middlewares_has_the_token_endpoint_routed(
+    issuer: Issuer,
+) -> None:
+    """The token endpoint's shortcut would skip them: with any, every request goes through."""
+    seen: list[str] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen.append(f"{request.method} {request.path}")
+        return await handler(request)
+
+    app = create_issuer_app(issuer.store, public_url=PUBLIC_URL + "/", clock=issuer.clock.time)
+    app.middlewares.append(record)
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": issuer.client.id,
+        "client_secret": issuer.secret,
+    }
+    async with served(app, IdentityRunner) as url, aiohttp.ClientSession() as session:
+        for asked, status in ((form, 200), ({**form, "client_secret": "wrong"}, 401)):
+            async with session.post(url + issuer.path + "/oauth/token", data=asked) as resp:
+                assert resp.status == status
+    assert seen == [f"POST {issuer.path}/oauth/token"] * 2
 
 
 async def test_every_answer_names_tokengate_as_its_server(issuer: Issuer) -> None:

@@ -224,3 +224,12 @@ def test_the_signer_cache_is_emptied_when_full(
     assert signing.signer_for(first) is cached  # three keys: still cached
     signing.signer_for(others[2])  # a fourth: the cache starts over
     assert signing.signer_for(first) is not cached
+
+
+def test_with_no_spare_ready_a_key_is_made_on_the_spot_and_never_handed_out_twice() -> None:
+    """No event loop (seeding, the CLI): no spare is ever made, every key is generated fresh."""
+    spare_keys = signing.SpareKeys()
+    first, second = (spare_keys("s", "RS384", NOW) for _ in range(2))
+    assert not spare_keys.ready
+    assert first.kid != second.kid and first.private_pem != second.private_pem
+    assert [signing.signer_for(k).algorithm for k in (first, second)] == ["RS384", "RS384"]

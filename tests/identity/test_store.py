@@ -1229,3 +1229,125 @@ def test_an_auth_server_keeps_a_copy_of_the_labels_it_is_given(store: Store) -> 
     server = store.create_auth_server(name="Demo", audience="a", labels=labels)
     labels["team"] = "x"  # the caller's dict, changed afterwards
     assert server.labels == store.get_auth_server(server.id).labels == {"env": "dev"}
+
+
+# --- pinned after a mutation run of open, _tx and _make_private ----------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_a_world_readable_file_of_a_database_left_open_is_tightened(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A crash leaves -wal and -shm behind, with their mode: the next open tightens them too."""
+    path = tmp_path / "identity.db"
+    with Store.open(path, key_factory=pooled_key) as running:
+        running.create_auth_server(name="Demo", audience="a")  # -wal and -shm exist now
+        file = Path(f"{path}{suffix}")
+        file.chmod(0o644)
+        Store.open(path).close()
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not a database, just some bytes" * 100, b"SQLite format 3\x00" + b"\xff" * 4080],
+    ids=["not-sqlite", "damaged-sqlite"],
+)
+def test_a_file_that_is_not_a_database_is_refused_and_left_as_it_is(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(content)
+    path.chmod(0o644)
+    with pytest.raises(StoreError) as caught:
+        Store.open(path)
+    assert str(caught.value) == f"cannot open identity database {path}: file is not a database"
+    if not content.startswith(b"SQLite"):  # a file of the user's own: its mode too
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert path.read_bytes() == content
+
+
+def test_a_transaction_holds_the_write_lock_from_its_start(tmp_path: Path, clock: Clock) -> None:
+    """BEGIN IMMEDIATE: another process's write waits rather than making this one fail half
+    way (also after a write that failed)."""
+    path = tmp_path / "identity.db"
+    with Store.open(path, clock=clock, key_factory=pooled_key) as store, raw(path) as other:
+        store.create_auth_server(name="Demo", audience="a")
+        with pytest.raises(Conflict):
+            store.create_auth_server(name="Demo", audience="a")
+        other.isolation_level = None
+        with store.transaction():
+            with pytest.raises(sqlite3.OperationalError, match=r"^database is locked$"):
+                other.execute("PRAGMA busy_timeout = 0").execute("BEGIN IMMEDIATE")
+            store.create_auth_server(name="Seed", audience="a")
+        assert [s.name for s in store.list_auth_servers()] == ["Demo", "Seed"]
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, asyncio.CancelledError])
+def test_a_transaction_cut_off_is_rolled_back_and_later_writes_are_kept(
+    tmp_path: Path, clock: Clock, interruption: type[BaseException]
+) -> None:
+    path = tmp_path / "identity.db"
+    with Store.open(path, clock=clock, key_factory=pooled_key) as store:
+
+        def seed() -> None:
+            with store.transaction():
+                store.create_auth_server(name="Cut", audience="a")
+                raise interruption
+
+        with pytest.raises(interruption):
+            seed()
+        store.create_auth_server(name="After", audience="a")
+    with Store.open(path, clock=clock, key_factory=pooled_key) as store:
+        assert [s.name for s in store.list_auth_servers()] == ["After"]
+
+
+def test_a_write_that_fills_the_disk_is_a_store_error_saying_so(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """SQLite rolls the transaction back itself: the error is the full disk (a StoreError, as
+    `tokengate identity` reports them), not a failed ROLLBACK, and the store goes on."""
+    path = tmp_path / "identity.db"
+    with Store.open(path, clock=clock, key_factory=pooled_key) as store:
+        server_id = store.create_auth_server(name="Demo", audience="a").id
+        (pages,) = store._db.execute("PRAGMA page_count").fetchone()  # no other way to fill it
+        store._db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(StoreError, match=r"^database or disk is full$"):
+            store.create_scope(server_id, name="read", description="x" * 100_000)
+        store._db.execute("PRAGMA max_page_count = 1000000")
+        store.create_scope(server_id, name="write")
+        assert [s.name for s in store.list_scopes(server_id)] == ["write"]
+
+
+def test_a_commit_that_fails_leaves_nothing_behind(tmp_path: Path, clock: Clock) -> None:
+    """What the transaction wrote and read back (the memo) is undone, and the next write is not
+    refused as nested in a transaction that is still open."""
+    path = tmp_path / "identity.db"
+    with Store.open(path, clock=clock, key_factory=pooled_key) as store:
+        commits: list[str] = []
+        interrupted: list[bool] = []
+
+        def interrupt_the_first_commit() -> bool:  # as a full disk or an I/O error fails it
+            if len(commits) == 1 and not interrupted:
+                interrupted.append(True)
+                return True
+            return False
+
+        store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+        store._db.set_progress_handler(interrupt_the_first_commit, 1)
+        seeded: list[AuthServer] = []
+
+        def seed() -> None:
+            with store.transaction():
+                server = store.create_auth_server(name="Seed", audience="a")
+                assert store.get_auth_server_by_issuer_id(server.issuer_id) == server
+                seeded.append(server)
+
+        with pytest.raises(StoreError, match=r"^interrupted$"):
+            seed()
+        [server] = seeded
+        with pytest.raises(NotFound):
+            store.get_auth_server_by_issuer_id(server.issuer_id)
+        store.create_auth_server(name="After", audience="a")
+    with Store.open(path, clock=clock, key_factory=pooled_key) as store:
+        assert [s.name for s in store.list_auth_servers()] == ["After"]

@@ -206,6 +206,9 @@ def rotate_keys(data: str, auth_server_id: str) -> int:
     except NotFound:
         print(f"tokengate identity: no auth server {auth_server_id} in {data}", file=sys.stderr)
         return 2
+    except StoreError as exc:  # e.g. another process holds the write lock past busy_timeout
+        print(f"tokengate identity: cannot rotate the keys in {data}: {exc}", file=sys.stderr)
+        return 1
     finally:
         store.close()
     print(f"new signing key {key.kid}; {previous.kid} stays published for {int(grace)} s")

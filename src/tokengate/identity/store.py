@@ -744,7 +744,8 @@ class Store:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
-        """One atomic write; nested calls become SAVEPOINTs. IntegrityError → Conflict/NotFound."""
+        """One atomic write; nested calls become SAVEPOINTs. IntegrityError → Conflict/NotFound;
+        SQLite's other failures (a lock held past busy_timeout, a full disk) → StoreError."""
         if self._depth == 0:
             begin, commit = "BEGIN IMMEDIATE", "COMMIT"
             rollback: tuple[str, ...] = ("ROLLBACK",)
@@ -752,7 +753,10 @@ class Store:
             name = f"sp{self._depth}"
             begin, commit = f"SAVEPOINT {name}", f"RELEASE {name}"
             rollback = (f"ROLLBACK TO {name}", f"RELEASE {name}")
-        self._db.execute(begin)
+        try:
+            self._db.execute(begin)
+        except sqlite3.Error as exc:
+            raise _store_error(exc) from exc
         self._depth += 1
         try:
             yield
@@ -764,13 +768,19 @@ class Store:
             if self._db.in_transaction:
                 for statement in rollback:
                     self._db.execute(statement)
-            if isinstance(exc, sqlite3.IntegrityError):
-                raise _integrity_error(exc) from exc
-            if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB: the file's
-                raise StoreError(f"the identity database is damaged: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise _store_error(exc) from exc
             raise
         self._depth -= 1
-        self._db.execute(commit)
+        try:
+            self._db.execute(commit)
+        except sqlite3.Error as exc:
+            # A COMMIT that fails on a full disk or an I/O error is rolled back by SQLite (else
+            # here, so the next write is not refused as nested): what the memo read back is gone.
+            self._config_version += 1
+            if self._depth == 0 and self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise _store_error(exc) from exc
 
     def _insert(self, table: Table[Any], entity: Any) -> None:
         values = [encode(column, getattr(entity, column)) for column in table.columns]
@@ -938,6 +948,14 @@ class Store:
             key = {"auth_server_id": client.auth_server_id, "client_id": client.id, "id": keep.id}
             self._update(SECRETS, key, {"enabled": True}, "client secret")
         return None
+
+
+def _store_error(exc: sqlite3.Error) -> StoreError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return _integrity_error(exc)
+    if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB: the file's
+        return StoreError(f"the identity database is damaged: {exc}")
+    return StoreError(str(exc))  # e.g. "database is locked", "database or disk is full"
 
 
 def _integrity_error(exc: sqlite3.IntegrityError) -> StoreError:
