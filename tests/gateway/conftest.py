@@ -89,12 +89,13 @@ async def serving(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     *,
     ssl: SSLContext | None = None,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[TestServer]:
-    """An aiohttp upstream on port 0 that answers every method and path with `handler` (over
-    TLS with `ssl`)."""
+    """An aiohttp upstream on port 0 of `host` that answers every method and path with
+    `handler` (over TLS with `ssl`)."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    server = TestServer(app, host="127.0.0.1")
+    server = TestServer(app, host=host)
     await server.start_server(ssl=ssl)
     try:
         yield server

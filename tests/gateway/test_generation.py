@@ -136,6 +136,55 @@ async def test_stop_serves_a_request_whose_head_had_begun_to_arrive(
     assert answer.endswith(b"/fast")
 
 
+async def test_a_head_that_never_completes_holds_stop_for_the_grace_period_only(
+    upstream: KeepAliveUpstream,
+) -> None:
+    """The wait for a head that has begun to arrive ends with the grace period, not with the
+    (longer) client_header_timeout: that client is cut off unanswered."""
+    gw = await started(route(make_service(upstream.port), "/fast"), grace=0.3)
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(b"GET /fast HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+    await writer.drain()
+    idle_writer.write(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+    await idle_reader.readuntil(b"/fast")  # the half head has been read by then
+    began = time.monotonic()
+    try:
+        await asyncio.wait_for(gw.stop(), 5)
+        assert time.monotonic() - began < 3  # client_header_timeout is 10 s
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+    finally:
+        writer.close()
+        idle_writer.close()
+
+
+async def test_stop_serves_a_request_in_progress_while_another_head_arrives(
+    upstream: KeepAliveUpstream,
+) -> None:
+    """Waiting for a head that has begun to arrive closes only the idle connections at once:
+    a request already in progress on another connection still finishes."""
+    service = make_service(upstream.port)
+    gw = await started(route(service, "/slow"), route(service, "/fast"), grace=3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    writer.write(b"GET /fast HTTP/1.1\r\nHost: x\r\n")
+    await writer.drain()
+    async with aiohttp.ClientSession() as session:
+        slow = asyncio.create_task(get(session, gw, "/slow"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 2)  # the half head is read by now
+        began = time.monotonic()
+        stopping = asyncio.create_task(gw.stop())
+        try:
+            await asyncio.sleep(0.1)
+            writer.write(b"\r\n")
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert await slow == (200, "/slow")
+        finally:
+            await asyncio.wait_for(stopping, 5)
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"/fast")
+    assert time.monotonic() - began < 2  # once both are answered, not the 3 s grace period
+
+
 async def test_stop_cuts_off_a_request_still_running_after_the_grace_period(
     upstream: KeepAliveUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -149,7 +198,9 @@ async def test_stop_cuts_off_a_request_still_running_after_the_grace_period(
         assert time.monotonic() - began < 1.5
         with pytest.raises(aiohttp.ClientError):
             await slow
-    assert "1 request(s) still running after the 0.3s shutdown grace period" in caplog.text
+    assert "1 request(s) still running after the 0.3s shutdown grace period: cut off" in (
+        caplog.messages
+    )
     # The upstream exchange was cancelled and its connection closed, not left hanging.
     await eventually(lambda: upstream.closed == {0})
 

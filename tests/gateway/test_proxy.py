@@ -352,6 +352,9 @@ async def test_slow_upstream_is_504(
         ("never reads", 504, "upstream stopped reading"),
         # a close while the gateway waits to write: at once, not after write_timeout
         ("hangs up", 502, "upstream closed the connection"),
+        # an answer that fails, while the gateway waits to write: the same (nginx reads an
+        # upstream's answer while it still sends the body)
+        ("answers too big a head", 502, "upstream sent too big a response head"),
     ],
 )
 async def test_write_timeout_bounds_how_long_an_upstream_may_stop_reading_an_upload(
@@ -369,6 +372,11 @@ async def test_write_timeout_bounds_how_long_an_upstream_may_stop_reading_an_upl
             await asyncio.sleep(10)
         elif upstream_does == "hangs up":
             await asyncio.sleep(0.5)  # the gateway is waiting for its writes to drain
+        elif upstream_does == "answers too big a head":
+            await asyncio.sleep(0.5)
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 70_000)
+            await writer.drain()
+            await asyncio.sleep(10)  # reads nothing
         else:
             await asyncio.sleep(0.5)
             await reader.readexactly(size)
@@ -399,6 +407,51 @@ async def test_write_timeout_bounds_how_long_an_upstream_may_stop_reading_an_upl
     failures = [m for m in caplog.messages if m.startswith(f"upstream {service.name}: ")]
     assert failures == ([] if logged is None else [f"upstream {service.name}: {logged}"])
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    ("upstream_does", "logged"),
+    [
+        ("hangs up", "upstream closed the connection before the response was complete"),
+        ("answers too big a head", "upstream sent too big a response head"),
+    ],
+)
+async def test_an_upload_the_upstream_failed_between_two_pieces_is_a_502_with_its_cause(
+    upstream_does: str,
+    logged: str,
+    start_gateway: StartGateway,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The upstream fails while the gateway waits for the client's next piece of body: that
+    piece goes nowhere, and the 502 is logged with what the upstream did."""
+    failed = asyncio.Event()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_head(reader)
+        await reader.readuntil(b"hello\r\n")  # the first piece
+        if upstream_does == "answers too big a head":
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 70_000)
+            await writer.drain()
+            failed.set()
+            await reader.read()  # until the gateway lets go
+        failed.set()
+
+    async with RawUpstream(respond) as upstream:
+        service = make_service(upstream.port)
+        gw = await start_gateway(make_route(service))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+        try:
+            writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"5\r\nhello\r\n")
+            await asyncio.wait_for(failed.wait(), 5)
+            await asyncio.sleep(0.2)  # the gateway has seen it
+            writer.write(b"5\r\nworld\r\n0\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 502 "), head
+    failures = [m for m in caplog.messages if m.startswith(f"upstream {service.name}: ")]
+    assert failures == [f"upstream {service.name}: {logged}"]
 
 
 async def test_garbage_from_upstream_is_502(start_gateway: StartGateway) -> None:

@@ -446,8 +446,10 @@ def test_a_targets_host_leaves_out_its_schemes_default_port(
     [
         (None, "localhost", "localhost"),
         (None, "127.0.0.1", None),  # RFC 6066 §3: no SNI for an address
+        (None, "[::1]", None),  # an IPv6 one too (its brackets are the target's, not the name's)
         ("orders.internal", "127.0.0.1", "orders.internal"),
         ("orders.internal:81", "127.0.0.1", "orders.internal"),  # the port is not in the name
+        ("Xray.Internal", "127.0.0.1", "Xray.Internal"),  # as written
     ],
 )
 async def test_tls_to_a_target_names_the_host_its_host_header_names(
@@ -459,7 +461,8 @@ async def test_tls_to_a_target_names_the_host_its_host_header_names(
     names: list[str | None] = []
     server_context = self_signed_contexts()[0]
     server_context.sni_callback = lambda _sock, name, _context: names.append(name)
-    async with serving(named("tls"), ssl=server_context) as tls:  # type: ignore[arg-type]
+    listen = "::1" if target_host == "[::1]" else "127.0.0.1"
+    async with serving(named("tls"), ssl=server_context, host=listen) as tls:  # type: ignore[arg-type]
         renamed = f"  host_header: '{host_header}'\n" if host_header else ""
         upstream = f"- name: orders.upstream\n{renamed}"
         upstream += f'  targets: [{{target: "{target_host}:{tls.port}"}}]\n'

@@ -88,6 +88,19 @@ class Flood:
         self._task.cancel()
 
 
+async def still_open(writer: asyncio.StreamWriter) -> bool:
+    """Whether the gateway's end of an upstream connection is still there: a socket it has
+    let go of answers what the upstream sends with a reset."""
+    try:
+        for _ in range(3):
+            writer.write(b"ping")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+    except ConnectionError:
+        return False
+    return True
+
+
 async def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The access lines so far, after waiting up to 5 s for one (a tunnel's line is written
     when its handler returns)."""
@@ -269,14 +282,16 @@ async def test_a_tunnel_ending_with_bytes_queued_for_the_upstream_ends_cleanly(
 ) -> None:
     caplog.set_level(logging.INFO, logger="tokengate.proxy")
     done = asyncio.Event()
+    upstream_end: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await done.wait()
+        upstream_end.set_result(await still_open(writer))
 
     async with switching(never_read) as upstream:
         # The upstream neither reads nor sends: read_timeout ends the tunnel while what the
-        # client sent still queues for it (write_timeout, longer, has not run out).
-        service = make_service(upstream.port, read_timeout=0.5, write_timeout=2.0)
+        # client sent still queues for it (write_timeout, far longer, has not run out).
+        service = make_service(upstream.port, read_timeout=1.0, write_timeout=30.0)
         gw = await start_gateway(make_route(service))
         async with through_gateway(gw.proxy_port) as (head, reader, writer):
             assert head.startswith(b"HTTP/1.1 101 ")
@@ -286,6 +301,9 @@ async def test_a_tunnel_ending_with_bytes_queued_for_the_upstream_ends_cleanly(
                     assert await reader.read() == b""
             flood.stop()
         done.set()
+        # What was queued would never be read: the upstream connection was let go of with the
+        # tunnel's end, not held (a socket and its buffer) until write_timeout.
+        assert await asyncio.wait_for(upstream_end, 5) is False
     assert f"websocket tunnel to {service.name} ended: upstream read timed out" in caplog.messages
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 

@@ -351,6 +351,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.write(data)
 
     def write(self, data: bytes) -> None:
+        if self._error is not None:  # the exchange failed (and the connection is closing)
+            raise self._error
         if self.closed or self.transport is None or self.transport.is_closing():
             raise UpstreamProtocolError("upstream closed the connection", before_response=True)
         self.transport.write(data)
@@ -507,6 +509,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._dirty = True
         self._close_transport()
         self._wake()
+        # An upload waiting for its writes to drain ends too, with the cause: the close above
+        # waits for an upstream that may never read (nginx handles an upstream's answer while
+        # the body is still being sent: an invalid one is a 502 at once).
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_exception(self._error)
 
     def _stop(self, error: UpstreamError) -> NoReturn:
         """_fail from inside an llhttp callback, and stop llhttp: no later callback of the same
