@@ -22,6 +22,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
 
+from tokengate.gateway.stalls import within_send_timeout
+
 DEFAULT_SEND_TIMEOUT: Final = 30.0  # --client-send-timeout's default
 # The Server of every answer tokengate writes itself (relayed ones keep the upstream's): its
 # name without a version, as nginx's server_tokens off, never aiohttp's Python/aiohttp banner.
@@ -71,9 +73,9 @@ class RawResponse(web.StreamResponse):
 
 
 async def _drain(request: web.BaseRequest, transport: asyncio.Transport, timeout: float) -> None:
-    """Wait until the client takes the answer in, or drop the connection after `timeout`."""
+    """Wait until the client takes the answer in, or drop the connection once it has taken
+    none of it for `timeout` seconds."""
     try:
-        async with asyncio.timeout(timeout):
-            await request.writer.drain()
+        await within_send_timeout(request.writer.drain(), transport, timeout)
     except TimeoutError:
         transport.abort()  # a close would wait for a buffer the client never reads

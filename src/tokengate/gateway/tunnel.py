@@ -26,6 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 from tokengate.gateway.config import Service
 from tokengate.gateway.exchange import Exchange
 from tokengate.gateway.headers import response_headers
+from tokengate.gateway.stalls import StallWatch, within_send_timeout
 from tokengate.gateway.upstream import UpstreamConnection, UpstreamError
 
 __all__ = ["ClientToUpstream", "copy_to_client", "relay", "wants_websocket"]
@@ -54,7 +55,8 @@ def wants_websocket(request: web.BaseRequest) -> bool:
 class ClientToUpstream:
     """Takes the place of aiohttp's payload parser on the client connection (set_parser): every
     byte the client sends goes upstream as it is. When the upstream's socket buffer fills, the
-    client's socket stops being read until it drains, for at most `write_timeout`."""
+    client's socket stops being read until it drains, while the upstream takes some of it at
+    least every `write_timeout` seconds (stalls.py)."""
 
     def __init__(
         self, conn: UpstreamConnection, protocol: RequestHandler, write_timeout: float
@@ -62,7 +64,7 @@ class ClientToUpstream:
         self._conn = conn
         self._protocol = protocol
         self._write_timeout = write_timeout
-        self._stall: asyncio.TimerHandle | None = None
+        self._stall: StallWatch | None = None
         conn.on_writable = self._writable
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
@@ -73,8 +75,7 @@ class ClientToUpstream:
             return True, b""  # the upstream is gone: aiohttp closes the client connection
         if self._conn.write_paused and self._stall is None:
             self._protocol.pause_reading()
-            loop = asyncio.get_running_loop()
-            self._stall = loop.call_later(self._write_timeout, self._stalled)
+            self._stall = StallWatch(self._conn.transport, self._write_timeout, self._stalled)
         return False, b""
 
     def feed_eof(self) -> None:
@@ -166,60 +167,9 @@ async def copy_to_client(
     connection for ever)."""
     exchange.body_bytes = 0
     while chunk := await conn.read_chunk(read_timeout):
-        await _send(response, chunk, transport, send_timeout)
+        write = response.write(chunk)
+        await within_send_timeout(write, transport, send_timeout, adding=len(chunk))
         exchange.body_bytes += len(chunk)
-
-
-async def _send(
-    response: web.StreamResponse,
-    data: bytes,
-    transport: asyncio.Transport | None,
-    timeout: float,
-) -> None:
-    """`response.write(data)`, TimeoutError once the client has taken none of what waits for it
-    for `timeout` seconds: nginx's send_timeout, "between two successive write operations", not
-    for a whole write. A piece of a streamed body is all that arrived while the last went out
-    (256 KiB and more): a client reading it steadily but slowly has not stopped reading."""
-    async with asyncio.timeout(None) as deadline:
-        watch = _Progress(transport, len(data), timeout, deadline)
-        try:
-            await response.write(data)
-        finally:
-            watch.cancel()
-
-
-class _Progress:
-    """Every `timeout` seconds, whether the client took any of what `transport` holds for it
-    since the last look; if not, `deadline` expires at once."""
-
-    def __init__(
-        self,
-        transport: asyncio.Transport | None,
-        adding: int,  # bytes about to be written
-        timeout: float,
-        deadline: asyncio.Timeout,
-    ) -> None:
-        self._transport = transport
-        self._waiting = _buffered(transport) + adding  # at most what waits once written
-        self._timeout = timeout
-        self._deadline = deadline
-        self._loop = asyncio.get_running_loop()
-        self._timer = self._loop.call_later(timeout, self._check)
-
-    def _check(self) -> None:
-        left = _buffered(self._transport)
-        if left < self._waiting:  # the client took some: `timeout` more for the rest
-            self._waiting = left
-            self._timer = self._loop.call_later(self._timeout, self._check)
-        else:
-            self._deadline.reschedule(self._loop.time())
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _buffered(transport: asyncio.Transport | None) -> int:
-    return 0 if transport is None else transport.get_write_buffer_size()
 
 
 def _close(conn: UpstreamConnection, write_timeout: float) -> None:

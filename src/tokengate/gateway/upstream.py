@@ -28,6 +28,8 @@ from typing import Final, NoReturn, cast
 
 import httptools
 
+from tokengate.gateway.stalls import StallWatch
+
 log = logging.getLogger("tokengate.proxy")
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -104,7 +106,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._drain_timer: asyncio.TimerHandle | None = None
         self.on_writable: Callable[[], None] | None = None  # called when writes may resume
         self.idle_since = 0.0  # the loop's time it went back to its pool's idle list
         self._reset_exchange()
@@ -367,26 +368,13 @@ class UpstreamConnection(asyncio.Protocol):
             raise UpstreamProtocolError("upstream closed the connection")
         waiter = self._loop.create_future()
         self._drain_waiter = waiter
-        self._drain_timer = self._loop.call_later(
-            timeout, self._drain_stalled, waiter, timeout, self._buffered()
+        watch = StallWatch(
+            self.transport, timeout, lambda: _expire(waiter, "upstream stopped reading")
         )
         try:
             await waiter
         finally:
-            self._drain_timer.cancel()
-
-    def _drain_stalled(self, waiter: asyncio.Future[None], timeout: float, before: int) -> None:
-        left = self._buffered()
-        if left < before and not waiter.done():  # it took some: `timeout` more for the rest
-            self._drain_timer = self._loop.call_later(
-                timeout, self._drain_stalled, waiter, timeout, left
-            )
-        else:
-            _expire(waiter, "upstream stopped reading")
-
-    def _buffered(self) -> int:
-        transport = self.transport
-        return 0 if transport is None else transport.get_write_buffer_size()
+            watch.cancel()
 
     async def read_head(self, timeout: float) -> None:
         """Wait for the status line and headers (or the error that replaced them).
