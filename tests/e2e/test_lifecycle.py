@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import multiprocessing
@@ -21,12 +22,15 @@ import re
 import shutil
 import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.processes import (
     GatewayProcess,
@@ -39,6 +43,7 @@ from tests.e2e.processes import (
     stop_on,
     upstream_server,
 )
+from tests.gateway.issuer import TestIssuer
 from tests.gateway.support import BAD_KONG_YAML
 from tests.ports import connection_refused
 from tokengate.gateway.supervisor import (
@@ -182,7 +187,9 @@ async def test_ignore_plugins_holds_for_every_worker_and_every_reload(
         await gateway.lines_matching(r"reloaded: configuration 2", int(workers))
         assert await fetch(f"{base}/new") == (200, "/new")
         assert "controls access" not in gateway.log and "Traceback" not in gateway.log
-        assert "plugin 'key-auth' is not run (--ignore-plugins)" in gateway.log
+        # Said once at start and once per reload: with workers, by the supervisor that checks
+        # the file, not again by each worker that reloads its copy.
+        assert gateway.log.count("plugin 'key-auth' is not run (--ignore-plugins)") == 2
 
 
 async def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(config: Path) -> None:
@@ -220,6 +227,52 @@ async def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(config: 
         assert await gateway.wait(timeout=10) == 0
 
 
+def token_cache_entries(text: str) -> float:
+    (family,) = (
+        f for f in text_string_to_metric_families(text) if f.name == "tokengate_token_cache_entries"
+    )
+    return sum(sample.value for sample in family.samples)
+
+
+async def test_a_dead_workers_cached_tokens_leave_the_token_cache_gauge(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """tokengate_token_cache_entries sums the live workers: a killed worker's cache went with
+    it, and /metrics stops counting it once the supervisor has reaped it."""
+    tokens = 20
+    async with TestIssuer() as issuer:
+        issuer.add_key("RS256")
+        config = tmp_path / "kong.yaml"
+        plugin = f"plugins:\n  - name: openid-connect\n    config: {{issuer: '{issuer.issuer}'}}\n"
+        config.write_text(kong_yaml(upstream.port, "/keep") + plugin)
+        async with GatewayProcess(config, "--workers", "2") as gateway:
+            await gateway.ready(workers=2)
+            victim = int((await gateway.line(r"worker 1 started \(pid (\d+)\)"))[1])
+            base = f"http://127.0.0.1:{gateway.proxy_port}/keep"
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+                for _ in range(tokens):  # each on a new connection: both workers get some
+                    bearer = {"Authorization": f"Bearer {issuer.mint()}"}
+                    async with s.get(base, headers=bearer) as resp:
+                        assert resp.status == 200, await resp.text()
+                metrics = f"http://127.0.0.1:{gateway.status_port}/metrics"
+
+                async def entries(settled: Callable[[float], bool]) -> float:
+                    """The gauge once `settled` (each worker publishes every second)."""
+                    for _ in range(50):
+                        async with s.get(metrics) as resp:
+                            if settled(found := token_cache_entries(await resp.text())):
+                                return found
+                        await asyncio.sleep(0.2)
+                    raise AssertionError(f"tokengate_token_cache_entries stays at {found}")
+
+                await entries(lambda found: found == tokens)
+                await asyncio.sleep(1.1)  # past min_uptime: replaced at once
+                os.kill(victim, signal.SIGKILL)
+                await gateway.lines_matching(r"tokengate gateway listening on", 3)
+                # What the survivor holds (all of them only if the kernel sent it every one).
+                assert await entries(lambda found: found < tokens) >= 0
+
+
 async def test_workers_restarted_after_a_reload_serve_the_reloaded_config(
     config: Path, upstream: Upstream
 ) -> None:
@@ -243,6 +296,23 @@ async def test_workers_restarted_after_a_reload_serve_the_reloaded_config(
         assert "Traceback" not in gateway.log
 
 
+async def test_a_sighup_to_one_worker_reloads_what_the_supervisor_checked_not_the_file(
+    config: Path,
+) -> None:
+    """A SIGHUP that reaches a worker by itself (`kill -HUP <pid>`, a hangup sent to the whole
+    process group) reloads the supervisor's copy of the last valid kong.yaml: a worker never
+    serves a file the supervisor has not checked, nor one its siblings do not serve."""
+    async with GatewayProcess(config, "--workers", "2") as gateway:
+        await gateway.ready(workers=2)
+        pid = int((await gateway.line(r"worker 1 started \(pid (\d+)\)"))[1])
+        await asyncio.to_thread(config.write_text, BAD_KONG_YAML)
+        os.kill(pid, signal.SIGHUP)
+        said = await gateway.line(rf"\[{pid}\]: {config} (not )?reloaded.*$")
+        assert said[0].endswith(f"{config} reloaded: configuration 2, 1 services, 3 routes")
+        assert await fetch(f"http://127.0.0.1:{gateway.proxy_port}/old") == (200, "/old")
+        assert " ERROR " not in gateway.log and "Traceback" not in gateway.log
+
+
 async def test_workers_stop_when_the_supervisor_is_killed(
     config: Path, upstream: Upstream, tmp_path: Path
 ) -> None:
@@ -260,6 +330,7 @@ async def test_workers_stop_when_the_supervisor_is_killed(
         await gateway.lines_matching(r"the supervisor has gone: draining", 2)
         assert await slow == (200, "/slow")
         await gateway.lines_matching(r"\]: stopped$", 2)
+        assert gateway.log.count("the supervisor has gone: draining") == 2  # once each
         assert await connection_refused(gateway.proxy_port)
         assert "cannot listen" not in gateway.log and "Traceback" not in gateway.log
         # The supervisor could not remove the run's temporary files: the last worker out did.
@@ -380,6 +451,26 @@ async def test_one_stop_signal_to_the_process_group_drains_workers_gracefully(
         assert "again" not in gateway.log
 
 
+async def test_a_stop_signal_a_worker_had_already_handled_does_not_cut_its_drain(
+    config: Path, upstream: Upstream
+) -> None:
+    """systemd's SIGTERM to the whole control group may reach a worker, and be handled, before
+    the supervisor relays its own: that second SIGTERM is the same stop, not a cut. (Sent at
+    once, as above, the two may arrive as one; here each worker has taken its own first.)"""
+    async with GatewayProcess(config, "--workers", "2", "--shutdown-timeout", "20") as gateway:
+        await gateway.ready(workers=2)
+        pids = [int((await gateway.line(rf"worker {n} started \(pid (\d+)\)"))[1]) for n in (1, 2)]
+        slow = asyncio.create_task(fetch(f"http://127.0.0.1:{gateway.proxy_port}/slow?s=2"))
+        await asyncio.wait_for(upstream.slow_started.wait(), 5)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        await gateway.lines_matching(r": draining \(up to 20s", 2)
+        gateway.send(signal.SIGTERM)
+        assert await slow == (200, "/slow")
+        assert await gateway.wait(timeout=15) == 0
+        assert "again" not in gateway.log
+
+
 async def test_a_ctrl_c_while_the_workers_start_up_still_drains_them(config: Path) -> None:
     """A Ctrl-C reaches the group while the workers are still importing: each holds it back
     until its handlers are in place, then ignores it (the supervisor relays one SIGTERM). The
@@ -459,6 +550,43 @@ def test_supervisor_gives_up_on_a_worker_that_keeps_dying_at_start(
     last = f"worker 1 (pid {started[-1]}) {died}"
     assert f"{last}; it failed {when} 3 times in a row: giving up" in messages
     assert "giving up: stopping the workers" in messages
+
+
+class _OutOfProcesses(multiprocessing.process.BaseProcess):
+    """A worker that cannot be started: fork() fails as it does at the process limit."""
+
+    def start(self) -> None:
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+
+def test_a_worker_that_cannot_be_started_is_retried_later_each_time_then_given_up_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    policy = RestartPolicy(min_uptime=10, first_delay=0.05, max_delay=1, max_quick_exits=3)
+    launched: list[BaseProcess] = []
+
+    def launch() -> BaseProcess:
+        if len(launched) == 3:  # a retry loop the supervisor does not see: end the test
+            os.kill(os.getpid(), signal.SIGTERM)
+        launched.append(_OutOfProcesses())
+        return launched[-1]
+
+    supervisor = Supervisor(1, launch, reload=lambda: True, stop_timeout=5, policy=policy)
+    never_retried = threading.Timer(10, os.kill, (os.getpid(), signal.SIGTERM))
+    never_retried.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="tokengate.supervisor"):
+            assert supervisor.run() == 1
+    finally:
+        never_retried.cancel()
+    messages = [record.getMessage() for record in caplog.records]
+    failed = "worker 1 could not be started: Resource temporarily unavailable"
+    assert [m for m in messages if "restarting" in m] == [
+        f"{failed} within 10s of starting; restarting in 0.05s",
+        f"{failed} within 10s of starting; restarting in 0.1s",  # longer each time
+    ]
+    assert f"{failed}; it failed within 10s of starting 3 times in a row: giving up" in messages
+    assert len(launched) == 3
 
 
 @pytest.mark.parametrize(

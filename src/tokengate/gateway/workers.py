@@ -21,6 +21,7 @@ same config as the others even if the file has since changed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import logging
@@ -208,8 +209,10 @@ def _worker_main(
 
 
 def _load_snapshot(snapshot: str, config_path: str, ignored: frozenset[str]) -> GatewayConfig:
-    # Errors name the user's file: the snapshot is a copy of it.
-    return parse_config(read_config_text(snapshot), config_path, ignored_plugins=ignored)
+    # Errors name the user's file: the snapshot is a copy of it. Its warnings were said by the
+    # supervisor as it checked the file, once: not again by every worker that reloads the copy.
+    config = parse_config(read_config_text(snapshot), config_path, ignored_plugins=ignored)
+    return dataclasses.replace(config, warnings=())
 
 
 class _Snapshot:
