@@ -299,12 +299,26 @@ async def test_token_lifetime_is_bounded(
     assert (await call(gw, token=test_issuer.mint(exp_in=exp_in))).status == status
 
 
-@pytest.mark.parametrize("breaking", ["extract_token", "decode_claims", "check_claims"])
+@pytest.mark.parametrize(
+    ("breaking", "logged", "reason"),
+    [
+        ("extract_token", "unexpected error while authenticating a request", "invalid_token"),
+        ("decode_claims", "unexpected error verifying a token: RuntimeError('a bug')", "malformed"),
+        ("check_claims", "unexpected error verifying a token: RuntimeError('a bug')", "malformed"),
+    ],
+)
 async def test_an_unexpected_error_on_the_auth_path_is_a_401_never_a_500(
-    breaking: str, protect: Protect, test_issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
+    breaking: str,
+    logged: str,
+    reason: str,
+    protect: Protect,
+    test_issuer: TestIssuer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """DESIGN: every exception on the auth path is a 401. No input is known to raise one (each
-    would be a bug): a fault injected into the path stands in for it."""
+    would be a bug): a fault injected into the path stands in for it, and the log names it."""
+    caplog.set_level("INFO", logger="tokengate.auth")
     gw = await protect()
 
     def bug(*args: object, **kwargs: object) -> None:
@@ -315,14 +329,22 @@ async def test_an_unexpected_error_on_the_auth_path_is_a_401_never_a_500(
     assert answer.status == 401
     assert answer.json == {"message": "Unauthorized"}
     assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1", error="invalid_token"'
+    assert [r.getMessage() for r in caplog.records if r.name == "tokengate.auth"] == [
+        logged,
+        f"refused 401 {reason} for {test_issuer.issuer}: token could not be processed",
+    ]
 
 
 async def test_an_unexpected_error_hiding_a_refused_token_is_a_401_not_a_pass_or_a_500(
-    protect: Protect, test_issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
+    protect: Protect,
+    test_issuer: TestIssuer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The anonymous pass after a bad token takes the token out of where it came; a fault
     there (injected: no input is known to raise one) refuses the request, as on the rest of
     the path, rather than a 500 or a pass that still carries the token."""
+    caplog.set_level("INFO", logger="tokengate.auth")
     gw = await protect(anonymous="guest")
 
     def bug(*args: object, **kwargs: object) -> None:
@@ -333,6 +355,10 @@ async def test_an_unexpected_error_hiding_a_refused_token_is_a_401_not_a_pass_or
     assert answer.status == 401
     assert answer.json == {"message": "Unauthorized"}
     assert answer.headers["WWW-Authenticate"] == 'Bearer realm="127.0.0.1", error="invalid_token"'
+    assert [r.getMessage() for r in caplog.records if r.name == "tokengate.auth"] == [
+        "unexpected error while hiding a refused token",
+        f"refused 401 invalid_token for {test_issuer.issuer}: token could not be processed",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -463,12 +489,17 @@ async def test_issuer_down_with_cached_keys_keeps_validating(
     assert (await call(gw, token=test_issuer.mint())).status == 200
 
 
-async def test_leeway(protect: Protect, test_issuer: TestIssuer) -> None:
+async def test_leeway(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="tokengate.access")
     strict = await protect()
     lenient = await protect(leeway=60)
     token = test_issuer.mint(exp_in=-5)
     assert (await call(strict, token=token)).status == 401
-    assert (await call(lenient, token=token)).status == 200
+    assert [(await call(lenient, token=token)).status for _ in range(2)] == [200, 200]
+    # Within the leeway a verified token stays verified: the second one comes from the cache.
+    assert auth_fields(caplog) == ["expired", "ok", "cached"]
 
 
 async def test_max_age(protect: Protect, test_issuer: TestIssuer) -> None:
@@ -1472,10 +1503,12 @@ async def test_a_claim_holding_a_lone_surrogate_never_reaches_the_upstream(
 
 
 async def test_anonymous_requests_cannot_bring_the_headers_a_token_would_set(
-    protect: Protect, test_issuer: TestIssuer
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """On an anonymous pass the upstream must not find, in the headers a verified token fills
-    (claim headers, the token header), what the client wrote there itself."""
+    (claim headers, the token header), what the client wrote there itself. Why it was no
+    authenticated pass goes to the debug log."""
+    caplog.set_level("DEBUG", logger="tokengate.auth")
     gw = await protect(
         anonymous="guest", upstream_headers_claims=("sub",), upstream_headers_names=("X-User",)
     )
@@ -1486,6 +1519,13 @@ async def test_anonymous_requests_cannot_bring_the_headers_a_token_would_set(
         assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
         assert answer.upstream_headers("X-User") == []
         assert answer.upstream_headers("Authorization") == []
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    anonymous = [line for line in debug if line.startswith("anonymous access after: ")]
+    assert len(anonymous) == 3
+    assert (anonymous[0], anonymous[2]) == (
+        "anonymous access after: missing token",
+        "anonymous access after: token expired",
+    )
 
 
 async def test_anonymous_requests_keep_the_clients_own_credentials(
@@ -2138,9 +2178,13 @@ async def test_an_unforeseen_failure_in_the_claims_checks_is_remembered_as_a_ref
         raise ValueError("unforeseen")
 
     monkeypatch.setattr(auth_module.ConsumerMapping, "find", broken)
-    gw = await protect(consumer_claims=(("sub",),), consumers=(ALICE,))
+    gw = await protect(consumer_claims=(("sub",),), consumers=(ALICE,), display_errors=True)
     token = test_issuer.mint(sub="alice")
-    assert [(await call(gw, token=token)).status for _ in range(3)] == [401, 401, 401]
+    answers = [await call(gw, token=token) for _ in range(3)]
+    # The same refusal each time: found out, then remembered (the reason shown as any other).
+    assert [(a.status, a.json) for a in answers] == [
+        (401, {"message": "Unauthorized (token could not be processed)"})
+    ] * 3
 
 
 async def test_claims_forbidden_is_kongs_403(protect: Protect, test_issuer: TestIssuer) -> None:
@@ -2163,9 +2207,11 @@ async def test_the_verifying_keys_jwk_and_the_token_go_where_kong_puts_them(
         upstream_access_token_jwk_header="X-Access-Token-JWK",
         downstream_access_token_header="x-token",
         downstream_access_token_jwk_header="X-Token-JWK",
+        downstream_headers_claims=("sub",),
+        downstream_headers_names=("X-Sub",),
     )
     (published,) = test_issuer.jwks()["keys"]
-    token = test_issuer.mint()
+    token = test_issuer.mint(sub="alice")
     for _ in range(2):  # verified, then from the verified-token cache
         answer = await call(gw, token=token, headers={"X-Access-Token-JWK": "e30="})
         assert answer.status == 200
@@ -2174,6 +2220,7 @@ async def test_the_verifying_keys_jwk_and_the_token_go_where_kong_puts_them(
         assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]  # beside it
         assert answer.headers.getall("x-token") == [token]
         assert answer.headers.getall("X-Token-JWK") == [sent]
+        assert answer.headers.getall("X-Sub") == ["alice"]  # beside the claims' own
     refused = await call(gw, headers={"X-Access-Token-JWK": "e30="})
     assert refused.status == 401 and "X-Token-JWK" not in refused.headers
     bearer = await protect(downstream_access_token_header="authorization:bearer")

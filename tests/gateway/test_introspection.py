@@ -392,8 +392,10 @@ async def test_the_answer_itself_goes_where_kong_puts_it(
         introspect_jwt_tokens=introspecting(server),
         upstream_introspection_header="X-Introspection",
         downstream_introspection_header="X-Introspected",
+        downstream_headers_claims=("sub",),
+        downstream_headers_names=("X-Sub",),
     )
-    token = test_issuer.mint()
+    token = test_issuer.mint(sub="alice")
     for _ in range(2):  # asked, then the kept answer
         answer = await call(gw, token=token, headers={"X-Introspection": "e30="})
         assert answer.status == 200
@@ -402,6 +404,7 @@ async def test_the_answer_itself_goes_where_kong_puts_it(
         assert answer.headers.getall("X-Introspected") == [sent]
         # beside the token's other headers, not instead of them
         assert answer.upstream_headers("Authorization") == [f"Bearer {token}"]
+        assert answer.headers.getall("X-Sub") == ["alice"]
 
 
 async def test_a_slow_endpoint_leaves_another_issuers_questions_alone(
