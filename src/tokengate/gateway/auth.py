@@ -4,7 +4,7 @@
     try:
         edits, outcome = await auth.check(request, body=None)   # edits for the forwarder
     except AuthError as exc:
-        return auth.refuse(exc)                          # 401 / 403 / 400 / 503, Kong's bodies
+        return auth.refuse(exc, request, request_id)     # 401 / 403 / 400 / 503, Kong's bodies
 
 Request flow (DESIGN): extract → verified-token cache (hit: re-check exp + leeway and this
 route's requirements) → on a miss: shape → header → key (JWKS cache, by kid, alg bound to the

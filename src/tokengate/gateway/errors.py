@@ -1,4 +1,4 @@
-"""Why a request was refused: one exception tree, mapped to HTTP in one place (`auth.answer`).
+"""Why a request was refused: one exception tree, mapped to HTTP in one place (`auth.refuse`).
 
     try:
         claims = verifier.verify(token, keys)
