@@ -773,21 +773,14 @@ def test_gateway_timeout_flags_reach_the_gateway_it_runs(tmp_path: Path) -> None
         process.communicate()
 
 
-def test_identity_logs_json_lines(tmp_path: Path) -> None:
+def identity_stderr(*flags: str) -> str:
+    """What `tokengate identity --in-memory` with these flags writes to stderr between its
+    start and a SIGTERM (exit 0) once it answers /healthz."""
     port = free_port()
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "tokengate",
-            "identity",
-            "--in-memory",
-            "--admin-token",
-            "t",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-format",
-            "json",
+            *(sys.executable, "-m", "tokengate", "identity", "--in-memory", "--admin-token", "t"),
+            *("--listen", f"127.0.0.1:{port}", *flags),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -797,35 +790,21 @@ def test_identity_logs_json_lines(tmp_path: Path) -> None:
         wait_http(f"http://127.0.0.1:{port}/healthz", process)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
-        stderr = process.communicate()[1]
+        return process.communicate()[1]
     finally:
         process.kill()
         process.communicate()
-    loggers = {line["logger"] for line in json_lines(stderr)}
+
+
+def test_identity_logs_json_lines() -> None:
+    loggers = {line["logger"] for line in json_lines(identity_stderr("--log-format", "json"))}
     assert "tokengate.identity" in loggers
     # Its requests (the /healthz polls above) are not logged: aiohttp's access log is off.
     assert "aiohttp.access" not in loggers
 
 
 def test_identity_log_level_warning_leaves_out_its_info_lines() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tokengate", "identity", "--in-memory", "--admin-token", "t"),
-            *("--listen", f"127.0.0.1:{port}", "--log-level", "warning"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-        stderr = process.communicate()[1]
-    finally:
-        process.kill()
-        process.communicate()
+    stderr = identity_stderr("--log-level", "warning")
     assert "listening on" not in stderr and "SIGTERM: stopping" not in stderr, stderr
 
 

@@ -145,6 +145,24 @@ async def test_a_client_leaving_mid_body_is_not_a_server_error(
                 assert resp.status == 201  # and the next client is served
 
 
+async def problem_then_close(app: web.Application, request: bytes) -> tuple[bytes, Any]:
+    """Send raw `request` bytes to `app`: the answer's head and problem body, after which the
+    server has closed the connection."""
+    async with served(app) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+            assert length is not None, head
+            problem = json.loads(await reader.readexactly(int(length.group(1))))
+            assert await reader.read() == b""  # and the connection is closed
+        finally:
+            writer.close()
+    return head, problem
+
+
 async def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -160,15 +178,7 @@ async def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400(
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     with store:
-        async with served(app) as url:
-            host, port = url.removeprefix("http://").rsplit(":", 1)
-            reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
-            assert length is not None, head
-            problem = json.loads(await reader.readexactly(int(length.group(1))))
-            writer.close()
+        head, problem = await problem_then_close(app, request)
         assert store.list_auth_servers() == []
     assert head.startswith(b"HTTP/1.1 400 "), head
     assert b"\r\nConnection: close\r\n" in head
@@ -188,16 +198,7 @@ async def test_a_body_that_stalls_is_cut_off_with_a_408(caplog: pytest.LogCaptur
         'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name": '
     ).encode()
     with store:
-        async with served(app) as url:
-            host, port = url.removeprefix("http://").rsplit(":", 1)
-            reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
-            assert length is not None, head
-            problem = json.loads(await reader.readexactly(int(length.group(1))))
-            assert await reader.read() == b""  # and the connection is closed
-            writer.close()
+        head, problem = await problem_then_close(app, request)
     assert head.startswith(b"HTTP/1.1 408 "), head
     assert problem["status"] == 408
     assert problem["title"] == "Request Timeout"
