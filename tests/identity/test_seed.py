@@ -295,7 +295,7 @@ def test_identity_reports_a_clash_with_the_data_file_and_exits_2(
 ) -> None:
     path = seed_file(tmp_path, f"{HEAD}  id: {ID}\n")
     data = data_file_with_server_a(tmp_path)
-    command = ["identity", "--data", str(data), "--listen", "127.0.0.1:18105", "--seed", str(path)]
+    command = ["identity", "--data", str(data), "--listen", "127.0.0.1:0", "--seed", str(path)]
     assert main(command) == 2
     assert capsys.readouterr().err == (
         f"{path}: auth_servers[0]: an auth server with this name already exists in the identity "
@@ -306,19 +306,19 @@ def test_identity_reports_a_clash_with_the_data_file_and_exits_2(
 @pytest.mark.parametrize(
     "command",
     [
-        ["identity", "--in-memory", "--listen", "127.0.0.1:18100", "--admin-token", "x"],
+        ["identity", "--in-memory", "--listen", "127.0.0.1:0", "--admin-token", "x"],
         [
             "run",
             "--config",
             str(KONG_YAML),
             "--listen",
-            "127.0.0.1:18101",
+            "127.0.0.1:0",
             "--status-listen",
-            "127.0.0.1:18102",
+            "127.0.0.1:0",
             "--identity-listen",
-            "127.0.0.1:18103",
+            "127.0.0.1:0",
             "--echo-listen",
-            "127.0.0.1:18104",
+            "127.0.0.1:0",
         ],
     ],
     ids=["identity", "run"],
