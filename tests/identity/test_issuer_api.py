@@ -500,6 +500,35 @@ async def test_server_error_when_a_claim_cannot_be_used(
     assert issuer.store.list_tokens(issuer.server.id, issuer.client.id) == []
 
 
+async def test_a_token_the_store_cannot_record_is_server_error_json_and_says_why(
+    issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk (or a lock another process held past busy_timeout) when the token is
+    recorded: RFC 6749's server_error, no token issued, the reason logged; not a text 500 with
+    a traceback. Once there is room again, tokens are issued."""
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": issuer.client.id,
+        "client_secret": issuer.secret,
+    }
+    db = issuer.store._db  # a full disk cannot be had otherwise
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    recorded = len(issuer.store.list_tokens(issuer.server.id, issuer.client.id))
+    for _ in range(200):  # each token takes a row: the pages left fill up within these
+        async with issuer.http.post(issuer.path + "/oauth/token", data=data) as resp:
+            if resp.status != 200:
+                break
+            recorded += 1
+    await oauth_error(issuer, 500, "server_error", data=data)
+    prefix = f"cannot record a token for client {issuer.client.id} of {issuer.server.id}: "
+    assert any(r.getMessage() == prefix + "database or disk is full" for r in caplog.records)
+    assert not any(r.exc_info for r in caplog.records)
+    assert len(issuer.store.list_tokens(issuer.server.id, issuer.client.id)) == recorded
+    db.execute("PRAGMA max_page_count = 1000000")
+    assert "access_token" in await issuer.token()
+
+
 async def test_token_endpoint_is_post_only(issuer: Issuer) -> None:
     async with issuer.http.get(issuer.path + "/oauth/token") as resp:
         assert resp.status == 405

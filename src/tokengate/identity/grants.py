@@ -35,7 +35,7 @@ from urllib.parse import unquote_plus
 
 from tokengate.identity.models import CLIENT_ID, AuthServer, Client
 from tokengate.identity.signing import signer_for
-from tokengate.identity.store import Store
+from tokengate.identity.store import NotFound, Store, StoreError
 from tokengate.identity.tokens import (
     MAX_TOKEN_LENGTH,
     ClaimError,
@@ -226,7 +226,13 @@ def client_credentials(issuer: Issuer, request: TokenRequest, client: Client) ->
             MAX_TOKEN_LENGTH,
         )
         raise ServerError("the claims of this auth server make a token too long to use")
-    store.record_token(minted.record)
+    try:
+        store.record_token(minted.record)
+    except NotFound:  # the client was deleted while its token was being minted
+        raise InvalidClient("client authentication failed", basic_realm=issuer.url) from None
+    except StoreError as exc:  # a full disk, a lock another process held past busy_timeout
+        log.error("cannot record a token for client %s of %s: %s", client.id, server.id, exc)
+        raise ServerError("the token could not be recorded") from None
     return minted.response()
 
 

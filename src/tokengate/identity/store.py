@@ -633,8 +633,8 @@ class Store:
         # BEGIN/COMMIT round trips of _tx (a failed statement leaves any outer transaction intact).
         try:
             self._insert(TOKENS, token)
-        except sqlite3.IntegrityError as exc:
-            raise _integrity_error(exc) from exc
+        except sqlite3.Error as exc:  # a vanished client, a full disk, a lock held too long
+            raise _store_error(exc) from exc
 
     def get_token(self, auth_server_id: str, client_id: str, token_id: str) -> IssuedToken:
         """The token, revoked or not (revoked tokens stay until purged so introspection says so)."""
