@@ -2169,7 +2169,10 @@ async def test_a_claim_nested_to_the_limit_is_mapped_and_one_deeper_is_refused(
 
 
 async def test_an_unforeseen_failure_in_the_claims_checks_is_remembered_as_a_refusal(
-    protect: Protect, test_issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
+    protect: Protect,
+    test_issuer: TestIssuer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Fault injection: whatever goes wrong checking a verified token's claims, the cached
     entry must never come out of it as checked and passed."""
@@ -2185,6 +2188,16 @@ async def test_an_unforeseen_failure_in_the_claims_checks_is_remembered_as_a_ref
     assert [(a.status, a.json) for a in answers] == [
         (401, {"message": "Unauthorized (token could not be processed)"})
     ] * 3
+    # With `anonymous`, that refusal is an anonymous pass, the first time as every later one
+    # (it was a 401 first: the fault escaped as itself, past the anonymous branch).
+    gw = await protect(consumer_claims=(("sub",),), consumers=(ALICE,), anonymous="guest")
+    answers = [await call(gw, token=token) for _ in range(3)]
+    assert [a.status for a in answers] == [200] * 3
+    for answer in answers:
+        assert answer.upstream_headers("X-Anonymous-Consumer") == ["true"]
+        assert answer.upstream_headers("Authorization") == []
+    faults = [r for r in caplog.records if r.getMessage().startswith("unexpected error checking")]
+    assert len(faults) == 2 and all(r.exc_info for r in faults)  # once per route, with its cause
 
 
 async def test_claims_forbidden_is_kongs_403(protect: Protect, test_issuer: TestIssuer) -> None:

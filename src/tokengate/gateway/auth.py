@@ -337,9 +337,11 @@ class Authenticator:
                 raise
             except Exception:
                 # Anything unforeseen in what the claims hold is the token's fault, and stays
-                # so: remembered as a refusal, never as a check that passed.
+                # so: remembered as a refusal, never as a check that passed; refused now as it
+                # will be from the memo (with `anonymous`: an anonymous pass each time).
+                log.exception("unexpected error checking a token's claims")
                 entry.denial = (InvalidToken, "token could not be processed")
-                raise
+                raise InvalidToken("token could not be processed") from None
             finally:
                 entry.checked = True
         elif entry.denial is not None:
