@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -51,6 +52,24 @@ async def leave_mid_body(
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_zero)
     writer.transport.abort()
     await asyncio.sleep(0.2)  # and sees the connection go
+
+
+async def answer_to(url: str, request: bytes, *, then_closed: bool = False) -> tuple[bytes, bytes]:
+    """The head and body of the one answer to `request`, sent as raw bytes to `url` (and with
+    `then_closed`, checked that the server closed the connection after it)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+        assert length is not None, head
+        body = await reader.readexactly(int(length.group(1)))
+        if then_closed:
+            assert await reader.read() == b"", head
+        return head, body
+    finally:
+        writer.close()
 
 
 def server_errors(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from tests.abandon import leave_mid_body, served, server_errors
+from tests.abandon import answer_to, leave_mid_body, served, server_errors
 from tests.identity.support import pooled_key
 from tokengate.identity.admin_api import create_admin_app
 from tokengate.identity.store import Store, StoreError
@@ -149,18 +149,8 @@ async def problem_then_close(app: web.Application, request: bytes) -> tuple[byte
     """Send raw `request` bytes to `app`: the answer's head and problem body, after which the
     server has closed the connection."""
     async with served(app) as url:
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        try:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
-            assert length is not None, head
-            problem = json.loads(await reader.readexactly(int(length.group(1))))
-            assert await reader.read() == b""  # and the connection is closed
-        finally:
-            writer.close()
-    return head, problem
+        head, body = await answer_to(url, request, then_closed=True)
+    return head, json.loads(body)
 
 
 async def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400(

@@ -10,7 +10,6 @@ import base64
 import functools
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 from pytest_aiohttp import AiohttpClient
 
-from tests.abandon import leave_mid_body, served, server_errors
+from tests.abandon import answer_to, leave_mid_body, served, server_errors
 from tests.identity.support import Clock, IdentityTestServer
 from tests.identity.test_tokens import PUBLIC_URL, basic, new_store
 from tokengate.identity import signing
@@ -645,20 +644,6 @@ async def test_a_client_leaving_mid_form_is_not_a_server_error(
         }
         async with session.post(url + issuer.path + "/oauth/token", data=form) as resp:
             assert resp.status == 200  # and the next client is served
-
-
-async def answer_to(url: str, request: bytes) -> tuple[bytes, bytes]:
-    """The head and body of the one answer to `request`, sent as raw bytes to `url`."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
-        assert length is not None, head
-        return head, await reader.readexactly(int(length.group(1)))
-    finally:
-        writer.close()
 
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate"])
