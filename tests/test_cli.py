@@ -284,17 +284,25 @@ def test_a_port_the_last_run_left_connections_on_is_free(tmp_path: Path, workers
     assert "cannot listen" not in err and "Traceback" not in err, err
 
 
+def stopped_by_sigterm(process: subprocess.Popen[str], timeout: float = 20) -> tuple[str, str]:
+    """SIGTERM to `process`, which must exit 0 within `timeout` (else it is killed); its stdout
+    and stderr."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=timeout)
+    finally:
+        process.kill()
+        out, err = process.communicate()
+    assert code == 0, err
+    return out, err
+
+
 def served_then_stopped(process: subprocess.Popen[str], status: int) -> str:
     """Wait for the gateway to serve, stop it with SIGTERM (it must exit 0); its stderr."""
     try:
         wait_ready(status, process)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(timeout=20) == 0
-        finally:
-            process.kill()
-            err = process.communicate()[1]
+        err = stopped_by_sigterm(process)[1]
     return err
 
 
@@ -788,12 +796,9 @@ def identity_stderr(*flags: str) -> str:
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-        return process.communicate()[1]
     finally:
-        process.kill()
-        process.communicate()
+        err = stopped_by_sigterm(process)[1]
+    return err
 
 
 def test_identity_logs_json_lines() -> None:

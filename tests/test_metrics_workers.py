@@ -7,7 +7,6 @@ the kernel; each request below opens its own connection so that both workers ser
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ports import free_port
-from tests.test_cli import wait_ready
+from tests.test_cli import stopped_by_sigterm, wait_ready
 
 REQUESTS = 60
 
@@ -100,12 +99,7 @@ def test_request_counts_are_summed_over_workers(tmp_path: Path) -> None:
         for _ in range(10):
             assert request_counts(status) == expected
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(timeout=20) == 0, process.communicate()
-        finally:
-            process.kill()
-            process.communicate()
+        stopped_by_sigterm(process)
     # The run's metrics directory went with it, and its copy of kong.yaml.
     assert not list(temp.iterdir())
 
@@ -138,10 +132,5 @@ def test_a_metrics_directory_from_the_environment_is_ignored_with_a_warning(
         assert status_of(f"http://127.0.0.1:{proxy}/nothing")[0] == 404
         assert request_counts(status) == {"404": 1}
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(timeout=20) == 0
-        finally:
-            process.kill()
-            err = process.communicate()[1]
+        err = stopped_by_sigterm(process)[1]
     assert f"PROMETHEUS_MULTIPROC_DIR={stale} is ignored" in err

@@ -77,6 +77,27 @@ async def test_stop_closes_idle_keep_alive_connections_at_once(
     writer.close()
 
 
+async def finished_once_stopping(
+    gw: GatewayServer,
+    idle: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    rest: bytes,
+) -> bytes:
+    """Stop `gw`; once the drain has begun (the `idle` keep-alive connection is closed), send
+    the `rest` of the request begun on `writer`: all the gateway then answers on it."""
+    idle_reader, idle_writer = idle
+    stopping = asyncio.create_task(gw.stop())
+    try:
+        assert await asyncio.wait_for(idle_reader.read(), 2) == b""  # the drain has begun
+        writer.write(rest)
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        await asyncio.wait_for(stopping, 5)
+        writer.close()
+        idle_writer.close()
+
+
 async def test_stop_lets_a_request_still_sending_its_body_finish() -> None:
     """aiohttp reads nothing more from a connection once it is closing (aiohttp#2298): the rest
     of an upload that was arriving when the drain began was dropped, and the request hung until
@@ -95,15 +116,9 @@ async def test_stop_lets_a_request_still_sending_its_body_finish() -> None:
         # Answered once routed: the request is in progress, waiting for its body.
         assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
         writer.write(b"hello")
-        stopping = asyncio.create_task(gw.stop())
-        try:
-            assert await asyncio.wait_for(idle_reader.read(), 2) == b""  # the drain has begun
-            writer.write(b"world")
-            answer = await asyncio.wait_for(reader.read(), 5)
-        finally:
-            await asyncio.wait_for(stopping, 5)
-            writer.close()
-            idle_writer.close()
+        answer = await finished_once_stopping(
+            gw, (idle_reader, idle_writer), reader, writer, b"world"
+        )
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ")
         assert json.loads(body)["body"] == "helloworld"
@@ -123,15 +138,7 @@ async def test_stop_serves_a_request_whose_head_had_begun_to_arrive(
     # A whole exchange on another connection: the half head has been read by then.
     idle_writer.write(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
     await idle_reader.readuntil(b"/fast")
-    stopping = asyncio.create_task(gw.stop())
-    try:
-        assert await asyncio.wait_for(idle_reader.read(), 2) == b""  # the drain has begun
-        writer.write(b"\r\n")
-        answer = await asyncio.wait_for(reader.read(), 5)
-    finally:
-        await asyncio.wait_for(stopping, 5)
-        writer.close()
-        idle_writer.close()
+    answer = await finished_once_stopping(gw, (idle_reader, idle_writer), reader, writer, b"\r\n")
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert answer.endswith(b"/fast")
 
