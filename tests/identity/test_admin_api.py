@@ -195,6 +195,62 @@ async def test_a_body_that_stalls_is_cut_off_with_a_408(caplog: pytest.LogCaptur
     assert server_errors(caplog) == []
 
 
+async def sent_in_pieces(app: web.Application, head: bytes, pieces: list[bytes]) -> bytes:
+    """The answer's head to a request whose body comes in `pieces`, 0.05 s apart."""
+    async with served(app) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(head)
+            for piece in pieces:
+                await asyncio.sleep(0.05)
+                writer.write(piece)
+                await writer.drain()
+            return await reader.readuntil(b"\r\n\r\n")
+        finally:
+            writer.close()
+
+
+def admin_app(store: Store, body_timeout: float) -> web.Application:
+    app = web.Application()
+    app.add_subapp(
+        "/v1",
+        create_admin_app(
+            store, admin_token=TOKEN, public_url=PUBLIC_URL, body_timeout=body_timeout
+        ),
+    )
+    return app
+
+
+async def test_a_body_that_keeps_coming_is_read_however_long_it_takes() -> None:
+    """body_timeout times the gaps between two reads (nginx's client_body_timeout), not the
+    whole body: pieces 0.05 s apart for over twice the 0.2 s allowed, above the gateway's
+    minimum rate (500 bytes/s), are a body still coming."""
+    fields = {"name": "Slow", "audience": "http://slow.test", "description": "d" * 500}
+    body = json.dumps(fields).encode()
+    pieces = [body[i : i + 64] for i in range(0, len(body), 64)]  # 9 pieces, 0.45 s in all
+    head = (
+        f"POST /v1/auth-servers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with new_store() as store:
+        answer = await sent_in_pieces(admin_app(store, body_timeout=0.2), head, pieces)
+        assert answer.startswith(b"HTTP/1.1 201 "), answer
+        assert [server.name for server in store.list_auth_servers()] == ["Slow"]
+
+
+async def test_a_body_past_one_mib_is_a_413() -> None:
+    size = (1 << 20) + 1
+    head = (
+        f"POST /v1/auth-servers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
+    with new_store() as store:
+        answer = await sent_in_pieces(admin_app(store, 60.0), head, [b" " * (size // 2)] * 3)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer
+        assert store.list_auth_servers() == []
+
+
 # ---- the getting-started guide ------------------------------------------------------------------
 
 

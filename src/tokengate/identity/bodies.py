@@ -1,4 +1,4 @@
-"""Request bodies of the identity server: read whole within a deadline, or refused at once.
+"""Request bodies of the identity server: read whole, paced, or refused at once.
 
     try:
         raw = await read_body(request, timeout=BODY_TIMEOUT)
@@ -9,9 +9,10 @@
 
 A client that stalls mid-body would hold its connection for ever (the head has its deadline,
 runner.HEAD_TIMEOUT, the body had none), and once the connection cap is reached every new client
-is refused behind it: BODY_TIMEOUT is nginx's client_body_timeout, as a bound on the whole body
-(at most 1 MiB here). A body whose chunked framing or Content-Encoding breaks (a malformed chunk,
-a "gzip" that is not) is the client's error (aiohttp's RequestPayloadError), a 400, not a 500.
+is refused behind it. BODY_TIMEOUT is nginx's client_body_timeout, between two reads, with the
+gateway's minimum rate (proxy.BodyPace), for a body of at most 1 MiB (aiohttp's
+client_max_size). A body whose chunked framing or Content-Encoding breaks (a malformed chunk, a
+"gzip" that is not) is the client's error (aiohttp's RequestPayloadError), a 400, not a 500.
 
 Either way what is left of the body cannot be told from a next request: the answer closes the
 connection, and nothing more is read (aiohttp's lingering close would wait for bytes that do not
@@ -20,11 +21,11 @@ come, or raise the body's error again and log a traceback).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
 from aiohttp import web
 
+from tokengate.gateway.proxy import BodyPace, ClientBodyTimeout
 from tokengate.gateway.rawresponse import SERVER
 
 BODY_TIMEOUT: Final = 60.0  # seconds, nginx's client_body_timeout default
@@ -39,14 +40,21 @@ class BrokenBody(Exception):
 
 
 async def read_body(request: web.BaseRequest, timeout: float) -> bytes:
-    """The whole body (ConnectionError if the client leaves, aiohttp's 413 if too large)."""
+    """The whole body, its reads paced as the gateway paces a client's body (BodyPace: at most
+    `timeout` between two reads, and a minimum rate); ConnectionError if the client leaves,
+    aiohttp's 413 past the request's client_max_size."""
+    content = request.content
     try:
-        if request.content.is_eof():  # all of it came with the head (a token form): no timer
+        if content.is_eof():  # all of it came with the head (a token form): no timer
             return await request.read()
-        async with asyncio.timeout(timeout):
-            return await request.read()
-    except TimeoutError:
-        raise BodyTimeout(f"the request body did not arrive within {timeout:g} s") from None
+        pace, body, limit = BodyPace(timeout), bytearray(), request.client_max_size
+        while chunk := await pace.read(content):
+            body += chunk
+            if len(body) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+        return bytes(body)
+    except ClientBodyTimeout:
+        raise BodyTimeout(f"the request body stalled for {timeout:g} s") from None
     except web.RequestPayloadError:
         raise BrokenBody("the request body could not be read") from None
 
