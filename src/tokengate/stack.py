@@ -28,9 +28,9 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 
+from tokengate import eventloop
 from tokengate.addresses import show
 from tokengate.echo import create_echo_app
-from tokengate.eventloop import install_uvloop
 from tokengate.gateway.app import GatewayServer
 from tokengate.gateway.config import GatewayConfig, load_config
 from tokengate.gateway.reload import Reloader
@@ -333,9 +333,8 @@ def run_stack(
 ) -> int:
     """Run until SIGINT or SIGTERM; the exit code (0; else 1, or 2 for a seed the data file
     refuses, with the error on stderr)."""
-    install_uvloop()
     try:
-        asyncio.run(_run(Stack(settings, config, seed), out))
+        eventloop.run(_run(Stack(settings, config, seed), out))
     except StackError as exc:
         print(exc.message, file=sys.stderr)
         return exc.exit_code

@@ -35,8 +35,8 @@ import tempfile
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
+from tokengate import eventloop
 from tokengate.addresses import show
-from tokengate.eventloop import install_uvloop
 from tokengate.gateway.app import GatewayServer, ListenError
 from tokengate.gateway.config import (
     ConfigError,
@@ -166,9 +166,8 @@ def _run_one(
     parent_sentinel: int | None = None,
     load: Callable[[], GatewayConfig] | None = None,
 ) -> int:
-    install_uvloop()
     try:
-        asyncio.run(
+        eventloop.run(
             serve(
                 config_path,
                 config,

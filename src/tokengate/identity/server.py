@@ -21,8 +21,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tokengate import eventloop
 from tokengate.addresses import show
-from tokengate.eventloop import install_uvloop
 from tokengate.identity.app import create_identity_app, rotate_signing_key
 from tokengate.identity.models import AuthServer
 from tokengate.identity.runner import IdentityRunner
@@ -123,9 +123,8 @@ def serve_identity(settings: IdentitySettings) -> int:
     app = create_identity_app(
         store, admin_token=admin_token, public_url=settings.url, close_store=True
     )
-    install_uvloop()
     try:
-        asyncio.run(_serve(app, settings, spare_keys, announce, sock))
+        eventloop.run(_serve(app, settings, spare_keys, announce, sock))
     except OSError as exc:
         store.close()
         print(_listen_error(settings.listen, exc), file=sys.stderr)
