@@ -645,6 +645,28 @@ async def test_background_loop_retries_after_a_failure(
         await registry.close()
 
 
+async def test_background_loop_refreshes_soon_after_its_clock_jumps(
+    test_issuer: TestIssuer, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    """A machine that wakes from a night's suspend: the keys' clock (CLOCK_BOOTTIME) moved on,
+    the event loop's (CLOCK_MONOTONIC) did not, so the loop's sleep knows nothing of it. Keys
+    that fell due meanwhile are refreshed without waiting out the sleep, nor for a request."""
+    policy = KeyPolicy(min_refresh=0.05, max_refresh=100, max_stale=500)
+    registry = KeyRegistry(session, policy=policy, clock=clock)
+    keys = registry.get(source_for(test_issuer))
+    try:
+        registry.start()
+        await _until(lambda: keys.keyset is not None)
+        assert keys.status()["next_refresh_in"] == 90  # 0.9 x max_refresh
+        clock.advance(12 * 3600)
+        assert keys.status()["loaded"] is False  # past max_stale: not served
+        await _until(lambda: test_issuer.jwks_hits == 2)
+        await _until(lambda: keys.status()["loaded"] is True)
+        assert keys.status()["last_success_age"] == 0
+    finally:
+        await registry.close()
+
+
 async def test_close_cancels_background_work(
     test_issuer: TestIssuer, session: aiohttp.ClientSession
 ) -> None:

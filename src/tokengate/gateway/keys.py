@@ -19,6 +19,11 @@ max_refresh when absent):
                 ≥ min_refresh)
 
 A failed fetch changes nothing but the error shown in `status()`: the last good keys stay.
+
+Times here are durations (a max-age, a max-stale, a throttle), so they are read from a clock no
+one can step: CLOCK_BOOTTIME where there is one (Linux), which unlike CLOCK_MONOTONIC (the event
+loop's) also counts the time a machine spent suspended. Keys fetched before a laptop slept for
+a night are a night old when it wakes, not as old as they were when it fell asleep.
 """
 
 from __future__ import annotations
@@ -108,6 +113,17 @@ def fetch_result(exc: BaseException) -> str:
 
 def _ignore_fetch(issuer: str, result: str) -> None:
     return None
+
+
+def _boottime() -> float:
+    """Seconds on a clock that never steps and keeps counting while the machine is suspended."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+# CLOCK_BOOTTIME is Linux's; elsewhere the monotonic clock is the closest there is.
+since_boot: Final[Callable[[], float]] = (
+    _boottime if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+)
 
 
 class IssuerKeys:
@@ -243,7 +259,10 @@ class IssuerKeys:
         while not self._closed:
             delay = self.next_refresh() - self._clock()
             if delay > 0:
-                await asyncio.sleep(delay)
+                # The loop sleeps on the event loop's clock, which stands still while the
+                # machine is suspended; ours does not. Look at ours at least every min_refresh,
+                # so keys that fell due during a suspend are refreshed soon after the resume.
+                await asyncio.sleep(min(delay, self._policy.min_refresh))
                 continue
             try:
                 await self.refresh()
@@ -486,7 +505,7 @@ class KeyRegistry:
         session: aiohttp.ClientSession,
         *,
         policy: KeyPolicy = KeyPolicy(),
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = since_boot,
         on_fetch: FetchObserver = _ignore_fetch,
     ) -> None:
         self.session = session
