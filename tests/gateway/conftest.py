@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from ssl import SSLContext
 from typing import Any
@@ -66,7 +67,10 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
     servers: list[GatewayServer] = []
 
     async def start(
-        *routes: Route, registry: CollectorRegistry | None = None, **settings: Any
+        *routes: Route,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        **settings: Any,
     ) -> GatewayServer:
         services = tuple(dict.fromkeys(r.service for r in routes if r.service is not None))
         config = GatewayConfig(services=services, routes=routes)
@@ -74,6 +78,7 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
             config,
             GatewaySettings(listen=("127.0.0.1", 0), status_listen=("127.0.0.1", 0), **settings),
             registry=registry,
+            clock=clock,
         )
         await server.start()
         servers.append(server)
@@ -186,13 +191,20 @@ def protect(
     start_gateway: StartGateway,
     test_issuer: TestIssuer,  # noqa: F811 (the fixture imported above)
 ) -> Protect:
-    """A gateway whose route "/" requires a token from `test_issuer` (plugin fields as kwargs)."""
+    """A gateway whose route "/" requires a token from `test_issuer` (plugin fields as kwargs;
+    `clock`: the wall clock it judges tokens by)."""
 
     async def start(
-        *, issuer: TestIssuer | None = None, settings: dict[str, Any] | None = None, **fields: Any
+        *,
+        issuer: TestIssuer | None = None,
+        settings: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.time,
+        **fields: Any,
     ) -> GatewayServer:
         oidc = OidcConfig.for_issuer((issuer or test_issuer).issuer, **fields)
         route = make_route(make_service(upstream.port), oidc=oidc)
-        return await start_gateway(route, **({"key_policy": FAST_KEYS} | (settings or {})))
+        return await start_gateway(
+            route, clock=clock, **({"key_policy": FAST_KEYS} | (settings or {}))
+        )
 
     return start

@@ -697,6 +697,27 @@ async def test_cached_token_still_expires(protect: Protect, test_issuer: TestIss
     assert (await call(gw, token=token)).status == 401
 
 
+@pytest.mark.parametrize("leeway", [0, 30])
+async def test_a_token_is_refused_from_exp_plus_leeway_on_cached_or_not(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture, leeway: int
+) -> None:
+    """RFC 7519 §4.1.4: the time must be before `exp`; Kong's jwt plugin (`exp <= now`),
+    lua-resty-jwt and PyJWT refuse a token at `exp` (+ leeway), and so does the local Kong
+    Identity's introspection. The verified-token cache may not keep it a moment longer."""
+    caplog.set_level("INFO", logger="tokengate.access")
+    minted_at = 1_800_000_000.0
+    now = [minted_at]
+    test_issuer.clock = lambda: now[0]
+    gw = await protect(leeway=leeway, clock=lambda: now[0])
+    token = test_issuer.mint(exp_in=60)
+    assert (await call(gw, token=token)).status == 200
+    now[0] = minted_at + 60 + leeway - 0.001
+    assert (await call(gw, token=token)).status == 200
+    now[0] = minted_at + 60 + leeway
+    assert [(await call(gw, token=token)).status for _ in range(2)] == [401, 401]
+    assert auth_fields(caplog) == ["ok", "cached", "expired", "expired"]
+
+
 async def test_cache_ttl_max_bounds_how_long_a_token_stays_verified(
     protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -708,6 +729,22 @@ async def test_cache_ttl_max_bounds_how_long_a_token_stays_verified(
     await asyncio.sleep(1.1)  # past cache_ttl_max, long before exp: verified again
     assert (await call(gw, token=token)).status == 200
     assert auth_fields(caplog) == ["ok", "cached", "ok"]
+
+
+async def test_a_cache_ttl_max_of_0_is_no_bound(
+    protect: Protect, test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As Kong's cache.lua reads it, and as introspected answers here read it: 0 is no bound,
+    not "never cache"."""
+    caplog.set_level("INFO", logger="tokengate.access")
+    now = [1_800_000_000.0]
+    test_issuer.clock = lambda: now[0]
+    gw = await protect(cache_ttl_max=0, clock=lambda: now[0])
+    token = test_issuer.mint(exp_in=60)
+    assert (await call(gw, token=token)).status == 200
+    now[0] += 59
+    assert (await call(gw, token=token)).status == 200
+    assert auth_fields(caplog) == ["ok", "cached"]
 
 
 async def test_cached_token_still_meets_each_route_requirements(

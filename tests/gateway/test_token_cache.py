@@ -15,8 +15,8 @@ def test_hit_then_miss_after_expiry() -> None:
     cache = TokenCache(capacity=4)
     cache.put("t", entry(expires=100.0))
     assert cache.get("t", now=99.0) is not None
-    assert cache.get("t", now=100.0) is not None  # expires is inclusive
-    assert cache.get("t", now=100.5) is None
+    assert cache.get("t", now=99.999) is not None
+    assert cache.get("t", now=100.0) is None  # at `expires` the entry is no longer trusted
     assert cache.get("t", now=50.0) is None  # an expired entry is gone, not revived
     assert (cache.hits, cache.misses) == (2, 2)
 
@@ -50,7 +50,8 @@ def test_fresh_looks_without_counting_or_moving_anything() -> None:
     assert cache.fresh("b", now=0) is not None
     assert cache.fresh("old", now=0) is None  # left to `get`, which promotes it
     cache.put("c", entry(expires=10.0))
-    assert cache.fresh("c", now=10.5) is None  # past its expiry
+    assert cache.fresh("c", now=9.5) is not None
+    assert cache.fresh("c", now=10.0) is None  # at its expiry
     assert cache.fresh("never", now=0) is None
     assert (cache.hits, cache.misses) == (0, 0)
     assert cache.get("old", now=0) is not None  # still there for the long way

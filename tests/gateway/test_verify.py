@@ -696,18 +696,20 @@ def test_exp_overflowing_float_in_json() -> None:
 
 
 def test_expired() -> None:
-    assert check_claims(claims(exp=NOW), RULES, NOW) == NOW  # now == exp: still valid
+    assert check_claims(claims(exp=NOW + 0.001), RULES, NOW) == NOW + 0.001
+    # RFC 7519 §4.1.4: the time must be before exp. At exp the token has expired (Kong's jwt
+    # plugin, lua-resty-jwt and PyJWT say so too, and so does our issuer's introspection).
     with pytest.raises(Expired):
-        check_claims(claims(exp=NOW - 0.001), RULES, NOW)
+        check_claims(claims(exp=NOW), RULES, NOW)
     with pytest.raises(Expired):
         accept(mint(payload=claims(exp=int(NOW) - 1, iat=int(NOW) - 100, nbf=...)))
 
 
 def test_leeway() -> None:
     lenient = ClaimRules(issuers=frozenset({ISSUER}), leeway=30)
-    check_claims(claims(exp=NOW - 30), lenient, NOW)
+    check_claims(claims(exp=NOW - 29.5), lenient, NOW)
     with pytest.raises(Expired):
-        check_claims(claims(exp=NOW - 30.5), lenient, NOW)
+        check_claims(claims(exp=NOW - 30), lenient, NOW)  # exactly exp + leeway: expired
     check_claims(claims(nbf=NOW + 30, iat=NOW + 30), lenient, NOW)
     with pytest.raises(NotYetValid):
         check_claims(claims(nbf=NOW + 31), lenient, NOW)

@@ -316,7 +316,7 @@ class Authenticator:
         expires = exp + self._leeway
         if self._max_age is not None:  # a cached entry too must not outlive it
             expires = min(expires, check_max_age(claims, self._max_age, now, self._leeway))
-        if self._ttl_max is not None:
+        if self._ttl_max:  # Kong's cache.lua: a bound of 0 is none (as for introspection)
             expires = min(expires, now + self._ttl_max)
         return VerifiedToken(claims=claims, exp=exp, expires=expires, key_jwk=key.jwk_header)
 

@@ -2,7 +2,7 @@
 
     cache = TokenCache(capacity=10_000)
     entry = cache.get(token, now)              # None: verify it, then cache.put(token, entry)
-    if entry is not None and now <= entry.exp + leeway: ...
+    if entry is not None and now < entry.exp + leeway: ...
 
 Two generations of plain dicts: lookups try the current one, then the previous one (promoting
 the hit); when the current one is full it becomes the previous one and the old previous one is
@@ -63,7 +63,7 @@ class TokenCache:
                 self.misses += 1
                 return None
             self._insert(token, entry)
-        if now > entry.expires:
+        if now >= entry.expires:  # the token expires at exp (+ leeway), not after it
             self._current.pop(token, None)
             self.misses += 1
             return None
@@ -74,7 +74,7 @@ class TokenCache:
         """The current generation's entry for `token` if it is still trusted at `now`; nothing
         counted or moved (a None sends the caller to `get`, which counts the miss)."""
         entry = self._current.get(token)
-        if entry is None or now > entry.expires:
+        if entry is None or now >= entry.expires:
             return None
         return entry
 

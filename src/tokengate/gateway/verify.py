@@ -270,7 +270,9 @@ def _check_exp(claims: Mapping[str, Any], now: float, leeway: float) -> float:
     exp = _timestamp(claims, "exp")
     if exp is None:  # a token that never expires is not accepted
         raise BadClaims("exp is required")
-    if now > exp + leeway:
+    # RFC 7519 §4.1.4: the current time MUST be before exp (Kong's jwt plugin, lua-resty-jwt and
+    # PyJWT agree, as does our issuer's introspection): at exp + leeway the token is expired.
+    if now >= exp + leeway:
         raise Expired("token expired")
     return exp
 
