@@ -188,9 +188,9 @@ def test_kongs_access_token_headers(name: str, value: str) -> None:
 @pytest.mark.parametrize("name", ["access-token", "x-access-token"])
 def test_access_token_header_with_another_token_is_multiple_tokens(name: str) -> None:
     both = [("Authorization", f"Bearer {JWT}"), (name, JWT)]
-    assert refused(MultipleTokens, headers=both) == "more than one token (header, header)"
+    assert refused(MultipleTokens, headers=both) == "more than one token (header)"
     twice = [(name, JWT), (name, JWT)]
-    assert refused(MultipleTokens, headers=twice) == "more than one token (header, header)"
+    assert refused(MultipleTokens, headers=twice) == "more than one token (header)"
 
 
 @pytest.mark.parametrize("value", ["a b", "tok,en", "Bearer a b"])
@@ -288,10 +288,13 @@ def test_malformed_query_token_is_a_token_that_fails(query: str) -> None:
         f"access_token={JWT}&access_token={JWT}",
         f"access_token={JWT}&access%5Ftoken=other",
         f"access_token={JWT};access_token=other",
+        # Each place is named once, however many tokens it holds: with display_errors the
+        # detail is the error_description, and a header line must not grow with the count.
+        "&".join(["access_token=a"] * 1000),
     ],
 )
 def test_two_query_tokens_are_multiple_tokens(query: str) -> None:
-    assert refused(MultipleTokens, f"/?{query}") == "more than one token (query, query)"
+    assert refused(MultipleTokens, f"/?{query}") == "more than one token (query)"
 
 
 def test_header_and_query_are_multiple_tokens() -> None:
@@ -525,10 +528,10 @@ def test_cookie_is_ignored_when_not_an_allowed_place() -> None:
 
 
 def test_two_cookies_of_that_name_are_multiple_tokens() -> None:
-    with pytest.raises(MultipleTokens, match=r"\(cookie, cookie\)"):
+    with pytest.raises(MultipleTokens, match=r"\(cookie\)"):
         cookie(f"at={JWT}; at=other")
     headers = [("Cookie", f"at={JWT}"), ("Cookie", "at=other")]
-    with pytest.raises(MultipleTokens, match=r"\(cookie, cookie\)"):
+    with pytest.raises(MultipleTokens, match=r"\(cookie\)"):
         extract(headers=headers)
 
 

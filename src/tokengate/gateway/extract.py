@@ -144,7 +144,9 @@ def extract_token(
         for header in request.headers.getall("Cookie", ()):
             found += (TokenLocation(t, "cookie") for t in _cookies(header, name))
     if len(found) > 1:
-        where = ", ".join(location.where for location in found)
+        # Each place named once: the detail (error_description with display_errors, and one
+        # prepared answer per text) must not grow with the number of tokens a client sends.
+        where = ", ".join(dict.fromkeys(location.where for location in found))
         raise MultipleTokens(f"more than one token ({where})")
     return found[0] if found else None
 
