@@ -94,6 +94,26 @@ def test_python_m_tokengate_echo_serves_alone_and_stops_on_ctrl_c() -> None:
         process.communicate()
 
 
+def test_python_m_tokengate_echo_on_port_0_says_the_port_it_got() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokengate.echo", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        said = process.stdout.readline()  # written once it listens
+        address = said.removeprefix("echo upstream on ").partition(";")[0]
+        assert address.startswith("127.0.0.1:") and address != "127.0.0.1:0", said
+        wait_http(f"http://{address}/healthz", process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.communicate()
+
+
 @pytest.mark.parametrize(
     ("args", "code", "said"),
     [

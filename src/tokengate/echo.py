@@ -25,7 +25,8 @@ from typing import Final
 
 from aiohttp import web
 
-from tokengate.listening import bind_failure
+from tokengate.addresses import show
+from tokengate.listening import bind_failure, listening_socket
 
 DEFAULT_MAX_BODY: Final = 1024 * 1024
 MAX_BODY = web.AppKey("max_body", int)
@@ -92,18 +93,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m tokengate.echo [HOST:PORT]", file=sys.stderr)
         return 2
     host = host.strip("[]") or "127.0.0.1"
-    started = f"echo upstream on {host}:{port}; Ctrl-C stops it"  # said once it listens
     try:
-        web.run_app(
-            create_echo_app(),
-            host=host,
-            port=int(port),
-            print=lambda _: print(started, flush=True),
-            access_log=None,
-        )
+        # Bound here, not by run_app: with port 0 the port the OS gave is known, and said.
+        sock = listening_socket((host, int(port)))
     except OSError as exc:
         print(f"echo: cannot listen on {host}:{port}: {bind_failure(exc)}", file=sys.stderr)
         return 1
+    started = f"echo upstream on {show(sock.getsockname()[:2])}; Ctrl-C stops it"
+    web.run_app(
+        create_echo_app(),
+        sock=sock,
+        print=lambda _: print(started, flush=True),  # said once it listens
+        access_log=None,
+    )
     return 0
 
 
