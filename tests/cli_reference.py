@@ -16,6 +16,8 @@ END = "<!-- cli-options:end -->"
 
 def _default(action: argparse.Action) -> str:
     value = action.default
+    if value == argparse.SUPPRESS:  # taken from the parent command's option of that name
+        return ""
     if isinstance(value, tuple | frozenset) and not value:
         return "none"
     if isinstance(value, tuple):
@@ -32,9 +34,20 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPar
     return {}
 
 
+def _all_commands(
+    parser: argparse.ArgumentParser, prefix: str = "tokengate"
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every command and nested subcommand (`config validate`, `identity rotate-keys`), in order."""
+    found = []
+    for name, command in _commands(parser).items():
+        found.append((f"{prefix} {name}", command))
+        found += _all_commands(command, f"{prefix} {name}")
+    return found
+
+
 def render() -> str:
     lines = [START]
-    for name, command in _commands(build_parser()).items():
+    for name, command in _all_commands(build_parser()):
         options = [
             a
             for a in command._actions
@@ -42,7 +55,7 @@ def render() -> str:
         ]
         if not options:
             continue
-        lines += ["", f"`tokengate {name}`:", "", "| option | default | meaning |", "|---|---|---|"]
+        lines += ["", f"`{name}`:", "", "| option | default | meaning |", "|---|---|---|"]
         for action in options:
             flags = " / ".join(f"`{flag}`" for flag in action.option_strings)
             meaning = (action.help or "").split(" (env ")[0]

@@ -822,6 +822,9 @@ def test_readme_lists_every_option_of_every_command() -> None:
     assert written == expected, "paste `python -m tests.cli_reference` into the README"
     for flag in ("--workers", "--shutdown-timeout", "--log-format", "--identity-listen", "--seed"):
         assert f"`{flag}`" in written
+    # Subcommands' own options too: `config validate --ignore-plugins`, `rotate-keys --data`.
+    assert "`tokengate config validate`:" in written
+    assert "`tokengate identity rotate-keys`:" in written
 
 
 def test_abbreviated_flags_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
