@@ -29,6 +29,7 @@ a night are a night old when it wakes, not as old as they were when it fell asle
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -115,14 +116,13 @@ def _ignore_fetch(issuer: str, result: str) -> None:
     return None
 
 
-def _boottime() -> float:
-    """Seconds on a clock that never steps and keeps counting while the machine is suspended."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-# CLOCK_BOOTTIME is Linux's; elsewhere the monotonic clock is the closest there is.
+# Seconds on a clock that never steps and keeps counting while the machine is suspended.
+# CLOCK_BOOTTIME is Linux's; elsewhere the monotonic clock is the closest there is. A partial,
+# not a function of ours: the key lookup reads it on every full check (no Python frame).
 since_boot: Final[Callable[[], float]] = (
-    _boottime if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+    functools.partial(time.clock_gettime, time.CLOCK_BOOTTIME)
+    if hasattr(time, "CLOCK_BOOTTIME")
+    else time.monotonic
 )
 
 
