@@ -10,6 +10,7 @@ import textwrap
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from tests.gateway.support import eventually
 from tests.identity.support import IdentityTestServer, pooled_key
 from tests.identity.test_admin_api import new_store
 from tokengate.identity.app import create_identity_app
-from tokengate.identity.models import AuthServer
+from tokengate.identity.models import AuthServer, IssuedToken
 from tokengate.identity.seed import SeedError, apply_seed, load_seed
 from tokengate.identity.signing import SpareKeys
 from tokengate.identity.store import Store
@@ -278,40 +279,61 @@ async def test_restart_keeps_state_and_old_tokens_verify(tmp_path: Path) -> None
         store.close()
 
 
+def record_expired(store: Store, server: AuthServer, jti: str, expired_ago: timedelta) -> None:
+    """A token of the seed's client, issued three days ago, that expired `expired_ago`."""
+    now = datetime.now(UTC)
+    store.record_token(
+        IssuedToken(
+            jti, server.id, CLIENT["client_id"], (), now - timedelta(days=3), now - expired_ago
+        )
+    )
+
+
 async def test_tokens_expired_over_a_day_ago_are_purged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "tokengate.identity")
-    import asyncio
-    from datetime import UTC, datetime, timedelta
-
-    from tokengate.identity.models import IssuedToken
-
     store = new_store()
     (server,) = apply_seed(store, load_seed(SEED))
-    now = datetime.now(UTC)
-
-    def record(jti: str, expired_ago: timedelta) -> None:
-        store.record_token(
-            IssuedToken(
-                jti, server.id, CLIENT["client_id"], (), now - timedelta(days=3), now - expired_ago
-            )
-        )
-
-    record("old", timedelta(days=2))
-    record("recent", timedelta(hours=1))
+    record_expired(store, server, "old", timedelta(days=2))
+    record_expired(store, server, "recent", timedelta(hours=1))
     app = create_identity_app(
         store, admin_token="adm", public_url="http://id.test", purge_every=0.05
     )
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:
-        for _ in range(100):
-            if store.find_token("old") is None:
-                break
-            await asyncio.sleep(0.02)
-        assert store.find_token("old") is None
+        await eventually(lambda: store.find_token("old") is None)
         assert store.find_token("recent") is not None
         assert "forgot 1 tokens that expired over a day ago" in caplog.messages
     finally:
+        await client.close()
+        store.close()
+
+
+async def test_purging_goes_on_after_a_round_that_could_not_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round that finds the database locked by another process past the busy timeout (a
+    backup, `sqlite3`, a long write) is logged and the next one purges: one failed round must
+    not end purging, or the database grows for as long as the server runs."""
+    caplog.set_level(logging.INFO, "tokengate.identity")
+    path = tmp_path / "identity.db"
+    store = Store.open(path, key_factory=pooled_key)
+    (server,) = apply_seed(store, load_seed(SEED))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock
+    app = create_identity_app(
+        store, admin_token="adm", public_url="http://id.test", purge_every=0.05
+    )
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        await eventually(lambda: "could not forget expired tokens" in caplog.text, timeout=30)
+        other.execute("COMMIT")
+        record_expired(store, server, "old", timedelta(days=2))
+        await eventually(lambda: store.find_token("old") is None, timeout=30)
+        assert "forgot 1 tokens that expired over a day ago" in caplog.messages
+    finally:
+        other.close()
         await client.close()
         store.close()
 

@@ -31,7 +31,7 @@ from tokengate.identity.admin_api import create_admin_app, server_id, store_of
 from tokengate.identity.bodies import BODY_TIMEOUT
 from tokengate.identity.issuer_api import create_issuer_app
 from tokengate.identity.models import SigningKey
-from tokengate.identity.store import Store
+from tokengate.identity.store import Store, StoreError
 
 log = logging.getLogger("tokengate.identity")
 
@@ -101,7 +101,13 @@ def _purging(store: Store, every: float) -> Callable[[web.Application], AsyncIte
     async def purge_forever() -> None:
         while True:
             await asyncio.sleep(every)
-            removed = store.purge_expired_tokens(before=datetime.now(UTC) - TOKEN_HISTORY)
+            try:
+                removed = store.purge_expired_tokens(before=datetime.now(UTC) - TOKEN_HISTORY)
+            except StoreError as exc:
+                # A lock another process held past busy_timeout, a full disk: the next round
+                # tries again. Ending the loop here would let the database grow for good.
+                log.warning("could not forget expired tokens (tried again in %gs): %s", every, exc)
+                continue
             if removed:
                 log.info("forgot %d tokens that expired over a day ago", removed)
 
