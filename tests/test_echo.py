@@ -14,7 +14,6 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.abandon import leave_mid_body, served, server_errors
 from tests.gateway.conftest import raw_request
-from tests.ports import free_port
 from tests.test_cli import wait_http
 from tokengate.echo import create_echo_app
 
@@ -77,24 +76,8 @@ async def test_raw_path_repeated_headers_and_bytes_outside_ascii_are_shown_as_se
     assert repeats == [["x-repeat", "one"], ["X-Repeat", "two"]]  # order and spelling kept
 
 
-def test_python_m_tokengate_echo_serves_alone_and_stops_on_ctrl_c() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tokengate.echo", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
-    finally:
-        process.kill()
-        process.communicate()
-
-
-def test_python_m_tokengate_echo_on_port_0_says_the_port_it_got() -> None:
+def test_python_m_tokengate_echo_serves_alone_says_its_port_and_stops_on_ctrl_c() -> None:
+    """On port 0 it says the port the OS gave it, so a kong.yaml `url:` can name it."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tokengate.echo", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
