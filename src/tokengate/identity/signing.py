@@ -100,26 +100,18 @@ def _key_record(
     )
 
 
-# kid -> the PEM and algorithm a JWKS entry was made from, and the entry. A JWKS lists every key
-# rotated in the last day, more than the signers above may hold: each entry is made once, and
-# without OpenSSL's check of the private key (tens of ms each), which guards signing (signer_for
-# runs it), not publishing `n` and `e`. Bounded (cleared when full).
-_public_jwks: dict[str, tuple[bytes, str, dict[str, str]]] = {}
-_PUBLIC_JWK_CACHE_MAX = 8192
-
-
 def public_jwk(key: SigningKey) -> dict[str, str]:
     """The key as a JWKS entry. Only public members: `d`, `p`, `q`, `dp`, `dq`, `qi` never leave."""
-    cached = _public_jwks.get(key.kid)
-    if cached is not None and cached[0] == key.private_pem and cached[1] == key.algorithm:
-        return dict(cached[2])
+    # Parsed without OpenSSL's check of the private key (tens of ms a key), which guards signing
+    # (signer_for runs it), not publishing `n` and `e`: a JWKS lists every key rotated in the
+    # last day, more than the signer cache holds, and is built on the event loop.
     private = serialization.load_pem_private_key(
         key.private_pem, password=None, unsafe_skip_rsa_key_validation=True
     )
     if not isinstance(private, rsa.RSAPrivateKey) or private.key_size < RSA_KEY_BITS:
         raise ValueError(f"signing key {key.kid} is not an RSA key of at least {RSA_KEY_BITS} bits")
     numbers = private.public_key().public_numbers()
-    jwk = {
+    return {
         "kty": "RSA",
         "kid": key.kid,
         "use": "sig",
@@ -127,10 +119,6 @@ def public_jwk(key: SigningKey) -> dict[str, str]:
         "n": _b64url_uint(numbers.n),
         "e": _b64url_uint(numbers.e),
     }
-    if len(_public_jwks) >= _PUBLIC_JWK_CACHE_MAX:
-        _public_jwks.clear()
-    _public_jwks[key.kid] = (key.private_pem, key.algorithm, jwk)
-    return dict(jwk)
 
 
 class Signer:
