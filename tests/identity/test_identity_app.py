@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 from aiohttp import web
@@ -332,6 +333,39 @@ async def test_purging_goes_on_after_a_round_that_could_not_write(
         record_expired(store, server, "old", timedelta(days=2))
         await eventually(lambda: store.find_token("old") is None, timeout=30)
         assert "forgot 1 tokens that expired over a day ago" in caplog.messages
+    finally:
+        other.close()
+        await client.close()
+        store.close()
+
+
+async def test_a_purge_round_that_finds_the_database_locked_does_not_hold_the_server(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The purge runs on the event loop: a round that waited out SQLite's busy timeout (5 s)
+    for a lock another process holds held every request of the server for as long, each round,
+    for as long as the lock was held. A round can wait for the next one instead: it gives up at
+    once. Other writes still wait for the lock as they did (a token request's record)."""
+    caplog.set_level(logging.INFO, "tokengate.identity")
+    path = tmp_path / "identity.db"
+    store = Store.open(path, key_factory=pooled_key)
+    (server,) = apply_seed(store, load_seed(SEED))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock
+    app = create_identity_app(
+        store, admin_token="adm", public_url="http://id.test", purge_every=0.05
+    )
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        await eventually(lambda: caplog.text.count("could not forget expired tokens") >= 2)
+        # Rounds every 50 ms, each of which held the loop for the 5 s busy timeout before.
+        resp = await client.get("/healthz", timeout=aiohttp.ClientTimeout(total=2))
+        assert resp.status == 200
+        # The purge's short wait is its own: a token's record still waits for the lock.
+        threading.Timer(0.3, other.execute, ("COMMIT",)).start()
+        record_expired(store, server, "old", timedelta(days=2))
+        await eventually(lambda: store.find_token("old") is None)
     finally:
         other.close()
         await client.close()

@@ -37,6 +37,7 @@ log = logging.getLogger("tokengate.identity")
 
 KEY_GRACE = timedelta(days=1)
 TOKEN_HISTORY = timedelta(days=1)  # expired tokens stay listable this long
+PURGE_LOCK_WAIT = 0.05  # seconds a purge waits for another process's write lock
 
 _KEY_ROUTES: Final = web.RouteTableDef()  # tokengate's own, outside the Konnect paths
 
@@ -102,10 +103,14 @@ def _purging(store: Store, every: float) -> Callable[[web.Application], AsyncIte
         while True:
             await asyncio.sleep(every)
             try:
-                removed = store.purge_expired_tokens(before=datetime.now(UTC) - TOKEN_HISTORY)
+                # On the event loop: a lock another process holds is not waited for past
+                # PURGE_LOCK_WAIT (the busy timeout, 5 s, would hold every request as long).
+                removed = store.purge_expired_tokens(
+                    before=datetime.now(UTC) - TOKEN_HISTORY, lock_wait=PURGE_LOCK_WAIT
+                )
             except StoreError as exc:
-                # A lock another process held past busy_timeout, a full disk: the next round
-                # tries again. Ending the loop here would let the database grow for good.
+                # A lock another process holds, a full disk: the next round tries again.
+                # Ending the loop here would let the database grow for good.
                 log.warning("could not forget expired tokens (tried again in %gs): %s", every, exc)
                 continue
             if removed:

@@ -674,10 +674,14 @@ class Store:
         found: IssuedToken | None = self._find(TOKENS, {"id": jti})
         return found
 
-    def purge_expired_tokens(self, *, before: datetime | None = None) -> int:
-        """Forget tokens that expired before `before` (default: now); returns how many."""
+    def purge_expired_tokens(
+        self, *, before: datetime | None = None, lock_wait: float | None = None
+    ) -> int:
+        """Forget tokens that expired before `before` (default: now); returns how many.
+        `lock_wait`: seconds to wait at most for another process's write lock (default: the
+        busy timeout), for a caller on the event loop that can as well try again later."""
         cutoff = encode("expires_at", before or self._now())
-        with self._tx():
+        with self._lock_wait(lock_wait), self._tx():
             return self._db.execute("DELETE FROM tokens WHERE expires_at < ?", (cutoff,)).rowcount
 
     # --- signing keys ----------------------------------------------------------------------------
@@ -741,6 +745,23 @@ class Store:
         self._insert(KEYS, key)
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock_wait(self, seconds: float | None) -> Iterator[None]:
+        """SQLite's busy timeout set to `seconds` for one write, then put back: the connection's
+        other writes keep waiting as long as they did."""
+        if seconds is None:
+            yield
+            return
+        try:
+            (previous,) = self._db.execute("PRAGMA busy_timeout").fetchone()
+            self._db.execute(f"PRAGMA busy_timeout = {round(seconds * 1000):d}")
+        except sqlite3.Error as exc:  # a closed store: a StoreError, as from _tx
+            raise _store_error(exc) from exc
+        try:
+            yield
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(previous):d}")
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
