@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' || { \
 		$(BIN)/python -c 'import sys; sys.exit(sys.version_info >= (3, 15))' || \
-		echo "google-re2 has no wheel for this Python yet, and building it needs RE2's and" \
-			"Abseil's headers: use Python 3.11 to 3.14 (rm -rf $(VENV); make PYTHON=python3.14 ...)"; \
+		echo "the likely cause: google-re2 has no wheel for this Python yet, and building it needs" \
+			"RE2's and Abseil's headers; use Python 3.11 to 3.14 (rm -rf $(VENV); make PYTHON=python3.14 ...)"; \
 		exit 1; }
 	touch $(STAMP)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -86,6 +87,8 @@ def test_python_m_tokengate_echo_serves_alone_says_its_port_and_stops_on_ctrl_c(
     )
     try:
         assert process.stdout is not None
+        readable, _, _ = select.select([process.stdout], [], [], 30)
+        assert readable, "python -m tokengate.echo said nothing in 30 s"
         said = process.stdout.readline()  # written once it listens
         address = said.removeprefix("echo upstream on ").partition(";")[0]
         assert address.startswith("127.0.0.1:") and address != "127.0.0.1:0", said

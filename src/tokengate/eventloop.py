@@ -24,6 +24,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(main: Coroutine[Any, Any, _Result]) -> _Result:
-    """`asyncio.run(main)` on a new uvloop loop."""
+    """`asyncio.run(main)` on a new uvloop loop. Unlike asyncio.run's, the loop is not made the
+    thread's current one: nothing here asks for it outside a coroutine."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(main)

@@ -116,14 +116,23 @@ def _ignore_fetch(issuer: str, result: str) -> None:
     return None
 
 
-# Seconds on a clock that never steps and keeps counting while the machine is suspended.
-# CLOCK_BOOTTIME is Linux's; elsewhere the monotonic clock is the closest there is. A partial,
-# not a function of ours: the key lookup reads it on every full check (no Python frame).
-since_boot: Final[Callable[[], float]] = (
-    functools.partial(time.clock_gettime, time.CLOCK_BOOTTIME)
-    if hasattr(time, "CLOCK_BOOTTIME")
-    else time.monotonic
-)
+def _boot_clock() -> Callable[[], float]:
+    """Seconds on a clock that never steps and keeps counting while the machine is suspended:
+    CLOCK_BOOTTIME, Linux's (tried once: a kernel or sandbox may refuse it); elsewhere the
+    monotonic clock, the closest there is. A partial, not a function of ours: the key lookup
+    reads it on every full check (no Python frame)."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        try:
+            time.clock_gettime(boottime)
+        except OSError:
+            pass
+        else:
+            return functools.partial(time.clock_gettime, boottime)
+    return time.monotonic
+
+
+since_boot: Final = _boot_clock()
 
 
 class IssuerKeys:
