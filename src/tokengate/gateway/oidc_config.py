@@ -910,6 +910,7 @@ _NOTES: Final[Mapping[str, str]] = MappingProxyType({
         "accepted, no effect: every accepted token has an exp, and a cache entry lives until it "
         "(or cache_ttl_max)"
     ),
+    "cache_ttl_max": "yes: the most seconds a verified token stays cached; 0 is no bound, as Kong",
     "run_on_preflight": (
         "yes: false lets every OPTIONS request through without a token, as Kong does (a CORS "
         "preflight or not)"
