@@ -418,6 +418,30 @@ def test_workers_match_the_cpu_limit(directory: Path, no_tokengate_env: None) ->
     assert gw.args.workers == cpu_cores(resources["limits"]["cpu"])
 
 
+# Measured on a worker with one openid-connect config: 57 MiB at start, about 130 MiB once
+# 20,000 distinct tokens (the verified-token cache's two generations of 10,000) went through it
+# (`python -m bench.memory`).
+WORKER_MIB = 144
+SUPERVISOR_MIB = 64  # the process that supervises more than one worker
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+@pytest.mark.parametrize("directory", DEPLOYMENT_DIRS, ids=lambda path: path.name)
+def test_the_memory_limit_holds_a_full_token_cache_in_every_worker(
+    directory: Path, no_tokengate_env: None
+) -> None:
+    """A load test with many clients fills each worker's verified-token cache; a limit below
+    that is an OOM kill in the middle of it (128Mi for one worker, 256Mi for two, were)."""
+    gw = gateway(directory)
+    workers = gw.args.workers
+    needed = workers * WORKER_MIB + (SUPERVISOR_MIB if workers > 1 else 0)
+    assert mebibytes(gw.container["resources"]["limits"]["memory"]) >= needed
+
+
 @pytest.mark.parametrize("directory", DEPLOYMENT_DIRS, ids=lambda path: path.name)
 def test_several_workers_get_a_writable_temporary_directory(
     directory: Path, no_tokengate_env: None
