@@ -85,6 +85,7 @@ SECRET_LENGTH = 32  # [A-Za-z0-9]{32}: ~190 bits of entropy
 DEFAULT_KEY_GRACE = timedelta(days=1)
 OTHER_WRITERS_POLL = 0.01  # seconds: how stale the memo may be after another process commits
 MEMO_MAX_ENTRIES = 4096
+BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's write lock
 
 
 class StoreError(Exception):
@@ -230,10 +231,10 @@ class Store:
             raise StoreError(f"cannot open identity database {path}: {exc}") from exc
         try:
             db.execute("PRAGMA foreign_keys = ON")
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
             if not memory:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable across crashes of us
-                db.execute("PRAGMA busy_timeout = 5000")
             migrations.migrate(db)
         except migrations.SchemaTooNew as exc:
             db.close()
@@ -748,20 +749,22 @@ class Store:
 
     @contextlib.contextmanager
     def _lock_wait(self, seconds: float | None) -> Iterator[None]:
-        """SQLite's busy timeout set to `seconds` for one write, then put back: the connection's
-        other writes keep waiting as long as they did."""
+        """SQLite's busy timeout set to `seconds` for one write, then back to BUSY_TIMEOUT_MS:
+        the connection's other writes keep waiting as long as they did."""
         if seconds is None:
             yield
             return
-        try:
-            (previous,) = self._db.execute("PRAGMA busy_timeout").fetchone()
-            self._db.execute(f"PRAGMA busy_timeout = {round(seconds * 1000):d}")
-        except sqlite3.Error as exc:  # a closed store: a StoreError, as from _tx
-            raise _store_error(exc) from exc
+        self._busy_timeout(round(seconds * 1000))
         try:
             yield
         finally:
-            self._db.execute(f"PRAGMA busy_timeout = {int(previous):d}")
+            self._busy_timeout(BUSY_TIMEOUT_MS)
+
+    def _busy_timeout(self, milliseconds: int) -> None:
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {milliseconds:d}")
+        except sqlite3.Error as exc:  # a closed store: a StoreError, as from _tx
+            raise _store_error(exc) from exc
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
